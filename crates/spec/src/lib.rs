@@ -1,0 +1,35 @@
+//! IOMMU layouts: register offsets and fields, table entries, page-table entries, commands and events.
+//!
+//! Layouts only, no behaviour. Every type decodes from the raw words the hardware reads and encodes back to
+//! them, so the emulator, the driver and the dump decoder share one truth per bit. Reserved bits survive a
+//! round trip untouched: checking them is the reader's job, not the decoder's.
+//!
+//! Encodings that a hostile or corrupt table may hold (translation types, descriptor types, fault reasons)
+//! are open enums: an unknown value is a value, never a panic.
+#![no_std]
+#![forbid(unsafe_code)]
+
+pub mod vtd;
+
+/// Size of the 4 KiB page every IOMMU here uses for its tables.
+pub const PAGE_SIZE: u64 = 4096;
+/// `log2(PAGE_SIZE)`.
+pub const PAGE_SHIFT: u32 = 12;
+
+/// Bits `hi:lo` (inclusive) of `v` as a mask.
+pub const fn mask64(hi: u32, lo: u32) -> u64 {
+    (u64::MAX >> (63 - hi)) & (u64::MAX << lo)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mask_edges() {
+        assert_eq!(mask64(63, 0), u64::MAX);
+        assert_eq!(mask64(63, 12), !0xfff);
+        assert_eq!(mask64(11, 4), 0xff0);
+        assert_eq!(mask64(0, 0), 1);
+    }
+}

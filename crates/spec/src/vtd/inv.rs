@@ -1,0 +1,335 @@
+//! Queued-invalidation descriptors (spec 6.5.2). Each is 128 bits (qw0 low, qw1 high); in 256-bit mode
+//! (IQA.DW) qw2 and qw3 follow and are reserved for these types.
+
+use bitfield_struct::bitfield;
+
+/// Descriptor type, qw0 bits 3:0 (bits 11:9 extend it and must be zero for these types).
+#[open_enum::open_enum]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum DescType {
+    ContextCache = 1,
+    Iotlb = 2,
+    DevTlb = 3,
+    InterruptEntryCache = 4,
+    Wait = 5,
+    PasidIotlb = 6,
+    PasidCache = 7,
+    PasidDevTlb = 8,
+}
+
+impl DescType {
+    pub const fn from_bits(v: u8) -> Self {
+        Self(v & 0xf)
+    }
+    pub const fn into_bits(self) -> u8 {
+        self.0
+    }
+}
+
+/// The type of a raw descriptor.
+pub const fn desc_type(qw0: u64) -> DescType {
+    DescType::from_bits(qw0 as u8)
+}
+
+/// Invalidation granularity of context-cache and IOTLB descriptors.
+pub mod granularity {
+    pub const GLOBAL: u8 = 1;
+    pub const DOMAIN: u8 = 2;
+    /// Context cache: device-selective. IOTLB: page-selective within a domain.
+    pub const DEVICE_OR_PAGE: u8 = 3;
+}
+
+/// Context-cache invalidate descriptor (6.5.2.2).
+#[bitfield(u128)]
+#[derive(PartialEq, Eq)]
+pub struct ContextCacheInv {
+    #[bits(4)]
+    pub ty: DescType,
+    #[bits(2)]
+    pub g: u8,
+    #[bits(10)]
+    __: u16,
+    pub did: u16,
+    pub sid: u16,
+    /// Function mask: ignore the low FM bits of the devfn.
+    #[bits(2)]
+    pub fm: u8,
+    #[bits(78)]
+    __: u128,
+}
+
+/// IOTLB invalidate descriptor (6.5.2.3).
+#[bitfield(u128)]
+#[derive(PartialEq, Eq)]
+pub struct IotlbInv {
+    #[bits(4)]
+    pub ty: DescType,
+    #[bits(2)]
+    pub g: u8,
+    /// Drain writes.
+    pub dw: bool,
+    /// Drain reads.
+    pub dr: bool,
+    #[bits(8)]
+    __: u8,
+    pub did: u16,
+    #[bits(32)]
+    __: u32,
+    /// Address mask: invalidate `2^AM` pages.
+    #[bits(6)]
+    pub am: u8,
+    /// Invalidation hint: leaf entries only.
+    pub ih: bool,
+    #[bits(5)]
+    __: u8,
+    #[bits(52)]
+    pub addr: u64,
+}
+
+/// Device-TLB invalidate descriptor (6.5.2.5).
+#[bitfield(u128)]
+#[derive(PartialEq, Eq)]
+pub struct DevTlbInv {
+    #[bits(4)]
+    pub ty: DescType,
+    #[bits(8)]
+    __: u8,
+    #[bits(4)]
+    pub pfsid_lo: u8,
+    #[bits(5)]
+    pub qdep: u8,
+    #[bits(11)]
+    __: u16,
+    pub sid: u16,
+    #[bits(4)]
+    __: u8,
+    #[bits(12)]
+    pub pfsid_hi: u16,
+    /// Size: the range is encoded in the lowest clear address bit.
+    pub s: bool,
+    #[bits(11)]
+    __: u16,
+    #[bits(52)]
+    pub addr: u64,
+}
+
+/// Interrupt entry cache invalidate descriptor (6.5.2.7).
+#[bitfield(u128)]
+#[derive(PartialEq, Eq)]
+pub struct IecInv {
+    #[bits(4)]
+    pub ty: DescType,
+    /// 0 global, 1 index-selective.
+    pub g: bool,
+    #[bits(22)]
+    __: u32,
+    #[bits(5)]
+    pub im: u8,
+    pub iidx: u16,
+    #[bits(80)]
+    __: u128,
+}
+
+/// Invalidation wait descriptor (6.5.2.8).
+#[bitfield(u128)]
+#[derive(PartialEq, Eq)]
+pub struct WaitInv {
+    #[bits(4)]
+    pub ty: DescType,
+    /// Interrupt flag: set ICS.IWC on completion.
+    pub iflag: bool,
+    /// Status write: store `status_data` at `status_addr` on completion.
+    pub sw: bool,
+    /// Fence: later descriptors wait for this one.
+    pub fence: bool,
+    /// Page-request drain.
+    pub pd: bool,
+    #[bits(24)]
+    __: u32,
+    pub status_data: u32,
+    #[bits(2)]
+    __: u8,
+    /// Status address bits 63:2.
+    #[bits(62)]
+    pub status_addr_hi: u64,
+}
+
+impl WaitInv {
+    pub const fn status_addr(self) -> u64 {
+        self.status_addr_hi() << 2
+    }
+    /// A wait descriptor that writes `data` to `addr` (dword aligned), as Linux's `qi_submit_sync` builds.
+    pub const fn status_write(addr: u64, data: u32) -> Self {
+        WaitInv::new()
+            .with_ty(DescType::Wait)
+            .with_sw(true)
+            .with_fence(true)
+            .with_status_data(data)
+            .with_status_addr_hi(addr >> 2)
+    }
+}
+
+/// PASID-cache invalidate descriptor (6.5.2.4).
+#[bitfield(u128)]
+#[derive(PartialEq, Eq)]
+pub struct PasidCacheInv {
+    #[bits(4)]
+    pub ty: DescType,
+    /// 0 all PASIDs of a DID, 1 one PASID, 3 global.
+    #[bits(2)]
+    pub g: u8,
+    #[bits(10)]
+    __: u16,
+    pub did: u16,
+    #[bits(20)]
+    pub pasid: u32,
+    #[bits(76)]
+    __: u128,
+}
+
+/// PASID-based IOTLB invalidate descriptor (6.5.2.6).
+#[bitfield(u128)]
+#[derive(PartialEq, Eq)]
+pub struct PasidIotlbInv {
+    #[bits(4)]
+    pub ty: DescType,
+    #[bits(2)]
+    pub g: u8,
+    #[bits(10)]
+    __: u16,
+    pub did: u16,
+    #[bits(20)]
+    pub pasid: u32,
+    #[bits(12)]
+    __: u16,
+    #[bits(6)]
+    pub am: u8,
+    pub ih: bool,
+    #[bits(5)]
+    __: u8,
+    #[bits(52)]
+    pub addr: u64,
+}
+
+impl ContextCacheInv {
+    pub const fn global() -> Self {
+        ContextCacheInv::new()
+            .with_ty(DescType::ContextCache)
+            .with_g(granularity::GLOBAL)
+    }
+    pub const fn domain(did: u16) -> Self {
+        ContextCacheInv::new()
+            .with_ty(DescType::ContextCache)
+            .with_g(granularity::DOMAIN)
+            .with_did(did)
+    }
+    pub const fn device(did: u16, sid: u16) -> Self {
+        ContextCacheInv::new()
+            .with_ty(DescType::ContextCache)
+            .with_g(granularity::DEVICE_OR_PAGE)
+            .with_did(did)
+            .with_sid(sid)
+    }
+}
+
+impl IotlbInv {
+    pub const fn global() -> Self {
+        IotlbInv::new()
+            .with_ty(DescType::Iotlb)
+            .with_g(granularity::GLOBAL)
+            .with_dr(true)
+            .with_dw(true)
+    }
+    pub const fn domain(did: u16) -> Self {
+        IotlbInv::new()
+            .with_ty(DescType::Iotlb)
+            .with_g(granularity::DOMAIN)
+            .with_did(did)
+            .with_dr(true)
+            .with_dw(true)
+    }
+    /// `2^am` pages from `addr` (aligned to that size) in domain `did`.
+    pub const fn pages(did: u16, addr: u64, am: u8) -> Self {
+        IotlbInv::new()
+            .with_ty(DescType::Iotlb)
+            .with_g(granularity::DEVICE_OR_PAGE)
+            .with_did(did)
+            .with_dr(true)
+            .with_dw(true)
+            .with_am(am)
+            .with_addr(addr >> 12)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn context_cache_inv_fields() {
+        let d = ContextCacheInv::device(0x12, 0x0108).with_fm(3);
+        assert_eq!(
+            d.into_bits(),
+            1 | 3 << 4 | 0x12 << 16 | 0x0108 << 32 | 3 << 48
+        );
+        assert_eq!(ContextCacheInv::global().into_bits(), 0x11);
+    }
+
+    #[test]
+    fn iotlb_inv_fields() {
+        let d = IotlbInv::pages(5, 0x1234_5000, 2).with_ih(true);
+        let q = super::super::to_qwords(d.into_bits());
+        assert_eq!(q[0], 2 | 3 << 4 | 1 << 6 | 1 << 7 | 5 << 16);
+        assert_eq!(q[1], 0x1234_5000 | 1 << 6 | 2);
+        assert_eq!(desc_type(q[0]), DescType::Iotlb);
+    }
+
+    #[test]
+    fn wait_descriptor_fields() {
+        let w = WaitInv::status_write(0xfee0_1004, 2).with_iflag(true);
+        let q = super::super::to_qwords(w.into_bits());
+        assert_eq!(q[0], 5 | 1 << 4 | 1 << 5 | 1 << 6 | 2 << 32);
+        assert_eq!(q[1], 0xfee0_1004);
+        assert_eq!(WaitInv::from_bits(w.into_bits()).status_addr(), 0xfee0_1004);
+    }
+
+    #[test]
+    fn other_descriptors() {
+        let d = DevTlbInv::new()
+            .with_ty(DescType::DevTlb)
+            .with_sid(0x300)
+            .with_qdep(4)
+            .with_pfsid_lo(0xa)
+            .with_pfsid_hi(0xbc)
+            .with_s(true)
+            .with_addr(0x77);
+        let q = super::super::to_qwords(d.into_bits());
+        assert_eq!(q[0], 3 | 0xa << 12 | 4 << 16 | 0x300 << 32 | 0xbc << 52);
+        assert_eq!(q[1], 1 | 0x77000);
+        let p = PasidCacheInv::new()
+            .with_ty(DescType::PasidCache)
+            .with_g(3)
+            .with_did(9)
+            .with_pasid(0xfffff);
+        assert_eq!(p.into_bits(), 7 | 3 << 4 | 9 << 16 | 0xfffff << 32);
+        let i = IecInv::new()
+            .with_ty(DescType::InterruptEntryCache)
+            .with_g(true)
+            .with_im(3)
+            .with_iidx(0x40);
+        assert_eq!(i.into_bits(), 4 | 1 << 4 | 3 << 27 | 0x40 << 32);
+        let pi = PasidIotlbInv::new()
+            .with_ty(DescType::PasidIotlb)
+            .with_g(2)
+            .with_did(1)
+            .with_pasid(5)
+            .with_am(1)
+            .with_addr(3);
+        assert_eq!(
+            super::super::to_qwords(pi.into_bits()),
+            [6 | 2 << 4 | 1 << 16 | 5 << 32, 0x3001]
+        );
+        assert_eq!(desc_type(0xf), DescType(0xf));
+    }
+}
