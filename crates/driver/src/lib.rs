@@ -1,2 +1,17 @@
-//! placeholder
+//! IOMMU drivers with two boots: a normal boot (init, domains, map/unmap, invalidation) and a crash-kernel
+//! boot (probe, adopt, validate, deferred attach, reserve old IDs, fall back) under a chosen policy.
+//!
+//! The driver talks to hardware only through the traits in [`platform`]: the kernel's `readq`/`writeq`,
+//! `memremap` and page allocator and `is_kdump_kernel()` map onto them; the emulator implements them for
+//! the simulator and `iommu-dump` implements them read-only over a dump.
 #![no_std]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
+
+pub mod platform;
+pub mod policy;
+pub mod vtd;
+
+pub use platform::*;
+pub use policy::Policy;

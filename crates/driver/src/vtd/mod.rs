@@ -1,0 +1,1 @@
+//! Intel VT-d driver.
