@@ -15,3 +15,5 @@ pub mod vtd;
 
 pub use platform::*;
 pub use policy::Policy;
+pub mod ids;
+pub mod iova;

@@ -1,1 +1,379 @@
-//! Intel VT-d driver.
+//! Intel VT-d driver: normal boot, and crash-kernel boot under a [`Policy`](crate::Policy).
+//!
+//! One [`Vtd`] drives one remapping unit. It owns the tables it builds (root, context, PASID, page
+//! tables) in frames from the platform's allocator, talks to the unit through [`Mmio`](crate::Mmio), and
+//! invalidates through its own queued-invalidation ring.
+
+mod boot;
+mod context;
+mod error;
+mod handover;
+mod hw;
+mod pgtable;
+mod qi;
+pub mod walk;
+
+use alloc::collections::BTreeMap;
+use alloc::vec::Vec;
+
+pub use error::{EntryProblem, Refusal, VtdError};
+pub use handover::{scan, DeviceKind, HandoverOutcome, HandoverReport, Scan, ScannedDevice};
+use iommu_spec::vtd::{Cap, Ecap, IotlbInv};
+pub use walk::{Leaf, Run, Walk, WalkIssue, WalkLimits};
+
+use crate::ids::IdAllocator;
+use crate::iova::IovaAllocator;
+use crate::Platform;
+use qi::InvQueue;
+
+/// Domain ID Linux gives pass-through and first-level entries (`FLPT_DEFAULT_DID`); DID 0 is never used
+/// because CAP.CM hardware tags cached not-present entries with it. Paging domains start at 2.
+pub const FLPT_DEFAULT_DID: u16 = 1;
+pub const FIRST_PAGING_DID: u32 = 2;
+
+/// Choices a kernel makes for its own tables.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VtdOptions {
+    /// Use scalable mode when ECAP.SMTS and ECAP.SLTS allow it (Linux does on capable units).
+    pub scalable: bool,
+}
+
+impl Default for VtdOptions {
+    fn default() -> Self {
+        VtdOptions { scalable: true }
+    }
+}
+
+/// A handle to one of this driver's domains.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DomainId(pub usize);
+
+/// A DMA domain: a domain ID, a second-level page table and its IOVA space.
+#[derive(Clone, Debug)]
+pub struct Domain {
+    pub did: u16,
+    pub root: u64,
+    pub levels: u32,
+    pub iova: IovaAllocator,
+}
+
+/// What a device is attached to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attachment {
+    Domain(DomainId),
+    PassThrough,
+}
+
+/// A device's state in this driver.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceState {
+    Attached(Attachment),
+    /// Still translating through the crashed kernel's entry, copied into our tables; attach is deferred
+    /// until the device's new driver has reset it.
+    Adopted {
+        did: u16,
+        kind: DeviceKind,
+    },
+    /// Contained: every old IOVA points at the scratch page.
+    Contained {
+        did: u16,
+    },
+}
+
+/// Counters a caller can read to see what the driver did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VtdStats {
+    pub frames_allocated: u64,
+    pub invalidations: u64,
+}
+
+/// The driver for one VT-d unit.
+pub struct Vtd {
+    pub cap: Cap,
+    pub ecap: Ecap,
+    scalable: bool,
+    levels: u32,
+    /// Translation is on and ours (false only under `reset-bypass`).
+    translating: bool,
+    root: u64,
+    /// Context tables by (bus, half): legacy uses half 0; scalable mode 0 for devfn < 0x80, 1 above.
+    ctx_tables: BTreeMap<(u8, u8), u64>,
+    qi: Option<InvQueue>,
+    dids: IdAllocator,
+    domains: Vec<Option<Domain>>,
+    devices: BTreeMap<u16, DeviceState>,
+    scratch: Option<handover::Scratch>,
+    pub stats: VtdStats,
+}
+
+impl Vtd {
+    pub fn scalable(&self) -> bool {
+        self.scalable
+    }
+    pub fn levels(&self) -> u32 {
+        self.levels
+    }
+    pub fn translating(&self) -> bool {
+        self.translating
+    }
+    pub fn root_table(&self) -> u64 {
+        self.root
+    }
+    pub fn device(&self, sid: u16) -> Option<DeviceState> {
+        self.devices.get(&sid).copied()
+    }
+    pub fn devices(&self) -> impl Iterator<Item = (u16, DeviceState)> + '_ {
+        self.devices.iter().map(|(&s, &d)| (s, d))
+    }
+    pub fn domain(&self, d: DomainId) -> Option<&Domain> {
+        self.domains.get(d.0).and_then(|x| x.as_ref())
+    }
+    /// Whether `did` is taken (by us or reserved from the crashed kernel).
+    pub fn did_used(&self, did: u16) -> bool {
+        self.dids.is_used(did as u32)
+    }
+
+    fn alloc_frame(&mut self, hw: &mut impl Platform) -> Result<u64, VtdError> {
+        self.stats.frames_allocated += 1;
+        hw.alloc_frame().ok_or(VtdError::OutOfMemory)
+    }
+
+    /// Submit invalidation descriptors and wait for them.
+    fn invalidate(&mut self, hw: &mut impl Platform, descs: &[u128]) -> Result<(), VtdError> {
+        self.stats.invalidations += descs.len() as u64;
+        match self.qi.as_mut() {
+            Some(q) => q.submit(hw, descs),
+            None => Ok(()),
+        }
+    }
+
+    /// A new DMA domain with an empty page table. IOVAs are handed out below 4 GiB first, as Linux's
+    /// DMA API does for 32-bit-capable devices, above IOVA 0 which stays unmapped.
+    pub fn create_domain(&mut self, hw: &mut impl Platform) -> Result<DomainId, VtdError> {
+        let did = self.dids.alloc().ok_or(VtdError::OutOfDomainIds)? as u16;
+        let root = self.alloc_frame(hw)?;
+        let limit = (1u64 << iommu_spec::vtd::levels_width(self.levels)).min(1 << 32);
+        let dom = Domain {
+            did,
+            root,
+            levels: self.levels,
+            iova: IovaAllocator::new(0x1000, limit),
+        };
+        let id = DomainId(self.domains.len());
+        self.domains.push(Some(dom));
+        Ok(id)
+    }
+
+    fn domain_mut(&mut self, d: DomainId) -> Result<&mut Domain, VtdError> {
+        self.domains
+            .get_mut(d.0)
+            .and_then(|x| x.as_mut())
+            .ok_or(VtdError::NoSuchDomain(d.0))
+    }
+
+    /// Map `size` bytes of physical memory at `pa` into domain `d` at a fresh IOVA (the DMA API's
+    /// `dma_map_*`). Under `reset-bypass` the "IOVA" is the physical address: there is no translation.
+    pub fn map(
+        &mut self,
+        hw: &mut impl Platform,
+        d: DomainId,
+        pa: u64,
+        size: u64,
+        read: bool,
+        write: bool,
+    ) -> Result<u64, VtdError> {
+        if !self.translating {
+            return Ok(pa);
+        }
+        let iova = self
+            .domain_mut(d)?
+            .iova
+            .alloc(size)
+            .ok_or(VtdError::OutOfIova { size })?;
+        self.map_at(hw, d, iova, pa, size, read, write)?;
+        Ok(iova)
+    }
+
+    /// Map at a chosen IOVA (both 4 KiB aligned).
+    #[allow(clippy::too_many_arguments)]
+    pub fn map_at(
+        &mut self,
+        hw: &mut impl Platform,
+        d: DomainId,
+        iova: u64,
+        pa: u64,
+        size: u64,
+        read: bool,
+        write: bool,
+    ) -> Result<(), VtdError> {
+        let dom = self.domain_mut(d)?;
+        let (root, levels) = (dom.root, dom.levels);
+        let width = iommu_spec::vtd::levels_width(levels);
+        if iova % 4096 != 0
+            || pa % 4096 != 0
+            || size % 4096 != 0
+            || size == 0
+            || iova.checked_add(size).is_none_or(|e| e > 1u64 << width)
+        {
+            return Err(VtdError::BadRange { iova, size });
+        }
+        dom.iova.reserve(iova, iova + size);
+        for off in (0..size).step_by(4096) {
+            let mut counting = Counting { hw, n: 0 };
+            pgtable::map_page(
+                &mut counting,
+                root,
+                levels,
+                iova + off,
+                pa + off,
+                read,
+                write,
+            )?;
+            self.stats.frames_allocated += counting.n;
+        }
+        // Not-present → present needs no invalidation unless the unit caches not-present entries (CAP.CM),
+        // where Linux flushes the range (`__mapping_notify_one`); otherwise only the write buffer.
+        if self.cap.cm() {
+            let did = self.domain_mut(d)?.did;
+            self.flush_range(hw, did, iova, size)?;
+        } else {
+            hw::flush_write_buffer(hw, self.cap)?;
+        }
+        Ok(())
+    }
+
+    /// Unmap and invalidate at once (strict mode): page-selective when the unit can, else domain-wide.
+    pub fn unmap(
+        &mut self,
+        hw: &mut impl Platform,
+        d: DomainId,
+        iova: u64,
+        size: u64,
+    ) -> Result<(), VtdError> {
+        if !self.translating {
+            return Ok(());
+        }
+        let dom = self.domain_mut(d)?;
+        let (root, levels, did) = (dom.root, dom.levels, dom.did);
+        dom.iova.release(iova);
+        for off in (0..size).step_by(4096) {
+            pgtable::unmap_page(hw, root, levels, iova + off)?;
+        }
+        self.flush_range(hw, did, iova, size)
+    }
+
+    /// IOTLB invalidation for `[iova, iova+size)` of `did` (Linux `iommu_flush_iotlb_psi`): one
+    /// page-selective descriptor covering the range's aligned power-of-two block if CAP.PSI and CAP.MAMV
+    /// allow, else a domain-selective flush.
+    fn flush_range(
+        &mut self,
+        hw: &mut impl Platform,
+        did: u16,
+        iova: u64,
+        size: u64,
+    ) -> Result<(), VtdError> {
+        let pages = size.div_ceil(4096).max(1);
+        let mut am = pages.next_power_of_two().trailing_zeros();
+        // Grow the mask until the aligned block covers the whole range.
+        while am < 52 && (iova >> 12 >> am) != ((iova + size - 1) >> 12 >> am) {
+            am += 1;
+        }
+        let desc = if self.cap.psi() && am <= self.cap.mamv() as u32 {
+            IotlbInv::pages(did, iova & !((4096u64 << am) - 1), am as u8)
+        } else {
+            IotlbInv::domain(did)
+        };
+        self.invalidate(hw, &[desc.into_bits()])
+    }
+
+    /// Attach `sid` to a domain or to pass-through. A device still on an adopted entry is torn down first
+    /// (the deferred attach of a crash kernel): its old IOVAs are reserved in the new domain so old DMA can
+    /// never land in a new buffer.
+    pub fn attach(
+        &mut self,
+        hw: &mut impl Platform,
+        sid: u16,
+        to: Attachment,
+    ) -> Result<(), VtdError> {
+        if !self.translating {
+            return Ok(());
+        }
+        if let Attachment::Domain(d) = to {
+            self.domain_mut(d)?;
+        }
+        if matches!(to, Attachment::PassThrough) && !self.ecap.pt() {
+            return Err(VtdError::Unsupported("pass-through (ECAP.PT)"));
+        }
+        match self.devices.get(&sid).copied() {
+            Some(DeviceState::Adopted { did, kind }) => {
+                if let (Attachment::Domain(d), DeviceKind::Translated { root, levels }) = (to, kind)
+                {
+                    let w = walk::walk(
+                        hw,
+                        self.cap,
+                        root,
+                        levels,
+                        WalkLimits {
+                            max_tables: 4096,
+                            max_runs: 65536,
+                        },
+                    );
+                    let dom = self.domain_mut(d)?;
+                    for r in &w.runs {
+                        dom.iova.reserve(r.iova, r.end());
+                    }
+                }
+                self.clear_context(hw, sid, did)?;
+            }
+            Some(DeviceState::Attached(_)) | Some(DeviceState::Contained { .. }) => {
+                let did = self.current_did(sid);
+                self.clear_context(hw, sid, did)?;
+            }
+            None => {}
+        }
+        self.set_context(hw, sid, to)?;
+        self.devices.insert(sid, DeviceState::Attached(to));
+        Ok(())
+    }
+
+    fn current_did(&self, sid: u16) -> u16 {
+        match self.devices.get(&sid) {
+            Some(DeviceState::Attached(Attachment::Domain(d))) => {
+                self.domain(*d).map_or(0, |x| x.did)
+            }
+            Some(DeviceState::Attached(Attachment::PassThrough)) => FLPT_DEFAULT_DID,
+            Some(DeviceState::Adopted { did, .. }) | Some(DeviceState::Contained { did }) => *did,
+            None => 0,
+        }
+    }
+
+    /// Drain and clear the unit's primary fault records.
+    pub fn drain_faults(&mut self, hw: &mut impl Platform) -> Vec<iommu_spec::vtd::FaultRecord> {
+        hw::drain_faults(hw, self.cap)
+    }
+}
+
+/// Counts frames a page-table operation allocates, so the driver's statistics see them.
+struct Counting<'a, P> {
+    hw: &'a mut P,
+    n: u64,
+}
+
+impl<P: Platform> crate::PhysMem for Counting<'_, P> {
+    fn read(&self, pa: u64, buf: &mut [u8]) -> Result<(), crate::MemError> {
+        self.hw.read(pa, buf)
+    }
+    fn write(&mut self, pa: u64, data: &[u8]) -> Result<(), crate::MemError> {
+        self.hw.write(pa, data)
+    }
+}
+
+impl<P: Platform> crate::FrameAlloc for Counting<'_, P> {
+    fn alloc_frame(&mut self) -> Option<u64> {
+        self.n += 1;
+        self.hw.alloc_frame()
+    }
+    fn free_frame(&mut self, pa: u64) {
+        self.hw.free_frame(pa)
+    }
+}

@@ -1,0 +1,121 @@
+//! An IOVA allocator: size-aligned ranges handed out top-down below a limit, as Linux's `alloc_iova` does
+//! for DMA domains, with ranges that can be reserved (old IOVAs a device may still use, holes).
+
+use alloc::collections::BTreeMap;
+
+/// Allocated and reserved ranges of one domain's IOVA space.
+#[derive(Clone, Debug)]
+pub struct IovaAllocator {
+    /// start → end (exclusive) of every allocated or reserved range; never overlapping.
+    used: BTreeMap<u64, u64>,
+    base: u64,
+    limit: u64,
+}
+
+impl IovaAllocator {
+    /// Hand out IOVAs in `[base, limit)`. Linux keeps IOVA 0 unused; `base` is usually one page.
+    pub fn new(base: u64, limit: u64) -> Self {
+        IovaAllocator {
+            used: BTreeMap::new(),
+            base,
+            limit,
+        }
+    }
+
+    /// Whether `[start, end)` overlaps nothing used.
+    fn free(&self, start: u64, end: u64) -> bool {
+        match self.used.range(..end).next_back() {
+            Some((_, &e)) => e <= start,
+            None => true,
+        }
+    }
+
+    /// Mark `[start, end)` used, merging with whatever it overlaps.
+    pub fn reserve(&mut self, start: u64, end: u64) {
+        if start >= end {
+            return;
+        }
+        let (mut s, mut e) = (start, end);
+        let overlapping: alloc::vec::Vec<(u64, u64)> = self
+            .used
+            .range(..end)
+            .rev()
+            .take_while(|(_, &re)| re >= start)
+            .map(|(&a, &b)| (a, b))
+            .collect();
+        for (a, b) in overlapping {
+            self.used.remove(&a);
+            s = s.min(a);
+            e = e.max(b);
+        }
+        self.used.insert(s, e);
+    }
+
+    /// A free range of `size` bytes (a multiple of 4 KiB), aligned to `size` rounded up to a power of two,
+    /// as high as possible below the limit.
+    pub fn alloc(&mut self, size: u64) -> Option<u64> {
+        if size == 0 || size % 4096 != 0 {
+            return None;
+        }
+        let align = size.checked_next_power_of_two()?;
+        // Walk the gaps from the top down.
+        let mut top = self.limit;
+        let mut iter = self.used.range(..self.limit).rev();
+        loop {
+            let (gap_start, next_top) = match iter.next() {
+                Some((&s, &e)) => (e.max(self.base), Some(s)),
+                None => (self.base, None),
+            };
+            if top >= size {
+                let start = (top - size) & !(align - 1);
+                if start >= gap_start && start + size <= top && self.free(start, start + size) {
+                    self.used.insert(start, start + size);
+                    return Some(start);
+                }
+            }
+            top = next_top?;
+        }
+    }
+
+    /// Release the range starting at `start` (exactly as allocated).
+    pub fn release(&mut self, start: u64) -> bool {
+        self.used.remove(&start).is_some()
+    }
+
+    pub fn is_used(&self, iova: u64) -> bool {
+        !self.free(iova, iova + 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_down_and_size_aligned() {
+        let mut a = IovaAllocator::new(0x1000, 1 << 32);
+        assert_eq!(a.alloc(0x1000), Some(0xffff_f000));
+        assert_eq!(a.alloc(0x3000), Some(0xffff_b000 & !0x3fff));
+        let c = a.alloc(0x20_0000).unwrap();
+        assert_eq!(c % 0x20_0000, 0);
+        assert!(c < 0xffff_0000);
+        assert!(a.release(0xffff_f000));
+        assert_eq!(a.alloc(0x1000), Some(0xffff_f000));
+    }
+
+    #[test]
+    fn reservations_are_avoided_and_merge() {
+        let mut a = IovaAllocator::new(0x1000, 0x10_0000);
+        a.reserve(0xf_0000, 0x10_0000);
+        a.reserve(0xe_8000, 0xf_1000);
+        assert!(a.is_used(0xe_8000) && a.is_used(0xf_ffff) && !a.is_used(0xe_7fff));
+        assert_eq!(a.alloc(0x1000), Some(0xe_7000));
+        // Fill the rest: every page below gets used exactly once, then nothing is left.
+        let mut n = 0;
+        while a.alloc(0x1000).is_some() {
+            n += 1;
+        }
+        assert_eq!(n, (0xe_7000 - 0x1000) / 0x1000);
+        assert_eq!(a.alloc(0x1000), None);
+    }
+}

@@ -1,0 +1,240 @@
+//! What can go wrong talking to a VT-d unit, and why hand-over refuses a unit, a bus or a device.
+
+use core::fmt;
+
+use crate::MemError;
+
+/// A hardware or resource failure: the driver cannot continue with this unit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VtdError {
+    /// A GSTS bit did not reach its expected value (Linux: "DMAR hardware is malfunctioning").
+    StatusTimeout { bit: &'static str, want: bool },
+    /// The invalidation queue's wait descriptor never completed.
+    QueueTimeout { iqh: u64, iqt: u64 },
+    /// The unit reported an invalidation queue error (FSTS.IQE/ITE/ICE) for our submission.
+    QueueError { fsts: u32, iqer: u64 },
+    /// CAP.SAGAW offers none of the widths this driver walks (3, 4 or 5 levels).
+    NoSupportedAgaw { sagaw: u8 },
+    /// ECAP lacks something this driver needs.
+    Unsupported(&'static str),
+    /// No page for the driver's own structures.
+    OutOfMemory,
+    /// Every domain ID is in use (CAP.ND).
+    OutOfDomainIds,
+    /// No IOVA range left of the requested size.
+    OutOfIova { size: u64 },
+    /// A request named a domain this driver does not hold.
+    NoSuchDomain(usize),
+    /// A map or unmap request not aligned to 4 KiB, or beyond the domain's address width.
+    BadRange { iova: u64, size: u64 },
+    /// A physical-memory access failed.
+    Mem(MemError),
+    /// The operation writes, but the platform is a read-only dump.
+    ReadOnly,
+}
+
+impl From<MemError> for VtdError {
+    fn from(e: MemError) -> Self {
+        VtdError::Mem(e)
+    }
+}
+
+impl fmt::Display for VtdError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            VtdError::StatusTimeout { bit, want } => {
+                write!(f, "GSTS.{bit} did not become {}", *want as u8)
+            }
+            VtdError::QueueTimeout { iqh, iqt } => write!(
+                f,
+                "invalidation wait timed out (IQH {iqh:#x}, IQT {iqt:#x})"
+            ),
+            VtdError::QueueError { fsts, iqer } => write!(
+                f,
+                "invalidation queue error: FSTS {fsts:#x}, IQER {iqer:#x}"
+            ),
+            VtdError::NoSupportedAgaw { sagaw } => {
+                write!(f, "CAP.SAGAW {sagaw:#x} offers no 3-, 4- or 5-level width")
+            }
+            VtdError::Unsupported(what) => write!(f, "unit lacks {what}"),
+            VtdError::OutOfMemory => f.write_str("out of memory for IOMMU structures"),
+            VtdError::OutOfDomainIds => f.write_str("no free domain ID"),
+            VtdError::OutOfIova { size } => write!(f, "no free IOVA range of {size:#x} bytes"),
+            VtdError::NoSuchDomain(d) => write!(f, "no domain {d}"),
+            VtdError::BadRange { iova, size } => write!(f, "bad IOVA range {iova:#x}+{size:#x}"),
+            VtdError::Mem(e) => write!(f, "{e}"),
+            VtdError::ReadOnly => f.write_str("the platform is read-only"),
+        }
+    }
+}
+
+/// Why the crash kernel will not adopt the unit as a whole; it falls back to a full reset.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// RTADDR holds zero: there is no root table to adopt.
+    RootTableZero,
+    /// The old root table's format (RTADDR.SMT) is not the one this kernel uses; SMT may only change while
+    /// translation is off (Linux `iommu_context_addr` users refuse the copy with -EINVAL).
+    FormatMismatch { old_smt: bool, new_smt: bool },
+    /// The root table is not in RAM.
+    RootTableNotRam { addr: u64 },
+    /// The root table lies in the crash kernel's own region: the old kernel could not have built it there.
+    RootTableInCrashRegion { addr: u64 },
+    /// Reading the root table failed.
+    RootTableUnreadable(MemError),
+    /// The unit cannot do what adoption needs (queued invalidation, the old table's format).
+    Unsupported(&'static str),
+    /// Building the copies failed.
+    Hardware(VtdError),
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::RootTableZero => f.write_str("RTADDR is zero"),
+            Refusal::FormatMismatch { old_smt, new_smt } => {
+                write!(
+                    f,
+                    "RTADDR.SMT is {} but this kernel uses {} mode",
+                    *old_smt as u8,
+                    if *new_smt { "scalable" } else { "legacy" }
+                )
+            }
+            Refusal::RootTableNotRam { addr } => {
+                write!(f, "root table at {addr:#x} is outside RAM")
+            }
+            Refusal::RootTableInCrashRegion { addr } => write!(
+                f,
+                "root table at {addr:#x} is inside the crash kernel's region"
+            ),
+            Refusal::RootTableUnreadable(e) => write!(f, "root table unreadable: {e}"),
+            Refusal::Unsupported(what) => write!(f, "cannot adopt: {what}"),
+            Refusal::Hardware(e) => write!(f, "adoption failed: {e}"),
+        }
+    }
+}
+
+/// Why one bus or one device of the old tables is not adopted (its DMA will fault).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EntryProblem {
+    /// Root entry for `bus` has reserved bits set.
+    RootReserved { bus: u8, raw: u128 },
+    /// A context table (legacy, or SM lower/upper) outside RAM.
+    ContextTableNotRam { bus: u8, addr: u64 },
+    /// A context table inside the crash kernel's region.
+    ContextTableInCrashRegion { bus: u8, addr: u64 },
+    /// A context table that cannot be read.
+    ContextTableUnreadable { bus: u8, err: MemError },
+    /// Context entry reserved bits set.
+    ContextReserved { sid: u16, raw: u128 },
+    /// Legacy context entry TT is reserved, or pass-through without ECAP.PT.
+    BadTranslationType { sid: u16, tt: u8 },
+    /// Context/PASID AW not in CAP.SAGAW.
+    BadAddressWidth { sid: u16, aw: u8 },
+    /// DID 0 or beyond CAP.ND.
+    BadDomainId { sid: u16, did: u16 },
+    /// A page table, PASID directory or PASID table outside RAM.
+    TableNotRam {
+        sid: u16,
+        what: &'static str,
+        addr: u64,
+    },
+    /// A page table, PASID directory or PASID table inside the crash kernel's region.
+    TableInCrashRegion {
+        sid: u16,
+        what: &'static str,
+        addr: u64,
+    },
+    /// A PASID directory/table entry that cannot be read.
+    TableUnreadable {
+        sid: u16,
+        what: &'static str,
+        err: MemError,
+    },
+    /// The RID_PASID entry is absent or of a type this driver cannot keep (first-level, nested).
+    BadPasidEntry { sid: u16, pasid: u32, raw: u64 },
+}
+
+impl EntryProblem {
+    /// The device this problem is about, if it is about one device (else a whole bus).
+    pub fn sid(&self) -> Option<u16> {
+        match self {
+            EntryProblem::RootReserved { .. }
+            | EntryProblem::ContextTableNotRam { .. }
+            | EntryProblem::ContextTableInCrashRegion { .. }
+            | EntryProblem::ContextTableUnreadable { .. } => None,
+            EntryProblem::ContextReserved { sid, .. }
+            | EntryProblem::BadTranslationType { sid, .. }
+            | EntryProblem::BadAddressWidth { sid, .. }
+            | EntryProblem::BadDomainId { sid, .. }
+            | EntryProblem::TableNotRam { sid, .. }
+            | EntryProblem::TableInCrashRegion { sid, .. }
+            | EntryProblem::TableUnreadable { sid, .. }
+            | EntryProblem::BadPasidEntry { sid, .. } => Some(*sid),
+        }
+    }
+}
+
+struct Bdf(u16);
+impl fmt::Display for Bdf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", iommu_spec::vtd::SourceId(self.0))
+    }
+}
+
+impl fmt::Display for EntryProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EntryProblem::RootReserved { bus, raw } => write!(
+                f,
+                "root entry for bus {bus:#04x}: reserved bits set ({raw:#034x})"
+            ),
+            EntryProblem::ContextTableNotRam { bus, addr } => {
+                write!(f, "bus {bus:#04x}: context table {addr:#x} outside RAM")
+            }
+            EntryProblem::ContextTableInCrashRegion { bus, addr } => {
+                write!(
+                    f,
+                    "bus {bus:#04x}: context table {addr:#x} inside the crash kernel's region"
+                )
+            }
+            EntryProblem::ContextTableUnreadable { bus, err } => {
+                write!(f, "bus {bus:#04x}: context table unreadable: {err}")
+            }
+            EntryProblem::ContextReserved { sid, raw } => write!(
+                f,
+                "{}: context entry reserved bits set ({raw:#034x})",
+                Bdf(*sid)
+            ),
+            EntryProblem::BadTranslationType { sid, tt } => {
+                write!(f, "{}: context entry TT {tt} not usable", Bdf(*sid))
+            }
+            EntryProblem::BadAddressWidth { sid, aw } => {
+                write!(f, "{}: AW {aw} not in CAP.SAGAW", Bdf(*sid))
+            }
+            EntryProblem::BadDomainId { sid, did } => {
+                write!(f, "{}: domain ID {did} invalid", Bdf(*sid))
+            }
+            EntryProblem::TableNotRam { sid, what, addr } => {
+                write!(f, "{}: {what} {addr:#x} outside RAM", Bdf(*sid))
+            }
+            EntryProblem::TableInCrashRegion { sid, what, addr } => {
+                write!(
+                    f,
+                    "{}: {what} {addr:#x} inside the crash kernel's region",
+                    Bdf(*sid)
+                )
+            }
+            EntryProblem::TableUnreadable { sid, what, err } => {
+                write!(f, "{}: {what} unreadable: {err}", Bdf(*sid))
+            }
+            EntryProblem::BadPasidEntry { sid, pasid, raw } => {
+                write!(
+                    f,
+                    "{}: PASID {pasid} entry not adoptable (qw0 {raw:#018x})",
+                    Bdf(*sid)
+                )
+            }
+        }
+    }
+}
