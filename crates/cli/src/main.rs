@@ -1,1 +1,50 @@
-fn main() {}
+//! `handover`: IOMMU hand-over to a crash kernel. `simulate` (the default) crashes a simulated machine
+//! with DMA in flight and boots the crash kernel under each policy; `inspect` decodes a real dump.
+#![forbid(unsafe_code)]
+
+mod inspect;
+mod simulate;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "handover", version, about = "IOMMU hand-over to a crash (kdump) kernel: simulate, inspect")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Crash the built-in machine with DMA in flight and boot the crash kernel under each policy.
+    Simulate(simulate::Args),
+    /// Decode an IOMMU's tables from a dump: per device, its entry and mapped IOVA runs.
+    Inspect(inspect::Args),
+}
+
+/// Finish a command whose output went to stdout: a closed pipe (`| head`) is a normal end, not an error.
+pub fn output_result(r: std::io::Result<()>) -> Result<ExitCode, String> {
+    match r {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
+        Err(e) => Err(format!("writing output: {e}")),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let res = match cli.cmd {
+        None => simulate::run(&simulate::Args::default()),
+        Some(Cmd::Simulate(a)) => simulate::run(&a),
+        Some(Cmd::Inspect(a)) => inspect::run(&a),
+    };
+    match res {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("handover: {e}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -16,11 +16,7 @@ impl IdAllocator {
     /// starting at `first` (IDs below it are never handed out: VT-d's DID 0 and 1).
     pub fn new(count: u32, first: u32) -> Self {
         let count = count.min(1 << 20);
-        IdAllocator {
-            bits: vec![0; count.div_ceil(64) as usize],
-            count,
-            first,
-        }
+        IdAllocator { bits: vec![0; count.div_ceil(64) as usize], count, first }
     }
 
     pub fn count(&self) -> u32 {

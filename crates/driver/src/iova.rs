@@ -15,11 +15,7 @@ pub struct IovaAllocator {
 impl IovaAllocator {
     /// Hand out IOVAs in `[base, limit)`. Linux keeps IOVA 0 unused; `base` is usually one page.
     pub fn new(base: u64, limit: u64) -> Self {
-        IovaAllocator {
-            used: BTreeMap::new(),
-            base,
-            limit,
-        }
+        IovaAllocator { used: BTreeMap::new(), base, limit }
     }
 
     /// Whether `[start, end)` overlaps nothing used.
@@ -36,13 +32,8 @@ impl IovaAllocator {
             return;
         }
         let (mut s, mut e) = (start, end);
-        let overlapping: alloc::vec::Vec<(u64, u64)> = self
-            .used
-            .range(..end)
-            .rev()
-            .take_while(|(_, &re)| re >= start)
-            .map(|(&a, &b)| (a, b))
-            .collect();
+        let overlapping: alloc::vec::Vec<(u64, u64)> =
+            self.used.range(..end).rev().take_while(|(_, &re)| re >= start).map(|(&a, &b)| (a, b)).collect();
         for (a, b) in overlapping {
             self.used.remove(&a);
             s = s.min(a);

@@ -109,9 +109,7 @@ impl BootEnv {
     /// Whether `[pa, pa + len)` overlaps the crash kernel's region.
     pub fn in_crash_region(&self, pa: u64, len: u64) -> bool {
         let end = pa.saturating_add(len);
-        self.crash_region
-            .as_ref()
-            .is_some_and(|r| pa < r.end && r.start < end)
+        self.crash_region.as_ref().is_some_and(|r| pa < r.end && r.start < end)
     }
 }
 

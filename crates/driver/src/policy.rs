@@ -17,12 +17,7 @@ pub enum Policy {
 }
 
 impl Policy {
-    pub const ALL: [Policy; 4] = [
-        Policy::ResetAbort,
-        Policy::ResetBypass,
-        Policy::Adopt,
-        Policy::AdoptScratch,
-    ];
+    pub const ALL: [Policy; 4] = [Policy::ResetAbort, Policy::ResetBypass, Policy::Adopt, Policy::AdoptScratch];
 
     pub const fn name(self) -> &'static str {
         match self {
@@ -50,13 +45,12 @@ impl fmt::Display for UnknownPolicy {
     }
 }
 
+impl core::error::Error for UnknownPolicy {}
+
 impl FromStr for Policy {
     type Err = UnknownPolicy;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Policy::ALL
-            .into_iter()
-            .find(|p| p.name() == s)
-            .ok_or(UnknownPolicy)
+        Policy::ALL.into_iter().find(|p| p.name() == s).ok_or(UnknownPolicy)
     }
 }
 

@@ -1,1 +1,33 @@
-//! placeholder
+//! Physical memory and IOMMU registers from real dumps, read-only.
+//!
+//! A crashed machine leaves two things worth reading: its memory, as an ELF core (QEMU
+//! `dump-guest-memory`, the crash kernel's `/proc/vmcore`), and its IOMMU registers, as the QEMU
+//! monitor prints them (`xp`). This crate turns both into the driver's platform traits
+//! ([`iommu_driver::PhysMem`], [`iommu_driver::Mmio`]) so the same adoption, validation and audit code
+//! that runs in the simulator runs on a real dump. Everything here is read-only: a write is refused
+//! (memory) or ignored and recorded (registers), never silently applied.
+//!
+//! - [`elf::ElfCore`]: an ELF64 little-endian core, read on demand (a 2 GiB dump is never loaded whole).
+//! - [`regs::RegSnapshot`] / [`regs::SnapshotMmio`]: a register snapshot from monitor text.
+//! - [`record::RecordingMem`] and [`trim::write_core`]: record which pages some code reads, and write a
+//!   small core holding only those pages, which is how a 2 GiB dump becomes a kilobyte test fixture.
+//!
+//! Every byte here comes from a crashed machine or a file someone handed us: hostile input. Errors are
+//! typed and name what and where; nothing panics and nothing is allocated by an unchecked count.
+#![forbid(unsafe_code)]
+
+pub mod elf;
+pub mod hw;
+pub mod record;
+pub mod regs;
+pub mod trim;
+
+pub use elf::{ElfCore, ElfError, Segment};
+pub use hw::{DumpHw, InputError, InspectInput, SaveError};
+pub use record::RecordingMem;
+pub use regs::{RegSnapshot, RegsError, SnapshotMmio};
+pub use trim::{write_core, write_core_for, Arch, TrimError, TrimSummary};
+
+/// The page granule the dump tools work in: what [`record::RecordingMem`] records and
+/// [`trim::write_core`] writes. 4 KiB is the smallest page every supported IOMMU walks.
+pub const PAGE_SIZE: u64 = 4096;

@@ -1,1 +1,25 @@
-//! placeholder
+//! Hardware models for the hand-over simulator: a sparse physical memory, a page-frame allocator for a
+//! kernel's own memory, the platform glue that lets `iommu-driver` program a model, the DMA entry point
+//! every device goes through, and a spec-faithful Intel VT-d remapping unit.
+//!
+//! The models behave like the hardware, not like a driver would wish: registers have their writable,
+//! read-only and write-1-to-clear bits; root pointers latch only on their command; queues live in
+//! physical memory and run when their tail is written; caches hold translations until an invalidation
+//! removes them, so a missing flush shows as a stale translation (DESIGN.md §3).
+//!
+//! Everything a model reads from memory or a register is hostile input (DESIGN.md §5): no panics, bounded
+//! loops, no allocation sized by a guest value.
+#![forbid(unsafe_code)]
+
+pub mod dma;
+pub mod frames;
+mod hash;
+pub mod mem;
+pub mod platform;
+pub mod vtd;
+
+pub use dma::{dma_read, dma_write, Access, DmaOutcome, FaultInfo, Iommu, Translation};
+pub use frames::FrameRegion;
+pub use mem::{MemStats, PhysMemory};
+pub use platform::{EmuPlatform, MmioDevice};
+pub use vtd::{VtdConfig, VtdCounters, VtdModel};

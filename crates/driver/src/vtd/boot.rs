@@ -87,12 +87,7 @@ impl Vtd {
         }
         let mut descs = alloc::vec![ContextCacheInv::global().into_bits()];
         if self.scalable {
-            descs.push(
-                PasidCacheInv::new()
-                    .with_ty(DescType::PasidCache)
-                    .with_g(3)
-                    .into_bits(),
-            );
+            descs.push(PasidCacheInv::new().with_ty(DescType::PasidCache).with_g(3).into_bits());
         }
         descs.push(IotlbInv::global().into_bits());
         self.invalidate(hw, &descs)

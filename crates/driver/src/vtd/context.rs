@@ -2,8 +2,8 @@
 //! writing or clearing one device's entry with the invalidations each change needs.
 
 use iommu_spec::vtd::{
-    ContextCacheInv, ContextEntry, DescType, IotlbInv, PasidCacheInv, PasidDirEntry, PasidEntry,
-    RootEntry, ScalableContextEntry, ScalableRootEntry, SourceId, TranslationType,
+    ContextCacheInv, ContextEntry, DescType, IotlbInv, PasidCacheInv, PasidDirEntry, PasidEntry, RootEntry,
+    ScalableContextEntry, ScalableRootEntry, SourceId, TranslationType,
 };
 
 use super::{hw, Attachment, Vtd, VtdError, FLPT_DEFAULT_DID};
@@ -24,11 +24,7 @@ impl Vtd {
     }
 
     /// The context table for (bus, half), allocated and hooked into the root table on first use.
-    pub(super) fn context_table(
-        &mut self,
-        hw: &mut impl Platform,
-        key: (u8, u8),
-    ) -> Result<u64, VtdError> {
+    pub(super) fn context_table(&mut self, hw: &mut impl Platform, key: (u8, u8)) -> Result<u64, VtdError> {
         if let Some(&t) = self.ctx_tables.get(&key) {
             return Ok(t);
         }
@@ -39,11 +35,7 @@ impl Vtd {
     }
 
     /// Rewrite the root entry of `bus` from the context tables we hold for it.
-    pub(super) fn write_root_entry(
-        &mut self,
-        hw: &mut impl Platform,
-        bus: u8,
-    ) -> Result<(), VtdError> {
+    pub(super) fn write_root_entry(&mut self, hw: &mut impl Platform, bus: u8) -> Result<(), VtdError> {
         let at = self.root + bus as u64 * 16;
         let raw = if self.scalable {
             let mut e = ScalableRootEntry::new();
@@ -67,12 +59,7 @@ impl Vtd {
     /// Write `sid`'s context entry for `to` into a slot that is not present (Linux
     /// `domain_context_mapping_one`; scalable mode: `intel_pasid_setup_second_level` / `_pass_through`
     /// under a context entry pointing at the device's PASID directory).
-    pub(super) fn set_context(
-        &mut self,
-        hw: &mut impl Platform,
-        sid: u16,
-        to: Attachment,
-    ) -> Result<(), VtdError> {
+    pub(super) fn set_context(&mut self, hw: &mut impl Platform, sid: u16, to: Attachment) -> Result<(), VtdError> {
         let (key, off) = self.context_slot(sid);
         let table = self.context_table(hw, key)?;
         let (did, root) = match to {
@@ -93,13 +80,7 @@ impl Vtd {
             for (i, q) in entry.0.iter().enumerate() {
                 hw.write_u64(ptab + 8 * i as u64, *q)?;
             }
-            hw.write_u64(
-                dir,
-                PasidDirEntry::new()
-                    .with_present(true)
-                    .with_ptp(ptab >> 12)
-                    .into_bits(),
-            )?;
+            hw.write_u64(dir, PasidDirEntry::new().with_present(true).with_ptp(ptab >> 12).into_bits())?;
             let ce = ScalableContextEntry::new()
                 .with_present(true)
                 .with_pdts(PDTS_ONE_PAGE)
@@ -109,9 +90,7 @@ impl Vtd {
             hw.write_u128(table + off, ce.into_bits())?;
         } else {
             let ce = match root {
-                Some(r) => ContextEntry::new()
-                    .with_tt(TranslationType::MultiLevel)
-                    .with_page_table(r),
+                Some(r) => ContextEntry::new().with_tt(TranslationType::MultiLevel).with_page_table(r),
                 None => ContextEntry::new().with_tt(TranslationType::PassThrough),
             };
             let ce = ce.with_aw(aw).with_did(did).with_present(true);
@@ -119,10 +98,7 @@ impl Vtd {
         }
         if self.cap.cm() {
             // Caching mode: the unit may hold the not-present entry under DID 0 (Linux flushes it).
-            let descs = [
-                ContextCacheInv::device(0, sid).into_bits(),
-                IotlbInv::domain(0).into_bits(),
-            ];
+            let descs = [ContextCacheInv::device(0, sid).into_bits(), IotlbInv::domain(0).into_bits()];
             self.invalidate(hw, &descs)
         } else {
             hw::flush_write_buffer(hw, self.cap)
@@ -132,12 +108,7 @@ impl Vtd {
     /// Clear `sid`'s context entry and flush what the unit may cache for it under `old_did` (Linux
     /// `domain_context_clear_one` and the copied-entry teardown): a device-selective context-cache flush and
     /// a domain-selective IOTLB flush with the old DID; in scalable mode also the PASID cache.
-    pub(super) fn clear_context(
-        &mut self,
-        hw: &mut impl Platform,
-        sid: u16,
-        old_did: u16,
-    ) -> Result<(), VtdError> {
+    pub(super) fn clear_context(&mut self, hw: &mut impl Platform, sid: u16, old_did: u16) -> Result<(), VtdError> {
         let (key, off) = self.context_slot(sid);
         let Some(&table) = self.ctx_tables.get(&key) else {
             return Ok(());
@@ -150,11 +121,7 @@ impl Vtd {
         descs[0] = ContextCacheInv::device(old_did, sid).into_bits();
         descs[1] = if self.scalable {
             // PASID-cache: all PASIDs of the old DID (granularity 0 is "domain-selective" for this type).
-            PasidCacheInv::new()
-                .with_ty(DescType::PasidCache)
-                .with_g(0)
-                .with_did(old_did)
-                .into_bits()
+            PasidCacheInv::new().with_ty(DescType::PasidCache).with_g(0).with_did(old_did).into_bits()
         } else {
             IotlbInv::domain(old_did).into_bits()
         };

@@ -45,14 +45,12 @@ impl fmt::Display for VtdError {
             VtdError::StatusTimeout { bit, want } => {
                 write!(f, "GSTS.{bit} did not become {}", *want as u8)
             }
-            VtdError::QueueTimeout { iqh, iqt } => write!(
-                f,
-                "invalidation wait timed out (IQH {iqh:#x}, IQT {iqt:#x})"
-            ),
-            VtdError::QueueError { fsts, iqer } => write!(
-                f,
-                "invalidation queue error: FSTS {fsts:#x}, IQER {iqer:#x}"
-            ),
+            VtdError::QueueTimeout { iqh, iqt } => {
+                write!(f, "invalidation wait timed out (IQH {iqh:#x}, IQT {iqt:#x})")
+            }
+            VtdError::QueueError { fsts, iqer } => {
+                write!(f, "invalidation queue error: FSTS {fsts:#x}, IQER {iqer:#x}")
+            }
             VtdError::NoSupportedAgaw { sagaw } => {
                 write!(f, "CAP.SAGAW {sagaw:#x} offers no 3-, 4- or 5-level width")
             }
@@ -103,10 +101,9 @@ impl fmt::Display for Refusal {
             Refusal::RootTableNotRam { addr } => {
                 write!(f, "root table at {addr:#x} is outside RAM")
             }
-            Refusal::RootTableInCrashRegion { addr } => write!(
-                f,
-                "root table at {addr:#x} is inside the crash kernel's region"
-            ),
+            Refusal::RootTableInCrashRegion { addr } => {
+                write!(f, "root table at {addr:#x} is inside the crash kernel's region")
+            }
             Refusal::RootTableUnreadable(e) => write!(f, "root table unreadable: {e}"),
             Refusal::Unsupported(what) => write!(f, "cannot adopt: {what}"),
             Refusal::Hardware(e) => write!(f, "adoption failed: {e}"),
@@ -134,23 +131,11 @@ pub enum EntryProblem {
     /// DID 0 or beyond CAP.ND.
     BadDomainId { sid: u16, did: u16 },
     /// A page table, PASID directory or PASID table outside RAM.
-    TableNotRam {
-        sid: u16,
-        what: &'static str,
-        addr: u64,
-    },
+    TableNotRam { sid: u16, what: &'static str, addr: u64 },
     /// A page table, PASID directory or PASID table inside the crash kernel's region.
-    TableInCrashRegion {
-        sid: u16,
-        what: &'static str,
-        addr: u64,
-    },
+    TableInCrashRegion { sid: u16, what: &'static str, addr: u64 },
     /// A PASID directory/table entry that cannot be read.
-    TableUnreadable {
-        sid: u16,
-        what: &'static str,
-        err: MemError,
-    },
+    TableUnreadable { sid: u16, what: &'static str, err: MemError },
     /// The RID_PASID entry is absent or of a type this driver cannot keep (first-level, nested).
     BadPasidEntry { sid: u16, pasid: u32, raw: u64 },
 }
@@ -185,27 +170,21 @@ impl fmt::Display for Bdf {
 impl fmt::Display for EntryProblem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            EntryProblem::RootReserved { bus, raw } => write!(
-                f,
-                "root entry for bus {bus:#04x}: reserved bits set ({raw:#034x})"
-            ),
+            EntryProblem::RootReserved { bus, raw } => {
+                write!(f, "root entry for bus {bus:#04x}: reserved bits set ({raw:#034x})")
+            }
             EntryProblem::ContextTableNotRam { bus, addr } => {
                 write!(f, "bus {bus:#04x}: context table {addr:#x} outside RAM")
             }
             EntryProblem::ContextTableInCrashRegion { bus, addr } => {
-                write!(
-                    f,
-                    "bus {bus:#04x}: context table {addr:#x} inside the crash kernel's region"
-                )
+                write!(f, "bus {bus:#04x}: context table {addr:#x} inside the crash kernel's region")
             }
             EntryProblem::ContextTableUnreadable { bus, err } => {
                 write!(f, "bus {bus:#04x}: context table unreadable: {err}")
             }
-            EntryProblem::ContextReserved { sid, raw } => write!(
-                f,
-                "{}: context entry reserved bits set ({raw:#034x})",
-                Bdf(*sid)
-            ),
+            EntryProblem::ContextReserved { sid, raw } => {
+                write!(f, "{}: context entry reserved bits set ({raw:#034x})", Bdf(*sid))
+            }
             EntryProblem::BadTranslationType { sid, tt } => {
                 write!(f, "{}: context entry TT {tt} not usable", Bdf(*sid))
             }
@@ -219,21 +198,13 @@ impl fmt::Display for EntryProblem {
                 write!(f, "{}: {what} {addr:#x} outside RAM", Bdf(*sid))
             }
             EntryProblem::TableInCrashRegion { sid, what, addr } => {
-                write!(
-                    f,
-                    "{}: {what} {addr:#x} inside the crash kernel's region",
-                    Bdf(*sid)
-                )
+                write!(f, "{}: {what} {addr:#x} inside the crash kernel's region", Bdf(*sid))
             }
             EntryProblem::TableUnreadable { sid, what, err } => {
                 write!(f, "{}: {what} unreadable: {err}", Bdf(*sid))
             }
             EntryProblem::BadPasidEntry { sid, pasid, raw } => {
-                write!(
-                    f,
-                    "{}: PASID {pasid} entry not adoptable (qw0 {raw:#018x})",
-                    Bdf(*sid)
-                )
+                write!(f, "{}: PASID {pasid} entry not adoptable (qw0 {raw:#018x})", Bdf(*sid))
             }
         }
     }

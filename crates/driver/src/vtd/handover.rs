@@ -15,9 +15,8 @@ use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 
 use iommu_spec::vtd::{
-    off, pasid_dir_index, pasid_table_index, Cap, ContextEntry, Ecap, Gsts, PasidDirEntry,
-    PasidEntryQw0, Pgtt, RootEntry, RtAddr, ScalableContextEntry, ScalableRootEntry, SlPte,
-    SourceId, TranslationType,
+    off, pasid_dir_index, pasid_table_index, Cap, ContextEntry, Ecap, Gsts, PasidDirEntry, PasidEntryQw0, Pgtt,
+    RootEntry, RtAddr, ScalableContextEntry, ScalableRootEntry, SlPte, SourceId, TranslationType,
 };
 
 use super::qi::InvQueue;
@@ -105,10 +104,7 @@ pub fn scan(
     }
     if let Some(want) = want_scalable {
         if want != rtaddr.smt() {
-            return Err(R::FormatMismatch {
-                old_smt: rtaddr.smt(),
-                new_smt: want,
-            });
+            return Err(R::FormatMismatch { old_smt: rtaddr.smt(), new_smt: want });
         }
     }
     if !env.in_ram(root, 4096) {
@@ -119,20 +115,10 @@ pub fn scan(
     }
     let mut rt = [0u8; 4096];
     hw.read(root, &mut rt).map_err(R::RootTableUnreadable)?;
-    let mut scan = Scan {
-        rtaddr,
-        gsts,
-        devices: Vec::new(),
-        problems: Vec::new(),
-        pages_read: alloc::vec![root],
-    };
+    let mut scan = Scan { rtaddr, gsts, devices: Vec::new(), problems: Vec::new(), pages_read: alloc::vec![root] };
     let mut ct = [0u8; 4096];
     for bus in 0..=255u8 {
-        let raw = u128::from_le_bytes(
-            rt[bus as usize * 16..bus as usize * 16 + 16]
-                .try_into()
-                .unwrap_or([0; 16]),
-        );
+        let raw = u128::from_le_bytes(rt[bus as usize * 16..bus as usize * 16 + 16].try_into().unwrap_or([0; 16]));
         // (context table, first devfn, entries, entry size)
         let halves: Vec<(u64, u16)> = if rtaddr.smt() {
             let e = ScalableRootEntry::from_bits(raw);
@@ -171,15 +157,10 @@ pub fn scan(
             scan.pages_read.push(table);
             let (n, size) = if rtaddr.smt() { (128, 32) } else { (256, 16) };
             for i in 0..n {
-                let raw =
-                    u128::from_le_bytes(ct[i * size..i * size + 16].try_into().unwrap_or([0; 16]));
+                let raw = u128::from_le_bytes(ct[i * size..i * size + 16].try_into().unwrap_or([0; 16]));
                 let sid = SourceId::new(bus, 0, 0).0 | (first + i as u16);
                 let res = if rtaddr.smt() {
-                    let hi = u128::from_le_bytes(
-                        ct[i * size + 16..i * size + 32]
-                            .try_into()
-                            .unwrap_or([0; 16]),
-                    );
+                    let hi = u128::from_le_bytes(ct[i * size + 16..i * size + 32].try_into().unwrap_or([0; 16]));
                     scan_sm_entry(hw, env, cap, sid, raw, hi, &mut scan.pages_read)
                 } else {
                     scan_legacy_entry(env, cap, ecap, sid, raw)
@@ -202,13 +183,7 @@ fn check_did(cap: Cap, sid: u16, did: u16) -> Result<(), P> {
     Ok(())
 }
 
-fn scan_legacy_entry(
-    env: &BootEnv,
-    cap: Cap,
-    ecap: Ecap,
-    sid: u16,
-    raw: u128,
-) -> Result<Option<ScannedDevice>, P> {
+fn scan_legacy_entry(env: &BootEnv, cap: Cap, ecap: Ecap, sid: u16, raw: u128) -> Result<Option<ScannedDevice>, P> {
     let e = ContextEntry::from_bits(raw);
     if !e.present() {
         return Ok(None);
@@ -223,20 +198,12 @@ fn scan_legacy_entry(
                 return Err(P::BadAddressWidth { sid, aw: e.aw() });
             }
             check_table(env, sid, "page table", e.page_table())?;
-            DeviceKind::Translated {
-                root: e.page_table(),
-                levels: e.aw() as u32 + 2,
-            }
+            DeviceKind::Translated { root: e.page_table(), levels: e.aw() as u32 + 2 }
         }
         TranslationType::PassThrough if ecap.pt() => DeviceKind::PassThrough,
         tt => return Err(P::BadTranslationType { sid, tt: tt.0 }),
     };
-    Ok(Some(ScannedDevice {
-        sid,
-        did: e.did(),
-        kind,
-        entry: raw,
-    }))
+    Ok(Some(ScannedDevice { sid, did: e.did(), kind, entry: raw }))
 }
 
 /// A scalable-mode entry: context → PASID directory → PASID-table entry for RID_PASID. The DID comes from
@@ -262,12 +229,7 @@ fn scan_sm_entry(
     check_table(env, sid, "PASID directory", dir)?;
     let pasid = e.rid_pasid();
     let di = pasid_dir_index(pasid);
-    let blocked = Ok(Some(ScannedDevice {
-        sid,
-        did: 0,
-        kind: DeviceKind::Blocked,
-        entry: raw,
-    }));
+    let blocked = Ok(Some(ScannedDevice { sid, did: 0, kind: DeviceKind::Blocked, entry: raw }));
     if di >= e.pasid_dir_entries() {
         return blocked;
     }
@@ -285,13 +247,7 @@ fn scan_sm_entry(
     let pe_at = de.table() + 64 * pasid_table_index(pasid) as u64;
     let mut q = [0u64; 3];
     for (i, w) in q.iter_mut().enumerate() {
-        *w = hw
-            .read_u64(pe_at + 8 * i as u64)
-            .map_err(|err| P::TableUnreadable {
-                sid,
-                what: "PASID table",
-                err,
-            })?;
+        *w = hw.read_u64(pe_at + 8 * i as u64).map_err(|err| P::TableUnreadable { sid, what: "PASID table", err })?;
     }
     pages.push(pe_at & !0xfff);
     let q0 = PasidEntryQw0::from_bits(q[0]);
@@ -303,37 +259,19 @@ fn scan_sm_entry(
     let kind = match q0.pgtt() {
         Pgtt::SecondLevel => {
             if q0.reserved() != 0 || q0.reserved_5() != 0 {
-                return Err(P::BadPasidEntry {
-                    sid,
-                    pasid,
-                    raw: q[0],
-                });
+                return Err(P::BadPasidEntry { sid, pasid, raw: q[0] });
             }
             if !cap.supports_agaw(q0.aw()) {
                 return Err(P::BadAddressWidth { sid, aw: q0.aw() });
             }
             let root = q0.slptptr() << 12;
             check_table(env, sid, "page table", root)?;
-            DeviceKind::Translated {
-                root,
-                levels: q0.aw() as u32 + 2,
-            }
+            DeviceKind::Translated { root, levels: q0.aw() as u32 + 2 }
         }
         Pgtt::PassThrough => DeviceKind::PassThrough,
-        _ => {
-            return Err(P::BadPasidEntry {
-                sid,
-                pasid,
-                raw: q[0],
-            })
-        }
+        _ => return Err(P::BadPasidEntry { sid, pasid, raw: q[0] }),
     };
-    Ok(Some(ScannedDevice {
-        sid,
-        did,
-        kind,
-        entry: raw,
-    }))
+    Ok(Some(ScannedDevice { sid, did, kind, entry: raw }))
 }
 
 /// How the crash kernel's boot of this unit went.
@@ -457,13 +395,7 @@ impl Vtd {
             if d.did != 0 && v.dids.reserve(d.did as u32) {
                 reserved.insert(d.did, ());
             }
-            v.devices.insert(
-                d.sid,
-                DeviceState::Adopted {
-                    did: d.did,
-                    kind: d.kind,
-                },
-            );
+            v.devices.insert(d.sid, DeviceState::Adopted { did: d.did, kind: d.kind });
             report.adopted.push(d.sid);
         }
         report.reserved_dids = reserved.keys().copied().collect();
@@ -490,12 +422,7 @@ impl Vtd {
             None => {
                 let page = self.alloc_frame(hw)?;
                 let did = self.dids.alloc().ok_or(VtdError::OutOfDomainIds)? as u16;
-                Scratch {
-                    page,
-                    tops: [None; 6],
-                    did,
-                    frames: 1,
-                }
+                Scratch { page, tops: [None; 6], did, frames: 1 }
             }
         };
         let top = match s.tops.get(levels as usize).copied().flatten() {
@@ -520,9 +447,13 @@ impl Vtd {
         self.scratch = Some(s);
         self.clear_context(hw, sid, old)?;
         self.write_contained(hw, sid, top, levels, s.did)?;
-        self.devices
-            .insert(sid, DeviceState::Contained { did: s.did });
+        self.devices.insert(sid, DeviceState::Contained { did: s.did });
         Ok(())
+    }
+
+    /// The scratch page contained devices write to, once containment has begun.
+    pub fn scratch_page(&self) -> Option<u64> {
+        self.scratch.map(|s| s.page)
     }
 
     /// Pages containment has used so far (scratch page plus shared tables).
@@ -539,12 +470,7 @@ impl Vtd {
         did: u16,
     ) -> Result<(), VtdError> {
         // A tiny domain wrapper so `set_context` writes the right format for either mode.
-        let dom = super::Domain {
-            did,
-            root: top,
-            levels,
-            iova: crate::iova::IovaAllocator::new(0, 0),
-        };
+        let dom = super::Domain { did, root: top, levels, iova: crate::iova::IovaAllocator::new(0, 0) };
         let id = super::DomainId(self.domains.len());
         self.domains.push(Some(dom));
         let r = self.set_context(hw, sid, super::Attachment::Domain(id));

@@ -78,13 +78,6 @@ pub fn drain_faults(hw: &mut impl Mmio, cap: Cap) -> Vec<FaultRecord> {
             i = (i + 1) % n;
         }
     }
-    hw.write32(
-        off::FSTS,
-        Fsts::new()
-            .with_pfo(true)
-            .with_pro(true)
-            .with_ppf(true)
-            .into_bits(),
-    );
+    hw.write32(off::FSTS, Fsts::new().with_pfo(true).with_pro(true).with_ppf(true).into_bits());
     out
 }

@@ -153,22 +153,14 @@ impl Vtd {
         let did = self.dids.alloc().ok_or(VtdError::OutOfDomainIds)? as u16;
         let root = self.alloc_frame(hw)?;
         let limit = (1u64 << iommu_spec::vtd::levels_width(self.levels)).min(1 << 32);
-        let dom = Domain {
-            did,
-            root,
-            levels: self.levels,
-            iova: IovaAllocator::new(0x1000, limit),
-        };
+        let dom = Domain { did, root, levels: self.levels, iova: IovaAllocator::new(0x1000, limit) };
         let id = DomainId(self.domains.len());
         self.domains.push(Some(dom));
         Ok(id)
     }
 
     fn domain_mut(&mut self, d: DomainId) -> Result<&mut Domain, VtdError> {
-        self.domains
-            .get_mut(d.0)
-            .and_then(|x| x.as_mut())
-            .ok_or(VtdError::NoSuchDomain(d.0))
+        self.domains.get_mut(d.0).and_then(|x| x.as_mut()).ok_or(VtdError::NoSuchDomain(d.0))
     }
 
     /// Map `size` bytes of physical memory at `pa` into domain `d` at a fresh IOVA (the DMA API's
@@ -185,11 +177,7 @@ impl Vtd {
         if !self.translating {
             return Ok(pa);
         }
-        let iova = self
-            .domain_mut(d)?
-            .iova
-            .alloc(size)
-            .ok_or(VtdError::OutOfIova { size })?;
+        let iova = self.domain_mut(d)?.iova.alloc(size).ok_or(VtdError::OutOfIova { size })?;
         self.map_at(hw, d, iova, pa, size, read, write)?;
         Ok(iova)
     }
@@ -220,15 +208,7 @@ impl Vtd {
         dom.iova.reserve(iova, iova + size);
         for off in (0..size).step_by(4096) {
             let mut counting = Counting { hw, n: 0 };
-            pgtable::map_page(
-                &mut counting,
-                root,
-                levels,
-                iova + off,
-                pa + off,
-                read,
-                write,
-            )?;
+            pgtable::map_page(&mut counting, root, levels, iova + off, pa + off, read, write)?;
             self.stats.frames_allocated += counting.n;
         }
         // Not-present → present needs no invalidation unless the unit caches not-present entries (CAP.CM),
@@ -243,13 +223,7 @@ impl Vtd {
     }
 
     /// Unmap and invalidate at once (strict mode): page-selective when the unit can, else domain-wide.
-    pub fn unmap(
-        &mut self,
-        hw: &mut impl Platform,
-        d: DomainId,
-        iova: u64,
-        size: u64,
-    ) -> Result<(), VtdError> {
+    pub fn unmap(&mut self, hw: &mut impl Platform, d: DomainId, iova: u64, size: u64) -> Result<(), VtdError> {
         if !self.translating {
             return Ok(());
         }
@@ -265,13 +239,7 @@ impl Vtd {
     /// IOTLB invalidation for `[iova, iova+size)` of `did` (Linux `iommu_flush_iotlb_psi`): one
     /// page-selective descriptor covering the range's aligned power-of-two block if CAP.PSI and CAP.MAMV
     /// allow, else a domain-selective flush.
-    fn flush_range(
-        &mut self,
-        hw: &mut impl Platform,
-        did: u16,
-        iova: u64,
-        size: u64,
-    ) -> Result<(), VtdError> {
+    fn flush_range(&mut self, hw: &mut impl Platform, did: u16, iova: u64, size: u64) -> Result<(), VtdError> {
         let pages = size.div_ceil(4096).max(1);
         let mut am = pages.next_power_of_two().trailing_zeros();
         // Grow the mask until the aligned block covers the whole range.
@@ -289,12 +257,7 @@ impl Vtd {
     /// Attach `sid` to a domain or to pass-through. A device still on an adopted entry is torn down first
     /// (the deferred attach of a crash kernel): its old IOVAs are reserved in the new domain so old DMA can
     /// never land in a new buffer.
-    pub fn attach(
-        &mut self,
-        hw: &mut impl Platform,
-        sid: u16,
-        to: Attachment,
-    ) -> Result<(), VtdError> {
+    pub fn attach(&mut self, hw: &mut impl Platform, sid: u16, to: Attachment) -> Result<(), VtdError> {
         if !self.translating {
             return Ok(());
         }
@@ -306,18 +269,8 @@ impl Vtd {
         }
         match self.devices.get(&sid).copied() {
             Some(DeviceState::Adopted { did, kind }) => {
-                if let (Attachment::Domain(d), DeviceKind::Translated { root, levels }) = (to, kind)
-                {
-                    let w = walk::walk(
-                        hw,
-                        self.cap,
-                        root,
-                        levels,
-                        WalkLimits {
-                            max_tables: 4096,
-                            max_runs: 65536,
-                        },
-                    );
+                if let (Attachment::Domain(d), DeviceKind::Translated { root, levels }) = (to, kind) {
+                    let w = walk::walk(hw, self.cap, root, levels, WalkLimits { max_tables: 4096, max_runs: 65536 });
                     let dom = self.domain_mut(d)?;
                     for r in &w.runs {
                         dom.iova.reserve(r.iova, r.end());
@@ -338,9 +291,7 @@ impl Vtd {
 
     fn current_did(&self, sid: u16) -> u16 {
         match self.devices.get(&sid) {
-            Some(DeviceState::Attached(Attachment::Domain(d))) => {
-                self.domain(*d).map_or(0, |x| x.did)
-            }
+            Some(DeviceState::Attached(Attachment::Domain(d))) => self.domain(*d).map_or(0, |x| x.did),
             Some(DeviceState::Attached(Attachment::PassThrough)) => FLPT_DEFAULT_DID,
             Some(DeviceState::Adopted { did, .. }) | Some(DeviceState::Contained { did }) => *did,
             None => 0,

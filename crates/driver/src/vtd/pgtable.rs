@@ -28,20 +28,12 @@ pub fn map_page(
             next
         };
     }
-    hw.write_u64(
-        table + 8 * level_index(iova, 1) as u64,
-        SlPte::entry(pa, r, w).into_bits(),
-    )?;
+    hw.write_u64(table + 8 * level_index(iova, 1) as u64, SlPte::entry(pa, r, w).into_bits())?;
     Ok(())
 }
 
 /// Clear the leaf for `iova`; whether one was present. Intermediate tables are kept (freed with the domain).
-pub fn unmap_page(
-    hw: &mut impl PhysMem,
-    root: u64,
-    levels: u32,
-    iova: u64,
-) -> Result<bool, VtdError> {
+pub fn unmap_page(hw: &mut impl PhysMem, root: u64, levels: u32, iova: u64) -> Result<bool, VtdError> {
     let mut table = root;
     for level in (2..=levels).rev() {
         let pte = SlPte::from_bits(hw.read_u64(table + 8 * level_index(iova, level) as u64)?);

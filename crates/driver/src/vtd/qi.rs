@@ -33,22 +33,12 @@ impl InvQueue {
         let pages = if wide { 2 } else { 1 };
         let base = alloc_contiguous(hw, pages)?;
         let status = hw.alloc_frame().ok_or(VtdError::OutOfMemory)?;
-        let iqa = Iqa::new()
-            .with_iqa(base >> 12)
-            .with_dw(wide)
-            .with_qs(if wide { 1 } else { 0 });
+        let iqa = Iqa::new().with_iqa(base >> 12).with_dw(wide).with_qs(if wide { 1 } else { 0 });
         hw.write64(off::IQT, 0);
         hw.write64(off::IQA, iqa.into_bits());
         let cmd = hw::persistent(hw).with_qie(true);
         hw::command(hw, cmd, "QIES", true, |s| s.qies())?;
-        Ok(InvQueue {
-            base,
-            entries: iqa.entries(),
-            wide,
-            tail: 0,
-            status,
-            submitted: 0,
-        })
+        Ok(InvQueue { base, entries: iqa.entries(), wide, tail: 0, status, submitted: 0 })
     }
 
     /// Turn queued invalidation off once the unit has drained the queue (Linux `__dmar_disable_qi`).
@@ -91,10 +81,7 @@ impl InvQueue {
             self.tail = (self.tail + 1) % self.entries;
             self.submitted += 1;
         }
-        hw.write64(
-            off::IQT,
-            IqPtr::from_index(self.tail as u16, self.wide).into_bits(),
-        );
+        hw.write64(off::IQT, IqPtr::from_index(self.tail as u16, self.wide).into_bits());
         for _ in 0..STATUS_SPINS {
             if hw.read_u32(self.status)? == QI_DONE {
                 return Ok(());
@@ -104,31 +91,14 @@ impl InvQueue {
                 let iqer = Iqer::from_bits(hw.read64(off::IQER));
                 // Resynchronise with the hardware: skip to its head, clear the error (Linux overwrites the
                 // bad descriptor with a wait and resubmits; dropping the batch is the simpler recovery).
-                let iqh =
-                    IqPtr::from_bits(hw.read64(off::IQH)).index(self.wide) as u32 % self.entries;
+                let iqh = IqPtr::from_bits(hw.read64(off::IQH)).index(self.wide) as u32 % self.entries;
                 self.tail = iqh;
-                hw.write64(
-                    off::IQT,
-                    IqPtr::from_index(iqh as u16, self.wide).into_bits(),
-                );
-                hw.write32(
-                    off::FSTS,
-                    Fsts::new()
-                        .with_iqe(true)
-                        .with_ite(true)
-                        .with_ice(true)
-                        .into_bits(),
-                );
-                return Err(VtdError::QueueError {
-                    fsts: fsts.into_bits(),
-                    iqer: iqer.into_bits(),
-                });
+                hw.write64(off::IQT, IqPtr::from_index(iqh as u16, self.wide).into_bits());
+                hw.write32(off::FSTS, Fsts::new().with_iqe(true).with_ite(true).with_ice(true).into_bits());
+                return Err(VtdError::QueueError { fsts: fsts.into_bits(), iqer: iqer.into_bits() });
             }
         }
-        Err(VtdError::QueueTimeout {
-            iqh: hw.read64(off::IQH),
-            iqt: hw.read64(off::IQT),
-        })
+        Err(VtdError::QueueTimeout { iqh: hw.read64(off::IQH), iqt: hw.read64(off::IQT) })
     }
 }
 

@@ -39,11 +39,7 @@ impl Run {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WalkIssue {
     /// A table could not be read.
-    Unreadable {
-        level: u32,
-        table: u64,
-        err: MemError,
-    },
+    Unreadable { level: u32, table: u64, err: MemError },
     /// An entry with reserved bits set (a large page where the unit has none, or low address bits in one).
     Reserved { level: u32, iova: u64, raw: u64 },
     /// A table reached a second time: a loop or two entries sharing one table.
@@ -63,10 +59,7 @@ pub struct WalkLimits {
 
 impl Default for WalkLimits {
     fn default() -> Self {
-        WalkLimits {
-            max_tables: 1 << 16,
-            max_runs: 1 << 20,
-        }
+        WalkLimits { max_tables: 1 << 16, max_runs: 1 << 20 }
     }
 }
 
@@ -128,13 +121,7 @@ pub fn walk(mem: &impl PhysMem, cap: Cap, root: u64, levels: u32, limits: WalkLi
                 push_run(
                     &mut out,
                     limits,
-                    Run {
-                        iova,
-                        phys: pte.phys(),
-                        size: level_size(level),
-                        read: er,
-                        write: ew,
-                    },
+                    Run { iova, phys: pte.phys(), size: level_size(level), read: er, write: ew },
                 );
             } else {
                 children.push((pte.phys(), level - 1, iova, er, ew));
@@ -174,13 +161,7 @@ pub struct Leaf {
 }
 
 /// Translate one IOVA through a `levels`-level table (at most `levels` reads, no allocation).
-pub fn lookup(
-    mem: &impl PhysMem,
-    cap: Cap,
-    root: u64,
-    levels: u32,
-    iova: u64,
-) -> Result<Option<Leaf>, MemError> {
+pub fn lookup(mem: &impl PhysMem, cap: Cap, root: u64, levels: u32, iova: u64) -> Result<Option<Leaf>, MemError> {
     let (mut table, mut r, mut w) = (root, true, true);
     for level in (1..=levels).rev() {
         let pte = SlPte::from_bits(mem.read_u64(table + 8 * level_index(iova, level) as u64)?);
@@ -189,16 +170,10 @@ pub fn lookup(
         }
         r &= pte.r();
         w &= pte.w();
-        let large = pte.ps()
-            && ((level == 2 && cap.sllps() & 1 != 0) || (level == 3 && cap.sllps() & 2 != 0));
+        let large = pte.ps() && ((level == 2 && cap.sllps() & 1 != 0) || (level == 3 && cap.sllps() & 2 != 0));
         if level == 1 || large {
             let size = level_size(level);
-            return Ok(Some(Leaf {
-                phys: pte.phys() + (iova & (size - 1)),
-                read: r,
-                write: w,
-                size,
-            }));
+            return Ok(Some(Leaf { phys: pte.phys() + (iova & (size - 1)), read: r, write: w, size }));
         }
         table = pte.phys();
     }

@@ -132,14 +132,9 @@ mod tests {
             .with_aw(2)
             .with_did(0x1234);
         assert_eq!(e.into_bits(), 0xabcd_e001 | 2u128 << 64 | 0x1234u128 << 72);
-        let pt = ContextEntry::new()
-            .with_present(true)
-            .with_tt(TranslationType::PassThrough);
+        let pt = ContextEntry::new().with_present(true).with_tt(TranslationType::PassThrough);
         assert_eq!(pt.into_bits(), 0b1001);
-        assert_eq!(
-            ContextEntry::from_bits(0b1111).tt(),
-            TranslationType::Reserved
-        );
+        assert_eq!(ContextEntry::from_bits(0b1111).tt(), TranslationType::Reserved);
         assert!(ContextEntry::from_bits(0b11).fpd());
         assert_eq!(ContextEntry::from_bits(0xfu128 << 67).avail(), 0xf);
         assert_eq!(ContextEntry::from_bits(0xfu128 << 67).reserved_bits(), 0);
@@ -168,19 +163,10 @@ mod tests {
         assert_eq!(e.into_bits(), 0x7_7000 | 2 << 9 | 0b1101);
         assert_eq!(e.pasid_dir(), 0x7_7000);
         assert_eq!(e.pasid_dir_entries(), 512);
-        assert_eq!(
-            ScalableContextEntry::new()
-                .with_rid_pasid(0xfffff)
-                .into_bits(),
-            0xfffffu128 << 64
-        );
+        assert_eq!(ScalableContextEntry::new().with_rid_pasid(0xfffff).into_bits(), 0xfffffu128 << 64);
         for bit in 0..128u32 {
             let res = (5..9).contains(&bit) || bit >= 85;
-            assert_eq!(
-                ScalableContextEntry::from_bits(1u128 << bit).reserved_bits() != 0,
-                res,
-                "bit {bit}"
-            );
+            assert_eq!(ScalableContextEntry::from_bits(1u128 << bit).reserved_bits() != 0, res, "bit {bit}");
         }
     }
 }

@@ -109,17 +109,8 @@ mod tests {
         assert_eq!((raw >> 64) as u32, 0x0110);
         assert_eq!((raw >> 96) as u32, 1 << 31 | 5);
         assert_eq!(FaultRecord::from_bits(1u128 << 126).t(), true);
-        assert_eq!(
-            FaultRecord::new()
-                .with_pp(true)
-                .with_pasid(0xabcde)
-                .into_bits(),
-            1u128 << 95 | 0xabcdeu128 << 104
-        );
+        assert_eq!(FaultRecord::new().with_pp(true).with_pasid(0xabcde).into_bits(), 1u128 << 95 | 0xabcdeu128 << 104);
         assert_eq!(FaultRecord::from_bits(raw).address(), 0xdead_b000);
-        assert_eq!(
-            FaultRecord::from_bits(0x99u128 << 96).fr(),
-            FaultReason(0x99)
-        );
+        assert_eq!(FaultRecord::from_bits(0x99u128 << 96).fr(), FaultReason(0x99));
     }
 }

@@ -214,15 +214,10 @@ pub struct PasidIotlbInv {
 
 impl ContextCacheInv {
     pub const fn global() -> Self {
-        ContextCacheInv::new()
-            .with_ty(DescType::ContextCache)
-            .with_g(granularity::GLOBAL)
+        ContextCacheInv::new().with_ty(DescType::ContextCache).with_g(granularity::GLOBAL)
     }
     pub const fn domain(did: u16) -> Self {
-        ContextCacheInv::new()
-            .with_ty(DescType::ContextCache)
-            .with_g(granularity::DOMAIN)
-            .with_did(did)
+        ContextCacheInv::new().with_ty(DescType::ContextCache).with_g(granularity::DOMAIN).with_did(did)
     }
     pub const fn device(did: u16, sid: u16) -> Self {
         ContextCacheInv::new()
@@ -235,19 +230,10 @@ impl ContextCacheInv {
 
 impl IotlbInv {
     pub const fn global() -> Self {
-        IotlbInv::new()
-            .with_ty(DescType::Iotlb)
-            .with_g(granularity::GLOBAL)
-            .with_dr(true)
-            .with_dw(true)
+        IotlbInv::new().with_ty(DescType::Iotlb).with_g(granularity::GLOBAL).with_dr(true).with_dw(true)
     }
     pub const fn domain(did: u16) -> Self {
-        IotlbInv::new()
-            .with_ty(DescType::Iotlb)
-            .with_g(granularity::DOMAIN)
-            .with_did(did)
-            .with_dr(true)
-            .with_dw(true)
+        IotlbInv::new().with_ty(DescType::Iotlb).with_g(granularity::DOMAIN).with_did(did).with_dr(true).with_dw(true)
     }
     /// `2^am` pages from `addr` (aligned to that size) in domain `did`.
     pub const fn pages(did: u16, addr: u64, am: u8) -> Self {
@@ -269,10 +255,7 @@ mod tests {
     #[test]
     fn context_cache_inv_fields() {
         let d = ContextCacheInv::device(0x12, 0x0108).with_fm(3);
-        assert_eq!(
-            d.into_bits(),
-            1 | 3 << 4 | 0x12 << 16 | 0x0108 << 32 | 3 << 48
-        );
+        assert_eq!(d.into_bits(), 1 | 3 << 4 | 0x12 << 16 | 0x0108 << 32 | 3 << 48);
         assert_eq!(ContextCacheInv::global().into_bits(), 0x11);
     }
 
@@ -307,17 +290,9 @@ mod tests {
         let q = super::super::to_qwords(d.into_bits());
         assert_eq!(q[0], 3 | 0xa << 12 | 4 << 16 | 0x300 << 32 | 0xbc << 52);
         assert_eq!(q[1], 1 | 0x77000);
-        let p = PasidCacheInv::new()
-            .with_ty(DescType::PasidCache)
-            .with_g(3)
-            .with_did(9)
-            .with_pasid(0xfffff);
+        let p = PasidCacheInv::new().with_ty(DescType::PasidCache).with_g(3).with_did(9).with_pasid(0xfffff);
         assert_eq!(p.into_bits(), 7 | 3 << 4 | 9 << 16 | 0xfffff << 32);
-        let i = IecInv::new()
-            .with_ty(DescType::InterruptEntryCache)
-            .with_g(true)
-            .with_im(3)
-            .with_iidx(0x40);
+        let i = IecInv::new().with_ty(DescType::InterruptEntryCache).with_g(true).with_im(3).with_iidx(0x40);
         assert_eq!(i.into_bits(), 4 | 1 << 4 | 3 << 27 | 0x40 << 32);
         let pi = PasidIotlbInv::new()
             .with_ty(DescType::PasidIotlb)
@@ -326,10 +301,7 @@ mod tests {
             .with_pasid(5)
             .with_am(1)
             .with_addr(3);
-        assert_eq!(
-            super::super::to_qwords(pi.into_bits()),
-            [6 | 2 << 4 | 1 << 16 | 5 << 32, 0x3001]
-        );
+        assert_eq!(super::super::to_qwords(pi.into_bits()), [6 | 2 << 4 | 1 << 16 | 5 << 32, 0x3001]);
         assert_eq!(desc_type(0xf), DescType(0xf));
     }
 }

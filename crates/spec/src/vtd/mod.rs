@@ -56,10 +56,7 @@ mod tests {
     fn source_id_fields() {
         let s = SourceId::new(0x3a, 0x1f, 7);
         assert_eq!(s.0, 0x3aff);
-        assert_eq!(
-            (s.bus(), s.dev(), s.func(), s.devfn()),
-            (0x3a, 0x1f, 7, 0xff)
-        );
+        assert_eq!((s.bus(), s.dev(), s.func(), s.devfn()), (0x3a, 0x1f, 7, 0xff));
         assert_eq!(format!("{}", SourceId(0x0010)), "00:02.0");
     }
 

@@ -137,11 +137,8 @@ impl PasidEntry {
     }
     /// A second-level-only entry (what Linux's DMA domains use in scalable mode).
     pub const fn second_level(table: u64, aw: u8, did: u16) -> Self {
-        let qw0 = PasidEntryQw0::new()
-            .with_present(true)
-            .with_aw(aw)
-            .with_pgtt(Pgtt::SecondLevel)
-            .with_slptptr(table >> 12);
+        let qw0 =
+            PasidEntryQw0::new().with_present(true).with_aw(aw).with_pgtt(Pgtt::SecondLevel).with_slptptr(table >> 12);
         let mut q = [0; 8];
         q[0] = qw0.into_bits();
         q[1] = PasidEntryQw1::new().with_did(did).into_bits();
@@ -150,10 +147,7 @@ impl PasidEntry {
     /// A pass-through entry.
     pub const fn pass_through(did: u16) -> Self {
         let mut q = [0; 8];
-        q[0] = PasidEntryQw0::new()
-            .with_present(true)
-            .with_pgtt(Pgtt::PassThrough)
-            .into_bits();
+        q[0] = PasidEntryQw0::new().with_present(true).with_pgtt(Pgtt::PassThrough).into_bits();
         q[1] = PasidEntryQw1::new().with_did(did).into_bits();
         PasidEntry(q)
     }
@@ -179,10 +173,7 @@ mod tests {
         assert_eq!(e.second_level_table(), 0x5_5000);
         assert_eq!(PasidEntry::pass_through(1).0[0], 4 << 6 | 1);
         assert_eq!(PasidEntryQw1::new().with_pgsnp(true).into_bits(), 1 << 24);
-        assert_eq!(
-            PasidEntryQw2::new().with_flpm(1).with_sre(true).into_bits(),
-            1 << 2 | 1
-        );
+        assert_eq!(PasidEntryQw2::new().with_flpm(1).with_sre(true).into_bits(), 1 << 2 | 1);
         assert_eq!(PasidEntryQw0::from_bits(7 << 6).pgtt(), Pgtt(7));
         let d = PasidDirEntry::new().with_present(true).with_ptp(0x9);
         assert_eq!(d.into_bits(), 0x9001);

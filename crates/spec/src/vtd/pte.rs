@@ -81,42 +81,23 @@ mod tests {
 
     #[test]
     fn pte_fields_at_spec_bits() {
-        assert_eq!(
-            SlPte::entry(0x1234_5000, true, true).into_bits(),
-            0x1234_5003
-        );
+        assert_eq!(SlPte::entry(0x1234_5000, true, true).into_bits(), 0x1234_5003);
         assert_eq!(SlPte::new().with_ps(true).into_bits(), 1 << 7);
         assert_eq!(SlPte::new().with_snp(true).into_bits(), 1 << 11);
         assert_eq!(SlPte::new().with_tm(true).into_bits(), 1 << 62);
         assert!(!SlPte::from_bits(0x1234_5000).present());
         assert!(SlPte::from_bits(0x1234_5002).present());
-        assert_eq!(
-            SlPte::from_bits(0x000f_ffff_ffff_f003).phys(),
-            0x000f_ffff_ffff_f000
-        );
-        assert_eq!(
-            SlPte::from_bits(0x0010_0000_0000_0003).phys(),
-            0,
-            "bit 52 is not address"
-        );
+        assert_eq!(SlPte::from_bits(0x000f_ffff_ffff_f003).phys(), 0x000f_ffff_ffff_f000);
+        assert_eq!(SlPte::from_bits(0x0010_0000_0000_0003).phys(), 0, "bit 52 is not address");
     }
 
     #[test]
     fn large_page_reserved_bits() {
         let two_m = SlPte::entry(0x4020_0000, true, true).with_ps(true);
         assert_eq!(two_m.large_page_reserved(2), 0);
-        assert_ne!(
-            SlPte::entry(0x4020_1000, true, true).large_page_reserved(2),
-            0
-        );
-        assert_eq!(
-            SlPte::entry(0x4000_0000, true, true).large_page_reserved(3),
-            0
-        );
-        assert_ne!(
-            SlPte::entry(0x4020_0000, true, true).large_page_reserved(3),
-            0
-        );
+        assert_ne!(SlPte::entry(0x4020_1000, true, true).large_page_reserved(2), 0);
+        assert_eq!(SlPte::entry(0x4000_0000, true, true).large_page_reserved(3), 0);
+        assert_ne!(SlPte::entry(0x4020_0000, true, true).large_page_reserved(3), 0);
     }
 
     #[test]

@@ -452,17 +452,20 @@ pub struct Iqer {
     pub icesid: u16,
 }
 
-/// IQER.IQEI values (11.4.17).
+/// IQER.IQEI values (11.4.17; the numbering of Intel's register reference for IQER).
 pub mod iqei {
-    /// Hardware-detected error in the descriptor (reserved field, bad type).
-    pub const INVALID_DESCRIPTOR: u8 = 1;
-    /// IQT not aligned to the descriptor width.
-    pub const TAIL_MISALIGNED: u8 = 2;
-    /// Invalid descriptor width (256-bit descriptor when not supported).
-    pub const INVALID_WIDTH: u8 = 3;
-    pub const QUEUE_ADDRESS: u8 = 4;
-    pub const INVALID_TYPE: u8 = 5;
-    pub const RESERVED_FIELD: u8 = 6;
+    /// No detail (older hardware).
+    pub const NOT_AVAILABLE: u8 = 0;
+    /// Invalid tail pointer: IQT beyond the queue, or not aligned to a 256-bit descriptor.
+    pub const INVALID_TAIL: u8 = 1;
+    /// Fetching a descriptor from the queue failed.
+    pub const FETCH_ERROR: u8 = 2;
+    /// Invalid or unsupported descriptor type.
+    pub const INVALID_TYPE: u8 = 3;
+    /// A reserved field set in a descriptor of a valid type.
+    pub const RESERVED_FIELD: u8 = 4;
+    /// Invalid descriptor width in IQA (256-bit unsupported, or 128-bit in scalable mode).
+    pub const INVALID_WIDTH: u8 = 5;
 }
 
 /// IRTA (11.4.18).
@@ -518,11 +521,7 @@ mod tests {
         assert_eq!(Cap::new().with_esrtps(true).into_bits(), 1 << 63);
         assert_eq!(Cap::new().with_nd(6).domain_count(), 65536);
         assert_eq!(Cap::new().with_nd(2).domain_count(), 256);
-        assert_eq!(
-            Cap::new().with_nd(7).domain_count(),
-            65536,
-            "ND 7 is reserved; clamp"
-        );
+        assert_eq!(Cap::new().with_nd(7).domain_count(), 65536, "ND 7 is reserved; clamp");
     }
 
     #[test]
@@ -545,11 +544,7 @@ mod tests {
             (Gcmd::new().with_wbf(true), Gsts::new().with_wbfs(true), 27),
             (Gcmd::new().with_qie(true), Gsts::new().with_qies(true), 26),
             (Gcmd::new().with_ire(true), Gsts::new().with_ires(true), 25),
-            (
-                Gcmd::new().with_sirtp(true),
-                Gsts::new().with_irtps(true),
-                24,
-            ),
+            (Gcmd::new().with_sirtp(true), Gsts::new().with_irtps(true), 24),
             (Gcmd::new().with_cfi(true), Gsts::new().with_cfis(true), 23),
         ];
         for (c, s, bit) in pairs {
@@ -557,10 +552,7 @@ mod tests {
             assert_eq!(s.into_bits(), 1 << bit);
         }
         let st = Gsts::from_bits(0xffff_ffff);
-        assert_eq!(
-            st.persistent_cmd().into_bits(),
-            (1 << 31) | (1 << 28) | (1 << 26) | (1 << 25) | (1 << 23)
-        );
+        assert_eq!(st.persistent_cmd().into_bits(), (1 << 31) | (1 << 28) | (1 << 26) | (1 << 25) | (1 << 23));
     }
 
     #[test]
@@ -575,47 +567,18 @@ mod tests {
 
     #[test]
     fn ccmd_and_iotlb_fields() {
-        let c = Ccmd::new()
-            .with_icc(true)
-            .with_cirg(3)
-            .with_sid(0x0108)
-            .with_did(5)
-            .with_fm(3);
-        assert_eq!(
-            c.into_bits(),
-            1 << 63 | 3 << 61 | 3 << 32 | 0x0108 << 16 | 5
-        );
+        let c = Ccmd::new().with_icc(true).with_cirg(3).with_sid(0x0108).with_did(5).with_fm(3);
+        assert_eq!(c.into_bits(), 1 << 63 | 3 << 61 | 3 << 32 | 0x0108 << 16 | 5);
         assert_eq!(Ccmd::new().with_caig(2).into_bits(), 2 << 59);
-        let t = IotlbReg::new()
-            .with_ivt(true)
-            .with_iirg(2)
-            .with_did(9)
-            .with_dr(true)
-            .with_dw(true);
-        assert_eq!(
-            t.into_bits(),
-            1 << 63 | 2 << 60 | 1 << 49 | 1 << 48 | 9 << 32
-        );
+        let t = IotlbReg::new().with_ivt(true).with_iirg(2).with_did(9).with_dr(true).with_dw(true);
+        assert_eq!(t.into_bits(), 1 << 63 | 2 << 60 | 1 << 49 | 1 << 48 | 9 << 32);
         assert_eq!(IotlbReg::new().with_iaig(1).into_bits(), 1 << 57);
-        assert_eq!(
-            Iva::new()
-                .with_addr(0x1234)
-                .with_am(3)
-                .with_ih(true)
-                .into_bits(),
-            0x1234_000 | 1 << 6 | 3
-        );
+        assert_eq!(Iva::new().with_addr(0x1234).with_am(3).with_ih(true).into_bits(), 0x1234_000 | 1 << 6 | 3);
     }
 
     #[test]
     fn fsts_w1c_mask_names_the_w1c_bits() {
-        let w1c = Fsts::new()
-            .with_pfo(true)
-            .with_afo(true)
-            .with_iqe(true)
-            .with_ice(true)
-            .with_ite(true)
-            .with_pro(true);
+        let w1c = Fsts::new().with_pfo(true).with_afo(true).with_iqe(true).with_ice(true).with_ite(true).with_pro(true);
         assert_eq!(w1c.into_bits(), Fsts::W1C);
         assert_eq!(Fsts::new().with_fri(0xab).into_bits(), 0xab << 8);
     }
@@ -626,35 +589,15 @@ mod tests {
         assert_eq!(a.into_bits(), 0x8_0000 | 1 << 11 | 1);
         assert_eq!(a.entries(), 256);
         assert_eq!(Iqa::new().entries(), 256);
-        assert_eq!(
-            Iqa::new().with_qs(7).entries(),
-            32768,
-            "2^(QS+8) 128-bit descriptors"
-        );
+        assert_eq!(Iqa::new().with_qs(7).entries(), 32768, "2^(QS+8) 128-bit descriptors");
         assert_eq!(IqPtr::from_index(5, false).into_bits(), 5 << 4);
         assert_eq!(IqPtr::from_index(5, true).into_bits(), 5 << 5);
         assert_eq!(IqPtr::from_bits(5 << 5).index(true), 5);
-        let e = Iqer::new()
-            .with_iqei(iqei::INVALID_DESCRIPTOR)
-            .with_itesid(0x10)
-            .with_icesid(0x20);
+        let e = Iqer::new().with_iqei(iqei::INVALID_TAIL).with_itesid(0x10).with_icesid(0x20);
         assert_eq!(e.into_bits(), 1 | 0x10 << 32 | 0x20 << 48);
-        assert_eq!(
-            Irta::new()
-                .with_s(0xf)
-                .with_eime(true)
-                .with_irta(0x7)
-                .into_bits(),
-            0x7000 | 1 << 11 | 0xf
-        );
-        assert_eq!(
-            EventCtl::new().with_im(true).with_ip(true).into_bits(),
-            0xc000_0000
-        );
-        assert_eq!(
-            Pmen::new().with_epm(true).with_prs(true).into_bits(),
-            0x8000_0001
-        );
+        assert_eq!(Irta::new().with_s(0xf).with_eime(true).with_irta(0x7).into_bits(), 0x7000 | 1 << 11 | 0xf);
+        assert_eq!(EventCtl::new().with_im(true).with_ip(true).into_bits(), 0xc000_0000);
+        assert_eq!(Pmen::new().with_epm(true).with_prs(true).into_bits(), 0x8000_0001);
     }
 
     #[test]

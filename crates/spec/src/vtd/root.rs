@@ -82,35 +82,21 @@ mod tests {
     fn legacy_root_entry_layout() {
         let e = RootEntry::new().with_context_table(0x1234_5000);
         assert_eq!(e.into_bits(), 0x1234_5001);
-        assert_eq!(
-            RootEntry::from_bits(0x1234_5001).context_table(),
-            0x1234_5000
-        );
+        assert_eq!(RootEntry::from_bits(0x1234_5001).context_table(), 0x1234_5000);
         assert_eq!(e.reserved_bits(), 0);
         for bit in (1..12).chain(64..128) {
             let bad = RootEntry::from_bits(0x1000_0001 | 1u128 << bit);
             assert_ne!(bad.reserved_bits(), 0, "bit {bit} is reserved");
-            assert_eq!(
-                bad.into_bits(),
-                0x1000_0001 | 1u128 << bit,
-                "round trip keeps bit {bit}"
-            );
+            assert_eq!(bad.into_bits(), 0x1000_0001 | 1u128 << bit, "round trip keeps bit {bit}");
         }
     }
 
     #[test]
     fn scalable_root_entry_layout() {
-        let e = ScalableRootEntry::new()
-            .with_lp(true)
-            .with_lctp(0xaa)
-            .with_up(true)
-            .with_uctp(0xbb);
+        let e = ScalableRootEntry::new().with_lp(true).with_lctp(0xaa).with_up(true).with_uctp(0xbb);
         assert_eq!(to_qwords(e.into_bits()), [0xaa001, 0xbb001]);
         let d = ScalableRootEntry::from_bits(from_qwords([0xaa001, 0xbb001]));
         assert_eq!((d.lower_table(), d.upper_table()), (0xaa000, 0xbb000));
-        assert_eq!(
-            ScalableRootEntry::from_bits(1 << 70).reserved_bits(),
-            1 << 70
-        );
+        assert_eq!(ScalableRootEntry::from_bits(1 << 70).reserved_bits(), 1 << 70);
     }
 }

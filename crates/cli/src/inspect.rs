@@ -1,0 +1,192 @@
+//! `handover inspect`: decode an IOMMU's tables from a dump and a register snapshot.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::Args as ClapArgs;
+use iommu_driver::vtd::{self, DeviceKind, WalkLimits};
+use iommu_driver::{BootEnv, Mmio, PhysMem};
+use iommu_dump::{DumpHw, InspectInput};
+use iommu_spec::vtd::{Cap, SourceId};
+use serde::Serialize;
+
+#[derive(ClapArgs, Debug, Clone)]
+pub struct Args {
+    /// ELF core: QEMU `dump-guest-memory` output or `/proc/vmcore`.
+    #[arg(long)]
+    pub dump: std::path::PathBuf,
+    /// Register snapshot: QEMU monitor `xp` output over the unit's MMIO (absolute addresses).
+    #[arg(long)]
+    pub regs: std::path::PathBuf,
+    /// The IOMMU kind.
+    #[arg(long, value_parser = ["vtd"])]
+    pub iommu: String,
+    /// The unit's MMIO base address (hex with 0x, or decimal).
+    #[arg(long, value_parser = parse_u64)]
+    pub base: u64,
+    /// The crash kernel's region, START-END (hex), to flag tables inside it.
+    #[arg(long, value_parser = parse_range)]
+    pub crashkernel: Option<std::ops::Range<u64>>,
+    /// JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Write the pages the decode read as a small ELF core (a test fixture).
+    #[arg(long)]
+    pub save_fixture: Option<std::path::PathBuf>,
+}
+
+pub fn parse_u64(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let r = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        Some(h) => u64::from_str_radix(&h.replace('_', ""), 16),
+        None => t.replace('_', "").parse(),
+    };
+    r.map_err(|e| format!("{s:?} is not an address: {e}"))
+}
+
+pub fn parse_range(s: &str) -> Result<std::ops::Range<u64>, String> {
+    let (a, b) = s.split_once('-').ok_or_else(|| format!("{s:?}: expected START-END"))?;
+    let (a, b) = (parse_u64(a)?, parse_u64(b)?);
+    if a >= b {
+        return Err(format!("{s:?}: START must be below END"));
+    }
+    Ok(a..b)
+}
+
+#[derive(Serialize)]
+struct Mapping {
+    iova: u64,
+    phys: u64,
+    size: u64,
+    perm: &'static str,
+}
+
+#[derive(Serialize)]
+struct DeviceOut {
+    sid: u16,
+    id: String,
+    domain: Option<u16>,
+    kind: &'static str,
+    mappings: Vec<Mapping>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    problems: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct InspectOut {
+    iommu: &'static str,
+    mode: &'static str,
+    translation_enabled: bool,
+    root_table: u64,
+    devices: Vec<DeviceOut>,
+    problems: Vec<String>,
+}
+
+pub fn run(a: &Args) -> Result<ExitCode, String> {
+    let input = InspectInput::open(&a.dump, &a.regs, a.base).map_err(|e| e.to_string())?;
+    let mut hw: DumpHw = input.hw();
+    hw.require_vtd().map_err(|e| e.to_string())?;
+    let env =
+        BootEnv { crash_kernel: true, ram: hw.ram_ranges(), crash_region: a.crashkernel.clone(), mem_encrypt: false };
+    let out = decode_vtd(&mut hw, &env)?;
+    if let Some(path) = &a.save_fixture {
+        hw.save_touched(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    let mut w = std::io::stdout().lock();
+    let res = if a.json {
+        serde_json::to_writer_pretty(&mut w, &out).map_err(std::io::Error::from).and_then(|_| writeln!(w))
+    } else {
+        print_human(&mut w, &out)
+    };
+    crate::output_result(res)
+}
+
+fn decode_vtd(hw: &mut (impl Mmio + PhysMem), env: &BootEnv) -> Result<InspectOut, String> {
+    let cap = Cap::from_bits(hw.read64(iommu_spec::vtd::off::CAP));
+    let scan = vtd::scan(hw, env, None).map_err(|r| format!("cannot decode the unit: {r}"))?;
+    let mut devices: BTreeMap<u16, DeviceOut> = BTreeMap::new();
+    for d in &scan.devices {
+        let (kind, mappings) = match d.kind {
+            DeviceKind::Translated { root, levels } => {
+                let w = vtd::walk::walk(hw, cap, root, levels, WalkLimits::default());
+                let m = w
+                    .runs
+                    .iter()
+                    .map(|r| Mapping { iova: r.iova, phys: r.phys, size: r.size, perm: r.perm() })
+                    .collect();
+                let problems: Vec<String> = w.issues.iter().map(|i| format!("{i:?}")).collect();
+                devices.insert(
+                    d.sid,
+                    DeviceOut {
+                        sid: d.sid,
+                        id: SourceId(d.sid).to_string(),
+                        domain: Some(d.did),
+                        kind: "translated",
+                        mappings: m,
+                        problems,
+                    },
+                );
+                continue;
+            }
+            DeviceKind::PassThrough => ("passthrough", Vec::new()),
+            DeviceKind::Blocked => ("blocked", Vec::new()),
+        };
+        let domain = (d.did != 0).then_some(d.did);
+        devices.insert(
+            d.sid,
+            DeviceOut { sid: d.sid, id: SourceId(d.sid).to_string(), domain, kind, mappings, problems: Vec::new() },
+        );
+    }
+    let mut problems = Vec::new();
+    for p in &scan.problems {
+        match p.sid() {
+            Some(sid) => {
+                devices.insert(
+                    sid,
+                    DeviceOut {
+                        sid,
+                        id: SourceId(sid).to_string(),
+                        domain: None,
+                        kind: "invalid",
+                        mappings: Vec::new(),
+                        problems: vec![p.to_string()],
+                    },
+                );
+            }
+            None => problems.push(p.to_string()),
+        }
+    }
+    Ok(InspectOut {
+        iommu: "vtd",
+        mode: if scan.scalable() { "scalable" } else { "legacy" },
+        translation_enabled: scan.gsts.tes(),
+        root_table: scan.rtaddr.table(),
+        devices: devices.into_values().collect(),
+        problems,
+    })
+}
+
+fn print_human(w: &mut impl Write, o: &InspectOut) -> std::io::Result<()> {
+    writeln!(
+        w,
+        "VT-d, {} mode, translation {}, root table {:#x}",
+        o.mode,
+        if o.translation_enabled { "on" } else { "off" },
+        o.root_table
+    )?;
+    for d in &o.devices {
+        let dom = d.domain.map_or("-".to_string(), |x| x.to_string());
+        writeln!(w, "{}  sid {:#06x}  domain {:>5}  {}  ({} runs)", d.id, d.sid, dom, d.kind, d.mappings.len())?;
+        for m in &d.mappings {
+            writeln!(w, "    iova {:#014x}-{:#014x} -> phys {:#014x}  {}", m.iova, m.iova + m.size, m.phys, m.perm)?;
+        }
+        for p in &d.problems {
+            writeln!(w, "    ! {p}")?;
+        }
+    }
+    for p in &o.problems {
+        writeln!(w, "! {p}")?;
+    }
+    Ok(())
+}

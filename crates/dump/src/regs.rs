@@ -1,0 +1,151 @@
+//! IOMMU registers captured as text from the QEMU monitor's `xp` command.
+//!
+//! A dump holds memory, not MMIO: the registers that say where the root table, device table or stream
+//! table is (RTADDR, DTE base, STRTAB_BASE) are captured separately, by the capture script typing
+//! `xp /1gx 0xfed90020` (or `/4wx`, ...) into the monitor. Its output looks like
+//!
+//! ```text
+//! (qemu) xp /1gx 0xfed90008
+//! 00000000fed90008: 0x00d2008c22260206
+//! (qemu) xp /4wx 0xfed90000
+//! 00000000fed90000: 0x00000010 0x00000000 0x00d2008c 0x22260206
+//! ```
+//!
+//! The values after the colon are consecutive words from that address; each value's digit count gives
+//! its width (2, 4, 8 or 16 hex digits: 1, 2, 4 or 8 bytes). Bytes are stored per absolute address,
+//! little-endian, so a 64-bit register reads the same whether it was captured as one 64-bit word or
+//! two 32-bit words.
+//!
+//! Which lines count: a line whose first characters are hex digits followed by `:` is an address line
+//! and must be well formed; so must a line starting with 8 or more hex digits (it looks like an address
+//! line that lost its colon). Anything else (the `(qemu)` prompt echo, blank lines, comments, other
+//! monitor output) is ignored. A register given twice keeps the later value: a capture may re-read a
+//! status register, and the last read is the state closest to the dump.
+
+mod mmio;
+
+pub use mmio::{MmioWrite, SnapshotMmio, MAX_RECORDED_WRITES};
+
+use std::collections::BTreeMap;
+
+/// Why a register snapshot line was refused. `line` is 1-based, as an editor shows it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RegsError {
+    #[error("line {line}: {kind}")]
+    BadLine { line: usize, kind: LineError },
+    #[error("register {name} ({size} bytes at offset {off:#x}, address {addr:#x}) is not in the snapshot")]
+    MissingRegister { name: String, off: usize, addr: u64, size: usize },
+}
+
+/// What was wrong with an address line.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LineError {
+    #[error("address {0:?} is wider than 64 bits")]
+    AddressTooWide(String),
+    #[error("address is not followed by ':'")]
+    MissingColon,
+    #[error("no values after the address")]
+    NoValues,
+    #[error("value {index} {text:?} is not 0x followed by 2, 4, 8 or 16 hex digits")]
+    BadValue { index: usize, text: String },
+    #[error("value {index} would lie beyond the 64-bit address space")]
+    AddressOverflow { index: usize },
+}
+
+/// Captured register bytes by absolute physical address.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RegSnapshot {
+    bytes: BTreeMap<u64, u8>,
+}
+
+impl RegSnapshot {
+    /// Parses monitor text (see the module docs for what is accepted, ignored and refused).
+    pub fn parse(text: &str) -> Result<Self, RegsError> {
+        let mut snap = Self::default();
+        for (i, line) in text.lines().enumerate() {
+            snap.parse_line(line).map_err(|kind| RegsError::BadLine { line: i + 1, kind })?;
+        }
+        Ok(snap)
+    }
+
+    fn parse_line(&mut self, line: &str) -> Result<(), LineError> {
+        let line = line.trim_start();
+        let digits = line.bytes().take_while(u8::is_ascii_hexdigit).count();
+        let rest = &line[digits..];
+        let is_address_line = (digits > 0 && rest.starts_with(':')) || digits >= 8;
+        if !is_address_line {
+            return Ok(());
+        }
+        let addr_text = &line[..digits];
+        let Some(values) = rest.strip_prefix(':') else {
+            return Err(LineError::MissingColon);
+        };
+        let mut addr = u64::from_str_radix(addr_text, 16).map_err(|_| LineError::AddressTooWide(addr_text.into()))?;
+        // Parse the whole line before storing anything, so a refused line leaves no half of itself.
+        let mut words = Vec::new();
+        for (index, text) in values.split_whitespace().enumerate() {
+            let bad = || LineError::BadValue { index, text: text.into() };
+            let hex = text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")).ok_or_else(bad)?;
+            let width = hex.len() / 2;
+            if !matches!(hex.len(), 2 | 4 | 8 | 16) || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(bad());
+            }
+            let value = u64::from_str_radix(hex, 16).map_err(|_| bad())?;
+            // The last byte of this word must be addressable; the next word's start may not be.
+            addr.checked_add(width as u64 - 1).ok_or(LineError::AddressOverflow { index })?;
+            words.push((addr, value, width));
+            addr = addr.wrapping_add(width as u64);
+        }
+        if words.is_empty() {
+            return Err(LineError::NoValues);
+        }
+        for (addr, value, width) in words {
+            for (k, b) in value.to_le_bytes()[..width].iter().enumerate() {
+                self.bytes.insert(addr + k as u64, *b);
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether all `size` bytes from `addr` were captured.
+    pub fn has(&self, addr: u64, size: usize) -> bool {
+        if size == 0 {
+            return true;
+        }
+        addr.checked_add(size as u64 - 1).is_some_and(|last| self.bytes.range(addr..=last).count() == size)
+    }
+
+    /// The captured byte at `addr`.
+    fn byte(&self, addr: u64) -> Option<u8> {
+        self.bytes.get(&addr).copied()
+    }
+
+    /// The little-endian value of `N` bytes from `addr`, if all were captured.
+    fn read_le<const N: usize>(&self, addr: u64) -> Option<[u8; N]> {
+        let mut out = [0u8; N];
+        for (k, b) in out.iter_mut().enumerate() {
+            *b = *self.bytes.get(&addr.checked_add(k as u64)?)?;
+        }
+        Some(out)
+    }
+
+    /// The 32-bit register at `addr`, or `None` unless all four bytes were captured.
+    pub fn read32(&self, addr: u64) -> Option<u32> {
+        self.read_le(addr).map(u32::from_le_bytes)
+    }
+
+    /// The 64-bit register at `addr`, or `None` unless all eight bytes were captured.
+    pub fn read64(&self, addr: u64) -> Option<u64> {
+        self.read_le(addr).map(u64::from_le_bytes)
+    }
+
+    /// How many bytes were captured.
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Whether nothing was captured (e.g. the text held only prompts).
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+}

@@ -1,0 +1,173 @@
+//! ElfCore on hand-built cores: layout, zero tails, boundaries, and every refusal.
+
+use iommu_driver::{MemError, MemErrorKind, PhysMem};
+use iommu_dump::{ElfCore, ElfError};
+
+use crate::builder::{core, pattern, put_at, Ph, EHDR, ET_CORE, PHDR, PT_NOTE};
+
+const NC: MemErrorKind = MemErrorKind::NotCaptured;
+
+/// Two segments listed out of address order; the first has a zero tail (memsz > filesz) and ends
+/// exactly where the second starts, so reads can cross between them.
+fn two_segments() -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+    let (a, b) = (pattern(1, 0x1000), pattern(7, 0x800));
+    let phdrs = [Ph::load(0x1000 + 0x200, 0x3000, 0x800, 0x800), Ph::load(0x200, 0x1000, 0x1000, 0x2000)];
+    let mut file = core(ET_CORE, &phdrs, 0x1a00);
+    put_at(&mut file, 0x200, &a);
+    put_at(&mut file, 0x1200, &b);
+    (file, a, b)
+}
+
+fn read(mem: &impl PhysMem, pa: u64, len: usize) -> Result<Vec<u8>, MemError> {
+    let mut buf = vec![0xaa; len];
+    mem.read(pa, &mut buf).map(|()| buf)
+}
+
+#[test]
+fn reads_segments_zero_tails_and_crossings() {
+    let (file, a, b) = two_segments();
+    let mem = ElfCore::from_bytes(file).unwrap();
+    assert_eq!(mem.machine(), 62);
+    let segs: Vec<_> = mem.segments().iter().map(|s| (s.index, s.paddr, s.size, s.filesz)).collect();
+    assert_eq!(segs, [(1, 0x1000, 0x2000, 0x1000), (0, 0x3000, 0x800, 0x800)], "sorted by address");
+    assert_eq!(mem.ram_ranges(), vec![0x1000..0x3800], "contiguous segments merge");
+
+    assert_eq!(read(&mem, 0x1000, 0x1000).unwrap(), a);
+    assert_eq!(read(&mem, 0x1ff0, 0x20).unwrap()[..0x10], a[0xff0..]);
+    assert_eq!(read(&mem, 0x1ff0, 0x20).unwrap()[0x10..], [0; 0x10], "file part then zero tail");
+    assert_eq!(read(&mem, 0x2800, 8).unwrap(), [0; 8], "p_memsz beyond p_filesz reads as zeros");
+    let crossing = read(&mem, 0x2ffc, 8).unwrap();
+    assert_eq!(crossing[..4], [0; 4]);
+    assert_eq!(crossing[4..], b[..4], "a read crosses into the next contiguous segment");
+    assert_eq!(mem.read_u64(0x3000).unwrap(), u64::from_le_bytes(b[..8].try_into().unwrap()));
+}
+
+#[test]
+fn uncovered_addresses_fail_at_the_first_missing_byte() {
+    let mem = ElfCore::from_bytes(two_segments().0).unwrap();
+    assert_eq!(read(&mem, 0xfff, 1), Err(MemError { addr: 0xfff, kind: NC }));
+    assert_eq!(read(&mem, 0x37fc, 8), Err(MemError { addr: 0x3800, kind: NC }));
+    assert_eq!(read(&mem, u64::MAX - 3, 8), Err(MemError { addr: u64::MAX - 3, kind: NC }));
+    assert_eq!(read(&mem, 0, 0), Ok(vec![]), "an empty read touches nothing");
+}
+
+#[test]
+fn writes_are_refused() {
+    let mut mem = ElfCore::from_bytes(two_segments().0).unwrap();
+    assert_eq!(mem.write_u32(0x1000, 5), Err(MemError { addr: 0x1000, kind: MemErrorKind::ReadOnly }));
+    assert_eq!(read(&mem, 0x1000, 4).unwrap(), pattern(1, 4), "and change nothing");
+}
+
+#[test]
+fn open_reads_from_disk_like_from_bytes() {
+    let (file, a, _) = two_segments();
+    let path = std::env::temp_dir().join(format!("iommu-dump-test-{}.core", std::process::id()));
+    std::fs::write(&path, &file).unwrap();
+    let disk = ElfCore::open(&path).unwrap();
+    assert_eq!(disk.file_len(), file.len() as u64);
+    assert_eq!(read(&disk, 0x1000, 0x1000).unwrap(), a);
+    assert_eq!(disk.segments(), ElfCore::from_bytes(file.clone()).unwrap().segments());
+
+    // A file that shrinks under an open core: its bytes are no longer in the dump, and reads say so.
+    std::fs::write(&path, &file[..0x300]).unwrap(); // the same inode, truncated
+    let got = read(&disk, 0x1000, 0x200);
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(got, Err(MemError { addr: 0x1000, kind: NC }));
+
+    let err = ElfCore::open(&path).unwrap_err();
+    assert!(matches!(err, ElfError::Open { .. }), "{err:?}");
+    assert!(err.to_string().contains("iommu-dump-test-"), "names the path: {err}");
+}
+
+#[test]
+fn notes_are_returned_and_shadowed_segments_listed() {
+    // vmcore shape: PT_NOTE, a kernel-text PT_LOAD inside a RAM PT_LOAD covering the same bytes.
+    let phdrs = [
+        Ph { p_type: PT_NOTE, offset: 0x200, paddr: 0, filesz: 12, memsz: 12 },
+        Ph::load(0x500, 0x2000, 0x100, 0x100),
+        Ph::load(0x300, 0x1f00, 0x200, 0x200),
+    ];
+    let mut file = core(ET_CORE, &phdrs, 0x600);
+    put_at(&mut file, 0x200, b"note-bytes!!");
+    put_at(&mut file, 0x300, &pattern(3, 0x200));
+    put_at(&mut file, 0x500, &[0xee; 0x100]);
+    let mem = ElfCore::from_bytes(file).unwrap();
+    assert_eq!(mem.notes().unwrap(), b"note-bytes!!");
+    assert_eq!(mem.shadowed(), [1]);
+    assert_eq!(mem.segments().len(), 1);
+    assert_eq!(read(&mem, 0x2000, 4).unwrap(), pattern(3, 0x104)[0x100..], "the container serves reads");
+}
+
+fn refuse(file: Vec<u8>) -> ElfError {
+    ElfCore::from_bytes(file).expect_err("must be refused")
+}
+
+#[test]
+fn truncated_and_foreign_headers_are_refused() {
+    let (file, ..) = two_segments();
+    assert!(matches!(refuse(file[..63].to_vec()), ElfError::Truncated { len: 63 }));
+    assert!(matches!(refuse(vec![]), ElfError::Truncated { len: 0 }));
+    // Header intact, program headers cut off.
+    let cut = refuse(file[..EHDR + PHDR].to_vec());
+    assert!(matches!(cut, ElfError::ProgramHeadersOutsideFile { phoff: 64, count: 2, .. }), "{cut:?}");
+
+    let mut f = file.clone();
+    f[0] = 0;
+    assert!(matches!(refuse(f), ElfError::NotElf { magic: [0, b'E', b'L', b'F'] }));
+    let mut f = file.clone();
+    f[4] = 1;
+    assert!(matches!(refuse(f), ElfError::NotElf64 { class: 1 }));
+    let mut f = file.clone();
+    f[5] = 2;
+    assert!(matches!(refuse(f), ElfError::NotLittleEndian { data: 2 }));
+    assert!(matches!(refuse(core(2, &[], 64)), ElfError::NotCore { e_type: 2 }));
+    let mut f = file.clone();
+    f[54] = 32; // e_phentsize
+    assert!(matches!(refuse(f), ElfError::Object { .. }));
+}
+
+#[test]
+fn hostile_segments_are_refused_by_index() {
+    let ok = Ph::load(0x100, 0x1000, 0x10, 0x10);
+    type Expect = fn(&ElfError) -> bool;
+    let cases: [(Ph, Expect); 5] = [
+        (Ph::load(0x100, 0x1000, 0x1000, 0x1000), |e| {
+            matches!(e, ElfError::SegmentOutsideFile { index: 1, offset: 0x100, filesz: 0x1000, file_len: 0x200 })
+        }),
+        (Ph::load(u64::MAX, 0x1000, 2, 2), |e| matches!(e, ElfError::SegmentOutsideFile { index: 1, .. })),
+        (Ph::load(0x100, u64::MAX - 0xf, 0x10, 0x10), |e| {
+            matches!(e, ElfError::SegmentAddressOverflow { index: 1, paddr: 0xffff_ffff_ffff_fff0, size: 0x10 })
+        }),
+        (Ph::load(0x100, 0x2000, 0x20, 0x10), |e| matches!(e, ElfError::FileszExceedsMemsz { index: 1, .. })),
+        (Ph::load(0x100, 0x1008, 0x10, 0x10), |e| {
+            matches!(e, ElfError::SegmentsOverlap { index: 1, other: 0, paddr: 0x1008 })
+        }),
+    ];
+    for (bad, is_expected) in cases {
+        let err = refuse(core(ET_CORE, &[ok, bad], 0x200));
+        assert!(is_expected(&err), "{bad:?}: {err:?}");
+        assert!(err.to_string().contains("segment 1"), "names the segment: {err}");
+    }
+}
+
+#[test]
+fn oversized_notes_are_refused() {
+    let size = iommu_dump::elf::MAX_NOTES + 1;
+    let note = Ph { p_type: PT_NOTE, offset: 0x100, paddr: 0, filesz: size, memsz: size };
+    let err = refuse(core(ET_CORE, &[note], 0x100 + size as usize));
+    assert!(matches!(err, ElfError::NotesTooLarge { size: s, .. } if s == size), "{err:?}");
+}
+
+#[test]
+fn extended_program_header_counts_are_capped() {
+    // e_phnum = PN_XNUM with no section header: object's own check refuses it.
+    let mut f = core(ET_CORE, &[], 0x100);
+    put_at(&mut f, 32, &64u64.to_le_bytes());
+    put_at(&mut f, 56, &0xffffu16.to_le_bytes());
+    assert!(matches!(refuse(f.clone()), ElfError::Object { what: "e_phnum", .. }));
+    // Section 0 at 0x80 claims 100,000 program headers in sh_info.
+    put_at(&mut f, 40, &0x80u64.to_le_bytes());
+    put_at(&mut f, 0x80 + 44, &100_000u32.to_le_bytes());
+    let err = refuse(f);
+    assert!(matches!(err, ElfError::TooManyProgramHeaders { count: 100_000, max: 65_535 }), "{err:?}");
+}

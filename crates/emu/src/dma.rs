@@ -1,0 +1,162 @@
+//! The DMA entry point shared by every IOMMU model (DESIGN.md §2): a device asks its IOMMU to translate
+//! `(requester ID, IOVA, access)`, gets a physical address or a fault, and only then touches memory.
+//! There is no other way for a simulated device to reach memory.
+
+use iommu_driver::PhysMem;
+
+use crate::mem::PhysMemory;
+
+/// The direction of a DMA, as the IOMMU checks permissions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Access {
+    /// The device reads memory (memory read request).
+    Read,
+    /// The device writes memory (memory write request).
+    Write,
+}
+
+/// Why a translation failed, in a vendor-neutral shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FaultInfo {
+    /// The vendor's fault code (VT-d: the fault reason, spec 7.1.3).
+    pub code: u16,
+    /// A short name of the reason, for reports.
+    pub reason: &'static str,
+    /// Whether the IOMMU recorded the fault where software can see it (VT-d: a fault recording
+    /// register). False when fault processing was disabled for the source or the record was dropped
+    /// for lack of a free slot.
+    pub recorded: bool,
+}
+
+/// The outcome of one translation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Translation {
+    /// The request may proceed at this physical address.
+    Ok { phys: u64 },
+    /// The request is blocked.
+    Fault(FaultInfo),
+}
+
+/// An IOMMU's DMA translation.
+pub trait Iommu {
+    /// Translate one request. `iova` may be any byte address; the answer covers the bytes up to the
+    /// end of its 4 KiB page. `mem` is where the unit walks its tables; it is mutable because the
+    /// walk's side effects (records, status writes) may go to memory.
+    fn translate(&mut self, mem: &mut PhysMemory, rid: u32, iova: u64, access: Access) -> Translation;
+}
+
+/// What happened to one DMA.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DmaOutcome {
+    /// Every byte was transferred.
+    Done,
+    /// The IOMMU blocked the page holding `iova`; `done` bytes before it were transferred.
+    Fault { iova: u64, done: usize, info: FaultInfo },
+    /// The translated address `phys` is not memory (on PCIe: an unsupported request, the write is
+    /// dropped / the read completes with an error); `done` bytes before it were transferred.
+    BadAddress { phys: u64, done: usize },
+}
+
+impl DmaOutcome {
+    pub fn is_done(&self) -> bool {
+        matches!(self, DmaOutcome::Done)
+    }
+}
+
+/// A device write of `data` at `iova`. Translated and performed page by page, the way a device splits
+/// a transfer into requests that never cross a 4 KiB boundary (PCIe): pages before a fault land.
+pub fn dma_write<I: Iommu + ?Sized>(
+    iommu: &mut I,
+    mem: &mut PhysMemory,
+    rid: u32,
+    iova: u64,
+    data: &[u8],
+) -> DmaOutcome {
+    let mut done = 0;
+    while done < data.len() {
+        let at = iova.wrapping_add(done as u64);
+        let n = chunk(at, data.len() - done);
+        match iommu.translate(mem, rid, at, Access::Write) {
+            Translation::Ok { phys } => {
+                if mem.write(phys, &data[done..done + n]).is_err() {
+                    return DmaOutcome::BadAddress { phys, done };
+                }
+            }
+            Translation::Fault(info) => return DmaOutcome::Fault { iova: at, done, info },
+        }
+        done += n;
+    }
+    DmaOutcome::Done
+}
+
+/// A device read into `buf` from `iova`, page by page like [`dma_write`]. Bytes past a failure are left
+/// as they were.
+pub fn dma_read<I: Iommu + ?Sized>(
+    iommu: &mut I,
+    mem: &mut PhysMemory,
+    rid: u32,
+    iova: u64,
+    buf: &mut [u8],
+) -> DmaOutcome {
+    let mut done = 0;
+    while done < buf.len() {
+        let at = iova.wrapping_add(done as u64);
+        let n = chunk(at, buf.len() - done);
+        match iommu.translate(mem, rid, at, Access::Read) {
+            Translation::Ok { phys } => {
+                if mem.read(phys, &mut buf[done..done + n]).is_err() {
+                    return DmaOutcome::BadAddress { phys, done };
+                }
+            }
+            Translation::Fault(info) => return DmaOutcome::Fault { iova: at, done, info },
+        }
+        done += n;
+    }
+    DmaOutcome::Done
+}
+
+/// Bytes from `at` to the end of its page, at most `left`.
+fn chunk(at: u64, left: usize) -> usize {
+    let to_page_end = 4096 - (at & 0xfff) as usize;
+    to_page_end.min(left)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Maps IOVA page n to physical page n + 16, faults on IOVA page 3.
+    struct Shift;
+
+    impl Iommu for Shift {
+        fn translate(&mut self, _: &mut PhysMemory, _: u32, iova: u64, _: Access) -> Translation {
+            if iova >> 12 == 3 {
+                return Translation::Fault(FaultInfo { code: 1, reason: "test", recorded: false });
+            }
+            Translation::Ok { phys: iova + 0x1_0000 }
+        }
+    }
+
+    #[test]
+    fn page_by_page_until_a_fault() {
+        let mut mem = PhysMemory::contiguous(0..0x10_0000);
+        let data = [7u8; 0x3000];
+        let out = dma_write(&mut Shift, &mut mem, 0, 0x1800, &data);
+        assert_eq!(
+            out,
+            DmaOutcome::Fault {
+                iova: 0x3000,
+                done: 0x1800,
+                info: FaultInfo { code: 1, reason: "test", recorded: false }
+            }
+        );
+        assert_eq!(mem.read_u64(0x1_1800).unwrap(), 0x0707_0707_0707_0707);
+        assert_eq!(mem.read_u64(0x1_2ff8).unwrap(), 0x0707_0707_0707_0707);
+        assert_eq!(mem.read_u64(0x1_3000).unwrap(), 0);
+        let mut buf = [0u8; 16];
+        assert!(dma_read(&mut Shift, &mut mem, 0, 0x1ff8, &mut buf).is_done());
+        assert_eq!(buf, [7; 16]);
+        let out = dma_write(&mut Shift, &mut mem, 0, 0xf_f000, &[1; 8]);
+        assert_eq!(out, DmaOutcome::BadAddress { phys: 0x10_f000, done: 0 });
+    }
+}

@@ -1,0 +1,287 @@
+//! Sparse physical memory: what the CPUs and every DMA see.
+//!
+//! Memory is a RAM map (the e820 view) plus 4 KiB pages that exist only once written; a read of a page
+//! never written returns zeros, as freshly booted RAM does in the simulator. Pages are shared copy-on-write
+//! (`Arc` + `Arc::make_mut`), so [`PhysMemory::snapshot`] at the crash instant costs one reference count per
+//! page, and comparing two snapshots is a pointer comparison for every page nobody touched since.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use iommu_driver::{MemError, MemErrorKind, PhysMem};
+
+use crate::hash::FastMap;
+
+/// Bytes per page.
+pub const PAGE_SIZE: usize = 4096;
+const PAGE_SHIFT: u32 = 12;
+const PAGE_MASK: u64 = PAGE_SIZE as u64 - 1;
+
+/// One materialised page.
+pub type Page = [u8; PAGE_SIZE];
+
+/// Write statistics, for a simulator's accounting and for benchmarks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemStats {
+    /// Successful write calls.
+    pub writes: u64,
+    /// Bytes written by successful writes.
+    pub bytes_written: u64,
+    /// Pages created by a first write.
+    pub pages_materialised: u64,
+    /// Pages copied because a snapshot still shared them.
+    pub cow_copies: u64,
+}
+
+/// Sparse physical memory over a RAM map. Cloning it (see [`PhysMemory::snapshot`]) is cheap.
+#[derive(Clone, Debug, Default)]
+pub struct PhysMemory {
+    /// Sorted, merged, page-granular RAM ranges.
+    ram: Vec<Range<u64>>,
+    pages: FastMap<u64, Arc<Page>>,
+    stats: MemStats,
+}
+
+impl PhysMemory {
+    /// Memory whose RAM is `ram` (physical ranges). Ranges are sorted and overlapping or adjacent ones
+    /// merged, so an access may span two ranges listed separately; empty ranges are dropped.
+    pub fn new(ram: impl IntoIterator<Item = Range<u64>>) -> Self {
+        let mut ram: Vec<Range<u64>> = ram.into_iter().filter(|r| r.start < r.end).collect();
+        ram.sort_by_key(|r| r.start);
+        let mut merged: Vec<Range<u64>> = Vec::with_capacity(ram.len());
+        for r in ram {
+            match merged.last_mut() {
+                Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
+                _ => merged.push(r),
+            }
+        }
+        PhysMemory { ram: merged, pages: FastMap::default(), stats: MemStats::default() }
+    }
+
+    /// Memory whose RAM is the one range `ram`.
+    pub fn contiguous(ram: Range<u64>) -> Self {
+        Self::new([ram])
+    }
+
+    /// The RAM map (sorted, merged).
+    pub fn ram(&self) -> &[Range<u64>] {
+        &self.ram
+    }
+
+    /// Whether `[pa, pa + len)` is all RAM; `Err` names the first byte that is not.
+    pub fn check_ram(&self, pa: u64, len: usize) -> Result<(), MemError> {
+        let not_ram = |addr| MemError { addr, kind: MemErrorKind::NotRam };
+        if len == 0 {
+            return Ok(());
+        }
+        // `None` = the access wraps past the top of the address space, which no RAM range reaches.
+        let end = pa.checked_add(len as u64);
+        // Index of the first range ending after `pa`.
+        let i = self.ram.partition_point(|r| r.end <= pa);
+        match self.ram.get(i) {
+            Some(r) if r.start <= pa => match end {
+                Some(end) if end <= r.end => Ok(()),
+                _ => Err(not_ram(r.end)),
+            },
+            _ => Err(not_ram(pa)),
+        }
+    }
+
+    /// Whether byte `pa` is RAM.
+    pub fn contains(&self, pa: u64) -> bool {
+        let i = self.ram.partition_point(|r| r.end <= pa);
+        self.ram.get(i).is_some_and(|r| r.start <= pa)
+    }
+
+    /// Reset the page holding `pa` to zeros (it becomes "never written" again).
+    pub fn zero_page(&mut self, pa: u64) -> Result<(), MemError> {
+        let base = pa & !PAGE_MASK;
+        self.check_ram(base, PAGE_SIZE)?;
+        self.pages.remove(&(base >> PAGE_SHIFT));
+        Ok(())
+    }
+
+    /// The page with frame number `pfn`, or `None` if it was never written (it reads as zeros).
+    pub fn page(&self, pfn: u64) -> Option<&Page> {
+        self.pages.get(&pfn).map(|p| &**p)
+    }
+
+    /// Every materialised page, in ascending frame-number order (deterministic).
+    pub fn pages(&self) -> impl Iterator<Item = (u64, &Page)> + '_ {
+        let mut pfns: Vec<u64> = self.pages.keys().copied().collect();
+        pfns.sort_unstable();
+        pfns.into_iter().map(move |pfn| (pfn, &*self.pages[&pfn]))
+    }
+
+    /// Number of materialised pages.
+    pub fn page_count(&self) -> usize {
+        self.pages.len()
+    }
+
+    /// A 64-bit FNV-1a hash of a page's contents; a never-written page hashes as a zero page.
+    pub fn page_hash(&self, pfn: u64) -> u64 {
+        const ZERO: Page = [0; PAGE_SIZE];
+        let bytes = self.page(pfn).unwrap_or(&ZERO);
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for chunk in bytes.chunks_exact(8) {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(chunk);
+            h = (h ^ u64::from_le_bytes(w)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        h
+    }
+
+    /// A copy of memory at this instant. Pages are shared until either side writes them.
+    pub fn snapshot(&self) -> PhysMemory {
+        self.clone()
+    }
+
+    /// Frame numbers whose contents differ between `self` and `other`, ascending. A page missing on one
+    /// side counts as zeros, so zeroing a page that was zero is no change. Pages still shared since a
+    /// snapshot compare by pointer alone.
+    pub fn changed_pages(&self, other: &PhysMemory) -> Vec<u64> {
+        let mut out = Vec::new();
+        for (pfn, page) in &self.pages {
+            let same = match other.pages.get(pfn) {
+                Some(o) => Arc::ptr_eq(page, o) || page[..] == o[..],
+                None => page.iter().all(|&b| b == 0),
+            };
+            if !same {
+                out.push(*pfn);
+            }
+        }
+        for (pfn, page) in &other.pages {
+            if !self.pages.contains_key(pfn) && page.iter().any(|&b| b != 0) {
+                out.push(*pfn);
+            }
+        }
+        out.sort_unstable();
+        out
+    }
+
+    /// Write statistics since creation (a snapshot carries its origin's counts).
+    pub fn stats(&self) -> MemStats {
+        self.stats
+    }
+
+    fn read_unchecked(&self, pa: u64, buf: &mut [u8]) {
+        let mut addr = pa;
+        let mut done = 0;
+        while done < buf.len() {
+            let off = (addr & PAGE_MASK) as usize;
+            let n = (PAGE_SIZE - off).min(buf.len() - done);
+            let dst = &mut buf[done..done + n];
+            match self.pages.get(&(addr >> PAGE_SHIFT)) {
+                Some(p) => dst.copy_from_slice(&p[off..off + n]),
+                None => dst.fill(0),
+            }
+            done += n;
+            addr = addr.wrapping_add(n as u64);
+        }
+    }
+
+    fn write_unchecked(&mut self, pa: u64, data: &[u8]) {
+        let mut addr = pa;
+        let mut done = 0;
+        while done < data.len() {
+            let off = (addr & PAGE_MASK) as usize;
+            let n = (PAGE_SIZE - off).min(data.len() - done);
+            let stats = &mut self.stats;
+            let slot = self.pages.entry(addr >> PAGE_SHIFT).or_insert_with(|| {
+                stats.pages_materialised += 1;
+                Arc::new([0; PAGE_SIZE])
+            });
+            if Arc::strong_count(slot) > 1 {
+                stats.cow_copies += 1;
+            }
+            Arc::make_mut(slot)[off..off + n].copy_from_slice(&data[done..done + n]);
+            done += n;
+            addr = addr.wrapping_add(n as u64);
+        }
+        self.stats.writes += 1;
+        self.stats.bytes_written += data.len() as u64;
+    }
+}
+
+impl PhysMem for PhysMemory {
+    fn read(&self, pa: u64, buf: &mut [u8]) -> Result<(), MemError> {
+        self.check_ram(pa, buf.len())?;
+        self.read_unchecked(pa, buf);
+        Ok(())
+    }
+
+    fn write(&mut self, pa: u64, data: &[u8]) -> Result<(), MemError> {
+        self.check_ram(pa, data.len())?;
+        self.write_unchecked(pa, data);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mem() -> PhysMemory {
+        PhysMemory::new(vec![0x10_0000..0x20_0000, 0..0x9_f000, 0x20_0000..0x30_0000])
+    }
+
+    #[test]
+    fn ram_map_is_sorted_and_merged() {
+        assert_eq!(mem().ram(), &[0..0x9_f000, 0x10_0000..0x30_0000]);
+    }
+
+    #[test]
+    fn unwritten_ram_reads_zero_and_holes_fail() {
+        let m = mem();
+        assert_eq!(m.read_u64(0x1000).unwrap(), 0);
+        assert_eq!(m.page_count(), 0);
+        let e = m.read_u64(0xa_0000).unwrap_err();
+        assert_eq!(e.addr, 0xa_0000);
+        assert_eq!(e.kind, MemErrorKind::NotRam);
+        // Straddling the end of a range names the first byte outside it.
+        assert_eq!(m.read_u64(0x9_effc).unwrap_err().addr, 0x9_f000);
+        assert_eq!(m.read_u64(u64::MAX - 3).unwrap_err().addr, u64::MAX - 3);
+    }
+
+    #[test]
+    fn writes_span_pages_and_merged_ranges() {
+        let mut m = mem();
+        let data: Vec<u8> = (0..64u8).collect();
+        m.write(0x1f_ffe0, &data).unwrap();
+        let mut back = [0u8; 64];
+        m.read(0x1f_ffe0, &mut back).unwrap();
+        assert_eq!(&back[..], &data[..]);
+        assert_eq!(m.page_count(), 2);
+        assert_eq!(m.stats().pages_materialised, 2);
+        assert_eq!(m.page(0x1ff).unwrap()[0xfe0], 0);
+        assert_eq!(m.page(0x200).unwrap()[0], 32);
+    }
+
+    #[test]
+    fn failed_write_changes_nothing() {
+        let mut m = mem();
+        assert!(m.write(0x9_eff0, &[1; 32]).is_err());
+        assert_eq!(m.page_count(), 0);
+        assert_eq!(m.stats().writes, 0);
+    }
+
+    #[test]
+    fn snapshots_share_pages_copy_on_write() {
+        let mut m = mem();
+        m.write_u64(0x1000, 1).unwrap();
+        m.write_u64(0x2000, 2).unwrap();
+        let snap = m.snapshot();
+        assert!(m.changed_pages(&snap).is_empty());
+        m.write_u64(0x2000, 3).unwrap();
+        m.write_u64(0x3000, 0).unwrap(); // materialised, still zeros: no change
+        m.zero_page(0x1000).unwrap(); // 1 -> 0: a change
+        assert_eq!(m.stats().cow_copies, 1);
+        assert_eq!(m.changed_pages(&snap), vec![1, 2]);
+        assert_eq!(snap.changed_pages(&m), vec![1, 2]);
+        assert_eq!(snap.read_u64(0x2000).unwrap(), 2, "the snapshot kept its copy");
+        assert_ne!(m.page_hash(2), snap.page_hash(2));
+        assert_eq!(m.page_hash(3), m.page_hash(0x50), "zeros hash alike");
+        let pfns: Vec<u64> = m.pages().map(|(p, _)| p).collect();
+        assert_eq!(pfns, vec![2, 3]);
+    }
+}

@@ -1,0 +1,277 @@
+//! The unit's translation caches (spec 6.1–6.5): a context cache by source ID, a PASID cache by
+//! (source ID, PASID) and an IOTLB by domain.
+//!
+//! Entries leave only through invalidations (or capacity eviction of the IOTLB, which the spec allows
+//! at any time), never because the tables in memory changed: a driver that edits a table and forgets
+//! the flush keeps translating through the old entry, as on hardware. Faulting walks are not cached
+//! (the model behaves as CAP.CM = 0 even when configured otherwise, which CM permits).
+//!
+//! Second-level IOTLB entries are tagged with the domain ID alone, also in scalable mode: PGTT = 2
+//! translations of one DID share the DID's second-level table (spec 6.2.1), so a PASID-based IOTLB
+//! invalidation of that DID drops them too. That is a superset of what the spec requires of it, which
+//! hardware may always do.
+
+use iommu_spec::vtd::level_size;
+
+use crate::hash::FastMap;
+
+/// How a device's untranslated requests are handled once its context (and PASID entry) is known.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Mode {
+    /// Requests go to the same physical address.
+    PassThrough,
+    /// Requests walk a second-level table.
+    SecondLevel { root: u64, levels: u32 },
+}
+
+/// A cached context entry, decoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum CtxEntry {
+    /// Legacy mode (spec 9.3): the context entry decides everything.
+    Legacy { did: u16, fpd: bool, mode: Mode },
+    /// Scalable mode (spec 9.4): requests without PASID go through the PASID entry of `rid_pasid`.
+    Scalable { fpd: bool, pasid_dir: u64, rid_pasid: u32 },
+}
+
+/// A cached PASID-table entry, decoded (spec 9.6), with the FPD of everything above it folded in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct PasidEntryState {
+    pub did: u16,
+    pub fpd: bool,
+    pub mode: Mode,
+}
+
+/// A cached translation: the page (of `level`'s size) and the permissions ANDed along the walk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct IotlbEntry {
+    /// Physical base of the page.
+    pub phys: u64,
+    /// 1 = 4 KiB, 2 = 2 MiB, 3 = 1 GiB.
+    pub level: u32,
+    pub r: bool,
+    pub w: bool,
+}
+
+/// The three caches.
+#[derive(Clone, Debug)]
+pub(super) struct Caches {
+    enabled: bool,
+    context: FastMap<u16, CtxEntry>,
+    pasid: FastMap<(u16, u32), PasidEntryState>,
+    /// Per DID: (level, IOVA >> page shift of that level) -> entry.
+    iotlb: FastMap<u16, FastMap<(u32, u64), IotlbEntry>>,
+    iotlb_len: usize,
+    iotlb_capacity: usize,
+}
+
+/// Page shift of a level-`level` page.
+fn shift(level: u32) -> u32 {
+    12 + 9 * (level - 1)
+}
+
+impl Caches {
+    pub fn new(iotlb_capacity: usize) -> Self {
+        Caches {
+            enabled: true,
+            context: FastMap::default(),
+            pasid: FastMap::default(),
+            iotlb: FastMap::default(),
+            iotlb_len: 0,
+            iotlb_capacity: iotlb_capacity.max(1),
+        }
+    }
+
+    pub fn set_enabled(&mut self, on: bool) {
+        self.enabled = on;
+        self.invalidate_all();
+    }
+
+    pub fn sizes(&self) -> (usize, usize, usize) {
+        (self.iotlb_len, self.context.len(), self.pasid.len())
+    }
+
+    pub fn invalidate_all(&mut self) {
+        self.context_global();
+        self.pasid_global();
+        self.iotlb_global();
+    }
+
+    // ---- context cache ----
+
+    pub fn context_get(&self, sid: u16) -> Option<CtxEntry> {
+        self.context.get(&sid).copied()
+    }
+
+    pub fn context_peek(&self, sid: u16) -> bool {
+        self.context.contains_key(&sid)
+    }
+
+    pub fn context_put(&mut self, sid: u16, e: CtxEntry) {
+        if self.enabled {
+            self.context.insert(sid, e);
+        }
+    }
+
+    pub fn context_global(&mut self) {
+        self.context.clear();
+    }
+
+    /// Domain-selective (spec 6.5.1.1): legacy entries of `did`. Scalable-mode context entries carry
+    /// no DID, so they all go (a superset the spec allows).
+    pub fn context_domain(&mut self, did: u16) {
+        self.context.retain(|_, e| match e {
+            CtxEntry::Legacy { did: d, .. } => *d != did,
+            CtxEntry::Scalable { .. } => false,
+        });
+    }
+
+    /// Device-selective with function mask `fm` (spec 6.5.2.1): FM 1, 2, 3 ignore SID bit 2, bits 2:1
+    /// or bits 2:0 (QEMU `vtd_context_device_invalidate`). The DID in the request is not compared:
+    /// Linux passes the context's legacy DID bits even in scalable mode, where they mean nothing.
+    pub fn context_device(&mut self, sid: u16, fm: u8) {
+        let ignored: u16 = match fm & 3 {
+            0 => 0,
+            1 => 0b100,
+            2 => 0b110,
+            _ => 0b111,
+        };
+        self.context.retain(|s, _| (s ^ sid) & !ignored != 0);
+    }
+
+    // ---- PASID cache ----
+
+    pub fn pasid_get(&self, sid: u16, pasid: u32) -> Option<PasidEntryState> {
+        self.pasid.get(&(sid, pasid)).copied()
+    }
+
+    pub fn pasid_put(&mut self, sid: u16, pasid: u32, e: PasidEntryState) {
+        if self.enabled {
+            self.pasid.insert((sid, pasid), e);
+        }
+    }
+
+    pub fn pasid_global(&mut self) {
+        self.pasid.clear();
+    }
+
+    /// All PASIDs of `did`, or just `pasid` of it.
+    pub fn pasid_domain(&mut self, did: u16, pasid: Option<u32>) {
+        self.pasid.retain(|(_, p), e| !(e.did == did && pasid.is_none_or(|want| *p == want)));
+    }
+
+    // ---- IOTLB ----
+
+    /// The entry covering `iova` in domain `did`, trying 4 KiB, 2 MiB and 1 GiB pages in turn.
+    pub fn iotlb_get(&self, did: u16, iova: u64) -> Option<IotlbEntry> {
+        let dom = self.iotlb.get(&did)?;
+        (1..=3).find_map(|level| dom.get(&(level, iova >> shift(level))).copied())
+    }
+
+    pub fn iotlb_peek(&self, did: u16, iova: u64) -> Option<u64> {
+        self.iotlb_get(did, iova).map(|e| e.phys + (iova & (level_size(e.level) - 1)))
+    }
+
+    pub fn iotlb_put(&mut self, did: u16, iova: u64, e: IotlbEntry) {
+        if !self.enabled || !(1..=3).contains(&e.level) {
+            return;
+        }
+        if self.iotlb_len >= self.iotlb_capacity {
+            // Out of room: evict everything. Hardware may drop any entry at any time (spec 6.1).
+            self.iotlb_global();
+        }
+        let dom = self.iotlb.entry(did).or_default();
+        if dom.insert((e.level, iova >> shift(e.level)), e).is_none() {
+            self.iotlb_len += 1;
+        }
+    }
+
+    pub fn iotlb_global(&mut self) {
+        self.iotlb.clear();
+        self.iotlb_len = 0;
+    }
+
+    pub fn iotlb_domain(&mut self, did: u16) {
+        if let Some(dom) = self.iotlb.remove(&did) {
+            self.iotlb_len -= dom.len();
+        }
+    }
+
+    /// Page-selective (spec 6.5.2.3): every entry of `did` whose page overlaps the `2^am` pages at
+    /// `addr` (aligned down to that size, as hardware ignores the low address bits). A mask too large
+    /// to enumerate falls back to a scan of the domain.
+    pub fn iotlb_pages(&mut self, did: u16, addr: u64, am: u8) {
+        if am > 51 {
+            // The range covers the whole address space.
+            return self.iotlb_domain(did);
+        }
+        let Some(dom) = self.iotlb.get_mut(&did) else {
+            return;
+        };
+        let span_shift = 12 + am as u32;
+        let first = (addr >> span_shift) << span_shift;
+        let last = first | ((1u64 << span_shift) - 1);
+        let before = dom.len();
+        let targeted: u64 = (1..=3).map(|l| (last >> shift(l)) - (first >> shift(l)) + 1).sum();
+        if targeted > dom.len() as u64 {
+            dom.retain(|(level, vpn), _| {
+                let lo = vpn << shift(*level);
+                let hi = lo | (level_size(*level) - 1);
+                hi < first || lo > last
+            });
+        } else {
+            for level in 1..=3 {
+                for vpn in (first >> shift(level))..=(last >> shift(level)) {
+                    dom.remove(&(level, vpn));
+                }
+            }
+        }
+        self.iotlb_len -= before - dom.len();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn e(phys: u64, level: u32) -> IotlbEntry {
+        IotlbEntry { phys, level, r: true, w: true }
+    }
+
+    #[test]
+    fn iotlb_page_selective_hits_overlapping_sizes_only() {
+        let mut c = Caches::new(1 << 10);
+        c.iotlb_put(1, 0x1000, e(0xa000, 1));
+        c.iotlb_put(1, 0x2000, e(0xb000, 1));
+        c.iotlb_put(1, 0x40_0000, e(0x8000_0000, 2));
+        c.iotlb_put(2, 0x1000, e(0xc000, 1));
+        assert_eq!(c.iotlb_peek(1, 0x40_1234), Some(0x8000_1234));
+        c.iotlb_pages(1, 0x1000, 0);
+        assert_eq!(c.iotlb_peek(1, 0x1000), None);
+        assert_eq!(c.iotlb_peek(1, 0x2000), Some(0xb000));
+        assert_eq!(c.iotlb_peek(2, 0x1000), Some(0xc000), "other domain kept");
+        // A 4 KiB PSI inside the 2 MiB page drops the whole large page.
+        c.iotlb_pages(1, 0x5f_f000, 0);
+        assert_eq!(c.iotlb_peek(1, 0x40_0000), None);
+        assert_eq!(c.sizes().0, 2);
+        // A huge mask scans instead of enumerating.
+        c.iotlb_pages(1, 0, 40);
+        assert_eq!(c.sizes().0, 1);
+        c.iotlb_domain(2);
+        assert_eq!(c.sizes().0, 0);
+    }
+
+    #[test]
+    fn context_device_function_mask() {
+        let mut c = Caches::new(16);
+        let ctx = CtxEntry::Legacy { did: 1, fpd: false, mode: Mode::PassThrough };
+        for sid in [0x0100, 0x0101, 0x0104, 0x0107, 0x0108] {
+            c.context_put(sid, ctx);
+        }
+        c.context_device(0x0100, 1); // 0x0100 and 0x0104
+        assert!(!c.context_peek(0x0100) && !c.context_peek(0x0104));
+        assert!(c.context_peek(0x0101) && c.context_peek(0x0107));
+        c.context_device(0x0100, 3); // all functions of device 0
+        assert!(!c.context_peek(0x0101) && !c.context_peek(0x0107));
+        assert!(c.context_peek(0x0108));
+    }
+}

@@ -1,0 +1,270 @@
+//! The invalidation queue at raw offsets: wait descriptors, exactly-targeted invalidations, and
+//! invalidation queue errors that stop fetching until software clears IQE.
+
+mod common;
+
+use common::{legacy_rig, Rig, RW};
+use iommu_driver::PhysMem;
+use iommu_emu::{Access, VtdConfig};
+use iommu_spec::vtd::{
+    iqei, off, ContextCacheInv, DescType, EventCtl, Fsts, Gcmd, Ics, IotlbInv, IqPtr, Iqa, Iqer, PasidCacheInv,
+    PasidEntry, PasidIotlbInv, WaitInv,
+};
+
+const STATUS: u64 = 0x7_0000;
+
+fn wait(data: u32) -> u128 {
+    WaitInv::status_write(STATUS, data).into_bits()
+}
+
+fn iqe(rig: &mut Rig) -> Option<u8> {
+    Fsts::from_bits(rig.r32(off::FSTS)).iqe().then(|| Iqer::from_bits(rig.r64(off::IQER)).iqei())
+}
+
+#[test]
+fn wait_descriptor_writes_status_128_and_256_bit() {
+    for (mut rig, wide) in [(Rig::legacy(), false), (Rig::modern(), true)] {
+        rig.enable_qi(wide);
+        assert_eq!(rig.iqh(), 0);
+        rig.submit(&[wait(2)]);
+        assert_eq!(rig.mem.read_u32(STATUS).unwrap(), 2);
+        assert_eq!(rig.iqh(), 1, "IQH advanced to IQT");
+        // The queue wraps: 256 (or 128) descriptors per 4 KiB page.
+        let entries = if wide { 128 } else { 256 };
+        for i in 0..entries {
+            rig.submit(&[wait(i)]);
+        }
+        assert_eq!(rig.mem.read_u32(STATUS).unwrap(), entries - 1);
+        assert_eq!(rig.iqh(), 1);
+        assert_eq!(rig.vtd.counters().qi_descriptors, entries as u64 + 1);
+        assert_eq!(iqe(&mut rig), None);
+    }
+}
+
+#[test]
+fn wait_interrupt_flag_fence_and_empty_wait() {
+    let mut rig = Rig::legacy();
+    rig.enable_qi(false);
+    let if_wait = WaitInv::new().with_ty(DescType::Wait).with_iflag(true);
+    rig.submit(&[if_wait.into_bits()]);
+    assert!(Ics::from_bits(rig.r32(off::ICS)).iwc());
+    assert!(EventCtl::from_bits(rig.r32(off::IECTL)).ip(), "masked at reset: held");
+    rig.w32(off::ICS, 1);
+    assert!(!Ics::from_bits(rig.r32(off::ICS)).iwc());
+    assert!(!EventCtl::from_bits(rig.r32(off::IECTL)).ip());
+    // A fence alone is a barrier (spec 7.10), fine.
+    let fence = WaitInv::new().with_ty(DescType::Wait).with_fence(true);
+    rig.submit(&[fence.into_bits()]);
+    assert_eq!(iqe(&mut rig), None);
+    // Neither SW, IF nor FN: refused.
+    rig.submit(&[WaitInv::new().with_ty(DescType::Wait).into_bits()]);
+    assert_eq!(iqe(&mut rig), Some(iqei::RESERVED_FIELD));
+}
+
+#[test]
+fn context_invalidation_drops_exactly_the_right_entries() {
+    let mut rig = Rig::legacy();
+    let root = rig.page();
+    let pt = rig.page();
+    // 00:01.0 and 00:01.1 in domain 4, 00:02.0 in domain 5.
+    for (sid, did) in [(0x08u16, 4u16), (0x09, 4), (0x10, 5)] {
+        rig.set_legacy_context(root, sid, Rig::legacy_sl_context(pt, 4, did));
+    }
+    rig.map(pt, 4, 0, 0x8000, 1, RW);
+    rig.enable(root, false);
+    rig.enable_qi(false);
+    let fill = |rig: &mut Rig| {
+        for sid in [0x08, 0x09, 0x10] {
+            rig.phys(sid, 0, Access::Read).unwrap();
+        }
+    };
+    let cached = |rig: &Rig| [0x08, 0x09, 0x10].map(|s| rig.vtd.context_cached(s));
+    fill(&mut rig);
+    rig.submit(&[ContextCacheInv::device(4, 0x09).into_bits(), wait(1)]);
+    assert_eq!(cached(&rig), [true, false, true]);
+    // FM = 3 masks the function: both functions of device 1.
+    fill(&mut rig);
+    rig.submit(&[ContextCacheInv::device(4, 0x08).with_fm(3).into_bits()]);
+    assert_eq!(cached(&rig), [false, false, true]);
+    fill(&mut rig);
+    rig.submit(&[ContextCacheInv::domain(5).into_bits()]);
+    assert_eq!(cached(&rig), [true, true, false]);
+    fill(&mut rig);
+    rig.submit(&[ContextCacheInv::global().into_bits()]);
+    assert_eq!(cached(&rig), [false, false, false]);
+    assert_eq!(rig.vtd.counters().context_invalidations, 4);
+}
+
+#[test]
+fn iotlb_invalidation_drops_exactly_the_right_entries() {
+    let (mut rig, root, pt) = legacy_rig(4, 0x08, 4);
+    let pt5 = rig.page();
+    rig.set_legacy_context(root, 0x10, Rig::legacy_sl_context(pt5, 4, 5));
+    for i in 0..4u64 {
+        rig.map(pt, 4, i << 12, 0x10_0000 + (i << 12), 1, RW);
+        rig.map(pt5, 4, i << 12, 0x20_0000 + (i << 12), 1, RW);
+    }
+    rig.map(pt, 4, 0x4000_0000, 0x60_0000, 2, RW);
+    rig.enable_qi(false);
+    let fill = |rig: &mut Rig| {
+        for i in 0..4u64 {
+            rig.phys(0x08, i << 12, Access::Read).unwrap();
+            rig.phys(0x10, i << 12, Access::Read).unwrap();
+        }
+        rig.phys(0x08, 0x4000_0000, Access::Read).unwrap();
+    };
+    let d4 = |rig: &Rig| (0..4u64).map(|i| rig.vtd.iotlb_lookup(4, i << 12).is_some()).collect::<Vec<_>>();
+    fill(&mut rig);
+    assert_eq!(rig.vtd.cache_sizes().0, 9);
+    // PSI of 2 pages (AM = 1) at 0x2000 in domain 4.
+    rig.submit(&[IotlbInv::pages(4, 0x2000, 1).into_bits()]);
+    assert_eq!(d4(&rig), [true, true, false, false]);
+    assert_eq!(rig.vtd.cache_sizes().0, 7);
+    // PSI of one 4 KiB page inside the 2 MiB mapping drops that mapping.
+    rig.submit(&[IotlbInv::pages(4, 0x4010_0000, 0).into_bits()]);
+    assert_eq!(rig.vtd.iotlb_lookup(4, 0x4000_0000), None);
+    // Domain-selective leaves the other domain alone.
+    rig.submit(&[IotlbInv::domain(4).into_bits()]);
+    assert_eq!(rig.vtd.cache_sizes().0, 4);
+    assert!(rig.vtd.iotlb_lookup(5, 0x3000).is_some());
+    fill(&mut rig);
+    rig.submit(&[IotlbInv::global().into_bits()]);
+    assert_eq!(rig.vtd.cache_sizes().0, 0);
+    // Granularity 0 and a mask beyond MAMV are invalid descriptors.
+    rig.submit(&[IotlbInv::global().with_g(0).into_bits()]);
+    assert_eq!(iqe(&mut rig), Some(iqei::RESERVED_FIELD));
+}
+
+#[test]
+fn pasid_cache_and_pasid_iotlb_in_scalable_mode() {
+    let mut rig = Rig::modern();
+    let root = rig.page();
+    let pt = rig.page();
+    rig.set_sm_context(root, 0x08, PasidEntry::second_level(pt, 2, 7), false);
+    rig.set_sm_context(root, 0x10, PasidEntry::pass_through(1), false);
+    rig.map(pt, 4, 0, 0x8000, 1, RW);
+    rig.enable_qi(true);
+    rig.enable(root, true);
+    rig.phys(0x08, 0, Access::Read).unwrap();
+    rig.phys(0x10, 0, Access::Read).unwrap();
+    assert_eq!(rig.vtd.cache_sizes(), (1, 2, 2));
+    let pc = |g, did| PasidCacheInv::new().with_ty(DescType::PasidCache).with_g(g).with_did(did).into_bits();
+    rig.submit(&[pc(0, 7)]);
+    assert_eq!(rig.vtd.cache_sizes(), (1, 2, 1), "DID 7's PASID entry only");
+    rig.submit(&[pc(3, 0)]);
+    assert_eq!(rig.vtd.cache_sizes(), (1, 2, 0));
+    let piotlb = PasidIotlbInv::new().with_ty(DescType::PasidIotlb).with_g(2).with_did(7);
+    rig.submit(&[piotlb.into_bits()]);
+    assert_eq!(rig.vtd.cache_sizes(), (0, 2, 0));
+    assert_eq!(iqe(&mut rig), None);
+    // PASID-cache granularity 2 is reserved.
+    rig.submit(&[pc(2, 7)]);
+    assert_eq!(iqe(&mut rig), Some(iqei::RESERVED_FIELD));
+}
+
+#[test]
+fn bad_descriptor_stops_the_queue_until_iqe_is_cleared() {
+    let mut rig = Rig::legacy();
+    let q = rig.enable_qi(false);
+    let bad = 0xfu128; // type 0xF: no such descriptor
+    rig.submit(&[wait(1), bad, wait(3)]);
+    assert_eq!(iqe(&mut rig), Some(iqei::INVALID_TYPE));
+    assert_eq!(rig.iqh(), 1, "IQH points at the bad descriptor");
+    assert_eq!(rig.mem.read_u32(STATUS).unwrap(), 1, "the wait before it ran");
+    // Fault event: FECTL.IP held (masked at reset).
+    assert!(EventCtl::from_bits(rig.r32(off::FECTL)).ip());
+    // Writing IQT again does not restart fetching while IQE is set.
+    let tail = rig.r64(off::IQT);
+    rig.w64(off::IQT, tail);
+    assert_eq!((rig.iqh(), rig.mem.read_u32(STATUS).unwrap()), (1, 1));
+    // Linux's recovery: overwrite the bad slot with a wait, clear IQE (W1C), write IQT.
+    rig.mem.write_u128(q + 16, wait(2)).unwrap();
+    rig.w32(off::FSTS, Fsts::new().with_iqe(true).into_bits());
+    assert_eq!(iqe(&mut rig), None);
+    assert!(!EventCtl::from_bits(rig.r32(off::FECTL)).ip());
+    rig.w64(off::IQT, tail);
+    assert_eq!(rig.iqh(), 3);
+    assert_eq!(rig.mem.read_u32(STATUS).unwrap(), 3);
+    assert_eq!(rig.vtd.counters().qi_errors, 1);
+}
+
+#[test]
+fn reserved_bits_and_queue_shape_errors() {
+    // A reserved bit in a context-cache descriptor.
+    let mut rig = Rig::legacy();
+    rig.enable_qi(false);
+    rig.submit(&[ContextCacheInv::global().into_bits() | 1 << 100]);
+    assert_eq!(iqe(&mut rig), Some(iqei::RESERVED_FIELD));
+    assert_eq!(rig.iqh(), 0);
+
+    // 256-bit mode: a non-zero upper half is reserved; an odd IQT is misaligned.
+    let mut rig = Rig::modern();
+    let q = rig.enable_qi(true);
+    rig.mem.write_u64(q + 16, 1).unwrap();
+    rig.w64(off::IQT, IqPtr::from_index(1, true).into_bits());
+    assert_eq!(iqe(&mut rig), Some(iqei::RESERVED_FIELD));
+    rig.mem.write_u64(q + 16, 0).unwrap();
+    rig.mem.write_u128(q, wait(5)).unwrap();
+    rig.w32(off::FSTS, Fsts::new().with_iqe(true).into_bits());
+    rig.w64(off::IQT, 0x10);
+    assert_eq!(iqe(&mut rig), Some(iqei::INVALID_TAIL));
+    rig.w32(off::FSTS, Fsts::new().with_iqe(true).into_bits());
+    rig.w64(off::IQT, 0x20);
+    assert_eq!((iqe(&mut rig), rig.iqh()), (None, 1));
+    assert_eq!(rig.mem.read_u32(STATUS).unwrap(), 5);
+
+    // IQT beyond a one-page queue.
+    let mut rig = Rig::legacy();
+    rig.enable_qi(false);
+    rig.w64(off::IQT, IqPtr::from_index(300, false).into_bits());
+    assert_eq!(iqe(&mut rig), Some(iqei::INVALID_TAIL));
+
+    // 256-bit descriptors on a unit without scalable mode; 128-bit ones in scalable mode.
+    let mut rig = Rig::legacy();
+    rig.enable_qi(true);
+    rig.submit(&[wait(1)]);
+    assert_eq!(iqe(&mut rig), Some(iqei::INVALID_WIDTH));
+    let mut rig = Rig::modern();
+    let root = rig.page();
+    rig.enable(root, true);
+    rig.enable_qi(false);
+    rig.submit(&[wait(1)]);
+    assert_eq!(iqe(&mut rig), Some(iqei::INVALID_WIDTH));
+
+    // A queue outside RAM: the fetch fails.
+    let mut rig = Rig::legacy();
+    rig.w64(off::IQA, Iqa::new().with_iqa(1 << 28).into_bits());
+    rig.gcmd(Gcmd::new().with_qie(true));
+    rig.w64(off::IQT, IqPtr::from_index(1, false).into_bits());
+    assert_eq!(iqe(&mut rig), Some(iqei::FETCH_ERROR));
+}
+
+#[test]
+fn iqa_latches_at_enable_and_disable_resets_iqh() {
+    let mut rig = Rig::legacy();
+    let q = rig.enable_qi(false);
+    rig.submit(&[wait(1)]);
+    // Rewriting IQA while enabled changes nothing: the latched queue is used.
+    rig.w64(off::IQA, Iqa::new().with_iqa(1 << 20).into_bits());
+    rig.mem.write_u128(q + 16, wait(2)).unwrap();
+    rig.w64(off::IQT, IqPtr::from_index(2, false).into_bits());
+    assert_eq!(rig.mem.read_u32(STATUS).unwrap(), 2);
+    // Disabling resets IQH; re-enabling latches the new IQA.
+    rig.w32(off::GCMD, 0);
+    assert!(!rig.gsts().qies());
+    assert_eq!(rig.iqh(), 0);
+    // Posting with QI off does nothing until QIE (which fetches what is already posted).
+    rig.w64(off::IQA, Iqa::new().with_iqa(q >> 12).into_bits());
+    rig.w64(off::IQT, IqPtr::from_index(1, false).into_bits());
+    rig.mem.write_u128(q, wait(7)).unwrap();
+    assert_eq!(rig.mem.read_u32(STATUS).unwrap(), 2);
+    rig.gcmd(Gcmd::new().with_qie(true));
+    assert_eq!(rig.mem.read_u32(STATUS).unwrap(), 7);
+    assert_eq!(rig.iqh(), 1);
+    // Units without QI ignore QIE.
+    let mut cfg = VtdConfig::legacy_only();
+    cfg.ecap = cfg.ecap.with_qi(false);
+    let mut rig = Rig::new(cfg);
+    rig.gcmd(Gcmd::new().with_qie(true));
+    assert!(!rig.gsts().qies());
+}

@@ -1,0 +1,316 @@
+//! DMA translation through tables written as raw entries: legacy and scalable mode, page sizes,
+//! pass-through, faults and their records, FPD, stale IOTLB entries, translation off, garbage sweeps.
+
+mod common;
+
+use common::{legacy_rig, Rig, RO, RW};
+use iommu_driver::PhysMem;
+use iommu_emu::{Access, DmaOutcome, Translation, VtdConfig};
+use iommu_spec::vtd::{
+    off, ContextEntry, FaultReason, FaultRecord, IotlbInv, PasidEntry, Pgtt, RootEntry, SlPte, SourceId,
+    TranslationType,
+};
+
+const SID: u16 = SourceId::new(0, 3, 0).0;
+const DID: u16 = 5;
+
+#[test]
+fn legacy_four_level_4k_2m_1g() {
+    let (mut rig, _, pt) = legacy_rig(4, SID, DID);
+    rig.map(pt, 4, 0x1000, 0x5000, 1, RW);
+    rig.map(pt, 4, 0x4020_0000, 0x60_0000, 2, RW);
+    rig.map(pt, 4, 0x80_4000_0000, 0x4000_0000, 3, RO);
+    assert_eq!(rig.phys(SID, 0x1abc, Access::Write), Some(0x5abc));
+    assert_eq!(rig.phys(SID, 0x402f_f123, Access::Read), Some(0x6f_f123));
+    assert_eq!(rig.phys(SID, 0x80_7fff_fff8, Access::Read), Some(0x7fff_fff8));
+    // Read-only 1 GiB page: writes fault with "write not allowed".
+    assert_eq!(rig.fault_code(SID, 0x80_4000_0000, Access::Write), FaultReason::WriteNotAllowed.0 as u16);
+    // The DMA lands where the translation says, up to the unmapped page after it.
+    let out = rig.dma_write(SID, 0x1ff8, &[0xab; 16]);
+    assert!(matches!(out, DmaOutcome::Fault { iova: 0x2000, done: 8, .. }), "{out:?}");
+    assert_eq!(rig.mem.read_u64(0x5ff8).unwrap(), 0xabab_abab_abab_abab);
+}
+
+#[test]
+fn legacy_three_level_and_address_width() {
+    let (mut rig, _, pt) = legacy_rig(3, SID, DID);
+    rig.map(pt, 3, 0x7f_ffff_f000, 0x9000, 1, RW);
+    rig.map(pt, 3, 0x20_0000, 0x40_0000, 2, RW);
+    assert_eq!(rig.phys(SID, 0x7f_ffff_f010, Access::Read), Some(0x9010));
+    assert_eq!(rig.phys(SID, 0x3f_ffff, Access::Read), Some(0x5f_ffff));
+    // 39-bit table: bit 39 is beyond the address width.
+    assert_eq!(rig.fault_code(SID, 1 << 39, Access::Read), FaultReason::AddressBeyondMgaw.0 as u16);
+}
+
+#[test]
+fn large_pages_respect_sllps_and_reserved_bits() {
+    let mut cfg = VtdConfig::legacy_only();
+    cfg.cap = cfg.cap.with_sllps(0b01); // 2 MiB only
+    let mut rig = Rig::new(cfg);
+    let root = rig.page();
+    let pt = rig.page();
+    rig.set_legacy_context(root, SID, Rig::legacy_sl_context(pt, 4, DID));
+    rig.enable(root, false);
+    rig.map(pt, 4, 0x4000_0000, 0x4000_0000, 3, RW);
+    assert_eq!(
+        rig.fault_code(SID, 0x4000_0000, Access::Read),
+        FaultReason::PteReserved.0 as u16,
+        "1 GiB page without SLLPS bit 1"
+    );
+    // A 2 MiB leaf with address bits below 2 MiB set.
+    rig.map(pt, 4, 0x20_0000, 0x30_1000, 2, RW);
+    assert_eq!(rig.fault_code(SID, 0x20_0000, Access::Read), FaultReason::PteReserved.0 as u16);
+}
+
+#[test]
+fn legacy_translation_types() {
+    let mut rig = Rig::legacy();
+    let root = rig.page();
+    let pt = rig.page();
+    let tt = |t| Rig::legacy_sl_context(pt, 4, DID).with_tt(t);
+    rig.set_legacy_context(root, 0x10, tt(TranslationType::PassThrough));
+    rig.set_legacy_context(root, 0x11, tt(TranslationType::MultiLevelDevTlb));
+    rig.set_legacy_context(root, 0x12, tt(TranslationType::Reserved));
+    rig.set_legacy_context(root, 0x13, Rig::legacy_sl_context(pt, 6, DID)); // AW 4: not in SAGAW
+    rig.enable(root, false);
+    assert_eq!(rig.phys(0x10, 0x1234_5678, Access::Write), Some(0x1234_5678));
+    let invalid = FaultReason::ContextInvalid.0 as u16;
+    assert_eq!(rig.fault_code(0x11, 0, Access::Read), invalid, "TT 1 needs ECAP.DT");
+    assert_eq!(rig.fault_code(0x12, 0, Access::Read), invalid, "TT 3");
+    assert_eq!(rig.fault_code(0x13, 0, Access::Read), invalid, "AW 4");
+
+    let mut cfg = VtdConfig::legacy_only();
+    cfg.ecap = cfg.ecap.with_pt(false);
+    let mut rig = Rig::new(cfg);
+    let root = rig.page();
+    rig.set_legacy_context(root, 0x10, tt(TranslationType::PassThrough));
+    rig.enable(root, false);
+    assert_eq!(rig.fault_code(0x10, 0, Access::Read), invalid, "TT 2 needs ECAP.PT");
+}
+
+#[test]
+fn unmapped_iova_faults_and_is_recorded() {
+    let (mut rig, _, pt) = legacy_rig(4, SID, DID);
+    rig.map(pt, 4, 0x1000, 0x5000, 1, RW);
+    let t = rig.translate(SID, 0x7_7123, Access::Read);
+    let Translation::Fault(info) = t else { panic!("{t:?}") };
+    assert_eq!(info.code, FaultReason::ReadNotAllowed.0 as u16);
+    assert!(info.recorded);
+    let rec = rig.r64(off::frcd(0x22, 0)) as u128 | (rig.r64(off::frcd(0x22, 0) + 8) as u128) << 64;
+    let rec = FaultRecord::from_bits(rec);
+    assert!(rec.f());
+    assert_eq!(rec.fr(), FaultReason::ReadNotAllowed);
+    assert_eq!(rec.sid(), SID);
+    assert_eq!(rec.address(), 0x7_7000);
+    assert!(rec.t(), "T = 1: read");
+    // A write to it reports the write code; DMA stops at the fault.
+    let out = rig.dma_write(SID, 0x7_7000, &[1; 8]);
+    let DmaOutcome::Fault { iova, done, info } = out else { panic!("{out:?}") };
+    assert_eq!((iova, done), (0x7_7000, 0));
+    assert_eq!(info.code, FaultReason::WriteNotAllowed.0 as u16);
+    assert_eq!(rig.vtd.fault_count(), 2);
+    assert_eq!(rig.vtd.recorded_faults().len(), 2);
+}
+
+#[test]
+fn root_and_context_faults_in_legacy_mode() {
+    let mut rig = Rig::legacy();
+    let root = rig.page();
+    rig.enable(root, false);
+    let code = |r: FaultReason| r.0 as u16;
+    assert_eq!(rig.fault_code(0x0200, 0, Access::Read), code(FaultReason::RootNotPresent));
+    rig.mem.write_u128(root + 2 * 16, RootEntry::new().with_context_table(0x30_0000).into_bits() | 0x10).unwrap();
+    assert_eq!(rig.fault_code(0x0200, 0, Access::Read), code(FaultReason::RootReserved));
+    let ct = rig.legacy_ctx_table(root, 1);
+    assert_eq!(rig.fault_code(0x0105, 0, Access::Read), code(FaultReason::ContextNotPresent));
+    let bad = ContextEntry::new().with_present(true).into_bits() | 1 << 100;
+    rig.mem.write_u128(ct + 6 * 16, bad).unwrap();
+    assert_eq!(rig.fault_code(0x0106, 0, Access::Read), code(FaultReason::ContextReserved));
+    // A page table outside RAM: the walk's read fails.
+    let ce = Rig::legacy_sl_context(1 << 40, 4, DID);
+    rig.set_legacy_context(root, 0x0107, ce);
+    assert_eq!(rig.fault_code(0x0107, 0, Access::Read), code(FaultReason::NextLevelInvalid));
+    // A root table outside RAM.
+    rig.w64(off::RTADDR, 1 << 40);
+    rig.gcmd(iommu_spec::vtd::Gcmd::new().with_srtp(true));
+    assert_eq!(rig.fault_code(0x0300, 0, Access::Read), code(FaultReason::RootTableInvalid));
+}
+
+#[test]
+fn fpd_suppresses_the_record_not_the_block() {
+    let mut rig = Rig::legacy();
+    let root = rig.page();
+    let pt = rig.page();
+    let ce = Rig::legacy_sl_context(pt, 4, DID).with_fpd(true);
+    rig.set_legacy_context(root, SID, ce);
+    // FPD on a context entry that is not present applies too (spec 9.3).
+    let np = ContextEntry::new().with_fpd(true);
+    rig.set_legacy_context(root, SID + 1, np);
+    rig.enable(root, false);
+    let t = rig.translate(SID, 0x1000, Access::Write);
+    assert!(matches!(t, Translation::Fault(f) if !f.recorded && f.code == 5));
+    let t = rig.translate(SID + 1, 0x1000, Access::Write);
+    assert!(matches!(t, Translation::Fault(f) if !f.recorded && f.code == 2));
+    assert!(rig.vtd.recorded_faults().is_empty());
+    assert_eq!(rig.vtd.counters().faults_suppressed, 2);
+    // Root-level faults are found before any context entry: always recorded.
+    let t = rig.translate(0x4400, 0, Access::Read);
+    assert!(matches!(t, Translation::Fault(f) if f.recorded && f.code == 1));
+}
+
+#[test]
+fn stale_iotlb_entry_survives_until_invalidated() {
+    let (mut rig, _, pt) = legacy_rig(4, SID, DID);
+    rig.map(pt, 4, 0x10_0000, 0x20_0000, 1, RW);
+    assert_eq!(rig.phys(SID, 0x10_0010, Access::Write), Some(0x20_0010));
+    // The driver remaps the IOVA to another page and forgets the IOTLB flush.
+    let slot = rig.pte_slot(pt, 4, 0x10_0000, 1);
+    rig.mem.write_u64(slot, SlPte::entry(0x30_0000, true, true).into_bits()).unwrap();
+    assert_eq!(
+        rig.phys(SID, 0x10_0010, Access::Write),
+        Some(0x20_0010),
+        "a stale IOTLB entry that a missing invalidation would leave"
+    );
+    // Unmapping without a flush does not stop the device either.
+    rig.mem.write_u64(slot, 0).unwrap();
+    assert!(rig.dma_write(SID, 0x10_0000, &[9; 4]).is_done());
+    assert_eq!(rig.mem.read_u32(0x20_0000).unwrap(), 0x0909_0909);
+    // Page-selective invalidation of another domain changes nothing; of this one, the unmap shows.
+    rig.enable_qi(false);
+    rig.submit(&[IotlbInv::pages(DID + 1, 0x10_0000, 0).into_bits()]);
+    assert_eq!(rig.phys(SID, 0x10_0000, Access::Read), Some(0x20_0000));
+    rig.submit(&[IotlbInv::pages(DID, 0x10_0000, 0).into_bits()]);
+    assert_eq!(rig.fault_code(SID, 0x10_0000, Access::Read), FaultReason::ReadNotAllowed.0 as u16);
+}
+
+#[test]
+fn caching_off_sees_every_change() {
+    let (mut rig, _, pt) = legacy_rig(4, SID, DID);
+    rig.vtd.set_caching(false);
+    rig.map(pt, 4, 0x10_0000, 0x20_0000, 1, RW);
+    assert_eq!(rig.phys(SID, 0x10_0000, Access::Read), Some(0x20_0000));
+    let slot = rig.pte_slot(pt, 4, 0x10_0000, 1);
+    rig.mem.write_u64(slot, SlPte::entry(0x30_0000, true, true).into_bits()).unwrap();
+    assert_eq!(rig.phys(SID, 0x10_0000, Access::Read), Some(0x30_0000));
+    let c = *rig.vtd.counters();
+    assert_eq!((c.walks, c.iotlb_hits, c.context_hits), (2, 0, 0));
+    assert_eq!(rig.vtd.cache_sizes(), (0, 0, 0));
+}
+
+#[test]
+fn translation_off_passes_through() {
+    let mut rig = Rig::modern();
+    assert!(!rig.vtd.translation_enabled());
+    assert_eq!(rig.phys(SID, 0x1234_5678, Access::Write), Some(0x1234_5678));
+    assert!(rig.dma_write(SID, 0x4000, &[5; 4]).is_done());
+    assert_eq!(rig.mem.read_u32(0x4000).unwrap(), 0x0505_0505);
+    assert_eq!(rig.vtd.counters().untranslated, 2);
+}
+
+#[test]
+fn scalable_second_level_and_pass_through() {
+    let mut rig = Rig::modern();
+    let root = rig.page();
+    let pt = rig.page();
+    let sid_hi = SourceId::new(0, 0x1f, 7).0; // devfn 0xff: upper context table
+    rig.set_sm_context(root, SID, PasidEntry::second_level(pt, 2, DID), false);
+    rig.set_sm_context(root, sid_hi, PasidEntry::pass_through(1), false);
+    rig.map(pt, 4, 0x1000, 0xa000, 1, RO);
+    rig.enable(root, true);
+    assert_eq!(rig.phys(SID, 0x1008, Access::Read), Some(0xa008));
+    assert_eq!(rig.phys(sid_hi, 0xdead_0000, Access::Write), Some(0xdead_0000));
+    // Scalable-mode fault codes.
+    let code = |r: FaultReason| r.0 as u16;
+    assert_eq!(rig.fault_code(SID, 0x1000, Access::Write), code(FaultReason::SmNoWrite));
+    assert_eq!(rig.fault_code(SID, 0x2000, Access::Read), code(FaultReason::SmSlPermission));
+    assert_eq!(rig.fault_code(SID, 1 << 48, Access::Read), code(FaultReason::SmAddressBeyondHaw));
+    assert_eq!(rig.fault_code(0x0500, 0, Access::Read), code(FaultReason::SmRootNotPresent));
+    assert_eq!(rig.fault_code(SID + 1, 0, Access::Read), code(FaultReason::SmContextNotPresent));
+    let c = *rig.vtd.counters();
+    assert!(c.pasid_hits > 0 && c.context_hits > 0 && c.walks > 0);
+}
+
+#[test]
+fn scalable_pgtt_values() {
+    let mut rig = Rig::modern();
+    let root = rig.page();
+    let pt = rig.page();
+    for pgtt in 0..8u8 {
+        let mut pe = PasidEntry::second_level(pt, 2, DID);
+        pe.0[0] = iommu_spec::vtd::PasidEntryQw0::from_bits(pe.0[0]).with_pgtt(Pgtt(pgtt)).into_bits();
+        rig.set_sm_context(root, 0x0100 + pgtt as u16, pe, false);
+    }
+    rig.map(pt, 4, 0, 0x7000, 1, RW);
+    rig.enable(root, true);
+    for pgtt in 0..8u8 {
+        let t = rig.translate(0x0100 + pgtt as u16, 0x10, Access::Read);
+        let want = match pgtt {
+            2 => Translation::Ok { phys: 0x7010 },
+            4 => Translation::Ok { phys: 0x10 },
+            _ => {
+                assert!(
+                    matches!(t, Translation::Fault(f) if f.code == FaultReason::SmPasidEntryInvalid.0 as u16),
+                    "PGTT {pgtt}: {t:?}"
+                );
+                continue;
+            }
+        };
+        assert_eq!(t, want, "PGTT {pgtt}");
+    }
+}
+
+/// A deterministic 64-bit LCG (Knuth's MMIX constants).
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 ^ (self.0 >> 29)
+    }
+}
+
+#[test]
+fn garbage_tables_never_panic() {
+    for smt in [false, true] {
+        let mut rng = Lcg(0x5eed + smt as u64);
+        let mut rig = Rig::modern();
+        let root = rig.page();
+        rig.enable(root, smt);
+        // Every TT value with a sane table, in legacy mode.
+        let pt = rig.page();
+        for tt in 0..4u8 {
+            let ce = Rig::legacy_sl_context(pt, 4, 1).with_tt(TranslationType::from_bits(tt));
+            rig.set_legacy_context(root, 0xff00 | tt as u16, ce);
+        }
+        let mut outcomes = [0u32; 2];
+        for round in 0..3000 {
+            // Random root entries (some pointing into table space), context entries and PTEs.
+            let slot = root + (rng.next() % 256) * 16;
+            let mut v = rng.next() as u128 | (rng.next() as u128) << 64;
+            if round % 3 == 0 {
+                // Plausible: present, pointing into RAM, upper half empty or a second pointer.
+                let lo = (rng.next() % common::RAM) & !0xfff | 1;
+                v = lo as u128 | if rng.next() & 1 == 0 { 0 } else { (lo as u128) << 64 };
+            }
+            rig.mem.write_u128(slot, v).unwrap();
+            let table = common::TABLES.start + (rng.next() % (1 << 20)) * 8;
+            rig.mem.write_u64(table, rng.next()).unwrap();
+            if round % 500 == 0 {
+                // Flush so fresh garbage is walked, not cached entries.
+                rig.vtd.set_caching(true);
+            }
+            let sid = rng.next() as u16;
+            let iova = rng.next() >> (rng.next() % 64);
+            let access = if rng.next() & 1 == 0 { Access::Read } else { Access::Write };
+            match rig.translate(sid, iova, access) {
+                Translation::Ok { .. } => outcomes[0] += 1,
+                Translation::Fault(f) => {
+                    assert!(f.code != 0);
+                    outcomes[1] += 1
+                }
+            }
+        }
+        assert_eq!(outcomes[0] + outcomes[1], 3000);
+        assert!(outcomes[1] > 0, "garbage must fault somewhere");
+    }
+}

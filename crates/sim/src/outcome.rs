@@ -1,0 +1,53 @@
+//! What one simulated crash reports (DESIGN.md section 4).
+
+use serde::Serialize;
+
+/// DMA operations by what the IOMMU did with them, counted from the crash on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct DmaCounts {
+    /// Translated through tables (old or new).
+    pub translated: u64,
+    /// Blocked by the IOMMU (recorded fault).
+    pub faulted: u64,
+    /// Faulted on a platform where an aborted DMA is fatal (the first one ends the crash kernel).
+    pub aborted: u64,
+    /// Landed on the scratch page.
+    pub redirected: u64,
+    /// Went through untranslated (translation off).
+    pub untranslated: u64,
+}
+
+/// The result of one run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Outcome {
+    pub iommu: &'static str,
+    pub policy: String,
+    pub seed: u64,
+    /// Tick of the panic.
+    pub crash_tick: u64,
+    /// The crash kernel wrote a dump.
+    pub reached_capture: bool,
+    /// Why it did not, or what went wrong on the way.
+    pub failure: Option<String>,
+    /// How the crash kernel's IOMMU init went: adopted, reset, fell back (with the reason).
+    pub iommu_init: String,
+    pub dma: DmaCounts,
+    /// Old-memory pages that differ between the crash instant and the capture, in device buffers (expected).
+    pub changed_buffer_pages: u64,
+    /// ... and everywhere else (corruption of the vmcore).
+    pub changed_other_pages: u64,
+    /// Pages of the crash kernel's own region written by devices other than through its new mappings.
+    pub crash_kernel_pages_hit: u64,
+    /// Devices adopted, and entries refused with their reasons.
+    pub adopted_devices: u64,
+    pub refused_entries: Vec<String>,
+    /// Frames the crash kernel's IOMMU init allocated, and bytes of old tables it read.
+    pub init_frames: u64,
+    pub init_bytes_read: u64,
+    /// Pages spent on scratch containment.
+    pub scratch_frames: u64,
+    /// Devices the crash kernel brought up and used.
+    pub usable_devices: Vec<String>,
+    /// The vmcore matches memory at the crash instant, page for page.
+    pub vmcore_intact: bool,
+}

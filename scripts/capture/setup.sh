@@ -1,0 +1,52 @@
+#!/bin/bash
+# setup.sh -- install what scripts/capture/vtd.sh needs on a Debian 12 (bookworm) amd64 host.
+#   * QEMU 10 (qemu-system-x86) from bookworm-backports (bookworm's own 7.2 lacks nothing essential
+#     for VT-d, but the preinstalled qemu-utils here is the 10.0 backport and conflicts with 7.2),
+#   * busybox-static, kmod, cpio, xz-utils, zstd, python3 (initrd build and helpers),
+#   * the Debian kernels (linux-image-*.deb, only downloaded and extracted, never installed),
+#   * a busybox initramfs per kernel (mkinitrd.sh) and a 64 MiB raw image for the NVMe disk.
+# Everything goes to $CAPTURE_WORK (default $HOME/.cache/handover-capture/work). Needs root and
+# Debian's package mirror. Idempotent: a second run only fills in what is missing. ~1-3 min.
+# usage: scripts/capture/setup.sh [KVER...]   (default: 6.12.95+deb12-amd64 6.1.0-56-amd64)
+set -euo pipefail
+HERE=$(cd "$(dirname "$(readlink -f "$0")")" && pwd)
+W=${CAPTURE_WORK:-$HOME/.cache/handover-capture/work}
+KVERS=("$@"); [ ${#KVERS[@]} -gt 0 ] || KVERS=(6.12.95+deb12-amd64 6.1.0-56-amd64)
+die() { echo "setup.sh: ERROR: $*" >&2; exit 1; }
+[ "$(id -u)" = 0 ] || die "must run as root (apt-get install)"
+mkdir -p "$W/apt/sources.list.d" "$W/apt/lists/partial" "$W/debs"
+
+# private apt configuration = the machine's sources + bookworm-backports (system config untouched)
+cp /etc/apt/sources.list.d/debian.sources "$W/apt/sources.list.d/" 2>/dev/null || die "no /etc/apt/sources.list.d/debian.sources"
+uri=$(awk '/^URIs:/{print $2; exit}' /etc/apt/sources.list.d/debian.sources)
+printf 'Types: deb\nURIs: %s\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+  "$uri" > "$W/apt/sources.list.d/backports.sources"
+printf 'Dir::Etc::SourceParts "%s/apt/sources.list.d";\nDir::Etc::SourceList "/dev/null";\nDir::State::Lists "%s/apt/lists";\n' \
+  "$W" "$W" > "$W/apt/apt.conf"
+export APT_CONFIG=$W/apt/apt.conf DEBIAN_FRONTEND=noninteractive
+
+if ! command -v qemu-system-x86_64 >/dev/null || ! command -v busybox >/dev/null || ! command -v cpio >/dev/null \
+   || ! command -v modprobe >/dev/null || ! command -v zstd >/dev/null || ! command -v xz >/dev/null; then
+  timeout 300 apt-get update >/dev/null || die "apt-get update failed"
+  timeout 900 apt-get install -y --no-install-recommends -t bookworm-backports qemu-system-x86 >/dev/null \
+    || die "installing qemu-system-x86 from bookworm-backports failed"
+  timeout 900 apt-get install -y --no-install-recommends busybox-static kmod cpio xz-utils zstd python3 >/dev/null \
+    || die "installing busybox-static kmod cpio xz-utils zstd python3 failed"
+fi
+qemu-system-x86_64 --version | head -1
+
+for v in "${KVERS[@]}"; do
+  if ! ls "$W/debs/linux-image-${v}_"*.deb >/dev/null 2>&1; then
+    [ -f "$W/apt/lists/lock" ] || timeout 300 apt-get update >/dev/null
+    (cd "$W/debs" && timeout 600 apt-get -o APT::Sandbox::User=root download "linux-image-$v" >/dev/null) || die "cannot download linux-image-$v"
+  fi
+  kr=$W/kernels/$v
+  if [ ! -f "$kr/lib/modules/$v/modules.dep" ]; then
+    rm -rf "$kr"; mkdir -p "$kr"
+    dpkg-deb -x "$W/debs/linux-image-${v}_"*.deb "$kr"
+    depmod -b "$kr" "$v"
+  fi
+  [ -f "$W/initrd-$v.cpio" ] || "$HERE/mkinitrd.sh" "$W/initrd-$v.cpio" "$kr" "$v"
+done
+[ -f "$W/nvme.img" ] || qemu-img create -f raw "$W/nvme.img" 64M >/dev/null
+echo "setup.sh: ready in $W"
