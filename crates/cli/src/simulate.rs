@@ -113,13 +113,13 @@ pub fn run(a: &Args) -> Result<ExitCode, String> {
 
 fn print_table<'a>(rows: impl Iterator<Item = &'a Outcome>) {
     println!(
-        "{:<14} {:<8} {:>6} {:>6} {:>6} {:>6} {:>6} {:>8} {:>8} {:>8}  why / how",
-        "policy", "dump", "xlate", "fault", "abort", "scratc", "bypass", "buf-pg", "other-pg", "ck-pg"
+        "{:<14} {:<8} {:>6} {:>6} {:>6} {:>6} {:>6} {:>8} {:>8} {:>8} {:>6}  why / how",
+        "policy", "dump", "xlate", "fault", "abort", "scratc", "bypass", "buf-pg", "other-pg", "old-wr", "ck-pg"
     );
     for o in rows {
         let why = o.failure.clone().unwrap_or_else(|| o.iommu_init.clone());
         println!(
-            "{:<14} {:<8} {:>6} {:>6} {:>6} {:>6} {:>6} {:>8} {:>8} {:>8}  {}",
+            "{:<14} {:<8} {:>6} {:>6} {:>6} {:>6} {:>6} {:>8} {:>8} {:>8} {:>6}  {}",
             o.policy,
             if o.reached_capture { "captured" } else { "LOST" },
             o.dma.translated,
@@ -129,9 +129,12 @@ fn print_table<'a>(rows: impl Iterator<Item = &'a Outcome>) {
             o.dma.untranslated,
             o.changed_buffer_pages,
             o.changed_other_pages,
+            o.old_memory_writes_after_init,
             o.crash_kernel_pages_hit,
             why
         );
     }
-    println!("buf-pg / other-pg: old-memory pages changed after the panic, in device buffers / elsewhere; ck-pg: crash-kernel pages hit by DMA");
+    println!("xlate..bypass: DMA since the panic, by what the IOMMU did (translated, faulted, aborted fatally, sent to scratch, untranslated)");
+    println!("buf-pg / other-pg: old-memory pages changed since the panic, in device buffers / elsewhere (corruption)");
+    println!("old-wr: DMA writes into old memory after the crash kernel's IOMMU init; ck-pg: crash-kernel pages hit by DMA");
 }

@@ -26,20 +26,26 @@ impl IovaAllocator {
         }
     }
 
-    /// Mark `[start, end)` used, merging with whatever it overlaps.
+    /// Mark `[start, end)` used. Only the gaps are inserted: ranges already allocated keep their exact
+    /// extent, so releasing one later never frees its neighbours.
     pub fn reserve(&mut self, start: u64, end: u64) {
         if start >= end {
             return;
         }
-        let (mut s, mut e) = (start, end);
-        let overlapping: alloc::vec::Vec<(u64, u64)> =
-            self.used.range(..end).rev().take_while(|(_, &re)| re >= start).map(|(&a, &b)| (a, b)).collect();
-        for (a, b) in overlapping {
-            self.used.remove(&a);
-            s = s.min(a);
-            e = e.max(b);
+        // Ranges never overlap, so their ends ascend with their starts.
+        let mut overlapping: alloc::vec::Vec<(u64, u64)> =
+            self.used.range(..end).rev().take_while(|(_, &e)| e > start).map(|(&s, &e)| (s, e)).collect();
+        overlapping.reverse();
+        let mut cur = start;
+        for (s, e) in overlapping {
+            if s > cur {
+                self.used.insert(cur, s);
+            }
+            cur = cur.max(e);
         }
-        self.used.insert(s, e);
+        if cur < end {
+            self.used.insert(cur, end);
+        }
     }
 
     /// A free range of `size` bytes (a multiple of 4 KiB), aligned to `size` rounded up to a power of two,
@@ -86,7 +92,8 @@ mod tests {
     fn top_down_and_size_aligned() {
         let mut a = IovaAllocator::new(0x1000, 1 << 32);
         assert_eq!(a.alloc(0x1000), Some(0xffff_f000));
-        assert_eq!(a.alloc(0x3000), Some(0xffff_b000 & !0x3fff));
+        // 12 KiB is aligned to 16 KiB: the highest such start below 0xffff_f000 that fits.
+        assert_eq!(a.alloc(0x3000), Some(0xffff_c000));
         let c = a.alloc(0x20_0000).unwrap();
         assert_eq!(c % 0x20_0000, 0);
         assert!(c < 0xffff_0000);
@@ -95,7 +102,29 @@ mod tests {
     }
 
     #[test]
-    fn reservations_are_avoided_and_merge() {
+    fn reserving_over_allocations_keeps_them_releasable() {
+        let mut a = IovaAllocator::new(0x1000, 0x10_0000);
+        let x = a.alloc(0x1000).unwrap();
+        let y = a.alloc(0x1000).unwrap();
+        // Reserving an allocated range again (a map at a chosen IOVA) or one spanning both changes nothing
+        // about them...
+        a.reserve(x, x + 0x1000);
+        a.reserve(y, x + 0x1000);
+        // ... so releasing one frees exactly it.
+        assert!(a.release(x));
+        assert!(!a.is_used(x) && a.is_used(y));
+        assert_eq!(a.alloc(0x1000), Some(x));
+        // A reservation straddling an allocation fills the gaps around it.
+        let mut b = IovaAllocator::new(0x1000, 0x10_0000);
+        let z = b.alloc(0x1000).unwrap();
+        b.reserve(z - 0x2000, z + 0x1000);
+        assert!(b.is_used(z - 0x2000) && b.is_used(z - 0x1000));
+        assert!(b.release(z));
+        assert!(b.is_used(z - 0x1000), "the reservation stays");
+    }
+
+    #[test]
+    fn reservations_are_avoided() {
         let mut a = IovaAllocator::new(0x1000, 0x10_0000);
         a.reserve(0xf_0000, 0x10_0000);
         a.reserve(0xe_8000, 0xf_1000);

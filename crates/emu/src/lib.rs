@@ -22,4 +22,4 @@ pub use dma::{dma_read, dma_write, Access, DmaOutcome, FaultInfo, Iommu, Transla
 pub use frames::FrameRegion;
 pub use mem::{MemStats, PhysMemory};
 pub use platform::{EmuPlatform, MmioDevice};
-pub use vtd::{VtdConfig, VtdCounters, VtdModel};
+pub use vtd::{ConfigError, VtdConfig, VtdCounters, VtdModel};

@@ -4,6 +4,7 @@
 mod common;
 
 use common::{legacy_rig, Rig, RW};
+use iommu_driver::PhysMem;
 use iommu_emu::{Access, Translation, VtdConfig};
 use iommu_spec::vtd::{
     off, Ccmd, EventCtl, FaultReason, FaultRecord, Fsts, Gcmd, IotlbReg, Iva, RtAddr, TranslationType,
@@ -249,4 +250,44 @@ fn register_based_invalidation() {
     rig.w64(off::CCMD, cc.into_bits());
     assert!(Ccmd::from_bits(rig.r64(off::CCMD)).icc());
     assert!(rig.vtd.context_cached(0x10));
+}
+
+#[test]
+fn garbage_register_writes_never_panic() {
+    // A deterministic LCG (MMIX constants) drives random writes at every dword/qword of the MMIO
+    // space, mixed with translations and queue activity over garbage memory.
+    let mut x: u64 = 0x1234_5678;
+    let mut next = move || {
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        x ^ (x >> 31)
+    };
+    for cfg in [VtdConfig::default(), VtdConfig::legacy_only()] {
+        let mut rig = Rig::new(cfg);
+        for _ in 0..20_000 {
+            let size = if next() & 1 == 0 { 4 } else { 8 };
+            let off = (next() as usize % 0x1000) & !(size - 1);
+            let mut val = next();
+            // Bias towards the registers with side effects.
+            if next() % 4 == 0 {
+                let hot = [off::GCMD, off::IQT, off::IQA, off::CCMD, off::FSTS, off::RTADDR, IOTLB, FRCD0 + 12];
+                let o = hot[next() as usize % hot.len()];
+                if o % 8 == 0 {
+                    val &= 0xffff_ffff_ffff_f0ff | next();
+                }
+                rig.w64(o & !7, val);
+            } else if size == 4 {
+                rig.w32(off, val as u32);
+            } else {
+                rig.w64(off, val);
+            }
+            if next() % 8 == 0 {
+                let pa = (next() % common::RAM) & !7;
+                rig.mem.write_u64(pa, next()).unwrap();
+            }
+            let _ = rig.translate(next() as u16, next() >> (next() % 64), Access::Read);
+            let _ = rig.r64(off);
+        }
+        // Still a working register file: a fault record can be cleared, CAP is intact.
+        assert_eq!(rig.r64(off::CAP), cfg.cap.into_bits());
+    }
 }

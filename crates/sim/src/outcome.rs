@@ -36,6 +36,9 @@ pub struct Outcome {
     pub changed_buffer_pages: u64,
     /// ... and everywhere else (corruption of the vmcore).
     pub changed_other_pages: u64,
+    /// DMA writes that landed in the crashed kernel's memory after the crash kernel's IOMMU init: what
+    /// containment is for.
+    pub old_memory_writes_after_init: u64,
     /// Pages of the crash kernel's own region written by devices other than through its new mappings.
     pub crash_kernel_pages_hit: u64,
     /// Devices adopted, and entries refused with their reasons.

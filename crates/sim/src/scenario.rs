@@ -64,6 +64,8 @@ struct Run {
     counting: bool,
     fatal: Option<String>,
     scratch_page: Option<u64>,
+    after_init: bool,
+    old_writes_after_init: u64,
 }
 
 impl Run {
@@ -97,11 +99,12 @@ impl Run {
                     } else {
                         self.dma.untranslated += 1;
                     }
-                    if dev.access == Access::Write
-                        && self.m.cfg.crash_region.contains(&phys)
-                        && !self.crash_buffers.contains(&page)
-                    {
+                    let in_crash_region = self.m.cfg.crash_region.contains(&phys);
+                    if dev.access == Access::Write && in_crash_region && !self.crash_buffers.contains(&page) {
                         self.crash_hits.insert(page);
+                    }
+                    if dev.access == Access::Write && !in_crash_region && self.after_init {
+                        self.old_writes_after_init += 1;
                     }
                 }
                 Burst::Faulted { iova } => {
@@ -147,6 +150,8 @@ pub fn run_on(cfg: MachineConfig, s: &Scenario) -> (Outcome, Vec<TraceEvent>) {
         counting: false,
         fatal: None,
         scratch_page: None,
+        after_init: false,
+        old_writes_after_init: 0,
     };
     let mut out = Outcome {
         iommu: "vtd",
@@ -159,6 +164,7 @@ pub fn run_on(cfg: MachineConfig, s: &Scenario) -> (Outcome, Vec<TraceEvent>) {
         dma: DmaCounts::default(),
         changed_buffer_pages: 0,
         changed_other_pages: 0,
+        old_memory_writes_after_init: 0,
         crash_kernel_pages_hit: 0,
         adopted_devices: 0,
         refused_entries: Vec::new(),
@@ -272,10 +278,13 @@ pub fn run_on(cfg: MachineConfig, s: &Scenario) -> (Outcome, Vec<TraceEvent>) {
             }
         }
         r.scratch_page = kd.scratch_page();
+        // The scratch page is the crash kernel's, handed to devices on purpose.
+        r.crash_buffers.extend(r.scratch_page);
         out.scratch_frames = kd.scratch_frames();
         r.log(format!("contained devices the dump does not need: {} pages", out.scratch_frames));
     }
 
+    r.after_init = true;
     for _ in 0..s.knobs.probe_ticks {
         if r.fatal.is_some() {
             break;
@@ -344,6 +353,7 @@ fn finish(mut r: Run, mut out: Outcome, at_crash: &PhysMemory) -> (Outcome, Vec<
         }
     }
     out.crash_kernel_pages_hit = r.crash_hits.len() as u64;
+    out.old_memory_writes_after_init = r.old_writes_after_init;
     out.dma = r.dma;
     out.vmcore_intact = out.changed_buffer_pages == 0 && out.changed_other_pages == 0;
     out.failure = if let Some(f) = r.fatal.take() {

@@ -49,7 +49,10 @@ fn policies_on_the_default_machine() {
             let scratch = run(&scenario(Policy::AdoptScratch, seed, true, scalable)).0;
             assert!(scratch.reached_capture, "{scratch:?}");
             assert!(scratch.dma.redirected > 0);
-            assert!(scratch.changed_buffer_pages < adopt.changed_buffer_pages, "containment stops old-buffer writes");
+            assert!(adopt.old_memory_writes_after_init > 0, "adopted devices keep writing old buffers");
+            // Only the disk, which the dump needs and which is not contained, keeps writing old memory: one
+            // burst a tick until its driver resets it at probe time.
+            assert_eq!(scratch.old_memory_writes_after_init, Knobs::default().probe_ticks, "containment stops the rest");
             assert_eq!(scratch.scratch_frames, 5);
         }
     }

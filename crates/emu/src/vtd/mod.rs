@@ -1,10 +1,10 @@
 //! An Intel VT-d DMA-remapping unit, modelled after the spec (rev. 4.x; sections cited per rule), the
 //! fact sheet `shared/spec/vtd.md`, and where the spec leaves room, QEMU's `hw/i386/intel_iommu.c`.
 //!
-//! What the model does: the register file with its masks ([`regs`]), GCMD/GSTS with latched root and
-//! interrupt-table pointers, register-based and queued invalidation ([`qi`]), a context cache, a PASID
-//! cache and an IOTLB that only invalidations empty ([`cache`]), legacy and scalable-mode translation
-//! ([`translate`]) and primary fault recording ([`fault`]).
+//! What the model does: the register file with its masks (`regs`), GCMD/GSTS with latched root and
+//! interrupt-table pointers, register-based and queued invalidation (`qi`), a context cache, a PASID
+//! cache and an IOTLB that only invalidations empty (`cache`), legacy and scalable-mode translation
+//! (`translate`) and primary fault recording (`fault`).
 //!
 //! What it does not: first-level and nested translation, requests with PASID, ATS/device-TLB contents,
 //! page requests, interrupt remapping itself (only IRTA latching, IRES and the IEC descriptor), advanced
@@ -387,12 +387,14 @@ impl MmioDevice for VtdModel {
 impl Iommu for VtdModel {
     fn translate(&mut self, mem: &mut PhysMemory, rid: u32, iova: u64, access: Access) -> Translation {
         self.counters.translations += 1;
+        // A VT-d source ID is 16 bits (bus:devfn); wider requester IDs belong to other IOMMUs.
+        let sid = rid as u16;
         if !self.gsts().tes() {
             // Translation off: requests pass untranslated, as on hardware (spec 3.x: DMA remapping
             // disabled), which is exactly what makes "reset to bypass" dangerous in kdump.
             self.counters.untranslated += 1;
             return Translation::Ok { phys: iova };
         }
-        self.translate_dma(mem, rid as u16, iova, access)
+        self.translate_dma(mem, sid, iova, access)
     }
 }

@@ -1,0 +1,90 @@
+//! Our crash kernel adopting tables real Linux built: the captured memory is loaded into the model, the
+//! unit is programmed as Linux left it (RTADDR latched, translation on), and after `adopt` every translation
+//! QEMU made for Linux's devices still lands on the same page, now through the crash kernel's copies.
+
+use std::path::PathBuf;
+
+use iommu_driver::vtd::{HandoverOutcome, Vtd, VtdOptions};
+use iommu_driver::{BootEnv, Mmio, PhysMem, Policy};
+use iommu_dump::{ElfCore, RegSnapshot};
+use iommu_emu::{Access, EmuPlatform, FrameRegion, Iommu, PhysMemory, Translation, VtdConfig, VtdModel};
+use iommu_spec::vtd::{off, Cap, Ecap, Gcmd, RtAddr};
+
+const BASE: u64 = 0xfed9_0000;
+const RAM: std::ops::Range<u64> = 0..0x8000_0000;
+const CRASH: std::ops::Range<u64> = 0x7000_0000..0x8000_0000;
+
+fn dir(mode: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures").join(format!("vtd-{mode}"))
+}
+
+fn adopt_linux(mode: &str) {
+    let d = dir(mode);
+    let snap = RegSnapshot::parse(&std::fs::read_to_string(d.join("regs.txt")).unwrap()).unwrap();
+    let cap = Cap::from_bits(snap.read64(BASE + off::CAP as u64).unwrap());
+    let ecap = Ecap::from_bits(snap.read64(BASE + off::ECAP as u64).unwrap());
+    let rtaddr = RtAddr::from_bits(snap.read64(BASE + off::RTADDR as u64).unwrap());
+    assert_eq!(rtaddr.smt(), mode == "scalable");
+
+    // Memory: what the fixture holds of the guest's RAM.
+    let core = ElfCore::open(d.join("memory.elf")).unwrap();
+    let mut mem = PhysMemory::new(vec![RAM]);
+    for seg in core.segments() {
+        let mut buf = vec![0u8; seg.size as usize];
+        core.read(seg.paddr, &mut buf).unwrap();
+        mem.write(seg.paddr, &buf).unwrap();
+    }
+    let mut unit = VtdModel::new(VtdConfig { cap, ecap, ..VtdConfig::default() });
+    let mut no_frames = FrameRegion::new(0..0);
+    {
+        // Linux's state at the crash: root latched, translation on.
+        let mut hw = EmuPlatform::new(&mut unit, &mut mem, &mut no_frames);
+        hw.write64(off::RTADDR, rtaddr.into_bits());
+        hw.write32(off::GCMD, Gcmd::new().with_srtp(true).into_bits());
+        hw.write32(off::GCMD, Gcmd::new().with_te(true).into_bits());
+    }
+
+    let oracle: Vec<(u16, u64, u64, bool)> = std::fs::read_to_string(d.join("oracle.tsv"))
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            let h = |s: &str| u64::from_str_radix(s.trim_start_matches("0x"), 16).unwrap();
+            (h(f[0]) as u16, h(f[1]), h(f[2]), f[4].contains('w'))
+        })
+        .collect();
+    let dma = |unit: &mut VtdModel, mem: &mut PhysMemory, sid: u16, iova: u64, w: bool| {
+        match unit.translate(mem, sid as u32, iova, if w { Access::Write } else { Access::Read }) {
+            Translation::Ok { phys } => Ok(phys),
+            Translation::Fault(f) => Err(f.code),
+        }
+    };
+    for &(sid, iova, phys, w) in &oracle {
+        assert_eq!(dma(&mut unit, &mut mem, sid, iova, w), Ok(phys), "the model agrees with QEMU before the crash");
+    }
+
+    let env = BootEnv { crash_kernel: true, ram: vec![RAM], crash_region: Some(CRASH), mem_encrypt: false };
+    let mut frames = FrameRegion::new(CRASH.start + 0x100_0000..CRASH.end);
+    let opts = VtdOptions { scalable: mode == "scalable" };
+    let (v, report) = Vtd::init_crash(&mut EmuPlatform::new(&mut unit, &mut mem, &mut frames), &env, opts, Policy::Adopt).unwrap();
+    assert_eq!(report.outcome, HandoverOutcome::Adopted, "{mode}");
+    assert!(report.problems.is_empty(), "Linux's tables pass every check: {:?}", report.problems);
+    assert_eq!(report.adopted, vec![0x0000, 0x0010, 0x0018, 0x00f8, 0x00fa, 0x00fb]);
+    assert_eq!(report.reserved_dids, vec![2, 3, 4, 5]);
+    assert!(v.did_used(5));
+    assert!(CRASH.contains(&unit.active_root().table()), "the unit now reads the crash kernel's copies");
+    for &(sid, iova, phys, w) in &oracle {
+        assert_eq!(dma(&mut unit, &mut mem, sid, iova, w), Ok(phys), "{mode}: {sid:#x} {iova:#x} after adoption");
+    }
+}
+
+#[test]
+fn adopts_linux_legacy_mode_tables() {
+    adopt_linux("legacy");
+}
+
+#[test]
+fn adopts_linux_scalable_mode_tables() {
+    adopt_linux("scalable");
+}
