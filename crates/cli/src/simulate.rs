@@ -136,5 +136,7 @@ fn print_table<'a>(rows: impl Iterator<Item = &'a Outcome>) {
     }
     println!("xlate..bypass: DMA since the panic, by what the IOMMU did (translated, faulted, aborted fatally, sent to scratch, untranslated)");
     println!("buf-pg / other-pg: old-memory pages changed since the panic, in device buffers / elsewhere (corruption)");
-    println!("old-wr: DMA writes into old memory after the crash kernel's IOMMU init; ck-pg: crash-kernel pages hit by DMA");
+    println!(
+        "old-wr: DMA writes into old memory after the crash kernel's IOMMU init; ck-pg: crash-kernel pages hit by DMA"
+    );
 }

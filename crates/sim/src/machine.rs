@@ -30,7 +30,7 @@ impl MachineConfig {
     /// out would land if translation were switched off.
     pub fn default_vtd() -> Self {
         MachineConfig {
-            ram: vec![0x10_0000..4 * GIB],
+            ram: std::iter::once(0x10_0000..4 * GIB).collect(),
             crash_region: 4 * GIB - 256 * MIB..4 * GIB,
             kernel_frames: 16 * MIB..64 * MIB,
             buffer_pool: 256 * MIB..2 * GIB,

@@ -54,11 +54,14 @@ fn adopt_linux(mode: &str) {
             (h(f[0]) as u16, h(f[1]), h(f[2]), f[4].contains('w'))
         })
         .collect();
-    let dma = |unit: &mut VtdModel, mem: &mut PhysMemory, sid: u16, iova: u64, w: bool| {
-        match unit.translate(mem, sid as u32, iova, if w { Access::Write } else { Access::Read }) {
-            Translation::Ok { phys } => Ok(phys),
-            Translation::Fault(f) => Err(f.code),
-        }
+    let dma = |unit: &mut VtdModel, mem: &mut PhysMemory, sid: u16, iova: u64, w: bool| match unit.translate(
+        mem,
+        sid as u32,
+        iova,
+        if w { Access::Write } else { Access::Read },
+    ) {
+        Translation::Ok { phys } => Ok(phys),
+        Translation::Fault(f) => Err(f.code),
     };
     for &(sid, iova, phys, w) in &oracle {
         assert_eq!(dma(&mut unit, &mut mem, sid, iova, w), Ok(phys), "the model agrees with QEMU before the crash");
@@ -67,7 +70,8 @@ fn adopt_linux(mode: &str) {
     let env = BootEnv { crash_kernel: true, ram: vec![RAM], crash_region: Some(CRASH), mem_encrypt: false };
     let mut frames = FrameRegion::new(CRASH.start + 0x100_0000..CRASH.end);
     let opts = VtdOptions { scalable: mode == "scalable" };
-    let (v, report) = Vtd::init_crash(&mut EmuPlatform::new(&mut unit, &mut mem, &mut frames), &env, opts, Policy::Adopt).unwrap();
+    let (v, report) =
+        Vtd::init_crash(&mut EmuPlatform::new(&mut unit, &mut mem, &mut frames), &env, opts, Policy::Adopt).unwrap();
     assert_eq!(report.outcome, HandoverOutcome::Adopted, "{mode}");
     assert!(report.problems.is_empty(), "Linux's tables pass every check: {:?}", report.problems);
     assert_eq!(report.adopted, vec![0x0000, 0x0010, 0x0018, 0x00f8, 0x00fa, 0x00fb]);

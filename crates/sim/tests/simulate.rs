@@ -52,7 +52,11 @@ fn policies_on_the_default_machine() {
             assert!(adopt.old_memory_writes_after_init > 0, "adopted devices keep writing old buffers");
             // Only the disk, which the dump needs and which is not contained, keeps writing old memory: one
             // burst a tick until its driver resets it at probe time.
-            assert_eq!(scratch.old_memory_writes_after_init, Knobs::default().probe_ticks, "containment stops the rest");
+            assert_eq!(
+                scratch.old_memory_writes_after_init,
+                Knobs::default().probe_ticks,
+                "containment stops the rest"
+            );
             assert_eq!(scratch.scratch_frames, 5);
         }
     }

@@ -22,7 +22,7 @@ impl Rig {
     }
     pub fn with(cfg: VtdConfig) -> Self {
         Rig {
-            mem: PhysMemory::new(vec![0x10_0000..4 * GIB]),
+            mem: PhysMemory::contiguous(0x10_0000..4 * GIB),
             unit: VtdModel::new(cfg),
             primary: FrameRegion::new(16 * MIB..64 * MIB),
             crash: FrameRegion::new(CRASH.start + 64 * MIB..CRASH.end),
@@ -35,7 +35,12 @@ impl Rig {
         EmuPlatform::new(&mut self.unit, &mut self.mem, &mut self.crash)
     }
     pub fn crash_env(&self) -> BootEnv {
-        BootEnv { crash_kernel: true, ram: vec![0x10_0000..4 * GIB], crash_region: Some(CRASH), mem_encrypt: false }
+        BootEnv {
+            crash_kernel: true,
+            ram: std::iter::once(0x10_0000..4 * GIB).collect(),
+            crash_region: Some(CRASH),
+            mem_encrypt: false,
+        }
     }
     /// Where a device's write to `iova` lands, or the fault's reason code.
     pub fn dma(&mut self, sid: u16, iova: u64, access: Access) -> Result<u64, u16> {

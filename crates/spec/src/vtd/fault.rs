@@ -99,7 +99,7 @@ mod tests {
     #[test]
     fn fault_record_fields_at_spec_bits() {
         let r = FaultRecord::new()
-            .with_fi(0xdead_b)
+            .with_fi(0x000d_eadb)
             .with_sid(0x0110)
             .with_fr(FaultReason::WriteNotAllowed)
             .with_t(false)
@@ -108,7 +108,7 @@ mod tests {
         assert_eq!(raw as u64, 0xdead_b000);
         assert_eq!((raw >> 64) as u32, 0x0110);
         assert_eq!((raw >> 96) as u32, 1 << 31 | 5);
-        assert_eq!(FaultRecord::from_bits(1u128 << 126).t(), true);
+        assert!(FaultRecord::from_bits(1u128 << 126).t());
         assert_eq!(FaultRecord::new().with_pp(true).with_pasid(0xabcde).into_bits(), 1u128 << 95 | 0xabcdeu128 << 104);
         assert_eq!(FaultRecord::from_bits(raw).address(), 0xdead_b000);
         assert_eq!(FaultRecord::from_bits(0x99u128 << 96).fr(), FaultReason(0x99));

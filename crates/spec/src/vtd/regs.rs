@@ -573,7 +573,7 @@ mod tests {
         let t = IotlbReg::new().with_ivt(true).with_iirg(2).with_did(9).with_dr(true).with_dw(true);
         assert_eq!(t.into_bits(), 1 << 63 | 2 << 60 | 1 << 49 | 1 << 48 | 9 << 32);
         assert_eq!(IotlbReg::new().with_iaig(1).into_bits(), 1 << 57);
-        assert_eq!(Iva::new().with_addr(0x1234).with_am(3).with_ih(true).into_bits(), 0x1234_000 | 1 << 6 | 3);
+        assert_eq!(Iva::new().with_addr(0x1234).with_am(3).with_ih(true).into_bits(), 0x0123_4000 | 1 << 6 | 3);
     }
 
     #[test]
