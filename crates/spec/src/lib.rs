@@ -9,6 +9,8 @@
 #![no_std]
 #![forbid(unsafe_code)]
 
+pub mod amdvi;
+pub mod smmuv3;
 pub mod vtd;
 
 /// Size of the 4 KiB page every IOMMU here uses for its tables.
