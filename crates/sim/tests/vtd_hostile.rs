@@ -1,0 +1,205 @@
+//! Hostile old tables: scalable-mode validation, loops in page tables, and garbage everywhere. Nothing may
+//! panic, loop without bound, or adopt what it could not validate.
+
+mod common;
+
+use common::{Rig, CRASH};
+use iommu_driver::vtd::{
+    walk, Attachment, DeviceKind, EntryProblem, HandoverOutcome, Vtd, VtdOptions, WalkIssue, WalkLimits,
+};
+use iommu_driver::{BootEnv, Mmio, PhysMem, Policy};
+use iommu_emu::Access;
+use iommu_spec::vtd::{
+    off, Cap, PasidDirEntry, PasidEntryQw0, Pgtt, RtAddr, ScalableContextEntry, ScalableRootEntry, SlPte,
+};
+
+const NIC: u16 = 0x0010;
+const DISK: u16 = 0x0018;
+
+/// A scalable-mode primary kernel with NIC and disk in DMA domains; returns their (sid, iova, pa).
+fn primary_sm(rig: &mut Rig) -> Vec<(u16, u64, u64)> {
+    let mut v = Vtd::init(&mut rig.primary(), VtdOptions { scalable: true }).unwrap();
+    let mut out = Vec::new();
+    for (i, sid) in [NIC, DISK].into_iter().enumerate() {
+        let d = v.create_domain(&mut rig.primary()).unwrap();
+        v.attach(&mut rig.primary(), sid, Attachment::Domain(d)).unwrap();
+        let pa = 0x2000_0000 + i as u64 * 0x1000;
+        out.push((sid, v.map(&mut rig.primary(), d, pa, 0x1000, true, true).unwrap(), pa));
+    }
+    out
+}
+
+/// Address of `sid`'s scalable-mode context entry in the old tables.
+fn sm_context_at(rig: &mut Rig, sid: u16) -> u64 {
+    let rt = RtAddr::from_bits(rig.primary().read64(off::RTADDR)).table();
+    let root = ScalableRootEntry::from_bits(rig.mem.read_u128(rt + (sid >> 8) as u64 * 16).unwrap());
+    let devfn = sid & 0xff;
+    let table = if devfn < 0x80 { root.lower_table() } else { root.upper_table() };
+    table + (devfn & 0x7f) as u64 * 32
+}
+
+fn sm_pasid_entry_at(rig: &mut Rig, sid: u16) -> u64 {
+    let at = sm_context_at(rig, sid);
+    let ce = ScalableContextEntry::from_bits(rig.mem.read_u128(at).unwrap());
+    let de = PasidDirEntry::from_bits(rig.mem.read_u64(ce.pasid_dir()).unwrap());
+    de.table()
+}
+
+fn adopt_sm(rig: &mut Rig) -> iommu_driver::vtd::HandoverReport {
+    let env = rig.crash_env();
+    Vtd::init_crash(&mut rig.crash(), &env, VtdOptions { scalable: true }, Policy::Adopt).unwrap().1
+}
+
+#[test]
+fn scalable_mode_validation_rejects_one_device() {
+    type Break = fn(&mut Rig) -> EntryProblem;
+    let cases: [Break; 5] = [
+        |rig| {
+            let at = sm_context_at(rig, DISK);
+            let ce =
+                ScalableContextEntry::from_bits(rig.mem.read_u128(at).unwrap()).with_pasiddirptr(0x1_9000_0000 >> 12);
+            rig.mem.write_u128(at, ce.into_bits()).unwrap();
+            EntryProblem::TableNotRam { sid: DISK, what: "PASID directory", addr: 0x1_9000_0000 }
+        },
+        |rig| {
+            let at = sm_context_at(rig, DISK);
+            let ce =
+                ScalableContextEntry::from_bits(rig.mem.read_u128(at).unwrap()).with_pasiddirptr(CRASH.start >> 12);
+            rig.mem.write_u128(at, ce.into_bits()).unwrap();
+            EntryProblem::TableInCrashRegion { sid: DISK, what: "PASID directory", addr: CRASH.start }
+        },
+        |rig| {
+            let at = sm_context_at(rig, DISK);
+            let raw = rig.mem.read_u128(at).unwrap() | 1 << 6;
+            rig.mem.write_u128(at, raw).unwrap();
+            EntryProblem::ContextReserved { sid: DISK, raw }
+        },
+        |rig| {
+            let pt = sm_pasid_entry_at(rig, DISK);
+            let q0 = PasidEntryQw0::from_bits(rig.mem.read_u64(pt).unwrap()).with_pgtt(Pgtt::FirstLevel);
+            rig.mem.write_u64(pt, q0.into_bits()).unwrap();
+            EntryProblem::BadPasidEntry { sid: DISK, pasid: 0, raw: q0.into_bits() }
+        },
+        |rig| {
+            let pt = sm_pasid_entry_at(rig, DISK);
+            let q0 = PasidEntryQw0::from_bits(rig.mem.read_u64(pt).unwrap()).with_slptptr((CRASH.start + 0x3000) >> 12);
+            rig.mem.write_u64(pt, q0.into_bits()).unwrap();
+            EntryProblem::TableInCrashRegion { sid: DISK, what: "page table", addr: CRASH.start + 0x3000 }
+        },
+    ];
+    for break_it in cases {
+        let mut rig = Rig::new();
+        let old = primary_sm(&mut rig);
+        let want = break_it(&mut rig);
+        let report = adopt_sm(&mut rig);
+        assert_eq!(report.outcome, HandoverOutcome::Adopted);
+        assert_eq!(report.problems, vec![want.clone()]);
+        assert_eq!(report.adopted, vec![NIC]);
+        assert_eq!(rig.dma(old[0].0, old[0].1, Access::Write), Ok(old[0].2), "the NIC is unaffected by: {want}");
+        assert!(rig.dma(old[1].0, old[1].1, Access::Write).is_err(), "the refused disk faults: {want}");
+    }
+}
+
+#[test]
+fn an_absent_rid_pasid_entry_is_adopted_as_blocked() {
+    let mut rig = Rig::new();
+    let old = primary_sm(&mut rig);
+    let pt = sm_pasid_entry_at(&mut rig, DISK);
+    rig.mem.write_u64(pt, 0).unwrap();
+    let env = rig.crash_env();
+    let scan = iommu_driver::vtd::scan(&mut rig.crash(), &env, Some(true)).unwrap();
+    let disk = scan.devices.iter().find(|d| d.sid == DISK).unwrap();
+    assert_eq!(disk.kind, DeviceKind::Blocked);
+    let report = adopt_sm(&mut rig);
+    assert!(report.problems.is_empty());
+    assert!(rig.dma(DISK, old[1].1, Access::Write).is_err());
+}
+
+#[test]
+fn page_table_loops_and_caps_are_reported_not_followed() {
+    let mut rig = Rig::new();
+    let cap = Cap::from_bits(rig.primary().read64(off::CAP));
+    // A 4-level table whose entry 0 at every level points back at the root.
+    let root = 0x1000_0000;
+    rig.mem.write_u64(root, SlPte::entry(root, true, true).into_bits()).unwrap();
+    rig.mem.write_u64(root + 8, SlPte::entry(0x1000_1000, true, true).into_bits()).unwrap();
+    let w = walk::walk(&rig.mem, cap, root, 4, WalkLimits::default());
+    assert!(w.issues.contains(&WalkIssue::Revisited { level: 3, table: root }), "{:?}", w.issues);
+    // A table of 512 distinct next-level tables, capped at 10 tables.
+    let top = 0x1100_0000;
+    for i in 0..512u64 {
+        rig.mem.write_u64(top + 8 * i, SlPte::entry(0x1200_0000 + i * 0x1000, true, true).into_bits()).unwrap();
+    }
+    let w = walk::walk(&rig.mem, cap, top, 4, WalkLimits { max_tables: 10, max_runs: 100 });
+    assert_eq!(w.tables, 10);
+    assert!(w.issues.contains(&WalkIssue::TooManyTables));
+}
+
+/// A deterministic generator for garbage.
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 ^ (self.0 >> 29)
+    }
+}
+
+#[test]
+fn garbage_tables_never_panic_and_never_adopt_the_unvalidated() {
+    let mut rng = Lcg(0x5eed);
+    let (mut adopted, mut refused, mut fell_back) = (0, 0, 0);
+    for round in 0..40 {
+        let scalable = round % 2 == 1;
+        let mut rig = Rig::new();
+        primary_sm_or_legacy(&mut rig, scalable);
+        let rt = RtAddr::from_bits(rig.primary().read64(off::RTADDR)).table();
+        // Scribble over the root table and a few pages the tables point into.
+        for i in 0..64 {
+            let v = rng.next();
+            let v = if i % 3 == 0 { v & 0x0000_000f_ffff_f007 } else { v };
+            rig.mem.write_u64(rt + 8 * (rng.next() % 512), v).unwrap();
+        }
+        for _ in 0..256 {
+            let page = 16 * common::MIB + (rng.next() % 64) * 0x1000;
+            rig.mem.write_u64(page + 8 * (rng.next() % 512), rng.next()).unwrap();
+        }
+        let env = BootEnv {
+            crash_kernel: true,
+            ram: vec![0x10_0000..4 * common::GIB],
+            crash_region: Some(CRASH),
+            mem_encrypt: false,
+        };
+        let opts = VtdOptions { scalable };
+        let (v, report) = Vtd::init_crash(&mut rig.crash(), &env, opts, Policy::Adopt).unwrap();
+        adopted += report.adopted.len();
+        refused += report.problems.len();
+        fell_back += matches!(report.outcome, HandoverOutcome::FellBack(_)) as usize;
+        // Whatever was adopted passed the checks: its tables are in RAM and outside the crash region.
+        for (sid, st) in v.devices() {
+            if let iommu_driver::vtd::DeviceState::Adopted { did, kind } = st {
+                assert!(report.adopted.contains(&sid));
+                assert!(did != 0 || kind == DeviceKind::Blocked);
+                if let DeviceKind::Translated { root, levels } = kind {
+                    assert!(env.in_ram(root, 4096) && !env.in_crash_region(root, 4096));
+                    assert!((3..=5).contains(&levels));
+                }
+            }
+        }
+        // DMA from every requester still gets an answer.
+        for sid in [0u16, NIC, DISK, 0x0100, 0xffff] {
+            let _ = rig.dma(sid, rng.next() & 0xffff_f000, Access::Write);
+        }
+    }
+    // The sweep exercised all three paths, or it proves nothing.
+    assert!(adopted > 0 && refused > 0, "adopted {adopted}, refused {refused}, fell back {fell_back}");
+    eprintln!("garbage sweep: adopted {adopted}, refused {refused}, fell back {fell_back}");
+}
+
+fn primary_sm_or_legacy(rig: &mut Rig, scalable: bool) {
+    let mut v = Vtd::init(&mut rig.primary(), VtdOptions { scalable }).unwrap();
+    for sid in [NIC, DISK, 0x0100] {
+        let d = v.create_domain(&mut rig.primary()).unwrap();
+        v.attach(&mut rig.primary(), sid, Attachment::Domain(d)).unwrap();
+        v.map(&mut rig.primary(), d, 0x2000_0000, 0x4000, true, true).unwrap();
+    }
+}
