@@ -9,6 +9,22 @@
 #![no_std]
 #![forbid(unsafe_code)]
 
+/// `from_bits` / `into_bits` for an open enum stored in a `bits`-wide bitfield: what `bitfield-struct`
+/// calls to decode and encode a custom field type. Decoding masks to the field, so any raw value is a value.
+macro_rules! open_enum_bits {
+    ($t:ty, $repr:ty, $bits:expr) => {
+        impl $t {
+            pub const fn from_bits(v: $repr) -> Self {
+                Self(v & (((1u64 << $bits) - 1) as $repr))
+            }
+            pub const fn into_bits(self) -> $repr {
+                self.0
+            }
+        }
+    };
+}
+pub(crate) use open_enum_bits;
+
 pub mod amdvi;
 pub mod smmuv3;
 pub mod vtd;

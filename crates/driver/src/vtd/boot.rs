@@ -38,18 +38,35 @@ impl Vtd {
     /// Build empty tables, point the unit at them and start our invalidation queue, leaving TE as it is:
     /// with TE on this is the atomic switch that `reset-abort` uses.
     pub(super) fn fresh(hw: &mut impl Platform, opts: VtdOptions) -> Result<Self, VtdError> {
-        let cap = Cap::from_bits(hw.read64(off::CAP));
-        let ecap = Ecap::from_bits(hw.read64(off::ECAP));
-        let mut v = Self::blank(cap, ecap, opts)?;
-        // Old fault records would be misread as ours (Linux clears them before enabling QI).
-        hw::drain_faults(hw, cap);
+        let mut v = Self::prepare(hw, opts)?;
+        v.install_root(hw)?;
+        v.translating = hw::gsts(hw).tes();
+        Ok(v)
+    }
+
+    /// Driver state for this unit with our own invalidation queue running and an empty root table, not yet
+    /// installed. Old fault records are cleared first, or they would be misread as ours (Linux clears them
+    /// before enabling QI).
+    pub(super) fn prepare(hw: &mut impl Platform, opts: VtdOptions) -> Result<Self, VtdError> {
+        let mut v = Self::from_caps(hw, opts)?;
+        hw::drain_faults(hw, v.cap);
         v.qi = Some(InvQueue::enable(hw, v.scalable)?);
         v.stats.frames_allocated += if v.scalable { 3 } else { 2 };
         v.root = v.alloc_frame(hw)?;
-        hw::set_root(hw, RtAddr::from_table(v.root, v.scalable).into_bits())?;
-        v.flush_all(hw)?;
-        v.translating = hw::gsts(hw).tes();
         Ok(v)
+    }
+
+    /// Point the unit at our root table (SRTP) and flush everything cached from the previous one.
+    pub(super) fn install_root(&mut self, hw: &mut impl Platform) -> Result<(), VtdError> {
+        hw::set_root(hw, RtAddr::from_table(self.root, self.scalable).into_bits())?;
+        self.flush_all(hw)
+    }
+
+    /// Driver state from the unit's CAP and ECAP, no tables yet.
+    pub(super) fn from_caps(hw: &mut impl Platform, opts: VtdOptions) -> Result<Self, VtdError> {
+        let cap = Cap::from_bits(hw.read64(off::CAP));
+        let ecap = Ecap::from_bits(hw.read64(off::ECAP));
+        Self::blank(cap, ecap, opts)
     }
 
     /// Driver state for a unit with these capabilities, no tables yet.

@@ -343,16 +343,12 @@ impl Vtd {
             // Translation off for the crash kernel's whole life (`intel_iommu=off` in the kdump command
             // line, or Linux before 4.2): old DMA lands on physical addresses equal to its IOVAs.
             Policy::ResetBypass => {
-                let cap = Cap::from_bits(hw.read64(off::CAP));
-                let ecap = Ecap::from_bits(hw.read64(off::ECAP));
                 InvQueue::disable(hw)?;
                 hw::set_translation(hw, false)?;
-                Self::blank(cap, ecap, opts)?
+                Self::from_caps(hw, opts)?
             }
             Policy::Adopt | Policy::AdoptScratch => {
-                let cap = Cap::from_bits(hw.read64(off::CAP));
-                let ecap = Ecap::from_bits(hw.read64(off::ECAP));
-                let want = Self::blank(cap, ecap, opts)?.scalable;
+                let want = Self::from_caps(hw, opts)?.scalable;
                 match scan(hw, env, Some(want)) {
                     Ok(s) => {
                         let v = Self::adopt(hw, opts, &s, &mut report)?;
@@ -378,13 +374,7 @@ impl Vtd {
         scan: &Scan,
         report: &mut HandoverReport,
     ) -> Result<Self, VtdError> {
-        let cap = Cap::from_bits(hw.read64(off::CAP));
-        let ecap = Ecap::from_bits(hw.read64(off::ECAP));
-        let mut v = Self::blank(cap, ecap, opts)?;
-        hw::drain_faults(hw, cap);
-        v.qi = Some(InvQueue::enable(hw, v.scalable)?);
-        v.stats.frames_allocated += if v.scalable { 3 } else { 2 };
-        v.root = v.alloc_frame(hw)?;
+        let mut v = Self::prepare(hw, opts)?;
         report.bytes_read = scan.pages_read.len() as u64 * 4096;
         report.problems = scan.problems.clone();
         let mut reserved = BTreeMap::new();
@@ -399,8 +389,7 @@ impl Vtd {
             report.adopted.push(d.sid);
         }
         report.reserved_dids = reserved.keys().copied().collect();
-        hw::set_root(hw, RtAddr::from_table(v.root, v.scalable).into_bits())?;
-        v.flush_all(hw)?;
+        v.install_root(hw)?;
         v.translating = true;
         Ok(v)
     }

@@ -24,14 +24,7 @@ pub enum TranslationType {
     Reserved = 3,
 }
 
-impl TranslationType {
-    pub const fn from_bits(v: u8) -> Self {
-        Self(v & 3)
-    }
-    pub const fn into_bits(self) -> u8 {
-        self.0
-    }
-}
+crate::open_enum_bits!(TranslationType, u8, 2);
 
 /// Legacy-mode context entry (9.3).
 #[bitfield(u128)]

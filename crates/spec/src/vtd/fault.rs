@@ -83,14 +83,7 @@ pub enum FaultReason {
     SmNoRead = 0x86,
 }
 
-impl FaultReason {
-    pub const fn from_bits(v: u8) -> Self {
-        Self(v)
-    }
-    pub const fn into_bits(self) -> u8 {
-        self.0
-    }
-}
+crate::open_enum_bits!(FaultReason, u8, 8);
 
 #[cfg(test)]
 mod tests {

@@ -18,14 +18,7 @@ pub enum DescType {
     PasidDevTlb = 8,
 }
 
-impl DescType {
-    pub const fn from_bits(v: u8) -> Self {
-        Self(v & 0xf)
-    }
-    pub const fn into_bits(self) -> u8 {
-        self.0
-    }
-}
+crate::open_enum_bits!(DescType, u8, 4);
 
 /// The type of a raw descriptor.
 pub const fn desc_type(qw0: u64) -> DescType {

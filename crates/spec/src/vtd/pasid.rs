@@ -47,14 +47,7 @@ pub enum Pgtt {
     PassThrough = 4,
 }
 
-impl Pgtt {
-    pub const fn from_bits(v: u8) -> Self {
-        Self(v & 7)
-    }
-    pub const fn into_bits(self) -> u8 {
-        self.0
-    }
-}
+crate::open_enum_bits!(Pgtt, u8, 3);
 
 /// PASID entry quadword 0 (9.6).
 #[bitfield(u64)]
