@@ -7,7 +7,7 @@ use common::{Rig, CRASH};
 use iommu_driver::vtd::{
     walk, Attachment, DeviceKind, EntryProblem, HandoverOutcome, Vtd, VtdOptions, WalkIssue, WalkLimits,
 };
-use iommu_driver::{BootEnv, Mmio, PhysMem, Policy};
+use iommu_driver::{Mmio, PhysMem, Policy};
 use iommu_emu::Access;
 use iommu_spec::vtd::{
     off, Cap, PasidDirEntry, PasidEntryQw0, Pgtt, RtAddr, ScalableContextEntry, ScalableRootEntry, SlPte,
@@ -163,12 +163,7 @@ fn garbage_tables_never_panic_and_never_adopt_the_unvalidated() {
             let page = 16 * common::MIB + (rng.next() % 64) * 0x1000;
             rig.mem.write_u64(page + 8 * (rng.next() % 512), rng.next()).unwrap();
         }
-        let env = BootEnv {
-            crash_kernel: true,
-            ram: vec![0x10_0000..4 * common::GIB],
-            crash_region: Some(CRASH),
-            mem_encrypt: false,
-        };
+        let env = rig.crash_env();
         let opts = VtdOptions { scalable };
         let (v, report) = Vtd::init_crash(&mut rig.crash(), &env, opts, Policy::Adopt).unwrap();
         adopted += report.adopted.len();
