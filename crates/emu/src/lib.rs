@@ -16,6 +16,7 @@ pub mod frames;
 mod hash;
 pub mod mem;
 pub mod platform;
+pub mod snp;
 pub mod vtd;
 
 pub use dma::{dma_read, dma_write, Access, DmaOutcome, FaultInfo, Iommu, Translation};
