@@ -4,6 +4,7 @@
 
 mod inspect;
 mod simulate;
+mod snpcheck;
 
 use std::process::ExitCode;
 
@@ -22,6 +23,8 @@ enum Cmd {
     Simulate(simulate::Args),
     /// Decode an IOMMU's tables from a dump: per device, its entry and mapped IOVA runs.
     Inspect(inspect::Args),
+    /// Explore every interleaving of the SNP panic path (seed 001's protocols) against the firmware model.
+    SnpCheck(snpcheck::Args),
 }
 
 /// Finish a command whose output went to stdout: a closed pipe (`| head`) is a normal end, not an error.
@@ -39,6 +42,7 @@ fn main() -> ExitCode {
         None => simulate::run(&simulate::Args::default()),
         Some(Cmd::Simulate(a)) => simulate::run(&a),
         Some(Cmd::Inspect(a)) => inspect::run(&a),
+        Some(Cmd::SnpCheck(a)) => snpcheck::run(&a),
     };
     match res {
         Ok(code) => code,

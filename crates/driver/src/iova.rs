@@ -51,7 +51,7 @@ impl IovaAllocator {
     /// A free range of `size` bytes (a multiple of 4 KiB), aligned to `size` rounded up to a power of two,
     /// as high as possible below the limit.
     pub fn alloc(&mut self, size: u64) -> Option<u64> {
-        if size == 0 || size % 4096 != 0 {
+        if size == 0 || !size.is_multiple_of(4096) {
             return None;
         }
         let align = size.checked_next_power_of_two()?;

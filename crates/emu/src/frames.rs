@@ -29,7 +29,7 @@ impl FrameRegion {
         let frames = ((range.end - range.start) / PAGE) as usize;
         let mut bitmap = vec![0u64; frames.div_ceil(64)];
         // Mark the bits past the last frame as allocated so the search never returns them.
-        if frames % 64 != 0 {
+        if !frames.is_multiple_of(64) {
             if let Some(last) = bitmap.last_mut() {
                 *last = !0u64 << (frames % 64);
             }
@@ -88,7 +88,7 @@ impl FrameRegion {
     /// page-aligned frame of this region.
     pub fn free(&mut self, pa: u64) -> bool {
         match self.slot(pa) {
-            Some((w, b)) if pa % PAGE == 0 && self.bitmap[w] & (1 << b) != 0 => {
+            Some((w, b)) if pa.is_multiple_of(PAGE) && self.bitmap[w] & (1 << b) != 0 => {
                 self.bitmap[w] &= !(1 << b);
                 self.allocated -= 1;
                 self.hint = self.hint.min(w);

@@ -271,7 +271,7 @@ fn garbage_register_writes_never_panic() {
             if next() % 4 == 0 {
                 let hot = [off::GCMD, off::IQT, off::IQA, off::CCMD, off::FSTS, off::RTADDR, IOTLB, FRCD0 + 12];
                 let o = hot[next() as usize % hot.len()];
-                if o % 8 == 0 {
+                if o.is_multiple_of(8) {
                     val &= 0xffff_ffff_ffff_f0ff | next();
                 }
                 rig.w64(o & !7, val);

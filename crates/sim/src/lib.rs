@@ -11,6 +11,7 @@ pub mod device;
 pub mod machine;
 pub mod outcome;
 pub mod scenario;
+pub mod snpcheck;
 
 pub use machine::{Machine, MachineConfig};
 pub use outcome::{DmaCounts, Outcome};

@@ -224,7 +224,7 @@ pub fn run_on(cfg: MachineConfig, s: &Scenario) -> (Outcome, Vec<TraceEvent>) {
     out.crash_tick = crash_tick;
     while r.tick < crash_tick {
         r.step(false);
-        if r.tick % 8 == 0 {
+        if r.tick.is_multiple_of(8) {
             if let Some(d) = domains[0] {
                 let slot = (r.tick / 8) as usize % RING;
                 let old = r.m.devices[0].ring[slot];

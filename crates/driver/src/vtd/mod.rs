@@ -197,9 +197,9 @@ impl Vtd {
         let dom = self.domain_mut(d)?;
         let (root, levels) = (dom.root, dom.levels);
         let width = iommu_spec::vtd::levels_width(levels);
-        if iova % 4096 != 0
-            || pa % 4096 != 0
-            || size % 4096 != 0
+        if !iova.is_multiple_of(4096)
+            || !pa.is_multiple_of(4096)
+            || !size.is_multiple_of(4096)
             || size == 0
             || iova.checked_add(size).is_none_or(|e| e > 1u64 << width)
         {

@@ -81,7 +81,7 @@ impl VtdConfig {
 
     /// Check that the layout fits and nothing overlaps.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if !(0x100..=0x10_0000).contains(&self.mmio_size) || self.mmio_size % 16 != 0 {
+        if !(0x100..=0x10_0000).contains(&self.mmio_size) || !self.mmio_size.is_multiple_of(16) {
             return Err(ConfigError::MmioSize(self.mmio_size));
         }
         if !(32..=52).contains(&self.haw) {
@@ -337,7 +337,7 @@ fn touches(off: usize, size: usize, reg: usize, len: usize) -> bool {
 impl MmioDevice for VtdModel {
     fn mmio_read(&mut self, _mem: &mut PhysMemory, off: usize, size: u8) -> u64 {
         let size = size as usize;
-        if !(size == 4 || size == 8) || off % size != 0 || !self.regs.in_range(off, size) {
+        if !(size == 4 || size == 8) || !off.is_multiple_of(size) || !self.regs.in_range(off, size) {
             self.counters.bad_mmio += 1;
             return 0;
         }
@@ -346,7 +346,7 @@ impl MmioDevice for VtdModel {
 
     fn mmio_write(&mut self, mem: &mut PhysMemory, off: usize, size: u8, val: u64) {
         let size = size as usize;
-        if !(size == 4 || size == 8) || off % size != 0 || !self.regs.in_range(off, size) {
+        if !(size == 4 || size == 8) || !off.is_multiple_of(size) || !self.regs.in_range(off, size) {
             self.counters.bad_mmio += 1;
             return;
         }

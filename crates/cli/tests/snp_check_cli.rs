@@ -1,0 +1,47 @@
+//! `handover snp-check --json`: the shape the issue names, and the verdicts of seed 001.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+fn snp_check(args: &[&str]) -> (Option<i32>, Value) {
+    let out = Command::new(env!("CARGO_BIN_EXE_handover")).arg("snp-check").args(args).output().unwrap();
+    let v = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    (out.status.code(), v)
+}
+
+#[test]
+fn json_has_one_object_per_protocol() {
+    let (code, v) = snp_check(&["--cpus", "3", "--json"]);
+    assert_eq!(code, Some(0));
+    let protos = v["protocols"].as_array().unwrap();
+    let names: Vec<&str> = protos.iter().map(|p| p["name"].as_str().unwrap()).collect();
+    for want in ["v2-sync", "last-cpu", "wbinvd-first", "no-shutdown"] {
+        assert!(names.contains(&want), "{want} in {names:?}");
+    }
+    for p in protos {
+        for key in ["states", "interleavings", "shutdown_ok", "shutdown_failed", "safety_violations"] {
+            assert!(p[key].is_u64(), "{key} of {}", p["name"]);
+        }
+        assert!(p["capture_ok"].is_boolean());
+        let ok = p["shutdown_ok"].as_u64().unwrap() + p["shutdown_failed"].as_u64().unwrap();
+        assert_eq!(ok, p["interleavings"].as_u64().unwrap());
+        // A counterexample exactly when something failed.
+        let failed = p["shutdown_failed"].as_u64().unwrap() > 0 || p["safety_violations"].as_u64().unwrap() > 0;
+        assert_eq!(p["counterexample"].is_array(), failed, "{}", p["name"]);
+    }
+    let v2 = protos.iter().find(|p| p["name"] == "v2-sync").unwrap();
+    assert_eq!(v2["shutdown_failed"], 0);
+    assert!(v2["counterexample"].is_null());
+    let last = protos.iter().find(|p| p["name"] == "last-cpu").unwrap();
+    assert_eq!(last["shutdown_ok"], 0);
+    assert!(last["counterexample"].as_array().unwrap().iter().any(|s| s.as_str().unwrap().contains("WBINVD_REQUIRED")));
+}
+
+#[test]
+fn unknown_protocols_and_bad_cpu_counts_are_refused() {
+    let (code, _) = snp_check(&["--protocol", "nope"]);
+    assert_eq!(code, Some(2));
+    let (code, _) = snp_check(&["--cpus", "0"]);
+    assert_eq!(code, Some(2));
+}
