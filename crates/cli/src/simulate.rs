@@ -117,20 +117,28 @@ fn print_table<'a>(rows: impl Iterator<Item = &'a Outcome>) {
         "policy", "dump", "xlate", "fault", "abort", "scratc", "bypass", "buf-pg", "other-pg", "old-wr", "ck-pg"
     );
     for o in rows {
-        let why = o.failure.clone().unwrap_or_else(|| o.iommu_init.clone());
+        let why = match (&o.failure, o.changed_pages.other) {
+            (Some(f), _) => f.clone(),
+            (None, 0) => o.iommu_init.clone(),
+            (None, n) => format!("{}; {n} old-memory pages outside device buffers overwritten", o.iommu_init),
+        };
         println!(
             "{:<14} {:<8} {:>6} {:>6} {:>6} {:>6} {:>6} {:>8} {:>8} {:>8} {:>6}  {}",
             o.policy,
-            if o.reached_capture { "captured" } else { "LOST" },
+            match (o.captured, o.changed_pages.other) {
+                (false, _) => "LOST",
+                (true, 0) => "captured",
+                (true, _) => "CORRUPT",
+            },
             o.dma.translated,
             o.dma.faulted,
             o.dma.aborted,
             o.dma.redirected,
             o.dma.untranslated,
-            o.changed_buffer_pages,
-            o.changed_other_pages,
+            o.changed_pages.buffers,
+            o.changed_pages.other,
             o.old_memory_writes_after_init,
-            o.crash_kernel_pages_hit,
+            o.crashkernel_pages_written,
             why
         );
     }

@@ -20,20 +20,23 @@ pub struct MachineConfig {
     pub kernel_frames: Range<u64>,
     /// The primary kernel's pages for DMA buffers.
     pub buffer_pool: Range<u64>,
+    /// The PCI MMIO window (and MSI range) below 4 GiB: not RAM, and kept out of every DMA domain's IOVAs.
+    pub pci_hole: Range<u64>,
     /// Use VT-d scalable mode (both kernels).
     pub scalable: bool,
 }
 
 impl MachineConfig {
-    /// The built-in machine: 4 GiB of RAM, a 256 MiB crash region at the top of it, where the x86
-    /// `crashkernel=` reservation usually lands, and where the top-down IOVAs below 4 GiB that Linux hands
-    /// out would land if translation were switched off.
+    /// The built-in machine, shaped like a small x86 server: RAM below the 1 GiB PCI hole and above 4 GiB,
+    /// a 256 MiB crash region below the hole. Linux hands out IOVAs top-down below the hole, so with
+    /// translation off old DMA lands on the old kernel's memory just beneath it.
     pub fn default_vtd() -> Self {
         MachineConfig {
-            ram: std::iter::once(0x10_0000..4 * GIB).collect(),
-            crash_region: 4 * GIB - 256 * MIB..4 * GIB,
+            ram: vec![0x10_0000..3 * GIB, 4 * GIB..6 * GIB],
+            crash_region: 0xa000_0000..0xb000_0000,
             kernel_frames: 16 * MIB..64 * MIB,
             buffer_pool: 256 * MIB..2 * GIB,
+            pci_hole: 3 * GIB..4 * GIB,
             scalable: false,
         }
     }

@@ -17,8 +17,17 @@ pub struct DmaCounts {
     pub untranslated: u64,
 }
 
+/// Old-memory pages changed between the crash and the capture.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ChangedPages {
+    /// In device buffers: expected.
+    pub buffers: u64,
+    /// Everywhere else: corruption of the vmcore.
+    pub other: u64,
+}
+
 /// The result of one run.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Eq, Serialize)]
 pub struct Outcome {
     pub iommu: &'static str,
     pub policy: String,
@@ -26,24 +35,26 @@ pub struct Outcome {
     /// Tick of the panic.
     pub crash_tick: u64,
     /// The crash kernel wrote a dump.
-    pub reached_capture: bool,
+    pub captured: bool,
     /// Why it did not, or what went wrong on the way.
     pub failure: Option<String>,
     /// How the crash kernel's IOMMU init went: adopted, reset, fell back (with the reason).
     pub iommu_init: String,
     pub dma: DmaCounts,
-    /// Old-memory pages that differ between the crash instant and the capture, in device buffers (expected).
-    pub changed_buffer_pages: u64,
-    /// ... and everywhere else (corruption of the vmcore).
-    pub changed_other_pages: u64,
+    /// Old-memory pages that differ between the crash instant and the capture.
+    pub changed_pages: ChangedPages,
     /// DMA writes that landed in the crashed kernel's memory after the crash kernel's IOMMU init: what
     /// containment is for.
     pub old_memory_writes_after_init: u64,
     /// Pages of the crash kernel's own region written by devices other than through its new mappings.
-    pub crash_kernel_pages_hit: u64,
+    pub crashkernel_pages_written: u64,
     /// Devices adopted, and entries refused with their reasons.
     pub adopted_devices: u64,
     pub refused_entries: Vec<String>,
+    /// Wall-clock time of the crash kernel's IOMMU init (not part of a run's identity: it is measured).
+    pub adopt_ns: u64,
+    /// Memory the crash kernel's IOMMU init allocated, in bytes.
+    pub adopt_bytes: u64,
     /// Frames the crash kernel's IOMMU init allocated, and bytes of old tables it read.
     pub init_frames: u64,
     pub init_bytes_read: u64,
@@ -53,4 +64,13 @@ pub struct Outcome {
     pub usable_devices: Vec<String>,
     /// The vmcore matches memory at the crash instant, page for page.
     pub vmcore_intact: bool,
+}
+
+/// Runs are equal when everything but the measured wall-clock time is.
+impl PartialEq for Outcome {
+    fn eq(&self, o: &Self) -> bool {
+        let mut a = self.clone();
+        a.adopt_ns = o.adopt_ns;
+        format!("{a:?}") == format!("{o:?}")
+    }
 }

@@ -158,16 +158,17 @@ pub fn run_on(cfg: MachineConfig, s: &Scenario) -> (Outcome, Vec<TraceEvent>) {
         policy: s.policy.name().to_string(),
         seed: s.seed,
         crash_tick: 0,
-        reached_capture: false,
+        captured: false,
         failure: None,
         iommu_init: String::new(),
         dma: DmaCounts::default(),
-        changed_buffer_pages: 0,
-        changed_other_pages: 0,
+        changed_pages: Default::default(),
         old_memory_writes_after_init: 0,
-        crash_kernel_pages_hit: 0,
+        crashkernel_pages_written: 0,
         adopted_devices: 0,
         refused_entries: Vec::new(),
+        adopt_ns: 0,
+        adopt_bytes: 0,
         init_frames: 0,
         init_bytes_read: 0,
         scratch_frames: 0,
@@ -177,8 +178,12 @@ pub fn run_on(cfg: MachineConfig, s: &Scenario) -> (Outcome, Vec<TraceEvent>) {
 
     // Primary kernel: normal boot, a domain per translated device, the bulk engine in pass-through.
     let pool = r.m.cfg.buffer_pool.clone();
+    let holes = [r.m.cfg.pci_hole.clone()];
     let mut drv = match Vtd::init(&mut r.m.primary(), opts) {
-        Ok(d) => d,
+        Ok(mut d) => {
+            d.reserve_iova_holes(&holes);
+            d
+        }
         Err(e) => {
             out.failure = Some(format!("primary kernel IOMMU init failed: {e}"));
             return (out, r.trace);
@@ -251,9 +256,14 @@ pub fn run_on(cfg: MachineConfig, s: &Scenario) -> (Outcome, Vec<TraceEvent>) {
 
     // Crash kernel: IOMMU init under the policy.
     let env = r.m.cfg.crash_env();
+    let started = std::time::Instant::now();
     let booted = Vtd::init_crash(&mut r.m.crash(), &env, opts, s.policy);
+    out.adopt_ns = started.elapsed().as_nanos() as u64;
     let (mut kd, report) = match booted {
-        Ok(x) => x,
+        Ok((mut kd, report)) => {
+            kd.reserve_iova_holes(&holes);
+            (kd, report)
+        }
         Err(e) => {
             out.failure = Some(format!("crash kernel IOMMU init failed: {e}"));
             return finish(r, out, &at_crash);
@@ -268,6 +278,7 @@ pub fn run_on(cfg: MachineConfig, s: &Scenario) -> (Outcome, Vec<TraceEvent>) {
     out.adopted_devices = report.adopted.len() as u64;
     out.refused_entries = report.problems.iter().map(|p| p.to_string()).collect();
     out.init_frames = report.frames_allocated;
+    out.adopt_bytes = report.frames_allocated * 4096;
     out.init_bytes_read = report.bytes_read;
     r.log(format!("crash kernel IOMMU init: {}", out.iommu_init));
     if s.policy == Policy::AdoptScratch {
@@ -347,26 +358,26 @@ fn finish(mut r: Run, mut out: Outcome, at_crash: &PhysMemory) -> (Outcome, Vec<
             continue;
         }
         if r.buffer_pages.contains(&page) {
-            out.changed_buffer_pages += 1;
+            out.changed_pages.buffers += 1;
         } else {
-            out.changed_other_pages += 1;
+            out.changed_pages.other += 1;
         }
     }
-    out.crash_kernel_pages_hit = r.crash_hits.len() as u64;
+    out.crashkernel_pages_written = r.crash_hits.len() as u64;
     out.old_memory_writes_after_init = r.old_writes_after_init;
     out.dma = r.dma;
-    out.vmcore_intact = out.changed_buffer_pages == 0 && out.changed_other_pages == 0;
+    out.vmcore_intact = out.changed_pages.buffers == 0 && out.changed_pages.other == 0;
     out.failure = if let Some(f) = r.fatal.take() {
         Some(f)
-    } else if out.crash_kernel_pages_hit > 0 {
-        Some(format!("crash kernel's own memory written by DMA ({} pages)", out.crash_kernel_pages_hit))
+    } else if out.crashkernel_pages_written > 0 {
+        Some(format!("crash kernel's own memory written by DMA ({} pages)", out.crashkernel_pages_written))
     } else if out.failure.is_none() && out.usable_devices.is_empty() {
         Some("no device to write the dump".into())
     } else {
         out.failure
     };
-    out.reached_capture = out.failure.is_none();
-    r.log(if out.reached_capture {
+    out.captured = out.failure.is_none();
+    r.log(if out.captured {
         "dump captured".into()
     } else {
         format!("no dump: {}", out.failure.as_deref().unwrap_or(""))

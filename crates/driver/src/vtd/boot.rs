@@ -92,6 +92,7 @@ impl Vtd {
             domains: Vec::new(),
             devices: BTreeMap::new(),
             scratch: None,
+            iova_holes: Vec::new(),
             stats: VtdStats::default(),
         })
     }

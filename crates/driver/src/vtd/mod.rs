@@ -103,6 +103,9 @@ pub struct Vtd {
     domains: Vec<Option<Domain>>,
     devices: BTreeMap<u16, DeviceState>,
     scratch: Option<handover::Scratch>,
+    /// IOVA ranges no domain hands out: the platform's PCI windows and the MSI range, which DMA to would
+    /// be claimed by a peer device or the interrupt controller (Linux `iova_reserve_pci_windows`).
+    iova_holes: Vec<core::ops::Range<u64>>,
     pub stats: VtdStats,
 }
 
@@ -147,13 +150,22 @@ impl Vtd {
         }
     }
 
+    /// IOVA ranges every domain created from now on keeps unused (PCI windows, MSI).
+    pub fn reserve_iova_holes(&mut self, holes: &[core::ops::Range<u64>]) {
+        self.iova_holes = holes.to_vec();
+    }
+
     /// A new DMA domain with an empty page table. IOVAs are handed out below 4 GiB first, as Linux's
     /// DMA API does for 32-bit-capable devices, above IOVA 0 which stays unmapped.
     pub fn create_domain(&mut self, hw: &mut impl Platform) -> Result<DomainId, VtdError> {
         let did = self.dids.alloc().ok_or(VtdError::OutOfDomainIds)? as u16;
         let root = self.alloc_frame(hw)?;
         let limit = (1u64 << iommu_spec::vtd::levels_width(self.levels)).min(1 << 32);
-        let dom = Domain { did, root, levels: self.levels, iova: IovaAllocator::new(0x1000, limit) };
+        let mut iova = IovaAllocator::new(0x1000, limit);
+        for h in &self.iova_holes {
+            iova.reserve(h.start, h.end);
+        }
+        let dom = Domain { did, root, levels: self.levels, iova };
         let id = DomainId(self.domains.len());
         self.domains.push(Some(dom));
         Ok(id)
