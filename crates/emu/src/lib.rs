@@ -11,6 +11,7 @@
 //! loops, no allocation sized by a guest value.
 #![forbid(unsafe_code)]
 
+pub mod devices;
 pub mod dma;
 pub mod frames;
 mod hash;
@@ -19,6 +20,7 @@ pub mod platform;
 pub mod snp;
 pub mod vtd;
 
+pub use devices::{AnyDevice, Blk, BlkConfig, Bulk, BulkConfig, DmaDevice, DmaEvent, Nic, NicConfig, Rate};
 pub use dma::{dma_read, dma_write, Access, DmaOutcome, FaultInfo, Iommu, Translation};
 pub use frames::FrameRegion;
 pub use mem::{MemStats, PhysMemory};

@@ -1,0 +1,293 @@
+//! An NVMe-like block device: one I/O submission queue and one completion queue in memory, a tail
+//! doorbell, phase-tagged completions, and a sparse backing store where the crash kernel's dump lands.
+//!
+//! Modelled on NVMe base spec 2.0: 64-byte submission queue entries (§4.2: CDW0 opcode and command ID,
+//! NSID, PRP1/PRP2, CDW10–11 SLBA and CDW12 NLB for the NVM command set's Read 02h and Write 01h),
+//! 16-byte completion queue entries (§4.6: DW2 SQ head pointer and SQ identifier, DW3 command ID, phase
+//! tag P in bit 16 and the status field above it). The phase tag the controller writes starts at 1 and
+//! inverts every time the completion queue wraps, which is how the host tells new entries from old ones
+//! without a head register. A full completion queue (tail + 1 == head) stalls the controller until the
+//! host rings the completion-queue head doorbell.
+
+use std::collections::BTreeMap;
+
+use crate::dma::Iommu;
+use crate::mem::PhysMemory;
+
+use super::nvme::{status, CqEntry, SqEntry, BLOCK, CQE_SIZE, MAX_QUEUE, NSID, OPC_FLUSH, OPC_READ, OPC_WRITE};
+use super::nvme::{SQE_SIZE, SQID, STATUS_DNR};
+use super::port::{Clock, Port};
+use super::{DmaDevice, DmaEvent};
+
+/// Commands handled per tick at most, whatever the configuration and the gap since the last tick.
+pub const MAX_CMDS_PER_TICK: u64 = 256;
+/// The largest maximum data transfer size the model accepts, in blocks (1 MiB).
+pub const MAX_MDTS_BLOCKS: u32 = 256;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlkConfig {
+    /// Commands fetched and completed per tick (bounded by [`MAX_CMDS_PER_TICK`]).
+    pub cmds_per_tick: u32,
+    /// Namespace size in blocks (NSZE).
+    pub capacity_blocks: u64,
+    /// Maximum data transfer size in blocks (MDTS), clamped to `1..=MAX_MDTS_BLOCKS`; larger commands
+    /// complete with Invalid Field.
+    pub mdts_blocks: u32,
+}
+
+impl Default for BlkConfig {
+    fn default() -> Self {
+        BlkConfig { cmds_per_tick: 4, capacity_blocks: 1 << 20, mdts_blocks: 32 }
+    }
+}
+
+/// The model's counters (they survive FLR).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BlkStats {
+    /// Commands fetched.
+    pub commands: u64,
+    /// Completions posted with success status.
+    pub ok: u64,
+    /// Completions posted with an error status.
+    pub errors: u64,
+    /// DMA steps that failed (IOMMU fault or non-memory address), of any kind.
+    pub dma_errors: u64,
+    /// Commands whose completion could not be written.
+    pub lost_completions: u64,
+    pub blocks_written: u64,
+    pub blocks_read: u64,
+    /// Ticks the controller stopped early because the completion queue was full.
+    pub cq_full: u64,
+    pub flrs: u64,
+}
+
+/// An NVMe-like controller with one queue pair. See the module docs.
+#[derive(Clone, Debug)]
+pub struct Blk {
+    name: String,
+    rid: u32,
+    cfg: BlkConfig,
+    /// CC.EN with the I/O queue pair created.
+    enabled: bool,
+    sq_base: u64,
+    cq_base: u64,
+    entries: u32,
+    sq_head: u32,
+    /// The SQ tail doorbell.
+    sq_tail: u32,
+    cq_tail: u32,
+    /// The CQ head doorbell.
+    cq_head: u32,
+    /// The phase tag of the next completion.
+    phase: bool,
+    clock: Clock,
+    /// The media: LBA → block; unwritten blocks read as zeros. Survives FLR.
+    store: BTreeMap<u64, Box<[u8; BLOCK]>>,
+    stats: BlkStats,
+    buf: Vec<u8>,
+}
+
+impl Blk {
+    pub fn new(name: impl Into<String>, rid: u32, cfg: BlkConfig) -> Self {
+        let cfg = BlkConfig { mdts_blocks: cfg.mdts_blocks.clamp(1, MAX_MDTS_BLOCKS), ..cfg };
+        Blk {
+            name: name.into(),
+            rid,
+            cfg,
+            enabled: false,
+            sq_base: 0,
+            cq_base: 0,
+            entries: 0,
+            sq_head: 0,
+            sq_tail: 0,
+            cq_tail: 0,
+            cq_head: 0,
+            phase: true,
+            clock: Clock::default(),
+            store: BTreeMap::new(),
+            stats: BlkStats::default(),
+            buf: Vec::new(),
+        }
+    }
+
+    /// Create the queue pair (both `entries` long, clamped to `MAX_QUEUE`; fewer than 2 disables) with
+    /// all pointers 0 and phase 1, and enable the controller.
+    pub fn set_queues(&mut self, sq_base: u64, cq_base: u64, entries: u32) {
+        self.entries = entries.min(MAX_QUEUE);
+        self.enabled = self.entries >= 2;
+        (self.sq_base, self.cq_base) = (sq_base, cq_base);
+        (self.sq_head, self.sq_tail, self.cq_tail, self.cq_head) = (0, 0, 0, 0);
+        self.phase = true;
+    }
+
+    /// The SQ tail doorbell: entries from the head up to `tail` are commands. A value beyond the queue
+    /// is ignored (on hardware: an Invalid Doorbell Write Value event, not modelled).
+    pub fn ring_sq_tail(&mut self, tail: u32) {
+        if tail < self.entries {
+            self.sq_tail = tail;
+        }
+    }
+
+    /// The CQ head doorbell: the host consumed completions up to `head`.
+    pub fn ring_cq_head(&mut self, head: u32) {
+        if head < self.entries {
+            self.cq_head = head;
+        }
+    }
+
+    pub fn sq_head(&self) -> u32 {
+        self.sq_head
+    }
+
+    pub fn cq_tail(&self) -> u32 {
+        self.cq_tail
+    }
+
+    /// The phase tag the next completion will carry.
+    pub fn phase(&self) -> bool {
+        self.phase
+    }
+
+    pub fn is_enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// Block `lba` of the media, or `None` if never written (reads as zeros).
+    pub fn block(&self, lba: u64) -> Option<&[u8; BLOCK]> {
+        self.store.get(&lba).map(|b| &**b)
+    }
+
+    /// Every written block, by ascending LBA.
+    pub fn blocks(&self) -> impl Iterator<Item = (u64, &[u8; BLOCK])> + '_ {
+        self.store.iter().map(|(lba, b)| (*lba, &**b))
+    }
+
+    /// Put data on the media directly (a disk that arrives with contents); ignored beyond capacity.
+    pub fn preload(&mut self, lba: u64, data: &[u8; BLOCK]) {
+        if lba < self.cfg.capacity_blocks {
+            self.store.insert(lba, Box::new(*data));
+        }
+    }
+
+    pub fn config(&self) -> &BlkConfig {
+        &self.cfg
+    }
+
+    pub fn stats(&self) -> BlkStats {
+        self.stats
+    }
+
+    /// Run one fetched command; returns its status.
+    fn execute(&mut self, cmd: &SqEntry, port: &mut Port<'_>) -> u16 {
+        if cmd.opcode != OPC_FLUSH && cmd.opcode != OPC_WRITE && cmd.opcode != OPC_READ {
+            return STATUS_DNR | status::INVALID_OPCODE as u16;
+        }
+        if cmd.nsid != NSID {
+            return STATUS_DNR | status::INVALID_NAMESPACE as u16;
+        }
+        if cmd.opcode == OPC_FLUSH {
+            return status::SUCCESS as u16;
+        }
+        let blocks = cmd.blocks();
+        if blocks > self.cfg.mdts_blocks {
+            return STATUS_DNR | status::INVALID_FIELD as u16;
+        }
+        if cmd.slba.checked_add(blocks as u64).is_none_or(|end| end > self.cfg.capacity_blocks) {
+            return STATUS_DNR | status::LBA_OUT_OF_RANGE as u16;
+        }
+        self.buf.clear();
+        self.buf.resize(blocks as usize * BLOCK, 0);
+        if cmd.opcode == OPC_WRITE {
+            if !port.read(cmd.prp1, &mut self.buf, "data-out").is_done() {
+                self.stats.dma_errors += 1;
+                return status::DATA_TRANSFER_ERROR as u16;
+            }
+            for (lba, data) in (cmd.slba..).zip(self.buf.chunks_exact(BLOCK)) {
+                let block = self.store.entry(lba).or_insert_with(|| Box::new([0; BLOCK]));
+                block.copy_from_slice(data);
+            }
+            self.stats.blocks_written += blocks as u64;
+        } else {
+            for (lba, data) in (cmd.slba..).zip(self.buf.chunks_exact_mut(BLOCK)) {
+                if let Some(block) = self.store.get(&lba) {
+                    data.copy_from_slice(&block[..]);
+                }
+            }
+            if !port.write(cmd.prp1, &self.buf, "data-in").is_done() {
+                self.stats.dma_errors += 1;
+                return status::DATA_TRANSFER_ERROR as u16;
+            }
+            self.stats.blocks_read += blocks as u64;
+        }
+        status::SUCCESS as u16
+    }
+}
+
+impl DmaDevice for Blk {
+    fn rid(&self) -> u32 {
+        self.rid
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn tick(&mut self, now: u64, iommu: &mut dyn Iommu, mem: &mut PhysMemory, log: &mut Vec<DmaEvent>) {
+        let Some((from, to)) = self.clock.advance(now) else { return };
+        if !self.enabled {
+            return;
+        }
+        let budget = (self.cfg.cmds_per_tick as u64).saturating_mul(to - from + 1).min(MAX_CMDS_PER_TICK);
+        let mut port = Port { now, rid: self.rid, iommu, mem, log };
+        for _ in 0..budget {
+            if self.sq_head == self.sq_tail {
+                break;
+            }
+            if (self.cq_tail + 1) % self.entries == self.cq_head {
+                self.stats.cq_full += 1;
+                break;
+            }
+            let mut raw = [0; SQE_SIZE as usize];
+            let at = self.sq_base.wrapping_add(self.sq_head as u64 * SQE_SIZE);
+            if !port.read(at, &mut raw, "sq-fetch").is_done() {
+                // The command stays at the head; the fetch is retried next tick.
+                self.stats.dma_errors += 1;
+                break;
+            }
+            let cmd = SqEntry::from_bytes(&raw);
+            self.sq_head = (self.sq_head + 1) % self.entries;
+            self.stats.commands += 1;
+            let status = self.execute(&cmd, &mut port);
+            let cqe =
+                CqEntry { dw0: 0, sq_head: self.sq_head as u16, sq_id: SQID, cid: cmd.cid, phase: self.phase, status };
+            let at = self.cq_base.wrapping_add(self.cq_tail as u64 * CQE_SIZE);
+            if !port.write(at, &cqe.to_bytes(), "cq-post").is_done() {
+                // The command ran but the host will never hear of it; the slot is reused.
+                self.stats.dma_errors += 1;
+                self.stats.lost_completions += 1;
+                continue;
+            }
+            if cqe.is_success() {
+                self.stats.ok += 1;
+            } else {
+                self.stats.errors += 1;
+            }
+            self.cq_tail = (self.cq_tail + 1) % self.entries;
+            if self.cq_tail == 0 {
+                self.phase = !self.phase;
+            }
+        }
+    }
+
+    fn flr(&mut self) {
+        self.enabled = false;
+        (self.sq_base, self.cq_base, self.entries) = (0, 0, 0);
+        (self.sq_head, self.sq_tail, self.cq_tail, self.cq_head) = (0, 0, 0, 0);
+        self.phase = true;
+        self.stats.flrs += 1;
+    }
+
+    fn is_quiescent(&self) -> bool {
+        !self.enabled || self.sq_head == self.sq_tail || (self.cq_tail + 1) % self.entries == self.cq_head
+    }
+}

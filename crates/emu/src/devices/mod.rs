@@ -1,0 +1,171 @@
+//! DMA-capable devices: the traffic that is still in flight when a host crashes (DESIGN.md §1, issue 5).
+//!
+//! Three models, each a small state machine advanced on the simulator's virtual clock:
+//!
+//! - [`Nic`]: the receive path of an e1000-class NIC, writing packets into buffers posted on a ring of
+//!   legacy RX descriptors and writing each descriptor back with DD|EOP;
+//! - [`Blk`]: an NVMe-like controller with one submission/completion queue pair, a phase-tagged
+//!   completion queue and a sparse backing store (where the crash kernel writes the dump);
+//! - [`Bulk`]: a copy engine (GPU-like) that loops over a list of (src, dst, len) descriptors forever.
+//!
+//! Every memory access of a device is a DMA through an [`Iommu`] with the device's requester ID (the
+//! `dma_read`/`dma_write` entry point, DESIGN.md §2): there is no back door, so what a device can reach
+//! is exactly what the IOMMU lets through. Each access is logged as a [`DmaEvent`] naming its purpose,
+//! so the simulator can classify (translated, faulted, redirected, untranslated) and attribute it.
+//!
+//! A device's registers are its methods (MMIO, not memory). Nothing stops a device when the host
+//! crashes: it keeps running on the old kernel's rings until a function-level reset ([`DmaDevice::flr`]).
+//! Everything a device reads from memory (descriptors, commands) may be garbage: fields are clamped,
+//! addresses are just addresses, and work per tick is bounded (DESIGN.md §5).
+
+use std::fmt::Debug;
+
+use crate::dma::{Access, DmaOutcome, Iommu};
+use crate::mem::PhysMemory;
+
+pub mod blk;
+pub mod bulk;
+pub mod nic;
+pub mod nvme;
+mod port;
+
+pub use blk::{Blk, BlkConfig, BlkStats};
+pub use bulk::{Bulk, BulkConfig, BulkDesc, BulkStats};
+pub use nic::{Nic, NicConfig, NicStats, RxDesc};
+pub use nvme::{CqEntry, SqEntry};
+pub use port::Rate;
+
+/// One DMA a device issued: what it asked for, what the IOMMU and memory made of it, and why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DmaEvent {
+    /// The virtual-clock tick it happened at.
+    pub time: u64,
+    /// Requester (PCI: bus/device/function) or stream ID the IOMMU saw.
+    pub rid: u32,
+    /// The DMA address the device used (an IOVA, or a physical address when nothing translates).
+    pub iova: u64,
+    /// Bytes requested.
+    pub len: usize,
+    pub access: Access,
+    pub outcome: DmaOutcome,
+    /// The physical address of the first page's access, when the IOMMU translated it (even if memory
+    /// then refused it: see [`DmaOutcome::BadAddress`]). `None` when the first page faulted.
+    pub phys: Option<u64>,
+    /// The purpose, per device: `rx-desc`, `rx-data`, `rx-wb` (NIC); `sq-fetch`, `data-out`, `data-in`,
+    /// `cq-post` (Blk); `bulk-desc`, `bulk-src`, `bulk-dst` (Bulk).
+    pub what: &'static str,
+}
+
+impl DmaEvent {
+    /// Bytes that actually moved (all of them unless a page faulted or missed memory).
+    pub fn moved(&self) -> usize {
+        match self.outcome {
+            DmaOutcome::Done => self.len,
+            DmaOutcome::Fault { done, .. } | DmaOutcome::BadAddress { done, .. } => done,
+        }
+    }
+}
+
+/// A bus-mastering device on the simulator's clock. Object-safe: a machine holds its devices as
+/// `Vec<Box<dyn DmaDevice>>` or as [`AnyDevice`]s.
+pub trait DmaDevice: Debug + Send {
+    /// The requester ID its DMA carries.
+    fn rid(&self) -> u32;
+    /// A name for reports (also stamped into the data the device writes, where it writes data).
+    fn name(&self) -> &str;
+    /// Advance to tick `now`, doing the work due since the previous call (a repeated or earlier `now`
+    /// does nothing). All memory access goes through `iommu` into `mem`; every DMA is appended to `log`.
+    /// Work per call is bounded whatever the gap since the last call or the contents of memory.
+    fn tick(&mut self, now: u64, iommu: &mut dyn Iommu, mem: &mut PhysMemory, log: &mut Vec<DmaEvent>);
+    /// Function-level reset (PCIe FLR): DMA stops and every register and queue pointer is forgotten, as
+    /// the crash kernel's driver does before it reuses a device. The model's own statistics (and a disk's
+    /// media) survive.
+    fn flr(&mut self);
+    /// True when the device will issue no DMA until the driver writes one of its registers: not enabled,
+    /// or enabled with nothing to do (an empty RX ring, no new submission, an empty copy list).
+    fn is_quiescent(&self) -> bool;
+}
+
+/// The three device models as one type, for a machine that wants to reach a device's own registers
+/// (`set_rx_tail`, `ring_sq_tail`, ...) without downcasting.
+#[derive(Clone, Debug)]
+pub enum AnyDevice {
+    Nic(Nic),
+    Blk(Blk),
+    Bulk(Bulk),
+}
+
+impl AnyDevice {
+    fn dev(&self) -> &dyn DmaDevice {
+        match self {
+            AnyDevice::Nic(d) => d,
+            AnyDevice::Blk(d) => d,
+            AnyDevice::Bulk(d) => d,
+        }
+    }
+
+    fn dev_mut(&mut self) -> &mut dyn DmaDevice {
+        match self {
+            AnyDevice::Nic(d) => d,
+            AnyDevice::Blk(d) => d,
+            AnyDevice::Bulk(d) => d,
+        }
+    }
+
+    pub fn as_nic_mut(&mut self) -> Option<&mut Nic> {
+        match self {
+            AnyDevice::Nic(d) => Some(d),
+            _ => None,
+        }
+    }
+
+    pub fn as_blk_mut(&mut self) -> Option<&mut Blk> {
+        match self {
+            AnyDevice::Blk(d) => Some(d),
+            _ => None,
+        }
+    }
+
+    pub fn as_bulk_mut(&mut self) -> Option<&mut Bulk> {
+        match self {
+            AnyDevice::Bulk(d) => Some(d),
+            _ => None,
+        }
+    }
+}
+
+impl DmaDevice for AnyDevice {
+    fn rid(&self) -> u32 {
+        self.dev().rid()
+    }
+    fn name(&self) -> &str {
+        self.dev().name()
+    }
+    fn tick(&mut self, now: u64, iommu: &mut dyn Iommu, mem: &mut PhysMemory, log: &mut Vec<DmaEvent>) {
+        self.dev_mut().tick(now, iommu, mem, log)
+    }
+    fn flr(&mut self) {
+        self.dev_mut().flr()
+    }
+    fn is_quiescent(&self) -> bool {
+        self.dev().is_quiescent()
+    }
+}
+
+impl From<Nic> for AnyDevice {
+    fn from(d: Nic) -> Self {
+        AnyDevice::Nic(d)
+    }
+}
+
+impl From<Blk> for AnyDevice {
+    fn from(d: Blk) -> Self {
+        AnyDevice::Blk(d)
+    }
+}
+
+impl From<Bulk> for AnyDevice {
+    fn from(d: Bulk) -> Self {
+        AnyDevice::Bulk(d)
+    }
+}
