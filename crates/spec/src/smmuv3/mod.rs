@@ -1,1 +1,118 @@
-//! ARM SMMUv3: layouts. Filled in by the SMMUv3 work (issue 4).
+//! Arm SMMUv3 (System MMU architecture v3, IHI 0070): registers (chapter 6), stream table and STE (5.1, 5.2),
+//! context descriptors (5.4), commands (4.1–4.7), event records (7.3) and the VMSAv8-64 descriptors the SMMU walks
+//! with a 4 KiB granule (Arm ARM D8).
+//!
+//! Names follow the spec and Linux's `drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.h` (`ARM_SMMU_*`, `STRTAB_STE_*`,
+//! `CTXDESC_CD_*`, `CMDQ_*`, `EVTQ_*`). Structures in memory are little-endian 64-bit words ("dwN" = word N); every
+//! type here works on the words as integers, and the caller does the byte order.
+
+/// Conversions an open enum needs to be a `bitfield-struct` field: `from_bits` keeps only the field's width, so
+/// any raw value decodes.
+macro_rules! open_enum_bits {
+    ($ty:ty, $width:expr) => {
+        impl $ty {
+            pub const fn from_bits(v: u8) -> Self {
+                Self(v & ((1u16 << $width) - 1) as u8)
+            }
+            pub const fn into_bits(self) -> u8 {
+                self.0
+            }
+        }
+    };
+}
+
+pub mod cd;
+pub mod cmd;
+pub mod command;
+pub mod event;
+pub mod idr;
+pub mod pgtable;
+pub mod pte;
+pub mod queue;
+pub mod regs;
+pub mod ste;
+pub mod strtab;
+
+pub use cd::*;
+pub use cmd::*;
+pub use command::*;
+pub use event::*;
+pub use idr::*;
+pub use pgtable::*;
+pub use pte::*;
+pub use queue::*;
+pub use regs::*;
+pub use ste::*;
+pub use strtab::*;
+
+/// Physical-address size encodings shared by IDR5.OAS, CD.IPS and STE.S2PS (6.3.6): bits for `enc`, or `None`
+/// for the reserved value 7.
+pub const fn pa_bits(enc: u8) -> Option<u32> {
+    match enc {
+        0 => Some(32),
+        1 => Some(36),
+        2 => Some(40),
+        3 => Some(42),
+        4 => Some(44),
+        5 => Some(48),
+        6 => Some(52),
+        _ => None,
+    }
+}
+
+/// The encoding of a physical-address size of `bits` (the inverse of [`pa_bits`]), rounding up to the next
+/// architected size; `None` beyond 52 bits.
+pub const fn pa_enc(bits: u32) -> Option<u8> {
+    let mut enc = 0;
+    while enc < 7 {
+        if let Some(b) = pa_bits(enc) {
+            if b >= bits {
+                return Some(enc);
+            }
+        }
+        enc += 1;
+    }
+    None
+}
+
+/// Memory cacheability of table and queue fetches in STE.S1CIR/S1COR, STE.S2IR0/S2OR0 and CD.IR0/OR0
+/// (the TCR-style encoding; `STRTAB_STE_1_S1C_CACHE_*`). CR1 uses a different encoding: see [`regs::cr1_cache`].
+pub mod cache {
+    /// Non-cacheable.
+    pub const NC: u8 = 0;
+    /// Write-back, read-allocate, write-allocate.
+    pub const WBRA: u8 = 1;
+    /// Write-through, read-allocate.
+    pub const WT: u8 = 2;
+    /// Write-back, read-allocate, no write-allocate.
+    pub const WB: u8 = 3;
+}
+
+/// Shareability (`ARM_SMMU_SH_*`), used by CR1, STE, CD, MSI configuration and page-table descriptors.
+pub mod sh {
+    /// Non-shareable.
+    pub const NSH: u8 = 0;
+    /// Outer shareable.
+    pub const OSH: u8 = 2;
+    /// Inner shareable.
+    pub const ISH: u8 = 3;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pa_size_encodings() {
+        let table = [(0, 32), (1, 36), (2, 40), (3, 42), (4, 44), (5, 48), (6, 52)];
+        for (enc, bits) in table {
+            assert_eq!(pa_bits(enc), Some(bits));
+            assert_eq!(pa_enc(bits), Some(enc));
+        }
+        assert_eq!(pa_bits(7), None);
+        assert_eq!(pa_bits(0xff), None);
+        assert_eq!(pa_enc(39), Some(2), "round up to 40 bits");
+        assert_eq!(pa_enc(0), Some(0));
+        assert_eq!(pa_enc(53), None);
+    }
+}

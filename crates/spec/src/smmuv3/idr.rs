@@ -1,0 +1,300 @@
+//! SMMUv3 identification registers (spec 6.3.1–6.3.8): what the SMMU implements.
+
+use bitfield_struct::bitfield;
+
+/// IDR0.ST_LEVEL: stream table formats supported.
+#[open_enum::open_enum]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum StLevel {
+    LinearOnly = 0,
+    /// Linear and 2-level (`IDR0_ST_LVL_2LVL`).
+    TwoLevel = 1,
+}
+open_enum_bits!(StLevel, 2);
+
+/// IDR0.STALL_MODEL.
+#[open_enum::open_enum]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum StallModel {
+    /// Stall and terminate both supported (`IDR0_STALL_MODEL_STALL`).
+    Stall = 0,
+    TerminateOnly = 1,
+    /// Stall forced on faults configured for stall (`IDR0_STALL_MODEL_FORCE`).
+    Force = 2,
+}
+open_enum_bits!(StallModel, 2);
+
+/// IDR0.TTENDIAN: translation-table endianness supported.
+#[open_enum::open_enum]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum TtEndian {
+    Mixed = 0,
+    Little = 2,
+    Big = 3,
+}
+open_enum_bits!(TtEndian, 2);
+
+/// IDR0.TTF: translation-table formats supported.
+#[open_enum::open_enum]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Ttf {
+    AArch32 = 1,
+    AArch64 = 2,
+    AArch32And64 = 3,
+}
+open_enum_bits!(Ttf, 2);
+
+/// IDR0 (6.3.1), read-only.
+#[bitfield(u32)]
+#[derive(PartialEq, Eq)]
+pub struct Idr0 {
+    /// Stage-2 translation supported.
+    pub s2p: bool,
+    /// Stage-1 translation supported.
+    pub s1p: bool,
+    #[bits(2)]
+    pub ttf: Ttf,
+    /// Coherent access to tables, queues and MSIs (Linux `ARM_SMMU_FEAT_COHERENCY`).
+    pub cohacc: bool,
+    /// Broadcast TLB maintenance.
+    pub btm: bool,
+    /// Hardware translation-table update: 0 none, 1 Access flag, 2 Access and Dirty.
+    #[bits(2)]
+    pub httu: u8,
+    pub dormhint: bool,
+    /// EL2 (hypervisor) stage-1 contexts.
+    pub hyp: bool,
+    pub ats: bool,
+    pub ns1ats: bool,
+    /// 16-bit ASIDs (else 8).
+    pub asid16: bool,
+    /// MSIs for queues and GERROR.
+    pub msi: bool,
+    /// WFE wake-up event on queue changes.
+    pub sev: bool,
+    pub atos: bool,
+    /// PCIe page request interface (PRI queue).
+    pub pri: bool,
+    /// VMID wildcards (CR0.VMW).
+    pub vmw: bool,
+    /// 16-bit VMIDs (else 8).
+    pub vmid16: bool,
+    /// 2-level context-descriptor tables.
+    pub cd2l: bool,
+    pub vatos: bool,
+    #[bits(2)]
+    pub ttendian: TtEndian,
+    pub atsrecerr: bool,
+    #[bits(2)]
+    pub stall_model: StallModel,
+    /// Terminated transactions with stall disabled: 0 abort, 1 RAZ/WI is allowed.
+    pub term_model: bool,
+    #[bits(2)]
+    pub st_level: StLevel,
+    #[bits(1)]
+    __: u8,
+    pub rme_impl: bool,
+    #[bits(1)]
+    __: u8,
+}
+
+/// IDR1 (6.3.2), read-only.
+#[bitfield(u32)]
+#[derive(PartialEq, Eq)]
+pub struct Idr1 {
+    /// StreamID width in bits.
+    #[bits(6)]
+    pub sidsize: u8,
+    /// SubstreamID width in bits (0: no substreams).
+    #[bits(5)]
+    pub ssidsize: u8,
+    /// Largest PRI queue: log2 entries.
+    #[bits(5)]
+    pub priqs: u8,
+    /// Largest event queue: log2 entries.
+    #[bits(5)]
+    pub evtqs: u8,
+    /// Largest command queue: log2 entries.
+    #[bits(5)]
+    pub cmdqs: u8,
+    pub attr_perms_ovr: bool,
+    pub attr_types_ovr: bool,
+    /// Base addresses are relative to the SMMU (with the presets).
+    pub rel: bool,
+    /// Queue base registers are fixed by the implementation.
+    pub queues_preset: bool,
+    /// STRTAB_BASE registers are fixed by the implementation.
+    pub tables_preset: bool,
+    pub ecmdq: bool,
+}
+
+/// IDR3 (6.3.4), read-only.
+#[bitfield(u32)]
+#[derive(PartialEq, Eq)]
+pub struct Idr3 {
+    #[bits(2)]
+    __: u8,
+    /// Hierarchical attribute disable (CD.HAD0/HAD1).
+    pub had: bool,
+    pub pbha: bool,
+    pub xnx: bool,
+    pub pps: bool,
+    #[bits(1)]
+    __: u8,
+    pub mpam: bool,
+    pub fwb: bool,
+    /// Small translation tables: T0SZ up to 48 with a 4 KiB granule.
+    pub stt: bool,
+    /// Range invalidation (TLBI NUM/SCALE).
+    pub ril: bool,
+    #[bits(2)]
+    pub bbml: u8,
+    pub e0pd: bool,
+    pub ptwnnc: bool,
+    pub dpt: bool,
+    #[bits(16)]
+    __: u16,
+}
+
+/// IDR5 (6.3.6), read-only.
+#[bitfield(u32)]
+#[derive(PartialEq, Eq)]
+pub struct Idr5 {
+    /// Output address size, encoded as [`super::pa_bits`].
+    #[bits(3)]
+    pub oas: u8,
+    #[bits(1)]
+    __: u8,
+    pub gran4k: bool,
+    pub gran16k: bool,
+    pub gran64k: bool,
+    #[bits(3)]
+    __: u8,
+    /// Virtual address extension: 1 = 52-bit VAs with 64 KiB granule.
+    #[bits(2)]
+    pub vax: u8,
+    #[bits(4)]
+    __: u8,
+    /// Maximum outstanding stalled transactions.
+    pub stall_max: u16,
+}
+
+impl Idr5 {
+    /// Output address size in bits, `None` for the reserved encoding.
+    pub const fn oas_bits(self) -> Option<u32> {
+        super::pa_bits(self.oas())
+    }
+}
+
+/// IIDR (6.3.7), read-only.
+#[bitfield(u32)]
+#[derive(PartialEq, Eq)]
+pub struct Iidr {
+    #[bits(12)]
+    pub implementer: u16,
+    #[bits(4)]
+    pub revision: u8,
+    #[bits(4)]
+    pub variant: u8,
+    #[bits(12)]
+    pub productid: u16,
+}
+
+/// AIDR (6.3.8): architecture revision, SMMUv3.x with x the minor revision.
+#[bitfield(u32)]
+#[derive(PartialEq, Eq)]
+pub struct Aidr {
+    #[bits(4)]
+    pub arch_minor_rev: u8,
+    /// 0 for SMMUv3.
+    #[bits(4)]
+    pub arch_major_rev: u8,
+    #[bits(24)]
+    __: u32,
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idr0_fields_at_spec_bits() {
+        let one: [(Idr0, u32); 21] = [
+            (Idr0::new().with_s2p(true), 0),
+            (Idr0::new().with_s1p(true), 1),
+            (Idr0::new().with_cohacc(true), 4),
+            (Idr0::new().with_btm(true), 5),
+            (Idr0::new().with_hyp(true), 9),
+            (Idr0::new().with_ats(true), 10),
+            (Idr0::new().with_ns1ats(true), 11),
+            (Idr0::new().with_asid16(true), 12),
+            (Idr0::new().with_msi(true), 13),
+            (Idr0::new().with_sev(true), 14),
+            (Idr0::new().with_atos(true), 15),
+            (Idr0::new().with_pri(true), 16),
+            (Idr0::new().with_vmw(true), 17),
+            (Idr0::new().with_vmid16(true), 18),
+            (Idr0::new().with_cd2l(true), 19),
+            (Idr0::new().with_vatos(true), 20),
+            (Idr0::new().with_atsrecerr(true), 23),
+            (Idr0::new().with_term_model(true), 26),
+            (Idr0::new().with_rme_impl(true), 30),
+            (Idr0::new().with_dormhint(true), 8),
+            (Idr0::new().with_httu(1), 6),
+        ];
+        for (r, bit) in one {
+            assert_eq!(r.into_bits(), 1 << bit, "bit {bit}");
+        }
+        // A 2-level, little-endian, AArch64, stall-forcing SMMU with A+D updates.
+        let raw = 1 << 27 | 2 << 24 | 2 << 21 | 2 << 6 | 2 << 2 | 3;
+        let r = Idr0::from_bits(raw);
+        assert_eq!(r.st_level(), StLevel::TwoLevel);
+        assert_eq!(r.stall_model(), StallModel::Force);
+        assert_eq!(r.ttendian(), TtEndian::Little);
+        assert_eq!(r.ttf(), Ttf::AArch64);
+        assert_eq!(r.httu(), 2);
+        assert!(r.s1p() && r.s2p());
+        assert_eq!(Idr0::from_bits(3 << 27).st_level(), StLevel(3), "reserved ST_LEVEL decodes");
+        assert_eq!(Idr0::from_bits(1 << 21).ttendian(), TtEndian(1));
+    }
+    #[test]
+    fn idr1_idr3_idr5_fields() {
+        let r = Idr1::new().with_sidsize(32).with_ssidsize(20).with_priqs(19).with_evtqs(19).with_cmdqs(19);
+        assert_eq!(r.into_bits(), 32 | 20 << 6 | 19 << 11 | 19 << 16 | 19 << 21);
+        assert_eq!(Idr1::new().with_attr_perms_ovr(true).into_bits(), 1 << 26);
+        assert_eq!(Idr1::new().with_attr_types_ovr(true).into_bits(), 1 << 27);
+        assert_eq!(Idr1::new().with_rel(true).into_bits(), 1 << 28);
+        assert_eq!(Idr1::new().with_queues_preset(true).into_bits(), 1 << 29);
+        assert_eq!(Idr1::new().with_tables_preset(true).into_bits(), 1 << 30);
+        assert_eq!(Idr1::new().with_ecmdq(true).into_bits(), 1 << 31);
+        assert_eq!(Idr3::new().with_had(true).into_bits(), 1 << 2);
+        assert_eq!(Idr3::new().with_fwb(true).into_bits(), 1 << 8);
+        assert_eq!(Idr3::new().with_stt(true).into_bits(), 1 << 9);
+        assert_eq!(Idr3::new().with_ril(true).into_bits(), 1 << 10);
+        assert_eq!(Idr3::new().with_bbml(2).into_bits(), 2 << 11);
+        assert_eq!(Idr3::new().with_dpt(true).into_bits(), 1 << 15);
+        let r5 = Idr5::from_bits(0xffff << 16 | 1 << 10 | 0b111 << 4 | 5);
+        assert_eq!(r5.oas_bits(), Some(48));
+        assert!(r5.gran4k() && r5.gran16k() && r5.gran64k());
+        assert_eq!(r5.vax(), 1);
+        assert_eq!(r5.stall_max(), 0xffff);
+        assert_eq!(Idr5::from_bits(7).oas_bits(), None);
+        let ii = Iidr::from_bits(0x4830_243b);
+        assert_eq!((ii.productid(), ii.variant(), ii.revision(), ii.implementer()), (0x483, 0, 2, 0x43b));
+        assert_eq!(Aidr::from_bits(0x02).arch_minor_rev(), 2);
+    }
+    #[test]
+    fn id_registers_round_trip_any_raw_value() {
+        for raw in [0u32, u32::MAX, 0x5555_5555, 0xdead_beef] {
+            assert_eq!(Idr0::from_bits(raw).into_bits(), raw);
+            assert_eq!(Idr1::from_bits(raw).into_bits(), raw);
+            assert_eq!(Idr3::from_bits(raw).into_bits(), raw);
+            assert_eq!(Idr5::from_bits(raw).into_bits(), raw);
+            assert_eq!(Iidr::from_bits(raw).into_bits(), raw);
+            assert_eq!(Aidr::from_bits(raw).into_bits(), raw);
+        }
+    }
+}
