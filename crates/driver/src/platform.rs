@@ -42,6 +42,8 @@ impl fmt::Display for MemError {
     }
 }
 
+impl core::error::Error for MemError {}
+
 /// Physical memory as the CPU sees it (the kernel's `memremap` of RAM, write-back).
 pub trait PhysMem {
     fn read(&self, pa: u64, buf: &mut [u8]) -> Result<(), MemError>;

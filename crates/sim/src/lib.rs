@@ -7,7 +7,8 @@
 //! Runs are deterministic from their seed.
 #![forbid(unsafe_code)]
 
-pub mod device;
+pub mod kernel;
+pub mod ledger;
 pub mod machine;
 pub mod outcome;
 pub mod scenario;
@@ -15,4 +16,4 @@ pub mod snpcheck;
 
 pub use machine::{Machine, MachineConfig};
 pub use outcome::{DmaCounts, Outcome};
-pub use scenario::{run, Knobs, Scenario, TraceEvent};
+pub use scenario::{run, run_detailed, run_on, Knobs, RunDetail, Scenario, TraceEvent};

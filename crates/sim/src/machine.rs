@@ -1,14 +1,19 @@
-//! The simulated machine: RAM, the crash kernel's reserved region, one VT-d unit and its devices.
+//! The simulated machine: RAM with a PCI hole, the crash kernel's reserved region, one VT-d unit and its
+//! devices (a NIC, an NVMe-like disk, a bulk copy engine), all of whose DMA goes through the unit.
 
 use std::ops::Range;
 
 use iommu_driver::BootEnv;
+use iommu_emu::devices::{AnyDevice, Blk, BlkConfig, Bulk, BulkConfig, DmaDevice, DmaEvent, Nic, NicConfig, Rate};
 use iommu_emu::{EmuPlatform, FrameRegion, PhysMemory, VtdConfig, VtdModel};
-
-use crate::device::{Device, Role};
 
 pub const GIB: u64 = 1 << 30;
 pub const MIB: u64 = 1 << 20;
+
+/// Requester IDs, as QEMU's q35 places e1000e and nvme (00:02.0, 00:03.0) and a third device at 00:04.0.
+pub const NIC_RID: u16 = 0x0010;
+pub const DISK_RID: u16 = 0x0018;
+pub const BULK_RID: u16 = 0x0020;
 
 /// Where things live in physical memory.
 #[derive(Clone, Debug)]
@@ -18,12 +23,14 @@ pub struct MachineConfig {
     pub crash_region: Range<u64>,
     /// The primary kernel's pages for IOMMU structures.
     pub kernel_frames: Range<u64>,
-    /// The primary kernel's pages for DMA buffers.
+    /// The primary kernel's pages for device rings and DMA buffers.
     pub buffer_pool: Range<u64>,
     /// The PCI MMIO window (and MSI range) below 4 GiB: not RAM, and kept out of every DMA domain's IOVAs.
     pub pci_hole: Range<u64>,
     /// Use VT-d scalable mode (both kernels).
     pub scalable: bool,
+    /// Packets per tick arriving at the NIC.
+    pub nic_rate: Rate,
 }
 
 impl MachineConfig {
@@ -32,12 +39,13 @@ impl MachineConfig {
     /// translation off old DMA lands on the old kernel's memory just beneath it.
     pub fn default_vtd() -> Self {
         MachineConfig {
-            ram: vec![0x10_0000..3 * GIB, 4 * GIB..6 * GIB],
+            ram: vec![0..3 * GIB, 4 * GIB..6 * GIB],
             crash_region: 0xa000_0000..0xb000_0000,
             kernel_frames: 16 * MIB..64 * MIB,
             buffer_pool: 256 * MIB..2 * GIB,
             pci_hole: 3 * GIB..4 * GIB,
             scalable: false,
+            nic_rate: Rate::per_tick(1),
         }
     }
 
@@ -55,14 +63,22 @@ impl MachineConfig {
     }
 }
 
+/// Whose pages a driver allocates from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernel {
+    Primary,
+    Crash,
+}
+
 /// A machine with its hardware state.
 pub struct Machine {
     pub cfg: MachineConfig,
     pub mem: PhysMemory,
     pub vtd: VtdModel,
-    pub devices: Vec<Device>,
-    pub primary_frames: FrameRegion,
-    pub crash_frames: FrameRegion,
+    pub devices: Vec<AnyDevice>,
+    primary_frames: FrameRegion,
+    buffers: FrameRegion,
+    crash_frames: FrameRegion,
 }
 
 impl Machine {
@@ -70,23 +86,55 @@ impl Machine {
         let mem = PhysMemory::new(cfg.ram.clone());
         let vtd = VtdModel::new(VtdConfig::default());
         let devices = vec![
-            Device::new("nic", 0x0010, Role::Nic, iommu_emu::Access::Write),
-            Device::new("disk", 0x0018, Role::Disk, iommu_emu::Access::Write),
-            Device::new("bulk", 0x0020, Role::Bulk, iommu_emu::Access::Write),
+            AnyDevice::from(Nic::new("nic", NIC_RID as u32, NicConfig { rate: cfg.nic_rate, ..NicConfig::default() })),
+            AnyDevice::from(Blk::new(
+                "disk",
+                DISK_RID as u32,
+                BlkConfig { cmds_per_tick: 16, capacity_blocks: 1 << 21, mdts_blocks: 1 },
+            )),
+            AnyDevice::from(Bulk::new("bulk", BULK_RID as u32, BulkConfig { descs_per_tick: 1, max_len: 4096 })),
         ];
-        // The crash kernel's own image and data take the start of its region; IOMMU structures and
-        // buffers come from the rest.
+        // The crash kernel's image and data take the start of its region; IOMMU structures and buffers
+        // come from the rest.
         let crash_frames = FrameRegion::new(cfg.crash_region.start + 64 * MIB..cfg.crash_region.end);
-        Machine { primary_frames: FrameRegion::new(cfg.kernel_frames.clone()), crash_frames, cfg, mem, vtd, devices }
+        Machine {
+            primary_frames: FrameRegion::new(cfg.kernel_frames.clone()),
+            buffers: FrameRegion::new(cfg.buffer_pool.clone()),
+            crash_frames,
+            cfg,
+            mem,
+            vtd,
+            devices,
+        }
     }
 
-    /// The platform the primary kernel's driver runs on.
-    pub fn primary(&mut self) -> EmuPlatform<'_, VtdModel> {
-        EmuPlatform { dev: &mut self.vtd, mem: &mut self.mem, frames: &mut self.primary_frames }
+    /// The platform a kernel's IOMMU driver runs on: the unit, memory, and that kernel's frames.
+    pub fn platform(&mut self, k: Kernel) -> EmuPlatform<'_, VtdModel> {
+        let frames = match k {
+            Kernel::Primary => &mut self.primary_frames,
+            Kernel::Crash => &mut self.crash_frames,
+        };
+        EmuPlatform { dev: &mut self.vtd, mem: &mut self.mem, frames }
     }
 
-    /// The platform the crash kernel's driver runs on: same unit and memory, frames from the crash region.
-    pub fn crash(&mut self) -> EmuPlatform<'_, VtdModel> {
-        EmuPlatform { dev: &mut self.vtd, mem: &mut self.mem, frames: &mut self.crash_frames }
+    /// A page for a device ring or buffer: from the primary kernel's pool, or the crash kernel's region.
+    pub fn buffer_page(&mut self, k: Kernel) -> Option<u64> {
+        let pa = match k {
+            Kernel::Primary => self.buffers.alloc()?,
+            Kernel::Crash => self.crash_frames.alloc()?,
+        };
+        self.mem.zero_page(pa).ok()?;
+        Some(pa)
+    }
+
+    /// Every device does the work due by tick `now`; its DMA is appended to `log`.
+    pub fn run_devices(&mut self, now: u64, log: &mut Vec<DmaEvent>) {
+        for d in &mut self.devices {
+            d.tick(now, &mut self.vtd, &mut self.mem, log);
+        }
+    }
+
+    pub fn device(&mut self, rid: u16) -> Option<&mut AnyDevice> {
+        self.devices.iter_mut().find(|d| d.rid() == rid as u32)
     }
 }

@@ -62,8 +62,41 @@ pub struct Outcome {
     pub scratch_frames: u64,
     /// Devices the crash kernel brought up and used.
     pub usable_devices: Vec<String>,
-    /// The vmcore matches memory at the crash instant, page for page.
+    /// Pages the dump holds, and how many of them differ from memory at the crash instant.
+    pub dump_pages: u64,
+    pub dump_pages_differing: u64,
+    /// The dump was written and matches memory at the crash instant, page for page.
     pub vmcore_intact: bool,
+}
+
+impl Outcome {
+    /// A run not yet made.
+    pub fn new(iommu: &'static str, policy: iommu_driver::Policy, seed: u64) -> Self {
+        Outcome {
+            iommu,
+            policy: policy.name().to_string(),
+            seed,
+            crash_tick: 0,
+            captured: false,
+            failure: None,
+            iommu_init: String::new(),
+            dma: DmaCounts::default(),
+            changed_pages: ChangedPages::default(),
+            old_memory_writes_after_init: 0,
+            crashkernel_pages_written: 0,
+            adopt_ns: 0,
+            adopt_bytes: 0,
+            init_frames: 0,
+            init_bytes_read: 0,
+            adopted_devices: 0,
+            refused_entries: Vec::new(),
+            scratch_frames: 0,
+            usable_devices: Vec::new(),
+            dump_pages: 0,
+            dump_pages_differing: 0,
+            vmcore_intact: false,
+        }
+    }
 }
 
 /// Runs are equal when everything but the measured wall-clock time is.

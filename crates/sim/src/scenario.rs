@@ -1,19 +1,22 @@
-//! One crash scenario: primary boot and workload, the panic with DMA in flight, the crash kernel's boot
-//! under a policy, the capture, and what changed.
+//! One crash scenario: the primary kernel boots and drives its devices, panics with their DMA in flight,
+//! the crash kernel boots under a policy, resets the disk and writes the dump through it, and what
+//! changed is measured.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
-use iommu_driver::vtd::{Attachment, HandoverOutcome, Vtd, VtdOptions};
+use iommu_driver::vtd::{HandoverOutcome, Vtd, VtdOptions};
 use iommu_driver::Policy;
-use iommu_emu::{Access, PhysMemory};
+use iommu_emu::devices::{DmaDevice, DmaEvent};
+use iommu_emu::PhysMemory;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::device::{Burst, Role};
-use crate::machine::{Machine, MachineConfig};
-use crate::outcome::{DmaCounts, Outcome};
+use crate::kernel::{start_bulk, DiskDriver, DriverError, Io, NicDriver, Os};
+use crate::ledger::Ledger;
+use crate::machine::{Kernel, Machine, MachineConfig, DISK_RID};
+use crate::outcome::Outcome;
 
-/// Platform knobs and phase lengths (ticks of the virtual clock; one tick = one burst per device).
+/// Platform knobs and phase lengths (ticks of the virtual clock).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Knobs {
     /// A blocked DMA raises a fatal error (PCIe completion timeout → AER → panic) instead of being dropped.
@@ -21,15 +24,13 @@ pub struct Knobs {
     pub scalable: bool,
     /// From the panic to the crash kernel's IOMMU init (purgatory, early boot).
     pub early_ticks: u64,
-    /// From IOMMU init to the probe of the devices the dump needs.
+    /// From IOMMU init to the probe of the disk the dump is written to.
     pub probe_ticks: u64,
-    /// Writing the dump.
-    pub capture_ticks: u64,
 }
 
 impl Default for Knobs {
     fn default() -> Self {
-        Knobs { aborts_fatal: true, scalable: false, early_ticks: 40, probe_ticks: 80, capture_ticks: 80 }
+        Knobs { aborts_fatal: true, scalable: false, early_ticks: 40, probe_ticks: 80 }
     }
 }
 
@@ -47,228 +48,154 @@ pub struct TraceEvent {
     pub what: String,
 }
 
-/// Buffers per device ring.
-const RING: usize = 8;
+/// A run with the detail tests look into.
+pub struct RunDetail {
+    pub outcome: Outcome,
+    pub trace: Vec<TraceEvent>,
+    /// Pages whose dumped copy differs from memory at the crash instant.
+    pub dump_differs: BTreeSet<u64>,
+    /// Pages DMA wrote after the panic and before the crash kernel copied them into the dump.
+    pub written_before_dumped: BTreeSet<u64>,
+    /// Pages whose memory, when the crash kernel copied them into the dump, differed from the crash instant.
+    pub changed_when_dumped: BTreeSet<u64>,
+    /// What wrote each old-memory page after the panic.
+    pub writers: BTreeMap<u64, BTreeSet<&'static str>>,
+}
+
+/// Copy commands in flight while writing the dump.
+const DUMP_WINDOW: usize = 32;
 
 struct Run {
     m: Machine,
-    rng: ChaCha8Rng,
     tick: u64,
     trace: Vec<TraceEvent>,
-    /// Physical pages the devices were given as buffers (old memory: expected to change).
-    buffer_pages: BTreeSet<u64>,
-    /// Pages of the crash region the crash kernel itself handed to devices.
-    crash_buffers: BTreeSet<u64>,
-    crash_hits: BTreeSet<u64>,
-    dma: DmaCounts,
-    counting: bool,
-    fatal: Option<String>,
-    scratch_page: Option<u64>,
-    after_init: bool,
-    old_writes_after_init: u64,
+    device_pages: BTreeSet<u64>,
+    ledger: Ledger,
+    log: Vec<DmaEvent>,
 }
 
 impl Run {
-    fn log(&mut self, what: String) {
-        self.trace.push(TraceEvent { tick: self.tick, what });
+    fn log(&mut self, what: impl Into<String>) {
+        self.trace.push(TraceEvent { tick: self.tick, what: what.into() });
     }
 
-    fn translating(&mut self) -> bool {
-        use iommu_emu::MmioDevice;
-        let gsts = self.m.vtd.mmio_read(&mut self.m.mem, iommu_spec::vtd::off::GSTS, 4) as u32;
-        iommu_spec::vtd::Gsts::from_bits(gsts).tes()
-    }
-
-    /// Every running device does one burst.
-    fn step(&mut self, aborts_fatal: bool) {
-        let on = self.translating();
-        for i in 0..self.m.devices.len() {
-            let (dev, vtd, mem) = (&mut self.m.devices[i], &mut self.m.vtd, &mut self.m.mem);
-            let r = dev.step(vtd, mem, self.tick);
-            if !self.counting {
-                continue;
-            }
-            match r {
-                Burst::Idle => {}
-                Burst::Done { phys, .. } => {
-                    let page = phys & !0xfff;
-                    if Some(page) == self.scratch_page {
-                        self.dma.redirected += 1;
-                    } else if on {
-                        self.dma.translated += 1;
-                    } else {
-                        self.dma.untranslated += 1;
-                    }
-                    let in_crash_region = self.m.cfg.crash_region.contains(&phys);
-                    if dev.access == Access::Write && in_crash_region && !self.crash_buffers.contains(&page) {
-                        self.crash_hits.insert(page);
-                    }
-                    if dev.access == Access::Write && !in_crash_region && self.after_init {
-                        self.old_writes_after_init += 1;
-                    }
-                }
-                Burst::Faulted { iova } => {
-                    if aborts_fatal {
-                        self.dma.aborted += 1;
-                        if self.fatal.is_none() {
-                            let name = dev.name;
-                            self.fatal = Some(format!("fatal DMA abort: {name} at IOVA {iova:#x} (AER, second panic)"));
-                        }
-                    } else {
-                        self.dma.faulted += 1;
-                    }
-                }
-            }
-        }
+    /// One tick of every device, accounted.
+    fn step(&mut self) {
+        self.log.clear();
+        self.m.run_devices(self.tick, &mut self.log);
+        let on = self.m.vtd.translation_enabled();
+        let region = self.m.cfg.crash_region.clone();
+        let names: BTreeMap<u32, String> = self.m.devices.iter().map(|d| (d.rid(), d.name().to_string())).collect();
+        self.ledger.account(&self.log, on, &region, |rid| names.get(&rid).cloned().unwrap_or_default());
         self.tick += 1;
     }
 
-    fn page_in_pool(&mut self, pool: std::ops::Range<u64>) -> u64 {
-        let pages = (pool.end - pool.start) / 4096;
-        pool.start + self.rng.random_range(0..pages) * 4096
+    fn os<'a>(&'a mut self, drv: &'a mut Vtd, k: Kernel) -> Os<'a> {
+        Os { m: &mut self.m, drv, k, device_pages: &mut self.device_pages }
     }
 }
 
 /// Run one scenario on the built-in VT-d machine.
 pub fn run(s: &Scenario) -> (Outcome, Vec<TraceEvent>) {
+    let d = run_detailed(s);
+    (d.outcome, d.trace)
+}
+
+pub fn run_detailed(s: &Scenario) -> RunDetail {
     let mut cfg = MachineConfig::default_vtd();
     cfg.scalable = s.knobs.scalable;
     run_on(cfg, s)
 }
 
-pub fn run_on(cfg: MachineConfig, s: &Scenario) -> (Outcome, Vec<TraceEvent>) {
+pub fn run_on(cfg: MachineConfig, s: &Scenario) -> RunDetail {
     let opts = VtdOptions { scalable: cfg.scalable };
+    let holes = [cfg.pci_hole.clone()];
     let mut r = Run {
         m: Machine::new(cfg),
-        rng: ChaCha8Rng::seed_from_u64(s.seed),
         tick: 0,
         trace: Vec::new(),
-        buffer_pages: BTreeSet::new(),
-        crash_buffers: BTreeSet::new(),
-        crash_hits: BTreeSet::new(),
-        dma: DmaCounts::default(),
-        counting: false,
-        fatal: None,
-        scratch_page: None,
-        after_init: false,
-        old_writes_after_init: 0,
+        device_pages: BTreeSet::new(),
+        ledger: Ledger { aborts_fatal: s.knobs.aborts_fatal, ..Ledger::default() },
+        log: Vec::new(),
     };
-    let mut out = Outcome {
-        iommu: "vtd",
-        policy: s.policy.name().to_string(),
-        seed: s.seed,
-        crash_tick: 0,
-        captured: false,
-        failure: None,
-        iommu_init: String::new(),
-        dma: DmaCounts::default(),
-        changed_pages: Default::default(),
-        old_memory_writes_after_init: 0,
-        crashkernel_pages_written: 0,
-        adopted_devices: 0,
-        refused_entries: Vec::new(),
-        adopt_ns: 0,
-        adopt_bytes: 0,
-        init_frames: 0,
-        init_bytes_read: 0,
-        scratch_frames: 0,
-        usable_devices: Vec::new(),
-        vmcore_intact: false,
+    let mut rng = ChaCha8Rng::seed_from_u64(s.seed);
+    let mut out = Outcome::new("vtd", s.policy, s.seed);
+    let detail = |out: Outcome, r: Run, dump_differs, written| RunDetail {
+        outcome: out,
+        trace: r.trace,
+        dump_differs,
+        written_before_dumped: written,
+        changed_when_dumped: BTreeSet::new(),
+        writers: r.ledger.writers,
     };
 
-    // Primary kernel: normal boot, a domain per translated device, the bulk engine in pass-through.
-    let pool = r.m.cfg.buffer_pool.clone();
-    let holes = [r.m.cfg.pci_hole.clone()];
-    let mut drv = match Vtd::init(&mut r.m.primary(), opts) {
-        Ok(mut d) => {
-            d.reserve_iova_holes(&holes);
-            d
-        }
+    // Primary kernel: IOMMU up, NIC and disk in DMA domains, the copy engine in pass-through.
+    let mut drv = match Vtd::init(&mut r.m.platform(Kernel::Primary), opts) {
+        Ok(d) => d,
         Err(e) => {
             out.failure = Some(format!("primary kernel IOMMU init failed: {e}"));
-            return (out, r.trace);
+            return detail(out, r, BTreeSet::new(), BTreeSet::new());
         }
     };
-    let mut domains = Vec::new();
-    for i in 0..r.m.devices.len() {
-        let (sid, role) = (r.m.devices[i].sid, r.m.devices[i].role);
-        let mut ring = Vec::new();
-        let mut phys = Vec::new();
-        for _ in 0..RING {
-            phys.push(r.page_in_pool(pool.clone()));
+    drv.reserve_iova_holes(&holes);
+    let setup = (|| -> Result<(NicDriver, DiskDriver), DriverError> {
+        let mut os = r.os(&mut drv, Kernel::Primary);
+        let nic = NicDriver::probe(&mut os)?;
+        let disk = DiskDriver::probe(&mut os)?;
+        start_bulk(&mut os, 4)?;
+        Ok((nic, disk))
+    })();
+    let (mut nic, mut disk) = match setup {
+        Ok(x) => x,
+        Err(e) => {
+            out.failure = Some(format!("primary kernel device setup failed: {e}"));
+            return detail(out, r, BTreeSet::new(), BTreeSet::new());
         }
-        let res: Result<Option<iommu_driver::vtd::DomainId>, iommu_driver::vtd::VtdError> = (|| {
-            let mut hw = r.m.primary();
-            if role == Role::Bulk {
-                drv.attach(&mut hw, sid, Attachment::PassThrough)?;
-                ring.extend(phys.iter().copied());
-                Ok(None)
-            } else {
-                let d = drv.create_domain(&mut hw)?;
-                drv.attach(&mut hw, sid, Attachment::Domain(d))?;
-                for &p in &phys {
-                    ring.push(drv.map(&mut hw, d, p, 4096, true, true)?);
-                }
-                Ok(Some(d))
-            }
-        })();
-        match res {
-            Ok(d) => domains.push(d),
-            Err(e) => {
-                out.failure = Some(format!("primary kernel setup of {sid:#06x} failed: {e}"));
-                return (out, r.trace);
-            }
-        }
-        r.buffer_pages.extend(phys.iter().copied());
-        r.m.devices[i].start(ring);
-    }
-    r.log(format!("primary kernel up: {} devices, translation on", r.m.devices.len()));
+    };
+    r.log("primary kernel up: nic and disk in DMA domains, bulk engine in pass-through");
 
-    // Workload: the NIC recycles a buffer every few ticks (strict unmap + fresh map).
-    let crash_tick = 48 + r.rng.random_range(0..96u64);
+    // The workload: packets received and refilled, disk reads, copies; until the panic.
+    let crash_tick = 48 + rng.random_range(0..96u64);
     out.crash_tick = crash_tick;
     while r.tick < crash_tick {
-        r.step(false);
-        if r.tick.is_multiple_of(8) {
-            if let Some(d) = domains[0] {
-                let slot = (r.tick / 8) as usize % RING;
-                let old = r.m.devices[0].ring[slot];
-                let p = r.page_in_pool(pool.clone());
-                let mut hw = r.m.primary();
-                let new =
-                    drv.unmap(&mut hw, d, old & !0xfff, 4096).and_then(|_| drv.map(&mut hw, d, p, 4096, true, true));
-                if let Ok(new) = new {
-                    r.m.devices[0].ring[slot] = new;
-                    r.buffer_pages.insert(p);
-                }
+        r.step();
+        let t = r.tick;
+        let mut os = r.os(&mut drv, Kernel::Primary);
+        let work = nic.service(&mut os).and_then(|_| {
+            if t.is_multiple_of(3) {
+                disk.submit(&mut os, Io::Read { lba: t % 97 })?;
             }
+            disk.reap(&mut os)
+        });
+        if let Err(e) = work {
+            out.failure = Some(format!("primary kernel workload failed: {e}"));
+            return detail(out, r, BTreeSet::new(), BTreeSet::new());
         }
     }
-    // The panic: the primary kernel is gone, devices are not.
-    drop(drv);
+    // The panic: the primary kernel's drivers are gone; the devices are not.
+    drop((nic, disk, drv));
     let at_crash: PhysMemory = r.m.mem.clone();
-    r.counting = true;
-    r.log("panic: kexec into the crash kernel; devices still doing DMA".into());
+    r.ledger.counting = true;
+    r.log("panic: kexec into the crash kernel; devices keep doing DMA");
 
     for _ in 0..s.knobs.early_ticks {
-        r.step(s.knobs.aborts_fatal);
+        r.step();
     }
 
     // Crash kernel: IOMMU init under the policy.
     let env = r.m.cfg.crash_env();
     let started = std::time::Instant::now();
-    let booted = Vtd::init_crash(&mut r.m.crash(), &env, opts, s.policy);
+    let booted = Vtd::init_crash(&mut r.m.platform(Kernel::Crash), &env, opts, s.policy);
     out.adopt_ns = started.elapsed().as_nanos() as u64;
     let (mut kd, report) = match booted {
-        Ok((mut kd, report)) => {
-            kd.reserve_iova_holes(&holes);
-            (kd, report)
-        }
+        Ok(x) => x,
         Err(e) => {
             out.failure = Some(format!("crash kernel IOMMU init failed: {e}"));
-            return finish(r, out, &at_crash);
+            return finish(r, out, &at_crash, &BTreeMap::new());
         }
     };
+    kd.reserve_iova_holes(&holes);
+    r.ledger.after_init = true;
     out.iommu_init = match &report.outcome {
         HandoverOutcome::NotLive => "not live".into(),
         HandoverOutcome::Reset => format!("reset ({})", s.policy),
@@ -282,105 +209,151 @@ pub fn run_on(cfg: MachineConfig, s: &Scenario) -> (Outcome, Vec<TraceEvent>) {
     out.init_bytes_read = report.bytes_read;
     r.log(format!("crash kernel IOMMU init: {}", out.iommu_init));
     if s.policy == Policy::AdoptScratch {
-        let unneeded: Vec<u16> = r.m.devices.iter().filter(|d| d.role != Role::Disk).map(|d| d.sid).collect();
-        for sid in unneeded {
-            if let Err(e) = kd.contain(&mut r.m.crash(), sid) {
+        for sid in report.adopted.iter().copied().filter(|&sid| sid != DISK_RID) {
+            if let Err(e) = kd.contain(&mut r.m.platform(Kernel::Crash), sid) {
                 r.log(format!("containment of {sid:#06x} failed: {e}"));
             }
         }
-        r.scratch_page = kd.scratch_page();
-        // The scratch page is the crash kernel's, handed to devices on purpose.
-        r.crash_buffers.extend(r.scratch_page);
+        r.ledger.scratch_page = kd.scratch_page();
+        r.ledger.crash_own.extend(kd.scratch_page());
         out.scratch_frames = kd.scratch_frames();
-        r.log(format!("contained devices the dump does not need: {} pages", out.scratch_frames));
+        r.log(format!("contained the devices the dump does not need: {} pages", out.scratch_frames));
     }
 
-    r.after_init = true;
     for _ in 0..s.knobs.probe_ticks {
-        if r.fatal.is_some() {
+        if r.ledger.fatal.is_some() {
+            return finish(r, out, &at_crash, &BTreeMap::new());
+        }
+        r.step();
+    }
+
+    // Probe the disk: reset it (FLR stops its DMA), give it a fresh domain and queues in the crash kernel's
+    // memory (deferred attach tears the adopted entry down), then write the dump through it.
+    if let Some(d) = r.m.device(DISK_RID) {
+        d.flr();
+    }
+    let before: BTreeSet<u64> = r.device_pages.clone();
+    let probed = DiskDriver::probe(&mut r.os(&mut kd, Kernel::Crash));
+    let own: Vec<u64> = r.device_pages.difference(&before).copied().collect();
+    r.ledger.crash_own.extend(own);
+    let mut disk = match probed {
+        Ok(d) => d,
+        Err(e) => {
+            out.failure = Some(format!("crash kernel disk probe failed: {e}"));
+            return finish(r, out, &at_crash, &BTreeMap::new());
+        }
+    };
+    out.usable_devices.push("disk".into());
+    r.log("disk reset and attached to a fresh domain; writing the dump");
+
+    // The dump: every page of old memory that holds anything, as /proc/vmcore reads it now.
+    let region = r.m.cfg.crash_region.clone();
+    let mut pfns: BTreeSet<u64> =
+        r.m.mem.pages().map(|(pfn, _)| pfn).chain(at_crash.pages().map(|(pfn, _)| pfn)).collect();
+    pfns.retain(|pfn| !region.contains(&(pfn << 12)));
+    let mut queue: Vec<u64> = pfns.into_iter().rev().collect();
+    let mut dumped_at: BTreeMap<u64, u64> = BTreeMap::new();
+    let mut changed_when_dumped = BTreeSet::new();
+    let deadline = r.tick + 64 + 4 * queue.len() as u64;
+    while (!queue.is_empty() || disk.inflight() > 0) && r.ledger.fatal.is_none() {
+        if r.tick > deadline {
+            out.failure =
+                Some(format!("dump write stalled ({} pages left, {} in flight)", queue.len(), disk.inflight()));
             break;
         }
-        r.step(s.knobs.aborts_fatal);
-    }
-
-    // Probe what the dump needs: reset the disk (FLR stops its DMA), give it a fresh domain in the crash
-    // kernel's memory, and point it at new buffers.
-    if r.fatal.is_none() {
-        for i in 0..r.m.devices.len() {
-            if r.m.devices[i].role != Role::Disk {
-                continue;
+        let t = r.tick;
+        let mut os = r.os(&mut kd, Kernel::Crash);
+        let mut err = disk.reap(&mut os).err();
+        while err.is_none() && disk.inflight() < DUMP_WINDOW {
+            let Some(&pfn) = queue.last() else { break };
+            let mut page = [0u8; 4096];
+            let _ = iommu_driver::PhysMem::read(&os.m.mem, pfn << 12, &mut page);
+            if at_crash.page(pfn).map_or(page.iter().any(|&b| b != 0), |then| then[..] != page[..]) {
+                changed_when_dumped.insert(pfn << 12);
             }
-            r.m.devices[i].reset();
-            let sid = r.m.devices[i].sid;
-            let mut ring = Vec::new();
-            let res: Result<(), iommu_driver::vtd::VtdError> = (|| {
-                let mut hw = r.m.crash();
-                let d = kd.create_domain(&mut hw)?;
-                kd.attach(&mut hw, sid, Attachment::Domain(d))?;
-                for _ in 0..RING {
-                    let p = iommu_driver::FrameAlloc::alloc_frame(&mut hw)
-                        .ok_or(iommu_driver::vtd::VtdError::OutOfMemory)?;
-                    r.crash_buffers.insert(p);
-                    ring.push(kd.map(&mut hw, d, p, 4096, true, true)?);
+            match disk.submit(&mut os, Io::Write { lba: pfn, data: &page }) {
+                Ok(true) => {
+                    queue.pop();
+                    dumped_at.insert(pfn << 12, t);
                 }
-                Ok(())
-            })();
-            match res {
-                Ok(()) => {
-                    let dev = &mut r.m.devices[i];
-                    // Writing the dump: the disk reads memory.
-                    dev.access = Access::Read;
-                    dev.start(ring);
-                    out.usable_devices.push(dev.name.to_string());
-                    let name = dev.name;
-                    r.log(format!("{name} reset and attached to a fresh domain"));
-                }
-                Err(e) => r.log(format!("{sid:#06x} attach failed: {e}")),
+                Ok(false) => break,
+                Err(e) => err = Some(e),
             }
         }
-        for _ in 0..s.knobs.capture_ticks {
-            if r.fatal.is_some() {
-                break;
-            }
-            r.step(s.knobs.aborts_fatal);
+        let own: Vec<u64> = r.device_pages.difference(&before).copied().collect();
+        r.ledger.crash_own.extend(own);
+        if let Some(e) = err {
+            out.failure = Some(format!("dump write failed: {e}"));
+            break;
         }
+        r.step();
     }
-    finish(r, out, &at_crash)
+    if disk.errors > 0 && out.failure.is_none() {
+        out.failure = Some(format!("{} dump writes failed on the disk", disk.errors));
+    }
+    out.dump_pages = dumped_at.len() as u64;
+    let mut d = finish(r, out, &at_crash, &dumped_at);
+    d.changed_when_dumped = changed_when_dumped;
+    d
 }
 
-fn finish(mut r: Run, mut out: Outcome, at_crash: &PhysMemory) -> (Outcome, Vec<TraceEvent>) {
-    // Compare old memory (outside the crash region) at capture against the crash instant.
+fn finish(mut r: Run, mut out: Outcome, at_crash: &PhysMemory, dumped_at: &BTreeMap<u64, u64>) -> RunDetail {
     let region = r.m.cfg.crash_region.clone();
-    let changed = r.m.mem.changed_pages(at_crash);
-    for pfn in changed {
+    for pfn in r.m.mem.changed_pages(at_crash) {
         let page = pfn << 12;
         if region.contains(&page) {
             continue;
         }
-        if r.buffer_pages.contains(&page) {
+        if r.device_pages.contains(&page) {
             out.changed_pages.buffers += 1;
         } else {
             out.changed_pages.other += 1;
         }
     }
-    out.crashkernel_pages_written = r.crash_hits.len() as u64;
-    out.old_memory_writes_after_init = r.old_writes_after_init;
-    out.dma = r.dma;
-    out.vmcore_intact = out.changed_pages.buffers == 0 && out.changed_pages.other == 0;
-    out.failure = if let Some(f) = r.fatal.take() {
+    // The dump against the crash instant, page by page.
+    let mut dump_differs = BTreeSet::new();
+    if let Some(blk) = r.m.device(DISK_RID).and_then(|d| d.as_blk_mut()) {
+        for &page in dumped_at.keys() {
+            let zero = [0u8; 4096];
+            let stored = blk.block(page >> 12).unwrap_or(&zero);
+            let then = at_crash.page(page >> 12).map(|p| &p[..]).unwrap_or(&zero[..]);
+            if stored[..] != then[..] {
+                dump_differs.insert(page);
+            }
+        }
+    }
+    let written: BTreeSet<u64> = r
+        .ledger
+        .first_write
+        .iter()
+        .filter(|(page, &t)| dumped_at.get(page).is_some_and(|&d| t < d))
+        .map(|(&p, _)| p)
+        .collect();
+    out.dump_pages_differing = dump_differs.len() as u64;
+    out.crashkernel_pages_written = r.ledger.crash_hits.len() as u64;
+    out.old_memory_writes_after_init = r.ledger.old_writes_after_init;
+    out.dma = r.ledger.dma;
+    out.failure = if let Some(f) = r.ledger.fatal.take() {
         Some(f)
     } else if out.crashkernel_pages_written > 0 {
         Some(format!("crash kernel's own memory written by DMA ({} pages)", out.crashkernel_pages_written))
-    } else if out.failure.is_none() && out.usable_devices.is_empty() {
-        Some("no device to write the dump".into())
     } else {
         out.failure
     };
     out.captured = out.failure.is_none();
-    r.log(if out.captured {
-        "dump captured".into()
+    out.vmcore_intact = out.captured && dump_differs.is_empty();
+    let end = if out.captured {
+        "dump captured".to_string()
     } else {
         format!("no dump: {}", out.failure.as_deref().unwrap_or(""))
-    });
-    (out, r.trace)
+    };
+    r.log(end);
+    RunDetail {
+        outcome: out,
+        trace: r.trace,
+        dump_differs,
+        written_before_dumped: written,
+        changed_when_dumped: BTreeSet::new(),
+        writers: r.ledger.writers,
+    }
 }

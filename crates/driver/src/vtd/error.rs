@@ -209,3 +209,7 @@ impl fmt::Display for EntryProblem {
         }
     }
 }
+
+impl core::error::Error for VtdError {}
+impl core::error::Error for Refusal {}
+impl core::error::Error for EntryProblem {}

@@ -1,0 +1,251 @@
+//! The kernels' device drivers: what Linux's e1000e, nvme and a copy-engine driver do with their
+//! devices through the DMA API, on top of `iommu-driver`. The primary kernel runs all three; after the
+//! panic nobody services them; the crash kernel resets the disk and writes the dump through it.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use iommu_driver::vtd::{Attachment, DomainId, Vtd, VtdError};
+use iommu_driver::PhysMem;
+use iommu_emu::devices::nic::{RxDesc, RX_DESC_SIZE};
+use iommu_emu::devices::nvme::{CqEntry, SqEntry, CQE_SIZE, SQE_SIZE};
+use iommu_emu::devices::BulkDesc;
+
+use crate::machine::{Kernel, Machine, BULK_RID, DISK_RID, NIC_RID};
+
+/// Why a driver could not do its job.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    #[error("IOMMU: {0}")]
+    Iommu(#[from] VtdError),
+    #[error("out of pages for device buffers")]
+    NoPages,
+    #[error("device {0:#06x} missing")]
+    NoDevice(u16),
+    #[error("memory: {0}")]
+    Mem(#[from] iommu_driver::MemError),
+}
+
+/// A DMA-mapped page: where the CPU sees it and where the device does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mapped {
+    pub pa: u64,
+    pub iova: u64,
+}
+
+/// One kernel's view: the machine, its IOMMU driver, whose pages it allocates, and the set of pages it
+/// has handed to devices (their writes there are expected).
+pub struct Os<'a> {
+    pub m: &'a mut Machine,
+    pub drv: &'a mut Vtd,
+    pub k: Kernel,
+    pub device_pages: &'a mut BTreeSet<u64>,
+}
+
+impl Os<'_> {
+    fn map_new_page(&mut self, dom: DomainId) -> Result<Mapped, DriverError> {
+        let pa = self.m.buffer_page(self.k).ok_or(DriverError::NoPages)?;
+        self.device_pages.insert(pa);
+        let iova = self.drv.map(&mut self.m.platform(self.k), dom, pa, 4096, true, true)?;
+        Ok(Mapped { pa, iova })
+    }
+
+    fn unmap(&mut self, dom: DomainId, m: Mapped) -> Result<(), DriverError> {
+        self.drv.unmap(&mut self.m.platform(self.k), dom, m.iova, 4096)?;
+        Ok(())
+    }
+
+    fn domain_for(&mut self, rid: u16) -> Result<DomainId, DriverError> {
+        let dom = self.drv.create_domain(&mut self.m.platform(self.k))?;
+        self.drv.attach(&mut self.m.platform(self.k), rid, Attachment::Domain(dom))?;
+        Ok(dom)
+    }
+}
+
+/// Descriptors in the NIC's receive ring.
+pub const NIC_RING: u32 = 64;
+
+/// The e1000e-like receive path: a ring of descriptors, each posting one mapped buffer.
+pub struct NicDriver {
+    dom: DomainId,
+    ring: Mapped,
+    bufs: Vec<Option<Mapped>>,
+    next_clean: u32,
+    tail: u32,
+}
+
+impl NicDriver {
+    pub fn probe(os: &mut Os) -> Result<Self, DriverError> {
+        let dom = os.domain_for(NIC_RID)?;
+        let ring = os.map_new_page(dom)?;
+        let mut d = NicDriver { dom, ring, bufs: vec![None; NIC_RING as usize], next_clean: 0, tail: 0 };
+        for _ in 0..NIC_RING - 1 {
+            d.post(os)?;
+        }
+        let nic = os.m.device(NIC_RID).and_then(|x| x.as_nic_mut()).ok_or(DriverError::NoDevice(NIC_RID))?;
+        nic.set_rx_ring(ring.iova, NIC_RING);
+        nic.set_rx_tail(d.tail);
+        Ok(d)
+    }
+
+    /// Post a fresh buffer at the tail slot.
+    fn post(&mut self, os: &mut Os) -> Result<(), DriverError> {
+        let buf = os.map_new_page(self.dom)?;
+        os.m.mem.write(self.ring.pa + self.tail as u64 * RX_DESC_SIZE, &RxDesc::posted(buf.iova).to_bytes())?;
+        self.bufs[self.tail as usize] = Some(buf);
+        self.tail = (self.tail + 1) % NIC_RING;
+        Ok(())
+    }
+
+    /// The interrupt handler's work: take every completed packet, unmap its buffer (strict invalidation),
+    /// and post a new one in its place.
+    pub fn service(&mut self, os: &mut Os) -> Result<u32, DriverError> {
+        let mut n = 0;
+        for _ in 0..NIC_RING {
+            let at = self.ring.pa + self.next_clean as u64 * RX_DESC_SIZE;
+            let mut b = [0u8; 16];
+            os.m.mem.read(at, &mut b)?;
+            if !RxDesc::from_bytes(b).dd() {
+                break;
+            }
+            if let Some(buf) = self.bufs[self.next_clean as usize].take() {
+                os.unmap(self.dom, buf)?;
+            }
+            self.next_clean = (self.next_clean + 1) % NIC_RING;
+            self.post(os)?;
+            n += 1;
+        }
+        if n > 0 {
+            let tail = self.tail;
+            if let Some(nic) = os.m.device(NIC_RID).and_then(|x| x.as_nic_mut()) {
+                nic.set_rx_tail(tail);
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// Entries in the disk's queue pair.
+pub const DISK_QUEUE: u32 = 64;
+
+/// The nvme-like driver: one queue pair, one 4 KiB block per command, data in mapped pages.
+pub struct DiskDriver {
+    dom: DomainId,
+    sq: Mapped,
+    cq: Mapped,
+    sq_tail: u32,
+    cq_head: u32,
+    phase: bool,
+    inflight: BTreeMap<u16, Mapped>,
+    next_cid: u16,
+    /// Completions with an error status.
+    pub errors: u64,
+}
+
+/// A block command.
+#[derive(Clone, Copy, Debug)]
+pub enum Io<'a> {
+    /// Read block `lba` into a fresh buffer (the device writes memory).
+    Read { lba: u64 },
+    /// Write `data` to block `lba` (the device reads memory).
+    Write { lba: u64, data: &'a [u8; 4096] },
+}
+
+impl DiskDriver {
+    pub fn probe(os: &mut Os) -> Result<Self, DriverError> {
+        let dom = os.domain_for(DISK_RID)?;
+        let sq = os.map_new_page(dom)?;
+        let cq = os.map_new_page(dom)?;
+        let blk = os.m.device(DISK_RID).and_then(|x| x.as_blk_mut()).ok_or(DriverError::NoDevice(DISK_RID))?;
+        blk.set_queues(sq.iova, cq.iova, DISK_QUEUE);
+        Ok(DiskDriver {
+            dom,
+            sq,
+            cq,
+            sq_tail: 0,
+            cq_head: 0,
+            phase: true,
+            inflight: BTreeMap::new(),
+            next_cid: 0,
+            errors: 0,
+        })
+    }
+
+    pub fn inflight(&self) -> usize {
+        self.inflight.len()
+    }
+
+    /// Queue one command; `false` when the queue is full.
+    pub fn submit(&mut self, os: &mut Os, io: Io) -> Result<bool, DriverError> {
+        if self.inflight.len() as u32 >= DISK_QUEUE - 1 {
+            return Ok(false);
+        }
+        let buf = os.map_new_page(self.dom)?;
+        let cid = self.next_cid;
+        self.next_cid = self.next_cid.wrapping_add(1);
+        let sqe = match io {
+            Io::Read { lba } => SqEntry::read(cid, buf.iova, lba, 1),
+            Io::Write { lba, data } => {
+                os.m.mem.write(buf.pa, data)?;
+                SqEntry::write(cid, buf.iova, lba, 1)
+            }
+        };
+        os.m.mem.write(self.sq.pa + self.sq_tail as u64 * SQE_SIZE, &sqe.to_bytes())?;
+        self.inflight.insert(cid, buf);
+        self.sq_tail = (self.sq_tail + 1) % DISK_QUEUE;
+        let tail = self.sq_tail;
+        if let Some(blk) = os.m.device(DISK_RID).and_then(|x| x.as_blk_mut()) {
+            blk.ring_sq_tail(tail);
+        }
+        Ok(true)
+    }
+
+    /// Consume completions (phase tag), unmap and free their buffers, ring the CQ head doorbell.
+    pub fn reap(&mut self, os: &mut Os) -> Result<u32, DriverError> {
+        let mut n = 0;
+        for _ in 0..DISK_QUEUE {
+            let mut b = [0u8; 16];
+            os.m.mem.read(self.cq.pa + self.cq_head as u64 * CQE_SIZE, &mut b)?;
+            let cqe = CqEntry::from_bytes(&b);
+            if cqe.phase != self.phase {
+                break;
+            }
+            if !cqe.is_success() {
+                self.errors += 1;
+            }
+            if let Some(buf) = self.inflight.remove(&cqe.cid) {
+                os.unmap(self.dom, buf)?;
+            }
+            self.cq_head = (self.cq_head + 1) % DISK_QUEUE;
+            if self.cq_head == 0 {
+                self.phase = !self.phase;
+            }
+            n += 1;
+        }
+        if n > 0 {
+            let head = self.cq_head;
+            if let Some(blk) = os.m.device(DISK_RID).and_then(|x| x.as_blk_mut()) {
+                blk.ring_cq_head(head);
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// The copy engine, left in pass-through (identity) by the primary kernel: it loops over a list of
+/// copies between physical pages until reset.
+pub fn start_bulk(os: &mut Os, copies: usize) -> Result<(), DriverError> {
+    os.drv.attach(&mut os.m.platform(os.k), BULK_RID, Attachment::PassThrough)?;
+    let list = os.m.buffer_page(os.k).ok_or(DriverError::NoPages)?;
+    os.device_pages.insert(list);
+    for i in 0..copies {
+        let src = os.m.buffer_page(os.k).ok_or(DriverError::NoPages)?;
+        let dst = os.m.buffer_page(os.k).ok_or(DriverError::NoPages)?;
+        os.m.mem.write(src, &[0x5a; 64])?;
+        os.device_pages.extend([src, dst]);
+        let d = BulkDesc { src, dst, len: 4096 };
+        os.m.mem.write(list + i as u64 * 24, &d.to_bytes())?;
+    }
+    let bulk = os.m.device(BULK_RID).and_then(|x| x.as_bulk_mut()).ok_or(DriverError::NoDevice(BULK_RID))?;
+    bulk.start(list, copies as u32);
+    Ok(())
+}

@@ -1,0 +1,91 @@
+//! Every DMA of a run, classified by what the IOMMU did with it and where it landed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
+
+use iommu_emu::devices::DmaEvent;
+use iommu_emu::{Access, DmaOutcome};
+
+use crate::outcome::DmaCounts;
+
+/// What a run has seen of DMA since the panic.
+#[derive(Default)]
+pub struct Ledger {
+    /// Count from the panic on.
+    pub counting: bool,
+    /// The crash kernel's IOMMU init has run.
+    pub after_init: bool,
+    pub aborts_fatal: bool,
+    pub dma: DmaCounts,
+    /// Pages the crash kernel handed to devices itself (its disk queues and buffers, the scratch page).
+    pub crash_own: BTreeSet<u64>,
+    pub scratch_page: Option<u64>,
+    /// Crash-kernel pages written by DMA it did not ask for.
+    pub crash_hits: BTreeSet<u64>,
+    /// DMA writes into the crashed kernel's memory after the crash kernel's IOMMU init.
+    pub old_writes_after_init: u64,
+    /// First tick each old-memory page was written by DMA after the panic.
+    pub first_write: BTreeMap<u64, u64>,
+    /// What wrote each old-memory page after the panic (the devices' purposes: `rx-data`, `bulk-dst`, ...).
+    pub writers: BTreeMap<u64, BTreeSet<&'static str>>,
+    /// The first blocked DMA on a platform where that is fatal.
+    pub fatal: Option<String>,
+}
+
+impl Ledger {
+    /// Account for `events`, `translating` telling whether the unit had translation on.
+    pub fn account(
+        &mut self,
+        events: &[DmaEvent],
+        translating: bool,
+        crash_region: &Range<u64>,
+        name: impl Fn(u32) -> String,
+    ) {
+        if !self.counting {
+            return;
+        }
+        for e in events {
+            match e.outcome {
+                DmaOutcome::Done => {
+                    let Some(phys) = e.phys else { continue };
+                    let page = phys & !0xfff;
+                    if Some(page) == self.scratch_page {
+                        self.dma.redirected += 1;
+                    } else if translating {
+                        self.dma.translated += 1;
+                    } else {
+                        self.dma.untranslated += 1;
+                    }
+                    if e.access != Access::Write {
+                        continue;
+                    }
+                    if crash_region.contains(&phys) {
+                        if !self.crash_own.contains(&page) {
+                            self.crash_hits.insert(page);
+                        }
+                    } else {
+                        self.first_write.entry(page).or_insert(e.time);
+                        self.writers.entry(page).or_default().insert(e.what);
+                        if self.after_init {
+                            self.old_writes_after_init += 1;
+                        }
+                    }
+                }
+                DmaOutcome::Fault { iova, .. } | DmaOutcome::BadAddress { phys: iova, .. } => {
+                    if self.aborts_fatal {
+                        self.dma.aborted += 1;
+                        if self.fatal.is_none() {
+                            self.fatal = Some(format!(
+                                "fatal DMA abort: {} {} at {iova:#x} (AER, second panic)",
+                                name(e.rid),
+                                e.what
+                            ));
+                        }
+                    } else {
+                        self.dma.faulted += 1;
+                    }
+                }
+            }
+        }
+    }
+}
