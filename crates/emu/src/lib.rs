@@ -11,12 +11,14 @@
 //! loops, no allocation sized by a guest value.
 #![forbid(unsafe_code)]
 
+pub mod amdvi;
 pub mod devices;
 pub mod dma;
 pub mod frames;
 mod hash;
 pub mod mem;
 pub mod platform;
+pub mod smmuv3;
 pub mod snp;
 pub mod vtd;
 

@@ -1,0 +1,1 @@
+//! AMD-Vi model (issue 3).

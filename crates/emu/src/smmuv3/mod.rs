@@ -1,0 +1,1 @@
+//! ARM SMMUv3 model (issue 4).
