@@ -5,6 +5,10 @@
 #   CAP: ...           progress and facts (kernel, IOMMU groups, DMAR messages)
 #   CAP-READY          drivers bound and DMA done; the host may pause the VM from here on
 #   CAP-FAIL: why      something the capture needs is missing; the host aborts
+# Options (words on the kernel command line; vtd.sh uses none of them):
+#   cap.nvflush=N      after the reads, N NVMe flush commands from each CPU (no data buffer, so the
+#                      driver maps and unmaps nothing: the queue-ring translations they cause stay valid)
+#   cap.traffic=flood  after CAP-READY, ping back to back (ping -A) instead of once a second
 /bin/busybox mkdir -p /proc /sys /dev /tmp
 /bin/busybox --install -s /bin
 export PATH=/bin
@@ -15,7 +19,11 @@ up() { cut -d' ' -f1 /proc/uptime; }
 say() { echo "CAP: $*"; }
 fail() { echo "CAP-FAIL: $*"; while true; do sleep 3600; done; }
 
-say "init kernel=$(uname -r) uptime=$(up)"
+say "init kernel=$(uname -r) arch=$(uname -m) uptime=$(up)"
+NVFLUSH=0; TRAFFIC=ping
+for w in $(cat /proc/cmdline); do
+  case "$w" in cap.nvflush=*) NVFLUSH=${w#cap.nvflush=};; cap.traffic=*) TRAFFIC=${w#cap.traffic=};; esac
+done
 say "cmdline $(cat /proc/cmdline)"
 for m in $(cat /lib/modules/load.order); do
   insmod /lib/modules/$m 2>&1 | while IFS= read -r l; do say "insmod $m: $l"; done
@@ -55,9 +63,22 @@ else
   say "nvme: direct reads not supported by this dd"
 fi
 dd if=/dev/nvme0n1 of=/dev/null bs=64k count=256 2>/dev/null && say "nvme: buffered 16 MiB read done"
+if [ "$NVFLUSH" -gt 0 ] 2>/dev/null; then
+  say "nvme: write_cache=$(cat /sys/block/nvme0n1/queue/write_cache 2>/dev/null) queues=$(ls -d /sys/block/nvme0n1/mq/* 2>/dev/null | wc -l)"
+  # one busybox `sync -d` with the device named N times: N fdatasync()s = N flush commands, pinned to
+  # each CPU in turn so that every I/O queue's rings are used
+  args=$(i=0; while [ $i -lt "$NVFLUSH" ]; do echo /dev/nvme0n1; i=$((i+1)); done)
+  for c in $(seq 0 $(( $(nproc) - 1 ))); do
+    taskset -c "$c" sync -d $args 2>&1 | head -2 | while IFS= read -r l; do say "sync: $l"; done
+  done
+  say "nvme: $NVFLUSH flushes per CPU done"
+fi
 grep -E 'eth0|nvme' /proc/interrupts | while IFS= read -r l; do echo "CAP-IRQ: $l"; done
 say "devices ready uptime=$(up)"
 echo "CAP-READY"
 
-# keep the NIC receiving while the host captures: one ping a second
+# keep the NIC busy while the host captures: one ping a second, or back to back (cap.traffic=flood)
+if [ "$TRAFFIC" = flood ]; then
+  while true; do ping -A -q -c 100000 -W 1 10.0.2.2 >/dev/null 2>&1; sleep 1; done
+fi
 while true; do ping -c 1 -W 1 10.0.2.2 >/dev/null 2>&1; sleep 1; done

@@ -1,0 +1,49 @@
+#!/bin/bash
+# mkfixture.sh amdvi|smmuv3 CAPTURE_DIR FIXTURE_DIR
+#
+# Trim a capture (amdvi.sh / smmuv3.sh OUTDIR) into a fixture for the repository: FIXTURE_DIR gets
+# regs.txt, oracle.tsv, meta.txt (copied) and memory.elf, an ELF core holding only the 4 KiB pages of the
+# IOMMU structures (KIND_check.py --pages: device table / stream table, CD and page-table pages; see the
+# header of each checker), written by the project's trimming tool:
+#   cargo run -q -p iommu-dump --example core_trim -- IN OUT ADDR...
+# Then the checker runs again on the fixture: every oracle entry must still resolve, from the trimmed
+# core alone. Fails if the trimmed core is 1 MiB or more.
+# Env: CORE_TRIM: a built core_trim binary to use instead of `cargo run` (e.g. when the work tree does
+# not build); CARGO_TARGET_DIR as usual for cargo.
+set -euo pipefail
+HERE=$(cd "$(dirname "$(readlink -f "$0")")" && pwd)
+KIND=${1:-}; CAP=${2:-}; FIX=${3:-}
+die() { echo "mkfixture.sh: ERROR: $*" >&2; exit 1; }
+case "$KIND" in amdvi|smmuv3) ;; *) echo "usage: $0 amdvi|smmuv3 CAPTURE_DIR FIXTURE_DIR" >&2; exit 2;; esac
+[ -n "$FIX" ] || { echo "usage: $0 amdvi|smmuv3 CAPTURE_DIR FIXTURE_DIR" >&2; exit 2; }
+for f in memory.elf regs.txt oracle.tsv meta.txt; do [ -s "$CAP/$f" ] || die "missing $CAP/$f"; done
+TMP=$(mktemp -d /tmp/mkfixture.XXXXXX)
+trap 'rm -rf "$TMP"' EXIT
+
+python3 "$HERE/${KIND}_check.py" "$CAP" --pages "$TMP/pages" > "$TMP/check-full.txt" 2>&1 \
+  || { cat "$TMP/check-full.txt" >&2; die "walk check of the full capture failed"; }
+grep -E 'fixture pages|translating|valid STEs' "$TMP/check-full.txt" | sed 's/^ */  /'
+[ -s "$TMP/pages" ] || die "no pages to keep"
+
+mkdir -p "$FIX"
+rm -f "$FIX/memory.elf"
+if [ -n "${CORE_TRIM:-}" ]; then
+  timeout 300 "$CORE_TRIM" "$CAP/memory.elf" "$FIX/memory.elf" $(cat "$TMP/pages") || die "core_trim failed"
+else
+  (cd "$HERE/../.." && timeout 1800 cargo run -q -p iommu-dump --example core_trim -- "$CAP/memory.elf" "$FIX/memory.elf" $(cat "$TMP/pages")) \
+    || die "core_trim failed"
+fi
+cp "$CAP/regs.txt" "$CAP/oracle.tsv" "$FIX/"
+SIZE=$(stat -c %s "$FIX/memory.elf")
+{
+  cat "$CAP/meta.txt"
+  echo "fixture_memory: trimmed by core_trim to $(wc -l < "$TMP/pages") pages ($SIZE bytes): $(tr '\n' ' ' < "$TMP/pages")"
+} > "$FIX/meta.txt"
+[ "$SIZE" -lt 1048576 ] || die "trimmed core is $SIZE bytes (limit 1 MiB)"
+
+python3 "$HERE/${KIND}_check.py" "$FIX" > "$TMP/check-fixture.txt" 2>&1 \
+  || { cat "$TMP/check-fixture.txt" >&2; die "walk check of the trimmed fixture failed"; }
+tail -1 "$TMP/check-fixture.txt" | sed 's/^/  fixture: /'
+echo "fixture_walk_check: $(tail -1 "$TMP/check-fixture.txt")" >> "$FIX/meta.txt"
+grep -q ', 0 do not$' "$TMP/check-fixture.txt" || die "some oracle entries do not resolve in the trimmed fixture"
+echo "mkfixture.sh: $FIX: memory.elf $SIZE bytes ($(wc -l < "$TMP/pages") pages), $(( $(wc -l < "$FIX/oracle.tsv") - 1 )) oracle entries"
