@@ -20,7 +20,7 @@ pub struct Args {
     #[arg(long)]
     pub regs: std::path::PathBuf,
     /// The IOMMU kind.
-    #[arg(long, value_parser = ["vtd"])]
+    #[arg(long, value_parser = ["vtd", "amdvi"])]
     pub iommu: String,
     /// The unit's MMIO base address (hex with 0x, or decimal).
     #[arg(long, value_parser = parse_u64)]
@@ -86,10 +86,18 @@ struct InspectOut {
 pub fn run(a: &Args) -> Result<ExitCode, String> {
     let input = InspectInput::open(&a.dump, &a.regs, a.base).map_err(|e| e.to_string())?;
     let mut hw: DumpHw = input.hw();
-    hw.require_vtd().map_err(|e| e.to_string())?;
     let env =
         BootEnv { crash_kernel: true, ram: hw.ram_ranges(), crash_region: a.crashkernel.clone(), mem_encrypt: false };
-    let out = decode_vtd(&mut hw, &env)?;
+    let out = match a.iommu.as_str() {
+        "amdvi" => {
+            hw.require_amdvi().map_err(|e| e.to_string())?;
+            decode_amdvi(&mut hw, &env)?
+        }
+        _ => {
+            hw.require_vtd().map_err(|e| e.to_string())?;
+            decode_vtd(&mut hw, &env)?
+        }
+    };
     if let Some(path) = &a.save_fixture {
         hw.save_touched(path).map_err(|e| format!("{}: {e}", path.display()))?;
     }
@@ -167,10 +175,67 @@ fn decode_vtd(hw: &mut (impl Mmio + PhysMem), env: &BootEnv) -> Result<InspectOu
     })
 }
 
+fn decode_amdvi(hw: &mut (impl Mmio + PhysMem), env: &BootEnv) -> Result<InspectOut, String> {
+    use iommu_driver::amdvi::{self, DteKind};
+    use iommu_spec::amdvi::DeviceId;
+    let scan = amdvi::scan(hw, env, false).map_err(|r| format!("cannot decode the unit: {r}"))?;
+    let mut devices: BTreeMap<u16, DeviceOut> = BTreeMap::new();
+    for d in &scan.devices {
+        let id = DeviceId(d.devid).to_string();
+        let (kind, mappings, problems) = match d.kind {
+            DeviceKind2::Translated { root, levels } => {
+                let w = iommu_driver::walk::walk(hw, &amdvi::V1, root, levels, WalkLimits::default());
+                // The DTE's IR/IW bound every mapping.
+                let (ir, iw) = (d.dte.ir(), d.dte.iw());
+                let m = w
+                    .runs
+                    .iter()
+                    .map(|r| iommu_driver::walk::Run { read: r.read && ir, write: r.write && iw, ..*r })
+                    .map(|r| Mapping { iova: r.iova, phys: r.phys, size: r.size, perm: r.perm() })
+                    .collect();
+                ("translated", m, w.issues.iter().map(|i| format!("{i:?}")).collect())
+            }
+            DteKind::PassThrough { .. } | DteKind::NotValid => ("passthrough", Vec::new(), Vec::new()),
+        };
+        devices.insert(d.devid, DeviceOut { sid: d.devid, id, domain: Some(d.domain), kind, mappings, problems });
+    }
+    let mut problems = Vec::new();
+    for p in &scan.problems {
+        match p.devid() {
+            Some(devid) => {
+                let id = DeviceId(devid).to_string();
+                devices.insert(
+                    devid,
+                    DeviceOut {
+                        sid: devid,
+                        id,
+                        domain: None,
+                        kind: "invalid",
+                        mappings: Vec::new(),
+                        problems: vec![p.to_string()],
+                    },
+                );
+            }
+            None => problems.push(p.to_string()),
+        }
+    }
+    Ok(InspectOut {
+        iommu: "amdvi",
+        mode: "v1",
+        translation_enabled: scan.control.iommu_en(),
+        root_table: scan.table.table(),
+        devices: devices.into_values().collect(),
+        problems,
+    })
+}
+
+use iommu_driver::amdvi::DteKind as DeviceKind2;
+
 fn print_human(w: &mut impl Write, o: &InspectOut) -> std::io::Result<()> {
     writeln!(
         w,
-        "VT-d, {} mode, translation {}, root table {:#x}",
+        "{}, {} mode, translation {}, root table {:#x}",
+        o.iommu,
         o.mode,
         if o.translation_enabled { "on" } else { "off" },
         o.root_table

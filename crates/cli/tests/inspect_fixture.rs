@@ -7,8 +7,8 @@ use std::process::Command;
 
 use serde_json::Value;
 
-fn fixture(mode: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures").join(format!("vtd-{mode}"))
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures").join(name)
 }
 
 struct OracleEntry {
@@ -24,8 +24,8 @@ fn hex(s: &str) -> u64 {
     u64::from_str_radix(s.trim_start_matches("0x"), 16).unwrap()
 }
 
-fn oracle(mode: &str) -> Vec<OracleEntry> {
-    let text = std::fs::read_to_string(fixture(mode).join("oracle.tsv")).unwrap();
+fn oracle(name: &str) -> Vec<OracleEntry> {
+    let text = std::fs::read_to_string(fixture(name).join("oracle.tsv")).unwrap();
     text.lines()
         .skip(1)
         .map(|l| {
@@ -42,10 +42,10 @@ fn oracle(mode: &str) -> Vec<OracleEntry> {
         .collect()
 }
 
-fn inspect(mode: &str) -> Value {
-    let dir = fixture(mode);
+fn inspect(name: &str, iommu: &str, base: &str) -> Value {
+    let dir = fixture(name);
     let out = Command::new(env!("CARGO_BIN_EXE_handover"))
-        .args(["inspect", "--iommu", "vtd", "--base", "0xfed90000", "--json", "--dump"])
+        .args(["inspect", "--iommu", iommu, "--base", base, "--json", "--dump"])
         .arg(dir.join("memory.elf"))
         .arg("--regs")
         .arg(dir.join("regs.txt"))
@@ -55,13 +55,14 @@ fn inspect(mode: &str) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-fn check(mode: &str) {
-    let v = inspect(mode);
-    assert_eq!(v["iommu"], "vtd");
+fn check(name: &str, iommu: &str, base: &str, mode: &str, min_oracle: usize) {
+    let v = inspect(name, iommu, base);
+    assert_eq!(v["iommu"], iommu);
     assert_eq!(v["mode"], mode);
+    assert_eq!(v["translation_enabled"], true);
     let devices = v["devices"].as_array().unwrap();
-    let oracle = oracle(mode);
-    assert!(oracle.len() >= 20, "the oracle has substance");
+    let oracle = oracle(name);
+    assert!(oracle.len() >= min_oracle, "the oracle has substance");
     for o in &oracle {
         let dev =
             devices.iter().find(|d| d["sid"].as_u64() == Some(o.sid)).unwrap_or_else(|| panic!("sid {:#x}", o.sid));
@@ -77,9 +78,9 @@ fn check(mode: &str) {
                 let (iova, size) = (m["iova"].as_u64().unwrap(), m["size"].as_u64().unwrap());
                 iova <= o.iova && o.iova + o.size <= iova + size
             })
-            .unwrap_or_else(|| panic!("{mode}: sid {:#x} iova {:#x} not mapped", o.sid, o.iova));
+            .unwrap_or_else(|| panic!("{name}: sid {:#x} iova {:#x} not mapped", o.sid, o.iova));
         let phys = run["phys"].as_u64().unwrap() + (o.iova - run["iova"].as_u64().unwrap());
-        assert_eq!(phys, o.phys, "{mode}: sid {:#x} iova {:#x}", o.sid, o.iova);
+        assert_eq!(phys, o.phys, "{name}: sid {:#x} iova {:#x}", o.sid, o.iova);
         assert_eq!(run["perm"], o.perm.as_str());
     }
     // Runs are merged: no two adjacent runs of a device continue each other.
@@ -97,18 +98,23 @@ fn check(mode: &str) {
 }
 
 #[test]
-fn legacy_mode_tables_match_qemus_translations() {
-    check("legacy");
+fn vtd_legacy_mode_tables_match_qemus_translations() {
+    check("vtd-legacy", "vtd", "0xfed90000", "legacy", 20);
 }
 
 #[test]
-fn scalable_mode_tables_match_qemus_translations() {
-    check("scalable");
+fn vtd_scalable_mode_tables_match_qemus_translations() {
+    check("vtd-scalable", "vtd", "0xfed90000", "scalable", 20);
+}
+
+#[test]
+fn amdvi_tables_match_qemus_translations() {
+    check("amdvi", "amdvi", "0xfed80000", "v1", 10);
 }
 
 #[test]
 fn a_missing_register_is_named() {
-    let dir = fixture("legacy");
+    let dir = fixture("vtd-legacy");
     let regs = std::env::temp_dir().join(format!("handover-regs-{}.txt", std::process::id()));
     let text = std::fs::read_to_string(dir.join("regs.txt")).unwrap();
     std::fs::write(&regs, text.lines().filter(|l| !l.starts_with("00000000fed90020")).collect::<Vec<_>>().join("\n"))

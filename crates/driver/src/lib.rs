@@ -12,8 +12,10 @@ extern crate alloc;
 pub mod platform;
 pub mod policy;
 pub mod vtd;
+pub mod walk;
 
 pub use platform::*;
 pub use policy::Policy;
+pub mod amdvi;
 pub mod ids;
 pub mod iova;

@@ -75,6 +75,18 @@ impl DumpHw {
             .map_err(InputError::Missing)
     }
 
+    /// The AMD-Vi registers a decode reads.
+    pub fn require_amdvi(&self) -> Result<(), InputError> {
+        use iommu_spec::amdvi::off as a;
+        self.regs
+            .require(&[
+                ("DEV_TABLE_BASE", a::DEV_TABLE_BASE, 8),
+                ("CONTROL", a::CONTROL, 8),
+                ("EXT_FEATURES", a::EXT_FEATURES, 8),
+            ])
+            .map_err(InputError::Missing)
+    }
+
     /// The physical ranges the dump holds, as the RAM map.
     pub fn ram_ranges(&self) -> Vec<Range<u64>> {
         self.mem.inner().ram_ranges()

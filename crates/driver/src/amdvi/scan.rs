@@ -1,0 +1,240 @@
+//! A read-only look at the device table an AMD-Vi unit is using (Linux `copy_device_table` /
+//! `__reuse_device_table` read the same), validating every entry as hostile input.
+
+use alloc::vec::Vec;
+use core::fmt;
+
+use iommu_spec::amdvi::{off, Control, DevTableBase, DeviceId, Dte, Efr, PagingMode, DTE_SIZE};
+
+use crate::{BootEnv, MemError, Mmio, PhysMem};
+
+/// How a valid entry translates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DteKind {
+    /// v1 page tables at `root`, `levels` deep.
+    Translated { root: u64, levels: u32 },
+    /// Mode 0 with IR/IW: untranslated with those permissions (IR=IW=1 is Linux's identity domain).
+    PassThrough { read: bool, write: bool },
+    /// V=0: the unit passes the device's DMA through untranslated, with full access.
+    NotValid,
+}
+
+/// One device-table entry that lets DMA through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ScannedDte {
+    pub devid: u16,
+    pub domain: u16,
+    pub kind: DteKind,
+    pub dte: Dte,
+}
+
+/// An entry, or a run of the table, that cannot be trusted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DteProblem {
+    /// `count` device-table pages from `first` could not be read (or are not RAM).
+    TablePagesUnreadable {
+        first: u64,
+        count: u32,
+        err: MemError,
+    },
+    ReservedBits {
+        devid: u16,
+        raw: [u64; 4],
+    },
+    /// Mode 7.
+    ReservedMode {
+        devid: u16,
+    },
+    /// More page-table levels than EFR.HATS allows.
+    TooManyLevels {
+        devid: u16,
+        levels: u32,
+        max: u32,
+    },
+    PageTableNotRam {
+        devid: u16,
+        addr: u64,
+    },
+    PageTableInCrashRegion {
+        devid: u16,
+        addr: u64,
+    },
+}
+
+impl DteProblem {
+    pub fn devid(&self) -> Option<u16> {
+        match self {
+            DteProblem::TablePagesUnreadable { .. } => None,
+            DteProblem::ReservedBits { devid, .. }
+            | DteProblem::ReservedMode { devid }
+            | DteProblem::TooManyLevels { devid, .. }
+            | DteProblem::PageTableNotRam { devid, .. }
+            | DteProblem::PageTableInCrashRegion { devid, .. } => Some(*devid),
+        }
+    }
+}
+
+impl fmt::Display for DteProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let id = |d: &u16| DeviceId(*d);
+        match self {
+            DteProblem::TablePagesUnreadable { first, count, err } => {
+                write!(f, "device table pages {first:#x}+{count}: {err}")
+            }
+            DteProblem::ReservedBits { devid, raw } => {
+                write!(
+                    f,
+                    "{}: DTE reserved bits set ({:#x} {:#x} {:#x} {:#x})",
+                    id(devid),
+                    raw[0],
+                    raw[1],
+                    raw[2],
+                    raw[3]
+                )
+            }
+            DteProblem::ReservedMode { devid } => write!(f, "{}: DTE mode 7 is reserved", id(devid)),
+            DteProblem::TooManyLevels { devid, levels, max } => {
+                write!(f, "{}: {levels} page-table levels, EFR.HATS allows {max}", id(devid))
+            }
+            DteProblem::PageTableNotRam { devid, addr } => write!(f, "{}: page table {addr:#x} outside RAM", id(devid)),
+            DteProblem::PageTableInCrashRegion { devid, addr } => {
+                write!(f, "{}: page table {addr:#x} inside the crash kernel's region", id(devid))
+            }
+        }
+    }
+}
+
+/// Why the device table as a whole cannot be used.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DevTableRefusal {
+    Zero,
+    /// Not wholly RAM (checked page by page only when inspecting).
+    NotRam {
+        addr: u64,
+        bytes: u64,
+    },
+    InCrashRegion {
+        addr: u64,
+        bytes: u64,
+    },
+}
+
+impl fmt::Display for DevTableRefusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DevTableRefusal::Zero => f.write_str("device table base is zero"),
+            DevTableRefusal::NotRam { addr, bytes } => write!(f, "device table {addr:#x}+{bytes:#x} is not RAM"),
+            DevTableRefusal::InCrashRegion { addr, bytes } => {
+                write!(f, "device table {addr:#x}+{bytes:#x} overlaps the crash kernel's region")
+            }
+        }
+    }
+}
+
+impl core::error::Error for DteProblem {}
+impl core::error::Error for DevTableRefusal {}
+
+/// What the scan found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DevTableScan {
+    pub control: Control,
+    pub table: DevTableBase,
+    pub devices: Vec<ScannedDte>,
+    pub problems: Vec<DteProblem>,
+    /// Device-table pages read.
+    pub pages_read: u32,
+}
+
+/// Read the device table the registers name. `strict` (a crash kernel about to use it in place) refuses a
+/// table that is not wholly RAM; otherwise (a dump) unreadable pages are reported and skipped. Bounded by
+/// the Size field: at most 512 pages, 65 536 entries.
+pub fn scan(hw: &mut (impl Mmio + PhysMem), env: &BootEnv, strict: bool) -> Result<DevTableScan, DevTableRefusal> {
+    let control = Control::from_bits(hw.read64(off::CONTROL));
+    let efr = Efr::from_bits(hw.read64(off::EXT_FEATURES));
+    let table = DevTableBase::from_bits(hw.read64(off::DEV_TABLE_BASE));
+    let (base, bytes) = (table.table(), table.bytes());
+    if base == 0 {
+        return Err(DevTableRefusal::Zero);
+    }
+    if env.in_crash_region(base, bytes) {
+        return Err(DevTableRefusal::InCrashRegion { addr: base, bytes });
+    }
+    if strict && !env.in_ram(base, bytes) {
+        return Err(DevTableRefusal::NotRam { addr: base, bytes });
+    }
+    let max_levels = efr.host_levels().map_or(6, |l| l as u32);
+    let mut out = DevTableScan { control, table, devices: Vec::new(), problems: Vec::new(), pages_read: 0 };
+    let mut page = [0u8; 4096];
+    let per_page = (4096 / DTE_SIZE) as u32;
+    for p in 0..(bytes / 4096) {
+        let at = base + p * 4096;
+        let read = if env.in_ram(at, 4096) {
+            hw.read(at, &mut page)
+        } else {
+            Err(MemError { addr: at, kind: crate::MemErrorKind::NotRam })
+        };
+        if let Err(err) = read {
+            match out.problems.last_mut() {
+                Some(DteProblem::TablePagesUnreadable { first, count, .. }) if *first + *count as u64 * 4096 == at => {
+                    *count += 1
+                }
+                _ => out.problems.push(DteProblem::TablePagesUnreadable { first: at, count: 1, err }),
+            }
+            continue;
+        }
+        out.pages_read += 1;
+        for i in 0..per_page {
+            let devid = (p as u32 * per_page + i) as u16;
+            let mut raw = [0u8; 32];
+            raw.copy_from_slice(&page[i as usize * 32..i as usize * 32 + 32]);
+            match check(Dte::from_le_bytes(&raw), devid, env, max_levels) {
+                Ok(Some(d)) => out.devices.push(d),
+                Ok(None) => {}
+                Err(e) => out.problems.push(e),
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// One entry: `None` when it lets no DMA through (V=1 with no translation and no permission, Linux's
+/// default for every device) or is all zeros (a table page nobody wrote).
+fn check(dte: Dte, devid: u16, env: &BootEnv, max_levels: u32) -> Result<Option<ScannedDte>, DteProblem> {
+    if dte.0 == [0; 4] {
+        return Ok(None);
+    }
+    let scanned = |kind| Ok(Some(ScannedDte { devid, domain: dte.domain_id(), kind, dte }));
+    if !dte.valid() {
+        return scanned(DteKind::NotValid);
+    }
+    if dte.has_reserved_bits() {
+        return Err(DteProblem::ReservedBits { devid, raw: dte.0 });
+    }
+    if !dte.translation_valid() {
+        // V=1, TV=0: DMA is refused (the sheet's QEMU reading; Linux's SNP default).
+        return Ok(None);
+    }
+    match dte.mode() {
+        PagingMode::NoTranslation => {
+            if !dte.ir() && !dte.iw() {
+                return Ok(None);
+            }
+            scanned(DteKind::PassThrough { read: dte.ir(), write: dte.iw() })
+        }
+        PagingMode::Reserved => Err(DteProblem::ReservedMode { devid }),
+        m => {
+            let levels = m.levels().unwrap_or(0);
+            if levels > max_levels {
+                return Err(DteProblem::TooManyLevels { devid, levels, max: max_levels });
+            }
+            let root = dte.pt_root();
+            if !env.in_ram(root, 4096) {
+                return Err(DteProblem::PageTableNotRam { devid, addr: root });
+            }
+            if env.in_crash_region(root, 4096) {
+                return Err(DteProblem::PageTableInCrashRegion { devid, addr: root });
+            }
+            scanned(DteKind::Translated { root, levels })
+        }
+    }
+}

@@ -1,0 +1,51 @@
+//! AMD-Vi v1 host page tables (AMD IOMMU spec 2.2.3) for the shared walker: PR, NextLevel with level
+//! skipping, NextLevel-7 page sizes, IR/IW.
+
+use iommu_spec::amdvi::{level_index, level_size, IoPte, NEXT_LEVEL_LEAF, NEXT_LEVEL_SIZED};
+
+use crate::walk::{Entry, Format};
+
+/// The v1 format.
+pub struct V1;
+
+impl Format for V1 {
+    fn decode(&self, raw: u64, level: u32, iova: u64) -> Entry {
+        let pte = IoPte::from_bits(raw);
+        if !pte.present() {
+            return Entry::Absent;
+        }
+        if pte.reserved_bits() != 0 {
+            return Entry::Bad;
+        }
+        let slot = level_size(level);
+        match pte.next_level() {
+            NEXT_LEVEL_LEAF => {
+                // A natural-size page at this level: its address is aligned to the level's size.
+                if pte.phys() & (slot - 1) != 0 {
+                    return Entry::Bad;
+                }
+                Entry::Leaf { phys: pte.phys(), read: pte.ir(), write: pte.iw() }
+            }
+            NEXT_LEVEL_SIZED => {
+                // A page of an encoded size, replicated over the slots it spans (Linux `PAGE_SIZE_PTE`):
+                // the slot's share of it starts at the page base plus the slot's offset in the page.
+                let size = pte.sized_leaf_size();
+                if size <= slot || size > level_size(level + 1) {
+                    return Entry::Bad;
+                }
+                Entry::Leaf {
+                    phys: pte.page_base(size) + (iova & (size - 1) & !(slot - 1)),
+                    read: pte.ir(),
+                    write: pte.iw(),
+                }
+            }
+            next => Entry::Table { table: pte.phys(), level: next as u32, read: pte.ir(), write: pte.iw() },
+        }
+    }
+    fn slot_size(&self, level: u32) -> u64 {
+        level_size(level)
+    }
+    fn index(&self, iova: u64, level: u32) -> usize {
+        level_index(iova, level)
+    }
+}

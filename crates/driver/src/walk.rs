@@ -1,0 +1,222 @@
+//! A read-only walk of radix I/O page tables into merged runs `IOVA → physical`, shared by every IOMMU:
+//! each format only says how one entry decodes ([`Format`]).
+//!
+//! The tables may come from a crashed kernel or a dump: the walk is bounded (caps on tables visited and
+//! runs kept), cycle-safe (a table reached twice is reported, not re-entered), and reports what it could
+//! not read or found malformed instead of failing.
+
+use alloc::collections::BTreeSet;
+use alloc::vec::Vec;
+
+use crate::{MemError, PhysMem};
+
+/// A run of IOVA space mapped contiguously to physical memory with one permission.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Run {
+    pub iova: u64,
+    pub phys: u64,
+    pub size: u64,
+    pub read: bool,
+    pub write: bool,
+}
+
+impl Run {
+    pub fn perm(&self) -> &'static str {
+        match (self.read, self.write) {
+            (true, true) => "rw",
+            (true, false) => "r",
+            (false, true) => "w",
+            (false, false) => "-",
+        }
+    }
+    pub fn end(&self) -> u64 {
+        self.iova.saturating_add(self.size)
+    }
+}
+
+/// Something the walk could not follow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WalkIssue {
+    /// A table could not be read.
+    Unreadable { level: u32, table: u64, err: MemError },
+    /// An entry with reserved bits set, or a page size this unit does not have.
+    Reserved { level: u32, iova: u64, raw: u64 },
+    /// A table reached a second time: a loop or two entries sharing one table.
+    Revisited { level: u32, table: u64 },
+    /// The cap on tables was reached; the rest was not walked.
+    TooManyTables,
+    /// The cap on runs was reached; the rest was not kept.
+    TooManyRuns,
+}
+
+/// Bounds on one walk.
+#[derive(Clone, Copy, Debug)]
+pub struct WalkLimits {
+    pub max_tables: usize,
+    pub max_runs: usize,
+}
+
+impl Default for WalkLimits {
+    fn default() -> Self {
+        WalkLimits { max_tables: 1 << 16, max_runs: 1 << 20 }
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Walk {
+    pub runs: Vec<Run>,
+    pub issues: Vec<WalkIssue>,
+    /// Tables read, the root included.
+    pub tables: usize,
+    /// Every table page visited (for trimming a dump to what the walk needs).
+    pub table_pages: Vec<u64>,
+}
+
+/// One decoded page-table entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Entry {
+    Absent,
+    /// A pointer to the table of level `level` (usually one below; AMD-Vi may skip levels).
+    Table {
+        table: u64,
+        level: u32,
+        read: bool,
+        write: bool,
+    },
+    /// A page: the physical address backing this entry's slot (`slot` bytes from the slot's IOVA).
+    Leaf {
+        phys: u64,
+        read: bool,
+        write: bool,
+    },
+    /// Malformed: reserved bits, a page size the unit does not support.
+    Bad,
+}
+
+/// How one IOMMU's page-table entries decode.
+pub trait Format {
+    /// Decode `raw` found at `level` (1 = last) for the slot starting at `iova`.
+    fn decode(&self, raw: u64, level: u32, iova: u64) -> Entry;
+    /// IOVA bytes one entry at `level` covers.
+    fn slot_size(&self, level: u32) -> u64;
+    /// Index of `iova` in a table at `level`.
+    fn index(&self, iova: u64, level: u32) -> usize;
+}
+
+const ENTRIES: usize = 512;
+
+/// Walk the `levels`-level table at `root`.
+pub fn walk(mem: &impl PhysMem, fmt: &impl Format, root: u64, levels: u32, limits: WalkLimits) -> Walk {
+    let mut out = Walk::default();
+    let mut seen = BTreeSet::new();
+    // (table, level, iova base, read, write): depth at most 6, breadth bounded by max_tables.
+    let mut stack: Vec<(u64, u32, u64, bool, bool)> = Vec::new();
+    stack.push((root, levels, 0, true, true));
+    let mut buf = [0u8; 4096];
+    while let Some((table, level, base, r, w)) = stack.pop() {
+        if !seen.insert(table) {
+            out.issues.push(WalkIssue::Revisited { level, table });
+            continue;
+        }
+        if out.tables >= limits.max_tables {
+            out.issues.push(WalkIssue::TooManyTables);
+            break;
+        }
+        out.tables += 1;
+        out.table_pages.push(table);
+        if let Err(err) = mem.read(table, &mut buf) {
+            out.issues.push(WalkIssue::Unreadable { level, table, err });
+            continue;
+        }
+        let slot = fmt.slot_size(level);
+        // Children are pushed in reverse so the stack pops them in ascending IOVA order.
+        let mut children = Vec::new();
+        for i in 0..ENTRIES {
+            let mut q = [0u8; 8];
+            q.copy_from_slice(&buf[i * 8..i * 8 + 8]);
+            let raw = u64::from_le_bytes(q);
+            let iova = base.wrapping_add((i as u64).wrapping_mul(slot));
+            match fmt.decode(raw, level, iova) {
+                Entry::Absent => {}
+                Entry::Bad => out.issues.push(WalkIssue::Reserved { level, iova, raw }),
+                Entry::Leaf { phys, read, write } => {
+                    push_run(&mut out, limits, Run { iova, phys, size: slot, read: r && read, write: w && write })
+                }
+                Entry::Table { table, level: next, read, write } => {
+                    if next == 0 || next >= level {
+                        out.issues.push(WalkIssue::Reserved { level, iova, raw });
+                    } else {
+                        children.push((table, next, iova, r && read, w && write));
+                    }
+                }
+            }
+        }
+        stack.extend(children.into_iter().rev());
+    }
+    out
+}
+
+fn push_run(out: &mut Walk, limits: WalkLimits, run: Run) {
+    if let Some(last) = out.runs.last_mut() {
+        if last.end() == run.iova
+            && last.phys.wrapping_add(last.size) == run.phys
+            && (last.read, last.write) == (run.read, run.write)
+        {
+            last.size += run.size;
+            return;
+        }
+    }
+    if out.runs.len() >= limits.max_runs {
+        if out.issues.last() != Some(&WalkIssue::TooManyRuns) {
+            out.issues.push(WalkIssue::TooManyRuns);
+        }
+        return;
+    }
+    out.runs.push(run);
+}
+
+/// What one IOVA translates to: the physical address for `iova`, its permissions and the slot size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Leaf {
+    pub phys: u64,
+    pub read: bool,
+    pub write: bool,
+    pub size: u64,
+}
+
+/// Translate one IOVA (at most `levels` reads, no allocation).
+pub fn lookup(
+    mem: &impl PhysMem,
+    fmt: &impl Format,
+    root: u64,
+    levels: u32,
+    iova: u64,
+) -> Result<Option<Leaf>, MemError> {
+    let (mut table, mut level, mut r, mut w) = (root, levels, true, true);
+    for _ in 0..levels {
+        let slot = fmt.slot_size(level);
+        let at = table + 8 * fmt.index(iova, level) as u64;
+        let slot_iova = iova & !(slot.wrapping_sub(1));
+        match fmt.decode(mem.read_u64(at)?, level, slot_iova) {
+            Entry::Absent | Entry::Bad => return Ok(None),
+            Entry::Leaf { phys, read, write } => {
+                return Ok(Some(Leaf {
+                    phys: phys + (iova & (slot - 1)),
+                    read: r && read,
+                    write: w && write,
+                    size: slot,
+                }))
+            }
+            Entry::Table { table: t, level: next, read, write } => {
+                if next == 0 || next >= level {
+                    return Ok(None);
+                }
+                r &= read;
+                w &= write;
+                table = t;
+                level = next;
+            }
+        }
+    }
+    Ok(None)
+}
