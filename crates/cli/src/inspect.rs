@@ -20,7 +20,7 @@ pub struct Args {
     #[arg(long)]
     pub regs: std::path::PathBuf,
     /// The IOMMU kind.
-    #[arg(long, value_parser = ["vtd", "amdvi"])]
+    #[arg(long, value_parser = ["vtd", "amdvi", "smmuv3"])]
     pub iommu: String,
     /// The unit's MMIO base address (hex with 0x, or decimal).
     #[arg(long, value_parser = parse_u64)]
@@ -64,7 +64,7 @@ struct Mapping {
 
 #[derive(Serialize)]
 struct DeviceOut {
-    sid: u16,
+    sid: u32,
     id: String,
     domain: Option<u16>,
     kind: &'static str,
@@ -92,6 +92,10 @@ pub fn run(a: &Args) -> Result<ExitCode, String> {
         "amdvi" => {
             hw.require_amdvi().map_err(|e| e.to_string())?;
             decode_amdvi(&mut hw, &env)?
+        }
+        "smmuv3" => {
+            hw.require_smmuv3().map_err(|e| e.to_string())?;
+            decode_smmuv3(&mut hw, &env)?
         }
         _ => {
             hw.require_vtd().map_err(|e| e.to_string())?;
@@ -127,7 +131,7 @@ fn decode_vtd(hw: &mut (impl Mmio + PhysMem), env: &BootEnv) -> Result<InspectOu
                 devices.insert(
                     d.sid,
                     DeviceOut {
-                        sid: d.sid,
+                        sid: d.sid as u32,
                         id: SourceId(d.sid).to_string(),
                         domain: Some(d.did),
                         kind: "translated",
@@ -143,7 +147,14 @@ fn decode_vtd(hw: &mut (impl Mmio + PhysMem), env: &BootEnv) -> Result<InspectOu
         let domain = (d.did != 0).then_some(d.did);
         devices.insert(
             d.sid,
-            DeviceOut { sid: d.sid, id: SourceId(d.sid).to_string(), domain, kind, mappings, problems: Vec::new() },
+            DeviceOut {
+                sid: d.sid as u32,
+                id: SourceId(d.sid).to_string(),
+                domain,
+                kind,
+                mappings,
+                problems: Vec::new(),
+            },
         );
     }
     let mut problems = Vec::new();
@@ -153,7 +164,7 @@ fn decode_vtd(hw: &mut (impl Mmio + PhysMem), env: &BootEnv) -> Result<InspectOu
                 devices.insert(
                     sid,
                     DeviceOut {
-                        sid,
+                        sid: sid.into(),
                         id: SourceId(sid).to_string(),
                         domain: None,
                         kind: "invalid",
@@ -197,7 +208,8 @@ fn decode_amdvi(hw: &mut (impl Mmio + PhysMem), env: &BootEnv) -> Result<Inspect
             }
             DteKind::PassThrough { .. } | DteKind::NotValid => ("passthrough", Vec::new(), Vec::new()),
         };
-        devices.insert(d.devid, DeviceOut { sid: d.devid, id, domain: Some(d.domain), kind, mappings, problems });
+        devices
+            .insert(d.devid, DeviceOut { sid: d.devid as u32, id, domain: Some(d.domain), kind, mappings, problems });
     }
     let mut problems = Vec::new();
     for p in &scan.problems {
@@ -207,7 +219,7 @@ fn decode_amdvi(hw: &mut (impl Mmio + PhysMem), env: &BootEnv) -> Result<Inspect
                 devices.insert(
                     devid,
                     DeviceOut {
-                        sid: devid,
+                        sid: devid as u32,
                         id,
                         domain: None,
                         kind: "invalid",
@@ -230,6 +242,62 @@ fn decode_amdvi(hw: &mut (impl Mmio + PhysMem), env: &BootEnv) -> Result<Inspect
 }
 
 use iommu_driver::amdvi::DteKind as DeviceKind2;
+
+fn decode_smmuv3(hw: &mut (impl Mmio + PhysMem), env: &BootEnv) -> Result<InspectOut, String> {
+    use iommu_driver::smmuv3::{self, SteKind};
+    let scan = smmuv3::scan(hw, env).map_err(|r| format!("cannot decode the unit: {r}"))?;
+    let mut devices: BTreeMap<u32, DeviceOut> = BTreeMap::new();
+    let walk_runs = |hw: &mut _, root, w: smmuv3::Vmsa| {
+        let walk = iommu_driver::walk::walk(hw, &w, root, w.levels(), WalkLimits::default());
+        let m: Vec<Mapping> =
+            walk.runs.iter().map(|r| Mapping { iova: r.iova, phys: r.phys, size: r.size, perm: r.perm() }).collect();
+        (m, walk.issues.iter().map(|i| format!("{i:?}")).collect::<Vec<_>>())
+    };
+    for st in &scan.streams {
+        let (kind, domain, mappings, problems) = match st.kind {
+            SteKind::Bypass => ("passthrough", None, Vec::new(), Vec::new()),
+            SteKind::Blocked { asid } => ("blocked", Some(asid), Vec::new(), Vec::new()),
+            SteKind::Stage1 { ttb0, walk, asid } => {
+                let (m, p) = walk_runs(hw, ttb0, walk);
+                ("translated", Some(asid), m, p)
+            }
+            SteKind::Stage2 { s2ttb, walk, vmid } => {
+                let (m, p) = walk_runs(hw, s2ttb, walk);
+                ("translated", Some(vmid), m, p)
+            }
+        };
+        devices
+            .insert(st.sid, DeviceOut { sid: st.sid, id: format!("{:#x}", st.sid), domain, kind, mappings, problems });
+    }
+    let mut problems = Vec::new();
+    for p in &scan.problems {
+        match p.sid() {
+            Some(sid) => {
+                devices.insert(
+                    sid,
+                    DeviceOut {
+                        sid,
+                        id: format!("{sid:#x}"),
+                        domain: None,
+                        kind: "invalid",
+                        mappings: Vec::new(),
+                        problems: vec![p.to_string()],
+                    },
+                );
+            }
+            None => problems.push(p.to_string()),
+        }
+    }
+    let fmt = if scan.cfg.fmt() == iommu_spec::smmuv3::StrtabFmt::TwoLevel { "2-level" } else { "linear" };
+    Ok(InspectOut {
+        iommu: "smmuv3",
+        mode: fmt,
+        translation_enabled: scan.cr0.smmuen(),
+        root_table: scan.base.table(),
+        devices: devices.into_values().collect(),
+        problems,
+    })
+}
 
 fn print_human(w: &mut impl Write, o: &InspectOut) -> std::io::Result<()> {
     writeln!(

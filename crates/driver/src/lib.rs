@@ -11,6 +11,7 @@ extern crate alloc;
 
 pub mod platform;
 pub mod policy;
+pub mod smmuv3;
 pub mod vtd;
 pub mod walk;
 

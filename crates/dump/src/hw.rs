@@ -87,6 +87,19 @@ impl DumpHw {
             .map_err(InputError::Missing)
     }
 
+    /// The SMMUv3 registers a decode reads.
+    pub fn require_smmuv3(&self) -> Result<(), InputError> {
+        use iommu_spec::smmuv3::off as s;
+        self.regs
+            .require(&[
+                ("IDR1", s::IDR1, 4),
+                ("CR0", s::CR0, 4),
+                ("STRTAB_BASE", s::STRTAB_BASE, 8),
+                ("STRTAB_BASE_CFG", s::STRTAB_BASE_CFG, 4),
+            ])
+            .map_err(InputError::Missing)
+    }
+
     /// The physical ranges the dump holds, as the RAM map.
     pub fn ram_ranges(&self) -> Vec<Range<u64>> {
         self.mem.inner().ram_ranges()

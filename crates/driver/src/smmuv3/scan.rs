@@ -1,0 +1,336 @@
+//! A read-only look at the stream table an SMMUv3 is using (what seed 003's adoption reads first),
+//! validating every descriptor as hostile input: linear and 2-level tables, STEs, and for stage-1 streams
+//! the context descriptor for substream 0.
+
+use alloc::vec::Vec;
+use core::fmt;
+
+use iommu_spec::smmuv3::pgtable::{ia_bits, s1_start_level, s2_concat_tables, s2_start_level};
+use iommu_spec::smmuv3::{cd_l1_index, cd_l2_index};
+use iommu_spec::smmuv3::{
+    off, Cd, CdL1Desc, Config, Cr0, Idr1, L1Desc, S1Fmt, Ste, StrtabBase, StrtabBaseCfg, StrtabFmt,
+};
+
+use super::walk::{Stage, Vmsa};
+use crate::{BootEnv, MemError, Mmio, PhysMem};
+
+/// STEs a scan will visit at most (2^20, 64 MiB of linear table or that many 2-level entries).
+pub const MAX_STES: u64 = 1 << 20;
+/// Level-1 descriptors a scan will read at most.
+pub const MAX_L1: u64 = 1 << 20;
+
+/// How a valid, non-abort stream translates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SteKind {
+    /// Config bypass: the stream reaches all of memory.
+    Bypass,
+    /// Stage 1 through the CD for substream 0: tables at `ttb0`.
+    Stage1 { ttb0: u64, walk: Vmsa, asid: u16 },
+    /// Stage 2 only: tables at `s2ttb`.
+    Stage2 { s2ttb: u64, walk: Vmsa, vmid: u16 },
+    /// Stage 1 with TTB0 walks disabled (CD.EPD0): every access faults.
+    Blocked { asid: u16 },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ScannedSte {
+    pub sid: u32,
+    pub kind: SteKind,
+    pub ste: Ste,
+}
+
+/// A descriptor that cannot be trusted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SteProblem {
+    L1Reserved {
+        index: u64,
+        raw: u64,
+    },
+    /// The L1 descriptor's span is not the SPLIT + 1 a 2-level table of this SPLIT has (seed 003's check).
+    L1Span {
+        index: u64,
+        span: u8,
+        want: u8,
+    },
+    TableNotRam {
+        sid: u32,
+        what: &'static str,
+        addr: u64,
+    },
+    TableInCrashRegion {
+        sid: u32,
+        what: &'static str,
+        addr: u64,
+    },
+    Unreadable {
+        sid: u32,
+        what: &'static str,
+        err: MemError,
+    },
+    SteReserved {
+        sid: u32,
+    },
+    /// Config values this driver does not walk (nested), or stage-2 concatenated tables.
+    SteUnsupported {
+        sid: u32,
+        config: u8,
+    },
+    CdInvalid {
+        sid: u32,
+    },
+    BadInputSize {
+        sid: u32,
+        t0sz: u8,
+    },
+}
+
+impl SteProblem {
+    pub fn sid(&self) -> Option<u32> {
+        match self {
+            SteProblem::L1Reserved { .. } | SteProblem::L1Span { .. } => None,
+            SteProblem::TableNotRam { sid, .. }
+            | SteProblem::TableInCrashRegion { sid, .. }
+            | SteProblem::Unreadable { sid, .. }
+            | SteProblem::SteReserved { sid }
+            | SteProblem::SteUnsupported { sid, .. }
+            | SteProblem::CdInvalid { sid }
+            | SteProblem::BadInputSize { sid, .. } => Some(*sid),
+        }
+    }
+}
+
+impl fmt::Display for SteProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SteProblem::L1Reserved { index, raw } => write!(f, "L1 descriptor {index}: reserved bits set ({raw:#x})"),
+            SteProblem::L1Span { index, span, want } => {
+                write!(f, "L1 descriptor {index}: SPAN {span}, expected {want}")
+            }
+            SteProblem::TableNotRam { sid, what, addr } => write!(f, "stream {sid:#x}: {what} {addr:#x} outside RAM"),
+            SteProblem::TableInCrashRegion { sid, what, addr } => {
+                write!(f, "stream {sid:#x}: {what} {addr:#x} inside the crash kernel's region")
+            }
+            SteProblem::Unreadable { sid, what, err } => write!(f, "stream {sid:#x}: {what} unreadable: {err}"),
+            SteProblem::SteReserved { sid } => write!(f, "stream {sid:#x}: STE reserved bits set"),
+            SteProblem::SteUnsupported { sid, config } => {
+                write!(f, "stream {sid:#x}: STE config {config:#05b} not walked")
+            }
+            SteProblem::CdInvalid { sid } => write!(f, "stream {sid:#x}: context descriptor 0 not valid"),
+            SteProblem::BadInputSize { sid, t0sz } => write!(f, "stream {sid:#x}: input size T0SZ {t0sz} not walkable"),
+        }
+    }
+}
+
+/// Why the stream table as a whole cannot be read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StrtabRefusal {
+    BaseZero,
+    /// LOG2SIZE beyond IDR1.SIDSIZE, SPLIT beyond LOG2SIZE, or a table too large to scan.
+    BadConfig {
+        log2size: u8,
+        split: u8,
+        sidsize: u8,
+    },
+    NotRam {
+        addr: u64,
+        bytes: u64,
+    },
+    InCrashRegion {
+        addr: u64,
+        bytes: u64,
+    },
+    Unreadable(MemError),
+}
+
+impl fmt::Display for StrtabRefusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StrtabRefusal::BaseZero => f.write_str("STRTAB_BASE is zero"),
+            StrtabRefusal::BadConfig { log2size, split, sidsize } => {
+                write!(f, "STRTAB_BASE_CFG LOG2SIZE {log2size} SPLIT {split} does not fit SIDSIZE {sidsize}")
+            }
+            StrtabRefusal::NotRam { addr, bytes } => write!(f, "stream table {addr:#x}+{bytes:#x} is not RAM"),
+            StrtabRefusal::InCrashRegion { addr, bytes } => {
+                write!(f, "stream table {addr:#x}+{bytes:#x} overlaps the crash kernel's region")
+            }
+            StrtabRefusal::Unreadable(e) => write!(f, "stream table unreadable: {e}"),
+        }
+    }
+}
+
+impl core::error::Error for SteProblem {}
+impl core::error::Error for StrtabRefusal {}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StrtabScan {
+    pub cr0: Cr0,
+    pub base: StrtabBase,
+    pub cfg: StrtabBaseCfg,
+    pub streams: Vec<ScannedSte>,
+    pub problems: Vec<SteProblem>,
+}
+
+fn check_table(env: &BootEnv, sid: u32, what: &'static str, addr: u64, bytes: u64) -> Result<(), SteProblem> {
+    if !env.in_ram(addr, bytes) {
+        return Err(SteProblem::TableNotRam { sid, what, addr });
+    }
+    if env.in_crash_region(addr, bytes) {
+        return Err(SteProblem::TableInCrashRegion { sid, what, addr });
+    }
+    Ok(())
+}
+
+fn read_words<const N: usize>(hw: &impl PhysMem, at: u64) -> Result<[u64; N], MemError> {
+    let mut w = [0u64; N];
+    for (i, x) in w.iter_mut().enumerate() {
+        *x = hw.read_u64(at + 8 * i as u64)?;
+    }
+    Ok(w)
+}
+
+/// Read the stream table STRTAB_BASE/STRTAB_BASE_CFG name. Abort STEs (Linux's default for every stream
+/// without a domain) and invalid ones are not listed. Bounded by [`MAX_L1`] and [`MAX_STES`].
+pub fn scan(hw: &mut (impl Mmio + PhysMem), env: &BootEnv) -> Result<StrtabScan, StrtabRefusal> {
+    let cr0 = Cr0::from_bits(hw.read32(off::CR0));
+    let idr1 = Idr1::from_bits(hw.read32(off::IDR1));
+    let base = StrtabBase::from_bits(hw.read64(off::STRTAB_BASE));
+    let cfg = StrtabBaseCfg::from_bits(hw.read32(off::STRTAB_BASE_CFG));
+    let (log2size, split, sidsize) = (cfg.log2size(), cfg.split(), idr1.sidsize());
+    let bad = StrtabRefusal::BadConfig { log2size, split, sidsize };
+    if base.table() == 0 {
+        return Err(StrtabRefusal::BaseZero);
+    }
+    if log2size > sidsize.min(32) {
+        return Err(bad);
+    }
+    let mut out = StrtabScan { cr0, base, cfg, streams: Vec::new(), problems: Vec::new() };
+    let table = base.table();
+    if cfg.fmt() == StrtabFmt::TwoLevel {
+        if split > log2size || (1u64 << (log2size - split)) > MAX_L1 {
+            return Err(bad);
+        }
+        let l1_entries = 1u64 << (log2size - split);
+        let bytes = l1_entries * 8;
+        if !env.in_ram(table, bytes) {
+            return Err(StrtabRefusal::NotRam { addr: table, bytes });
+        }
+        if env.in_crash_region(table, bytes) {
+            return Err(StrtabRefusal::InCrashRegion { addr: table, bytes });
+        }
+        let want_span = split + 1;
+        let mut visited = 0u64;
+        for index in 0..l1_entries {
+            let raw = hw.read_u64(table + 8 * index).map_err(StrtabRefusal::Unreadable)?;
+            let l1 = L1Desc::from_bits(raw);
+            if !l1.valid() {
+                continue;
+            }
+            if l1.reserved_bits() != 0 {
+                out.problems.push(SteProblem::L1Reserved { index, raw });
+                continue;
+            }
+            if l1.span() != want_span {
+                out.problems.push(SteProblem::L1Span { index, span: l1.span(), want: want_span });
+                continue;
+            }
+            let first = (index << split) as u32;
+            if let Err(p) = check_table(env, first, "L2 stream table", l1.l2_table(), l1.l2_bytes()) {
+                out.problems.push(p);
+                continue;
+            }
+            for i in 0..l1.l2_entries() {
+                visited += 1;
+                if visited > MAX_STES {
+                    return Err(bad);
+                }
+                scan_ste(hw, env, first + i as u32, l1.l2_table() + 64 * i, &mut out);
+            }
+        }
+    } else {
+        let entries = 1u64 << log2size;
+        if entries > MAX_STES {
+            return Err(bad);
+        }
+        let bytes = entries * 64;
+        if !env.in_ram(table, bytes) {
+            return Err(StrtabRefusal::NotRam { addr: table, bytes });
+        }
+        if env.in_crash_region(table, bytes) {
+            return Err(StrtabRefusal::InCrashRegion { addr: table, bytes });
+        }
+        for sid in 0..entries {
+            scan_ste(hw, env, sid as u32, table + 64 * sid, &mut out);
+        }
+    }
+    Ok(out)
+}
+
+fn scan_ste(hw: &impl PhysMem, env: &BootEnv, sid: u32, at: u64, out: &mut StrtabScan) {
+    match read_ste(hw, env, sid, at) {
+        Ok(Some(s)) => out.streams.push(s),
+        Ok(None) => {}
+        Err(p) => out.problems.push(p),
+    }
+}
+
+fn read_ste(hw: &impl PhysMem, env: &BootEnv, sid: u32, at: u64) -> Result<Option<ScannedSte>, SteProblem> {
+    let ste = Ste(read_words::<8>(hw, at).map_err(|err| SteProblem::Unreadable { sid, what: "STE", err })?);
+    if !ste.valid() || ste.config().is_abort() {
+        return Ok(None);
+    }
+    if ste.has_reserved_bits() {
+        return Err(SteProblem::SteReserved { sid });
+    }
+    let kind = match ste.config() {
+        Config::Bypass => SteKind::Bypass,
+        Config::S1Translate => {
+            let dw0 = ste.dw0();
+            let ptr = ste.s1_context_ptr();
+            let fmt = if dw0.s1cdmax() == 0 { S1Fmt::Linear } else { dw0.s1fmt() };
+            let cd_at =
+                if fmt == S1Fmt::Linear {
+                    ptr
+                } else {
+                    check_table(env, sid, "CD L1 table", ptr, 8)?;
+                    let l1 =
+                        CdL1Desc::from_bits(
+                            hw.read_u64(ptr + 8 * cd_l1_index(0, fmt) as u64)
+                                .map_err(|err| SteProblem::Unreadable { sid, what: "CD L1 descriptor", err })?,
+                        );
+                    l1.l2_table() + 64 * cd_l2_index(0, fmt) as u64
+                };
+            check_table(env, sid, "context descriptor", cd_at, 64)?;
+            let cd = Cd(read_words::<8>(hw, cd_at).map_err(|err| SteProblem::Unreadable { sid, what: "CD", err })?);
+            if !cd.valid() {
+                return Err(SteProblem::CdInvalid { sid });
+            }
+            let c0 = cd.dw0();
+            if c0.epd0() {
+                return Ok(Some(ScannedSte { sid, kind: SteKind::Blocked { asid: cd.asid() }, ste }));
+            }
+            let start = s1_start_level(c0.t0sz()).ok_or(SteProblem::BadInputSize { sid, t0sz: c0.t0sz() })?;
+            check_table(env, sid, "stage-1 table", cd.ttb0(), 4096)?;
+            SteKind::Stage1 {
+                ttb0: cd.ttb0(),
+                walk: Vmsa { stage: Stage::One, start, ia_bits: ia_bits(c0.t0sz()) },
+                asid: cd.asid(),
+            }
+        }
+        Config::S2Translate => {
+            let dw2 = ste.dw2();
+            let start = s2_start_level(dw2.s2sl0()).ok_or(SteProblem::BadInputSize { sid, t0sz: dw2.s2t0sz() })?;
+            // Concatenated start-level tables span several pages; the walker reads one page a table.
+            if s2_concat_tables(dw2.s2sl0(), dw2.s2t0sz()) != Some(1) {
+                return Err(SteProblem::SteUnsupported { sid, config: ste.config().0 });
+            }
+            check_table(env, sid, "stage-2 table", ste.s2ttb(), 4096)?;
+            SteKind::Stage2 {
+                s2ttb: ste.s2ttb(),
+                walk: Vmsa { stage: Stage::Two, start, ia_bits: ia_bits(dw2.s2t0sz()) },
+                vmid: ste.s2vmid(),
+            }
+        }
+        c => return Err(SteProblem::SteUnsupported { sid, config: c.0 }),
+    };
+    Ok(Some(ScannedSte { sid, kind, ste }))
+}
