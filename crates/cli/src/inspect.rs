@@ -86,8 +86,13 @@ struct InspectOut {
 pub fn run(a: &Args) -> Result<ExitCode, String> {
     let input = InspectInput::open(&a.dump, &a.regs, a.base).map_err(|e| e.to_string())?;
     let mut hw: DumpHw = input.hw();
-    let env =
-        BootEnv { crash_kernel: true, ram: hw.ram_ranges(), crash_region: a.crashkernel.clone(), mem_encrypt: false };
+    let env = BootEnv {
+        crash_kernel: true,
+        ram: hw.ram_ranges(),
+        crash_region: a.crashkernel.clone(),
+        mem_encrypt: false,
+        c_bit: 0,
+    };
     let out = match a.iommu.as_str() {
         "amdvi" => {
             hw.require_amdvi().map_err(|e| e.to_string())?;

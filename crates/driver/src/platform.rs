@@ -98,6 +98,10 @@ pub struct BootEnv {
     pub crash_region: Option<Range<u64>>,
     /// Host memory encryption (SME / SEV-SNP) is active.
     pub mem_encrypt: bool,
+    /// The SME encryption bit (`sme_me_mask`): addresses the crashed kernel wrote into IOMMU registers and
+    /// tables may carry it, and it is stripped before they are used as physical addresses (Linux
+    /// `iommu_memremap`). Zero without SME.
+    pub c_bit: u64,
 }
 
 impl BootEnv {
@@ -127,6 +131,7 @@ mod tests {
             ram: vec![0..0xa_0000, 0x10_0000..0x8000_0000],
             crash_region: Some(0x4000_0000..0x5000_0000),
             mem_encrypt: false,
+            c_bit: 0,
         };
         assert!(env.in_ram(0x1000, 0x1000));
         assert!(!env.in_ram(0x9_f000, 0x2000), "straddles a hole");

@@ -55,6 +55,7 @@ impl MachineConfig {
             ram: self.ram.clone(),
             crash_region: Some(self.crash_region.clone()),
             mem_encrypt: false,
+            c_bit: 0,
         }
     }
 

@@ -67,7 +67,7 @@ fn adopt_linux(mode: &str) {
         assert_eq!(dma(&mut unit, &mut mem, sid, iova, w), Ok(phys), "the model agrees with QEMU before the crash");
     }
 
-    let env = BootEnv { crash_kernel: true, ram: vec![RAM], crash_region: Some(CRASH), mem_encrypt: false };
+    let env = BootEnv { crash_kernel: true, ram: vec![RAM], crash_region: Some(CRASH), mem_encrypt: false, c_bit: 0 };
     let mut frames = FrameRegion::new(CRASH.start + 0x100_0000..CRASH.end);
     let opts = VtdOptions { scalable: mode == "scalable" };
     let (v, report) =

@@ -1,8 +1,16 @@
-//! AMD-Vi (AMD I/O Virtualization Technology) driver. So far the read-only half: the device-table scan
-//! and the v1 page-table walk that hand-over validation, `handover inspect` and the audit share.
+//! AMD-Vi (AMD I/O Virtualization Technology) driver: normal boot, crash-kernel boot under a policy with
+//! the seeds' reuse of the crashed kernel's structures (SEV-SNP's locked registers never written), the
+//! device-table scan and the v1 page-table walk.
 
+mod cmdq;
+mod driver;
+mod error;
+mod handover;
 pub mod scan;
 pub mod walk;
 
+pub use driver::{AmdOptions, Amdvi, Attachment, DeviceState, Domain, DomainId, LEVELS};
+pub use error::{AmdError, Refusal};
+pub use handover::{AmdOutcome, AmdReport};
 pub use scan::{scan, DevTableRefusal, DevTableScan, DteKind, DteProblem, ScannedDte};
 pub use walk::V1;

@@ -152,7 +152,7 @@ pub fn scan(hw: &mut (impl Mmio + PhysMem), env: &BootEnv, strict: bool) -> Resu
     let control = Control::from_bits(hw.read64(off::CONTROL));
     let efr = Efr::from_bits(hw.read64(off::EXT_FEATURES));
     let table = DevTableBase::from_bits(hw.read64(off::DEV_TABLE_BASE));
-    let (base, bytes) = (table.table(), table.bytes());
+    let (base, bytes) = (table.table() & !env.c_bit, table.bytes());
     if base == 0 {
         return Err(DevTableRefusal::Zero);
     }
@@ -227,7 +227,7 @@ fn check(dte: Dte, devid: u16, env: &BootEnv, max_levels: u32) -> Result<Option<
             if levels > max_levels {
                 return Err(DteProblem::TooManyLevels { devid, levels, max: max_levels });
             }
-            let root = dte.pt_root();
+            let root = dte.pt_root() & !env.c_bit;
             if !env.in_ram(root, 4096) {
                 return Err(DteProblem::PageTableNotRam { devid, addr: root });
             }

@@ -40,6 +40,7 @@ impl Rig {
             ram: std::iter::once(0x10_0000..4 * GIB).collect(),
             crash_region: Some(CRASH),
             mem_encrypt: false,
+            c_bit: 0,
         }
     }
     /// Where a device's write to `iova` lands, or the fault's reason code.

@@ -1,0 +1,381 @@
+//! The AMD-Vi driver: normal boot (Linux `init_iommu_one` / `iommu_enable`), domains with v1 page tables,
+//! map/unmap with INVALIDATE_IOMMU_PAGES and completion waits, attach.
+
+use alloc::collections::BTreeMap;
+use alloc::vec::Vec;
+
+use iommu_spec::amdvi::{
+    invalidate_iommu_all, off, Control, DevTableBase, DeviceId, Dte, Efr, ExclusionBase, ExclusionLimit,
+    InvalidateDevice, InvalidateIommuPages, IoPte, PagingMode, RingBase, RingPtr,
+};
+
+use super::cmdq::CmdRing;
+use super::scan::DteKind;
+use super::AmdError;
+use crate::ids::IdAllocator;
+use crate::iova::IovaAllocator;
+use crate::{BootEnv, FrameAlloc, Platform};
+
+/// Page-table levels of our domains: 3 (39-bit IOVAs), what Linux starts DMA domains with.
+pub const LEVELS: u32 = 3;
+/// Ring length code for 512 16-byte entries (8 KiB), Linux's command buffer and event log size.
+pub const RING_LEN: u8 = 9;
+
+/// Choices a kernel makes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AmdOptions {
+    /// Device table entries (a power of two up to 65 536): Linux sizes it from IVRS's last device ID.
+    pub dev_table_entries: u32,
+}
+
+impl Default for AmdOptions {
+    fn default() -> Self {
+        AmdOptions { dev_table_entries: 65536 }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DomainId(pub usize);
+
+#[derive(Clone, Debug)]
+pub struct Domain {
+    pub id: u16,
+    pub root: u64,
+    pub iova: IovaAllocator,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attachment {
+    Domain(DomainId),
+    PassThrough,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceState {
+    Attached(Attachment),
+    /// Still translating through the crashed kernel's DTE (used in place); attach deferred.
+    Adopted {
+        domain: u16,
+        kind: DteKind,
+    },
+    Contained {
+        domain: u16,
+    },
+}
+
+/// The driver for one AMD-Vi unit.
+pub struct Amdvi {
+    pub efr: Efr,
+    pub(super) snp: bool,
+    pub(super) dev_table: u64,
+    pub(super) dev_table_bytes: u64,
+    pub(super) cmd: Option<CmdRing>,
+    pub(super) domain_ids: IdAllocator,
+    pub(super) domains: Vec<Option<Domain>>,
+    pub(super) devices: BTreeMap<u16, DeviceState>,
+    pub(super) translating: bool,
+    pub(super) scratch: Option<(u64, u64, u16, u64)>,
+    pub(super) iova_holes: Vec<core::ops::Range<u64>>,
+    pub frames_allocated: u64,
+}
+
+pub(super) fn alloc_contiguous(hw: &mut impl FrameAlloc, pages: u64, count: &mut u64) -> Result<u64, AmdError> {
+    let first = hw.alloc_frame().ok_or(AmdError::OutOfMemory)?;
+    *count += 1;
+    for i in 1..pages {
+        let next = hw.alloc_frame().ok_or(AmdError::OutOfMemory)?;
+        *count += 1;
+        if next != first + i * 4096 {
+            return Err(AmdError::OutOfMemory);
+        }
+    }
+    Ok(first)
+}
+
+impl Amdvi {
+    pub fn translating(&self) -> bool {
+        self.translating
+    }
+    pub fn snp(&self) -> bool {
+        self.snp
+    }
+    pub fn device_table(&self) -> u64 {
+        self.dev_table
+    }
+    pub fn device(&self, devid: u16) -> Option<DeviceState> {
+        self.devices.get(&devid).copied()
+    }
+    pub fn domain(&self, d: DomainId) -> Option<&Domain> {
+        self.domains.get(d.0).and_then(|x| x.as_ref())
+    }
+    pub fn domain_id_used(&self, id: u16) -> bool {
+        self.domain_ids.is_used(id as u32)
+    }
+    /// IOVA ranges every domain created from now on keeps unused (PCI windows, MSI).
+    pub fn reserve_iova_holes(&mut self, holes: &[core::ops::Range<u64>]) {
+        self.iova_holes = holes.to_vec();
+    }
+
+    pub(super) fn blank(hw: &mut impl Platform, env: &BootEnv) -> Self {
+        let efr = Efr::from_bits(hw.read64(off::EXT_FEATURES));
+        let mut domain_ids = IdAllocator::new(65536, 1);
+        domain_ids.reserve(0);
+        Amdvi {
+            efr,
+            // Linux `amd_iommu_snp_en`: the unit supports SNP and the host runs SNP.
+            snp: efr.snp_sup() && env.mem_encrypt,
+            dev_table: 0,
+            dev_table_bytes: 0,
+            cmd: None,
+            domain_ids,
+            domains: Vec::new(),
+            devices: BTreeMap::new(),
+            translating: false,
+            scratch: None,
+            iova_holes: Vec::new(),
+            frames_allocated: 0,
+        }
+    }
+
+    /// Normal boot: a fresh device table with every entry blocking DMA, our own command buffer, event log and
+    /// completion-wait page, everything invalidated, translation on.
+    pub fn init(hw: &mut impl Platform, env: &BootEnv, opts: AmdOptions) -> Result<Self, AmdError> {
+        let mut v = Self::fresh(hw, env, opts)?;
+        v.enable(hw, true)?;
+        Ok(v)
+    }
+
+    /// Program fresh structures (the registers are written: under a live SNP lock they are ignored, and the
+    /// first completion wait shows it) and invalidate everything. Translation is left as `on` says.
+    pub(super) fn fresh(hw: &mut impl Platform, env: &BootEnv, opts: AmdOptions) -> Result<Self, AmdError> {
+        let mut v = Self::blank(hw, env);
+        let ctrl = Control::from_bits(hw.read64(off::CONTROL));
+        hw.write64(off::CONTROL, ctrl.with_cmd_buf_en(false).with_event_log_en(false).into_bits());
+        let entries = opts.dev_table_entries.clamp(256, 65536).next_power_of_two();
+        let bytes = entries as u64 * 32;
+        let mut n = 0;
+        let dt = alloc_contiguous(hw, bytes / 4096, &mut n)?;
+        let snp = v.snp;
+        let blocked = Dte::blocked(snp).to_le_bytes();
+        let page: Vec<u8> = (0..128).flat_map(|_| blocked).collect();
+        for p in 0..bytes / 4096 {
+            hw.write(dt + p * 4096, &page)?;
+        }
+        let cmd = alloc_contiguous(hw, 2, &mut n)?;
+        let evt = alloc_contiguous(hw, 2, &mut n)?;
+        let sem = alloc_contiguous(hw, 1, &mut n)?;
+        v.frames_allocated += n;
+        v.dev_table = dt;
+        v.dev_table_bytes = bytes;
+        hw.write64(off::DEV_TABLE_BASE, DevTableBase::from_table(dt, bytes).into_bits());
+        hw.write64(off::CMD_BUF_BASE, RingBase::from_ring(cmd, RING_LEN).into_bits());
+        hw.write64(off::EVENT_LOG_BASE, RingBase::from_ring(evt, RING_LEN).into_bits());
+        if snp {
+            // Completion-wait stores must land in the completion-store window (Linux `iommu_set_cwwb_range`).
+            hw.write64(off::EXCL_BASE, ExclusionBase::from_address(sem).into_bits());
+            hw.write64(off::EXCL_LIMIT, ExclusionLimit::from_address(sem).into_bits());
+        }
+        v.cmd = Some(CmdRing::new(cmd, 1 << RING_LEN, sem));
+        v.restart_rings(hw);
+        v.invalidate_all(hw)?;
+        Ok(v)
+    }
+
+    /// Reset the command buffer and event log to empty and (re)start them (Linux
+    /// `amd_iommu_reset_cmd_buffer`, `iommu_enable_event_buffer`): head and tail to 0 with the rings off.
+    pub(super) fn restart_rings(&mut self, hw: &mut impl Platform) {
+        let ctrl = Control::from_bits(hw.read64(off::CONTROL));
+        hw.write64(off::CONTROL, ctrl.with_cmd_buf_en(false).with_event_log_en(false).into_bits());
+        for r in [off::CMD_HEAD, off::CMD_TAIL, off::EVENT_HEAD, off::EVENT_TAIL] {
+            hw.write64(r, RingPtr::from_index(0).into_bits());
+        }
+        if let Some(c) = self.cmd.as_mut() {
+            c.tail = 0;
+        }
+        hw.write64(off::CONTROL, ctrl.with_cmd_buf_en(true).with_event_log_en(true).with_coherent(true).into_bits());
+    }
+
+    pub(super) fn enable(&mut self, hw: &mut impl Platform, on: bool) -> Result<(), AmdError> {
+        let ctrl = Control::from_bits(hw.read64(off::CONTROL));
+        hw.write64(off::CONTROL, ctrl.with_iommu_en(on).into_bits());
+        self.translating = on;
+        Ok(())
+    }
+
+    pub(super) fn submit(&mut self, hw: &mut impl Platform, cmds: &[u128]) -> Result<(), AmdError> {
+        match self.cmd.as_mut() {
+            Some(c) => c.submit(hw, cmds),
+            None => Ok(()),
+        }
+    }
+
+    /// INVALIDATE_IOMMU_ALL where EFR offers it, else every device-table entry and all pages of domain 0
+    /// (Linux `amd_iommu_flush_all_caches`).
+    pub(super) fn invalidate_all(&mut self, hw: &mut impl Platform) -> Result<(), AmdError> {
+        if self.efr.ia_sup() {
+            return self.submit(hw, &[invalidate_iommu_all()]);
+        }
+        let n = (self.dev_table_bytes / 32).min(65536) as u32;
+        let cmds: Vec<u128> = (0..n).map(|d| InvalidateDevice::devtab_entry(DeviceId(d as u16)).into_bits()).collect();
+        self.submit(hw, &cmds)
+    }
+
+    pub fn create_domain(&mut self, hw: &mut impl Platform) -> Result<DomainId, AmdError> {
+        let id = self.domain_ids.alloc().ok_or(AmdError::OutOfDomainIds)? as u16;
+        let root = hw.alloc_frame().ok_or(AmdError::OutOfMemory)?;
+        self.frames_allocated += 1;
+        let mut iova = IovaAllocator::new(0x1000, 1 << 32);
+        for h in &self.iova_holes {
+            iova.reserve(h.start, h.end);
+        }
+        self.domains.push(Some(Domain { id, root, iova }));
+        Ok(DomainId(self.domains.len() - 1))
+    }
+
+    fn domain_mut(&mut self, d: DomainId) -> Result<&mut Domain, AmdError> {
+        self.domains.get_mut(d.0).and_then(|x| x.as_mut()).ok_or(AmdError::NoSuchDomain(d.0))
+    }
+
+    /// Map `size` bytes at `pa` at a fresh IOVA. With translation off the "IOVA" is the physical address.
+    pub fn map(
+        &mut self,
+        hw: &mut impl Platform,
+        d: DomainId,
+        pa: u64,
+        size: u64,
+        read: bool,
+        write: bool,
+    ) -> Result<u64, AmdError> {
+        if !self.translating {
+            return Ok(pa);
+        }
+        if !pa.is_multiple_of(4096) || !size.is_multiple_of(4096) || size == 0 {
+            return Err(AmdError::BadRange { iova: pa, size });
+        }
+        let dom = self.domain_mut(d)?;
+        let iova = dom.iova.alloc(size).ok_or(AmdError::OutOfIova { size })?;
+        let root = dom.root;
+        for off in (0..size).step_by(4096) {
+            self.map_page(hw, root, iova + off, pa + off, read, write)?;
+        }
+        Ok(iova)
+    }
+
+    fn map_page(
+        &mut self,
+        hw: &mut impl Platform,
+        root: u64,
+        iova: u64,
+        pa: u64,
+        r: bool,
+        w: bool,
+    ) -> Result<(), AmdError> {
+        use iommu_spec::amdvi::level_index;
+        let mut table = root;
+        for level in (2..=LEVELS).rev() {
+            let at = table + 8 * level_index(iova, level) as u64;
+            let pte = IoPte::from_bits(hw.read_u64(at)?);
+            table = if pte.present() {
+                pte.phys()
+            } else {
+                let next = hw.alloc_frame().ok_or(AmdError::OutOfMemory)?;
+                self.frames_allocated += 1;
+                hw.write_u64(at, IoPte::pde(next, (level - 1) as u8).into_bits())?;
+                next
+            };
+        }
+        hw.write_u64(table + 8 * level_index(iova, 1) as u64, IoPte::leaf(pa, r, w).into_bits())?;
+        Ok(())
+    }
+
+    /// Unmap and invalidate at once (strict): INVALIDATE_IOMMU_PAGES for the range, then a completion wait.
+    pub fn unmap(&mut self, hw: &mut impl Platform, d: DomainId, iova: u64, size: u64) -> Result<(), AmdError> {
+        use iommu_spec::amdvi::level_index;
+        if !self.translating {
+            return Ok(());
+        }
+        let dom = self.domain_mut(d)?;
+        let (root, id) = (dom.root, dom.id);
+        dom.iova.release(iova);
+        for off in (0..size).step_by(4096) {
+            let a = iova + off;
+            let mut table = root;
+            let mut present = true;
+            for level in (2..=LEVELS).rev() {
+                let pte = IoPte::from_bits(hw.read_u64(table + 8 * level_index(a, level) as u64)?);
+                if !pte.present() {
+                    present = false;
+                    break;
+                }
+                table = pte.phys();
+            }
+            if present {
+                hw.write_u64(table + 8 * level_index(a, 1) as u64, 0)?;
+            }
+        }
+        self.submit(hw, &[InvalidateIommuPages::range(id, iova, size).into_bits()])
+    }
+
+    /// Write `devid`'s DTE and invalidate what the unit caches for it (Linux `set_dte_entry` +
+    /// `device_flush_dte`); `old_domain`'s translations are flushed too when it had one.
+    pub(super) fn write_dte(
+        &mut self,
+        hw: &mut impl Platform,
+        devid: u16,
+        dte: Dte,
+        old_domain: Option<u16>,
+    ) -> Result<(), AmdError> {
+        let at = self.dev_table + 32 * devid as u64;
+        // Upper quadwords first, then the word holding V/TV, so the unit never sees half an entry valid.
+        for i in [1usize, 2, 3, 0] {
+            hw.write_u64(at + 8 * i as u64, dte.0[i])?;
+        }
+        let mut cmds = alloc::vec![InvalidateDevice::devtab_entry(DeviceId(devid)).into_bits()];
+        if let Some(id) = old_domain {
+            cmds.push(InvalidateIommuPages::all(id).into_bits());
+        }
+        self.submit(hw, &cmds)
+    }
+
+    /// Attach `devid`. A device still on its adopted DTE is switched over here (the deferred attach): its old
+    /// IOVAs are reserved in the new domain and the old domain's translations are flushed.
+    pub fn attach(&mut self, hw: &mut impl Platform, devid: u16, to: Attachment) -> Result<(), AmdError> {
+        if !self.translating {
+            return Ok(());
+        }
+        let old_domain = match self.devices.get(&devid).copied() {
+            Some(DeviceState::Adopted { domain, kind }) => {
+                if let (Attachment::Domain(d), DteKind::Translated { root, levels }) = (to, kind) {
+                    let w = crate::walk::walk(
+                        hw,
+                        &super::V1,
+                        root,
+                        levels,
+                        crate::walk::WalkLimits { max_tables: 4096, max_runs: 65536 },
+                    );
+                    let dom = self.domain_mut(d)?;
+                    for r in &w.runs {
+                        dom.iova.reserve(r.iova, r.end());
+                    }
+                }
+                Some(domain)
+            }
+            Some(DeviceState::Contained { domain }) => Some(domain),
+            Some(DeviceState::Attached(Attachment::Domain(d))) => self.domain(d).map(|x| x.id),
+            _ => None,
+        };
+        let dte = match to {
+            Attachment::Domain(d) => {
+                let dom = self.domain(d).ok_or(AmdError::NoSuchDomain(d.0))?;
+                Dte::translated(dom.root, PagingMode::from_bits(LEVELS as u8), dom.id, true, true)
+            }
+            Attachment::PassThrough => {
+                let id = self.domain_ids.alloc().ok_or(AmdError::OutOfDomainIds)? as u16;
+                Dte::passthrough(id)
+            }
+        };
+        self.write_dte(hw, devid, dte, old_domain)?;
+        self.devices.insert(devid, DeviceState::Attached(to));
+        Ok(())
+    }
+}
