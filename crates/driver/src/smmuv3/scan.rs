@@ -273,7 +273,7 @@ fn scan_ste(hw: &impl PhysMem, env: &BootEnv, sid: u32, at: u64, out: &mut Strta
     }
 }
 
-fn read_ste(hw: &impl PhysMem, env: &BootEnv, sid: u32, at: u64) -> Result<Option<ScannedSte>, SteProblem> {
+pub(super) fn read_ste(hw: &impl PhysMem, env: &BootEnv, sid: u32, at: u64) -> Result<Option<ScannedSte>, SteProblem> {
     let ste = Ste(read_words::<8>(hw, at).map_err(|err| SteProblem::Unreadable { sid, what: "STE", err })?);
     if !ste.valid() || ste.config().is_abort() {
         return Ok(None);

@@ -1,0 +1,394 @@
+//! The SMMUv3 driver: normal boot (Linux `arm_smmu_device_reset`), a 2-level stream table where IDR0
+//! allows (else linear), stage-1 domains with one CD and an ASID each, bypass STEs for identity devices.
+
+use alloc::collections::BTreeMap;
+use alloc::vec::Vec;
+
+use iommu_spec::smmuv3::pgtable::level_index;
+use iommu_spec::smmuv3::{
+    l1_index, l2_index, mair_idx, off, span_for_split, Cd, Command, Cr0, Gbpa, Idr0, Idr1, L1Desc, QueueBase, S1Dss,
+    S1Fmt, S1Pte, StLevel, Ste, StrtabBase, StrtabBaseCfg, StrtabFmt, TableDesc,
+};
+
+use super::cmdq::CmdQueue;
+use super::SmmuError;
+use crate::ids::IdAllocator;
+use crate::iova::IovaAllocator;
+use crate::{FrameAlloc, Mmio, Platform};
+
+/// StreamID bits a level-2 table resolves (Linux `STRTAB_SPLIT`).
+pub const SPLIT: u8 = 8;
+/// Command and event queues: 2^8 entries.
+pub const QUEUE_LOG2: u8 = 8;
+/// Stage-1 input size: T0SZ 16 = 48 bits, a 4-level walk from level 0 (Linux's default for DMA domains).
+pub const T0SZ: u8 = 16;
+/// Level-1 entries this driver allocates at most (Linux `STRTAB_MAX_L1_ENTRIES`).
+pub const MAX_L1_ENTRIES: u64 = 1 << 17;
+const CR_SPINS: u32 = 100_000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DomainId(pub usize);
+
+#[derive(Clone, Debug)]
+pub struct Domain {
+    pub asid: u16,
+    pub cd: u64,
+    pub ttb0: u64,
+    pub iova: IovaAllocator,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attachment {
+    Domain(DomainId),
+    Bypass,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MasterState {
+    Attached(Attachment),
+    /// Translating through the crashed kernel's STE; attach deferred. `asid` of its CD, if stage 1.
+    Adopted {
+        asid: Option<u16>,
+        kind: super::SteKind,
+    },
+    Contained,
+}
+
+pub struct Smmuv3 {
+    pub idr0: Idr0,
+    pub idr1: Idr1,
+    pub(super) two_level: bool,
+    pub(super) log2size: u8,
+    pub(super) strtab: u64,
+    /// Level-2 tables by L1 index (ours, or the crashed kernel's once a master in them was inserted).
+    pub(super) l2: BTreeMap<u64, u64>,
+    pub(super) cmdq: Option<CmdQueue>,
+    pub(super) asids: IdAllocator,
+    pub(super) domains: Vec<Option<Domain>>,
+    pub(super) masters: BTreeMap<u32, MasterState>,
+    pub(super) translating: bool,
+    pub(super) iova_holes: Vec<core::ops::Range<u64>>,
+    pub(super) scratch: Option<(u64, u64, u16, u64)>,
+    pub frames_allocated: u64,
+    /// Bytes of the crashed kernel's tables mapped by adoption (L1 table, L2 tables as masters arrive).
+    pub adopted_bytes: u64,
+}
+
+pub(super) fn alloc_contiguous(hw: &mut impl FrameAlloc, pages: u64, count: &mut u64) -> Result<u64, SmmuError> {
+    let first = hw.alloc_frame().ok_or(SmmuError::OutOfMemory)?;
+    *count += 1;
+    for i in 1..pages {
+        let next = hw.alloc_frame().ok_or(SmmuError::OutOfMemory)?;
+        *count += 1;
+        if next != first + i * 4096 {
+            return Err(SmmuError::OutOfMemory);
+        }
+    }
+    Ok(first)
+}
+
+/// Write CR0 and wait for CR0ACK to match.
+pub(super) fn write_cr0(hw: &mut impl Mmio, cr0: Cr0) -> Result<(), SmmuError> {
+    hw.write32(off::CR0, cr0.into_bits());
+    for _ in 0..CR_SPINS {
+        let ack = hw.read32(off::CR0ACK);
+        if ack == cr0.into_bits() {
+            return Ok(());
+        }
+    }
+    Err(SmmuError::Cr0AckTimeout { want: cr0.into_bits(), got: hw.read32(off::CR0ACK) })
+}
+
+/// Set GBPA.ABORT (or clear it for bypass) with the UPDATE handshake (Linux `arm_smmu_update_gbpa`).
+pub(super) fn write_gbpa(hw: &mut impl Mmio, abort: bool) -> Result<(), SmmuError> {
+    let g = Gbpa::from_bits(hw.read32(off::GBPA)).with_abort(abort).with_update(true);
+    hw.write32(off::GBPA, g.into_bits());
+    for _ in 0..CR_SPINS {
+        if !Gbpa::from_bits(hw.read32(off::GBPA)).update() {
+            return Ok(());
+        }
+    }
+    Err(SmmuError::GbpaTimeout)
+}
+
+impl Smmuv3 {
+    pub fn translating(&self) -> bool {
+        self.translating
+    }
+    pub fn master(&self, sid: u32) -> Option<MasterState> {
+        self.masters.get(&sid).copied()
+    }
+    pub fn domain(&self, d: DomainId) -> Option<&Domain> {
+        self.domains.get(d.0).and_then(|x| x.as_ref())
+    }
+    pub fn asid_used(&self, asid: u16) -> bool {
+        self.asids.is_used(asid as u32)
+    }
+    pub fn reserve_iova_holes(&mut self, holes: &[core::ops::Range<u64>]) {
+        self.iova_holes = holes.to_vec();
+    }
+
+    pub(super) fn blank(hw: &mut impl Mmio) -> Self {
+        let idr0 = Idr0::from_bits(hw.read32(off::IDR0));
+        let idr1 = Idr1::from_bits(hw.read32(off::IDR1));
+        let mut asids = IdAllocator::new(if idr0.asid16() { 1 << 16 } else { 1 << 8 }, 1);
+        asids.reserve(0);
+        Smmuv3 {
+            idr0,
+            idr1,
+            two_level: idr0.st_level() == StLevel::TwoLevel,
+            log2size: idr1.sidsize().min(32),
+            strtab: 0,
+            l2: BTreeMap::new(),
+            cmdq: None,
+            asids,
+            domains: Vec::new(),
+            masters: BTreeMap::new(),
+            translating: false,
+            iova_holes: Vec::new(),
+            scratch: None,
+            frames_allocated: 0,
+            adopted_bytes: 0,
+        }
+    }
+
+    /// Normal boot (and the full reset of `reset-abort`): abort through GBPA, disable, program an empty
+    /// stream table and our queues, invalidate everything, enable with event queue on.
+    pub fn init(hw: &mut impl Platform) -> Result<Self, SmmuError> {
+        let mut v = Self::fresh(hw, true)?;
+        v.enable(hw, true)?;
+        Ok(v)
+    }
+
+    pub(super) fn fresh(hw: &mut impl Platform, evtq_on: bool) -> Result<Self, SmmuError> {
+        let mut v = Self::blank(hw);
+        write_gbpa(hw, true)?;
+        write_cr0(hw, Cr0::new())?;
+        let mut n = 0;
+        let (base, cfg) = if v.two_level {
+            v.log2size = v.log2size.max(SPLIT);
+            let l1 = (1u64 << (v.log2size - SPLIT)).min(MAX_L1_ENTRIES);
+            v.log2size = SPLIT + l1.trailing_zeros() as u8;
+            let pages = (l1 * 8).div_ceil(4096);
+            let t = alloc_contiguous(hw, pages, &mut n)?;
+            (t, StrtabBaseCfg::new().with_fmt(StrtabFmt::TwoLevel).with_split(SPLIT).with_log2size(v.log2size))
+        } else {
+            v.log2size = v.log2size.min(12);
+            let pages = ((1u64 << v.log2size) * 64).div_ceil(4096);
+            let t = alloc_contiguous(hw, pages, &mut n)?;
+            for sid in 0..(1u64 << v.log2size) {
+                write_ste(hw, t + 64 * sid, &Ste::abort())?;
+            }
+            (t, StrtabBaseCfg::new().with_fmt(StrtabFmt::Linear).with_log2size(v.log2size))
+        };
+        v.strtab = base;
+        hw.write64(off::STRTAB_BASE, StrtabBase::from_table(base, true).into_bits());
+        hw.write32(off::STRTAB_BASE_CFG, cfg.into_bits());
+        let cmdq = alloc_contiguous(hw, 1, &mut n)?;
+        let evtq = alloc_contiguous(hw, 2, &mut n)?;
+        v.frames_allocated += n;
+        v.start_cmdq(hw, cmdq)?;
+        let qb = QueueBase::from_base(evtq, QUEUE_LOG2, true);
+        hw.write64(off::EVTQ_BASE, qb.into_bits());
+        hw.write32(off::EVTQ_PROD, 0);
+        hw.write32(off::EVTQ_CONS, 0);
+        let cr0 = Cr0::from_bits(hw.read32(off::CR0)).with_evtqen(evtq_on);
+        write_cr0(hw, cr0)?;
+        v.submit(hw, &[Command::CfgiAll, Command::TlbiNsnhAll])?;
+        Ok(v)
+    }
+
+    /// Point CMDQ_BASE at `base` and enable the queue, SMMUEN as it is (CMDQ_BASE may change while SMMUEN=1
+    /// but not while CMDQEN=1: SMMUv3 6.3.26).
+    pub(super) fn start_cmdq(&mut self, hw: &mut impl Platform, base: u64) -> Result<(), SmmuError> {
+        let cr0 = Cr0::from_bits(hw.read32(off::CR0));
+        write_cr0(hw, cr0.with_cmdqen(false))?;
+        let qb = QueueBase::from_base(base, QUEUE_LOG2, true);
+        hw.write64(off::CMDQ_BASE, qb.into_bits());
+        hw.write32(off::CMDQ_PROD, 0);
+        hw.write32(off::CMDQ_CONS, 0);
+        self.cmdq = Some(CmdQueue::new(qb));
+        write_cr0(hw, cr0.with_cmdqen(true))
+    }
+
+    pub(super) fn enable(&mut self, hw: &mut impl Platform, on: bool) -> Result<(), SmmuError> {
+        let cr0 = Cr0::from_bits(hw.read32(off::CR0)).with_smmuen(on);
+        write_cr0(hw, cr0)?;
+        self.translating = on;
+        Ok(())
+    }
+
+    pub(super) fn submit(&mut self, hw: &mut impl Platform, cmds: &[Command]) -> Result<(), SmmuError> {
+        match self.cmdq.as_mut() {
+            Some(q) => q.submit(hw, cmds),
+            None => Ok(()),
+        }
+    }
+
+    /// Where `sid`'s STE lives, allocating (normal boot) its level-2 table if needed.
+    pub(super) fn ste_slot(&mut self, hw: &mut impl Platform, sid: u32) -> Result<u64, SmmuError> {
+        if (sid as u64) >> self.log2size != 0 {
+            return Err(SmmuError::BadStreamId(sid));
+        }
+        if !self.two_level {
+            return Ok(self.strtab + 64 * sid as u64);
+        }
+        let l1 = l1_index(sid, SPLIT as u32) as u64;
+        let l2 = match self.l2.get(&l1) {
+            Some(&t) => t,
+            None => {
+                let mut n = 0;
+                let pages = ((1u64 << SPLIT) * 64).div_ceil(4096);
+                let t = alloc_contiguous(hw, pages, &mut n)?;
+                self.frames_allocated += n;
+                for i in 0..(1u64 << SPLIT) {
+                    write_ste(hw, t + 64 * i, &Ste::abort())?;
+                }
+                hw.write_u64(self.strtab + 8 * l1, L1Desc::new_table(t, span_for_split(SPLIT as u32)).into_bits())?;
+                self.submit(hw, &[Command::CfgiSte { sid, leaf: false }])?;
+                self.l2.insert(l1, t);
+                t
+            }
+        };
+        Ok(l2 + 64 * l2_index(sid, SPLIT as u32) as u64)
+    }
+
+    pub fn create_domain(&mut self, hw: &mut impl Platform) -> Result<DomainId, SmmuError> {
+        let asid = self.asids.alloc().ok_or(SmmuError::OutOfAsids)? as u16;
+        let mut n = 0;
+        let cd = alloc_contiguous(hw, 1, &mut n)?;
+        let ttb0 = alloc_contiguous(hw, 1, &mut n)?;
+        self.frames_allocated += n;
+        let c = Cd::s1(asid, ttb0, T0SZ, 5, mair_idx::LINUX_MAIR);
+        for (i, w) in c.0.iter().enumerate() {
+            hw.write_u64(cd + 8 * i as u64, *w)?;
+        }
+        let mut iova = IovaAllocator::new(0x1000, 1 << 32);
+        for h in &self.iova_holes {
+            iova.reserve(h.start, h.end);
+        }
+        self.domains.push(Some(Domain { asid, cd, ttb0, iova }));
+        Ok(DomainId(self.domains.len() - 1))
+    }
+
+    fn domain_mut(&mut self, d: DomainId) -> Result<&mut Domain, SmmuError> {
+        self.domains.get_mut(d.0).and_then(|x| x.as_mut()).ok_or(SmmuError::NoSuchDomain(d.0))
+    }
+
+    /// Map `size` bytes at `pa` at a fresh IOVA; with translation off the "IOVA" is the physical address.
+    pub fn map(
+        &mut self,
+        hw: &mut impl Platform,
+        d: DomainId,
+        pa: u64,
+        size: u64,
+        _read: bool,
+        write: bool,
+    ) -> Result<u64, SmmuError> {
+        if !self.translating {
+            return Ok(pa);
+        }
+        if !pa.is_multiple_of(4096) || !size.is_multiple_of(4096) || size == 0 {
+            return Err(SmmuError::BadRange { iova: pa, size });
+        }
+        let dom = self.domain_mut(d)?;
+        let iova = dom.iova.alloc(size).ok_or(SmmuError::OutOfIova { size })?;
+        let ttb0 = dom.ttb0;
+        for off in (0..size).step_by(4096) {
+            let mut table = ttb0;
+            for level in 0..3u32 {
+                let at = table + 8 * level_index(iova + off, level, 0, 48);
+                let raw = hw.read_u64(at)?;
+                table = if raw & 3 == 3 {
+                    TableDesc::from_bits(raw).next_table()
+                } else {
+                    let t = hw.alloc_frame().ok_or(SmmuError::OutOfMemory)?;
+                    self.frames_allocated += 1;
+                    hw.write_u64(at, TableDesc::to(t).into_bits())?;
+                    t
+                };
+            }
+            let leaf = S1Pte::leaf(pa + off, 3, mair_idx::CACHE, write);
+            hw.write_u64(table + 8 * level_index(iova + off, 3, 0, 48), leaf.into_bits())?;
+        }
+        Ok(iova)
+    }
+
+    /// Unmap and invalidate at once (strict): TLBI_NH_VA per page, then CMD_SYNC.
+    pub fn unmap(&mut self, hw: &mut impl Platform, d: DomainId, iova: u64, size: u64) -> Result<(), SmmuError> {
+        if !self.translating {
+            return Ok(());
+        }
+        let dom = self.domain_mut(d)?;
+        let (ttb0, asid) = (dom.ttb0, dom.asid);
+        dom.iova.release(iova);
+        let mut cmds = Vec::new();
+        for off in (0..size).step_by(4096) {
+            let a = iova + off;
+            let mut table = ttb0;
+            let mut ok = true;
+            for level in 0..3u32 {
+                let raw = hw.read_u64(table + 8 * level_index(a, level, 0, 48))?;
+                if raw & 3 != 3 {
+                    ok = false;
+                    break;
+                }
+                table = TableDesc::from_bits(raw).next_table();
+            }
+            if ok {
+                hw.write_u64(table + 8 * level_index(a, 3, 0, 48), 0)?;
+            }
+            cmds.push(Command::TlbiNhVa { vmid: 0, asid, addr: a, scope: Default::default() });
+        }
+        self.submit(hw, &cmds)
+    }
+
+    /// Attach `sid`. A master still on its adopted STE is switched here (the deferred attach): its old IOVAs
+    /// are reserved in the new domain, and the old ASID's TLB entries invalidated.
+    pub fn attach(&mut self, hw: &mut impl Platform, sid: u32, to: Attachment) -> Result<(), SmmuError> {
+        if !self.translating {
+            return Ok(());
+        }
+        let mut cmds = Vec::new();
+        if let Some(MasterState::Adopted { asid, kind }) = self.masters.get(&sid).copied() {
+            if let (Attachment::Domain(d), super::SteKind::Stage1 { ttb0, walk, .. }) = (to, kind) {
+                let w = crate::walk::walk(
+                    hw,
+                    &walk,
+                    ttb0,
+                    walk.levels(),
+                    crate::walk::WalkLimits { max_tables: 4096, max_runs: 65536 },
+                );
+                let dom = self.domain_mut(d)?;
+                for r in &w.runs {
+                    dom.iova.reserve(r.iova, r.end());
+                }
+            }
+            if let Some(a) = asid {
+                cmds.push(Command::TlbiNhAsid { vmid: 0, asid: a });
+            }
+        }
+        let ste = match to {
+            Attachment::Domain(d) => {
+                let dom = self.domain(d).ok_or(SmmuError::NoSuchDomain(d.0))?;
+                Ste::s1(dom.cd, S1Fmt::Linear, 0, S1Dss::Ssid0)
+            }
+            Attachment::Bypass => Ste::bypass(),
+        };
+        let slot = self.ste_slot(hw, sid)?;
+        // Invalidate the old STE's config before and after the rewrite (Linux `arm_smmu_write_ste` steps).
+        write_ste(hw, slot, &ste)?;
+        cmds.insert(0, Command::CfgiSte { sid, leaf: true });
+        self.submit(hw, &cmds)?;
+        self.masters.insert(sid, MasterState::Attached(to));
+        Ok(())
+    }
+}
+
+/// Write an STE: words 1..7 first, then word 0 holding V and Config.
+pub(super) fn write_ste(hw: &mut impl crate::PhysMem, at: u64, ste: &Ste) -> Result<(), SmmuError> {
+    for i in (1..8).chain(0..1) {
+        hw.write_u64(at + 8 * i as u64, ste.0[i])?;
+    }
+    Ok(())
+}

@@ -1,0 +1,240 @@
+//! Crash-kernel boot of a live SMMUv3 (seed 003, the v6/v7 series): keep SMMUEN set, adopt the stream
+//! table the crashed kernel left in STRTAB_BASE/STRTAB_BASE_CFG (those registers cannot be written while
+//! SMMUEN is set), validate it as untrusted, map level-2 tables only when a master behind them is inserted
+//! (re-checking its L1 descriptor then), defer attach, leave the event and PRI queues off, and fall back to
+//! a full reset with the reason when anything is off.
+
+use alloc::vec::Vec;
+
+use iommu_spec::smmuv3::{l1_index, off, Command, Cr0, Gerror, L1Desc, StrtabBase, StrtabBaseCfg, StrtabFmt};
+
+use super::driver::{alloc_contiguous, write_cr0, write_gbpa, MasterState, Smmuv3, MAX_L1_ENTRIES, SPLIT};
+use super::scan::{read_ste, SteKind, SteProblem};
+use super::{Refusal, SmmuError};
+use crate::{BootEnv, Platform, Policy};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SmmuOutcome {
+    NotLive,
+    Reset,
+    Adopted,
+    FellBack(Refusal),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SmmuReport {
+    pub policy: Policy,
+    pub outcome: SmmuOutcome,
+    pub frames_allocated: u64,
+    /// Bytes of the old stream table read at adoption (the L1 table, or the linear table's size).
+    pub bytes_mapped: u64,
+}
+
+impl Smmuv3 {
+    pub fn init_crash(hw: &mut impl Platform, env: &BootEnv, policy: Policy) -> Result<(Self, SmmuReport), SmmuError> {
+        let mut report = SmmuReport { policy, outcome: SmmuOutcome::Reset, frames_allocated: 0, bytes_mapped: 0 };
+        let cr0 = Cr0::from_bits(hw.read32(off::CR0));
+        let v = if !cr0.smmuen() {
+            report.outcome = SmmuOutcome::NotLive;
+            Self::init(hw)?
+        } else {
+            match policy {
+                // Linux today: GBPA abort, SMMUEN off, a full reset (in-flight DMA aborts).
+                Policy::ResetAbort => Self::init(hw)?,
+                // Translation off with GBPA bypass: old DMA lands on physical addresses equal to its IOVAs.
+                Policy::ResetBypass => {
+                    let mut v = Self::blank(hw);
+                    write_gbpa(hw, false)?;
+                    write_cr0(hw, Cr0::new())?;
+                    v.translating = false;
+                    v
+                }
+                Policy::Adopt | Policy::AdoptScratch => match Self::adopt(hw, env) {
+                    Ok(v) => {
+                        report.outcome = SmmuOutcome::Adopted;
+                        v
+                    }
+                    Err(r) => {
+                        report.outcome = SmmuOutcome::FellBack(r);
+                        Self::init(hw)?
+                    }
+                },
+            }
+        };
+        report.frames_allocated = v.frames_allocated;
+        report.bytes_mapped = v.adopted_bytes;
+        Ok((v, report))
+    }
+
+    fn adopt(hw: &mut impl Platform, env: &BootEnv) -> Result<Self, Refusal> {
+        let mut v = Self::blank(hw);
+        if !v.idr0.cohacc() {
+            return Err(Refusal::NonCoherentWalker);
+        }
+        if Gerror::active(hw.read32(off::GERROR), hw.read32(off::GERRORN)).sfm_err() {
+            return Err(Refusal::ServiceFailure);
+        }
+        let base = StrtabBase::from_bits(hw.read64(off::STRTAB_BASE)).table() & !env.c_bit;
+        let cfg = StrtabBaseCfg::from_bits(hw.read32(off::STRTAB_BASE_CFG));
+        if base == 0 {
+            return Err(Refusal::Table(super::StrtabRefusal::BaseZero));
+        }
+        let sidsize = v.idr1.sidsize().min(32);
+        let bytes = if cfg.fmt() == StrtabFmt::TwoLevel {
+            if cfg.split() != SPLIT {
+                return Err(Refusal::Split { found: cfg.split(), want: SPLIT });
+            }
+            if cfg.log2size() < cfg.split() || cfg.log2size() > sidsize {
+                return Err(Refusal::Log2Size { log2size: cfg.log2size(), min: cfg.split(), max: sidsize });
+            }
+            let entries = 1u64 << (cfg.log2size() - cfg.split());
+            if entries > MAX_L1_ENTRIES {
+                return Err(Refusal::TooManyL1 { entries, max: MAX_L1_ENTRIES });
+            }
+            entries * 8
+        } else {
+            // This kernel's linear tables are at most 2^12 STEs; a larger one is not a table it would build.
+            let max = sidsize.min(12);
+            if cfg.log2size() > max {
+                return Err(Refusal::Log2Size { log2size: cfg.log2size(), min: 0, max });
+            }
+            (1u64 << cfg.log2size()) * 64
+        };
+        if !env.in_ram(base, bytes) {
+            return Err(Refusal::Table(super::StrtabRefusal::NotRam { addr: base, bytes }));
+        }
+        if env.in_crash_region(base, bytes) {
+            return Err(Refusal::Table(super::StrtabRefusal::InCrashRegion { addr: base, bytes }));
+        }
+        if cfg.fmt() == StrtabFmt::TwoLevel {
+            for index in 0..bytes / 8 {
+                let l1 = L1Desc::from_bits(hw.read_u64(base + 8 * index).map_err(Refusal::L1Unreadable)?);
+                if l1.valid() && l1.span() != SPLIT + 1 {
+                    return Err(Refusal::L1Span { index, span: l1.span() });
+                }
+            }
+        }
+        v.two_level = cfg.fmt() == StrtabFmt::TwoLevel;
+        v.log2size = cfg.log2size();
+        v.strtab = base;
+        v.adopted_bytes = bytes;
+        // Acknowledge errors the crashed kernel left latched, or the command queue would not run.
+        let ge = hw.read32(off::GERROR);
+        hw.write32(off::GERRORN, ge);
+        let mut n = 0;
+        let q = alloc_contiguous(hw, 1, &mut n).map_err(Refusal::Hardware)?;
+        v.frames_allocated += n;
+        hw.write32(off::IRQ_CTRL, 0);
+        let cr0 = Cr0::from_bits(hw.read32(off::CR0)).with_evtqen(false).with_priqen(false);
+        write_cr0(hw, cr0).map_err(Refusal::Hardware)?;
+        v.start_cmdq(hw, q).map_err(Refusal::Hardware)?;
+        v.submit(hw, &[Command::CfgiAll, Command::TlbiNsnhAll]).map_err(Refusal::Hardware)?;
+        v.translating = true;
+        Ok(v)
+    }
+
+    /// A master found during the crash kernel's bus probe: map its level-2 table on first use, re-checking
+    /// its L1 descriptor (a span changed since adoption rejects only this master), and keep its STE live
+    /// until its driver attaches. Returns the master's state, if it translates through an adopted STE.
+    pub fn insert_master(
+        &mut self,
+        hw: &mut impl Platform,
+        env: &BootEnv,
+        sid: u32,
+    ) -> Result<Option<MasterState>, SteProblem> {
+        if !self.translating || self.masters.contains_key(&sid) || (sid as u64) >> self.log2size != 0 {
+            return Ok(self.masters.get(&sid).copied());
+        }
+        let at = if self.two_level {
+            let index = l1_index(sid, SPLIT as u32) as u64;
+            let raw = hw.read_u64(self.strtab + 8 * index).map_err(|err| SteProblem::Unreadable {
+                sid,
+                what: "L1 descriptor",
+                err,
+            })?;
+            let l1 = L1Desc::from_bits(raw);
+            if !l1.valid() {
+                return Ok(None);
+            }
+            if l1.span() != SPLIT + 1 {
+                return Err(SteProblem::L1Span { index, span: l1.span(), want: SPLIT + 1 });
+            }
+            let l2 = l1.l2_table();
+            if !env.in_ram(l2, l1.l2_bytes()) {
+                return Err(SteProblem::TableNotRam { sid, what: "L2 stream table", addr: l2 });
+            }
+            if env.in_crash_region(l2, l1.l2_bytes()) {
+                return Err(SteProblem::TableInCrashRegion { sid, what: "L2 stream table", addr: l2 });
+            }
+            if self.l2.insert(index, l2).is_none() {
+                self.adopted_bytes += l1.l2_bytes();
+            }
+            l2 + 64 * (sid as u64 & ((1 << SPLIT) - 1))
+        } else {
+            self.strtab + 64 * sid as u64
+        };
+        let Some(st) = read_ste(hw, env, sid, at)? else { return Ok(None) };
+        let asid = match st.kind {
+            SteKind::Stage1 { asid, .. } | SteKind::Blocked { asid } => Some(asid),
+            _ => None,
+        };
+        if let Some(a) = asid {
+            self.asids.reserve(a as u32);
+        }
+        let state = MasterState::Adopted { asid, kind: st.kind };
+        self.masters.insert(sid, state);
+        Ok(Some(state))
+    }
+
+    /// Point every IOVA of an adopted master at one scratch page: a CD and four shared tables.
+    pub fn contain(&mut self, hw: &mut impl Platform, sid: u32) -> Result<(), SmmuError> {
+        use iommu_spec::smmuv3::{mair_idx, Cd, S1Dss, S1Fmt, S1Pte, Ste, TableDesc};
+        let Some(MasterState::Adopted { asid: old, .. }) = self.masters.get(&sid).copied() else {
+            return Ok(());
+        };
+        let (cd, _asid) = match self.scratch {
+            Some((_, cd, asid, _)) => (cd, asid),
+            None => {
+                let mut n = 0;
+                let page = alloc_contiguous(hw, 1, &mut n)?;
+                let mut next = page;
+                for arm_level in (0..4u32).rev() {
+                    let t = alloc_contiguous(hw, 1, &mut n)?;
+                    let e = if arm_level == 3 {
+                        S1Pte::leaf(next, 3, mair_idx::CACHE, true).into_bits()
+                    } else {
+                        TableDesc::to(next).into_bits()
+                    };
+                    let bytes: Vec<u8> = (0..512).flat_map(|_| e.to_le_bytes()).collect();
+                    hw.write(t, &bytes)?;
+                    next = t;
+                }
+                let asid = self.asids.alloc().ok_or(SmmuError::OutOfAsids)? as u16;
+                let cd = alloc_contiguous(hw, 1, &mut n)?;
+                let c = Cd::s1(asid, next, super::driver::T0SZ, 5, mair_idx::LINUX_MAIR);
+                for (i, w) in c.0.iter().enumerate() {
+                    hw.write_u64(cd + 8 * i as u64, *w)?;
+                }
+                self.frames_allocated += n;
+                self.scratch = Some((page, cd, asid, n));
+                (cd, asid)
+            }
+        };
+        let slot = self.ste_slot(hw, sid)?;
+        super::driver::write_ste(hw, slot, &Ste::s1(cd, S1Fmt::Linear, 0, S1Dss::Ssid0))?;
+        let mut cmds = alloc::vec![Command::CfgiSte { sid, leaf: true }];
+        if let Some(a) = old {
+            cmds.push(Command::TlbiNhAsid { vmid: 0, asid: a });
+        }
+        self.submit(hw, &cmds)?;
+        self.masters.insert(sid, MasterState::Contained);
+        Ok(())
+    }
+
+    pub fn scratch_page(&self) -> Option<u64> {
+        self.scratch.map(|s| s.0)
+    }
+    pub fn scratch_frames(&self) -> u64 {
+        self.scratch.map_or(0, |s| s.3)
+    }
+}
