@@ -2,6 +2,7 @@
 //! with DMA in flight and boots the crash kernel under each policy; `inspect` decodes a real dump.
 #![forbid(unsafe_code)]
 
+mod audit;
 mod inspect;
 mod simulate;
 mod snpcheck;
@@ -23,6 +24,8 @@ enum Cmd {
     Simulate(simulate::Args),
     /// Decode an IOMMU's tables from a dump: per device, its entry and mapped IOVA runs.
     Inspect(inspect::Args),
+    /// What each device can still reach in a dump: a verdict (exit 0 safe, 1 unsafe, 2 unreadable input).
+    Audit(audit::Args),
     /// Explore every interleaving of the SNP panic path (seed 001's protocols) against the firmware model.
     SnpCheck(snpcheck::Args),
 }
@@ -42,6 +45,7 @@ fn main() -> ExitCode {
         None => simulate::run(&simulate::Args::default()),
         Some(Cmd::Simulate(a)) => simulate::run(&a),
         Some(Cmd::Inspect(a)) => inspect::run(&a),
+        Some(Cmd::Audit(a)) => audit::run(&a),
         Some(Cmd::SnpCheck(a)) => snpcheck::run(&a),
     };
     match res {

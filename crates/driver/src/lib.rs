@@ -18,5 +18,6 @@ pub mod walk;
 pub use platform::*;
 pub use policy::Policy;
 pub mod amdvi;
+pub mod audit;
 pub mod ids;
 pub mod iova;

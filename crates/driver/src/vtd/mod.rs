@@ -19,7 +19,7 @@ use alloc::vec::Vec;
 pub use error::{EntryProblem, Refusal, VtdError};
 pub use handover::{scan, DeviceKind, HandoverOutcome, HandoverReport, Scan, ScannedDevice};
 use iommu_spec::vtd::{Cap, Ecap, IotlbInv};
-pub use walk::{Leaf, Run, Walk, WalkIssue, WalkLimits};
+pub use walk::{Leaf, Run, SecondLevel, Walk, WalkIssue, WalkLimits};
 
 use crate::ids::IdAllocator;
 use crate::iova::IovaAllocator;

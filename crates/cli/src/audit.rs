@@ -1,0 +1,198 @@
+//! `handover audit`: what each device can still reach, as a verdict (exit 0 safe, 1 unsafe, 2 unreadable
+//! input), JSON, and a picture of physical memory.
+
+use std::fmt::Write as _;
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::Args as ClapArgs;
+use iommu_driver::audit::{audit_amdvi, audit_smmuv3, audit_vtd, Audit, Verdict};
+use iommu_driver::walk::WalkLimits;
+use iommu_driver::BootEnv;
+use iommu_dump::InspectInput;
+use serde_json::json;
+
+use crate::inspect::{parse_range, parse_u64};
+
+#[derive(ClapArgs, Debug, Clone)]
+pub struct Args {
+    #[arg(long)]
+    pub dump: std::path::PathBuf,
+    #[arg(long)]
+    pub regs: std::path::PathBuf,
+    #[arg(long, value_parser = ["vtd", "amdvi", "smmuv3"])]
+    pub iommu: String,
+    #[arg(long, value_parser = parse_u64)]
+    pub base: u64,
+    /// The crash kernel's region, START-END.
+    #[arg(long, value_parser = parse_range)]
+    pub crashkernel: std::ops::Range<u64>,
+    /// The machine's RAM, START-END (repeatable); the dump's own ranges when omitted.
+    #[arg(long, value_parser = parse_range)]
+    pub ram: Vec<std::ops::Range<u64>>,
+    #[arg(long)]
+    pub json: bool,
+    /// Write a picture of physical memory: RAM, the crash kernel's region, each device's reach.
+    #[arg(long)]
+    pub svg: Option<std::path::PathBuf>,
+}
+
+pub fn run(a: &Args) -> Result<ExitCode, String> {
+    let input = InspectInput::open(&a.dump, &a.regs, a.base).map_err(|e| e.to_string())?;
+    let mut hw = input.hw();
+    let ram = if a.ram.is_empty() { hw.ram_ranges() } else { a.ram.clone() };
+    let env =
+        BootEnv { crash_kernel: true, ram, crash_region: Some(a.crashkernel.clone()), mem_encrypt: false, c_bit: 0 };
+    let limits = WalkLimits::default();
+    let audit = match a.iommu.as_str() {
+        "amdvi" => {
+            hw.require_amdvi().map_err(|e| e.to_string())?;
+            audit_amdvi(&mut hw, &env, limits).map_err(|e| e.to_string())?
+        }
+        "smmuv3" => {
+            hw.require_smmuv3().map_err(|e| e.to_string())?;
+            audit_smmuv3(&mut hw, &env, limits).map_err(|e| e.to_string())?
+        }
+        _ => {
+            hw.require_vtd().map_err(|e| e.to_string())?;
+            audit_vtd(&mut hw, &env, limits).map_err(|e| e.to_string())?
+        }
+    };
+    if let Some(path) = &a.svg {
+        std::fs::write(path, svg(&audit, &env)).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    let mut w = std::io::stdout().lock();
+    let res = if a.json { print_json(&mut w, a, &audit) } else { print_human(&mut w, &audit, &env) };
+    crate::output_result(res)?;
+    Ok(match audit.verdict() {
+        Verdict::Safe => ExitCode::SUCCESS,
+        Verdict::Unsafe => ExitCode::from(1),
+    })
+}
+
+fn perm(r: bool, w: bool) -> &'static str {
+    match (r, w) {
+        (true, true) => "rw",
+        (true, false) => "r",
+        (false, true) => "w",
+        _ => "-",
+    }
+}
+
+fn verdict_word(a: &Audit) -> &'static str {
+    match a.verdict() {
+        Verdict::Safe => "safe",
+        Verdict::Unsafe => "unsafe",
+    }
+}
+
+fn print_json(w: &mut impl Write, a: &Args, audit: &Audit) -> std::io::Result<()> {
+    let devices: Vec<_> = audit
+        .devices
+        .iter()
+        .map(|d| {
+            json!({
+                "sid": d.sid,
+                "domain": d.domain,
+                "flags": d.flags.iter().map(|f| f.word()).collect::<Vec<_>>(),
+                "reach": d.reach.iter().map(|r| json!({"phys": r.phys, "size": r.size, "perm": perm(r.read, r.write)})).collect::<Vec<_>>(),
+                "notes": d.notes,
+            })
+        })
+        .collect();
+    let v = json!({
+        "iommu": a.iommu,
+        "verdict": verdict_word(audit),
+        "crashkernel": {"start": a.crashkernel.start, "end": a.crashkernel.end},
+        "devices": devices,
+        "notes": audit.notes,
+    });
+    serde_json::to_writer_pretty(&mut *w, &v)?;
+    writeln!(w)
+}
+
+fn print_human(w: &mut impl Write, audit: &Audit, env: &BootEnv) -> std::io::Result<()> {
+    writeln!(w, "verdict: {}", verdict_word(audit))?;
+    for d in &audit.devices {
+        let bytes: u64 = d.reach.iter().map(|r| r.size).sum();
+        let flags: Vec<&str> = d.flags.iter().map(|f| f.word()).collect();
+        writeln!(w, "sid {:#06x}  reaches {} in {} ranges  {}", d.sid, human(bytes), d.reach.len(), flags.join(" "))?;
+        if let Some(ck) = &env.crash_region {
+            for r in d.reach.iter().filter(|r| r.phys < ck.end && ck.start < r.end()) {
+                writeln!(w, "    threatens the crash kernel: {:#x}-{:#x} {}", r.phys, r.end(), perm(r.read, r.write))?;
+            }
+        }
+        for n in &d.notes {
+            writeln!(w, "    ! {n}")?;
+        }
+    }
+    for n in &audit.notes {
+        writeln!(w, "! {n}")?;
+    }
+    Ok(())
+}
+
+fn human(b: u64) -> String {
+    match b {
+        b if b >= 1 << 30 => format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64),
+        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
+        b => format!("{} KiB", b >> 10),
+    }
+}
+
+/// Physical memory on a linear axis: a row for RAM and the crash region, one per device.
+fn svg(audit: &Audit, env: &BootEnv) -> String {
+    let top = env.ram.iter().map(|r| r.end).chain(env.crash_region.iter().map(|r| r.end)).max().unwrap_or(1).max(1);
+    let (left, width, row) = (120.0, 900.0, 22.0);
+    let x = |a: u64| left + width * (a as f64 / top as f64);
+    let wid = |a: u64, b: u64| ((b.saturating_sub(a)) as f64 / top as f64 * width).max(1.0);
+    let rows = audit.devices.len() + 2;
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{}" height="{}" font-family="monospace" font-size="11">"#,
+        left + width + 20.0,
+        row * rows as f64 + 30.0
+    );
+    let _ = write!(s, r#"<text x="4" y="15">RAM</text>"#);
+    for r in &env.ram {
+        let _ = write!(
+            s,
+            r##"<rect x="{:.1}" y="4" width="{:.1}" height="14" fill="#cfd8dc"/>"##,
+            x(r.start),
+            wid(r.start, r.end)
+        );
+    }
+    if let Some(ck) = &env.crash_region {
+        let _ = write!(s, r#"<text x="4" y="{:.0}">crash kernel</text>"#, row + 15.0);
+        let _ = write!(
+            s,
+            r##"<rect x="{:.1}" y="{:.0}" width="{:.1}" height="14" fill="#ffb300"/>"##,
+            x(ck.start),
+            row + 4.0,
+            wid(ck.start, ck.end)
+        );
+    }
+    for (i, d) in audit.devices.iter().enumerate() {
+        let y = row * (i as f64 + 2.0);
+        let _ = write!(s, r#"<text x="4" y="{:.0}">sid {:#06x}</text>"#, y + 15.0, d.sid);
+        for r in &d.reach {
+            let fill = if r.write { "#c62828" } else { "#1565c0" };
+            let _ = write!(
+                s,
+                r#"<rect x="{:.1}" y="{:.0}" width="{:.1}" height="14" fill="{fill}"/>"#,
+                x(r.phys),
+                y + 4.0,
+                wid(r.phys, r.end())
+            );
+        }
+    }
+    let _ = write!(
+        s,
+        r#"<text x="{left}" y="{:.0}">0</text><text x="{:.0}" y="{:.0}" text-anchor="end">{top:#x}</text></svg>"#,
+        row * rows as f64 + 20.0,
+        left + width,
+        row * rows as f64 + 20.0
+    );
+    s
+}
