@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod audit;
+mod bench;
 mod inspect;
 mod simulate;
 mod snpcheck;
@@ -26,6 +27,8 @@ enum Cmd {
     Inspect(inspect::Args),
     /// What each device can still reach in a dump: a verdict (exit 0 safe, 1 unsafe, 2 unreadable input).
     Audit(audit::Args),
+    /// Benchmarks: each figure beside its baseline from the same run.
+    Bench(bench::Args),
     /// Explore every interleaving of the SNP panic path (seed 001's protocols) against the firmware model.
     SnpCheck(snpcheck::Args),
 }
@@ -46,6 +49,7 @@ fn main() -> ExitCode {
         Some(Cmd::Simulate(a)) => simulate::run(&a),
         Some(Cmd::Inspect(a)) => inspect::run(&a),
         Some(Cmd::Audit(a)) => audit::run(&a),
+        Some(Cmd::Bench(a)) => bench::run(&a),
         Some(Cmd::SnpCheck(a)) => snpcheck::run(&a),
     };
     match res {

@@ -7,6 +7,7 @@
 //! Runs are deterministic from their seed.
 #![forbid(unsafe_code)]
 
+pub mod bench;
 pub mod kernel;
 pub mod ledger;
 pub mod machine;

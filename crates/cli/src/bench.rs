@@ -1,0 +1,119 @@
+//! `handover bench`: every figure beside its baseline, from one run.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::Args as ClapArgs;
+use iommu_sim::bench::{all, Figures};
+
+#[derive(ClapArgs, Debug, Clone)]
+pub struct Args {
+    /// Smaller sizes and counts: finishes within a minute.
+    #[arg(long)]
+    pub quick: bool,
+    #[arg(long)]
+    pub json: bool,
+    /// Markdown tables, as BENCHMARKS.md holds them.
+    #[arg(long)]
+    pub markdown: bool,
+}
+
+pub fn run(a: &Args) -> Result<ExitCode, String> {
+    let f = all(a.quick);
+    let mut w = std::io::stdout().lock();
+    let res = if a.json {
+        serde_json::to_writer_pretty(&mut w, &f).map_err(std::io::Error::from).and_then(|_| writeln!(w))
+    } else {
+        print(&mut w, &f, a.markdown)
+    };
+    crate::output_result(res)
+}
+
+fn ratio(a: f64, b: f64) -> String {
+    if b == 0.0 {
+        "-".into()
+    } else {
+        format!("{:.2}x", a / b)
+    }
+}
+
+fn print(w: &mut impl Write, f: &Figures, md: bool) -> std::io::Result<()> {
+    let sep = if md { " | " } else { "  " };
+    let line = |w: &mut dyn Write, cells: &[String]| -> std::io::Result<()> {
+        if md {
+            writeln!(w, "| {} |", cells.join(sep))
+        } else {
+            writeln!(w, "{}", cells.iter().map(|c| format!("{c:>14}")).collect::<Vec<_>>().join(sep))
+        }
+    };
+    let rule = |w: &mut dyn Write, n: usize| -> std::io::Result<()> {
+        if md {
+            writeln!(w, "|{}", "---|".repeat(n))
+        } else {
+            Ok(())
+        }
+    };
+    writeln!(
+        w,
+        "{}Adoption at scale (eager: copy every context table whole first; floor: read each live entry once)",
+        if md { "### " } else { "" }
+    )?;
+    let head = ["iommu", "live devices", "adopt µs", "eager µs", "floor µs", "adopt/eager", "adopt KiB", "eager KiB"];
+    line(w, &head.map(String::from))?;
+    rule(w, head.len())?;
+    for x in &f.adopt {
+        line(
+            w,
+            &[
+                x.iommu.to_string(),
+                x.live_devices.to_string(),
+                format!("{:.0}", x.adopt_ns as f64 / 1e3),
+                format!("{:.0}", x.eager_ns as f64 / 1e3),
+                format!("{:.0}", x.floor_ns as f64 / 1e3),
+                ratio(x.adopt_ns as f64, x.eager_ns as f64),
+                (x.adopt_bytes / 1024).to_string(),
+                (x.eager_bytes / 1024).to_string(),
+            ],
+        )?;
+    }
+    writeln!(w)?;
+    writeln!(
+        w,
+        "{}Translation in the models (per second; baseline: the same model with its IOTLB off)",
+        if md { "### " } else { "" }
+    )?;
+    let head = ["iommu", "IOTLB hit", "full walk", "locality", "no IOTLB", "locality/noTLB"];
+    line(w, &head.map(String::from))?;
+    rule(w, head.len())?;
+    for x in &f.translate {
+        line(
+            w,
+            &[
+                x.iommu.to_string(),
+                format!("{:.2e}", x.iotlb_hit_per_s),
+                format!("{:.2e}", x.walk_per_s),
+                format!("{:.2e}", x.locality_per_s),
+                format!("{:.2e}", x.no_iotlb_per_s),
+                ratio(x.locality_per_s, x.no_iotlb_per_s),
+            ],
+        )?;
+    }
+    writeln!(w)?;
+    writeln!(w, "{}Simulation (crash scenarios per second on the default machine)", if md { "### " } else { "" })?;
+    let head = ["iommu", "threads", "scenarios/s", "vs 1 thread"];
+    line(w, &head.map(String::from))?;
+    rule(w, head.len())?;
+    let one = f.simulate.iter().find(|x| x.threads == 1).map_or(0.0, |x| x.scenarios_per_s);
+    for x in &f.simulate {
+        line(
+            w,
+            &[
+                x.iommu.to_string(),
+                x.threads.to_string(),
+                format!("{:.1}", x.scenarios_per_s),
+                ratio(x.scenarios_per_s, one),
+            ],
+        )?;
+    }
+    Ok(())
+}
