@@ -22,6 +22,7 @@ pub mod smmuv3;
 pub mod snp;
 pub mod vtd;
 
+pub use amdvi::{AmdviConfig, AmdviCounters, AmdviModel};
 pub use devices::{AnyDevice, Blk, BlkConfig, Bulk, BulkConfig, DmaDevice, DmaEvent, Nic, NicConfig, Rate};
 pub use dma::{dma_read, dma_write, Access, DmaOutcome, FaultInfo, Iommu, Translation};
 pub use frames::FrameRegion;
