@@ -92,3 +92,74 @@ fn adopts_linux_legacy_mode_tables() {
 fn adopts_linux_scalable_mode_tables() {
     adopt_linux("scalable");
 }
+
+#[test]
+fn adopts_linux_amdvi_tables() {
+    use iommu_driver::amdvi::{AmdOptions, AmdOutcome, Amdvi};
+    use iommu_emu::{AmdviConfig, AmdviModel};
+    use iommu_spec::amdvi::off as a;
+    const BASE: u64 = 0xfed8_0000;
+    let d = dir_named("amdvi");
+    let snap = RegSnapshot::parse(&std::fs::read_to_string(d.join("regs.txt")).unwrap()).unwrap();
+    let reg = |o: usize| snap.read64(BASE + o as u64).unwrap();
+    let core = ElfCore::open(d.join("memory.elf")).unwrap();
+    let mut mem = PhysMemory::contiguous(RAM);
+    for seg in core.segments() {
+        let mut buf = vec![0u8; seg.size as usize];
+        core.read(seg.paddr, &mut buf).unwrap();
+        mem.write(seg.paddr, &buf).unwrap();
+    }
+    let mut unit = AmdviModel::new(AmdviConfig::default());
+    let mut none = FrameRegion::new(0..0);
+    {
+        // Linux's state at the crash: bases, then CONTROL with the unit enabled.
+        let mut hw = EmuPlatform::new(&mut unit, &mut mem, &mut none);
+        for o in [a::DEV_TABLE_BASE, a::CMD_BUF_BASE, a::EVENT_LOG_BASE, a::EXCL_BASE, a::EXCL_LIMIT, a::CONTROL] {
+            hw.write64(o, reg(o));
+        }
+    }
+    let oracle = oracle_of(&d);
+    let dma = |unit: &mut AmdviModel, mem: &mut PhysMemory, sid: u16, iova: u64, w: bool| match unit.translate(
+        mem,
+        sid as u32,
+        iova,
+        if w { Access::Write } else { Access::Read },
+    ) {
+        Translation::Ok { phys } => Ok(phys),
+        Translation::Fault(f) => Err(f.code),
+    };
+    for &(sid, iova, phys, w) in &oracle {
+        assert_eq!(dma(&mut unit, &mut mem, sid, iova, w), Ok(phys), "the model agrees with QEMU before the crash");
+    }
+    let env = BootEnv { crash_kernel: true, ram: vec![RAM], crash_region: Some(CRASH), mem_encrypt: false, c_bit: 0 };
+    let mut frames = FrameRegion::new(CRASH.start + 0x100_0000..CRASH.end);
+    // Linux sized this table for 256 devices (IVRS's last device ID): so does this crash kernel.
+    let opts = AmdOptions { dev_table_entries: 256 };
+    let (v, report) =
+        Amdvi::init_crash(&mut EmuPlatform::new(&mut unit, &mut mem, &mut frames), &env, opts, Policy::Adopt).unwrap();
+    assert_eq!(report.outcome, AmdOutcome::Adopted);
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert!(report.adopted.contains(&0x10) && report.adopted.contains(&0x18));
+    assert_eq!(report.reserved_domain_ids, vec![1, 2, 3, 4]);
+    assert!(v.domain_id_used(2));
+    for &(sid, iova, phys, w) in &oracle {
+        assert_eq!(dma(&mut unit, &mut mem, sid, iova, w), Ok(phys), "{sid:#x} {iova:#x} after adoption");
+    }
+}
+
+fn dir_named(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures").join(name)
+}
+
+fn oracle_of(d: &std::path::Path) -> Vec<(u16, u64, u64, bool)> {
+    std::fs::read_to_string(d.join("oracle.tsv"))
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            let h = |s: &str| u64::from_str_radix(s.trim_start_matches("0x"), 16).unwrap();
+            (h(f[0]) as u16, h(f[1]), h(f[2]), f[4].contains('w'))
+        })
+        .collect()
+}

@@ -142,11 +142,13 @@ impl Amdvi {
     pub fn init(hw: &mut impl Platform, env: &BootEnv, opts: AmdOptions) -> Result<Self, AmdError> {
         let mut v = Self::fresh(hw, env, opts)?;
         v.enable(hw, true)?;
+        v.invalidate_all(hw)?;
         Ok(v)
     }
 
-    /// Program fresh structures (the registers are written: under a live SNP lock they are ignored, and the
-    /// first completion wait shows it) and invalidate everything. Translation is left as `on` says.
+    /// Program fresh structures, translation still off. The registers are written: under a live SNP lock
+    /// they are ignored, and the first completion wait after enabling shows it. (Commands only run with
+    /// IOMMU_EN set: Linux `early_enable_iommu` enables, then flushes everything.)
     pub(super) fn fresh(hw: &mut impl Platform, env: &BootEnv, opts: AmdOptions) -> Result<Self, AmdError> {
         let mut v = Self::blank(hw, env);
         let ctrl = Control::from_bits(hw.read64(off::CONTROL));
@@ -177,7 +179,6 @@ impl Amdvi {
         }
         v.cmd = Some(CmdRing::new(cmd, 1 << RING_LEN, sem));
         v.restart_rings(hw);
-        v.invalidate_all(hw)?;
         Ok(v)
     }
 

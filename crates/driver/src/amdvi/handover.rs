@@ -59,15 +59,11 @@ impl Amdvi {
             Self::init(hw, env, opts)?
         } else {
             match policy {
-                Policy::ResetAbort => {
-                    let mut v = Self::fresh(hw, env, opts)?;
-                    v.enable(hw, true)?;
-                    v
-                }
+                Policy::ResetAbort => Self::init(hw, env, opts)?,
                 // Translation off for the crash kernel (`amd_iommu=off` alone would leave interrupt remapping
                 // and x2APIC broken; this kernel still brings the command buffer up, as Linux's init does).
                 Policy::ResetBypass => {
-                    let mut v = Self::fresh(hw, env, opts)?;
+                    let mut v = Self::init(hw, env, opts)?;
                     v.enable(hw, false)?;
                     v
                 }
@@ -82,9 +78,7 @@ impl Amdvi {
                             return Err(AmdError::ReuseFailedWithSnp(alloc::boxed::Box::new(r)));
                         }
                         report.outcome = AmdOutcome::FellBack(r);
-                        let mut v = Self::fresh(hw, env, opts)?;
-                        v.enable(hw, true)?;
-                        v
+                        Self::init(hw, env, opts)?
                     }
                 },
             }
