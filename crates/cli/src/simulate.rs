@@ -2,6 +2,8 @@
 
 use std::process::ExitCode;
 
+use std::io::Write;
+
 use clap::{Args as ClapArgs, ValueEnum};
 use iommu_driver::Policy;
 use iommu_sim::{Knobs, Outcome, Scenario};
@@ -9,8 +11,18 @@ use iommu_sim::{Knobs, Outcome, Scenario};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum IommuKind {
     Vtd,
-    Amd,
+    Amdvi,
     Smmuv3,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SnpShutdown {
+    /// SNP_SHUTDOWN_EX succeeded at panic: the AMD-Vi registers are unlocked for the crash kernel.
+    Ok,
+    /// It failed (live SNP guests): the registers stay locked.
+    Failed,
+    /// The host does not run SEV-SNP.
+    Off,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -38,6 +50,9 @@ pub struct Args {
     /// Seed of the run (crash instant, buffer placement).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// AMD-Vi: the SEV-SNP host's shutdown at panic.
+    #[arg(long, value_enum, default_value_t = SnpShutdown::Failed)]
+    pub snp_shutdown: SnpShutdown,
     /// What a blocked DMA does to the platform.
     #[arg(long, value_enum, default_value_t = Aborts::Fatal)]
     pub aborts: Aborts,
@@ -58,6 +73,7 @@ impl Default for Args {
             iommu: None,
             policy: Vec::new(),
             seed: 1,
+            snp_shutdown: SnpShutdown::Failed,
             aborts: Aborts::Fatal,
             mode: Mode::Legacy,
             json: false,
@@ -67,22 +83,36 @@ impl Default for Args {
 }
 
 pub fn run(a: &Args) -> Result<ExitCode, String> {
-    match a.iommu {
-        None | Some(IommuKind::Vtd) => {}
-        Some(k) => return Err(format!("{k:?} is not simulated yet (VT-d is)")),
-    }
+    let kinds: Vec<iommu_sim::IommuKind> = match a.iommu {
+        None => iommu_sim::IommuKind::ALL.to_vec(),
+        Some(IommuKind::Vtd) => vec![iommu_sim::IommuKind::Vtd],
+        Some(IommuKind::Amdvi) => vec![iommu_sim::IommuKind::Amdvi],
+        Some(IommuKind::Smmuv3) => return Err("smmuv3 is not simulated yet (vtd and amdvi are)".into()),
+    };
     let policies = if a.policy.is_empty() { Policy::ALL.to_vec() } else { a.policy.clone() };
-    let knobs =
-        Knobs { aborts_fatal: a.aborts == Aborts::Fatal, scalable: a.mode == Mode::Scalable, ..Knobs::default() };
+    let snp = match a.snp_shutdown {
+        SnpShutdown::Ok => Some(true),
+        SnpShutdown::Failed => Some(false),
+        SnpShutdown::Off => None,
+    };
     let mut results = Vec::new();
-    for policy in policies {
-        let (o, trace) = iommu_sim::run(&Scenario { policy, seed: a.seed, knobs });
-        results.push((o, trace));
+    for &kind in &kinds {
+        let knobs = Knobs {
+            aborts_fatal: a.aborts == Aborts::Fatal,
+            iommu: kind,
+            scalable: a.mode == Mode::Scalable,
+            snp_shutdown: snp,
+            ..Knobs::default()
+        };
+        for &policy in &policies {
+            let (o, trace) = iommu_sim::run(&Scenario { policy, seed: a.seed, knobs });
+            results.push((kind, knobs, o, trace));
+        }
     }
     if a.json {
         let v: Vec<serde_json::Value> = results
             .iter()
-            .map(|(o, t)| {
+            .map(|(_, _, o, t)| {
                 let mut v = serde_json::to_value(o).unwrap_or_default();
                 if a.trace {
                     v["trace"] = serde_json::to_value(t).unwrap_or_default();
@@ -90,39 +120,65 @@ pub fn run(a: &Args) -> Result<ExitCode, String> {
                 v
             })
             .collect();
-        println!("{}", serde_json::json!({ "runs": v }));
-        return Ok(ExitCode::SUCCESS);
+        let mut w = std::io::stdout().lock();
+        return crate::output_result(writeln!(w, "{}", serde_json::json!({ "runs": v })));
     }
-    println!(
-        "VT-d ({}), seed {}, aborted DMA {}; DMA counted from the panic on",
-        if knobs.scalable { "scalable mode" } else { "legacy mode" },
-        a.seed,
-        if knobs.aborts_fatal { "fatal" } else { "benign" }
-    );
-    print_table(results.iter().map(|(o, _)| o));
-    if a.trace {
-        for (o, t) in &results {
-            println!("\n{} timeline:", o.policy);
-            for e in t {
-                println!("  t={:<4} {}", e.tick, e.what);
+    let mut w = std::io::stdout().lock();
+    let res = (|| -> std::io::Result<()> {
+        for &kind in &kinds {
+            let rows: Vec<&Outcome> = results.iter().filter(|r| r.0 == kind).map(|r| &r.2).collect();
+            let knobs = results.iter().find(|r| r.0 == kind).map(|r| r.1).unwrap_or_default();
+            let what = match kind {
+                iommu_sim::IommuKind::Vtd => {
+                    format!("VT-d ({})", if knobs.scalable { "scalable mode" } else { "legacy mode" })
+                }
+                iommu_sim::IommuKind::Amdvi => match knobs.snp_shutdown {
+                    Some(true) => "AMD-Vi, SEV-SNP host, SNP_SHUTDOWN_EX succeeded at panic".to_string(),
+                    Some(false) => {
+                        "AMD-Vi, SEV-SNP host, SNP_SHUTDOWN_EX failed at panic (registers locked)".to_string()
+                    }
+                    None => "AMD-Vi, no SEV-SNP".to_string(),
+                },
+            };
+            writeln!(
+                w,
+                "{what}, seed {}, aborted DMA {}; DMA counted from the panic on",
+                a.seed,
+                if knobs.aborts_fatal { "fatal" } else { "benign" }
+            )?;
+            print_table(&mut w, rows.into_iter())?;
+            writeln!(w)?;
+        }
+        writeln!(w, "xlate..bypass: DMA since the panic, by what the IOMMU did (translated, faulted, aborted fatally, sent to scratch, untranslated)")?;
+        writeln!(w, "buf-pg / other-pg: old-memory pages changed since the panic, in device buffers / elsewhere (corruption; the IOMMU's own reused structures excluded)")?;
+        writeln!(w, "old-wr: DMA writes into old memory after the crash kernel's IOMMU init; ck-pg: crash-kernel pages hit by DMA")?;
+        if a.trace {
+            for (kind, _, o, t) in &results {
+                writeln!(w, "\n{} {} timeline:", kind.name(), o.policy)?;
+                for e in t {
+                    writeln!(w, "  t={:<4} {}", e.tick, e.what)?;
+                }
             }
         }
-    }
-    Ok(ExitCode::SUCCESS)
+        Ok(())
+    })();
+    crate::output_result(res)
 }
 
-fn print_table<'a>(rows: impl Iterator<Item = &'a Outcome>) {
-    println!(
+fn print_table<'a>(w: &mut impl Write, rows: impl Iterator<Item = &'a Outcome>) -> std::io::Result<()> {
+    writeln!(
+        w,
         "{:<14} {:<8} {:>6} {:>6} {:>6} {:>6} {:>6} {:>8} {:>8} {:>8} {:>6}  why / how",
         "policy", "dump", "xlate", "fault", "abort", "scratc", "bypass", "buf-pg", "other-pg", "old-wr", "ck-pg"
-    );
+    )?;
     for o in rows {
         let why = match (&o.failure, o.changed_pages.other) {
             (Some(f), _) => f.clone(),
             (None, 0) => o.iommu_init.clone(),
             (None, n) => format!("{}; {n} old-memory pages outside device buffers overwritten", o.iommu_init),
         };
-        println!(
+        writeln!(
+            w,
             "{:<14} {:<8} {:>6} {:>6} {:>6} {:>6} {:>6} {:>8} {:>8} {:>8} {:>6}  {}",
             o.policy,
             match (o.captured, o.changed_pages.other) {
@@ -140,11 +196,7 @@ fn print_table<'a>(rows: impl Iterator<Item = &'a Outcome>) {
             o.old_memory_writes_after_init,
             o.crashkernel_pages_written,
             why
-        );
+        )?;
     }
-    println!("xlate..bypass: DMA since the panic, by what the IOMMU did (translated, faulted, aborted fatally, sent to scratch, untranslated)");
-    println!("buf-pg / other-pg: old-memory pages changed since the panic, in device buffers / elsewhere (corruption)");
-    println!(
-        "old-wr: DMA writes into old memory after the crash kernel's IOMMU init; ck-pg: crash-kernel pages hit by DMA"
-    );
+    Ok(())
 }

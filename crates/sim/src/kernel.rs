@@ -4,19 +4,19 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use iommu_driver::vtd::{Attachment, DomainId, Vtd, VtdError};
 use iommu_driver::PhysMem;
 use iommu_emu::devices::nic::{RxDesc, RX_DESC_SIZE};
 use iommu_emu::devices::nvme::{CqEntry, SqEntry, CQE_SIZE, SQE_SIZE};
 use iommu_emu::devices::BulkDesc;
 
 use crate::machine::{Kernel, Machine, BULK_RID, DISK_RID, NIC_RID};
+use crate::unit::{Dom, Driver};
 
 /// Why a driver could not do its job.
 #[derive(Debug, thiserror::Error)]
 pub enum DriverError {
     #[error("IOMMU: {0}")]
-    Iommu(#[from] VtdError),
+    Iommu(String),
     #[error("out of pages for device buffers")]
     NoPages,
     #[error("device {0:#06x} missing")]
@@ -36,27 +36,26 @@ pub struct Mapped {
 /// has handed to devices (their writes there are expected).
 pub struct Os<'a> {
     pub m: &'a mut Machine,
-    pub drv: &'a mut Vtd,
+    pub drv: &'a mut Driver,
     pub k: Kernel,
     pub device_pages: &'a mut BTreeSet<u64>,
 }
 
 impl Os<'_> {
-    fn map_new_page(&mut self, dom: DomainId) -> Result<Mapped, DriverError> {
+    fn map_new_page(&mut self, dom: Dom) -> Result<Mapped, DriverError> {
         let pa = self.m.buffer_page(self.k).ok_or(DriverError::NoPages)?;
         self.device_pages.insert(pa);
-        let iova = self.drv.map(&mut self.m.platform(self.k), dom, pa, 4096, true, true)?;
+        let iova = self.drv.map(&mut self.m.platform(self.k), dom, pa, 4096).map_err(DriverError::Iommu)?;
         Ok(Mapped { pa, iova })
     }
 
-    fn unmap(&mut self, dom: DomainId, m: Mapped) -> Result<(), DriverError> {
-        self.drv.unmap(&mut self.m.platform(self.k), dom, m.iova, 4096)?;
-        Ok(())
+    fn unmap(&mut self, dom: Dom, m: Mapped) -> Result<(), DriverError> {
+        self.drv.unmap(&mut self.m.platform(self.k), dom, m.iova, 4096).map_err(DriverError::Iommu)
     }
 
-    fn domain_for(&mut self, rid: u16) -> Result<DomainId, DriverError> {
-        let dom = self.drv.create_domain(&mut self.m.platform(self.k))?;
-        self.drv.attach(&mut self.m.platform(self.k), rid, Attachment::Domain(dom))?;
+    fn domain_for(&mut self, rid: u16) -> Result<Dom, DriverError> {
+        let dom = self.drv.create_domain(&mut self.m.platform(self.k)).map_err(DriverError::Iommu)?;
+        self.drv.attach(&mut self.m.platform(self.k), rid as u32, Some(dom)).map_err(DriverError::Iommu)?;
         Ok(dom)
     }
 }
@@ -66,7 +65,7 @@ pub const NIC_RING: u32 = 64;
 
 /// The e1000e-like receive path: a ring of descriptors, each posting one mapped buffer.
 pub struct NicDriver {
-    dom: DomainId,
+    dom: Dom,
     ring: Mapped,
     bufs: Vec<Option<Mapped>>,
     next_clean: u32,
@@ -129,7 +128,7 @@ pub const DISK_QUEUE: u32 = 64;
 
 /// The nvme-like driver: one queue pair, one 4 KiB block per command, data in mapped pages.
 pub struct DiskDriver {
-    dom: DomainId,
+    dom: Dom,
     sq: Mapped,
     cq: Mapped,
     sq_tail: u32,
@@ -231,21 +230,34 @@ impl DiskDriver {
     }
 }
 
-/// The copy engine, left in pass-through (identity) by the primary kernel: it loops over a list of
-/// copies between physical pages until reset.
-pub fn start_bulk(os: &mut Os, copies: usize) -> Result<(), DriverError> {
-    os.drv.attach(&mut os.m.platform(os.k), BULK_RID, Attachment::PassThrough)?;
-    let list = os.m.buffer_page(os.k).ok_or(DriverError::NoPages)?;
-    os.device_pages.insert(list);
+/// The copy engine: left in pass-through (identity) by the primary kernel where the platform allows it,
+/// else (SEV-SNP hosts) in a DMA domain. It loops over a list of copies until reset.
+pub fn start_bulk(os: &mut Os, copies: usize, passthrough: bool) -> Result<(), DriverError> {
+    let dom = if passthrough {
+        os.drv.attach(&mut os.m.platform(os.k), BULK_RID as u32, None).map_err(DriverError::Iommu)?;
+        None
+    } else {
+        Some(os.domain_for(BULK_RID)?)
+    };
+    let page = |os: &mut Os| -> Result<Mapped, DriverError> {
+        match dom {
+            Some(d) => os.map_new_page(d),
+            None => {
+                let pa = os.m.buffer_page(os.k).ok_or(DriverError::NoPages)?;
+                os.device_pages.insert(pa);
+                Ok(Mapped { pa, iova: pa })
+            }
+        }
+    };
+    let list = page(os)?;
     for i in 0..copies {
-        let src = os.m.buffer_page(os.k).ok_or(DriverError::NoPages)?;
-        let dst = os.m.buffer_page(os.k).ok_or(DriverError::NoPages)?;
-        os.m.mem.write(src, &[0x5a; 64])?;
-        os.device_pages.extend([src, dst]);
-        let d = BulkDesc { src, dst, len: 4096 };
-        os.m.mem.write(list + i as u64 * 24, &d.to_bytes())?;
+        let src = page(os)?;
+        let dst = page(os)?;
+        os.m.mem.write(src.pa, &[0x5a; 64])?;
+        let d = BulkDesc { src: src.iova, dst: dst.iova, len: 4096 };
+        os.m.mem.write(list.pa + i as u64 * 24, &d.to_bytes())?;
     }
     let bulk = os.m.device(BULK_RID).and_then(|x| x.as_bulk_mut()).ok_or(DriverError::NoDevice(BULK_RID))?;
-    bulk.start(list, copies as u32);
+    bulk.start(list.iova, copies as u32);
     Ok(())
 }

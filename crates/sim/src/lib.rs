@@ -14,7 +14,9 @@ pub mod machine;
 pub mod outcome;
 pub mod scenario;
 pub mod snpcheck;
+pub mod unit;
 
 pub use machine::{Machine, MachineConfig};
 pub use outcome::{DmaCounts, Outcome};
 pub use scenario::{run, run_detailed, run_on, Knobs, RunDetail, Scenario, TraceEvent};
+pub use unit::IommuKind;

@@ -5,7 +5,10 @@ use std::ops::Range;
 
 use iommu_driver::BootEnv;
 use iommu_emu::devices::{AnyDevice, Blk, BlkConfig, Bulk, BulkConfig, DmaDevice, DmaEvent, Nic, NicConfig, Rate};
-use iommu_emu::{EmuPlatform, FrameRegion, PhysMemory, VtdConfig, VtdModel};
+use iommu_emu::snp::{SnpCommand, SnpFirmware};
+use iommu_emu::{EmuPlatform, FrameRegion, PhysMemory};
+
+use crate::unit::{IommuKind, Unit};
 
 pub const GIB: u64 = 1 << 30;
 pub const MIB: u64 = 1 << 20;
@@ -27,8 +30,12 @@ pub struct MachineConfig {
     pub buffer_pool: Range<u64>,
     /// The PCI MMIO window (and MSI range) below 4 GiB: not RAM, and kept out of every DMA domain's IOVAs.
     pub pci_hole: Range<u64>,
+    /// The IOMMU.
+    pub iommu: IommuKind,
     /// Use VT-d scalable mode (both kernels).
     pub scalable: bool,
+    /// AMD-Vi: the host runs SEV-SNP (the unit's base registers lock at SNP init).
+    pub snp: bool,
     /// Packets per tick arriving at the NIC.
     pub nic_rate: Rate,
 }
@@ -44,7 +51,9 @@ impl MachineConfig {
             kernel_frames: 16 * MIB..64 * MIB,
             buffer_pool: 256 * MIB..2 * GIB,
             pci_hole: 3 * GIB..4 * GIB,
+            iommu: IommuKind::Vtd,
             scalable: false,
+            snp: false,
             nic_rate: Rate::per_tick(1),
         }
     }
@@ -54,7 +63,7 @@ impl MachineConfig {
             crash_kernel: false,
             ram: self.ram.clone(),
             crash_region: Some(self.crash_region.clone()),
-            mem_encrypt: false,
+            mem_encrypt: self.snp && self.iommu == IommuKind::Amdvi,
             c_bit: 0,
         }
     }
@@ -75,7 +84,9 @@ pub enum Kernel {
 pub struct Machine {
     pub cfg: MachineConfig,
     pub mem: PhysMemory,
-    pub vtd: VtdModel,
+    pub unit: Unit,
+    /// The SEV-SNP firmware of an SNP host.
+    pub fw: Option<SnpFirmware>,
     pub devices: Vec<AnyDevice>,
     primary_frames: FrameRegion,
     buffers: FrameRegion,
@@ -85,7 +96,9 @@ pub struct Machine {
 impl Machine {
     pub fn new(cfg: MachineConfig) -> Self {
         let mem = PhysMemory::new(cfg.ram.clone());
-        let vtd = VtdModel::new(VtdConfig::default());
+        let snp = cfg.snp && cfg.iommu == IommuKind::Amdvi;
+        let unit = Unit::new(cfg.iommu, snp);
+        let fw = snp.then(|| SnpFirmware::new(4, 4));
         let devices = vec![
             AnyDevice::from(Nic::new("nic", NIC_RID as u32, NicConfig { rate: cfg.nic_rate, ..NicConfig::default() })),
             AnyDevice::from(Blk::new(
@@ -104,18 +117,19 @@ impl Machine {
             crash_frames,
             cfg,
             mem,
-            vtd,
+            unit,
+            fw,
             devices,
         }
     }
 
     /// The platform a kernel's IOMMU driver runs on: the unit, memory, and that kernel's frames.
-    pub fn platform(&mut self, k: Kernel) -> EmuPlatform<'_, VtdModel> {
+    pub fn platform(&mut self, k: Kernel) -> EmuPlatform<'_, Unit> {
         let frames = match k {
             Kernel::Primary => &mut self.primary_frames,
             Kernel::Crash => &mut self.crash_frames,
         };
-        EmuPlatform { dev: &mut self.vtd, mem: &mut self.mem, frames }
+        EmuPlatform { dev: &mut self.unit, mem: &mut self.mem, frames }
     }
 
     /// A page for a device ring or buffer: from the primary kernel's pool, or the crash kernel's region.
@@ -131,7 +145,27 @@ impl Machine {
     /// Every device does the work due by tick `now`; its DMA is appended to `log`.
     pub fn run_devices(&mut self, now: u64, log: &mut Vec<DmaEvent>) {
         for d in &mut self.devices {
-            d.tick(now, &mut self.vtd, &mut self.mem, log);
+            d.tick(now, &mut self.unit, &mut self.mem, log);
+        }
+    }
+
+    /// SNP_INIT_EX on an SNP host (after the IOMMU is up, as Linux orders it): the base registers lock.
+    pub fn snp_init(&mut self) {
+        if let Some(fw) = self.fw.as_mut() {
+            fw.command(SnpCommand::InitEx);
+            let locked = fw.iommu_locked();
+            self.unit.set_snp_lock(locked);
+        }
+    }
+
+    /// The panic path's SNP_SHUTDOWN_EX: succeeded (the IOMMU released) or failed (still locked).
+    pub fn snp_panic(&mut self, shutdown_ok: bool) {
+        if let Some(fw) = self.fw.as_mut() {
+            if shutdown_ok {
+                fw.command(SnpCommand::ShutdownEx { iommu: true });
+            }
+            let locked = fw.iommu_locked();
+            self.unit.set_snp_lock(locked);
         }
     }
 

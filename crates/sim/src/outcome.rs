@@ -22,6 +22,9 @@ pub struct DmaCounts {
 pub struct ChangedPages {
     /// In device buffers: expected.
     pub buffers: u64,
+    /// In the IOMMU's own structures that hand-over reuses in place (AMD-Vi's device table, command buffer,
+    /// event log): written by the unit and the crash kernel, not by DMA.
+    pub iommu: u64,
     /// Everywhere else: corruption of the vmcore.
     pub other: u64,
 }

@@ -4,7 +4,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use iommu_driver::vtd::{HandoverOutcome, Vtd, VtdOptions};
 use iommu_driver::Policy;
 use iommu_emu::devices::{DmaDevice, DmaEvent};
 use iommu_emu::PhysMemory;
@@ -15,13 +14,18 @@ use crate::kernel::{start_bulk, DiskDriver, DriverError, Io, NicDriver, Os};
 use crate::ledger::Ledger;
 use crate::machine::{Kernel, Machine, MachineConfig, DISK_RID};
 use crate::outcome::Outcome;
+use crate::unit::{Driver, IommuKind};
 
 /// Platform knobs and phase lengths (ticks of the virtual clock).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Knobs {
     /// A blocked DMA raises a fatal error (PCIe completion timeout → AER → panic) instead of being dropped.
     pub aborts_fatal: bool,
+    pub iommu: IommuKind,
+    /// VT-d scalable mode.
     pub scalable: bool,
+    /// AMD-Vi on an SEV-SNP host: `Some(shutdown succeeded at panic)`; `None` without SNP.
+    pub snp_shutdown: Option<bool>,
     /// From the panic to the crash kernel's IOMMU init (purgatory, early boot).
     pub early_ticks: u64,
     /// From IOMMU init to the probe of the disk the dump is written to.
@@ -30,7 +34,14 @@ pub struct Knobs {
 
 impl Default for Knobs {
     fn default() -> Self {
-        Knobs { aborts_fatal: true, scalable: false, early_ticks: 40, probe_ticks: 80 }
+        Knobs {
+            aborts_fatal: true,
+            iommu: IommuKind::Vtd,
+            scalable: false,
+            snp_shutdown: None,
+            early_ticks: 40,
+            probe_ticks: 80,
+        }
     }
 }
 
@@ -67,6 +78,8 @@ const DUMP_WINDOW: usize = 32;
 
 struct Run {
     m: Machine,
+    /// Pages of the unit's own structures in the crashed kernel's memory.
+    iommu_pages: BTreeSet<u64>,
     tick: u64,
     trace: Vec<TraceEvent>,
     device_pages: BTreeSet<u64>,
@@ -83,19 +96,19 @@ impl Run {
     fn step(&mut self) {
         self.log.clear();
         self.m.run_devices(self.tick, &mut self.log);
-        let on = self.m.vtd.translation_enabled();
+        let on = self.m.unit.translation_enabled();
         let region = self.m.cfg.crash_region.clone();
         let names: BTreeMap<u32, String> = self.m.devices.iter().map(|d| (d.rid(), d.name().to_string())).collect();
         self.ledger.account(&self.log, on, &region, |rid| names.get(&rid).cloned().unwrap_or_default());
         self.tick += 1;
     }
 
-    fn os<'a>(&'a mut self, drv: &'a mut Vtd, k: Kernel) -> Os<'a> {
+    fn os<'a>(&'a mut self, drv: &'a mut Driver, k: Kernel) -> Os<'a> {
         Os { m: &mut self.m, drv, k, device_pages: &mut self.device_pages }
     }
 }
 
-/// Run one scenario on the built-in VT-d machine.
+/// Run one scenario on the built-in machine with the knobs' IOMMU.
 pub fn run(s: &Scenario) -> (Outcome, Vec<TraceEvent>) {
     let d = run_detailed(s);
     (d.outcome, d.trace)
@@ -103,15 +116,18 @@ pub fn run(s: &Scenario) -> (Outcome, Vec<TraceEvent>) {
 
 pub fn run_detailed(s: &Scenario) -> RunDetail {
     let mut cfg = MachineConfig::default_vtd();
+    cfg.iommu = s.knobs.iommu;
     cfg.scalable = s.knobs.scalable;
+    cfg.snp = s.knobs.snp_shutdown.is_some() && s.knobs.iommu == IommuKind::Amdvi;
     run_on(cfg, s)
 }
 
 pub fn run_on(cfg: MachineConfig, s: &Scenario) -> RunDetail {
-    let opts = VtdOptions { scalable: cfg.scalable };
+    let (kind, scalable, snp) = (cfg.iommu, cfg.scalable, cfg.snp);
     let holes = [cfg.pci_hole.clone()];
     let mut r = Run {
         m: Machine::new(cfg),
+        iommu_pages: BTreeSet::new(),
         tick: 0,
         trace: Vec::new(),
         device_pages: BTreeSet::new(),
@@ -119,7 +135,7 @@ pub fn run_on(cfg: MachineConfig, s: &Scenario) -> RunDetail {
         log: Vec::new(),
     };
     let mut rng = ChaCha8Rng::seed_from_u64(s.seed);
-    let mut out = Outcome::new("vtd", s.policy, s.seed);
+    let mut out = Outcome::new(kind.name(), s.policy, s.seed);
     let detail = |out: Outcome, r: Run, dump_differs, written| RunDetail {
         outcome: out,
         trace: r.trace,
@@ -130,7 +146,8 @@ pub fn run_on(cfg: MachineConfig, s: &Scenario) -> RunDetail {
     };
 
     // Primary kernel: IOMMU up, NIC and disk in DMA domains, the copy engine in pass-through.
-    let mut drv = match Vtd::init(&mut r.m.platform(Kernel::Primary), opts) {
+    let penv = r.m.cfg.primary_env();
+    let mut drv = match Driver::init(kind, &mut r.m.platform(Kernel::Primary), &penv, scalable) {
         Ok(d) => d,
         Err(e) => {
             out.failure = Some(format!("primary kernel IOMMU init failed: {e}"));
@@ -138,11 +155,12 @@ pub fn run_on(cfg: MachineConfig, s: &Scenario) -> RunDetail {
         }
     };
     drv.reserve_iova_holes(&holes);
+    r.m.snp_init();
     let setup = (|| -> Result<(NicDriver, DiskDriver), DriverError> {
         let mut os = r.os(&mut drv, Kernel::Primary);
         let nic = NicDriver::probe(&mut os)?;
         let disk = DiskDriver::probe(&mut os)?;
-        start_bulk(&mut os, 4)?;
+        start_bulk(&mut os, 4, !snp)?;
         Ok((nic, disk))
     })();
     let (mut nic, mut disk) = match setup {
@@ -174,7 +192,10 @@ pub fn run_on(cfg: MachineConfig, s: &Scenario) -> RunDetail {
     }
     // The panic: the primary kernel's drivers are gone; the devices are not.
     drop((nic, disk, drv));
+    r.m.snp_panic(s.knobs.snp_shutdown.unwrap_or(true));
     let at_crash: PhysMemory = r.m.mem.clone();
+    let Machine { unit, mem, .. } = &mut r.m;
+    r.iommu_pages = unit.structure_pages(mem).into_iter().collect();
     r.ledger.counting = true;
     r.log("panic: kexec into the crash kernel; devices keep doing DMA");
 
@@ -185,7 +206,7 @@ pub fn run_on(cfg: MachineConfig, s: &Scenario) -> RunDetail {
     // Crash kernel: IOMMU init under the policy.
     let env = r.m.cfg.crash_env();
     let started = std::time::Instant::now();
-    let booted = Vtd::init_crash(&mut r.m.platform(Kernel::Crash), &env, opts, s.policy);
+    let booted = Driver::init_crash(kind, &mut r.m.platform(Kernel::Crash), &env, scalable, s.policy);
     out.adopt_ns = started.elapsed().as_nanos() as u64;
     let (mut kd, report) = match booted {
         Ok(x) => x,
@@ -196,20 +217,15 @@ pub fn run_on(cfg: MachineConfig, s: &Scenario) -> RunDetail {
     };
     kd.reserve_iova_holes(&holes);
     r.ledger.after_init = true;
-    out.iommu_init = match &report.outcome {
-        HandoverOutcome::NotLive => "not live".into(),
-        HandoverOutcome::Reset => format!("reset ({})", s.policy),
-        HandoverOutcome::Adopted => format!("adopted {} devices", report.adopted.len()),
-        HandoverOutcome::FellBack(why) => format!("fell back to reset: {why}"),
-    };
+    out.iommu_init = report.summary.clone();
     out.adopted_devices = report.adopted.len() as u64;
-    out.refused_entries = report.problems.iter().map(|p| p.to_string()).collect();
+    out.refused_entries = report.problems.clone();
     out.init_frames = report.frames_allocated;
     out.adopt_bytes = report.frames_allocated * 4096;
     out.init_bytes_read = report.bytes_read;
     r.log(format!("crash kernel IOMMU init: {}", out.iommu_init));
     if s.policy == Policy::AdoptScratch {
-        for sid in report.adopted.iter().copied().filter(|&sid| sid != DISK_RID) {
+        for sid in report.adopted.iter().copied().filter(|&sid| sid != DISK_RID as u32) {
             if let Err(e) = kd.contain(&mut r.m.platform(Kernel::Crash), sid) {
                 r.log(format!("containment of {sid:#06x} failed: {e}"));
             }
@@ -306,6 +322,8 @@ fn finish(mut r: Run, mut out: Outcome, at_crash: &PhysMemory, dumped_at: &BTree
         }
         if r.device_pages.contains(&page) {
             out.changed_pages.buffers += 1;
+        } else if r.iommu_pages.contains(&page) {
+            out.changed_pages.iommu += 1;
         } else {
             out.changed_pages.other += 1;
         }

@@ -96,3 +96,37 @@ fn the_dump_differs_from_crash_memory_exactly_where_dma_wrote_after_the_crash() 
         assert_eq!(d.outcome.dump_pages_differing, d.dump_differs.len() as u64);
     }
 }
+
+fn amd(policy: Policy, seed: u64, snp_shutdown: Option<bool>) -> iommu_sim::Outcome {
+    let knobs = Knobs { iommu: iommu_sim::IommuKind::Amdvi, snp_shutdown, ..Knobs::default() };
+    run(&Scenario { policy, seed, knobs }).0
+}
+
+#[test]
+fn amdvi_with_snp_shutdown_failed_only_adopt_captures() {
+    for seed in [1, 2, 3] {
+        for policy in [Policy::ResetAbort, Policy::ResetBypass] {
+            let o = amd(policy, seed, Some(false));
+            assert!(!o.captured, "{o:?}");
+            assert!(o.failure.as_deref().unwrap().contains("Completion-Wait loop timed out"), "{o:?}");
+        }
+        let o = amd(Policy::Adopt, seed, Some(false));
+        assert!(o.captured, "{o:?}");
+        assert_eq!(o.changed_pages.other, 0);
+        assert!(o.changed_pages.iommu > 0, "the reused command buffer and device table are written in place");
+        assert_eq!(o.dma.faulted + o.dma.aborted, 0);
+        assert_eq!(o.usable_devices, vec!["disk".to_string()]);
+    }
+}
+
+#[test]
+fn amdvi_without_the_lock_behaves_like_vtd() {
+    for snp in [None, Some(true)] {
+        let abort = amd(Policy::ResetAbort, 1, snp);
+        assert!(!abort.captured && abort.dma.aborted > 0, "{snp:?}: {abort:?}");
+        let adopt = amd(Policy::Adopt, 1, snp);
+        assert!(adopt.captured && adopt.changed_pages.other == 0, "{snp:?}: {adopt:?}");
+    }
+    let bypass = amd(Policy::ResetBypass, 1, None);
+    assert!(bypass.changed_pages.other > 0, "{bypass:?}");
+}

@@ -1,0 +1,243 @@
+//! One IOMMU of any kind, for the simulator: the hardware model ([`Unit`]) and the kernel's driver for it
+//! ([`Driver`]), so the kernels, policies and measurements are written once.
+
+use iommu_driver::{amdvi, vtd, BootEnv, Platform, Policy};
+use iommu_emu::{Access, AmdviConfig, AmdviModel, Iommu, MmioDevice, PhysMemory, Translation, VtdConfig, VtdModel};
+
+/// Which IOMMU a machine has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IommuKind {
+    Vtd,
+    Amdvi,
+}
+
+impl IommuKind {
+    pub const ALL: [IommuKind; 2] = [IommuKind::Vtd, IommuKind::Amdvi];
+    pub const fn name(self) -> &'static str {
+        match self {
+            IommuKind::Vtd => "vtd",
+            IommuKind::Amdvi => "amdvi",
+        }
+    }
+}
+
+/// The hardware.
+#[derive(Clone)]
+pub enum Unit {
+    Vtd(Box<VtdModel>),
+    Amdvi(Box<AmdviModel>),
+}
+
+impl Unit {
+    pub fn new(kind: IommuKind, snp: bool) -> Self {
+        match kind {
+            IommuKind::Vtd => Unit::Vtd(Box::new(VtdModel::new(VtdConfig::default()))),
+            IommuKind::Amdvi => {
+                Unit::Amdvi(Box::new(AmdviModel::new(if snp { AmdviConfig::snp() } else { AmdviConfig::default() })))
+            }
+        }
+    }
+    pub fn translation_enabled(&self) -> bool {
+        match self {
+            Unit::Vtd(u) => u.translation_enabled(),
+            Unit::Amdvi(u) => u.translation_enabled(),
+        }
+    }
+    /// SEV-SNP's lock on the AMD-Vi base registers (no effect elsewhere).
+    pub fn set_snp_lock(&mut self, locked: bool) {
+        if let Unit::Amdvi(u) = self {
+            u.set_snp_lock(locked);
+        }
+    }
+}
+
+impl Unit {
+    /// Pages of the crashed kernel's memory the unit itself owns and hand-over reuses in place (AMD-Vi:
+    /// device table, command buffer, event log, completion-wait page): changes there after the crash are
+    /// the IOMMU's and the crash kernel's doing, not DMA corruption.
+    pub fn structure_pages(&mut self, mem: &mut PhysMemory) -> Vec<u64> {
+        use iommu_spec::amdvi::{off, DevTableBase, ExclusionBase, RingBase};
+        let Unit::Amdvi(u) = self else { return Vec::new() };
+        let mut pages = Vec::new();
+        let dt = DevTableBase::from_bits(u.mmio_read(mem, off::DEV_TABLE_BASE, 8));
+        pages.extend((0..dt.bytes() / 4096).map(|i| dt.table() + i * 4096));
+        for reg in [off::CMD_BUF_BASE, off::EVENT_LOG_BASE] {
+            let r = RingBase::from_bits(u.mmio_read(mem, reg, 8));
+            pages.extend((0..r.bytes().div_ceil(4096)).map(|i| r.ring() + i * 4096));
+        }
+        let sem = ExclusionBase::from_bits(u.mmio_read(mem, off::EXCL_BASE, 8)).address();
+        if sem != 0 {
+            pages.push(sem);
+        }
+        pages
+    }
+}
+
+impl MmioDevice for Unit {
+    fn mmio_read(&mut self, mem: &mut PhysMemory, off: usize, size: u8) -> u64 {
+        match self {
+            Unit::Vtd(u) => u.mmio_read(mem, off, size),
+            Unit::Amdvi(u) => u.mmio_read(mem, off, size),
+        }
+    }
+    fn mmio_write(&mut self, mem: &mut PhysMemory, off: usize, size: u8, val: u64) {
+        match self {
+            Unit::Vtd(u) => u.mmio_write(mem, off, size, val),
+            Unit::Amdvi(u) => u.mmio_write(mem, off, size, val),
+        }
+    }
+}
+
+impl Iommu for Unit {
+    fn translate(&mut self, mem: &mut PhysMemory, rid: u32, iova: u64, access: Access) -> Translation {
+        match self {
+            Unit::Vtd(u) => u.translate(mem, rid, iova, access),
+            Unit::Amdvi(u) => u.translate(mem, rid, iova, access),
+        }
+    }
+}
+
+/// A domain of whichever driver.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dom(pub usize);
+
+/// What the crash kernel's IOMMU init did, in common terms.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InitReport {
+    pub summary: String,
+    pub adopted: Vec<u32>,
+    pub problems: Vec<String>,
+    pub frames_allocated: u64,
+    pub bytes_read: u64,
+}
+
+/// The kernel's driver for the unit.
+pub enum Driver {
+    Vtd(vtd::Vtd),
+    Amdvi(amdvi::Amdvi),
+}
+
+fn s<E: std::fmt::Display>(e: E) -> String {
+    e.to_string()
+}
+
+impl Driver {
+    pub fn init(kind: IommuKind, hw: &mut impl Platform, env: &BootEnv, scalable: bool) -> Result<Self, String> {
+        Ok(match kind {
+            IommuKind::Vtd => Driver::Vtd(vtd::Vtd::init(hw, vtd::VtdOptions { scalable }).map_err(s)?),
+            IommuKind::Amdvi => Driver::Amdvi(amdvi::Amdvi::init(hw, env, amdvi::AmdOptions::default()).map_err(s)?),
+        })
+    }
+
+    pub fn init_crash(
+        kind: IommuKind,
+        hw: &mut impl Platform,
+        env: &BootEnv,
+        scalable: bool,
+        policy: Policy,
+    ) -> Result<(Self, InitReport), String> {
+        match kind {
+            IommuKind::Vtd => {
+                let (v, r) = vtd::Vtd::init_crash(hw, env, vtd::VtdOptions { scalable }, policy).map_err(s)?;
+                let summary = match &r.outcome {
+                    vtd::HandoverOutcome::NotLive => "not live".into(),
+                    vtd::HandoverOutcome::Reset => format!("reset ({policy})"),
+                    vtd::HandoverOutcome::Adopted => format!("adopted {} devices", r.adopted.len()),
+                    vtd::HandoverOutcome::FellBack(why) => format!("fell back to reset: {why}"),
+                };
+                let rep = InitReport {
+                    summary,
+                    adopted: r.adopted.iter().map(|&x| x as u32).collect(),
+                    problems: r.problems.iter().map(|p| p.to_string()).collect(),
+                    frames_allocated: r.frames_allocated,
+                    bytes_read: r.bytes_read,
+                };
+                Ok((Driver::Vtd(v), rep))
+            }
+            IommuKind::Amdvi => {
+                let (v, r) = amdvi::Amdvi::init_crash(hw, env, amdvi::AmdOptions::default(), policy).map_err(s)?;
+                let summary = match &r.outcome {
+                    amdvi::AmdOutcome::NotLive => "not live".into(),
+                    amdvi::AmdOutcome::Reset => format!("reset ({policy})"),
+                    amdvi::AmdOutcome::Adopted => {
+                        format!("reused the old structures, adopted {} devices", r.adopted.len())
+                    }
+                    amdvi::AmdOutcome::FellBack(why) => format!("fell back to reset: {why}"),
+                };
+                let rep = InitReport {
+                    summary,
+                    adopted: r.adopted.iter().map(|&x| x as u32).collect(),
+                    problems: r.problems.iter().map(|p| p.to_string()).collect(),
+                    frames_allocated: r.frames_allocated,
+                    bytes_read: r.bytes_read,
+                };
+                Ok((Driver::Amdvi(v), rep))
+            }
+        }
+    }
+
+    pub fn reserve_iova_holes(&mut self, holes: &[std::ops::Range<u64>]) {
+        match self {
+            Driver::Vtd(v) => v.reserve_iova_holes(holes),
+            Driver::Amdvi(v) => v.reserve_iova_holes(holes),
+        }
+    }
+
+    pub fn create_domain(&mut self, hw: &mut impl Platform) -> Result<Dom, String> {
+        match self {
+            Driver::Vtd(v) => v.create_domain(hw).map(|d| Dom(d.0)).map_err(s),
+            Driver::Amdvi(v) => v.create_domain(hw).map(|d| Dom(d.0)).map_err(s),
+        }
+    }
+
+    /// Attach to `dom`, or to pass-through with `None`.
+    pub fn attach(&mut self, hw: &mut impl Platform, rid: u32, dom: Option<Dom>) -> Result<(), String> {
+        match self {
+            Driver::Vtd(v) => {
+                let to = dom.map_or(vtd::Attachment::PassThrough, |d| vtd::Attachment::Domain(vtd::DomainId(d.0)));
+                v.attach(hw, rid as u16, to).map_err(s)
+            }
+            Driver::Amdvi(v) => {
+                let to =
+                    dom.map_or(amdvi::Attachment::PassThrough, |d| amdvi::Attachment::Domain(amdvi::DomainId(d.0)));
+                v.attach(hw, rid as u16, to).map_err(s)
+            }
+        }
+    }
+
+    pub fn map(&mut self, hw: &mut impl Platform, dom: Dom, pa: u64, size: u64) -> Result<u64, String> {
+        match self {
+            Driver::Vtd(v) => v.map(hw, vtd::DomainId(dom.0), pa, size, true, true).map_err(s),
+            Driver::Amdvi(v) => v.map(hw, amdvi::DomainId(dom.0), pa, size, true, true).map_err(s),
+        }
+    }
+
+    pub fn unmap(&mut self, hw: &mut impl Platform, dom: Dom, iova: u64, size: u64) -> Result<(), String> {
+        match self {
+            Driver::Vtd(v) => v.unmap(hw, vtd::DomainId(dom.0), iova, size).map_err(s),
+            Driver::Amdvi(v) => v.unmap(hw, amdvi::DomainId(dom.0), iova, size).map_err(s),
+        }
+    }
+
+    pub fn contain(&mut self, hw: &mut impl Platform, rid: u32) -> Result<(), String> {
+        match self {
+            Driver::Vtd(v) => v.contain(hw, rid as u16).map_err(s),
+            Driver::Amdvi(v) => v.contain(hw, rid as u16).map_err(s),
+        }
+    }
+
+    pub fn scratch_page(&self) -> Option<u64> {
+        match self {
+            Driver::Vtd(v) => v.scratch_page(),
+            Driver::Amdvi(v) => v.scratch_page(),
+        }
+    }
+
+    pub fn scratch_frames(&self) -> u64 {
+        match self {
+            Driver::Vtd(v) => v.scratch_frames(),
+            Driver::Amdvi(v) => v.scratch_frames(),
+        }
+    }
+}
