@@ -28,4 +28,5 @@ pub use dma::{dma_read, dma_write, Access, DmaOutcome, FaultInfo, Iommu, Transla
 pub use frames::FrameRegion;
 pub use mem::{MemStats, PhysMemory};
 pub use platform::{EmuPlatform, MmioDevice};
+pub use smmuv3::{Smmuv3Config, Smmuv3ConfigError, Smmuv3Counters, Smmuv3Model};
 pub use vtd::{ConfigError, VtdConfig, VtdCounters, VtdModel};

@@ -91,7 +91,8 @@ pub struct Idr0 {
     pub atsrecerr: bool,
     #[bits(2)]
     pub stall_model: StallModel,
-    /// Terminated transactions with stall disabled: 0 abort, 1 RAZ/WI is allowed.
+    /// Terminate model: 0 = CD.A chooses between abort and RAZ/WI for terminated transactions, 1 = they always
+    /// abort (CD.A must be 1; QEMU `smmuv3_init_regs` sets 1 for "always aborted").
     pub term_model: bool,
     #[bits(2)]
     pub st_level: StLevel,
