@@ -163,3 +163,58 @@ fn oracle_of(d: &std::path::Path) -> Vec<(u16, u64, u64, bool)> {
         })
         .collect()
 }
+
+#[test]
+fn adopts_linux_smmuv3_stream_table() {
+    use iommu_driver::smmuv3::{SmmuOutcome, Smmuv3};
+    use iommu_emu::{Smmuv3Config, Smmuv3Model};
+    use iommu_spec::smmuv3::off as s;
+    const BASE: u64 = 0x0905_0000;
+    const RAM: std::ops::Range<u64> = 0x4000_0000..0xc000_0000;
+    const CRASH: std::ops::Range<u64> = 0x6000_0000..0x7000_0000;
+    let d = dir_named("smmuv3");
+    let snap = RegSnapshot::parse(&std::fs::read_to_string(d.join("regs.txt")).unwrap()).unwrap();
+    let core = ElfCore::open(d.join("memory.elf")).unwrap();
+    let mut mem = PhysMemory::contiguous(RAM);
+    for seg in core.segments() {
+        let mut buf = vec![0u8; seg.size as usize];
+        core.read(seg.paddr, &mut buf).unwrap();
+        mem.write(seg.paddr, &buf).unwrap();
+    }
+    let mut unit = Smmuv3Model::new(Smmuv3Config::default());
+    let mut none = FrameRegion::new(0..0);
+    {
+        // Linux's state at the crash: stream table, queues, then CR0 with SMMUEN.
+        let mut hw = EmuPlatform::new(&mut unit, &mut mem, &mut none);
+        hw.write64(s::STRTAB_BASE, snap.read64(BASE + s::STRTAB_BASE as u64).unwrap());
+        hw.write32(s::STRTAB_BASE_CFG, snap.read32(BASE + s::STRTAB_BASE_CFG as u64).unwrap());
+        hw.write32(s::CR2, snap.read32(BASE + s::CR2 as u64).unwrap());
+        hw.write32(s::CR0, snap.read32(BASE + s::CR0 as u64).unwrap() & 1);
+    }
+    let oracle = oracle_of(&d);
+    let dma = |unit: &mut Smmuv3Model, mem: &mut PhysMemory, sid: u16, iova: u64, w: bool| match unit.translate(
+        mem,
+        sid as u32,
+        iova,
+        if w { Access::Write } else { Access::Read },
+    ) {
+        Translation::Ok { phys } => Ok(phys),
+        Translation::Fault(f) => Err(f.code),
+    };
+    for &(sid, iova, phys, w) in &oracle {
+        assert_eq!(dma(&mut unit, &mut mem, sid, iova, w), Ok(phys), "the model agrees with QEMU before the crash");
+    }
+    let env = BootEnv { crash_kernel: true, ram: vec![RAM], crash_region: Some(CRASH), mem_encrypt: false, c_bit: 0 };
+    let mut frames = FrameRegion::new(CRASH.start + 0x100_0000..CRASH.end);
+    let mut hw = EmuPlatform::new(&mut unit, &mut mem, &mut frames);
+    let (mut v, report) = Smmuv3::init_crash(&mut hw, &env, Policy::Adopt).unwrap();
+    assert_eq!(report.outcome, SmmuOutcome::Adopted, "Linux's 2-level table with SPLIT 8 passes every check");
+    for sid in [0x10u32, 0x18] {
+        assert!(v.insert_master(&mut hw, &env, sid).unwrap().is_some(), "{sid:#x} adopted");
+    }
+    assert!(v.asid_used(1) && v.asid_used(2), "Linux's ASIDs reserved");
+    let _ = hw;
+    for &(sid, iova, phys, w) in &oracle {
+        assert_eq!(dma(&mut unit, &mut mem, sid, iova, w), Ok(phys), "{sid:#x} {iova:#x} after adoption");
+    }
+}

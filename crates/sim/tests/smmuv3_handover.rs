@@ -1,0 +1,306 @@
+//! The SMMUv3 driver on the model: normal boot, crash-kernel boot under each policy with DMA in flight,
+//! each adoption check of seed 003 broken once, the lazy-L2 re-check, and adoption memory on a sparse
+//! SIDSIZE-32 table.
+
+use iommu_driver::smmuv3::{Attachment, Refusal, SmmuOutcome, Smmuv3, SteProblem, SPLIT};
+use iommu_driver::{BootEnv, Mmio, PhysMem, Policy};
+use iommu_emu::{Access, EmuPlatform, FrameRegion, Iommu, PhysMemory, Smmuv3Config, Smmuv3Model, Translation};
+use iommu_spec::smmuv3::{off, L1Desc, StrtabBase, StrtabBaseCfg};
+
+const MIB: u64 = 1 << 20;
+const GIB: u64 = 1 << 30;
+const CRASH: std::ops::Range<u64> = (3 * GIB)..(3 * GIB + 256 * MIB);
+const NIC: u32 = 0x0010;
+const DISK: u32 = 0x0018;
+const BULK: u32 = 0x0020;
+const FAR: u32 = 0x0300;
+
+struct Rig {
+    mem: PhysMemory,
+    unit: Smmuv3Model,
+    primary: FrameRegion,
+    crash: FrameRegion,
+}
+
+impl Rig {
+    fn with(cfg: Smmuv3Config) -> Self {
+        Rig {
+            mem: PhysMemory::contiguous(0..4 * GIB),
+            unit: Smmuv3Model::new(cfg),
+            primary: FrameRegion::new(16 * MIB..512 * MIB),
+            crash: FrameRegion::new(CRASH.start + 64 * MIB..CRASH.end),
+        }
+    }
+    fn new() -> Self {
+        Self::with(Smmuv3Config::default())
+    }
+    fn env(&self) -> BootEnv {
+        BootEnv {
+            crash_kernel: true,
+            ram: std::iter::once(0..4 * GIB).collect(),
+            crash_region: Some(CRASH),
+            mem_encrypt: false,
+            c_bit: 0,
+        }
+    }
+    fn primary(&mut self) -> EmuPlatform<'_, Smmuv3Model> {
+        EmuPlatform::new(&mut self.unit, &mut self.mem, &mut self.primary)
+    }
+    fn crash(&mut self) -> EmuPlatform<'_, Smmuv3Model> {
+        EmuPlatform::new(&mut self.unit, &mut self.mem, &mut self.crash)
+    }
+    fn dma(&mut self, sid: u32, iova: u64, access: Access) -> Result<u64, u16> {
+        match self.unit.translate(&mut self.mem, sid, iova, access) {
+            Translation::Ok { phys } => Ok(phys),
+            Translation::Fault(f) => Err(f.code),
+        }
+    }
+}
+
+/// NIC, disk and a device on another L2 table in stage-1 domains; the copy engine in bypass.
+fn primary(rig: &mut Rig) -> (Vec<(u32, u64, u64)>, Vec<u16>) {
+    let mut v = Smmuv3::init(&mut rig.primary()).unwrap();
+    let mut dma = Vec::new();
+    let mut asids = Vec::new();
+    for (i, sid) in [NIC, DISK, FAR].into_iter().enumerate() {
+        let d = v.create_domain(&mut rig.primary()).unwrap();
+        asids.push(v.domain(d).unwrap().asid);
+        v.attach(&mut rig.primary(), sid, Attachment::Domain(d)).unwrap();
+        for k in 0..4u64 {
+            let pa = 0x2000_0000 + (i as u64 * 16 + k) * 0x1000;
+            dma.push((sid, v.map(&mut rig.primary(), d, pa, 0x1000, true, true).unwrap(), pa));
+        }
+    }
+    v.attach(&mut rig.primary(), BULK, Attachment::Bypass).unwrap();
+    dma.push((BULK, 0x3000_0000, 0x3000_0000));
+    for &(sid, iova, pa) in &dma {
+        assert_eq!(rig.dma(sid, iova, Access::Write), Ok(pa), "primary DMA of {sid:#x}");
+    }
+    (dma, asids)
+}
+
+fn crash(rig: &mut Rig, policy: Policy) -> (Smmuv3, iommu_driver::smmuv3::SmmuReport) {
+    let env = rig.env();
+    let (mut v, r) = Smmuv3::init_crash(&mut rig.crash(), &env, policy).unwrap();
+    // The crash kernel's bus probe inserts every master it finds.
+    for sid in [NIC, DISK, BULK, FAR] {
+        let _ = v.insert_master(&mut rig.crash(), &env, sid);
+    }
+    (v, r)
+}
+
+#[test]
+fn normal_boot_translates_and_unmap_invalidates() {
+    let mut rig = Rig::new();
+    let mut v = Smmuv3::init(&mut rig.primary()).unwrap();
+    let d = v.create_domain(&mut rig.primary()).unwrap();
+    v.attach(&mut rig.primary(), NIC, Attachment::Domain(d)).unwrap();
+    let iova = v.map(&mut rig.primary(), d, 0x2000_0000, 0x2000, true, false).unwrap();
+    assert_eq!(rig.dma(NIC, iova + 0x1008, Access::Read), Ok(0x2000_1008));
+    assert!(rig.dma(NIC, iova, Access::Write).is_err(), "read-only");
+    assert!(rig.dma(NIC, iova + 0x10_0000, Access::Read).is_err(), "unmapped");
+    assert!(rig.dma(DISK, iova, Access::Read).is_err(), "an unattached stream aborts");
+    v.unmap(&mut rig.primary(), d, iova, 0x2000).unwrap();
+    assert!(rig.dma(NIC, iova + 0x1008, Access::Read).is_err(), "TLBI dropped the cached entry");
+}
+
+#[test]
+fn adopt_keeps_old_dma_translating_until_reattach() {
+    let mut rig = Rig::new();
+    let (old, asids) = primary(&mut rig);
+    let (mut v, r) = crash(&mut rig, Policy::Adopt);
+    assert_eq!(r.outcome, SmmuOutcome::Adopted);
+    let cr0 = rig.crash().read32(off::CR0);
+    assert_eq!(cr0 & 1, 1, "SMMUEN stayed set");
+    assert_eq!(cr0 & 0b110, 0, "event and PRI queues are off in the crash kernel");
+    for &(sid, iova, pa) in &old {
+        assert_eq!(rig.dma(sid, iova, Access::Write), Ok(pa), "{sid:#x} keeps translating");
+    }
+    for a in &asids {
+        assert!(v.asid_used(*a), "old ASID {a} reserved");
+    }
+    let d = v.create_domain(&mut rig.crash()).unwrap();
+    assert!(!asids.contains(&v.domain(d).unwrap().asid));
+    v.attach(&mut rig.crash(), DISK, Attachment::Domain(d)).unwrap();
+    let buf = CRASH.start + 0x900_0000;
+    let iova = v.map(&mut rig.crash(), d, buf, 0x1000, true, true).unwrap();
+    assert_eq!(rig.dma(DISK, iova, Access::Read), Ok(buf));
+    for &(sid, oiova, pa) in &old {
+        let got = rig.dma(sid, oiova, Access::Write);
+        if sid == DISK {
+            assert!(got.is_err(), "old IOVA {oiova:#x} of the re-attached disk aborts");
+        } else {
+            assert_eq!(got, Ok(pa));
+        }
+    }
+}
+
+#[test]
+fn resets_abort_or_bypass_old_dma() {
+    let mut rig = Rig::new();
+    let (old, _) = primary(&mut rig);
+    crash(&mut rig, Policy::ResetAbort);
+    for &(sid, iova, _) in &old {
+        assert!(rig.dma(sid, iova, Access::Write).is_err(), "reset-abort aborts {sid:#x}");
+    }
+    let mut rig = Rig::new();
+    let (old, _) = primary(&mut rig);
+    crash(&mut rig, Policy::ResetBypass);
+    for &(sid, iova, _) in &old {
+        assert_eq!(rig.dma(sid, iova, Access::Write), Ok(iova), "reset-bypass: {sid:#x} on physical = IOVA");
+    }
+}
+
+/// Break one thing, adopt: a fallback to the full reset with the reason, and no old mapping left working.
+fn refused(rig_cfg: Smmuv3Config, break_it: impl Fn(&mut Rig), want: impl Fn(&Refusal) -> bool) {
+    let mut rig = Rig::with(rig_cfg);
+    let (old, _) = primary(&mut rig);
+    break_it(&mut rig);
+    let (_, r) = crash(&mut rig, Policy::Adopt);
+    match &r.outcome {
+        SmmuOutcome::FellBack(why) => assert!(want(why), "{why}"),
+        o => panic!("expected a fallback, got {o:?}"),
+    }
+    for &(sid, iova, _) in &old {
+        assert!(rig.dma(sid, iova, Access::Write).is_err(), "after the fallback {sid:#x} aborts");
+    }
+}
+
+fn cfg(rig: &mut Rig) -> StrtabBaseCfg {
+    StrtabBaseCfg::from_bits(rig.primary().read32(off::STRTAB_BASE_CFG))
+}
+
+/// Rewrite the stream-table registers as a crashed kernel could have left them (SMMUEN off for the write).
+fn set_strtab(rig: &mut Rig, base: u64, cfg: StrtabBaseCfg) {
+    let cr0 = rig.primary().read32(off::CR0);
+    rig.primary().write32(off::CR0, cr0 & !1);
+    rig.primary().write64(off::STRTAB_BASE, StrtabBase::from_table(base, true).into_bits());
+    rig.primary().write32(off::STRTAB_BASE_CFG, cfg.into_bits());
+    rig.primary().write32(off::CR0, cr0);
+}
+
+fn strtab(rig: &mut Rig) -> u64 {
+    StrtabBase::from_bits(rig.primary().read64(off::STRTAB_BASE)).table()
+}
+
+#[test]
+fn each_adoption_check_broken_falls_back_with_its_reason() {
+    let d = Smmuv3Config::default;
+    refused(
+        d(),
+        |r| {
+            let (b, c) = (strtab(r), cfg(r));
+            set_strtab(r, b, c.with_split(6))
+        },
+        |w| matches!(w, Refusal::Split { found: 6, .. }),
+    );
+    refused(
+        d(),
+        |r| {
+            let (b, c) = (strtab(r), cfg(r));
+            set_strtab(r, b, c.with_log2size(20))
+        },
+        |w| matches!(w, Refusal::Log2Size { log2size: 20, .. }),
+    );
+    refused(
+        d(),
+        |r| {
+            let (b, c) = (strtab(r), cfg(r));
+            set_strtab(r, b, c.with_log2size(6))
+        },
+        |w| matches!(w, Refusal::Log2Size { log2size: 6, .. }),
+    );
+    refused(
+        d(),
+        |r| {
+            let c = cfg(r);
+            set_strtab(r, 5 * GIB, c)
+        },
+        |w| matches!(w, Refusal::Table(_)),
+    );
+    refused(
+        d(),
+        |r| {
+            let c = cfg(r);
+            set_strtab(r, CRASH.start, c)
+        },
+        |w| matches!(w, Refusal::Table(_)),
+    );
+    refused(
+        d(),
+        |r| {
+            let at = strtab(r);
+            let l1 = L1Desc::from_bits(r.mem.read_u64(at).unwrap());
+            r.mem.write_u64(at, l1.with_span(SPLIT + 2).into_bits()).unwrap();
+        },
+        |w| matches!(w, Refusal::L1Span { index: 0, .. }),
+    );
+    refused(d(), |r| r.unit.inject_sfm_err(), |w| matches!(w, Refusal::ServiceFailure));
+    refused(Smmuv3Config { coherent: false, ..d() }, |_| {}, |w| matches!(w, Refusal::NonCoherentWalker));
+}
+
+#[test]
+fn a_span_changed_after_adoption_rejects_only_that_master() {
+    let mut rig = Rig::new();
+    let (old, _) = primary(&mut rig);
+    let env = rig.env();
+    let (mut v, r) = Smmuv3::init_crash(&mut rig.crash(), &env, Policy::Adopt).unwrap();
+    assert_eq!(r.outcome, SmmuOutcome::Adopted);
+    // Between adoption and the bus probe, the L1 descriptor of FAR's table is corrupted.
+    let at = strtab(&mut rig) + 8 * (FAR >> SPLIT) as u64;
+    let l1 = L1Desc::from_bits(rig.mem.read_u64(at).unwrap());
+    rig.mem.write_u64(at, l1.with_span(3).into_bits()).unwrap();
+    let got = v.insert_master(&mut rig.crash(), &env, FAR);
+    assert!(matches!(got, Err(SteProblem::L1Span { index: 3, span: 3, .. })), "{got:?}");
+    for sid in [NIC, DISK, BULK] {
+        assert!(v.insert_master(&mut rig.crash(), &env, sid).unwrap().is_some());
+    }
+    for &(sid, iova, pa) in old.iter().filter(|o| o.0 != FAR) {
+        assert_eq!(rig.dma(sid, iova, Access::Write), Ok(pa), "{sid:#x} unaffected");
+    }
+}
+
+#[test]
+fn adoption_memory_follows_live_l2_tables_not_the_stream_id_space() {
+    let mut sizes = Vec::new();
+    for live in [2u32, 16] {
+        let mut rig = Rig::with(Smmuv3Config { sidsize: 32, ..Smmuv3Config::default() });
+        let mut v = Smmuv3::init(&mut rig.primary()).unwrap();
+        let sids: Vec<u32> = (0..live).map(|i| i * 0x1_0000 + 0x10).collect();
+        for &sid in &sids {
+            let d = v.create_domain(&mut rig.primary()).unwrap();
+            v.attach(&mut rig.primary(), sid, Attachment::Domain(d)).unwrap();
+        }
+        let env = rig.env();
+        let (mut c, r) = Smmuv3::init_crash(&mut rig.crash(), &env, Policy::Adopt).unwrap();
+        assert_eq!(r.outcome, SmmuOutcome::Adopted);
+        let l1_bytes = r.bytes_mapped;
+        for &sid in &sids {
+            assert!(c.insert_master(&mut rig.crash(), &env, sid).unwrap().is_some());
+        }
+        let l2 = (1u64 << SPLIT) * 64;
+        assert_eq!(c.adopted_bytes, l1_bytes + live as u64 * l2, "the L1 table plus one L2 table per live master");
+        sizes.push(c.adopted_bytes);
+    }
+    // 2^32 stream IDs would need 256 GiB of STEs; adoption reads the L1 table and 14 more L2 tables for 14 more.
+    assert_eq!(sizes[1] - sizes[0], 14 * (1 << SPLIT) * 64);
+}
+
+#[test]
+fn containment_sends_every_iova_to_one_page() {
+    let mut rig = Rig::new();
+    let (old, _) = primary(&mut rig);
+    let (mut v, _) = crash(&mut rig, Policy::AdoptScratch);
+    v.contain(&mut rig.crash(), NIC).unwrap();
+    let scratch = v.scratch_page().unwrap();
+    assert!(CRASH.contains(&scratch));
+    assert_eq!(v.scratch_frames(), 6, "the page, four shared tables, one CD");
+    for &(sid, iova, pa) in &old {
+        let got = rig.dma(sid, iova + 8, Access::Write);
+        if sid == NIC {
+            assert_eq!(got, Ok(scratch + 8));
+        } else {
+            assert_eq!(got, Ok(pa + 8));
+        }
+    }
+}
