@@ -87,7 +87,7 @@ pub fn run(a: &Args) -> Result<ExitCode, String> {
         None => iommu_sim::IommuKind::ALL.to_vec(),
         Some(IommuKind::Vtd) => vec![iommu_sim::IommuKind::Vtd],
         Some(IommuKind::Amdvi) => vec![iommu_sim::IommuKind::Amdvi],
-        Some(IommuKind::Smmuv3) => return Err("smmuv3 is not simulated yet (vtd and amdvi are)".into()),
+        Some(IommuKind::Smmuv3) => vec![iommu_sim::IommuKind::Smmuv3],
     };
     let policies = if a.policy.is_empty() { Policy::ALL.to_vec() } else { a.policy.clone() };
     let snp = match a.snp_shutdown {
@@ -139,6 +139,7 @@ pub fn run(a: &Args) -> Result<ExitCode, String> {
                     }
                     None => "AMD-Vi, no SEV-SNP".to_string(),
                 },
+                iommu_sim::IommuKind::Smmuv3 => "ARM SMMUv3 (2-level stream table)".to_string(),
             };
             writeln!(
                 w,

@@ -206,7 +206,8 @@ pub fn run_on(cfg: MachineConfig, s: &Scenario) -> RunDetail {
     // Crash kernel: IOMMU init under the policy.
     let env = r.m.cfg.crash_env();
     let started = std::time::Instant::now();
-    let booted = Driver::init_crash(kind, &mut r.m.platform(Kernel::Crash), &env, scalable, s.policy);
+    let masters: Vec<u32> = r.m.devices.iter().map(|d| d.rid()).collect();
+    let booted = Driver::init_crash(kind, &mut r.m.platform(Kernel::Crash), &env, scalable, s.policy, &masters);
     out.adopt_ns = started.elapsed().as_nanos() as u64;
     let (mut kd, report) = match booted {
         Ok(x) => x,

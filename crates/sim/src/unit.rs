@@ -1,8 +1,11 @@
 //! One IOMMU of any kind, for the simulator: the hardware model ([`Unit`]) and the kernel's driver for it
 //! ([`Driver`]), so the kernels, policies and measurements are written once.
 
-use iommu_driver::{amdvi, vtd, BootEnv, Platform, Policy};
-use iommu_emu::{Access, AmdviConfig, AmdviModel, Iommu, MmioDevice, PhysMemory, Translation, VtdConfig, VtdModel};
+use iommu_driver::{amdvi, smmuv3, vtd, BootEnv, Platform, Policy};
+use iommu_emu::{
+    Access, AmdviConfig, AmdviModel, Iommu, MmioDevice, PhysMemory, Smmuv3Config, Smmuv3Model, Translation, VtdConfig,
+    VtdModel,
+};
 
 /// Which IOMMU a machine has.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
@@ -10,14 +13,16 @@ use iommu_emu::{Access, AmdviConfig, AmdviModel, Iommu, MmioDevice, PhysMemory, 
 pub enum IommuKind {
     Vtd,
     Amdvi,
+    Smmuv3,
 }
 
 impl IommuKind {
-    pub const ALL: [IommuKind; 2] = [IommuKind::Vtd, IommuKind::Amdvi];
+    pub const ALL: [IommuKind; 3] = [IommuKind::Vtd, IommuKind::Amdvi, IommuKind::Smmuv3];
     pub const fn name(self) -> &'static str {
         match self {
             IommuKind::Vtd => "vtd",
             IommuKind::Amdvi => "amdvi",
+            IommuKind::Smmuv3 => "smmuv3",
         }
     }
 }
@@ -27,6 +32,7 @@ impl IommuKind {
 pub enum Unit {
     Vtd(Box<VtdModel>),
     Amdvi(Box<AmdviModel>),
+    Smmuv3(Box<Smmuv3Model>),
 }
 
 impl Unit {
@@ -36,12 +42,14 @@ impl Unit {
             IommuKind::Amdvi => {
                 Unit::Amdvi(Box::new(AmdviModel::new(if snp { AmdviConfig::snp() } else { AmdviConfig::default() })))
             }
+            IommuKind::Smmuv3 => Unit::Smmuv3(Box::new(Smmuv3Model::new(Smmuv3Config::default()))),
         }
     }
     pub fn translation_enabled(&self) -> bool {
         match self {
             Unit::Vtd(u) => u.translation_enabled(),
             Unit::Amdvi(u) => u.translation_enabled(),
+            Unit::Smmuv3(u) => u.smmu_enabled(),
         }
     }
     /// SEV-SNP's lock on the AMD-Vi base registers (no effect elsewhere).
@@ -58,6 +66,9 @@ impl Unit {
     /// the IOMMU's and the crash kernel's doing, not DMA corruption.
     pub fn structure_pages(&mut self, mem: &mut PhysMemory) -> Vec<u64> {
         use iommu_spec::amdvi::{off, DevTableBase, ExclusionBase, RingBase};
+        if let Unit::Smmuv3(u) = self {
+            return smmu_structure_pages(u, mem);
+        }
         let Unit::Amdvi(u) = self else { return Vec::new() };
         let mut pages = Vec::new();
         let dt = DevTableBase::from_bits(u.mmio_read(mem, off::DEV_TABLE_BASE, 8));
@@ -74,17 +85,42 @@ impl Unit {
     }
 }
 
+/// The SMMUv3's stream table (L1 and the L2 tables it points at), which adoption writes STEs into in place.
+fn smmu_structure_pages(u: &mut Smmuv3Model, mem: &mut PhysMemory) -> Vec<u64> {
+    use iommu_driver::PhysMem;
+    use iommu_spec::smmuv3::{off, L1Desc, StrtabBase, StrtabBaseCfg, StrtabFmt};
+    let base = StrtabBase::from_bits(u.mmio_read(mem, off::STRTAB_BASE, 8)).table();
+    let cfg = StrtabBaseCfg::from_bits(u.mmio_read(mem, off::STRTAB_BASE_CFG, 4) as u32);
+    let mut pages = Vec::new();
+    if cfg.fmt() == StrtabFmt::TwoLevel && cfg.log2size() >= cfg.split() {
+        let entries = (1u64 << (cfg.log2size() - cfg.split()).min(12)).min(4096);
+        pages.extend((0..(entries * 8).div_ceil(4096)).map(|i| base + i * 4096));
+        for i in 0..entries {
+            let l1 = L1Desc::from_bits(mem.read_u64(base + 8 * i).unwrap_or(0));
+            if l1.valid() {
+                pages.extend((0..l1.l2_bytes().div_ceil(4096)).map(|p| l1.l2_table() + p * 4096));
+            }
+        }
+    } else {
+        let bytes = (1u64 << cfg.log2size().min(12)) * 64;
+        pages.extend((0..bytes.div_ceil(4096)).map(|i| base + i * 4096));
+    }
+    pages
+}
+
 impl MmioDevice for Unit {
     fn mmio_read(&mut self, mem: &mut PhysMemory, off: usize, size: u8) -> u64 {
         match self {
             Unit::Vtd(u) => u.mmio_read(mem, off, size),
             Unit::Amdvi(u) => u.mmio_read(mem, off, size),
+            Unit::Smmuv3(u) => u.mmio_read(mem, off, size),
         }
     }
     fn mmio_write(&mut self, mem: &mut PhysMemory, off: usize, size: u8, val: u64) {
         match self {
             Unit::Vtd(u) => u.mmio_write(mem, off, size, val),
             Unit::Amdvi(u) => u.mmio_write(mem, off, size, val),
+            Unit::Smmuv3(u) => u.mmio_write(mem, off, size, val),
         }
     }
 }
@@ -94,6 +130,7 @@ impl Iommu for Unit {
         match self {
             Unit::Vtd(u) => u.translate(mem, rid, iova, access),
             Unit::Amdvi(u) => u.translate(mem, rid, iova, access),
+            Unit::Smmuv3(u) => u.translate(mem, rid, iova, access),
         }
     }
 }
@@ -116,6 +153,7 @@ pub struct InitReport {
 pub enum Driver {
     Vtd(vtd::Vtd),
     Amdvi(amdvi::Amdvi),
+    Smmuv3(smmuv3::Smmuv3),
 }
 
 fn s<E: std::fmt::Display>(e: E) -> String {
@@ -127,15 +165,18 @@ impl Driver {
         Ok(match kind {
             IommuKind::Vtd => Driver::Vtd(vtd::Vtd::init(hw, vtd::VtdOptions { scalable }).map_err(s)?),
             IommuKind::Amdvi => Driver::Amdvi(amdvi::Amdvi::init(hw, env, amdvi::AmdOptions::default()).map_err(s)?),
+            IommuKind::Smmuv3 => Driver::Smmuv3(smmuv3::Smmuv3::init(hw).map_err(s)?),
         })
     }
 
+    /// Boot the crash kernel's driver; `masters` are the requester/stream IDs its bus probe then finds.
     pub fn init_crash(
         kind: IommuKind,
         hw: &mut impl Platform,
         env: &BootEnv,
         scalable: bool,
         policy: Policy,
+        masters: &[u32],
     ) -> Result<(Self, InitReport), String> {
         match kind {
             IommuKind::Vtd => {
@@ -174,6 +215,32 @@ impl Driver {
                 };
                 Ok((Driver::Amdvi(v), rep))
             }
+            IommuKind::Smmuv3 => {
+                let (mut v, r) = smmuv3::Smmuv3::init_crash(hw, env, policy).map_err(s)?;
+                let mut adopted = Vec::new();
+                let mut problems = Vec::new();
+                for &sid in masters {
+                    match v.insert_master(hw, env, sid) {
+                        Ok(Some(_)) => adopted.push(sid),
+                        Ok(None) => {}
+                        Err(p) => problems.push(p.to_string()),
+                    }
+                }
+                let summary = match &r.outcome {
+                    smmuv3::SmmuOutcome::NotLive => "not live".into(),
+                    smmuv3::SmmuOutcome::Reset => format!("reset ({policy})"),
+                    smmuv3::SmmuOutcome::Adopted => format!("adopted the stream table, {} masters live", adopted.len()),
+                    smmuv3::SmmuOutcome::FellBack(why) => format!("fell back to reset: {why}"),
+                };
+                let rep = InitReport {
+                    summary,
+                    adopted,
+                    problems,
+                    frames_allocated: v.frames_allocated,
+                    bytes_read: v.adopted_bytes,
+                };
+                Ok((Driver::Smmuv3(v), rep))
+            }
         }
     }
 
@@ -181,6 +248,7 @@ impl Driver {
         match self {
             Driver::Vtd(v) => v.reserve_iova_holes(holes),
             Driver::Amdvi(v) => v.reserve_iova_holes(holes),
+            Driver::Smmuv3(v) => v.reserve_iova_holes(holes),
         }
     }
 
@@ -188,6 +256,7 @@ impl Driver {
         match self {
             Driver::Vtd(v) => v.create_domain(hw).map(|d| Dom(d.0)).map_err(s),
             Driver::Amdvi(v) => v.create_domain(hw).map(|d| Dom(d.0)).map_err(s),
+            Driver::Smmuv3(v) => v.create_domain(hw).map(|d| Dom(d.0)).map_err(s),
         }
     }
 
@@ -203,6 +272,10 @@ impl Driver {
                     dom.map_or(amdvi::Attachment::PassThrough, |d| amdvi::Attachment::Domain(amdvi::DomainId(d.0)));
                 v.attach(hw, rid as u16, to).map_err(s)
             }
+            Driver::Smmuv3(v) => {
+                let to = dom.map_or(smmuv3::Attachment::Bypass, |d| smmuv3::Attachment::Domain(smmuv3::DomainId(d.0)));
+                v.attach(hw, rid, to).map_err(s)
+            }
         }
     }
 
@@ -210,6 +283,7 @@ impl Driver {
         match self {
             Driver::Vtd(v) => v.map(hw, vtd::DomainId(dom.0), pa, size, true, true).map_err(s),
             Driver::Amdvi(v) => v.map(hw, amdvi::DomainId(dom.0), pa, size, true, true).map_err(s),
+            Driver::Smmuv3(v) => v.map(hw, smmuv3::DomainId(dom.0), pa, size, true, true).map_err(s),
         }
     }
 
@@ -217,6 +291,7 @@ impl Driver {
         match self {
             Driver::Vtd(v) => v.unmap(hw, vtd::DomainId(dom.0), iova, size).map_err(s),
             Driver::Amdvi(v) => v.unmap(hw, amdvi::DomainId(dom.0), iova, size).map_err(s),
+            Driver::Smmuv3(v) => v.unmap(hw, smmuv3::DomainId(dom.0), iova, size).map_err(s),
         }
     }
 
@@ -224,6 +299,7 @@ impl Driver {
         match self {
             Driver::Vtd(v) => v.contain(hw, rid as u16).map_err(s),
             Driver::Amdvi(v) => v.contain(hw, rid as u16).map_err(s),
+            Driver::Smmuv3(v) => v.contain(hw, rid).map_err(s),
         }
     }
 
@@ -231,6 +307,7 @@ impl Driver {
         match self {
             Driver::Vtd(v) => v.scratch_page(),
             Driver::Amdvi(v) => v.scratch_page(),
+            Driver::Smmuv3(v) => v.scratch_page(),
         }
     }
 
@@ -238,6 +315,7 @@ impl Driver {
         match self {
             Driver::Vtd(v) => v.scratch_frames(),
             Driver::Amdvi(v) => v.scratch_frames(),
+            Driver::Smmuv3(v) => v.scratch_frames(),
         }
     }
 }

@@ -130,3 +130,23 @@ fn amdvi_without_the_lock_behaves_like_vtd() {
     let bypass = amd(Policy::ResetBypass, 1, None);
     assert!(bypass.changed_pages.other > 0, "{bypass:?}");
 }
+
+#[test]
+fn every_iommu_adopt_captures_and_resets_fail_or_corrupt() {
+    for iommu in iommu_sim::IommuKind::ALL {
+        let k = |aborts_fatal| Knobs { iommu, aborts_fatal, ..Knobs::default() };
+        for seed in [1, 5] {
+            let adopt = run(&Scenario { policy: Policy::Adopt, seed, knobs: k(true) }).0;
+            assert!(adopt.captured, "{iommu:?}: {adopt:?}");
+            assert_eq!(adopt.changed_pages.other, 0, "{iommu:?}");
+            assert_eq!(adopt.dma.faulted + adopt.dma.aborted, 0, "{iommu:?}");
+            let abort = run(&Scenario { policy: Policy::ResetAbort, seed, knobs: k(true) }).0;
+            assert!(!abort.captured, "{iommu:?}: {abort:?}");
+            let bypass = run(&Scenario { policy: Policy::ResetBypass, seed, knobs: k(true) }).0;
+            assert!(bypass.changed_pages.other > 0, "{iommu:?}: {bypass:?}");
+            let scratch = run(&Scenario { policy: Policy::AdoptScratch, seed, knobs: k(false) }).0;
+            assert_eq!(scratch.old_memory_writes_after_init, 0, "{iommu:?}");
+            assert_eq!(scratch.changed_pages.other, 0, "{iommu:?}");
+        }
+    }
+}
