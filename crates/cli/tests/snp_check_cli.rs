@@ -33,6 +33,12 @@ fn json_has_one_object_per_protocol() {
     let v2 = protos.iter().find(|p| p["name"] == "v2-sync").unwrap();
     assert_eq!(v2["shutdown_failed"], 0);
     assert!(v2["counterexample"].is_null());
+    // Combined with the AMD-Vi hand-over: with adopt the crash kernel captures whatever the panic path did;
+    // with a reset it captures only where every interleaving shut SNP down.
+    for p in protos {
+        assert_eq!(p["capture_ok"], true, "{}", p["name"]);
+        assert_eq!(p["capture_ok_without_handover"], p["shutdown_failed"] == 0, "{}", p["name"]);
+    }
     let last = protos.iter().find(|p| p["name"] == "last-cpu").unwrap();
     assert_eq!(last["shutdown_ok"], 0);
     assert!(last["counterexample"].as_array().unwrap().iter().any(|s| s.as_str().unwrap().contains("WBINVD_REQUIRED")));
@@ -44,4 +50,31 @@ fn unknown_protocols_and_bad_cpu_counts_are_refused() {
     assert_eq!(code, Some(2));
     let (code, _) = snp_check(&["--cpus", "0"]);
     assert_eq!(code, Some(2));
+}
+
+#[test]
+fn simulate_json_round_trips_and_bad_flags_fail_clearly() {
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_handover")).args(["simulate", "--json", "--seed", "3"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let runs: Vec<iommu_sim::Outcome> = serde_json::from_value(v["runs"].clone()).unwrap();
+    assert_eq!(runs.len(), 12, "three IOMMUs, four policies");
+    for r in &runs {
+        let again: iommu_sim::Outcome = serde_json::from_str(&serde_json::to_string(r).unwrap()).unwrap();
+        assert_eq!(&again, r);
+        assert!(["vtd", "amdvi", "smmuv3"].contains(&r.iommu.as_str()));
+    }
+    for key in ["captured", "failure", "dma", "changed_pages", "crashkernel_pages_written", "adopt_ns", "adopt_bytes"] {
+        assert!(v["runs"][0].get(key).is_some(), "{key}");
+    }
+    for bad in [
+        &["simulate", "--policy", "adopt-everything"][..],
+        &["simulate", "--iommu", "mmu"],
+        &["simulate", "--seed", "-1"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_handover")).args(bad).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{bad:?}");
+        assert!(!out.stderr.is_empty());
+    }
 }

@@ -1,9 +1,9 @@
 //! What one simulated crash reports (DESIGN.md section 4).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// DMA operations by what the IOMMU did with them, counted from the crash on.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DmaCounts {
     /// Translated through tables (old or new).
     pub translated: u64,
@@ -18,7 +18,7 @@ pub struct DmaCounts {
 }
 
 /// Old-memory pages changed between the crash and the capture.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChangedPages {
     /// In device buffers: expected.
     pub buffers: u64,
@@ -30,9 +30,9 @@ pub struct ChangedPages {
 }
 
 /// The result of one run.
-#[derive(Clone, Debug, Eq, Serialize)]
+#[derive(Clone, Debug, Eq, Serialize, Deserialize)]
 pub struct Outcome {
-    pub iommu: &'static str,
+    pub iommu: String,
     pub policy: String,
     pub seed: u64,
     /// Tick of the panic.
@@ -74,9 +74,9 @@ pub struct Outcome {
 
 impl Outcome {
     /// A run not yet made.
-    pub fn new(iommu: &'static str, policy: iommu_driver::Policy, seed: u64) -> Self {
+    pub fn new(iommu: &str, policy: iommu_driver::Policy, seed: u64) -> Self {
         Outcome {
-            iommu,
+            iommu: iommu.to_string(),
             policy: policy.name().to_string(),
             seed,
             crash_tick: 0,

@@ -304,3 +304,33 @@ fn containment_sends_every_iova_to_one_page() {
         }
     }
 }
+
+#[test]
+fn linear_tables_adopt_and_their_checks_refuse() {
+    let linear = || Smmuv3Config { two_level_strtab: false, ..Smmuv3Config::default() };
+    let mut rig = Rig::with(linear());
+    let (old, _) = primary(&mut rig);
+    assert_eq!(cfg(&mut rig).fmt(), iommu_spec::smmuv3::StrtabFmt::Linear);
+    let (_, r) = crash(&mut rig, Policy::Adopt);
+    assert_eq!(r.outcome, SmmuOutcome::Adopted);
+    for &(sid, iova, pa) in &old {
+        assert_eq!(rig.dma(sid, iova, Access::Write), Ok(pa));
+    }
+    // A linear table larger than this kernel would build (2^12 STEs) is not one it adopts.
+    refused(
+        linear(),
+        |r| {
+            let (b, c) = (strtab(r), cfg(r));
+            set_strtab(r, b, c.with_log2size(13))
+        },
+        |w| matches!(w, Refusal::Log2Size { log2size: 13, .. }),
+    );
+    refused(
+        linear(),
+        |r| {
+            let c = cfg(r);
+            set_strtab(r, CRASH.start, c)
+        },
+        |w| matches!(w, Refusal::Table(_)),
+    );
+}
