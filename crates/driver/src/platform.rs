@@ -83,6 +83,22 @@ pub trait FrameAlloc {
     fn free_frame(&mut self, pa: u64);
 }
 
+/// `pages` physically contiguous zeroed frames (a queue, a device table, a level-2 stream table), counting
+/// every frame taken in `count`. The frame allocators here hand out ascending addresses; if a platform's
+/// does not, this gives up (`None`) rather than build a structure across a gap.
+pub fn alloc_contiguous(hw: &mut impl FrameAlloc, pages: u64, count: &mut u64) -> Option<u64> {
+    let first = hw.alloc_frame()?;
+    *count += 1;
+    for i in 1..pages {
+        let next = hw.alloc_frame()?;
+        *count += 1;
+        if next != first + i * 4096 {
+            return None;
+        }
+    }
+    Some(first)
+}
+
 /// Everything one IOMMU unit's driver needs from the platform.
 pub trait Platform: Mmio + PhysMem + FrameAlloc {}
 impl<T: Mmio + PhysMem + FrameAlloc> Platform for T {}

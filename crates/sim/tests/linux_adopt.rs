@@ -27,13 +27,7 @@ fn adopt_linux(mode: &str) {
     assert_eq!(rtaddr.smt(), mode == "scalable");
 
     // Memory: what the fixture holds of the guest's RAM.
-    let core = ElfCore::open(d.join("memory.elf")).unwrap();
-    let mut mem = PhysMemory::new(vec![RAM]);
-    for seg in core.segments() {
-        let mut buf = vec![0u8; seg.size as usize];
-        core.read(seg.paddr, &mut buf).unwrap();
-        mem.write(seg.paddr, &buf).unwrap();
-    }
+    let mut mem = fixture_memory(&d, RAM);
     let mut unit = VtdModel::new(VtdConfig { cap, ecap, ..VtdConfig::default() });
     let mut no_frames = FrameRegion::new(0..0);
     {
@@ -44,27 +38,13 @@ fn adopt_linux(mode: &str) {
         hw.write32(off::GCMD, Gcmd::new().with_te(true).into_bits());
     }
 
-    let oracle: Vec<(u16, u64, u64, bool)> = std::fs::read_to_string(d.join("oracle.tsv"))
-        .unwrap()
-        .lines()
-        .skip(1)
-        .map(|l| {
-            let f: Vec<&str> = l.split('\t').collect();
-            let h = |s: &str| u64::from_str_radix(s.trim_start_matches("0x"), 16).unwrap();
-            (h(f[0]) as u16, h(f[1]), h(f[2]), f[4].contains('w'))
-        })
-        .collect();
-    let dma = |unit: &mut VtdModel, mem: &mut PhysMemory, sid: u16, iova: u64, w: bool| match unit.translate(
-        mem,
-        sid as u32,
-        iova,
-        if w { Access::Write } else { Access::Read },
-    ) {
-        Translation::Ok { phys } => Ok(phys),
-        Translation::Fault(f) => Err(f.code),
-    };
+    let oracle = oracle_of(&d);
     for &(sid, iova, phys, w) in &oracle {
-        assert_eq!(dma(&mut unit, &mut mem, sid, iova, w), Ok(phys), "the model agrees with QEMU before the crash");
+        assert_eq!(
+            dma_through(&mut unit, &mut mem, sid, iova, w),
+            Ok(phys),
+            "the model agrees with QEMU before the crash"
+        );
     }
 
     let env = BootEnv { crash_kernel: true, ram: vec![RAM], crash_region: Some(CRASH), mem_encrypt: false, c_bit: 0 };
@@ -79,7 +59,11 @@ fn adopt_linux(mode: &str) {
     assert!(v.did_used(5));
     assert!(CRASH.contains(&unit.active_root().table()), "the unit now reads the crash kernel's copies");
     for &(sid, iova, phys, w) in &oracle {
-        assert_eq!(dma(&mut unit, &mut mem, sid, iova, w), Ok(phys), "{mode}: {sid:#x} {iova:#x} after adoption");
+        assert_eq!(
+            dma_through(&mut unit, &mut mem, sid, iova, w),
+            Ok(phys),
+            "{mode}: {sid:#x} {iova:#x} after adoption"
+        );
     }
 }
 
@@ -102,13 +86,7 @@ fn adopts_linux_amdvi_tables() {
     let d = dir_named("amdvi");
     let snap = RegSnapshot::parse(&std::fs::read_to_string(d.join("regs.txt")).unwrap()).unwrap();
     let reg = |o: usize| snap.read64(BASE + o as u64).unwrap();
-    let core = ElfCore::open(d.join("memory.elf")).unwrap();
-    let mut mem = PhysMemory::contiguous(RAM);
-    for seg in core.segments() {
-        let mut buf = vec![0u8; seg.size as usize];
-        core.read(seg.paddr, &mut buf).unwrap();
-        mem.write(seg.paddr, &buf).unwrap();
-    }
+    let mut mem = fixture_memory(&d, RAM);
     let mut unit = AmdviModel::new(AmdviConfig::default());
     let mut none = FrameRegion::new(0..0);
     {
@@ -119,17 +97,12 @@ fn adopts_linux_amdvi_tables() {
         }
     }
     let oracle = oracle_of(&d);
-    let dma = |unit: &mut AmdviModel, mem: &mut PhysMemory, sid: u16, iova: u64, w: bool| match unit.translate(
-        mem,
-        sid as u32,
-        iova,
-        if w { Access::Write } else { Access::Read },
-    ) {
-        Translation::Ok { phys } => Ok(phys),
-        Translation::Fault(f) => Err(f.code),
-    };
     for &(sid, iova, phys, w) in &oracle {
-        assert_eq!(dma(&mut unit, &mut mem, sid, iova, w), Ok(phys), "the model agrees with QEMU before the crash");
+        assert_eq!(
+            dma_through(&mut unit, &mut mem, sid, iova, w),
+            Ok(phys),
+            "the model agrees with QEMU before the crash"
+        );
     }
     let env = BootEnv { crash_kernel: true, ram: vec![RAM], crash_region: Some(CRASH), mem_encrypt: false, c_bit: 0 };
     let mut frames = FrameRegion::new(CRASH.start + 0x100_0000..CRASH.end);
@@ -143,7 +116,7 @@ fn adopts_linux_amdvi_tables() {
     assert_eq!(report.reserved_domain_ids, vec![1, 2, 3, 4]);
     assert!(v.domain_id_used(2));
     for &(sid, iova, phys, w) in &oracle {
-        assert_eq!(dma(&mut unit, &mut mem, sid, iova, w), Ok(phys), "{sid:#x} {iova:#x} after adoption");
+        assert_eq!(dma_through(&mut unit, &mut mem, sid, iova, w), Ok(phys), "{sid:#x} {iova:#x} after adoption");
     }
 }
 
@@ -174,13 +147,7 @@ fn adopts_linux_smmuv3_stream_table() {
     const CRASH: std::ops::Range<u64> = 0x6000_0000..0x7000_0000;
     let d = dir_named("smmuv3");
     let snap = RegSnapshot::parse(&std::fs::read_to_string(d.join("regs.txt")).unwrap()).unwrap();
-    let core = ElfCore::open(d.join("memory.elf")).unwrap();
-    let mut mem = PhysMemory::contiguous(RAM);
-    for seg in core.segments() {
-        let mut buf = vec![0u8; seg.size as usize];
-        core.read(seg.paddr, &mut buf).unwrap();
-        mem.write(seg.paddr, &buf).unwrap();
-    }
+    let mut mem = fixture_memory(&d, RAM);
     let mut unit = Smmuv3Model::new(Smmuv3Config::default());
     let mut none = FrameRegion::new(0..0);
     {
@@ -192,17 +159,12 @@ fn adopts_linux_smmuv3_stream_table() {
         hw.write32(s::CR0, snap.read32(BASE + s::CR0 as u64).unwrap() & 1);
     }
     let oracle = oracle_of(&d);
-    let dma = |unit: &mut Smmuv3Model, mem: &mut PhysMemory, sid: u16, iova: u64, w: bool| match unit.translate(
-        mem,
-        sid as u32,
-        iova,
-        if w { Access::Write } else { Access::Read },
-    ) {
-        Translation::Ok { phys } => Ok(phys),
-        Translation::Fault(f) => Err(f.code),
-    };
     for &(sid, iova, phys, w) in &oracle {
-        assert_eq!(dma(&mut unit, &mut mem, sid, iova, w), Ok(phys), "the model agrees with QEMU before the crash");
+        assert_eq!(
+            dma_through(&mut unit, &mut mem, sid, iova, w),
+            Ok(phys),
+            "the model agrees with QEMU before the crash"
+        );
     }
     let env = BootEnv { crash_kernel: true, ram: vec![RAM], crash_region: Some(CRASH), mem_encrypt: false, c_bit: 0 };
     let mut frames = FrameRegion::new(CRASH.start + 0x100_0000..CRASH.end);
@@ -215,6 +177,26 @@ fn adopts_linux_smmuv3_stream_table() {
     assert!(v.asid_used(1) && v.asid_used(2), "Linux's ASIDs reserved");
     let _ = hw;
     for &(sid, iova, phys, w) in &oracle {
-        assert_eq!(dma(&mut unit, &mut mem, sid, iova, w), Ok(phys), "{sid:#x} {iova:#x} after adoption");
+        assert_eq!(dma_through(&mut unit, &mut mem, sid, iova, w), Ok(phys), "{sid:#x} {iova:#x} after adoption");
+    }
+}
+
+/// The fixture's captured pages in a memory of `ram`.
+fn fixture_memory(d: &std::path::Path, ram: std::ops::Range<u64>) -> PhysMemory {
+    let core = ElfCore::open(d.join("memory.elf")).unwrap();
+    let mut mem = PhysMemory::contiguous(ram);
+    for seg in core.segments() {
+        let mut buf = vec![0u8; seg.size as usize];
+        core.read(seg.paddr, &mut buf).unwrap();
+        mem.write(seg.paddr, &buf).unwrap();
+    }
+    mem
+}
+
+/// Where a device's DMA to `iova` lands through `unit`, or the fault code.
+fn dma_through(unit: &mut impl Iommu, mem: &mut PhysMemory, sid: u16, iova: u64, w: bool) -> Result<u64, u16> {
+    match unit.translate(mem, sid as u32, iova, if w { Access::Write } else { Access::Read }) {
+        Translation::Ok { phys } => Ok(phys),
+        Translation::Fault(f) => Err(f.code),
     }
 }

@@ -79,17 +79,9 @@ pub struct Amdvi {
     pub frames_allocated: u64,
 }
 
+/// Contiguous frames, or out of memory.
 pub(super) fn alloc_contiguous(hw: &mut impl FrameAlloc, pages: u64, count: &mut u64) -> Result<u64, AmdError> {
-    let first = hw.alloc_frame().ok_or(AmdError::OutOfMemory)?;
-    *count += 1;
-    for i in 1..pages {
-        let next = hw.alloc_frame().ok_or(AmdError::OutOfMemory)?;
-        *count += 1;
-        if next != first + i * 4096 {
-            return Err(AmdError::OutOfMemory);
-        }
-    }
-    Ok(first)
+    crate::alloc_contiguous(hw, pages, count).ok_or(AmdError::OutOfMemory)
 }
 
 impl Amdvi {

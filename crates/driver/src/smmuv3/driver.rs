@@ -74,17 +74,9 @@ pub struct Smmuv3 {
     pub adopted_bytes: u64,
 }
 
+/// Contiguous frames, or out of memory.
 pub(super) fn alloc_contiguous(hw: &mut impl FrameAlloc, pages: u64, count: &mut u64) -> Result<u64, SmmuError> {
-    let first = hw.alloc_frame().ok_or(SmmuError::OutOfMemory)?;
-    *count += 1;
-    for i in 1..pages {
-        let next = hw.alloc_frame().ok_or(SmmuError::OutOfMemory)?;
-        *count += 1;
-        if next != first + i * 4096 {
-            return Err(SmmuError::OutOfMemory);
-        }
-    }
-    Ok(first)
+    crate::alloc_contiguous(hw, pages, count).ok_or(SmmuError::OutOfMemory)
 }
 
 /// Write CR0 and wait for CR0ACK to match.

@@ -102,15 +102,6 @@ impl InvQueue {
     }
 }
 
-/// `pages` physically contiguous frames. The frame allocators here hand out ascending addresses; if the
-/// platform's does not, give up rather than build a queue across a gap.
 fn alloc_contiguous(hw: &mut impl Platform, pages: u64) -> Result<u64, VtdError> {
-    let first = hw.alloc_frame().ok_or(VtdError::OutOfMemory)?;
-    for i in 1..pages {
-        let next = hw.alloc_frame().ok_or(VtdError::OutOfMemory)?;
-        if next != first + i * 4096 {
-            return Err(VtdError::OutOfMemory);
-        }
-    }
-    Ok(first)
+    crate::alloc_contiguous(hw, pages, &mut 0).ok_or(VtdError::OutOfMemory)
 }
