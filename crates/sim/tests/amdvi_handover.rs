@@ -278,3 +278,20 @@ fn containment_sends_every_iova_to_one_page() {
         }
     }
 }
+
+#[test]
+fn the_sme_c_bit_is_stripped_from_addresses_read_back() {
+    // An SME host's kernel may leave the C-bit in the addresses it programmed (Linux `iommu_memremap`
+    // strips `sme_me_mask` before mapping them). Set it in the device-table base and scan.
+    const C_BIT: u64 = 1 << 47;
+    let mut rig = Rig::new(Snp::Off);
+    primary(&mut rig);
+    let raw = rig.primary().read64(off::DEV_TABLE_BASE);
+    rig.primary().write64(off::DEV_TABLE_BASE, raw | C_BIT);
+    let with_bit = BootEnv { c_bit: 0, ..rig.env(true) };
+    let refused = iommu_driver::amdvi::scan(&mut rig.crash(), &with_bit, true);
+    assert!(refused.is_err(), "taken literally, the address is not RAM");
+    let stripped = BootEnv { c_bit: C_BIT, ..rig.env(true) };
+    let scan = iommu_driver::amdvi::scan(&mut rig.crash(), &stripped, true).unwrap();
+    assert!(scan.devices.iter().any(|d| d.devid == NIC));
+}
