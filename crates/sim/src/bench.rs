@@ -5,8 +5,12 @@
 use std::time::Instant;
 
 use iommu_driver::vtd::{self, Attachment, Vtd, VtdOptions};
+use iommu_driver::{amdvi, smmuv3};
 use iommu_driver::{BootEnv, Policy};
-use iommu_emu::{Access, EmuPlatform, FrameRegion, Iommu, PhysMemory, VtdConfig, VtdModel};
+use iommu_emu::{
+    Access, AmdviConfig, AmdviModel, EmuPlatform, FrameRegion, Iommu, PhysMemory, Smmuv3Config, Smmuv3Model, VtdConfig,
+    VtdModel,
+};
 use serde::Serialize;
 
 use crate::scenario::{run, Knobs, Scenario};
@@ -150,6 +154,142 @@ pub fn adopt_vtd(devices: u32) -> AdoptFigure {
     AdoptFigure { iommu: "vtd", live_devices: devices, adopt_ns, adopt_bytes, eager_ns, eager_bytes, floor_ns }
 }
 
+/// Adoption of an AMD-Vi unit with a 64K-entry (2 MiB) device table and `devices` live devices. The project
+/// reuses the table in place (Linux 6.18); the eager baseline copies all of it first (Linux before 6.18,
+/// `copy_device_table`); the floor reads each live DTE once.
+pub fn adopt_amdvi(devices: u32) -> AdoptFigure {
+    let mut mem0 = PhysMemory::contiguous(0..8 * GIB);
+    let mut unit0 = AmdviModel::new(AmdviConfig::default());
+    {
+        let mut frames = FrameRegion::new(64 * MIB..2 * GIB);
+        let mut hw = EmuPlatform::new(&mut unit0, &mut mem0, &mut frames);
+        let penv = BootEnv { crash_kernel: false, ..env() };
+        if let Ok(mut v) = amdvi::Amdvi::init(&mut hw, &penv, amdvi::AmdOptions::default()) {
+            for i in 0..devices {
+                let devid = (i * 61 % 65536) as u16;
+                let Ok(d) = v.create_domain(&mut hw) else { break };
+                let _ = v.attach(&mut hw, devid, amdvi::Attachment::Domain(d));
+                let _ = v.map(&mut hw, d, 4 * GIB + i as u64 * 4096, 4096, true, true);
+            }
+        }
+    }
+    let env = env();
+    let (r, adopt_ns) = median(5, || {
+        let (mut mem, mut unit) = (mem0.clone(), unit0.clone());
+        let mut frames = FrameRegion::new(7 * GIB + 64 * MIB..8 * GIB);
+        let opts = amdvi::AmdOptions::default();
+        time(|| {
+            amdvi::Amdvi::init_crash(&mut EmuPlatform::new(&mut unit, &mut mem, &mut frames), &env, opts, Policy::Adopt)
+                .map(|x| x.1)
+        })
+    });
+    let adopt_bytes = r.map(|rep| rep.frames_allocated * 4096 + rep.bytes_read).unwrap_or(0);
+    let (eager_bytes, eager_ns) = median(5, || {
+        let (mut mem, mut unit) = (mem0.clone(), unit0.clone());
+        let mut frames = FrameRegion::new(7 * GIB + 64 * MIB..8 * GIB);
+        time(|| {
+            let mut hw = EmuPlatform::new(&mut unit, &mut mem, &mut frames);
+            let dt = iommu_spec::amdvi::DevTableBase::from_bits(iommu_driver::Mmio::read64(
+                &mut hw,
+                iommu_spec::amdvi::off::DEV_TABLE_BASE,
+            ));
+            let mut page = [0u8; 4096];
+            let mut bytes = 0;
+            for p in 0..dt.bytes() / 4096 {
+                let Some(copy) = iommu_driver::FrameAlloc::alloc_frame(&mut hw) else { break };
+                let _ = iommu_driver::PhysMem::read(&hw, dt.table() + p * 4096, &mut page);
+                let _ = iommu_driver::PhysMem::write(&mut hw, copy, &page);
+                bytes += 8192;
+            }
+            bytes
+        })
+    });
+    let (_, floor_ns) = median(5, || {
+        let (mut mem, mut unit) = (mem0.clone(), unit0.clone());
+        let mut frames = FrameRegion::new(0..0);
+        time(|| {
+            let mut hw = EmuPlatform::new(&mut unit, &mut mem, &mut frames);
+            amdvi::scan(&mut hw, &env, true).map(|s| s.devices.len()).unwrap_or(0)
+        })
+    });
+    AdoptFigure { iommu: "amdvi", live_devices: devices, adopt_ns, adopt_bytes, eager_ns, eager_bytes, floor_ns }
+}
+
+/// Adoption of an SMMUv3 with SIDSIZE 32 and a 2-level stream table with `devices` live masters spread over
+/// as many L2 tables. The project maps the L1 table, then an L2 table when a master behind it is inserted
+/// (seed 003); the eager baseline maps every valid L2 table up front; the floor reads each live STE once.
+pub fn adopt_smmuv3(devices: u32) -> AdoptFigure {
+    let mut mem0 = PhysMemory::contiguous(0..8 * GIB);
+    let mut unit0 = Smmuv3Model::new(Smmuv3Config { sidsize: 32, ..Smmuv3Config::default() });
+    let sids: Vec<u32> = (0..devices).map(|i| i * 0x1_0000 + 0x10).collect();
+    {
+        let mut frames = FrameRegion::new(64 * MIB..2 * GIB);
+        let mut hw = EmuPlatform::new(&mut unit0, &mut mem0, &mut frames);
+        if let Ok(mut v) = smmuv3::Smmuv3::init(&mut hw) {
+            for &sid in &sids {
+                let Ok(d) = v.create_domain(&mut hw) else { break };
+                let _ = v.attach(&mut hw, sid, smmuv3::Attachment::Domain(d));
+            }
+        }
+    }
+    let env = env();
+    let (bytes, adopt_ns) = median(5, || {
+        let (mut mem, mut unit) = (mem0.clone(), unit0.clone());
+        let mut frames = FrameRegion::new(7 * GIB + 64 * MIB..8 * GIB);
+        time(|| {
+            let mut hw = EmuPlatform::new(&mut unit, &mut mem, &mut frames);
+            let Ok((mut v, _)) = smmuv3::Smmuv3::init_crash(&mut hw, &env, Policy::Adopt) else { return 0 };
+            for &sid in &sids {
+                let _ = v.insert_master(&mut hw, &env, sid);
+            }
+            v.adopted_bytes + v.frames_allocated * 4096
+        })
+    });
+    let (eager_bytes, eager_ns) = median(5, || {
+        let (mut mem, mut unit) = (mem0.clone(), unit0.clone());
+        let mut frames = FrameRegion::new(0..0);
+        time(|| {
+            let mut hw = EmuPlatform::new(&mut unit, &mut mem, &mut frames);
+            let Ok(scan) = smmuv3::scan(&mut hw, &env) else { return 0 };
+            // Every valid L2 table mapped (read whole) before any master is looked at.
+            let cfg = iommu_spec::smmuv3::StrtabBaseCfg::from_bits(iommu_driver::Mmio::read32(
+                &mut hw,
+                iommu_spec::smmuv3::off::STRTAB_BASE_CFG,
+            ));
+            let l1 = (1u64 << (cfg.log2size() - cfg.split())) * 8;
+            l1 + scan.streams.len() as u64 * (1 << cfg.split()) * 64
+        })
+    });
+    let (_, floor_ns) = median(5, || {
+        use iommu_driver::{Mmio, PhysMem};
+        use iommu_spec::smmuv3::{off, L1Desc, StrtabBase, StrtabBaseCfg};
+        let (mut mem, mut unit) = (mem0.clone(), unit0.clone());
+        let mut none = FrameRegion::new(0..0);
+        time(|| {
+            let mut hw = EmuPlatform::new(&mut unit, &mut mem, &mut none);
+            let base = StrtabBase::from_bits(hw.read64(off::STRTAB_BASE)).table();
+            let split = StrtabBaseCfg::from_bits(hw.read32(off::STRTAB_BASE_CFG)).split() as u32;
+            let mut ste = [0u8; 64];
+            let mut live = 0;
+            for &sid in &sids {
+                let l1 = L1Desc::from_bits(hw.read_u64(base + 8 * (sid >> split) as u64).unwrap_or(0));
+                let at = l1.l2_table() + 64 * (sid as u64 & ((1 << split) - 1));
+                live += hw.read(at, &mut ste).is_ok() as u32;
+            }
+            live
+        })
+    });
+    AdoptFigure {
+        iommu: "smmuv3",
+        live_devices: devices,
+        adopt_ns,
+        adopt_bytes: bytes,
+        eager_ns,
+        eager_bytes,
+        floor_ns,
+    }
+}
+
 /// Translations per second through the VT-d model.
 pub fn translate_vtd(ops: u64) -> TranslateFigure {
     let (mut mem, mut unit) = vtd_machine(1, 4096);
@@ -200,7 +340,12 @@ pub fn all(quick: bool) -> Figures {
     let ops = if quick { 200_000 } else { 2_000_000 };
     let scenarios = if quick { 40 } else { 400 };
     Figures {
-        adopt: sizes.iter().map(|&n| adopt_vtd(n)).collect(),
+        adopt: sizes
+            .iter()
+            .map(|&n| adopt_vtd(n))
+            .chain(sizes.iter().map(|&n| adopt_amdvi(n)))
+            .chain(sizes.iter().map(|&n| adopt_smmuv3(n.min(1000))))
+            .collect(),
         translate: vec![translate_vtd(ops)],
         simulate: vec![simulate_vtd(scenarios, 1), simulate_vtd(scenarios, 2)],
     }
