@@ -103,8 +103,8 @@ fn print(w: &mut impl Write, f: &Figures, md: bool) -> std::io::Result<()> {
     let head = ["iommu", "threads", "scenarios/s", "vs 1 thread"];
     line(w, &head.map(String::from))?;
     rule(w, head.len())?;
-    let one = f.simulate.iter().find(|x| x.threads == 1).map_or(0.0, |x| x.scenarios_per_s);
     for x in &f.simulate {
+        let one = f.simulate.iter().find(|y| y.threads == 1 && y.iommu == x.iommu).map_or(0.0, |y| y.scenarios_per_s);
         line(
             w,
             &[

@@ -14,6 +14,7 @@ use iommu_emu::{
 use serde::Serialize;
 
 use crate::scenario::{run, Knobs, Scenario};
+use crate::unit::{Driver, IommuKind, Unit};
 
 const GIB: u64 = 1 << 30;
 const MIB: u64 = 1 << 20;
@@ -290,27 +291,44 @@ pub fn adopt_smmuv3(devices: u32) -> AdoptFigure {
     }
 }
 
-/// Translations per second through the VT-d model.
-pub fn translate_vtd(ops: u64) -> TranslateFigure {
-    let (mut mem, mut unit) = vtd_machine(1, 4096);
-    let sid = 0u16;
-    let base = 0xffff_f000u64 - 4095 * 4096; // the IOVAs the one domain got: top-down below 4 GiB
-    let rate = |unit: &mut VtdModel, mem: &mut PhysMemory, f: &dyn Fn(u64) -> u64| {
+/// Translations per second through `kind`'s model: one device's domain with 4096 mapped pages, built by the
+/// real driver.
+pub fn translate(kind: IommuKind, ops: u64) -> TranslateFigure {
+    let mut mem = PhysMemory::contiguous(0..8 * GIB);
+    let mut unit = Unit::new(kind, false);
+    let mut frames = FrameRegion::new(64 * MIB..2 * GIB);
+    let rid = 0x10u32;
+    let mut base = 0;
+    {
+        let mut hw = EmuPlatform::new(&mut unit, &mut mem, &mut frames);
+        let penv = BootEnv { crash_kernel: false, ..env() };
+        if let Ok(mut d) = Driver::init(kind, &mut hw, &penv, false) {
+            if let Ok(dom) = d.create_domain(&mut hw) {
+                let _ = d.attach(&mut hw, rid, Some(dom));
+                for p in 0..4096u64 {
+                    if let Ok(iova) = d.map(&mut hw, dom, 4 * GIB + p * 4096, 4096) {
+                        base = iova;
+                    }
+                }
+            }
+        }
+    }
+    // IOVAs are handed out top-down: the last one mapped is the lowest of the 4096.
+    let rate = |unit: &mut Unit, mem: &mut PhysMemory, f: &dyn Fn(u64) -> u64| {
         let t = Instant::now();
         for i in 0..ops {
-            let _ = unit.translate(mem, sid as u32, f(i), Access::Read);
+            let _ = unit.translate(mem, rid, f(i), Access::Read);
         }
         ops as f64 / t.elapsed().as_secs_f64()
     };
     let hit = rate(&mut unit, &mut mem, &|_| base);
-    // Locality: a stream over 64 pages at a time, 8-byte steps, moving on.
     let local = |i: u64| base + ((i / 512) % 4096) * 4096 + (i % 512) * 8;
     let locality = rate(&mut unit, &mut mem, &local);
     unit.set_caching(false);
     let walk = rate(&mut unit, &mut mem, &|i: u64| base + (i.wrapping_mul(2654435761) % 4096) * 4096);
     let no_iotlb = rate(&mut unit, &mut mem, &local);
     TranslateFigure {
-        iommu: "vtd",
+        iommu: kind.name(),
         iotlb_hit_per_s: hit,
         walk_per_s: walk,
         locality_per_s: locality,
@@ -318,20 +336,21 @@ pub fn translate_vtd(ops: u64) -> TranslateFigure {
     }
 }
 
-/// Crash scenarios per second on the default machine, on `threads` threads (independent seeds).
-pub fn simulate_vtd(scenarios: u64, threads: u32) -> SimulateFigure {
+/// Crash scenarios per second on the default machine with `kind`, on `threads` threads (independent seeds).
+pub fn simulate(kind: IommuKind, scenarios: u64, threads: u32) -> SimulateFigure {
     let t = Instant::now();
     std::thread::scope(|s| {
         for th in 0..threads as u64 {
             s.spawn(move || {
                 for i in (th..scenarios).step_by(threads as usize) {
                     let p = Policy::ALL[(i % 4) as usize];
-                    let _ = run(&Scenario { policy: p, seed: i, knobs: Knobs::default() });
+                    let knobs = Knobs { iommu: kind, ..Knobs::default() };
+                    let _ = run(&Scenario { policy: p, seed: i, knobs });
                 }
             });
         }
     });
-    SimulateFigure { iommu: "vtd", threads, scenarios_per_s: scenarios as f64 / t.elapsed().as_secs_f64() }
+    SimulateFigure { iommu: kind.name(), threads, scenarios_per_s: scenarios as f64 / t.elapsed().as_secs_f64() }
 }
 
 /// Every figure; `quick` keeps it under a minute.
@@ -346,7 +365,7 @@ pub fn all(quick: bool) -> Figures {
             .chain(sizes.iter().map(|&n| adopt_amdvi(n)))
             .chain(sizes.iter().map(|&n| adopt_smmuv3(n.min(1000))))
             .collect(),
-        translate: vec![translate_vtd(ops)],
-        simulate: vec![simulate_vtd(scenarios, 1), simulate_vtd(scenarios, 2)],
+        translate: IommuKind::ALL.iter().map(|&k| translate(k, ops)).collect(),
+        simulate: IommuKind::ALL.iter().flat_map(|&k| [simulate(k, scenarios, 1), simulate(k, scenarios, 2)]).collect(),
     }
 }

@@ -52,6 +52,15 @@ impl Unit {
             Unit::Smmuv3(u) => u.smmu_enabled(),
         }
     }
+    /// Turn the IOTLB and configuration caches off (walk on every access) or back on.
+    pub fn set_caching(&mut self, on: bool) {
+        match self {
+            Unit::Vtd(u) => u.set_caching(on),
+            Unit::Amdvi(u) => u.set_caching(on),
+            Unit::Smmuv3(u) => u.set_caching(on),
+        }
+    }
+
     /// SEV-SNP's lock on the AMD-Vi base registers (no effect elsewhere).
     pub fn set_snp_lock(&mut self, locked: bool) {
         if let Unit::Amdvi(u) = self {
