@@ -78,3 +78,33 @@ fn simulate_json_round_trips_and_bad_flags_fail_clearly() {
         assert!(!out.stderr.is_empty());
     }
 }
+
+#[test]
+fn bench_json_has_the_issue_shape() {
+    let out = Command::new(env!("CARGO_BIN_EXE_handover")).args(["bench", "--quick", "--json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let adopt = v["adopt"].as_array().unwrap();
+    for iommu in ["vtd", "amdvi", "smmuv3"] {
+        let rows: Vec<&Value> = adopt.iter().filter(|r| r["iommu"] == iommu).collect();
+        assert!(rows.len() >= 2, "{iommu}: two sizes");
+        for r in &rows {
+            for k in ["live_devices", "adopt_ns", "adopt_bytes", "eager_ns", "eager_bytes", "floor_ns"] {
+                assert!(r[k].is_u64(), "{iommu} {k}");
+            }
+        }
+        // Adoption memory grows with the live devices where adoption reads per device (VT-d's context tables,
+        // SMMUv3's lazily mapped L2 tables); AMD-Vi validates the whole fixed-size device table.
+        if iommu != "amdvi" {
+            assert!(rows[1]["adopt_bytes"].as_u64() > rows[0]["adopt_bytes"].as_u64(), "{iommu}");
+        }
+    }
+    for t in v["translate"].as_array().unwrap() {
+        for k in ["iotlb_hit_per_s", "walk_per_s", "no_iotlb_per_s"] {
+            assert!(t[k].as_f64().unwrap() > 0.0, "{k}");
+        }
+    }
+    for s in v["simulate"].as_array().unwrap() {
+        assert!(s["threads"].is_u64() && s["scenarios_per_s"].as_f64().unwrap() > 0.0);
+    }
+}
