@@ -53,6 +53,15 @@ pub struct Args {
     /// AMD-Vi: the SEV-SNP host's shutdown at panic.
     #[arg(long, value_enum, default_value_t = SnpShutdown::Failed)]
     pub snp_shutdown: SnpShutdown,
+    /// SMMUv3: the table walker is not coherent (IDR0.COHACC clear).
+    #[arg(long)]
+    pub noncoherent_walker: bool,
+    /// Ticks from the panic to the crash kernel's IOMMU init.
+    #[arg(long, default_value_t = 40)]
+    pub early_ticks: u64,
+    /// Ticks from the IOMMU init to the probe of the disk the dump is written to.
+    #[arg(long, default_value_t = 80)]
+    pub probe_ticks: u64,
     /// What a blocked DMA does to the platform.
     #[arg(long, value_enum, default_value_t = Aborts::Fatal)]
     pub aborts: Aborts,
@@ -74,6 +83,9 @@ impl Default for Args {
             policy: Vec::new(),
             seed: 1,
             snp_shutdown: SnpShutdown::Failed,
+            noncoherent_walker: false,
+            early_ticks: 40,
+            probe_ticks: 80,
             aborts: Aborts::Fatal,
             mode: Mode::Legacy,
             json: false,
@@ -102,7 +114,9 @@ pub fn run(a: &Args) -> Result<ExitCode, String> {
             iommu: kind,
             scalable: a.mode == Mode::Scalable,
             snp_shutdown: snp,
-            ..Knobs::default()
+            coherent_walker: !a.noncoherent_walker,
+            early_ticks: a.early_ticks,
+            probe_ticks: a.probe_ticks,
         };
         for &policy in &policies {
             let (o, trace) = iommu_sim::run(&Scenario { policy, seed: a.seed, knobs });

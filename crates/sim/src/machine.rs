@@ -36,6 +36,8 @@ pub struct MachineConfig {
     pub scalable: bool,
     /// AMD-Vi: the host runs SEV-SNP (the unit's base registers lock at SNP init).
     pub snp: bool,
+    /// SMMUv3: IDR0.COHACC.
+    pub coherent_walker: bool,
     /// Packets per tick arriving at the NIC.
     pub nic_rate: Rate,
 }
@@ -54,6 +56,7 @@ impl MachineConfig {
             iommu: IommuKind::Vtd,
             scalable: false,
             snp: false,
+            coherent_walker: true,
             nic_rate: Rate::per_tick(1),
         }
     }
@@ -97,7 +100,7 @@ impl Machine {
     pub fn new(cfg: MachineConfig) -> Self {
         let mem = PhysMemory::new(cfg.ram.clone());
         let snp = cfg.snp && cfg.iommu == IommuKind::Amdvi;
-        let unit = Unit::new(cfg.iommu, snp);
+        let unit = Unit::with(cfg.iommu, snp, cfg.coherent_walker);
         let fw = snp.then(|| SnpFirmware::new(4, 4));
         let devices = vec![
             AnyDevice::from(Nic::new("nic", NIC_RID as u32, NicConfig { rate: cfg.nic_rate, ..NicConfig::default() })),

@@ -26,6 +26,8 @@ pub struct Knobs {
     pub scalable: bool,
     /// AMD-Vi on an SEV-SNP host: `Some(shutdown succeeded at panic)`; `None` without SNP.
     pub snp_shutdown: Option<bool>,
+    /// SMMUv3: the table walker snoops CPU caches (IDR0.COHACC); seed 003 adopts only then.
+    pub coherent_walker: bool,
     /// From the panic to the crash kernel's IOMMU init (purgatory, early boot).
     pub early_ticks: u64,
     /// From IOMMU init to the probe of the disk the dump is written to.
@@ -39,6 +41,7 @@ impl Default for Knobs {
             iommu: IommuKind::Vtd,
             scalable: false,
             snp_shutdown: None,
+            coherent_walker: true,
             early_ticks: 40,
             probe_ticks: 80,
         }
@@ -119,6 +122,7 @@ pub fn run_detailed(s: &Scenario) -> RunDetail {
     cfg.iommu = s.knobs.iommu;
     cfg.scalable = s.knobs.scalable;
     cfg.snp = s.knobs.snp_shutdown.is_some() && s.knobs.iommu == IommuKind::Amdvi;
+    cfg.coherent_walker = s.knobs.coherent_walker;
     run_on(cfg, s)
 }
 

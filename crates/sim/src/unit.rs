@@ -37,12 +37,19 @@ pub enum Unit {
 
 impl Unit {
     pub fn new(kind: IommuKind, snp: bool) -> Self {
+        Self::with(kind, snp, true)
+    }
+
+    /// `coherent`: whether an SMMUv3's walker snoops (IDR0.COHACC); ignored elsewhere.
+    pub fn with(kind: IommuKind, snp: bool, coherent: bool) -> Self {
         match kind {
             IommuKind::Vtd => Unit::Vtd(Box::new(VtdModel::new(VtdConfig::default()))),
             IommuKind::Amdvi => {
                 Unit::Amdvi(Box::new(AmdviModel::new(if snp { AmdviConfig::snp() } else { AmdviConfig::default() })))
             }
-            IommuKind::Smmuv3 => Unit::Smmuv3(Box::new(Smmuv3Model::new(Smmuv3Config::default()))),
+            IommuKind::Smmuv3 => {
+                Unit::Smmuv3(Box::new(Smmuv3Model::new(Smmuv3Config { coherent, ..Smmuv3Config::default() })))
+            }
         }
     }
     pub fn translation_enabled(&self) -> bool {

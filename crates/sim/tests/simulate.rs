@@ -150,3 +150,12 @@ fn every_iommu_adopt_captures_and_resets_fail_or_corrupt() {
         }
     }
 }
+
+#[test]
+fn a_noncoherent_smmu_walker_is_not_adopted() {
+    let knobs =
+        Knobs { iommu: iommu_sim::IommuKind::Smmuv3, coherent_walker: false, aborts_fatal: false, ..Knobs::default() };
+    let o = run(&Scenario { policy: Policy::Adopt, seed: 1, knobs }).0;
+    assert!(o.iommu_init.contains("not coherent"), "{o:?}");
+    assert!(o.dma.faulted > 0, "the fallback is a reset: old DMA aborts");
+}
