@@ -220,3 +220,84 @@ pub fn lookup(
     }
     Ok(None)
 }
+
+/// How a driver writes its own entries into a format it walks: only 4 KiB leaves and table pointers, which
+/// is all this project's domains use.
+pub trait Writer: Format {
+    /// An entry at `level` pointing at the next table down.
+    fn table_entry(&self, table: u64, level: u32) -> u64;
+    /// A last-level entry mapping the 4 KiB page at `pa`.
+    fn leaf_entry(&self, pa: u64, read: bool, write: bool) -> u64;
+}
+
+/// Why writing a mapping failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MapError {
+    Mem(MemError),
+    /// No page for a new table.
+    OutOfMemory,
+    /// A large page or a malformed entry sits where a table is needed.
+    Occupied {
+        level: u32,
+        iova: u64,
+    },
+}
+
+impl From<MemError> for MapError {
+    fn from(e: MemError) -> Self {
+        MapError::Mem(e)
+    }
+}
+
+/// Map the 4 KiB page at `iova` to `pa` in the `levels`-level table at `root`, allocating missing tables
+/// (their count is added to `frames`).
+#[allow(clippy::too_many_arguments)]
+pub fn map_page(
+    hw: &mut (impl PhysMem + crate::FrameAlloc),
+    fmt: &impl Writer,
+    root: u64,
+    levels: u32,
+    iova: u64,
+    pa: u64,
+    read: bool,
+    write: bool,
+    frames: &mut u64,
+) -> Result<(), MapError> {
+    let mut table = root;
+    for level in (2..=levels).rev() {
+        let at = table + 8 * fmt.index(iova, level) as u64;
+        table = match fmt.decode(hw.read_u64(at)?, level, iova) {
+            Entry::Table { table, .. } => table,
+            Entry::Absent => {
+                let next = hw.alloc_frame().ok_or(MapError::OutOfMemory)?;
+                *frames += 1;
+                hw.write_u64(at, fmt.table_entry(next, level))?;
+                next
+            }
+            Entry::Leaf { .. } | Entry::Bad => return Err(MapError::Occupied { level, iova }),
+        };
+    }
+    hw.write_u64(table + 8 * fmt.index(iova, 1) as u64, fmt.leaf_entry(pa, read, write))?;
+    Ok(())
+}
+
+/// Clear the leaf for `iova`; whether one was present. Tables are kept (freed with their domain).
+pub fn unmap_page(
+    hw: &mut impl PhysMem,
+    fmt: &impl Format,
+    root: u64,
+    levels: u32,
+    iova: u64,
+) -> Result<bool, MemError> {
+    let mut table = root;
+    for level in (2..=levels).rev() {
+        match fmt.decode(hw.read_u64(table + 8 * fmt.index(iova, level) as u64)?, level, iova) {
+            Entry::Table { table: t, .. } => table = t,
+            _ => return Ok(false),
+        }
+    }
+    let at = table + 8 * fmt.index(iova, 1) as u64;
+    let was = !matches!(fmt.decode(hw.read_u64(at)?, 1, iova), Entry::Absent);
+    hw.write_u64(at, 0)?;
+    Ok(was)
+}

@@ -6,7 +6,7 @@ use alloc::vec::Vec;
 
 use iommu_spec::amdvi::{
     invalidate_iommu_all, off, Control, DevTableBase, DeviceId, Dte, Efr, ExclusionBase, ExclusionLimit,
-    InvalidateDevice, InvalidateIommuPages, IoPte, PagingMode, RingBase, RingPtr,
+    InvalidateDevice, InvalidateIommuPages, PagingMode, RingBase, RingPtr,
 };
 
 use super::cmdq::CmdRing;
@@ -254,6 +254,7 @@ impl Amdvi {
         Ok(iova)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn map_page(
         &mut self,
         hw: &mut impl Platform,
@@ -263,27 +264,17 @@ impl Amdvi {
         r: bool,
         w: bool,
     ) -> Result<(), AmdError> {
-        use iommu_spec::amdvi::level_index;
-        let mut table = root;
-        for level in (2..=LEVELS).rev() {
-            let at = table + 8 * level_index(iova, level) as u64;
-            let pte = IoPte::from_bits(hw.read_u64(at)?);
-            table = if pte.present() {
-                pte.phys()
-            } else {
-                let next = hw.alloc_frame().ok_or(AmdError::OutOfMemory)?;
-                self.frames_allocated += 1;
-                hw.write_u64(at, IoPte::pde(next, (level - 1) as u8).into_bits())?;
-                next
-            };
-        }
-        hw.write_u64(table + 8 * level_index(iova, 1) as u64, IoPte::leaf(pa, r, w).into_bits())?;
-        Ok(())
+        crate::walk::map_page(hw, &super::V1, root, LEVELS, iova, pa, r, w, &mut self.frames_allocated).map_err(|e| {
+            match e {
+                crate::walk::MapError::Mem(m) => AmdError::Mem(m),
+                crate::walk::MapError::OutOfMemory => AmdError::OutOfMemory,
+                crate::walk::MapError::Occupied { iova, .. } => AmdError::BadRange { iova, size: 4096 },
+            }
+        })
     }
 
     /// Unmap and invalidate at once (strict): INVALIDATE_IOMMU_PAGES for the range, then a completion wait.
     pub fn unmap(&mut self, hw: &mut impl Platform, d: DomainId, iova: u64, size: u64) -> Result<(), AmdError> {
-        use iommu_spec::amdvi::level_index;
         if !self.translating {
             return Ok(());
         }
@@ -291,20 +282,7 @@ impl Amdvi {
         let (root, id) = (dom.root, dom.id);
         dom.iova.release(iova);
         for off in (0..size).step_by(4096) {
-            let a = iova + off;
-            let mut table = root;
-            let mut present = true;
-            for level in (2..=LEVELS).rev() {
-                let pte = IoPte::from_bits(hw.read_u64(table + 8 * level_index(a, level) as u64)?);
-                if !pte.present() {
-                    present = false;
-                    break;
-                }
-                table = pte.phys();
-            }
-            if present {
-                hw.write_u64(table + 8 * level_index(a, 1) as u64, 0)?;
-            }
+            crate::walk::unmap_page(hw, &super::V1, root, LEVELS, iova + off)?;
         }
         self.submit(hw, &[InvalidateIommuPages::range(id, iova, size).into_bits()])
     }

@@ -3,7 +3,7 @@
 
 use iommu_spec::amdvi::{level_index, level_size, IoPte, NEXT_LEVEL_LEAF, NEXT_LEVEL_SIZED};
 
-use crate::walk::{Entry, Format};
+use crate::walk::{Entry, Format, Writer};
 
 /// The v1 format.
 pub struct V1;
@@ -47,5 +47,15 @@ impl Format for V1 {
     }
     fn index(&self, iova: u64, level: u32) -> usize {
         level_index(iova, level)
+    }
+}
+
+impl Writer for V1 {
+    /// A PDE naming the next level down, IR and IW set (Linux `PM_LEVEL_PDE`).
+    fn table_entry(&self, table: u64, level: u32) -> u64 {
+        IoPte::pde(table, (level - 1) as u8).into_bits()
+    }
+    fn leaf_entry(&self, pa: u64, read: bool, write: bool) -> u64 {
+        IoPte::leaf(pa, read, write).into_bits()
     }
 }

@@ -4,10 +4,9 @@
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 
-use iommu_spec::smmuv3::pgtable::level_index;
 use iommu_spec::smmuv3::{
     l1_index, l2_index, mair_idx, off, span_for_split, Cd, Command, Cr0, Gbpa, Idr0, Idr1, L1Desc, QueueBase, S1Dss,
-    S1Fmt, S1Pte, StLevel, Ste, StrtabBase, StrtabBaseCfg, StrtabFmt, TableDesc,
+    S1Fmt, StLevel, Ste, StrtabBase, StrtabBaseCfg, StrtabFmt,
 };
 
 use super::cmdq::CmdQueue;
@@ -25,6 +24,8 @@ pub const T0SZ: u8 = 16;
 /// Level-1 entries this driver allocates at most (Linux `STRTAB_MAX_L1_ENTRIES`).
 pub const MAX_L1_ENTRIES: u64 = 1 << 17;
 const CR_SPINS: u32 = 100_000;
+/// Our stage-1 walks: T0SZ 16, a 4-level walk from level 0.
+const S1_WALK: super::Vmsa = super::Vmsa { stage: super::Stage::One, start: 0, ia_bits: 48 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct DomainId(pub usize);
@@ -287,21 +288,22 @@ impl Smmuv3 {
         let iova = dom.iova.alloc(size).ok_or(SmmuError::OutOfIova { size })?;
         let ttb0 = dom.ttb0;
         for off in (0..size).step_by(4096) {
-            let mut table = ttb0;
-            for level in 0..3u32 {
-                let at = table + 8 * level_index(iova + off, level, 0, 48);
-                let raw = hw.read_u64(at)?;
-                table = if raw & 3 == 3 {
-                    TableDesc::from_bits(raw).next_table()
-                } else {
-                    let t = hw.alloc_frame().ok_or(SmmuError::OutOfMemory)?;
-                    self.frames_allocated += 1;
-                    hw.write_u64(at, TableDesc::to(t).into_bits())?;
-                    t
-                };
-            }
-            let leaf = S1Pte::leaf(pa + off, 3, mair_idx::CACHE, write);
-            hw.write_u64(table + 8 * level_index(iova + off, 3, 0, 48), leaf.into_bits())?;
+            crate::walk::map_page(
+                hw,
+                &S1_WALK,
+                ttb0,
+                S1_WALK.levels(),
+                iova + off,
+                pa + off,
+                true,
+                write,
+                &mut self.frames_allocated,
+            )
+            .map_err(|e| match e {
+                crate::walk::MapError::Mem(m) => SmmuError::Mem(m),
+                crate::walk::MapError::OutOfMemory => SmmuError::OutOfMemory,
+                crate::walk::MapError::Occupied { iova, .. } => SmmuError::BadRange { iova, size: 4096 },
+            })?;
         }
         Ok(iova)
     }
@@ -316,21 +318,8 @@ impl Smmuv3 {
         dom.iova.release(iova);
         let mut cmds = Vec::new();
         for off in (0..size).step_by(4096) {
-            let a = iova + off;
-            let mut table = ttb0;
-            let mut ok = true;
-            for level in 0..3u32 {
-                let raw = hw.read_u64(table + 8 * level_index(a, level, 0, 48))?;
-                if raw & 3 != 3 {
-                    ok = false;
-                    break;
-                }
-                table = TableDesc::from_bits(raw).next_table();
-            }
-            if ok {
-                hw.write_u64(table + 8 * level_index(a, 3, 0, 48), 0)?;
-            }
-            cmds.push(Command::TlbiNhVa { vmid: 0, asid, addr: a, scope: Default::default() });
+            crate::walk::unmap_page(hw, &S1_WALK, ttb0, S1_WALK.levels(), iova + off)?;
+            cmds.push(Command::TlbiNhVa { vmid: 0, asid, addr: iova + off, scope: Default::default() });
         }
         self.submit(hw, &cmds)
     }

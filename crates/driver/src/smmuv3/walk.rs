@@ -2,10 +2,11 @@
 //! the shared walker. Arm numbers levels 0 (top) to 3 (last); the walker counts 1 = last, so a walk
 //! starting at Arm level `s` has `4 - s` levels.
 
+use iommu_spec::smmuv3::mair_idx;
 use iommu_spec::smmuv3::pgtable::{desc_kind, level_index, level_size, DescKind};
 use iommu_spec::smmuv3::pte::{block_low_bits, leaf_output, S1Pte, S2Pte, TableDesc};
 
-use crate::walk::{Entry, Format};
+use crate::walk::{Entry, Format, Writer};
 
 /// Which stage's leaf permissions apply.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,5 +63,15 @@ impl Format for Vmsa {
     }
     fn index(&self, iova: u64, level: u32) -> usize {
         level_index(iova, Self::arm(level), self.start, self.ia_bits) as usize
+    }
+}
+
+impl Writer for Vmsa {
+    fn table_entry(&self, table: u64, _level: u32) -> u64 {
+        TableDesc::to(table).into_bits()
+    }
+    /// A stage-1 page as Linux's io-pgtable writes it (this project's domains are stage 1).
+    fn leaf_entry(&self, pa: u64, _read: bool, write: bool) -> u64 {
+        S1Pte::leaf(pa, 3, mair_idx::CACHE, write).into_bits()
     }
 }

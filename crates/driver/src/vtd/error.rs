@@ -39,6 +39,16 @@ impl From<MemError> for VtdError {
     }
 }
 
+impl From<crate::walk::MapError> for VtdError {
+    fn from(e: crate::walk::MapError) -> Self {
+        match e {
+            crate::walk::MapError::Mem(m) => VtdError::Mem(m),
+            crate::walk::MapError::OutOfMemory => VtdError::OutOfMemory,
+            crate::walk::MapError::Occupied { level: _, iova } => VtdError::BadRange { iova, size: 4096 },
+        }
+    }
+}
+
 impl fmt::Display for VtdError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -9,7 +9,6 @@ mod context;
 mod error;
 mod handover;
 mod hw;
-mod pgtable;
 mod qi;
 pub mod walk;
 
@@ -218,10 +217,20 @@ impl Vtd {
             return Err(VtdError::BadRange { iova, size });
         }
         dom.iova.reserve(iova, iova + size);
+        let fmt = walk::SecondLevel(self.cap);
         for off in (0..size).step_by(4096) {
-            let mut counting = Counting { hw, n: 0 };
-            pgtable::map_page(&mut counting, root, levels, iova + off, pa + off, read, write)?;
-            self.stats.frames_allocated += counting.n;
+            crate::walk::map_page(
+                hw,
+                &fmt,
+                root,
+                levels,
+                iova + off,
+                pa + off,
+                read,
+                write,
+                &mut self.stats.frames_allocated,
+            )
+            .map_err(VtdError::from)?;
         }
         // Not-present → present needs no invalidation unless the unit caches not-present entries (CAP.CM),
         // where Linux flushes the range (`__mapping_notify_one`); otherwise only the write buffer.
@@ -242,8 +251,9 @@ impl Vtd {
         let dom = self.domain_mut(d)?;
         let (root, levels, did) = (dom.root, dom.levels, dom.did);
         dom.iova.release(iova);
+        let fmt = walk::SecondLevel(self.cap);
         for off in (0..size).step_by(4096) {
-            pgtable::unmap_page(hw, root, levels, iova + off)?;
+            crate::walk::unmap_page(hw, &fmt, root, levels, iova + off)?;
         }
         self.flush_range(hw, did, iova, size)
     }
@@ -313,30 +323,5 @@ impl Vtd {
     /// Drain and clear the unit's primary fault records.
     pub fn drain_faults(&mut self, hw: &mut impl Platform) -> Vec<iommu_spec::vtd::FaultRecord> {
         hw::drain_faults(hw, self.cap)
-    }
-}
-
-/// Counts frames a page-table operation allocates, so the driver's statistics see them.
-struct Counting<'a, P> {
-    hw: &'a mut P,
-    n: u64,
-}
-
-impl<P: Platform> crate::PhysMem for Counting<'_, P> {
-    fn read(&self, pa: u64, buf: &mut [u8]) -> Result<(), crate::MemError> {
-        self.hw.read(pa, buf)
-    }
-    fn write(&mut self, pa: u64, data: &[u8]) -> Result<(), crate::MemError> {
-        self.hw.write(pa, data)
-    }
-}
-
-impl<P: Platform> crate::FrameAlloc for Counting<'_, P> {
-    fn alloc_frame(&mut self) -> Option<u64> {
-        self.n += 1;
-        self.hw.alloc_frame()
-    }
-    fn free_frame(&mut self, pa: u64) {
-        self.hw.free_frame(pa)
     }
 }

@@ -3,7 +3,7 @@
 
 use iommu_spec::vtd::{level_index, level_size, Cap, SlPte};
 
-use crate::walk::{Entry, Format};
+use crate::walk::{Entry, Format, Writer};
 pub use crate::walk::{Leaf, Run, Walk, WalkIssue, WalkLimits};
 use crate::{MemError, PhysMem};
 
@@ -46,4 +46,14 @@ pub fn walk(mem: &impl PhysMem, cap: Cap, root: u64, levels: u32, limits: WalkLi
 /// Translate one IOVA through a `levels`-level table.
 pub fn lookup(mem: &impl PhysMem, cap: Cap, root: u64, levels: u32, iova: u64) -> Result<Option<Leaf>, MemError> {
     crate::walk::lookup(mem, &SecondLevel(cap), root, levels, iova)
+}
+
+impl Writer for SecondLevel {
+    /// Linux builds non-leaf entries with R and W set, so permissions are decided at the leaf.
+    fn table_entry(&self, table: u64, _level: u32) -> u64 {
+        SlPte::entry(table, true, true).into_bits()
+    }
+    fn leaf_entry(&self, pa: u64, read: bool, write: bool) -> u64 {
+        SlPte::entry(pa, read, write).into_bits()
+    }
 }
