@@ -18,6 +18,15 @@ impl IovaAllocator {
         IovaAllocator { used: BTreeMap::new(), base, limit }
     }
 
+    /// A domain's allocator with the platform's holes (PCI windows, MSI) reserved from the start.
+    pub fn with_holes(base: u64, limit: u64, holes: &[core::ops::Range<u64>]) -> Self {
+        let mut a = IovaAllocator::new(base, limit);
+        for h in holes {
+            a.reserve(h.start, h.end);
+        }
+        a
+    }
+
     /// Whether `[start, end)` overlaps nothing used.
     fn free(&self, start: u64, end: u64) -> bool {
         match self.used.range(..end).next_back() {

@@ -217,10 +217,7 @@ impl Amdvi {
         let id = self.domain_ids.alloc().ok_or(AmdError::OutOfDomainIds)? as u16;
         let root = hw.alloc_frame().ok_or(AmdError::OutOfMemory)?;
         self.frames_allocated += 1;
-        let mut iova = IovaAllocator::new(0x1000, 1 << 32);
-        for h in &self.iova_holes {
-            iova.reserve(h.start, h.end);
-        }
+        let iova = IovaAllocator::with_holes(0x1000, 1 << 32, &self.iova_holes);
         self.domains.push(Some(Domain { id, root, iova }));
         Ok(DomainId(self.domains.len() - 1))
     }

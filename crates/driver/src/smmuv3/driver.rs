@@ -256,10 +256,7 @@ impl Smmuv3 {
         for (i, w) in c.0.iter().enumerate() {
             hw.write_u64(cd + 8 * i as u64, *w)?;
         }
-        let mut iova = IovaAllocator::new(0x1000, 1 << 32);
-        for h in &self.iova_holes {
-            iova.reserve(h.start, h.end);
-        }
+        let iova = IovaAllocator::with_holes(0x1000, 1 << 32, &self.iova_holes);
         self.domains.push(Some(Domain { asid, cd, ttb0, iova }));
         Ok(DomainId(self.domains.len() - 1))
     }

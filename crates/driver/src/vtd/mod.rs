@@ -160,10 +160,7 @@ impl Vtd {
         let did = self.dids.alloc().ok_or(VtdError::OutOfDomainIds)? as u16;
         let root = self.alloc_frame(hw)?;
         let limit = (1u64 << iommu_spec::vtd::levels_width(self.levels)).min(1 << 32);
-        let mut iova = IovaAllocator::new(0x1000, limit);
-        for h in &self.iova_holes {
-            iova.reserve(h.start, h.end);
-        }
+        let iova = IovaAllocator::with_holes(0x1000, limit, &self.iova_holes);
         let dom = Domain { did, root, levels: self.levels, iova };
         let id = DomainId(self.domains.len());
         self.domains.push(Some(dom));
