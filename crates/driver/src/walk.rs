@@ -301,3 +301,41 @@ pub fn unmap_page(
     hw.write_u64(at, 0)?;
     Ok(was)
 }
+
+/// Pages in a scratch region (see [`build_scratch_chain`]): the 512 slots of one leaf table.
+pub const SCRATCH_PAGES: u64 = 512;
+
+/// The tables that contain a device: every IOVA of a `levels`-level space lands in the scratch region at
+/// `region` (`SCRATCH_PAGES` contiguous pages), read and write. Upper levels are one table each whose
+/// entries all point at the table below, so the chain costs `levels` pages whatever the IOVA space. The
+/// leaf table spreads its 512 slots over the region's pages, so IOVA page `n` lands on region page
+/// `n mod 512`: a descriptor ring and the buffers it names usually fall on different pages, and a device that
+/// fetches descriptors from its contained IOVAs reads zeros rather than its own last writes (a single shared
+/// page would feed it garbage addresses, which fault: measured in the simulator). Returns the top table.
+pub fn build_scratch_chain(
+    hw: &mut (impl PhysMem + crate::FrameAlloc),
+    fmt: &impl Writer,
+    levels: u32,
+    region: u64,
+    frames: &mut u64,
+) -> Result<u64, MapError> {
+    let mut page = [0u8; 4096];
+    let leaf = hw.alloc_frame().ok_or(MapError::OutOfMemory)?;
+    *frames += 1;
+    for (i, slot) in page.chunks_exact_mut(8).enumerate() {
+        slot.copy_from_slice(&fmt.leaf_entry(region + (i as u64 % SCRATCH_PAGES) * 4096, true, true).to_le_bytes());
+    }
+    hw.write(leaf, &page)?;
+    let mut next = leaf;
+    for level in 2..=levels {
+        let t = hw.alloc_frame().ok_or(MapError::OutOfMemory)?;
+        *frames += 1;
+        let e = fmt.table_entry(next, level).to_le_bytes();
+        for slot in page.chunks_exact_mut(8) {
+            slot.copy_from_slice(&e);
+        }
+        hw.write(t, &page)?;
+        next = t;
+    }
+    Ok(next)
+}

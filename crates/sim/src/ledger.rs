@@ -19,7 +19,7 @@ pub struct Ledger {
     pub dma: DmaCounts,
     /// Pages the crash kernel handed to devices itself (its disk queues and buffers, the scratch page).
     pub crash_own: BTreeSet<u64>,
-    pub scratch_page: Option<u64>,
+    pub scratch: Option<Range<u64>>,
     /// Crash-kernel pages written by DMA it did not ask for.
     pub crash_hits: BTreeSet<u64>,
     /// DMA writes into the crashed kernel's memory after the crash kernel's IOMMU init.
@@ -49,7 +49,7 @@ impl Ledger {
                 DmaOutcome::Done => {
                     let Some(phys) = e.phys else { continue };
                     let page = phys & !0xfff;
-                    if Some(page) == self.scratch_page {
+                    if self.scratch.as_ref().is_some_and(|r| r.contains(&page)) {
                         self.dma.redirected += 1;
                     } else if translating {
                         self.dma.translated += 1;

@@ -235,8 +235,10 @@ pub fn run_on(cfg: MachineConfig, s: &Scenario) -> RunDetail {
                 r.log(format!("containment of {sid:#06x} failed: {e}"));
             }
         }
-        r.ledger.scratch_page = kd.scratch_page();
-        r.ledger.crash_own.extend(kd.scratch_page());
+        r.ledger.scratch = kd.scratch_region();
+        if let Some(region) = kd.scratch_region() {
+            r.ledger.crash_own.extend(region.step_by(4096));
+        }
         out.scratch_frames = kd.scratch_frames();
         r.log(format!("contained the devices the dump does not need: {} pages", out.scratch_frames));
     }

@@ -319,11 +319,11 @@ impl Driver {
         }
     }
 
-    pub fn scratch_page(&self) -> Option<u64> {
+    pub fn scratch_region(&self) -> Option<std::ops::Range<u64>> {
         match self {
-            Driver::Vtd(v) => v.scratch_page(),
-            Driver::Amdvi(v) => v.scratch_page(),
-            Driver::Smmuv3(v) => v.scratch_page(),
+            Driver::Vtd(v) => v.scratch_region(),
+            Driver::Amdvi(v) => v.scratch_region(),
+            Driver::Smmuv3(v) => v.scratch_region(),
         }
     }
 

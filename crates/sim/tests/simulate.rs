@@ -61,22 +61,15 @@ fn adopt_captures_with_no_corruption_outside_device_buffers() {
 }
 
 #[test]
-fn adopt_scratch_contains_old_memory_but_descriptor_fetches_read_garbage() {
+fn adopt_scratch_captures_with_no_faults_no_aborts_and_no_old_memory_writes() {
     for (seed, scalable) in [(1, false), (2, true), (3, false)] {
-        // Benign aborts: the dump is written; after containment nothing lands in old memory.
-        let o = run(&scenario(Policy::AdoptScratch, seed, false, scalable)).0;
+        let o = run(&scenario(Policy::AdoptScratch, seed, true, scalable)).0;
         assert!(o.captured, "{o:?}");
         assert_eq!(o.changed_pages.other, 0);
+        assert_eq!(o.dma.faulted + o.dma.aborted, 0, "contained descriptor fetches read zeros, not garbage");
         assert_eq!(o.old_memory_writes_after_init, 0, "containment stops every write to old memory");
         assert!(o.dma.redirected > 0);
-        assert_eq!(o.scratch_frames, 5, "a scratch page and one shared table per level");
-        // But the contained NIC and copy engine fetch their descriptors from the scratch page too, which
-        // holds what they last wrote: garbage addresses beyond the 48-bit width fault. With fatal aborts
-        // that loses the dump: the single-scratch-page idea does not survive descriptor-fetching devices.
-        assert!(o.dma.faulted > 0);
-        let fatal = run(&scenario(Policy::AdoptScratch, seed, true, scalable)).0;
-        assert!(!fatal.captured);
-        assert!(fatal.failure.as_deref().unwrap().contains("fatal DMA abort"));
+        assert_eq!(o.scratch_frames, 512 + 4, "a 512-page region and one shared table per level");
     }
 }
 
@@ -144,9 +137,11 @@ fn every_iommu_adopt_captures_and_resets_fail_or_corrupt() {
             assert!(!abort.captured, "{iommu:?}: {abort:?}");
             let bypass = run(&Scenario { policy: Policy::ResetBypass, seed, knobs: k(true) }).0;
             assert!(bypass.changed_pages.other > 0, "{iommu:?}: {bypass:?}");
-            let scratch = run(&Scenario { policy: Policy::AdoptScratch, seed, knobs: k(false) }).0;
+            let scratch = run(&Scenario { policy: Policy::AdoptScratch, seed, knobs: k(true) }).0;
+            assert!(scratch.captured, "{iommu:?}: {scratch:?}");
             assert_eq!(scratch.old_memory_writes_after_init, 0, "{iommu:?}");
             assert_eq!(scratch.changed_pages.other, 0, "{iommu:?}");
+            assert_eq!(scratch.dma.faulted + scratch.dma.aborted, 0, "{iommu:?}");
         }
     }
 }

@@ -9,7 +9,7 @@
 
 use alloc::vec::Vec;
 
-use iommu_spec::amdvi::{off, Control, DevTableBase, Dte, ExclusionBase, IoPte, PagingMode, RingBase};
+use iommu_spec::amdvi::{off, Control, DevTableBase, Dte, ExclusionBase, PagingMode, RingBase};
 
 use super::cmdq::CmdRing;
 use super::driver::{alloc_contiguous, AmdOptions, Amdvi, DeviceState, LEVELS};
@@ -147,35 +147,32 @@ impl Amdvi {
         let Some(DeviceState::Adopted { domain: old, .. }) = self.devices.get(&devid).copied() else {
             return Ok(());
         };
-        let (page, top, id) = match self.scratch {
-            Some((p, t, id, _)) => (p, t, id),
+        let (top, id) = match self.scratch {
+            Some((_, t, id, _)) => (t, id),
             None => {
                 let mut n = 0;
-                let page = alloc_contiguous(hw, 1, &mut n)?;
-                let mut next = page;
-                for level in 1..=LEVELS {
-                    let t = alloc_contiguous(hw, 1, &mut n)?;
-                    let e =
-                        if level == 1 { IoPte::leaf(next, true, true) } else { IoPte::pde(next, (level - 1) as u8) };
-                    let bytes: Vec<u8> = (0..512).flat_map(|_| e.into_bits().to_le_bytes()).collect();
-                    hw.write(t, &bytes)?;
-                    next = t;
-                }
+                let page =
+                    crate::alloc_contiguous(hw, crate::walk::SCRATCH_PAGES, &mut n).ok_or(AmdError::OutOfMemory)?;
+                let top =
+                    crate::walk::build_scratch_chain(hw, &super::V1, LEVELS, page, &mut n).map_err(|e| match e {
+                        crate::walk::MapError::Mem(m) => AmdError::Mem(m),
+                        _ => AmdError::OutOfMemory,
+                    })?;
                 self.frames_allocated += n;
                 let id = self.domain_ids.alloc().ok_or(AmdError::OutOfDomainIds)? as u16;
-                self.scratch = Some((page, next, id, n));
-                (page, next, id)
+                self.scratch = Some((page, top, id, n));
+                (top, id)
             }
         };
-        let _ = page;
         let dte = Dte::translated(top, PagingMode::from_bits(LEVELS as u8), id, true, true);
         self.write_dte(hw, devid, dte, (old != 0).then_some(old))?;
         self.devices.insert(devid, DeviceState::Contained { domain: id });
         Ok(())
     }
 
-    pub fn scratch_page(&self) -> Option<u64> {
-        self.scratch.map(|s| s.0)
+    /// The scratch region contained devices' DMA lands in.
+    pub fn scratch_region(&self) -> Option<core::ops::Range<u64>> {
+        self.scratch.map(|s| s.0..s.0 + crate::walk::SCRATCH_PAGES * 4096)
     }
     pub fn scratch_frames(&self) -> u64 {
         self.scratch.map_or(0, |s| s.3)

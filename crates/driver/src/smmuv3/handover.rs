@@ -4,8 +4,6 @@
 //! (re-checking its L1 descriptor then), defer attach, leave the event and PRI queues off, and fall back to
 //! a full reset with the reason when anything is off.
 
-use alloc::vec::Vec;
-
 use iommu_spec::smmuv3::{l1_index, off, Command, Cr0, Gerror, L1Desc, StrtabBase, StrtabBaseCfg, StrtabFmt};
 
 use super::driver::{alloc_contiguous, write_cr0, write_gbpa, MasterState, Smmuv3, MAX_L1_ENTRIES, SPLIT};
@@ -188,7 +186,7 @@ impl Smmuv3 {
 
     /// Point every IOVA of an adopted master at one scratch page: a CD and four shared tables.
     pub fn contain(&mut self, hw: &mut impl Platform, sid: u32) -> Result<(), SmmuError> {
-        use iommu_spec::smmuv3::{mair_idx, Cd, S1Dss, S1Fmt, S1Pte, Ste, TableDesc};
+        use iommu_spec::smmuv3::{mair_idx, Cd, S1Dss, S1Fmt, Ste};
         let Some(MasterState::Adopted { asid: old, .. }) = self.masters.get(&sid).copied() else {
             return Ok(());
         };
@@ -196,22 +194,16 @@ impl Smmuv3 {
             Some((_, cd, asid, _)) => (cd, asid),
             None => {
                 let mut n = 0;
-                let page = alloc_contiguous(hw, 1, &mut n)?;
-                let mut next = page;
-                for arm_level in (0..4u32).rev() {
-                    let t = alloc_contiguous(hw, 1, &mut n)?;
-                    let e = if arm_level == 3 {
-                        S1Pte::leaf(next, 3, mair_idx::CACHE, true).into_bits()
-                    } else {
-                        TableDesc::to(next).into_bits()
-                    };
-                    let bytes: Vec<u8> = (0..512).flat_map(|_| e.to_le_bytes()).collect();
-                    hw.write(t, &bytes)?;
-                    next = t;
-                }
+                let page = alloc_contiguous(hw, crate::walk::SCRATCH_PAGES, &mut n)?;
+                let walk = super::Vmsa { stage: super::Stage::One, start: 0, ia_bits: 48 };
+                let top =
+                    crate::walk::build_scratch_chain(hw, &walk, walk.levels(), page, &mut n).map_err(|e| match e {
+                        crate::walk::MapError::Mem(m) => SmmuError::Mem(m),
+                        _ => SmmuError::OutOfMemory,
+                    })?;
                 let asid = self.asids.alloc().ok_or(SmmuError::OutOfAsids)? as u16;
                 let cd = alloc_contiguous(hw, 1, &mut n)?;
-                let c = Cd::s1(asid, next, super::driver::T0SZ, 5, mair_idx::LINUX_MAIR);
+                let c = Cd::s1(asid, top, super::driver::T0SZ, 5, mair_idx::LINUX_MAIR);
                 for (i, w) in c.0.iter().enumerate() {
                     hw.write_u64(cd + 8 * i as u64, *w)?;
                 }
@@ -231,8 +223,9 @@ impl Smmuv3 {
         Ok(())
     }
 
-    pub fn scratch_page(&self) -> Option<u64> {
-        self.scratch.map(|s| s.0)
+    /// The scratch region contained masters' DMA lands in.
+    pub fn scratch_region(&self) -> Option<core::ops::Range<u64>> {
+        self.scratch.map(|s| s.0..s.0 + crate::walk::SCRATCH_PAGES * 4096)
     }
     pub fn scratch_frames(&self) -> u64 {
         self.scratch.map_or(0, |s| s.3)

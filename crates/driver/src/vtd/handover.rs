@@ -16,7 +16,7 @@ use alloc::vec::Vec;
 
 use iommu_spec::vtd::{
     off, pasid_dir_index, pasid_table_index, Cap, ContextEntry, Ecap, Gsts, PasidDirEntry, PasidEntryQw0, Pgtt,
-    RootEntry, RtAddr, ScalableContextEntry, ScalableRootEntry, SlPte, SourceId, TranslationType,
+    RootEntry, RtAddr, ScalableContextEntry, ScalableRootEntry, SourceId, TranslationType,
 };
 
 use super::qi::InvQueue;
@@ -303,7 +303,7 @@ pub struct HandoverReport {
     pub frames_allocated: u64,
 }
 
-/// The scratch page and the chain of shared tables that map every IOVA onto it.
+/// The scratch region and the chains of shared tables that map every IOVA into it.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Scratch {
     pub page: u64,
@@ -394,8 +394,8 @@ impl Vtd {
         Ok(v)
     }
 
-    /// Contain an adopted device the crash kernel will not use: every IOVA it can send now lands on one
-    /// scratch page, read and write, so its DMA neither faults (no AER, no second panic) nor reaches the
+    /// Contain an adopted device the crash kernel will not use: every IOVA it can send now lands in the
+    /// scratch region, read and write, so its DMA neither faults (no AER, no second panic) nor reaches the
     /// crashed kernel's memory. The tables are a chain of shared pages, every entry of a level pointing at
     /// the same next-level table, so containment costs `levels + 1` pages for all devices together.
     pub fn contain(&mut self, hw: &mut impl Platform, sid: u16) -> Result<(), VtdError> {
@@ -409,28 +409,23 @@ impl Vtd {
         let mut s = match self.scratch {
             Some(s) => s,
             None => {
-                let page = self.alloc_frame(hw)?;
+                let mut frames = 0;
+                let page = crate::alloc_contiguous(hw, crate::walk::SCRATCH_PAGES, &mut frames)
+                    .ok_or(VtdError::OutOfMemory)?;
+                self.stats.frames_allocated += frames;
                 let did = self.dids.alloc().ok_or(VtdError::OutOfDomainIds)? as u16;
-                Scratch { page, tops: [None; 6], did, frames: 1 }
+                Scratch { page, tops: [None; 6], did, frames }
             }
         };
         let top = match s.tops.get(levels as usize).copied().flatten() {
             Some(t) => t,
             None => {
-                let mut next = s.page;
-                for _ in 0..levels {
-                    let t = self.alloc_frame(hw)?;
-                    s.frames += 1;
-                    // Leaf level maps 4 KiB pages; upper levels point at the table below.
-                    let e = SlPte::entry(next, true, true).into_bits();
-                    let page: Vec<u8> = (0..512).flat_map(|_| e.to_le_bytes()).collect();
-                    hw.write(t, &page)?;
-                    next = t;
-                }
+                let fmt = super::walk::SecondLevel(self.cap);
+                let t = crate::walk::build_scratch_chain(hw, &fmt, levels, s.page, &mut s.frames)?;
                 if let Some(slot) = s.tops.get_mut(levels as usize) {
-                    *slot = Some(next);
+                    *slot = Some(t);
                 }
-                next
+                t
             }
         };
         self.scratch = Some(s);
@@ -440,9 +435,9 @@ impl Vtd {
         Ok(())
     }
 
-    /// The scratch page contained devices write to, once containment has begun.
-    pub fn scratch_page(&self) -> Option<u64> {
-        self.scratch.map(|s| s.page)
+    /// The scratch region contained devices' DMA lands in, once containment has begun.
+    pub fn scratch_region(&self) -> Option<core::ops::Range<u64>> {
+        self.scratch.map(|s| s.page..s.page + crate::walk::SCRATCH_PAGES * 4096)
     }
 
     /// Pages containment has used so far (scratch page plus shared tables).
