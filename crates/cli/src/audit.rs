@@ -1,5 +1,9 @@
 //! `handover audit`: what each device can still reach, as a verdict (exit 0 safe, 1 unsafe, 2 unreadable
 //! input), JSON, and a picture of physical memory.
+//!
+//! The units are found as `inspect` finds them ([`crate::inspect::UnitArgs`]). With one unit the JSON
+//! keeps its single-unit shape; with several it is `{"verdict", "crashkernel", "units": [...]}`, each
+//! unit in that shape, and the verdict is unsafe if any unit's is.
 
 use std::fmt::Write as _;
 use std::io::Write;
@@ -9,21 +13,20 @@ use clap::Args as ClapArgs;
 use iommu_driver::audit::{audit_amdvi, audit_smmuv3, audit_vtd, Audit, Verdict};
 use iommu_driver::walk::WalkLimits;
 use iommu_driver::BootEnv;
-use iommu_dump::InspectInput;
-use serde_json::json;
+use iommu_dump::{InspectInput, IommuKind, Unit};
+use serde_json::{json, Value};
 
-use crate::inspect::{parse_range, parse_u64};
+use crate::inspect::{parse_range, UnitArgs};
 
 #[derive(ClapArgs, Debug, Clone)]
 pub struct Args {
     #[arg(long)]
     pub dump: std::path::PathBuf,
+    /// Register snapshot: QEMU monitor `xp` output, or Linux's VT-d `iommu_regset` debugfs file.
     #[arg(long)]
     pub regs: std::path::PathBuf,
-    #[arg(long, value_parser = ["vtd", "amdvi", "smmuv3"])]
-    pub iommu: String,
-    #[arg(long, value_parser = parse_u64)]
-    pub base: u64,
+    #[command(flatten)]
+    pub unit: UnitArgs,
     /// The crash kernel's region, START-END.
     #[arg(long, value_parser = parse_range)]
     pub crashkernel: std::ops::Range<u64>,
@@ -38,33 +41,44 @@ pub struct Args {
 }
 
 pub fn run(a: &Args) -> Result<ExitCode, String> {
-    let input = InspectInput::open(&a.dump, &a.regs, a.base).map_err(|e| e.to_string())?;
+    let input = InspectInput::load(&a.dump, &a.regs).map_err(|e| e.to_string())?;
     let mut hw = input.hw();
+    let units = hw.find_units(&a.unit.query()).map_err(|e| e.to_string())?;
     let ram = if a.ram.is_empty() { hw.ram_ranges() } else { a.ram.clone() };
     let env =
         BootEnv { crash_kernel: true, ram, crash_region: Some(a.crashkernel.clone()), mem_encrypt: false, c_bit: 0 };
     let limits = WalkLimits::default();
-    let audit = match a.iommu.as_str() {
-        "amdvi" => {
-            hw.require_amdvi().map_err(|e| e.to_string())?;
-            audit_amdvi(&mut hw, &env, limits).map_err(|e| e.to_string())?
+    let mut audits = Vec::with_capacity(units.len());
+    for unit in units {
+        hw.select(unit.base);
+        hw.require(unit.kind).map_err(|e| e.to_string())?;
+        let audit = match unit.kind {
+            IommuKind::AmdVi => audit_amdvi(&mut hw, &env, limits).map_err(|e| e.to_string()),
+            IommuKind::Smmuv3 => audit_smmuv3(&mut hw, &env, limits).map_err(|e| e.to_string()),
+            IommuKind::Vtd => audit_vtd(&mut hw, &env, limits).map_err(|e| e.to_string()),
         }
-        "smmuv3" => {
-            hw.require_smmuv3().map_err(|e| e.to_string())?;
-            audit_smmuv3(&mut hw, &env, limits).map_err(|e| e.to_string())?
-        }
-        _ => {
-            hw.require_vtd().map_err(|e| e.to_string())?;
-            audit_vtd(&mut hw, &env, limits).map_err(|e| e.to_string())?
-        }
+        .map_err(|e| format!("{} unit at {:#x}: {e}", unit.kind, unit.base))?;
+        audits.push((unit, audit));
+    }
+    // One audit over every unit's devices: the verdict and the picture cover the machine.
+    let all = Audit {
+        devices: audits.iter().flat_map(|(_, x)| x.devices.iter().cloned()).collect(),
+        notes: audits.iter().flat_map(|(_, x)| x.notes.iter().cloned()).collect(),
     };
     if let Some(path) = &a.svg {
-        std::fs::write(path, svg(&audit, &env)).map_err(|e| format!("{}: {e}", path.display()))?;
+        std::fs::write(path, svg(&all, &env)).map_err(|e| format!("{}: {e}", path.display()))?;
     }
     let mut w = std::io::stdout().lock();
-    let res = if a.json { print_json(&mut w, a, &audit) } else { print_human(&mut w, &audit, &env) };
+    let res = if a.json {
+        print_json(&mut w, a, &audits, &all)
+    } else {
+        audits.iter().try_for_each(|(u, x)| {
+            writeln!(w, "{} unit at {:#x} ({})", u.kind, u.base, u.origin)?;
+            print_human(&mut w, x, &env)
+        })
+    };
     crate::output_result(res)?;
-    Ok(match audit.verdict() {
+    Ok(match all.verdict() {
         Verdict::Safe => ExitCode::SUCCESS,
         Verdict::Unsafe => ExitCode::from(1),
     })
@@ -86,7 +100,8 @@ fn verdict_word(a: &Audit) -> &'static str {
     }
 }
 
-fn print_json(w: &mut impl Write, a: &Args, audit: &Audit) -> std::io::Result<()> {
+/// One unit's audit in the single-unit JSON shape.
+fn unit_json(a: &Args, unit: &Unit, audit: &Audit) -> Value {
     let devices: Vec<_> = audit
         .devices
         .iter()
@@ -100,13 +115,26 @@ fn print_json(w: &mut impl Write, a: &Args, audit: &Audit) -> std::io::Result<()
             })
         })
         .collect();
-    let v = json!({
-        "iommu": a.iommu,
+    json!({
+        "iommu": unit.kind.name(),
+        "base": unit.base,
+        "origin": unit.origin,
         "verdict": verdict_word(audit),
         "crashkernel": {"start": a.crashkernel.start, "end": a.crashkernel.end},
         "devices": devices,
         "notes": audit.notes,
-    });
+    })
+}
+
+fn print_json(w: &mut impl Write, a: &Args, audits: &[(Unit, Audit)], all: &Audit) -> std::io::Result<()> {
+    let v = match audits {
+        [(unit, audit)] => unit_json(a, unit, audit),
+        _ => json!({
+            "verdict": verdict_word(all),
+            "crashkernel": {"start": a.crashkernel.start, "end": a.crashkernel.end},
+            "units": audits.iter().map(|(u, x)| unit_json(a, u, x)).collect::<Vec<_>>(),
+        }),
+    };
     serde_json::to_writer_pretty(&mut *w, &v)?;
     writeln!(w)
 }

@@ -1,4 +1,8 @@
 //! `handover inspect`: decode an IOMMU's tables from a dump and a register snapshot.
+//!
+//! The units come from `--base` (one), or else from ACPI: a raw table file (`--acpi`), the units an
+//! `iommu_regset` snapshot names, or the DMAR/IVRS/IORT in the dump itself (RSDP scan). With one unit the
+//! JSON is that unit's object; with several, `{"units": [...]}` of such objects.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -7,24 +11,51 @@ use std::process::ExitCode;
 use clap::Args as ClapArgs;
 use iommu_driver::vtd::{self, DeviceKind, WalkLimits};
 use iommu_driver::{BootEnv, Mmio, PhysMem};
-use iommu_dump::{DumpHw, InspectInput};
+use iommu_dump::{DumpHw, InspectInput, IommuKind, Unit, UnitQuery};
 use iommu_spec::vtd::{Cap, SourceId};
 use serde::Serialize;
+
+/// Which units to decode: shared by `inspect` and `audit`.
+#[derive(ClapArgs, Debug, Clone, Default)]
+pub struct UnitArgs {
+    /// The IOMMU kind. Without --base it picks the ACPI table to look for, and is inferred from the table
+    /// found when omitted.
+    #[arg(long, value_parser = ["vtd", "amdvi", "smmuv3"])]
+    pub iommu: Option<String>,
+    /// One unit's MMIO base address (hex with 0x, or decimal). When omitted, the units come from --acpi,
+    /// from an iommu_regset snapshot, or from the ACPI tables in the dump.
+    #[arg(long, value_parser = parse_u64)]
+    pub base: Option<u64>,
+    /// A raw DMAR, IVRS or IORT table (`cat /sys/firmware/acpi/tables/DMAR > dmar.bin`) naming the units.
+    #[arg(long, conflicts_with = "base")]
+    pub acpi: Option<std::path::PathBuf>,
+    /// The RSDP's physical address in the dump, when it is not in the BIOS area (UEFI machines).
+    #[arg(long, value_parser = parse_u64, conflicts_with_all = ["base", "acpi"])]
+    pub rsdp: Option<u64>,
+}
+
+impl UnitArgs {
+    pub fn query(&self) -> UnitQuery {
+        UnitQuery {
+            base: self.base,
+            kind: self.iommu.as_deref().and_then(IommuKind::from_name),
+            acpi: self.acpi.clone(),
+            rsdp: self.rsdp,
+        }
+    }
+}
 
 #[derive(ClapArgs, Debug, Clone)]
 pub struct Args {
     /// ELF core: QEMU `dump-guest-memory` output or `/proc/vmcore`.
     #[arg(long)]
     pub dump: std::path::PathBuf,
-    /// Register snapshot: QEMU monitor `xp` output over the unit's MMIO (absolute addresses).
+    /// Register snapshot: QEMU monitor `xp` output over the unit's MMIO (absolute addresses), or Linux's
+    /// VT-d `iommu_regset` debugfs file.
     #[arg(long)]
     pub regs: std::path::PathBuf,
-    /// The IOMMU kind.
-    #[arg(long, value_parser = ["vtd", "amdvi", "smmuv3"])]
-    pub iommu: String,
-    /// The unit's MMIO base address (hex with 0x, or decimal).
-    #[arg(long, value_parser = parse_u64)]
-    pub base: u64,
+    #[command(flatten)]
+    pub unit: UnitArgs,
     /// The crash kernel's region, START-END (hex), to flag tables inside it.
     #[arg(long, value_parser = parse_range)]
     pub crashkernel: Option<std::ops::Range<u64>>,
@@ -83,9 +114,19 @@ struct InspectOut {
     problems: Vec<String>,
 }
 
+/// One unit's decode, with where it is and where it was found.
+#[derive(Serialize)]
+struct UnitOut {
+    base: u64,
+    origin: String,
+    #[serde(flatten)]
+    out: InspectOut,
+}
+
 pub fn run(a: &Args) -> Result<ExitCode, String> {
-    let input = InspectInput::open(&a.dump, &a.regs, a.base).map_err(|e| e.to_string())?;
+    let input = InspectInput::load(&a.dump, &a.regs).map_err(|e| e.to_string())?;
     let mut hw: DumpHw = input.hw();
+    let units = hw.find_units(&a.unit.query()).map_err(|e| e.to_string())?;
     let env = BootEnv {
         crash_kernel: true,
         ram: hw.ram_ranges(),
@@ -93,28 +134,32 @@ pub fn run(a: &Args) -> Result<ExitCode, String> {
         mem_encrypt: false,
         c_bit: 0,
     };
-    let out = match a.iommu.as_str() {
-        "amdvi" => {
-            hw.require_amdvi().map_err(|e| e.to_string())?;
-            decode_amdvi(&mut hw, &env)?
+    let mut outs = Vec::with_capacity(units.len());
+    for Unit { kind, base, origin, .. } in units {
+        hw.select(base);
+        hw.require(kind).map_err(|e| e.to_string())?;
+        let out = match kind {
+            IommuKind::AmdVi => decode_amdvi(&mut hw, &env),
+            IommuKind::Smmuv3 => decode_smmuv3(&mut hw, &env),
+            IommuKind::Vtd => decode_vtd(&mut hw, &env),
         }
-        "smmuv3" => {
-            hw.require_smmuv3().map_err(|e| e.to_string())?;
-            decode_smmuv3(&mut hw, &env)?
-        }
-        _ => {
-            hw.require_vtd().map_err(|e| e.to_string())?;
-            decode_vtd(&mut hw, &env)?
-        }
-    };
+        .map_err(|e| format!("{kind} unit at {base:#x}: {e}"))?;
+        outs.push(UnitOut { base, origin, out });
+    }
     if let Some(path) = &a.save_fixture {
         hw.save_touched(path).map_err(|e| format!("{}: {e}", path.display()))?;
     }
     let mut w = std::io::stdout().lock();
     let res = if a.json {
-        serde_json::to_writer_pretty(&mut w, &out).map_err(std::io::Error::from).and_then(|_| writeln!(w))
+        let json = match outs.as_slice() {
+            [one] => serde_json::to_value(one),
+            all => serde_json::to_value(all).map(|units| serde_json::json!({ "units": units })),
+        };
+        json.and_then(|v| serde_json::to_writer_pretty(&mut w, &v))
+            .map_err(std::io::Error::from)
+            .and_then(|_| writeln!(w))
     } else {
-        print_human(&mut w, &out)
+        outs.iter().try_for_each(|u| print_human(&mut w, u))
     };
     crate::output_result(res)
 }
@@ -304,11 +349,14 @@ fn decode_smmuv3(hw: &mut (impl Mmio + PhysMem), env: &BootEnv) -> Result<Inspec
     })
 }
 
-fn print_human(w: &mut impl Write, o: &InspectOut) -> std::io::Result<()> {
+fn print_human(w: &mut impl Write, u: &UnitOut) -> std::io::Result<()> {
+    let o = &u.out;
     writeln!(
         w,
-        "{}, {} mode, translation {}, root table {:#x}",
+        "{} at {:#x} ({}), {} mode, translation {}, root table {:#x}",
         o.iommu,
+        u.base,
+        u.origin,
         o.mode,
         if o.translation_enabled { "on" } else { "off" },
         o.root_table

@@ -2,13 +2,15 @@
 //! memory from an ELF core, every page read recorded so the decode can be saved as a small fixture.
 
 use std::fs::File;
-use std::io::BufWriter;
+use std::io::{BufWriter, Read};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use iommu_driver::{MemError, Mmio, PhysMem};
 use iommu_spec::vtd::off;
 
+use crate::acpi::rsdp::MAX_TABLE_LEN;
+use crate::acpi::{AcpiError, Firmware, IommuKind, Sig, Unit};
 use crate::{write_core_for, Arch, ElfCore, ElfError, RecordingMem, RegSnapshot, RegsError, SnapshotMmio, TrimError};
 
 /// Why a dump could not be opened for inspection.
@@ -24,6 +26,57 @@ pub enum InputError {
     Missing(RegsError),
     #[error("{path}: {source}")]
     Save { path: PathBuf, source: SaveError },
+    #[error("{path}: {source}")]
+    AcpiRead { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {source}")]
+    AcpiFile { path: PathBuf, source: AcpiError },
+    #[error("finding the IOMMU units in the dump: {source}; give --acpi FILE (a raw DMAR, IVRS or IORT) or --base")]
+    AcpiDump { source: AcpiError },
+    #[error("the {table} table from {origin} lists no IOMMU unit")]
+    NoUnits { origin: String, table: Sig },
+    #[error("{origin} holds the {table} table, which describes {found} units, not {wanted}")]
+    KindMismatch { origin: String, table: Sig, found: IommuKind, wanted: IommuKind },
+    #[error("which IOMMU is at {base:#x}? Give --iommu, or leave out --base to find the units from ACPI")]
+    UnknownKind { base: u64 },
+    #[error("{kind} unit at {base:#x} ({origin}) is not in the register snapshot: {source}; capture its registers, or pick one unit with --base")]
+    UnitNotCaptured { kind: IommuKind, base: u64, origin: String, source: RegsError },
+}
+
+/// Where the units to decode come from, in this order of preference: a base given by hand, a raw
+/// ACPI table file, the units an `iommu_regset` snapshot names, the ACPI tables in the dump.
+#[derive(Clone, Debug, Default)]
+pub struct UnitQuery {
+    /// One unit at this MMIO base (`--base`).
+    pub base: Option<u64>,
+    /// The kind wanted (`--iommu`): required with `base` unless the snapshot names it; otherwise it picks
+    /// the table to look for and must agree with the one found.
+    pub kind: Option<IommuKind>,
+    /// A raw DMAR, IVRS or IORT table (`/sys/firmware/acpi/tables/DMAR`).
+    pub acpi: Option<PathBuf>,
+    /// The RSDP's physical address in the dump; the BIOS area is scanned when absent.
+    pub rsdp: Option<u64>,
+}
+
+/// The registers a decode of each kind reads: `(name, offset, size)`.
+pub fn required_registers(kind: IommuKind) -> &'static [(&'static str, usize, usize)] {
+    use iommu_spec::amdvi::off as a;
+    use iommu_spec::smmuv3::off as s;
+    match kind {
+        IommuKind::Vtd => {
+            &[("CAP", off::CAP, 8), ("ECAP", off::ECAP, 8), ("GSTS", off::GSTS, 4), ("RTADDR", off::RTADDR, 8)]
+        }
+        IommuKind::AmdVi => &[
+            ("DEV_TABLE_BASE", a::DEV_TABLE_BASE, 8),
+            ("CONTROL", a::CONTROL, 8),
+            ("EXT_FEATURES", a::EXT_FEATURES, 8),
+        ],
+        IommuKind::Smmuv3 => &[
+            ("IDR1", s::IDR1, 4),
+            ("CR0", s::CR0, 4),
+            ("STRTAB_BASE", s::STRTAB_BASE, 8),
+            ("STRTAB_BASE_CFG", s::STRTAB_BASE_CFG, 4),
+        ],
+    }
 }
 
 /// Why saving the pages read failed.
@@ -44,11 +97,19 @@ pub struct InspectInput {
 impl InspectInput {
     /// Open the ELF core at `dump` and the monitor text at `regs` for the unit whose MMIO base is `base`.
     pub fn open(dump: &Path, regs: &Path, base: u64) -> Result<Self, InputError> {
+        let mut input = Self::load(dump, regs)?;
+        input.regs = SnapshotMmio::new(input.regs.snapshot().clone(), base);
+        Ok(input)
+    }
+
+    /// Open the ELF core and the register snapshot (monitor text or `iommu_regset`) without choosing a
+    /// unit yet: find them with [`DumpHw::find_units`] and pick one with [`DumpHw::select`].
+    pub fn load(dump: &Path, regs: &Path) -> Result<Self, InputError> {
         let core = ElfCore::open(dump).map_err(|source| InputError::Dump { path: dump.into(), source })?;
         let text =
             std::fs::read_to_string(regs).map_err(|source| InputError::RegsRead { path: regs.into(), source })?;
         let snap = RegSnapshot::parse(&text).map_err(|source| InputError::Regs { path: regs.into(), source })?;
-        Ok(InspectInput { core, regs: SnapshotMmio::new(snap, base) })
+        Ok(InspectInput { core, regs: SnapshotMmio::new(snap, 0) })
     }
 
     pub fn hw(self) -> DumpHw {
@@ -65,39 +126,80 @@ pub struct DumpHw {
 impl DumpHw {
     /// The VT-d registers a decode reads: all must be in the snapshot.
     pub fn require_vtd(&self) -> Result<(), InputError> {
-        self.regs
-            .require(&[
-                ("CAP", off::CAP, 8),
-                ("ECAP", off::ECAP, 8),
-                ("GSTS", off::GSTS, 4),
-                ("RTADDR", off::RTADDR, 8),
-            ])
-            .map_err(InputError::Missing)
+        self.require(IommuKind::Vtd)
     }
 
     /// The AMD-Vi registers a decode reads.
     pub fn require_amdvi(&self) -> Result<(), InputError> {
-        use iommu_spec::amdvi::off as a;
-        self.regs
-            .require(&[
-                ("DEV_TABLE_BASE", a::DEV_TABLE_BASE, 8),
-                ("CONTROL", a::CONTROL, 8),
-                ("EXT_FEATURES", a::EXT_FEATURES, 8),
-            ])
-            .map_err(InputError::Missing)
+        self.require(IommuKind::AmdVi)
     }
 
     /// The SMMUv3 registers a decode reads.
     pub fn require_smmuv3(&self) -> Result<(), InputError> {
-        use iommu_spec::smmuv3::off as s;
-        self.regs
-            .require(&[
-                ("IDR1", s::IDR1, 4),
-                ("CR0", s::CR0, 4),
-                ("STRTAB_BASE", s::STRTAB_BASE, 8),
-                ("STRTAB_BASE_CFG", s::STRTAB_BASE_CFG, 4),
-            ])
-            .map_err(InputError::Missing)
+        self.require(IommuKind::Smmuv3)
+    }
+
+    /// The registers a decode of `kind` reads, at the selected unit.
+    pub fn require(&self, kind: IommuKind) -> Result<(), InputError> {
+        self.regs.require(required_registers(kind)).map_err(InputError::Missing)
+    }
+
+    /// Serve the registers of the unit at `base` from now on (the memory, and what was read of it, stay).
+    pub fn select(&mut self, base: u64) {
+        self.regs = SnapshotMmio::new(self.regs.snapshot().clone(), base);
+    }
+
+    /// The units to decode (see [`UnitQuery`]), each checked to be in the register snapshot. ACPI
+    /// tables in the dump are read through the recording memory, so `--save-fixture` keeps them.
+    pub fn find_units(&self, q: &UnitQuery) -> Result<Vec<Unit>, InputError> {
+        let snap = self.regs.snapshot();
+        let named = snap.units();
+        let (units, origin, table) = if let Some(base) = q.base {
+            let kind = match q.kind {
+                Some(k) => k,
+                None if named.iter().any(|u| u.base == base) => IommuKind::Vtd,
+                None => return Err(InputError::UnknownKind { base }),
+            };
+            (vec![Unit { kind, base, segment: 0, origin: "--base".into() }], "--base".to_string(), kind.table())
+        } else if let Some(path) = &q.acpi {
+            let origin = path.display().to_string();
+            let fw = Firmware::from_bytes(&read_capped(path)?)
+                .map_err(|source| InputError::AcpiFile { path: path.clone(), source })?;
+            (fw.units(), origin, fw.signature())
+        } else if !named.is_empty() && q.kind.is_none_or(|k| k == IommuKind::Vtd) {
+            let units = named
+                .iter()
+                .map(|u| Unit {
+                    kind: IommuKind::Vtd,
+                    base: u.base,
+                    segment: 0,
+                    origin: format!("iommu_regset {}", u.name),
+                })
+                .collect();
+            (units, "the iommu_regset snapshot".to_string(), Sig::DMAR)
+        } else {
+            let origin = "the dump".to_string();
+            let fw = Firmware::find(&self.mem, q.rsdp, q.kind).map_err(|source| InputError::AcpiDump { source })?;
+            (fw.units(), origin, fw.signature())
+        };
+        if let (Some(wanted), Some(u)) = (q.kind, units.first()) {
+            if u.kind != wanted {
+                return Err(InputError::KindMismatch { origin, table, found: u.kind, wanted });
+            }
+        }
+        if units.is_empty() {
+            return Err(InputError::NoUnits { origin, table });
+        }
+        for u in &units {
+            let probe = SnapshotMmio::new(snap.clone(), u.base);
+            probe.require(required_registers(u.kind)).map_err(|source| InputError::UnitNotCaptured {
+                kind: u.kind,
+                base: u.base,
+                origin: u.origin.clone(),
+                source,
+            })?;
+        }
+        Ok(units)
     }
 
     /// The physical ranges the dump holds, as the RAM map.
@@ -115,6 +217,14 @@ impl DumpHw {
         std::io::Write::flush(&mut w).map_err(|e| wrap(e.into()))?;
         Ok(())
     }
+}
+
+/// A raw table file, read up to [`MAX_TABLE_LEN`] bytes (more is not a table: the parse says so).
+fn read_capped(path: &Path) -> Result<Vec<u8>, InputError> {
+    let err = |source| InputError::AcpiRead { path: path.into(), source };
+    let mut buf = Vec::new();
+    File::open(path).and_then(|f| f.take(u64::from(MAX_TABLE_LEN)).read_to_end(&mut buf)).map_err(err)?;
+    Ok(buf)
 }
 
 impl Mmio for DumpHw {

@@ -8,7 +8,10 @@
 //! (memory) or ignored and recorded (registers), never silently applied.
 //!
 //! - [`elf::ElfCore`]: an ELF64 little-endian core, read on demand (a 2 GiB dump is never loaded whole).
-//! - [`regs::RegSnapshot`] / [`regs::SnapshotMmio`]: a register snapshot from monitor text.
+//! - [`regs::RegSnapshot`] / [`regs::SnapshotMmio`]: a register snapshot from monitor text or Linux's
+//!   `iommu_regset` debugfs file.
+//! - [`acpi`]: the DMAR, IVRS and IORT tables that say where the units are, from the dump (RSDP scan)
+//!   or from a raw table file; [`DumpHw::find_units`] uses them when no base is given.
 //! - [`record::RecordingMem`] and [`trim::write_core`]: record which pages some code reads, and write a
 //!   small core holding only those pages, which is how a 2 GiB dump becomes a kilobyte test fixture.
 //!
@@ -16,14 +19,16 @@
 //! typed and name what and where; nothing panics and nothing is allocated by an unchecked count.
 #![forbid(unsafe_code)]
 
+pub mod acpi;
 pub mod elf;
 pub mod hw;
 pub mod record;
 pub mod regs;
 pub mod trim;
 
+pub use acpi::{AcpiError, Firmware, IommuKind, Unit};
 pub use elf::{ElfCore, ElfError, Segment};
-pub use hw::{DumpHw, InputError, InspectInput, SaveError};
+pub use hw::{required_registers, DumpHw, InputError, InspectInput, SaveError, UnitQuery};
 pub use record::RecordingMem;
 pub use regs::{RegSnapshot, RegsError, SnapshotMmio};
 pub use trim::{write_core, write_core_for, Arch, TrimError, TrimSummary};

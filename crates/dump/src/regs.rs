@@ -1,4 +1,5 @@
-//! IOMMU registers captured as text from the QEMU monitor's `xp` command.
+//! IOMMU registers captured as text: from the QEMU monitor's `xp` command, or from Linux's VT-d
+//! `iommu_regset` debugfs file ([`regset`]); [`RegSnapshot::parse`] tells them apart by content.
 //!
 //! A dump holds memory, not MMIO: the registers that say where the root table, device table or stream
 //! table is (RTADDR, DTE base, STRTAB_BASE) are captured separately, by the capture script typing
@@ -23,8 +24,10 @@
 //! status register, and the last read is the state closest to the dump.
 
 mod mmio;
+pub mod regset;
 
 pub use mmio::{MmioWrite, SnapshotMmio, MAX_RECORDED_WRITES};
+pub use regset::RegsetUnit;
 
 use std::collections::BTreeMap;
 
@@ -50,18 +53,37 @@ pub enum LineError {
     BadValue { index: usize, text: String },
     #[error("value {index} would lie beyond the 64-bit address space")]
     AddressOverflow { index: usize },
+    #[error("iommu_regset: Linux printed \"IOMMU: Invalid base address\" and no registers")]
+    InvalidBase,
+    #[error("iommu_regset: register base address {0:?} is not a hex number of at most 16 digits")]
+    BadBase(String),
+    #[error("iommu_regset: a register row before any \"IOMMU: ... Register Base Address\" line")]
+    RowOutsideUnit,
+    #[error("iommu_regset: a register row has {count} fields, not 3 (name, offset, contents)")]
+    RowFields { count: usize },
+    #[error("iommu_regset: {field} {text:?} is not 0x followed by 1 to 16 hex digits")]
+    RowField { field: &'static str, text: String },
+    #[error("iommu_regset: base {base:#x} + offset {off:#x} lies beyond the 64-bit address space")]
+    RowAddressOverflow { base: u64, off: u64 },
 }
 
 /// Captured register bytes by absolute physical address.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RegSnapshot {
     bytes: BTreeMap<u64, u8>,
+    /// The units an `iommu_regset` file named, in order; empty for monitor text.
+    units: Vec<RegsetUnit>,
 }
 
 impl RegSnapshot {
-    /// Parses monitor text (see the module docs for what is accepted, ignored and refused).
+    /// Parses monitor text (see the module docs for what is accepted, ignored and refused), or an
+    /// `iommu_regset` file when the text has an `IOMMU:` line ([`regset`]).
     pub fn parse(text: &str) -> Result<Self, RegsError> {
         let mut snap = Self::default();
+        if regset::detect(text) {
+            regset::parse(text, &mut snap)?;
+            return Ok(snap);
+        }
         for (i, line) in text.lines().enumerate() {
             snap.parse_line(line).map_err(|kind| RegsError::BadLine { line: i + 1, kind })?;
         }
@@ -100,11 +122,23 @@ impl RegSnapshot {
             return Err(LineError::NoValues);
         }
         for (addr, value, width) in words {
-            for (k, b) in value.to_le_bytes()[..width].iter().enumerate() {
-                self.bytes.insert(addr + k as u64, *b);
-            }
+            self.store(addr, value, width);
         }
         Ok(())
+    }
+
+    /// Stores the low `width` bytes of `value` at `addr`, little-endian. The caller has checked that
+    /// `addr + width - 1` does not overflow.
+    fn store(&mut self, addr: u64, value: u64, width: usize) {
+        for (k, b) in value.to_le_bytes()[..width].iter().enumerate() {
+            self.bytes.insert(addr + k as u64, *b);
+        }
+    }
+
+    /// The units an `iommu_regset` file named (Linux's name and register base): the bases a decode
+    /// can use without being told one. Empty for monitor text, which names only addresses.
+    pub fn units(&self) -> &[RegsetUnit] {
+        &self.units
     }
 
     /// Whether all `size` bytes from `addr` were captured.

@@ -1,8 +1,12 @@
 //! Integration tests of iommu-dump, one binary (one link) for all of them.
 
+mod acpi;
+mod acpi_build;
+mod acpi_mem;
 mod builder;
 mod elf_core;
 mod fuzz;
 mod real;
 mod regs;
+mod regset;
 mod trim;

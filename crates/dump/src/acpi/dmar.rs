@@ -1,0 +1,200 @@
+//! The DMA Remapping Reporting table (Intel VT-d spec, chapter 8), read as Linux's `dmar_table_init` /
+//! `dmar_walk_remapping_entries` read it.
+//!
+//! After the header: the host address width (minus one), flags, ten reserved bytes, then remapping
+//! structures, each `Type` (16 bits) and `Length` (16 bits) first. DRHD (a remapping unit: its register
+//! base, segment, and the devices it covers or INCLUDE_PCI_ALL) and RMRR (memory that devices use
+//! behind the OS's back, e.g. USB legacy buffers, which must stay mapped through a hand-over) are
+//! decoded with their device scopes (8.3.1); the others (ATSR, RHSA, ANDD, SATC, ...) are walked past
+//! by their length. A zero or short length is an error, as in Linux ("Invalid 0-length structure").
+
+use super::{AcpiError, Bytes, Problem, SdtHeader, Sig, Skipped, Table};
+
+/// Offset of the first remapping structure.
+const STRUCTURES: usize = 48;
+
+/// DMAR flags (8.1).
+pub const INTR_REMAP: u8 = 1 << 0;
+pub const X2APIC_OPT_OUT: u8 = 1 << 1;
+pub const DMA_CTRL_PLATFORM_OPT_IN: u8 = 1 << 2;
+/// DRHD flag: the unit covers every device of its segment not claimed by another unit (8.3).
+pub const INCLUDE_PCI_ALL: u8 = 1 << 0;
+
+/// Remapping structure types (8.2).
+pub mod kind {
+    pub const DRHD: u16 = 0;
+    pub const RMRR: u16 = 1;
+    pub const ATSR: u16 = 2;
+    pub const RHSA: u16 = 3;
+    pub const ANDD: u16 = 4;
+    pub const SATC: u16 = 5;
+}
+
+/// Device scope types (8.3.1).
+pub mod scope {
+    pub const PCI_ENDPOINT: u8 = 1;
+    pub const PCI_SUB_HIERARCHY: u8 = 2;
+    pub const IOAPIC: u8 = 3;
+    pub const HPET: u8 = 4;
+    pub const ACPI_NAMESPACE: u8 = 5;
+}
+
+/// A parsed DMAR.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Dmar {
+    pub header: SdtHeader,
+    /// The DMA physical address width in bits (the stored value plus one).
+    pub host_address_width: u16,
+    /// [`INTR_REMAP`], [`X2APIC_OPT_OUT`], [`DMA_CTRL_PLATFORM_OPT_IN`].
+    pub flags: u8,
+    pub drhds: Vec<Drhd>,
+    pub rmrrs: Vec<Rmrr>,
+    /// Structures walked past: ATSR, RHSA, ANDD, SATC and types this parser does not know.
+    pub skipped: Vec<Skipped>,
+}
+
+/// A DMA-remapping hardware unit (8.3).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Drhd {
+    /// Offset of the structure in the table, for reports.
+    pub offset: usize,
+    pub flags: u8,
+    /// Register set size as a power of two of 4 KiB pages (VT-d 3.x; 0 in older tables).
+    pub size: u8,
+    pub segment: u16,
+    /// The unit's register base address.
+    pub base: u64,
+    pub scopes: Vec<DeviceScope>,
+}
+
+impl Drhd {
+    pub fn include_pci_all(&self) -> bool {
+        self.flags & INCLUDE_PCI_ALL != 0
+    }
+}
+
+/// A reserved memory region (8.4): devices in `scopes` may DMA to `base..=limit` at any time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rmrr {
+    pub offset: usize,
+    pub segment: u16,
+    pub base: u64,
+    /// The last byte of the region (inclusive, as the table stores it).
+    pub limit: u64,
+    pub scopes: Vec<DeviceScope>,
+}
+
+impl Rmrr {
+    /// Linux's `arch_rmrr_sanity_check`: page-aligned base and end, and a non-empty region.
+    pub fn is_sane(&self) -> bool {
+        self.base & 0xfff == 0 && self.limit & 0xfff == 0xfff && self.base < self.limit
+    }
+}
+
+/// A device scope entry (8.3.1): a device named by its start bus and the path of (device, function)
+/// hops through bridges from there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceScope {
+    pub offset: usize,
+    /// One of [`scope`]'s constants, or an unknown value kept as is.
+    pub kind: u8,
+    pub flags: u8,
+    /// The IOAPIC ID, HPET number or ACPI device number, for those scope types.
+    pub enumeration_id: u8,
+    pub start_bus: u8,
+    /// `(device, function)` per hop.
+    pub path: Vec<(u8, u8)>,
+}
+
+impl DeviceScope {
+    /// The requester ID (bus << 8 | device << 3 | function) when the path is one hop, so the device sits
+    /// on the start bus; a longer path needs the bridges' secondary bus numbers, which a dump lacks.
+    pub fn requester_id(&self) -> Option<u16> {
+        match self.path.as_slice() {
+            [(dev, func)] if *dev < 32 && *func < 8 => {
+                Some(u16::from(self.start_bus) << 8 | u16::from(*dev) << 3 | u16::from(*func))
+            }
+            _ => None,
+        }
+    }
+}
+
+impl Dmar {
+    pub fn parse(table: &Table) -> Result<Dmar, AcpiError> {
+        table.expect(Sig::DMAR)?;
+        let b = table.reader();
+        let haw = b.u8(36, "Host Address Width")?;
+        let flags = b.u8(37, "Flags")?;
+        b.slice(38, STRUCTURES - 38, "Reserved")?;
+        let mut dmar = Dmar {
+            header: table.header.clone(),
+            host_address_width: u16::from(haw) + 1,
+            flags,
+            drhds: Vec::new(),
+            rmrrs: Vec::new(),
+            skipped: Vec::new(),
+        };
+        let mut off = STRUCTURES;
+        // Each step advances by a length of at least 4, inside the table: at most len/4 steps.
+        while off < b.len() {
+            let ty = b.u16(off, "Type")?;
+            let length = usize::from(b.u16(off + 2, "Length")?);
+            match ty {
+                kind::DRHD => {
+                    let end = b.entry_end(off, length, 16, b.len(), "DRHD Length")?;
+                    dmar.drhds.push(Drhd {
+                        offset: off,
+                        flags: b.u8(off + 4, "DRHD Flags")?,
+                        size: b.u8(off + 5, "DRHD Size")?,
+                        segment: b.u16(off + 6, "DRHD Segment Number")?,
+                        base: b.u64(off + 8, "DRHD Register Base Address")?,
+                        scopes: scopes(b, off + 16, end)?,
+                    });
+                    off = end;
+                }
+                kind::RMRR => {
+                    let end = b.entry_end(off, length, 24, b.len(), "RMRR Length")?;
+                    dmar.rmrrs.push(Rmrr {
+                        offset: off,
+                        segment: b.u16(off + 6, "RMRR Segment Number")?,
+                        base: b.u64(off + 8, "RMRR Base Address")?,
+                        limit: b.u64(off + 16, "RMRR Limit Address")?,
+                        scopes: scopes(b, off + 24, end)?,
+                    });
+                    off = end;
+                }
+                _ => {
+                    let end = b.entry_end(off, length, 4, b.len(), "remapping structure Length")?;
+                    dmar.skipped.push(Skipped { kind: ty, offset: off, length });
+                    off = end;
+                }
+            }
+        }
+        Ok(dmar)
+    }
+}
+
+/// The device scope entries from `off` to `end` (8.3.1): `Type`, `Length` (6 plus 2 per path hop),
+/// flags, a reserved byte, the enumeration ID, the start bus, then the path.
+fn scopes(b: Bytes<'_>, mut off: usize, end: usize) -> Result<Vec<DeviceScope>, AcpiError> {
+    let mut out = Vec::new();
+    while off < end {
+        let kind = b.u8(off, "Device Scope Type")?;
+        let length = usize::from(b.u8(off + 1, "Device Scope Length")?);
+        let stop = b.entry_end(off, length, 6, end, "Device Scope Length")?;
+        if length % 2 != 0 {
+            return Err(b.err(off, "Device Scope Length", Problem::BadLength { length, expected: "6 + 2 per hop" }));
+        }
+        let path = b.slice(off + 6, length - 6, "Device Scope Path")?.chunks_exact(2).map(|p| (p[0], p[1])).collect();
+        out.push(DeviceScope {
+            offset: off,
+            kind,
+            flags: b.u8(off + 2, "Device Scope Flags")?,
+            enumeration_id: b.u8(off + 4, "Enumeration ID")?,
+            start_bus: b.u8(off + 5, "Start Bus Number")?,
+            path,
+        });
+        off = stop;
+    }
+    Ok(out)
+}

@@ -1,0 +1,171 @@
+//! From a table to the IOMMU units it describes: which kind, at which MMIO base, for which segment.
+
+use std::fmt;
+
+use iommu_driver::PhysMem;
+
+use super::iort::NodeBody;
+use super::{Acpi, AcpiError, Dmar, Iort, Ivrs, Sig, Table};
+
+/// The three IOMMU families, by the names the CLI's `--iommu` takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum IommuKind {
+    Vtd,
+    AmdVi,
+    Smmuv3,
+}
+
+impl IommuKind {
+    pub const ALL: [IommuKind; 3] = [IommuKind::Vtd, IommuKind::AmdVi, IommuKind::Smmuv3];
+
+    /// `vtd`, `amdvi`, `smmuv3`.
+    pub fn name(self) -> &'static str {
+        match self {
+            IommuKind::Vtd => "vtd",
+            IommuKind::AmdVi => "amdvi",
+            IommuKind::Smmuv3 => "smmuv3",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    /// The ACPI table that describes units of this kind.
+    pub fn table(self) -> Sig {
+        match self {
+            IommuKind::Vtd => Sig::DMAR,
+            IommuKind::AmdVi => Sig::IVRS,
+            IommuKind::Smmuv3 => Sig::IORT,
+        }
+    }
+}
+
+impl fmt::Display for IommuKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One IOMMU unit as firmware describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unit {
+    pub kind: IommuKind,
+    /// The MMIO register base.
+    pub base: u64,
+    pub segment: u32,
+    /// Where it was found, for messages: "DMAR DRHD 0", "IVRS IVHD type 0x11 at 0x64", ...
+    pub origin: String,
+}
+
+/// A parsed DMAR, IVRS or IORT.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Firmware {
+    Dmar(Dmar),
+    Ivrs(Ivrs),
+    Iort(Iort),
+}
+
+impl Firmware {
+    /// Parses a checked table by its signature.
+    pub fn parse(table: &Table) -> Result<Firmware, AcpiError> {
+        match table.signature() {
+            Sig::DMAR => Dmar::parse(table).map(Firmware::Dmar),
+            Sig::IVRS => Ivrs::parse(table).map(Firmware::Ivrs),
+            Sig::IORT => Iort::parse(table).map(Firmware::Iort),
+            table => Err(AcpiError::Unsupported { table }),
+        }
+    }
+
+    /// One raw table, as `/sys/firmware/acpi/tables/DMAR` holds it.
+    pub fn from_bytes(buf: &[u8]) -> Result<Firmware, AcpiError> {
+        Firmware::parse(&Table::parse(buf)?)
+    }
+
+    /// The table for `kind` in a dump, or without a kind the first of DMAR, IVRS, IORT the dump holds.
+    /// `rsdp` is the RSDP's address when known; otherwise the BIOS area is scanned.
+    pub fn find(mem: &impl PhysMem, rsdp: Option<u64>, kind: Option<IommuKind>) -> Result<Firmware, AcpiError> {
+        let acpi = Acpi::load(mem, rsdp)?;
+        let kinds = match kind {
+            Some(k) => vec![k],
+            None => IommuKind::ALL.to_vec(),
+        };
+        let mut absent = None;
+        for k in kinds.iter().copied() {
+            match acpi.find(mem, k.table()) {
+                Ok(t) => return Firmware::parse(&t),
+                // A table that is there but broken is the error to report; absence only if all are absent.
+                Err(AcpiError::NoTable { root, root_addr, present, .. }) => absent = Some((root, root_addr, present)),
+                Err(e) => return Err(e),
+            }
+        }
+        let (root, root_addr, present) = absent.unwrap_or((acpi.root, acpi.root_addr, String::new()));
+        match kind {
+            Some(k) => Err(AcpiError::NoTable { sig: k.table(), root, root_addr, present }),
+            None => Err(AcpiError::NoIommuTable { root, root_addr, present }),
+        }
+    }
+
+    pub fn kind(&self) -> IommuKind {
+        match self {
+            Firmware::Dmar(_) => IommuKind::Vtd,
+            Firmware::Ivrs(_) => IommuKind::AmdVi,
+            Firmware::Iort(_) => IommuKind::Smmuv3,
+        }
+    }
+
+    pub fn signature(&self) -> Sig {
+        self.kind().table()
+    }
+
+    /// The units, in table order.
+    pub fn units(&self) -> Vec<Unit> {
+        match self {
+            Firmware::Dmar(d) => d
+                .drhds
+                .iter()
+                .enumerate()
+                .map(|(i, h)| Unit {
+                    kind: IommuKind::Vtd,
+                    base: h.base,
+                    segment: h.segment.into(),
+                    origin: format!("DMAR DRHD {i} at offset {:#x}", h.offset),
+                })
+                .collect(),
+            Firmware::Ivrs(v) => v
+                .effective_ivhds()
+                .map(|h| Unit {
+                    kind: IommuKind::AmdVi,
+                    base: h.base,
+                    segment: h.segment.into(),
+                    origin: format!("IVRS IVHD type {:#04x} at offset {:#x}", h.kind, h.offset),
+                })
+                .collect(),
+            Firmware::Iort(t) => t
+                .nodes
+                .iter()
+                .filter_map(|n| match &n.body {
+                    NodeBody::Smmuv3(s) => Some(Unit {
+                        kind: IommuKind::Smmuv3,
+                        base: s.base,
+                        // The segment is the root complex's that maps into this SMMU, if any does.
+                        segment: t
+                            .nodes
+                            .iter()
+                            .find_map(|rc| match &rc.body {
+                                NodeBody::RootComplex(r)
+                                    if rc.mappings.iter().any(|m| m.output_ref as usize == n.offset) =>
+                                {
+                                    Some(r.segment)
+                                }
+                                _ => None,
+                            })
+                            .unwrap_or(0),
+                        origin: format!("IORT SMMUv3 node at offset {:#x}", n.offset),
+                    }),
+                    _ => None,
+                })
+                .collect(),
+        }
+    }
+}
