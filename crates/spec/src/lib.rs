@@ -10,15 +10,16 @@
 #![forbid(unsafe_code)]
 
 /// `from_bits` / `into_bits` for an open enum stored in a `bits`-wide bitfield: what `bitfield-struct`
-/// calls to decode and encode a custom field type. Decoding masks to the field, so any raw value is a value.
+/// calls to decode and encode a custom field type. Both mask to the field, so any raw value is a value.
 macro_rules! open_enum_bits {
     ($t:ty, $repr:ty, $bits:expr) => {
         impl $t {
             pub const fn from_bits(v: $repr) -> Self {
                 Self(v & (((1u64 << $bits) - 1) as $repr))
             }
+            /// Masked too, so a value built from an out-of-range constant cannot spill into the next field.
             pub const fn into_bits(self) -> $repr {
-                self.0
+                self.0 & (((1u64 << $bits) - 1) as $repr)
             }
         }
     };

@@ -29,14 +29,7 @@ pub enum CmdOpcode {
     InvalidateIommuAll = 0x8,
 }
 
-impl CmdOpcode {
-    pub const fn from_bits(v: u8) -> Self {
-        Self(v & 0xf)
-    }
-    pub const fn into_bits(self) -> u8 {
-        self.0 & 0xf
-    }
-}
+crate::open_enum_bits!(CmdOpcode, u8, 4);
 
 /// The opcode of a raw command.
 pub const fn cmd_opcode(raw: u128) -> CmdOpcode {

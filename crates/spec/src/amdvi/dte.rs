@@ -30,13 +30,9 @@ pub enum PagingMode {
     Reserved = 7,
 }
 
+crate::open_enum_bits!(PagingMode, u8, 3);
+
 impl PagingMode {
-    pub const fn from_bits(v: u8) -> Self {
-        Self(v & 7)
-    }
-    pub const fn into_bits(self) -> u8 {
-        self.0 & 7
-    }
     /// Page-table levels for modes 1..=6; `None` for no translation and the reserved mode.
     pub const fn levels(self) -> Option<u32> {
         match self.0 {

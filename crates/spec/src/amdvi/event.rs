@@ -35,14 +35,7 @@ pub enum EventCode {
     RmpHardwareError = 0xe,
 }
 
-impl EventCode {
-    pub const fn from_bits(v: u8) -> Self {
-        Self(v & 0xf)
-    }
-    pub const fn into_bits(self) -> u8 {
-        self.0 & 0xf
-    }
-}
+crate::open_enum_bits!(EventCode, u8, 4);
 
 /// The 12 flag bits of dw1 27:16 (Linux `EVENT_FLAGS_MASK`), numbered from bit 0 of the flags field.
 #[bitfield(u16)]

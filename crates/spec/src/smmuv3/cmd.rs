@@ -36,7 +36,7 @@ pub enum Opcode {
     StallTerm = 0x45,
     Sync = 0x46,
 }
-open_enum_bits!(Opcode, 8);
+crate::open_enum_bits!(Opcode, u8, 8);
 
 /// CFGI_STE_RANGE's Range value meaning "every StreamID" (CMD_CFGI_ALL).
 pub const CFGI_ALL_RANGE: u8 = 31;
@@ -148,7 +148,7 @@ pub enum SyncCs {
     /// WFE wake-up event.
     Sev = 2,
 }
-open_enum_bits!(SyncCs, 2);
+crate::open_enum_bits!(SyncCs, u8, 2);
 
 /// CMD_SYNC dw0 (4.7.3; `CMDQ_SYNC_0_*`).
 #[bitfield(u64)]

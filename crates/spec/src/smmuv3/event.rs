@@ -42,7 +42,7 @@ pub enum EventId {
     /// External abort fetching a VMS (`EVT_ID_VMS_FETCH_FAULT`).
     FVmsFetch = 0x25,
 }
-open_enum_bits!(EventId, 8);
+crate::open_enum_bits!(EventId, u8, 8);
 
 impl EventId {
     /// The spec's name (F_TRANSLATION, C_BAD_STE, …), or `None` for an unknown code.
@@ -96,7 +96,7 @@ pub enum EventClass {
     /// Translating the input address itself.
     In = 2,
 }
-open_enum_bits!(EventClass, 2);
+crate::open_enum_bits!(EventClass, u8, 2);
 
 /// Event record dw0 (`EVTQ_0_*`).
 #[bitfield(u64)]

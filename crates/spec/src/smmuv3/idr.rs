@@ -11,7 +11,7 @@ pub enum StLevel {
     /// Linear and 2-level (`IDR0_ST_LVL_2LVL`).
     TwoLevel = 1,
 }
-open_enum_bits!(StLevel, 2);
+crate::open_enum_bits!(StLevel, u8, 2);
 
 /// IDR0.STALL_MODEL.
 #[open_enum::open_enum]
@@ -24,7 +24,7 @@ pub enum StallModel {
     /// Stall forced on faults configured for stall (`IDR0_STALL_MODEL_FORCE`).
     Force = 2,
 }
-open_enum_bits!(StallModel, 2);
+crate::open_enum_bits!(StallModel, u8, 2);
 
 /// IDR0.TTENDIAN: translation-table endianness supported.
 #[open_enum::open_enum]
@@ -35,7 +35,7 @@ pub enum TtEndian {
     Little = 2,
     Big = 3,
 }
-open_enum_bits!(TtEndian, 2);
+crate::open_enum_bits!(TtEndian, u8, 2);
 
 /// IDR0.TTF: translation-table formats supported.
 #[open_enum::open_enum]
@@ -46,7 +46,7 @@ pub enum Ttf {
     AArch64 = 2,
     AArch32And64 = 3,
 }
-open_enum_bits!(Ttf, 2);
+crate::open_enum_bits!(Ttf, u8, 2);
 
 /// IDR0 (6.3.1), read-only.
 #[bitfield(u32)]

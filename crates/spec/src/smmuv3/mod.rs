@@ -6,21 +6,6 @@
 //! `CTXDESC_CD_*`, `CMDQ_*`, `EVTQ_*`). Structures in memory are little-endian 64-bit words ("dwN" = word N); every
 //! type here works on the words as integers, and the caller does the byte order.
 
-/// Conversions an open enum needs to be a `bitfield-struct` field: `from_bits` keeps only the field's width, so
-/// any raw value decodes.
-macro_rules! open_enum_bits {
-    ($ty:ty, $width:expr) => {
-        impl $ty {
-            pub const fn from_bits(v: u8) -> Self {
-                Self(v & ((1u16 << $width) - 1) as u8)
-            }
-            pub const fn into_bits(self) -> u8 {
-                self.0
-            }
-        }
-    };
-}
-
 pub mod cd;
 pub mod cmd;
 pub mod command;

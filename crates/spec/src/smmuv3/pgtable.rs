@@ -23,7 +23,7 @@ pub enum Granule {
     Size64K = 1,
     Size16K = 2,
 }
-open_enum_bits!(Granule, 2);
+crate::open_enum_bits!(Granule, u8, 2);
 
 impl Granule {
     /// log2 of the granule size; `None` for the reserved encoding.

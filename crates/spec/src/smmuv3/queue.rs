@@ -62,7 +62,7 @@ pub enum CmdqError {
     /// ATC invalidation completion failed before a CMD_SYNC.
     AtcInvSync = 3,
 }
-open_enum_bits!(CmdqError, 7);
+crate::open_enum_bits!(CmdqError, u8, 7);
 
 /// A queue producer or consumer index register (PROD/CONS, 6.3.26–6.3.33) for a queue of `2^log2size` entries:
 /// the index in bits `log2size-1:0`, the wrap flag at bit `log2size`, the overflow flag at bit 31 (EVTQ/PRIQ

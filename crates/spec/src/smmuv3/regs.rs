@@ -275,7 +275,7 @@ pub enum StrtabFmt {
     Linear = 0,
     TwoLevel = 1,
 }
-open_enum_bits!(StrtabFmt, 2);
+crate::open_enum_bits!(StrtabFmt, u8, 2);
 
 /// STRTAB_BASE_CFG (6.3.24).
 #[bitfield(u32)]

@@ -19,7 +19,7 @@ pub enum Config {
     /// Stage 1 then stage 2.
     Nested = 0b111,
 }
-open_enum_bits!(Config, 3);
+crate::open_enum_bits!(Config, u8, 3);
 
 impl Config {
     /// Traffic is aborted (no event): any value with bit 2 clear.
@@ -48,7 +48,7 @@ pub enum S1Fmt {
     /// 2-level, 64 KiB (1024-CD) leaf tables (`STRTAB_STE_0_S1FMT_64K_L2`).
     TwoLevel64K = 2,
 }
-open_enum_bits!(S1Fmt, 2);
+crate::open_enum_bits!(S1Fmt, u8, 2);
 
 /// STE.S1DSS: what non-substream traffic does when S1CDMax > 0 (`STRTAB_STE_1_S1DSS_*`).
 #[open_enum::open_enum]
@@ -60,7 +60,7 @@ pub enum S1Dss {
     /// Translate with CD 0.
     Ssid0 = 2,
 }
-open_enum_bits!(S1Dss, 2);
+crate::open_enum_bits!(S1Dss, u8, 2);
 
 /// STE.EATS: ATS translation requests (`STRTAB_STE_1_EATS_*`).
 #[open_enum::open_enum]
@@ -72,7 +72,7 @@ pub enum Eats {
     /// Split-stage: stage 1 by the device, stage 2 checked by the SMMU.
     S1Chk = 2,
 }
-open_enum_bits!(Eats, 2);
+crate::open_enum_bits!(Eats, u8, 2);
 
 /// STE.STRW: the stage-1 translation regime (`STRTAB_STE_1_STRW_*`).
 #[open_enum::open_enum]
@@ -82,7 +82,7 @@ pub enum Strw {
     NsEl1 = 0,
     El2 = 2,
 }
-open_enum_bits!(Strw, 2);
+crate::open_enum_bits!(Strw, u8, 2);
 
 /// STE dw0 (5.2).
 #[bitfield(u64)]
