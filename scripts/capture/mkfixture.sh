@@ -8,14 +8,46 @@
 #   cargo run -q -p iommu-dump --example core_trim -- IN OUT ADDR...
 # Then the checker runs again on the fixture: every oracle entry must still resolve, from the trimmed
 # core alone. Fails if the trimmed core is 1 MiB or more.
+#
+# mkfixture.sh vtd-pt CAPTURE_DIR FIXTURE_DIR
+#   A VT-d pass-through capture (GUEST_ARGS=iommu.passthrough=1 vtd.sh legacy|scalable OUTDIR) has no oracle
+#   (QEMU does not translate pass-through DMA) and nothing for a checker to list pages from: the pages are
+#   the ones `handover inspect --save-fixture` reads (root table, context tables; the ACPI tables are not
+#   read with --base). FIXTURE_DIR gets memory.elf, regs.txt and meta.txt; then vtd_check.py --expect-pt
+#   must still find e1000e (0x0010) and nvme (0x0018) pass-through in the trimmed core.
+#   Env: HANDOVER: a built `handover` binary instead of `cargo run -q -p handover --`.
 # Env: CORE_TRIM: a built core_trim binary to use instead of `cargo run` (e.g. when the work tree does
 # not build); CARGO_TARGET_DIR as usual for cargo.
 set -euo pipefail
 HERE=$(cd "$(dirname "$(readlink -f "$0")")" && pwd)
 KIND=${1:-}; CAP=${2:-}; FIX=${3:-}
 die() { echo "mkfixture.sh: ERROR: $*" >&2; exit 1; }
-case "$KIND" in amdvi|smmuv3) ;; *) echo "usage: $0 amdvi|smmuv3 CAPTURE_DIR FIXTURE_DIR" >&2; exit 2;; esac
-[ -n "$FIX" ] || { echo "usage: $0 amdvi|smmuv3 CAPTURE_DIR FIXTURE_DIR" >&2; exit 2; }
+case "$KIND" in amdvi|smmuv3|vtd-pt) ;; *) echo "usage: $0 amdvi|smmuv3|vtd-pt CAPTURE_DIR FIXTURE_DIR" >&2; exit 2;; esac
+[ -n "$FIX" ] || { echo "usage: $0 amdvi|smmuv3|vtd-pt CAPTURE_DIR FIXTURE_DIR" >&2; exit 2; }
+if [ "$KIND" = vtd-pt ]; then
+  for f in memory.elf regs.txt meta.txt; do [ -s "$CAP/$f" ] || die "missing $CAP/$f"; done
+  grep -q '^passthrough:' "$CAP/meta.txt" || die "$CAP is not a pass-through capture (no passthrough: line in meta.txt)"
+  CAP=$(cd "$CAP" && pwd); mkdir -p "$FIX"; FIX=$(cd "$FIX" && pwd)
+  rm -f "$FIX/memory.elf" "$FIX/oracle.tsv"
+  H=(cargo run -q -p handover --); [ -z "${HANDOVER:-}" ] || H=("$HANDOVER")
+  (cd "$HERE/../.." && timeout 1800 "${H[@]}" inspect --dump "$CAP/memory.elf" --regs "$CAP/regs.txt" --iommu vtd \
+     --base 0xfed90000 --save-fixture "$FIX/memory.elf") | sed 's/^/  /' || die "handover inspect --save-fixture failed"
+  [ -s "$FIX/memory.elf" ] || die "handover inspect wrote no $FIX/memory.elf"
+  cp "$CAP/regs.txt" "$FIX/"
+  SIZE=$(stat -c %s "$FIX/memory.elf")
+  [ "$SIZE" -lt 1048576 ] || die "trimmed core is $SIZE bytes (limit 1 MiB)"
+  python3 "$HERE/vtd_check.py" "$FIX" --expect-pt 0x0010,0x0018 > "$FIX/check.tmp" 2>&1 \
+    || { cat "$FIX/check.tmp" >&2; rm -f "$FIX/check.tmp"; die "the trimmed fixture does not show e1000e and nvme pass-through"; }
+  {
+    cat "$CAP/meta.txt"
+    echo "fixture_memory: trimmed by \`handover inspect --iommu vtd --base 0xfed90000 --save-fixture\` to the pages it read ($SIZE bytes)"
+    echo "fixture_oracle: none. QEMU does not translate the DMA of a device whose context entry is pass-through (TT=2), so its IOTLB holds nothing to compare with; the check is the context entries themselves"
+    echo "fixture_check: $(tail -1 "$FIX/check.tmp")"
+  } > "$FIX/meta.txt"
+  sed 's/^/  fixture: /' "$FIX/check.tmp"; rm -f "$FIX/check.tmp"
+  echo "mkfixture.sh: $FIX: memory.elf $SIZE bytes, pass-through fixture"
+  exit 0
+fi
 for f in memory.elf regs.txt oracle.tsv meta.txt; do [ -s "$CAP/$f" ] || die "missing $CAP/$f"; done
 TMP=$(mktemp -d /tmp/mkfixture.XXXXXX)
 trap 'rm -rf "$TMP"' EXIT

@@ -2,6 +2,9 @@
 """Cross-check a VT-d capture: walk the tables in memory.elf from RTADDR and compare with oracle.tsv.
 
 usage: vtd_check.py OUTDIR      (reads OUTDIR/regs.txt, OUTDIR/memory.elf, OUTDIR/oracle.tsv)
+       vtd_check.py OUTDIR --expect-pt SID[,SID...]
+         (pass-through capture: print each SID's context; exit 0 only if every one is pass-through,
+          legacy TT=2 or scalable PGTT=4; the oracle is not read)
 
 Handles legacy mode (RTADDR.TTM=00: root -> context -> second-level tables) and scalable mode
 (TTM=01: scalable root -> 256-bit context -> PASID directory -> PASID entry (RID_PASID) ->
@@ -130,8 +133,24 @@ class Walker:
         return 'walk fell through'
 
 
+def expect_pt(w, sids):
+    """Print each sid's context; 0 if all are pass-through."""
+    npt = 0
+    for sid in sids:
+        c = w.context(sid)
+        pt = not isinstance(c, str) and c.get('pt', False)
+        npt += pt
+        print('sid %#06x (%02x:%02x.%d): %s -> %s' % (sid, sid >> 8, (sid >> 3) & 31, sid & 7,
+              c if isinstance(c, str) else c['desc'], 'pass-through' if pt else 'NOT pass-through'))
+    print('vtd_check: %d of %d devices have pass-through context entries' % (npt, len(sids)))
+    return 0 if npt == len(sids) else 1
+
+
 def main(argv):
-    if len(argv) != 2:
+    pt_sids = None
+    if len(argv) == 4 and argv[2] == '--expect-pt':
+        pt_sids = [int(x, 16) for x in argv[3].split(',')]
+    elif len(argv) != 2:
         sys.exit(__doc__)
     d = argv[1]
     r = regs(os.path.join(d, 'regs.txt'))
@@ -140,6 +159,8 @@ def main(argv):
     mem = ElfMem(os.path.join(d, 'memory.elf'))
     w = Walker(mem, r[0x20])
     print('RTADDR=%#x (%s mode) GSTS=%#x' % (r[0x20], 'scalable' if w.scalable else 'legacy', r.get(0x1c, 0)))
+    if pt_sids is not None:
+        return expect_pt(w, pt_sids)
     rows = [l.rstrip('\n').split('\t') for l in open(os.path.join(d, 'oracle.tsv'))][1:]
     ok, bad, why = Counter(), Counter(), Counter()
     examples = []

@@ -13,7 +13,7 @@ use clap::Args as ClapArgs;
 use iommu_driver::audit::{audit_amdvi, audit_smmuv3, audit_vtd, Audit, Verdict};
 use iommu_driver::walk::WalkLimits;
 use iommu_driver::BootEnv;
-use iommu_dump::{InspectInput, IommuKind, Unit};
+use iommu_dump::{devmem, DumpHw, ElfCore, InspectInput, IommuKind, RecordingMem, SnapshotMmio, Unit};
 use serde_json::{json, Value};
 
 use crate::inspect::{parse_range, UnitArgs};
@@ -23,8 +23,13 @@ pub struct Args {
     #[arg(long)]
     pub dump: std::path::PathBuf,
     /// Register snapshot: QEMU monitor `xp` output, or Linux's VT-d `iommu_regset` debugfs file.
-    #[arg(long)]
-    pub regs: std::path::PathBuf,
+    #[arg(long, required_unless_present = "regs_devmem")]
+    pub regs: Option<std::path::PathBuf>,
+    /// Read the registers live from physical memory instead (default /dev/mem; inside a crash kernel
+    /// booted with the IOMMU driver off), at the units --base/--iommu, --acpi or the dump's ACPI name.
+    /// The values read are echoed to stderr as monitor `xp` lines (usable later as --regs).
+    #[arg(long, value_name = "DEVMEM", num_args = 0..=1, default_missing_value = "/dev/mem", conflicts_with = "regs")]
+    pub regs_devmem: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub unit: UnitArgs,
     /// The crash kernel's region, START-END.
@@ -41,8 +46,17 @@ pub struct Args {
 }
 
 pub fn run(a: &Args) -> Result<ExitCode, String> {
-    let input = InspectInput::load(&a.dump, &a.regs).map_err(|e| e.to_string())?;
-    let mut hw = input.hw();
+    let mut hw = match (&a.regs, &a.regs_devmem) {
+        (Some(regs), _) => InspectInput::load(&a.dump, regs).map_err(|e| e.to_string())?.hw(),
+        (None, Some(devmem)) => {
+            let core = ElfCore::open(&a.dump).map_err(|e| format!("{}: {e}", a.dump.display()))?;
+            let units = devmem::units(&a.unit.query(), &core).map_err(|e| e.to_string())?;
+            let (snap, text) = devmem::snapshot(devmem, &units).map_err(|e| e.to_string())?;
+            eprint!("{text}");
+            DumpHw { regs: SnapshotMmio::new(snap, 0), mem: RecordingMem::new(core) }
+        }
+        (None, None) => return Err("give --regs FILE or --regs-devmem".into()),
+    };
     let units = hw.find_units(&a.unit.query()).map_err(|e| e.to_string())?;
     let ram = if a.ram.is_empty() { hw.ram_ranges() } else { a.ram.clone() };
     let env =

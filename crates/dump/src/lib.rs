@@ -20,6 +20,7 @@
 #![forbid(unsafe_code)]
 
 pub mod acpi;
+pub mod devmem;
 pub mod elf;
 pub mod hw;
 pub mod record;

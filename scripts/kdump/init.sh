@@ -1,0 +1,117 @@
+#!/bin/busybox sh
+# /init of both initramfs images audit.sh builds (busybox-static only). The word ho.mode= on the kernel
+# command line picks the stage:
+#
+# ho.mode=crash  (the machine that will crash; its initrd holds kexec, the kdump kernel and its initrd)
+#   load nvme and e1000e, let them do DMA through the IOMMU, note the crash kernel's regions and the RAM
+#   map from /proc/iomem, load the kdump kernel with `kexec -p` (passing those on its command line as
+#   ho.crash= and ho.ram=), print HO-LOADED, keep the NIC busy for HO_DELAY s (/boot/ho.delay) and panic
+#   (sysrq-c). The host pauses the VM at HO-LOADED to read the registers through the monitor (cross-check).
+# ho.mode=kdump  (the kdump kernel, IOMMU driver off; its initrd holds the static `handover`)
+#   run `handover audit --dump /proc/vmcore --regs-devmem --acpi /sys/firmware/acpi/tables/DMAR|IVRS` once
+#   per crash-kernel region, JSON and human, and print the results as HO-F lines for the host, then
+#   power off. Everything goes through /dev/kmsg: the kernel's console writes are polled, while the
+#   serial driver's interrupts may be lost when the crashed kernel left interrupt remapping on.
+# Markers: HO: progress; HO-FAIL: why (the host stops); HO-LOADED; HO-F NAME: LINE (a line of an output
+# file); HO-KDUMP-DONE rc=N.
+/bin/busybox mkdir -p /proc /sys /dev /tmp
+/bin/busybox --install -s /bin
+export PATH=/bin:/sbin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+mount -t tmpfs tmpfs /tmp
+up() { cut -d' ' -f1 /proc/uptime; }
+arg() { for w in $(cat /proc/cmdline); do case "$w" in "$1"=*) echo "${w#*=}"; return;; esac; done; }
+MODE=$(arg ho.mode)
+[ "$MODE" = kdump ] && exec >/dev/kmsg 2>&1
+say() { echo "HO: $*"; }
+fail() { echo "HO-FAIL: $*"; sleep 2; poweroff -f; while true; do sleep 3600; done; }
+pfx() { while IFS= read -r l; do echo "$1$l"; done; }
+
+say "init mode=$MODE kernel=$(uname -r) uptime=$(up)"
+say "cmdline $(cat /proc/cmdline)"
+
+crash_mode() {
+  for m in $(cat /lib/modules/load.order); do insmod /lib/modules/$m 2>&1 | pfx "HO: insmod $m: "; done
+  i=0
+  while [ $i -lt 60 ]; do [ -b /dev/nvme0n1 ] && [ -e /sys/class/net/eth0 ] && break; sleep 0.5; i=$((i+1)); done
+  [ -b /dev/nvme0n1 ] || fail "no /dev/nvme0n1 after 30 s"
+  [ -e /sys/class/net/eth0 ] || fail "no eth0 after 30 s"
+  for d in /sys/kernel/iommu_groups/*/devices/*; do
+    [ -e "$d" ] || continue
+    g=${d#/sys/kernel/iommu_groups/}; g=${g%%/*}
+    echo "HO-GROUP: group=$g type=$(cat /sys/kernel/iommu_groups/$g/type) dev=$(basename $d) drv=$(basename "$(readlink $d/driver)" 2>/dev/null)"
+  done
+  ip link set eth0 up || fail "ip link set eth0 up"
+  ip addr add 10.0.2.15/24 dev eth0
+  i=0
+  while [ $i -lt 20 ] && ! grep -q 1 /sys/class/net/eth0/carrier 2>/dev/null; do sleep 0.5; i=$((i+1)); done
+  ping -c 3 -W 2 10.0.2.2 2>&1 | tail -1 | pfx "HO: ping: "
+  dd if=/dev/nvme0n1 of=/dev/null bs=4k count=1000 iflag=direct 2>/dev/null && say "nvme: 1000 direct 4 KiB reads"
+  dd if=/dev/nvme0n1 of=/dev/null bs=64k count=256 2>/dev/null && say "nvme: buffered 16 MiB read"
+
+  # the crash kernel's regions and the RAM map, /proc/iomem's inclusive ends made exclusive
+  excl() { while IFS=- read -r a b; do printf '0x%x-0x%x\n' $((0x$a)) $((0x$b + 1)); done; }
+  CRASH=$(grep ': Crash kernel$' /proc/iomem | sed 's/^ *//; s/ : .*//' | excl | tr '\n' , | sed 's/,$//')
+  RAM=$(grep -E '^[0-9a-f]+-[0-9a-f]+ : System RAM$' /proc/iomem | sed 's/ : .*//' | excl | tr '\n' , | sed 's/,$//')
+  [ -n "$CRASH" ] || fail "no 'Crash kernel' region in /proc/iomem (crashkernel= missing or too large?)"
+  say "crash kernel regions $CRASH; RAM $RAM"
+  KAPP="$(cat /boot/kdump.cmdline) ho.mode=kdump ho.crash=$CRASH ho.ram=$RAM"
+  t0=$(up)
+  kexec -p /boot/vmlinuz --initrd=/boot/initrd-kdump.cpio --append="$KAPP" 2>&1 | pfx "HO: kexec: "
+  [ "$(cat /sys/kernel/kexec_crash_loaded)" = 1 ] || fail "kexec -p did not load the kdump kernel"
+  say "kdump kernel loaded (uptime $t0 -> $(up)); append: $KAPP"
+  echo "HO-LOADED"
+  # DMA goes on until the panic: ping and read in the background
+  (while true; do ping -c 1 -W 1 10.0.2.2 >/dev/null 2>&1; done) &
+  (while true; do dd if=/dev/nvme0n1 of=/dev/null bs=4k count=64 iflag=direct 2>/dev/null; sleep 0.2; done) &
+  sleep "$(cat /boot/ho.delay 2>/dev/null || echo 3)"
+  say "panic via sysrq-c at uptime=$(up)"
+  echo 1 > /proc/sys/kernel/sysrq
+  echo c > /proc/sysrq-trigger
+  fail "still alive after sysrq-c"
+}
+
+# emit NAME FILE: the file's lines as HO-F lines
+emit() { while IFS= read -r l || [ -n "$l" ]; do echo "HO-F $1: $l"; done < "$2"; }
+
+kdump_mode() {
+  KIND=$(arg ho.kind); CRASH=$(arg ho.crash); RAM=$(arg ho.ram)
+  case "$KIND" in vtd) TABLE=DMAR;; amdvi) TABLE=IVRS;; *) fail "ho.kind=$KIND: expected vtd or amdvi";; esac
+  [ -r /proc/vmcore ] || fail "no /proc/vmcore"
+  [ -r /sys/firmware/acpi/tables/$TABLE ] || fail "no /sys/firmware/acpi/tables/$TABLE"
+  [ -n "$CRASH" ] || fail "no ho.crash= on the command line"
+  say "vmcore $(stat -c %s /proc/vmcore) bytes; $TABLE $(stat -c %s /sys/firmware/acpi/tables/$TABLE) bytes; crash regions $CRASH"
+  RAMARGS=""
+  for r in $(echo "$RAM" | tr , ' '); do RAMARGS="$RAMARGS --ram $r"; done
+  n=0; worst=0
+  for ck in $(echo "$CRASH" | tr , ' '); do
+    t0=$(up)
+    # the registers first: --regs-devmem reads them before anything else, and echoes them to stderr
+    /bin/handover audit --dump /proc/vmcore --regs-devmem --acpi /sys/firmware/acpi/tables/$TABLE --iommu $KIND \
+      --crashkernel "$ck" $RAMARGS --json > /tmp/audit.json 2> /tmp/regs-devmem.txt
+    rc=$?
+    /bin/handover audit --dump /proc/vmcore --regs-devmem --acpi /sys/firmware/acpi/tables/$TABLE --iommu $KIND \
+      --crashkernel "$ck" $RAMARGS > /tmp/audit.txt 2> /tmp/regs-devmem-2.txt
+    rc2=$?
+    say "audit crashkernel=$ck: exit $rc (json) $rc2 (human), uptime $t0 -> $(up)"
+    cmp -s /tmp/regs-devmem.txt /tmp/regs-devmem-2.txt || say "registers changed between the two runs"
+    echo "handover audit --dump /proc/vmcore --regs-devmem --acpi /sys/firmware/acpi/tables/$TABLE --iommu $KIND --crashkernel $ck$RAMARGS [--json]; exit $rc" > /tmp/cmd.txt
+    emit "audit-$n.cmd" /tmp/cmd.txt
+    emit "regs-devmem-$n.txt" /tmp/regs-devmem.txt
+    emit "audit-$n.json" /tmp/audit.json
+    emit "audit-$n.txt" /tmp/audit.txt
+    [ $rc -gt $worst ] && worst=$rc
+    n=$((n+1))
+  done
+  echo "HO-KDUMP-DONE rc=$worst"
+  sleep 1
+  poweroff -f
+}
+
+case "$MODE" in
+  crash) crash_mode;;
+  kdump) kdump_mode;;
+  *) fail "ho.mode=$MODE: expected crash or kdump";;
+esac
