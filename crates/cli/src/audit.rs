@@ -76,6 +76,7 @@ pub fn run(a: &Args) -> Result<ExitCode, String> {
     }
     // One audit over every unit's devices: the verdict and the picture cover the machine.
     let all = Audit {
+        bypass: audits.iter().any(|(_, x)| x.bypass),
         devices: audits.iter().flat_map(|(_, x)| x.devices.iter().cloned()).collect(),
         notes: audits.iter().flat_map(|(_, x)| x.notes.iter().cloned()).collect(),
     };
@@ -134,6 +135,7 @@ fn unit_json(a: &Args, unit: &Unit, audit: &Audit) -> Value {
         "base": unit.base,
         "origin": unit.origin,
         "verdict": verdict_word(audit),
+        "translation_off": audit.bypass,
         "crashkernel": {"start": a.crashkernel.start, "end": a.crashkernel.end},
         "devices": devices,
         "notes": audit.notes,

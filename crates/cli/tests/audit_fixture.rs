@@ -128,3 +128,23 @@ fn corrupted_fixtures_give_flags_or_clear_errors() {
     }
     let _ = std::fs::remove_dir_all(&tmp);
 }
+
+#[test]
+fn a_unit_with_translation_off_is_unsafe_whatever_its_tables_say() {
+    // The vtd-legacy capture with GSTS read as the unit reports it with TE cleared (0x47000000: QIES, IRES,
+    // IRTPS still set): every device's DMA bypasses translation.
+    let d = dir("vtd-legacy");
+    let tmp = std::env::temp_dir().join(format!("handover-te-off-{}.txt", std::process::id()));
+    let regs = std::fs::read_to_string(d.join("regs.txt")).unwrap();
+    let regs: String = regs
+        .lines()
+        .map(|l| if l.starts_with("00000000fed9001c") { "00000000fed9001c: 0x47000000" } else { l })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&tmp, regs).unwrap();
+    let (out, v) = audit(&d.join("memory.elf"), &tmp, "vtd", "0xfed90000", "0-0x80000000", "0x30000000-0x30100000");
+    let _ = std::fs::remove_file(&tmp);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(v["verdict"], "unsafe");
+    assert_eq!(v["translation_off"], true);
+}

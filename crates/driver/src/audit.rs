@@ -81,6 +81,9 @@ pub enum Verdict {
 
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct Audit {
+    /// The unit passes DMA through untranslated (translation off, or an SMMUv3 disabled with GBPA bypass):
+    /// whatever its tables say, every device reaches all of memory.
+    pub bypass: bool,
     pub devices: Vec<DeviceAudit>,
     /// Problems not tied to one device (a bus's context table, a run of the device table).
     pub notes: Vec<String>,
@@ -88,8 +91,11 @@ pub struct Audit {
 
 impl Audit {
     pub fn verdict(&self) -> Verdict {
-        let threat =
-            self.devices.iter().any(|d| d.flags.contains(&Flag::PassThrough) || d.flags.contains(&Flag::CrashKernel));
+        let threat = self.bypass
+            || self
+                .devices
+                .iter()
+                .any(|d| d.flags.contains(&Flag::PassThrough) || d.flags.contains(&Flag::CrashKernel));
         if threat {
             Verdict::Unsafe
         } else {
@@ -233,6 +239,10 @@ pub fn audit_vtd(
     }
     let mut a = audit_devices(hw, env, found, limits);
     a.notes = notes;
+    a.bypass = !scan.gsts.tes();
+    if a.bypass {
+        a.notes.push("GSTS.TES is clear: translation is off, every device reaches all of memory".to_string());
+    }
     Ok(a)
 }
 
@@ -270,6 +280,10 @@ pub fn audit_amdvi(
     }
     let mut a = audit_devices(hw, env, found, limits);
     a.notes = notes;
+    a.bypass = !scan.control.iommu_en();
+    if a.bypass {
+        a.notes.push("CONTROL.IOMMU_EN is clear: translation is off, every device reaches all of memory".to_string());
+    }
     Ok(a)
 }
 
@@ -316,5 +330,10 @@ pub fn audit_smmuv3(
     }
     let mut a = audit_devices(hw, env, found, limits);
     a.notes = notes;
+    let gbpa = iommu_spec::smmuv3::Gbpa::from_bits(hw.read32(iommu_spec::smmuv3::off::GBPA));
+    a.bypass = !scan.cr0.smmuen() && !gbpa.abort();
+    if a.bypass {
+        a.notes.push("SMMUEN is clear and GBPA bypasses: every device reaches all of memory".to_string());
+    }
     Ok(a)
 }
