@@ -9,6 +9,39 @@
 #![no_std]
 #![forbid(unsafe_code)]
 
+/// A PCI requester ID (`bus << 8 | devfn`): VT-d's source ID, AMD-Vi's DeviceID (re-exported under those
+/// names), the PCI side of an SMMUv3 StreamID mapping.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Rid(pub u16);
+
+impl Rid {
+    pub const fn new(bus: u8, dev: u8, func: u8) -> Self {
+        Rid(((bus as u16) << 8) | (((dev & 0x1f) as u16) << 3) | (func & 7) as u16)
+    }
+    pub const fn bus(self) -> u8 {
+        (self.0 >> 8) as u8
+    }
+    pub const fn devfn(self) -> u8 {
+        self.0 as u8
+    }
+    pub const fn dev(self) -> u8 {
+        (self.0 >> 3) as u8 & 0x1f
+    }
+    pub const fn func(self) -> u8 {
+        self.0 as u8 & 7
+    }
+    /// Byte offset of this device's entry in an AMD-Vi device table.
+    pub const fn dte_offset(self) -> u64 {
+        self.0 as u64 * amdvi::DTE_SIZE
+    }
+}
+
+impl core::fmt::Display for Rid {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{:02x}:{:02x}.{}", self.bus(), self.dev(), self.func())
+    }
+}
+
 /// `from_bits` / `into_bits` for an open enum stored in a `bits`-wide bitfield: what `bitfield-struct`
 /// calls to decode and encode a custom field type. Both mask to the field, so any raw value is a value.
 macro_rules! open_enum_bits {

@@ -24,37 +24,8 @@ pub use event::*;
 pub use pte::*;
 pub use regs::*;
 
-/// A PCI requester ID (`bus << 8 | devfn`): what AMD-Vi calls the DeviceID, the index into the device table.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct DeviceId(pub u16);
-
-impl DeviceId {
-    pub const fn new(bus: u8, dev: u8, func: u8) -> Self {
-        DeviceId(((bus as u16) << 8) | (((dev & 0x1f) as u16) << 3) | (func & 7) as u16)
-    }
-    pub const fn bus(self) -> u8 {
-        (self.0 >> 8) as u8
-    }
-    pub const fn devfn(self) -> u8 {
-        self.0 as u8
-    }
-    pub const fn dev(self) -> u8 {
-        (self.0 >> 3) as u8 & 0x1f
-    }
-    pub const fn func(self) -> u8 {
-        self.0 as u8 & 7
-    }
-    /// Byte offset of this device's entry in the device table.
-    pub const fn dte_offset(self) -> u64 {
-        self.0 as u64 * dte::DTE_SIZE
-    }
-}
-
-impl core::fmt::Display for DeviceId {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "{:02x}:{:02x}.{}", self.bus(), self.dev(), self.func())
-    }
-}
+/// A PCI requester ID, under the name the AMD-Vi spec uses.
+pub use crate::Rid as DeviceId;
 
 /// A 16-byte entry (command or event) as the two little-endian quadwords it is stored as.
 pub const fn to_qwords(v: u128) -> [u64; 2] {

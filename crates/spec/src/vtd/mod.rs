@@ -20,33 +20,8 @@ pub use pte::*;
 pub use regs::*;
 pub use root::*;
 
-/// A PCI requester ID (`bus << 8 | devfn`), what VT-d calls the source ID.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct SourceId(pub u16);
-
-impl SourceId {
-    pub const fn new(bus: u8, dev: u8, func: u8) -> Self {
-        SourceId(((bus as u16) << 8) | (((dev & 0x1f) as u16) << 3) | (func & 7) as u16)
-    }
-    pub const fn bus(self) -> u8 {
-        (self.0 >> 8) as u8
-    }
-    pub const fn devfn(self) -> u8 {
-        self.0 as u8
-    }
-    pub const fn dev(self) -> u8 {
-        (self.0 >> 3) as u8 & 0x1f
-    }
-    pub const fn func(self) -> u8 {
-        self.0 as u8 & 7
-    }
-}
-
-impl core::fmt::Display for SourceId {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "{:02x}:{:02x}.{}", self.bus(), self.dev(), self.func())
-    }
-}
+/// A PCI requester ID, under the name the VT-d spec uses.
+pub use crate::Rid as SourceId;
 
 #[cfg(test)]
 mod tests {
