@@ -21,7 +21,7 @@ use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use iommu_driver::PhysMem;
+use iommu_platform::PhysMem;
 
 use crate::acpi::rsdp::MAX_TABLE_LEN;
 use crate::acpi::{AcpiError, Firmware, IommuKind, Unit};

@@ -14,7 +14,7 @@ use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use iommu_driver::{MemError, MemErrorKind, PhysMem};
+use iommu_platform::{MemError, MemErrorKind, PhysMem};
 use object::elf;
 use object::read::elf::{FileHeader as _, ProgramHeader as _};
 use object::read::{ReadCache, ReadRef};
@@ -192,7 +192,7 @@ impl ElfCore {
     }
 
     /// The captured physical ranges, adjacent segments merged: usable as the RAM map
-    /// ([`iommu_driver::BootEnv::ram`]) when the dump is all we know about the machine. QEMU dumps
+    /// ([`iommu_platform::BootEnv::ram`]) when the dump is all we know about the machine. QEMU dumps
     /// every RAM block, so this also holds video RAM and the firmware flash (q35: `0xfd000000`,
     /// `0xfffc0000`); prefer the machine's own memory map (e820, ACPI) when there is one.
     pub fn ram_ranges(&self) -> Vec<Range<u64>> {

@@ -6,7 +6,7 @@ use std::io::{BufWriter, Read};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use iommu_driver::{MemError, Mmio, PhysMem};
+use iommu_platform::{MemError, Mmio, PhysMem};
 use iommu_spec::vtd::off;
 
 use crate::acpi::rsdp::MAX_TABLE_LEN;

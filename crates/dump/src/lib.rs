@@ -3,7 +3,7 @@
 //! A crashed machine leaves two things worth reading: its memory, as an ELF core (QEMU
 //! `dump-guest-memory`, the crash kernel's `/proc/vmcore`), and its IOMMU registers, as the QEMU
 //! monitor prints them (`xp`). This crate turns both into the driver's platform traits
-//! ([`iommu_driver::PhysMem`], [`iommu_driver::Mmio`]) so the same adoption, validation and audit code
+//! ([`iommu_platform::PhysMem`], [`iommu_platform::Mmio`]) so the same adoption, validation and audit code
 //! that runs in the simulator runs on a real dump. Everything here is read-only: a write is refused
 //! (memory) or ignored and recorded (registers), never silently applied.
 //!

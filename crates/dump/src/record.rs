@@ -3,7 +3,7 @@
 use std::cell::RefCell;
 use std::collections::BTreeSet;
 
-use iommu_driver::{MemError, PhysMem};
+use iommu_platform::{MemError, PhysMem};
 
 use crate::PAGE_SIZE;
 

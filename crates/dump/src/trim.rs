@@ -9,7 +9,7 @@
 use std::collections::BTreeSet;
 use std::io::{self, Write};
 
-use iommu_driver::{MemError, MemErrorKind, PhysMem};
+use iommu_platform::{MemError, MemErrorKind, PhysMem};
 use object::elf;
 use object::write::elf::{FileHeader, ProgramHeader, Writer};
 use object::write::StreamingBuffer;

@@ -2,7 +2,7 @@
 //! `(requester ID, IOVA, access)`, gets a physical address or a fault, and only then touches memory.
 //! There is no other way for a simulated device to reach memory.
 
-use iommu_driver::PhysMem;
+use iommu_platform::PhysMem;
 
 use crate::mem::PhysMemory;
 

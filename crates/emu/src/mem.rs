@@ -8,7 +8,7 @@
 use std::ops::Range;
 use std::sync::Arc;
 
-use iommu_driver::{MemError, MemErrorKind, PhysMem};
+use iommu_platform::{MemError, MemErrorKind, PhysMem};
 
 use crate::hash::FastMap;
 

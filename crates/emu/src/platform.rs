@@ -5,7 +5,7 @@
 //! then: a VT-d invalidation queue runs against memory during the driver's `write64(IQT, ..)`, exactly
 //! when hardware would start fetching.
 
-use iommu_driver::{FrameAlloc, MemError, Mmio, PhysMem};
+use iommu_platform::{FrameAlloc, MemError, Mmio, PhysMem};
 
 use crate::frames::FrameRegion;
 use crate::mem::PhysMemory;

@@ -16,7 +16,7 @@ pub mod units;
 
 use std::fmt;
 
-use iommu_driver::MemError;
+use iommu_platform::MemError;
 
 pub use dmar::Dmar;
 pub use iort::Iort;

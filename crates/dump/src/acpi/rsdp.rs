@@ -9,7 +9,7 @@
 
 use std::ops::Range;
 
-use iommu_driver::PhysMem;
+use iommu_platform::PhysMem;
 
 use super::{checksum, AcpiError, Bytes, RsdpProblem, Sig, Table, HEADER_LEN};
 

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use iommu_driver::PhysMem;
+use iommu_platform::PhysMem;
 
 use super::iort::NodeBody;
 use super::{Acpi, AcpiError, Dmar, Iort, Ivrs, Sig, Table};

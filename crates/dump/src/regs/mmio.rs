@@ -1,6 +1,6 @@
 //! A register snapshot as the driver's [`Mmio`] for one IOMMU unit, read-only.
 
-use iommu_driver::Mmio;
+use iommu_platform::Mmio;
 
 use super::{RegSnapshot, RegsError};
 

@@ -14,7 +14,7 @@
 //! treats such a command as illegal (ILLEGAL_COMMAND_ERROR, processor stopped, nothing stored), so a crash kernel
 //! that waits on a fresh semaphore page times out as the seeds describe, and the event log says why.
 
-use iommu_driver::PhysMem;
+use iommu_platform::PhysMem;
 use iommu_spec::amdvi::{
     cmd_opcode, cmd_reserved_bits, in_completion_store, CmdOpcode, CompletionWait, Event, EventFlags, InvalidateDevice,
     InvalidateIommuPages, RingPtr, CMD_SIZE,

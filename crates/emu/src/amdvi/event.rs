@@ -7,7 +7,7 @@
 //! Status.EventLogInt is set for every event written, and for an overflow; the interrupt itself is sent (counted)
 //! only with Control.EventIntEn, as QEMU sets the status bit and lets the MSI enable decide.
 
-use iommu_driver::PhysMem;
+use iommu_platform::PhysMem;
 use iommu_spec::amdvi::{Event, RingPtr, EVENT_SIZE};
 
 use super::regs::Reg;

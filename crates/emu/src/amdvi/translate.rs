@@ -31,7 +31,7 @@
 //! never are. Requests inside the exclusion range (ExEn, and Allow or DTE.EX) of a translating device pass
 //! untranslated, unless SNP enforcement re-purposes the registers as the Completion Store window.
 
-use iommu_driver::PhysMem;
+use iommu_platform::PhysMem;
 use iommu_spec::amdvi::{
     level_index, level_shift, mode_max_iova, skipped_iova_bits, DeviceId, Dte, Event, EventFlags, IoPte,
     NEXT_LEVEL_LEAF, NEXT_LEVEL_SIZED,

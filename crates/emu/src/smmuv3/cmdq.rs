@@ -11,7 +11,7 @@
 //! until software acknowledges CMDQ_ERR through GERRORN; consumption then restarts at CONS, re-reading the
 //! command there (Linux `arm_smmu_cmdq_skip_err` overwrites it with a CMD_SYNC first).
 
-use iommu_driver::PhysMem;
+use iommu_platform::PhysMem;
 use iommu_spec::smmuv3::{
     cfgi_range_span, opcode, CmdqError, Command, Gerror, Opcode, QueueBase, QueuePtr, StreamDw0, SyncCmd, SyncCs,
     TlbiScope, CMDQ_ENT_SIZE,

@@ -11,7 +11,7 @@
 //! Interrupts are counted; with IDR0.MSI and a non-zero IRQ_CFG0 address the MSI data is written there, and an
 //! MSI write that fails raises the matching MSI_*_ABT_ERR.
 
-use iommu_driver::PhysMem;
+use iommu_platform::PhysMem;
 use iommu_spec::smmuv3::{Event, EventClass, EventId, EvtDw1, Gerror, MsiCfg0, QueueBase, QueuePtr, EVTQ_ENT_SIZE};
 
 use super::Smmuv3Model;

@@ -7,7 +7,7 @@
 //! 4 KiB, a stage IDR0 does not advertise) makes the structure ILLEGAL (C_BAD_STE / C_BAD_CD) rather than
 //! silently ignored.
 
-use iommu_driver::PhysMem;
+use iommu_platform::PhysMem;
 use iommu_spec::smmuv3::{
     ia_bits, l1_index, l2_index, linear_ste_offset, pa_bits, s1_start_level, s2_concat_tables, s2_start_level, Cd,
     CdL1Desc, EventClass, EventId, Granule, L1Desc, S1Dss, S1Fmt, Ste, StrtabBase, StrtabBaseCfg, StrtabFmt, Strw,

@@ -12,7 +12,7 @@
 //! stage-2 fault there has CLASS = TT or CD), and the stage-1 output IPA is translated last (CLASS = IN). A stage-1
 //! permission fault is found before the output goes through stage 2. Only the combined translation is cached.
 
-use iommu_driver::PhysMem;
+use iommu_platform::PhysMem;
 use iommu_spec::mask64;
 use iommu_spec::smmuv3::{
     desc_kind, level_index, level_shift, DescKind, EventClass, EventId, Perm, S1Pte, S2Pte, TableDesc,

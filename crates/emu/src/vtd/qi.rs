@@ -7,7 +7,7 @@
 //! with FSTS.IQE: IQH keeps pointing at it and nothing more is fetched until software clears IQE and
 //! writes IQT again (spec 6.5.2.10; Linux `qi_check_fault`).
 
-use iommu_driver::PhysMem;
+use iommu_platform::PhysMem;
 use iommu_spec::vtd::{
     desc_type, granularity, iqei, off, Ccmd, ContextCacheInv, DescType, DevTlbInv, Fsts, IecInv, IotlbInv, IotlbReg,
     IqPtr, Iva, PasidCacheInv, PasidIotlbInv, WaitInv,

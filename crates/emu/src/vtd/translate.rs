@@ -10,7 +10,7 @@
 //! from the context entry on, FPD in the context entry (even one not present: spec 9.3), the PASID
 //! directory entry or the PASID entry suppresses the record (QEMU `vtd_do_iommu_translate`).
 
-use iommu_driver::PhysMem;
+use iommu_platform::PhysMem;
 use iommu_spec::mask64;
 use iommu_spec::vtd::{
     agaw_levels, from_qwords, level_index, level_size, levels_width, pasid_dir_index, pasid_table_index, ContextEntry,

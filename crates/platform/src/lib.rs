@@ -1,5 +1,14 @@
-//! The seams between the driver and whatever runs it: register access for one IOMMU unit, physical
-//! memory, a page allocator for the driver's own structures, and the boot environment.
+//! The seams between an IOMMU driver and whatever runs it: register access for one IOMMU unit
+//! ([`Mmio`]), physical memory ([`PhysMem`]), a page allocator for the driver's own structures
+//! ([`FrameAlloc`]) and the boot environment ([`BootEnv`]).
+//!
+//! The hardware models (`iommu-emu`), the dump reader (`iommu-dump`) and the Linux userspace platform
+//! implement these; the driver (`iommu-driver`) is written only against them. No crate here depends on the
+//! driver to get them.
+#![no_std]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
 
 use alloc::vec::Vec;
 use core::fmt;
@@ -99,6 +108,39 @@ pub fn alloc_contiguous(hw: &mut impl FrameAlloc, pages: u64, count: &mut u64) -
     Some(first)
 }
 
+/// A [`FrameAlloc`] that counts what passes through it: frames taken, frames given back, and the most
+/// held at once. Wrap a platform's allocator in it to measure what a boot allocated.
+#[derive(Clone, Debug, Default)]
+pub struct CountingFrames<A> {
+    pub inner: A,
+    pub allocated: u64,
+    pub freed: u64,
+    pub peak: u64,
+}
+
+impl<A: FrameAlloc> CountingFrames<A> {
+    pub fn new(inner: A) -> Self {
+        CountingFrames { inner, allocated: 0, freed: 0, peak: 0 }
+    }
+    /// Frames taken and not given back.
+    pub fn held(&self) -> u64 {
+        self.allocated - self.freed
+    }
+}
+
+impl<A: FrameAlloc> FrameAlloc for CountingFrames<A> {
+    fn alloc_frame(&mut self) -> Option<u64> {
+        let pa = self.inner.alloc_frame()?;
+        self.allocated += 1;
+        self.peak = self.peak.max(self.held());
+        Some(pa)
+    }
+    fn free_frame(&mut self, pa: u64) {
+        self.freed += 1;
+        self.inner.free_frame(pa);
+    }
+}
+
 /// Everything one IOMMU unit's driver needs from the platform.
 pub trait Platform: Mmio + PhysMem + FrameAlloc {}
 impl<T: Mmio + PhysMem + FrameAlloc> Platform for T {}
@@ -139,6 +181,45 @@ impl BootEnv {
 mod tests {
     use super::*;
     use alloc::vec;
+
+    /// Frames from a bump pointer, for the counting test.
+    struct Bump(u64);
+    impl FrameAlloc for Bump {
+        fn alloc_frame(&mut self) -> Option<u64> {
+            self.0 += 4096;
+            (self.0 <= 0x4000).then_some(self.0)
+        }
+        fn free_frame(&mut self, _: u64) {}
+    }
+
+    #[test]
+    fn counting_frames_counts_taken_freed_and_peak() {
+        let mut a = CountingFrames::new(Bump(0));
+        let f1 = a.alloc_frame().unwrap();
+        let _f2 = a.alloc_frame().unwrap();
+        a.free_frame(f1);
+        let _f3 = a.alloc_frame().unwrap();
+        assert_eq!((a.allocated, a.freed, a.peak, a.held()), (3, 1, 2, 2));
+        let _f4 = a.alloc_frame().unwrap();
+        assert_eq!(a.alloc_frame(), None, "exhaustion is not counted");
+        assert_eq!(a.allocated, 4);
+    }
+
+    #[test]
+    fn contiguous_allocation_gives_up_across_a_gap() {
+        let mut n = 0;
+        assert_eq!(alloc_contiguous(&mut Bump(0), 3, &mut n), Some(0x1000));
+        assert_eq!(n, 3);
+        struct Gappy(u64);
+        impl FrameAlloc for Gappy {
+            fn alloc_frame(&mut self) -> Option<u64> {
+                self.0 += 0x2000;
+                Some(self.0)
+            }
+            fn free_frame(&mut self, _: u64) {}
+        }
+        assert_eq!(alloc_contiguous(&mut Gappy(0), 2, &mut 0), None);
+    }
 
     #[test]
     fn ram_and_crash_region_checks() {
