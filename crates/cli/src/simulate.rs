@@ -6,14 +6,7 @@ use std::io::Write;
 
 use clap::{Args as ClapArgs, ValueEnum};
 use iommu_driver::Policy;
-use iommu_sim::{Knobs, Outcome, Scenario};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum IommuKind {
-    Vtd,
-    Amdvi,
-    Smmuv3,
-}
+use iommu_sim::{IommuKind, Knobs, Outcome, Scenario};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum SnpShutdown {
@@ -41,8 +34,8 @@ pub enum Mode {
 
 #[derive(ClapArgs, Debug, Clone)]
 pub struct Args {
-    /// IOMMU of the built-in machine (all that are implemented when omitted).
-    #[arg(long, value_enum)]
+    /// IOMMU of the built-in machine: vtd, amdvi or smmuv3 (all three when omitted).
+    #[arg(long)]
     pub iommu: Option<IommuKind>,
     /// Policy to run (repeatable; all when omitted): reset-abort, reset-bypass, adopt, adopt-scratch.
     #[arg(long)]
@@ -95,12 +88,7 @@ impl Default for Args {
 }
 
 pub fn run(a: &Args) -> Result<ExitCode, String> {
-    let kinds: Vec<iommu_sim::IommuKind> = match a.iommu {
-        None => iommu_sim::IommuKind::ALL.to_vec(),
-        Some(IommuKind::Vtd) => vec![iommu_sim::IommuKind::Vtd],
-        Some(IommuKind::Amdvi) => vec![iommu_sim::IommuKind::Amdvi],
-        Some(IommuKind::Smmuv3) => vec![iommu_sim::IommuKind::Smmuv3],
-    };
+    let kinds: Vec<IommuKind> = a.iommu.map_or(IommuKind::ALL.to_vec(), |k| vec![k]);
     let policies = if a.policy.is_empty() { Policy::ALL.to_vec() } else { a.policy.clone() };
     let snp = match a.snp_shutdown {
         SnpShutdown::Ok => Some(true),
@@ -143,17 +131,17 @@ pub fn run(a: &Args) -> Result<ExitCode, String> {
             let rows: Vec<&Outcome> = results.iter().filter(|r| r.0 == kind).map(|r| &r.2).collect();
             let knobs = results.iter().find(|r| r.0 == kind).map(|r| r.1).unwrap_or_default();
             let what = match kind {
-                iommu_sim::IommuKind::Vtd => {
+                IommuKind::Vtd => {
                     format!("VT-d ({})", if knobs.scalable { "scalable mode" } else { "legacy mode" })
                 }
-                iommu_sim::IommuKind::Amdvi => match knobs.snp_shutdown {
+                IommuKind::Amdvi => match knobs.snp_shutdown {
                     Some(true) => "AMD-Vi, SEV-SNP host, SNP_SHUTDOWN_EX succeeded at panic".to_string(),
                     Some(false) => {
                         "AMD-Vi, SEV-SNP host, SNP_SHUTDOWN_EX failed at panic (registers locked)".to_string()
                     }
                     None => "AMD-Vi, no SEV-SNP".to_string(),
                 },
-                iommu_sim::IommuKind::Smmuv3 => "ARM SMMUv3 (2-level stream table)".to_string(),
+                IommuKind::Smmuv3 => "ARM SMMUv3 (2-level stream table)".to_string(),
             };
             writeln!(
                 w,
@@ -188,7 +176,7 @@ fn print_table<'a>(w: &mut impl Write, rows: impl Iterator<Item = &'a Outcome>) 
     )?;
     for o in rows {
         let why = match (&o.failure, o.changed_pages.other) {
-            (Some(f), _) => f.clone(),
+            (Some(f), _) => f.to_string(),
             (None, 0) => o.iommu_init.clone(),
             (None, n) => format!("{}; {n} old-memory pages outside device buffers overwritten", o.iommu_init),
         };

@@ -14,11 +14,16 @@ pub mod smmuv3;
 pub mod vtd;
 pub mod walk;
 
+pub use contract::{
+    boot, boot_crash, BootOptions, CrashOutcome, CrashReport, DeviceId, DomainHandle, DriverError, EntryRefusal, Found,
+    IommuDriver, IommuKind, Perm, Target, UnitRefusal,
+};
 /// The platform seams, re-exported so driver users need one dependency.
 pub use iommu_platform as platform;
 pub use iommu_platform::*;
 pub use policy::Policy;
 pub mod amdvi;
 pub mod audit;
+pub mod contract;
 pub mod ids;
 pub mod iova;

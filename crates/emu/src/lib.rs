@@ -17,6 +17,7 @@ pub mod dma;
 pub mod frames;
 mod hash;
 pub mod mem;
+pub mod model;
 pub mod platform;
 pub mod smmuv3;
 pub mod snp;
@@ -27,6 +28,7 @@ pub use devices::{AnyDevice, Blk, BlkConfig, Bulk, BulkConfig, DmaDevice, DmaEve
 pub use dma::{dma_read, dma_write, Access, DmaOutcome, FaultInfo, Iommu, Translation};
 pub use frames::FrameRegion;
 pub use mem::{MemStats, PhysMemory};
+pub use model::{model, IommuModel};
 pub use platform::{EmuPlatform, MmioDevice};
 pub use smmuv3::{Smmuv3Config, Smmuv3ConfigError, Smmuv3Counters, Smmuv3Model};
 pub use vtd::{ConfigError, VtdConfig, VtdCounters, VtdModel};

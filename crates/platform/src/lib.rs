@@ -141,6 +141,59 @@ impl<A: FrameAlloc> FrameAlloc for CountingFrames<A> {
     }
 }
 
+// A borrowed platform is a platform: lets a driver written against `impl Platform` run on a
+// `&mut dyn Platform` (the driver contract's object-safe seam) without a wrapper type.
+impl<T: Mmio + ?Sized> Mmio for &mut T {
+    fn read32(&mut self, off: usize) -> u32 {
+        (**self).read32(off)
+    }
+    fn read64(&mut self, off: usize) -> u64 {
+        (**self).read64(off)
+    }
+    fn write32(&mut self, off: usize, val: u32) {
+        (**self).write32(off, val)
+    }
+    fn write64(&mut self, off: usize, val: u64) {
+        (**self).write64(off, val)
+    }
+}
+
+impl<T: PhysMem + ?Sized> PhysMem for &mut T {
+    fn read(&self, pa: u64, buf: &mut [u8]) -> Result<(), MemError> {
+        (**self).read(pa, buf)
+    }
+    fn write(&mut self, pa: u64, data: &[u8]) -> Result<(), MemError> {
+        (**self).write(pa, data)
+    }
+    fn read_u64(&self, pa: u64) -> Result<u64, MemError> {
+        (**self).read_u64(pa)
+    }
+    fn write_u64(&mut self, pa: u64, v: u64) -> Result<(), MemError> {
+        (**self).write_u64(pa, v)
+    }
+    fn read_u32(&self, pa: u64) -> Result<u32, MemError> {
+        (**self).read_u32(pa)
+    }
+    fn write_u32(&mut self, pa: u64, v: u32) -> Result<(), MemError> {
+        (**self).write_u32(pa, v)
+    }
+    fn read_u128(&self, pa: u64) -> Result<u128, MemError> {
+        (**self).read_u128(pa)
+    }
+    fn write_u128(&mut self, pa: u64, v: u128) -> Result<(), MemError> {
+        (**self).write_u128(pa, v)
+    }
+}
+
+impl<T: FrameAlloc + ?Sized> FrameAlloc for &mut T {
+    fn alloc_frame(&mut self) -> Option<u64> {
+        (**self).alloc_frame()
+    }
+    fn free_frame(&mut self, pa: u64) {
+        (**self).free_frame(pa)
+    }
+}
+
 /// Everything one IOMMU unit's driver needs from the platform.
 pub trait Platform: Mmio + PhysMem + FrameAlloc {}
 impl<T: Mmio + PhysMem + FrameAlloc> Platform for T {}

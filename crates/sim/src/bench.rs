@@ -14,7 +14,8 @@ use iommu_emu::{
 use serde::Serialize;
 
 use crate::scenario::{run, Knobs, Scenario};
-use crate::unit::{Driver, IommuKind, Unit};
+use crate::unit::{IommuKind, Unit};
+use iommu_driver::{BootOptions, DeviceId, Perm, Target};
 
 const GIB: u64 = 1 << 30;
 const MIB: u64 = 1 << 20;
@@ -295,18 +296,18 @@ pub fn adopt_smmuv3(devices: u32) -> AdoptFigure {
 /// real driver.
 pub fn translate(kind: IommuKind, ops: u64) -> TranslateFigure {
     let mut mem = PhysMemory::contiguous(0..8 * GIB);
-    let mut unit = Unit::new(kind, false);
+    let mut unit: Unit = iommu_emu::model(kind, false, true);
     let mut frames = FrameRegion::new(64 * MIB..2 * GIB);
     let rid = 0x10u32;
     let mut base = 0;
     {
         let mut hw = EmuPlatform::new(&mut unit, &mut mem, &mut frames);
         let penv = BootEnv { crash_kernel: false, ..env() };
-        if let Ok(mut d) = Driver::init(kind, &mut hw, &penv, false) {
+        if let Ok(mut d) = iommu_driver::boot(kind, &mut hw, &penv, BootOptions::default()) {
             if let Ok(dom) = d.create_domain(&mut hw) {
-                let _ = d.attach(&mut hw, rid, Some(dom));
+                let _ = d.attach(&mut hw, DeviceId(rid), Target::Domain(dom));
                 for p in 0..4096u64 {
-                    if let Ok(iova) = d.map(&mut hw, dom, 4 * GIB + p * 4096, 4096) {
+                    if let Ok(iova) = d.map(&mut hw, dom, 4 * GIB + p * 4096, 4096, Perm::RW) {
                         base = iova;
                     }
                 }

@@ -4,19 +4,19 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use iommu_driver::PhysMem;
+use iommu_driver::{DeviceId, DomainHandle, Perm, PhysMem, Target};
 use iommu_emu::devices::nic::{RxDesc, RX_DESC_SIZE};
 use iommu_emu::devices::nvme::{CqEntry, SqEntry, CQE_SIZE, SQE_SIZE};
 use iommu_emu::devices::BulkDesc;
 
 use crate::machine::{Kernel, Machine, BULK_RID, DISK_RID, NIC_RID};
-use crate::unit::{Dom, Driver};
+use crate::unit::Driver;
 
-/// Why a driver could not do its job.
-#[derive(Debug, thiserror::Error)]
-pub enum DriverError {
+/// Why a kernel's device driver could not do its job.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum KernelError {
     #[error("IOMMU: {0}")]
-    Iommu(String),
+    Iommu(#[from] iommu_driver::DriverError),
     #[error("out of pages for device buffers")]
     NoPages,
     #[error("device {0:#06x} missing")]
@@ -42,20 +42,20 @@ pub struct Os<'a> {
 }
 
 impl Os<'_> {
-    fn map_new_page(&mut self, dom: Dom) -> Result<Mapped, DriverError> {
-        let pa = self.m.buffer_page(self.k).ok_or(DriverError::NoPages)?;
+    fn map_new_page(&mut self, dom: DomainHandle) -> Result<Mapped, KernelError> {
+        let pa = self.m.buffer_page(self.k).ok_or(KernelError::NoPages)?;
         self.device_pages.insert(pa);
-        let iova = self.drv.map(&mut self.m.platform(self.k), dom, pa, 4096).map_err(DriverError::Iommu)?;
+        let iova = self.drv.map(&mut self.m.platform(self.k), dom, pa, 4096, Perm::RW)?;
         Ok(Mapped { pa, iova })
     }
 
-    fn unmap(&mut self, dom: Dom, m: Mapped) -> Result<(), DriverError> {
-        self.drv.unmap(&mut self.m.platform(self.k), dom, m.iova, 4096).map_err(DriverError::Iommu)
+    fn unmap(&mut self, dom: DomainHandle, m: Mapped) -> Result<(), KernelError> {
+        Ok(self.drv.unmap(&mut self.m.platform(self.k), dom, m.iova, 4096)?)
     }
 
-    fn domain_for(&mut self, rid: u16) -> Result<Dom, DriverError> {
-        let dom = self.drv.create_domain(&mut self.m.platform(self.k)).map_err(DriverError::Iommu)?;
-        self.drv.attach(&mut self.m.platform(self.k), rid as u32, Some(dom)).map_err(DriverError::Iommu)?;
+    fn domain_for(&mut self, rid: u16) -> Result<DomainHandle, KernelError> {
+        let dom = self.drv.create_domain(&mut self.m.platform(self.k))?;
+        self.drv.attach(&mut self.m.platform(self.k), DeviceId::from(rid), Target::Domain(dom))?;
         Ok(dom)
     }
 }
@@ -65,7 +65,7 @@ pub const NIC_RING: u32 = 64;
 
 /// The e1000e-like receive path: a ring of descriptors, each posting one mapped buffer.
 pub struct NicDriver {
-    dom: Dom,
+    dom: DomainHandle,
     ring: Mapped,
     bufs: Vec<Option<Mapped>>,
     next_clean: u32,
@@ -73,21 +73,21 @@ pub struct NicDriver {
 }
 
 impl NicDriver {
-    pub fn probe(os: &mut Os) -> Result<Self, DriverError> {
+    pub fn probe(os: &mut Os) -> Result<Self, KernelError> {
         let dom = os.domain_for(NIC_RID)?;
         let ring = os.map_new_page(dom)?;
         let mut d = NicDriver { dom, ring, bufs: vec![None; NIC_RING as usize], next_clean: 0, tail: 0 };
         for _ in 0..NIC_RING - 1 {
             d.post(os)?;
         }
-        let nic = os.m.device(NIC_RID).and_then(|x| x.as_nic_mut()).ok_or(DriverError::NoDevice(NIC_RID))?;
+        let nic = os.m.device(NIC_RID).and_then(|x| x.as_nic_mut()).ok_or(KernelError::NoDevice(NIC_RID))?;
         nic.set_rx_ring(ring.iova, NIC_RING);
         nic.set_rx_tail(d.tail);
         Ok(d)
     }
 
     /// Post a fresh buffer at the tail slot.
-    fn post(&mut self, os: &mut Os) -> Result<(), DriverError> {
+    fn post(&mut self, os: &mut Os) -> Result<(), KernelError> {
         let buf = os.map_new_page(self.dom)?;
         os.m.mem.write(self.ring.pa + self.tail as u64 * RX_DESC_SIZE, &RxDesc::posted(buf.iova).to_bytes())?;
         self.bufs[self.tail as usize] = Some(buf);
@@ -97,7 +97,7 @@ impl NicDriver {
 
     /// The interrupt handler's work: take every completed packet, unmap its buffer (strict invalidation),
     /// and post a new one in its place.
-    pub fn service(&mut self, os: &mut Os) -> Result<u32, DriverError> {
+    pub fn service(&mut self, os: &mut Os) -> Result<u32, KernelError> {
         let mut n = 0;
         for _ in 0..NIC_RING {
             let at = self.ring.pa + self.next_clean as u64 * RX_DESC_SIZE;
@@ -128,7 +128,7 @@ pub const DISK_QUEUE: u32 = 64;
 
 /// The nvme-like driver: one queue pair, one 4 KiB block per command, data in mapped pages.
 pub struct DiskDriver {
-    dom: Dom,
+    dom: DomainHandle,
     sq: Mapped,
     cq: Mapped,
     sq_tail: u32,
@@ -150,11 +150,11 @@ pub enum Io<'a> {
 }
 
 impl DiskDriver {
-    pub fn probe(os: &mut Os) -> Result<Self, DriverError> {
+    pub fn probe(os: &mut Os) -> Result<Self, KernelError> {
         let dom = os.domain_for(DISK_RID)?;
         let sq = os.map_new_page(dom)?;
         let cq = os.map_new_page(dom)?;
-        let blk = os.m.device(DISK_RID).and_then(|x| x.as_blk_mut()).ok_or(DriverError::NoDevice(DISK_RID))?;
+        let blk = os.m.device(DISK_RID).and_then(|x| x.as_blk_mut()).ok_or(KernelError::NoDevice(DISK_RID))?;
         blk.set_queues(sq.iova, cq.iova, DISK_QUEUE);
         Ok(DiskDriver {
             dom,
@@ -174,7 +174,7 @@ impl DiskDriver {
     }
 
     /// Queue one command; `false` when the queue is full.
-    pub fn submit(&mut self, os: &mut Os, io: Io) -> Result<bool, DriverError> {
+    pub fn submit(&mut self, os: &mut Os, io: Io) -> Result<bool, KernelError> {
         if self.inflight.len() as u32 >= DISK_QUEUE - 1 {
             return Ok(false);
         }
@@ -199,7 +199,7 @@ impl DiskDriver {
     }
 
     /// Consume completions (phase tag), unmap and free their buffers, ring the CQ head doorbell.
-    pub fn reap(&mut self, os: &mut Os) -> Result<u32, DriverError> {
+    pub fn reap(&mut self, os: &mut Os) -> Result<u32, KernelError> {
         let mut n = 0;
         for _ in 0..DISK_QUEUE {
             let mut b = [0u8; 16];
@@ -232,18 +232,18 @@ impl DiskDriver {
 
 /// The copy engine: left in pass-through (identity) by the primary kernel where the platform allows it,
 /// else (SEV-SNP hosts) in a DMA domain. It loops over a list of copies until reset.
-pub fn start_bulk(os: &mut Os, copies: usize, passthrough: bool) -> Result<(), DriverError> {
+pub fn start_bulk(os: &mut Os, copies: usize, passthrough: bool) -> Result<(), KernelError> {
     let dom = if passthrough {
-        os.drv.attach(&mut os.m.platform(os.k), BULK_RID as u32, None).map_err(DriverError::Iommu)?;
+        os.drv.attach(&mut os.m.platform(os.k), DeviceId::from(BULK_RID), Target::Identity)?;
         None
     } else {
         Some(os.domain_for(BULK_RID)?)
     };
-    let page = |os: &mut Os| -> Result<Mapped, DriverError> {
+    let page = |os: &mut Os| -> Result<Mapped, KernelError> {
         match dom {
             Some(d) => os.map_new_page(d),
             None => {
-                let pa = os.m.buffer_page(os.k).ok_or(DriverError::NoPages)?;
+                let pa = os.m.buffer_page(os.k).ok_or(KernelError::NoPages)?;
                 os.device_pages.insert(pa);
                 Ok(Mapped { pa, iova: pa })
             }
@@ -257,7 +257,7 @@ pub fn start_bulk(os: &mut Os, copies: usize, passthrough: bool) -> Result<(), D
         let d = BulkDesc { src: src.iova, dst: dst.iova, len: 4096 };
         os.m.mem.write(list.pa + i as u64 * 24, &d.to_bytes())?;
     }
-    let bulk = os.m.device(BULK_RID).and_then(|x| x.as_bulk_mut()).ok_or(DriverError::NoDevice(BULK_RID))?;
+    let bulk = os.m.device(BULK_RID).and_then(|x| x.as_bulk_mut()).ok_or(KernelError::NoDevice(BULK_RID))?;
     bulk.start(list.iova, copies as u32);
     Ok(())
 }

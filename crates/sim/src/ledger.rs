@@ -6,7 +6,7 @@ use std::ops::Range;
 use iommu_emu::devices::DmaEvent;
 use iommu_emu::{Access, DmaOutcome};
 
-use crate::outcome::DmaCounts;
+use crate::outcome::{DmaCounts, Failure};
 
 /// What a run has seen of DMA since the panic.
 #[derive(Default)]
@@ -29,7 +29,7 @@ pub struct Ledger {
     /// What wrote each old-memory page after the panic (the devices' purposes: `rx-data`, `bulk-dst`, ...).
     pub writers: BTreeMap<u64, BTreeSet<&'static str>>,
     /// The first blocked DMA on a platform where that is fatal.
-    pub fatal: Option<String>,
+    pub fatal: Option<Failure>,
 }
 
 impl Ledger {
@@ -75,11 +75,7 @@ impl Ledger {
                     if self.aborts_fatal {
                         self.dma.aborted += 1;
                         if self.fatal.is_none() {
-                            self.fatal = Some(format!(
-                                "fatal DMA abort: {} {} at {iova:#x} (AER, second panic)",
-                                name(e.rid),
-                                e.what
-                            ));
+                            self.fatal = Some(Failure::FatalAbort { device: name(e.rid), what: e.what, iova });
                         }
                     } else {
                         self.dma.faulted += 1;

@@ -17,6 +17,6 @@ pub mod snpcheck;
 pub mod unit;
 
 pub use machine::{Machine, MachineConfig};
-pub use outcome::{DmaCounts, Outcome};
+pub use outcome::{DmaCounts, Failure, Outcome, Reason};
 pub use scenario::{run, run_detailed, run_on, Knobs, RunDetail, Scenario, TraceEvent};
 pub use unit::IommuKind;

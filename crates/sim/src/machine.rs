@@ -100,7 +100,7 @@ impl Machine {
     pub fn new(cfg: MachineConfig) -> Self {
         let mem = PhysMemory::new(cfg.ram.clone());
         let snp = cfg.snp && cfg.iommu == IommuKind::Amdvi;
-        let unit = Unit::with(cfg.iommu, snp, cfg.coherent_walker);
+        let unit: Unit = iommu_emu::model(cfg.iommu, snp, cfg.coherent_walker);
         let fw = snp.then(|| SnpFirmware::new(4, 4));
         let devices = vec![
             AnyDevice::from(Nic::new("nic", NIC_RID as u32, NicConfig { rate: cfg.nic_rate, ..NicConfig::default() })),

@@ -1,6 +1,115 @@
-//! What one simulated crash reports (DESIGN.md section 4).
+//! What one simulated crash reports: counts, and the reasons as typed values (text only in JSON).
 
-use serde::{Deserialize, Serialize};
+use std::fmt;
+
+use iommu_driver::{DriverError, EntryRefusal};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::kernel::KernelError;
+
+/// A typed reason. A run carries the value; JSON carries its text, and a run read back from JSON has only
+/// the text. Two reasons are equal when their texts are.
+#[derive(Clone, Debug)]
+pub enum Reason<T> {
+    Typed(T),
+    Text(String),
+}
+
+impl<T> Reason<T> {
+    /// The typed value, for a run made in this process.
+    pub fn typed(&self) -> Option<&T> {
+        match self {
+            Reason::Typed(t) => Some(t),
+            Reason::Text(_) => None,
+        }
+    }
+}
+
+impl<T> From<T> for Reason<T> {
+    fn from(t: T) -> Self {
+        Reason::Typed(t)
+    }
+}
+
+impl<T: fmt::Display> fmt::Display for Reason<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reason::Typed(t) => t.fmt(f),
+            Reason::Text(s) => f.write_str(s),
+        }
+    }
+}
+
+impl<T: fmt::Display> PartialEq for Reason<T> {
+    fn eq(&self, o: &Self) -> bool {
+        self.to_string() == o.to_string()
+    }
+}
+
+impl<T: fmt::Display> Eq for Reason<T> {}
+
+impl<T: fmt::Display> Serialize for Reason<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de, T> Deserialize<'de> for Reason<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Reason::Text)
+    }
+}
+
+/// Why a run lost its dump, or what went wrong on the way.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Failure {
+    PrimaryInit(DriverError),
+    PrimarySetup(KernelError),
+    PrimaryWorkload(KernelError),
+    CrashInit(DriverError),
+    DiskProbe(KernelError),
+    /// The dump did not finish in time.
+    DumpStalled {
+        pages_left: usize,
+        in_flight: usize,
+    },
+    DumpWrite(KernelError),
+    /// The disk completed writes with an error status.
+    DiskErrors(u64),
+    /// A blocked DMA on a platform where that is fatal (PCIe completion timeout → AER → second panic).
+    FatalAbort {
+        device: String,
+        what: &'static str,
+        iova: u64,
+    },
+    /// DMA the crash kernel did not ask for wrote its own memory.
+    CrashKernelWritten {
+        pages: u64,
+    },
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::PrimaryInit(e) => write!(f, "primary kernel IOMMU init failed: {e}"),
+            Failure::PrimarySetup(e) => write!(f, "primary kernel device setup failed: {e}"),
+            Failure::PrimaryWorkload(e) => write!(f, "primary kernel workload failed: {e}"),
+            Failure::CrashInit(e) => write!(f, "crash kernel IOMMU init failed: {e}"),
+            Failure::DiskProbe(e) => write!(f, "crash kernel disk probe failed: {e}"),
+            Failure::DumpStalled { pages_left, in_flight } => {
+                write!(f, "dump write stalled ({pages_left} pages left, {in_flight} in flight)")
+            }
+            Failure::DumpWrite(e) => write!(f, "dump write failed: {e}"),
+            Failure::DiskErrors(n) => write!(f, "{n} dump writes failed on the disk"),
+            Failure::FatalAbort { device, what, iova } => {
+                write!(f, "fatal DMA abort: {device} {what} at {iova:#x} (AER, second panic)")
+            }
+            Failure::CrashKernelWritten { pages } => {
+                write!(f, "crash kernel's own memory written by DMA ({pages} pages)")
+            }
+        }
+    }
+}
 
 /// DMA operations by what the IOMMU did with them, counted from the crash on.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,7 +149,7 @@ pub struct Outcome {
     /// The crash kernel wrote a dump.
     pub captured: bool,
     /// Why it did not, or what went wrong on the way.
-    pub failure: Option<String>,
+    pub failure: Option<Reason<Failure>>,
     /// How the crash kernel's IOMMU init went: adopted, reset, fell back (with the reason).
     pub iommu_init: String,
     pub dma: DmaCounts,
@@ -53,7 +162,7 @@ pub struct Outcome {
     pub crashkernel_pages_written: u64,
     /// Devices adopted, and entries refused with their reasons.
     pub adopted_devices: u64,
-    pub refused_entries: Vec<String>,
+    pub refused_entries: Vec<Reason<EntryRefusal>>,
     /// Wall-clock time of the crash kernel's IOMMU init (not part of a run's identity: it is measured).
     pub adopt_ns: u64,
     /// Memory the crash kernel's IOMMU init allocated, in bytes.

@@ -10,11 +10,12 @@ use iommu_emu::PhysMemory;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::kernel::{start_bulk, DiskDriver, DriverError, Io, NicDriver, Os};
+use crate::kernel::{start_bulk, DiskDriver, Io, KernelError, NicDriver, Os};
 use crate::ledger::Ledger;
 use crate::machine::{Kernel, Machine, MachineConfig, DISK_RID};
-use crate::outcome::Outcome;
+use crate::outcome::{Failure, Outcome, Reason};
 use crate::unit::{Driver, IommuKind};
+use iommu_driver::{BootOptions, DeviceId};
 
 /// Platform knobs and phase lengths (ticks of the virtual clock).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -151,16 +152,17 @@ pub fn run_on(cfg: MachineConfig, s: &Scenario) -> RunDetail {
 
     // Primary kernel: IOMMU up, NIC and disk in DMA domains, the copy engine in pass-through.
     let penv = r.m.cfg.primary_env();
-    let mut drv = match Driver::init(kind, &mut r.m.platform(Kernel::Primary), &penv, scalable) {
+    let opts = BootOptions { scalable, ..BootOptions::default() };
+    let mut drv: Driver = match iommu_driver::boot(kind, &mut r.m.platform(Kernel::Primary), &penv, opts) {
         Ok(d) => d,
         Err(e) => {
-            out.failure = Some(format!("primary kernel IOMMU init failed: {e}"));
+            out.failure = Some(Failure::PrimaryInit(e).into());
             return detail(out, r, BTreeSet::new(), BTreeSet::new());
         }
     };
     drv.reserve_iova_holes(&holes);
     r.m.snp_init();
-    let setup = (|| -> Result<(NicDriver, DiskDriver), DriverError> {
+    let setup = (|| -> Result<(NicDriver, DiskDriver), KernelError> {
         let mut os = r.os(&mut drv, Kernel::Primary);
         let nic = NicDriver::probe(&mut os)?;
         let disk = DiskDriver::probe(&mut os)?;
@@ -170,7 +172,7 @@ pub fn run_on(cfg: MachineConfig, s: &Scenario) -> RunDetail {
     let (mut nic, mut disk) = match setup {
         Ok(x) => x,
         Err(e) => {
-            out.failure = Some(format!("primary kernel device setup failed: {e}"));
+            out.failure = Some(Failure::PrimarySetup(e).into());
             return detail(out, r, BTreeSet::new(), BTreeSet::new());
         }
     };
@@ -190,7 +192,7 @@ pub fn run_on(cfg: MachineConfig, s: &Scenario) -> RunDetail {
             disk.reap(&mut os)
         });
         if let Err(e) = work {
-            out.failure = Some(format!("primary kernel workload failed: {e}"));
+            out.failure = Some(Failure::PrimaryWorkload(e).into());
             return detail(out, r, BTreeSet::new(), BTreeSet::new());
         }
     }
@@ -210,29 +212,38 @@ pub fn run_on(cfg: MachineConfig, s: &Scenario) -> RunDetail {
     // Crash kernel: IOMMU init under the policy.
     let env = r.m.cfg.crash_env();
     let started = std::time::Instant::now();
-    let masters: Vec<u32> = r.m.devices.iter().map(|d| d.rid()).collect();
-    let booted = Driver::init_crash(kind, &mut r.m.platform(Kernel::Crash), &env, scalable, s.policy, &masters);
+    let masters: Vec<DeviceId> = r.m.devices.iter().map(|d| DeviceId(d.rid())).collect();
+    let booted = iommu_driver::boot_crash(kind, &mut r.m.platform(Kernel::Crash), &env, opts, s.policy);
+    let booted = booted.map(|(mut kd, mut report)| {
+        // The bus probe: every device the crash kernel's PCI scan finds.
+        for &id in &masters {
+            let found = kd.device_found(&mut r.m.platform(Kernel::Crash), &env, id);
+            report.note_found(id, found);
+        }
+        kd.account(&mut report);
+        (kd, report)
+    });
     out.adopt_ns = started.elapsed().as_nanos() as u64;
     let (mut kd, report) = match booted {
         Ok(x) => x,
         Err(e) => {
-            out.failure = Some(format!("crash kernel IOMMU init failed: {e}"));
+            out.failure = Some(Failure::CrashInit(e).into());
             return finish(r, out, &at_crash, &BTreeMap::new());
         }
     };
     kd.reserve_iova_holes(&holes);
     r.ledger.after_init = true;
-    out.iommu_init = report.summary.clone();
+    out.iommu_init = report.summary().to_string();
     out.adopted_devices = report.adopted.len() as u64;
-    out.refused_entries = report.problems.clone();
+    out.refused_entries = report.refused.iter().cloned().map(Reason::Typed).collect();
     out.init_frames = report.frames_allocated;
     out.adopt_bytes = report.frames_allocated * 4096;
     out.init_bytes_read = report.bytes_read;
     r.log(format!("crash kernel IOMMU init: {}", out.iommu_init));
     if s.policy == Policy::AdoptScratch {
-        for sid in report.adopted.iter().copied().filter(|&sid| sid != DISK_RID as u32) {
+        for sid in report.adopted.iter().copied().filter(|&sid| sid != DeviceId::from(DISK_RID)) {
             if let Err(e) = kd.contain(&mut r.m.platform(Kernel::Crash), sid) {
-                r.log(format!("containment of {sid:#06x} failed: {e}"));
+                r.log(format!("containment of {sid} failed: {e}"));
             }
         }
         r.ledger.scratch = kd.scratch_region();
@@ -262,7 +273,7 @@ pub fn run_on(cfg: MachineConfig, s: &Scenario) -> RunDetail {
     let mut disk = match probed {
         Ok(d) => d,
         Err(e) => {
-            out.failure = Some(format!("crash kernel disk probe failed: {e}"));
+            out.failure = Some(Failure::DiskProbe(e).into());
             return finish(r, out, &at_crash, &BTreeMap::new());
         }
     };
@@ -280,8 +291,7 @@ pub fn run_on(cfg: MachineConfig, s: &Scenario) -> RunDetail {
     let deadline = r.tick + 64 + 4 * queue.len() as u64;
     while (!queue.is_empty() || disk.inflight() > 0) && r.ledger.fatal.is_none() {
         if r.tick > deadline {
-            out.failure =
-                Some(format!("dump write stalled ({} pages left, {} in flight)", queue.len(), disk.inflight()));
+            out.failure = Some(Failure::DumpStalled { pages_left: queue.len(), in_flight: disk.inflight() }.into());
             break;
         }
         let t = r.tick;
@@ -306,13 +316,13 @@ pub fn run_on(cfg: MachineConfig, s: &Scenario) -> RunDetail {
         let own: Vec<u64> = r.device_pages.difference(&before).copied().collect();
         r.ledger.crash_own.extend(own);
         if let Some(e) = err {
-            out.failure = Some(format!("dump write failed: {e}"));
+            out.failure = Some(Failure::DumpWrite(e).into());
             break;
         }
         r.step();
     }
     if disk.errors > 0 && out.failure.is_none() {
-        out.failure = Some(format!("{} dump writes failed on the disk", disk.errors));
+        out.failure = Some(Failure::DiskErrors(disk.errors).into());
     }
     out.dump_pages = dumped_at.len() as u64;
     let mut d = finish(r, out, &at_crash, &dumped_at);
@@ -359,9 +369,9 @@ fn finish(mut r: Run, mut out: Outcome, at_crash: &PhysMemory, dumped_at: &BTree
     out.old_memory_writes_after_init = r.ledger.old_writes_after_init;
     out.dma = r.ledger.dma;
     out.failure = if let Some(f) = r.ledger.fatal.take() {
-        Some(f)
+        Some(f.into())
     } else if out.crashkernel_pages_written > 0 {
-        Some(format!("crash kernel's own memory written by DMA ({} pages)", out.crashkernel_pages_written))
+        Some(Failure::CrashKernelWritten { pages: out.crashkernel_pages_written }.into())
     } else {
         out.failure
     };
@@ -370,7 +380,7 @@ fn finish(mut r: Run, mut out: Outcome, at_crash: &PhysMemory, dumped_at: &BTree
     let end = if out.captured {
         "dump captured".to_string()
     } else {
-        format!("no dump: {}", out.failure.as_deref().unwrap_or(""))
+        format!("no dump: {}", out.failure.as_ref().map(|f| f.to_string()).unwrap_or_default())
     };
     r.log(end);
     RunDetail {

@@ -63,6 +63,55 @@ pub mod amdvi;
 pub mod smmuv3;
 pub mod vtd;
 
+/// Which of the three IOMMU architectures a unit is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum IommuKind {
+    /// Intel VT-d (Intel Virtualization Technology for Directed I/O).
+    Vtd,
+    /// AMD I/O Virtualization Technology (AMD-Vi).
+    Amdvi,
+    /// Arm System MMU version 3.
+    Smmuv3,
+}
+
+impl IommuKind {
+    pub const ALL: [IommuKind; 3] = [IommuKind::Vtd, IommuKind::Amdvi, IommuKind::Smmuv3];
+
+    /// `vtd`, `amdvi`, `smmuv3`: the names the command line and JSON use.
+    pub const fn name(self) -> &'static str {
+        match self {
+            IommuKind::Vtd => "vtd",
+            IommuKind::Amdvi => "amdvi",
+            IommuKind::Smmuv3 => "smmuv3",
+        }
+    }
+}
+
+impl core::fmt::Display for IommuKind {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A name that is not `vtd`, `amdvi` or `smmuv3`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UnknownIommuKind;
+
+impl core::fmt::Display for UnknownIommuKind {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("unknown IOMMU kind (expected vtd, amdvi or smmuv3)")
+    }
+}
+
+impl core::error::Error for UnknownIommuKind {}
+
+impl core::str::FromStr for IommuKind {
+    type Err = UnknownIommuKind;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        IommuKind::ALL.into_iter().find(|k| k.name() == s).ok_or(UnknownIommuKind)
+    }
+}
+
 /// Size of the 4 KiB page every IOMMU here uses for its tables.
 pub const PAGE_SIZE: u64 = 4096;
 /// `log2(PAGE_SIZE)`.
@@ -76,6 +125,14 @@ pub const fn mask64(hi: u32, lo: u32) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn iommu_kind_names_round_trip_and_unknown_names_are_refused() {
+        for k in IommuKind::ALL {
+            assert_eq!(k.name().parse::<IommuKind>(), Ok(k));
+        }
+        assert_eq!("amd-vi".parse::<IommuKind>(), Err(UnknownIommuKind));
+    }
 
     #[test]
     fn mask_edges() {

@@ -3,6 +3,7 @@
 //! device-table scan and the v1 page-table walk.
 
 mod cmdq;
+mod contract;
 mod driver;
 mod error;
 mod handover;

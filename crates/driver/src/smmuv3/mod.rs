@@ -2,6 +2,7 @@
 //! stream table (lazy L2, deferred attach, fallback to reset), the stream-table scan and the VMSAv8-64 walk.
 
 mod cmdq;
+mod contract;
 mod driver;
 mod error;
 mod handover;

@@ -6,6 +6,7 @@
 
 mod boot;
 mod context;
+mod contract;
 mod error;
 mod handover;
 mod hw;

@@ -1,0 +1,356 @@
+//! One contract for the three drivers: what a kernel (or the simulator, or `handover takeover`) does with
+//! an IOMMU unit, whatever its architecture.
+//!
+//! A normal boot and a crash boot each give a `Box<dyn` [`IommuDriver`]`>`; everything after that — the
+//! bus probe's "device found" step, domains, attach / detach / contain, map / unmap — goes through the
+//! trait. Each architecture's folder implements it in its `contract.rs` on top of its own driver type,
+//! which stays available for what only that architecture has (SMMUv3's stream-table geometry, VT-d's
+//! scalable mode, AMD-Vi's SNP state).
+//!
+//! The platform is passed as `&mut dyn Platform` so the trait is object-safe; a `&mut dyn Platform` is
+//! itself a [`Platform`] (see `iommu-platform`), so the drivers' generic code runs on it unchanged.
+
+use alloc::boxed::Box;
+use alloc::vec::Vec;
+use core::fmt;
+use core::ops::Range;
+
+pub use iommu_spec::IommuKind;
+
+use crate::{amdvi, smmuv3, vtd, BootEnv, Platform, Policy};
+
+/// A requester (PCI: `bus << 8 | devfn`) or SMMUv3 stream ID: the key every IOMMU looks a device up by.
+/// SMMUv3 stream IDs are up to 32 bits wide (IDR1.SIDSIZE); VT-d source IDs and AMD-Vi DeviceIDs are 16.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DeviceId(pub u32);
+
+impl DeviceId {
+    /// The 16-bit PCI requester ID, if this ID is one (VT-d and AMD-Vi index their tables with it).
+    pub fn rid(self) -> Option<u16> {
+        u16::try_from(self.0).ok()
+    }
+}
+
+impl From<u16> for DeviceId {
+    fn from(rid: u16) -> Self {
+        DeviceId(rid as u32)
+    }
+}
+
+impl fmt::Display for DeviceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:#06x}", self.0)
+    }
+}
+
+/// A handle to one of a driver's DMA domains (an index into its domain table, not a hardware tag).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DomainHandle(pub usize);
+
+/// What a device is attached to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// A DMA domain: translated through its page table.
+    Domain(DomainHandle),
+    /// Identity: DMA reaches the physical address it names (VT-d pass-through, AMD-Vi `Mode` 0 with
+    /// translation valid, SMMUv3 STE bypass). Linux's identity domain.
+    Identity,
+}
+
+/// The access a mapping grants.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Perm {
+    pub read: bool,
+    pub write: bool,
+}
+
+impl Perm {
+    pub const RW: Perm = Perm { read: true, write: true };
+    pub const RO: Perm = Perm { read: true, write: false };
+    pub const WO: Perm = Perm { read: false, write: true };
+}
+
+/// A driver-side failure, typed per architecture (each error names the register, command or address).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DriverError {
+    Vtd(vtd::VtdError),
+    Amdvi(amdvi::AmdError),
+    Smmuv3(smmuv3::SmmuError),
+    /// The device ID does not fit the architecture's requester-ID width.
+    BadDeviceId {
+        kind: IommuKind,
+        id: DeviceId,
+    },
+    /// The call has no meaning on this architecture.
+    Unsupported {
+        kind: IommuKind,
+        what: &'static str,
+    },
+}
+
+impl From<vtd::VtdError> for DriverError {
+    fn from(e: vtd::VtdError) -> Self {
+        DriverError::Vtd(e)
+    }
+}
+impl From<amdvi::AmdError> for DriverError {
+    fn from(e: amdvi::AmdError) -> Self {
+        DriverError::Amdvi(e)
+    }
+}
+impl From<smmuv3::SmmuError> for DriverError {
+    fn from(e: smmuv3::SmmuError) -> Self {
+        DriverError::Smmuv3(e)
+    }
+}
+
+impl fmt::Display for DriverError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DriverError::Vtd(e) => e.fmt(f),
+            DriverError::Amdvi(e) => e.fmt(f),
+            DriverError::Smmuv3(e) => e.fmt(f),
+            DriverError::BadDeviceId { kind, id } => write!(f, "{id} is not a {kind} requester ID"),
+            DriverError::Unsupported { kind, what } => write!(f, "{kind} has no {what}"),
+        }
+    }
+}
+
+impl core::error::Error for DriverError {}
+
+/// Why the crash kernel did not adopt a unit as a whole (it reset it instead, or stopped).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UnitRefusal {
+    Vtd(vtd::Refusal),
+    Amdvi(amdvi::Refusal),
+    Smmuv3(smmuv3::Refusal),
+}
+
+impl fmt::Display for UnitRefusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UnitRefusal::Vtd(r) => r.fmt(f),
+            UnitRefusal::Amdvi(r) => r.fmt(f),
+            UnitRefusal::Smmuv3(r) => r.fmt(f),
+        }
+    }
+}
+
+/// Why one old entry (a bus, a device, a stream) was not adopted: its DMA is blocked or contained.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EntryRefusal {
+    Vtd(vtd::EntryProblem),
+    Amdvi(amdvi::DteProblem),
+    Smmuv3(smmuv3::SteProblem),
+}
+
+impl EntryRefusal {
+    /// The device it is about, when it is about one device (a VT-d bus or an AMD-Vi table page is not).
+    pub fn device(&self) -> Option<DeviceId> {
+        match self {
+            EntryRefusal::Vtd(p) => p.sid().map(DeviceId::from),
+            EntryRefusal::Amdvi(p) => p.devid().map(DeviceId::from),
+            EntryRefusal::Smmuv3(p) => p.sid().map(DeviceId),
+        }
+    }
+}
+
+impl fmt::Display for EntryRefusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EntryRefusal::Vtd(p) => p.fmt(f),
+            EntryRefusal::Amdvi(p) => p.fmt(f),
+            EntryRefusal::Smmuv3(p) => p.fmt(f),
+        }
+    }
+}
+
+/// How a crash boot went for the unit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CrashOutcome {
+    /// Translation was off at probe: nothing to hand over; a normal boot.
+    NotLive,
+    /// Reset under `reset-abort` or `reset-bypass`, as asked.
+    Reset,
+    /// The old configuration is live through what this kernel adopted.
+    Adopted,
+    /// Adoption was refused; the unit was reset instead, for this reason.
+    FellBack(UnitRefusal),
+}
+
+/// What a crash boot did: for logs, `takeover`'s report and the simulator's outcome.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CrashReport {
+    pub kind: IommuKind,
+    pub policy: Policy,
+    pub outcome: CrashOutcome,
+    /// Devices translating through adopted entries (found at boot, or at their bus probe on SMMUv3).
+    pub adopted: Vec<DeviceId>,
+    /// Old entries not adopted, with the reason.
+    pub refused: Vec<EntryRefusal>,
+    /// Frames the boot allocated, and bytes of old structures it read.
+    pub frames_allocated: u64,
+    pub bytes_read: u64,
+}
+
+impl CrashReport {
+    /// Record what the bus probe's [`IommuDriver::device_found`] said of `id`.
+    pub fn note_found(&mut self, id: DeviceId, found: Result<Found, EntryRefusal>) {
+        match found {
+            Ok(Found::Adopted) if !self.adopted.contains(&id) => self.adopted.push(id),
+            Ok(_) => {}
+            Err(r) => self.refused.push(r),
+        }
+    }
+
+    /// One line: what the boot did with the unit.
+    pub fn summary(&self) -> Summary<'_> {
+        Summary(self)
+    }
+}
+
+/// [`CrashReport::summary`]'s line.
+pub struct Summary<'a>(&'a CrashReport);
+
+impl fmt::Display for Summary<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let r = self.0;
+        match &r.outcome {
+            CrashOutcome::NotLive => f.write_str("not live"),
+            CrashOutcome::Reset => write!(f, "reset ({})", r.policy),
+            CrashOutcome::FellBack(why) => write!(f, "fell back to reset: {why}"),
+            CrashOutcome::Adopted => {
+                let n = r.adopted.len();
+                match r.kind {
+                    IommuKind::Vtd => write!(f, "adopted {n} devices"),
+                    IommuKind::Amdvi => write!(f, "reused the old structures, adopted {n} devices"),
+                    IommuKind::Smmuv3 => write!(f, "adopted the stream table, {n} masters live"),
+                }
+            }
+        }
+    }
+}
+
+/// What the bus probe's "device found" step learnt about one device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Found {
+    /// It translates through an adopted entry, until its driver attaches.
+    Adopted,
+    /// The old configuration has no live entry for it (or the unit is not adopted).
+    NotLive,
+}
+
+/// Choices a kernel makes for its own tables.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BootOptions {
+    /// VT-d: use scalable mode where ECAP allows it.
+    pub scalable: bool,
+    /// AMD-Vi: device-table entries (a power of two up to 65 536; Linux sizes it from IVRS).
+    pub dev_table_entries: u32,
+}
+
+impl Default for BootOptions {
+    fn default() -> Self {
+        BootOptions { scalable: false, dev_table_entries: amdvi::AmdOptions::default().dev_table_entries }
+    }
+}
+
+/// A driver for one IOMMU unit, after its boot.
+pub trait IommuDriver {
+    fn kind(&self) -> IommuKind;
+
+    /// Translation is on and this driver's (false under `reset-bypass`: DMA addresses are physical).
+    fn translating(&self) -> bool;
+
+    /// IOVA ranges every domain created from now on keeps unused (PCI windows, the MSI range): Linux
+    /// `iova_reserve_pci_windows`.
+    fn reserve_iova_holes(&mut self, holes: &[Range<u64>]);
+
+    /// The bus probe found `id` (Linux `iommu_probe_device`). On a crash boot this is where an adopted
+    /// configuration entry is looked up for the device; SMMUv3 maps its level-2 stream table only here,
+    /// re-checking the L1 descriptor. A refusal leaves the device blocked.
+    fn device_found(&mut self, hw: &mut dyn Platform, env: &BootEnv, id: DeviceId) -> Result<Found, EntryRefusal>;
+
+    /// A new, empty DMA domain.
+    fn create_domain(&mut self, hw: &mut dyn Platform) -> Result<DomainHandle, DriverError>;
+
+    /// Attach `id` to a domain or to identity. A device still on an adopted entry is torn down first (the
+    /// crash kernel's deferred attach), its old IOVAs kept out of the new domain.
+    fn attach(&mut self, hw: &mut dyn Platform, id: DeviceId, to: Target) -> Result<(), DriverError>;
+
+    /// Point every old IOVA of an adopted device at the scratch region (`adopt-scratch`).
+    fn contain(&mut self, hw: &mut dyn Platform, id: DeviceId) -> Result<(), DriverError>;
+
+    /// Map `size` bytes at `pa` into domain `d` at a fresh IOVA (the DMA API's `dma_map_*`); the IOVA.
+    fn map(
+        &mut self,
+        hw: &mut dyn Platform,
+        d: DomainHandle,
+        pa: u64,
+        size: u64,
+        perm: Perm,
+    ) -> Result<u64, DriverError>;
+
+    /// Unmap and invalidate at once (strict mode).
+    fn unmap(&mut self, hw: &mut dyn Platform, d: DomainHandle, iova: u64, size: u64) -> Result<(), DriverError>;
+
+    /// The scratch region containment points at, once built.
+    fn scratch_region(&self) -> Option<Range<u64>>;
+
+    /// Frames spent on scratch containment.
+    fn scratch_frames(&self) -> u64;
+
+    /// Bring a crash report's cost figures up to date after the bus probe (SMMUv3 reads level-2 stream
+    /// tables only when a master is found).
+    fn account(&self, report: &mut CrashReport) {
+        let _ = report;
+    }
+}
+
+/// Normal boot of a unit of `kind` (Linux `intel_iommu_init`, `amd_iommu_init`, `arm_smmu_device_probe`).
+pub fn boot(
+    kind: IommuKind,
+    mut hw: &mut dyn Platform,
+    env: &BootEnv,
+    opts: BootOptions,
+) -> Result<Box<dyn IommuDriver>, DriverError> {
+    Ok(match kind {
+        IommuKind::Vtd => Box::new(vtd::Vtd::init(&mut hw, vtd::VtdOptions { scalable: opts.scalable })?),
+        IommuKind::Amdvi => Box::new(amdvi::Amdvi::init(&mut hw, env, amd_options(opts))?),
+        IommuKind::Smmuv3 => Box::new(smmuv3::Smmuv3::init(&mut hw)?),
+    })
+}
+
+/// Crash-kernel boot of a unit of `kind` under `policy`. The report's `adopted` grows as the bus probe
+/// calls [`IommuDriver::device_found`] (see [`CrashReport::note_found`]).
+pub fn boot_crash(
+    kind: IommuKind,
+    mut hw: &mut dyn Platform,
+    env: &BootEnv,
+    opts: BootOptions,
+    policy: Policy,
+) -> Result<(Box<dyn IommuDriver>, CrashReport), DriverError> {
+    Ok(match kind {
+        IommuKind::Vtd => {
+            let (d, r) = vtd::Vtd::init_crash(&mut hw, env, vtd::VtdOptions { scalable: opts.scalable }, policy)?;
+            (Box::new(d), r.into())
+        }
+        IommuKind::Amdvi => {
+            let (d, r) = amdvi::Amdvi::init_crash(&mut hw, env, amd_options(opts), policy)?;
+            (Box::new(d), r.into())
+        }
+        IommuKind::Smmuv3 => {
+            let (d, r) = smmuv3::Smmuv3::init_crash(&mut hw, env, policy)?;
+            (Box::new(d), r.into())
+        }
+    })
+}
+
+fn amd_options(opts: BootOptions) -> amdvi::AmdOptions {
+    amdvi::AmdOptions { dev_table_entries: opts.dev_table_entries }
+}
+
+/// The 16-bit requester ID VT-d and AMD-Vi index by, or the typed error.
+pub(crate) fn rid16(kind: IommuKind, id: DeviceId) -> Result<u16, DriverError> {
+    id.rid().ok_or(DriverError::BadDeviceId { kind, id })
+}

@@ -1,0 +1,97 @@
+//! SMMUv3 behind the common driver contract.
+
+use core::ops::Range;
+
+use super::{Attachment, DomainId, SmmuOutcome, SmmuReport, Smmuv3, SteProblem};
+use crate::contract::{
+    CrashOutcome, CrashReport, DeviceId, DomainHandle, DriverError, EntryRefusal, Found, IommuDriver, IommuKind, Perm,
+    Target, UnitRefusal,
+};
+use crate::{BootEnv, Platform};
+
+const KIND: IommuKind = IommuKind::Smmuv3;
+
+/// Masters are found by the bus probe after the boot ([`IommuDriver::device_found`]), so the boot's
+/// report starts with none adopted and only the stream table's bytes read.
+impl From<SmmuReport> for CrashReport {
+    fn from(r: SmmuReport) -> Self {
+        CrashReport {
+            kind: KIND,
+            policy: r.policy,
+            outcome: match r.outcome {
+                SmmuOutcome::NotLive => CrashOutcome::NotLive,
+                SmmuOutcome::Reset => CrashOutcome::Reset,
+                SmmuOutcome::Adopted => CrashOutcome::Adopted,
+                SmmuOutcome::FellBack(why) => CrashOutcome::FellBack(UnitRefusal::Smmuv3(why)),
+            },
+            adopted: alloc::vec::Vec::new(),
+            refused: alloc::vec::Vec::new(),
+            frames_allocated: r.frames_allocated,
+            bytes_read: r.bytes_mapped,
+        }
+    }
+}
+
+impl From<SteProblem> for EntryRefusal {
+    fn from(p: SteProblem) -> Self {
+        EntryRefusal::Smmuv3(p)
+    }
+}
+
+fn target(to: Target) -> Attachment {
+    match to {
+        Target::Domain(d) => Attachment::Domain(DomainId(d.0)),
+        Target::Identity => Attachment::Bypass,
+    }
+}
+
+impl IommuDriver for Smmuv3 {
+    fn kind(&self) -> IommuKind {
+        KIND
+    }
+    fn translating(&self) -> bool {
+        Smmuv3::translating(self)
+    }
+    fn reserve_iova_holes(&mut self, holes: &[Range<u64>]) {
+        Smmuv3::reserve_iova_holes(self, holes)
+    }
+    /// `insert_master`: the level-2 table is mapped on first use and its L1 descriptor re-checked.
+    fn device_found(&mut self, mut hw: &mut dyn Platform, env: &BootEnv, id: DeviceId) -> Result<Found, EntryRefusal> {
+        match Smmuv3::insert_master(self, &mut hw, env, id.0)? {
+            Some(super::MasterState::Adopted { .. }) => Ok(Found::Adopted),
+            _ => Ok(Found::NotLive),
+        }
+    }
+    fn create_domain(&mut self, mut hw: &mut dyn Platform) -> Result<DomainHandle, DriverError> {
+        Ok(DomainHandle(Smmuv3::create_domain(self, &mut hw)?.0))
+    }
+    fn attach(&mut self, mut hw: &mut dyn Platform, id: DeviceId, to: Target) -> Result<(), DriverError> {
+        Ok(Smmuv3::attach(self, &mut hw, id.0, target(to))?)
+    }
+    fn contain(&mut self, mut hw: &mut dyn Platform, id: DeviceId) -> Result<(), DriverError> {
+        Ok(Smmuv3::contain(self, &mut hw, id.0)?)
+    }
+    fn map(
+        &mut self,
+        mut hw: &mut dyn Platform,
+        d: DomainHandle,
+        pa: u64,
+        size: u64,
+        perm: Perm,
+    ) -> Result<u64, DriverError> {
+        Ok(Smmuv3::map(self, &mut hw, DomainId(d.0), pa, size, perm.read, perm.write)?)
+    }
+    fn unmap(&mut self, mut hw: &mut dyn Platform, d: DomainHandle, iova: u64, size: u64) -> Result<(), DriverError> {
+        Ok(Smmuv3::unmap(self, &mut hw, DomainId(d.0), iova, size)?)
+    }
+    fn scratch_region(&self) -> Option<Range<u64>> {
+        Smmuv3::scratch_region(self)
+    }
+    fn scratch_frames(&self) -> u64 {
+        Smmuv3::scratch_frames(self)
+    }
+    fn account(&self, report: &mut CrashReport) {
+        report.frames_allocated = self.frames_allocated;
+        report.bytes_read = self.adopted_bytes;
+    }
+}

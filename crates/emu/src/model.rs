@@ -1,0 +1,151 @@
+//! One face for the three IOMMU models, so a machine holds "an IOMMU" without caring which.
+
+use iommu_platform::PhysMem;
+use iommu_spec::IommuKind;
+
+use crate::dma::Iommu;
+use crate::mem::PhysMemory;
+use crate::platform::MmioDevice;
+use crate::{AmdviConfig, AmdviModel, Smmuv3Config, Smmuv3Model, VtdConfig, VtdModel};
+
+/// An IOMMU model: registers ([`MmioDevice`]), DMA translation ([`Iommu`]) and what a machine asks of it.
+pub trait IommuModel: MmioDevice + Iommu + Send {
+    fn kind(&self) -> IommuKind;
+
+    /// DMA is translated (VT-d GSTS.TES, AMD-Vi CONTROL.IommuEn, SMMUv3 CR0ACK.SMMUEN).
+    fn translation_enabled(&self) -> bool;
+
+    /// Turn the IOTLB and configuration caches off (walk on every access) or back on.
+    fn set_caching(&mut self, on: bool);
+
+    /// SEV-SNP's lock on the AMD-Vi base registers; other units have no such lock.
+    fn set_snp_lock(&mut self, locked: bool) {
+        let _ = locked;
+    }
+
+    /// Pages of memory the unit's own structures occupy that a crash kernel reuses in place (AMD-Vi:
+    /// device table, command buffer, event log, completion-wait page; SMMUv3: the stream table). Changes
+    /// there after a crash are the unit's and the crash kernel's doing, not DMA corruption.
+    fn structure_pages(&mut self, mem: &mut PhysMemory) -> Vec<u64> {
+        let _ = mem;
+        Vec::new()
+    }
+
+    fn clone_box(&self) -> Box<dyn IommuModel>;
+}
+
+impl Clone for Box<dyn IommuModel> {
+    fn clone(&self) -> Self {
+        self.clone_box()
+    }
+}
+
+/// A model of `kind` with its default configuration; `snp` puts an AMD-Vi unit on an SEV-SNP host and
+/// `coherent` is an SMMUv3's IDR0.COHACC (each ignored elsewhere).
+pub fn model(kind: IommuKind, snp: bool, coherent: bool) -> Box<dyn IommuModel> {
+    match kind {
+        IommuKind::Vtd => Box::new(VtdModel::new(VtdConfig::default())),
+        IommuKind::Amdvi => Box::new(AmdviModel::new(if snp { AmdviConfig::snp() } else { AmdviConfig::default() })),
+        IommuKind::Smmuv3 => Box::new(Smmuv3Model::new(Smmuv3Config { coherent, ..Smmuv3Config::default() })),
+    }
+}
+
+impl MmioDevice for Box<dyn IommuModel> {
+    fn mmio_read(&mut self, mem: &mut PhysMemory, off: usize, size: u8) -> u64 {
+        (**self).mmio_read(mem, off, size)
+    }
+    fn mmio_write(&mut self, mem: &mut PhysMemory, off: usize, size: u8, val: u64) {
+        (**self).mmio_write(mem, off, size, val)
+    }
+}
+
+impl Iommu for Box<dyn IommuModel> {
+    fn translate(&mut self, mem: &mut PhysMemory, rid: u32, iova: u64, access: crate::Access) -> crate::Translation {
+        (**self).translate(mem, rid, iova, access)
+    }
+}
+
+impl IommuModel for VtdModel {
+    fn kind(&self) -> IommuKind {
+        IommuKind::Vtd
+    }
+    fn translation_enabled(&self) -> bool {
+        VtdModel::translation_enabled(self)
+    }
+    fn set_caching(&mut self, on: bool) {
+        VtdModel::set_caching(self, on)
+    }
+    fn clone_box(&self) -> Box<dyn IommuModel> {
+        Box::new(self.clone())
+    }
+}
+
+impl IommuModel for AmdviModel {
+    fn kind(&self) -> IommuKind {
+        IommuKind::Amdvi
+    }
+    fn translation_enabled(&self) -> bool {
+        AmdviModel::translation_enabled(self)
+    }
+    fn set_caching(&mut self, on: bool) {
+        AmdviModel::set_caching(self, on)
+    }
+    fn set_snp_lock(&mut self, locked: bool) {
+        AmdviModel::set_snp_lock(self, locked)
+    }
+    fn structure_pages(&mut self, mem: &mut PhysMemory) -> Vec<u64> {
+        use iommu_spec::amdvi::{off, DevTableBase, ExclusionBase, RingBase};
+        let mut pages = Vec::new();
+        let dt = DevTableBase::from_bits(self.mmio_read(mem, off::DEV_TABLE_BASE, 8));
+        pages.extend((0..dt.bytes() / 4096).map(|i| dt.table() + i * 4096));
+        for reg in [off::CMD_BUF_BASE, off::EVENT_LOG_BASE] {
+            let r = RingBase::from_bits(self.mmio_read(mem, reg, 8));
+            pages.extend((0..r.bytes().div_ceil(4096)).map(|i| r.ring() + i * 4096));
+        }
+        let sem = ExclusionBase::from_bits(self.mmio_read(mem, off::EXCL_BASE, 8)).address();
+        if sem != 0 {
+            pages.push(sem);
+        }
+        pages
+    }
+    fn clone_box(&self) -> Box<dyn IommuModel> {
+        Box::new(self.clone())
+    }
+}
+
+impl IommuModel for Smmuv3Model {
+    fn kind(&self) -> IommuKind {
+        IommuKind::Smmuv3
+    }
+    fn translation_enabled(&self) -> bool {
+        self.smmu_enabled()
+    }
+    fn set_caching(&mut self, on: bool) {
+        Smmuv3Model::set_caching(self, on)
+    }
+    /// The stream table: the L1 table and every level-2 table a valid descriptor points at, or the linear
+    /// table (capped at 4096 L1 descriptors or STEs: what the simulator's kernels build).
+    fn structure_pages(&mut self, mem: &mut PhysMemory) -> Vec<u64> {
+        use iommu_spec::smmuv3::{off, L1Desc, StrtabBase, StrtabBaseCfg, StrtabFmt};
+        let base = StrtabBase::from_bits(self.mmio_read(mem, off::STRTAB_BASE, 8)).table();
+        let cfg = StrtabBaseCfg::from_bits(self.mmio_read(mem, off::STRTAB_BASE_CFG, 4) as u32);
+        let mut pages = Vec::new();
+        if cfg.fmt() == StrtabFmt::TwoLevel && cfg.log2size() >= cfg.split() {
+            let entries = (1u64 << (cfg.log2size() - cfg.split()).min(12)).min(4096);
+            pages.extend((0..(entries * 8).div_ceil(4096)).map(|i| base + i * 4096));
+            for i in 0..entries {
+                let l1 = L1Desc::from_bits(mem.read_u64(base + 8 * i).unwrap_or(0));
+                if l1.valid() {
+                    pages.extend((0..l1.l2_bytes().div_ceil(4096)).map(|p| l1.l2_table() + p * 4096));
+                }
+            }
+        } else {
+            let bytes = (1u64 << cfg.log2size().min(12)) * 64;
+            pages.extend((0..bytes.div_ceil(4096)).map(|i| base + i * 4096));
+        }
+        pages
+    }
+    fn clone_box(&self) -> Box<dyn IommuModel> {
+        Box::new(self.clone())
+    }
+}
