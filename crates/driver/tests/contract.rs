@@ -1,0 +1,159 @@
+//! The driver contract, the same test on every IOMMU: whatever the architecture, a normal boot maps DMA,
+//! a crash boot under `adopt` keeps the old mappings live until the device's new driver attaches, the
+//! deferred attach gives the device a fresh domain whose IOVAs never alias old ones, and `adopt-scratch`
+//! sends every old IOVA of a contained device to the scratch region.
+
+use iommu_driver::{
+    boot, boot_crash, BootEnv, BootOptions, CrashOutcome, DeviceId, DriverError, Found, IommuDriver, IommuKind, Perm,
+    Policy, Target,
+};
+use iommu_emu::{model, Access, EmuPlatform, FrameRegion, Iommu, IommuModel, PhysMemory, Translation};
+
+const MIB: u64 = 1 << 20;
+const GIB: u64 = 1 << 30;
+const CRASH: std::ops::Range<u64> = (3 * GIB)..(3 * GIB + 256 * MIB);
+const NIC: DeviceId = DeviceId(0x0010);
+const DISK: DeviceId = DeviceId(0x0018);
+const ABSENT: DeviceId = DeviceId(0x0100);
+
+struct Rig {
+    mem: PhysMemory,
+    unit: Box<dyn IommuModel>,
+    primary: FrameRegion,
+    crash: FrameRegion,
+}
+
+impl Rig {
+    fn new(kind: IommuKind) -> Self {
+        Rig {
+            mem: PhysMemory::contiguous(0..4 * GIB),
+            unit: model(kind, false, true),
+            primary: FrameRegion::new(16 * MIB..512 * MIB),
+            crash: FrameRegion::new(CRASH.start + 64 * MIB..CRASH.end),
+        }
+    }
+    fn env(&self, crash_kernel: bool) -> BootEnv {
+        BootEnv { crash_kernel, ram: vec![0..4 * GIB], crash_region: Some(CRASH), mem_encrypt: false, c_bit: 0 }
+    }
+    fn primary(&mut self) -> EmuPlatform<'_, Box<dyn IommuModel>> {
+        EmuPlatform::new(&mut self.unit, &mut self.mem, &mut self.primary)
+    }
+    fn crash(&mut self) -> EmuPlatform<'_, Box<dyn IommuModel>> {
+        EmuPlatform::new(&mut self.unit, &mut self.mem, &mut self.crash)
+    }
+    fn dma(&mut self, id: DeviceId, iova: u64) -> Option<u64> {
+        match self.unit.translate(&mut self.mem, id.0, iova, Access::Write) {
+            Translation::Ok { phys } => Some(phys),
+            Translation::Fault(_) => None,
+        }
+    }
+}
+
+/// The primary kernel: NIC and disk each in a domain with four pages mapped; returns (device, iova, pa).
+fn primary(rig: &mut Rig, kind: IommuKind) -> Vec<(DeviceId, u64, u64)> {
+    let env = rig.env(false);
+    let mut drv = boot(kind, &mut rig.primary(), &env, BootOptions::default()).unwrap();
+    assert_eq!(drv.kind(), kind);
+    assert!(drv.translating());
+    let mut live = Vec::new();
+    for (i, id) in [NIC, DISK].into_iter().enumerate() {
+        let d = drv.create_domain(&mut rig.primary()).unwrap();
+        drv.attach(&mut rig.primary(), id, Target::Domain(d)).unwrap();
+        for k in 0..4u64 {
+            let pa = 0x2000_0000 + (i as u64 * 16 + k) * 0x1000;
+            live.push((id, drv.map(&mut rig.primary(), d, pa, 0x1000, Perm::RW).unwrap(), pa));
+        }
+    }
+    for &(id, iova, pa) in &live {
+        assert_eq!(rig.dma(id, iova), Some(pa), "{kind}: primary DMA of {id}");
+    }
+    live
+}
+
+fn crash_boot(rig: &mut Rig, kind: IommuKind, policy: Policy) -> (Box<dyn IommuDriver>, iommu_driver::CrashReport) {
+    let env = rig.env(true);
+    let (mut drv, mut report) = boot_crash(kind, &mut rig.crash(), &env, BootOptions::default(), policy).unwrap();
+    for id in [NIC, DISK, ABSENT] {
+        let found = drv.device_found(&mut rig.crash(), &env, id);
+        if id == ABSENT {
+            assert_eq!(found, Ok(Found::NotLive), "{kind}: a device the old kernel never attached");
+        }
+        report.note_found(id, found);
+    }
+    drv.account(&mut report);
+    (drv, report)
+}
+
+#[test]
+fn adopt_keeps_old_dma_live_until_the_deferred_attach_on_every_iommu() {
+    for kind in IommuKind::ALL {
+        let mut rig = Rig::new(kind);
+        let live = primary(&mut rig, kind);
+        let (mut drv, report) = crash_boot(&mut rig, kind, Policy::Adopt);
+        assert_eq!(report.outcome, CrashOutcome::Adopted, "{kind}: {}", report.summary());
+        assert_eq!(report.adopted, vec![NIC, DISK], "{kind}");
+        assert!(report.refused.is_empty(), "{kind}: {:?}", report.refused);
+        for &(id, iova, pa) in &live {
+            assert_eq!(rig.dma(id, iova), Some(pa), "{kind}: old DMA of {id} still lands where it did");
+        }
+        // The disk's new driver: reset (not modelled here), fresh domain, its own buffer.
+        let d = drv.create_domain(&mut rig.crash()).unwrap();
+        drv.attach(&mut rig.crash(), DISK, Target::Domain(d)).unwrap();
+        let own = CRASH.start + 128 * MIB;
+        let iova = drv.map(&mut rig.crash(), d, own, 0x1000, Perm::RW).unwrap();
+        assert_eq!(rig.dma(DISK, iova), Some(own), "{kind}: the new mapping");
+        for &(id, old, pa) in live.iter().filter(|l| l.0 == DISK) {
+            assert_ne!(old, iova, "{kind}: the new domain never hands out an old IOVA of the device");
+            assert_ne!(rig.dma(id, old), Some(pa), "{kind}: the old mapping is gone after attach");
+        }
+        for &(id, iova, pa) in live.iter().filter(|l| l.0 == NIC) {
+            assert_eq!(rig.dma(id, iova), Some(pa), "{kind}: the NIC, not yet probed, keeps translating");
+        }
+    }
+}
+
+#[test]
+fn adopt_scratch_sends_every_old_iova_of_a_contained_device_to_the_scratch_region() {
+    for kind in IommuKind::ALL {
+        let mut rig = Rig::new(kind);
+        let live = primary(&mut rig, kind);
+        let (mut drv, _) = crash_boot(&mut rig, kind, Policy::AdoptScratch);
+        drv.contain(&mut rig.crash(), NIC).unwrap();
+        let scratch = drv.scratch_region().expect("containment built a scratch region");
+        assert!(drv.scratch_frames() >= (scratch.end - scratch.start) / 4096, "{kind}");
+        for &(id, iova, _) in live.iter().filter(|l| l.0 == NIC) {
+            let to = rig.dma(id, iova).expect("contained DMA is translated, not faulted");
+            assert!(scratch.contains(&to), "{kind}: {iova:#x} -> {to:#x} outside {scratch:x?}");
+        }
+    }
+}
+
+#[test]
+fn reset_abort_blocks_old_dma_on_every_iommu() {
+    for kind in IommuKind::ALL {
+        let mut rig = Rig::new(kind);
+        let live = primary(&mut rig, kind);
+        let (drv, report) = crash_boot(&mut rig, kind, Policy::ResetAbort);
+        assert_eq!(report.outcome, CrashOutcome::Reset, "{kind}");
+        assert!(report.adopted.is_empty(), "{kind}");
+        assert!(drv.translating(), "{kind}");
+        for &(id, iova, _) in &live {
+            assert_eq!(rig.dma(id, iova), None, "{kind}: old DMA of {id} at {iova:#x} faults");
+        }
+    }
+}
+
+#[test]
+fn a_stream_id_wider_than_a_requester_id_is_a_typed_error_on_pci_only_iommus() {
+    for kind in [IommuKind::Vtd, IommuKind::Amdvi] {
+        let mut rig = Rig::new(kind);
+        let env = rig.env(false);
+        let mut drv = boot(kind, &mut rig.primary(), &env, BootOptions::default()).unwrap();
+        let wide = DeviceId(0x1_0010);
+        assert_eq!(
+            drv.attach(&mut rig.primary(), wide, Target::Identity),
+            Err(DriverError::BadDeviceId { kind, id: wide }),
+            "{kind}"
+        );
+    }
+}
