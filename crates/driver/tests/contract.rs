@@ -33,7 +33,13 @@ impl Rig {
         }
     }
     fn env(&self, crash_kernel: bool) -> BootEnv {
-        BootEnv { crash_kernel, ram: vec![0..4 * GIB], crash_region: Some(CRASH), mem_encrypt: false, c_bit: 0 }
+        BootEnv {
+            crash_kernel,
+            ram: std::iter::once(0..4 * GIB).collect(),
+            crash_region: Some(CRASH),
+            mem_encrypt: false,
+            c_bit: 0,
+        }
     }
     fn primary(&mut self) -> EmuPlatform<'_, Box<dyn IommuModel>> {
         EmuPlatform::new(&mut self.unit, &mut self.mem, &mut self.primary)
