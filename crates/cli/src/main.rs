@@ -4,6 +4,7 @@
 
 mod audit;
 mod bench;
+mod campaign;
 mod inspect;
 mod simulate;
 mod snpcheck;
@@ -27,6 +28,8 @@ enum Cmd {
     Inspect(inspect::Args),
     /// What each device can still reach in a dump: a verdict (exit 0 safe, 1 unsafe, 2 unreadable input).
     Audit(audit::Args),
+    /// Many crash scenarios under every policy: capture rates with 95 % intervals, failures by reason.
+    Campaign(campaign::Args),
     /// Benchmarks: each figure beside its baseline from the same run.
     Bench(bench::Args),
     /// Explore every interleaving of the SNP panic path (seed 001's protocols) against the firmware model.
@@ -49,6 +52,7 @@ fn main() -> ExitCode {
         Some(Cmd::Simulate(a)) => simulate::run(&a),
         Some(Cmd::Inspect(a)) => inspect::run(&a),
         Some(Cmd::Audit(a)) => audit::run(&a),
+        Some(Cmd::Campaign(a)) => campaign::run(&a),
         Some(Cmd::Bench(a)) => bench::run(&a),
         Some(Cmd::SnpCheck(a)) => snpcheck::run(&a),
     };

@@ -105,6 +105,7 @@ pub fn run(a: &Args) -> Result<ExitCode, String> {
             coherent_walker: !a.noncoherent_walker,
             early_ticks: a.early_ticks,
             probe_ticks: a.probe_ticks,
+            nic_rate: 1,
         };
         for &policy in &policies {
             let (o, trace) = iommu_sim::run(&Scenario { policy, seed: a.seed, knobs });

@@ -33,6 +33,8 @@ pub struct Knobs {
     pub early_ticks: u64,
     /// From IOMMU init to the probe of the disk the dump is written to.
     pub probe_ticks: u64,
+    /// Packets arriving at the NIC per tick.
+    pub nic_rate: u32,
 }
 
 impl Default for Knobs {
@@ -45,6 +47,7 @@ impl Default for Knobs {
             coherent_walker: true,
             early_ticks: 40,
             probe_ticks: 80,
+            nic_rate: 1,
         }
     }
 }
@@ -124,6 +127,7 @@ pub fn run_detailed(s: &Scenario) -> RunDetail {
     cfg.scalable = s.knobs.scalable;
     cfg.snp = s.knobs.snp_shutdown.is_some() && s.knobs.iommu == IommuKind::Amdvi;
     cfg.coherent_walker = s.knobs.coherent_walker;
+    cfg.nic_rate = iommu_emu::Rate::per_tick(s.knobs.nic_rate);
     run_on(cfg, s)
 }
 

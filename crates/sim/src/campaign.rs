@@ -1,0 +1,322 @@
+//! Campaigns: many crash scenarios, each drawn from its own seed, run under every policy on every IOMMU,
+//! summarised as capture rates with their confidence intervals.
+//!
+//! Run `i` of a campaign with seed `S` is scenario `i / cells` of the campaign (drawn from
+//! `mix(S, i / cells)`) in cell `i % cells` (an IOMMU × policy pair): every cell sees the same scenarios,
+//! so policies are compared on the same crashes, and a run's result depends only on `S` and `i` — never on
+//! the thread count or the order runs finish in.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use iommu_driver::Policy;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::outcome::{Failure, Outcome};
+use crate::scenario::{run, Knobs, Scenario};
+use crate::unit::IommuKind;
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct CampaignSpec {
+    /// Runs in all (spread evenly over the cells).
+    pub runs: u64,
+    pub seed: u64,
+    pub iommus: Vec<IommuKind>,
+    pub policies: Vec<Policy>,
+    /// Worker threads (1 runs on the caller's thread).
+    pub threads: usize,
+}
+
+/// One cell's tally.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct CellResult {
+    pub iommu: &'static str,
+    pub policy: &'static str,
+    pub runs: u64,
+    pub captured: u64,
+    pub capture_rate: f64,
+    /// 95 % Wilson score interval of the capture rate.
+    pub ci95: [f64; 2],
+    /// Runs with old-memory pages changed outside device buffers and the IOMMU's own structures.
+    pub corrupt_runs: u64,
+    /// Runs where DMA wrote the crash kernel's own region.
+    pub crashkernel_hit_runs: u64,
+    /// The five most frequent failure classes, with their counts.
+    pub failures: BTreeMap<String, u64>,
+}
+
+/// A whole campaign's figures.
+#[derive(Clone, Debug, Serialize)]
+pub struct CampaignResult {
+    pub runs: u64,
+    pub seed: u64,
+    pub elapsed_s: f64,
+    pub results: Vec<CellResult>,
+}
+
+/// The 95 % Wilson score interval for `k` successes out of `n` (`[0, 1]` when `n` is 0).
+pub fn wilson95(k: u64, n: u64) -> [f64; 2] {
+    if n == 0 {
+        return [0.0, 1.0];
+    }
+    let z = 1.959_963_984_540_054_f64;
+    let (n, p) = (n as f64, k as f64 / n as f64);
+    let denom = 1.0 + z * z / n;
+    let centre = (p + z * z / (2.0 * n)) / denom;
+    let half = z * (p * (1.0 - p) / n + z * z / (4.0 * n * n)).sqrt() / denom;
+    [(centre - half).max(0.0), (centre + half).min(1.0)]
+}
+
+/// SplitMix64's finaliser: the seed of scenario `index` of a campaign seeded `seed`.
+pub fn scenario_seed(seed: u64, index: u64) -> u64 {
+    let mut z = seed ^ index.wrapping_mul(0x9e37_79b9_7f4a_7c15).wrapping_add(0x6a09_e667_f3bc_c908);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// The scenario drawn from `seed` on `kind`: crash instant (inside the run, from the seed), platform
+/// (aborts fatal or not, VT-d table mode, SMMUv3 walker coherency, the SNP host's shutdown at panic), load
+/// (NIC packet rate) and the crash kernel's timing.
+pub fn draw(kind: IommuKind, policy: Policy, seed: u64) -> Scenario {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let aborts_fatal = rng.random_bool(0.5);
+    let scalable = rng.random_bool(0.5);
+    let coherent_walker = rng.random_bool(0.9);
+    let snp_shutdown = match rng.random_range(0..3u8) {
+        0 => None,
+        1 => Some(true),
+        _ => Some(false),
+    };
+    let knobs = Knobs {
+        aborts_fatal,
+        iommu: kind,
+        scalable,
+        snp_shutdown,
+        coherent_walker,
+        early_ticks: rng.random_range(10..=120),
+        probe_ticks: rng.random_range(20..=200),
+        nic_rate: rng.random_range(1..=3),
+    };
+    Scenario { policy, seed: rng.random(), knobs }
+}
+
+/// A failure's class: what counts as "the same reason" across runs (no addresses or counts).
+pub fn failure_class(f: &Failure) -> String {
+    match f {
+        Failure::PrimaryInit(_) => "primary kernel IOMMU init failed".into(),
+        Failure::PrimarySetup(_) => "primary kernel device setup failed".into(),
+        Failure::PrimaryWorkload(_) => "primary kernel workload failed".into(),
+        Failure::CrashInit(e) => format!("crash kernel IOMMU init failed: {}", variant(e)),
+        Failure::DiskProbe(e) => format!("crash kernel disk probe failed: {}", variant(e)),
+        Failure::DumpStalled { .. } => "dump write stalled".into(),
+        Failure::DumpWrite(e) => format!("dump write failed: {}", variant(e)),
+        Failure::DiskErrors(_) => "dump writes failed on the disk".into(),
+        Failure::FatalAbort { device, .. } => format!("fatal DMA abort ({device})"),
+        Failure::CrashKernelWritten { .. } => "crash kernel's own memory written by DMA".into(),
+    }
+}
+
+/// The name of an error's variant path, e.g. `Amdvi(CompletionWaitTimeout)`: its `Debug` text up to the
+/// first field, parentheses closed.
+fn variant(e: &impl std::fmt::Debug) -> String {
+    let full = format!("{e:?}");
+    let mut out: String = full.chars().take_while(|c| !matches!(c, '{' | ' ' | ',')).collect();
+    let open = out.matches('(').count().saturating_sub(out.matches(')').count());
+    out.extend(std::iter::repeat_n(')', open));
+    out
+}
+
+/// What one run contributes to its cell.
+#[derive(Clone, Debug, PartialEq)]
+struct Tally {
+    cell: usize,
+    captured: bool,
+    corrupt: bool,
+    crashkernel_hit: bool,
+    failure: Option<String>,
+}
+
+fn tally(cell: usize, o: &Outcome) -> Tally {
+    Tally {
+        cell,
+        captured: o.captured,
+        corrupt: o.changed_pages.other > 0,
+        crashkernel_hit: o.crashkernel_pages_written > 0,
+        failure: o.failure.as_ref().map(|f| f.typed().map_or_else(|| f.to_string(), failure_class)),
+    }
+}
+
+/// Run a campaign. `progress` is called with the number of runs done so far (from any thread).
+pub fn run_campaign(spec: &CampaignSpec, progress: &(dyn Fn(u64) + Sync)) -> CampaignResult {
+    let started = std::time::Instant::now();
+    let cells: Vec<(IommuKind, Policy)> =
+        spec.iommus.iter().flat_map(|&k| spec.policies.iter().map(move |&p| (k, p))).collect();
+    let done = std::sync::atomic::AtomicU64::new(0);
+    let one = |i: u64| -> Tally {
+        let cell = (i % cells.len() as u64) as usize;
+        let (kind, policy) = cells[cell];
+        let scenario = draw(kind, policy, scenario_seed(spec.seed, i / cells.len() as u64));
+        let t = tally(cell, &run(&scenario).0);
+        let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        if n.is_multiple_of(256) || n == spec.runs {
+            progress(n);
+        }
+        t
+    };
+    let tallies: Vec<Tally> = if cells.is_empty() {
+        Vec::new()
+    } else if spec.threads <= 1 {
+        (0..spec.runs).map(one).collect()
+    } else {
+        match rayon::ThreadPoolBuilder::new().num_threads(spec.threads).build() {
+            Ok(pool) => pool.install(|| (0..spec.runs).into_par_iter().map(one).collect()),
+            Err(_) => (0..spec.runs).map(one).collect(),
+        }
+    };
+    let mut results: Vec<CellResult> =
+        cells.iter().map(|&(k, p)| CellResult { iommu: k.name(), policy: p.name(), ..CellResult::default() }).collect();
+    let mut reasons: Vec<BTreeMap<String, u64>> = vec![BTreeMap::new(); cells.len()];
+    for t in &tallies {
+        let r = &mut results[t.cell];
+        r.runs += 1;
+        r.captured += t.captured as u64;
+        r.corrupt_runs += t.corrupt as u64;
+        r.crashkernel_hit_runs += t.crashkernel_hit as u64;
+        if let Some(f) = &t.failure {
+            *reasons[t.cell].entry(f.clone()).or_default() += 1;
+        }
+    }
+    for (r, why) in results.iter_mut().zip(reasons) {
+        r.capture_rate = if r.runs == 0 { 0.0 } else { r.captured as f64 / r.runs as f64 };
+        r.ci95 = wilson95(r.captured, r.runs);
+        let mut top: Vec<(String, u64)> = why.into_iter().collect();
+        top.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        r.failures = top.into_iter().take(5).collect();
+    }
+    CampaignResult { runs: spec.runs, seed: spec.seed, elapsed_s: started.elapsed().as_secs_f64(), results }
+}
+
+/// Capture rates with their intervals, one group of bars per IOMMU, one bar per policy.
+pub fn svg(r: &CampaignResult) -> String {
+    let iommus: Vec<&str> = r.results.iter().map(|c| c.iommu).fold(Vec::new(), |mut v, k| {
+        if !v.contains(&k) {
+            v.push(k);
+        }
+        v
+    });
+    let policies: Vec<&str> = r.results.iter().map(|c| c.policy).fold(Vec::new(), |mut v, p| {
+        if !v.contains(&p) {
+            v.push(p);
+        }
+        v
+    });
+    let colors = ["#c0392b", "#e67e22", "#2980b9", "#27ae60", "#8e44ad"];
+    let (bar, gap, plot_h, left, top) = (28.0, 24.0, 240.0, 60.0, 50.0);
+    let group_w = policies.len() as f64 * bar + gap;
+    let width = left + iommus.len() as f64 * group_w + 200.0;
+    let height = top + plot_h + 60.0;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(
+        s,
+        r#"<text x="{left}" y="20" font-size="15">Capture rate by IOMMU and policy ({} runs, seed {}), bars: 95 % Wilson interval</text>"#,
+        r.runs, r.seed
+    );
+    for t in 0..=4 {
+        let v = t as f64 / 4.0;
+        let y = top + plot_h * (1.0 - v);
+        let _ = writeln!(
+            s,
+            r##"<line x1="{left}" x2="{}" y1="{y}" y2="{y}" stroke="#ddd"/><text x="{}" y="{}" text-anchor="end">{:.0} %</text>"##,
+            left + iommus.len() as f64 * group_w,
+            left - 6.0,
+            y + 4.0,
+            v * 100.0
+        );
+    }
+    for (gi, k) in iommus.iter().enumerate() {
+        let gx = left + gi as f64 * group_w + gap / 2.0;
+        for (pi, p) in policies.iter().enumerate() {
+            let Some(c) = r.results.iter().find(|c| c.iommu == *k && c.policy == *p) else { continue };
+            let x = gx + pi as f64 * bar;
+            let h = plot_h * c.capture_rate;
+            let _ = writeln!(
+                s,
+                r#"<rect x="{x}" y="{}" width="{}" height="{h}" fill="{}"><title>{k} {p}: {}/{} captured</title></rect>"#,
+                top + plot_h - h,
+                bar - 4.0,
+                colors[pi % colors.len()],
+                c.captured,
+                c.runs
+            );
+            let (ylo, yhi) = (top + plot_h * (1.0 - c.ci95[0]), top + plot_h * (1.0 - c.ci95[1]));
+            let cx = x + (bar - 4.0) / 2.0;
+            let _ = writeln!(s, r#"<line x1="{cx}" x2="{cx}" y1="{ylo}" y2="{yhi}" stroke="black"/>"#);
+        }
+        let _ = writeln!(
+            s,
+            r#"<text x="{}" y="{}" text-anchor="middle">{k}</text>"#,
+            gx + policies.len() as f64 * bar / 2.0,
+            top + plot_h + 18.0
+        );
+    }
+    let lx = left + iommus.len() as f64 * group_w + 20.0;
+    for (pi, p) in policies.iter().enumerate() {
+        let y = top + pi as f64 * 20.0;
+        let _ = writeln!(
+            s,
+            r#"<rect x="{lx}" y="{y}" width="12" height="12" fill="{}"/><text x="{}" y="{}">{p}</text>"#,
+            colors[pi % colors.len()],
+            lx + 18.0,
+            y + 10.0
+        );
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wilson_interval_matches_the_textbook_values() {
+        // 8 of 10: the standard worked example gives [0.490, 0.943].
+        let [lo, hi] = wilson95(8, 10);
+        assert!((lo - 0.4902).abs() < 1e-3 && (hi - 0.9433).abs() < 1e-3, "{lo} {hi}");
+        assert_eq!(wilson95(0, 0), [0.0, 1.0]);
+        let [lo, hi] = wilson95(0, 50);
+        assert!(lo.abs() < 1e-12 && (hi - 0.0713).abs() < 1e-3, "{lo} {hi}");
+        let [lo, hi] = wilson95(50, 50);
+        assert!((hi - 1.0).abs() < 1e-12 && (lo - 0.9287).abs() < 1e-3, "{lo} {hi}");
+    }
+
+    #[test]
+    fn scenario_seeds_differ_by_index_and_by_campaign_seed() {
+        let a: std::collections::BTreeSet<u64> = (0..1000).map(|i| scenario_seed(7, i)).collect();
+        assert_eq!(a.len(), 1000);
+        assert_ne!(scenario_seed(7, 0), scenario_seed(8, 0));
+    }
+
+    #[test]
+    fn failure_classes_drop_addresses_and_keep_the_error_variant() {
+        let f = Failure::FatalAbort { device: "nic".into(), what: "rx-desc", iova: 0x1234 };
+        assert_eq!(failure_class(&f), "fatal DMA abort (nic)");
+        let e = iommu_driver::DriverError::Amdvi(iommu_driver::amdvi::AmdError::CompletionWaitTimeout {
+            head: 0x20,
+            tail: 0x20,
+        });
+        assert_eq!(
+            failure_class(&Failure::CrashInit(e)),
+            "crash kernel IOMMU init failed: Amdvi(CompletionWaitTimeout)"
+        );
+    }
+}
