@@ -39,12 +39,17 @@ pub struct Os<'a> {
     pub drv: &'a mut Driver,
     pub k: Kernel,
     pub device_pages: &'a mut BTreeSet<u64>,
+    /// The crash kernel's own pages handed to devices: DMA there is asked for, not a hit.
+    pub crash_own: &'a mut BTreeSet<u64>,
 }
 
 impl Os<'_> {
     fn map_new_page(&mut self, dom: DomainHandle) -> Result<Mapped, KernelError> {
         let pa = self.m.buffer_page(self.k).ok_or(KernelError::NoPages)?;
         self.device_pages.insert(pa);
+        if self.k == Kernel::Crash {
+            self.crash_own.insert(pa);
+        }
         let iova = self.drv.map(&mut self.m.platform(self.k), dom, pa, 4096, Perm::RW)?;
         Ok(Mapped { pa, iova })
     }

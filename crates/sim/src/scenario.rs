@@ -111,7 +111,7 @@ impl Run {
     }
 
     fn os<'a>(&'a mut self, drv: &'a mut Driver, k: Kernel) -> Os<'a> {
-        Os { m: &mut self.m, drv, k, device_pages: &mut self.device_pages }
+        Os { m: &mut self.m, drv, k, device_pages: &mut self.device_pages, crash_own: &mut self.ledger.crash_own }
     }
 }
 
@@ -270,10 +270,7 @@ pub fn run_on(cfg: MachineConfig, s: &Scenario) -> RunDetail {
     if let Some(d) = r.m.device(DISK_RID) {
         d.flr();
     }
-    let before: BTreeSet<u64> = r.device_pages.clone();
     let probed = DiskDriver::probe(&mut r.os(&mut kd, Kernel::Crash));
-    let own: Vec<u64> = r.device_pages.difference(&before).copied().collect();
-    r.ledger.crash_own.extend(own);
     let mut disk = match probed {
         Ok(d) => d,
         Err(e) => {
@@ -317,8 +314,6 @@ pub fn run_on(cfg: MachineConfig, s: &Scenario) -> RunDetail {
                 Err(e) => err = Some(e),
             }
         }
-        let own: Vec<u64> = r.device_pages.difference(&before).copied().collect();
-        r.ledger.crash_own.extend(own);
         if let Some(e) = err {
             out.failure = Some(Failure::DumpWrite(e).into());
             break;

@@ -209,7 +209,14 @@ impl Nic {
         let mut stamp = String::with_capacity(name.len() + 18);
         let _ = write!(stamp, "{name}#{seq:016x};");
         out.clear();
-        out.extend(stamp.bytes().cycle().take(len));
+        out.reserve(len);
+        // Whole copies of the stamp, then its head: slice copies, not a byte-at-a-time iterator (this runs
+        // for every packet of every simulated run).
+        while out.len() + stamp.len() <= len {
+            out.extend_from_slice(stamp.as_bytes());
+        }
+        let rest = len - out.len();
+        out.extend_from_slice(&stamp.as_bytes()[..rest]);
     }
 
     /// One packet from the wire.
@@ -283,5 +290,21 @@ impl DmaDevice for Nic {
 
     fn is_quiescent(&self) -> bool {
         !self.enabled || self.head == self.tail || self.cfg.rate.count == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Nic;
+
+    #[test]
+    fn packet_payload_is_the_stamp_repeated_to_the_length_with_a_partial_tail() {
+        let stamp = b"n#000000000000002a;";
+        for len in [0, 1, stamp.len() - 1, stamp.len(), stamp.len() + 1, 3 * stamp.len() + 7, 1500] {
+            let mut out = vec![0xff; 3];
+            Nic::packet_payload("n", 42, len, &mut out);
+            let want: Vec<u8> = stamp.iter().copied().cycle().take(len).collect();
+            assert_eq!(out, want, "len {len}");
+        }
     }
 }
