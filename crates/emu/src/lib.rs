@@ -20,6 +20,7 @@ pub mod mem;
 pub mod platform;
 pub mod smmuv3;
 pub mod snp;
+pub mod stale;
 pub mod vtd;
 
 pub use amdvi::{AmdviConfig, AmdviCounters, AmdviModel};
