@@ -548,3 +548,20 @@ fn devices_sharing_a_domain_id_on_different_tables_are_split() {
     assert_eq!(rig.dma(DISK, disk.1, Access::Write), Ok(disk.2), "DISK reads its own tables, not NIC's cached entry");
     assert_eq!(rig.dma(NIC, nic.1, Access::Write), Ok(nic.2));
 }
+
+#[test]
+fn attach_before_reset_old_dma_never_lands_in_the_new_domains_buffers() {
+    for snp in [Snp::Off, Snp::ShutdownFailed] {
+        let mut rig = Rig::new(snp);
+        let (old, _) = primary(&mut rig);
+        let (mut v, _) = crash(&mut rig, Policy::Adopt).unwrap();
+        let d = v.create_domain(&mut rig.crash()).unwrap();
+        v.attach(&mut rig.crash(), DISK, Attachment::Domain(d)).unwrap();
+        for i in 0..64 {
+            v.map(&mut rig.crash(), d, CRASH.start + 0x900_0000 + i * 0x1000, 0x1000, true, true).unwrap();
+        }
+        for &(devid, iova, _) in old.iter().filter(|o| o.0 == DISK) {
+            assert!(rig.dma(devid, iova, Access::Write).is_err(), "{snp:?}: old IOVA {iova:#x} faults");
+        }
+    }
+}

@@ -533,3 +533,18 @@ fn live_ste_updates_show_the_walker_only_legal_entries() {
     assert!(rig.dma(S2, 0x1000, Access::Write).is_err(), "stage 1 now: nothing mapped at 0x1000");
     assert_eq!(rig.dma(NIC, nic.1, Access::Write), Ok(scratch));
 }
+
+#[test]
+fn attach_before_reset_old_dma_never_lands_in_the_new_domains_buffers() {
+    let mut rig = Rig::new();
+    let (old, _) = primary(&mut rig);
+    let (mut v, _) = crash(&mut rig, Policy::Adopt);
+    let d = v.create_domain(&mut rig.crash()).unwrap();
+    v.attach(&mut rig.crash(), DISK, Attachment::Domain(d)).unwrap();
+    for i in 0..64 {
+        v.map(&mut rig.crash(), d, CRASH.start + 0x900_0000 + i * 0x1000, 0x1000, true, true).unwrap();
+    }
+    for &(sid, iova, _) in old.iter().filter(|o| o.0 == DISK) {
+        assert!(rig.dma(sid, iova, Access::Write).is_err(), "old IOVA {iova:#x} faults");
+    }
+}
