@@ -4,8 +4,9 @@
 use iommu_driver::amdvi::{AmdError, AmdOptions, AmdOutcome, Amdvi, Attachment, DteProblem, Refusal};
 use iommu_driver::{BootEnv, Mmio, PhysMem, Policy};
 use iommu_emu::snp::{SnpCommand, SnpFirmware};
+use iommu_emu::stale::{Probe, StaleFetchPlatform};
 use iommu_emu::{Access, AmdviConfig, AmdviModel, EmuPlatform, FrameRegion, Iommu, PhysMemory, Translation};
-use iommu_spec::amdvi::{off, DevTableBase, Dte, DteQw1, RingBase};
+use iommu_spec::amdvi::{off, DevTableBase, Dte, DteQw1, ExclusionBase, ExclusionLimit, PagingMode, RingBase};
 
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
@@ -33,6 +34,9 @@ struct Rig {
 impl Rig {
     fn new(snp: Snp) -> Self {
         let cfg = if snp == Snp::Off { AmdviConfig::default() } else { AmdviConfig::snp() };
+        Self::with(snp, cfg)
+    }
+    fn with(snp: Snp, cfg: AmdviConfig) -> Self {
         Rig {
             mem: PhysMemory::contiguous(0..4 * GIB),
             unit: AmdviModel::new(cfg),
@@ -56,6 +60,17 @@ impl Rig {
     }
     fn crash(&mut self) -> EmuPlatform<'_, AmdviModel> {
         EmuPlatform::new(&mut self.unit, &mut self.mem, &mut self.crash)
+    }
+    /// Writes the SNP lock ignored since the unit was made: the crash kernel must make none.
+    fn locked_writes(&self) -> u64 {
+        self.unit.counters().locked_writes_ignored
+    }
+    fn dte_at(&mut self, devid: u16) -> u64 {
+        DevTableBase::from_bits(self.primary().read64(off::DEV_TABLE_BASE)).table() + 32 * devid as u64
+    }
+    fn dte(&mut self, devid: u16) -> Dte {
+        let at = self.dte_at(devid);
+        Dte([0, 1, 2, 3].map(|i| self.mem.read_u64(at + 8 * i).unwrap()))
     }
     fn dma(&mut self, devid: u16, iova: u64, access: Access) -> Result<u64, u16> {
         match self.unit.translate(&mut self.mem, devid as u32, iova, access) {
@@ -133,6 +148,7 @@ fn adopt_keeps_old_dma_translating_until_reattach_with_and_without_snp() {
         let (old, ids) = primary(&mut rig);
         let (mut v, report) = crash(&mut rig, Policy::Adopt).unwrap();
         assert_eq!(report.outcome, AmdOutcome::Adopted, "{snp:?}");
+        assert_eq!(rig.locked_writes(), 0, "{snp:?}: no write reached a locked register");
         for id in &ids {
             assert!(report.reserved_domain_ids.contains(id) && v.domain_id_used(*id));
         }
@@ -156,6 +172,7 @@ fn adopt_keeps_old_dma_translating_until_reattach_with_and_without_snp() {
                 assert_eq!(rig.dma(devid, oiova, Access::Write), Ok(pa));
             }
         }
+        assert_eq!(rig.locked_writes(), 0, "{snp:?}: attach wrote no locked register");
     }
 }
 
@@ -230,6 +247,10 @@ fn each_reuse_check_broken_gives_its_reason() {
         |r| matches!(r, Refusal::DevTable(_)),
     );
     refused(
+        |rig| rig.primary().write64(off::CMD_BUF_BASE, RingBase::from_ring(0, 9).into_bits()),
+        |r| matches!(r, Refusal::BaseZero { what: "command buffer" }),
+    );
+    refused(
         |rig| rig.primary().write64(off::CMD_BUF_BASE, RingBase::from_ring(5 * GIB, 9).into_bits()),
         |r| matches!(r, Refusal::BufferNotRam { what: "command buffer", .. }),
     );
@@ -266,6 +287,7 @@ fn containment_sends_every_iova_into_the_scratch_region() {
     let (old, _) = primary(&mut rig);
     let (mut v, _) = crash(&mut rig, Policy::AdoptScratch).unwrap();
     v.contain(&mut rig.crash(), NIC).unwrap();
+    assert_eq!(rig.locked_writes(), 0, "adoption and containment wrote no locked register");
     let region = v.scratch_region().unwrap();
     assert!(CRASH.contains(&region.start));
     assert_eq!(v.scratch_frames(), 512 + 3, "the region and three shared tables");
@@ -294,4 +316,252 @@ fn the_sme_c_bit_is_stripped_from_addresses_read_back() {
     let stripped = BootEnv { c_bit: C_BIT, ..rig.env(true) };
     let scan = iommu_driver::amdvi::scan(&mut rig.crash(), &stripped, true).unwrap();
     assert!(scan.devices.iter().any(|d| d.devid == NIC));
+}
+
+#[test]
+fn snp_follows_the_hardware_not_the_crash_kernels_mem_encrypt() {
+    // A crash kernel booted without `mem_encrypt` on a host whose SNP shutdown failed: the unit is still locked.
+    let mut rig = Rig::new(Snp::ShutdownFailed);
+    let (old, _) = primary(&mut rig);
+    rig.panic();
+    let env = BootEnv { mem_encrypt: false, ..rig.env(true) };
+    let (v, r) = Amdvi::init_crash(&mut rig.crash(), &env, AmdOptions::default(), Policy::Adopt).unwrap();
+    assert_eq!(r.outcome, AmdOutcome::Adopted);
+    assert!(v.snp());
+    assert_eq!(rig.locked_writes(), 0);
+    for &(devid, iova, pa) in &old {
+        assert_eq!(rig.dma(devid, iova, Access::Write), Ok(pa));
+    }
+}
+
+#[test]
+fn the_completion_wait_sequence_continues_from_the_old_page() {
+    let mut rig = Rig::new(Snp::ShutdownFailed);
+    primary(&mut rig);
+    let page = ExclusionBase::from_bits(rig.primary().read64(off::EXCL_BASE)).address();
+    // The crashed kernel had run a thousand waits.
+    rig.mem.write_u64(page, 1000).unwrap();
+    let (_, r) = crash(&mut rig, Policy::Adopt).unwrap();
+    assert_eq!(r.outcome, AmdOutcome::Adopted);
+    assert!(rig.mem.read_u64(page).unwrap() > 1000, "every wait of the crash kernel stored a new value");
+    assert_eq!(rig.locked_writes(), 0);
+}
+
+#[test]
+fn a_completion_wait_page_at_zero_is_refused() {
+    let mut rig = Rig::new(Snp::ShutdownFailed);
+    primary(&mut rig);
+    rig.unit.set_snp_lock(false);
+    rig.primary().write64(off::EXCL_BASE, ExclusionBase::from_address(0).into_bits());
+    let r = crash(&mut rig, Policy::Adopt);
+    assert!(
+        matches!(&r, Err(AmdError::ReuseFailedWithSnp(why)) if **why == Refusal::BaseZero { what: "completion-wait page" }),
+        "{:?}",
+        r.as_ref().map(|x| &x.1.outcome)
+    );
+}
+
+/// DISK's DTE made to use a root table copied into the crash kernel's region (the unit walks it).
+fn disk_root_in_crash_region(rig: &mut Rig) -> u16 {
+    let dte = rig.dte(DISK);
+    let moved = CRASH.start + 0x20_0000;
+    let mut page = [0u8; 4096];
+    rig.mem.read(dte.pt_root(), &mut page).unwrap();
+    rig.mem.write(moved, &page).unwrap();
+    let at = rig.dte_at(DISK);
+    let new = Dte::translated(moved, dte.mode(), dte.domain_id(), true, true);
+    rig.mem.write_u64(at, new.0[0]).unwrap();
+    dte.domain_id()
+}
+
+#[test]
+fn a_refused_entry_is_rewritten_to_block_and_its_domain_id_reserved() {
+    for snp in [Snp::Off, Snp::ShutdownFailed] {
+        let mut rig = Rig::new(snp);
+        let (old, _) = primary(&mut rig);
+        let id = disk_root_in_crash_region(&mut rig);
+        let disk = old.iter().find(|o| o.0 == DISK).copied().unwrap();
+        assert_eq!(rig.dma(DISK, disk.1, Access::Write), Ok(disk.2), "{snp:?}: the unit walks the moved root");
+        let (v, r) = crash(&mut rig, Policy::Adopt).unwrap();
+        assert_eq!(r.outcome, AmdOutcome::Adopted);
+        assert!(matches!(r.problems.as_slice(), [DteProblem::PageTableInCrashRegion { devid: DISK, .. }]));
+        assert_eq!(r.blocked, [DISK]);
+        assert!(rig.dma(DISK, disk.1, Access::Write).is_err(), "{snp:?}: the refused entry no longer translates");
+        assert!(v.domain_id_used(id), "{snp:?}: its domain ID is never handed out");
+        assert_eq!(rig.locked_writes(), 0, "{snp:?}");
+    }
+}
+
+#[test]
+fn a_mapping_into_the_crash_region_refuses_the_device_and_pass_through_is_reported() {
+    let mut rig = Rig::new(Snp::Off);
+    let env = rig.env(false);
+    let (old, _) = primary(&mut rig);
+    // DISK's tables also map a page the crash kernel will own (its DTE names a domain whose tables the
+    // primary built; add the leaf by hand).
+    let dte = rig.dte(DISK);
+    let mut frames = 0;
+    iommu_driver::walk::map_page(
+        &mut rig.primary(),
+        &iommu_driver::amdvi::V1,
+        dte.pt_root(),
+        3,
+        0x7000_0000,
+        CRASH.start + 0x5000,
+        true,
+        true,
+        &mut frames,
+    )
+    .unwrap();
+    let _ = env;
+    let (_, r) = crash(&mut rig, Policy::Adopt).unwrap();
+    assert!(
+        matches!(r.problems.as_slice(), [DteProblem::PageInCrashRegion { devid: DISK, iova: 0x7000_0000, .. }]),
+        "{:?}",
+        r.problems
+    );
+    assert_eq!(r.blocked, [DISK]);
+    assert_eq!(r.unconfined, [BULK], "pass-through reaches all of memory, and the report says so");
+    for &(devid, iova, pa) in &old {
+        let got = rig.dma(devid, iova, Access::Write);
+        if devid == DISK {
+            assert!(got.is_err());
+        } else {
+            assert_eq!(got, Ok(pa));
+        }
+    }
+}
+
+#[test]
+fn live_dte_updates_show_the_walker_only_the_old_or_new_entry_and_keep_interrupt_remapping() {
+    for snp in [Snp::Off, Snp::ShutdownFailed] {
+        let mut rig = Rig::new(snp);
+        let (old, _) = primary(&mut rig);
+        // Interrupt remapping on both devices, as Linux sets it up.
+        for devid in [NIC, DISK] {
+            let at = rig.dte_at(devid);
+            let dte = rig.dte(devid).with_int_remap(0x3f00_0000 + devid as u64 * 0x1000, 8);
+            rig.mem.write_u64(at + 16, dte.0[2]).unwrap();
+        }
+        let irq = [rig.dte(NIC).0[2], rig.dte(DISK).0[2]];
+        // A function of NIC's on NIC's tables, contained first so the scratch region exists.
+        const NIC_FN1: u16 = NIC + 1;
+        let (from, to) = (rig.dte_at(NIC), rig.dte_at(NIC_FN1));
+        for i in 0..4 {
+            let w = rig.mem.read_u64(from + 8 * i).unwrap();
+            rig.mem.write_u64(to + 8 * i, w).unwrap();
+        }
+        let (mut v, _) = crash(&mut rig, Policy::AdoptScratch).unwrap();
+        let d = v.create_domain(&mut rig.crash()).unwrap();
+        let disk = old.iter().find(|o| o.0 == DISK).copied().unwrap();
+        let nic = old.iter().find(|o| o.0 == NIC).copied().unwrap();
+        // The attach: the unit fetches DISK's DTE after every write, caching what it walks.
+        let probes = vec![Probe { rid: DISK as u32, iova: disk.1, access: Access::Write, targets: vec![disk.2] }];
+        let mut p = StaleFetchPlatform::new(rig.crash(), probes);
+        v.attach(&mut p, DISK, Attachment::Domain(d)).unwrap();
+        assert!(p.writes > 0);
+        assert_eq!(p.violations, [], "{snp:?}");
+        assert!(rig.dma(DISK, disk.1, Access::Write).is_err(), "{snp:?}: no translation of the old tables survives");
+        // Containment, fetched the same way.
+        v.contain(&mut rig.crash(), NIC_FN1).unwrap();
+        let scratch = v.scratch_region().unwrap().start + ((nic.1 >> 12) % 512) * 4096;
+        let probes = vec![Probe { rid: NIC as u32, iova: nic.1, access: Access::Write, targets: vec![nic.2, scratch] }];
+        let mut p = StaleFetchPlatform::new(rig.crash(), probes);
+        v.contain(&mut p, NIC).unwrap();
+        assert_eq!(p.violations, [], "{snp:?}");
+        assert_eq!(rig.dma(NIC, nic.1, Access::Write), Ok(scratch));
+        assert_eq!([rig.dte(NIC).0[2], rig.dte(DISK).0[2]], irq, "{snp:?}: interrupt remapping kept");
+        assert_eq!(rig.locked_writes(), 0, "{snp:?}");
+    }
+}
+
+#[test]
+fn without_iasup_adoption_flushes_every_domains_translations() {
+    let cfg = AmdviConfig { efr: AmdviConfig::default().efr.with_ia_sup(false), ..AmdviConfig::default() };
+    let mut rig = Rig::with(Snp::Off, cfg);
+    let (old, _) = primary(&mut rig);
+    // The crashed kernel unmapped NIC's first buffer and crashed before its (lazy) flush: the IOTLB still
+    // holds the translation.
+    let nic = old.iter().find(|o| o.0 == NIC).copied().unwrap();
+    let root = rig.dte(NIC).pt_root();
+    iommu_driver::walk::unmap_page(&mut rig.primary(), &iommu_driver::amdvi::V1, root, 3, nic.1).unwrap();
+    assert_eq!(rig.dma(NIC, nic.1, Access::Write), Ok(nic.2), "stale, until flushed");
+    let (_, r) = crash(&mut rig, Policy::Adopt).unwrap();
+    assert_eq!(r.outcome, AmdOutcome::Adopted);
+    assert!(rig.dma(NIC, nic.1, Access::Write).is_err(), "the crash kernel sees what the tables say");
+}
+
+#[test]
+fn containment_covers_every_iova_the_device_can_send() {
+    const WIDE: u16 = 0x0030;
+    let mut rig = Rig::new(Snp::Off);
+    primary(&mut rig);
+    // A device on a 4-level table (48-bit IOVAs), as Linux builds for a wide DMA mask.
+    let root = 0x1f00_0000;
+    let at = rig.dte_at(WIDE);
+    let dte = Dte::translated(root, PagingMode::from_bits(4), 77, true, true);
+    for (i, w) in dte.0.iter().enumerate() {
+        rig.mem.write_u64(at + 8 * i as u64, *w).unwrap();
+    }
+    let (mut v, _) = crash(&mut rig, Policy::AdoptScratch).unwrap();
+    v.contain(&mut rig.crash(), WIDE).unwrap();
+    v.contain(&mut rig.crash(), BULK).unwrap();
+    let region = v.scratch_region().unwrap();
+    for (devid, iova) in [(WIDE, (1u64 << 39) + 0x5000), (WIDE, (1 << 47) + 0x1000), (BULK, (1 << 52) + 0x2000)] {
+        let got = rig.dma(devid, iova, Access::Write);
+        assert!(got.is_ok_and(|pa| region.contains(&pa)), "{devid:#x} {iova:#x}: {got:?}");
+    }
+}
+
+#[test]
+fn the_exclusion_range_is_off_after_adoption_so_containment_holds() {
+    let mut rig = Rig::new(Snp::Off);
+    primary(&mut rig);
+    let (first, last) = (CRASH.start, CRASH.start + 16 * MIB - 1);
+    rig.primary()
+        .write64(off::EXCL_BASE, ExclusionBase::from_address(first).with_ex_en(true).with_allow(true).into_bits());
+    rig.primary().write64(off::EXCL_LIMIT, ExclusionLimit::from_address(last).into_bits());
+    assert_eq!(rig.dma(NIC, first + 0x3000, Access::Write), Ok(first + 0x3000), "excluded: untranslated");
+    let (mut v, r) = crash(&mut rig, Policy::AdoptScratch).unwrap();
+    assert_eq!(r.exclusion_disabled, Some((first, last)));
+    v.contain(&mut rig.crash(), NIC).unwrap();
+    let region = v.scratch_region().unwrap();
+    let got = rig.dma(NIC, first + 0x3000, Access::Write);
+    assert!(got.is_ok_and(|pa| region.contains(&pa)), "{got:?}");
+}
+
+#[test]
+fn devices_sharing_a_domain_id_on_different_tables_are_split() {
+    let mut rig = Rig::new(Snp::Off);
+    let (old, ids) = primary(&mut rig);
+    // DISK's DTE names NIC's domain ID with its own tables.
+    let at = rig.dte_at(DISK);
+    let q1 = DteQw1::from_bits(rig.dte(DISK).0[1]).with_domain_id(ids[0]);
+    rig.mem.write_u64(at + 8, q1.into_bits()).unwrap();
+    let nic = old.iter().find(|o| o.0 == NIC).copied().unwrap();
+    let disk = old.iter().find(|o| o.0 == DISK && o.1 == nic.1).copied().expect("both domains start at one IOVA");
+    assert_ne!(nic.2, disk.2);
+    let (v, r) = crash(&mut rig, Policy::Adopt).unwrap();
+    assert!(matches!(r.split_domain_ids.as_slice(), [(DISK, old, _)] if *old == ids[0]), "{:?}", r.split_domain_ids);
+    assert!(v.domain_id_used(r.split_domain_ids[0].2));
+    assert_eq!(rig.dma(NIC, nic.1, Access::Write), Ok(nic.2));
+    assert_eq!(rig.dma(DISK, disk.1, Access::Write), Ok(disk.2), "DISK reads its own tables, not NIC's cached entry");
+    assert_eq!(rig.dma(NIC, nic.1, Access::Write), Ok(nic.2));
+}
+
+#[test]
+fn attach_before_reset_old_dma_never_lands_in_the_new_domains_buffers() {
+    for snp in [Snp::Off, Snp::ShutdownFailed] {
+        let mut rig = Rig::new(snp);
+        let (old, _) = primary(&mut rig);
+        let (mut v, _) = crash(&mut rig, Policy::Adopt).unwrap();
+        let d = v.create_domain(&mut rig.crash()).unwrap();
+        v.attach(&mut rig.crash(), DISK, Attachment::Domain(d)).unwrap();
+        for i in 0..64 {
+            v.map(&mut rig.crash(), d, CRASH.start + 0x900_0000 + i * 0x1000, 0x1000, true, true).unwrap();
+        }
+        for &(devid, iova, _) in old.iter().filter(|o| o.0 == DISK) {
+            assert!(rig.dma(devid, iova, Access::Write).is_err(), "{snp:?}: old IOVA {iova:#x} faults");
+        }
+    }
 }

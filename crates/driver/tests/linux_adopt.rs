@@ -104,6 +104,10 @@ fn adopts_linux_amdvi_tables() {
             "the model agrees with QEMU before the crash"
         );
     }
+    // The captured guest booted without `crashkernel=`, and Linux put page tables (0x7fee8000, 0x7fef5000) and
+    // a DMA buffer (0x7fee7000) in the top 256 MiB. A real reservation is memory that kernel never used: since
+    // adoption walks every table and page, the region must be one the capture shows unused.
+    const CRASH: std::ops::Range<u64> = 0x5000_0000..0x6000_0000;
     let env = BootEnv { crash_kernel: true, ram: vec![RAM], crash_region: Some(CRASH), mem_encrypt: false, c_bit: 0 };
     let mut frames = FrameRegion::new(CRASH.start + 0x100_0000..CRASH.end);
     // Linux sized this table for 256 devices (IVRS's last device ID): so does this crash kernel.

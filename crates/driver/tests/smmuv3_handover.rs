@@ -4,8 +4,9 @@
 
 use iommu_driver::smmuv3::{Attachment, Refusal, SmmuOutcome, Smmuv3, SteProblem, SPLIT};
 use iommu_driver::{BootEnv, Mmio, PhysMem, Policy};
+use iommu_emu::stale::{Probe, StaleFetchPlatform};
 use iommu_emu::{Access, EmuPlatform, FrameRegion, Iommu, PhysMemory, Smmuv3Config, Smmuv3Model, Translation};
-use iommu_spec::smmuv3::{off, L1Desc, StrtabBase, StrtabBaseCfg};
+use iommu_spec::smmuv3::{off, s2_memattr, L1Desc, S2Pte, Ste, StrtabBase, StrtabBaseCfg, StrtabFmt};
 
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
@@ -316,14 +317,14 @@ fn linear_tables_adopt_and_their_checks_refuse() {
     for &(sid, iova, pa) in &old {
         assert_eq!(rig.dma(sid, iova, Access::Write), Ok(pa));
     }
-    // A linear table larger than this kernel would build (2^12 STEs) is not one it adopts.
+    // Beyond SIDSIZE is not a table this hardware has.
     refused(
         linear(),
         |r| {
             let (b, c) = (strtab(r), cfg(r));
-            set_strtab(r, b, c.with_log2size(13))
+            set_strtab(r, b, c.with_log2size(17))
         },
-        |w| matches!(w, Refusal::Log2Size { log2size: 13, .. }),
+        |w| matches!(w, Refusal::Log2Size { log2size: 17, max: 16, .. }),
     );
     refused(
         linear(),
@@ -333,4 +334,217 @@ fn linear_tables_adopt_and_their_checks_refuse() {
         },
         |w| matches!(w, Refusal::Table(_)),
     );
+}
+
+/// Where `sid`'s STE lives in the crashed kernel's 2-level table.
+fn ste_at(rig: &mut Rig, sid: u32) -> u64 {
+    let base = strtab(rig);
+    let l1 = L1Desc::from_bits(rig.mem.read_u64(base + 8 * (sid >> SPLIT) as u64).unwrap());
+    l1.l2_table() + 64 * (sid as u64 & ((1 << SPLIT) - 1))
+}
+
+#[test]
+fn attaching_where_no_master_was_inserted_keeps_the_live_level_2_table() {
+    let mut rig = Rig::new();
+    let (old, _) = primary(&mut rig);
+    let env = rig.env();
+    // The bus probe never inserted anyone (or every insert failed): the first attach needs an L2 slot.
+    let (mut v, r) = Smmuv3::init_crash(&mut rig.crash(), &env, Policy::Adopt).unwrap();
+    assert_eq!(r.outcome, SmmuOutcome::Adopted);
+    let d = v.create_domain(&mut rig.crash()).unwrap();
+    v.attach(&mut rig.crash(), NIC, Attachment::Domain(d)).unwrap();
+    for &(sid, iova, pa) in old.iter().filter(|o| o.0 != NIC) {
+        assert_eq!(rig.dma(sid, iova, Access::Write), Ok(pa), "{sid:#x} shares NIC's L2 table and keeps translating");
+    }
+}
+
+#[test]
+fn stream_table_formats_follow_the_hardware_and_the_series() {
+    let d = Smmuv3Config::default;
+    // A reserved FMT names no table (the model finds no STE for any stream): never adopted as linear.
+    refused(
+        d(),
+        |r| {
+            let (b, c) = (strtab(r), cfg(r));
+            set_strtab(r, b, c.with_fmt(StrtabFmt(2)))
+        },
+        |w| matches!(w, Refusal::Format { fmt: 2, .. }),
+    );
+    // Linear on 2-level hardware: the series' review calls it a bug.
+    refused(
+        d(),
+        |r| {
+            let b = strtab(r);
+            set_strtab(r, b, StrtabBaseCfg::new().with_fmt(StrtabFmt::Linear).with_log2size(8))
+        },
+        |w| matches!(w, Refusal::Format { fmt: 0, two_level_hw: true }),
+    );
+    // 2-level on hardware without IDR0.ST_LEVEL.
+    refused(
+        Smmuv3Config { two_level_strtab: false, ..d() },
+        |r| {
+            let b = strtab(r);
+            set_strtab(r, b, StrtabBaseCfg::new().with_fmt(StrtabFmt::TwoLevel).with_split(SPLIT).with_log2size(12))
+        },
+        |w| matches!(w, Refusal::Format { fmt: 1, two_level_hw: false }),
+    );
+}
+
+#[test]
+fn a_linear_table_as_large_as_sidsize_is_adopted_on_linear_only_hardware() {
+    let mut rig = Rig::with(Smmuv3Config { two_level_strtab: false, ..Smmuv3Config::default() });
+    let (old, _) = primary(&mut rig);
+    // The crashed kernel sized its table to SIDSIZE (16), as Linux does on linear-only hardware.
+    let (b, c) = (strtab(&mut rig), cfg(&mut rig));
+    set_strtab(&mut rig, b, c.with_log2size(16));
+    let (_, r) = crash(&mut rig, Policy::Adopt);
+    assert_eq!(r.outcome, SmmuOutcome::Adopted, "{:?}", r.outcome);
+    for &(sid, iova, pa) in &old {
+        assert_eq!(rig.dma(sid, iova, Access::Write), Ok(pa));
+    }
+}
+
+#[test]
+fn untrusted_l1_descriptors_are_cleared_at_adoption_not_adopted() {
+    for (what, bad) in [("reserved bit 5", None), ("L2Ptr 0", Some(0u64))] {
+        let mut rig = Rig::new();
+        let (old, _) = primary(&mut rig);
+        let at = strtab(&mut rig) + 8 * (FAR >> SPLIT) as u64;
+        let l1 = L1Desc::from_bits(rig.mem.read_u64(at).unwrap());
+        let raw = match bad {
+            None => l1.into_bits() | 1 << 5,
+            Some(pa) => L1Desc::new_table(pa, SPLIT + 1).into_bits(),
+        };
+        rig.mem.write_u64(at, raw).unwrap();
+        let (mut v, r) = crash(&mut rig, Policy::Adopt);
+        assert_eq!(r.outcome, SmmuOutcome::Adopted, "{what}");
+        assert_eq!(r.problems.len(), 1, "{what}: {:?}", r.problems);
+        assert_eq!(L1Desc::from_bits(rig.mem.read_u64(at).unwrap()).span(), 0, "{what}: the descriptor is cleared");
+        assert!(v.master(FAR).is_none(), "{what}: FAR is not adopted");
+        for &(sid, iova, pa) in &old {
+            let got = rig.dma(sid, iova, Access::Write);
+            if sid == FAR {
+                assert!(got.is_err(), "{what}: FAR's DMA no longer reaches {pa:#x}");
+            } else {
+                assert_eq!(got, Ok(pa), "{what}");
+            }
+        }
+        // A new master behind that descriptor gets a fresh level-2 table.
+        let d = v.create_domain(&mut rig.crash()).unwrap();
+        v.attach(&mut rig.crash(), FAR, Attachment::Domain(d)).unwrap();
+        assert!(L1Desc::from_bits(rig.mem.read_u64(at).unwrap()).l2_table() >= CRASH.start);
+    }
+}
+
+#[test]
+fn an_ste_refused_at_insert_is_made_to_abort() {
+    let mut rig = Rig::new();
+    let (old, _) = primary(&mut rig);
+    // NIC's context descriptor moves into what becomes the crash kernel's memory.
+    let at = ste_at(&mut rig, NIC);
+    let mut words = [0u64; 8];
+    for (i, w) in words.iter_mut().enumerate() {
+        *w = rig.mem.read_u64(at + 8 * i as u64).unwrap();
+    }
+    let cd = Ste(words).s1_context_ptr();
+    let moved = CRASH.start + 0x10_0000;
+    for i in 0..8 {
+        let w = rig.mem.read_u64(cd + 8 * i).unwrap();
+        rig.mem.write_u64(moved + 8 * i, w).unwrap();
+    }
+    let ptr_field = (moved >> 6) << 6;
+    words[0] = (words[0] & !(((1u64 << 46) - 1) << 6)) | ptr_field;
+    rig.mem.write_u64(at, words[0]).unwrap();
+    let nic = old.iter().find(|o| o.0 == NIC).copied().unwrap();
+    assert_eq!(rig.dma(NIC, nic.1, Access::Write), Ok(nic.2), "the unit walks the moved CD");
+    let env = rig.env();
+    let (mut v, _) = Smmuv3::init_crash(&mut rig.crash(), &env, Policy::Adopt).unwrap();
+    let got = v.insert_master(&mut rig.crash(), &env, NIC);
+    assert!(matches!(got, Err(SteProblem::TableInCrashRegion { sid: NIC, .. })), "{got:?}");
+    assert!(rig.dma(NIC, nic.1, Access::Write).is_err(), "the refused STE no longer translates");
+}
+
+#[test]
+fn acknowledging_a_pending_command_error_does_not_restart_the_old_queue() {
+    let mut rig = Rig::new();
+    let (old, _) = primary(&mut rig);
+    // The crashed kernel's last command was illegal: CMDQ_ERR pending, CONS at it.
+    let base = iommu_spec::smmuv3::QueueBase::from_bits(rig.primary().read64(off::CMDQ_BASE));
+    let prod = rig.primary().read32(off::CMDQ_PROD);
+    let l2 = base.log2size() as u32;
+    let at = base.base() + 16 * iommu_spec::smmuv3::QueuePtr(prod).index(l2) as u64;
+    rig.mem.write_u64(at, 0xff).unwrap();
+    rig.mem.write_u64(at + 8, 0).unwrap();
+    rig.primary().write32(off::CMDQ_PROD, iommu_spec::smmuv3::QueuePtr(prod).next(l2).0);
+    assert!(rig.unit.gerror_active().cmdq_err(), "the illegal command raised CMDQ_ERR");
+    let (_, r) = crash(&mut rig, Policy::Adopt);
+    assert_eq!(r.outcome, SmmuOutcome::Adopted, "{:?}", r.outcome);
+    assert!(!rig.unit.gerror_active().cmdq_err());
+    for &(sid, iova, pa) in &old {
+        assert_eq!(rig.dma(sid, iova, Access::Write), Ok(pa));
+    }
+}
+
+/// A stream the crashed kernel put on stage 2 (a 39-bit IPA space from level 1, IPA 0..1 GiB as one block
+/// at `pa`).
+fn stage2_stream(rig: &mut Rig, sid: u32, pa: u64) {
+    let root = 0x1f00_0000;
+    rig.mem.write_u64(root, S2Pte::leaf(pa, 1, s2_memattr::OIWB, true, true).into_bits()).unwrap();
+    let ste = Ste::s2(9, root, 25, 1, 5);
+    let at = ste_at(rig, sid);
+    for (i, w) in ste.0.iter().enumerate() {
+        rig.mem.write_u64(at + 8 * i as u64, *w).unwrap();
+    }
+}
+
+#[test]
+fn live_ste_updates_show_the_walker_only_legal_entries() {
+    const S2: u32 = 0x0028;
+    let mut rig = Rig::new();
+    let (old, _) = primary(&mut rig);
+    stage2_stream(&mut rig, S2, 0x4000_0000);
+    assert_eq!(rig.dma(S2, 0x1000, Access::Write), Ok(0x4000_1000));
+    let env = rig.env();
+    let (mut v, _) = crash(&mut rig, Policy::AdoptScratch);
+    assert!(v.insert_master(&mut rig.crash(), &env, S2).unwrap().is_some());
+    let d = v.create_domain(&mut rig.crash()).unwrap();
+    let nic = old.iter().find(|o| o.0 == NIC).copied().unwrap();
+    let bulk = old.iter().find(|o| o.0 == BULK).copied().unwrap();
+    // Stage 2 -> stage 1, bypass -> stage 1 (attach), stage 1 -> scratch (contain): the unit fetches each
+    // STE after every write; only the old target, the new one, or a legal abort may show.
+    v.contain(&mut rig.crash(), DISK).unwrap();
+    let region = v.scratch_region().unwrap();
+    let scratch = region.start + ((nic.1 >> 12) % 512) * 4096;
+    let mut writes = 0;
+    for (sid, iova, targets) in
+        [(S2, 0x1000, vec![0x4000_1000]), (BULK, bulk.1, vec![bulk.2]), (NIC, nic.1, vec![nic.2, scratch])]
+    {
+        let probes = vec![Probe { rid: sid, iova, access: Access::Write, targets }];
+        let mut p = StaleFetchPlatform::new(rig.crash(), probes);
+        if sid == NIC {
+            v.contain(&mut p, sid).unwrap();
+        } else {
+            v.attach(&mut p, sid, Attachment::Domain(d)).unwrap();
+        }
+        assert_eq!(p.violations, [], "stream {sid:#x}");
+        writes += p.writes;
+    }
+    assert!(writes > 0);
+    assert!(rig.dma(S2, 0x1000, Access::Write).is_err(), "stage 1 now: nothing mapped at 0x1000");
+    assert_eq!(rig.dma(NIC, nic.1, Access::Write), Ok(scratch));
+}
+
+#[test]
+fn attach_before_reset_old_dma_never_lands_in_the_new_domains_buffers() {
+    let mut rig = Rig::new();
+    let (old, _) = primary(&mut rig);
+    let (mut v, _) = crash(&mut rig, Policy::Adopt);
+    let d = v.create_domain(&mut rig.crash()).unwrap();
+    v.attach(&mut rig.crash(), DISK, Attachment::Domain(d)).unwrap();
+    for i in 0..64 {
+        v.map(&mut rig.crash(), d, CRASH.start + 0x900_0000 + i * 0x1000, 0x1000, true, true).unwrap();
+    }
+    for &(sid, iova, _) in old.iter().filter(|o| o.0 == DISK) {
+        assert!(rig.dma(sid, iova, Access::Write).is_err(), "old IOVA {iova:#x} faults");
+    }
 }

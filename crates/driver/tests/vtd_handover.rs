@@ -311,3 +311,50 @@ fn rejects_malformed_context_entries_one_device_at_a_time() {
         }
     }
 }
+
+#[test]
+fn live_context_updates_show_the_walker_only_the_old_entry_the_new_one_or_not_present() {
+    use iommu_emu::stale::{Probe, StaleFetchPlatform};
+    for scalable in [false, true] {
+        let mut rig = Rig::new();
+        let old = primary(&mut rig, scalable);
+        let (mut v, _) = crash(&mut rig, scalable, Policy::AdoptScratch);
+        let d = v.create_domain(&mut rig.crash()).unwrap();
+        let disk = old.dma.iter().find(|o| o.0 == DISK).copied().unwrap();
+        let probes = vec![Probe { rid: DISK as u32, iova: disk.1, access: Access::Write, targets: vec![disk.2] }];
+        let mut p = StaleFetchPlatform::new(rig.crash(), probes);
+        v.attach(&mut p, DISK, Attachment::Domain(d)).unwrap();
+        assert!(p.writes > 0);
+        assert_eq!(p.violations, [], "scalable={scalable}: attach");
+        assert!(rig.dma(DISK, disk.1, Access::Write).is_err(), "scalable={scalable}");
+        // Containment: BUS1 first (the region exists), then NIC with the unit fetching after every write.
+        v.contain(&mut rig.crash(), BUS1).unwrap();
+        let nic = old.dma.iter().find(|o| o.0 == NIC).copied().unwrap();
+        let scratch = v.scratch_region().unwrap().start + ((nic.1 >> 12) % 512) * 4096;
+        let probes = vec![Probe { rid: NIC as u32, iova: nic.1, access: Access::Write, targets: vec![nic.2, scratch] }];
+        let mut p = StaleFetchPlatform::new(rig.crash(), probes);
+        v.contain(&mut p, NIC).unwrap();
+        assert_eq!(p.violations, [], "scalable={scalable}: contain");
+        assert_eq!(rig.dma(NIC, nic.1, Access::Write), Ok(scratch));
+    }
+}
+
+#[test]
+fn attach_before_reset_old_dma_never_lands_in_the_new_domains_buffers() {
+    // A crash-kernel driver that attaches and maps before it resets its device: the device's in-flight DMA
+    // to old IOVAs must fault, never reach a buffer the new driver mapped.
+    for scalable in [false, true] {
+        let mut rig = Rig::new();
+        let old = primary(&mut rig, scalable);
+        let (mut v, _) = crash(&mut rig, scalable, Policy::Adopt);
+        let d = v.create_domain(&mut rig.crash()).unwrap();
+        v.attach(&mut rig.crash(), DISK, Attachment::Domain(d)).unwrap();
+        let bufs: Vec<u64> = (0..64).map(|i| CRASH.start + 0x0900_0000 + i * 0x1000).collect();
+        for &b in &bufs {
+            v.map(&mut rig.crash(), d, b, 0x1000, true, true).unwrap();
+        }
+        for &(sid, iova, _) in old.dma.iter().filter(|o| o.0 == DISK) {
+            assert!(rig.dma(sid, iova, Access::Write).is_err(), "scalable={scalable}: old IOVA {iova:#x} faults");
+        }
+    }
+}

@@ -198,3 +198,49 @@ fn primary_sm_or_legacy(rig: &mut Rig, scalable: bool) {
         v.map(&mut rig.primary(), d, 0x2000_0000, 0x4000, true, true).unwrap();
     }
 }
+
+#[test]
+fn a_pasid_directory_entry_is_checked_where_it_lies_in_a_128_kib_directory() {
+    let mut rig = Rig::new();
+    primary_sm(&mut rig);
+    // DISK's directory starts on the last page before the crash region and is 2^14 entries long; its
+    // RID_PASID's entry lies 32 KiB in, inside the region.
+    let at = sm_context_at(&mut rig, DISK);
+    let dir = CRASH.start - 0x1000;
+    let ce = ScalableContextEntry::from_bits(rig.mem.read_u128(at).unwrap())
+        .with_pasiddirptr(dir >> 12)
+        .with_pdts(7)
+        .with_rid_pasid(0xffc << 6);
+    rig.mem.write_u128(at, ce.into_bits()).unwrap();
+    let r = adopt_sm(&mut rig);
+    assert_eq!(r.outcome, HandoverOutcome::Adopted);
+    let page = dir + 0x7000;
+    assert!(
+        r.problems.contains(&EntryProblem::TableInCrashRegion { sid: DISK, what: "PASID directory", addr: page }),
+        "{:?}",
+        r.problems
+    );
+    assert!(!r.adopted.contains(&DISK));
+}
+
+#[test]
+fn a_pasid_directory_at_the_top_of_the_address_space_is_refused_not_wrapped() {
+    let mut rig = Rig::new();
+    primary_sm(&mut rig);
+    let at = sm_context_at(&mut rig, DISK);
+    let dir = 0xffff_ffff_ffff_e000;
+    let ce = ScalableContextEntry::from_bits(rig.mem.read_u128(at).unwrap())
+        .with_pasiddirptr(dir >> 12)
+        .with_pdts(7)
+        .with_rid_pasid(0x3fff << 6);
+    rig.mem.write_u128(at, ce.into_bits()).unwrap();
+    // A firmware map whose last range reaches the top of the address space.
+    let mut env = rig.crash_env();
+    env.ram.push(0xffff_ffff_fff0_0000..u64::MAX);
+    let (_, r) = Vtd::init_crash(&mut rig.crash(), &env, VtdOptions { scalable: true }, Policy::Adopt).unwrap();
+    assert!(
+        r.problems.contains(&EntryProblem::TableNotRam { sid: DISK, what: "PASID directory", addr: dir }),
+        "{:?}",
+        r.problems
+    );
+}

@@ -21,6 +21,7 @@ pub mod model;
 pub mod platform;
 pub mod smmuv3;
 pub mod snp;
+pub mod stale;
 pub mod vtd;
 
 pub use amdvi::{AmdviConfig, AmdviCounters, AmdviModel};

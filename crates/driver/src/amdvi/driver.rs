@@ -63,6 +63,16 @@ pub enum DeviceState {
     },
 }
 
+/// The scratch region contained devices' DMA lands in, and the shared table chains that map into it.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Scratch {
+    pub page: u64,
+    /// Top table of the chain for each level count (3..=6) built so far.
+    pub tops: [Option<u64>; 7],
+    pub id: u16,
+    pub frames: u64,
+}
+
 /// The driver for one AMD-Vi unit.
 pub struct Amdvi {
     pub efr: Efr,
@@ -74,7 +84,7 @@ pub struct Amdvi {
     pub(super) domains: Vec<Option<Domain>>,
     pub(super) devices: BTreeMap<u16, DeviceState>,
     pub(super) translating: bool,
-    pub(super) scratch: Option<(u64, u64, u16, u64)>,
+    pub(super) scratch: Option<Scratch>,
     pub(super) iova_holes: Vec<core::ops::Range<u64>>,
     pub frames_allocated: u64,
 }
@@ -110,12 +120,18 @@ impl Amdvi {
 
     pub(super) fn blank(hw: &mut impl Platform, env: &BootEnv) -> Self {
         let efr = Efr::from_bits(hw.read64(off::EXT_FEATURES));
+        // Whether SNP may hold the unit: Linux's `amd_iommu_snp_en` needs EFR.SNPSup and a host running SNP.
+        // A crash kernel cannot ask the firmware, and seeing the lock would take a write to a locked register,
+        // so it follows the hardware: on an SNPSup unit whose Exclusion Base holds a completion-store window
+        // (ExEn clear: what Linux `iommu_set_cwwb_range` leaves on every SNPSup unit), SNP may have locked it,
+        // whatever this kernel's own `mem_encrypt` says.
+        let window = ExclusionBase::from_bits(hw.read64(off::EXCL_BASE));
+        let window_set = window.address() != 0 && !window.ex_en();
         let mut domain_ids = IdAllocator::new(65536, 1);
         domain_ids.reserve(0);
         Amdvi {
             efr,
-            // Linux `amd_iommu_snp_en`: the unit supports SNP and the host runs SNP.
-            snp: efr.snp_sup() && env.mem_encrypt,
+            snp: efr.snp_sup() && (env.mem_encrypt || (env.crash_kernel && window_set)),
             dev_table: 0,
             dev_table_bytes: 0,
             cmd: None,
@@ -202,14 +218,18 @@ impl Amdvi {
         }
     }
 
-    /// INVALIDATE_IOMMU_ALL where EFR offers it, else every device-table entry and all pages of domain 0
-    /// (Linux `amd_iommu_flush_all_caches`).
+    /// INVALIDATE_IOMMU_ALL where EFR offers it, else every device-table entry and then every domain ID's
+    /// translations (Linux `amd_iommu_flush_all_caches`: `amd_iommu_flush_dte_all`, `amd_iommu_flush_tlb_all`
+    /// over domain IDs 0..=0xffff), so nothing the crashed kernel left cached survives without IASup either.
     pub(super) fn invalidate_all(&mut self, hw: &mut impl Platform) -> Result<(), AmdError> {
         if self.efr.ia_sup() {
             return self.submit(hw, &[invalidate_iommu_all()]);
         }
         let n = (self.dev_table_bytes / 32).min(65536) as u32;
-        let cmds: Vec<u128> = (0..n).map(|d| InvalidateDevice::devtab_entry(DeviceId(d as u16)).into_bits()).collect();
+        let cmds: Vec<u128> = (0..n)
+            .map(|d| InvalidateDevice::devtab_entry(DeviceId(d as u16)).into_bits())
+            .chain((0..=u16::MAX).map(|id| InvalidateIommuPages::all(id).into_bits()))
+            .collect();
         self.submit(hw, &cmds)
     }
 
@@ -284,8 +304,13 @@ impl Amdvi {
         self.submit(hw, &[InvalidateIommuPages::range(id, iova, size).into_bits()])
     }
 
-    /// Write `devid`'s DTE and invalidate what the unit caches for it (Linux `set_dte_entry` +
-    /// `device_flush_dte`); `old_domain`'s translations are flushed too when it had one.
+    /// Point `devid`'s DTE at a new translation and invalidate what the unit caches for it (Linux
+    /// `set_dte_entry` + `device_flush_dte`). The unit may fetch the entry at any moment (AMD-Vi 2.2.2), so
+    /// the interrupt-remapping half (quadwords 2-3) is kept as it is, as `set_dte_entry` keeps it, and the
+    /// root, mode, V/TV and domain ID (quadwords 0-1) change in one 128-bit write (Linux `update_dte256` /
+    /// `write_dte_lower128`): no fetch sees a new domain ID with the old root. Both the old and the new domain
+    /// ID are flushed: a fetch just before the write may have cached the old translations, and the new ID's
+    /// entries may predate this domain.
     pub(super) fn write_dte(
         &mut self,
         hw: &mut impl Platform,
@@ -294,10 +319,31 @@ impl Amdvi {
         old_domain: Option<u16>,
     ) -> Result<(), AmdError> {
         let at = self.dev_table + 32 * devid as u64;
-        // Upper quadwords first, then the word holding V/TV, so the unit never sees half an entry valid.
-        for i in [1usize, 2, 3, 0] {
-            hw.write_u64(at + 8 * i as u64, dte.0[i])?;
+        let lower = dte.0[0] as u128 | (dte.0[1] as u128) << 64;
+        hw.write_u128(at, lower)?;
+        let mut cmds = alloc::vec![InvalidateDevice::devtab_entry(DeviceId(devid)).into_bits()];
+        if let Some(id) = old_domain {
+            cmds.push(InvalidateIommuPages::all(id).into_bits());
         }
+        if old_domain != Some(dte.domain_id()) {
+            cmds.push(InvalidateIommuPages::all(dte.domain_id()).into_bits());
+        }
+        self.submit(hw, &cmds)
+    }
+
+    /// Replace the whole live DTE of `devid` with `dte`, for an entry refused as a whole (its interrupt half is
+    /// as untrusted as the rest). Quadwords 0-1 first, which make the entry stop translating, then 2-3: the
+    /// order Linux `update_dte256` uses when an entry stops translating.
+    pub(super) fn replace_dte(
+        &mut self,
+        hw: &mut impl Platform,
+        devid: u16,
+        dte: Dte,
+        old_domain: Option<u16>,
+    ) -> Result<(), AmdError> {
+        let at = self.dev_table + 32 * devid as u64;
+        hw.write_u128(at, dte.0[0] as u128 | (dte.0[1] as u128) << 64)?;
+        hw.write_u128(at + 16, dte.0[2] as u128 | (dte.0[3] as u128) << 64)?;
         let mut cmds = alloc::vec![InvalidateDevice::devtab_entry(DeviceId(devid)).into_bits()];
         if let Some(id) = old_domain {
             cmds.push(InvalidateIommuPages::all(id).into_bits());

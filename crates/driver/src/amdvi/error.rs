@@ -80,6 +80,10 @@ pub enum Refusal {
         what: &'static str,
         raw: u64,
     },
+    /// A ring or the completion-wait page at physical address 0: a register nobody programmed.
+    BaseZero {
+        what: &'static str,
+    },
     /// Reuse ran but its first completion wait did not complete.
     Hardware(AmdError),
 }
@@ -96,6 +100,7 @@ impl fmt::Display for Refusal {
                 write!(f, "{what} at {addr:#x} is inside the crash kernel's region")
             }
             Refusal::BadLength { what, raw } => write!(f, "{what} register {raw:#x} has a reserved length"),
+            Refusal::BaseZero { what } => write!(f, "{what} base is zero"),
             Refusal::Hardware(e) => write!(f, "{e}"),
         }
     }

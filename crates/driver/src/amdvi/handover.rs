@@ -7,12 +7,13 @@
 //! register cannot be changed, and one way for every kdump boot keeps the two paths from diverging. The
 //! cost is that re-attached devices' DTEs are rewritten in the crashed kernel's memory.
 
+use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 
-use iommu_spec::amdvi::{off, Control, DevTableBase, Dte, ExclusionBase, PagingMode, RingBase};
+use iommu_spec::amdvi::{off, Control, DevTableBase, Dte, ExclusionBase, ExclusionLimit, PagingMode, RingBase};
 
 use super::cmdq::CmdRing;
-use super::driver::{alloc_contiguous, AmdOptions, Amdvi, DeviceState, LEVELS};
+use super::driver::{alloc_contiguous, AmdOptions, Amdvi, DeviceState, Scratch, LEVELS};
 use super::scan::{scan, DteKind, DteProblem};
 use super::{AmdError, Refusal};
 use crate::{BootEnv, Platform, Policy};
@@ -34,7 +35,22 @@ pub struct AmdReport {
     pub reserved_domain_ids: Vec<u16>,
     pub frames_allocated: u64,
     pub bytes_read: u64,
+    /// Devices whose live DTE was refused and rewritten to block DMA (each with its reason in `problems`).
+    pub blocked: Vec<u16>,
+    /// Adopted devices that reach all of memory, the crash kernel's region included (pass-through, V = 0):
+    /// nothing confines them until they are contained or re-attached.
+    pub unconfined: Vec<u16>,
+    /// Devices that shared a domain ID with a device on other tables, moved to a fresh ID: (device, old, new).
+    pub split_domain_ids: Vec<(u16, u16, u16)>,
+    /// The exclusion range (first, last byte) the crashed kernel left enabled, disabled at adoption.
+    pub exclusion_disabled: Option<(u64, u64)>,
 }
+
+/// Page-table pages all the walks at adoption read together, at most (16 MiB of tables): past it, devices
+/// not yet walked are refused rather than adopted unchecked.
+pub const WALK_TABLE_BUDGET: usize = 1 << 12;
+/// Runs one walk keeps, at most.
+const WALK_MAX_RUNS: usize = 1 << 16;
 
 impl Amdvi {
     /// Boot on a crash kernel under `policy`.
@@ -52,6 +68,10 @@ impl Amdvi {
             reserved_domain_ids: Vec::new(),
             frames_allocated: 0,
             bytes_read: 0,
+            blocked: Vec::new(),
+            unconfined: Vec::new(),
+            split_domain_ids: Vec::new(),
+            exclusion_disabled: None,
         };
         let live = Control::from_bits(hw.read64(off::CONTROL)).iommu_en();
         let v = if !live {
@@ -88,7 +108,8 @@ impl Amdvi {
     }
 
     /// Take over the structures the registers name, checking them first (Linux 6.18 `__reuse_device_table`,
-    /// `remap_or_alloc_cwwb_sem`, `alloc_command_buffer`/`alloc_event_buffer` in kdump).
+    /// `remap_or_alloc_cwwb_sem`, `alloc_command_buffer`/`alloc_event_buffer` in kdump), then every entry's
+    /// reach (see [`Self::settle`]).
     fn reuse(hw: &mut impl Platform, env: &BootEnv, opts: AmdOptions, report: &mut AmdReport) -> Result<Self, Refusal> {
         let mut v = Self::blank(hw, env);
         let want = opts.dev_table_entries.clamp(256, 65536).next_power_of_two() as u64 * 32;
@@ -124,58 +145,155 @@ impl Amdvi {
         };
         v.dev_table = scan.table.table() & !env.c_bit;
         v.dev_table_bytes = scan.table.bytes();
-        v.cmd = Some(CmdRing::new(cmd, cmd_entries, sem));
-        v.restart_rings(hw);
-        for d in &scan.devices {
-            if d.domain != 0 && v.domain_ids.reserve(d.domain as u32) {
-                report.reserved_domain_ids.push(d.domain);
-            }
-            v.devices.insert(d.devid, DeviceState::Adopted { domain: d.domain, kind: d.kind });
-            report.adopted.push(d.devid);
+        let mut cmd_ring = CmdRing::new(cmd, cmd_entries, sem);
+        if v.snp {
+            // The page holds the crashed kernel's last sequence number: a wait for a value already there would
+            // "complete" before the unit ran anything, so the sequence continues from it.
+            cmd_ring.seq = hw.read_u64(sem).map_err(|e| Refusal::Hardware(e.into()))?;
         }
-        report.reserved_domain_ids.sort_unstable();
-        report.reserved_domain_ids.dedup();
+        v.cmd = Some(cmd_ring);
+        // Without SNP the exclusion range is live: requests inside it pass untranslated (AMD-Vi 3.4.5), past
+        // any adopted, contained or new table. Turn it off (unlocked without SNP) and say so.
+        if !v.snp {
+            let base = ExclusionBase::from_bits(hw.read64(off::EXCL_BASE));
+            if base.ex_en() {
+                let last = ExclusionLimit::from_bits(hw.read64(off::EXCL_LIMIT)).last();
+                hw.write64(off::EXCL_BASE, base.with_ex_en(false).into_bits());
+                report.exclusion_disabled = Some((base.address(), last));
+            }
+        }
+        v.restart_rings(hw);
         report.problems = scan.problems;
         v.invalidate_all(hw).map_err(Refusal::Hardware)?;
         v.translating = true;
+        v.settle(hw, env, &scan.devices, report).map_err(Refusal::Hardware)?;
+        report.reserved_domain_ids.sort_unstable();
+        report.reserved_domain_ids.dedup();
         Ok(v)
     }
 
-    /// Point every IOVA of an adopted device at one scratch page through a chain of shared tables: `LEVELS`
-    /// tables and the page, for all contained devices together.
+    /// Decide, entry by entry, what stays live (seed 004's checks, bounded): reserve every domain ID the old
+    /// table names; walk each distinct page table once within [`WALK_TABLE_BUDGET`]; rewrite to blocking (and
+    /// invalidate) every entry the scan refused, whose tables or pages reach the crash kernel's region or that
+    /// a walk could not finish; give a device that shares its domain ID with another device on different
+    /// tables a fresh ID (the IOTLB is tagged by domain ID: the two would read each other's translations).
+    fn settle(
+        &mut self,
+        hw: &mut impl Platform,
+        env: &BootEnv,
+        devices: &[super::ScannedDte],
+        report: &mut AmdReport,
+    ) -> Result<(), AmdError> {
+        let mut refuse: Vec<u16> = report.problems.iter().filter_map(|p| p.devid()).collect();
+        let mut budget = WALK_TABLE_BUDGET;
+        // Per root walked: the problem it has, if any.
+        let mut walked: BTreeMap<(u64, u32), Option<DteProblem>> = BTreeMap::new();
+        // Per domain ID: the tables the first device using it translates through.
+        let mut owner: BTreeMap<u16, (u64, u32)> = BTreeMap::new();
+        for d in devices {
+            if d.domain != 0 && self.domain_ids.reserve(d.domain as u32) {
+                report.reserved_domain_ids.push(d.domain);
+            }
+            let mut domain = d.domain;
+            match d.kind {
+                DteKind::Translated { root, levels } => {
+                    let verdict = match walked.get(&(root, levels)) {
+                        Some(v) => v.clone(),
+                        None => {
+                            let v = reach(hw, env, d.devid, root, levels, &mut budget);
+                            walked.insert((root, levels), v.clone());
+                            v
+                        }
+                    };
+                    if let Some(p) = verdict {
+                        report.problems.push(p.with_devid(d.devid));
+                        refuse.push(d.devid);
+                        continue;
+                    }
+                    match owner.get(&d.domain) {
+                        None => {
+                            owner.insert(d.domain, (root, levels));
+                        }
+                        Some(&t) if t == (root, levels) => {}
+                        Some(_) => {
+                            let id = self.domain_ids.alloc().ok_or(AmdError::OutOfDomainIds)? as u16;
+                            let dte = Dte([d.dte.0[0], d.dte.qw1().with_domain_id(id).into_bits(), 0, 0]);
+                            self.write_dte(hw, d.devid, dte, Some(d.domain))?;
+                            report.split_domain_ids.push((d.devid, d.domain, id));
+                            domain = id;
+                        }
+                    }
+                }
+                DteKind::PassThrough { .. } | DteKind::NotValid => report.unconfined.push(d.devid),
+            }
+            self.devices.insert(d.devid, DeviceState::Adopted { domain, kind: d.kind });
+            report.adopted.push(d.devid);
+        }
+        refuse.sort_unstable();
+        refuse.dedup();
+        for devid in refuse {
+            let at = self.dev_table + 32 * devid as u64;
+            let old = Dte([0, hw.read_u64(at + 8)?, 0, 0]).domain_id();
+            if old != 0 && self.domain_ids.reserve(old as u32) {
+                report.reserved_domain_ids.push(old);
+            }
+            self.replace_dte(hw, devid, Dte::blocked(self.snp), (old != 0).then_some(old))?;
+            report.blocked.push(devid);
+        }
+        Ok(())
+    }
+
+    /// Point every IOVA of an adopted device at the scratch region through a chain of shared tables, as deep as
+    /// the device's IOVAs reach: its own table's depth (at least [`LEVELS`]), or every level the unit has
+    /// (EFR.HATS) for a device that translated nothing. One chain per depth, shared by all contained devices.
     pub fn contain(&mut self, hw: &mut impl Platform, devid: u16) -> Result<(), AmdError> {
-        let Some(DeviceState::Adopted { domain: old, .. }) = self.devices.get(&devid).copied() else {
+        let Some(DeviceState::Adopted { domain: old, kind }) = self.devices.get(&devid).copied() else {
             return Ok(());
         };
-        let (top, id) = match self.scratch {
-            Some((_, t, id, _)) => (t, id),
+        let levels = match kind {
+            DteKind::Translated { levels, .. } => levels.max(LEVELS),
+            _ => self.efr.host_levels().map_or(6, |l| l as u32),
+        }
+        .clamp(LEVELS, 6);
+        let mut s = match self.scratch {
+            Some(s) => s,
             None => {
                 let mut n = 0;
                 let page =
                     crate::alloc_contiguous(hw, crate::walk::SCRATCH_PAGES, &mut n).ok_or(AmdError::OutOfMemory)?;
-                let top =
-                    crate::walk::build_scratch_chain(hw, &super::V1, LEVELS, page, &mut n).map_err(|e| match e {
+                self.frames_allocated += n;
+                let id = self.domain_ids.alloc().ok_or(AmdError::OutOfDomainIds)? as u16;
+                Scratch { page, tops: [None; 7], id, frames: n }
+            }
+        };
+        let top = match s.tops[levels as usize] {
+            Some(t) => t,
+            None => {
+                let mut n = 0;
+                let t =
+                    crate::walk::build_scratch_chain(hw, &super::V1, levels, s.page, &mut n).map_err(|e| match e {
                         crate::walk::MapError::Mem(m) => AmdError::Mem(m),
                         _ => AmdError::OutOfMemory,
                     })?;
                 self.frames_allocated += n;
-                let id = self.domain_ids.alloc().ok_or(AmdError::OutOfDomainIds)? as u16;
-                self.scratch = Some((page, top, id, n));
-                (top, id)
+                s.frames += n;
+                s.tops[levels as usize] = Some(t);
+                t
             }
         };
-        let dte = Dte::translated(top, PagingMode::from_bits(LEVELS as u8), id, true, true);
+        self.scratch = Some(s);
+        let dte = Dte::translated(top, PagingMode::from_bits(levels as u8), s.id, true, true);
         self.write_dte(hw, devid, dte, (old != 0).then_some(old))?;
-        self.devices.insert(devid, DeviceState::Contained { domain: id });
+        self.devices.insert(devid, DeviceState::Contained { domain: s.id });
         Ok(())
     }
 
     /// The scratch region contained devices' DMA lands in.
     pub fn scratch_region(&self) -> Option<core::ops::Range<u64>> {
-        self.scratch.map(|s| s.0..s.0 + crate::walk::SCRATCH_PAGES * 4096)
+        self.scratch.map(|s| s.page..s.page + crate::walk::SCRATCH_PAGES * 4096)
     }
     pub fn scratch_frames(&self) -> u64 {
-        self.scratch.map_or(0, |s| s.3)
+        self.scratch.map_or(0, |s| s.frames)
     }
     /// Devices still on adopted entries.
     pub fn adopted(&self) -> impl Iterator<Item = (u16, DteKind)> + '_ {
@@ -186,7 +304,35 @@ impl Amdvi {
     }
 }
 
+/// What the `levels`-level table at `root` reaches, walked within `budget` tables (decremented): `None` when
+/// every table page and every page it maps lies outside the crash kernel's region and the walk finished.
+fn reach(
+    hw: &impl crate::PhysMem,
+    env: &BootEnv,
+    devid: u16,
+    root: u64,
+    levels: u32,
+    budget: &mut usize,
+) -> Option<DteProblem> {
+    use crate::walk::{walk, WalkIssue, WalkLimits};
+    let w = walk(hw, &super::V1, root, levels, WalkLimits { max_tables: *budget, max_runs: WALK_MAX_RUNS });
+    *budget = budget.saturating_sub(w.tables);
+    if let Some(&t) = w.table_pages.iter().find(|&&t| env.in_crash_region(t, 4096)) {
+        return Some(DteProblem::PageTableInCrashRegion { devid, addr: t });
+    }
+    if let Some(r) = w.runs.iter().find(|r| env.in_crash_region(r.phys, r.size)) {
+        return Some(DteProblem::PageInCrashRegion { devid, iova: r.iova, addr: r.phys });
+    }
+    if w.issues.iter().any(|i| matches!(i, WalkIssue::TooManyTables | WalkIssue::TooManyRuns)) {
+        return Some(DteProblem::WalkBound { devid, tables: w.tables as u32 });
+    }
+    None
+}
+
 fn check(env: &BootEnv, what: &'static str, addr: u64, bytes: u64) -> Result<(), Refusal> {
+    if addr == 0 {
+        return Err(Refusal::BaseZero { what });
+    }
     if !env.in_ram(addr, bytes) {
         return Err(Refusal::BufferNotRam { what, addr });
     }

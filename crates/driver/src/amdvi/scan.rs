@@ -59,6 +59,17 @@ pub enum DteProblem {
         devid: u16,
         addr: u64,
     },
+    /// The tables map a page of the crash kernel's region (found by the walk at adoption).
+    PageInCrashRegion {
+        devid: u16,
+        iova: u64,
+        addr: u64,
+    },
+    /// The walk at adoption hit its bound before seeing all of the tables.
+    WalkBound {
+        devid: u16,
+        tables: u32,
+    },
 }
 
 impl DteProblem {
@@ -69,8 +80,25 @@ impl DteProblem {
             | DteProblem::ReservedMode { devid }
             | DteProblem::TooManyLevels { devid, .. }
             | DteProblem::PageTableNotRam { devid, .. }
-            | DteProblem::PageTableInCrashRegion { devid, .. } => Some(*devid),
+            | DteProblem::PageTableInCrashRegion { devid, .. }
+            | DteProblem::PageInCrashRegion { devid, .. }
+            | DteProblem::WalkBound { devid, .. } => Some(*devid),
         }
+    }
+
+    /// The same problem, for `devid` (devices on one table share one walk).
+    pub fn with_devid(mut self, to: u16) -> Self {
+        match &mut self {
+            DteProblem::TablePagesUnreadable { .. } => {}
+            DteProblem::ReservedBits { devid, .. }
+            | DteProblem::ReservedMode { devid }
+            | DteProblem::TooManyLevels { devid, .. }
+            | DteProblem::PageTableNotRam { devid, .. }
+            | DteProblem::PageTableInCrashRegion { devid, .. }
+            | DteProblem::PageInCrashRegion { devid, .. }
+            | DteProblem::WalkBound { devid, .. } => *devid = to,
+        }
+        self
     }
 }
 
@@ -99,6 +127,12 @@ impl fmt::Display for DteProblem {
             DteProblem::PageTableNotRam { devid, addr } => write!(f, "{}: page table {addr:#x} outside RAM", id(devid)),
             DteProblem::PageTableInCrashRegion { devid, addr } => {
                 write!(f, "{}: page table {addr:#x} inside the crash kernel's region", id(devid))
+            }
+            DteProblem::PageInCrashRegion { devid, iova, addr } => {
+                write!(f, "{}: IOVA {iova:#x} maps {addr:#x}, inside the crash kernel's region", id(devid))
+            }
+            DteProblem::WalkBound { devid, tables } => {
+                write!(f, "{}: page-table walk stopped at its bound after {tables} tables", id(devid))
             }
         }
     }

@@ -53,6 +53,8 @@ pub enum MasterState {
         kind: super::SteKind,
     },
     Contained,
+    /// Its STE failed the checks at insertion and was rewritten to abort.
+    Refused,
 }
 
 pub struct Smmuv3 {
@@ -218,7 +220,10 @@ impl Smmuv3 {
         }
     }
 
-    /// Where `sid`'s STE lives, allocating (normal boot) its level-2 table if needed.
+    /// Where `sid`'s STE lives, allocating its level-2 table only where the L1 descriptor names none (SPAN or
+    /// L2Ptr 0). A descriptor the crashed kernel left naming a table is live in hardware: replacing it would
+    /// abort every other stream in its span, so that table is used (when it still passes the checks adoption
+    /// made) or the attach is refused.
     pub(super) fn ste_slot(&mut self, hw: &mut impl Platform, sid: u32) -> Result<u64, SmmuError> {
         if (sid as u64) >> self.log2size != 0 {
             return Err(SmmuError::BadStreamId(sid));
@@ -230,6 +235,16 @@ impl Smmuv3 {
         let l2 = match self.l2.get(&l1) {
             Some(&t) => t,
             None => {
+                let at = self.strtab + 8 * l1;
+                let old = L1Desc::from_bits(hw.read_u64(at)?);
+                if old.span() != 0 && old.l2_table() != 0 {
+                    if old.reserved_bits() != 0 || old.span() != SPLIT + 1 {
+                        return Err(SmmuError::L1Untrusted { index: l1, raw: old.into_bits() });
+                    }
+                    self.l2.insert(l1, old.l2_table());
+                    self.adopted_bytes += old.l2_bytes();
+                    return Ok(old.l2_table() + 64 * l2_index(sid, SPLIT as u32) as u64);
+                }
                 let mut n = 0;
                 let pages = ((1u64 << SPLIT) * 64).div_ceil(4096);
                 let t = alloc_contiguous(hw, pages, &mut n)?;
@@ -237,13 +252,79 @@ impl Smmuv3 {
                 for i in 0..(1u64 << SPLIT) {
                     write_ste(hw, t + 64 * i, &Ste::abort())?;
                 }
-                hw.write_u64(self.strtab + 8 * l1, L1Desc::new_table(t, span_for_split(SPLIT as u32)).into_bits())?;
+                hw.write_u64(at, L1Desc::new_table(t, span_for_split(SPLIT as u32)).into_bits())?;
                 self.submit(hw, &[Command::CfgiSte { sid, leaf: false }])?;
                 self.l2.insert(l1, t);
                 t
             }
         };
         Ok(l2 + 64 * l2_index(sid, SPLIT as u32) as u64)
+    }
+
+    /// Rewrite the live STE of `sid` at `at` to `target` so that the SMMU, which may fetch it at any moment
+    /// (SMMUv3 3.21.3), only ever sees the old entry, the new one, or one it may legally act on (Linux
+    /// `arm_smmu_write_entry`): qwords the current Config ignores first; then, if one used qword changes, that
+    /// qword alone (a hitless update); if several, V cleared in qword 0 (the stream aborts), qwords 1-7, then
+    /// qword 0. Every step is followed by CFGI_STE and CMD_SYNC.
+    pub(super) fn update_ste(
+        &mut self,
+        hw: &mut impl Platform,
+        sid: u32,
+        at: u64,
+        target: &Ste,
+    ) -> Result<(), SmmuError> {
+        let mut cur = [0u64; 8];
+        for (i, w) in cur.iter_mut().enumerate() {
+            *w = hw.read_u64(at + 8 * i as u64)?;
+        }
+        let (cur_used, tgt_used) = (ste_used(&Ste(cur)), ste_used(target));
+        let mut unused = cur;
+        for (i, w) in unused.iter_mut().enumerate() {
+            if cur_used & (1 << i) == 0 {
+                *w = target.0[i];
+            }
+        }
+        let diff =
+            (0..8).filter(|&i| tgt_used & (1 << i) != 0 && unused[i] != target.0[i]).fold(0u8, |m, i| m | 1 << i);
+        if diff.count_ones() == 1 {
+            let critical = diff.trailing_zeros() as usize;
+            self.ste_step(hw, sid, at, &mut cur, &unused, 0..8)?;
+            self.ste_step(hw, sid, at, &mut cur, &target.0, critical..critical + 1)?;
+            self.ste_step(hw, sid, at, &mut cur, &target.0, 0..8)
+        } else if diff != 0 {
+            let mut broken = cur;
+            broken[0] = 0;
+            self.ste_step(hw, sid, at, &mut cur, &broken, 0..1)?;
+            self.ste_step(hw, sid, at, &mut cur, &target.0, 1..8)?;
+            self.ste_step(hw, sid, at, &mut cur, &target.0, 0..1)
+        } else {
+            self.ste_step(hw, sid, at, &mut cur, &target.0, 0..8)
+        }
+    }
+
+    /// Write the qwords of `words` in `range` that differ from `cur`, then CFGI_STE + CMD_SYNC if any did
+    /// (Linux `entry_set`).
+    fn ste_step(
+        &mut self,
+        hw: &mut impl Platform,
+        sid: u32,
+        at: u64,
+        cur: &mut [u64; 8],
+        words: &[u64; 8],
+        range: core::ops::Range<usize>,
+    ) -> Result<(), SmmuError> {
+        let mut changed = false;
+        for i in range {
+            if cur[i] != words[i] {
+                hw.write_u64(at + 8 * i as u64, words[i])?;
+                cur[i] = words[i];
+                changed = true;
+            }
+        }
+        if changed {
+            self.submit(hw, &[Command::CfgiSte { sid, leaf: true }])?;
+        }
+        Ok(())
     }
 
     pub fn create_domain(&mut self, hw: &mut impl Platform) -> Result<DomainId, SmmuError> {
@@ -354,16 +435,32 @@ impl Smmuv3 {
             Attachment::Bypass => Ste::bypass(),
         };
         let slot = self.ste_slot(hw, sid)?;
-        // Invalidate the old STE's config before and after the rewrite (Linux `arm_smmu_write_ste` steps).
-        write_ste(hw, slot, &ste)?;
-        cmds.insert(0, Command::CfgiSte { sid, leaf: true });
-        self.submit(hw, &cmds)?;
+        self.update_ste(hw, sid, slot, &ste)?;
+        if !cmds.is_empty() {
+            self.submit(hw, &cmds)?;
+        }
         self.masters.insert(sid, MasterState::Attached(to));
         Ok(())
     }
 }
 
-/// Write an STE: words 1..7 first, then word 0 holding V and Config.
+/// The qwords of `ste` the SMMU reads for its Config (Linux `arm_smmu_get_ste_used`, by whole qword): V = 0
+/// or abort only qword 0; bypass qwords 0-1; stage 1 qwords 0-2 (S2VMID tags its TLB entries where stage 2
+/// is implemented); stage 2 or nested qwords 0-3.
+fn ste_used(ste: &Ste) -> u8 {
+    let c = ste.config();
+    if !ste.valid() || c.is_abort() {
+        0b1
+    } else if c.is_bypass() {
+        0b11
+    } else if c.s2_enabled() {
+        0b1111
+    } else {
+        0b111
+    }
+}
+
+/// Write an STE nobody is using yet (a fresh table): words 1..7 first, then word 0 holding V and Config.
 pub(super) fn write_ste(hw: &mut impl crate::PhysMem, at: u64, ste: &Ste) -> Result<(), SmmuError> {
     for i in (1..8).chain(0..1) {
         hw.write_u64(at + 8 * i as u64, ste.0[i])?;

@@ -35,6 +35,12 @@ pub enum SmmuError {
     },
     /// The stream ID is beyond the stream table.
     BadStreamId(u32),
+    /// The L1 descriptor covering the stream names a level-2 table that no longer passes adoption's checks;
+    /// it is live for every stream in its span, so it is neither used nor replaced.
+    L1Untrusted {
+        index: u64,
+        raw: u64,
+    },
     Mem(MemError),
 }
 
@@ -57,6 +63,9 @@ impl fmt::Display for SmmuError {
             SmmuError::NoSuchDomain(d) => write!(f, "no domain {d}"),
             SmmuError::BadRange { iova, size } => write!(f, "bad IOVA range {iova:#x}+{size:#x}"),
             SmmuError::BadStreamId(s) => write!(f, "stream ID {s:#x} beyond the stream table"),
+            SmmuError::L1Untrusted { index, raw } => {
+                write!(f, "L1 descriptor {index} ({raw:#x}) names a level-2 table that fails the checks")
+            }
             SmmuError::Mem(e) => write!(f, "{e}"),
         }
     }
@@ -94,6 +103,12 @@ pub enum Refusal {
         span: u8,
     },
     L1Unreadable(MemError),
+    /// STRTAB_BASE_CFG.FMT reserved, 2-level on hardware without IDR0.ST_LEVEL, or linear on hardware with
+    /// it (this kernel would have built a 2-level table, as the crashed one should have).
+    Format {
+        fmt: u8,
+        two_level_hw: bool,
+    },
     Hardware(SmmuError),
 }
 
@@ -109,6 +124,11 @@ impl fmt::Display for Refusal {
             Refusal::Log2Size { log2size, min, max } => write!(f, "LOG2SIZE {log2size} outside [{min}, {max}]"),
             Refusal::L1Span { index, span } => write!(f, "L1 descriptor {index}: SPAN {span}"),
             Refusal::L1Unreadable(e) => write!(f, "L1 table unreadable: {e}"),
+            Refusal::Format { fmt, two_level_hw } => write!(
+                f,
+                "STRTAB_BASE_CFG.FMT {fmt} on hardware {} 2-level stream tables",
+                if *two_level_hw { "with" } else { "without" }
+            ),
             Refusal::Hardware(e) => write!(f, "{e}"),
         }
     }

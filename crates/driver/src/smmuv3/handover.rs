@@ -26,11 +26,19 @@ pub struct SmmuReport {
     pub frames_allocated: u64,
     /// Bytes of the old stream table read at adoption (the L1 table, or the linear table's size).
     pub bytes_mapped: u64,
+    /// L1 descriptors adoption would not trust: each was cleared (its streams abort with C_BAD_STREAMID).
+    pub problems: alloc::vec::Vec<SteProblem>,
 }
 
 impl Smmuv3 {
     pub fn init_crash(hw: &mut impl Platform, env: &BootEnv, policy: Policy) -> Result<(Self, SmmuReport), SmmuError> {
-        let mut report = SmmuReport { policy, outcome: SmmuOutcome::Reset, frames_allocated: 0, bytes_mapped: 0 };
+        let mut report = SmmuReport {
+            policy,
+            outcome: SmmuOutcome::Reset,
+            frames_allocated: 0,
+            bytes_mapped: 0,
+            problems: alloc::vec::Vec::new(),
+        };
         let cr0 = Cr0::from_bits(hw.read32(off::CR0));
         let v = if !cr0.smmuen() {
             report.outcome = SmmuOutcome::NotLive;
@@ -47,7 +55,7 @@ impl Smmuv3 {
                     v.translating = false;
                     v
                 }
-                Policy::Adopt | Policy::AdoptScratch => match Self::adopt(hw, env) {
+                Policy::Adopt | Policy::AdoptScratch => match Self::adopt(hw, env, &mut report.problems) {
                     Ok(v) => {
                         report.outcome = SmmuOutcome::Adopted;
                         v
@@ -64,7 +72,11 @@ impl Smmuv3 {
         Ok((v, report))
     }
 
-    fn adopt(hw: &mut impl Platform, env: &BootEnv) -> Result<Self, Refusal> {
+    fn adopt(
+        hw: &mut impl Platform,
+        env: &BootEnv,
+        problems: &mut alloc::vec::Vec<SteProblem>,
+    ) -> Result<Self, Refusal> {
         let mut v = Self::blank(hw);
         if !v.idr0.cohacc() {
             return Err(Refusal::NonCoherentWalker);
@@ -76,6 +88,17 @@ impl Smmuv3 {
         let cfg = StrtabBaseCfg::from_bits(hw.read32(off::STRTAB_BASE_CFG));
         if base == 0 {
             return Err(Refusal::Table(super::StrtabRefusal::BaseZero));
+        }
+        // The format must be one this hardware walks and the one this kernel would have chosen: 2-level
+        // wherever IDR0.ST_LEVEL offers it (Linux `arm_smmu_init_strtab`; the series' review calls a linear
+        // table on 2-level hardware a bug), linear otherwise. A reserved FMT names no table at all.
+        let fmt_ok = match cfg.fmt() {
+            StrtabFmt::TwoLevel => v.two_level,
+            StrtabFmt::Linear => !v.two_level,
+            _ => false,
+        };
+        if !fmt_ok {
+            return Err(Refusal::Format { fmt: cfg.fmt().0, two_level_hw: v.two_level });
         }
         let sidsize = v.idr1.sidsize().min(32);
         let bytes = if cfg.fmt() == StrtabFmt::TwoLevel {
@@ -91,8 +114,9 @@ impl Smmuv3 {
             }
             entries * 8
         } else {
-            // This kernel's linear tables are at most 2^12 STEs; a larger one is not a table it would build.
-            let max = sidsize.min(12);
+            // Linear-only hardware: the kdump kernel would itself allocate 2^SIDSIZE STEs, and the table's
+            // entry count is an unsigned int in Linux (the series caps LOG2SIZE at 31).
+            let max = sidsize.min(31);
             if cfg.log2size() > max {
                 return Err(Refusal::Log2Size { log2size: cfg.log2size(), min: 0, max });
             }
@@ -104,11 +128,33 @@ impl Smmuv3 {
         if env.in_crash_region(base, bytes) {
             return Err(Refusal::Table(super::StrtabRefusal::InCrashRegion { addr: base, bytes }));
         }
+        // L1 descriptors the kernel will not trust but the SMMU would keep walking: collected here, cleared
+        // once the unit is known to be adoptable.
+        let mut untrusted = alloc::vec::Vec::new();
         if cfg.fmt() == StrtabFmt::TwoLevel {
             for index in 0..bytes / 8 {
-                let l1 = L1Desc::from_bits(hw.read_u64(base + 8 * index).map_err(Refusal::L1Unreadable)?);
-                if l1.valid() && l1.span() != SPLIT + 1 {
+                let raw = hw.read_u64(base + 8 * index).map_err(Refusal::L1Unreadable)?;
+                let l1 = L1Desc::from_bits(raw);
+                if !l1.valid() {
+                    continue;
+                }
+                if l1.span() != SPLIT + 1 {
                     return Err(Refusal::L1Span { index, span: l1.span() });
+                }
+                let first = (index << SPLIT) as u32;
+                let l2 = l1.l2_table() & !env.c_bit;
+                let problem = if l1.reserved_bits() != 0 {
+                    Some(SteProblem::L1Reserved { index, raw })
+                } else if l2 == 0 || !env.in_ram(l2, l1.l2_bytes()) {
+                    Some(SteProblem::TableNotRam { sid: first, what: "L2 stream table", addr: l2 })
+                } else if env.in_crash_region(l2, l1.l2_bytes()) {
+                    Some(SteProblem::TableInCrashRegion { sid: first, what: "L2 stream table", addr: l2 })
+                } else {
+                    None
+                };
+                if let Some(p) = problem {
+                    untrusted.push(index);
+                    problems.push(p);
                 }
             }
         }
@@ -116,16 +162,23 @@ impl Smmuv3 {
         v.log2size = cfg.log2size();
         v.strtab = base;
         v.adopted_bytes = bytes;
-        // Acknowledge errors the crashed kernel left latched, or the command queue would not run.
+        // The crashed kernel's command queue stops first: acknowledging CMDQ_ERR while CMDQEN is still set
+        // restarts it at the faulting command (SMMUv3 7.1). Then acknowledge, then re-base (CMDQ_BASE may
+        // change only with CMDQEN clear, 6.3.26).
+        hw.write32(off::IRQ_CTRL, 0);
+        let cr0 = Cr0::from_bits(hw.read32(off::CR0)).with_evtqen(false).with_priqen(false).with_cmdqen(false);
+        write_cr0(hw, cr0).map_err(Refusal::Hardware)?;
         let ge = hw.read32(off::GERROR);
         hw.write32(off::GERRORN, ge);
         let mut n = 0;
         let q = alloc_contiguous(hw, 1, &mut n).map_err(Refusal::Hardware)?;
         v.frames_allocated += n;
-        hw.write32(off::IRQ_CTRL, 0);
-        let cr0 = Cr0::from_bits(hw.read32(off::CR0)).with_evtqen(false).with_priqen(false);
-        write_cr0(hw, cr0).map_err(Refusal::Hardware)?;
         v.start_cmdq(hw, q).map_err(Refusal::Hardware)?;
+        // Clear the untrusted descriptors (SPAN 0: no level-2 table, every stream of the span aborts), then
+        // drop every cached configuration and translation, theirs included.
+        for index in untrusted {
+            hw.write_u64(base + 8 * index, 0).map_err(|e| Refusal::Hardware(e.into()))?;
+        }
         v.submit(hw, &[Command::CfgiAll, Command::TlbiNsnhAll]).map_err(Refusal::Hardware)?;
         v.translating = true;
         Ok(v)
@@ -171,7 +224,21 @@ impl Smmuv3 {
         } else {
             self.strtab + 64 * sid as u64
         };
-        let Some(st) = read_ste(hw, env, sid, at)? else { return Ok(None) };
+        let st = match read_ste(hw, env, sid, at) {
+            Ok(Some(st)) => st,
+            Ok(None) => return Ok(None),
+            Err(p) => {
+                // Refused but live: the SMMU would keep walking what it names. Abort the stream and drop
+                // every cached translation (its ASID or VMID cannot be trusted either).
+                let blocked = self
+                    .update_ste(hw, sid, at, &iommu_spec::smmuv3::Ste::abort())
+                    .and_then(|_| self.submit(hw, &[Command::TlbiNsnhAll]));
+                if blocked.is_ok() {
+                    self.masters.insert(sid, MasterState::Refused);
+                }
+                return Err(p);
+            }
+        };
         let asid = match st.kind {
             SteKind::Stage1 { asid, .. } | SteKind::Blocked { asid } => Some(asid),
             _ => None,
@@ -213,12 +280,10 @@ impl Smmuv3 {
             }
         };
         let slot = self.ste_slot(hw, sid)?;
-        super::driver::write_ste(hw, slot, &Ste::s1(cd, S1Fmt::Linear, 0, S1Dss::Ssid0))?;
-        let mut cmds = alloc::vec![Command::CfgiSte { sid, leaf: true }];
+        self.update_ste(hw, sid, slot, &Ste::s1(cd, S1Fmt::Linear, 0, S1Dss::Ssid0))?;
         if let Some(a) = old {
-            cmds.push(Command::TlbiNhAsid { vmid: 0, asid: a });
+            self.submit(hw, &[Command::TlbiNhAsid { vmid: 0, asid: a }])?;
         }
-        self.submit(hw, &cmds)?;
         self.masters.insert(sid, MasterState::Contained);
         Ok(())
     }

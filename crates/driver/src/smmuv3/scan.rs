@@ -140,6 +140,10 @@ pub enum StrtabRefusal {
         bytes: u64,
     },
     Unreadable(MemError),
+    /// STRTAB_BASE_CFG.FMT 2 or 3.
+    ReservedFormat {
+        fmt: u8,
+    },
 }
 
 impl fmt::Display for StrtabRefusal {
@@ -154,6 +158,7 @@ impl fmt::Display for StrtabRefusal {
                 write!(f, "stream table {addr:#x}+{bytes:#x} overlaps the crash kernel's region")
             }
             StrtabRefusal::Unreadable(e) => write!(f, "stream table unreadable: {e}"),
+            StrtabRefusal::ReservedFormat { fmt } => write!(f, "STRTAB_BASE_CFG.FMT {fmt} is reserved"),
         }
     }
 }
@@ -246,7 +251,7 @@ pub fn scan(hw: &mut (impl Mmio + PhysMem), env: &BootEnv) -> Result<StrtabScan,
                 scan_ste(hw, env, first + i as u32, l1.l2_table() + 64 * i, &mut out);
             }
         }
-    } else {
+    } else if cfg.fmt() == StrtabFmt::Linear {
         let entries = 1u64 << log2size;
         if entries > MAX_STES {
             return Err(bad);
@@ -261,6 +266,9 @@ pub fn scan(hw: &mut (impl Mmio + PhysMem), env: &BootEnv) -> Result<StrtabScan,
         for sid in 0..entries {
             scan_ste(hw, env, sid as u32, table + 64 * sid, &mut out);
         }
+    } else {
+        // A reserved FMT: the SMMU finds no STE for any StreamID (the model's reading), so there is no table.
+        return Err(StrtabRefusal::ReservedFormat { fmt: cfg.fmt().0 });
     }
     Ok(out)
 }

@@ -233,7 +233,10 @@ fn scan_sm_entry(
     if di >= e.pasid_dir_entries() {
         return blocked;
     }
-    let dir_at = dir + 8 * di as u64;
+    // The directory is up to 2^14 entries (128 KiB): check the page the entry is in, not only the first one,
+    // and an address that would wrap is no table at all.
+    let dir_at = dir.checked_add(8 * di as u64).ok_or(P::TableNotRam { sid, what: "PASID directory", addr: dir })?;
+    check_table(env, sid, "PASID directory", dir_at & !0xfff)?;
     let de = PasidDirEntry::from_bits(hw.read_u64(dir_at).map_err(|err| P::TableUnreadable {
         sid,
         what: "PASID directory",

@@ -353,3 +353,13 @@ impl Iommu for AmdviModel {
         self.translate_dma(mem, rid as u16, iova, access)
     }
 }
+
+impl crate::stale::FetchAnyTime for AmdviModel {
+    fn evict_config(&mut self, rid: u32) {
+        self.caches.dte_invalidate(rid as u16);
+    }
+    /// ILLEGAL_DEV_TABLE_ENTRY (event code 1): reserved bits, a reserved Mode, TV with Mode 0 under SNP.
+    fn illegal(&self, _mem: &PhysMemory, _rid: u32, f: &crate::dma::FaultInfo) -> bool {
+        f.code == 1
+    }
+}

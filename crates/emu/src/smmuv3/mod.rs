@@ -397,3 +397,16 @@ impl Iommu for Smmuv3Model {
         }
     }
 }
+
+impl crate::stale::FetchAnyTime for Smmuv3Model {
+    fn evict_config(&mut self, rid: u32) {
+        self.caches.cfgi_ste_range(rid, 1);
+    }
+    /// C_BAD_STE or C_BAD_CD from an STE with V = 1: an ILLEGAL structure (5.2). An STE with V = 0 is the
+    /// legal break of a break-before-make update (Linux `arm_smmu_write_entry`).
+    fn illegal(&self, mem: &PhysMemory, rid: u32, f: &FaultInfo) -> bool {
+        use iommu_spec::smmuv3::EventId;
+        let bad = f.code == EventId::CBadSte.0 as u16 || f.code == EventId::CBadCd.0 as u16;
+        bad && self.fetch_ste(mem, rid).is_ok_and(|s| s.valid())
+    }
+}

@@ -88,7 +88,7 @@ impl Smmuv3Model {
     }
 
     /// Find and read the STE of `sid` (5.1, 6.3.24).
-    fn fetch_ste(&self, mem: &PhysMemory, sid: u32) -> Result<Ste, Fault> {
+    pub(super) fn fetch_ste(&self, mem: &PhysMemory, sid: u32) -> Result<Ste, Fault> {
         let base = StrtabBase::from_bits(self.regs.strtab_base).table();
         let cfg = StrtabBaseCfg::from_bits(self.regs.strtab_base_cfg);
         // A StreamID beyond the table or beyond SIDSIZE: C_BAD_STREAMID, recorded only with CR2.RECINVSID

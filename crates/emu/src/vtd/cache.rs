@@ -154,6 +154,11 @@ impl Caches {
         self.pasid.clear();
     }
 
+    /// Every PASID entry cached for `sid` (a unit may drop any cached entry at any time).
+    pub fn pasid_device(&mut self, sid: u16) {
+        self.pasid.retain(|(s, _), _| *s != sid);
+    }
+
     /// All PASIDs of `did`, or just `pasid` of it.
     pub fn pasid_domain(&mut self, did: u16, pasid: Option<u32>) {
         self.pasid.retain(|(_, p), e| !(e.did == did && pasid.is_none_or(|want| *p == want)));

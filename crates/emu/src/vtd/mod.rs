@@ -398,3 +398,27 @@ impl Iommu for VtdModel {
         self.translate_dma(mem, sid, iova, access)
     }
 }
+
+impl crate::stale::FetchAnyTime for VtdModel {
+    fn evict_config(&mut self, rid: u32) {
+        self.caches.context_device(rid as u16, 0);
+        self.caches.pasid_device(rid as u16);
+    }
+    /// Reserved or invalid root, context, PASID-directory or PASID entries (spec 7.1.3 fault reasons).
+    fn illegal(&self, _mem: &PhysMemory, _rid: u32, f: &crate::dma::FaultInfo) -> bool {
+        use iommu_spec::vtd::FaultReason as R;
+        [
+            R::ContextInvalid,
+            R::RootReserved,
+            R::ContextReserved,
+            R::SmRootReserved,
+            R::SmContextReserved,
+            R::SmContextInvalid,
+            R::SmPasidDirReserved,
+            R::SmPasidEntryReserved,
+            R::SmPasidEntryInvalid,
+        ]
+        .iter()
+        .any(|r| r.0 as u16 == f.code)
+    }
+}
