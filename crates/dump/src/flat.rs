@@ -46,7 +46,7 @@ pub enum FlatError {
     BadRecord { index: u64, at: u64, offset: i64, size: i64 },
     #[error("record {index} at {at:#x}: {size} data bytes run past the end of the {file_len}-byte file")]
     RecordOutsideFile { index: u64, at: u64, size: u64, file_len: u64 },
-    #[error("record {index} at {at:#x}: offset {offset:#x} + size {size:#x} overflows 64 bits")]
+    #[error("record {index} at {at:#x}: offset {offset:#x} + size {size:#x} is past the largest file offset")]
     Overflow { index: u64, at: u64, offset: u64, size: u64 },
     #[error("no end marker: the file ends at {at:#x} after {index} records (a transfer cut short?)")]
     NoEndMarker { index: u64, at: u64 },
@@ -116,7 +116,13 @@ impl<S: ReadAt> FlatFile<S> {
             let Some(data_end) = data_end else {
                 return Err(FlatError::RecordOutsideFile { index, at, size, file_len });
             };
-            let end = offset.checked_add(size).ok_or(FlatError::Overflow { index, at, offset, size })?;
+            // Offsets are off_t: the rearranged file ends below 2^63.
+            let end = offset.checked_add(size).filter(|&e| e <= i64::MAX as u64).ok_or(FlatError::Overflow {
+                index,
+                at,
+                offset,
+                size,
+            })?;
             overwrite(&mut map, offset, end, data);
             at = data_end;
             index += 1;

@@ -6,6 +6,8 @@ mod acpi_mem;
 mod builder;
 mod elf_core;
 mod fuzz;
+mod kdump;
+mod kdump_build;
 mod real;
 mod regs;
 mod regset;
