@@ -9,7 +9,10 @@
 //! 64-bit numbers, type (1) and version; then records, each a big-endian (offset, size) pair and `size`
 //! bytes of data; then an end marker whose offset and size are both -1. A record with a negative offset
 //! or a size below 1 that is not the end marker is malformed (`rearrange_dumpdata` stops on it and then
-//! fails). A later record overwrites what an earlier one wrote, as it would on disk.
+//! fails). A later record overwrites what an earlier one wrote, as it would on disk, and bytes no
+//! record wrote, below the end of the furthest record, read as zeros, as they do in the sparse file
+//! `makedumpfile -R` writes (makedumpfile writes only the `max_mapnr / 8` bytes of each bitmap, not
+//! the block-rounded rest). What those bytes mean is the kdump reader's to check.
 //!
 //! [`FlatFile::new`] reads each record's 16-byte header once (never its data) and keeps an index of
 //! extents, logical range → file offset, in which later records already cut earlier ones; reads then
@@ -173,22 +176,30 @@ impl<S: ReadAt> ReadAt for FlatFile<S> {
         self.len
     }
 
-    /// Bytes no record wrote read as an error (`UnexpectedEof`), not zeros: the rearranged file would
-    /// hold a hole there, which makedumpfile never leaves inside a dump.
+    /// Bytes no record wrote read as zeros (a hole in the rearranged file); reading past its end fails.
     fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        if offset.checked_add(buf.len() as u64).is_none_or(|end| end > self.len) {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "past the end of the rearranged file"));
+        }
         let mut done = 0usize;
         while done < buf.len() {
-            let pos = offset.checked_add(done as u64).ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))?;
+            let pos = offset + done as u64;
             let i = self.extents.partition_point(|e| e.start <= pos);
-            let ext = i.checked_sub(1).map(|i| self.extents[i]).filter(|e| pos < e.end);
-            let Some(ext) = ext else {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!("byte {pos:#x} of the rearranged file is in no record"),
-                ));
+            let left = (buf.len() - done) as u64;
+            let n = match i.checked_sub(1).map(|i| self.extents[i]).filter(|e| pos < e.end) {
+                Some(ext) => {
+                    let n = (ext.end - pos).min(left) as usize;
+                    self.inner.read_exact_at(ext.src + (pos - ext.start), &mut buf[done..done + n])?;
+                    n
+                }
+                None => {
+                    // A hole up to the next extent (there is one: pos is below the end of the last).
+                    let next = self.extents.get(i).map_or(self.len, |e| e.start);
+                    let n = (next - pos).min(left) as usize;
+                    buf[done..done + n].fill(0);
+                    n
+                }
             };
-            let n = (ext.end - pos).min((buf.len() - done) as u64) as usize;
-            self.inner.read_exact_at(ext.src + (pos - ext.start), &mut buf[done..done + n])?;
             done += n;
         }
         Ok(())

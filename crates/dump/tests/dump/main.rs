@@ -9,6 +9,7 @@ mod fuzz;
 mod kdump;
 mod kdump_build;
 mod real;
+mod real_kdump;
 mod regs;
 mod regset;
 mod trim;
