@@ -13,7 +13,7 @@ use clap::Args as ClapArgs;
 use iommu_driver::audit::{audit_amdvi, audit_smmuv3, audit_vtd, Audit, Verdict};
 use iommu_driver::walk::WalkLimits;
 use iommu_driver::BootEnv;
-use iommu_dump::{devmem, DumpHw, ElfCore, InspectInput, IommuKind, RecordingMem, SnapshotMmio, Unit};
+use iommu_dump::{devmem, Dump, DumpHw, InspectInput, IommuKind, RecordingMem, SnapshotMmio, Unit};
 use serde_json::{json, Value};
 
 use crate::inspect::{parse_range, UnitArgs};
@@ -49,7 +49,7 @@ pub fn run(a: &Args) -> Result<ExitCode, String> {
     let mut hw = match (&a.regs, &a.regs_devmem) {
         (Some(regs), _) => InspectInput::load(&a.dump, regs).map_err(|e| e.to_string())?.hw(),
         (None, Some(devmem)) => {
-            let core = ElfCore::open(&a.dump).map_err(|e| format!("{}: {e}", a.dump.display()))?;
+            let core = Dump::open(&a.dump).map_err(|e| format!("{}: {e}", a.dump.display()))?;
             let units = devmem::units(&a.unit.query(), &core).map_err(|e| e.to_string())?;
             let (snap, text) = devmem::snapshot(devmem, &units).map_err(|e| e.to_string())?;
             eprint!("{text}");
@@ -58,7 +58,7 @@ pub fn run(a: &Args) -> Result<ExitCode, String> {
         (None, None) => return Err("give --regs FILE or --regs-devmem".into()),
     };
     let units = hw.find_units(&a.unit.query()).map_err(|e| e.to_string())?;
-    let ram = if a.ram.is_empty() { hw.ram_ranges() } else { a.ram.clone() };
+    let ram = if a.ram.is_empty() { hw.ram_ranges().map_err(|e| e.to_string())? } else { a.ram.clone() };
     let env =
         BootEnv { crash_kernel: true, ram, crash_region: Some(a.crashkernel.clone()), mem_encrypt: false, c_bit: 0 };
     let limits = WalkLimits::default();

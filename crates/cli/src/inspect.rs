@@ -129,7 +129,7 @@ pub fn run(a: &Args) -> Result<ExitCode, String> {
     let units = hw.find_units(&a.unit.query()).map_err(|e| e.to_string())?;
     let env = BootEnv {
         crash_kernel: true,
-        ram: hw.ram_ranges(),
+        ram: hw.ram_ranges().map_err(|e| e.to_string())?,
         crash_region: a.crashkernel.clone(),
         mem_encrypt: false,
         c_bit: 0,

@@ -82,7 +82,13 @@ fn regs_text(unit: &mut VtdModel, mem: &mut PhysMemory) -> String {
 /// What `inspect` does: open, scan, walk every device.
 fn decode(dump: &Path, regs: &Path) -> usize {
     let mut hw: DumpHw = InspectInput::open(dump, regs, BASE).expect("open").hw();
-    let env = BootEnv { crash_kernel: true, ram: hw.ram_ranges(), crash_region: None, mem_encrypt: false, c_bit: 0 };
+    let env = BootEnv {
+        crash_kernel: true,
+        ram: hw.ram_ranges().expect("ram"),
+        crash_region: None,
+        mem_encrypt: false,
+        c_bit: 0,
+    };
     let cap = Cap::from_bits(hw.read64(off::CAP));
     let scan = vtd::scan(&mut hw, &env, None).expect("scan");
     let mut runs = 0;

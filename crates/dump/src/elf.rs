@@ -1,7 +1,10 @@
 //! ELF64 little-endian core files as physical memory: QEMU `dump-guest-memory` output and the crash
 //! kernel's `/proc/vmcore` share one shape: a `PT_NOTE` (CPU state, `VMCOREINFO`) and `PT_LOAD`
 //! segments whose `p_paddr` is the physical address, `p_offset` the file offset and `p_filesz` the
-//! bytes present; `p_memsz > p_filesz` means the tail reads as zeros.
+//! bytes present. For a program loader `p_memsz > p_filesz` means a zero-filled tail (gABI, "Program
+//! Header"); in a core it means memory that exists but was not written out (QEMU clamps a segment's
+//! `p_filesz` to the guest memory it dumped, `get_offset_range` in QEMU's `dump/dump.c`), so that tail
+//! reads as "not captured", never as zeros.
 //!
 //! The headers are parsed once with the `object` crate (its checks on the header, `e_phentsize` and
 //! extended `e_phnum` are better kept than ours would be); after that the file stays open and each
@@ -11,7 +14,6 @@ use std::fmt;
 use std::fs::File;
 use std::io;
 use std::ops::Range;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use iommu_platform::{MemError, MemErrorKind, PhysMem};
@@ -20,6 +22,8 @@ use object::read::elf::{FileHeader as _, ProgramHeader as _};
 use object::read::{ReadCache, ReadRef};
 use object::LittleEndian as LE;
 
+use crate::source::{Cursor, FileSource, ReadAt};
+
 /// The most program headers we accept. `e_phnum` is 16 bits; only extended numbering (`PN_XNUM`,
 /// the count in section 0's `sh_info`) goes higher, and a count from there is a 32-bit number from a
 /// hostile file: this bounds the segment table we allocate.
@@ -27,6 +31,10 @@ pub const MAX_PHNUM: u32 = 65_535;
 /// The most `PT_NOTE` bytes [`ElfCore::notes`] will read: per-CPU register notes and `VMCOREINFO` are
 /// kilobytes even on large machines, so anything near this is a broken file, not a big machine.
 pub const MAX_NOTES: u64 = 16 << 20;
+/// The most bytes [`ElfCore`] compares to accept segments that map the same physical memory twice (the
+/// kernel image inside System RAM in `/proc/vmcore`: tens of MiB). More than this is refused, so a
+/// hostile file cannot make opening it read without end.
+pub const MAX_OVERLAP_CHECK: u64 = 512 << 20;
 
 const EHDR_SIZE: u64 = size_of::<elf::FileHeader64<LE>>() as u64;
 const PHDR_SIZE: u64 = size_of::<elf::ProgramHeader64<LE>>() as u64;
@@ -42,7 +50,7 @@ pub struct Segment {
     pub size: u64,
     /// `p_offset`: where its bytes start in the file.
     pub offset: u64,
-    /// `p_filesz`: the bytes present in the file; the rest of `size` reads as zeros.
+    /// `p_filesz`: the bytes present in the file; the rest of `size` is memory the dump does not hold.
     pub filesz: u64,
 }
 
@@ -82,50 +90,44 @@ pub enum ElfError {
     FileszExceedsMemsz { index: usize, filesz: u64, size: u64 },
     #[error("segment {index} at {paddr:#x} partly overlaps segment {other}")]
     SegmentsOverlap { index: usize, other: usize, paddr: u64 },
+    #[error(
+        "segment {index} maps physical memory segment {other} also maps, with different bytes (first at {paddr:#x})"
+    )]
+    SegmentsDisagree { index: usize, other: usize, paddr: u64 },
+    #[error("segment {index} maps memory segment {other} also maps, without its bytes in the file (at {paddr:#x})")]
+    OverlapNotCaptured { index: usize, other: usize, paddr: u64 },
+    #[error("segment {index}: segments mapping the same memory twice hold more than the {max} bytes checked")]
+    OverlapTooLarge { index: usize, max: u64 },
     #[error("PT_NOTE segments hold {size} bytes, more than the {max} accepted")]
     NotesTooLarge { size: u64, max: u64 },
     #[error("reading segment {index} at file offset {offset:#x}: {source}")]
     Read { index: usize, offset: u64, source: io::Error },
 }
 
-/// Where the file's bytes live: an open file read at offsets, or a small file in memory (fixtures).
-enum Backing {
-    File(File),
-    Bytes(Vec<u8>),
-}
+/// Where the file's bytes live: an open file, a flattened file's rearranged view, or bytes in memory.
+struct Backing(Box<dyn ReadAt>);
 
 impl Backing {
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        match self {
-            Backing::File(f) => f.read_exact_at(buf, offset),
-            Backing::Bytes(b) => {
-                let src = usize::try_from(offset)
-                    .ok()
-                    .and_then(|start| b.get(start..start.checked_add(buf.len())?))
-                    .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))?;
-                buf.copy_from_slice(src);
-                Ok(())
-            }
-        }
+        self.0.read_exact_at(offset, buf)
     }
 }
 
 impl fmt::Debug for Backing {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Backing::File(file) => f.debug_tuple("File").field(file).finish(),
-            Backing::Bytes(b) => write!(f, "Bytes({} bytes)", b.len()),
-        }
+        write!(f, "Backing({} bytes)", self.0.len())
     }
 }
 
 /// An ELF64 little-endian core as read-only physical memory.
 ///
-/// Overlapping segments: `/proc/vmcore` on x86 has a `PT_LOAD` for the kernel text that lies inside a
-/// System RAM segment (the same physical bytes, mapped twice). A segment wholly inside another is
-/// therefore accepted and dropped (the larger, or for equal ranges the earlier, one serves reads;
-/// [`ElfCore::shadowed`] lists the dropped ones); segments that partly overlap are refused, since no
-/// reading of them is obviously right.
+/// Overlapping segments: `/proc/vmcore` on x86-64 and arm64 has a `PT_LOAD` for the kernel image that
+/// lies inside a System RAM segment (Linux `crash_prepare_elf64_headers` with `need_kernel_map`): the
+/// same physical bytes, mapped twice. A dump that says two things about one byte cannot be read, so
+/// overlaps are refused, except that one: a segment wholly inside another whose file bytes are the
+/// same bytes, compared when the file is opened (at most [`MAX_OVERLAP_CHECK`] bytes), is dropped and
+/// listed by [`ElfCore::shadowed`]. Partial overlaps, different bytes, or a duplicate whose bytes are
+/// not both in the file are refused with the segments named.
 #[derive(Debug)]
 pub struct ElfCore {
     backing: Backing,
@@ -142,7 +144,8 @@ pub struct ElfCore {
 struct Parsed {
     machine: u16,
     segments: Vec<Segment>,
-    shadowed: Vec<usize>,
+    /// Each segment wholly inside another, with the kept segment containing it.
+    shadowed: Vec<(Segment, Segment)>,
     notes: Vec<(usize, u64, u64)>,
 }
 
@@ -152,23 +155,35 @@ impl ElfCore {
         let path = path.as_ref();
         let open_err = |source| ElfError::Open { path: path.to_owned(), source };
         let file = File::open(path).map_err(open_err)?;
-        let file_len = file.metadata().map_err(open_err)?.len();
-        // object reads the headers through a cache that only ever reads ranges inside the file, so a
-        // hostile count cannot make it allocate more than the file holds.
-        let cache = ReadCache::new(file);
-        let parsed = parse(&cache, file_len)?;
-        Ok(Self::new(Backing::File(cache.into_inner()), file_len, parsed))
+        let src = FileSource::new(file).map_err(open_err)?;
+        Self::from_source(Box::new(src))
     }
 
     /// A core held in memory: small files such as test fixtures.
     pub fn from_bytes(data: Vec<u8>) -> Result<Self, ElfError> {
         let file_len = data.len() as u64;
         let parsed = parse(data.as_slice(), file_len)?;
-        Ok(Self::new(Backing::Bytes(data), file_len, parsed))
+        let backing = Backing(Box::new(data));
+        check_shadowed(&backing, &parsed)?;
+        Ok(Self::new(backing, file_len, parsed))
+    }
+
+    /// A core read from any source (a file, the rearranged view of a flattened file).
+    pub fn from_source(src: Box<dyn ReadAt>) -> Result<Self, ElfError> {
+        let file_len = src.len();
+        // object reads the headers through a cache that only ever reads ranges inside the file, so a
+        // hostile count cannot make it allocate more than the file holds.
+        let cache = ReadCache::new(Cursor { src: &*src, pos: 0 });
+        let parsed = parse(&cache, file_len)?;
+        drop(cache);
+        let backing = Backing(src);
+        check_shadowed(&backing, &parsed)?;
+        Ok(Self::new(backing, file_len, parsed))
     }
 
     fn new(backing: Backing, file_len: u64, p: Parsed) -> Self {
-        Self { backing, file_len, machine: p.machine, segments: p.segments, shadowed: p.shadowed, notes: p.notes }
+        let shadowed = p.shadowed.iter().map(|&(s, _)| s.index).collect();
+        Self { backing, file_len, machine: p.machine, segments: p.segments, shadowed, notes: p.notes }
     }
 
     /// `e_machine` (`EM_X86_64` = 62, `EM_AARCH64` = 183), so callers can pick the right decoder.
@@ -233,8 +248,9 @@ impl ElfCore {
 
 impl PhysMem for ElfCore {
     /// Reads may cross from one segment into the next when they are contiguous. The first byte not
-    /// in any segment fails the read with `NotCaptured`; so does a file that became unreadable after
-    /// it was opened (the bytes are then not in the dump as far as the caller can tell).
+    /// in any segment, or past its `p_filesz`, fails the read with `NotCaptured`; so does a file that
+    /// became unreadable after it was opened (the bytes are then not in the dump as far as the caller
+    /// can tell).
     fn read(&self, pa: u64, buf: &mut [u8]) -> Result<(), MemError> {
         let mut done = 0usize;
         while done < buf.len() {
@@ -247,11 +263,11 @@ impl PhysMem for ElfCore {
             let n = (seg.size - within).min((buf.len() - done) as u64) as usize;
             let chunk = &mut buf[done..done + n];
             let in_file = seg.filesz.saturating_sub(within).min(n as u64) as usize;
-            let (file_part, zero_part) = chunk.split_at_mut(in_file);
-            if !file_part.is_empty() {
-                self.backing.read_at(seg.offset + within, file_part).map_err(|_| missing(cur))?;
+            if in_file < n {
+                // Past p_filesz: memory that existed, not in the file.
+                return Err(missing(cur + in_file as u64));
             }
-            zero_part.fill(0);
+            self.backing.read_at(seg.offset + within, chunk).map_err(|_| missing(cur))?;
             done += n;
         }
         Ok(())
@@ -335,13 +351,15 @@ fn parse<'d, R: ReadRef<'d>>(data: R, file_len: u64) -> Result<Parsed, ElfError>
     Ok(Parsed { machine: header.e_machine(LE).0, segments, shadowed, notes })
 }
 
-/// Sorts segments by address and drops those wholly inside another (see [`ElfCore`]); a partial
-/// overlap is an error naming both segments.
-fn resolve_overlaps(mut loads: Vec<Segment>) -> Result<(Vec<Segment>, Vec<usize>), ElfError> {
+/// Sorts segments by address and sets aside those wholly inside another (see [`ElfCore`]), each with
+/// its container, for [`check_shadowed`]; a partial overlap is an error naming both segments.
+#[allow(clippy::type_complexity)]
+fn resolve_overlaps(mut loads: Vec<Segment>) -> Result<(Vec<Segment>, Vec<(Segment, Segment)>), ElfError> {
     // Larger first at equal addresses, so the container comes before what it contains.
     loads.sort_by_key(|s| (s.paddr, std::cmp::Reverse(s.size), s.index));
     let mut kept: Vec<Segment> = Vec::with_capacity(loads.len());
     let mut shadowed = Vec::new();
+    let mut checked = 0u64;
     for s in loads {
         // Kept segments are disjoint and sorted, so only the last can overlap `s`.
         match kept.last() {
@@ -349,11 +367,45 @@ fn resolve_overlaps(mut loads: Vec<Segment>) -> Result<(Vec<Segment>, Vec<usize>
                 if s.range().end > last.range().end {
                     return Err(ElfError::SegmentsOverlap { index: s.index, other: last.index, paddr: s.paddr });
                 }
-                shadowed.push(s.index);
+                checked = checked.saturating_add(s.size);
+                if checked > MAX_OVERLAP_CHECK {
+                    return Err(ElfError::OverlapTooLarge { index: s.index, max: MAX_OVERLAP_CHECK });
+                }
+                shadowed.push((s, *last));
             }
             _ => kept.push(s),
         }
     }
-    shadowed.sort_unstable();
+    shadowed.sort_unstable_by_key(|(s, _)| s.index);
     Ok((kept, shadowed))
+}
+
+/// A segment set aside by [`resolve_overlaps`] is accepted only if every byte it maps is in the file
+/// for both segments and equal: then dropping it loses nothing. Reads in 64 KiB pieces; the total is
+/// bounded by [`MAX_OVERLAP_CHECK`].
+fn check_shadowed(backing: &Backing, p: &Parsed) -> Result<(), ElfError> {
+    const PIECE: u64 = 64 << 10;
+    let (mut a, mut b) = (vec![0u8; PIECE as usize], vec![0u8; PIECE as usize]);
+    for &(s, c) in &p.shadowed {
+        let delta = s.paddr - c.paddr; // s lies inside c
+        if s.filesz < s.size || c.filesz < delta + s.size {
+            let paddr = s.paddr + s.filesz.min(c.filesz.saturating_sub(delta));
+            return Err(ElfError::OverlapNotCaptured { index: s.index, other: c.index, paddr });
+        }
+        let mut done = 0;
+        while done < s.size {
+            let n = (s.size - done).min(PIECE) as usize;
+            let read = |seg: &Segment, off: u64, buf: &mut [u8]| {
+                backing.read_at(off, buf).map_err(|source| ElfError::Read { index: seg.index, offset: off, source })
+            };
+            read(&s, s.offset + done, &mut a[..n])?;
+            read(&c, c.offset + delta + done, &mut b[..n])?;
+            if let Some(i) = a[..n].iter().zip(&b[..n]).position(|(x, y)| x != y) {
+                let paddr = s.paddr + done + i as u64;
+                return Err(ElfError::SegmentsDisagree { index: s.index, other: c.index, paddr });
+            }
+            done += n as u64;
+        }
+    }
+    Ok(())
 }

@@ -1,5 +1,5 @@
 //! A dump as the platform one IOMMU unit's driver sees: the unit's registers from a snapshot and physical
-//! memory from an ELF core, every page read recorded so the decode can be saved as a small fixture.
+//! memory from a dump ([`Dump`]: ELF, kdump-compressed, flattened), every page read recorded so the decode can be saved as a small fixture.
 
 use std::fs::File;
 use std::io::{BufWriter, Read};
@@ -11,13 +11,13 @@ use iommu_spec::vtd::off;
 
 use crate::acpi::rsdp::MAX_TABLE_LEN;
 use crate::acpi::{AcpiError, Firmware, IommuKind, Sig, Unit};
-use crate::{write_core_for, Arch, ElfCore, ElfError, RecordingMem, RegSnapshot, RegsError, SnapshotMmio, TrimError};
+use crate::{write_core_for, Arch, Dump, DumpError, RecordingMem, RegSnapshot, RegsError, SnapshotMmio, TrimError};
 
 /// Why a dump could not be opened for inspection.
 #[derive(Debug, thiserror::Error)]
 pub enum InputError {
     #[error("{path}: {source}")]
-    Dump { path: PathBuf, source: ElfError },
+    Dump { path: PathBuf, source: DumpError },
     #[error("{path}: {source}")]
     RegsRead { path: PathBuf, source: std::io::Error },
     #[error("{path}: {source}")]
@@ -90,22 +90,22 @@ pub enum SaveError {
 
 /// A dump and a register snapshot, opened.
 pub struct InspectInput {
-    core: ElfCore,
+    core: Dump,
     regs: SnapshotMmio,
 }
 
 impl InspectInput {
-    /// Open the ELF core at `dump` and the monitor text at `regs` for the unit whose MMIO base is `base`.
+    /// Open the dump at `dump` and the monitor text at `regs` for the unit whose MMIO base is `base`.
     pub fn open(dump: &Path, regs: &Path, base: u64) -> Result<Self, InputError> {
         let mut input = Self::load(dump, regs)?;
         input.regs = SnapshotMmio::new(input.regs.snapshot().clone(), base);
         Ok(input)
     }
 
-    /// Open the ELF core and the register snapshot (monitor text or `iommu_regset`) without choosing a
+    /// Open the dump (any format [`Dump::open`] reads) and the register snapshot (monitor text or `iommu_regset`) without choosing a
     /// unit yet: find them with [`DumpHw::find_units`] and pick one with [`DumpHw::select`].
     pub fn load(dump: &Path, regs: &Path) -> Result<Self, InputError> {
-        let core = ElfCore::open(dump).map_err(|source| InputError::Dump { path: dump.into(), source })?;
+        let core = Dump::open(dump).map_err(|source| InputError::Dump { path: dump.into(), source })?;
         let text =
             std::fs::read_to_string(regs).map_err(|source| InputError::RegsRead { path: regs.into(), source })?;
         let snap = RegSnapshot::parse(&text).map_err(|source| InputError::Regs { path: regs.into(), source })?;
@@ -120,7 +120,7 @@ impl InspectInput {
 /// The platform over a dump: read-only registers and memory.
 pub struct DumpHw {
     pub regs: SnapshotMmio,
-    pub mem: RecordingMem<ElfCore>,
+    pub mem: RecordingMem<Dump>,
 }
 
 impl DumpHw {
@@ -202,9 +202,9 @@ impl DumpHw {
         Ok(units)
     }
 
-    /// The physical ranges the dump holds, as the RAM map.
-    pub fn ram_ranges(&self) -> Vec<Range<u64>> {
-        self.mem.inner().ram_ranges()
+    /// The physical ranges the dump records as RAM, as the RAM map (see [`Dump::ram_ranges`]).
+    pub fn ram_ranges(&self) -> Result<Vec<Range<u64>>, InputError> {
+        self.mem.inner().ram_ranges().map_err(|source| InputError::Dump { path: "the dump".into(), source })
     }
 
     /// Write every page read so far as a small ELF core.

@@ -1,13 +1,17 @@
 //! Physical memory and IOMMU registers from real dumps, read-only.
 //!
 //! A crashed machine leaves two things worth reading: its memory, as an ELF core (QEMU
-//! `dump-guest-memory`, the crash kernel's `/proc/vmcore`), and its IOMMU registers, as the QEMU
-//! monitor prints them (`xp`). This crate turns both into the driver's platform traits
+//! `dump-guest-memory`, the crash kernel's `/proc/vmcore`) or as makedumpfile writes it, and its IOMMU
+//! registers, as the QEMU monitor prints them (`xp`). This crate turns both into the driver's platform traits
 //! ([`iommu_platform::PhysMem`], [`iommu_platform::Mmio`]) so the same adoption, validation and audit code
 //! that runs in the simulator runs on a real dump. Everything here is read-only: a write is refused
 //! (memory) or ignored and recorded (registers), never silently applied.
 //!
-//! - [`elf::ElfCore`]: an ELF64 little-endian core, read on demand (a 2 GiB dump is never loaded whole).
+//! - [`Dump::open`]: any dump by its magic, read on demand (a 4 GiB dump is never loaded whole):
+//!   - [`elf::ElfCore`]: an ELF64 little-endian core;
+//!   - [`kdump::KdumpCore`]: makedumpfile's and QEMU's kdump-compressed format (zlib, lzo, snappy, zstd
+//!     pages; pages filtered out read as "not captured");
+//!   - [`flat::FlatFile`]: makedumpfile's flattened format (`-F`, and QEMU's `-z/-l/-s`) around either.
 //! - [`regs::RegSnapshot`] / [`regs::SnapshotMmio`]: a register snapshot from monitor text or Linux's
 //!   `iommu_regset` debugfs file.
 //! - [`acpi`]: the DMAR, IVRS and IORT tables that say where the units are, from the dump (RSDP scan)
@@ -21,17 +25,25 @@
 
 pub mod acpi;
 pub mod devmem;
+pub mod dump;
 pub mod elf;
+pub mod flat;
 pub mod hw;
+pub mod kdump;
 pub mod record;
 pub mod regs;
+pub mod source;
 pub mod trim;
 
 pub use acpi::{AcpiError, Firmware, IommuKind, Unit};
+pub use dump::{Dump, DumpError, Format};
 pub use elf::{ElfCore, ElfError, Segment};
+pub use flat::{FlatError, FlatFile};
 pub use hw::{required_registers, DumpHw, InputError, InspectInput, SaveError, UnitQuery};
+pub use kdump::{Compression, KdumpCore, KdumpError, PageError};
 pub use record::RecordingMem;
 pub use regs::{RegSnapshot, RegsError, SnapshotMmio};
+pub use source::{Counting, ReadAt, ReadStats};
 pub use trim::{write_core, write_core_for, Arch, TrimError, TrimSummary};
 
 /// The page granule the dump tools work in: what [`record::RecordingMem`] records and

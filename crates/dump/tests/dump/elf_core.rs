@@ -1,4 +1,4 @@
-//! ElfCore on hand-built cores: layout, zero tails, boundaries, and every refusal.
+//! ElfCore on hand-built cores: layout, uncaptured tails, boundaries, overlaps, and every refusal.
 
 use iommu_driver::{MemError, MemErrorKind, PhysMem};
 use iommu_dump::{ElfCore, ElfError};
@@ -7,8 +7,8 @@ use crate::builder::{core, pattern, put_at, Ph, EHDR, ET_CORE, PHDR, PT_NOTE};
 
 const NC: MemErrorKind = MemErrorKind::NotCaptured;
 
-/// Two segments listed out of address order; the first has a zero tail (memsz > filesz) and ends
-/// exactly where the second starts, so reads can cross between them.
+/// Two segments listed out of address order; the first has an uncaptured tail (memsz > filesz) and
+/// ends exactly where the second starts.
 fn two_segments() -> (Vec<u8>, Vec<u8>, Vec<u8>) {
     let (a, b) = (pattern(1, 0x1000), pattern(7, 0x800));
     let phdrs = [Ph::load(0x1000 + 0x200, 0x3000, 0x800, 0x800), Ph::load(0x200, 0x1000, 0x1000, 0x2000)];
@@ -24,7 +24,7 @@ fn read(mem: &impl PhysMem, pa: u64, len: usize) -> Result<Vec<u8>, MemError> {
 }
 
 #[test]
-fn reads_segments_zero_tails_and_crossings() {
+fn reads_segments_and_refuses_bytes_past_filesz() {
     let (file, a, b) = two_segments();
     let mem = ElfCore::from_bytes(file).unwrap();
     assert_eq!(mem.machine(), 62);
@@ -33,12 +33,10 @@ fn reads_segments_zero_tails_and_crossings() {
     assert_eq!(mem.ram_ranges(), vec![0x1000..0x3800], "contiguous segments merge");
 
     assert_eq!(read(&mem, 0x1000, 0x1000).unwrap(), a);
-    assert_eq!(read(&mem, 0x1ff0, 0x20).unwrap()[..0x10], a[0xff0..]);
-    assert_eq!(read(&mem, 0x1ff0, 0x20).unwrap()[0x10..], [0; 0x10], "file part then zero tail");
-    assert_eq!(read(&mem, 0x2800, 8).unwrap(), [0; 8], "p_memsz beyond p_filesz reads as zeros");
-    let crossing = read(&mem, 0x2ffc, 8).unwrap();
-    assert_eq!(crossing[..4], [0; 4]);
-    assert_eq!(crossing[4..], b[..4], "a read crosses into the next contiguous segment");
+    assert_eq!(read(&mem, 0x1ff0, 0x10).unwrap(), a[0xff0..]);
+    assert_eq!(read(&mem, 0x1ff0, 0x20), Err(MemError { addr: 0x2000, kind: NC }), "fails at p_filesz");
+    assert_eq!(read(&mem, 0x2800, 8), Err(MemError { addr: 0x2800, kind: NC }), "past p_filesz is not zeros");
+    assert_eq!(read(&mem, 0x2ffc, 8), Err(MemError { addr: 0x2ffc, kind: NC }));
     assert_eq!(mem.read_u64(0x3000).unwrap(), u64::from_le_bytes(b[..8].try_into().unwrap()));
 }
 
@@ -80,22 +78,53 @@ fn open_reads_from_disk_like_from_bytes() {
 }
 
 #[test]
-fn notes_are_returned_and_shadowed_segments_listed() {
-    // vmcore shape: PT_NOTE, a kernel-text PT_LOAD inside a RAM PT_LOAD covering the same bytes.
+fn a_read_crosses_into_the_next_contiguous_segment() {
+    let phdrs = [Ph::load(0x200, 0x1000, 0x1000, 0x1000), Ph::load(0x1200, 0x2000, 0x800, 0x800)];
+    let mut file = core(ET_CORE, &phdrs, 0x1a00);
+    let (a, b) = (pattern(1, 0x1000), pattern(7, 0x800));
+    put_at(&mut file, 0x200, &a);
+    put_at(&mut file, 0x1200, &b);
+    let crossing = read(&ElfCore::from_bytes(file).unwrap(), 0x1ffc, 8).unwrap();
+    assert_eq!((&crossing[..4], &crossing[4..]), (&a[0xffc..], &b[..4]));
+}
+
+/// The `/proc/vmcore` shape: a PT_NOTE, and a kernel-image PT_LOAD inside a System RAM PT_LOAD, its
+/// bytes at another file offset. `kernel` is the inner segment's payload.
+fn vmcore_shape(kernel: &[u8], kernel_filesz: u64) -> Vec<u8> {
     let phdrs = [
         Ph { p_type: PT_NOTE, offset: 0x200, paddr: 0, filesz: 12, memsz: 12 },
-        Ph::load(0x500, 0x2000, 0x100, 0x100),
+        Ph::load(0x500, 0x2000, kernel_filesz, 0x100),
         Ph::load(0x300, 0x1f00, 0x200, 0x200),
     ];
     let mut file = core(ET_CORE, &phdrs, 0x600);
     put_at(&mut file, 0x200, b"note-bytes!!");
     put_at(&mut file, 0x300, &pattern(3, 0x200));
-    put_at(&mut file, 0x500, &[0xee; 0x100]);
-    let mem = ElfCore::from_bytes(file).unwrap();
+    put_at(&mut file, 0x500, kernel);
+    file
+}
+
+#[test]
+fn a_segment_mapping_the_same_bytes_twice_is_accepted_and_listed() {
+    let same = pattern(3, 0x200)[0x100..].to_vec();
+    let mem = ElfCore::from_bytes(vmcore_shape(&same, 0x100)).unwrap();
     assert_eq!(mem.notes().unwrap(), b"note-bytes!!");
     assert_eq!(mem.shadowed(), [1]);
     assert_eq!(mem.segments().len(), 1);
-    assert_eq!(read(&mem, 0x2000, 4).unwrap(), pattern(3, 0x104)[0x100..], "the container serves reads");
+    assert_eq!(read(&mem, 0x2000, 4).unwrap(), same[..4]);
+}
+
+#[test]
+fn segments_that_disagree_about_the_same_memory_are_refused() {
+    let mut differs = pattern(3, 0x200)[0x100..].to_vec();
+    differs[0x42] ^= 1;
+    let err = refuse(vmcore_shape(&differs, 0x100));
+    assert!(matches!(err, ElfError::SegmentsDisagree { index: 1, other: 2, paddr: 0x2042 }), "{err:?}");
+    assert!(err.to_string().contains("0x2042"), "names the first differing address: {err}");
+
+    // The inner segment leaves bytes out of the file: nothing to compare them with.
+    let same = pattern(3, 0x200)[0x100..].to_vec();
+    let err = refuse(vmcore_shape(&same, 0x80));
+    assert!(matches!(err, ElfError::OverlapNotCaptured { index: 1, other: 2, paddr: 0x2080 }), "{err:?}");
 }
 
 fn refuse(file: Vec<u8>) -> ElfError {

@@ -1,0 +1,370 @@
+//! The kdump-compressed and flattened readers on files the test writer builds: every compression, what
+//! is and is not in the dump, and every refusal of a hostile header or page.
+
+use std::collections::BTreeMap;
+
+use iommu_driver::{MemError, MemErrorKind, PhysMem};
+use iommu_dump::kdump::{Compression, KdumpError, PageError};
+use iommu_dump::{Counting, Dump, DumpError, FlatError, Format, KdumpCore};
+
+use crate::builder::pattern;
+use crate::kdump_build::{self as kb, flatten, note, put_u32, put_u64, Built, Kdump, LZO, SNAPPY, ZLIB, ZSTD};
+
+const NC: MemErrorKind = MemErrorKind::NotCaptured;
+
+/// Pages of every kind: compressible, incompressible (stored raw), zero (shared), half-and-half.
+fn pages() -> BTreeMap<u64, Vec<u8>> {
+    let mut noise = Vec::with_capacity(4096);
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    for _ in 0..4096 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        noise.push((x >> 24) as u8);
+    }
+    let mut half = pattern(5, 4096);
+    half[2048..].fill(0);
+    BTreeMap::from([
+        (1, pattern(1, 4096)),
+        (2, noise),
+        (3, vec![0; 4096]),
+        (4, pattern(9, 4096)),
+        (9, vec![0; 4096]),
+        (10, half),
+        (63, pattern(200, 4096)),
+    ])
+}
+
+fn sample(compression: u32) -> Kdump {
+    Kdump { compression, pages: pages(), filtered: [5, 6].into(), ..Kdump::default() }
+}
+
+fn open(file: Vec<u8>) -> Dump {
+    Dump::from_bytes(file).expect("opens")
+}
+
+fn read(mem: &impl PhysMem, pa: u64, len: usize) -> Result<Vec<u8>, MemError> {
+    let mut buf = vec![0xaa; len];
+    mem.read(pa, &mut buf).map(|()| buf)
+}
+
+fn kdump(d: &Dump) -> &KdumpCore {
+    match d {
+        Dump::Kdump { core, .. } => core,
+        other => panic!("not kdump: {other:?}"),
+    }
+}
+
+/// Every page reads back as written; filtered, absent and out-of-range pages are not captured.
+fn check_pages(d: &Dump, want: &BTreeMap<u64, Vec<u8>>) {
+    for (&pfn, page) in want {
+        assert_eq!(read(d, pfn * 4096, 4096).unwrap(), *page, "pfn {pfn}");
+    }
+    for pfn in [0u64, 5, 6, 7, 62, 64, 1 << 40] {
+        assert_eq!(read(d, pfn * 4096 + 8, 8), Err(MemError { addr: pfn * 4096 + 8, kind: NC }), "pfn {pfn}");
+    }
+    // A read across two dumped pages, and one that runs from a dumped page into a filtered one.
+    let cross = read(d, 2 * 4096 - 4, 8).unwrap();
+    assert_eq!((&cross[..4], &cross[4..]), (&want[&1][4092..], &want[&2][..4]));
+    assert_eq!(read(d, 5 * 4096 - 4, 8), Err(MemError { addr: 5 * 4096, kind: NC }));
+    assert_eq!(d.damage(), (vec![], 0), "nothing damaged");
+}
+
+#[test]
+fn each_compression_reads_back_every_page_and_nothing_else() {
+    for c in [ZLIB, LZO, SNAPPY, ZSTD, 0] {
+        let built = sample(c).build();
+        if c != 0 {
+            assert_eq!(built.compressed, 4, "compression {c:#x}: the noise page and the zero pages stay raw");
+        }
+        let d = open(built.file);
+        assert_eq!(d.format(), Format::Kdump { flattened: false });
+        let expect = match c {
+            ZLIB => Compression::Zlib,
+            LZO => Compression::Lzo,
+            SNAPPY => Compression::Snappy,
+            ZSTD => Compression::Zstd,
+            _ => Compression::None,
+        };
+        assert_eq!(d.compression(), Some(expect));
+        check_pages(&d, &pages());
+    }
+}
+
+#[test]
+fn the_flattened_form_reads_like_the_file_it_rearranges_to() {
+    for c in [ZLIB, LZO] {
+        let built = sample(c).build();
+        for record in [1000, 4096, 1 << 20] {
+            let d = open(flatten(&built.file, record));
+            assert_eq!(d.format(), Format::Kdump { flattened: true });
+            check_pages(&d, &pages());
+        }
+    }
+}
+
+#[test]
+fn ram_ranges_come_from_the_first_bitmap() {
+    let d = open(sample(ZLIB).build().file);
+    // Dumped 1-4, 9, 10, 63 and filtered 5, 6: RAM is 1..7, 9..11, 63..64.
+    assert_eq!(d.ram_ranges().unwrap(), [0x1000..0x7000, 0x9000..0xb000, 0x3f000..0x40000]);
+}
+
+#[test]
+fn machine_and_notes_come_from_the_headers() {
+    let prstatus = note("CORE", 1, &[0; 392]);
+    let k = Kdump { notes: prstatus.clone(), machine: "", ..sample(ZLIB) };
+    let d = open(k.build().file);
+    assert_eq!(d.notes().unwrap(), prstatus);
+    assert_eq!(d.machine(), 183, "an arm64 NT_PRSTATUS when utsname is empty");
+    let d = open(Kdump { notes: note("CORE", 1, &[0; 336]), machine: "", ..sample(ZLIB) }.build().file);
+    assert_eq!(d.machine(), 62);
+    assert_eq!(open(sample(ZLIB).build().file).machine(), 62, "utsname.machine x86_64");
+    assert_eq!(open(Kdump { machine: "", ..sample(ZLIB) }.build().file).machine(), 0, "nothing says");
+}
+
+#[test]
+fn zero_pages_may_share_one_descriptor_target() {
+    let built = sample(ZLIB).build();
+    assert_eq!(built.layout[&3].1, built.layout[&9].1, "pfns 3 and 9 point at the same zero page");
+    check_pages(&open(built.file), &pages());
+}
+
+fn page_error(file: Vec<u8>, pfn: u64) -> PageError {
+    let d = open(file);
+    assert_eq!(read(&d, pfn * 4096, 8), Err(MemError { addr: pfn * 4096, kind: NC }), "a damaged page is not read");
+    let (damage, count) = d.damage();
+    assert_eq!(count, 1);
+    let err = kdump(&d).page(pfn).unwrap_err();
+    assert_eq!(damage[0], err);
+    assert!(err.to_string().contains(&format!("pfn {pfn:#x}")), "names the pfn: {err}");
+    err
+}
+
+/// Damage a decoder can see: zlib's adler-32, the LZO end marker, snappy's length preamble, the zstd
+/// frame magic. (A flipped literal in a stream without a checksum, lzo, snappy, zstd as makedumpfile
+/// writes it, decodes to other bytes: no reader can tell.)
+#[test]
+fn a_corrupt_compressed_page_is_an_error_naming_its_pfn_and_offset() {
+    for c in [ZLIB, LZO, SNAPPY, ZSTD] {
+        let built = sample(c).build();
+        let (_, off, size, flags) = built.layout[&4];
+        assert_eq!(flags, c);
+        let mut f = built.file.clone();
+        let at = if c == ZLIB || c == LZO { off + size - 2 } else { off };
+        for b in &mut f[at..at + 2] {
+            *b ^= 0x5a;
+        }
+        let err = page_error(f, 4);
+        assert!(matches!(err, PageError::Decompress { pfn: 4, offset, .. } if offset == off as u64), "{c:#x}: {err}");
+        assert!(err.to_string().contains(&format!("{off:#x}")), "names the offset: {err}");
+
+        // The same stream cut short by its descriptor's size.
+        let mut f = built.file.clone();
+        put_u32(&mut f, built.layout[&4].0 + 8, (size / 2) as u32);
+        assert!(matches!(page_error(f, 4), PageError::Decompress { pfn: 4, .. }), "{c:#x}");
+    }
+}
+
+#[test]
+fn impossible_descriptors_are_errors_naming_the_pfn() {
+    let built = sample(ZLIB).build();
+    let (d4, off4, ..) = built.layout[&4];
+    let cases: [(&str, Box<dyn Fn(&mut Vec<u8>)>); 7] = [
+        ("data in the headers", Box::new(|f| put_u64(f, d4, 0))),
+        ("data in the descriptor table", Box::new(move |f| put_u64(f, d4, (built.descs + 8) as u64))),
+        ("data past the end", Box::new(|f| put_u64(f, d4, u64::MAX - 8))),
+        ("negative offset", Box::new(|f| put_u64(f, d4, 1 << 63))),
+        ("two compressions", Box::new(|f| put_u32(f, d4 + 12, ZLIB | LZO))),
+        ("size over a page", Box::new(|f| put_u32(f, d4 + 8, 4097))),
+        ("raw page not a page long", Box::new(|f| put_u32(f, d4 + 12, 0))),
+    ];
+    for (what, corrupt) in cases {
+        let mut f = built.file.clone();
+        corrupt(&mut f);
+        let err = page_error(f, 4);
+        assert!(
+            matches!(err, PageError::Descriptor { pfn: 4, index: 3, offset, .. } if offset == d4 as u64),
+            "{what}: {err}"
+        );
+    }
+    let _ = off4;
+}
+
+#[test]
+fn an_incomplete_dump_lacks_the_pages_it_never_wrote() {
+    let built = sample(ZLIB).build();
+    let mut f = built.file.clone();
+    put_u32(&mut f, 424, ZLIB | kb::INCOMPLETE);
+    let (d10, ..) = built.layout[&10];
+    f[d10..d10 + kb::DESC].fill(0);
+    let d = open(f.clone());
+    assert_eq!(read(&d, 10 * 4096, 8), Err(MemError { addr: 10 * 4096, kind: NC }));
+    assert_eq!(d.damage().1, 0, "absent, not damaged");
+    assert_eq!(read(&d, 4096, 4096).unwrap(), pages()[&1]);
+    // Without the flag, a zeroed descriptor is damage.
+    put_u32(&mut f, 424, ZLIB);
+    assert!(matches!(page_error(f, 10), PageError::Descriptor { pfn: 10, .. }));
+}
+
+fn refuse(file: Vec<u8>) -> DumpError {
+    Dump::from_bytes(file).expect_err("must be refused")
+}
+
+#[test]
+fn hostile_headers_are_refused_with_the_field_named() {
+    let good = sample(ZLIB).build().file;
+    type Expect = fn(&DumpError) -> bool;
+    let cases: [(usize, u64, usize, Expect); 9] = [
+        (8, 0x0600_0000, 4, |e| matches!(e, DumpError::Kdump(KdumpError::Version { version: 0x0600_0000 }))),
+        (428, 4095, 4, |e| matches!(e, DumpError::Kdump(KdumpError::BlockSize { block_size: 4095 }))),
+        (428, 1 << 20, 4, |e| matches!(e, DumpError::Kdump(KdumpError::BlockSize { .. }))),
+        (432, 0, 4, |e| matches!(e, DumpError::Kdump(KdumpError::SubHeaderSize { blocks: 0 }))),
+        (432, 0x7fff_ffff, 4, |e| matches!(e, DumpError::Kdump(KdumpError::BitmapOutsideFile { .. }))),
+        (436, u32::MAX as u64, 4, |e| matches!(e, DumpError::Kdump(KdumpError::BitmapOutsideFile { .. }))),
+        (4096 + 96, u64::MAX, 8, |e| {
+            matches!(e, DumpError::Kdump(KdumpError::BitmapTooSmall { max_mapnr: u64::MAX, bits: 32768 }))
+        }),
+        (4096 + 56, u64::MAX - 4000, 8, |e| matches!(e, DumpError::Kdump(KdumpError::Notes { .. }))),
+        (4096 + 12, 1, 4, |e| matches!(e, DumpError::Kdump(KdumpError::Split { .. }))),
+    ];
+    for (at, value, width, is_expected) in cases {
+        let mut f = good.clone();
+        if width == 4 {
+            put_u32(&mut f, at, value as u32);
+        } else {
+            put_u64(&mut f, at, value);
+        }
+        let err = refuse(f);
+        assert!(is_expected(&err), "field at {at} = {value:#x}: {err}");
+    }
+}
+
+#[test]
+fn a_truncated_file_is_refused_or_reads_as_not_captured_never_panics() {
+    let built = sample(ZLIB).build();
+    let f = &built.file;
+    assert!(matches!(refuse(f[..300].to_vec()), DumpError::Kdump(KdumpError::Truncated { len: 300 })));
+    assert!(matches!(refuse(f[..5000].to_vec()), DumpError::Kdump(KdumpError::Truncated { len: 5000 })));
+    let in_bitmap = refuse(f[..built.bitmap + 10].to_vec());
+    assert!(matches!(in_bitmap, DumpError::Kdump(KdumpError::BitmapOutsideFile { .. })), "{in_bitmap}");
+    // Cut inside the descriptors: the headers are whole, later pages are damage naming their pfn.
+    let d = open(f[..built.descs + 2 * kb::DESC + 4].to_vec());
+    assert_eq!(read(&d, 4096, 8).map(|_| ()), Err(MemError { addr: 4096, kind: NC }), "its data is cut off");
+    assert!(matches!(kdump(&d).page(4).unwrap_err(), PageError::Read { pfn: 4, what: "page descriptor", .. }));
+    // Cut inside the data: pages before the cut read, the rest do not.
+    let (_, off10, ..) = built.layout[&10];
+    let d = open(f[..off10 + 3].to_vec());
+    assert_eq!(read(&d, 4096, 4096).unwrap(), pages()[&1]);
+    assert!(matches!(kdump(&d).page(10).unwrap_err(), PageError::Descriptor { pfn: 10, .. }));
+}
+
+#[test]
+fn hostile_flattened_records_are_refused() {
+    let built = sample(ZLIB).build();
+    let flat = flatten(&built.file, 4096);
+    let first = 4096;
+    let set = |f: &mut Vec<u8>, at: usize, v: i64| f[at..at + 8].copy_from_slice(&v.to_be_bytes());
+    type Expect = fn(&FlatError) -> bool;
+    let cases: [(usize, i64, Expect); 5] = [
+        (first + 8, i64::MAX, |e| matches!(e, FlatError::RecordOutsideFile { index: 0, .. })),
+        (first + 8, 0, |e| matches!(e, FlatError::BadRecord { index: 0, size: 0, .. })),
+        (first, -5, |e| matches!(e, FlatError::BadRecord { index: 0, offset: -5, .. })),
+        (first, i64::MAX, |e| matches!(e, FlatError::Overflow { index: 0, .. })),
+        (16, 2, |e| matches!(e, FlatError::BadType { found: 2 })),
+    ];
+    for (at, v, is_expected) in cases {
+        let mut f = flat.clone();
+        set(&mut f, at, v);
+        match refuse(f) {
+            DumpError::Flat(e) => assert!(is_expected(&e), "{at}={v}: {e}"),
+            other => panic!("{at}={v}: {other}"),
+        }
+    }
+    // No end marker: the file was cut short in transit.
+    let cut = refuse(flat[..flat.len() - 16].to_vec());
+    assert!(matches!(cut, DumpError::Flat(FlatError::NoEndMarker { .. })), "{cut}");
+    // A record moved far away leaves a hole, which reads as zeros as in the sparse file makedumpfile -R
+    // writes: here over pfn 1's descriptor, which is then refused.
+    let mut f = flatten(&built.file, 4096);
+    let (_, off1, ..) = built.layout[&1];
+    let rec = 4096 + 16 + 600 + (off1 - 464) / 4096 * (16 + 4096);
+    let gap_at = i64::from_be_bytes(f[rec..rec + 8].try_into().unwrap());
+    set(&mut f, rec, gap_at + (1 << 30)); // move one record far away
+    let d = open(f);
+    let err = kdump(&d).page(1).unwrap_err();
+    assert!(matches!(err, PageError::Descriptor { pfn: 1, index: 0, .. }), "{err}");
+}
+
+/// A machine of 4 GiB (2^20 pages) with three pages dumped: opening reads the two header blocks'
+/// fields and nothing else, and a page read costs its piece of the bitmap, its descriptor and its data.
+#[test]
+fn opening_a_large_sparse_dump_costs_its_headers_only() {
+    let top = (1u64 << 20) - 1;
+    let pages = BTreeMap::from([(5, pattern(1, 4096)), (0x8_0000, pattern(2, 4096)), (top, pattern(3, 4096))]);
+    let k = Kdump { max_mapnr: 1 << 20, pages, ..Kdump::default() };
+    let Built { file, .. } = k.build();
+    assert!(file.len() > 256 << 10, "two 128 KiB bitmaps");
+    let (src, stats) = Counting::new(file);
+    let d = Dump::from_source(Box::new(src)).unwrap();
+    assert_eq!((stats.reads(), stats.bytes()), (3, 16 + 464 + 104), "magic, disk_dump_header, kdump_sub_header");
+
+    let before = stats.bytes();
+    assert_eq!(read(&d, 5 * 4096, 8).unwrap(), pattern(1, 8));
+    let first = stats.bytes() - before;
+    assert!(first <= 2 * 4096 + 24 + 4096, "one bitmap piece (counted, then read), a descriptor, a page: {first}");
+
+    let before = stats.bytes();
+    assert_eq!(read(&d, top * 4096, 8).unwrap(), pattern(3, 8));
+    let far = stats.bytes() - before;
+    assert!(far <= 128 * 1024 + 4096 + 24 + 4096, "the bitmap up to the page, once: {far}");
+
+    let before = stats.bytes();
+    assert_eq!(read(&d, 0x8_0000 * 4096, 8).unwrap(), pattern(2, 8));
+    assert!(stats.bytes() - before <= 4096 + 24 + 4096, "the prefix counts are kept");
+    let before = stats.bytes();
+    assert_eq!(read(&d, top * 4096 + 8, 8).unwrap(), pattern(3, 16)[8..]);
+    assert_eq!(stats.bytes(), before, "a page just read is served from the page cache");
+}
+
+/// A deterministic sweep of mutated kdump and flattened files (header fields, bitmaps, descriptors,
+/// record headers set to edge values): opening, reading every page, the RAM map and the notes never
+/// panic, and no read takes more than the file.
+#[test]
+fn mutated_files_never_panic() {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        x >> 33
+    };
+    let base = Kdump { notes: note("CORE", 1, &[7; 336]), ..sample(ZLIB) }.build();
+    let flat = flatten(&base.file, 3000);
+    let spots = [8, 424, 428, 432, 436, 440, 4096, 4096 + 12, 4096 + 48, 4096 + 56, 4096 + 96, base.bitmap, base.descs];
+    for round in 0..600 {
+        let (mut f, is_flat) = if round % 3 == 0 { (flat.clone(), true) } else { (base.file.clone(), false) };
+        for _ in 0..1 + next() % 3 {
+            let at = if is_flat {
+                (4096 + (next() as usize % (f.len() - 4096))) & !7
+            } else if next() % 2 == 0 {
+                spots[next() as usize % spots.len()] + (next() as usize % 24)
+            } else {
+                next() as usize % f.len()
+            };
+            let v: u64 = match next() % 4 {
+                0 => [0, u64::MAX, 1 << 63, u32::MAX as u64][next() as usize % 4],
+                1 => 1 << (next() % 64),
+                2 => next() % 0x2000,
+                _ => next() << 31 ^ next(),
+            };
+            let end = (at + 8).min(f.len());
+            let bytes = if is_flat { v.to_be_bytes() } else { v.to_le_bytes() };
+            f[at..end].copy_from_slice(&bytes[..end - at]);
+        }
+        let Ok(d) = Dump::from_bytes(f) else { continue };
+        let mut buf = vec![0u8; 4096];
+        for pfn in (0..70).chain([1 << 20, u64::MAX >> 12]) {
+            let _ = d.read(pfn << 12, &mut buf);
+        }
+        let _ = (d.ram_ranges(), d.notes(), d.machine(), d.damage());
+    }
+}
