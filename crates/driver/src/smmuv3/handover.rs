@@ -224,7 +224,28 @@ impl Smmuv3 {
         } else {
             self.strtab + 64 * sid as u64
         };
-        let st = match read_ste(hw, env, sid, at) {
+        // What the stream's tables reach (seed 004's check), within what is left of this unit's walk budget.
+        let reached = |hw: &mut _, budget: &mut usize, st: super::ScannedSte| -> Result<_, SteProblem> {
+            use crate::walk::Reach;
+            let r = match st.kind {
+                SteKind::Stage1 { ttb0, walk, .. } => crate::walk::reach(hw, &walk, env, ttb0, walk.levels(), budget),
+                SteKind::Stage2 { s2ttb, walk, .. } => crate::walk::reach(hw, &walk, env, s2ttb, walk.levels(), budget),
+                _ => None,
+            };
+            match r {
+                None => Ok(st),
+                Some(Reach::TableInCrashRegion { addr }) => {
+                    Err(SteProblem::TableInCrashRegion { sid, what: "page table", addr })
+                }
+                Some(Reach::PageInCrashRegion { iova, addr }) => Err(SteProblem::PageInCrashRegion { sid, iova, addr }),
+                Some(Reach::Bound { tables }) => Err(SteProblem::WalkBound { sid, tables }),
+            }
+        };
+        let read = read_ste(hw, env, sid, at).and_then(|s| match s {
+            Some(s) => reached(hw, &mut self.walk_budget, s).map(Some),
+            None => Ok(None),
+        });
+        let st = match read {
             Ok(Some(st)) => st,
             Ok(None) => return Ok(None),
             Err(p) => {
