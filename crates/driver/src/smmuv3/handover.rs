@@ -211,7 +211,7 @@ impl Smmuv3 {
                 return Err(SteProblem::L1Span { index, span: l1.span(), want: SPLIT + 1 });
             }
             let l2 = l1.l2_table();
-            if !env.in_ram(l2, l1.l2_bytes()) {
+            if l2 == 0 || !env.in_ram(l2, l1.l2_bytes()) {
                 return Err(SteProblem::TableNotRam { sid, what: "L2 stream table", addr: l2 });
             }
             if env.in_crash_region(l2, l1.l2_bytes()) {
@@ -249,6 +249,10 @@ impl Smmuv3 {
             Ok(Some(st)) => st,
             Ok(None) => return Ok(None),
             Err(p) => {
+                // Its ASID, where a CD can be read, stays out of new domains' way.
+                if let Some(asid) = stale_asid(hw, at) {
+                    self.asids.reserve(asid as u32);
+                }
                 // Refused but live: the SMMU would keep walking what it names. Abort the stream and drop
                 // every cached translation (its ASID or VMID cannot be trusted either).
                 let blocked = self
@@ -316,4 +320,18 @@ impl Smmuv3 {
     pub fn scratch_frames(&self) -> u64 {
         self.scratch.map_or(0, |s| s.3)
     }
+}
+
+/// The ASID of the stage-1 STE at `at`, if its (linear, first) CD can be read at all.
+fn stale_asid(hw: &impl crate::PhysMem, at: u64) -> Option<u16> {
+    let ste = iommu_spec::smmuv3::Ste([hw.read_u64(at).ok()?, 0, 0, 0, 0, 0, 0, 0]);
+    if !ste.valid() || !ste.config().s1_enabled() {
+        return None;
+    }
+    let mut cd = [0u64; 8];
+    for (i, w) in cd.iter_mut().enumerate() {
+        *w = hw.read_u64(ste.s1_context_ptr().checked_add(8 * i as u64)?).ok()?;
+    }
+    let cd = iommu_spec::smmuv3::Cd(cd);
+    cd.valid().then(|| cd.asid())
 }
