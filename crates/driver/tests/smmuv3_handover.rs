@@ -437,9 +437,9 @@ fn untrusted_l1_descriptors_are_cleared_at_adoption_not_adopted() {
 }
 
 #[test]
-fn an_ste_refused_at_insert_is_made_to_abort() {
+fn an_ste_refused_at_insert_is_made_to_abort_and_its_asid_reserved() {
     let mut rig = Rig::new();
-    let (old, _) = primary(&mut rig);
+    let (old, asids) = primary(&mut rig);
     // NIC's context descriptor moves into what becomes the crash kernel's memory.
     let at = ste_at(&mut rig, NIC);
     let mut words = [0u64; 8];
@@ -462,6 +462,7 @@ fn an_ste_refused_at_insert_is_made_to_abort() {
     let got = v.insert_master(&mut rig.crash(), &env, NIC);
     assert!(matches!(got, Err(SteProblem::TableInCrashRegion { sid: NIC, .. })), "{got:?}");
     assert!(rig.dma(NIC, nic.1, Access::Write).is_err(), "the refused STE no longer translates");
+    assert!(v.asid_used(asids[0]), "its ASID is never handed out again");
 }
 
 #[test]

@@ -16,6 +16,7 @@ pub mod devices;
 pub mod dma;
 pub mod frames;
 mod hash;
+pub mod inject;
 pub mod mem;
 pub mod model;
 pub mod platform;

@@ -148,6 +148,10 @@ pub enum EntryProblem {
     TableUnreadable { sid: u16, what: &'static str, err: MemError },
     /// The RID_PASID entry is absent or of a type this driver cannot keep (first-level, nested).
     BadPasidEntry { sid: u16, pasid: u32, raw: u64 },
+    /// The tables map `iova` to `addr`, inside the crash kernel's region (found by the walk at adoption).
+    PageInCrashRegion { sid: u16, iova: u64, addr: u64 },
+    /// The walk at adoption hit its bound before seeing all of the device's tables.
+    WalkBound { sid: u16, tables: u32 },
 }
 
 impl EntryProblem {
@@ -165,7 +169,9 @@ impl EntryProblem {
             | EntryProblem::TableNotRam { sid, .. }
             | EntryProblem::TableInCrashRegion { sid, .. }
             | EntryProblem::TableUnreadable { sid, .. }
-            | EntryProblem::BadPasidEntry { sid, .. } => Some(*sid),
+            | EntryProblem::BadPasidEntry { sid, .. }
+            | EntryProblem::PageInCrashRegion { sid, .. }
+            | EntryProblem::WalkBound { sid, .. } => Some(*sid),
         }
     }
 }
@@ -215,6 +221,12 @@ impl fmt::Display for EntryProblem {
             }
             EntryProblem::BadPasidEntry { sid, pasid, raw } => {
                 write!(f, "{}: PASID {pasid} entry not adoptable (qw0 {raw:#018x})", Bdf(*sid))
+            }
+            EntryProblem::PageInCrashRegion { sid, iova, addr } => {
+                write!(f, "{}: IOVA {iova:#x} maps {addr:#x}, inside the crash kernel's region", Bdf(*sid))
+            }
+            EntryProblem::WalkBound { sid, tables } => {
+                write!(f, "{}: page-table walk stopped at its bound after {tables} tables", Bdf(*sid))
             }
         }
     }
