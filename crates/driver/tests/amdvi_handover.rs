@@ -214,6 +214,7 @@ fn resets_work_unless_snp_locked_the_registers() {
         let mut rig = Rig::new(Snp::ShutdownFailed);
         primary(&mut rig);
         let e = crash(&mut rig, policy).err().unwrap();
+        assert!(rig.locked_writes() > 0, "{policy}: the reset's writes to the bases were ignored (and counted)");
         // Seed 000's symptom, word for word.
         assert!(matches!(e, AmdError::CompletionWaitTimeout { .. }), "{policy}: {e}");
         assert!(e.to_string().starts_with("Completion-Wait loop timed out"), "{e}");
@@ -240,6 +241,7 @@ fn refused(break_it: impl Fn(&mut Rig), want: impl Fn(&Refusal) -> bool) {
             Err(AmdError::ReuseFailedWithSnp(why)) => {
                 assert_eq!(snp, Snp::ShutdownFailed);
                 assert!(want(&why), "{why}");
+                assert_eq!(rig.locked_writes(), 0, "a refusal under SNP writes no locked register");
             }
             Err(e) => panic!("{snp:?}: {e}"),
         }
@@ -375,6 +377,7 @@ fn a_completion_wait_page_at_zero_is_refused() {
         "{:?}",
         r.as_ref().map(|x| &x.1.outcome)
     );
+    assert_eq!(rig.locked_writes(), 0);
 }
 
 /// DISK's DTE made to use a root table copied into the crash kernel's region (the unit walks it).
@@ -579,5 +582,6 @@ fn attach_before_reset_old_dma_never_lands_in_the_new_domains_buffers() {
         for &(devid, iova, _) in old.iter().filter(|o| o.0 == DISK) {
             assert!(rig.dma(devid, iova, Access::Write).is_err(), "{snp:?}: old IOVA {iova:#x} faults");
         }
+        assert_eq!(rig.locked_writes(), 0, "{snp:?}");
     }
 }
