@@ -346,7 +346,7 @@ pub const ADOPT_TABLE_BUDGET: usize = 1 << 12;
 /// Runs one walk at adoption keeps, at most.
 pub const ADOPT_MAX_RUNS: usize = 1 << 16;
 
-/// Why a device's tables cannot be adopted as they are (seed 004's check of what old tables reach).
+/// Why a device's tables cannot be adopted as they are (what the "iommu/vt-d: Fix crash dump failure caused by legacy DMA/IO" series asks a crash kernel to check of old tables).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reach {
     /// A table page at `addr` lies in the crash kernel's region: the unit would walk memory the crash kernel

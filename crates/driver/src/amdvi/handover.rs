@@ -166,7 +166,7 @@ impl Amdvi {
         Ok(v)
     }
 
-    /// Decide, entry by entry, what stays live (seed 004's checks, bounded): reserve every domain ID the old
+    /// Decide, entry by entry, what stays live (bounded, the check the "iommu/vt-d: Fix crash dump failure caused by legacy DMA/IO" series asks for): reserve every domain ID the old
     /// table names; walk each distinct page table once within [`crate::walk::ADOPT_TABLE_BUDGET`]; rewrite to blocking (and
     /// invalidate) every entry the scan refused, whose tables or pages reach the crash kernel's region or that
     /// a walk could not finish; give a device that shares its domain ID with another device on different

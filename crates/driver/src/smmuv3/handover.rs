@@ -224,7 +224,7 @@ impl Smmuv3 {
         } else {
             self.strtab + 64 * sid as u64
         };
-        // What the stream's tables reach (seed 004's check), within what is left of this unit's walk budget.
+        // What the stream's tables reach (the check the "iommu/vt-d: Fix crash dump failure caused by legacy DMA/IO" series asks for), within what is left of this unit's walk budget.
         let reached = |hw: &mut _, budget: &mut usize, st: super::ScannedSte| -> Result<_, SteProblem> {
             use crate::walk::Reach;
             let r = match st.kind {

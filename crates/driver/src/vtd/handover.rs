@@ -386,7 +386,7 @@ impl Vtd {
         report.bytes_read = scan.pages_read.len() as u64 * 4096;
         report.problems = scan.problems.clone();
         let mut reserved = BTreeMap::new();
-        // What each device's tables reach (seed 004): walked once per distinct table, within one budget for the
+        // What each device's tables reach (the "iommu/vt-d: Fix crash dump failure caused by legacy DMA/IO" series): walked once per distinct table, within one budget for the
         // whole unit. A device whose tables or pages lie in the crash kernel's region, or whose walk could not
         // finish, is not copied: in our tables its entry is not present, so its DMA faults.
         let mut budget = crate::walk::ADOPT_TABLE_BUDGET;
