@@ -10,10 +10,10 @@ use iommu_emu::PhysMemory;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::inject::{Faults, Injected};
 use crate::kernel::{start_bulk, DiskDriver, Io, KernelError, NicDriver, Os};
 use crate::ledger::Ledger;
 use crate::machine::{Kernel, Machine, MachineConfig, DISK_RID};
-use crate::inject::{Faults, Injected};
 use crate::outcome::{Failure, Outcome, Reason};
 use crate::unit::{Driver, IommuKind};
 use iommu_driver::{BootOptions, DeviceId};
@@ -255,7 +255,9 @@ pub fn run_on(cfg: MachineConfig, s: &Scenario) -> RunDetail {
     out.init_bytes_read = report.bytes_read;
     r.log(format!("crash kernel IOMMU init: {}", out.iommu_init));
     if s.policy == Policy::AdoptScratch {
-        for sid in report.adopted.iter().copied().filter(|&sid| sid != DeviceId::from(DISK_RID)) {
+        // Every device found on the bus but the disk: adopted ones, and refused ones (blocked at boot), whose
+        // DMA would otherwise fault.
+        for sid in masters.iter().copied().filter(|&sid| sid != DeviceId::from(DISK_RID)) {
             if let Err(e) = kd.contain(&mut r.m.platform(Kernel::Crash), sid) {
                 r.log(format!("containment of {sid} failed: {e}"));
             }
@@ -424,7 +426,9 @@ fn inject_faults(m: &mut Machine, s: &Scenario, kind: IommuKind, snp: bool, out:
     let mut reasons = Vec::new();
     for name in faults.names() {
         let applied = match name.as_str() {
-            "attach-before-reset" => Injected::Applied { what: "the disk is attached and mapped before its reset".into() },
+            "attach-before-reset" => {
+                Injected::Applied { what: "the disk is attached and mapped before its reset".into() }
+            }
             "no-iasup" if kind == IommuKind::Amdvi => Injected::Applied { what: "EFR.IASup clear".into() },
             "no-iasup" => Injected::NotApplicable { why: "EFR.IASup is an AMD-Vi feature" },
             "snp-kernel-without-mem-encrypt" if kind == IommuKind::Amdvi && snp => {
@@ -434,7 +438,8 @@ fn inject_faults(m: &mut Machine, s: &Scenario, kind: IommuKind, snp: bool, out:
             _ => {
                 let crash_region = m.cfg.crash_region.clone();
                 let Machine { mem, unit, .. } = m;
-                let mut crashed = iommu_emu::inject::Crashed { mem, unit: unit.fault_target(), crash_region, seed: s.seed };
+                let mut crashed =
+                    iommu_emu::inject::Crashed { mem, unit: unit.fault_target(), crash_region, seed: s.seed };
                 iommu_emu::inject::apply(&name, &mut crashed)
                     .unwrap_or(Injected::NotApplicable { why: "not in the fault catalogue" })
             }

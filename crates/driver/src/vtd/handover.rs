@@ -412,6 +412,7 @@ impl Vtd {
                             }
                             crate::walk::Reach::Bound { tables } => P::WalkBound { sid, tables },
                         });
+                        v.devices.insert(sid, DeviceState::Refused { did: d.did });
                         continue;
                     }
                 }
@@ -424,23 +425,42 @@ impl Vtd {
             v.devices.insert(d.sid, DeviceState::Adopted { did: d.did, kind: d.kind });
             report.adopted.push(d.sid);
         }
+        // Devices (and whole buses) whose entries the scan refused: known, blocked, containable.
+        for p in &scan.problems {
+            match *p {
+                P::RootReserved { bus, .. }
+                | P::ContextTableNotRam { bus, .. }
+                | P::ContextTableInCrashRegion { bus, .. }
+                | P::ContextTableUnreadable { bus, .. } => {
+                    v.refused_buses.insert(bus);
+                }
+                _ => {
+                    if let Some(sid) = p.sid() {
+                        v.devices.entry(sid).or_insert(DeviceState::Refused { did: 0 });
+                    }
+                }
+            }
+        }
         report.reserved_dids = reserved.keys().copied().collect();
         v.install_root(hw)?;
         v.translating = true;
         Ok(v)
     }
 
-    /// Contain an adopted device the crash kernel will not use: every IOVA it can send now lands in the
+    /// Contain an adopted (or refused) device the crash kernel will not use: every IOVA it can send now lands in the
     /// scratch region, read and write, so its DMA neither faults (no AER, no second panic) nor reaches the
     /// crashed kernel's memory. The tables are a chain of shared pages, every entry of a level pointing at
     /// the same next-level table, so containment costs `levels + 1` pages for all devices together.
     pub fn contain(&mut self, hw: &mut impl Platform, sid: u16) -> Result<(), VtdError> {
-        let Some(DeviceState::Adopted { did: old, kind }) = self.devices.get(&sid).copied() else {
-            return Ok(());
-        };
-        let levels = match kind {
-            DeviceKind::Translated { levels, .. } => levels,
-            _ => self.levels,
+        // A refused device's IOVAs are unknown: its chain is as deep as the unit allows, so every IOVA it
+        // can send lands in the scratch region rather than faulting.
+        let widest = [5u32, 4, 3].into_iter().find(|&l| self.cap.supports_agaw(l as u8 - 2)).unwrap_or(self.levels);
+        let (old, levels) = match self.devices.get(&sid).copied() {
+            Some(DeviceState::Adopted { did, kind: DeviceKind::Translated { levels, .. } }) => (did, levels),
+            Some(DeviceState::Adopted { did, .. }) => (did, widest),
+            Some(DeviceState::Refused { did }) => (did, widest),
+            None if self.refused_buses.contains(&((sid >> 8) as u8)) => (0, widest),
+            _ => return Ok(()),
         };
         let mut s = match self.scratch {
             Some(s) => s,
