@@ -609,3 +609,21 @@ fn the_audit_sees_an_exclusion_range_over_the_crash_region() {
     let nic = a.devices.iter().find(|d| d.sid == NIC as u32).unwrap();
     assert!(nic.flags.contains(&Flag::CrashKernel));
 }
+
+#[test]
+fn a_walk_at_its_bound_is_a_refusal_not_a_pass() {
+    use iommu_driver::walk::{reach, Reach};
+    let mut rig = Rig::new(Snp::Off);
+    primary(&mut rig);
+    let env = rig.env(true);
+    let root = rig.dte(NIC).pt_root();
+    let v1 = &iommu_driver::amdvi::V1;
+    // NIC's 3-level table is three tables deep on its one mapping.
+    let mut budget = 100;
+    assert_eq!(reach(&rig.mem, v1, &env, root, 3, &mut budget), None);
+    assert_eq!(budget, 97, "the walk read three tables");
+    let mut budget = 2;
+    assert_eq!(reach(&rig.mem, v1, &env, root, 3, &mut budget), Some(Reach::Bound { tables: 2 }));
+    assert_eq!(budget, 0);
+    assert_eq!(reach(&rig.mem, v1, &env, root, 3, &mut budget), Some(Reach::Bound { tables: 0 }), "spent: refuse");
+}
