@@ -136,6 +136,7 @@ fn adopt_keeps_old_dma_translating_until_reattach() {
     for a in &asids {
         assert!(v.asid_used(*a), "old ASID {a} reserved");
     }
+    assert_eq!(v.unconfined(), [BULK], "the bypass master reaches all of memory, and the driver says so");
     let d = v.create_domain(&mut rig.crash()).unwrap();
     assert!(!asids.contains(&v.domain(d).unwrap().asid));
     watched(&mut rig, &old, |p| v.attach(p, DISK, Attachment::Domain(d))).unwrap();

@@ -322,6 +322,16 @@ impl Smmuv3 {
         Ok(())
     }
 
+    /// Masters still on an adopted bypass STE: they reach all of memory, the crash kernel's region included,
+    /// until they are contained or attached.
+    pub fn unconfined(&self) -> alloc::vec::Vec<u32> {
+        self.masters
+            .iter()
+            .filter(|(_, m)| matches!(m, MasterState::Adopted { kind: SteKind::Bypass, .. }))
+            .map(|(&sid, _)| sid)
+            .collect()
+    }
+
     /// The scratch region contained masters' DMA lands in.
     pub fn scratch_region(&self) -> Option<core::ops::Range<u64>> {
         self.scratch.map(|s| s.0..s.0 + crate::walk::SCRATCH_PAGES * 4096)

@@ -304,6 +304,8 @@ pub struct HandoverReport {
     /// Adopted devices that reach all of memory, the crash kernel's region included (pass-through): nothing
     /// confines them until they are contained or re-attached.
     pub unconfined: Vec<u16>,
+    /// Devices that shared a DID with a device on other tables, given a fresh one: (device, old, new).
+    pub split_dids: Vec<(u16, u16, u16)>,
     /// Bytes of old tables read (root, context, PASID) and frames allocated for the copies.
     pub bytes_read: u64,
     pub frames_allocated: u64,
@@ -334,6 +336,7 @@ impl Vtd {
             problems: Vec::new(),
             reserved_dids: Vec::new(),
             unconfined: Vec::new(),
+            split_dids: Vec::new(),
             bytes_read: 0,
             frames_allocated: 0,
         };
@@ -386,16 +389,22 @@ impl Vtd {
         report.bytes_read = scan.pages_read.len() as u64 * 4096;
         report.problems = scan.problems.clone();
         let mut reserved = BTreeMap::new();
-        // What each device's tables reach (the "iommu/vt-d: Fix crash dump failure caused by legacy DMA/IO" series): walked once per distinct table, within one budget for the
-        // whole unit. A device whose tables or pages lie in the crash kernel's region, or whose walk could not
-        // finish, is not copied: in our tables its entry is not present, so its DMA faults.
+        // What each device's tables reach (the "iommu/vt-d: Fix crash dump failure caused by legacy DMA/IO"
+        // series): walked once per distinct table, within one budget for the whole unit. A device whose tables
+        // or pages lie in the crash kernel's region, or whose walk could not finish, is not copied: in our
+        // tables its entry is not present, so its DMA faults.
         let mut budget = crate::walk::ADOPT_TABLE_BUDGET;
         let mut walked: BTreeMap<(u64, u32), Option<crate::walk::Reach>> = BTreeMap::new();
         let fmt = super::walk::SecondLevel(v.cap);
+        // The IOTLB is tagged by DID: two devices on different tables under one DID would read each other's
+        // translations. The first keeps it; a later one gets a fresh DID in its copied legacy entry, and in
+        // scalable mode (the DID is in the old PASID entry, used in place) it is refused.
+        let mut owner: BTreeMap<u16, (u64, u32)> = BTreeMap::new();
         for d in &scan.devices {
             if d.did != 0 && v.dids.reserve(d.did as u32) {
                 reserved.insert(d.did, ());
             }
+            let (mut entry, mut did) = (d.entry, d.did);
             match d.kind {
                 DeviceKind::Translated { root, levels } => {
                     let verdict = *walked
@@ -415,14 +424,29 @@ impl Vtd {
                         v.devices.insert(sid, DeviceState::Refused { did: d.did });
                         continue;
                     }
+                    match owner.get(&d.did) {
+                        None => {
+                            owner.insert(d.did, (root, levels));
+                        }
+                        Some(&t) if t == (root, levels) => {}
+                        Some(_) if scan.scalable() => {
+                            report.problems.push(P::DomainIdAlias { sid: d.sid, did: d.did });
+                            continue;
+                        }
+                        Some(_) => {
+                            did = v.dids.alloc().ok_or(VtdError::OutOfDomainIds)? as u16;
+                            entry = ContextEntry::from_bits(entry).with_did(did).into_bits();
+                            report.split_dids.push((d.sid, d.did, did));
+                        }
+                    }
                 }
                 DeviceKind::PassThrough => report.unconfined.push(d.sid),
                 DeviceKind::Blocked => {}
             }
             let (key, off) = v.context_slot(d.sid);
             let table = v.context_table(hw, key)?;
-            hw.write_u128(table + off, d.entry)?;
-            v.devices.insert(d.sid, DeviceState::Adopted { did: d.did, kind: d.kind });
+            hw.write_u128(table + off, entry)?;
+            v.devices.insert(d.sid, DeviceState::Adopted { did, kind: d.kind });
             report.adopted.push(d.sid);
         }
         // Devices (and whole buses) whose entries the scan refused: known, blocked, containable.
