@@ -22,3 +22,4 @@ pub mod amdvi;
 pub mod audit;
 pub mod ids;
 pub mod iova;
+pub mod survey;

@@ -62,9 +62,13 @@ pub fn required_registers(kind: IommuKind) -> &'static [(&'static str, usize, us
     use iommu_spec::amdvi::off as a;
     use iommu_spec::smmuv3::off as s;
     match kind {
-        IommuKind::Vtd => {
-            &[("CAP", off::CAP, 8), ("ECAP", off::ECAP, 8), ("GSTS", off::GSTS, 4), ("RTADDR", off::RTADDR, 8)]
-        }
+        IommuKind::Vtd => &[
+            ("VER", off::VER, 4),
+            ("CAP", off::CAP, 8),
+            ("ECAP", off::ECAP, 8),
+            ("GSTS", off::GSTS, 4),
+            ("RTADDR", off::RTADDR, 8),
+        ],
         IommuKind::AmdVi => &[
             ("DEV_TABLE_BASE", a::DEV_TABLE_BASE, 8),
             ("CONTROL", a::CONTROL, 8),
@@ -73,6 +77,7 @@ pub fn required_registers(kind: IommuKind) -> &'static [(&'static str, usize, us
         IommuKind::Smmuv3 => &[
             ("IDR1", s::IDR1, 4),
             ("CR0", s::CR0, 4),
+            ("GBPA", s::GBPA, 4),
             ("STRTAB_BASE", s::STRTAB_BASE, 8),
             ("STRTAB_BASE_CFG", s::STRTAB_BASE_CFG, 4),
         ],
@@ -152,6 +157,23 @@ impl DumpHw {
     /// The units to decode (see [`UnitQuery`]), each checked to be in the register snapshot. ACPI
     /// tables in the dump are read through the recording memory, so `--save-fixture` keeps them.
     pub fn find_units(&self, q: &UnitQuery) -> Result<Vec<Unit>, InputError> {
+        let units = self.find_units_uncaptured(q)?;
+        let snap = self.regs.snapshot();
+        for u in &units {
+            let probe = SnapshotMmio::new(snap.clone(), u.base);
+            probe.require(required_registers(u.kind)).map_err(|source| InputError::UnitNotCaptured {
+                kind: u.kind,
+                base: u.base,
+                origin: u.origin.clone(),
+                source,
+            })?;
+        }
+        Ok(units)
+    }
+
+    /// The units to decode, as [`DumpHw::find_units`] finds them, without checking that their registers
+    /// were captured: for a caller that reports a missing register per unit instead of stopping.
+    pub fn find_units_uncaptured(&self, q: &UnitQuery) -> Result<Vec<Unit>, InputError> {
         let snap = self.regs.snapshot();
         let named = snap.units();
         let (units, origin, table) = if let Some(base) = q.base {
@@ -189,15 +211,6 @@ impl DumpHw {
         }
         if units.is_empty() {
             return Err(InputError::NoUnits { origin, table });
-        }
-        for u in &units {
-            let probe = SnapshotMmio::new(snap.clone(), u.base);
-            probe.require(required_registers(u.kind)).map_err(|source| InputError::UnitNotCaptured {
-                kind: u.kind,
-                base: u.base,
-                origin: u.origin.clone(),
-                source,
-            })?;
         }
         Ok(units)
     }
