@@ -311,3 +311,15 @@ fn a_unit_with_translation_off_is_unsafe_whatever_its_tables_say() {
     assert_eq!(v["units"][0]["translation_off"], true);
     assert!(v["reasons"][0].as_str().unwrap().contains("translation is off"), "{v}");
 }
+
+#[test]
+fn a_register_file_past_the_size_cap_is_refused_not_read() {
+    let (name, iommu, base, ram, crash) = FIXTURES[0];
+    let big = tmp("huge-regs.txt");
+    let line = "(qemu) info registers\n";
+    std::fs::write(&big, line.repeat((5 << 20) / line.len())).unwrap();
+    let (out, v) = audit(&dir(name).join("memory.elf"), &big, iommu, base, ram, crash);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(v.is_null());
+    assert!(stderr(&out).contains("no register snapshot is"), "{}", stderr(&out));
+}

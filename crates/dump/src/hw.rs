@@ -24,6 +24,8 @@ pub enum InputError {
     Regs { path: PathBuf, source: RegsError },
     #[error("register snapshot: {0}")]
     Missing(RegsError),
+    #[error("{path}: over {max} bytes, which no register snapshot is (a regset file is a few KiB)")]
+    RegsTooLarge { path: PathBuf, max: u64 },
     #[error("{path}: {source}")]
     Save { path: PathBuf, source: SaveError },
     #[error("{path}: {source}")]
@@ -111,8 +113,7 @@ impl InspectInput {
     /// unit yet: find them with [`DumpHw::find_units`] and pick one with [`DumpHw::select`].
     pub fn load(dump: &Path, regs: &Path) -> Result<Self, InputError> {
         let core = ElfCore::open(dump).map_err(|source| InputError::Dump { path: dump.into(), source })?;
-        let text =
-            std::fs::read_to_string(regs).map_err(|source| InputError::RegsRead { path: regs.into(), source })?;
+        let text = read_regs(regs)?;
         let snap = RegSnapshot::parse(&text).map_err(|source| InputError::Regs { path: regs.into(), source })?;
         Ok(InspectInput { core, regs: SnapshotMmio::new(snap, 0) })
     }
@@ -230,6 +231,20 @@ impl DumpHw {
         std::io::Write::flush(&mut w).map_err(|e| wrap(e.into()))?;
         Ok(())
     }
+}
+
+/// The most bytes of a register snapshot file read: far above any unit's registers as text.
+pub const MAX_REGS_FILE: u64 = 4 << 20;
+
+/// A register snapshot file, refused past [`MAX_REGS_FILE`] rather than read whole.
+fn read_regs(path: &Path) -> Result<String, InputError> {
+    let err = |source| InputError::RegsRead { path: path.into(), source };
+    let mut buf = Vec::new();
+    File::open(path).and_then(|f| f.take(MAX_REGS_FILE + 1).read_to_end(&mut buf)).map_err(err)?;
+    if buf.len() as u64 > MAX_REGS_FILE {
+        return Err(InputError::RegsTooLarge { path: path.into(), max: MAX_REGS_FILE });
+    }
+    String::from_utf8(buf).map_err(|e| err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))
 }
 
 /// A raw table file, read up to [`MAX_TABLE_LEN`] bytes (more is not a table: the parse says so).
