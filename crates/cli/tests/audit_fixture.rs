@@ -323,3 +323,114 @@ fn a_register_file_past_the_size_cap_is_refused_not_read() {
     assert!(v.is_null());
     assert!(stderr(&out).contains("no register snapshot is"), "{}", stderr(&out));
 }
+
+/// The q35 DMAR with an RMRR appended: `base..=limit` reserved for the device at 00:02.0.
+fn dmar_with_rmrr(base: u64, limit: u64) -> PathBuf {
+    let mut t = std::fs::read(dir("acpi").join("q35-vtd-dmar.bin")).unwrap();
+    // RMRR (VT-d 8.4): type 1, length, reserved, segment 0, base, limit; one PCI endpoint scope
+    // (8.3.1: type 1, length 8, flags, reserved, enumeration ID, start bus 0, path device 2 function 0).
+    let mut rmrr = vec![1, 0, 32, 0, 0, 0, 0, 0];
+    rmrr.extend(base.to_le_bytes());
+    rmrr.extend(limit.to_le_bytes());
+    rmrr.extend([1, 8, 0, 0, 0, 0, 2, 0]);
+    t.extend(rmrr);
+    let len = t.len() as u32;
+    t[4..8].copy_from_slice(&len.to_le_bytes());
+    t[9] = 0;
+    t[9] = 0u8.wrapping_sub(t.iter().fold(0u8, |s, b| s.wrapping_add(*b)));
+    let path = tmp(&format!("dmar-rmrr-{base:x}.bin"));
+    std::fs::write(&path, t).unwrap();
+    path
+}
+
+#[test]
+fn a_devices_rmrr_inside_the_crash_region_is_unsafe() {
+    let d = dir("vtd-legacy");
+    let run = |crash: &str| {
+        let dmar = dmar_with_rmrr(0x3000_0000, 0x300f_ffff);
+        let out = Command::new(env!("CARGO_BIN_EXE_handover"))
+            .arg("audit")
+            .arg(d.join("memory.elf"))
+            .args(["--json", "--ram", "0-0x80000000", "--crashkernel", crash, "--acpi"])
+            .arg(dmar)
+            .arg("--regs")
+            .arg(d.join("regs.txt"))
+            .output()
+            .unwrap();
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        (out, v)
+    };
+    let (out, v) = run("0x38000000-0x380fffff");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(v["firmware_ranges"][0]["source"], "RMRR");
+    assert_eq!(v["firmware_ranges"][0]["ids"][0][0], 0x10);
+    let (out, v) = run("0x30080000-0x3017ffff");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(v["verdict"], "unsafe");
+    let nic = devices(&v).iter().find(|d| d["sid"] == 0x10).unwrap();
+    assert!(flags(nic).contains(&"firmware-range".to_string()), "{nic}");
+    let reason = v["reasons"].as_array().unwrap().iter().map(|r| r.as_str().unwrap()).find(|r| r.contains("RMRR"));
+    assert!(reason.is_some_and(|r| r.contains("0x30080000-0x30100000") && r.contains("0x0010")), "{v}");
+}
+
+#[test]
+fn text_names_devices_by_bdf_shows_the_overlap_and_a_legend_and_the_svg_draws_what_the_verdict_rests_on() {
+    let d = dir("vtd-legacy");
+    let regs = tmp("te-off-svg.txt");
+    let text = std::fs::read_to_string(d.join("regs.txt")).unwrap();
+    std::fs::write(&regs, text.replace("00000000fed9001c: 0xc7000000", "00000000fed9001c: 0x47000000")).unwrap();
+    let svg = tmp("reach.svg");
+    let _ = std::fs::remove_file(&svg);
+    let out = Command::new(env!("CARGO_BIN_EXE_handover"))
+        .arg("audit")
+        .arg(d.join("memory.elf"))
+        .args(["--iommu", "vtd", "--base", "0xfed90000", "--ram", "0-0x7fffffff", "--crashkernel"])
+        .args(["30000000-300fffff", "--regs"])
+        .arg(&regs)
+        .arg("--svg")
+        .arg(&svg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("00:02.0 (sid 0x0010)"), "{text}");
+    assert!(text.contains("verdict: unsafe") && text.contains("translation is off: every device"), "{text}");
+    assert!(text.contains("threatens the crash kernel: 0x30000000-0x30100000 rw"), "{text}");
+    assert!(text.contains("flags:\n") && text.contains("  passthrough           untranslated"), "{text}");
+    let picture = std::fs::read_to_string(&svg).unwrap();
+    for want in ["<title>", "verdict: unsafe", "translation off", "00:02.0", "url(#off)", "0x80000000</text>"] {
+        assert!(picture.contains(want), "{want} in the svg");
+    }
+    // The picture is never written over an input, nor over itself without --force.
+    let again = Command::new(env!("CARGO_BIN_EXE_handover"))
+        .arg("audit")
+        .arg(d.join("memory.elf"))
+        .args(["--iommu", "vtd", "--base", "0xfed90000", "--ram", "0-0x7fffffff", "--crashkernel"])
+        .args(["30000000-300fffff", "--regs"])
+        .arg(&regs)
+        .arg("--svg")
+        .arg(&svg)
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(2));
+    assert!(stderr(&again).contains("--force"));
+}
+
+#[test]
+fn a_device_that_threatens_prints_the_overlap_not_its_whole_reach() {
+    let d = dir("vtd-passthrough");
+    let out = Command::new(env!("CARGO_BIN_EXE_handover"))
+        .arg("audit")
+        .arg(d.join("memory.elf"))
+        .args(["--iommu", "vtd", "--base", "0xfed90000", "--ram", "0-0x7fffffff", "--crashkernel"])
+        .args(["256M@0x30000000", "--regs"])
+        .arg(d.join("regs.txt"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("threatens the crash kernel: 0x30000000-0x40000000 rw"), "{text}");
+    assert!(!text.contains("threatens the crash kernel: 0x0-"), "{text}");
+    assert!(text.contains("passthrough           untranslated: reaches all of memory"), "{text}");
+    assert!(text.contains("reason: vtd unit at 0xfed90000: 00:02.0 (sid 0x0010) is untranslated"), "{text}");
+}

@@ -354,7 +354,10 @@ pub fn audit(scan: &UnitScan, ram: &[Range<u64>], crash: &[Range<u64>], firmware
             verdict: Verdict::Safe,
         };
         let mut reasons = Vec::new();
-        match d.translation {
+        // Translation off: whatever the entry says, the device's DMA is untranslated.
+        let translation =
+            if scan.bypass { Translation::PassThrough { read: true, write: true } } else { d.translation };
+        match translation {
             Translation::Translated { .. } => {
                 da.reach =
                     reach_of(d.runs.iter().map(|r| Reach { phys: r.phys, size: r.size, read: r.read, write: r.write }));
