@@ -16,6 +16,7 @@ use iommu_driver::survey::{Mode, Problem, UnitScan};
 use iommu_driver::BootEnv;
 use iommu_dump::acpi::Firmware;
 use iommu_dump::{devmem, required_registers, DumpHw, ElfCore, InspectInput, RecordingMem, SnapshotMmio, Unit};
+use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::inspect::{bdf, default_mode, dump_of, scan_unit, work_json, work_line, BudgetArgs, UnitArgs};
@@ -331,26 +332,33 @@ impl Out<'_> {
         v
     }
 
-    fn json(&self) -> Value {
-        let ck: Vec<Value> = self.args.crashkernel.iter().map(|c| json!({"start": c.start, "end": c.end})).collect();
-        json!({
-            "schema_version": SCHEMA_VERSION,
-            "verdict": self.verdict.word(),
-            "reasons": self.reasons(),
-            "incomplete": self.incomplete(),
-            "crashkernel": ck.first().cloned().unwrap_or(Value::Null),
-            "crashkernel_regions": ck,
-            "ram": self.ram.iter().map(|r| json!({"start": r.start, "end": r.end})).collect::<Vec<_>>(),
-            "firmware_ranges": self.fw.iter().map(|f| json!({
-                "source": f.source,
-                "start": f.range.start,
-                "end": f.range.end,
-                "ids": f.ids.iter().map(|&(a, b)| json!([a, b])).collect::<Vec<_>>(),
-            })).collect::<Vec<_>>(),
-            "firmware_note": self.fw_note,
-            "work": work_json(self.work),
-            "units": self.audits.iter().map(|(u, s, a)| unit_json(u, s, a)).collect::<Vec<_>>(),
-        })
+    /// The JSON, written as it is serialized: the device lists are never held whole as `Value`s.
+    fn json(&self) -> impl Serialize + '_ {
+        let region = |c: &Range<u64>| json!({"start": c.start, "end": c.end});
+        Top {
+            schema_version: SCHEMA_VERSION,
+            verdict: self.verdict.word(),
+            reasons: self.reasons(),
+            incomplete: self.incomplete(),
+            crashkernel: self.args.crashkernel.first().map(region),
+            crashkernel_regions: self.args.crashkernel.iter().map(region).collect(),
+            ram: self.ram.iter().map(region).collect(),
+            firmware_ranges: self
+                .fw
+                .iter()
+                .map(|f| {
+                    json!({
+                        "source": f.source,
+                        "start": f.range.start,
+                        "end": f.range.end,
+                        "ids": f.ids.iter().map(|&(a, b)| json!([a, b])).collect::<Vec<_>>(),
+                    })
+                })
+                .collect(),
+            firmware_note: self.fw_note,
+            work: work_json(self.work),
+            units: Lazy(move || self.audits.iter().map(|(u, s, a)| unit_json(u, s, a))),
+        }
     }
 
     fn print(&self, w: &mut impl Write) -> std::io::Result<()> {
@@ -427,36 +435,73 @@ fn reach_json(r: &Reach) -> Value {
     json!({"phys": r.phys, "size": r.size, "perm": perm(r.read, r.write)})
 }
 
-fn unit_json(u: &Unit, s: &UnitScan, a: &Audit) -> Value {
-    let devices: Vec<Value> = a
-        .devices
-        .iter()
-        .map(|d| {
-            let problems: Vec<String> = d.problems.iter().map(|p| p.to_string()).collect();
-            json!({
-                "sid": d.id,
-                "bdf": bdf(s.mode, d.id),
-                "domain": d.domain,
-                "kind": d.translation.word(),
-                "verdict": d.verdict.word(),
-                "flags": d.flags.iter().map(|f| f.word()).collect::<Vec<_>>(),
-                "reach": d.reach.iter().map(reach_json).collect::<Vec<_>>(),
-                "threats": d.threats.iter().map(reach_json).collect::<Vec<_>>(),
-                "notes": problems,
-                "problems_dropped": d.problems_dropped,
-            })
+/// A JSON array serialized element by element from a fresh iterator.
+struct Lazy<F>(F);
+
+impl<F, I> Serialize for Lazy<F>
+where
+    F: Fn() -> I,
+    I: Iterator,
+    I::Item: Serialize,
+{
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq((self.0)())
+    }
+}
+
+#[derive(Serialize)]
+struct Top<'a, U: Serialize> {
+    schema_version: u32,
+    verdict: &'static str,
+    reasons: Vec<String>,
+    incomplete: Vec<String>,
+    crashkernel: Option<Value>,
+    crashkernel_regions: Vec<Value>,
+    ram: Vec<Value>,
+    firmware_ranges: Vec<Value>,
+    firmware_note: Option<&'a str>,
+    work: Value,
+    units: U,
+}
+
+#[derive(Serialize)]
+struct UnitJson<'a, D: Serialize> {
+    iommu: &'static str,
+    mode: &'static str,
+    base: u64,
+    origin: &'a str,
+    verdict: &'static str,
+    translation_off: bool,
+    devices: D,
+    notes: Vec<String>,
+}
+
+fn unit_json<'a>(u: &'a Unit, s: &'a UnitScan, a: &'a Audit) -> impl Serialize + 'a {
+    let mode = s.mode;
+    let device = move |d: &DeviceAudit| {
+        json!({
+            "sid": d.id,
+            "bdf": bdf(mode, d.id),
+            "domain": d.domain,
+            "kind": d.translation.word(),
+            "verdict": d.verdict.word(),
+            "flags": d.flags.iter().map(|f| f.word()).collect::<Vec<_>>(),
+            "reach": d.reach.iter().map(reach_json).collect::<Vec<_>>(),
+            "threats": d.threats.iter().map(reach_json).collect::<Vec<_>>(),
+            "notes": d.problems.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+            "problems_dropped": d.problems_dropped,
         })
-        .collect();
-    json!({
-        "iommu": s.mode.iommu(),
-        "mode": s.mode.word(),
-        "base": u.base,
-        "origin": u.origin,
-        "verdict": a.verdict().word(),
-        "translation_off": a.bypass,
-        "devices": devices,
-        "notes": a.problems.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
-    })
+    };
+    UnitJson {
+        iommu: s.mode.iommu(),
+        mode: s.mode.word(),
+        base: u.base,
+        origin: &u.origin,
+        verdict: a.verdict().word(),
+        translation_off: a.bypass,
+        devices: Lazy(move || a.devices.iter().map(device)),
+        notes: a.problems.iter().map(|p| p.to_string()).collect(),
+    }
 }
 
 fn human(b: u128) -> String {
