@@ -434,3 +434,50 @@ fn a_device_that_threatens_prints_the_overlap_not_its_whole_reach() {
     assert!(text.contains("passthrough           untranslated: reaches all of memory"), "{text}");
     assert!(text.contains("reason: vtd unit at 0xfed90000: 00:02.0 (sid 0x0010) is untranslated"), "{text}");
 }
+
+/// The q35 IVRS with an IVMD appended (AMD IOMMU spec 5.2.3: type 21h names one device): unity-mapped
+/// `start..start+length` for the device at 00:02.0.
+fn ivrs_with_ivmd(start: u64, length: u64) -> PathBuf {
+    let mut t = std::fs::read(dir("acpi").join("q35-amdvi-ivrs.bin")).unwrap();
+    // Type 21h, flags (unity, IR, IW), length 32, DeviceID 0x0010, auxiliary data, reserved, start, length.
+    let mut ivmd = vec![0x21, 0b111, 32, 0, 0x10, 0, 0, 0];
+    ivmd.extend([0u8; 8]);
+    ivmd.extend(start.to_le_bytes());
+    ivmd.extend(length.to_le_bytes());
+    t.extend(ivmd);
+    let len = t.len() as u32;
+    t[4..8].copy_from_slice(&len.to_le_bytes());
+    t[9] = 0;
+    t[9] = 0u8.wrapping_sub(t.iter().fold(0u8, |s, b| s.wrapping_add(*b)));
+    let path = tmp(&format!("ivrs-ivmd-{start:x}.bin"));
+    std::fs::write(&path, t).unwrap();
+    path
+}
+
+#[test]
+fn a_devices_ivmd_inside_the_crash_region_is_unsafe() {
+    let d = dir("amdvi");
+    let ivrs = ivrs_with_ivmd(0x3000_0000, 0x10_0000);
+    let run = |crash: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_handover"))
+            .arg("audit")
+            .arg(d.join("memory.elf"))
+            .args(["--json", "--ram", "0-0x7fffffff", "--crashkernel", crash, "--acpi"])
+            .arg(&ivrs)
+            .arg("--regs")
+            .arg(d.join("regs.txt"))
+            .output()
+            .unwrap();
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        (out, v)
+    };
+    let (out, v) = run("0x38000000-0x380fffff");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(v["firmware_ranges"][0]["source"], "IVMD");
+    let (out, v) = run("0x300ff000-0x301fffff");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let nic = devices(&v).iter().find(|d| d["sid"] == 0x10).unwrap();
+    assert!(flags(nic).contains(&"firmware-range".to_string()), "{nic}");
+    let disk = devices(&v).iter().find(|d| d["sid"] == 0x18).unwrap();
+    assert!(!flags(disk).contains(&"firmware-range".to_string()), "the IVMD names 00:02.0 only: {disk}");
+}

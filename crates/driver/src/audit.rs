@@ -287,6 +287,19 @@ fn reach_of(runs: impl Iterator<Item = Reach>) -> Vec<Reach> {
     out
 }
 
+fn merged(ranges: &[Range<u64>]) -> Vec<Range<u64>> {
+    let mut v: Vec<Range<u64>> = ranges.iter().filter(|r| r.start < r.end).cloned().collect();
+    v.sort_by_key(|r| r.start);
+    let mut out: Vec<Range<u64>> = Vec::with_capacity(v.len());
+    for r in v {
+        match out.last_mut() {
+            Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
+            _ => out.push(r),
+        }
+    }
+    out
+}
+
 fn in_any(crash: &[Range<u64>], pa: u64, len: u64) -> bool {
     let end = pa.saturating_add(len);
     crash.iter().any(|r| pa < r.end && r.start < end)
@@ -313,6 +326,8 @@ fn flag_of(p: &Problem) -> Option<Flag> {
 /// unit walks (`scan.tables`, each device's page-table pages) are checked against every region here, so
 /// the scan may have been made without one.
 pub fn audit(scan: &UnitScan, ram: &[Range<u64>], crash: &[Range<u64>], firmware: &[FirmwareRange]) -> Audit {
+    // Adjacent RAM ranges (a dump's segments) as one, so a reach across their boundary is RAM.
+    let ram = &merged(ram);
     let mut a = Audit {
         bypass: scan.bypass,
         problems: scan.problems.clone(),

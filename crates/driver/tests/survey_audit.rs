@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::ops::Range;
 
-use iommu_driver::audit::{audit, Flag, Verdict};
+use iommu_driver::audit::{audit, FirmwareRange, Flag, Verdict};
 use iommu_driver::survey::{scan_vtd, Budget, Problem, Severity, WalkProblem, Work};
 use iommu_driver::{BootEnv, MemError, MemErrorKind, Mmio, PhysMem};
 use iommu_spec::vtd::{off, Cap, ContextEntry, Gsts, RootEntry, SlPte, TranslationType};
@@ -194,4 +194,42 @@ fn registers_of_another_kind_are_incomplete_not_safe() {
     assert!(!scan.scanned);
     assert!(matches!(scan.problems[..], [Problem::NotThisKind { register: "VER", .. }]));
     assert_eq!(audit(&scan, &[RAM], &[CRASH], &[]).verdict(), Verdict::Incomplete);
+}
+
+#[test]
+fn a_mapping_across_two_adjacent_ram_ranges_is_ram() {
+    let mut m = unit();
+    share_one_table(&mut m, 1, 1, PT);
+    let (l3, l2, l1) = (0x10_4000, 0x10_5000, 0x10_6000);
+    m.write_u64(PT, SlPte::entry(l3, true, true).into_bits()).unwrap();
+    m.write_u64(l3, SlPte::entry(l2, true, true).into_bits()).unwrap();
+    m.write_u64(l2, SlPte::entry(l1, true, true).into_bits()).unwrap();
+    // Two pages, one each side of 0x5000_0000.
+    m.write_u64(l1, SlPte::entry(0x4fff_f000, true, true).into_bits()).unwrap();
+    m.write_u64(l1 + 8, SlPte::entry(0x5000_0000, true, true).into_bits()).unwrap();
+    let scan = scan_vtd(&mut m, &env(), &mut Work::default());
+    let halves = [0..0x5000_0000, 0x5000_0000..0x8000_0000];
+    let a = audit(&scan, &halves, &[CRASH], &[]);
+    assert_eq!(a.devices[0].reach.len(), 1, "{:?}", a.devices[0].reach);
+    assert!(!a.devices[0].flags.contains(&Flag::OutsideRam));
+    let a = audit(&scan, &[0..0x5000_0000], &[CRASH], &[]);
+    assert!(a.devices[0].flags.contains(&Flag::OutsideRam));
+    assert_eq!(a.verdict(), Verdict::Safe, "outside RAM is a flag, not a threat to the crash kernel");
+}
+
+#[test]
+fn a_firmware_range_of_a_device_inside_the_crash_region_is_unsafe() {
+    let mut m = unit();
+    share_one_table(&mut m, 1, 1, PT);
+    // An empty page table: the device maps nothing (a page missing from the dump would be incomplete).
+    m.write(PT, &[0; 4096]).unwrap();
+    let scan = scan_vtd(&mut m, &env(), &mut Work::default());
+    let rmrr = |ids: Vec<(u32, u32)>, range: Range<u64>| FirmwareRange { source: "RMRR", ids, range };
+    let away = [rmrr(vec![(0, 0)], 0x5000_0000..0x5001_0000)];
+    assert_eq!(audit(&scan, &[RAM], &[CRASH], &away).verdict(), Verdict::Safe);
+    let inside = [rmrr(vec![(0, 0)], 0x300f_0000..0x3020_0000)];
+    let a = audit(&scan, &[RAM], &[CRASH], &inside);
+    assert_eq!(a.verdict(), Verdict::Unsafe);
+    assert!(a.devices[0].flags.contains(&Flag::FirmwareRange));
+    assert!(a.reasons.iter().any(|r| r.to_string().contains("0x300f0000-0x30100000")), "{:?}", a.reasons);
 }
