@@ -87,11 +87,19 @@ pub struct BudgetArgs {
     /// At most this many problems kept (more are counted).
     #[arg(long, default_value_t = Budget::default().max_problems)]
     pub max_problems: u64,
+    /// At most this many devices listed, over every unit (more are counted, and make the audit incomplete).
+    #[arg(long, default_value_t = Budget::default().max_devices)]
+    pub max_devices: u64,
 }
 
 impl BudgetArgs {
     pub fn work(&self) -> Work {
-        Work::new(Budget { max_pages: self.max_pages, max_runs: self.max_runs, max_problems: self.max_problems })
+        Work::new(Budget {
+            max_pages: self.max_pages,
+            max_runs: self.max_runs,
+            max_problems: self.max_problems,
+            max_devices: self.max_devices,
+        })
     }
 }
 
@@ -230,8 +238,15 @@ pub fn work_json(w: &Work) -> Value {
         "runs": w.spent.runs,
         "problems": w.spent.problems,
         "problems_dropped": w.spent.problems_dropped,
+        "devices": w.spent.devices,
+        "devices_dropped": w.spent.devices_dropped,
         "exhausted": w.spent.exhausted.is_some(),
-        "budget": {"pages": w.budget.max_pages, "runs": w.budget.max_runs, "problems": w.budget.max_problems},
+        "budget": {
+            "pages": w.budget.max_pages,
+            "runs": w.budget.max_runs,
+            "problems": w.budget.max_problems,
+            "devices": w.budget.max_devices,
+        },
     })
 }
 

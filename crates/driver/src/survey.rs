@@ -52,6 +52,9 @@ pub enum WalkProblem {
 pub enum Limit {
     Pages,
     Runs,
+    /// Devices listed, over every unit (a 2-level stream table whose level-1 descriptors all name one
+    /// level-2 table lists 2^20 streams from 64 KiB).
+    Devices,
 }
 
 /// Something met while scanning a unit or one of its devices, typed; text only for display.
@@ -136,6 +139,9 @@ impl fmt::Display for Problem {
             }
             Problem::Budget(Limit::Pages) => f.write_str("the work budget's page-table pages ran out before this walk ended"),
             Problem::Budget(Limit::Runs) => f.write_str("the work budget's runs ran out before this walk ended"),
+            Problem::Budget(Limit::Devices) => {
+                f.write_str("the work budget's devices ran out: the unit's tables name more, not listed or judged")
+            }
         }
     }
 }
@@ -149,12 +155,15 @@ pub struct Budget {
     pub max_runs: u64,
     /// Problems kept, over every unit and device (beyond it they are counted, not kept).
     pub max_problems: u64,
+    /// Devices listed, over every unit.
+    pub max_devices: u64,
 }
 
 impl Default for Budget {
-    /// 256 Ki table pages (1 GiB of tables), 1 Mi runs (40 MiB), 64 Ki problems.
+    /// 256 Ki table pages (1 GiB of tables), 1 Mi runs (40 MiB), 64 Ki problems, 128 Ki devices (two
+    /// whole PCI segments).
     fn default() -> Self {
-        Budget { max_pages: 1 << 18, max_runs: 1 << 20, max_problems: 1 << 16 }
+        Budget { max_pages: 1 << 18, max_runs: 1 << 20, max_problems: 1 << 16, max_devices: 1 << 17 }
     }
 }
 
@@ -166,6 +175,9 @@ pub struct Spent {
     pub problems: u64,
     /// Problems met but not kept.
     pub problems_dropped: u64,
+    pub devices: u64,
+    /// Devices the tables name but the budget did not list.
+    pub devices_dropped: u64,
     /// The limit that ran out, if one did.
     pub exhausted: Option<Limit>,
 }
@@ -384,19 +396,46 @@ impl UnitScan {
 /// Collects a scan's devices by ID.
 struct Devices {
     by_id: BTreeMap<u32, Device>,
+    /// Devices not listed for the budget.
+    dropped: u64,
 }
 
 impl Devices {
-    fn add(&mut self, d: Device) {
-        self.by_id.insert(d.id, d);
+    fn new() -> Self {
+        Devices { by_id: BTreeMap::new(), dropped: 0 }
+    }
+    /// The entry for `id`, made with `make` if the budget allows one more device.
+    fn entry(&mut self, id: u32, work: &mut Work, make: impl FnOnce() -> Device) -> Option<&mut Device> {
+        if !self.by_id.contains_key(&id) {
+            if work.spent.devices >= work.budget.max_devices {
+                self.dropped += 1;
+                work.spent.devices_dropped += 1;
+                return None;
+            }
+            work.spent.devices += 1;
+            self.by_id.insert(id, make());
+        }
+        self.by_id.get_mut(&id)
+    }
+    fn add(&mut self, d: Device, work: &mut Work) {
+        let (id, translation, domain) = (d.id, d.translation, d.domain);
+        if let Some(e) = self.entry(id, work, || Device::new(id, domain, translation)) {
+            (e.translation, e.domain) = (translation, domain);
+        }
     }
     /// A problem about device `id`: an undecodable device when the scan listed none under that ID.
     fn problem(&mut self, id: u32, p: Problem, work: &mut Work) {
-        let d = self.by_id.entry(id).or_insert_with(|| Device::new(id, None, Translation::Undecodable));
-        work.keep(&mut d.problems, &mut d.worst, &mut d.problems_dropped, p);
+        if let Some(d) = self.entry(id, work, || Device::new(id, None, Translation::Undecodable)) {
+            work.keep(&mut d.problems, &mut d.worst, &mut d.problems_dropped, p);
+        }
     }
-    fn into_vec(self) -> Vec<Device> {
-        self.by_id.into_values().collect()
+    /// The listed devices, and the unit problem saying how many were not.
+    fn finish(self, unit: &mut UnitScan, work: &mut Work) {
+        if self.dropped > 0 {
+            work.spent.exhausted.get_or_insert(Limit::Devices);
+            unit.problem(Problem::Budget(Limit::Devices), work);
+        }
+        unit.devices = self.by_id.into_values().collect();
     }
 }
 
@@ -512,7 +551,7 @@ pub fn scan_vtd(hw: &mut (impl Mmio + PhysMem), env: &BootEnv, work: &mut Work) 
     };
     unit.tables = scan.pages_read.iter().map(|p| *p..p.saturating_add(4096)).collect();
     let fmt = TableFormat::VtdSecondLevel(cap);
-    let mut devices = Devices { by_id: BTreeMap::new() };
+    let mut devices = Devices::new();
     for d in &scan.devices {
         let (translation, domain) = match d.kind {
             vtd::DeviceKind::Translated { root, levels } => {
@@ -521,7 +560,7 @@ pub fn scan_vtd(hw: &mut (impl Mmio + PhysMem), env: &BootEnv, work: &mut Work) 
             vtd::DeviceKind::PassThrough => (Translation::PassThrough { read: true, write: true }, Some(d.did)),
             vtd::DeviceKind::Blocked => (Translation::Blocked, (d.did != 0).then_some(d.did)),
         };
-        devices.add(Device::new(u32::from(d.sid), domain.map(u32::from), translation));
+        devices.add(Device::new(u32::from(d.sid), domain.map(u32::from), translation), work);
     }
     for p in scan.problems {
         match p.sid() {
@@ -530,7 +569,7 @@ pub fn scan_vtd(hw: &mut (impl Mmio + PhysMem), env: &BootEnv, work: &mut Work) 
         }
     }
     walk_devices(hw, env, &mut devices, work);
-    unit.devices = devices.into_vec();
+    devices.finish(&mut unit, work);
     unit
 }
 
@@ -552,7 +591,7 @@ pub fn scan_amdvi(hw: &mut (impl Mmio + PhysMem), env: &BootEnv, work: &mut Work
         }
     };
     unit.tables.push(unit.root_table..unit.root_table.saturating_add(base.bytes()));
-    let mut devices = Devices { by_id: BTreeMap::new() };
+    let mut devices = Devices::new();
     for d in &scan.devices {
         let translation = match d.kind {
             amdvi::DteKind::Translated { root, levels } => Translation::Translated {
@@ -566,7 +605,7 @@ pub fn scan_amdvi(hw: &mut (impl Mmio + PhysMem), env: &BootEnv, work: &mut Work
             // V=0: the unit passes the DMA through untranslated (AMD IOMMU spec 2.2.2.1).
             amdvi::DteKind::NotValid => Translation::PassThrough { read: true, write: true },
         };
-        devices.add(Device::new(u32::from(d.devid), Some(u32::from(d.domain)), translation));
+        devices.add(Device::new(u32::from(d.devid), Some(u32::from(d.domain)), translation), work);
     }
     for p in scan.problems {
         match p.devid() {
@@ -575,7 +614,7 @@ pub fn scan_amdvi(hw: &mut (impl Mmio + PhysMem), env: &BootEnv, work: &mut Work
         }
     }
     walk_devices(hw, env, &mut devices, work);
-    unit.devices = devices.into_vec();
+    devices.finish(&mut unit, work);
     unit
 }
 
@@ -606,7 +645,7 @@ pub fn scan_smmuv3(hw: &mut (impl Mmio + PhysMem), env: &BootEnv, work: &mut Wor
         }
     };
     unit.tables = stream_tables(hw, base.table(), cfg);
-    let mut devices = Devices { by_id: BTreeMap::new() };
+    let mut devices = Devices::new();
     for s in &scan.streams {
         let (translation, domain) = match s.kind {
             smmuv3::SteKind::Bypass => (Translation::PassThrough { read: true, write: true }, None),
@@ -632,7 +671,7 @@ pub fn scan_smmuv3(hw: &mut (impl Mmio + PhysMem), env: &BootEnv, work: &mut Wor
                 Some(vmid),
             ),
         };
-        devices.add(Device::new(s.sid, domain.map(u32::from), translation));
+        devices.add(Device::new(s.sid, domain.map(u32::from), translation), work);
     }
     for p in scan.problems {
         match p.sid() {
@@ -650,7 +689,7 @@ pub fn scan_smmuv3(hw: &mut (impl Mmio + PhysMem), env: &BootEnv, work: &mut Wor
         }
     }
     walk_devices(hw, env, &mut devices, work);
-    unit.devices = devices.into_vec();
+    devices.finish(&mut unit, work);
     unit
 }
 

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 
 use iommu_driver::audit::{audit, FirmwareRange, Flag, Verdict};
-use iommu_driver::survey::{scan_vtd, Budget, Problem, Severity, WalkProblem, Work};
+use iommu_driver::survey::{scan_vtd, Budget, Limit, Problem, Severity, WalkProblem, Work};
 use iommu_driver::{BootEnv, MemError, MemErrorKind, Mmio, PhysMem};
 use iommu_spec::vtd::{off, Cap, ContextEntry, Gsts, RootEntry, SlPte, TranslationType};
 
@@ -101,7 +101,7 @@ fn a_table_that_repeats_one_pointer_for_65536_devices_costs_the_budget_not_more(
     for i in 0..512 {
         m.write_u64(PT + 8 * i, SlPte::entry(PT, true, true).into_bits()).unwrap();
     }
-    let budget = Budget { max_pages: 4096, max_runs: 4096, max_problems: 4096 };
+    let budget = Budget { max_pages: 4096, max_runs: 4096, max_problems: 4096, ..Budget::default() };
     let mut work = Work::new(budget);
     let scan = scan_vtd(&mut m, &env(), &mut work);
     assert_eq!(scan.devices.len(), 65536);
@@ -232,4 +232,20 @@ fn a_firmware_range_of_a_device_inside_the_crash_region_is_unsafe() {
     assert_eq!(a.verdict(), Verdict::Unsafe);
     assert!(a.devices[0].flags.contains(&Flag::FirmwareRange));
     assert!(a.reasons.iter().any(|r| r.to_string().contains("0x300f0000-0x30100000")), "{:?}", a.reasons);
+}
+
+#[test]
+fn devices_past_the_budget_are_counted_and_make_the_unit_incomplete() {
+    let mut m = unit();
+    share_one_table(&mut m, 256, 256, PT);
+    m.write(PT, &[0; 4096]).unwrap();
+    let mut work = Work::new(Budget { max_devices: 1000, ..Budget::default() });
+    let scan = scan_vtd(&mut m, &env(), &mut work);
+    assert_eq!(scan.devices.len(), 1000);
+    assert_eq!(work.spent.devices_dropped, 65536 - 1000);
+    assert!(matches!(scan.problems[..], [Problem::Budget(Limit::Devices)]), "{:?}", scan.problems);
+    assert_eq!(audit(&scan, &[RAM], &[CRASH], &[]).verdict(), Verdict::Incomplete);
+    let scan = scan_vtd(&mut m, &env(), &mut Work::default());
+    assert_eq!(scan.devices.len(), 65536);
+    assert_eq!(audit(&scan, &[RAM], &[CRASH], &[]).verdict(), Verdict::Safe);
 }
