@@ -14,7 +14,7 @@ use clap::Args as ClapArgs;
 use iommu_driver::audit::{self, Audit, DeviceAudit, FirmwareRange, Reach, Verdict};
 use iommu_driver::survey::{Mode, Problem, UnitScan};
 use iommu_driver::BootEnv;
-use iommu_dump::acpi::Firmware;
+use iommu_dump::acpi::{Firmware, Iort};
 use iommu_dump::{devmem, required_registers, DumpHw, ElfCore, InspectInput, RecordingMem, SnapshotMmio, Unit};
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -202,9 +202,16 @@ pub fn run(a: &Args) -> Result<ExitCode, String> {
             return Err(format!("--crashkernel {:#x}-{:#x} is not inside RAM ({})", c.start, c.end - 1, ranges(&ram)));
         }
     }
-    let (fw, fw_note) = match firmware(a, &hw) {
-        Ok(fw) => (firmware_ranges(&fw), None),
-        Err(why) => (Vec::new(), Some(format!("firmware reserved ranges (RMRR/IVMD/RMR) not read: {why}"))),
+    let (table, fw, fw_note) = match firmware(a, &hw) {
+        Ok(t) => {
+            let fw = firmware_ranges(&t);
+            (Some(t), fw, None)
+        }
+        Err(why) => (None, Vec::new(), Some(format!("firmware reserved ranges (RMRR/IVMD/RMR) not read: {why}"))),
+    };
+    let iort = match &table {
+        Some(Firmware::Iort(t)) => Some(t),
+        _ => None,
     };
     // The scan takes no crash region: the audit checks every table against every region itself.
     let env = BootEnv { crash_kernel: true, ram: ram.clone(), crash_region: None, mem_encrypt: false, c_bit: 0 };
@@ -225,7 +232,16 @@ pub fn run(a: &Args) -> Result<ExitCode, String> {
         audits.push((unit, scan, audit));
     }
     let verdict = audit::overall(audits.iter().map(|x| &x.2));
-    let out = Out { args: a, ram: &ram, audits: &audits, verdict, work: &work, fw: &fw, fw_note: fw_note.as_deref() };
+    let out = Out {
+        args: a,
+        ram: &ram,
+        audits: &audits,
+        verdict,
+        work: &work,
+        fw: &fw,
+        fw_note: fw_note.as_deref(),
+        names: Names { iort },
+    };
     if let Some(path) = &a.svg {
         std::fs::write(path, svg(&out)).map_err(|e| format!("{}: {e}", path.display()))?;
     }
@@ -247,6 +263,7 @@ struct Out<'a> {
     work: &'a iommu_driver::survey::Work,
     fw: &'a [FirmwareRange],
     fw_note: Option<&'a str>,
+    names: Names<'a>,
 }
 
 fn perm(r: bool, w: bool) -> &'static str {
@@ -262,15 +279,34 @@ fn ranges(rs: &[Range<u64>]) -> String {
     rs.iter().map(|r| format!("{:#x}-{:#x}", r.start, r.end.saturating_sub(1))).collect::<Vec<_>>().join(", ")
 }
 
-fn name(mode: Mode, id: u32) -> String {
-    match bdf(mode, id) {
-        Some(b) => format!("{b} (sid {id:#06x})"),
-        None => format!("sid {id:#06x}"),
+/// How requesters are named: by PCI BDF, an SMMUv3 stream by the requester the IORT maps to it.
+#[derive(Clone, Copy)]
+struct Names<'a> {
+    iort: Option<&'a Iort>,
+}
+
+impl Names<'_> {
+    fn bdf(&self, u: &Unit, mode: Mode, id: u32) -> Option<String> {
+        match mode {
+            Mode::Smmuv3Linear | Mode::Smmuv3TwoLevel => {
+                let (segment, rid) = self.iort?.requester_of(u.base, id)?;
+                let rid = iommu_spec::Rid(u16::try_from(rid).ok()?);
+                Some(if segment == 0 { rid.to_string() } else { format!("{segment:04x}:{rid}") })
+            }
+            _ => bdf(mode, id),
+        }
+    }
+    fn name(&self, u: &Unit, mode: Mode, id: u32) -> String {
+        match self.bdf(u, mode, id) {
+            Some(b) => format!("{b} (sid {id:#06x})"),
+            None => format!("sid {id:#06x}"),
+        }
     }
 }
 
 /// Why a device or unit is incomplete, one line each: its problems of that severity.
-fn incomplete_lines(mode: Mode, d: &DeviceAudit) -> Vec<String> {
+fn incomplete_lines(names: Names, u: &Unit, mode: Mode, d: &DeviceAudit) -> Vec<String> {
+    let name = |mode, id| names.name(u, mode, id);
     let mut v: Vec<String> = d
         .problems
         .iter()
@@ -293,18 +329,18 @@ impl Out<'_> {
             for r in &a.reasons {
                 let r = r.to_string();
                 // Device numbers become names beside them.
-                v.push(format!("{} unit at {:#x}: {}", s.mode.iommu(), u.base, self.rename(s.mode, &r)));
+                v.push(format!("{} unit at {:#x}: {}", s.mode.iommu(), u.base, self.rename(u, s.mode, &r)));
             }
         }
         v
     }
 
-    fn rename(&self, mode: Mode, text: &str) -> String {
+    fn rename(&self, u: &Unit, mode: Mode, text: &str) -> String {
         match text.strip_prefix("device 0x") {
             Some(rest) => {
                 let hexlen = rest.bytes().take_while(u8::is_ascii_hexdigit).count();
                 match u32::from_str_radix(&rest[..hexlen], 16) {
-                    Ok(id) => format!("{}{}", name(mode, id), &rest[hexlen..]),
+                    Ok(id) => format!("{}{}", self.names.name(u, mode, id), &rest[hexlen..]),
                     Err(_) => text.to_string(),
                 }
             }
@@ -323,7 +359,7 @@ impl Out<'_> {
                 v.push(format!("{unit}: {} more problems not kept (work budget)", a.problems_dropped));
             }
             for d in a.incomplete() {
-                v.extend(incomplete_lines(s.mode, d).into_iter().map(|l| format!("{unit}: {l}")));
+                v.extend(incomplete_lines(self.names, u, s.mode, d).into_iter().map(|l| format!("{unit}: {l}")));
             }
         }
         if self.work.spent.exhausted.is_some() {
@@ -357,7 +393,7 @@ impl Out<'_> {
                 .collect(),
             firmware_note: self.fw_note,
             work: work_json(self.work),
-            units: Lazy(move || self.audits.iter().map(|(u, s, a)| unit_json(u, s, a))),
+            units: Lazy(move || self.audits.iter().map(|(u, s, a)| unit_json(self.names, u, s, a))),
         }
     }
 
@@ -385,7 +421,7 @@ impl Out<'_> {
                 writeln!(
                     w,
                     "  {:<24} {:<11} reaches {} in {} ranges  {}",
-                    name(s.mode, d.id),
+                    self.names.name(u, s.mode, d.id),
                     d.translation.word(),
                     human(bytes),
                     d.reach.len(),
@@ -476,12 +512,12 @@ struct UnitJson<'a, D: Serialize> {
     notes: Vec<String>,
 }
 
-fn unit_json<'a>(u: &'a Unit, s: &'a UnitScan, a: &'a Audit) -> impl Serialize + 'a {
+fn unit_json<'a>(names: Names<'a>, u: &'a Unit, s: &'a UnitScan, a: &'a Audit) -> impl Serialize + 'a {
     let mode = s.mode;
     let device = move |d: &DeviceAudit| {
         json!({
             "sid": d.id,
-            "bdf": bdf(mode, d.id),
+            "bdf": names.bdf(u, mode, d.id),
             "domain": d.domain,
             "kind": d.translation.word(),
             "verdict": d.verdict.word(),
@@ -537,7 +573,7 @@ fn svg(o: &Out) -> String {
         }
         for d in &a.devices {
             let fill = |r: &Reach| if r.write { "#c62828" } else { "#1565c0" };
-            rows.push((name(s.mode, d.id), d.reach.iter().map(|r| (r.phys, r.end(), fill(r))).collect()));
+            rows.push((o.names.name(u, s.mode, d.id), d.reach.iter().map(|r| (r.phys, r.end(), fill(r))).collect()));
         }
     }
     let legend_y = row * rows.len() as f64 + 44.0;

@@ -227,4 +227,17 @@ fn an_iort_finds_the_smmuv3() {
     let found = ok(&["inspect", "--acpi", iort.to_str().unwrap()], &dump, &regs);
     assert_eq!((found["iommu"].as_str(), found["base"].as_u64()), (Some("smmuv3"), Some(0x0905_0000)));
     assert_eq!(found["devices"], by_base["devices"]);
+    // The audit names each stream by the requester the IORT maps to it.
+    let out = Command::new(env!("CARGO_BIN_EXE_handover"))
+        .arg("audit")
+        .arg(&dump)
+        .args(["--ram", "40000000-bfffffff", "--crashkernel", "256M@0x60000000", "--acpi"])
+        .arg(&iort)
+        .arg("--regs")
+        .arg(&regs)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("00:02.0 (sid 0x0010)") && text.contains("00:03.0 (sid 0x0018)"), "{text}");
 }
