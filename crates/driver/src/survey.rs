@@ -540,8 +540,10 @@ pub fn scan_vtd(hw: &mut (impl Mmio + PhysMem), env: &BootEnv, work: &mut Work) 
     }
     let cap = Cap::from_bits(hw.read64(off::CAP));
     let gsts = Gsts::from_bits(hw.read32(off::GSTS));
-    let mut unit = UnitScan::unscanned_ok(mode, gsts.tes(), rtaddr.table());
+    let mut unit = UnitScan::scanned(mode, gsts.tes(), rtaddr.table());
     unit.bypass = !gsts.tes();
+    // The root table is walked by the hardware even when the scan refuses it.
+    unit.tables.push(rtaddr.table()..rtaddr.table().saturating_add(4096));
     let scan = match vtd::scan(hw, env, None) {
         Ok(s) => s,
         Err(r) => {
@@ -549,7 +551,7 @@ pub fn scan_vtd(hw: &mut (impl Mmio + PhysMem), env: &BootEnv, work: &mut Work) 
             return unit;
         }
     };
-    unit.tables = scan.pages_read.iter().map(|p| *p..p.saturating_add(4096)).collect();
+    unit.tables.extend(scan.pages_read.iter().filter(|p| **p != rtaddr.table()).map(|p| *p..p.saturating_add(4096)));
     let fmt = TableFormat::VtdSecondLevel(cap);
     let mut devices = Devices::new();
     for d in &scan.devices {
@@ -581,8 +583,9 @@ pub fn scan_amdvi(hw: &mut (impl Mmio + PhysMem), env: &BootEnv, work: &mut Work
     if let Some(p) = not_this_kind(&[("DEV_TABLE_BASE", off::DEV_TABLE_BASE, base.into_bits(), base.reserved_bits())]) {
         return UnitScan::unscanned(Mode::AmdViV1, p, work);
     }
-    let mut unit = UnitScan::unscanned_ok(Mode::AmdViV1, control.iommu_en(), base.table() & !env.c_bit);
+    let mut unit = UnitScan::scanned(Mode::AmdViV1, control.iommu_en(), base.table() & !env.c_bit);
     unit.bypass = !control.iommu_en();
+    unit.tables.push(unit.root_table..unit.root_table.saturating_add(base.bytes()));
     let scan = match amdvi::scan(hw, env, false) {
         Ok(s) => s,
         Err(r) => {
@@ -590,7 +593,6 @@ pub fn scan_amdvi(hw: &mut (impl Mmio + PhysMem), env: &BootEnv, work: &mut Work
             return unit;
         }
     };
-    unit.tables.push(unit.root_table..unit.root_table.saturating_add(base.bytes()));
     let mut devices = Devices::new();
     for d in &scan.devices {
         let translation = match d.kind {
@@ -634,12 +636,14 @@ pub fn scan_smmuv3(hw: &mut (impl Mmio + PhysMem), env: &BootEnv, work: &mut Wor
     ]) {
         return UnitScan::unscanned(mode, p, work);
     }
-    let mut unit = UnitScan::unscanned_ok(mode, cr0.smmuen(), base.table());
+    let mut unit = UnitScan::scanned(mode, cr0.smmuen(), base.table());
     // With SMMUEN clear, GBPA decides: abort, or every stream bypasses (SMMUv3 6.3.14).
     unit.bypass = !cr0.smmuen() && !gbpa.abort();
     let scan = match smmuv3::scan(hw, env) {
         Ok(s) => s,
         Err(r) => {
+            // A refused configuration has no trusted size: its first page at least is walked.
+            unit.tables.push(base.table()..base.table().saturating_add(4096));
             unit.problem(Problem::Smmuv3Refusal(r), work);
             return unit;
         }
@@ -694,7 +698,8 @@ pub fn scan_smmuv3(hw: &mut (impl Mmio + PhysMem), env: &BootEnv, work: &mut Wor
 }
 
 impl UnitScan {
-    fn unscanned_ok(mode: Mode, translation_enabled: bool, root_table: u64) -> Self {
+    /// A unit whose registers were read, before its tables are.
+    fn scanned(mode: Mode, translation_enabled: bool, root_table: u64) -> Self {
         UnitScan {
             mode,
             scanned: true,

@@ -250,3 +250,13 @@ fn devices_past_the_budget_are_counted_and_make_the_unit_incomplete() {
     assert_eq!(scan.devices.len(), 65536);
     assert_eq!(audit(&scan, &[RAM], &[CRASH], &[]).verdict(), Verdict::Safe);
 }
+
+#[test]
+fn a_root_table_the_scan_cannot_read_is_incomplete_and_unsafe_inside_the_crash_region() {
+    let mut m = unit();
+    m.regs.insert(off::RTADDR, 0x3000_0000);
+    let scan = scan_vtd(&mut m, &env(), &mut Work::default());
+    assert!(matches!(scan.problems[..], [Problem::VtdRefusal(_)]), "{:?}", scan.problems);
+    assert_eq!(audit(&scan, &[RAM], &[0x5000_0000..0x5010_0000], &[]).verdict(), Verdict::Incomplete);
+    assert_eq!(audit(&scan, &[RAM], &[CRASH], &[]).verdict(), Verdict::Unsafe);
+}
