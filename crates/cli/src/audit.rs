@@ -407,10 +407,11 @@ impl Out<'_> {
                 u.base,
                 u.origin,
                 s.mode.word(),
-                match (s.scanned, s.translation_enabled) {
-                    (false, _) => "unknown",
-                    (true, true) => "on",
-                    (true, false) => "off",
+                match (s.scanned, s.translation_enabled, s.aborts) {
+                    (false, ..) => "unknown",
+                    (true, true, _) => "on",
+                    (true, false, true) => "off, all DMA aborted",
+                    (true, false, false) => "off",
                 },
                 a.verdict().word()
             )?;
@@ -508,6 +509,8 @@ struct UnitJson<'a, D: Serialize> {
     origin: &'a str,
     verdict: &'static str,
     translation_off: bool,
+    /// Translation off and every DMA aborted (SMMUv3 GBPA.ABORT).
+    dma_aborted: bool,
     devices: D,
     notes: Vec<String>,
 }
@@ -535,6 +538,7 @@ fn unit_json<'a>(names: Names<'a>, u: &'a Unit, s: &'a UnitScan, a: &'a Audit) -
         origin: &u.origin,
         verdict: a.verdict().word(),
         translation_off: a.bypass,
+        dma_aborted: s.aborts,
         devices: Lazy(move || a.devices.iter().map(device)),
         notes: a.problems.iter().map(|p| p.to_string()).collect(),
     }

@@ -481,3 +481,32 @@ fn a_devices_ivmd_inside_the_crash_region_is_unsafe() {
     let disk = devices(&v).iter().find(|d| d["sid"] == 0x18).unwrap();
     assert!(!flags(disk).contains(&"firmware-range".to_string()), "the IVMD names 00:02.0 only: {disk}");
 }
+
+#[test]
+fn an_smmuv3_disabled_aborts_everything_with_gbpa_abort_and_passes_everything_without() {
+    // The smmuv3 capture with CR0.SMMUEN cleared (0xc) and GBPA read as ABORT (bit 20) or as QEMU's reset
+    // value (bypass): SMMUv3 6.3.14, what incoming traffic does while SMMUEN is 0.
+    let (name, iommu, base, ram, _) = FIXTURES[3];
+    let d = dir(name);
+    let text = std::fs::read_to_string(d.join("regs.txt")).unwrap();
+    let disabled = text.replace("0000000009050020: 0x0000000d", "0000000009050020: 0x0000000c");
+    assert_ne!(disabled, text);
+    // A crash region over a page the NIC's stage-1 tables map: harmless while everything aborts.
+    let (_, v) = audit(&d.join("memory.elf"), &d.join("regs.txt"), iommu, base, ram, "0x60000000-0x60100000");
+    let phys = devices(&v)
+        .iter()
+        .flat_map(|d| d["reach"].as_array().unwrap().iter())
+        .map(|r| r["phys"].as_u64().unwrap())
+        .find(|p| *p >= 0x4000_0000)
+        .unwrap();
+    let crash = format!("{phys:#x}-{:#x}", phys + 0xfff);
+    for (gbpa, code, verdict) in [("0x00100000", 0, "safe"), ("0x00001000", 1, "unsafe")] {
+        let regs = tmp(&format!("smmu-off-{gbpa}.txt"));
+        std::fs::write(&regs, disabled.replace("0000000009050044: 0x00001000", &format!("0000000009050044: {gbpa}")))
+            .unwrap();
+        let (out, v) = audit(&d.join("memory.elf"), &regs, iommu, base, ram, &crash);
+        assert_eq!(out.status.code(), Some(code), "GBPA {gbpa}: {}", stderr(&out));
+        assert_eq!(v["verdict"], verdict);
+        assert_eq!(v["units"][0]["translation_off"], code == 1);
+    }
+}

@@ -334,14 +334,17 @@ pub fn audit(scan: &UnitScan, ram: &[Range<u64>], crash: &[Range<u64>], firmware
         problems_dropped: scan.problems_dropped,
         ..Audit::default()
     };
-    let mut worst = if scan.worst >= Some(Severity::Incomplete) { Verdict::Incomplete } else { Verdict::Safe };
+    let mut worst =
+        if !scan.aborts && scan.worst >= Some(Severity::Incomplete) { Verdict::Incomplete } else { Verdict::Safe };
     if scan.bypass {
         a.reasons.push(Reason::TranslationOff);
     }
     for p in scan.problems.iter().filter(|p| p.severity() == Severity::Unsafe) {
         a.reasons.push(Reason::Scan { id: None, problem: p.clone() });
     }
-    for t in &scan.tables {
+    // A unit that aborts all DMA walks no table: nothing it holds is live, nothing it lacks is needed.
+    let tables: &[Range<u64>] = if scan.aborts { &[] } else { &scan.tables };
+    for t in tables {
         if in_any(crash, t.start, t.end.saturating_sub(t.start)) {
             a.reasons.push(Reason::TableInCrashRegion { id: None, table: t.start });
         }
@@ -370,8 +373,14 @@ pub fn audit(scan: &UnitScan, ram: &[Range<u64>], crash: &[Range<u64>], firmware
         };
         let mut reasons = Vec::new();
         // Translation off: whatever the entry says, the device's DMA is untranslated.
-        let translation =
-            if scan.bypass { Translation::PassThrough { read: true, write: true } } else { d.translation };
+        // SMMUv3 disabled with GBPA.ABORT: whatever the entry says, nothing gets through.
+        let translation = if scan.bypass {
+            Translation::PassThrough { read: true, write: true }
+        } else if scan.aborts {
+            Translation::Blocked
+        } else {
+            d.translation
+        };
         match translation {
             Translation::Translated { .. } => {
                 da.reach =
@@ -402,7 +411,7 @@ pub fn audit(scan: &UnitScan, ram: &[Range<u64>], crash: &[Range<u64>], firmware
                 da.flags.insert(Flag::OutsideRam);
             }
         }
-        for p in &d.table_pages {
+        for p in d.table_pages.iter().filter(|_| !scan.aborts) {
             if in_any(crash, *p, 4096) {
                 da.flags.insert(Flag::TableInCrashKernel);
                 reasons.push(Reason::TableInCrashRegion { id: Some(d.id), table: *p });
@@ -430,7 +439,9 @@ pub fn audit(scan: &UnitScan, ram: &[Range<u64>], crash: &[Range<u64>], firmware
         }
         da.verdict = if !reasons.is_empty() || da.flags.contains(&Flag::FirmwareRange) || scan.bypass {
             Verdict::Unsafe
-        } else if d.worst >= Some(Severity::Incomplete) || matches!(d.translation, Translation::Nested) {
+        } else if !scan.aborts
+            && (d.worst >= Some(Severity::Incomplete) || matches!(d.translation, Translation::Nested))
+        {
             Verdict::Incomplete
         } else {
             Verdict::Safe

@@ -356,6 +356,8 @@ pub struct UnitScan {
     pub translation_enabled: bool,
     /// DMA passes untranslated whatever the tables say (translation off; SMMUv3 disabled with GBPA bypass).
     pub bypass: bool,
+    /// All DMA is aborted whatever the tables say, and no table is walked (SMMUv3 disabled with GBPA abort).
+    pub aborts: bool,
     /// Root table, device table or stream table address.
     pub root_table: u64,
     /// The tables the unit walks before any page table: root, context and PASID pages (VT-d), the device
@@ -377,6 +379,7 @@ impl UnitScan {
             scanned: false,
             translation_enabled: false,
             bypass: false,
+            aborts: false,
             root_table: 0,
             tables: Vec::new(),
             devices: Vec::new(),
@@ -639,6 +642,7 @@ pub fn scan_smmuv3(hw: &mut (impl Mmio + PhysMem), env: &BootEnv, work: &mut Wor
     let mut unit = UnitScan::scanned(mode, cr0.smmuen(), base.table());
     // With SMMUEN clear, GBPA decides: abort, or every stream bypasses (SMMUv3 6.3.14).
     unit.bypass = !cr0.smmuen() && !gbpa.abort();
+    unit.aborts = !cr0.smmuen() && gbpa.abort();
     let scan = match smmuv3::scan(hw, env) {
         Ok(s) => s,
         Err(r) => {
@@ -705,6 +709,7 @@ impl UnitScan {
             scanned: true,
             translation_enabled,
             bypass: false,
+            aborts: false,
             root_table,
             tables: Vec::new(),
             devices: Vec::new(),
