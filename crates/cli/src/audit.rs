@@ -327,24 +327,18 @@ impl Out<'_> {
         let mut v = Vec::new();
         for (u, s, a) in self.audits {
             for r in &a.reasons {
-                let r = r.to_string();
-                // Device numbers become names beside them.
-                v.push(format!("{} unit at {:#x}: {}", s.mode.iommu(), u.base, self.rename(u, s.mode, &r)));
+                v.push(format!("{} unit at {:#x}: {}", s.mode.iommu(), u.base, self.rename(u, s.mode, r)));
             }
         }
         v
     }
 
-    fn rename(&self, u: &Unit, mode: Mode, text: &str) -> String {
-        match text.strip_prefix("device 0x") {
-            Some(rest) => {
-                let hexlen = rest.bytes().take_while(u8::is_ascii_hexdigit).count();
-                match u32::from_str_radix(&rest[..hexlen], 16) {
-                    Ok(id) => format!("{}{}", self.names.name(u, mode, id), &rest[hexlen..]),
-                    Err(_) => text.to_string(),
-                }
-            }
-            None => text.to_string(),
+    /// The reason's text with its device named (BDF beside the number).
+    fn rename(&self, u: &Unit, mode: Mode, r: &audit::Reason) -> String {
+        let text = r.to_string();
+        match r.id() {
+            Some(id) => text.replacen(&format!("device {id:#06x}"), &self.names.name(u, mode, id), 1),
+            None => text,
         }
     }
 

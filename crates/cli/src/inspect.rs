@@ -58,8 +58,9 @@ pub struct Args {
     pub regs: std::path::PathBuf,
     #[command(flatten)]
     pub unit: UnitArgs,
-    /// The crash kernel's region, START-END (hex), to flag tables inside it.
-    #[arg(long, value_parser = parse_range)]
+    /// The crash kernel's region, to flag tables inside it: as `audit --crashkernel` takes it
+    /// (`30000000-3fffffff`, `256M@0x30000000`).
+    #[arg(long, value_parser = crate::audit::parse_crashkernel)]
     pub crashkernel: Option<std::ops::Range<u64>>,
     /// JSON instead of a table.
     #[arg(long)]
@@ -115,15 +116,6 @@ pub fn parse_u64(s: &str) -> Result<u64, String> {
         None => t.replace('_', "").parse(),
     };
     r.map_err(|e| format!("{s:?} is not an address: {e}"))
-}
-
-pub fn parse_range(s: &str) -> Result<std::ops::Range<u64>, String> {
-    let (a, b) = s.split_once('-').ok_or_else(|| format!("{s:?}: expected START-END"))?;
-    let (a, b) = (parse_u64(a)?, parse_u64(b)?);
-    if a >= b {
-        return Err(format!("{s:?}: START must be below END"));
-    }
-    Ok(a..b)
 }
 
 /// Scan `unit` of `hw` (selected) with the survey of its kind.

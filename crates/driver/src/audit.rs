@@ -148,6 +148,17 @@ pub enum Reason {
     Firmware { source: &'static str, ids: Vec<(u32, u32)>, overlap: Range<u64> },
 }
 
+impl Reason {
+    /// The device the reason is about, if one (it is then written as `device 0x....` first).
+    pub fn id(&self) -> Option<u32> {
+        match self {
+            Reason::PassThrough { id, .. } | Reason::Mapping { id, .. } => Some(*id),
+            Reason::TableInCrashRegion { id, .. } | Reason::Scan { id, .. } => *id,
+            Reason::TranslationOff | Reason::Firmware { .. } => None,
+        }
+    }
+}
+
 impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let perm = |r: &Reach| match (r.read, r.write) {
