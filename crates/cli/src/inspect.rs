@@ -276,7 +276,11 @@ fn print_human(w: &mut impl Write, u: &Unit, s: &UnitScan) -> std::io::Result<()
         u.base,
         u.origin,
         s.mode.word(),
-        if s.translation_enabled { "on" } else { "off" },
+        match (s.scanned, s.translation_enabled) {
+            (false, _) => "unknown",
+            (true, true) => "on",
+            (true, false) => "off",
+        },
         s.root_table
     )?;
     for d in &s.devices {
