@@ -192,7 +192,7 @@ VERDICTS=$(python3 - "$OUT" <<'PY'
 import glob, json, os, sys
 for p in sorted(glob.glob(os.path.join(sys.argv[1], 'audit-*.json'))):
     v = json.load(open(p)); ck = v['crashkernel']
-    devs = ' '.join('%#06x:%s' % (d['sid'], ','.join(d['flags']) or '-') for d in v['devices'])
+    devs = ' '.join('%#06x:%s' % (d['sid'], ','.join(d['flags']) or '-') for u in v['units'] for d in u['devices'])
     print('%s: crashkernel %#x-%#x verdict %s; sid:flags %s' % (os.path.basename(p), ck['start'], ck['end'], v['verdict'], devs))
 PY
 ) || die "cannot read the audit JSON"

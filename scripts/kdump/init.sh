@@ -51,10 +51,9 @@ crash_mode() {
   dd if=/dev/nvme0n1 of=/dev/null bs=4k count=1000 iflag=direct 2>/dev/null && say "nvme: 1000 direct 4 KiB reads"
   dd if=/dev/nvme0n1 of=/dev/null bs=64k count=256 2>/dev/null && say "nvme: buffered 16 MiB read"
 
-  # the crash kernel's regions and the RAM map, /proc/iomem's inclusive ends made exclusive
-  excl() { while IFS=- read -r a b; do printf '0x%x-0x%x\n' $((0x$a)) $((0x$b + 1)); done; }
-  CRASH=$(grep ': Crash kernel$' /proc/iomem | sed 's/^ *//; s/ : .*//' | excl | tr '\n' , | sed 's/,$//')
-  RAM=$(grep -E '^[0-9a-f]+-[0-9a-f]+ : System RAM$' /proc/iomem | sed 's/ : .*//' | excl | tr '\n' , | sed 's/,$//')
+  # the crash kernel's regions and the RAM map, as /proc/iomem prints them (handover takes its inclusive ends)
+  CRASH=$(grep ': Crash kernel$' /proc/iomem | sed 's/^ *//; s/ : .*//' | tr '\n' , | sed 's/,$//')
+  RAM=$(grep -E '^[0-9a-f]+-[0-9a-f]+ : System RAM$' /proc/iomem | sed 's/ : .*//' | tr '\n' , | sed 's/,$//')
   [ -n "$CRASH" ] || fail "no 'Crash kernel' region in /proc/iomem (crashkernel= missing or too large?)"
   say "crash kernel regions $CRASH; RAM $RAM"
   KAPP="$(cat /boot/kdump.cmdline) ho.mode=kdump ho.crash=$CRASH ho.ram=$RAM"

@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "handover", version, about = "IOMMU hand-over to a crash (kdump) kernel: simulate, inspect")]
+#[command(name = "handover", version, about = "IOMMU hand-over to a crash (kdump) kernel: simulate, inspect, audit")]
 struct Cli {
     #[command(subcommand)]
     cmd: Option<Cmd>,
@@ -26,7 +26,7 @@ enum Cmd {
     Simulate(simulate::Args),
     /// Decode an IOMMU's tables from a dump: per device, its entry and mapped IOVA runs.
     Inspect(inspect::Args),
-    /// What each device can still reach in a dump: a verdict (exit 0 safe, 1 unsafe, 2 unreadable input).
+    /// What each device can still reach in a dump: a verdict (exit 0 safe, 1 unsafe, 2 incomplete or an error).
     Audit(audit::Args),
     /// Many crash scenarios under every policy: capture rates with 95 % intervals, failures by reason.
     Campaign(campaign::Args),

@@ -135,3 +135,42 @@ fn a_missing_register_is_named() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("RTADDR"), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn save_fixture_never_overwrites_an_input_nor_an_existing_file_without_force() {
+    let dir = fixture("vtd-legacy");
+    let tmp = std::env::temp_dir().join(format!("handover-save-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    // The inputs are copied, so a failure of the rule could not damage the committed fixture.
+    let (dump, regs) = (tmp.join("memory.elf"), tmp.join("regs.txt"));
+    std::fs::copy(dir.join("memory.elf"), &dump).unwrap();
+    std::fs::copy(dir.join("regs.txt"), &regs).unwrap();
+    let before = std::fs::read(&dump).unwrap();
+    let save = |to: &std::path::Path, force: bool| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_handover"));
+        c.args(["inspect", "--iommu", "vtd", "--base", "0xfed90000"]).arg(&dump).arg("--regs").arg(&regs);
+        c.arg("--save-fixture").arg(to);
+        if force {
+            c.arg("--force");
+        }
+        c.output().unwrap()
+    };
+    for force in [false, true] {
+        let out = save(&dump, force);
+        assert_eq!(out.status.code(), Some(2), "force {force}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("is an input"));
+        assert_eq!(std::fs::read(&dump).unwrap(), before, "the dump is untouched");
+    }
+    let other = tmp.join("other.elf");
+    std::fs::write(&other, b"keep me").unwrap();
+    let out = save(&other, false);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--force"));
+    assert_eq!(std::fs::read(&other).unwrap(), b"keep me");
+    assert!(save(&other, true).status.success());
+    assert_ne!(std::fs::read(&other).unwrap(), b"keep me");
+    let fresh = tmp.join("fresh.elf");
+    assert!(save(&fresh, false).status.success());
+    assert!(std::fs::metadata(&fresh).unwrap().len() > 0);
+    let _ = std::fs::remove_dir_all(&tmp);
+}

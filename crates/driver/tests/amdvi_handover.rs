@@ -588,7 +588,8 @@ fn attach_before_reset_old_dma_never_lands_in_the_new_domains_buffers() {
 
 #[test]
 fn the_audit_sees_an_exclusion_range_over_the_crash_region() {
-    use iommu_driver::audit::{audit_amdvi, Flag, Verdict};
+    use iommu_driver::audit::{audit, Verdict};
+    use iommu_driver::survey::{scan_amdvi, Budget, Problem, Work};
     let mut rig = Rig::new(Snp::Off);
     primary(&mut rig);
     // No pass-through device: the tables alone are safe.
@@ -596,18 +597,21 @@ fn the_audit_sees_an_exclusion_range_over_the_crash_region() {
     for (i, w) in Dte::blocked(false).0.iter().enumerate() {
         rig.mem.write_u64(at + 8 * i as u64, *w).unwrap();
     }
-    let env = rig.env(true);
-    let limits = iommu_driver::walk::WalkLimits::default();
-    assert_eq!(audit_amdvi(&mut rig.crash(), &env, limits).unwrap().verdict(), Verdict::Safe);
+    let env = BootEnv { crash_region: None, ..rig.env(true) };
+    let judge = |rig: &mut Rig| {
+        let scan = scan_amdvi(&mut rig.crash(), &env, &mut Work::new(Budget::default()));
+        (audit(&scan, &env.ram, &[CRASH], &[]), scan)
+    };
+    assert_eq!(judge(&mut rig).0.verdict(), Verdict::Safe);
     let (first, last) = (CRASH.start, CRASH.start + 16 * MIB - 1);
     rig.primary()
         .write64(off::EXCL_BASE, ExclusionBase::from_address(first).with_ex_en(true).with_allow(true).into_bits());
     rig.primary().write64(off::EXCL_LIMIT, ExclusionLimit::from_address(last).into_bits());
-    let a = audit_amdvi(&mut rig.crash(), &env, limits).unwrap();
+    let (a, scan) = judge(&mut rig);
     assert_eq!(a.verdict(), Verdict::Unsafe);
-    assert!(a.notes.iter().any(|n| n.contains("exclusion range")), "{:?}", a.notes);
-    let nic = a.devices.iter().find(|d| d.sid == NIC as u32).unwrap();
-    assert!(nic.flags.contains(&Flag::CrashKernel));
+    assert!(scan.problems.iter().any(|p| matches!(p, Problem::ExclusionRange { allow: true, .. })), "{scan:?}");
+    let nic = a.devices.iter().find(|d| d.id == NIC as u32).unwrap();
+    assert!(nic.threats.iter().any(|t| t.phys == first), "{nic:?}");
 }
 
 #[test]
