@@ -368,3 +368,39 @@ fn mutated_files_never_panic() {
         let _ = (d.ram_ranges(), d.notes(), d.machine(), d.damage());
     }
 }
+
+/// `makedumpfile -F -E`: an ELF core in the flattened format opens as an ELF core.
+#[test]
+fn a_flattened_elf_core_reads_like_the_core() {
+    use crate::builder::{core, put_at, Ph, ET_CORE};
+    let mut file = core(ET_CORE, &[Ph::load(0x1000, 0x20_0000, 0x2000, 0x2000)], 0x3000);
+    put_at(&mut file, 0x1000, &pattern(4, 0x2000));
+    let d = open(flatten(&file, 0x700));
+    assert_eq!(d.format(), Format::Elf { flattened: true });
+    assert_eq!(read(&d, 0x20_0000, 0x2000).unwrap(), pattern(4, 0x2000));
+    assert_eq!(read(&d, 0x20_2000, 1), Err(MemError { addr: 0x20_2000, kind: NC }));
+}
+
+#[test]
+fn a_file_of_no_known_format_is_refused_with_its_first_bytes() {
+    let err = refuse(b"MZ\x90\x00 not a dump".to_vec());
+    assert!(matches!(&err, DumpError::Unknown { magic } if magic.starts_with(b"MZ")), "{err}");
+    assert!(matches!(refuse(Vec::new()), DumpError::Unknown { .. }));
+}
+
+/// Headers before version 6 keep `max_mapnr` in the 32-bit field of the main header, and before
+/// version 4 have no notes: the fields a version does not have are not read.
+#[test]
+fn older_header_versions_read_the_fields_they_have() {
+    let k = Kdump { notes: note("CORE", 1, &[0; 336]), machine: "", ..sample(ZLIB) };
+    let mut f = k.build().file;
+    put_u64(&mut f, 4096 + 96, u64::MAX); // max_mapnr_64: not there before version 6
+    put_u32(&mut f, 8, 5);
+    let d = open(f.clone());
+    assert_eq!(kdump(&d).header().max_mapnr, 64);
+    check_pages(&d, &pages());
+    assert_eq!(d.machine(), 62, "notes from version 4");
+    put_u32(&mut f, 8, 3);
+    let d = open(f);
+    assert_eq!((d.notes().unwrap(), d.machine()), (vec![], 0), "no notes before version 4");
+}
