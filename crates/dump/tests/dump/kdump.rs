@@ -404,3 +404,42 @@ fn older_header_versions_read_the_fields_they_have() {
     let d = open(f);
     assert_eq!((d.notes().unwrap(), d.machine()), (vec![], 0), "no notes before version 4");
 }
+
+/// A flattened stream of `(offset, bytes)` records, then the end marker.
+fn records(recs: &[(i64, &[u8])]) -> Vec<u8> {
+    let mut out = vec![0u8; 4096];
+    out[..12].copy_from_slice(b"makedumpfile");
+    out[16..24].copy_from_slice(&1i64.to_be_bytes());
+    for (off, bytes) in recs {
+        out.extend_from_slice(&off.to_be_bytes());
+        out.extend_from_slice(&(bytes.len() as i64).to_be_bytes());
+        out.extend_from_slice(bytes);
+    }
+    out.extend_from_slice(&[0xff; 16]);
+    out
+}
+
+/// What `makedumpfile -R` would leave on disk: later records overwrite earlier ones, a record inside
+/// another cuts it in two, bytes no record wrote are zeros, and reading past the end fails.
+#[test]
+fn flattened_records_rearrange_as_on_disk() {
+    use iommu_dump::{FlatFile, ReadAt};
+    let f = FlatFile::new(records(&[(0, b"aaaaaaaaaa"), (3, b"bb"), (8, b"cccc"), (16, b"dd"), (1, b"e")])).unwrap();
+    assert_eq!((f.records(), f.len()), (5, 18));
+    let mut buf = [0u8; 18];
+    f.read_exact_at(0, &mut buf).unwrap();
+    assert_eq!(&buf, b"aeabbaaacccc\0\0\0\0dd");
+    assert!(f.read_exact_at(17, &mut [0; 2]).is_err(), "past the end");
+    assert!(f.read_exact_at(u64::MAX, &mut [0; 2]).is_err());
+    assert_eq!(f.extents(), 7, "a, e, a, b, a, c, d");
+}
+
+/// A hostile stream rewriting one range again and again: the index holds what is there now, not the
+/// history.
+#[test]
+fn rewriting_the_same_range_does_not_grow_the_index() {
+    use iommu_dump::FlatFile;
+    let recs: Vec<(i64, &[u8])> = (0..10_000).map(|i| (0, if i % 2 == 0 { &b"xy"[..] } else { &b"zw"[..] })).collect();
+    let f = FlatFile::new(records(&recs)).unwrap();
+    assert_eq!((f.records(), f.extents()), (10_000, 1));
+}
