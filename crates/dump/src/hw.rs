@@ -1,5 +1,6 @@
 //! A dump as the platform one IOMMU unit's driver sees: the unit's registers from a snapshot and physical
-//! memory from a dump ([`Dump`]: ELF, kdump-compressed, flattened), every page read recorded so the decode can be saved as a small fixture.
+//! memory from a dump ([`Dump`]: ELF, kdump-compressed, flattened), every page read recorded so the decode
+//! can be saved as a small fixture.
 
 use std::fs::File;
 use std::io::{BufWriter, Read};
@@ -109,8 +110,9 @@ impl InspectInput {
         Ok(input)
     }
 
-    /// Open the dump (any format [`Dump::open`] reads) and the register snapshot (monitor text or `iommu_regset`) without choosing a
-    /// unit yet: find them with [`DumpHw::find_units`] and pick one with [`DumpHw::select`].
+    /// Open the dump (any format [`Dump::open`] reads) and the register snapshot (monitor text or
+    /// `iommu_regset`) without choosing a unit yet: find them with [`DumpHw::find_units`] and pick one
+    /// with [`DumpHw::select`].
     pub fn load(dump: &Path, regs: &Path) -> Result<Self, InputError> {
         let core = Dump::open(dump).map_err(|source| InputError::Dump { path: dump.into(), source })?;
         let text = read_regs(regs)?;

@@ -48,7 +48,6 @@ impl Default for Kdump {
 pub struct Built {
     pub file: Vec<u8>,
     pub bitmap: usize,
-    pub bitmap_len: usize,
     pub descs: usize,
     /// pfn -> (descriptor offset, data offset, data size, flags)
     pub layout: BTreeMap<u64, (usize, usize, usize, u32)>,
@@ -156,7 +155,7 @@ impl Kdump {
             put_u32(&mut f, d + 12, flags);
             layout.insert(pfn, (d, off, size, flags));
         }
-        Built { file: f, bitmap, bitmap_len: 2 * half, descs, layout, compressed }
+        Built { file: f, bitmap, descs, layout, compressed }
     }
 }
 
