@@ -7,6 +7,7 @@ mod bench;
 mod inspect;
 mod simulate;
 mod snpcheck;
+mod takeover;
 
 use std::process::ExitCode;
 
@@ -31,6 +32,8 @@ enum Cmd {
     Bench(bench::Args),
     /// Explore every interleaving of the SNP panic path (seed 001's protocols) against the firmware model.
     SnpCheck(snpcheck::Args),
+    /// In a kdump kernel: take over the IOMMU the crashed kernel left live (exit 2 when it may not).
+    Takeover(takeover::Args),
 }
 
 /// Finish a command whose output went to stdout: a closed pipe (`| head`) is a normal end, not an error.
@@ -51,6 +54,7 @@ fn main() -> ExitCode {
         Some(Cmd::Audit(a)) => audit::run(&a),
         Some(Cmd::Bench(a)) => bench::run(&a),
         Some(Cmd::SnpCheck(a)) => snpcheck::run(&a),
+        Some(Cmd::Takeover(a)) => takeover::run(&a),
     };
     match res {
         Ok(code) => code,
