@@ -90,7 +90,13 @@ HEX = re.compile(r'0x([0-9a-fA-F]+)')
 BDF = re.compile(r'\b([0-9a-f]{2}):([0-9a-f]{2})[.:]([0-9a-f]{1,2})\b')
 
 
+SID = re.compile(r'\b(?:sid|devid) 0x([0-9a-fA-F]+)')
+
+
 def sid_of(text):
+    m = SID.search(text)
+    if m:
+        return int(m.group(1), 16)
     m = BDF.search(text)
     if not m:
         return None
@@ -139,7 +145,8 @@ def main():
             elif ev in ('vtd_dmar_fault', 'amdvi_page_fault') and phase == 'after':
                 faulted += 1
                 by_sid['%04x' % sid if sid is not None else '-']['faulted'] += 1
-                iova = nums[-1] if nums else 0
+                addr = re.search(r'addr 0x([0-9a-fA-F]+)', rest)
+                iova = int(addr.group(1), 16) if addr else (nums[-1] if nums else 0)
                 reason = re.search(r'fault (\d+)|reason (\w+)', rest)
                 faults[('%04x' % sid if sid is not None else '-', iova & ~(PAGE - 1), reason.group(0) if reason else rest[:60])] += 1
             elif ev == 'e1000e_rx_desc_buff_write' and phase != 'crash' and not dmar_on:

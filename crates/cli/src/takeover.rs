@@ -423,14 +423,9 @@ impl Drv {
                     return Ok("untranslated: translation is off (reset-bypass), the device reaches all memory".into());
                 }
                 let d = v.create_domain(hw).map_err(|e| e.to_string())?;
-                let mut bytes = 0u64;
-                for r in ram {
-                    let (start, end) = (r.start.next_multiple_of(4096), r.end & !0xfff);
-                    if start < end {
-                        v.map_at(hw, d, start, start, end - start, true, true).map_err(|e| e.to_string())?;
-                        bytes += end - start;
-                    }
-                }
+                let bytes = identity(ram, |start, len| {
+                    v.map_at(hw, d, start, start, len, true, true).map_err(|e| e.to_string())
+                })?;
                 v.attach(hw, sid as u16, vtd::Attachment::Domain(d)).map_err(|e| e.to_string())?;
                 Ok(format!(
                     "domain {} mapping the kdump kernel's RAM one-to-one ({} MiB)",
@@ -438,12 +433,39 @@ impl Drv {
                     bytes >> 20
                 ))
             }
-            // Their drivers hand out IOVAs from an allocator only (no map at a chosen IOVA), so the
+            Drv::Amdvi(v) => {
+                if !v.translating() {
+                    return Ok("untranslated: translation is off (reset-bypass), the device reaches all memory".into());
+                }
+                let d = v.create_domain(hw).map_err(|e| e.to_string())?;
+                let bytes = identity(ram, |start, len| {
+                    v.map_at(hw, d, start, start, len, true, true).map_err(|e| e.to_string())
+                })?;
+                v.attach(hw, sid as u16, amdvi::Attachment::Domain(d)).map_err(|e| e.to_string())?;
+                Ok(format!(
+                    "domain {} mapping the kdump kernel's RAM one-to-one ({} MiB)",
+                    v.domain(d).map_or(0, |x| x.id),
+                    bytes >> 20
+                ))
+            }
+            // The SMMUv3 driver hands out IOVAs from an allocator only (no map at a chosen IOVA), so the
             // kdump kernel's direct DMA cannot be given its one-to-one domain yet.
-            Drv::Amdvi(_) => Err("the AMD-Vi driver has no map at a chosen IOVA: no one-to-one domain".into()),
             Drv::Smmuv3(_) => Err("the SMMUv3 driver has no map at a chosen IOVA: no one-to-one domain".into()),
         }
     }
+}
+
+/// Map each range of `ram`, shrunk to whole pages, one-to-one with `map_at(start, len)`; the bytes mapped.
+fn identity(ram: &[Range<u64>], mut map_at: impl FnMut(u64, u64) -> Result<(), String>) -> Result<u64, String> {
+    let mut bytes = 0u64;
+    for r in ram {
+        let (start, end) = (r.start.next_multiple_of(4096), r.end & !0xfff);
+        if start < end {
+            map_at(start, end - start)?;
+            bytes += end - start;
+        }
+    }
+    Ok(bytes)
 }
 
 /// The whole hand-over on an opened platform: boot, containment, needed devices. `reset` performs a
