@@ -189,8 +189,9 @@ python3 "$KDIR/takeover_result.py" --kind "$KIND" --policy "$POLICY" --kernel "$
   --trace "$OUT/trace.log" --trace-ref "$TR_REF" --trace-taken "$TR_TAKEN" --takeover "$OUT/takeover.json" \
   --reference "$RUN/reference.elf" --disk "$RUN/dump.img" --dump-bytes "${BYTES:-0}" --done "$DONE_LINE" --own-ram "$OWN" \
   --counts "$OUT/trace-counts.txt" > "$OUT/result.json" || die "takeover_result.py failed"
-tr -d '\r' < "$OUT/console.log" | grep -a -E '^HO(:|-[A-Z]+)|Linux version|Kernel panic|DMAR|nvme|AER' \
-  | grep -a -v '^HO-F ' | cut -c1-300 > "$OUT/console.txt"
+{ echo "host: $QV; $PROG $KIND $POLICY"
+  tr -d '\r' < "$OUT/console.log" | grep -a -E '^HO(:|-[A-Z]+)|Linux version|Kernel panic|DMAR|nvme|AER' \
+    | grep -a -v '^HO-F ' | cut -c1-300; } > "$OUT/console.txt"
 T_ALL=$(( $(date +%s) - T0 ))
 {
   echo "kind: $KIND (MMIO base $BASE); policy: $POLICY; needed: $NEEDED"

@@ -113,10 +113,16 @@ def main():
     ap.add_argument('--own-ram', default='', help="the kdump kernel's System RAM, START-END,... (inclusive ends)")
     a = ap.parse_args()
 
+    try:
+        t = json.load(open(a.takeover))
+    except (OSError, ValueError) as e:
+        t = {'ok': False, 'error': 'no takeover output: %s' % e}
+    sc = t.get('scratch') or {}
+    scratch = (sc.get('start', 0), sc.get('end', 0))
     counts = collections.Counter()      # (phase, event, sid)
     faults = collections.Counter()      # (sid, iova page, reason) after the takeover
     targets = set()                     # pages DMA reached after the reference
-    translated = faulted = untranslated = 0
+    translated = faulted = untranslated = to_scratch = 0
     by_sid = collections.defaultdict(collections.Counter)
     dmar_on = True
     pos = 0
@@ -136,11 +142,15 @@ def main():
                 dmar_on = 'true' in rest or rest.strip().endswith('1')
             if ev in ('vtd_dmar_translate', 'amdvi_translation_result') and phase != 'crash':
                 # the translated address is the last-but-one number (vtd: iova, gpa, mask)
+                gpa = None
                 if len(nums) >= 2:
                     gpa = nums[-2] if ev == 'vtd_dmar_translate' else nums[-1]
                     targets.add(gpa & ~(PAGE - 1))
                 if phase == 'after':
                     translated += 1
+                    if gpa is not None and scratch[0] <= gpa < scratch[1]:
+                        to_scratch += 1
+                        by_sid['%04x' % sid if sid is not None else '-']['to_scratch'] += 1
                     by_sid['%04x' % sid if sid is not None else '-']['translated'] += 1
             elif ev in ('vtd_dmar_fault', 'amdvi_page_fault') and phase == 'after':
                 faulted += 1
@@ -161,10 +171,6 @@ def main():
         for (phase, ev, sid), n in sorted(counts.items()):
             c.write('%s\t%s\t%s\t%d\n' % (phase, ev, sid, n))
 
-    try:
-        t = json.load(open(a.takeover))
-    except (OSError, ValueError) as e:
-        t = {'ok': False, 'error': 'no takeover output: %s' % e}
     error = t.get('error') or t.get('refused')
     if not error and not t.get('ok'):
         error = '; '.join([d.get('error') or '' for d in t.get('devices', []) if d.get('error')] + t.get('access_errors', [])) or 'incomplete'
@@ -187,7 +193,8 @@ def main():
         'iommu': a.kind, 'policy': a.policy, 'kernel': a.kernel, 'qemu': a.qemu,
         'takeover': {'ok': bool(t.get('ok')), 'error': error or None, 'outcome': t.get('outcome'),
                      'devices': t.get('devices', []), 'ms': t.get('ms')},
-        'dma_after_takeover': {'translated': translated, 'faulted': faulted, 'untranslated': untranslated},
+        'dma_after_takeover': {'translated': translated, 'faulted': faulted, 'untranslated': untranslated,
+                               'to_scratch': to_scratch},
         'dma_after_takeover_by_sid': {k: dict(v) for k, v in sorted(by_sid.items())},
         'faults': [{'sid': s, 'iova': hex(i), 'reason': r, 'count': n} for (s, i, r), n in sorted(faults.items())][:50],
         'dump': {'captured': captured, 'bytes': a.dump_bytes if dump_ok else 0, 'matches_reference': matches,
