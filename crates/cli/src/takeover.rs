@@ -641,3 +641,29 @@ fn human(v: &Value) -> String {
     let _ = writeln!(s, "{}", if v["ok"].as_bool() == Some(true) { "takeover: ok" } else { "takeover: INCOMPLETE" });
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_window_is_the_reserving_memmap_on_the_command_line() {
+        let c = "console=ttyS0 memmap=exactmap memmap=640K@0 memmap=8M$0x76000000 elfcorehdr=5225844K";
+        assert_eq!(window_from_cmdline(c), Some(0x7600_0000..0x7680_0000));
+        assert_eq!(window_from_cmdline("memmap=8M@0x76000000"), None, "@ is usable RAM, not a reservation");
+        assert_eq!(window_from_cmdline("memmap=16E$0xffff000000000000"), None, "size overflows");
+        assert_eq!(window_from_cmdline("memmap=1G$0xffffffffc0000001"), None, "end wraps");
+        assert_eq!(elfcorehdr(c), Some(5_225_844 * 1024));
+        assert_eq!(elfcorehdr("elfcorehdr=0x1000@0x7f000000"), Some(0x7f00_0000));
+    }
+
+    #[test]
+    fn pci_functions_parse_with_or_without_the_segment_and_give_their_requester_id() {
+        assert_eq!(Bdf::parse("0000:00:04.0").map(Bdf::rid), Some(0x20));
+        assert_eq!(Bdf::parse("01:1f.7").map(Bdf::rid), Some(0x1ff));
+        for bad in ["00:20.0", "00:04.8", "00:04", "100:00.0", "00:+4.0", "0001:00:04.0", ""] {
+            assert_eq!(Bdf::parse(bad), None, "{bad}");
+        }
+        assert_eq!(Bdf::parse("00:04.0").unwrap().sysfs_name(), "0000:00:04.0");
+    }
+}
