@@ -119,6 +119,28 @@ pub struct Ready {
     pub own_ram: Vec<Range<u64>>,
     pub needed: Vec<Bdf>,
     pub functions: Vec<Bdf>,
+    /// AMD-Vi: device table entries as Linux sizes the table from IVRS (the crashed kernel's size, which
+    /// adoption requires); `None` without an IVRS.
+    pub amd_dev_table_entries: Option<u32>,
+}
+
+/// Linux `find_last_devid_from_ivhd` + `tbl_size`: the last device ID the unit's IVHD entries name (an
+/// "all devices" entry means 0xffff), and the device table as a power-of-two number of pages of 32-byte
+/// entries for it.
+fn amd_dev_table_entries_of(ivhd: &iommu_dump::acpi::ivrs::Ivhd) -> u32 {
+    use iommu_dump::acpi::ivrs::DeviceEntry as E;
+    let mut last = 0u32;
+    for e in &ivhd.entries {
+        let id = match e {
+            E::All { .. } => 0xffff,
+            E::Select { devid, .. } | E::Alias { devid, .. } | E::Extended { devid, .. } => *devid,
+            E::Range { end, .. } | E::AliasRange { end, .. } | E::ExtendedRange { end, .. } => *end,
+            _ => 0,
+        };
+        last = last.max(u32::from(id));
+    }
+    let bytes = ((last + 1) * 32).next_multiple_of(4096).next_power_of_two();
+    bytes / 32
 }
 
 /// `memparse`: a number (0x hex or decimal) with an optional K/M/G/T suffix.
@@ -170,6 +192,7 @@ pub fn check(a: &Args) -> Result<Ready, Refusal> {
 
     // The unit: --base, or the ACPI table the firmware gave this kernel.
     let want = a.iommu.as_deref().and_then(IommuKind::from_name);
+    let mut amd_dev_table_entries = None;
     let (kind, base, origin) = match (a.base, want) {
         (Some(b), Some(k)) => (k, b, "--base".to_string()),
         _ => {
@@ -188,6 +211,9 @@ pub fn check(a: &Args) -> Result<Ready, Refusal> {
             let Some(u) = fw.units().into_iter().next() else {
                 return refuse(format!("{}: names no unit", p.display()));
             };
+            if let Firmware::Ivrs(ivrs) = &fw {
+                amd_dev_table_entries = ivrs.effective_ivhds().find(|h| h.base == u.base).map(amd_dev_table_entries_of);
+            }
             (u.kind, u.base, u.origin)
         }
     };
@@ -257,7 +283,7 @@ pub fn check(a: &Args) -> Result<Ready, Refusal> {
         }
         needed.push(b);
     }
-    Ok(Ready { kind, base, origin, window, old_ram, own_ram, needed, functions })
+    Ok(Ready { kind, base, origin, window, old_ram, own_ram, needed, functions, amd_dev_table_entries })
 }
 
 type Hw = LinuxPlatform<MappedRegs, File>;
@@ -347,7 +373,8 @@ struct Booted {
     problems: Vec<String>,
 }
 
-fn crash_boot(kind: IommuKind, hw: &mut Hw, env: &BootEnv, policy: Policy, masters: &[u32]) -> Result<Booted, String> {
+fn crash_boot(r: &Ready, hw: &mut Hw, env: &BootEnv, policy: Policy, masters: &[u32]) -> Result<Booted, String> {
+    let kind = r.kind;
     let s = |e: &dyn std::fmt::Display| e.to_string();
     match kind {
         IommuKind::Vtd => {
@@ -363,7 +390,11 @@ fn crash_boot(kind: IommuKind, hw: &mut Hw, env: &BootEnv, policy: Policy, maste
             Ok(Booted { drv: Drv::Vtd(v), outcome, as_asked, adopted, problems })
         }
         IommuKind::AmdVi => {
-            let (v, r) = amdvi::Amdvi::init_crash(hw, env, amdvi::AmdOptions::default(), policy).map_err(|e| s(&e))?;
+            let mut opts = amdvi::AmdOptions::default();
+            if let Some(n) = r.amd_dev_table_entries {
+                opts.dev_table_entries = n;
+            }
+            let (v, r) = amdvi::Amdvi::init_crash(hw, env, opts, policy).map_err(|e| s(&e))?;
             let (outcome, as_asked) = match &r.outcome {
                 amdvi::AmdOutcome::NotLive => ("not live: translation was off; booted normally".into(), false),
                 amdvi::AmdOutcome::Reset => (format!("reset ({policy})"), true),
@@ -490,7 +521,7 @@ fn hand_over(
             .map_err(|e| format!("{why} at {:#x}-{:#x}: {e}", range.start, range.end))?;
     }
     let masters: Vec<u32> = r.functions.iter().map(|b| b.rid() as u32).collect();
-    let mut b = crash_boot(r.kind, hw, &env, policy, &masters)?;
+    let mut b = crash_boot(r, hw, &env, policy, &masters)?;
     let needed: Vec<u32> = r.needed.iter().map(|b| b.rid() as u32).collect();
     let mut devices = Vec::new();
     let mut failed = false;
@@ -665,5 +696,20 @@ mod tests {
             assert_eq!(Bdf::parse(bad), None, "{bad}");
         }
         assert_eq!(Bdf::parse("00:04.0").unwrap().sysfs_name(), "0000:00:04.0");
+    }
+
+    /// QEMU's q35 amd-iommu IVRS names bus 0 only: Linux gives it an 8 KiB table (256 entries).
+    #[test]
+    fn the_amd_device_table_is_sized_from_the_last_device_id_the_ivrs_names() {
+        let bytes =
+            std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/acpi/q35-amdvi-ivrs.bin")).unwrap();
+        let Firmware::Ivrs(ivrs) = Firmware::from_bytes(&bytes).unwrap() else { panic!("not an IVRS") };
+        let h = ivrs.effective_ivhds().next().unwrap();
+        assert_eq!(amd_dev_table_entries_of(h), 256);
+        let mut wide = h.clone();
+        wide.entries.push(iommu_dump::acpi::ivrs::DeviceEntry::Select { devid: 0x0100, dte: 0 });
+        assert_eq!(amd_dev_table_entries_of(&wide), 512, "0x101 entries round up to 16 KiB");
+        wide.entries.push(iommu_dump::acpi::ivrs::DeviceEntry::All { dte: 0 });
+        assert_eq!(amd_dev_table_entries_of(&wide), 65536);
     }
 }
