@@ -11,9 +11,11 @@ only device-side trace that carries the DMA address; the dump disk's own untrans
 
 The reference is guest memory at HO-REF (the kdump kernel's init, before the takeover), saved with
 dump-guest-memory; the vmcore is what the kdump kernel wrote to the dump disk. A page of the crashed kernel's
-RAM (the vmcore's PT_LOADs) whose contents differ is `buffers` when DMA reached it after the reference
-(a translated address or, translation off, a NIC buffer address), else `other`. matches_reference: the vmcore
-was written whole, and every differing page is one DMA reached after the reference.
+RAM (the vmcore's PT_LOADs) whose contents differ is `iommu` when it belongs to a structure the policy adopts
+in place (takeover.json `in_place`: AMD-Vi device table, command buffer, event log, completion-wait page,
+which the crash kernel and the unit write), else `buffers` when DMA reached it after the reference (a
+translated address or, translation off, a NIC buffer address), else `other`. matches_reference: the vmcore
+was written whole, and every differing page is one of the first two kinds.
 """
 import argparse, collections, json, re, struct, sys
 
@@ -41,7 +43,7 @@ def loads(f, length):
     return out
 
 
-def compare(ref_path, disk_path, nbytes, targets, own):
+def compare(ref_path, disk_path, nbytes, targets, own, unit_pages):
     """Pages of the vmcore's PT_LOADs that differ from the reference: (buffers, other, kdump's own, pages
     compared, pages the reference lacks). `own`: the kdump kernel's own RAM, which /proc/vmcore also shows
     (x86 gives the crash kernel the low 640 KiB, which the crashed kernel kept unused); its changes are the
@@ -58,7 +60,7 @@ def compare(ref_path, disk_path, nbytes, targets, own):
                     return rf.read(n)
             return None
 
-        seen, buffers, other, mine, missing = set(), [], [], [], 0
+        seen, buffers, other, mine, unit, missing = set(), [], [], [], [], 0
         chunk = 1 << 20
         for paddr, off, size in vm:
             done = 0
@@ -78,11 +80,13 @@ def compare(ref_path, disk_path, nbytes, targets, own):
                                 seen.add(page)
                                 if any(a <= page < b for a, b in own):
                                     mine.append(page)
+                                elif any(a <= page < b for a, b in unit_pages):
+                                    unit.append(page)
                                 else:
                                     (buffers if page in targets else other).append(page)
                 done += n
         total = sum(s for _, _, s in vm) // PAGE
-        return buffers, other, mine, total, missing
+        return buffers, other, mine, unit, total, missing
 
 
 EV = re.compile(r'^(?:\d+@[\d.]+:)?(\w+) (.*)$')
@@ -180,10 +184,12 @@ def main():
     for r in filter(None, a.own_ram.split(',')):
         lo, hi = r.split('-')
         own.append((int(lo, 16), int(hi, 16) + 1))
-    captured, matches, buffers, other, mine, compared, missing = False, False, [], [], [], 0, 0
+    unit_pages = [((x['start'] & ~(PAGE - 1)), x['end']) for x in t.get('in_place', [])]
+    captured, matches, buffers, other, mine, unit, compared, missing = False, False, [], [], [], [], 0, 0
     if dump_ok:
         try:
-            buffers, other, mine, compared, missing = compare(a.reference, a.disk, a.dump_bytes, targets, own)
+            buffers, other, mine, unit, compared, missing = compare(a.reference, a.disk, a.dump_bytes, targets, own,
+                                                                    unit_pages)
             captured = compared > 0
             matches = captured and not other and not missing
         except (OSError, ValueError) as e:
@@ -199,7 +205,7 @@ def main():
         'faults': [{'sid': s, 'iova': hex(i), 'reason': r, 'count': n} for (s, i, r), n in sorted(faults.items())][:50],
         'dump': {'captured': captured, 'bytes': a.dump_bytes if dump_ok else 0, 'matches_reference': matches,
                  'pages_compared': compared, 'pages_not_in_reference': missing},
-        'old_memory_changed_pages': {'buffers': len(buffers), 'other': len(other)},
+        'old_memory_changed_pages': {'buffers': len(buffers), 'other': len(other), 'iommu': len(unit)},
         'kdump_own_pages_changed': len(mine),
         'other_pages': [hex(p) for p in sorted(other)[:20]],
         'kdump_done': a.done,

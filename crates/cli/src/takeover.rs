@@ -516,7 +516,8 @@ fn hand_over(
         mem_encrypt: false,
         c_bit: 0,
     };
-    for (range, why) in in_place_structures(r.kind, hw, policy) {
+    let in_place = in_place_structures(r.kind, hw, policy);
+    for (range, why) in &in_place {
         hw.allow_old_write(range.clone(), why)
             .map_err(|e| format!("{why} at {:#x}-{:#x}: {e}", range.start, range.end))?;
     }
@@ -558,6 +559,7 @@ fn hand_over(
         "adopted": b.adopted,
         "problems": b.problems,
         "devices": devices,
+        "in_place": in_place.iter().map(|(r, why)| json!({"start": r.start, "end": r.end, "what": why})).collect::<Vec<_>>(),
         "scratch": b.drv.scratch_region().map(|s| json!({"start": s.start, "end": s.end})),
         "window_used": {"start": hw.window_used().start, "end": hw.window_used().end, "frames": c.frames},
         "accesses": {"reg_reads": c.reg_reads, "reg_writes": c.reg_writes, "window_reads": c.window_reads,
