@@ -8,6 +8,11 @@ hand-over itself; no packets are sent then) and `after` (from HO-TAKEN: the NIC'
 dma_after_takeover: translated = successful translations of the unit in `after`; faulted = DMA faults in
 `after`; untranslated = the NIC's receive-buffer writes in `after` while the unit's translation was off (the
 only device-side trace that carries the DMA address; the dump disk's own untranslated DMA is not counted).
+AMD-Vi: QEMU's `amdvi_translation_result` is printed for every lookup, and for a device table entry with
+Mode 0 (Linux's blocked entry: V, TV, IR = IW = 0) it prints the input address as the result although the
+access is denied (QEMU `amdvi_page_walk`, `no_remap`: permissions from the entry), and logs no event. Such
+identity results of a device other than the needed one (whose domain is one-to-one) are counted as
+`identity_results`, not as translated.
 
 The reference is guest memory at HO-REF (the kdump kernel's init, before the takeover), saved with
 dump-guest-memory; the vmcore is what the kdump kernel wrote to the dump disk. A page of the crashed kernel's
@@ -126,7 +131,8 @@ def main():
     counts = collections.Counter()      # (phase, event, sid)
     faults = collections.Counter()      # (sid, iova page, reason) after the takeover
     targets = set()                     # pages DMA reached after the reference
-    translated = faulted = untranslated = to_scratch = 0
+    translated = faulted = untranslated = to_scratch = identity = 0
+    needed = {d.get('sid') for d in t.get('devices', []) if d.get('needed')}
     by_sid = collections.defaultdict(collections.Counter)
     dmar_on = True
     pos = 0
@@ -144,13 +150,19 @@ def main():
             counts[(phase, ev, '%04x' % sid if sid is not None else '-')] += 1
             if ev == 'vtd_dmar_enable':
                 dmar_on = 'true' in rest or rest.strip().endswith('1')
+            if ev == 'amdvi_control_status' and nums:
+                dmar_on = bool(nums[-1] & 1)   # CONTROL.IommuEn
             if ev in ('vtd_dmar_translate', 'amdvi_translation_result') and phase != 'crash':
                 # the translated address is the last-but-one number (vtd: iova, gpa, mask)
                 gpa = None
                 if len(nums) >= 2:
                     gpa = nums[-2] if ev == 'vtd_dmar_translate' else nums[-1]
                     targets.add(gpa & ~(PAGE - 1))
-                if phase == 'after':
+                if (ev == 'amdvi_translation_result' and phase == 'after' and sid not in needed
+                        and len(nums) >= 2 and nums[-1] == nums[-2] & ~(PAGE - 1)):
+                    identity += 1
+                    by_sid['%04x' % sid if sid is not None else '-']['identity_results'] += 1
+                elif phase == 'after':
                     translated += 1
                     if gpa is not None and scratch[0] <= gpa < scratch[1]:
                         to_scratch += 1
@@ -200,7 +212,7 @@ def main():
         'takeover': {'ok': bool(t.get('ok')), 'error': error or None, 'outcome': t.get('outcome'),
                      'devices': t.get('devices', []), 'ms': t.get('ms')},
         'dma_after_takeover': {'translated': translated, 'faulted': faulted, 'untranslated': untranslated,
-                               'to_scratch': to_scratch},
+                               'to_scratch': to_scratch, 'identity_results': identity},
         'dma_after_takeover_by_sid': {k: dict(v) for k, v in sorted(by_sid.items())},
         'faults': [{'sid': s, 'iova': hex(i), 'reason': r, 'count': n} for (s, i, r), n in sorted(faults.items())][:50],
         'dump': {'captured': captured, 'bytes': a.dump_bytes if dump_ok else 0, 'matches_reference': matches,
