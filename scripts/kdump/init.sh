@@ -18,7 +18,7 @@
 #   --policy ho.policy --needed ho.needed --json`, print HO-TAKEN and wait (the host sends packets to the
 #   NIC), then load nvme, which binds only the needed disk, and write /proc/vmcore to it.
 # Markers: HO: progress; HO-FAIL: why (the host stops); HO-LOADED; HO-F NAME: LINE (a line of an output
-# file); HO-KDUMP-DONE rc=N.
+# file; HO-F+ NAME: the rest of a long one); HO-KDUMP-DONE rc=N.
 /bin/busybox mkdir -p /proc /sys /dev /tmp
 /bin/busybox --install -s /bin
 export PATH=/bin:/sbin
@@ -78,8 +78,16 @@ crash_mode() {
   fail "still alive after sysrq-c"
 }
 
-# emit NAME FILE: the file's lines as HO-F lines
-emit() { while IFS= read -r l || [ -n "$l" ]; do echo "HO-F $1: $l"; done < "$2"; }
+# emit NAME FILE: the file's lines as HO-F lines; a line longer than 800 bytes goes out in pieces, each further
+# piece as an HO-F+ line the host appends to the line before (/dev/kmsg refuses a record over 1 KiB).
+emit() {
+  while IFS= read -r l || [ -n "$l" ]; do
+    printf '%s\n' "$l" | fold -w 800 | {
+      IFS= read -r p; echo "HO-F $1: $p"
+      while IFS= read -r p; do echo "HO-F+ $1: $p"; done
+    }
+  done < "$2"
+}
 
 kdump_mode() {
   KIND=$(arg ho.kind); CRASH=$(arg ho.crash); RAM=$(arg ho.ram)

@@ -171,13 +171,17 @@ QPID=""
 [ -s "$OUT/qemu.stderr" ] || rm -f "$OUT/qemu.stderr"
 
 # 4. the files the kdump kernel printed, then the result
-tr -d '\r' < "$OUT/console.log" | grep -a '^HO-F ' | python3 -c '
+tr -d '\r' < "$OUT/console.log" | { grep -a '^HO-F[+ ]' || true; } | python3 -c '
 import sys, os
 out = sys.argv[1]; files = {}
 for line in sys.stdin:
-    name, _, text = line[5:].rstrip("\n").partition(": ")
+    more = line.startswith("HO-F+ ")
+    name, _, text = line[6 if more else 5:].rstrip("\n").partition(": ")
     if "/" in name or not name: continue
-    files.setdefault(name, []).append(text)
+    if more and files.get(name):
+        files[name][-1] += text
+    else:
+        files.setdefault(name, []).append(text)
 for name, lines in files.items():
     open(os.path.join(out, name), "w").write("\n".join(lines) + "\n")
 ' "$OUT"
@@ -191,7 +195,7 @@ python3 "$KDIR/takeover_result.py" --kind "$KIND" --policy "$POLICY" --kernel "$
   --counts "$OUT/trace-counts.txt" > "$OUT/result.json" || die "takeover_result.py failed"
 { echo "host: $QV; $PROG $KIND $POLICY"
   tr -d '\r' < "$OUT/console.log" | grep -a -E '^HO(:|-[A-Z]+)|Linux version|Kernel panic|DMAR|nvme|AER' \
-    | grep -a -v '^HO-F ' | cut -c1-300; } > "$OUT/console.txt"
+      | grep -a -v '^HO-F[+ ]' | cut -c1-300; } > "$OUT/console.txt"
 T_ALL=$(( $(date +%s) - T0 ))
 {
   echo "kind: $KIND (MMIO base $BASE); policy: $POLICY; needed: $NEEDED"

@@ -41,9 +41,15 @@ def main():
         else:
             pdump = 'LOST'
         pd = p['dma']
-        print('| %s | %s | %s | %d / %d / %d / %d | %s | %d / %d | %s | %d / %d / %d / %d | %d / %d |' % (
-            iommu, r['policy'], took, dma['translated'], dma['faulted'], dma['untranslated'], dma.get('to_scratch', 0),
-            dump, ch['buffers'], ch['other'], pdump, pd['translated'], pd['faulted'], pd['untranslated'],
+        fault = '%d' % dma['faulted']
+        if dma.get('identity_results'):
+            fault += ' (+%d denied, no event)' % dma['identity_results']
+        changed = '%d / %d' % (ch['buffers'], ch['other'])
+        if ch.get('iommu'):
+            changed += ' (+%d iommu)' % ch['iommu']
+        print('| %s | %s | %s | %d / %s / %d / %d | %s | %s | %s | %d / %d / %d / %d | %d / %d |' % (
+            iommu, r['policy'], took, dma['translated'], fault, dma['untranslated'], dma.get('to_scratch', 0),
+            dump, changed, pdump, pd['translated'], pd['faulted'], pd['untranslated'],
             pd['redirected'], p['changed_pages']['buffers'], p['changed_pages']['other']))
 
 
