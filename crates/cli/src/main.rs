@@ -8,6 +8,7 @@ mod campaign;
 mod inspect;
 mod simulate;
 mod snpcheck;
+mod takeover;
 
 use std::process::ExitCode;
 
@@ -34,6 +35,8 @@ enum Cmd {
     Bench(bench::Args),
     /// Explore every interleaving of the SNP panic path (the x86/sev v2 thread's designs) against the firmware model.
     SnpCheck(snpcheck::Args),
+    /// In a kdump kernel: take over the IOMMU the crashed kernel left live (exit 2 when it may not).
+    Takeover(takeover::Args),
 }
 
 /// Finish a command whose output went to stdout: a closed pipe (`| head`) is a normal end, not an error.
@@ -55,6 +58,7 @@ fn main() -> ExitCode {
         Some(Cmd::Campaign(a)) => campaign::run(&a),
         Some(Cmd::Bench(a)) => bench::run(&a),
         Some(Cmd::SnpCheck(a)) => snpcheck::run(&a),
+        Some(Cmd::Takeover(a)) => takeover::run(&a),
     };
     match res {
         Ok(code) => code,

@@ -631,3 +631,31 @@ fn a_walk_at_its_bound_is_a_refusal_not_a_pass() {
     assert_eq!(budget, 0);
     assert_eq!(reach(&rig.mem, v1, &env, root, 3, &mut budget), Some(Reach::Bound { tables: 0 }), "spent: refuse");
 }
+
+/// `map_at`: the device's DMA at the chosen IOVAs lands on the same physical addresses (a one-to-one domain
+/// for a kdump kernel whose DMA API is direct); IOVAs outside what was mapped fault, and a range past the
+/// three-level table's 39 bits is refused.
+#[test]
+fn map_at_gives_a_one_to_one_domain_and_nothing_else() {
+    let mut rig = Rig::new(Snp::Off);
+    let env = rig.env(false);
+    let mut v = Amdvi::init(&mut rig.primary(), &env, AmdOptions::default()).unwrap();
+    let d = v.create_domain(&mut rig.primary()).unwrap();
+    let ram = 0x1_2f00_0000u64;
+    v.map_at(&mut rig.primary(), d, ram, ram, 0x4000, true, true).unwrap();
+    v.attach(&mut rig.primary(), DISK, Attachment::Domain(d)).unwrap();
+    for off in [0, 0x1008, 0x3ff8] {
+        assert_eq!(rig.dma(DISK, ram + off, Access::Write), Ok(ram + off));
+    }
+    assert!(rig.dma(DISK, ram + 0x4000, Access::Read).is_err());
+    assert!(rig.dma(DISK, ram - 0x1000, Access::Read).is_err());
+    let past = (1u64 << 39) - 0x1000;
+    assert!(matches!(
+        v.map_at(&mut rig.primary(), d, past, 0x1000, 0x2000, true, true),
+        Err(AmdError::BadRange { .. })
+    ));
+    assert!(matches!(
+        v.map_at(&mut rig.primary(), d, ram + 0x800, ram, 0x1000, true, true),
+        Err(AmdError::BadRange { .. })
+    ));
+}
