@@ -37,7 +37,7 @@ impl UnitArgs {
     pub fn query(&self) -> UnitQuery {
         UnitQuery {
             base: self.base,
-            kind: self.iommu.as_deref().and_then(IommuKind::from_name),
+            kind: self.iommu.as_deref().and_then(|n| n.parse::<IommuKind>().ok()),
             acpi: self.acpi.clone(),
             rsdp: self.rsdp,
         }
@@ -122,7 +122,7 @@ pub fn parse_u64(s: &str) -> Result<u64, String> {
 pub fn scan_unit(hw: &mut DumpHw, kind: IommuKind, env: &BootEnv, work: &mut Work) -> UnitScan {
     match kind {
         IommuKind::Vtd => survey::scan_vtd(hw, env, work),
-        IommuKind::AmdVi => survey::scan_amdvi(hw, env, work),
+        IommuKind::Amdvi => survey::scan_amdvi(hw, env, work),
         IommuKind::Smmuv3 => survey::scan_smmuv3(hw, env, work),
     }
 }
@@ -131,7 +131,7 @@ pub fn scan_unit(hw: &mut DumpHw, kind: IommuKind, env: &BootEnv, work: &mut Wor
 pub fn default_mode(kind: IommuKind) -> Mode {
     match kind {
         IommuKind::Vtd => Mode::VtdLegacy,
-        IommuKind::AmdVi => Mode::AmdViV1,
+        IommuKind::Amdvi => Mode::AmdViV1,
         IommuKind::Smmuv3 => Mode::Smmuv3Linear,
     }
 }
@@ -336,7 +336,7 @@ mod tests {
         let mut work = Work::default();
         let mut scan = UnitScan::unscanned(Mode::AmdViV1, survey::Problem::Budget(survey::Limit::Pages), &mut work);
         scan.devices.push(device);
-        let unit = Unit { kind: IommuKind::AmdVi, base: 0xfed80000, segment: 0, origin: "--base".into() };
+        let unit = Unit { kind: IommuKind::Amdvi, base: 0xfed80000, segment: 0, origin: "--base".into() };
         let mut out = Vec::new();
         print_human(&mut out, &unit, &scan).unwrap();
         let text = String::from_utf8(out).unwrap();

@@ -103,7 +103,7 @@ fn block_len(kind: IommuKind) -> u64 {
     match kind {
         IommuKind::Vtd => 0x1000,
         // The MMIO block QEMU and Linux map (`MMIO_REG_END_OFFSET` rounds up to 16 KiB).
-        IommuKind::AmdVi => 0x4000,
+        IommuKind::Amdvi => 0x4000,
         // Register pages 0 and 1, 64 KiB each (SMMUv3 spec 6.1).
         IommuKind::Smmuv3 => 0x2_0000,
     }
@@ -192,13 +192,13 @@ pub fn check(a: &Args) -> Result<Ready, Refusal> {
     let cmdline = read_text(&root.join("proc/cmdline"), "the kernel command line")?;
 
     // The unit: --base, or the ACPI table the firmware gave this kernel.
-    let want = a.iommu.as_deref().and_then(IommuKind::from_name);
+    let want = a.iommu.as_deref().and_then(|n| n.parse::<IommuKind>().ok());
     let mut amd_dev_table_entries = None;
     let (kind, base, origin) = match (a.base, want) {
         (Some(b), Some(k)) => (k, b, "--base".to_string()),
         _ => {
             let sigs: &[(&str, IommuKind)] =
-                &[("DMAR", IommuKind::Vtd), ("IVRS", IommuKind::AmdVi), ("IORT", IommuKind::Smmuv3)];
+                &[("DMAR", IommuKind::Vtd), ("IVRS", IommuKind::Amdvi), ("IORT", IommuKind::Smmuv3)];
             let Some((sig, _)) = sigs
                 .iter()
                 .filter(|(_, k)| want.is_none_or(|w| w == *k))
@@ -308,7 +308,7 @@ pub fn open_platform(root: &Path, r: &Ready) -> Result<Hw, Refusal> {
     // A unit that reads as all ones (or all zeros) is not there: the mapping reaches nothing.
     let probe_reg = match r.kind {
         IommuKind::Vtd => hw.read64(iommu_spec::vtd::off::CAP),
-        IommuKind::AmdVi => hw.read64(iommu_spec::amdvi::off::EXT_FEATURES),
+        IommuKind::Amdvi => hw.read64(iommu_spec::amdvi::off::EXT_FEATURES),
         IommuKind::Smmuv3 => hw.read32(iommu_spec::smmuv3::off::IDR0) as u64,
     };
     if probe_reg == 0 || probe_reg == u64::MAX || probe_reg == u32::MAX as u64 || hw.counts().errors > 0 {
@@ -328,7 +328,7 @@ fn in_place_structures(kind: IommuKind, hw: &mut Hw, policy: Policy) -> Vec<(Ran
     let mut out = Vec::new();
     match kind {
         IommuKind::Vtd => {}
-        IommuKind::AmdVi => {
+        IommuKind::Amdvi => {
             let dt = DevTableBase::from_bits(hw.read64(aoff::DEV_TABLE_BASE));
             out.push((dt.table()..dt.table().saturating_add(dt.bytes()), "device table"));
             let cb = RingBase::from_bits(hw.read64(aoff::CMD_BUF_BASE));
@@ -390,7 +390,7 @@ fn crash_boot(r: &Ready, hw: &mut Hw, env: &BootEnv, policy: Policy, masters: &[
             let problems = r.problems.iter().map(|p| p.to_string()).collect();
             Ok(Booted { drv: Drv::Vtd(v), outcome, as_asked, adopted, problems })
         }
-        IommuKind::AmdVi => {
+        IommuKind::Amdvi => {
             let mut opts = amdvi::AmdOptions::default();
             if let Some(n) = r.amd_dev_table_entries {
                 opts.dev_table_entries = n;

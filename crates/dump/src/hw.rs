@@ -72,7 +72,7 @@ pub fn required_registers(kind: IommuKind) -> &'static [(&'static str, usize, us
             ("GSTS", off::GSTS, 4),
             ("RTADDR", off::RTADDR, 8),
         ],
-        IommuKind::AmdVi => &[
+        IommuKind::Amdvi => &[
             ("DEV_TABLE_BASE", a::DEV_TABLE_BASE, 8),
             ("CONTROL", a::CONTROL, 8),
             ("EXT_FEATURES", a::EXT_FEATURES, 8),
@@ -139,7 +139,7 @@ impl DumpHw {
 
     /// The AMD-Vi registers a decode reads.
     pub fn require_amdvi(&self) -> Result<(), InputError> {
-        self.require(IommuKind::AmdVi)
+        self.require(IommuKind::Amdvi)
     }
 
     /// The SMMUv3 registers a decode reads.
@@ -185,7 +185,11 @@ impl DumpHw {
                 None if named.iter().any(|u| u.base == base) => IommuKind::Vtd,
                 None => return Err(InputError::UnknownKind { base }),
             };
-            (vec![Unit { kind, base, segment: 0, origin: "--base".into() }], "--base".to_string(), kind.table())
+            (
+                vec![Unit { kind, base, segment: 0, origin: "--base".into() }],
+                "--base".to_string(),
+                crate::acpi::table_of(kind),
+            )
         } else if let Some(path) = &q.acpi {
             let origin = path.display().to_string();
             let fw = Firmware::from_bytes(&read_capped(path)?)

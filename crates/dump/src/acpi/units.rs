@@ -1,49 +1,18 @@
 //! From a table to the IOMMU units it describes: which kind, at which MMIO base, for which segment.
 
-use std::fmt;
-
 use iommu_platform::PhysMem;
 
 use super::iort::NodeBody;
 use super::{Acpi, AcpiError, Dmar, Iort, Ivrs, Sig, Table};
 
-/// The three IOMMU families, by the names the CLI's `--iommu` takes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum IommuKind {
-    Vtd,
-    AmdVi,
-    Smmuv3,
-}
+pub use iommu_spec::IommuKind;
 
-impl IommuKind {
-    pub const ALL: [IommuKind; 3] = [IommuKind::Vtd, IommuKind::AmdVi, IommuKind::Smmuv3];
-
-    /// `vtd`, `amdvi`, `smmuv3`.
-    pub fn name(self) -> &'static str {
-        match self {
-            IommuKind::Vtd => "vtd",
-            IommuKind::AmdVi => "amdvi",
-            IommuKind::Smmuv3 => "smmuv3",
-        }
-    }
-
-    pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|k| k.name() == name)
-    }
-
-    /// The ACPI table that describes units of this kind.
-    pub fn table(self) -> Sig {
-        match self {
-            IommuKind::Vtd => Sig::DMAR,
-            IommuKind::AmdVi => Sig::IVRS,
-            IommuKind::Smmuv3 => Sig::IORT,
-        }
-    }
-}
-
-impl fmt::Display for IommuKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+/// The ACPI table that describes units of `kind`: DMAR, IVRS or IORT.
+pub fn table_of(kind: IommuKind) -> Sig {
+    match kind {
+        IommuKind::Vtd => Sig::DMAR,
+        IommuKind::Amdvi => Sig::IVRS,
+        IommuKind::Smmuv3 => Sig::IORT,
     }
 }
 
@@ -92,7 +61,7 @@ impl Firmware {
         };
         let mut absent = None;
         for k in kinds.iter().copied() {
-            match acpi.find(mem, k.table()) {
+            match acpi.find(mem, table_of(k)) {
                 Ok(t) => return Firmware::parse(&t),
                 // A table that is there but broken is the error to report; absence only if all are absent.
                 Err(AcpiError::NoTable { root, root_addr, present, .. }) => absent = Some((root, root_addr, present)),
@@ -101,7 +70,7 @@ impl Firmware {
         }
         let (root, root_addr, present) = absent.unwrap_or((acpi.root, acpi.root_addr, String::new()));
         match kind {
-            Some(k) => Err(AcpiError::NoTable { sig: k.table(), root, root_addr, present }),
+            Some(k) => Err(AcpiError::NoTable { sig: table_of(k), root, root_addr, present }),
             None => Err(AcpiError::NoIommuTable { root, root_addr, present }),
         }
     }
@@ -109,13 +78,13 @@ impl Firmware {
     pub fn kind(&self) -> IommuKind {
         match self {
             Firmware::Dmar(_) => IommuKind::Vtd,
-            Firmware::Ivrs(_) => IommuKind::AmdVi,
+            Firmware::Ivrs(_) => IommuKind::Amdvi,
             Firmware::Iort(_) => IommuKind::Smmuv3,
         }
     }
 
     pub fn signature(&self) -> Sig {
-        self.kind().table()
+        table_of(self.kind())
     }
 
     /// The units, in table order.
@@ -135,7 +104,7 @@ impl Firmware {
             Firmware::Ivrs(v) => v
                 .effective_ivhds()
                 .map(|h| Unit {
-                    kind: IommuKind::AmdVi,
+                    kind: IommuKind::Amdvi,
                     base: h.base,
                     segment: h.segment.into(),
                     origin: format!("IVRS IVHD type {:#04x} at offset {:#x}", h.kind, h.offset),

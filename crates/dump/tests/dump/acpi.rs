@@ -235,7 +235,7 @@ fn qemu_q35_ivrs() {
     assert_eq!(devs, [0x00, 0x08, 0x10, 0x18, 0xf8, 0xfa, 0xfb]);
     let units = Firmware::from_bytes(&real("q35-amdvi-ivrs.bin")).unwrap().units();
     assert_eq!(units.len(), 1);
-    assert_eq!((units[0].kind, units[0].base), (IommuKind::AmdVi, 0xfed80000));
+    assert_eq!((units[0].kind, units[0].base), (IommuKind::Amdvi, 0xfed80000));
 }
 
 #[test]

@@ -52,13 +52,13 @@ fn the_q35_dumps_lead_from_the_bios_area_to_their_iommu() {
     assert_eq!(fw.kind(), IommuKind::Vtd);
     assert_eq!(fw.units()[0].base, 0xfed90000);
     // The RSDT lists no IVRS; the error says what it does list.
-    let e = Firmware::find(&mem, None, Some(IommuKind::AmdVi)).unwrap_err();
+    let e = Firmware::find(&mem, None, Some(IommuKind::Amdvi)).unwrap_err();
     assert!(matches!(e, AcpiError::NoTable { sig: Sig::IVRS, root: Sig::RSDT, root_addr: VTD_RSDT, .. }), "{e}");
     assert!(e.to_string().contains("DMAR"), "{e}");
 
     let mem = q35("q35-amdvi", AMD_RSDT, AMD_IVRS, "q35-amdvi-ivrs.bin");
     let fw = Firmware::find(&mem, Some(RSDP), None).unwrap();
-    assert_eq!(fw.units().iter().map(|u| (u.kind, u.base)).collect::<Vec<_>>(), [(IommuKind::AmdVi, 0xfed80000)]);
+    assert_eq!(fw.units().iter().map(|u| (u.kind, u.base)).collect::<Vec<_>>(), [(IommuKind::Amdvi, 0xfed80000)]);
 }
 
 #[test]
