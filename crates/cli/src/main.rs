@@ -32,7 +32,7 @@ enum Cmd {
     Campaign(campaign::Args),
     /// Benchmarks: each figure beside its baseline from the same run.
     Bench(bench::Args),
-    /// Explore every interleaving of the SNP panic path (seed 001's protocols) against the firmware model.
+    /// Explore every interleaving of the SNP panic path (the x86/sev v2 thread's designs) against the firmware model.
     SnpCheck(snpcheck::Args),
 }
 

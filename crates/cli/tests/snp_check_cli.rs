@@ -1,4 +1,4 @@
-//! `handover snp-check --json`: the shape the issue names, and the verdicts of seed 001.
+//! `handover snp-check --json`: the shape and verdicts docs/handover.md#snp-panic-path gives.
 
 use std::process::Command;
 

@@ -219,7 +219,7 @@ pub fn adopt_amdvi(devices: u32) -> AdoptFigure {
 
 /// Adoption of an SMMUv3 with SIDSIZE 32 and a 2-level stream table with `devices` live masters spread over
 /// as many L2 tables. The project maps the L1 table, then an L2 table when a master behind it is inserted
-/// (seed 003); the eager baseline maps every valid L2 table up front; the floor reads each live STE once.
+/// (SMMUv3 kdump series v6); the eager baseline maps every valid L2 table up front; the floor reads each live STE once.
 pub fn adopt_smmuv3(devices: u32) -> AdoptFigure {
     let mut mem0 = PhysMemory::contiguous(0..8 * GIB);
     let mut unit0 = Smmuv3Model::new(Smmuv3Config { sidsize: 32, ..Smmuv3Config::default() });

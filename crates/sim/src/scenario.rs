@@ -27,7 +27,7 @@ pub struct Knobs {
     pub scalable: bool,
     /// AMD-Vi on an SEV-SNP host: `Some(shutdown succeeded at panic)`; `None` without SNP.
     pub snp_shutdown: Option<bool>,
-    /// SMMUv3: the table walker snoops CPU caches (IDR0.COHACC); seed 003 adopts only then.
+    /// SMMUv3: the table walker snoops CPU caches (IDR0.COHACC); the SMMUv3 kdump series adopts only then.
     pub coherent_walker: bool,
     /// From the panic to the crash kernel's IOMMU init (purgatory, early boot).
     pub early_ticks: u64,

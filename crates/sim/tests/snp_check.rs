@@ -1,4 +1,4 @@
-//! The SNP panic-path checker on the designs of seed 001, at N = 1, 2 and 3 CPUs.
+//! The SNP panic-path checker on the designs of the x86/sev v2 thread, at N = 1, 2 and 3 CPUs.
 
 use iommu_sim::snpcheck::{explore, protocols, Exploration};
 

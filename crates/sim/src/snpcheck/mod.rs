@@ -1,4 +1,4 @@
-//! The SNP panic-path checker (`handover snp-check`): the orderings argued about in seed 001, as data,
+//! The SNP panic-path checker (`handover snp-check`): the orderings argued about in the x86/sev v2 thread, as data,
 //! explored over every interleaving against the SNP firmware model.
 
 mod explore;

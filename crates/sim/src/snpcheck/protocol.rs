@@ -1,4 +1,4 @@
-//! The panic-path designs of seed 001, as data: what the panicking CPU does, and what every other CPU
+//! The panic-path designs of the x86/sev v2 thread, as data: what the panicking CPU does, and what every other CPU
 //! does in the crash NMI callback after it has left the guest.
 
 use serde::Serialize;

@@ -2,8 +2,8 @@
 //! feature registers in `ctrl`), the device table entry (2.2.2), v1 host I/O page tables (2.2.3), command buffer
 //! entries (2.4) and event log entries (2.5).
 //!
-//! Names follow the spec and Linux's `drivers/iommu/amd/amd_iommu_types.h`. Where the project's fact sheet
-//! (`shared/spec/amdvi.md`) marks a layout "unconfirmed", the item says what was checked and where: Linux's header,
+//! Names follow the spec and Linux's `drivers/iommu/amd/amd_iommu_types.h`. Where the spec text is unclear
+//! (docs/handover.md#model-choices) about a layout, the item says what was checked and where: Linux's header,
 //! QEMU's `hw/i386/amd_iommu.h` (including its 2025 update of the DTE reserved masks "to the latest definition in
 //! spec 2.2.2.1"), or VirtualBox's `include/VBox/iommu-amd.h`, a bit-by-bit transcription of the spec.
 //!

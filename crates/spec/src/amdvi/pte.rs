@@ -172,7 +172,7 @@ pub const fn skipped_levels(level: u32, next_level: u32) -> u32 {
 }
 
 /// The IOVA bits that the skipped levels between a PDE at `level` and its table at `next_level` would have
-/// indexed. A walker decides what non-zero bits there mean (the fact sheet marks the hardware's answer
+/// indexed. A walker decides what non-zero bits there mean (docs/handover.md#model-choices: the hardware's answer is
 /// unconfirmed); the mask tells it where to look.
 pub const fn skipped_iova_bits(level: u32, next_level: u32) -> u64 {
     if skipped_levels(level, next_level) == 0 {
@@ -231,7 +231,7 @@ mod tests {
 
     #[test]
     fn sized_leaf_encoding() {
-        // 8 KiB: bit 12 clear; 32 KiB: bits 13:12 set, bit 14 clear (fact sheet examples).
+        // 8 KiB: bit 12 clear; 32 KiB: bits 13:12 set, bit 14 clear (Linux PAGE_SIZE_PTE encoding).
         let p8k = IoPte::sized_leaf(0x10_0000, 8 << 10, true, true);
         assert_eq!(p8k.phys(), 0x10_0000);
         assert_eq!(p8k.next_level(), 7);

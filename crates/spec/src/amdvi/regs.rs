@@ -50,7 +50,7 @@ pub mod off {
 }
 
 /// Registers whose writes hardware ignores while IOMMU SNP enforcement is on (spec 48882 rev 3.10 2.12.2.1, as
-/// quoted by the kdump seeds): they keep pointing at the crashed kernel's structures.
+/// quoted by the SNP kdump series): they keep pointing at the crashed kernel's structures.
 pub const SNP_LOCKED: [usize; 5] =
     [off::DEV_TABLE_BASE, off::CMD_BUF_BASE, off::EVENT_LOG_BASE, off::EXCL_BASE, off::EXCL_LIMIT];
 
@@ -293,7 +293,7 @@ pub struct Status {
 }
 
 impl Status {
-    /// The bits software clears by writing 1, as the fact sheet lists them (the dual-log B bits are not modelled).
+    /// The bits software clears by writing 1, as Linux and QEMU list them (the dual-log B bits are not modelled).
     pub const W1C: u64 = 0b110_0110_0111;
     /// The read-only run bits.
     pub const RUN: u64 = 0b1_1001_1000;
