@@ -95,7 +95,8 @@ pub fn run(a: &Args) -> Result<ExitCode, String> {
     crate::output_result(res)?;
     Ok(match all.verdict() {
         Verdict::Safe => ExitCode::SUCCESS,
-        Verdict::Unsafe => ExitCode::from(1),
+        // Not proven safe: the same exit status as unsafe.
+        Verdict::Unsafe | Verdict::Incomplete => ExitCode::from(1),
     })
 }
 
@@ -112,6 +113,7 @@ fn verdict_word(a: &Audit) -> &'static str {
     match a.verdict() {
         Verdict::Safe => "safe",
         Verdict::Unsafe => "unsafe",
+        Verdict::Incomplete => "incomplete",
     }
 }
 

@@ -170,8 +170,16 @@ fn decode_vtd(hw: &mut (impl Mmio + PhysMem), env: &BootEnv) -> Result<InspectOu
     let mut devices: BTreeMap<u16, DeviceOut> = BTreeMap::new();
     for d in &scan.devices {
         let (kind, mappings) = match d.kind {
-            DeviceKind::Translated { root, levels } => {
-                let w = vtd::walk::walk(hw, cap, root, levels, WalkLimits::default());
+            DeviceKind::Translated { .. } | DeviceKind::FirstLevel { .. } => {
+                let (w, kind) = match d.kind {
+                    DeviceKind::FirstLevel { root, levels, .. } => {
+                        (vtd::walk::walk_first_level(hw, cap, root, levels, WalkLimits::default()), "first-level")
+                    }
+                    DeviceKind::Translated { root, levels } => {
+                        (vtd::walk::walk(hw, cap, root, levels, WalkLimits::default()), "translated")
+                    }
+                    _ => continue,
+                };
                 let m = w
                     .runs
                     .iter()
@@ -184,7 +192,7 @@ fn decode_vtd(hw: &mut (impl Mmio + PhysMem), env: &BootEnv) -> Result<InspectOu
                         sid: d.sid as u32,
                         id: SourceId(d.sid).to_string(),
                         domain: Some(d.did),
-                        kind: "translated",
+                        kind,
                         mappings: m,
                         problems,
                     },
@@ -217,7 +225,13 @@ fn decode_vtd(hw: &mut (impl Mmio + PhysMem), env: &BootEnv) -> Result<InspectOu
                         sid: sid.into(),
                         id: SourceId(sid).to_string(),
                         domain: None,
-                        kind: "invalid",
+                        // A nested entry is not malformed: it is a translation this tool cannot decode, so
+                        // its reach is unknown (not "no mappings").
+                        kind: if matches!(p, vtd::EntryProblem::NestedTranslation { .. }) {
+                            "nested"
+                        } else {
+                            "invalid"
+                        },
                         mappings: Vec::new(),
                         problems: vec![p.to_string()],
                     },

@@ -31,6 +31,9 @@ pub enum Flag {
     Loop,
     /// The walk could not finish (unreadable tables, caps reached): the reach is a lower bound.
     Truncated,
+    /// The entry is a translation this code cannot decode (VT-d nested, PGTT = 011): what the device
+    /// reaches is unknown, so neither "no mappings" nor "safe" can be claimed for it.
+    Undecodable,
 }
 
 impl Flag {
@@ -44,6 +47,7 @@ impl Flag {
             Flag::SharedTables => "shared-tables",
             Flag::Loop => "loop",
             Flag::Truncated => "truncated",
+            Flag::Undecodable => "undecodable",
         }
     }
 }
@@ -77,6 +81,9 @@ pub enum Verdict {
     /// No adopted device can reach the crash kernel's region or all of memory.
     Safe,
     Unsafe,
+    /// Nothing found reaches the crash kernel's region or all of memory, but some device's entry could not
+    /// be decoded: safety is not proven.
+    Incomplete,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
@@ -98,6 +105,8 @@ impl Audit {
                 .any(|d| d.flags.contains(&Flag::PassThrough) || d.flags.contains(&Flag::CrashKernel));
         if threat {
             Verdict::Unsafe
+        } else if self.devices.iter().any(|d| d.flags.contains(&Flag::Undecodable)) {
+            Verdict::Incomplete
         } else {
             Verdict::Safe
         }
@@ -106,9 +115,28 @@ impl Audit {
 
 /// One device as a scan found it, for [`audit_devices`].
 pub enum Found<'f, F: Format> {
-    Translated { sid: u32, domain: u32, root: u64, levels: u32, format: &'f F, read: bool, write: bool },
-    PassThrough { sid: u32, domain: Option<u32> },
-    Invalid { sid: u32, why: String },
+    Translated {
+        sid: u32,
+        domain: u32,
+        root: u64,
+        levels: u32,
+        format: &'f F,
+        read: bool,
+        write: bool,
+    },
+    PassThrough {
+        sid: u32,
+        domain: Option<u32>,
+    },
+    Invalid {
+        sid: u32,
+        why: String,
+    },
+    /// A valid entry of a kind the scan cannot decode: reach unknown.
+    Undecodable {
+        sid: u32,
+        why: String,
+    },
 }
 
 /// Merge `walk`'s runs into physical reach, bounded by `read`/`write` (an entry-level permission).
@@ -183,6 +211,11 @@ pub fn audit_devices<'f, F: Format + 'f>(
                 d.flags.insert(Flag::Invalid);
                 d.notes.push(why);
             }
+            Found::Undecodable { sid, why } => {
+                d.sid = sid;
+                d.flags.insert(Flag::Undecodable);
+                d.notes.push(why);
+            }
         }
         for r in &d.reach {
             if env.in_crash_region(r.phys, r.size) {
@@ -210,11 +243,11 @@ pub fn audit_vtd(
     env: &BootEnv,
     limits: WalkLimits,
 ) -> Result<Audit, crate::vtd::Refusal> {
-    use crate::vtd::{DeviceKind, SecondLevel};
+    use crate::vtd::{DeviceKind, VtdFormat};
     let cap = iommu_spec::vtd::Cap::from_bits(hw.read64(iommu_spec::vtd::off::CAP));
     let scan = crate::vtd::scan(hw, env, None)?;
-    let fmt = SecondLevel(cap);
-    let mut found: Vec<Found<SecondLevel>> = Vec::new();
+    let (second, first) = (VtdFormat::new(cap, false), VtdFormat::new(cap, true));
+    let mut found: Vec<Found<VtdFormat>> = Vec::new();
     for d in &scan.devices {
         match d.kind {
             DeviceKind::Translated { root, levels } => found.push(Found::Translated {
@@ -222,7 +255,16 @@ pub fn audit_vtd(
                 domain: d.did as u32,
                 root,
                 levels,
-                format: &fmt,
+                format: &second,
+                read: true,
+                write: true,
+            }),
+            DeviceKind::FirstLevel { root, levels, .. } => found.push(Found::Translated {
+                sid: d.sid as u32,
+                domain: d.did as u32,
+                root,
+                levels,
+                format: &first,
                 read: true,
                 write: true,
             }),
@@ -232,9 +274,12 @@ pub fn audit_vtd(
     }
     let mut notes = Vec::new();
     for p in &scan.problems {
-        match p.sid() {
-            Some(sid) => found.push(Found::Invalid { sid: sid as u32, why: p.to_string() }),
-            None => notes.push(p.to_string()),
+        match (p.sid(), p) {
+            (Some(sid), crate::vtd::EntryProblem::NestedTranslation { .. }) => {
+                found.push(Found::Undecodable { sid: sid as u32, why: p.to_string() })
+            }
+            (Some(sid), _) => found.push(Found::Invalid { sid: sid as u32, why: p.to_string() }),
+            (None, _) => notes.push(p.to_string()),
         }
     }
     let mut a = audit_devices(hw, env, found, limits);

@@ -49,7 +49,7 @@ fn adopt_linux(mode: &str) {
 
     let env = BootEnv { crash_kernel: true, ram: vec![RAM], crash_region: Some(CRASH), mem_encrypt: false, c_bit: 0 };
     let mut frames = FrameRegion::new(CRASH.start + 0x100_0000..CRASH.end);
-    let opts = VtdOptions { scalable: mode == "scalable" };
+    let opts = VtdOptions { scalable: mode == "scalable", first_level: false };
     let (v, report) =
         Vtd::init_crash(&mut EmuPlatform::new(&mut unit, &mut mem, &mut frames), &env, opts, Policy::Adopt).unwrap();
     assert_eq!(report.outcome, HandoverOutcome::Adopted, "{mode}");
