@@ -7,9 +7,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-const FIXTURES: [(&str, &str, &str, &str); 4] = [
+const FIXTURES: [(&str, &str, &str, &str); 5] = [
     ("vtd-legacy", "vtd", "0xfed90000", "0-0x80000000"),
     ("vtd-scalable", "vtd", "0xfed90000", "0-0x80000000"),
+    ("vtd-scalable-fl", "vtd", "0xfed90000", "0-0x80000000"),
     ("amdvi", "amdvi", "0xfed80000", "0-0x80000000"),
     ("smmuv3", "smmuv3", "0x09050000", "0x40000000-0xc0000000"),
 ];
@@ -147,4 +148,39 @@ fn a_unit_with_translation_off_is_unsafe_whatever_its_tables_say() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(v["verdict"], "unsafe");
     assert_eq!(v["translation_off"], true);
+}
+
+/// Overwrite the 8 bytes at physical `pa` in an ELF core's PT_LOAD data (ELF64 little-endian).
+fn patch_core(core: &mut [u8], pa: u64, value: u64) {
+    let u16_at = |b: &[u8], o: usize| u16::from_le_bytes(b[o..o + 2].try_into().unwrap()) as usize;
+    let u64_at = |b: &[u8], o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap());
+    let (phoff, phentsize, phnum) = (u64_at(core, 0x20) as usize, u16_at(core, 0x36), u16_at(core, 0x38));
+    for i in 0..phnum {
+        let ph = phoff + i * phentsize;
+        let (off, paddr, filesz) = (u64_at(core, ph + 8), u64_at(core, ph + 24), u64_at(core, ph + 32));
+        if u32::from_le_bytes(core[ph..ph + 4].try_into().unwrap()) == 1 && paddr <= pa && pa + 8 <= paddr + filesz {
+            let at = (off + pa - paddr) as usize;
+            core[at..at + 8].copy_from_slice(&value.to_le_bytes());
+            return;
+        }
+    }
+    panic!("{pa:#x} is not in the core");
+}
+
+#[test]
+fn a_nested_pasid_entry_is_reported_undecodable_and_the_verdict_is_incomplete() {
+    // The nvme's RID_PASID entry in the first-level capture (PASID table at 0x7cb4e000, entry 0: qw0 0x49 =
+    // P, AW 2, PGTT 001), turned into PGTT 011 (nested): the device's reach can no longer be decoded.
+    let d = dir("vtd-scalable-fl");
+    let mut core = std::fs::read(d.join("memory.elf")).unwrap();
+    patch_core(&mut core, 0x7cb4_e000, 0xc9);
+    let tmp = std::env::temp_dir().join(format!("handover-nested-{}.elf", std::process::id()));
+    std::fs::write(&tmp, &core).unwrap();
+    let (out, v) = audit(&tmp, &d.join("regs.txt"), "vtd", "0xfed90000", "0-0x80000000", "0x30000000-0x30100000");
+    std::fs::remove_file(&tmp).ok();
+    assert_eq!(out.status.code(), Some(1), "not proven safe: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(v["verdict"], "incomplete");
+    let nvme = v["devices"].as_array().unwrap().iter().find(|x| x["sid"] == 0x18).unwrap();
+    assert!(flags(nvme).contains(&"undecodable".to_string()), "{nvme}");
+    assert!(nvme["reach"].as_array().unwrap().is_empty());
 }

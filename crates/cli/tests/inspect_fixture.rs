@@ -56,6 +56,10 @@ fn inspect(name: &str, iommu: &str, base: &str) -> Value {
 }
 
 fn check(name: &str, iommu: &str, base: &str, mode: &str, min_oracle: usize) {
+    check_kind(name, iommu, base, mode, min_oracle, "translated")
+}
+
+fn check_kind(name: &str, iommu: &str, base: &str, mode: &str, min_oracle: usize, kind: &str) {
     let v = inspect(name, iommu, base);
     assert_eq!(v["iommu"], iommu);
     assert_eq!(v["mode"], mode);
@@ -66,7 +70,7 @@ fn check(name: &str, iommu: &str, base: &str, mode: &str, min_oracle: usize) {
     for o in &oracle {
         let dev =
             devices.iter().find(|d| d["sid"].as_u64() == Some(o.sid)).unwrap_or_else(|| panic!("sid {:#x}", o.sid));
-        assert_eq!(dev["kind"], "translated");
+        assert_eq!(dev["kind"], kind);
         assert_eq!(dev["domain"].as_u64(), Some(o.domain), "sid {:#x}: DID", o.sid);
         assert!(!dev["id"].as_str().unwrap().is_empty());
         // The run holding the IOVA maps it to the oracle's physical page with the oracle's permission.
@@ -105,6 +109,13 @@ fn vtd_legacy_mode_tables_match_qemus_translations() {
 #[test]
 fn vtd_scalable_mode_tables_match_qemus_translations() {
     check("vtd-scalable", "vtd", "0xfed90000", "scalable", 20);
+}
+
+/// QEMU's `x-flts=on` unit (first-level translation only): Linux gives its DMA domains first-level
+/// (x86-64-format) tables, PASID entries with PGTT = 001.
+#[test]
+fn vtd_first_level_tables_match_qemus_translations() {
+    check_kind("vtd-scalable-fl", "vtd", "0xfed90000", "scalable", 20, "first-level");
 }
 
 #[test]
