@@ -22,6 +22,9 @@ pub struct Args {
     /// Policy (repeatable; all four when omitted).
     #[arg(long)]
     pub policy: Vec<Policy>,
+    /// Faults runs draw from (repeatable, comma lists, `all`): each run injects one of them or none.
+    #[arg(long)]
+    pub inject: Vec<String>,
     /// Worker threads (default: the machine's cores). Results do not depend on it.
     #[arg(long)]
     pub threads: Option<usize>,
@@ -55,6 +58,7 @@ pub fn run(a: &Args) -> Result<ExitCode, String> {
         iommus: if a.iommu.is_empty() { IommuKind::ALL.to_vec() } else { dedup(&a.iommu) },
         policies: if a.policy.is_empty() { Policy::ALL.to_vec() } else { dedup(&a.policy) },
         threads,
+        inject: iommu_sim::inject::Faults::parse(a.inject.iter().map(String::as_str)).map_err(|e| e.to_string())?,
     };
     let bar = std::io::stderr().is_terminal().then(|| {
         let b = indicatif::ProgressBar::new(a.runs);

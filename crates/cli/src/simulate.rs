@@ -61,6 +61,12 @@ pub struct Args {
     /// VT-d table format both kernels use.
     #[arg(long, value_enum, default_value_t = Mode::Legacy)]
     pub mode: Mode,
+    /// Inject a fault into the crashed machine or the crash kernel (repeatable, comma lists, `all`):
+    /// pt-in-crash-region, leaf-in-crash-region, entry-rejected-live, cmdq-error-pending, torn-entry,
+    /// insert-refused, l1-reserved-bits, snp-kernel-without-mem-encrypt, no-iasup, ring-at-zero,
+    /// exclusion-range, domain-id-alias, attach-before-reset, wide-iova, bitflips:N.
+    #[arg(long)]
+    pub inject: Vec<String>,
     /// Print the whole outcome as JSON.
     #[arg(long)]
     pub json: bool,
@@ -81,6 +87,7 @@ impl Default for Args {
             probe_ticks: 80,
             aborts: Aborts::Fatal,
             mode: Mode::Legacy,
+            inject: Vec::new(),
             json: false,
             trace: false,
         }
@@ -95,6 +102,7 @@ pub fn run(a: &Args) -> Result<ExitCode, String> {
         SnpShutdown::Failed => Some(false),
         SnpShutdown::Off => None,
     };
+    let inject = iommu_sim::inject::Faults::parse(a.inject.iter().map(String::as_str)).map_err(|e| e.to_string())?;
     let mut results = Vec::new();
     for &kind in &kinds {
         let knobs = Knobs {
@@ -106,6 +114,7 @@ pub fn run(a: &Args) -> Result<ExitCode, String> {
             early_ticks: a.early_ticks,
             probe_ticks: a.probe_ticks,
             nic_rate: 1,
+            inject,
         };
         for &policy in &policies {
             let (o, trace) = iommu_sim::run(&Scenario { policy, seed: a.seed, knobs });

@@ -339,3 +339,45 @@ pub fn build_scratch_chain(
     }
     Ok(next)
 }
+
+/// Page-table pages the walks of one adoption read together, at most (16 MiB of tables): past it, devices
+/// not yet walked are refused rather than adopted unchecked.
+pub const ADOPT_TABLE_BUDGET: usize = 1 << 12;
+/// Runs one walk at adoption keeps, at most.
+pub const ADOPT_MAX_RUNS: usize = 1 << 16;
+
+/// Why a device's tables cannot be adopted as they are (what the "iommu/vt-d: Fix crash dump failure caused by legacy DMA/IO" series asks a crash kernel to check of old tables).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reach {
+    /// A table page at `addr` lies in the crash kernel's region: the unit would walk memory the crash kernel
+    /// is about to reuse.
+    TableInCrashRegion { addr: u64 },
+    /// The tables map `iova` to `addr`, in the crash kernel's region: in-flight DMA would write it.
+    PageInCrashRegion { iova: u64, addr: u64 },
+    /// The walk hit its bound after `tables` tables: what it did not see is not trusted.
+    Bound { tables: u32 },
+}
+
+/// Walk the `levels`-level table at `root` within `budget` tables (decremented by what was read) and say
+/// whether any table page or mapped page lies in the crash kernel's region, or the walk could not finish.
+pub fn reach(
+    mem: &impl PhysMem,
+    fmt: &impl Format,
+    env: &crate::BootEnv,
+    root: u64,
+    levels: u32,
+    budget: &mut usize,
+) -> Option<Reach> {
+    let w = walk(mem, fmt, root, levels, WalkLimits { max_tables: *budget, max_runs: ADOPT_MAX_RUNS });
+    *budget = budget.saturating_sub(w.tables);
+    if let Some(&addr) = w.table_pages.iter().find(|&&t| env.in_crash_region(t, 4096)) {
+        return Some(Reach::TableInCrashRegion { addr });
+    }
+    if let Some(r) = w.runs.iter().find(|r| env.in_crash_region(r.phys, r.size)) {
+        return Some(Reach::PageInCrashRegion { iova: r.iova, addr: r.phys });
+    }
+    if w.issues.iter().any(|i| matches!(i, WalkIssue::TooManyTables | WalkIssue::TooManyRuns)) {
+        return Some(Reach::Bound { tables: w.tables as u32 });
+    }
+    None
+}

@@ -119,6 +119,22 @@ fn primary(rig: &mut Rig) -> (Vec<(u16, u64, u64)>, Vec<u16>) {
     (dma, ids)
 }
 
+/// Run `f` on the crash kernel's platform with the unit fetching every old device's entry after each memory
+/// write (the stale-fetch walker): each old IOVA may reach its old page, a page the crash kernel owns (a new
+/// target being built), or be refused by a legal entry, at every moment.
+fn watched<R>(
+    rig: &mut Rig,
+    old: &[(u16, u64, u64)],
+    f: impl FnOnce(&mut StaleFetchPlatform<'_, AmdviModel>) -> R,
+) -> R {
+    let probes = old.iter().map(|&(d, iova, pa)| Probe::write(d as u32, iova, vec![pa]).or_within(CRASH)).collect();
+    let mut p = StaleFetchPlatform::new(rig.crash(), probes);
+    let r = f(&mut p);
+    assert!(p.writes > 0, "the update wrote memory");
+    assert_eq!(p.violations, [], "a fetch in the middle of the update saw an entry it must not");
+    r
+}
+
 fn crash(rig: &mut Rig, policy: Policy) -> Result<(Amdvi, iommu_driver::amdvi::AmdReport), AmdError> {
     rig.panic();
     let env = rig.env(true);
@@ -157,7 +173,7 @@ fn adopt_keeps_old_dma_translating_until_reattach_with_and_without_snp() {
         }
         let d = v.create_domain(&mut rig.crash()).unwrap();
         assert!(!ids.contains(&v.domain(d).unwrap().id), "old domain IDs are never handed out again");
-        v.attach(&mut rig.crash(), DISK, Attachment::Domain(d)).unwrap();
+        watched(&mut rig, &old, |p| v.attach(p, DISK, Attachment::Domain(d))).unwrap();
         let buf = CRASH.start + 0x900_0000;
         let iova = v.map(&mut rig.crash(), d, buf, 0x1000, true, true).unwrap();
         assert_eq!(rig.dma(DISK, iova, Access::Read), Ok(buf), "{snp:?}: the new domain works");
@@ -198,6 +214,7 @@ fn resets_work_unless_snp_locked_the_registers() {
         let mut rig = Rig::new(Snp::ShutdownFailed);
         primary(&mut rig);
         let e = crash(&mut rig, policy).err().unwrap();
+        assert!(rig.locked_writes() > 0, "{policy}: the reset's writes to the bases were ignored (and counted)");
         // Seed 000's symptom, word for word.
         assert!(matches!(e, AmdError::CompletionWaitTimeout { .. }), "{policy}: {e}");
         assert!(e.to_string().starts_with("Completion-Wait loop timed out"), "{e}");
@@ -224,6 +241,7 @@ fn refused(break_it: impl Fn(&mut Rig), want: impl Fn(&Refusal) -> bool) {
             Err(AmdError::ReuseFailedWithSnp(why)) => {
                 assert_eq!(snp, Snp::ShutdownFailed);
                 assert!(want(&why), "{why}");
+                assert_eq!(rig.locked_writes(), 0, "a refusal under SNP writes no locked register");
             }
             Err(e) => panic!("{snp:?}: {e}"),
         }
@@ -286,7 +304,7 @@ fn containment_sends_every_iova_into_the_scratch_region() {
     let mut rig = Rig::new(Snp::ShutdownFailed);
     let (old, _) = primary(&mut rig);
     let (mut v, _) = crash(&mut rig, Policy::AdoptScratch).unwrap();
-    v.contain(&mut rig.crash(), NIC).unwrap();
+    watched(&mut rig, &old, |p| v.contain(p, NIC)).unwrap();
     assert_eq!(rig.locked_writes(), 0, "adoption and containment wrote no locked register");
     let region = v.scratch_region().unwrap();
     assert!(CRASH.contains(&region.start));
@@ -359,6 +377,7 @@ fn a_completion_wait_page_at_zero_is_refused() {
         "{:?}",
         r.as_ref().map(|x| &x.1.outcome)
     );
+    assert_eq!(rig.locked_writes(), 0);
 }
 
 /// DISK's DTE made to use a root table copied into the crash kernel's region (the unit walks it).
@@ -456,7 +475,7 @@ fn live_dte_updates_show_the_walker_only_the_old_or_new_entry_and_keep_interrupt
         let disk = old.iter().find(|o| o.0 == DISK).copied().unwrap();
         let nic = old.iter().find(|o| o.0 == NIC).copied().unwrap();
         // The attach: the unit fetches DISK's DTE after every write, caching what it walks.
-        let probes = vec![Probe { rid: DISK as u32, iova: disk.1, access: Access::Write, targets: vec![disk.2] }];
+        let probes = vec![Probe::write(DISK as u32, disk.1, vec![disk.2])];
         let mut p = StaleFetchPlatform::new(rig.crash(), probes);
         v.attach(&mut p, DISK, Attachment::Domain(d)).unwrap();
         assert!(p.writes > 0);
@@ -465,7 +484,7 @@ fn live_dte_updates_show_the_walker_only_the_old_or_new_entry_and_keep_interrupt
         // Containment, fetched the same way.
         v.contain(&mut rig.crash(), NIC_FN1).unwrap();
         let scratch = v.scratch_region().unwrap().start + ((nic.1 >> 12) % 512) * 4096;
-        let probes = vec![Probe { rid: NIC as u32, iova: nic.1, access: Access::Write, targets: vec![nic.2, scratch] }];
+        let probes = vec![Probe::write(NIC as u32, nic.1, vec![nic.2, scratch])];
         let mut p = StaleFetchPlatform::new(rig.crash(), probes);
         v.contain(&mut p, NIC).unwrap();
         assert_eq!(p.violations, [], "{snp:?}");
@@ -516,7 +535,7 @@ fn containment_covers_every_iova_the_device_can_send() {
 #[test]
 fn the_exclusion_range_is_off_after_adoption_so_containment_holds() {
     let mut rig = Rig::new(Snp::Off);
-    primary(&mut rig);
+    let (old, _) = primary(&mut rig);
     let (first, last) = (CRASH.start, CRASH.start + 16 * MIB - 1);
     rig.primary()
         .write64(off::EXCL_BASE, ExclusionBase::from_address(first).with_ex_en(true).with_allow(true).into_bits());
@@ -524,7 +543,7 @@ fn the_exclusion_range_is_off_after_adoption_so_containment_holds() {
     assert_eq!(rig.dma(NIC, first + 0x3000, Access::Write), Ok(first + 0x3000), "excluded: untranslated");
     let (mut v, r) = crash(&mut rig, Policy::AdoptScratch).unwrap();
     assert_eq!(r.exclusion_disabled, Some((first, last)));
-    v.contain(&mut rig.crash(), NIC).unwrap();
+    watched(&mut rig, &old, |p| v.contain(p, NIC)).unwrap();
     let region = v.scratch_region().unwrap();
     let got = rig.dma(NIC, first + 0x3000, Access::Write);
     assert!(got.is_ok_and(|pa| region.contains(&pa)), "{got:?}");
@@ -556,12 +575,13 @@ fn attach_before_reset_old_dma_never_lands_in_the_new_domains_buffers() {
         let (old, _) = primary(&mut rig);
         let (mut v, _) = crash(&mut rig, Policy::Adopt).unwrap();
         let d = v.create_domain(&mut rig.crash()).unwrap();
-        v.attach(&mut rig.crash(), DISK, Attachment::Domain(d)).unwrap();
+        watched(&mut rig, &old, |p| v.attach(p, DISK, Attachment::Domain(d))).unwrap();
         for i in 0..64 {
             v.map(&mut rig.crash(), d, CRASH.start + 0x900_0000 + i * 0x1000, 0x1000, true, true).unwrap();
         }
         for &(devid, iova, _) in old.iter().filter(|o| o.0 == DISK) {
             assert!(rig.dma(devid, iova, Access::Write).is_err(), "{snp:?}: old IOVA {iova:#x} faults");
         }
+        assert_eq!(rig.locked_writes(), 0, "{snp:?}");
     }
 }

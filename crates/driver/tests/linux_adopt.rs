@@ -12,10 +12,11 @@ use iommu_spec::vtd::{off, Cap, Ecap, Gcmd, RtAddr};
 
 const BASE: u64 = 0xfed9_0000;
 const RAM: std::ops::Range<u64> = 0..0x8000_0000;
-const CRASH: std::ops::Range<u64> = 0x7000_0000..0x8000_0000;
-/// The first-level capture's tables lie at 0x7c4x_xxxx–0x7cbx_xxxx (inside `CRASH`): its crash region is
-/// put where that guest had none of its IOMMU structures or oracle pages.
-const CRASH_FL: std::ops::Range<u64> = 0x3000_0000..0x4000_0000;
+/// The crash kernel's region. The captured guests booted without `crashkernel=`, and Linux put page tables
+/// and DMA buffers in their top 256 MiB (0x7fe3_a000, 0x7fee_8000, ...): a real reservation is memory that
+/// kernel never used, and since adoption walks every table and page, the region is one the captures show
+/// unused.
+const CRASH: std::ops::Range<u64> = 0x5000_0000..0x6000_0000;
 
 fn dir(mode: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures").join(format!("vtd-{mode}"))
@@ -50,7 +51,7 @@ fn adopt_linux(mode: &str) {
         );
     }
 
-    let crash = if mode == "scalable-fl" { CRASH_FL } else { CRASH };
+    let crash = CRASH;
     let env =
         BootEnv { crash_kernel: true, ram: vec![RAM], crash_region: Some(crash.clone()), mem_encrypt: false, c_bit: 0 };
     let mut frames = FrameRegion::new(crash.start + 0x100_0000..crash.end);
@@ -130,10 +131,6 @@ fn adopts_linux_amdvi_tables() {
             "the model agrees with QEMU before the crash"
         );
     }
-    // The captured guest booted without `crashkernel=`, and Linux put page tables (0x7fee8000, 0x7fef5000) and
-    // a DMA buffer (0x7fee7000) in the top 256 MiB. A real reservation is memory that kernel never used: since
-    // adoption walks every table and page, the region must be one the capture shows unused.
-    const CRASH: std::ops::Range<u64> = 0x5000_0000..0x6000_0000;
     let env = BootEnv { crash_kernel: true, ram: vec![RAM], crash_region: Some(CRASH), mem_encrypt: false, c_bit: 0 };
     let mut frames = FrameRegion::new(CRASH.start + 0x100_0000..CRASH.end);
     // Linux sized this table for 256 devices (IVRS's last device ID): so does this crash kernel.

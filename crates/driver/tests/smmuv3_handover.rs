@@ -80,6 +80,22 @@ fn primary(rig: &mut Rig) -> (Vec<(u32, u64, u64)>, Vec<u16>) {
     (dma, asids)
 }
 
+/// Run `f` on the crash kernel's platform with the unit fetching every old device's entry after each memory
+/// write (the stale-fetch walker): each old IOVA may reach its old page, a page the crash kernel owns (a new
+/// target being built), or be refused by a legal entry, at every moment.
+fn watched<R>(
+    rig: &mut Rig,
+    old: &[(u32, u64, u64)],
+    f: impl FnOnce(&mut StaleFetchPlatform<'_, Smmuv3Model>) -> R,
+) -> R {
+    let probes = old.iter().map(|&(d, iova, pa)| Probe::write(d, iova, vec![pa]).or_within(CRASH)).collect();
+    let mut p = StaleFetchPlatform::new(rig.crash(), probes);
+    let r = f(&mut p);
+    assert!(p.writes > 0, "the update wrote memory");
+    assert_eq!(p.violations, [], "a fetch in the middle of the update saw an entry it must not");
+    r
+}
+
 fn crash(rig: &mut Rig, policy: Policy) -> (Smmuv3, iommu_driver::smmuv3::SmmuReport) {
     let env = rig.env();
     let (mut v, r) = Smmuv3::init_crash(&mut rig.crash(), &env, policy).unwrap();
@@ -122,7 +138,7 @@ fn adopt_keeps_old_dma_translating_until_reattach() {
     }
     let d = v.create_domain(&mut rig.crash()).unwrap();
     assert!(!asids.contains(&v.domain(d).unwrap().asid));
-    v.attach(&mut rig.crash(), DISK, Attachment::Domain(d)).unwrap();
+    watched(&mut rig, &old, |p| v.attach(p, DISK, Attachment::Domain(d))).unwrap();
     let buf = CRASH.start + 0x900_0000;
     let iova = v.map(&mut rig.crash(), d, buf, 0x1000, true, true).unwrap();
     assert_eq!(rig.dma(DISK, iova, Access::Read), Ok(buf));
@@ -292,7 +308,7 @@ fn containment_sends_every_iova_into_the_scratch_region() {
     let mut rig = Rig::new();
     let (old, _) = primary(&mut rig);
     let (mut v, _) = crash(&mut rig, Policy::AdoptScratch);
-    v.contain(&mut rig.crash(), NIC).unwrap();
+    watched(&mut rig, &old, |p| v.contain(p, NIC)).unwrap();
     let region = v.scratch_region().unwrap();
     assert!(CRASH.contains(&region.start));
     assert_eq!(v.scratch_frames(), 512 + 4 + 1, "the region, four shared tables, one CD");
@@ -352,7 +368,7 @@ fn attaching_where_no_master_was_inserted_keeps_the_live_level_2_table() {
     let (mut v, r) = Smmuv3::init_crash(&mut rig.crash(), &env, Policy::Adopt).unwrap();
     assert_eq!(r.outcome, SmmuOutcome::Adopted);
     let d = v.create_domain(&mut rig.crash()).unwrap();
-    v.attach(&mut rig.crash(), NIC, Attachment::Domain(d)).unwrap();
+    watched(&mut rig, &old, |p| v.attach(p, NIC, Attachment::Domain(d))).unwrap();
     for &(sid, iova, pa) in old.iter().filter(|o| o.0 != NIC) {
         assert_eq!(rig.dma(sid, iova, Access::Write), Ok(pa), "{sid:#x} shares NIC's L2 table and keeps translating");
     }
@@ -431,15 +447,15 @@ fn untrusted_l1_descriptors_are_cleared_at_adoption_not_adopted() {
         }
         // A new master behind that descriptor gets a fresh level-2 table.
         let d = v.create_domain(&mut rig.crash()).unwrap();
-        v.attach(&mut rig.crash(), FAR, Attachment::Domain(d)).unwrap();
+        watched(&mut rig, &old, |p| v.attach(p, FAR, Attachment::Domain(d))).unwrap();
         assert!(L1Desc::from_bits(rig.mem.read_u64(at).unwrap()).l2_table() >= CRASH.start);
     }
 }
 
 #[test]
-fn an_ste_refused_at_insert_is_made_to_abort() {
+fn an_ste_refused_at_insert_is_made_to_abort_and_its_asid_reserved() {
     let mut rig = Rig::new();
-    let (old, _) = primary(&mut rig);
+    let (old, asids) = primary(&mut rig);
     // NIC's context descriptor moves into what becomes the crash kernel's memory.
     let at = ste_at(&mut rig, NIC);
     let mut words = [0u64; 8];
@@ -462,6 +478,7 @@ fn an_ste_refused_at_insert_is_made_to_abort() {
     let got = v.insert_master(&mut rig.crash(), &env, NIC);
     assert!(matches!(got, Err(SteProblem::TableInCrashRegion { sid: NIC, .. })), "{got:?}");
     assert!(rig.dma(NIC, nic.1, Access::Write).is_err(), "the refused STE no longer translates");
+    assert!(v.asid_used(asids[0]), "its ASID is never handed out again");
 }
 
 #[test]
@@ -512,14 +529,14 @@ fn live_ste_updates_show_the_walker_only_legal_entries() {
     let bulk = old.iter().find(|o| o.0 == BULK).copied().unwrap();
     // Stage 2 -> stage 1, bypass -> stage 1 (attach), stage 1 -> scratch (contain): the unit fetches each
     // STE after every write; only the old target, the new one, or a legal abort may show.
-    v.contain(&mut rig.crash(), DISK).unwrap();
+    watched(&mut rig, &old, |p| v.contain(p, DISK)).unwrap();
     let region = v.scratch_region().unwrap();
     let scratch = region.start + ((nic.1 >> 12) % 512) * 4096;
     let mut writes = 0;
     for (sid, iova, targets) in
         [(S2, 0x1000, vec![0x4000_1000]), (BULK, bulk.1, vec![bulk.2]), (NIC, nic.1, vec![nic.2, scratch])]
     {
-        let probes = vec![Probe { rid: sid, iova, access: Access::Write, targets }];
+        let probes = vec![Probe::write(sid, iova, targets)];
         let mut p = StaleFetchPlatform::new(rig.crash(), probes);
         if sid == NIC {
             v.contain(&mut p, sid).unwrap();
@@ -540,7 +557,7 @@ fn attach_before_reset_old_dma_never_lands_in_the_new_domains_buffers() {
     let (old, _) = primary(&mut rig);
     let (mut v, _) = crash(&mut rig, Policy::Adopt);
     let d = v.create_domain(&mut rig.crash()).unwrap();
-    v.attach(&mut rig.crash(), DISK, Attachment::Domain(d)).unwrap();
+    watched(&mut rig, &old, |p| v.attach(p, DISK, Attachment::Domain(d))).unwrap();
     for i in 0..64 {
         v.map(&mut rig.crash(), d, CRASH.start + 0x900_0000 + i * 0x1000, 0x1000, true, true).unwrap();
     }

@@ -6,7 +6,8 @@ mod common;
 use common::{Rig, CRASH};
 use iommu_driver::vtd::{Attachment, EntryProblem, HandoverOutcome, Refusal, Vtd, VtdOptions};
 use iommu_driver::{Mmio, PhysMem, Policy};
-use iommu_emu::Access;
+use iommu_emu::stale::{Probe, StaleFetchPlatform};
+use iommu_emu::{Access, VtdModel};
 use iommu_spec::vtd::{off, ContextEntry, RootEntry, RtAddr, TranslationType};
 
 const NIC: u16 = 0x0010;
@@ -47,6 +48,18 @@ fn primary(rig: &mut Rig, scalable: bool) -> Old {
     old
 }
 
+/// Run `f` on the crash kernel's platform with the unit fetching every old device's entry after each memory
+/// write (the stale-fetch walker): each old IOVA may reach its old page, a page the crash kernel owns (a new
+/// target being built), or be refused by a legal entry, at every moment.
+fn watched<R>(rig: &mut Rig, old: &[(u16, u64, u64)], f: impl FnOnce(&mut StaleFetchPlatform<'_, VtdModel>) -> R) -> R {
+    let probes = old.iter().map(|&(d, iova, pa)| Probe::write(d as u32, iova, vec![pa]).or_within(CRASH)).collect();
+    let mut p = StaleFetchPlatform::new(rig.crash(), probes);
+    let r = f(&mut p);
+    assert!(p.writes > 0, "the update wrote memory");
+    assert_eq!(p.violations, [], "a fetch in the middle of the update saw an entry it must not");
+    r
+}
+
 fn crash(rig: &mut Rig, scalable: bool, policy: Policy) -> (Vtd, iommu_driver::vtd::HandoverReport) {
     let env = rig.crash_env();
     Vtd::init_crash(&mut rig.crash(), &env, opts(scalable), policy).unwrap()
@@ -74,7 +87,7 @@ fn adopt_keeps_old_translations_until_each_device_is_reattached() {
         let d = v.create_domain(&mut rig.crash()).unwrap();
         let did = v.domain(d).unwrap().did;
         assert!(!old.dids.contains(&did));
-        v.attach(&mut rig.crash(), DISK, Attachment::Domain(d)).unwrap();
+        watched(&mut rig, &old.dma, |p| v.attach(p, DISK, Attachment::Domain(d))).unwrap();
         let buf = CRASH.start + 0x0900_0000;
         let iova = v.map(&mut rig.crash(), d, buf, 0x1000, true, true).unwrap();
         assert_eq!(rig.dma(DISK, iova, Access::Read), Ok(buf));
@@ -132,8 +145,8 @@ fn adopt_scratch_contains_every_iova_in_a_constant_size_region() {
     let mut rig = Rig::new();
     let old = primary(&mut rig, false);
     let (mut v, _) = crash(&mut rig, false, Policy::AdoptScratch);
-    v.contain(&mut rig.crash(), NIC).unwrap();
-    v.contain(&mut rig.crash(), BULK).unwrap();
+    watched(&mut rig, &old.dma, |p| v.contain(p, NIC)).unwrap();
+    watched(&mut rig, &old.dma, |p| v.contain(p, BULK)).unwrap();
     let region = v.scratch_region().unwrap();
     assert!(CRASH.contains(&region.start) && CRASH.contains(&(region.end - 1)));
     // 4-level tables: 512 region pages and one table per level, shared by every contained device.
@@ -314,24 +327,23 @@ fn rejects_malformed_context_entries_one_device_at_a_time() {
 
 #[test]
 fn live_context_updates_show_the_walker_only_the_old_entry_the_new_one_or_not_present() {
-    use iommu_emu::stale::{Probe, StaleFetchPlatform};
     for scalable in [false, true] {
         let mut rig = Rig::new();
         let old = primary(&mut rig, scalable);
         let (mut v, _) = crash(&mut rig, scalable, Policy::AdoptScratch);
         let d = v.create_domain(&mut rig.crash()).unwrap();
         let disk = old.dma.iter().find(|o| o.0 == DISK).copied().unwrap();
-        let probes = vec![Probe { rid: DISK as u32, iova: disk.1, access: Access::Write, targets: vec![disk.2] }];
+        let probes = vec![Probe::write(DISK as u32, disk.1, vec![disk.2])];
         let mut p = StaleFetchPlatform::new(rig.crash(), probes);
         v.attach(&mut p, DISK, Attachment::Domain(d)).unwrap();
         assert!(p.writes > 0);
         assert_eq!(p.violations, [], "scalable={scalable}: attach");
         assert!(rig.dma(DISK, disk.1, Access::Write).is_err(), "scalable={scalable}");
         // Containment: BUS1 first (the region exists), then NIC with the unit fetching after every write.
-        v.contain(&mut rig.crash(), BUS1).unwrap();
+        watched(&mut rig, &old.dma, |p| v.contain(p, BUS1)).unwrap();
         let nic = old.dma.iter().find(|o| o.0 == NIC).copied().unwrap();
         let scratch = v.scratch_region().unwrap().start + ((nic.1 >> 12) % 512) * 4096;
-        let probes = vec![Probe { rid: NIC as u32, iova: nic.1, access: Access::Write, targets: vec![nic.2, scratch] }];
+        let probes = vec![Probe::write(NIC as u32, nic.1, vec![nic.2, scratch])];
         let mut p = StaleFetchPlatform::new(rig.crash(), probes);
         v.contain(&mut p, NIC).unwrap();
         assert_eq!(p.violations, [], "scalable={scalable}: contain");
@@ -348,7 +360,7 @@ fn attach_before_reset_old_dma_never_lands_in_the_new_domains_buffers() {
         let old = primary(&mut rig, scalable);
         let (mut v, _) = crash(&mut rig, scalable, Policy::Adopt);
         let d = v.create_domain(&mut rig.crash()).unwrap();
-        v.attach(&mut rig.crash(), DISK, Attachment::Domain(d)).unwrap();
+        watched(&mut rig, &old.dma, |p| v.attach(p, DISK, Attachment::Domain(d))).unwrap();
         let bufs: Vec<u64> = (0..64).map(|i| CRASH.start + 0x0900_0000 + i * 0x1000).collect();
         for &b in &bufs {
             v.map(&mut rig.crash(), d, b, 0x1000, true, true).unwrap();

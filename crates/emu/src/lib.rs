@@ -16,6 +16,7 @@ pub mod devices;
 pub mod dma;
 pub mod frames;
 mod hash;
+pub mod inject;
 pub mod mem;
 pub mod model;
 pub mod platform;
@@ -29,7 +30,7 @@ pub use devices::{AnyDevice, Blk, BlkConfig, Bulk, BulkConfig, DmaDevice, DmaEve
 pub use dma::{dma_read, dma_write, Access, DmaOutcome, FaultInfo, Iommu, Translation};
 pub use frames::FrameRegion;
 pub use mem::{MemStats, PhysMemory};
-pub use model::{model, IommuModel};
+pub use model::{model, model_with, IommuModel, ModelOptions};
 pub use platform::{EmuPlatform, MmioDevice};
 pub use smmuv3::{Smmuv3Config, Smmuv3ConfigError, Smmuv3Counters, Smmuv3Model};
 pub use vtd::{ConfigError, VtdConfig, VtdCounters, VtdModel};

@@ -32,6 +32,9 @@ pub trait IommuModel: MmioDevice + Iommu + Send {
     }
 
     fn clone_box(&self) -> Box<dyn IommuModel>;
+
+    /// The model as the fault catalogue (`crate::inject`) takes it.
+    fn fault_target(&mut self) -> crate::inject::Unit<'_>;
 }
 
 impl Clone for Box<dyn IommuModel> {
@@ -43,10 +46,32 @@ impl Clone for Box<dyn IommuModel> {
 /// A model of `kind` with its default configuration; `snp` puts an AMD-Vi unit on an SEV-SNP host and
 /// `coherent` is an SMMUv3's IDR0.COHACC (each ignored elsewhere).
 pub fn model(kind: IommuKind, snp: bool, coherent: bool) -> Box<dyn IommuModel> {
+    model_with(kind, ModelOptions { snp, coherent, no_iasup: false })
+}
+
+/// The platform choices a machine makes for its unit; each is ignored by the kinds it does not apply to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ModelOptions {
+    /// AMD-Vi on an SEV-SNP host (EFR.SNPSup, and the lock once SNP_INIT runs).
+    pub snp: bool,
+    /// SMMUv3 IDR0.COHACC: the walker snoops CPU caches.
+    pub coherent: bool,
+    /// AMD-Vi built without EFR.IASup (no INVALIDATE_IOMMU_ALL).
+    pub no_iasup: bool,
+}
+
+/// A model of `kind` with `opts`.
+pub fn model_with(kind: IommuKind, opts: ModelOptions) -> Box<dyn IommuModel> {
     match kind {
         IommuKind::Vtd => Box::new(VtdModel::new(VtdConfig::default())),
-        IommuKind::Amdvi => Box::new(AmdviModel::new(if snp { AmdviConfig::snp() } else { AmdviConfig::default() })),
-        IommuKind::Smmuv3 => Box::new(Smmuv3Model::new(Smmuv3Config { coherent, ..Smmuv3Config::default() })),
+        IommuKind::Amdvi => {
+            let cfg = if opts.snp { AmdviConfig::snp() } else { AmdviConfig::default() };
+            let cfg = if opts.no_iasup { crate::inject::no_iasup(cfg) } else { cfg };
+            Box::new(AmdviModel::new(cfg))
+        }
+        IommuKind::Smmuv3 => {
+            Box::new(Smmuv3Model::new(Smmuv3Config { coherent: opts.coherent, ..Smmuv3Config::default() }))
+        }
     }
 }
 
@@ -66,6 +91,9 @@ impl Iommu for Box<dyn IommuModel> {
 }
 
 impl IommuModel for VtdModel {
+    fn fault_target(&mut self) -> crate::inject::Unit<'_> {
+        crate::inject::Unit::Vtd(self)
+    }
     fn kind(&self) -> IommuKind {
         IommuKind::Vtd
     }
@@ -81,6 +109,9 @@ impl IommuModel for VtdModel {
 }
 
 impl IommuModel for AmdviModel {
+    fn fault_target(&mut self) -> crate::inject::Unit<'_> {
+        crate::inject::Unit::Amdvi(self)
+    }
     fn kind(&self) -> IommuKind {
         IommuKind::Amdvi
     }
@@ -114,6 +145,9 @@ impl IommuModel for AmdviModel {
 }
 
 impl IommuModel for Smmuv3Model {
+    fn fault_target(&mut self) -> crate::inject::Unit<'_> {
+        crate::inject::Unit::Smmuv3(self)
+    }
     fn kind(&self) -> IommuKind {
         IommuKind::Smmuv3
     }

@@ -39,6 +39,21 @@ pub struct Probe {
     pub access: Access,
     /// Physical addresses the request may reach at any moment (old and new target).
     pub targets: Vec<u64>,
+    /// Ranges it may also reach: the crash kernel's own pages where the new target is allocated during the
+    /// update (a scratch region).
+    pub within: Vec<std::ops::Range<u64>>,
+}
+
+impl Probe {
+    /// A write by `rid` to `iova`, which may reach only `targets` (or be refused legally).
+    pub fn write(rid: u32, iova: u64, targets: Vec<u64>) -> Self {
+        Probe { rid, iova, access: Access::Write, targets, within: Vec::new() }
+    }
+    /// Also accept anything in `r`.
+    pub fn or_within(mut self, r: std::ops::Range<u64>) -> Self {
+        self.within.push(r);
+        self
+    }
 }
 
 /// A fetch that saw an entry it must not have seen.
@@ -72,7 +87,7 @@ impl<'a, D: FetchAnyTime> StaleFetchPlatform<'a, D> {
             self.hw.dev.evict_config(p.rid);
             let got = self.hw.dev.translate(self.hw.mem, p.rid, p.iova, p.access);
             let ok = match got {
-                Translation::Ok { phys } => p.targets.contains(&phys),
+                Translation::Ok { phys } => p.targets.contains(&phys) || p.within.iter().any(|r| r.contains(&phys)),
                 Translation::Fault(f) => !self.hw.dev.illegal(self.hw.mem, p.rid, &f),
             };
             if !ok {

@@ -15,6 +15,7 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::Serialize;
 
+use crate::inject::Faults;
 use crate::outcome::{Failure, Outcome};
 use crate::scenario::{run, Knobs, Scenario};
 use crate::unit::IommuKind;
@@ -29,6 +30,8 @@ pub struct CampaignSpec {
     pub policies: Vec<Policy>,
     /// Worker threads (1 runs on the caller's thread).
     pub threads: usize,
+    /// The faults runs draw from: each run injects one of them, or none, with equal odds.
+    pub inject: Faults,
 }
 
 /// One cell's tally.
@@ -47,6 +50,15 @@ pub struct CellResult {
     pub crashkernel_hit_runs: u64,
     /// The five most frequent failure classes, with their counts.
     pub failures: BTreeMap<String, u64>,
+    /// Per injected fault (`none` for runs without one): runs and captures.
+    pub by_fault: BTreeMap<String, FaultTally>,
+}
+
+/// Runs with one fault injected, and how many captured.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct FaultTally {
+    pub runs: u64,
+    pub captured: u64,
 }
 
 /// A whole campaign's figures.
@@ -82,8 +94,11 @@ pub fn scenario_seed(seed: u64, index: u64) -> u64 {
 /// The scenario drawn from `seed` on `kind`: crash instant (inside the run, from the seed), platform
 /// (aborts fatal or not, VT-d table mode, SMMUv3 walker coherency, the SNP host's shutdown at panic), load
 /// (NIC packet rate) and the crash kernel's timing.
-pub fn draw(kind: IommuKind, policy: Policy, seed: u64) -> Scenario {
+pub fn draw(kind: IommuKind, policy: Policy, seed: u64, catalogue: Faults) -> Scenario {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let faults: Vec<Faults> = catalogue.each().collect();
+    let pick = rng.random_range(0..=faults.len());
+    let inject = faults.get(pick).copied().unwrap_or(Faults::NONE);
     let aborts_fatal = rng.random_bool(0.5);
     let scalable = rng.random_bool(0.5);
     let coherent_walker = rng.random_bool(0.9);
@@ -101,6 +116,7 @@ pub fn draw(kind: IommuKind, policy: Policy, seed: u64) -> Scenario {
         early_ticks: rng.random_range(10..=120),
         probe_ticks: rng.random_range(20..=200),
         nic_rate: rng.random_range(1..=3),
+        inject,
     };
     Scenario { policy, seed: rng.random(), knobs }
 }
@@ -139,6 +155,7 @@ struct Tally {
     corrupt: bool,
     crashkernel_hit: bool,
     failure: Option<String>,
+    fault: String,
 }
 
 fn tally(cell: usize, o: &Outcome) -> Tally {
@@ -148,6 +165,7 @@ fn tally(cell: usize, o: &Outcome) -> Tally {
         corrupt: o.changed_pages.other > 0,
         crashkernel_hit: o.crashkernel_pages_written > 0,
         failure: o.failure.as_ref().map(|f| f.typed().map_or_else(|| f.to_string(), failure_class)),
+        fault: if o.inject.is_empty() { "none".into() } else { o.inject.join(",") },
     }
 }
 
@@ -160,7 +178,7 @@ pub fn run_campaign(spec: &CampaignSpec, progress: &(dyn Fn(u64) + Sync)) -> Cam
     let one = |i: u64| -> Tally {
         let cell = (i % cells.len() as u64) as usize;
         let (kind, policy) = cells[cell];
-        let scenario = draw(kind, policy, scenario_seed(spec.seed, i / cells.len() as u64));
+        let scenario = draw(kind, policy, scenario_seed(spec.seed, i / cells.len() as u64), spec.inject);
         let t = tally(cell, &run(&scenario).0);
         let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         if n.is_multiple_of(256) || n == spec.runs {
@@ -190,6 +208,9 @@ pub fn run_campaign(spec: &CampaignSpec, progress: &(dyn Fn(u64) + Sync)) -> Cam
         if let Some(f) = &t.failure {
             *reasons[t.cell].entry(f.clone()).or_default() += 1;
         }
+        let by = r.by_fault.entry(t.fault.clone()).or_default();
+        by.runs += 1;
+        by.captured += t.captured as u64;
     }
     for (r, why) in results.iter_mut().zip(reasons) {
         r.capture_rate = if r.runs == 0 { 0.0 } else { r.captured as f64 / r.runs as f64 };

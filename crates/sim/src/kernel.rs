@@ -156,9 +156,21 @@ pub enum Io<'a> {
 
 impl DiskDriver {
     pub fn probe(os: &mut Os) -> Result<Self, KernelError> {
+        let mapped = Self::map_queues(os)?;
+        Self::start(os, mapped)
+    }
+
+    /// The probe's first half: a domain for the disk and its queue pages mapped (the DMA API calls a driver
+    /// makes before it programs the device).
+    pub fn map_queues(os: &mut Os) -> Result<(DomainHandle, Mapped, Mapped), KernelError> {
         let dom = os.domain_for(DISK_RID)?;
         let sq = os.map_new_page(dom)?;
         let cq = os.map_new_page(dom)?;
+        Ok((dom, sq, cq))
+    }
+
+    /// The probe's second half: program the device's queues.
+    pub fn start(os: &mut Os, (dom, sq, cq): (DomainHandle, Mapped, Mapped)) -> Result<Self, KernelError> {
         let blk = os.m.device(DISK_RID).and_then(|x| x.as_blk_mut()).ok_or(KernelError::NoDevice(DISK_RID))?;
         blk.set_queues(sq.iova, cq.iova, DISK_QUEUE);
         Ok(DiskDriver {

@@ -22,6 +22,8 @@ pub struct Ledger {
     pub scratch: Option<Range<u64>>,
     /// Crash-kernel pages written by DMA it did not ask for.
     pub crash_hits: BTreeSet<u64>,
+    /// Those written before the crash kernel's IOMMU init ran: no policy can stop them.
+    pub crash_hits_before_init: BTreeSet<u64>,
     /// DMA writes into the crashed kernel's memory after the crash kernel's IOMMU init.
     pub old_writes_after_init: u64,
     /// First tick each old-memory page was written by DMA after the panic.
@@ -62,6 +64,9 @@ impl Ledger {
                     if crash_region.contains(&phys) {
                         if !self.crash_own.contains(&page) {
                             self.crash_hits.insert(page);
+                            if !self.after_init {
+                                self.crash_hits_before_init.insert(page);
+                            }
                         }
                     } else {
                         self.first_write.entry(page).or_insert(e.time);

@@ -9,6 +9,7 @@
 
 pub mod bench;
 pub mod campaign;
+pub mod inject;
 pub mod kernel;
 pub mod ledger;
 pub mod machine;

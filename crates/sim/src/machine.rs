@@ -40,6 +40,8 @@ pub struct MachineConfig {
     pub coherent_walker: bool,
     /// Packets per tick arriving at the NIC.
     pub nic_rate: Rate,
+    /// AMD-Vi: the unit lacks EFR.IASup (an injected fault).
+    pub no_iasup: bool,
 }
 
 impl MachineConfig {
@@ -58,6 +60,7 @@ impl MachineConfig {
             snp: false,
             coherent_walker: true,
             nic_rate: Rate::per_tick(1),
+            no_iasup: false,
         }
     }
 
@@ -100,7 +103,8 @@ impl Machine {
     pub fn new(cfg: MachineConfig) -> Self {
         let mem = PhysMemory::new(cfg.ram.clone());
         let snp = cfg.snp && cfg.iommu == IommuKind::Amdvi;
-        let unit: Unit = iommu_emu::model(cfg.iommu, snp, cfg.coherent_walker);
+        let opts = iommu_emu::ModelOptions { snp, coherent: cfg.coherent_walker, no_iasup: cfg.no_iasup };
+        let unit: Unit = iommu_emu::model_with(cfg.iommu, opts);
         let fw = snp.then(|| SnpFirmware::new(4, 4));
         let devices = vec![
             AnyDevice::from(Nic::new("nic", NIC_RID as u32, NicConfig { rate: cfg.nic_rate, ..NicConfig::default() })),

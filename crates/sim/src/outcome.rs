@@ -160,6 +160,9 @@ pub struct Outcome {
     pub old_memory_writes_after_init: u64,
     /// Pages of the crash kernel's own region written by devices other than through its new mappings.
     pub crashkernel_pages_written: u64,
+    /// Of those, pages written before the crash kernel's IOMMU init ran (between the panic and the init no
+    /// policy acts: the crashed kernel's tables decide).
+    pub crashkernel_pages_written_before_init: u64,
     /// Devices adopted, and entries refused with their reasons.
     pub adopted_devices: u64,
     pub refused_entries: Vec<Reason<EntryRefusal>>,
@@ -179,6 +182,11 @@ pub struct Outcome {
     pub dump_pages_differing: u64,
     /// The dump was written and matches memory at the crash instant, page for page.
     pub vmcore_intact: bool,
+    /// Faults injected (`--inject`), whether every one applied to this IOMMU, and why those that did not.
+    pub inject: Vec<String>,
+    pub inject_applied: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inject_reason: Option<String>,
 }
 
 impl Outcome {
@@ -196,6 +204,7 @@ impl Outcome {
             changed_pages: ChangedPages::default(),
             old_memory_writes_after_init: 0,
             crashkernel_pages_written: 0,
+            crashkernel_pages_written_before_init: 0,
             adopt_ns: 0,
             adopt_bytes: 0,
             init_frames: 0,
@@ -207,6 +216,9 @@ impl Outcome {
             dump_pages: 0,
             dump_pages_differing: 0,
             vmcore_intact: false,
+            inject: Vec::new(),
+            inject_applied: true,
+            inject_reason: None,
         }
     }
 }

@@ -10,6 +10,7 @@ use iommu_emu::PhysMemory;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::inject::{Faults, Injected};
 use crate::kernel::{start_bulk, DiskDriver, Io, KernelError, NicDriver, Os};
 use crate::ledger::Ledger;
 use crate::machine::{Kernel, Machine, MachineConfig, DISK_RID};
@@ -35,6 +36,8 @@ pub struct Knobs {
     pub probe_ticks: u64,
     /// Packets arriving at the NIC per tick.
     pub nic_rate: u32,
+    /// Faults injected into the crashed machine or the crash kernel's configuration.
+    pub inject: Faults,
 }
 
 impl Default for Knobs {
@@ -48,6 +51,7 @@ impl Default for Knobs {
             early_ticks: 40,
             probe_ticks: 80,
             nic_rate: 1,
+            inject: Faults::NONE,
         }
     }
 }
@@ -128,6 +132,7 @@ pub fn run_detailed(s: &Scenario) -> RunDetail {
     cfg.snp = s.knobs.snp_shutdown.is_some() && s.knobs.iommu == IommuKind::Amdvi;
     cfg.coherent_walker = s.knobs.coherent_walker;
     cfg.nic_rate = iommu_emu::Rate::per_tick(s.knobs.nic_rate);
+    cfg.no_iasup = s.knobs.inject.contains("no-iasup");
     run_on(cfg, s)
 }
 
@@ -203,6 +208,8 @@ pub fn run_on(cfg: MachineConfig, s: &Scenario) -> RunDetail {
     // The panic: the primary kernel's drivers are gone; the devices are not.
     drop((nic, disk, drv));
     r.m.snp_panic(s.knobs.snp_shutdown.unwrap_or(true));
+    // What the crashed kernel left behind: the injected faults are part of memory at the crash instant.
+    inject_faults(&mut r.m, s, kind, snp, &mut out);
     let at_crash: PhysMemory = r.m.mem.clone();
     let Machine { unit, mem, .. } = &mut r.m;
     r.iommu_pages = unit.structure_pages(mem).into_iter().collect();
@@ -214,7 +221,10 @@ pub fn run_on(cfg: MachineConfig, s: &Scenario) -> RunDetail {
     }
 
     // Crash kernel: IOMMU init under the policy.
-    let env = r.m.cfg.crash_env();
+    let mut env = r.m.cfg.crash_env();
+    if s.knobs.inject.contains("snp-kernel-without-mem-encrypt") {
+        iommu_emu::inject::snp_kernel_without_mem_encrypt(&mut env);
+    }
     let started = std::time::Instant::now();
     let masters: Vec<DeviceId> = r.m.devices.iter().map(|d| DeviceId(d.rid())).collect();
     let booted = iommu_driver::boot_crash(kind, &mut r.m.platform(Kernel::Crash), &env, opts, s.policy);
@@ -267,10 +277,23 @@ pub fn run_on(cfg: MachineConfig, s: &Scenario) -> RunDetail {
 
     // Probe the disk: reset it (FLR stops its DMA), give it a fresh domain and queues in the crash kernel's
     // memory (deferred attach tears the adopted entry down), then write the dump through it.
-    if let Some(d) = r.m.device(DISK_RID) {
-        d.flr();
-    }
-    let probed = DiskDriver::probe(&mut r.os(&mut kd, Kernel::Crash));
+    // Linux resets the device before its driver maps anything; `attach-before-reset` is a driver that maps
+    // first (the open question of the 2014 VT-d kdump series): the reset then comes after the attach.
+    let attach_first = s.knobs.inject.contains("attach-before-reset");
+    let flr = |r: &mut Run| {
+        if let Some(d) = r.m.device(DISK_RID) {
+            d.flr();
+        }
+    };
+    let probed = if attach_first {
+        DiskDriver::map_queues(&mut r.os(&mut kd, Kernel::Crash)).and_then(|mapped| {
+            flr(&mut r);
+            DiskDriver::start(&mut r.os(&mut kd, Kernel::Crash), mapped)
+        })
+    } else {
+        flr(&mut r);
+        DiskDriver::probe(&mut r.os(&mut kd, Kernel::Crash))
+    };
     let mut disk = match probed {
         Ok(d) => d,
         Err(e) => {
@@ -365,6 +388,7 @@ fn finish(mut r: Run, mut out: Outcome, at_crash: &PhysMemory, dumped_at: &BTree
         .collect();
     out.dump_pages_differing = dump_differs.len() as u64;
     out.crashkernel_pages_written = r.ledger.crash_hits.len() as u64;
+    out.crashkernel_pages_written_before_init = r.ledger.crash_hits_before_init.len() as u64;
     out.old_memory_writes_after_init = r.ledger.old_writes_after_init;
     out.dma = r.ledger.dma;
     out.failure = if let Some(f) = r.ledger.fatal.take() {
@@ -390,4 +414,38 @@ fn finish(mut r: Run, mut out: Outcome, at_crash: &PhysMemory, dumped_at: &BTree
         changed_when_dumped: BTreeSet::new(),
         writers: r.ledger.writers,
     }
+}
+
+/// Apply the run's faults to the crashed machine (state faults) or note where they apply (configuration),
+/// recording in `out` what was injected and, for each fault that does not apply, why.
+fn inject_faults(m: &mut Machine, s: &Scenario, kind: IommuKind, snp: bool, out: &mut Outcome) {
+    let faults = s.knobs.inject;
+    out.inject = faults.names();
+    let mut reasons = Vec::new();
+    for name in faults.names() {
+        let applied = match name.as_str() {
+            "attach-before-reset" => {
+                Injected::Applied { what: "the disk is attached and mapped before its reset".into() }
+            }
+            "no-iasup" if kind == IommuKind::Amdvi => Injected::Applied { what: "EFR.IASup clear".into() },
+            "no-iasup" => Injected::NotApplicable { why: "EFR.IASup is an AMD-Vi feature" },
+            "snp-kernel-without-mem-encrypt" if kind == IommuKind::Amdvi && snp => {
+                Injected::Applied { what: "the crash kernel boots without mem_encrypt".into() }
+            }
+            "snp-kernel-without-mem-encrypt" => Injected::NotApplicable { why: "needs an AMD-Vi unit on an SNP host" },
+            _ => {
+                let crash_region = m.cfg.crash_region.clone();
+                let Machine { mem, unit, .. } = m;
+                let mut crashed =
+                    iommu_emu::inject::Crashed { mem, unit: unit.fault_target(), crash_region, seed: s.seed };
+                iommu_emu::inject::apply(&name, &mut crashed)
+                    .unwrap_or(Injected::NotApplicable { why: "not in the fault catalogue" })
+            }
+        };
+        if let Injected::NotApplicable { why } = applied {
+            reasons.push(format!("{name}: {why}"));
+        }
+    }
+    out.inject_applied = reasons.is_empty();
+    out.inject_reason = (!reasons.is_empty()).then(|| reasons.join("; "));
 }

@@ -46,12 +46,6 @@ pub struct AmdReport {
     pub exclusion_disabled: Option<(u64, u64)>,
 }
 
-/// Page-table pages all the walks at adoption read together, at most (16 MiB of tables): past it, devices
-/// not yet walked are refused rather than adopted unchecked.
-pub const WALK_TABLE_BUDGET: usize = 1 << 12;
-/// Runs one walk keeps, at most.
-const WALK_MAX_RUNS: usize = 1 << 16;
-
 impl Amdvi {
     /// Boot on a crash kernel under `policy`.
     pub fn init_crash(
@@ -172,8 +166,8 @@ impl Amdvi {
         Ok(v)
     }
 
-    /// Decide, entry by entry, what stays live (seed 004's checks, bounded): reserve every domain ID the old
-    /// table names; walk each distinct page table once within [`WALK_TABLE_BUDGET`]; rewrite to blocking (and
+    /// Decide, entry by entry, what stays live (bounded, the check the "iommu/vt-d: Fix crash dump failure caused by legacy DMA/IO" series asks for): reserve every domain ID the old
+    /// table names; walk each distinct page table once within [`crate::walk::ADOPT_TABLE_BUDGET`]; rewrite to blocking (and
     /// invalidate) every entry the scan refused, whose tables or pages reach the crash kernel's region or that
     /// a walk could not finish; give a device that shares its domain ID with another device on different
     /// tables a fresh ID (the IOTLB is tagged by domain ID: the two would read each other's translations).
@@ -185,7 +179,7 @@ impl Amdvi {
         report: &mut AmdReport,
     ) -> Result<(), AmdError> {
         let mut refuse: Vec<u16> = report.problems.iter().filter_map(|p| p.devid()).collect();
-        let mut budget = WALK_TABLE_BUDGET;
+        let mut budget = crate::walk::ADOPT_TABLE_BUDGET;
         // Per root walked: the problem it has, if any.
         let mut walked: BTreeMap<(u64, u32), Option<DteProblem>> = BTreeMap::new();
         // Per domain ID: the tables the first device using it translates through.
@@ -304,8 +298,7 @@ impl Amdvi {
     }
 }
 
-/// What the `levels`-level table at `root` reaches, walked within `budget` tables (decremented): `None` when
-/// every table page and every page it maps lies outside the crash kernel's region and the walk finished.
+/// What the `levels`-level table at `root` reaches (see [`crate::walk::reach`]), as `devid`'s problem.
 fn reach(
     hw: &impl crate::PhysMem,
     env: &BootEnv,
@@ -314,19 +307,12 @@ fn reach(
     levels: u32,
     budget: &mut usize,
 ) -> Option<DteProblem> {
-    use crate::walk::{walk, WalkIssue, WalkLimits};
-    let w = walk(hw, &super::V1, root, levels, WalkLimits { max_tables: *budget, max_runs: WALK_MAX_RUNS });
-    *budget = budget.saturating_sub(w.tables);
-    if let Some(&t) = w.table_pages.iter().find(|&&t| env.in_crash_region(t, 4096)) {
-        return Some(DteProblem::PageTableInCrashRegion { devid, addr: t });
-    }
-    if let Some(r) = w.runs.iter().find(|r| env.in_crash_region(r.phys, r.size)) {
-        return Some(DteProblem::PageInCrashRegion { devid, iova: r.iova, addr: r.phys });
-    }
-    if w.issues.iter().any(|i| matches!(i, WalkIssue::TooManyTables | WalkIssue::TooManyRuns)) {
-        return Some(DteProblem::WalkBound { devid, tables: w.tables as u32 });
-    }
-    None
+    use crate::walk::Reach;
+    Some(match crate::walk::reach(hw, &super::V1, env, root, levels, budget)? {
+        Reach::TableInCrashRegion { addr } => DteProblem::PageTableInCrashRegion { devid, addr },
+        Reach::PageInCrashRegion { iova, addr } => DteProblem::PageInCrashRegion { devid, iova, addr },
+        Reach::Bound { tables } => DteProblem::WalkBound { devid, tables },
+    })
 }
 
 fn check(env: &BootEnv, what: &'static str, addr: u64, bytes: u64) -> Result<(), Refusal> {

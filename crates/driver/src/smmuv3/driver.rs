@@ -75,6 +75,8 @@ pub struct Smmuv3 {
     pub frames_allocated: u64,
     /// Bytes of the crashed kernel's tables mapped by adoption (L1 table, L2 tables as masters arrive).
     pub adopted_bytes: u64,
+    /// Page-table pages the walks at insertion may still read (see [`crate::walk::ADOPT_TABLE_BUDGET`]).
+    pub(super) walk_budget: usize,
 }
 
 /// Contiguous frames, or out of memory.
@@ -144,6 +146,7 @@ impl Smmuv3 {
             scratch: None,
             frames_allocated: 0,
             adopted_bytes: 0,
+            walk_budget: crate::walk::ADOPT_TABLE_BUDGET,
         }
     }
 

@@ -211,7 +211,7 @@ impl Smmuv3 {
                 return Err(SteProblem::L1Span { index, span: l1.span(), want: SPLIT + 1 });
             }
             let l2 = l1.l2_table();
-            if !env.in_ram(l2, l1.l2_bytes()) {
+            if l2 == 0 || !env.in_ram(l2, l1.l2_bytes()) {
                 return Err(SteProblem::TableNotRam { sid, what: "L2 stream table", addr: l2 });
             }
             if env.in_crash_region(l2, l1.l2_bytes()) {
@@ -224,10 +224,35 @@ impl Smmuv3 {
         } else {
             self.strtab + 64 * sid as u64
         };
-        let st = match read_ste(hw, env, sid, at) {
+        // What the stream's tables reach (the check the "iommu/vt-d: Fix crash dump failure caused by legacy DMA/IO" series asks for), within what is left of this unit's walk budget.
+        let reached = |hw: &mut _, budget: &mut usize, st: super::ScannedSte| -> Result<_, SteProblem> {
+            use crate::walk::Reach;
+            let r = match st.kind {
+                SteKind::Stage1 { ttb0, walk, .. } => crate::walk::reach(hw, &walk, env, ttb0, walk.levels(), budget),
+                SteKind::Stage2 { s2ttb, walk, .. } => crate::walk::reach(hw, &walk, env, s2ttb, walk.levels(), budget),
+                _ => None,
+            };
+            match r {
+                None => Ok(st),
+                Some(Reach::TableInCrashRegion { addr }) => {
+                    Err(SteProblem::TableInCrashRegion { sid, what: "page table", addr })
+                }
+                Some(Reach::PageInCrashRegion { iova, addr }) => Err(SteProblem::PageInCrashRegion { sid, iova, addr }),
+                Some(Reach::Bound { tables }) => Err(SteProblem::WalkBound { sid, tables }),
+            }
+        };
+        let read = read_ste(hw, env, sid, at).and_then(|s| match s {
+            Some(s) => reached(hw, &mut self.walk_budget, s).map(Some),
+            None => Ok(None),
+        });
+        let st = match read {
             Ok(Some(st)) => st,
             Ok(None) => return Ok(None),
             Err(p) => {
+                // Its ASID, where a CD can be read, stays out of new domains' way.
+                if let Some(asid) = stale_asid(hw, at) {
+                    self.asids.reserve(asid as u32);
+                }
                 // Refused but live: the SMMU would keep walking what it names. Abort the stream and drop
                 // every cached translation (its ASID or VMID cannot be trusted either).
                 let blocked = self
@@ -295,4 +320,18 @@ impl Smmuv3 {
     pub fn scratch_frames(&self) -> u64 {
         self.scratch.map_or(0, |s| s.3)
     }
+}
+
+/// The ASID of the stage-1 STE at `at`, if its (linear, first) CD can be read at all.
+fn stale_asid(hw: &impl crate::PhysMem, at: u64) -> Option<u16> {
+    let ste = iommu_spec::smmuv3::Ste([hw.read_u64(at).ok()?, 0, 0, 0, 0, 0, 0, 0]);
+    if !ste.valid() || !ste.config().s1_enabled() {
+        return None;
+    }
+    let mut cd = [0u64; 8];
+    for (i, w) in cd.iter_mut().enumerate() {
+        *w = hw.read_u64(ste.s1_context_ptr().checked_add(8 * i as u64)?).ok()?;
+    }
+    let cd = iommu_spec::smmuv3::Cd(cd);
+    cd.valid().then(|| cd.asid())
 }

@@ -82,6 +82,17 @@ pub enum SteProblem {
         sid: u32,
         t0sz: u8,
     },
+    /// The tables map `iova` to `addr`, inside the crash kernel's region (found by the walk at insertion).
+    PageInCrashRegion {
+        sid: u32,
+        iova: u64,
+        addr: u64,
+    },
+    /// The walk at insertion hit its bound before seeing all of the stream's tables.
+    WalkBound {
+        sid: u32,
+        tables: u32,
+    },
 }
 
 impl SteProblem {
@@ -94,7 +105,9 @@ impl SteProblem {
             | SteProblem::SteReserved { sid }
             | SteProblem::SteUnsupported { sid, .. }
             | SteProblem::CdInvalid { sid }
-            | SteProblem::BadInputSize { sid, .. } => Some(*sid),
+            | SteProblem::BadInputSize { sid, .. }
+            | SteProblem::PageInCrashRegion { sid, .. }
+            | SteProblem::WalkBound { sid, .. } => Some(*sid),
         }
     }
 }
@@ -117,6 +130,12 @@ impl fmt::Display for SteProblem {
             }
             SteProblem::CdInvalid { sid } => write!(f, "stream {sid:#x}: context descriptor 0 not valid"),
             SteProblem::BadInputSize { sid, t0sz } => write!(f, "stream {sid:#x}: input size T0SZ {t0sz} not walkable"),
+            SteProblem::PageInCrashRegion { sid, iova, addr } => {
+                write!(f, "stream {sid:#x}: IOVA {iova:#x} maps {addr:#x}, inside the crash kernel's region")
+            }
+            SteProblem::WalkBound { sid, tables } => {
+                write!(f, "stream {sid:#x}: page-table walk stopped at its bound after {tables} tables")
+            }
         }
     }
 }

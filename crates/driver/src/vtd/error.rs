@@ -153,6 +153,10 @@ pub enum EntryProblem {
     /// The RID_PASID entry is nested (PGTT = 011): its first-level table holds addresses the second level
     /// translates again. This driver neither decodes nor adopts it; what the device reaches is unknown.
     NestedTranslation { sid: u16, pasid: u32, raw: u64 },
+    /// The tables map `iova` to `addr`, inside the crash kernel's region (found by the walk at adoption).
+    PageInCrashRegion { sid: u16, iova: u64, addr: u64 },
+    /// The walk at adoption hit its bound before seeing all of the device's tables.
+    WalkBound { sid: u16, tables: u32 },
 }
 
 impl EntryProblem {
@@ -171,7 +175,9 @@ impl EntryProblem {
             | EntryProblem::TableInCrashRegion { sid, .. }
             | EntryProblem::TableUnreadable { sid, .. }
             | EntryProblem::BadPasidEntry { sid, .. }
-            | EntryProblem::NestedTranslation { sid, .. } => Some(*sid),
+            | EntryProblem::NestedTranslation { sid, .. }
+            | EntryProblem::PageInCrashRegion { sid, .. }
+            | EntryProblem::WalkBound { sid, .. } => Some(*sid),
         }
     }
 }
@@ -228,6 +234,12 @@ impl fmt::Display for EntryProblem {
                     "{}: PASID {pasid} entry is nested (PGTT 011, qw0 {raw:#018x}): not decoded, reach unknown",
                     Bdf(*sid)
                 )
+            }
+            EntryProblem::PageInCrashRegion { sid, iova, addr } => {
+                write!(f, "{}: IOVA {iova:#x} maps {addr:#x}, inside the crash kernel's region", Bdf(*sid))
+            }
+            EntryProblem::WalkBound { sid, tables } => {
+                write!(f, "{}: page-table walk stopped at its bound after {tables} tables", Bdf(*sid))
             }
         }
     }

@@ -356,6 +356,9 @@ pub struct HandoverReport {
     pub problems: Vec<super::EntryProblem>,
     /// Old domain IDs reserved so new domains never reuse them.
     pub reserved_dids: Vec<u16>,
+    /// Adopted devices that reach all of memory, the crash kernel's region included (pass-through): nothing
+    /// confines them until they are contained or re-attached.
+    pub unconfined: Vec<u16>,
     /// Bytes of old tables read (root, context, PASID) and frames allocated for the copies.
     pub bytes_read: u64,
     pub frames_allocated: u64,
@@ -385,6 +388,7 @@ impl Vtd {
             adopted: Vec::new(),
             problems: Vec::new(),
             reserved_dids: Vec::new(),
+            unconfined: Vec::new(),
             bytes_read: 0,
             frames_allocated: 0,
         };
@@ -409,7 +413,7 @@ impl Vtd {
                 let want = Self::from_caps(hw, opts)?.scalable;
                 match scan(hw, env, Some(want)) {
                     Ok(s) => {
-                        let v = Self::adopt(hw, opts, &s, &mut report)?;
+                        let v = Self::adopt(hw, env, opts, &s, &mut report)?;
                         report.outcome = HandoverOutcome::Adopted;
                         v
                     }
@@ -428,6 +432,7 @@ impl Vtd {
     /// the unit to the copies with translation left on (Linux `copy_translation_tables` + SRTP under TE).
     fn adopt(
         hw: &mut impl Platform,
+        env: &BootEnv,
         opts: VtdOptions,
         scan: &Scan,
         report: &mut HandoverReport,
@@ -436,13 +441,44 @@ impl Vtd {
         report.bytes_read = scan.pages_read.len() as u64 * 4096;
         report.problems = scan.problems.clone();
         let mut reserved = BTreeMap::new();
+        // What each device's tables reach (the "iommu/vt-d: Fix crash dump failure caused by legacy DMA/IO" series): walked once per distinct table, within one budget for the
+        // whole unit. A device whose tables or pages lie in the crash kernel's region, or whose walk could not
+        // finish, is not copied: in our tables its entry is not present, so its DMA faults.
+        let mut budget = crate::walk::ADOPT_TABLE_BUDGET;
+        // Keyed by format too: the same page read as first- or second-level entries means different things.
+        let mut walked: BTreeMap<(u64, u32, bool), Option<crate::walk::Reach>> = BTreeMap::new();
+        let (second, first) = (super::VtdFormat::new(v.cap, false), super::VtdFormat::new(v.cap, true));
         for d in &scan.devices {
-            let (key, off) = v.context_slot(d.sid);
-            let table = v.context_table(hw, key)?;
-            hw.write_u128(table + off, d.entry)?;
             if d.did != 0 && v.dids.reserve(d.did as u32) {
                 reserved.insert(d.did, ());
             }
+            match d.kind {
+                DeviceKind::Translated { root, levels } | DeviceKind::FirstLevel { root, levels, .. } => {
+                    let fl = matches!(d.kind, DeviceKind::FirstLevel { .. });
+                    let fmt = if fl { &first } else { &second };
+                    let verdict = *walked
+                        .entry((root, levels, fl))
+                        .or_insert_with(|| crate::walk::reach(hw, fmt, env, root, levels, &mut budget));
+                    if let Some(r) = verdict {
+                        let sid = d.sid;
+                        report.problems.push(match r {
+                            crate::walk::Reach::TableInCrashRegion { addr } => {
+                                P::TableInCrashRegion { sid, what: "page table", addr }
+                            }
+                            crate::walk::Reach::PageInCrashRegion { iova, addr } => {
+                                P::PageInCrashRegion { sid, iova, addr }
+                            }
+                            crate::walk::Reach::Bound { tables } => P::WalkBound { sid, tables },
+                        });
+                        continue;
+                    }
+                }
+                DeviceKind::PassThrough => report.unconfined.push(d.sid),
+                DeviceKind::Blocked => {}
+            }
+            let (key, off) = v.context_slot(d.sid);
+            let table = v.context_table(hw, key)?;
+            hw.write_u128(table + off, d.entry)?;
             v.devices.insert(d.sid, DeviceState::Adopted { did: d.did, kind: d.kind });
             report.adopted.push(d.sid);
         }

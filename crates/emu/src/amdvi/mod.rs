@@ -159,6 +159,11 @@ impl AmdviModel {
 
     /// Turn the DTE cache and the IOTLB on or off (off: every translation reads the DTE and walks, a benchmark
     /// baseline no real unit offers). Either way both are emptied.
+    /// Empty every cache, as a full invalidation would (caching stays as it was).
+    pub fn drop_caches(&mut self) {
+        self.caches.invalidate_all();
+    }
+
     pub fn set_caching(&mut self, enabled: bool) {
         self.caches.set_enabled(enabled);
     }

@@ -278,6 +278,12 @@ impl Smmuv3Model {
 
     /// Turn the configuration cache and the TLB on or off (off: every translation fetches and walks, a
     /// benchmark baseline no real SMMU offers). Either way both are emptied.
+    /// Empty every cache, as a full invalidation would (caching stays as it was).
+    pub fn drop_caches(&mut self) {
+        self.caches.cfg_all();
+        self.caches.tlb_select(|_| cache::Scope::All);
+    }
+
     pub fn set_caching(&mut self, enabled: bool) {
         self.caches.set_enabled(enabled);
     }

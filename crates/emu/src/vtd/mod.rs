@@ -229,6 +229,11 @@ impl VtdModel {
 
     /// Turn the context, PASID and IOTLB caches on or off (off: every translation walks the tables, a
     /// benchmark baseline that no real unit offers). Either way the caches are emptied.
+    /// Empty every cache, as a full invalidation would (caching stays as it was).
+    pub fn drop_caches(&mut self) {
+        self.caches.invalidate_all();
+    }
+
     pub fn set_caching(&mut self, enabled: bool) {
         self.caches.set_enabled(enabled);
     }
