@@ -325,11 +325,44 @@ pub fn audit_amdvi(
     }
     let mut a = audit_devices(hw, env, found, limits);
     a.notes = notes;
+    exclusion_range(hw, env, &scan, &mut a);
     a.bypass = !scan.control.iommu_en();
     if a.bypass {
         a.notes.push("CONTROL.IOMMU_EN is clear: translation is off, every device reaches all of memory".to_string());
     }
     Ok(a)
+}
+
+/// An enabled exclusion range (AMD-Vi 3.4.5-3.4.6): requests inside it pass untranslated for every device
+/// (Allow) or for those whose DTE sets EX, whatever their tables say. It is noted, and a device it covers
+/// reaches the range; one overlapping the crash kernel's region makes that device a threat. (Under the SNP
+/// lock the registers are the completion-store window instead; Linux leaves ExEn clear there.)
+fn exclusion_range(hw: &mut impl Mmio, env: &BootEnv, scan: &crate::amdvi::DevTableScan, a: &mut Audit) {
+    use iommu_spec::amdvi::{off, ExclusionBase, ExclusionLimit};
+    let base = ExclusionBase::from_bits(hw.read64(off::EXCL_BASE));
+    if !base.ex_en() {
+        return;
+    }
+    let (first, last) = (base.address() & !env.c_bit, ExclusionLimit::from_bits(hw.read64(off::EXCL_LIMIT)).last());
+    if last < first {
+        return;
+    }
+    let size = (last - first).saturating_add(1);
+    let crash = env.in_crash_region(first, size);
+    a.notes.push(alloc::format!(
+        "exclusion range {first:#x}..={last:#x} enabled for {}: requests inside it are not translated",
+        if base.allow() { "every device" } else { "devices with DTE.EX" }
+    ));
+    for d in a.devices.iter_mut() {
+        let ex = scan.devices.iter().find(|s| s.devid as u32 == d.sid).is_some_and(|s| s.dte.qw1().ex());
+        if base.allow() || ex {
+            d.reach.push(Reach { phys: first, size, read: true, write: true });
+            d.notes.push(alloc::format!("exclusion range {first:#x}..={last:#x} passes untranslated"));
+            if crash {
+                d.flags.insert(Flag::CrashKernel);
+            }
+        }
+    }
 }
 
 /// Audit an SMMUv3's stream table.

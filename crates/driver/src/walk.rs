@@ -340,9 +340,10 @@ pub fn build_scratch_chain(
     Ok(next)
 }
 
-/// Page-table pages the walks of one adoption read together, at most (16 MiB of tables): past it, devices
-/// not yet walked are refused rather than adopted unchecked.
-pub const ADOPT_TABLE_BUDGET: usize = 1 << 12;
+/// Page-table pages the walks of one adoption read together, at most (256 MiB of tables, a time bound: each
+/// walk's own state is freed before the next): past it, devices not yet walked are refused rather than adopted
+/// unchecked.
+pub const ADOPT_TABLE_BUDGET: usize = 1 << 16;
 /// Runs one walk at adoption keeps, at most.
 pub const ADOPT_MAX_RUNS: usize = 1 << 16;
 

@@ -585,3 +585,45 @@ fn attach_before_reset_old_dma_never_lands_in_the_new_domains_buffers() {
         assert_eq!(rig.locked_writes(), 0, "{snp:?}");
     }
 }
+
+#[test]
+fn the_audit_sees_an_exclusion_range_over_the_crash_region() {
+    use iommu_driver::audit::{audit_amdvi, Flag, Verdict};
+    let mut rig = Rig::new(Snp::Off);
+    primary(&mut rig);
+    // No pass-through device: the tables alone are safe.
+    let at = rig.dte_at(BULK);
+    for (i, w) in Dte::blocked(false).0.iter().enumerate() {
+        rig.mem.write_u64(at + 8 * i as u64, *w).unwrap();
+    }
+    let env = rig.env(true);
+    let limits = iommu_driver::walk::WalkLimits::default();
+    assert_eq!(audit_amdvi(&mut rig.crash(), &env, limits).unwrap().verdict(), Verdict::Safe);
+    let (first, last) = (CRASH.start, CRASH.start + 16 * MIB - 1);
+    rig.primary()
+        .write64(off::EXCL_BASE, ExclusionBase::from_address(first).with_ex_en(true).with_allow(true).into_bits());
+    rig.primary().write64(off::EXCL_LIMIT, ExclusionLimit::from_address(last).into_bits());
+    let a = audit_amdvi(&mut rig.crash(), &env, limits).unwrap();
+    assert_eq!(a.verdict(), Verdict::Unsafe);
+    assert!(a.notes.iter().any(|n| n.contains("exclusion range")), "{:?}", a.notes);
+    let nic = a.devices.iter().find(|d| d.sid == NIC as u32).unwrap();
+    assert!(nic.flags.contains(&Flag::CrashKernel));
+}
+
+#[test]
+fn a_walk_at_its_bound_is_a_refusal_not_a_pass() {
+    use iommu_driver::walk::{reach, Reach};
+    let mut rig = Rig::new(Snp::Off);
+    primary(&mut rig);
+    let env = rig.env(true);
+    let root = rig.dte(NIC).pt_root();
+    let v1 = &iommu_driver::amdvi::V1;
+    // NIC's 3-level table is three tables deep on its one mapping.
+    let mut budget = 100;
+    assert_eq!(reach(&rig.mem, v1, &env, root, 3, &mut budget), None);
+    assert_eq!(budget, 97, "the walk read three tables");
+    let mut budget = 2;
+    assert_eq!(reach(&rig.mem, v1, &env, root, 3, &mut budget), Some(Reach::Bound { tables: 2 }));
+    assert_eq!(budget, 0);
+    assert_eq!(reach(&rig.mem, v1, &env, root, 3, &mut budget), Some(Reach::Bound { tables: 0 }), "spent: refuse");
+}

@@ -163,3 +163,34 @@ fn a_stream_id_wider_than_a_requester_id_is_a_typed_error_on_pci_only_iommus() {
         );
     }
 }
+
+/// The crashed kernel left the NIC's entry pointing at a table the crash kernel must refuse (copied into
+/// its region) while the unit keeps walking it: refused, the entry is blocked; contained, every old IOVA
+/// of the NIC lands in the scratch region instead of faulting (a fault is an AER, a second panic).
+#[test]
+fn a_refused_device_is_contained_under_adopt_scratch_on_every_iommu() {
+    for kind in IommuKind::ALL {
+        let mut rig = Rig::new(kind);
+        let live = primary(&mut rig, kind);
+        let mut crashed = iommu_emu::inject::Crashed {
+            mem: &mut rig.mem,
+            unit: rig.unit.fault_target(),
+            crash_region: CRASH,
+            seed: 1,
+        };
+        let injected = iommu_emu::inject::entry_rejected_live(&mut crashed);
+        assert!(injected.is_applied(), "{kind}: {injected:?}");
+        let (mut drv, report) = crash_boot(&mut rig, kind, Policy::AdoptScratch);
+        let refused: Vec<DeviceId> = report.refused.iter().filter_map(|r| r.device()).collect();
+        assert!(!refused.is_empty(), "{kind}: the entry in the crash region is refused");
+        for &id in &refused {
+            assert!(!report.adopted.contains(&id), "{kind}: {id} refused and adopted");
+            drv.contain(&mut rig.crash(), id).unwrap();
+        }
+        let scratch = drv.scratch_region().expect("containment built a scratch region");
+        for &(id, iova, _) in live.iter().filter(|l| refused.contains(&l.0)) {
+            let to = rig.dma(id, iova);
+            assert!(to.is_some_and(|pa| scratch.contains(&pa)), "{kind}: {id} {iova:#x} -> {to:x?}");
+        }
+    }
+}

@@ -370,3 +370,19 @@ fn attach_before_reset_old_dma_never_lands_in_the_new_domains_buffers() {
         }
     }
 }
+
+#[test]
+fn devices_sharing_a_did_on_different_tables_get_their_own_in_the_copy() {
+    let mut rig = Rig::new();
+    let old = primary(&mut rig, false);
+    // DISK's entry names NIC's DID with its own tables.
+    let nic_did = old.dids[0];
+    set_context(&mut rig, DISK, |e| e.with_did(nic_did));
+    let nic = old.dma.iter().find(|o| o.0 == NIC).copied().unwrap();
+    let disk = old.dma.iter().find(|o| o.0 == DISK && o.1 == nic.1).copied().expect("both domains start at one IOVA");
+    let (v, r) = crash(&mut rig, false, Policy::Adopt);
+    assert!(matches!(r.split_dids.as_slice(), [(DISK, d, _)] if *d == nic_did), "{:?}", r.split_dids);
+    assert!(v.did_used(r.split_dids[0].2));
+    assert_eq!(rig.dma(NIC, nic.1, Access::Write), Ok(nic.2));
+    assert_eq!(rig.dma(DISK, disk.1, Access::Write), Ok(disk.2), "DISK reads its own tables, not NIC's cached entry");
+}

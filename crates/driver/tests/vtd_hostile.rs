@@ -246,3 +246,17 @@ fn a_pasid_directory_at_the_top_of_the_address_space_is_refused_not_wrapped() {
         r.problems
     );
 }
+
+#[test]
+fn scalable_devices_sharing_a_did_on_different_tables_refuse_the_later_one() {
+    let mut rig = Rig::new();
+    primary_sm(&mut rig);
+    let nic_at = sm_pasid_entry_at(&mut rig, NIC);
+    let nic_did = rig.mem.read_u64(nic_at + 8).unwrap() as u16;
+    let at = sm_pasid_entry_at(&mut rig, DISK) + 8;
+    let q1 = rig.mem.read_u64(at).unwrap();
+    rig.mem.write_u64(at, (q1 & !0xffff) | nic_did as u64).unwrap();
+    let r = adopt_sm(&mut rig);
+    assert!(r.problems.contains(&EntryProblem::DomainIdAlias { sid: DISK, did: nic_did }), "{:?}", r.problems);
+    assert!(r.adopted.contains(&NIC) && !r.adopted.contains(&DISK));
+}

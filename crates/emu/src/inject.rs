@@ -604,9 +604,29 @@ pub fn exclusion_range(m: &mut Crashed) -> Injected {
     Injected::applied(format!("exclusion range {first:#x}..={last:#x} for all devices"))
 }
 
-/// AMD-Vi: the second translating device's DTE given the first's domain ID (different tables).
+/// The second translating device given the first's domain ID (different tables): AMD-Vi in its DTE, VT-d
+/// (legacy mode) in its context entry.
 pub fn domain_id_alias(m: &mut Crashed) -> Injected {
-    let Unit::Amdvi(v) = &mut m.unit else { return Injected::na("AMD-Vi only") };
+    if let Unit::Vtd(v) = &mut m.unit {
+        if v.active_root().smt() {
+            return Injected::na("VT-d scalable mode keeps the DID in the PASID entry");
+        }
+        let t = vtd_tables(m.mem, v);
+        let Some(a) = t.first() else { return Injected::na("no translating device") };
+        let Some(b) = t.iter().find(|b| b.top != a.top) else {
+            return Injected::na("no two devices on different tables");
+        };
+        let (Ok(ra), Ok(rb)) = (m.mem.read_u128(a.at), m.mem.read_u128(b.at)) else {
+            return Injected::na("unreadable");
+        };
+        let did = ContextEntry::from_bits(ra).did();
+        if m.mem.write_u128(b.at, ContextEntry::from_bits(rb).with_did(did).into_bits()).is_err() {
+            return Injected::na("context entry not writable");
+        }
+        flushed(m);
+        return Injected::applied(format!("device {:#x} now shares DID {did} with device {:#x}", b.dev, a.dev));
+    }
+    let Unit::Amdvi(v) = &mut m.unit else { return Injected::na("AMD-Vi and VT-d only") };
     let t = amd_tables(m.mem, v);
     let Some(a) = t.first() else { return Injected::na("no translating device") };
     let Some(b) = t.iter().find(|b| b.top != a.top) else { return Injected::na("no two devices on different tables") };

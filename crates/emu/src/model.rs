@@ -169,7 +169,7 @@ impl IommuModel for Smmuv3Model {
         Smmuv3Model::set_caching(self, on)
     }
     /// The stream table: the L1 table and every level-2 table a valid descriptor points at, or the linear
-    /// table (capped at 4096 L1 descriptors or STEs: what the simulator's kernels build).
+    /// table (capped at 4096 L1 descriptors or STEs: what the simulator's kernels build); and the queues.
     fn structure_pages(&mut self, mem: &mut PhysMemory) -> Vec<u64> {
         use iommu_spec::smmuv3::{off, L1Desc, StrtabBase, StrtabBaseCfg, StrtabFmt};
         let base = StrtabBase::from_bits(self.mmio_read(mem, off::STRTAB_BASE, 8)).table();
@@ -187,6 +187,15 @@ impl IommuModel for Smmuv3Model {
         } else {
             let bytes = (1u64 << cfg.log2size().min(12)) * 64;
             pages.extend((0..bytes.div_ceil(4096)).map(|i| base + i * 4096));
+        }
+        // The queues the unit itself writes into: events and PRI requests (and the command queue it reads),
+        // each of 2^log2size entries (32, 16 and 16 bytes; SMMUv3 6.3.26-6.3.29), capped at 1 MiB.
+        use iommu_spec::smmuv3::QueueBase;
+        for (reg, entry) in [(off::CMDQ_BASE, 16u64), (off::EVTQ_BASE, 32), (off::PRIQ_BASE, 16)] {
+            let q = QueueBase::from_bits(self.mmio_read(mem, reg, 8));
+            let bytes = (entry << q.log2size().min(16)).min(1 << 20);
+            let start = q.base() & !0xfff;
+            pages.extend((0..bytes.div_ceil(4096)).map(|i| start + i * 4096));
         }
         pages
     }

@@ -11,7 +11,10 @@
 //! entries of each watched requester from the unit's caches (a unit may drop any cached entry at any time)
 //! and runs one DMA through the live unit, so that fetch reads the half-written entry and whatever it
 //! caches (an IOTLB entry under a domain tag the entry names mid-update) stays cached. Every moment is
-//! fetched, which covers every seed of a random "fetch now?" choice. Each fetch must translate to one of
+//! fetched, which covers every seed of a random "fetch now?" choice. One write of the platform is one
+//! single-copy-atomic store (64 bits, or 128 for `write_u128`); a fetch reads the whole entry at one moment
+//! between stores. (SMMUv3 3.21.3 also lets one fetch read an entry's double-words at different moments,
+//! in address order; that mixing across stores is not modelled.) Each fetch must translate to one of
 //! the targets the test allows, or be refused by an entry the hardware calls legal (not present, abort,
 //! V = 0 on SMMUv3); anything else is recorded in [`StaleFetchPlatform::violations`].
 

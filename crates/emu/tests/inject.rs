@@ -249,6 +249,10 @@ fn domain_id_alias_makes_two_devices_on_different_tables_share_an_id() {
     assert_eq!(old[0].1, old[1].1);
     assert_eq!(dma(&mut u, &mut mem, NIC, old[0].1), Ok(old[0].2));
     assert_eq!(dma(&mut u, &mut mem, DISK, old[1].1), Ok(old[0].2), "the aliasing hazard itself");
+    let (mut mem, mut u, old) = vtd(false);
+    applied(inject::domain_id_alias(&mut crashed(&mut mem, Unit::Vtd(&mut u))));
+    assert_eq!(dma(&mut u, &mut mem, NIC, old[0].1), Ok(old[0].2));
+    assert_eq!(dma(&mut u, &mut mem, DISK, old[1].1), Ok(old[0].2), "VT-d legacy: the same hazard");
 }
 
 #[test]

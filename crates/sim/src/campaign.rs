@@ -134,7 +134,8 @@ pub fn failure_class(f: &Failure) -> String {
         Failure::DumpStalled { .. } => "dump write stalled".into(),
         Failure::DumpWrite(e) => format!("dump write failed: {}", variant(e)),
         Failure::DiskErrors(_) => "dump writes failed on the disk".into(),
-        Failure::FatalAbort { device, .. } => format!("fatal DMA abort ({device})"),
+        Failure::FatalAbort { device, before_init: false, .. } => format!("fatal DMA abort ({device})"),
+        Failure::FatalAbort { device, before_init: true, .. } => format!("fatal DMA abort before init ({device})"),
         Failure::CrashKernelWritten { .. } => "crash kernel's own memory written by DMA".into(),
     }
 }
@@ -331,7 +332,7 @@ mod tests {
 
     #[test]
     fn failure_classes_drop_addresses_and_keep_the_error_variant() {
-        let f = Failure::FatalAbort { device: "nic".into(), what: "rx-desc", iova: 0x1234 };
+        let f = Failure::FatalAbort { device: "nic".into(), what: "rx-desc", iova: 0x1234, before_init: false };
         assert_eq!(failure_class(&f), "fatal DMA abort (nic)");
         let e = iommu_driver::DriverError::Amdvi(iommu_driver::amdvi::AmdError::CompletionWaitTimeout {
             head: 0x20,

@@ -80,7 +80,12 @@ impl Ledger {
                     if self.aborts_fatal {
                         self.dma.aborted += 1;
                         if self.fatal.is_none() {
-                            self.fatal = Some(Failure::FatalAbort { device: name(e.rid), what: e.what, iova });
+                            self.fatal = Some(Failure::FatalAbort {
+                                device: name(e.rid),
+                                what: e.what,
+                                iova,
+                                before_init: !self.after_init,
+                            });
                         }
                     } else {
                         self.dma.faulted += 1;

@@ -77,10 +77,13 @@ pub enum Failure {
     /// The disk completed writes with an error status.
     DiskErrors(u64),
     /// A blocked DMA on a platform where that is fatal (PCIe completion timeout → AER → second panic).
+    /// `before_init`: it came before the crash kernel's IOMMU init ran, while the crashed kernel's tables
+    /// alone decided (no policy acts yet).
     FatalAbort {
         device: String,
         what: &'static str,
         iova: u64,
+        before_init: bool,
     },
     /// DMA the crash kernel did not ask for wrote its own memory.
     CrashKernelWritten {
@@ -101,8 +104,12 @@ impl fmt::Display for Failure {
             }
             Failure::DumpWrite(e) => write!(f, "dump write failed: {e}"),
             Failure::DiskErrors(n) => write!(f, "{n} dump writes failed on the disk"),
-            Failure::FatalAbort { device, what, iova } => {
-                write!(f, "fatal DMA abort: {device} {what} at {iova:#x} (AER, second panic)")
+            Failure::FatalAbort { device, what, iova, before_init } => {
+                write!(f, "fatal DMA abort: {device} {what} at {iova:#x} (AER, second panic)")?;
+                if *before_init {
+                    f.write_str(", before the crash kernel's IOMMU init")?;
+                }
+                Ok(())
             }
             Failure::CrashKernelWritten { pages } => {
                 write!(f, "crash kernel's own memory written by DMA ({pages} pages)")

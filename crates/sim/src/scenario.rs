@@ -260,7 +260,9 @@ pub fn run_on(cfg: MachineConfig, s: &Scenario) -> RunDetail {
     out.init_bytes_read = report.bytes_read;
     r.log(format!("crash kernel IOMMU init: {}", out.iommu_init));
     if s.policy == Policy::AdoptScratch {
-        for sid in report.adopted.iter().copied().filter(|&sid| sid != DeviceId::from(DISK_RID)) {
+        // Every device found on the bus but the disk: adopted ones, and refused ones (blocked at boot), whose
+        // DMA would otherwise fault.
+        for sid in masters.iter().copied().filter(|&sid| sid != DeviceId::from(DISK_RID)) {
             if let Err(e) = kd.contain(&mut r.m.platform(Kernel::Crash), sid) {
                 r.log(format!("containment of {sid} failed: {e}"));
             }

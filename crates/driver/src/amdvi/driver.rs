@@ -61,6 +61,11 @@ pub enum DeviceState {
     Contained {
         domain: u16,
     },
+    /// Its DTE failed validation (or its tables reach the crash kernel's region) and was rewritten to block
+    /// DMA; `domain` is the old domain ID, kept reserved.
+    Refused {
+        domain: u16,
+    },
 }
 
 /// The scratch region contained devices' DMA lands in, and the shared table chains that map into it.
@@ -374,7 +379,7 @@ impl Amdvi {
                 }
                 Some(domain)
             }
-            Some(DeviceState::Contained { domain }) => Some(domain),
+            Some(DeviceState::Contained { domain }) | Some(DeviceState::Refused { domain }) => Some(domain),
             Some(DeviceState::Attached(Attachment::Domain(d))) => self.domain(d).map(|x| x.id),
             _ => None,
         };

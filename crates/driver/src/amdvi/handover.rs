@@ -232,6 +232,7 @@ impl Amdvi {
                 report.reserved_domain_ids.push(old);
             }
             self.replace_dte(hw, devid, Dte::blocked(self.snp), (old != 0).then_some(old))?;
+            self.devices.insert(devid, DeviceState::Refused { domain: old });
             report.blocked.push(devid);
         }
         Ok(())
@@ -241,14 +242,17 @@ impl Amdvi {
     /// the device's IOVAs reach: its own table's depth (at least [`LEVELS`]), or every level the unit has
     /// (EFR.HATS) for a device that translated nothing. One chain per depth, shared by all contained devices.
     pub fn contain(&mut self, hw: &mut impl Platform, devid: u16) -> Result<(), AmdError> {
-        let Some(DeviceState::Adopted { domain: old, kind }) = self.devices.get(&devid).copied() else {
-            return Ok(());
+        let widest = self.efr.host_levels().map_or(6, |l| l as u32);
+        let (old, levels) = match self.devices.get(&devid).copied() {
+            Some(DeviceState::Adopted { domain, kind: DteKind::Translated { levels, .. } }) => {
+                (domain, levels.max(LEVELS))
+            }
+            Some(DeviceState::Adopted { domain, .. }) => (domain, widest),
+            // Blocked at boot: its IOVAs are unknown, so the chain is as deep as the unit's.
+            Some(DeviceState::Refused { domain }) => (domain, widest),
+            _ => return Ok(()),
         };
-        let levels = match kind {
-            DteKind::Translated { levels, .. } => levels.max(LEVELS),
-            _ => self.efr.host_levels().map_or(6, |l| l as u32),
-        }
-        .clamp(LEVELS, 6);
+        let levels = levels.clamp(LEVELS, 6);
         let mut s = match self.scratch {
             Some(s) => s,
             None => {

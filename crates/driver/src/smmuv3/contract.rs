@@ -12,7 +12,7 @@ use crate::{BootEnv, Platform};
 const KIND: IommuKind = IommuKind::Smmuv3;
 
 /// Masters are found by the bus probe after the boot ([`IommuDriver::device_found`]), so the boot's
-/// report starts with none adopted and only the stream table's bytes read.
+/// report starts with none adopted, the L1 descriptors it refused, and only the stream table's bytes read.
 impl From<SmmuReport> for CrashReport {
     fn from(r: SmmuReport) -> Self {
         CrashReport {
@@ -25,7 +25,7 @@ impl From<SmmuReport> for CrashReport {
                 SmmuOutcome::FellBack(why) => CrashOutcome::FellBack(UnitRefusal::Smmuv3(why)),
             },
             adopted: alloc::vec::Vec::new(),
-            refused: alloc::vec::Vec::new(),
+            refused: r.problems.into_iter().map(EntryRefusal::Smmuv3).collect(),
             frames_allocated: r.frames_allocated,
             bytes_read: r.bytes_mapped,
         }

@@ -69,6 +69,8 @@ pub struct Smmuv3 {
     pub(super) asids: IdAllocator,
     pub(super) domains: Vec<Option<Domain>>,
     pub(super) masters: BTreeMap<u32, MasterState>,
+    /// L1 descriptors adoption cleared as untrusted: their streams abort until contained or attached.
+    pub(super) cleared_l1: alloc::collections::BTreeSet<u64>,
     pub(super) translating: bool,
     pub(super) iova_holes: Vec<core::ops::Range<u64>>,
     pub(super) scratch: Option<(u64, u64, u16, u64)>,
@@ -141,6 +143,7 @@ impl Smmuv3 {
             asids,
             domains: Vec::new(),
             masters: BTreeMap::new(),
+            cleared_l1: alloc::collections::BTreeSet::new(),
             translating: false,
             iova_holes: Vec::new(),
             scratch: None,

@@ -178,6 +178,7 @@ impl Smmuv3 {
         // drop every cached configuration and translation, theirs included.
         for index in untrusted {
             hw.write_u64(base + 8 * index, 0).map_err(|e| Refusal::Hardware(e.into()))?;
+            v.cleared_l1.insert(index);
         }
         v.submit(hw, &[Command::CfgiAll, Command::TlbiNsnhAll]).map_err(Refusal::Hardware)?;
         v.translating = true;
@@ -195,6 +196,11 @@ impl Smmuv3 {
     ) -> Result<Option<MasterState>, SteProblem> {
         if !self.translating || self.masters.contains_key(&sid) || (sid as u64) >> self.log2size != 0 {
             return Ok(self.masters.get(&sid).copied());
+        }
+        if self.two_level && self.cleared_l1.contains(&(l1_index(sid, SPLIT as u32) as u64)) {
+            // Refused at boot with its whole span (the report says why): known, aborting, containable.
+            self.masters.insert(sid, MasterState::Refused);
+            return Ok(Some(MasterState::Refused));
         }
         let at = if self.two_level {
             let index = l1_index(sid, SPLIT as u32) as u64;
@@ -279,8 +285,11 @@ impl Smmuv3 {
     /// Point every IOVA of an adopted master at one scratch page: a CD and four shared tables.
     pub fn contain(&mut self, hw: &mut impl Platform, sid: u32) -> Result<(), SmmuError> {
         use iommu_spec::smmuv3::{mair_idx, Cd, S1Dss, S1Fmt, Ste};
-        let Some(MasterState::Adopted { asid: old, .. }) = self.masters.get(&sid).copied() else {
-            return Ok(());
+        let old = match self.masters.get(&sid).copied() {
+            Some(MasterState::Adopted { asid, .. }) => asid,
+            // Its STE was rewritten to abort at insertion: contained, its DMA lands in scratch instead.
+            Some(MasterState::Refused) => None,
+            _ => return Ok(()),
         };
         let (cd, _asid) = match self.scratch {
             Some((_, cd, asid, _)) => (cd, asid),
@@ -311,6 +320,16 @@ impl Smmuv3 {
         }
         self.masters.insert(sid, MasterState::Contained);
         Ok(())
+    }
+
+    /// Masters still on an adopted bypass STE: they reach all of memory, the crash kernel's region included,
+    /// until they are contained or attached.
+    pub fn unconfined(&self) -> alloc::vec::Vec<u32> {
+        self.masters
+            .iter()
+            .filter(|(_, m)| matches!(m, MasterState::Adopted { kind: SteKind::Bypass, .. }))
+            .map(|(&sid, _)| sid)
+            .collect()
     }
 
     /// The scratch region contained masters' DMA lands in.

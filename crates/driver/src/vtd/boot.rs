@@ -95,6 +95,7 @@ impl Vtd {
             dids,
             domains: Vec::new(),
             devices: BTreeMap::new(),
+            refused_buses: alloc::collections::BTreeSet::new(),
             scratch: None,
             iova_holes: Vec::new(),
             stats: VtdStats::default(),

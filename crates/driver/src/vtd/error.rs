@@ -157,6 +157,8 @@ pub enum EntryProblem {
     PageInCrashRegion { sid: u16, iova: u64, addr: u64 },
     /// The walk at adoption hit its bound before seeing all of the device's tables.
     WalkBound { sid: u16, tables: u32 },
+    /// Scalable mode: the DID of another device on other tables (it cannot be changed in place).
+    DomainIdAlias { sid: u16, did: u16 },
 }
 
 impl EntryProblem {
@@ -177,7 +179,8 @@ impl EntryProblem {
             | EntryProblem::BadPasidEntry { sid, .. }
             | EntryProblem::NestedTranslation { sid, .. }
             | EntryProblem::PageInCrashRegion { sid, .. }
-            | EntryProblem::WalkBound { sid, .. } => Some(*sid),
+            | EntryProblem::WalkBound { sid, .. }
+            | EntryProblem::DomainIdAlias { sid, .. } => Some(*sid),
         }
     }
 }
@@ -240,6 +243,9 @@ impl fmt::Display for EntryProblem {
             }
             EntryProblem::WalkBound { sid, tables } => {
                 write!(f, "{}: page-table walk stopped at its bound after {tables} tables", Bdf(*sid))
+            }
+            EntryProblem::DomainIdAlias { sid, did } => {
+                write!(f, "{}: DID {did} is another device's, on other tables", Bdf(*sid))
             }
         }
     }

@@ -359,6 +359,8 @@ pub struct HandoverReport {
     /// Adopted devices that reach all of memory, the crash kernel's region included (pass-through): nothing
     /// confines them until they are contained or re-attached.
     pub unconfined: Vec<u16>,
+    /// Devices that shared a DID with a device on other tables, given a fresh one: (device, old, new).
+    pub split_dids: Vec<(u16, u16, u16)>,
     /// Bytes of old tables read (root, context, PASID) and frames allocated for the copies.
     pub bytes_read: u64,
     pub frames_allocated: u64,
@@ -389,6 +391,7 @@ impl Vtd {
             problems: Vec::new(),
             reserved_dids: Vec::new(),
             unconfined: Vec::new(),
+            split_dids: Vec::new(),
             bytes_read: 0,
             frames_allocated: 0,
         };
@@ -441,17 +444,23 @@ impl Vtd {
         report.bytes_read = scan.pages_read.len() as u64 * 4096;
         report.problems = scan.problems.clone();
         let mut reserved = BTreeMap::new();
-        // What each device's tables reach (the "iommu/vt-d: Fix crash dump failure caused by legacy DMA/IO" series): walked once per distinct table, within one budget for the
-        // whole unit. A device whose tables or pages lie in the crash kernel's region, or whose walk could not
-        // finish, is not copied: in our tables its entry is not present, so its DMA faults.
+        // What each device's tables reach (the "iommu/vt-d: Fix crash dump failure caused by legacy DMA/IO"
+        // series): walked once per distinct table, within one budget for the whole unit. A device whose tables
+        // or pages lie in the crash kernel's region, or whose walk could not finish, is not copied: in our
+        // tables its entry is not present, so its DMA faults.
         let mut budget = crate::walk::ADOPT_TABLE_BUDGET;
         // Keyed by format too: the same page read as first- or second-level entries means different things.
         let mut walked: BTreeMap<(u64, u32, bool), Option<crate::walk::Reach>> = BTreeMap::new();
         let (second, first) = (super::VtdFormat::new(v.cap, false), super::VtdFormat::new(v.cap, true));
+        // The IOTLB is tagged by DID: two devices on different tables under one DID would read each other's
+        // translations. The first keeps it; a later one gets a fresh DID in its copied legacy entry, and in
+        // scalable mode (the DID is in the old PASID entry, used in place) it is refused.
+        let mut owner: BTreeMap<u16, (u64, u32)> = BTreeMap::new();
         for d in &scan.devices {
             if d.did != 0 && v.dids.reserve(d.did as u32) {
                 reserved.insert(d.did, ());
             }
+            let (mut entry, mut did) = (d.entry, d.did);
             match d.kind {
                 DeviceKind::Translated { root, levels } | DeviceKind::FirstLevel { root, levels, .. } => {
                     let fl = matches!(d.kind, DeviceKind::FirstLevel { .. });
@@ -470,7 +479,23 @@ impl Vtd {
                             }
                             crate::walk::Reach::Bound { tables } => P::WalkBound { sid, tables },
                         });
+                        v.devices.insert(sid, DeviceState::Refused { did: d.did });
                         continue;
+                    }
+                    match owner.get(&d.did) {
+                        None => {
+                            owner.insert(d.did, (root, levels));
+                        }
+                        Some(&t) if t == (root, levels) => {}
+                        Some(_) if scan.scalable() => {
+                            report.problems.push(P::DomainIdAlias { sid: d.sid, did: d.did });
+                            continue;
+                        }
+                        Some(_) => {
+                            did = v.dids.alloc().ok_or(VtdError::OutOfDomainIds)? as u16;
+                            entry = ContextEntry::from_bits(entry).with_did(did).into_bits();
+                            report.split_dids.push((d.sid, d.did, did));
+                        }
                     }
                 }
                 DeviceKind::PassThrough => report.unconfined.push(d.sid),
@@ -478,9 +503,25 @@ impl Vtd {
             }
             let (key, off) = v.context_slot(d.sid);
             let table = v.context_table(hw, key)?;
-            hw.write_u128(table + off, d.entry)?;
-            v.devices.insert(d.sid, DeviceState::Adopted { did: d.did, kind: d.kind });
+            hw.write_u128(table + off, entry)?;
+            v.devices.insert(d.sid, DeviceState::Adopted { did, kind: d.kind });
             report.adopted.push(d.sid);
+        }
+        // Devices (and whole buses) whose entries the scan refused: known, blocked, containable.
+        for p in &scan.problems {
+            match *p {
+                P::RootReserved { bus, .. }
+                | P::ContextTableNotRam { bus, .. }
+                | P::ContextTableInCrashRegion { bus, .. }
+                | P::ContextTableUnreadable { bus, .. } => {
+                    v.refused_buses.insert(bus);
+                }
+                _ => {
+                    if let Some(sid) = p.sid() {
+                        v.devices.entry(sid).or_insert(DeviceState::Refused { did: 0 });
+                    }
+                }
+            }
         }
         report.reserved_dids = reserved.keys().copied().collect();
         v.install_root(hw)?;
@@ -488,18 +529,37 @@ impl Vtd {
         Ok(v)
     }
 
-    /// Contain an adopted device the crash kernel will not use: every IOVA it can send now lands in the
+    /// Contain an adopted (or refused) device the crash kernel will not use: every IOVA it can send now lands in the
     /// scratch region, read and write, so its DMA neither faults (no AER, no second panic) nor reaches the
     /// crashed kernel's memory. The tables are a chain of shared pages, every entry of a level pointing at
     /// the same next-level table, so containment costs `levels + 1` pages for all devices together.
     pub fn contain(&mut self, hw: &mut impl Platform, sid: u16) -> Result<(), VtdError> {
-        let Some(DeviceState::Adopted { did: old, kind }) = self.devices.get(&sid).copied() else {
-            return Ok(());
+        // A refused device's IOVAs are unknown: its chain is as deep as the unit allows, so every IOVA it
+        // can send lands in the scratch region rather than faulting. The chain is in our own format: an
+        // adopted device's own depth is kept only where its format is ours (a first-level chain has 4 or 5
+        // levels, whatever the old second-level entry had).
+        let widest = if self.first_level {
+            if self.cap.fl5lp() {
+                5
+            } else {
+                4
+            }
+        } else {
+            [5u32, 4, 3].into_iter().find(|&l| self.cap.supports_agaw(l as u8 - 2)).unwrap_or(self.levels)
         };
-        let levels = match kind {
-            DeviceKind::Translated { levels, .. } if !self.first_level => levels,
-            DeviceKind::FirstLevel { levels, .. } if self.first_level => levels,
-            _ => self.domain_levels(),
+        let (old, fl_pasid, levels) = match self.devices.get(&sid).copied() {
+            Some(DeviceState::Adopted { did, kind: DeviceKind::Translated { levels, .. } }) if !self.first_level => {
+                (did, None, levels)
+            }
+            Some(DeviceState::Adopted { did, kind: DeviceKind::FirstLevel { levels, pasid, .. } })
+                if self.first_level =>
+            {
+                (did, Some(pasid), levels)
+            }
+            Some(DeviceState::Adopted { did, kind }) => (did, kind.first_level_pasid(), widest),
+            Some(DeviceState::Refused { did }) => (did, None, widest),
+            None if self.refused_buses.contains(&((sid >> 8) as u8)) => (0, None, widest),
+            _ => return Ok(()),
         };
         let mut s = match self.scratch {
             Some(s) => s,
@@ -524,7 +584,7 @@ impl Vtd {
             }
         };
         self.scratch = Some(s);
-        self.clear_context(hw, sid, old, kind.first_level_pasid())?;
+        self.clear_context(hw, sid, old, fl_pasid)?;
         self.write_contained(hw, sid, top, levels, s.did)?;
         self.devices.insert(sid, DeviceState::Contained { did: s.did });
         Ok(())

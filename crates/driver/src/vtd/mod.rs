@@ -85,6 +85,11 @@ pub enum DeviceState {
     Contained {
         did: u16,
     },
+    /// Its old entry failed validation (or its tables reach the crash kernel's region) and was not copied:
+    /// its DMA is blocked until it is contained or attached. `did` is the old domain ID, kept reserved.
+    Refused {
+        did: u16,
+    },
 }
 
 /// Counters a caller can read to see what the driver did.
@@ -111,6 +116,8 @@ pub struct Vtd {
     dids: IdAllocator,
     domains: Vec<Option<Domain>>,
     devices: BTreeMap<u16, DeviceState>,
+    /// Buses whose old root or context table adoption refused: their devices' DMA is blocked until contained.
+    refused_buses: alloc::collections::BTreeSet<u8>,
     scratch: Option<handover::Scratch>,
     /// IOVA ranges no domain hands out: the platform's PCI windows and the MSI range, which DMA to would
     /// be claimed by a peer device or the interrupt controller (Linux `iova_reserve_pci_windows`).
@@ -348,7 +355,9 @@ impl Vtd {
                 }
                 self.clear_context(hw, sid, did, kind.first_level_pasid())?;
             }
-            Some(DeviceState::Attached(_)) | Some(DeviceState::Contained { .. }) => {
+            Some(DeviceState::Attached(_))
+            | Some(DeviceState::Contained { .. })
+            | Some(DeviceState::Refused { .. }) => {
                 let did = self.current_did(sid);
                 let fl = self.first_level.then_some(OUR_RID_PASID);
                 self.clear_context(hw, sid, did, fl)?;
@@ -364,7 +373,9 @@ impl Vtd {
         match self.devices.get(&sid) {
             Some(DeviceState::Attached(Attachment::Domain(d))) => self.domain(*d).map_or(0, |x| x.did),
             Some(DeviceState::Attached(Attachment::PassThrough)) => FLPT_DEFAULT_DID,
-            Some(DeviceState::Adopted { did, .. }) | Some(DeviceState::Contained { did }) => *did,
+            Some(DeviceState::Adopted { did, .. })
+            | Some(DeviceState::Contained { did })
+            | Some(DeviceState::Refused { did }) => *did,
             None => 0,
         }
     }

@@ -170,7 +170,8 @@ fn a_corrupt_compressed_page_is_an_error_naming_its_pfn_and_offset() {
 fn impossible_descriptors_are_errors_naming_the_pfn() {
     let built = sample(ZLIB).build();
     let (d4, off4, ..) = built.layout[&4];
-    let cases: [(&str, Box<dyn Fn(&mut Vec<u8>)>); 7] = [
+    type Corrupt<'a> = Box<dyn Fn(&mut Vec<u8>) + 'a>;
+    let cases: [(&str, Corrupt<'_>); 7] = [
         ("data in the headers", Box::new(|f| put_u64(f, d4, 0))),
         ("data in the descriptor table", Box::new(move |f| put_u64(f, d4, (built.descs + 8) as u64))),
         ("data past the end", Box::new(|f| put_u64(f, d4, u64::MAX - 8))),

@@ -282,7 +282,7 @@ mod tests {
         let fl = IotlbEntry { first_level: true, ..e(0xa000, 1) };
         c.iotlb_put(1, 0x1000, fl);
         c.iotlb_put(1, 0x2000, e(0xb000, 1));
-        c.iotlb_pages_sl(1, 0x1000, 1);
+        c.iotlb_pages_sl(1, 0, 2); // 0..0x4000: both pages
         assert_eq!(c.iotlb_peek(1, 0x1000), Some(0xa000), "first-level entry survives a type-2 PSI");
         assert_eq!(c.iotlb_peek(1, 0x2000), None);
         c.iotlb_put(1, 0x2000, e(0xb000, 1));
