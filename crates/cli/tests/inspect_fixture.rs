@@ -146,3 +146,46 @@ fn a_missing_register_is_named() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("RTADDR"), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// Overwrite the 8 bytes at physical `pa` in an ELF core's PT_LOAD data (ELF64 little-endian).
+fn patch_core(core: &mut [u8], pa: u64, value: u64) {
+    let u16_at = |b: &[u8], o: usize| u16::from_le_bytes(b[o..o + 2].try_into().unwrap()) as usize;
+    let u64_at = |b: &[u8], o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap());
+    let (phoff, phentsize, phnum) = (u64_at(core, 0x20) as usize, u16_at(core, 0x36), u16_at(core, 0x38));
+    for i in 0..phnum {
+        let ph = phoff + i * phentsize;
+        let (off, paddr, filesz) = (u64_at(core, ph + 8), u64_at(core, ph + 24), u64_at(core, ph + 32));
+        if u32::from_le_bytes(core[ph..ph + 4].try_into().unwrap()) == 1 && paddr <= pa && pa + 8 <= paddr + filesz {
+            let at = (off + pa - paddr) as usize;
+            core[at..at + 8].copy_from_slice(&value.to_le_bytes());
+            return;
+        }
+    }
+    panic!("{pa:#x} is not in the core");
+}
+
+#[test]
+fn a_nested_pasid_entry_is_shown_as_nested_not_as_a_device_without_mappings() {
+    // The nvme's RID_PASID entry of the first-level capture (qw0 0x49 at 0x7cb4e000) made nested (PGTT 011).
+    let d = fixture("vtd-scalable-fl");
+    let mut core = std::fs::read(d.join("memory.elf")).unwrap();
+    patch_core(&mut core, 0x7cb4_e000, 0xc9);
+    let tmp = std::env::temp_dir().join(format!("handover-inspect-nested-{}.elf", std::process::id()));
+    std::fs::write(&tmp, &core).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_handover"))
+        .args(["inspect", "--iommu", "vtd", "--base", "0xfed90000", "--json", "--dump"])
+        .arg(&tmp)
+        .arg("--regs")
+        .arg(d.join("regs.txt"))
+        .output()
+        .unwrap();
+    std::fs::remove_file(&tmp).ok();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let devices = v["devices"].as_array().unwrap();
+    let nvme = devices.iter().find(|x| x["sid"] == 0x18).unwrap();
+    assert_eq!(nvme["kind"], "nested", "{nvme}");
+    assert!(nvme["problems"][0].as_str().unwrap().contains("reach unknown"), "{nvme}");
+    let nic = devices.iter().find(|x| x["sid"] == 0x10).unwrap();
+    assert_eq!(nic["kind"], "first-level", "the other devices still decode");
+}
