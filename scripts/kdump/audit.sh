@@ -156,13 +156,17 @@ QPID=""
 [ -s "$OUT/qemu.stderr" ] || rm -f "$OUT/qemu.stderr"
 
 # 4. the files the kdump kernel printed
-tr -d '\r' < "$OUT/console.log" | grep -a '^HO-F ' | python3 -c '
+tr -d '\r' < "$OUT/console.log" | grep -a '^HO-F[+ ]' | python3 -c '
 import sys, os
 out = sys.argv[1]; files = {}
 for line in sys.stdin:
-    name, _, text = line[5:].rstrip("\n").partition(": ")
+    more = line.startswith("HO-F+ ")
+    name, _, text = line[6 if more else 5:].rstrip("\n").partition(": ")
     if "/" in name or not name: continue
-    files.setdefault(name, []).append(text)
+    if more and files.get(name):
+        files[name][-1] += text
+    else:
+        files.setdefault(name, []).append(text)
 for name, lines in files.items():
     open(os.path.join(out, name), "w").write("\n".join(lines) + "\n")
 ' "$OUT"
@@ -192,7 +196,7 @@ VERDICTS=$(python3 - "$OUT" <<'PY'
 import glob, json, os, sys
 for p in sorted(glob.glob(os.path.join(sys.argv[1], 'audit-*.json'))):
     v = json.load(open(p)); ck = v['crashkernel']
-    devs = ' '.join('%#06x:%s' % (d['sid'], ','.join(d['flags']) or '-') for d in v['devices'])
+    devs = ' '.join('%#06x:%s' % (d['sid'], ','.join(d['flags']) or '-') for u in v['units'] for d in u['devices'])
     print('%s: crashkernel %#x-%#x verdict %s; sid:flags %s' % (os.path.basename(p), ck['start'], ck['end'], v['verdict'], devs))
 PY
 ) || die "cannot read the audit JSON"

@@ -12,8 +12,13 @@
 #   per crash-kernel region, JSON and human, and print the results as HO-F lines for the host, then
 #   power off. Everything goes through /dev/kmsg: the kernel's console writes are polled, while the
 #   serial driver's interrupts may be lost when the crashed kernel left interrupt remapping on.
+# ho.mode=takeover  (the kdump kernel of takeover.sh, IOMMU driver off; its initrd holds `handover` and the
+#   nvme modules) print HO-REF and wait (the host pauses the VM and saves memory as the reference), keep
+#   every PCI function but the needed one (ho.needed=) from binding a driver, run `handover takeover
+#   --policy ho.policy --needed ho.needed --json`, print HO-TAKEN and wait (the host sends packets to the
+#   NIC), then load nvme, which binds only the needed disk, and write /proc/vmcore to it.
 # Markers: HO: progress; HO-FAIL: why (the host stops); HO-LOADED; HO-F NAME: LINE (a line of an output
-# file); HO-KDUMP-DONE rc=N.
+# file; HO-F+ NAME: the rest of a long one); HO-KDUMP-DONE rc=N.
 /bin/busybox mkdir -p /proc /sys /dev /tmp
 /bin/busybox --install -s /bin
 export PATH=/bin:/sbin
@@ -24,7 +29,7 @@ mount -t tmpfs tmpfs /tmp
 up() { cut -d' ' -f1 /proc/uptime; }
 arg() { for w in $(cat /proc/cmdline); do case "$w" in "$1"=*) echo "${w#*=}"; return;; esac; done; }
 MODE=$(arg ho.mode)
-[ "$MODE" = kdump ] && exec >/dev/kmsg 2>&1
+case "$MODE" in kdump|takeover) exec >/dev/kmsg 2>&1;; esac
 say() { echo "HO: $*"; }
 fail() { echo "HO-FAIL: $*"; sleep 2; poweroff -f; while true; do sleep 3600; done; }
 pfx() { while IFS= read -r l; do echo "$1$l"; done; }
@@ -51,10 +56,9 @@ crash_mode() {
   dd if=/dev/nvme0n1 of=/dev/null bs=4k count=1000 iflag=direct 2>/dev/null && say "nvme: 1000 direct 4 KiB reads"
   dd if=/dev/nvme0n1 of=/dev/null bs=64k count=256 2>/dev/null && say "nvme: buffered 16 MiB read"
 
-  # the crash kernel's regions and the RAM map, /proc/iomem's inclusive ends made exclusive
-  excl() { while IFS=- read -r a b; do printf '0x%x-0x%x\n' $((0x$a)) $((0x$b + 1)); done; }
-  CRASH=$(grep ': Crash kernel$' /proc/iomem | sed 's/^ *//; s/ : .*//' | excl | tr '\n' , | sed 's/,$//')
-  RAM=$(grep -E '^[0-9a-f]+-[0-9a-f]+ : System RAM$' /proc/iomem | sed 's/ : .*//' | excl | tr '\n' , | sed 's/,$//')
+  # the crash kernel's regions and the RAM map, as /proc/iomem prints them (handover takes its inclusive ends)
+  CRASH=$(grep ': Crash kernel$' /proc/iomem | sed 's/^ *//; s/ : .*//' | tr '\n' , | sed 's/,$//')
+  RAM=$(grep -E '^[0-9a-f]+-[0-9a-f]+ : System RAM$' /proc/iomem | sed 's/ : .*//' | tr '\n' , | sed 's/,$//')
   [ -n "$CRASH" ] || fail "no 'Crash kernel' region in /proc/iomem (crashkernel= missing or too large?)"
   say "crash kernel regions $CRASH; RAM $RAM"
   KAPP="$(cat /boot/kdump.cmdline) ho.mode=kdump ho.crash=$CRASH ho.ram=$RAM"
@@ -73,8 +77,16 @@ crash_mode() {
   fail "still alive after sysrq-c"
 }
 
-# emit NAME FILE: the file's lines as HO-F lines
-emit() { while IFS= read -r l || [ -n "$l" ]; do echo "HO-F $1: $l"; done < "$2"; }
+# emit NAME FILE: the file's lines as HO-F lines; a line longer than 800 bytes goes out in pieces, each further
+# piece as an HO-F+ line the host appends to the line before (/dev/kmsg refuses a record over 1 KiB).
+emit() {
+  while IFS= read -r l || [ -n "$l" ]; do
+    printf '%s\n' "$l" | fold -w 800 | {
+      IFS= read -r p; echo "HO-F $1: $p"
+      while IFS= read -r p; do echo "HO-F+ $1: $p"; done
+    }
+  done < "$2"
+}
 
 kdump_mode() {
   KIND=$(arg ho.kind); CRASH=$(arg ho.crash); RAM=$(arg ho.ram)
@@ -110,8 +122,51 @@ kdump_mode() {
   poweroff -f
 }
 
+takeover_mode() {
+  KIND=$(arg ho.kind); POLICY=$(arg ho.policy); NEEDED=$(arg ho.needed)
+  [ -r /proc/vmcore ] || fail "no /proc/vmcore"
+  [ -n "$POLICY" ] && [ -n "$NEEDED" ] || fail "ho.policy= and ho.needed= are required"
+  say "vmcore $(stat -c %s /proc/vmcore) bytes; policy $POLICY; needed $NEEDED"
+  grep -v ' : PCI\| : pnp\|^    ' /proc/iomem | pfx "HO: iomem "
+  echo "HO-REF"
+  REFWAIT=$(arg ho.refwait); sleep "${REFWAIT:-6}"
+  for d in /sys/bus/pci/devices/*; do
+    [ "$(basename "$d")" = "$NEEDED" ] || echo none > "$d/driver_override" 2>/dev/null
+  done
+  t0=$(up)
+  /bin/handover takeover --policy "$POLICY" --needed "$NEEDED" ${KIND:+--iommu $KIND} $(arg ho.takeover_args | tr , ' ') \
+    --json > /tmp/takeover.json 2> /tmp/takeover.err
+  rc=$?
+  say "takeover exit $rc, uptime $t0 -> $(up)"
+  emit takeover.json /tmp/takeover.json
+  emit takeover.err /tmp/takeover.err
+  echo "HO-TAKEN rc=$rc"
+  sleep 4
+  dumped=0; dump_rc=skipped
+  if [ $rc != 2 ]; then
+    for m in $(cat /lib/modules/load.order); do insmod /lib/modules/$m 2>&1 | pfx "HO: insmod $m: "; done
+    i=0
+    while [ $i -lt 60 ] && ! [ -b /dev/nvme0n1 ]; do sleep 0.5; i=$((i+1)); done
+    if [ -b /dev/nvme0n1 ]; then
+      say "dump disk $(cat /sys/block/nvme0n1/device/address 2>/dev/null || readlink /sys/block/nvme0n1/device/device); writing /proc/vmcore, uptime $(up)"
+      dd if=/proc/vmcore of=/dev/nvme0n1 bs=1M oflag=direct 2>/tmp/dd.err; dump_rc=$?
+      tail -1 /tmp/dd.err | pfx "HO: dd: "
+      dumped=$(stat -c %s /proc/vmcore)
+      sync
+      say "dump written (rc $dump_rc), uptime $(up)"
+    else
+      say "no /dev/nvme0n1 after 30 s: no dump"; dump_rc=nodisk
+    fi
+  fi
+  dmesg | grep -i -E 'DMAR|nvme|fault|AER|iommu' | tail -40 | pfx "HO: dmesg "
+  echo "HO-KDUMP-DONE rc=$rc dump=$dump_rc bytes=$dumped"
+  sleep 1
+  poweroff -f
+}
+
 case "$MODE" in
   crash) crash_mode;;
   kdump) kdump_mode;;
-  *) fail "ho.mode=$MODE: expected crash or kdump";;
+  takeover) takeover_mode;;
+  *) fail "ho.mode=$MODE: expected crash, kdump or takeover";;
 esac

@@ -1,55 +1,193 @@
-//! `handover audit`: what each device can still reach, as a verdict (exit 0 safe, 1 unsafe, 2 unreadable
-//! input), JSON, and a picture of physical memory.
+//! `handover audit`: what each device can still reach, as a verdict — exit 0 safe, 1 unsafe, 2 incomplete
+//! (or an error that stopped the audit) — with text, JSON and a picture of physical memory.
 //!
-//! The units are found as `inspect` finds them ([`crate::inspect::UnitArgs`]). With one unit the JSON
-//! keeps its single-unit shape; with several it is `{"verdict", "crashkernel", "units": [...]}`, each
-//! unit in that shape, and the verdict is unsafe if any unit's is.
+//! The units are found as `inspect` finds them ([`crate::inspect::UnitArgs`]); the scan and the judgement
+//! are the driver's (`iommu_driver::survey`, `iommu_driver::audit`). This file parses and prints.
 
 use std::fmt::Write as _;
 use std::io::Write;
+use std::ops::Range;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args as ClapArgs;
-use iommu_driver::audit::{audit_amdvi, audit_smmuv3, audit_vtd, Audit, Verdict};
-use iommu_driver::walk::WalkLimits;
+use iommu_driver::audit::{self, Audit, DeviceAudit, FirmwareRange, Reach, Verdict};
+use iommu_driver::survey::{Mode, Problem, UnitScan};
 use iommu_driver::BootEnv;
-use iommu_dump::{devmem, Dump, DumpHw, InspectInput, IommuKind, RecordingMem, SnapshotMmio, Unit};
+use iommu_dump::acpi::{Firmware, Iort};
+use iommu_dump::{devmem, required_registers, Dump, DumpHw, InspectInput, RecordingMem, SnapshotMmio, Unit};
+use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::inspect::{parse_range, UnitArgs};
+use crate::inspect::{bdf, default_mode, dump_of, scan_unit, work_json, work_line, BudgetArgs, UnitArgs};
+
+/// The JSON's shape version: 2 has `units[]` whatever the unit count, `reasons`, and `incomplete`.
+pub const SCHEMA_VERSION: u32 = 2;
 
 #[derive(ClapArgs, Debug, Clone)]
 pub struct Args {
-    #[arg(long)]
-    pub dump: std::path::PathBuf,
+    /// The dump: an ELF core (`/proc/vmcore`, QEMU `dump-guest-memory`).
+    #[arg(value_name = "DUMP", required_unless_present = "dump")]
+    pub dump_path: Option<PathBuf>,
+    /// The dump, as an option (the positional argument's alias).
+    #[arg(long, value_name = "DUMP", conflicts_with = "dump_path")]
+    pub dump: Option<PathBuf>,
     /// Register snapshot: QEMU monitor `xp` output, or Linux's VT-d `iommu_regset` debugfs file.
     #[arg(long, required_unless_present = "regs_devmem")]
-    pub regs: Option<std::path::PathBuf>,
+    pub regs: Option<PathBuf>,
     /// Read the registers live from physical memory instead (default /dev/mem; inside a crash kernel
     /// booted with the IOMMU driver off), at the units --base/--iommu, --acpi or the dump's ACPI name.
     /// The values read are echoed to stderr as monitor `xp` lines (usable later as --regs).
     #[arg(long, value_name = "DEVMEM", num_args = 0..=1, default_missing_value = "/dev/mem", conflicts_with = "regs")]
-    pub regs_devmem: Option<std::path::PathBuf>,
+    pub regs_devmem: Option<PathBuf>,
     #[command(flatten)]
     pub unit: UnitArgs,
-    /// The crash kernel's region, START-END.
-    #[arg(long, value_parser = parse_range)]
-    pub crashkernel: std::ops::Range<u64>,
-    /// The machine's RAM, START-END (repeatable); the dump's own ranges when omitted.
-    #[arg(long, value_parser = parse_range)]
-    pub ram: Vec<std::ops::Range<u64>>,
+    /// The crash kernel's region (repeatable): a `/proc/iomem` range, `START-END` in hex with or without
+    /// 0x, END the last byte (`30000000-3fffffff`; an END ending in 000 is taken as exclusive), or
+    /// `SIZE@OFFSET` as on the kernel command line (`256M@0x30000000`). It must lie in RAM.
+    #[arg(long, required = true, value_parser = parse_crashkernel)]
+    pub crashkernel: Vec<Range<u64>>,
+    /// The machine's RAM (repeatable), in the --crashkernel range syntax; the dump's ranges when omitted.
+    #[arg(long, value_parser = parse_region)]
+    pub ram: Vec<Range<u64>>,
     #[arg(long)]
     pub json: bool,
-    /// Write a picture of physical memory: RAM, the crash kernel's region, each device's reach.
+    /// Write a picture of physical memory: RAM, the crash kernel's region, each device's reach. Never
+    /// over an input, nor over an existing file unless --force.
     #[arg(long)]
-    pub svg: Option<std::path::PathBuf>,
+    pub svg: Option<PathBuf>,
+    /// Let --svg replace an existing file (never an input).
+    #[arg(long, requires = "svg")]
+    pub force: bool,
+    #[command(flatten)]
+    pub budget: BudgetArgs,
+}
+
+/// A hex number as `/proc/iomem` prints it, with or without 0x.
+fn hex(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let h = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")).unwrap_or(t);
+    u64::from_str_radix(&h.replace('_', ""), 16).map_err(|e| format!("{s:?} is not a hex address: {e}"))
+}
+
+/// A size or offset as the kernel's `memparse` reads it: 0x hex, a leading 0 octal, else decimal, then an
+/// optional K, M, G, T, P or E suffix (binary multiples).
+fn memparse(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, shift) = match t.char_indices().last() {
+        Some((i, c)) if "kKmMgGtTpPeE".contains(c) => {
+            (&t[..i], 10 * (1 + "kKmMgGtTpPeE".find(c).map_or(0, |p| p / 2)) as u32)
+        }
+        _ => (t, 0),
+    };
+    let v = if let Some(h) = num.strip_prefix("0x").or_else(|| num.strip_prefix("0X")) {
+        u64::from_str_radix(h, 16)
+    } else if num.len() > 1 && num.starts_with('0') {
+        u64::from_str_radix(&num[1..], 8)
+    } else {
+        num.parse()
+    }
+    .map_err(|e| format!("{s:?} is not a size: {e}"))?;
+    v.checked_mul(1u64 << shift).ok_or_else(|| format!("{s:?} does not fit in 64 bits"))
+}
+
+/// A physical range: `START-END` in `/proc/iomem` syntax (hex, END inclusive; an END ending in 000 is the
+/// exclusive end this tool used to take), with anything after a ` : ` (the iomem name) ignored.
+pub fn parse_region(s: &str) -> Result<Range<u64>, String> {
+    let body = s.split(" : ").next().unwrap_or(s).trim();
+    let (a, b) = body.split_once('-').ok_or_else(|| format!("{s:?}: expected START-END or SIZE@OFFSET"))?;
+    let (start, end) = (hex(a)?, hex(b)?);
+    let end = if end & 0xfff == 0 {
+        end
+    } else {
+        end.checked_add(1).ok_or_else(|| format!("{s:?}: END is the top of the address space"))?
+    };
+    if start >= end {
+        return Err(format!("{s:?}: START must be below END"));
+    }
+    Ok(start..end)
+}
+
+/// `--crashkernel`: a region in [`parse_region`] syntax, or `SIZE@OFFSET` (Linux `crashkernel=`).
+pub fn parse_crashkernel(s: &str) -> Result<Range<u64>, String> {
+    let r = match s.split_once('@') {
+        Some((size, off)) => {
+            let (size, off) = (memparse(size)?, memparse(off)?);
+            let end = off.checked_add(size).ok_or_else(|| format!("{s:?}: OFFSET + SIZE overflows"))?;
+            if size == 0 {
+                return Err(format!("{s:?}: SIZE is zero"));
+            }
+            off..end
+        }
+        None => parse_region(s)?,
+    };
+    if r.start & 0xfff != 0 || r.end & 0xfff != 0 {
+        return Err(format!("{s:?}: a crash kernel region is whole 4 KiB pages ({:#x}-{:#x})", r.start, r.end));
+    }
+    Ok(r)
+}
+
+/// The reserved ranges the firmware's table declares, for the audit.
+fn firmware_ranges(fw: &Firmware) -> Vec<FirmwareRange> {
+    let mut out = Vec::new();
+    match fw {
+        Firmware::Dmar(d) => {
+            for r in &d.rmrrs {
+                let Some(end) = r.limit.checked_add(1) else { continue };
+                // A scope that names no one requester (a multi-hop path) widens the range to every device.
+                let ids: Option<Vec<(u32, u32)>> =
+                    r.scopes.iter().map(|s| s.requester_id().map(|id| (u32::from(id), u32::from(id)))).collect();
+                out.push(FirmwareRange { source: "RMRR", ids: ids.unwrap_or_default(), range: r.base..end });
+            }
+        }
+        Firmware::Ivrs(i) => {
+            for m in &i.ivmds {
+                let Some(end) = m.start.checked_add(m.length) else { continue };
+                let ids = match m.kind {
+                    0x21 => vec![(u32::from(m.device_id), u32::from(m.device_id))],
+                    0x22 => vec![(u32::from(m.device_id), u32::from(m.aux))],
+                    _ => Vec::new(),
+                };
+                out.push(FirmwareRange { source: "IVMD", ids, range: m.start..end });
+            }
+        }
+        Firmware::Iort(t) => {
+            for n in &t.nodes {
+                let iommu_dump::acpi::iort::NodeBody::Rmr(rmr) = &n.body else { continue };
+                let ids: Vec<(u32, u32)> =
+                    n.mappings.iter().map(|m| (m.output_base, m.output_base.saturating_add(m.id_count))).collect();
+                for &(base, len) in &rmr.ranges {
+                    let Some(end) = base.checked_add(len) else { continue };
+                    out.push(FirmwareRange { source: "RMR", ids: ids.clone(), range: base..end });
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The firmware table that names the units, when the audit can find it: `--acpi`, or the dump's own.
+fn firmware(a: &Args, hw: &DumpHw) -> Result<Firmware, String> {
+    if let Some(path) = &a.unit.acpi {
+        let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        return Firmware::from_bytes(&bytes).map_err(|e| format!("{}: {e}", path.display()));
+    }
+    let q = a.unit.query();
+    Firmware::find(&hw.mem, q.rsdp, q.kind)
+        .map_err(|e| format!("no ACPI table in the dump ({e}); give --acpi instead of --base"))
 }
 
 pub fn run(a: &Args) -> Result<ExitCode, String> {
+    let dump = dump_of(&a.dump_path, &a.dump)?;
+    if let Some(svg) = &a.svg {
+        let mut inputs = vec![dump.as_path()];
+        inputs.extend(a.regs.as_deref());
+        crate::inspect::check_output(svg, &inputs, a.force)?;
+    }
     let mut hw = match (&a.regs, &a.regs_devmem) {
-        (Some(regs), _) => InspectInput::load(&a.dump, regs).map_err(|e| e.to_string())?.hw(),
+        (Some(regs), _) => InspectInput::load(&dump, regs).map_err(|e| e.to_string())?.hw(),
         (None, Some(devmem)) => {
-            let core = Dump::open(&a.dump).map_err(|e| format!("{}: {e}", a.dump.display()))?;
+            let core = Dump::open(&dump).map_err(|e| format!("{}: {e}", dump.display()))?;
             let units = devmem::units(&a.unit.query(), &core).map_err(|e| e.to_string())?;
             let (snap, text) = devmem::snapshot(devmem, &units).map_err(|e| e.to_string())?;
             eprint!("{text}");
@@ -57,47 +195,75 @@ pub fn run(a: &Args) -> Result<ExitCode, String> {
         }
         (None, None) => return Err("give --regs FILE or --regs-devmem".into()),
     };
-    let units = hw.find_units(&a.unit.query()).map_err(|e| e.to_string())?;
+    let units = hw.find_units_uncaptured(&a.unit.query()).map_err(|e| e.to_string())?;
     let ram = if a.ram.is_empty() { hw.ram_ranges().map_err(|e| e.to_string())? } else { a.ram.clone() };
-    let env =
-        BootEnv { crash_kernel: true, ram, crash_region: Some(a.crashkernel.clone()), mem_encrypt: false, c_bit: 0 };
-    let limits = WalkLimits::default();
+    for c in &a.crashkernel {
+        if !ram.iter().any(|r| r.start <= c.start && c.end <= r.end) {
+            return Err(format!("--crashkernel {:#x}-{:#x} is not inside RAM ({})", c.start, c.end - 1, ranges(&ram)));
+        }
+    }
+    let (table, fw, fw_note) = match firmware(a, &hw) {
+        Ok(t) => {
+            let fw = firmware_ranges(&t);
+            (Some(t), fw, None)
+        }
+        Err(why) => (None, Vec::new(), Some(format!("firmware reserved ranges (RMRR/IVMD/RMR) not read: {why}"))),
+    };
+    let iort = match &table {
+        Some(Firmware::Iort(t)) => Some(t),
+        _ => None,
+    };
+    // The scan takes no crash region: the audit checks every table against every region itself.
+    let env = BootEnv { crash_kernel: true, ram: ram.clone(), crash_region: None, mem_encrypt: false, c_bit: 0 };
+    let mut work = a.budget.work();
     let mut audits = Vec::with_capacity(units.len());
     for unit in units {
         hw.select(unit.base);
-        hw.require(unit.kind).map_err(|e| e.to_string())?;
-        let audit = match unit.kind {
-            IommuKind::AmdVi => audit_amdvi(&mut hw, &env, limits).map_err(|e| e.to_string()),
-            IommuKind::Smmuv3 => audit_smmuv3(&mut hw, &env, limits).map_err(|e| e.to_string()),
-            IommuKind::Vtd => audit_vtd(&mut hw, &env, limits).map_err(|e| e.to_string()),
-        }
-        .map_err(|e| format!("{} unit at {:#x}: {e}", unit.kind, unit.base))?;
-        audits.push((unit, audit));
+        let missing = required_registers(unit.kind).iter().find(|&&(_, off, size)| {
+            unit.base.checked_add(off as u64).is_none_or(|at| !hw.regs.snapshot().has(at, size))
+        });
+        let scan = match missing {
+            Some(&(name, off, _)) => {
+                UnitScan::unscanned(default_mode(unit.kind), Problem::RegisterMissing { name, off }, &mut work)
+            }
+            None => scan_unit(&mut hw, unit.kind, &env, &mut work),
+        };
+        let audit = audit::audit(&scan, &ram, &a.crashkernel, &fw);
+        audits.push((unit, scan, audit));
     }
-    // One audit over every unit's devices: the verdict and the picture cover the machine.
-    let all = Audit {
-        bypass: audits.iter().any(|(_, x)| x.bypass),
-        devices: audits.iter().flat_map(|(_, x)| x.devices.iter().cloned()).collect(),
-        notes: audits.iter().flat_map(|(_, x)| x.notes.iter().cloned()).collect(),
+    let verdict = audit::overall(audits.iter().map(|x| &x.2));
+    let out = Out {
+        args: a,
+        ram: &ram,
+        audits: &audits,
+        verdict,
+        work: &work,
+        fw: &fw,
+        fw_note: fw_note.as_deref(),
+        names: Names { iort },
     };
     if let Some(path) = &a.svg {
-        std::fs::write(path, svg(&all, &env)).map_err(|e| format!("{}: {e}", path.display()))?;
+        std::fs::write(path, svg(&out)).map_err(|e| format!("{}: {e}", path.display()))?;
     }
     let mut w = std::io::stdout().lock();
     let res = if a.json {
-        print_json(&mut w, a, &audits, &all)
+        serde_json::to_writer_pretty(&mut w, &out.json()).map_err(std::io::Error::from).and_then(|_| writeln!(w))
     } else {
-        audits.iter().try_for_each(|(u, x)| {
-            writeln!(w, "{} unit at {:#x} ({})", u.kind, u.base, u.origin)?;
-            print_human(&mut w, x, &env)
-        })
+        out.print(&mut w)
     };
     crate::output_result(res)?;
-    Ok(match all.verdict() {
-        Verdict::Safe => ExitCode::SUCCESS,
-        // Not proven safe: the same exit status as unsafe.
-        Verdict::Unsafe | Verdict::Incomplete => ExitCode::from(1),
-    })
+    Ok(ExitCode::from(verdict.exit_code()))
+}
+
+struct Out<'a> {
+    args: &'a Args,
+    ram: &'a [Range<u64>],
+    audits: &'a [(Unit, UnitScan, Audit)],
+    verdict: Verdict,
+    work: &'a iommu_driver::survey::Work,
+    fw: &'a [FirmwareRange],
+    fw_note: Option<&'a str>,
+    names: Names<'a>,
 }
 
 fn perm(r: bool, w: bool) -> &'static str {
@@ -109,76 +275,270 @@ fn perm(r: bool, w: bool) -> &'static str {
     }
 }
 
-fn verdict_word(a: &Audit) -> &'static str {
-    match a.verdict() {
-        Verdict::Safe => "safe",
-        Verdict::Unsafe => "unsafe",
-        Verdict::Incomplete => "incomplete",
+fn ranges(rs: &[Range<u64>]) -> String {
+    rs.iter().map(|r| format!("{:#x}-{:#x}", r.start, r.end.saturating_sub(1))).collect::<Vec<_>>().join(", ")
+}
+
+/// How requesters are named: by PCI BDF, an SMMUv3 stream by the requester the IORT maps to it.
+#[derive(Clone, Copy)]
+struct Names<'a> {
+    iort: Option<&'a Iort>,
+}
+
+impl Names<'_> {
+    fn bdf(&self, u: &Unit, mode: Mode, id: u32) -> Option<String> {
+        match mode {
+            Mode::Smmuv3Linear | Mode::Smmuv3TwoLevel => {
+                let (segment, rid) = self.iort?.requester_of(u.base, id)?;
+                let rid = iommu_spec::Rid(u16::try_from(rid).ok()?);
+                Some(if segment == 0 { rid.to_string() } else { format!("{segment:04x}:{rid}") })
+            }
+            _ => bdf(mode, id),
+        }
+    }
+    fn name(&self, u: &Unit, mode: Mode, id: u32) -> String {
+        match self.bdf(u, mode, id) {
+            Some(b) => format!("{b} (sid {id:#06x})"),
+            None => format!("sid {id:#06x}"),
+        }
     }
 }
 
-/// One unit's audit in the single-unit JSON shape.
-fn unit_json(a: &Args, unit: &Unit, audit: &Audit) -> Value {
-    let devices: Vec<_> = audit
-        .devices
+/// Why a device or unit is incomplete, one line each: its problems of that severity.
+fn incomplete_lines(names: Names, u: &Unit, mode: Mode, d: &DeviceAudit) -> Vec<String> {
+    let name = |mode, id| names.name(u, mode, id);
+    let mut v: Vec<String> = d
+        .problems
         .iter()
-        .map(|d| {
-            json!({
-                "sid": d.sid,
-                "domain": d.domain,
-                "flags": d.flags.iter().map(|f| f.word()).collect::<Vec<_>>(),
-                "reach": d.reach.iter().map(|r| json!({"phys": r.phys, "size": r.size, "perm": perm(r.read, r.write)})).collect::<Vec<_>>(),
-                "notes": d.notes,
-            })
-        })
+        .filter(|p| p.severity() == iommu_driver::survey::Severity::Incomplete)
+        .map(|p| format!("{}: {p}", name(mode, d.id)))
         .collect();
-    json!({
-        "iommu": unit.kind.name(),
-        "base": unit.base,
-        "origin": unit.origin,
-        "verdict": verdict_word(audit),
-        "translation_off": audit.bypass,
-        "crashkernel": {"start": a.crashkernel.start, "end": a.crashkernel.end},
-        "devices": devices,
-        "notes": audit.notes,
-    })
+    if matches!(d.translation, iommu_driver::survey::Translation::Nested) {
+        v.push(format!("{}: nested translation is not walked", name(mode, d.id)));
+    }
+    if d.problems_dropped > 0 {
+        v.push(format!("{}: {} more problems not kept (work budget)", name(mode, d.id), d.problems_dropped));
+    }
+    v
 }
 
-fn print_json(w: &mut impl Write, a: &Args, audits: &[(Unit, Audit)], all: &Audit) -> std::io::Result<()> {
-    let v = match audits {
-        [(unit, audit)] => unit_json(a, unit, audit),
-        _ => json!({
-            "verdict": verdict_word(all),
-            "crashkernel": {"start": a.crashkernel.start, "end": a.crashkernel.end},
-            "units": audits.iter().map(|(u, x)| unit_json(a, u, x)).collect::<Vec<_>>(),
-        }),
-    };
-    serde_json::to_writer_pretty(&mut *w, &v)?;
-    writeln!(w)
-}
-
-fn print_human(w: &mut impl Write, audit: &Audit, env: &BootEnv) -> std::io::Result<()> {
-    writeln!(w, "verdict: {}", verdict_word(audit))?;
-    for d in &audit.devices {
-        let bytes: u64 = d.reach.iter().map(|r| r.size).sum();
-        let flags: Vec<&str> = d.flags.iter().map(|f| f.word()).collect();
-        writeln!(w, "sid {:#06x}  reaches {} in {} ranges  {}", d.sid, human(bytes), d.reach.len(), flags.join(" "))?;
-        if let Some(ck) = &env.crash_region {
-            for r in d.reach.iter().filter(|r| r.phys < ck.end && ck.start < r.end()) {
-                writeln!(w, "    threatens the crash kernel: {:#x}-{:#x} {}", r.phys, r.end(), perm(r.read, r.write))?;
+impl Out<'_> {
+    fn reasons(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        for (u, s, a) in self.audits {
+            for r in &a.reasons {
+                v.push(format!("{} unit at {:#x}: {}", s.mode.iommu(), u.base, self.rename(u, s.mode, r)));
             }
         }
-        for n in &d.notes {
-            writeln!(w, "    ! {n}")?;
+        v
+    }
+
+    /// The reason's text with its device named (BDF beside the number).
+    fn rename(&self, u: &Unit, mode: Mode, r: &audit::Reason) -> String {
+        let text = r.to_string();
+        match r.id() {
+            Some(id) => text.replacen(&format!("device {id:#06x}"), &self.names.name(u, mode, id), 1),
+            None => text,
         }
     }
-    for n in &audit.notes {
-        writeln!(w, "! {n}")?;
+
+    fn incomplete(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        for (u, s, a) in self.audits {
+            let unit = format!("{} unit at {:#x}", s.mode.iommu(), u.base);
+            for p in a.problems.iter().filter(|p| p.severity() == iommu_driver::survey::Severity::Incomplete) {
+                v.push(format!("{unit}: {p}"));
+            }
+            if a.problems_dropped > 0 {
+                v.push(format!("{unit}: {} more problems not kept (work budget)", a.problems_dropped));
+            }
+            for d in a.incomplete() {
+                v.extend(incomplete_lines(self.names, u, s.mode, d).into_iter().map(|l| format!("{unit}: {l}")));
+            }
+        }
+        if self.work.spent.exhausted.is_some() {
+            v.push(format!("the work budget ran out: {}", work_line(self.work)));
+        }
+        v
     }
-    Ok(())
+
+    /// The JSON, written as it is serialized: the device lists are never held whole as `Value`s.
+    fn json(&self) -> impl Serialize + '_ {
+        let region = |c: &Range<u64>| json!({"start": c.start, "end": c.end});
+        Top {
+            schema_version: SCHEMA_VERSION,
+            verdict: self.verdict.word(),
+            reasons: self.reasons(),
+            incomplete: self.incomplete(),
+            crashkernel: self.args.crashkernel.first().map(region),
+            crashkernel_regions: self.args.crashkernel.iter().map(region).collect(),
+            ram: self.ram.iter().map(region).collect(),
+            firmware_ranges: self
+                .fw
+                .iter()
+                .map(|f| {
+                    json!({
+                        "source": f.source,
+                        "start": f.range.start,
+                        "end": f.range.end,
+                        "ids": f.ids.iter().map(|&(a, b)| json!([a, b])).collect::<Vec<_>>(),
+                    })
+                })
+                .collect(),
+            firmware_note: self.fw_note,
+            work: work_json(self.work),
+            units: Lazy(move || self.audits.iter().map(|(u, s, a)| unit_json(self.names, u, s, a))),
+        }
+    }
+
+    fn print(&self, w: &mut impl Write) -> std::io::Result<()> {
+        let mut used = std::collections::BTreeSet::new();
+        for (u, s, a) in self.audits {
+            writeln!(
+                w,
+                "{} unit at {:#x} ({}): {} mode, translation {}, {}",
+                s.mode.iommu(),
+                u.base,
+                u.origin,
+                s.mode.word(),
+                match (s.scanned, s.translation_enabled, s.aborts) {
+                    (false, ..) => "unknown",
+                    (true, true, _) => "on",
+                    (true, false, true) => "off, all DMA aborted",
+                    (true, false, false) => "off",
+                },
+                a.verdict().word()
+            )?;
+            for d in &a.devices {
+                used.extend(d.flags.iter().copied());
+                let bytes: u128 = d.reach.iter().map(|r| u128::from(r.size)).sum();
+                let flags: Vec<&str> = d.flags.iter().map(|f| f.word()).collect();
+                writeln!(
+                    w,
+                    "  {:<24} {:<11} reaches {} in {} ranges  {}",
+                    self.names.name(u, s.mode, d.id),
+                    d.translation.word(),
+                    human(bytes),
+                    d.reach.len(),
+                    flags.join(" ")
+                )?;
+                for t in &d.threats {
+                    writeln!(
+                        w,
+                        "      threatens the crash kernel: {:#x}-{:#x} {}",
+                        t.phys,
+                        t.end(),
+                        perm(t.read, t.write)
+                    )?;
+                }
+                for p in &d.problems {
+                    writeln!(w, "      ! {p}")?;
+                }
+                if d.problems_dropped > 0 {
+                    writeln!(w, "      ! {} more problems not kept (work budget)", d.problems_dropped)?;
+                }
+            }
+            for p in &a.problems {
+                writeln!(w, "  ! {p}")?;
+            }
+        }
+        if let Some(n) = self.fw_note {
+            writeln!(w, "note: {n}")?;
+        }
+        writeln!(w, "verdict: {}", self.verdict.word())?;
+        for r in self.reasons() {
+            writeln!(w, "reason: {r}")?;
+        }
+        for i in self.incomplete() {
+            writeln!(w, "incomplete: {i}")?;
+        }
+        if !used.is_empty() {
+            writeln!(w, "flags:")?;
+            for f in used {
+                writeln!(w, "  {:<21} {}", f.word(), f.meaning())?;
+            }
+        }
+        Ok(())
+    }
 }
 
-fn human(b: u64) -> String {
+fn reach_json(r: &Reach) -> Value {
+    json!({"phys": r.phys, "size": r.size, "perm": perm(r.read, r.write)})
+}
+
+/// A JSON array serialized element by element from a fresh iterator.
+struct Lazy<F>(F);
+
+impl<F, I> Serialize for Lazy<F>
+where
+    F: Fn() -> I,
+    I: Iterator,
+    I::Item: Serialize,
+{
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq((self.0)())
+    }
+}
+
+#[derive(Serialize)]
+struct Top<'a, U: Serialize> {
+    schema_version: u32,
+    verdict: &'static str,
+    reasons: Vec<String>,
+    incomplete: Vec<String>,
+    crashkernel: Option<Value>,
+    crashkernel_regions: Vec<Value>,
+    ram: Vec<Value>,
+    firmware_ranges: Vec<Value>,
+    firmware_note: Option<&'a str>,
+    work: Value,
+    units: U,
+}
+
+#[derive(Serialize)]
+struct UnitJson<'a, D: Serialize> {
+    iommu: &'static str,
+    mode: &'static str,
+    base: u64,
+    origin: &'a str,
+    verdict: &'static str,
+    translation_off: bool,
+    /// Translation off and every DMA aborted (SMMUv3 GBPA.ABORT).
+    dma_aborted: bool,
+    devices: D,
+    notes: Vec<String>,
+}
+
+fn unit_json<'a>(names: Names<'a>, u: &'a Unit, s: &'a UnitScan, a: &'a Audit) -> impl Serialize + 'a {
+    let mode = s.mode;
+    let device = move |d: &DeviceAudit| {
+        json!({
+            "sid": d.id,
+            "bdf": names.bdf(u, mode, d.id),
+            "domain": d.domain,
+            "kind": d.translation.word(),
+            "verdict": d.verdict.word(),
+            "flags": d.flags.iter().map(|f| f.word()).collect::<Vec<_>>(),
+            "reach": d.reach.iter().map(reach_json).collect::<Vec<_>>(),
+            "threats": d.threats.iter().map(reach_json).collect::<Vec<_>>(),
+            "notes": d.problems.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+            "problems_dropped": d.problems_dropped,
+        })
+    };
+    UnitJson {
+        iommu: s.mode.iommu(),
+        mode: s.mode.word(),
+        base: u.base,
+        origin: &u.origin,
+        verdict: a.verdict().word(),
+        translation_off: a.bypass,
+        dma_aborted: s.aborts,
+        devices: Lazy(move || a.devices.iter().map(device)),
+        notes: a.problems.iter().map(|p| p.to_string()).collect(),
+    }
+}
+
+fn human(b: u128) -> String {
     match b {
         b if b >= 1 << 30 => format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64),
         b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
@@ -186,59 +546,133 @@ fn human(b: u64) -> String {
     }
 }
 
-/// Physical memory on a linear axis: a row for RAM and the crash region, one per device.
-fn svg(audit: &Audit, env: &BootEnv) -> String {
-    let top = env.ram.iter().map(|r| r.end).chain(env.crash_region.iter().map(|r| r.end)).max().unwrap_or(1).max(1);
-    let (left, width, row) = (120.0, 900.0, 22.0);
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+/// Physical memory on a linear axis: a row for RAM and the crash regions, one per device; a unit with
+/// translation off gets one row of its own, all of RAM hatched.
+fn svg(o: &Out) -> String {
+    let top = o.ram.iter().map(|r| r.end).chain(o.args.crashkernel.iter().map(|r| r.end)).max().unwrap_or(1).max(1);
+    let (left, width, row) = (190.0, 880.0, 22.0);
     let x = |a: u64| left + width * (a as f64 / top as f64);
     let wid = |a: u64, b: u64| ((b.saturating_sub(a)) as f64 / top as f64 * width).max(1.0);
-    let rows = audit.devices.len() + 2;
+    // (label, [(start, end, fill)]) a row.
+    type Row<'f> = (String, Vec<(u64, u64, &'f str)>);
+    let mut rows: Vec<Row> = Vec::new();
+    rows.push(("RAM".into(), o.ram.iter().map(|r| (r.start, r.end, "#cfd8dc")).collect()));
+    rows.push(("crash kernel".into(), o.args.crashkernel.iter().map(|r| (r.start, r.end, "#ffb300")).collect()));
+    for (u, s, a) in o.audits {
+        if a.bypass {
+            rows.push((
+                format!("{} {:#x}: translation off", s.mode.iommu(), u.base),
+                o.ram.iter().map(|r| (r.start, r.end, "url(#off)")).collect(),
+            ));
+        }
+        for d in &a.devices {
+            let fill = |r: &Reach| if r.write { "#c62828" } else { "#1565c0" };
+            rows.push((o.names.name(u, s.mode, d.id), d.reach.iter().map(|r| (r.phys, r.end(), fill(r))).collect()));
+        }
+    }
+    let legend_y = row * rows.len() as f64 + 44.0;
+    let height = legend_y + 40.0;
     let mut s = String::new();
     let _ = write!(
         s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{}" height="{}" font-family="monospace" font-size="11">"#,
-        left + width + 20.0,
-        row * rows as f64 + 30.0
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{}" height="{height}" font-family="monospace" font-size="11">"#,
+        left + width + 20.0
     );
-    let _ = write!(s, r#"<text x="4" y="15">RAM</text>"#);
-    for r in &env.ram {
-        let _ = write!(
-            s,
-            r##"<rect x="{:.1}" y="4" width="{:.1}" height="14" fill="#cfd8dc"/>"##,
-            x(r.start),
-            wid(r.start, r.end)
-        );
-    }
-    if let Some(ck) = &env.crash_region {
-        let _ = write!(s, r#"<text x="4" y="{:.0}">crash kernel</text>"#, row + 15.0);
-        let _ = write!(
-            s,
-            r##"<rect x="{:.1}" y="{:.0}" width="{:.1}" height="14" fill="#ffb300"/>"##,
-            x(ck.start),
-            row + 4.0,
-            wid(ck.start, ck.end)
-        );
-    }
-    for (i, d) in audit.devices.iter().enumerate() {
-        let y = row * (i as f64 + 2.0);
-        let _ = write!(s, r#"<text x="4" y="{:.0}">sid {:#06x}</text>"#, y + 15.0, d.sid);
-        for r in &d.reach {
-            let fill = if r.write { "#c62828" } else { "#1565c0" };
+    let _ = write!(
+        s,
+        r##"<defs><pattern id="off" width="6" height="6" patternUnits="userSpaceOnUse" patternTransform="rotate(45)"><rect width="3" height="6" fill="#c62828"/></pattern></defs>"##
+    );
+    let _ = write!(
+        s,
+        r#"<title>handover audit: {}</title><text x="4" y="14" font-size="13">DMA reach — verdict: {}</text>"#,
+        o.verdict.word(),
+        o.verdict.word()
+    );
+    for (i, (label, rects)) in rows.iter().enumerate() {
+        let y = 22.0 + row * i as f64;
+        let _ = write!(s, r#"<text x="4" y="{:.0}">{}</text>"#, y + 13.0, esc(label));
+        for (a, b, fill) in rects {
             let _ = write!(
                 s,
                 r#"<rect x="{:.1}" y="{:.0}" width="{:.1}" height="14" fill="{fill}"/>"#,
-                x(r.phys),
-                y + 4.0,
-                wid(r.phys, r.end())
+                x(*a),
+                y + 2.0,
+                wid(*a, *b)
             );
         }
     }
-    let _ = write!(
-        s,
-        r#"<text x="{left}" y="{:.0}">0</text><text x="{:.0}" y="{:.0}" text-anchor="end">{top:#x}</text></svg>"#,
-        row * rows as f64 + 20.0,
-        left + width,
-        row * rows as f64 + 20.0
-    );
+    // Axis ticks: eight divisions of the physical address space drawn.
+    let axis_y = 22.0 + row * rows.len() as f64 + 4.0;
+    let _ =
+        write!(s, r#"<line x1="{left}" y1="{axis_y:.0}" x2="{:.0}" y2="{axis_y:.0}" stroke="black"/>"#, left + width);
+    for i in 0..=8u64 {
+        let at = (u128::from(top) * u128::from(i) / 8) as u64;
+        let tx = x(at);
+        let anchor = if i == 0 {
+            "start"
+        } else if i == 8 {
+            "end"
+        } else {
+            "middle"
+        };
+        let _ = write!(
+            s,
+            r#"<line x1="{tx:.1}" y1="{axis_y:.0}" x2="{tx:.1}" y2="{:.0}" stroke="black"/><text x="{tx:.1}" y="{:.0}" text-anchor="{anchor}">{at:#x}</text>"#,
+            axis_y + 4.0,
+            axis_y + 15.0
+        );
+    }
+    let items = [
+        ("#cfd8dc", "RAM"),
+        ("#ffb300", "crash kernel"),
+        ("#c62828", "device can write"),
+        ("#1565c0", "device can read only"),
+        ("url(#off)", "translation off"),
+    ];
+    for (i, (fill, label)) in items.iter().enumerate() {
+        let lx = left + 170.0 * i as f64;
+        let _ = write!(
+            s,
+            r#"<rect x="{lx:.0}" y="{legend_y:.0}" width="12" height="12" fill="{fill}"/><text x="{:.0}" y="{:.0}">{label}</text>"#,
+            lx + 16.0,
+            legend_y + 10.0
+        );
+    }
+    let _ = write!(s, "</svg>");
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crashkernel_takes_proc_iomem_ranges_with_inclusive_ends() {
+        assert_eq!(parse_crashkernel("30000000-3fffffff"), Ok(0x3000_0000..0x4000_0000));
+        assert_eq!(parse_crashkernel("0x30000000-0x3fffffff"), Ok(0x3000_0000..0x4000_0000));
+        assert_eq!(parse_crashkernel("  30000000-3fffffff : Crash kernel"), Ok(0x3000_0000..0x4000_0000));
+        // A page-aligned end is the exclusive end (the old syntax), the same region.
+        assert_eq!(parse_crashkernel("0x30000000-0x40000000"), Ok(0x3000_0000..0x4000_0000));
+    }
+
+    #[test]
+    fn crashkernel_takes_size_at_offset_as_the_kernel_command_line() {
+        assert_eq!(parse_crashkernel("256M@0x30000000"), Ok(0x3000_0000..0x4000_0000));
+        assert_eq!(parse_crashkernel("512M@16M"), Ok(0x100_0000..0x2100_0000));
+        assert_eq!(parse_crashkernel("0x1000@0x2000"), Ok(0x2000..0x3000));
+    }
+
+    #[test]
+    fn crashkernel_refuses_what_is_not_a_page_granular_region() {
+        assert!(parse_crashkernel("30000000-30000001").is_err(), "end neither page-aligned nor ...fff");
+        assert!(parse_crashkernel("40000000-3fffffff").is_err(), "empty");
+        assert!(parse_crashkernel("1E@0xffffffffffff0000").is_err(), "overflow");
+        assert!(parse_crashkernel("0@0x1000").is_err(), "empty");
+        assert!(parse_crashkernel("xyz").is_err());
+        assert!(parse_crashkernel("ffffffffffff0000-ffffffffffffffff").is_err(), "end wraps");
+    }
 }

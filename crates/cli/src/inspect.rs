@@ -4,16 +4,15 @@
 //! `iommu_regset` snapshot names, or the DMAR/IVRS/IORT in the dump itself (RSDP scan). With one unit the
 //! JSON is that unit's object; with several, `{"units": [...]}` of such objects.
 
-use std::collections::BTreeMap;
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args as ClapArgs;
-use iommu_driver::vtd::{self, DeviceKind, WalkLimits};
-use iommu_driver::{BootEnv, Mmio, PhysMem};
+use iommu_driver::survey::{self, Budget, Device, Mode, UnitScan, Work};
+use iommu_driver::BootEnv;
 use iommu_dump::{DumpHw, InspectInput, IommuKind, Unit, UnitQuery};
-use iommu_spec::vtd::{Cap, SourceId};
-use serde::Serialize;
+use serde_json::{json, Value};
 
 /// Which units to decode: shared by `inspect` and `audit`.
 #[derive(ClapArgs, Debug, Clone, Default)]
@@ -48,23 +47,66 @@ impl UnitArgs {
 #[derive(ClapArgs, Debug, Clone)]
 pub struct Args {
     /// ELF core: QEMU `dump-guest-memory` output or `/proc/vmcore`.
-    #[arg(long)]
-    pub dump: std::path::PathBuf,
+    #[arg(value_name = "DUMP", required_unless_present = "dump")]
+    pub dump_path: Option<PathBuf>,
+    /// The dump, as an option (the positional argument's alias).
+    #[arg(long, value_name = "DUMP", conflicts_with = "dump_path")]
+    pub dump: Option<PathBuf>,
     /// Register snapshot: QEMU monitor `xp` output over the unit's MMIO (absolute addresses), or Linux's
     /// VT-d `iommu_regset` debugfs file.
     #[arg(long)]
     pub regs: std::path::PathBuf,
     #[command(flatten)]
     pub unit: UnitArgs,
-    /// The crash kernel's region, START-END (hex), to flag tables inside it.
-    #[arg(long, value_parser = parse_range)]
+    /// The crash kernel's region, to flag tables inside it: as `audit --crashkernel` takes it
+    /// (`30000000-3fffffff`, `256M@0x30000000`).
+    #[arg(long, value_parser = crate::audit::parse_crashkernel)]
     pub crashkernel: Option<std::ops::Range<u64>>,
     /// JSON instead of a table.
     #[arg(long)]
     pub json: bool,
-    /// Write the pages the decode read as a small ELF core (a test fixture).
+    /// Write the pages the decode read as a small ELF core (a test fixture). Never over an input, nor
+    /// over an existing file unless --force.
     #[arg(long)]
-    pub save_fixture: Option<std::path::PathBuf>,
+    pub save_fixture: Option<PathBuf>,
+    /// Let --save-fixture replace an existing file (never an input).
+    #[arg(long, requires = "save_fixture")]
+    pub force: bool,
+    #[command(flatten)]
+    pub budget: BudgetArgs,
+}
+
+/// The total work budget of one inspection or audit.
+#[derive(ClapArgs, Debug, Clone)]
+pub struct BudgetArgs {
+    /// At most this many page-table pages read, over every device and unit.
+    #[arg(long, default_value_t = Budget::default().max_pages)]
+    pub max_pages: u64,
+    /// At most this many IOVA runs kept, over every device and unit.
+    #[arg(long, default_value_t = Budget::default().max_runs)]
+    pub max_runs: u64,
+    /// At most this many problems kept (more are counted).
+    #[arg(long, default_value_t = Budget::default().max_problems)]
+    pub max_problems: u64,
+    /// At most this many devices listed, over every unit (more are counted, and make the audit incomplete).
+    #[arg(long, default_value_t = Budget::default().max_devices)]
+    pub max_devices: u64,
+}
+
+impl BudgetArgs {
+    pub fn work(&self) -> Work {
+        Work::new(Budget {
+            max_pages: self.max_pages,
+            max_runs: self.max_runs,
+            max_problems: self.max_problems,
+            max_devices: self.max_devices,
+        })
+    }
+}
+
+/// The dump named by the positional argument or `--dump`.
+pub fn dump_of(pos: &Option<PathBuf>, flag: &Option<PathBuf>) -> Result<PathBuf, String> {
+    pos.clone().or_else(|| flag.clone()).ok_or_else(|| "give the dump (a positional argument or --dump)".into())
 }
 
 pub fn parse_u64(s: &str) -> Result<u64, String> {
@@ -76,55 +118,61 @@ pub fn parse_u64(s: &str) -> Result<u64, String> {
     r.map_err(|e| format!("{s:?} is not an address: {e}"))
 }
 
-pub fn parse_range(s: &str) -> Result<std::ops::Range<u64>, String> {
-    let (a, b) = s.split_once('-').ok_or_else(|| format!("{s:?}: expected START-END"))?;
-    let (a, b) = (parse_u64(a)?, parse_u64(b)?);
-    if a >= b {
-        return Err(format!("{s:?}: START must be below END"));
+/// Scan `unit` of `hw` (selected) with the survey of its kind.
+pub fn scan_unit(hw: &mut DumpHw, kind: IommuKind, env: &BootEnv, work: &mut Work) -> UnitScan {
+    match kind {
+        IommuKind::Vtd => survey::scan_vtd(hw, env, work),
+        IommuKind::AmdVi => survey::scan_amdvi(hw, env, work),
+        IommuKind::Smmuv3 => survey::scan_smmuv3(hw, env, work),
     }
-    Ok(a..b)
 }
 
-#[derive(Serialize)]
-struct Mapping {
-    iova: u64,
-    phys: u64,
-    size: u64,
-    perm: &'static str,
+/// The mode a unit of `kind` is reported in when its registers could not be read.
+pub fn default_mode(kind: IommuKind) -> Mode {
+    match kind {
+        IommuKind::Vtd => Mode::VtdLegacy,
+        IommuKind::AmdVi => Mode::AmdViV1,
+        IommuKind::Smmuv3 => Mode::Smmuv3Linear,
+    }
 }
 
-#[derive(Serialize)]
-struct DeviceOut {
-    sid: u32,
-    id: String,
-    domain: Option<u16>,
-    kind: &'static str,
-    mappings: Vec<Mapping>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    problems: Vec<String>,
+/// A requester's name beside its number: the PCI BDF for VT-d and AMD-Vi requester IDs.
+pub fn bdf(mode: Mode, id: u32) -> Option<String> {
+    match mode {
+        Mode::Smmuv3Linear | Mode::Smmuv3TwoLevel => None,
+        _ => u16::try_from(id).ok().map(|id| iommu_spec::Rid(id).to_string()),
+    }
 }
 
-#[derive(Serialize)]
-struct InspectOut {
-    iommu: &'static str,
-    mode: &'static str,
-    translation_enabled: bool,
-    root_table: u64,
-    devices: Vec<DeviceOut>,
-    problems: Vec<String>,
+fn perm(r: bool, w: bool) -> &'static str {
+    match (r, w) {
+        (true, true) => "rw",
+        (true, false) => "r",
+        (false, true) => "w",
+        _ => "-",
+    }
 }
 
-/// One unit's decode, with where it is and where it was found.
-#[derive(Serialize)]
-struct UnitOut {
-    base: u64,
-    origin: String,
-    #[serde(flatten)]
-    out: InspectOut,
+/// Refuse to write `out` over an input, or over an existing file without `force`.
+pub fn check_output(out: &std::path::Path, inputs: &[&std::path::Path], force: bool) -> Result<(), String> {
+    let canon = |p: &std::path::Path| std::fs::canonicalize(p).ok();
+    if let Some(o) = canon(out) {
+        if inputs.iter().any(|i| canon(i).as_ref() == Some(&o)) {
+            return Err(format!("{}: is an input; not overwriting it", out.display()));
+        }
+        if !force {
+            return Err(format!("{}: exists; give --force to replace it", out.display()));
+        }
+    }
+    Ok(())
 }
 
 pub fn run(a: &Args) -> Result<ExitCode, String> {
-    let input = InspectInput::load(&a.dump, &a.regs).map_err(|e| e.to_string())?;
+    let dump = dump_of(&a.dump_path, &a.dump)?;
+    if let Some(path) = &a.save_fixture {
+        check_output(path, &[&dump, &a.regs], a.force)?;
+    }
+    let input = InspectInput::load(&dump, &a.regs).map_err(|e| e.to_string())?;
     let mut hw: DumpHw = input.hw();
     let units = hw.find_units(&a.unit.query()).map_err(|e| e.to_string())?;
     let env = BootEnv {
@@ -134,259 +182,168 @@ pub fn run(a: &Args) -> Result<ExitCode, String> {
         mem_encrypt: false,
         c_bit: 0,
     };
+    let mut work = a.budget.work();
     let mut outs = Vec::with_capacity(units.len());
-    for Unit { kind, base, origin, .. } in units {
-        hw.select(base);
-        hw.require(kind).map_err(|e| e.to_string())?;
-        let out = match kind {
-            IommuKind::AmdVi => decode_amdvi(&mut hw, &env),
-            IommuKind::Smmuv3 => decode_smmuv3(&mut hw, &env),
-            IommuKind::Vtd => decode_vtd(&mut hw, &env),
-        }
-        .map_err(|e| format!("{kind} unit at {base:#x}: {e}"))?;
-        outs.push(UnitOut { base, origin, out });
+    for unit in units {
+        hw.select(unit.base);
+        hw.require(unit.kind).map_err(|e| e.to_string())?;
+        let scan = scan_unit(&mut hw, unit.kind, &env, &mut work);
+        outs.push((unit, scan));
     }
     if let Some(path) = &a.save_fixture {
         hw.save_touched(path).map_err(|e| format!("{}: {e}", path.display()))?;
     }
+    if work.spent.exhausted.is_some() {
+        eprintln!("handover: the work budget ran out ({}); the decode is incomplete", work_line(&work));
+    }
     let mut w = std::io::stdout().lock();
     let res = if a.json {
-        let json = match outs.as_slice() {
-            [one] => serde_json::to_value(one),
-            all => serde_json::to_value(all).map(|units| serde_json::json!({ "units": units })),
+        let units: Vec<Value> = outs.iter().map(|(u, s)| unit_json(u, s)).collect();
+        let v = match <[Value; 1]>::try_from(units) {
+            Ok([one]) => one,
+            Err(all) => json!({ "units": all }),
         };
-        json.and_then(|v| serde_json::to_writer_pretty(&mut w, &v))
-            .map_err(std::io::Error::from)
-            .and_then(|_| writeln!(w))
+        serde_json::to_writer_pretty(&mut w, &v).map_err(std::io::Error::from).and_then(|_| writeln!(w))
     } else {
-        outs.iter().try_for_each(|u| print_human(&mut w, u))
+        outs.iter().try_for_each(|(u, s)| print_human(&mut w, u, s))
     };
     crate::output_result(res)
 }
 
-fn decode_vtd(hw: &mut (impl Mmio + PhysMem), env: &BootEnv) -> Result<InspectOut, String> {
-    let cap = Cap::from_bits(hw.read64(iommu_spec::vtd::off::CAP));
-    let scan = vtd::scan(hw, env, None).map_err(|r| format!("cannot decode the unit: {r}"))?;
-    let mut devices: BTreeMap<u16, DeviceOut> = BTreeMap::new();
-    for d in &scan.devices {
-        let (kind, mappings) = match d.kind {
-            DeviceKind::Translated { .. } | DeviceKind::FirstLevel { .. } => {
-                let (w, kind) = match d.kind {
-                    DeviceKind::FirstLevel { root, levels, .. } => {
-                        (vtd::walk::walk_first_level(hw, cap, root, levels, WalkLimits::default()), "first-level")
-                    }
-                    DeviceKind::Translated { root, levels } => {
-                        (vtd::walk::walk(hw, cap, root, levels, WalkLimits::default()), "translated")
-                    }
-                    _ => continue,
-                };
-                let m = w
-                    .runs
-                    .iter()
-                    .map(|r| Mapping { iova: r.iova, phys: r.phys, size: r.size, perm: r.perm() })
-                    .collect();
-                let problems: Vec<String> = w.issues.iter().map(|i| format!("{i:?}")).collect();
-                devices.insert(
-                    d.sid,
-                    DeviceOut {
-                        sid: d.sid as u32,
-                        id: SourceId(d.sid).to_string(),
-                        domain: Some(d.did),
-                        kind,
-                        mappings: m,
-                        problems,
-                    },
-                );
-                continue;
-            }
-            DeviceKind::PassThrough => ("passthrough", Vec::new()),
-            DeviceKind::Blocked => ("blocked", Vec::new()),
-        };
-        let domain = (d.did != 0).then_some(d.did);
-        devices.insert(
-            d.sid,
-            DeviceOut {
-                sid: d.sid as u32,
-                id: SourceId(d.sid).to_string(),
-                domain,
-                kind,
-                mappings,
-                problems: Vec::new(),
-            },
-        );
-    }
-    let mut problems = Vec::new();
-    for p in &scan.problems {
-        match p.sid() {
-            Some(sid) => {
-                devices.insert(
-                    sid,
-                    DeviceOut {
-                        sid: sid.into(),
-                        id: SourceId(sid).to_string(),
-                        domain: None,
-                        // A nested entry is not malformed: it is a translation this tool cannot decode, so
-                        // its reach is unknown (not "no mappings").
-                        kind: if matches!(p, vtd::EntryProblem::NestedTranslation { .. }) {
-                            "nested"
-                        } else {
-                            "invalid"
-                        },
-                        mappings: Vec::new(),
-                        problems: vec![p.to_string()],
-                    },
-                );
-            }
-            None => problems.push(p.to_string()),
-        }
-    }
-    Ok(InspectOut {
-        iommu: "vtd",
-        mode: if scan.scalable() { "scalable" } else { "legacy" },
-        translation_enabled: scan.gsts.tes(),
-        root_table: scan.rtaddr.table(),
-        devices: devices.into_values().collect(),
-        problems,
+/// The work done, for a message.
+pub fn work_line(w: &Work) -> String {
+    format!(
+        "{} of {} table pages, {} of {} runs, {} problems kept of {} met",
+        w.spent.pages,
+        w.budget.max_pages,
+        w.spent.runs,
+        w.budget.max_runs,
+        w.spent.problems,
+        w.spent.problems + w.spent.problems_dropped
+    )
+}
+
+/// The work done, as JSON.
+pub fn work_json(w: &Work) -> Value {
+    json!({
+        "pages": w.spent.pages,
+        "runs": w.spent.runs,
+        "problems": w.spent.problems,
+        "problems_dropped": w.spent.problems_dropped,
+        "devices": w.spent.devices,
+        "devices_dropped": w.spent.devices_dropped,
+        "exhausted": w.spent.exhausted.is_some(),
+        "budget": {
+            "pages": w.budget.max_pages,
+            "runs": w.budget.max_runs,
+            "problems": w.budget.max_problems,
+            "devices": w.budget.max_devices,
+        },
     })
 }
 
-fn decode_amdvi(hw: &mut (impl Mmio + PhysMem), env: &BootEnv) -> Result<InspectOut, String> {
-    use iommu_driver::amdvi::{self, DteKind};
-    use iommu_spec::amdvi::DeviceId;
-    let scan = amdvi::scan(hw, env, false).map_err(|r| format!("cannot decode the unit: {r}"))?;
-    let mut devices: BTreeMap<u16, DeviceOut> = BTreeMap::new();
-    for d in &scan.devices {
-        let id = DeviceId(d.devid).to_string();
-        let (kind, mappings, problems) = match d.kind {
-            DeviceKind2::Translated { root, levels } => {
-                let w = iommu_driver::walk::walk(hw, &amdvi::V1, root, levels, WalkLimits::default());
-                // The DTE's IR/IW bound every mapping.
-                let (ir, iw) = (d.dte.ir(), d.dte.iw());
-                let m = w
-                    .runs
-                    .iter()
-                    .map(|r| iommu_driver::walk::Run { read: r.read && ir, write: r.write && iw, ..*r })
-                    .map(|r| Mapping { iova: r.iova, phys: r.phys, size: r.size, perm: r.perm() })
-                    .collect();
-                ("translated", m, w.issues.iter().map(|i| format!("{i:?}")).collect())
-            }
-            DteKind::PassThrough { .. } | DteKind::NotValid => ("passthrough", Vec::new(), Vec::new()),
-        };
-        devices
-            .insert(d.devid, DeviceOut { sid: d.devid as u32, id, domain: Some(d.domain), kind, mappings, problems });
-    }
-    let mut problems = Vec::new();
-    for p in &scan.problems {
-        match p.devid() {
-            Some(devid) => {
-                let id = DeviceId(devid).to_string();
-                devices.insert(
-                    devid,
-                    DeviceOut {
-                        sid: devid as u32,
-                        id,
-                        domain: None,
-                        kind: "invalid",
-                        mappings: Vec::new(),
-                        problems: vec![p.to_string()],
-                    },
-                );
-            }
-            None => problems.push(p.to_string()),
-        }
-    }
-    Ok(InspectOut {
-        iommu: "amdvi",
-        mode: "v1",
-        translation_enabled: scan.control.iommu_en(),
-        root_table: scan.table.table(),
-        devices: devices.into_values().collect(),
-        problems,
+fn device_json(mode: Mode, d: &Device) -> Value {
+    json!({
+        "sid": d.id,
+        "id": bdf(mode, d.id).unwrap_or_else(|| format!("{:#x}", d.id)),
+        "domain": d.domain,
+        "kind": d.translation.word(),
+        "format": match d.translation {
+            iommu_driver::survey::Translation::Translated { format, .. } => Some(format.name()),
+            _ => None,
+        },
+        "mappings": d.runs.iter().map(|r| json!({"iova": r.iova, "phys": r.phys, "size": r.size, "perm": r.perm()})).collect::<Vec<_>>(),
+        "problems": d.problems.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+        "problems_dropped": d.problems_dropped,
     })
 }
 
-use iommu_driver::amdvi::DteKind as DeviceKind2;
-
-fn decode_smmuv3(hw: &mut (impl Mmio + PhysMem), env: &BootEnv) -> Result<InspectOut, String> {
-    use iommu_driver::smmuv3::{self, SteKind};
-    let scan = smmuv3::scan(hw, env).map_err(|r| format!("cannot decode the unit: {r}"))?;
-    let mut devices: BTreeMap<u32, DeviceOut> = BTreeMap::new();
-    let walk_runs = |hw: &mut _, root, w: smmuv3::Vmsa| {
-        let walk = iommu_driver::walk::walk(hw, &w, root, w.levels(), WalkLimits::default());
-        let m: Vec<Mapping> =
-            walk.runs.iter().map(|r| Mapping { iova: r.iova, phys: r.phys, size: r.size, perm: r.perm() }).collect();
-        (m, walk.issues.iter().map(|i| format!("{i:?}")).collect::<Vec<_>>())
-    };
-    for st in &scan.streams {
-        let (kind, domain, mappings, problems) = match st.kind {
-            SteKind::Bypass => ("passthrough", None, Vec::new(), Vec::new()),
-            SteKind::Blocked { asid } => ("blocked", Some(asid), Vec::new(), Vec::new()),
-            SteKind::Stage1 { ttb0, walk, asid } => {
-                let (m, p) = walk_runs(hw, ttb0, walk);
-                ("translated", Some(asid), m, p)
-            }
-            SteKind::Stage2 { s2ttb, walk, vmid } => {
-                let (m, p) = walk_runs(hw, s2ttb, walk);
-                ("translated", Some(vmid), m, p)
-            }
-        };
-        devices
-            .insert(st.sid, DeviceOut { sid: st.sid, id: format!("{:#x}", st.sid), domain, kind, mappings, problems });
-    }
-    let mut problems = Vec::new();
-    for p in &scan.problems {
-        match p.sid() {
-            Some(sid) => {
-                devices.insert(
-                    sid,
-                    DeviceOut {
-                        sid,
-                        id: format!("{sid:#x}"),
-                        domain: None,
-                        kind: "invalid",
-                        mappings: Vec::new(),
-                        problems: vec![p.to_string()],
-                    },
-                );
-            }
-            None => problems.push(p.to_string()),
-        }
-    }
-    let fmt = if scan.cfg.fmt() == iommu_spec::smmuv3::StrtabFmt::TwoLevel { "2-level" } else { "linear" };
-    Ok(InspectOut {
-        iommu: "smmuv3",
-        mode: fmt,
-        translation_enabled: scan.cr0.smmuen(),
-        root_table: scan.base.table(),
-        devices: devices.into_values().collect(),
-        problems,
+fn unit_json(u: &Unit, s: &UnitScan) -> Value {
+    json!({
+        "base": u.base,
+        "origin": u.origin,
+        "iommu": s.mode.iommu(),
+        "mode": s.mode.word(),
+        "translation_enabled": s.translation_enabled,
+        "root_table": s.root_table,
+        "devices": s.devices.iter().map(|d| device_json(s.mode, d)).collect::<Vec<_>>(),
+        "problems": s.problems.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+        "problems_dropped": s.problems_dropped,
     })
 }
 
-fn print_human(w: &mut impl Write, u: &UnitOut) -> std::io::Result<()> {
-    let o = &u.out;
+fn print_human(w: &mut impl Write, u: &Unit, s: &UnitScan) -> std::io::Result<()> {
     writeln!(
         w,
         "{} at {:#x} ({}), {} mode, translation {}, root table {:#x}",
-        o.iommu,
+        s.mode.iommu(),
         u.base,
         u.origin,
-        o.mode,
-        if o.translation_enabled { "on" } else { "off" },
-        o.root_table
+        s.mode.word(),
+        match (s.scanned, s.translation_enabled) {
+            (false, _) => "unknown",
+            (true, true) => "on",
+            (true, false) => "off",
+        },
+        s.root_table
     )?;
-    for d in &o.devices {
+    for d in &s.devices {
         let dom = d.domain.map_or("-".to_string(), |x| x.to_string());
-        writeln!(w, "{}  sid {:#06x}  domain {:>5}  {}  ({} runs)", d.id, d.sid, dom, d.kind, d.mappings.len())?;
-        for m in &d.mappings {
-            writeln!(w, "    iova {:#014x}-{:#014x} -> phys {:#014x}  {}", m.iova, m.iova + m.size, m.phys, m.perm)?;
+        let id = bdf(s.mode, d.id).unwrap_or_else(|| format!("{:#x}", d.id));
+        writeln!(w, "{id}  sid {:#06x}  domain {dom:>5}  {}  ({} runs)", d.id, d.translation.word(), d.runs.len())?;
+        for m in &d.runs {
+            // The end may be 2^64 (a run reaching the top of the IOVA space): print it in 128 bits.
+            let end = u128::from(m.iova) + u128::from(m.size);
+            writeln!(w, "    iova {:#014x}-{:#014x} -> phys {:#014x}  {}", m.iova, end, m.phys, perm(m.read, m.write))?;
         }
         for p in &d.problems {
             writeln!(w, "    ! {p}")?;
         }
+        if d.problems_dropped > 0 {
+            writeln!(w, "    ! {} more problems not kept (work budget)", d.problems_dropped)?;
+        }
     }
-    for p in &o.problems {
+    for p in &s.problems {
         writeln!(w, "! {p}")?;
     }
+    if s.problems_dropped > 0 {
+        writeln!(w, "! {} more problems not kept (work budget)", s.problems_dropped)?;
+    }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use iommu_driver::survey::{TableFormat, Translation};
+    use iommu_driver::walk::Run;
+
+    #[test]
+    fn a_run_that_ends_at_the_top_of_the_iova_space_prints_its_end() {
+        let run = Run { iova: u64::MAX - 0xfff, phys: 0x1000, size: 0x1000, read: true, write: true };
+        let device = Device {
+            id: 0x10,
+            domain: Some(1),
+            translation: Translation::Translated {
+                root: 0x1000,
+                levels: 6,
+                format: TableFormat::AmdViV1,
+                read: true,
+                write: true,
+            },
+            runs: vec![run],
+            table_pages: vec![0x1000],
+            problems: Vec::new(),
+            problems_dropped: 0,
+            worst: None,
+        };
+        let mut work = Work::default();
+        let mut scan = UnitScan::unscanned(Mode::AmdViV1, survey::Problem::Budget(survey::Limit::Pages), &mut work);
+        scan.devices.push(device);
+        let unit = Unit { kind: IommuKind::AmdVi, base: 0xfed80000, segment: 0, origin: "--base".into() };
+        let mut out = Vec::new();
+        print_human(&mut out, &unit, &scan).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("iova 0xfffffffffffff000-0x10000000000000000 -> phys 0x000000001000  rw"), "{text}");
+    }
 }

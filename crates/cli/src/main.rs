@@ -8,13 +8,14 @@ mod campaign;
 mod inspect;
 mod simulate;
 mod snpcheck;
+mod takeover;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "handover", version, about = "IOMMU hand-over to a crash (kdump) kernel: simulate, inspect")]
+#[command(name = "handover", version, about = "IOMMU hand-over to a crash (kdump) kernel: simulate, inspect, audit")]
 struct Cli {
     #[command(subcommand)]
     cmd: Option<Cmd>,
@@ -26,7 +27,7 @@ enum Cmd {
     Simulate(simulate::Args),
     /// Decode an IOMMU's tables from a dump: per device, its entry and mapped IOVA runs.
     Inspect(inspect::Args),
-    /// What each device can still reach in a dump: a verdict (exit 0 safe, 1 unsafe, 2 unreadable input).
+    /// What each device can still reach in a dump: a verdict (exit 0 safe, 1 unsafe, 2 incomplete or an error).
     Audit(audit::Args),
     /// Many crash scenarios under every policy: capture rates with 95 % intervals, failures by reason.
     Campaign(campaign::Args),
@@ -34,6 +35,8 @@ enum Cmd {
     Bench(bench::Args),
     /// Explore every interleaving of the SNP panic path (the x86/sev v2 thread's designs) against the firmware model.
     SnpCheck(snpcheck::Args),
+    /// In a kdump kernel: take over the IOMMU the crashed kernel left live (exit 2 when it may not).
+    Takeover(takeover::Args),
 }
 
 /// Finish a command whose output went to stdout: a closed pipe (`| head`) is a normal end, not an error.
@@ -55,6 +58,7 @@ fn main() -> ExitCode {
         Some(Cmd::Campaign(a)) => campaign::run(&a),
         Some(Cmd::Bench(a)) => bench::run(&a),
         Some(Cmd::SnpCheck(a)) => snpcheck::run(&a),
+        Some(Cmd::Takeover(a)) => takeover::run(&a),
     };
     match res {
         Ok(code) => code,

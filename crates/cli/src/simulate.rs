@@ -52,11 +52,11 @@ pub struct Args {
     /// SMMUv3: the table walker is not coherent (IDR0.COHACC clear).
     #[arg(long)]
     pub noncoherent_walker: bool,
-    /// Ticks from the panic to the crash kernel's IOMMU init.
-    #[arg(long, default_value_t = 40)]
+    /// Ticks from the panic to the crash kernel's IOMMU init (at most 100 000).
+    #[arg(long, default_value_t = 40, value_parser = clap::value_parser!(u64).range(0..=MAX_TICKS))]
     pub early_ticks: u64,
-    /// Ticks from the IOMMU init to the probe of the disk the dump is written to.
-    #[arg(long, default_value_t = 80)]
+    /// Ticks from the IOMMU init to the probe of the disk the dump is written to (at most 100 000).
+    #[arg(long, default_value_t = 80, value_parser = clap::value_parser!(u64).range(0..=MAX_TICKS))]
     pub probe_ticks: u64,
     /// What a blocked DMA does to the platform.
     #[arg(long, value_enum, default_value_t = Aborts::Fatal)]
@@ -96,6 +96,9 @@ impl Default for Args {
         }
     }
 }
+
+/// The most ticks a phase may be given: far past any device's DMA burst, and a run that ends in seconds.
+pub const MAX_TICKS: u64 = 100_000;
 
 pub fn run(a: &Args) -> Result<ExitCode, String> {
     let kinds: Vec<IommuKind> = a.iommu.map_or(IommuKind::ALL.to_vec(), |k| vec![k]);

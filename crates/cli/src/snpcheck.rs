@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Args as ClapArgs;
 use iommu_sim::snpcheck::{explore, protocols, Exploration};
-use serde_json::json;
+use serde::Serialize;
 
 #[derive(ClapArgs, Debug, Clone)]
 pub struct Args {
@@ -18,10 +18,6 @@ pub struct Args {
     /// JSON instead of tables and traces.
     #[arg(long)]
     pub json: bool,
-}
-
-fn count(v: u128) -> u64 {
-    u64::try_from(v).unwrap_or(u64::MAX)
 }
 
 pub fn run(a: &Args) -> Result<ExitCode, String> {
@@ -48,26 +44,48 @@ fn capture(e: &Exploration) -> (bool, bool) {
     (every(e, Policy::Adopt), every(e, Policy::ResetAbort))
 }
 
+/// One protocol's result in JSON. Counts are exact integers: at 6 CPUs they pass 2^64 (serde_json writes
+/// a `u128` as its digits; a reader without big integers sees a float, never a saturated 2^64 - 1).
+#[derive(Serialize)]
+struct ProtocolOut {
+    name: &'static str,
+    states: usize,
+    interleavings: u128,
+    shutdown_ok: u128,
+    shutdown_failed: u128,
+    safety_violations: u128,
+    capture_ok: bool,
+    capture_ok_without_handover: bool,
+    counterexample: Option<Vec<String>>,
+    counterexample_violation: Option<&'static str>,
+}
+
+#[derive(Serialize)]
+struct Out {
+    cpus: u8,
+    protocols: Vec<ProtocolOut>,
+}
+
 fn print_json(w: &mut impl Write, a: &Args, results: &[Exploration]) -> std::io::Result<()> {
-    let protos: Vec<_> = results
+    let protocols = results
         .iter()
         .map(|e| {
             let (with, without) = capture(e);
-            json!({
-                "name": e.protocol,
-                "states": e.states,
-                "interleavings": count(e.tally.interleavings),
-                "shutdown_ok": count(e.tally.shutdown_ok),
-                "shutdown_failed": count(e.tally.shutdown_failed),
-                "safety_violations": count(e.tally.safety_violations),
-                "capture_ok": with,
-                "capture_ok_without_handover": without,
-                "counterexample": e.counterexample.as_ref().map(|c| c.iter().map(|s| s.to_string()).collect::<Vec<_>>()),
-                "counterexample_violation": e.counterexample_violation,
-            })
+            ProtocolOut {
+                name: e.protocol,
+                states: e.states,
+                interleavings: e.tally.interleavings,
+                shutdown_ok: e.tally.shutdown_ok,
+                shutdown_failed: e.tally.shutdown_failed,
+                safety_violations: e.tally.safety_violations,
+                capture_ok: with,
+                capture_ok_without_handover: without,
+                counterexample: e.counterexample.as_ref().map(|c| c.iter().map(|s| s.to_string()).collect()),
+                counterexample_violation: e.counterexample_violation,
+            }
         })
         .collect();
-    serde_json::to_writer_pretty(&mut *w, &json!({ "cpus": a.cpus, "protocols": protos }))?;
+    serde_json::to_writer_pretty(&mut *w, &Out { cpus: a.cpus, protocols })?;
     writeln!(w)
 }
 

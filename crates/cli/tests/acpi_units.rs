@@ -128,9 +128,9 @@ fn the_dumps_own_acpi_tables_find_the_unit() {
         let found = ok(&["inspect"], &full, &regs);
         assert_eq!((found["iommu"].as_str(), found["base"].as_u64()), (Some(iommu), by_base["base"].as_u64()));
         assert_eq!(found["devices"], by_base["devices"], "{name}");
-        let audit = ok(&["audit", "--crashkernel", "0x30000000-0x30100000"], &full, &regs);
+        let audit = ok(&["audit", "--crashkernel", "0x30000000-0x30100000", "--ram", "0-0x80000000"], &full, &regs);
         assert_eq!(audit["verdict"], "safe");
-        assert_eq!(audit["iommu"], iommu);
+        assert_eq!(audit["units"][0]["iommu"], iommu);
         // The trimmed fixture itself holds no ACPI tables: the error says so and what to do.
         let e = fails(&["inspect"], &dump, &regs);
         assert!(e.contains("no RSDP found") && e.contains("--acpi"), "{e}");
@@ -158,7 +158,7 @@ fn a_regset_names_its_units() {
     for u in units {
         assert_eq!(u["devices"], by_base["devices"]);
     }
-    let v = ok(&["audit", "--crashkernel", "0x30000000-0x30100000"], &dump, &two);
+    let v = ok(&["audit", "--crashkernel", "0x30000000-0x30100000", "--ram", "0-0x80000000"], &dump, &two);
     assert_eq!((v["verdict"].as_str(), v["units"].as_array().map(Vec::len)), (Some("safe"), Some(2)));
     // A crash region over the first page a device reaches: unsafe overall, exit 1.
     let phys = v["units"][0]["devices"]
@@ -168,7 +168,7 @@ fn a_regset_names_its_units() {
         .find_map(|d| d["reach"].as_array().unwrap().first().map(|r| r["phys"].as_u64().unwrap()))
         .unwrap();
     let crash = format!("{phys:#x}-{:#x}", phys + 0x1000);
-    let (out, v) = run(&["audit", "--crashkernel", &crash], &dump, &two);
+    let (out, v) = run(&["audit", "--crashkernel", &crash, "--ram", "0-0x80000000"], &dump, &two);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(v["verdict"], "unsafe");
 }
@@ -227,4 +227,17 @@ fn an_iort_finds_the_smmuv3() {
     let found = ok(&["inspect", "--acpi", iort.to_str().unwrap()], &dump, &regs);
     assert_eq!((found["iommu"].as_str(), found["base"].as_u64()), (Some("smmuv3"), Some(0x0905_0000)));
     assert_eq!(found["devices"], by_base["devices"]);
+    // The audit names each stream by the requester the IORT maps to it.
+    let out = Command::new(env!("CARGO_BIN_EXE_handover"))
+        .arg("audit")
+        .arg(&dump)
+        .args(["--ram", "40000000-bfffffff", "--crashkernel", "256M@0x60000000", "--acpi"])
+        .arg(&iort)
+        .arg("--regs")
+        .arg(&regs)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("00:02.0 (sid 0x0010)") && text.contains("00:03.0 (sid 0x0018)"), "{text}");
 }

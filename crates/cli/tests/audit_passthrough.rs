@@ -21,7 +21,7 @@ fn passthrough_devices_are_flagged_and_the_verdict_is_unsafe() {
     assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["verdict"], "unsafe");
-    let devices = v["devices"].as_array().unwrap();
+    let devices = v["units"][0]["devices"].as_array().unwrap();
     for sid in [0x10, 0x18] {
         let dev = devices.iter().find(|d| d["sid"] == sid).unwrap_or_else(|| panic!("sid {sid:#x} not audited"));
         let flags: Vec<&str> = dev["flags"].as_array().unwrap().iter().map(|f| f.as_str().unwrap()).collect();

@@ -56,10 +56,11 @@ fn inspect(name: &str, iommu: &str, base: &str) -> Value {
 }
 
 fn check(name: &str, iommu: &str, base: &str, mode: &str, min_oracle: usize) {
-    check_kind(name, iommu, base, mode, min_oracle, "translated")
+    check_format(name, iommu, base, mode, min_oracle, None)
 }
 
-fn check_kind(name: &str, iommu: &str, base: &str, mode: &str, min_oracle: usize, kind: &str) {
+/// `check`, and every oracle device's tables are of `format` when given.
+fn check_format(name: &str, iommu: &str, base: &str, mode: &str, min_oracle: usize, format: Option<&str>) {
     let v = inspect(name, iommu, base);
     assert_eq!(v["iommu"], iommu);
     assert_eq!(v["mode"], mode);
@@ -70,7 +71,10 @@ fn check_kind(name: &str, iommu: &str, base: &str, mode: &str, min_oracle: usize
     for o in &oracle {
         let dev =
             devices.iter().find(|d| d["sid"].as_u64() == Some(o.sid)).unwrap_or_else(|| panic!("sid {:#x}", o.sid));
-        assert_eq!(dev["kind"], kind);
+        assert_eq!(dev["kind"], "translated");
+        if let Some(f) = format {
+            assert_eq!(dev["format"], f, "sid {:#x}", o.sid);
+        }
         assert_eq!(dev["domain"].as_u64(), Some(o.domain), "sid {:#x}: DID", o.sid);
         assert!(!dev["id"].as_str().unwrap().is_empty());
         // The run holding the IOVA maps it to the oracle's physical page with the oracle's permission.
@@ -108,14 +112,14 @@ fn vtd_legacy_mode_tables_match_qemus_translations() {
 
 #[test]
 fn vtd_scalable_mode_tables_match_qemus_translations() {
-    check("vtd-scalable", "vtd", "0xfed90000", "scalable", 20);
+    check_format("vtd-scalable", "vtd", "0xfed90000", "scalable", 20, Some("vtd-second-level"));
 }
 
 /// QEMU's `x-flts=on` unit (first-level translation only): Linux gives its DMA domains first-level
 /// (x86-64-format) tables, PASID entries with PGTT = 001.
 #[test]
 fn vtd_first_level_tables_match_qemus_translations() {
-    check_kind("vtd-scalable-fl", "vtd", "0xfed90000", "scalable", 20, "first-level");
+    check_format("vtd-scalable-fl", "vtd", "0xfed90000", "scalable", 20, Some("vtd-first-level"));
 }
 
 #[test]
@@ -145,6 +149,45 @@ fn a_missing_register_is_named() {
     let _ = std::fs::remove_file(&regs);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("RTADDR"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn save_fixture_never_overwrites_an_input_nor_an_existing_file_without_force() {
+    let dir = fixture("vtd-legacy");
+    let tmp = std::env::temp_dir().join(format!("handover-save-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    // The inputs are copied, so a failure of the rule could not damage the committed fixture.
+    let (dump, regs) = (tmp.join("memory.elf"), tmp.join("regs.txt"));
+    std::fs::copy(dir.join("memory.elf"), &dump).unwrap();
+    std::fs::copy(dir.join("regs.txt"), &regs).unwrap();
+    let before = std::fs::read(&dump).unwrap();
+    let save = |to: &std::path::Path, force: bool| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_handover"));
+        c.args(["inspect", "--iommu", "vtd", "--base", "0xfed90000"]).arg(&dump).arg("--regs").arg(&regs);
+        c.arg("--save-fixture").arg(to);
+        if force {
+            c.arg("--force");
+        }
+        c.output().unwrap()
+    };
+    for force in [false, true] {
+        let out = save(&dump, force);
+        assert_eq!(out.status.code(), Some(2), "force {force}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("is an input"));
+        assert_eq!(std::fs::read(&dump).unwrap(), before, "the dump is untouched");
+    }
+    let other = tmp.join("other.elf");
+    std::fs::write(&other, b"keep me").unwrap();
+    let out = save(&other, false);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--force"));
+    assert_eq!(std::fs::read(&other).unwrap(), b"keep me");
+    assert!(save(&other, true).status.success());
+    assert_ne!(std::fs::read(&other).unwrap(), b"keep me");
+    let fresh = tmp.join("fresh.elf");
+    assert!(save(&fresh, false).status.success());
+    assert!(std::fs::metadata(&fresh).unwrap().len() > 0);
+    let _ = std::fs::remove_dir_all(&tmp);
 }
 
 /// Overwrite the 8 bytes at physical `pa` in an ELF core's PT_LOAD data (ELF64 little-endian).
@@ -185,7 +228,8 @@ fn a_nested_pasid_entry_is_shown_as_nested_not_as_a_device_without_mappings() {
     let devices = v["devices"].as_array().unwrap();
     let nvme = devices.iter().find(|x| x["sid"] == 0x18).unwrap();
     assert_eq!(nvme["kind"], "nested", "{nvme}");
+    assert!(nvme["mappings"].as_array().unwrap().is_empty());
     assert!(nvme["problems"][0].as_str().unwrap().contains("reach unknown"), "{nvme}");
     let nic = devices.iter().find(|x| x["sid"] == 0x10).unwrap();
-    assert_eq!(nic["kind"], "first-level", "the other devices still decode");
+    assert_eq!((&nic["kind"], &nic["format"]), (&Value::from("translated"), &Value::from("vtd-first-level")));
 }

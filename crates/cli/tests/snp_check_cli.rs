@@ -108,3 +108,21 @@ fn bench_json_has_the_issue_shape() {
         assert!(s["threads"].is_u64() && s["scenarios_per_s"].as_f64().unwrap() > 0.0);
     }
 }
+
+#[test]
+fn six_cpus_print_exact_counts_past_two_to_the_64() {
+    let out = Command::new(env!("CARGO_BIN_EXE_handover"))
+        .args(["snp-check", "--cpus", "6", "--protocol", "v2-sync", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8(out.stdout).unwrap();
+    // Counted in u128 by dynamic programming; 2^64 - 1 would be a saturated count.
+    assert!(text.contains("\"interleavings\": 181043594757574663437184942080,"), "{text}");
+    assert!(!text.contains("18446744073709551615"), "{text}");
+    let human = Command::new(env!("CARGO_BIN_EXE_handover"))
+        .args(["snp-check", "--cpus", "6", "--protocol", "v2-sync"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&human.stdout).contains(" 181043594757574663437184942080 "));
+}

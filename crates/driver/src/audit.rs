@@ -1,16 +1,23 @@
-//! The DMA-reachability audit (seed 004's "check the tables against the crash kernel's region", grown):
-//! for every device the adopted tables let through, which physical memory it can still read and write,
-//! and what is wrong with that. The same code runs in a crash kernel and on a dump.
+//! The DMA-reachability audit: for every device a unit's tables let through, which physical memory it can
+//! still read and write, and whether a crash kernel loaded in its reserved region is safe from it. The same
+//! code runs in a crash kernel and on a dump; it judges a [`UnitScan`](crate::survey::UnitScan) and reads
+//! nothing itself.
 //!
-//! Bounded and cycle-safe: it rides on the scans and the shared walker, which cap their work and report
-//! loops instead of following them.
+//! Three verdicts, and "safe" only when it was earned:
+//! - [`Verdict::Unsafe`]: some device can reach the crash region (pass-through, a mapping into it,
+//!   translation off, a firmware-reserved range the device uses), or a table the hardware walks lies
+//!   inside it (the crash kernel will overwrite a live table). Each with a [`Reason`].
+//! - [`Verdict::Incomplete`]: no threat found, but something needed could not be read or trusted (a page
+//!   not in the dump, a cycle, the work budget, a missing register, an undecodable entry, registers of
+//!   another IOMMU kind), so the reach is a lower bound.
+//! - [`Verdict::Safe`]: every device's reach was decoded completely and none reaches the crash region.
 
 use alloc::collections::{BTreeMap, BTreeSet};
-use alloc::string::{String, ToString};
 use alloc::vec::Vec;
+use core::fmt;
+use core::ops::Range;
 
-use crate::walk::{walk, Format, Walk, WalkIssue, WalkLimits};
-use crate::{BootEnv, Mmio, PhysMem};
+use crate::survey::{Problem, Severity, Translation, UnitScan, WalkProblem};
 
 /// What the audit says about a device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -27,16 +34,36 @@ pub enum Flag {
     Reserved,
     /// A page-table page is also used by a device of another domain.
     SharedTables,
-    /// A page-table page is reached twice within one walk.
+    /// A page-table page is reached again where it decodes differently: a cycle.
     Loop,
-    /// The walk could not finish (unreadable tables, caps reached): the reach is a lower bound.
+    /// The walk could not finish (a page not in the dump, the work budget): the reach is a lower bound.
     Truncated,
-    /// The entry is a translation this code cannot decode (VT-d nested, PGTT = 011): what the device
-    /// reaches is unknown, so neither "no mappings" nor "safe" can be claimed for it.
-    Undecodable,
+    /// A table this device's translation reads lies inside the crash kernel's region.
+    TableInCrashKernel,
+    /// Two-stage translation, not walked.
+    Nested,
+    /// Firmware declares a range this device uses (DMAR RMRR, IVRS IVMD, IORT RMR) inside the crash region.
+    FirmwareRange,
+    /// Something needed was not read or trusted: the reach is a lower bound.
+    Incomplete,
 }
 
 impl Flag {
+    pub const ALL: [Flag; 12] = [
+        Flag::PassThrough,
+        Flag::CrashKernel,
+        Flag::Invalid,
+        Flag::OutsideRam,
+        Flag::Reserved,
+        Flag::SharedTables,
+        Flag::Loop,
+        Flag::Truncated,
+        Flag::TableInCrashKernel,
+        Flag::Nested,
+        Flag::FirmwareRange,
+        Flag::Incomplete,
+    ];
+
     pub const fn word(self) -> &'static str {
         match self {
             Flag::PassThrough => "passthrough",
@@ -47,7 +74,28 @@ impl Flag {
             Flag::SharedTables => "shared-tables",
             Flag::Loop => "loop",
             Flag::Truncated => "truncated",
-            Flag::Undecodable => "undecodable",
+            Flag::TableInCrashKernel => "table-in-crashkernel",
+            Flag::Nested => "nested",
+            Flag::FirmwareRange => "firmware-range",
+            Flag::Incomplete => "incomplete",
+        }
+    }
+
+    /// One line for a legend.
+    pub const fn meaning(self) -> &'static str {
+        match self {
+            Flag::PassThrough => "untranslated: reaches all of memory",
+            Flag::CrashKernel => "a mapping reaches the crash kernel's region",
+            Flag::Invalid => "its entry cannot be decoded or trusted",
+            Flag::OutsideRam => "a mapping points outside RAM (MMIO, a hole)",
+            Flag::Reserved => "a page-table entry with reserved bits or a page size the unit lacks",
+            Flag::SharedTables => "a page-table page also used by another domain",
+            Flag::Loop => "a page-table cycle",
+            Flag::Truncated => "the walk did not finish (page not in the dump, work budget)",
+            Flag::TableInCrashKernel => "a table it is translated through lies in the crash kernel's region",
+            Flag::Nested => "two-stage translation, not walked",
+            Flag::FirmwareRange => "firmware reserves a range it uses inside the crash region",
+            Flag::Incomplete => "its reach is a lower bound: something needed was not read or trusted",
         }
     }
 }
@@ -65,88 +113,177 @@ impl Reach {
     pub fn end(&self) -> u64 {
         self.phys.saturating_add(self.size)
     }
+    /// The part of this reach inside `r`, if any.
+    pub fn overlap(&self, r: &Range<u64>) -> Option<Reach> {
+        let (start, end) = (self.phys.max(r.start), self.end().min(r.end));
+        (start < end).then(|| Reach { phys: start, size: end - start, ..*self })
+    }
 }
 
+/// A range firmware declares some device will DMA to whatever the tables say (Linux identity-maps them):
+/// a DMAR RMRR, an IVRS IVMD, an IORT RMR.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DeviceAudit {
-    pub sid: u32,
-    pub domain: Option<u32>,
-    pub flags: BTreeSet<Flag>,
-    pub reach: Vec<Reach>,
-    pub notes: Vec<String>,
+pub struct FirmwareRange {
+    /// "RMRR", "IVMD", "RMR".
+    pub source: &'static str,
+    /// The requesters it names, as inclusive ranges (empty: every requester).
+    pub ids: Vec<(u32, u32)>,
+    pub range: Range<u64>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Verdict {
-    /// No adopted device can reach the crash kernel's region or all of memory.
-    Safe,
-    Unsafe,
-    /// Nothing found reaches the crash kernel's region or all of memory, but some device's entry could not
-    /// be decoded: safety is not proven.
-    Incomplete,
+/// Why the verdict is unsafe.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reason {
+    /// The unit passes all DMA through untranslated.
+    TranslationOff,
+    /// The device is untranslated; `overlap` is the part of the crash region it reaches.
+    PassThrough { id: u32, overlap: Reach },
+    /// A mapping of the device reaches the crash region.
+    Mapping { id: u32, overlap: Reach },
+    /// A table the hardware walks (root, context, device, stream or page table) lies inside the crash region.
+    TableInCrashRegion { id: Option<u32>, table: u64 },
+    /// A problem the scan judged unsafe in itself.
+    Scan { id: Option<u32>, problem: Problem },
+    /// Firmware reserves a range inside the crash region for these requesters.
+    Firmware { source: &'static str, ids: Vec<(u32, u32)>, overlap: Range<u64> },
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
-pub struct Audit {
-    /// The unit passes DMA through untranslated (translation off, or an SMMUv3 disabled with GBPA bypass):
-    /// whatever its tables say, every device reaches all of memory.
-    pub bypass: bool,
-    pub devices: Vec<DeviceAudit>,
-    /// Problems not tied to one device (a bus's context table, a run of the device table).
-    pub notes: Vec<String>,
-}
-
-impl Audit {
-    pub fn verdict(&self) -> Verdict {
-        let threat = self.bypass
-            || self
-                .devices
-                .iter()
-                .any(|d| d.flags.contains(&Flag::PassThrough) || d.flags.contains(&Flag::CrashKernel));
-        if threat {
-            Verdict::Unsafe
-        } else if self.devices.iter().any(|d| d.flags.contains(&Flag::Undecodable)) {
-            Verdict::Incomplete
-        } else {
-            Verdict::Safe
+impl Reason {
+    /// The device the reason is about, if one (it is then written as `device 0x....` first).
+    pub fn id(&self) -> Option<u32> {
+        match self {
+            Reason::PassThrough { id, .. } | Reason::Mapping { id, .. } => Some(*id),
+            Reason::TableInCrashRegion { id, .. } | Reason::Scan { id, .. } => *id,
+            Reason::TranslationOff | Reason::Firmware { .. } => None,
         }
     }
 }
 
-/// One device as a scan found it, for [`audit_devices`].
-pub enum Found<'f, F: Format> {
-    Translated {
-        sid: u32,
-        domain: u32,
-        root: u64,
-        levels: u32,
-        format: &'f F,
-        read: bool,
-        write: bool,
-    },
-    PassThrough {
-        sid: u32,
-        domain: Option<u32>,
-    },
-    Invalid {
-        sid: u32,
-        why: String,
-    },
-    /// A valid entry of a kind the scan cannot decode: reach unknown.
-    Undecodable {
-        sid: u32,
-        why: String,
-    },
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let perm = |r: &Reach| match (r.read, r.write) {
+            (true, true) => "rw",
+            (true, false) => "r",
+            (false, true) => "w",
+            _ => "-",
+        };
+        match self {
+            Reason::TranslationOff => f.write_str("translation is off: every device reaches all of memory"),
+            Reason::PassThrough { id, overlap } => write!(
+                f,
+                "device {id:#06x} is untranslated and reaches {:#x}-{:#x} ({}) of the crash region",
+                overlap.phys,
+                overlap.end(),
+                perm(overlap)
+            ),
+            Reason::Mapping { id, overlap } => write!(
+                f,
+                "device {id:#06x} maps {:#x}-{:#x} ({}) of the crash region",
+                overlap.phys,
+                overlap.end(),
+                perm(overlap)
+            ),
+            Reason::TableInCrashRegion { id: Some(id), table } => {
+                write!(f, "device {id:#06x} is translated through table {table:#x}, inside the crash region")
+            }
+            Reason::TableInCrashRegion { id: None, table } => {
+                write!(f, "the unit walks table {table:#x}, inside the crash region")
+            }
+            Reason::Scan { id: Some(id), problem } => write!(f, "device {id:#06x}: {problem}"),
+            Reason::Scan { id: None, problem } => write!(f, "{problem}"),
+            Reason::Firmware { source, ids, overlap } => {
+                write!(
+                    f,
+                    "firmware {source} reserves {:#x}-{:#x} of the crash region for ",
+                    overlap.start, overlap.end
+                )?;
+                if ids.is_empty() {
+                    f.write_str("every device")
+                } else {
+                    for (i, (a, b)) in ids.iter().enumerate() {
+                        f.write_str(if i == 0 { "" } else { ", " })?;
+                        if a == b {
+                            write!(f, "{a:#06x}")?;
+                        } else {
+                            write!(f, "{a:#06x}-{b:#06x}")?;
+                        }
+                    }
+                    Ok(())
+                }
+            }
+        }
+    }
 }
 
-/// Merge `walk`'s runs into physical reach, bounded by `read`/`write` (an entry-level permission).
-fn reach_of(w: &Walk, read: bool, write: bool) -> Vec<Reach> {
-    let mut r: Vec<Reach> = w
-        .runs
-        .iter()
-        .map(|x| Reach { phys: x.phys, size: x.size, read: x.read && read, write: x.write && write })
-        .filter(|x| x.read || x.write)
-        .collect();
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Verdict {
+    /// Every device's reach was decoded completely and none reaches the crash region.
+    Safe,
+    /// No threat found, but something needed could not be read or trusted.
+    Incomplete,
+    /// Some device can reach the crash region, or a live table lies in it.
+    Unsafe,
+}
+
+impl Verdict {
+    pub const fn word(self) -> &'static str {
+        match self {
+            Verdict::Safe => "safe",
+            Verdict::Incomplete => "incomplete",
+            Verdict::Unsafe => "unsafe",
+        }
+    }
+    /// The process exit code `handover audit` uses: 0, 1, 2.
+    pub const fn exit_code(self) -> u8 {
+        match self {
+            Verdict::Safe => 0,
+            Verdict::Unsafe => 1,
+            Verdict::Incomplete => 2,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceAudit {
+    pub id: u32,
+    pub domain: Option<u32>,
+    pub translation: Translation,
+    pub flags: BTreeSet<Flag>,
+    /// Physical reach, merged, ascending.
+    pub reach: Vec<Reach>,
+    /// What of the reach lies in the crash region.
+    pub threats: Vec<Reach>,
+    pub problems: Vec<Problem>,
+    pub problems_dropped: u64,
+    pub verdict: Verdict,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Audit {
+    /// The unit passes DMA through untranslated whatever its tables say.
+    pub bypass: bool,
+    pub devices: Vec<DeviceAudit>,
+    /// Problems not tied to one device.
+    pub problems: Vec<Problem>,
+    pub problems_dropped: u64,
+    /// Why the verdict is unsafe (empty unless it is).
+    pub reasons: Vec<Reason>,
+    pub verdict: Option<Verdict>,
+}
+
+impl Audit {
+    pub fn verdict(&self) -> Verdict {
+        self.verdict.unwrap_or(Verdict::Safe)
+    }
+    /// The devices whose reach is a lower bound.
+    pub fn incomplete(&self) -> impl Iterator<Item = &DeviceAudit> {
+        self.devices.iter().filter(|d| d.verdict == Verdict::Incomplete)
+    }
+}
+
+/// Merge runs into physical reach: sorted, touching runs of one permission joined.
+fn reach_of(runs: impl Iterator<Item = Reach>) -> Vec<Reach> {
+    let mut r: Vec<Reach> = runs.filter(|x| x.read || x.write).collect();
     r.sort_by_key(|x| (x.phys, x.size));
     let mut out: Vec<Reach> = Vec::with_capacity(r.len());
     for x in r {
@@ -161,257 +298,188 @@ fn reach_of(w: &Walk, read: bool, write: bool) -> Vec<Reach> {
     out
 }
 
-/// Audit the devices a scan found. Table pages used by more than one domain are flagged on every device
-/// that uses them.
-pub fn audit_devices<'f, F: Format + 'f>(
-    mem: &impl PhysMem,
-    env: &BootEnv,
-    found: impl IntoIterator<Item = Found<'f, F>>,
-    limits: WalkLimits,
-) -> Audit {
-    let mut audit = Audit::default();
-    let mut owners: BTreeMap<u64, BTreeSet<u32>> = BTreeMap::new();
-    let mut pages_of: Vec<Vec<u64>> = Vec::new();
-    for f in found {
-        let mut d = DeviceAudit { sid: 0, domain: None, flags: BTreeSet::new(), reach: Vec::new(), notes: Vec::new() };
-        let mut pages = Vec::new();
-        match f {
-            Found::Translated { sid, domain, root, levels, format, read, write } => {
-                d.sid = sid;
-                d.domain = Some(domain);
-                let w = walk(mem, format, root, levels, limits);
-                for i in &w.issues {
-                    match i {
-                        WalkIssue::Reserved { .. } => d.flags.insert(Flag::Reserved),
-                        WalkIssue::Revisited { .. } => d.flags.insert(Flag::Loop),
-                        WalkIssue::Unreadable { .. } | WalkIssue::TooManyTables | WalkIssue::TooManyRuns => {
-                            d.flags.insert(Flag::Truncated)
-                        }
-                    };
-                    d.notes.push(alloc::format!("{i:?}"));
-                }
-                d.reach = reach_of(&w, read, write);
-                for p in &w.table_pages {
-                    owners.entry(*p).or_default().insert(domain);
-                }
-                pages = w.table_pages;
-            }
-            Found::PassThrough { sid, domain } => {
-                d.sid = sid;
-                d.domain = domain;
-                d.flags.insert(Flag::PassThrough);
-                d.reach = env
-                    .ram
-                    .iter()
-                    .map(|r| Reach { phys: r.start, size: r.end - r.start, read: true, write: true })
-                    .collect();
-            }
-            Found::Invalid { sid, why } => {
-                d.sid = sid;
-                d.flags.insert(Flag::Invalid);
-                d.notes.push(why);
-            }
-            Found::Undecodable { sid, why } => {
-                d.sid = sid;
-                d.flags.insert(Flag::Undecodable);
-                d.notes.push(why);
-            }
-        }
-        for r in &d.reach {
-            if env.in_crash_region(r.phys, r.size) {
-                d.flags.insert(Flag::CrashKernel);
-            }
-            if !d.flags.contains(&Flag::PassThrough) && !env.in_ram(r.phys, r.size) {
-                d.flags.insert(Flag::OutsideRam);
-            }
-        }
-        pages_of.push(pages);
-        audit.devices.push(d);
-    }
-    for (d, pages) in audit.devices.iter_mut().zip(pages_of) {
-        if pages.iter().any(|p| owners.get(p).is_some_and(|o| o.len() > 1)) {
-            d.flags.insert(Flag::SharedTables);
+fn merged(ranges: &[Range<u64>]) -> Vec<Range<u64>> {
+    let mut v: Vec<Range<u64>> = ranges.iter().filter(|r| r.start < r.end).cloned().collect();
+    v.sort_by_key(|r| r.start);
+    let mut out: Vec<Range<u64>> = Vec::with_capacity(v.len());
+    for r in v {
+        match out.last_mut() {
+            Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
+            _ => out.push(r),
         }
     }
-    audit.devices.sort_by_key(|d| d.sid);
-    audit
+    out
 }
 
-/// Audit a VT-d unit's current tables.
-pub fn audit_vtd(
-    hw: &mut (impl Mmio + PhysMem),
-    env: &BootEnv,
-    limits: WalkLimits,
-) -> Result<Audit, crate::vtd::Refusal> {
-    use crate::vtd::{DeviceKind, VtdFormat};
-    let cap = iommu_spec::vtd::Cap::from_bits(hw.read64(iommu_spec::vtd::off::CAP));
-    let scan = crate::vtd::scan(hw, env, None)?;
-    let (second, first) = (VtdFormat::new(cap, false), VtdFormat::new(cap, true));
-    let mut found: Vec<Found<VtdFormat>> = Vec::new();
+fn in_any(crash: &[Range<u64>], pa: u64, len: u64) -> bool {
+    let end = pa.saturating_add(len);
+    crash.iter().any(|r| pa < r.end && r.start < end)
+}
+
+fn in_ram(ram: &[Range<u64>], pa: u64, len: u64) -> bool {
+    let Some(end) = pa.checked_add(len) else { return false };
+    ram.iter().any(|r| r.start <= pa && end <= r.end)
+}
+
+fn flag_of(p: &Problem) -> Option<Flag> {
+    Some(match p {
+        Problem::Walk(WalkProblem::Reserved { .. }) => Flag::Reserved,
+        Problem::Walk(WalkProblem::Cycle { .. }) => Flag::Loop,
+        Problem::Walk(WalkProblem::Unreadable { .. }) | Problem::Budget(_) => Flag::Truncated,
+        Problem::Walk(WalkProblem::Shared { .. }) => return None,
+        Problem::Walk(WalkProblem::TableInCrashRegion { .. }) => Flag::TableInCrashKernel,
+        p if p.severity() == Severity::Unsafe => Flag::TableInCrashKernel,
+        _ => Flag::Invalid,
+    })
+}
+
+/// Judge one scanned unit against the crash kernel's regions (`crash`, one or more) and RAM. Tables the
+/// unit walks (`scan.tables`, each device's page-table pages) are checked against every region here, so
+/// the scan may have been made without one.
+pub fn audit(scan: &UnitScan, ram: &[Range<u64>], crash: &[Range<u64>], firmware: &[FirmwareRange]) -> Audit {
+    // Adjacent RAM ranges (a dump's segments) as one, so a reach across their boundary is RAM.
+    let ram = &merged(ram);
+    let mut a = Audit {
+        bypass: scan.bypass,
+        problems: scan.problems.clone(),
+        problems_dropped: scan.problems_dropped,
+        ..Audit::default()
+    };
+    let mut worst =
+        if !scan.aborts && scan.worst >= Some(Severity::Incomplete) { Verdict::Incomplete } else { Verdict::Safe };
+    if scan.bypass {
+        a.reasons.push(Reason::TranslationOff);
+    }
+    for p in scan.problems.iter().filter(|p| p.severity() == Severity::Unsafe) {
+        a.reasons.push(Reason::Scan { id: None, problem: p.clone() });
+    }
+    // A unit that aborts all DMA walks no table: nothing it holds is live, nothing it lacks is needed.
+    let tables: &[Range<u64>] = if scan.aborts { &[] } else { &scan.tables };
+    for t in tables {
+        if in_any(crash, t.start, t.end.saturating_sub(t.start)) {
+            a.reasons.push(Reason::TableInCrashRegion { id: None, table: t.start });
+        }
+    }
+    // A page-table page used by more than one domain: (first domain, used by another too).
+    let mut owners: BTreeMap<u64, (Option<u32>, bool)> = BTreeMap::new();
     for d in &scan.devices {
-        match d.kind {
-            DeviceKind::Translated { root, levels } => found.push(Found::Translated {
-                sid: d.sid as u32,
-                domain: d.did as u32,
-                root,
-                levels,
-                format: &second,
-                read: true,
-                write: true,
-            }),
-            DeviceKind::FirstLevel { root, levels, .. } => found.push(Found::Translated {
-                sid: d.sid as u32,
-                domain: d.did as u32,
-                root,
-                levels,
-                format: &first,
-                read: true,
-                write: true,
-            }),
-            DeviceKind::PassThrough => found.push(Found::PassThrough { sid: d.sid as u32, domain: Some(d.did as u32) }),
-            DeviceKind::Blocked => {}
-        }
-    }
-    let mut notes = Vec::new();
-    for p in &scan.problems {
-        match (p.sid(), p) {
-            (Some(sid), crate::vtd::EntryProblem::NestedTranslation { .. }) => {
-                found.push(Found::Undecodable { sid: sid as u32, why: p.to_string() })
+        for p in &d.table_pages {
+            let e = owners.entry(*p).or_insert((d.domain, false));
+            if e.0 != d.domain {
+                e.1 = true;
             }
-            (Some(sid), _) => found.push(Found::Invalid { sid: sid as u32, why: p.to_string() }),
-            (None, _) => notes.push(p.to_string()),
         }
     }
-    let mut a = audit_devices(hw, env, found, limits);
-    a.notes = notes;
-    a.bypass = !scan.gsts.tes();
-    if a.bypass {
-        a.notes.push("GSTS.TES is clear: translation is off, every device reaches all of memory".to_string());
-    }
-    Ok(a)
-}
-
-/// Audit an AMD-Vi unit's device table.
-pub fn audit_amdvi(
-    hw: &mut (impl Mmio + PhysMem),
-    env: &BootEnv,
-    limits: WalkLimits,
-) -> Result<Audit, crate::amdvi::DevTableRefusal> {
-    use crate::amdvi::{DteKind, V1};
-    let scan = crate::amdvi::scan(hw, env, false)?;
-    let mut found: Vec<Found<V1>> = Vec::new();
     for d in &scan.devices {
-        match d.kind {
-            DteKind::Translated { root, levels } => found.push(Found::Translated {
-                sid: d.devid as u32,
-                domain: d.domain as u32,
-                root,
-                levels,
-                format: &V1,
-                read: d.dte.ir(),
-                write: d.dte.iw(),
-            }),
-            DteKind::PassThrough { .. } | DteKind::NotValid => {
-                found.push(Found::PassThrough { sid: d.devid as u32, domain: Some(d.domain as u32) })
+        let mut da = DeviceAudit {
+            id: d.id,
+            domain: d.domain,
+            translation: d.translation,
+            flags: BTreeSet::new(),
+            reach: Vec::new(),
+            threats: Vec::new(),
+            problems: d.problems.clone(),
+            problems_dropped: d.problems_dropped,
+            verdict: Verdict::Safe,
+        };
+        let mut reasons = Vec::new();
+        // Translation off: whatever the entry says, the device's DMA is untranslated.
+        // SMMUv3 disabled with GBPA.ABORT: whatever the entry says, nothing gets through.
+        let translation = if scan.bypass {
+            Translation::PassThrough { read: true, write: true }
+        } else if scan.aborts {
+            Translation::Blocked
+        } else {
+            d.translation
+        };
+        match translation {
+            Translation::Translated { .. } => {
+                da.reach =
+                    reach_of(d.runs.iter().map(|r| Reach { phys: r.phys, size: r.size, read: r.read, write: r.write }));
+            }
+            Translation::PassThrough { read, write } => {
+                da.flags.insert(Flag::PassThrough);
+                da.reach = ram.iter().map(|r| Reach { phys: r.start, size: r.end - r.start, read, write }).collect();
+            }
+            Translation::Nested => {
+                da.flags.insert(Flag::Nested);
+            }
+            Translation::Blocked | Translation::Undecodable => {}
+        }
+        for r in &da.reach {
+            for c in crash {
+                if let Some(o) = r.overlap(c) {
+                    da.threats.push(o);
+                    da.flags.insert(Flag::CrashKernel);
+                    reasons.push(if da.flags.contains(&Flag::PassThrough) {
+                        Reason::PassThrough { id: d.id, overlap: o }
+                    } else {
+                        Reason::Mapping { id: d.id, overlap: o }
+                    });
+                }
+            }
+            if !da.flags.contains(&Flag::PassThrough) && !in_ram(ram, r.phys, r.size) {
+                da.flags.insert(Flag::OutsideRam);
+            }
+        }
+        for p in d.table_pages.iter().filter(|_| !scan.aborts) {
+            if in_any(crash, *p, 4096) {
+                da.flags.insert(Flag::TableInCrashKernel);
+                reasons.push(Reason::TableInCrashRegion { id: Some(d.id), table: *p });
+            }
+            if owners.get(p).is_some_and(|o| o.1) {
+                da.flags.insert(Flag::SharedTables);
+            }
+        }
+        for p in &d.problems {
+            if let Some(f) = flag_of(p) {
+                da.flags.insert(f);
+            }
+            if p.severity() == Severity::Unsafe && !matches!(p, Problem::Walk(WalkProblem::TableInCrashRegion { .. })) {
+                reasons.push(Reason::Scan { id: Some(d.id), problem: p.clone() });
+            }
+        }
+        if d.problems_dropped > 0 && d.worst >= Some(Severity::Incomplete) {
+            da.flags.insert(Flag::Truncated);
+        }
+        for fw in firmware {
+            let uses = fw.ids.is_empty() || fw.ids.iter().any(|&(a, b)| a <= d.id && d.id <= b);
+            if uses && crash.iter().any(|c| fw.range.start < c.end && c.start < fw.range.end) {
+                da.flags.insert(Flag::FirmwareRange);
+            }
+        }
+        da.verdict = if !reasons.is_empty() || da.flags.contains(&Flag::FirmwareRange) || scan.bypass {
+            Verdict::Unsafe
+        } else if !scan.aborts
+            && (d.worst >= Some(Severity::Incomplete) || matches!(d.translation, Translation::Nested))
+        {
+            Verdict::Incomplete
+        } else {
+            Verdict::Safe
+        };
+        if da.verdict == Verdict::Incomplete {
+            da.flags.insert(Flag::Incomplete);
+        }
+        worst = worst.max(da.verdict);
+        a.reasons.extend(reasons);
+        a.devices.push(da);
+    }
+    for fw in firmware {
+        for c in crash {
+            let overlap = fw.range.start.max(c.start)..fw.range.end.min(c.end);
+            if overlap.start < overlap.end {
+                a.reasons.push(Reason::Firmware { source: fw.source, ids: fw.ids.clone(), overlap });
             }
         }
     }
-    let mut notes = Vec::new();
-    for p in &scan.problems {
-        match p.devid() {
-            Some(sid) => found.push(Found::Invalid { sid: sid as u32, why: p.to_string() }),
-            None => notes.push(p.to_string()),
-        }
+    if !a.reasons.is_empty() {
+        worst = Verdict::Unsafe;
     }
-    let mut a = audit_devices(hw, env, found, limits);
-    a.notes = notes;
-    exclusion_range(hw, env, &scan, &mut a);
-    a.bypass = !scan.control.iommu_en();
-    if a.bypass {
-        a.notes.push("CONTROL.IOMMU_EN is clear: translation is off, every device reaches all of memory".to_string());
-    }
-    Ok(a)
+    a.verdict = Some(worst);
+    a
 }
 
-/// An enabled exclusion range (AMD-Vi 3.4.5-3.4.6): requests inside it pass untranslated for every device
-/// (Allow) or for those whose DTE sets EX, whatever their tables say. It is noted, and a device it covers
-/// reaches the range; one overlapping the crash kernel's region makes that device a threat. (Under the SNP
-/// lock the registers are the completion-store window instead; Linux leaves ExEn clear there.)
-fn exclusion_range(hw: &mut impl Mmio, env: &BootEnv, scan: &crate::amdvi::DevTableScan, a: &mut Audit) {
-    use iommu_spec::amdvi::{off, ExclusionBase, ExclusionLimit};
-    let base = ExclusionBase::from_bits(hw.read64(off::EXCL_BASE));
-    if !base.ex_en() {
-        return;
-    }
-    let (first, last) = (base.address() & !env.c_bit, ExclusionLimit::from_bits(hw.read64(off::EXCL_LIMIT)).last());
-    if last < first {
-        return;
-    }
-    let size = (last - first).saturating_add(1);
-    let crash = env.in_crash_region(first, size);
-    a.notes.push(alloc::format!(
-        "exclusion range {first:#x}..={last:#x} enabled for {}: requests inside it are not translated",
-        if base.allow() { "every device" } else { "devices with DTE.EX" }
-    ));
-    for d in a.devices.iter_mut() {
-        let ex = scan.devices.iter().find(|s| s.devid as u32 == d.sid).is_some_and(|s| s.dte.qw1().ex());
-        if base.allow() || ex {
-            d.reach.push(Reach { phys: first, size, read: true, write: true });
-            d.notes.push(alloc::format!("exclusion range {first:#x}..={last:#x} passes untranslated"));
-            if crash {
-                d.flags.insert(Flag::CrashKernel);
-            }
-        }
-    }
-}
-
-/// Audit an SMMUv3's stream table.
-pub fn audit_smmuv3(
-    hw: &mut (impl Mmio + PhysMem),
-    env: &BootEnv,
-    limits: WalkLimits,
-) -> Result<Audit, crate::smmuv3::StrtabRefusal> {
-    use crate::smmuv3::{SteKind, Vmsa};
-    let scan = crate::smmuv3::scan(hw, env)?;
-    let walks: Vec<(u32, u32, u64, Vmsa)> = scan
-        .streams
-        .iter()
-        .filter_map(|s| match s.kind {
-            SteKind::Stage1 { ttb0, walk, asid } => Some((s.sid, asid as u32, ttb0, walk)),
-            SteKind::Stage2 { s2ttb, walk, vmid } => Some((s.sid, vmid as u32, s2ttb, walk)),
-            _ => None,
-        })
-        .collect();
-    let mut found: Vec<Found<Vmsa>> = walks
-        .iter()
-        .map(|(sid, domain, root, w)| Found::Translated {
-            sid: *sid,
-            domain: *domain,
-            root: *root,
-            levels: w.levels(),
-            format: w,
-            read: true,
-            write: true,
-        })
-        .collect();
-    for s in &scan.streams {
-        if s.kind == SteKind::Bypass {
-            found.push(Found::PassThrough { sid: s.sid, domain: None });
-        }
-    }
-    let mut notes = Vec::new();
-    for p in &scan.problems {
-        match p.sid() {
-            Some(sid) => found.push(Found::Invalid { sid, why: p.to_string() }),
-            None => notes.push(p.to_string()),
-        }
-    }
-    let mut a = audit_devices(hw, env, found, limits);
-    a.notes = notes;
-    let gbpa = iommu_spec::smmuv3::Gbpa::from_bits(hw.read32(iommu_spec::smmuv3::off::GBPA));
-    a.bypass = !scan.cr0.smmuen() && !gbpa.abort();
-    if a.bypass {
-        a.notes.push("SMMUEN is clear and GBPA bypasses: every device reaches all of memory".to_string());
-    }
-    Ok(a)
+/// The verdict over several audits: unsafe if any is, else incomplete if any is, else safe.
+pub fn overall<'a>(audits: impl IntoIterator<Item = &'a Audit>) -> Verdict {
+    audits.into_iter().map(Audit::verdict).max().unwrap_or(Verdict::Safe)
 }

@@ -27,3 +27,4 @@ pub mod audit;
 pub mod contract;
 pub mod ids;
 pub mod iova;
+pub mod survey;

@@ -5,7 +5,7 @@
 //! runs kept), cycle-safe (a table reached twice is reported, not re-entered), and reports what it could
 //! not read or found malformed instead of failing.
 
-use alloc::collections::BTreeSet;
+use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 
 use crate::{MemError, PhysMem};
@@ -105,27 +105,49 @@ pub trait Format {
 
 const ENTRIES: usize = 512;
 
-/// Walk the `levels`-level table at `root`.
-pub fn walk(mem: &impl PhysMem, fmt: &impl Format, root: u64, levels: u32, limits: WalkLimits) -> Walk {
-    let mut out = Walk::default();
-    let mut seen = BTreeSet::new();
-    // (table, level, iova base, read, write): depth at most 6, breadth bounded by max_tables.
+/// How a table was first reached in a walk: a later arrival at another level, or with wider permissions,
+/// would decode the same page differently (a cycle), not repeat a reach already seen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FirstVisit {
+    pub level: u32,
+    pub read: bool,
+    pub write: bool,
+}
+
+/// What a walk reports as it goes, so a caller can bound its memory across many walks ([`walk_with`]).
+pub trait Visitor {
+    /// `table` is about to be read for the first time at `level`; `false` ends the walk.
+    fn enter(&mut self, table: u64, level: u32) -> bool;
+    /// `table` could not be read.
+    fn unreadable(&mut self, level: u32, table: u64, err: MemError);
+    /// An entry with reserved bits, a page size the unit lacks, or a pointer that does not go down.
+    fn reserved(&mut self, level: u32, iova: u64, raw: u64);
+    /// `table`, already read as `first`, is reached again at `level` with permissions `read`/`write`. It is
+    /// not read again.
+    fn revisit(&mut self, table: u64, level: u32, read: bool, write: bool, first: FirstVisit);
+    /// A leaf, in ascending IOVA order; `false` ends the walk.
+    fn leaf(&mut self, run: Run) -> bool;
+}
+
+/// Walk the `levels`-level table at `root`, depth first in ascending IOVA order, telling `v` what it
+/// finds. Each table is read at most once; the stack holds at most 512 entries a level.
+pub fn walk_with(mem: &impl PhysMem, fmt: &impl Format, root: u64, levels: u32, v: &mut impl Visitor) {
+    let mut seen: BTreeMap<u64, FirstVisit> = BTreeMap::new();
+    // (table, level, iova base, read, write): depth at most `levels`, at most 512 entries a level.
     let mut stack: Vec<(u64, u32, u64, bool, bool)> = Vec::new();
     stack.push((root, levels, 0, true, true));
     let mut buf = [0u8; 4096];
     while let Some((table, level, base, r, w)) = stack.pop() {
-        if !seen.insert(table) {
-            out.issues.push(WalkIssue::Revisited { level, table });
+        if let Some(first) = seen.get(&table) {
+            v.revisit(table, level, r, w, *first);
             continue;
         }
-        if out.tables >= limits.max_tables {
-            out.issues.push(WalkIssue::TooManyTables);
+        seen.insert(table, FirstVisit { level, read: r, write: w });
+        if !v.enter(table, level) {
             break;
         }
-        out.tables += 1;
-        out.table_pages.push(table);
         if let Err(err) = mem.read(table, &mut buf) {
-            out.issues.push(WalkIssue::Unreadable { level, table, err });
+            v.unreadable(level, table, err);
             continue;
         }
         let slot = fmt.slot_size(level);
@@ -138,13 +160,15 @@ pub fn walk(mem: &impl PhysMem, fmt: &impl Format, root: u64, levels: u32, limit
             let iova = base.wrapping_add((i as u64).wrapping_mul(slot));
             match fmt.decode(raw, level, iova) {
                 Entry::Absent => {}
-                Entry::Bad => out.issues.push(WalkIssue::Reserved { level, iova, raw }),
+                Entry::Bad => v.reserved(level, iova, raw),
                 Entry::Leaf { phys, read, write } => {
-                    push_run(&mut out, limits, Run { iova, phys, size: slot, read: r && read, write: w && write })
+                    if !v.leaf(Run { iova, phys, size: slot, read: r && read, write: w && write }) {
+                        return;
+                    }
                 }
                 Entry::Table { table, level: next, read, write } => {
                     if next == 0 || next >= level {
-                        out.issues.push(WalkIssue::Reserved { level, iova, raw });
+                        v.reserved(level, iova, raw);
                     } else {
                         children.push((table, next, iova, r && read, w && write));
                     }
@@ -153,18 +177,66 @@ pub fn walk(mem: &impl PhysMem, fmt: &impl Format, root: u64, levels: u32, limit
         }
         stack.extend(children.into_iter().rev());
     }
-    out
 }
 
-fn push_run(out: &mut Walk, limits: WalkLimits, run: Run) {
-    if let Some(last) = out.runs.last_mut() {
+/// [`walk_with`] collecting into a [`Walk`] under per-walk caps.
+struct Collect {
+    out: Walk,
+    limits: WalkLimits,
+}
+
+impl Visitor for Collect {
+    fn enter(&mut self, table: u64, _level: u32) -> bool {
+        if self.out.tables >= self.limits.max_tables {
+            self.out.issues.push(WalkIssue::TooManyTables);
+            return false;
+        }
+        self.out.tables += 1;
+        self.out.table_pages.push(table);
+        true
+    }
+    fn unreadable(&mut self, level: u32, table: u64, err: MemError) {
+        self.out.issues.push(WalkIssue::Unreadable { level, table, err });
+    }
+    fn reserved(&mut self, level: u32, iova: u64, raw: u64) {
+        self.out.issues.push(WalkIssue::Reserved { level, iova, raw });
+    }
+    fn revisit(&mut self, table: u64, level: u32, _: bool, _: bool, _: FirstVisit) {
+        self.out.issues.push(WalkIssue::Revisited { level, table });
+    }
+    fn leaf(&mut self, run: Run) -> bool {
+        push_run(&mut self.out, self.limits, run);
+        true
+    }
+}
+
+/// Walk the `levels`-level table at `root`.
+pub fn walk(mem: &impl PhysMem, fmt: &impl Format, root: u64, levels: u32, limits: WalkLimits) -> Walk {
+    let mut c = Collect { out: Walk::default(), limits };
+    walk_with(mem, fmt, root, levels, &mut c);
+    c.out
+}
+
+/// Append `run` to `runs`, merging it into the last run when it continues it (IOVA, physical address and
+/// permissions); whether it was merged.
+pub fn merge_run(runs: &mut [Run], run: Run) -> bool {
+    if let Some(last) = runs.last_mut() {
         if last.end() == run.iova
             && last.phys.wrapping_add(last.size) == run.phys
             && (last.read, last.write) == (run.read, run.write)
         {
-            last.size += run.size;
-            return;
+            if let Some(size) = last.size.checked_add(run.size) {
+                last.size = size;
+                return true;
+            }
         }
+    }
+    false
+}
+
+fn push_run(out: &mut Walk, limits: WalkLimits, run: Run) {
+    if merge_run(&mut out.runs, run) {
+        return;
     }
     if out.runs.len() >= limits.max_runs {
         if out.issues.last() != Some(&WalkIssue::TooManyRuns) {

@@ -215,7 +215,7 @@ fn resets_work_unless_snp_locked_the_registers() {
         primary(&mut rig);
         let e = crash(&mut rig, policy).err().unwrap();
         assert!(rig.locked_writes() > 0, "{policy}: the reset's writes to the bases were ignored (and counted)");
-        // Seed 000's symptom, word for word.
+        // The symptom "[PATCH v3 4/4] iommu/amd: Fix host kdump support for SNP" reports, word for word.
         assert!(matches!(e, AmdError::CompletionWaitTimeout { .. }), "{policy}: {e}");
         assert!(e.to_string().starts_with("Completion-Wait loop timed out"), "{e}");
     }
@@ -588,7 +588,8 @@ fn attach_before_reset_old_dma_never_lands_in_the_new_domains_buffers() {
 
 #[test]
 fn the_audit_sees_an_exclusion_range_over_the_crash_region() {
-    use iommu_driver::audit::{audit_amdvi, Flag, Verdict};
+    use iommu_driver::audit::{audit, Verdict};
+    use iommu_driver::survey::{scan_amdvi, Budget, Problem, Work};
     let mut rig = Rig::new(Snp::Off);
     primary(&mut rig);
     // No pass-through device: the tables alone are safe.
@@ -596,18 +597,21 @@ fn the_audit_sees_an_exclusion_range_over_the_crash_region() {
     for (i, w) in Dte::blocked(false).0.iter().enumerate() {
         rig.mem.write_u64(at + 8 * i as u64, *w).unwrap();
     }
-    let env = rig.env(true);
-    let limits = iommu_driver::walk::WalkLimits::default();
-    assert_eq!(audit_amdvi(&mut rig.crash(), &env, limits).unwrap().verdict(), Verdict::Safe);
+    let env = BootEnv { crash_region: None, ..rig.env(true) };
+    let judge = |rig: &mut Rig| {
+        let scan = scan_amdvi(&mut rig.crash(), &env, &mut Work::new(Budget::default()));
+        (audit(&scan, &env.ram, &[CRASH], &[]), scan)
+    };
+    assert_eq!(judge(&mut rig).0.verdict(), Verdict::Safe);
     let (first, last) = (CRASH.start, CRASH.start + 16 * MIB - 1);
     rig.primary()
         .write64(off::EXCL_BASE, ExclusionBase::from_address(first).with_ex_en(true).with_allow(true).into_bits());
     rig.primary().write64(off::EXCL_LIMIT, ExclusionLimit::from_address(last).into_bits());
-    let a = audit_amdvi(&mut rig.crash(), &env, limits).unwrap();
+    let (a, scan) = judge(&mut rig);
     assert_eq!(a.verdict(), Verdict::Unsafe);
-    assert!(a.notes.iter().any(|n| n.contains("exclusion range")), "{:?}", a.notes);
-    let nic = a.devices.iter().find(|d| d.sid == NIC as u32).unwrap();
-    assert!(nic.flags.contains(&Flag::CrashKernel));
+    assert!(scan.problems.iter().any(|p| matches!(p, Problem::ExclusionRange { allow: true, .. })), "{scan:?}");
+    let nic = a.devices.iter().find(|d| d.id == NIC as u32).unwrap();
+    assert!(nic.threats.iter().any(|t| t.phys == first), "{nic:?}");
 }
 
 #[test]
@@ -626,4 +630,32 @@ fn a_walk_at_its_bound_is_a_refusal_not_a_pass() {
     assert_eq!(reach(&rig.mem, v1, &env, root, 3, &mut budget), Some(Reach::Bound { tables: 2 }));
     assert_eq!(budget, 0);
     assert_eq!(reach(&rig.mem, v1, &env, root, 3, &mut budget), Some(Reach::Bound { tables: 0 }), "spent: refuse");
+}
+
+/// `map_at`: the device's DMA at the chosen IOVAs lands on the same physical addresses (a one-to-one domain
+/// for a kdump kernel whose DMA API is direct); IOVAs outside what was mapped fault, and a range past the
+/// three-level table's 39 bits is refused.
+#[test]
+fn map_at_gives_a_one_to_one_domain_and_nothing_else() {
+    let mut rig = Rig::new(Snp::Off);
+    let env = rig.env(false);
+    let mut v = Amdvi::init(&mut rig.primary(), &env, AmdOptions::default()).unwrap();
+    let d = v.create_domain(&mut rig.primary()).unwrap();
+    let ram = 0x1_2f00_0000u64;
+    v.map_at(&mut rig.primary(), d, ram, ram, 0x4000, true, true).unwrap();
+    v.attach(&mut rig.primary(), DISK, Attachment::Domain(d)).unwrap();
+    for off in [0, 0x1008, 0x3ff8] {
+        assert_eq!(rig.dma(DISK, ram + off, Access::Write), Ok(ram + off));
+    }
+    assert!(rig.dma(DISK, ram + 0x4000, Access::Read).is_err());
+    assert!(rig.dma(DISK, ram - 0x1000, Access::Read).is_err());
+    let past = (1u64 << 39) - 0x1000;
+    assert!(matches!(
+        v.map_at(&mut rig.primary(), d, past, 0x1000, 0x2000, true, true),
+        Err(AmdError::BadRange { .. })
+    ));
+    assert!(matches!(
+        v.map_at(&mut rig.primary(), d, ram + 0x800, ram, 0x1000, true, true),
+        Err(AmdError::BadRange { .. })
+    ));
 }

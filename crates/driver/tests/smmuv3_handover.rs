@@ -1,5 +1,5 @@
 //! The SMMUv3 driver on the model: normal boot, crash-kernel boot under each policy with DMA in flight,
-//! each adoption check of seed 003 broken once, the lazy-L2 re-check, and adoption memory on a sparse
+//! each adoption check of the v6 series broken once, the lazy-L2 re-check, and adoption memory on a sparse
 //! SIDSIZE-32 table.
 
 use iommu_driver::smmuv3::{Attachment, MasterState, Refusal, SmmuOutcome, Smmuv3, SteProblem, SPLIT};

@@ -5,7 +5,8 @@
 mod common;
 
 use common::{Rig, CRASH};
-use iommu_driver::audit::{audit_vtd, Flag};
+use iommu_driver::audit::{audit, Flag, Verdict};
+use iommu_driver::survey::{scan_vtd, Translation, Work};
 use iommu_driver::vtd::{
     scan, walk, Attachment, DeviceKind, EntryProblem, HandoverOutcome, Vtd, VtdOptions, WalkLimits,
 };
@@ -176,8 +177,8 @@ fn pass_through_entries_are_linux_identity_domain() {
     let s = scan(&mut rig.crash(), &env, Some(true)).unwrap();
     let bulk = s.devices.iter().find(|d| d.sid == BULK).unwrap();
     assert_eq!((bulk.kind, bulk.did), (DeviceKind::PassThrough, iommu_driver::vtd::FLPT_DEFAULT_DID));
-    let a = audit_vtd(&mut rig.crash(), &env, WalkLimits::default()).unwrap();
-    let d = a.devices.iter().find(|d| d.sid == BULK as u32).unwrap();
+    let a = audit(&scan_vtd(&mut rig.crash(), &env, &mut Work::default()), &env.ram, &[CRASH], &[]);
+    let d = a.devices.iter().find(|d| d.id == BULK as u32).unwrap();
     assert!(d.flags.contains(&Flag::PassThrough));
 }
 
@@ -189,11 +190,13 @@ fn nested_entries_are_refused_by_name_and_never_counted_safe() {
     let q0 = PasidEntryQw0::from_bits(rig.mem.read_u64(at).unwrap()).with_pgtt(Pgtt::Nested);
     rig.mem.write_u64(at, q0.into_bits()).unwrap();
     let env = rig.crash_env();
-    let a = audit_vtd(&mut rig.crash(), &env, WalkLimits::default()).unwrap();
-    let nic = a.devices.iter().find(|d| d.sid == NIC as u32).unwrap();
-    assert!(nic.flags.contains(&Flag::Undecodable), "{:?}", nic.flags);
-    assert!(nic.reach.is_empty() && nic.notes.iter().any(|n| n.contains("nested")), "{nic:?}");
-    assert_ne!(a.verdict(), iommu_driver::audit::Verdict::Safe, "an undecoded device is no proof of safety");
+    let a = audit(&scan_vtd(&mut rig.crash(), &env, &mut Work::default()), &env.ram, &[CRASH], &[]);
+    let nic = a.devices.iter().find(|d| d.id == NIC as u32).unwrap();
+    assert_eq!(nic.translation, Translation::Nested, "{nic:?}");
+    assert!(nic.flags.contains(&Flag::Nested), "{:?}", nic.flags);
+    assert!(nic.reach.is_empty(), "{nic:?}");
+    assert_eq!(nic.verdict, Verdict::Incomplete, "an undecoded device is no proof of safety");
+    assert_ne!(a.verdict(), Verdict::Safe);
     let (_, report) = Vtd::init_crash(&mut rig.crash(), &env, opts(false), Policy::Adopt).unwrap();
     assert!(report.problems.iter().any(|p| matches!(p, EntryProblem::NestedTranslation { sid: NIC, pasid: 0, .. })));
     assert!(!report.adopted.contains(&NIC));

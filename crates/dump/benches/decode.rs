@@ -1,7 +1,7 @@
 //! Decoding a dump costs time proportional to the IOMMU's tables, not to the dump: the same VT-d tables
-//! (built by the real driver in the model) are written into sparse ELF cores of 64 MiB and 4 GiB of RAM, and
-//! the decode `handover inspect` does (open the core, scan root/context tables, walk every device's page
-//! tables) is timed on each.
+//! (built by the real driver in the model) are written into sparse ELF cores, and into kdump-compressed files
+//! (zlib pages, as makedumpfile -c writes them), of 64 MiB and 4 GiB of RAM, and the decode `handover inspect`
+//! does (open the dump, scan root/context tables, walk every device's page tables) is timed on each.
 
 use std::fs::File;
 use std::io::Write;
@@ -14,6 +14,11 @@ use iommu_driver::{BootEnv, Mmio, PhysMem};
 use iommu_dump::{DumpHw, InspectInput};
 use iommu_emu::{EmuPlatform, FrameRegion, PhysMemory, VtdConfig, VtdModel};
 use iommu_spec::vtd::{off, Cap};
+
+/// The tests' kdump-compressed writer.
+#[allow(dead_code)]
+#[path = "../tests/dump/kdump_build.rs"]
+mod kdump_build;
 
 const MIB: u64 = 1 << 20;
 const BASE: u64 = 0xfed9_0000;
@@ -102,24 +107,36 @@ fn decode(dump: &Path, regs: &Path) -> usize {
     runs
 }
 
-fn setup(dir: &Path, ram: u64) -> (PathBuf, PathBuf) {
+/// A kdump-compressed file of `mem` (every page that holds anything, zlib-compressed), `ram` bytes of RAM.
+fn write_kdump(path: &Path, mem: &PhysMemory, ram: u64) {
+    let pages = mem.pages().map(|(pfn, page)| (pfn, page[..].to_vec())).collect();
+    let k = kdump_build::Kdump { max_mapnr: ram / 4096, pages, ..kdump_build::Kdump::default() };
+    std::fs::write(path, k.build().file).expect("kdump");
+}
+
+/// The ELF core, the kdump file and the registers of one machine.
+fn setup(dir: &Path, ram: u64) -> (PathBuf, PathBuf, PathBuf) {
     let (mut mem, mut unit) = machine(ram, 64);
     let dump = dir.join(format!("core-{}m.elf", ram >> 20));
+    let kdump = dir.join(format!("core-{}m.kdump", ram >> 20));
     let regs = dir.join(format!("regs-{}m.txt", ram >> 20));
     write_core(&dump, &mem, ram);
+    write_kdump(&kdump, &mem, ram);
     std::fs::write(&regs, regs_text(&mut unit, &mut mem)).expect("regs");
-    (dump, regs)
+    (dump, kdump, regs)
 }
 
 fn bench(c: &mut Criterion) {
     let dir = std::env::temp_dir().join(format!("handover-decode-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
-    let mut g = c.benchmark_group("decode 64 devices' VT-d tables from an ELF core");
+    let mut g = c.benchmark_group("decode 64 devices' VT-d tables");
     for ram in [64 * MIB, 4096 * MIB] {
-        let (dump, regs) = setup(&dir, ram);
+        let (dump, kdump, regs) = setup(&dir, ram);
         // IOVAs are handed out top-down while the pages ascend: no two merge.
         assert_eq!(decode(&dump, &regs), 64 * 16, "every mapped page found");
-        g.bench_function(format!("{} MiB dump", ram >> 20), |b| b.iter(|| decode(&dump, &regs)));
+        assert_eq!(decode(&kdump, &regs), 64 * 16, "every mapped page found in the kdump file");
+        g.bench_function(format!("ELF core, {} MiB", ram >> 20), |b| b.iter(|| decode(&dump, &regs)));
+        g.bench_function(format!("kdump-compressed, {} MiB", ram >> 20), |b| b.iter(|| decode(&kdump, &regs)));
     }
     g.finish();
     let _ = std::fs::remove_dir_all(&dir);

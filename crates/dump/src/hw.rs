@@ -1,5 +1,6 @@
 //! A dump as the platform one IOMMU unit's driver sees: the unit's registers from a snapshot and physical
-//! memory from a dump ([`Dump`]: ELF, kdump-compressed, flattened), every page read recorded so the decode can be saved as a small fixture.
+//! memory from a dump ([`Dump`]: ELF, kdump-compressed, flattened), every page read recorded so the decode
+//! can be saved as a small fixture.
 
 use std::fs::File;
 use std::io::{BufWriter, Read};
@@ -24,6 +25,8 @@ pub enum InputError {
     Regs { path: PathBuf, source: RegsError },
     #[error("register snapshot: {0}")]
     Missing(RegsError),
+    #[error("{path}: over {max} bytes, which no register snapshot is (a regset file is a few KiB)")]
+    RegsTooLarge { path: PathBuf, max: u64 },
     #[error("{path}: {source}")]
     Save { path: PathBuf, source: SaveError },
     #[error("{path}: {source}")]
@@ -62,9 +65,13 @@ pub fn required_registers(kind: IommuKind) -> &'static [(&'static str, usize, us
     use iommu_spec::amdvi::off as a;
     use iommu_spec::smmuv3::off as s;
     match kind {
-        IommuKind::Vtd => {
-            &[("CAP", off::CAP, 8), ("ECAP", off::ECAP, 8), ("GSTS", off::GSTS, 4), ("RTADDR", off::RTADDR, 8)]
-        }
+        IommuKind::Vtd => &[
+            ("VER", off::VER, 4),
+            ("CAP", off::CAP, 8),
+            ("ECAP", off::ECAP, 8),
+            ("GSTS", off::GSTS, 4),
+            ("RTADDR", off::RTADDR, 8),
+        ],
         IommuKind::AmdVi => &[
             ("DEV_TABLE_BASE", a::DEV_TABLE_BASE, 8),
             ("CONTROL", a::CONTROL, 8),
@@ -73,6 +80,7 @@ pub fn required_registers(kind: IommuKind) -> &'static [(&'static str, usize, us
         IommuKind::Smmuv3 => &[
             ("IDR1", s::IDR1, 4),
             ("CR0", s::CR0, 4),
+            ("GBPA", s::GBPA, 4),
             ("STRTAB_BASE", s::STRTAB_BASE, 8),
             ("STRTAB_BASE_CFG", s::STRTAB_BASE_CFG, 4),
         ],
@@ -102,12 +110,12 @@ impl InspectInput {
         Ok(input)
     }
 
-    /// Open the dump (any format [`Dump::open`] reads) and the register snapshot (monitor text or `iommu_regset`) without choosing a
-    /// unit yet: find them with [`DumpHw::find_units`] and pick one with [`DumpHw::select`].
+    /// Open the dump (any format [`Dump::open`] reads) and the register snapshot (monitor text or
+    /// `iommu_regset`) without choosing a unit yet: find them with [`DumpHw::find_units`] and pick one
+    /// with [`DumpHw::select`].
     pub fn load(dump: &Path, regs: &Path) -> Result<Self, InputError> {
         let core = Dump::open(dump).map_err(|source| InputError::Dump { path: dump.into(), source })?;
-        let text =
-            std::fs::read_to_string(regs).map_err(|source| InputError::RegsRead { path: regs.into(), source })?;
+        let text = read_regs(regs)?;
         let snap = RegSnapshot::parse(&text).map_err(|source| InputError::Regs { path: regs.into(), source })?;
         Ok(InspectInput { core, regs: SnapshotMmio::new(snap, 0) })
     }
@@ -152,6 +160,23 @@ impl DumpHw {
     /// The units to decode (see [`UnitQuery`]), each checked to be in the register snapshot. ACPI
     /// tables in the dump are read through the recording memory, so `--save-fixture` keeps them.
     pub fn find_units(&self, q: &UnitQuery) -> Result<Vec<Unit>, InputError> {
+        let units = self.find_units_uncaptured(q)?;
+        let snap = self.regs.snapshot();
+        for u in &units {
+            let probe = SnapshotMmio::new(snap.clone(), u.base);
+            probe.require(required_registers(u.kind)).map_err(|source| InputError::UnitNotCaptured {
+                kind: u.kind,
+                base: u.base,
+                origin: u.origin.clone(),
+                source,
+            })?;
+        }
+        Ok(units)
+    }
+
+    /// The units to decode, as [`DumpHw::find_units`] finds them, without checking that their registers
+    /// were captured: for a caller that reports a missing register per unit instead of stopping.
+    pub fn find_units_uncaptured(&self, q: &UnitQuery) -> Result<Vec<Unit>, InputError> {
         let snap = self.regs.snapshot();
         let named = snap.units();
         let (units, origin, table) = if let Some(base) = q.base {
@@ -190,15 +215,6 @@ impl DumpHw {
         if units.is_empty() {
             return Err(InputError::NoUnits { origin, table });
         }
-        for u in &units {
-            let probe = SnapshotMmio::new(snap.clone(), u.base);
-            probe.require(required_registers(u.kind)).map_err(|source| InputError::UnitNotCaptured {
-                kind: u.kind,
-                base: u.base,
-                origin: u.origin.clone(),
-                source,
-            })?;
-        }
         Ok(units)
     }
 
@@ -217,6 +233,20 @@ impl DumpHw {
         std::io::Write::flush(&mut w).map_err(|e| wrap(e.into()))?;
         Ok(())
     }
+}
+
+/// The most bytes of a register snapshot file read: far above any unit's registers as text.
+pub const MAX_REGS_FILE: u64 = 4 << 20;
+
+/// A register snapshot file, refused past [`MAX_REGS_FILE`] rather than read whole.
+fn read_regs(path: &Path) -> Result<String, InputError> {
+    let err = |source| InputError::RegsRead { path: path.into(), source };
+    let mut buf = Vec::new();
+    File::open(path).and_then(|f| f.take(MAX_REGS_FILE + 1).read_to_end(&mut buf)).map_err(err)?;
+    if buf.len() as u64 > MAX_REGS_FILE {
+        return Err(InputError::RegsTooLarge { path: path.into(), max: MAX_REGS_FILE });
+    }
+    String::from_utf8(buf).map_err(|e| err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))
 }
 
 /// A raw table file, read up to [`MAX_TABLE_LEN`] bytes (more is not a table: the parse says so).

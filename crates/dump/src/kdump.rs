@@ -458,18 +458,24 @@ impl KdumpCore {
     /// its bit clear in the second bitmap: filtered or not RAM), a [`PageError`] naming the pfn and
     /// file offset if it holds something that is not a page.
     pub fn page(&self, pfn: u64) -> Result<Option<Vec<u8>>, PageError> {
+        self.with_page(pfn, |page| page.to_vec())
+    }
+
+    /// Runs `f` on the page `pfn` (from the page cache, or loaded into it).
+    fn with_page<T>(&self, pfn: u64, f: impl FnOnce(&[u8]) -> T) -> Result<Option<T>, PageError> {
         let mut lazy = self.lazy.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(i) = lazy.cache.iter().position(|(p, _)| *p == pfn) {
-            return Ok(Some(lazy.cache[i].1.clone()));
+        if let Some((_, data)) = lazy.cache.iter().find(|(p, _)| *p == pfn) {
+            return Ok(Some(f(data)));
         }
         match self.load(pfn, &mut lazy) {
             Ok(Page::Missing) => Ok(None),
             Ok(Page::Data(data)) => {
+                let out = f(&data);
                 if lazy.cache.len() == PAGE_CACHE {
                     lazy.cache.pop_front();
                 }
-                lazy.cache.push_back((pfn, data.clone()));
-                Ok(Some(data))
+                lazy.cache.push_back((pfn, data));
+                Ok(Some(out))
             }
             Err(e) => {
                 lazy.damage_count += 1;
@@ -617,8 +623,9 @@ impl PhysMem for KdumpCore {
             let cur = pa.checked_add(done as u64).ok_or(missing(u64::MAX))?;
             let within = cur & (bs - 1);
             let n = (bs - within).min((buf.len() - done) as u64) as usize;
-            let page = self.page(cur >> self.shift).ok().flatten().ok_or(missing(cur))?;
-            buf[done..done + n].copy_from_slice(&page[within as usize..within as usize + n]);
+            let dst = &mut buf[done..done + n];
+            let copy = |page: &[u8]| dst.copy_from_slice(&page[within as usize..within as usize + n]);
+            self.with_page(cur >> self.shift, copy).ok().flatten().ok_or(missing(cur))?;
             done += n;
         }
         Ok(())

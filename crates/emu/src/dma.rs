@@ -1,4 +1,4 @@
-//! The DMA entry point shared by every IOMMU model (DESIGN.md §2): a device asks its IOMMU to translate
+//! The DMA entry point of every IOMMU model (docs/handover.md#dma-entry-point): a device asks its IOMMU to translate
 //! `(requester ID, IOVA, access)`, gets a physical address or a fault, and only then touches memory.
 //! There is no other way for a simulated device to reach memory.
 

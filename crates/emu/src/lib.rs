@@ -5,9 +5,9 @@
 //! The models behave like the hardware, not like a driver would wish: registers have their writable,
 //! read-only and write-1-to-clear bits; root pointers latch only on their command; queues live in
 //! physical memory and run when their tail is written; caches hold translations until an invalidation
-//! removes them, so a missing flush shows as a stale translation (DESIGN.md §3).
+//! removes them, so a missing flush shows as a stale translation (docs/handover.md#models-unforgiving).
 //!
-//! Everything a model reads from memory or a register is hostile input (DESIGN.md §5): no panics, bounded
+//! All a model reads from memory or a register is hostile input (docs/handover.md#hostile-input): no panics, bounded
 //! loops, no allocation sized by a guest value.
 #![forbid(unsafe_code)]
 

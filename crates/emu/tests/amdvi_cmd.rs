@@ -1,6 +1,6 @@
 //! The command buffer and the event log at raw offsets: completion waits (store, ComWaitInt, the SNP Completion
 //! Store window), invalidations dropping exactly their entries, stale translations until the right invalidation,
-//! illegal commands stopping the processor, the seed's locked-register failure, event-log overflow.
+//! illegal commands stopping the processor, the SNP series' locked-register failure, event-log overflow.
 
 #[path = "amdvi_rig.rs"]
 mod rig;
@@ -228,7 +228,7 @@ fn snp_completion_stores_must_land_in_the_completion_store_window() {
     assert_eq!(rig.mem.read_u64(outside).unwrap(), 6);
 }
 
-/// Seed 000 at the registers: SNP_SHUTDOWN_EX failed, so the crash kernel meets a locked unit. A fresh init's new
+/// The AMD SNP kdump series' failure at the registers: SNP_SHUTDOWN_EX failed, so the crash kernel meets a locked unit. A fresh init's new
 /// buffers are ignored and its completion wait never lands; reusing the old buffers (the fix) works.
 #[test]
 fn seed_000_locked_registers_make_fresh_buffers_time_out() {

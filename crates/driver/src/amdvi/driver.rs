@@ -276,6 +276,40 @@ impl Amdvi {
         Ok(iova)
     }
 
+    /// Map at a chosen IOVA (all 4 KiB multiples): what a one-to-one domain for a kernel whose DMA API is
+    /// direct needs. Not-present to present needs no invalidation, as for [`Amdvi::map`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn map_at(
+        &mut self,
+        hw: &mut impl Platform,
+        d: DomainId,
+        iova: u64,
+        pa: u64,
+        size: u64,
+        read: bool,
+        write: bool,
+    ) -> Result<(), AmdError> {
+        if !self.translating {
+            return Ok(());
+        }
+        let width = 12 + 9 * LEVELS;
+        if !iova.is_multiple_of(4096)
+            || !pa.is_multiple_of(4096)
+            || !size.is_multiple_of(4096)
+            || size == 0
+            || iova.checked_add(size).is_none_or(|e| e > 1u64 << width)
+        {
+            return Err(AmdError::BadRange { iova, size });
+        }
+        let dom = self.domain_mut(d)?;
+        dom.iova.reserve(iova, iova + size);
+        let root = dom.root;
+        for off in (0..size).step_by(4096) {
+            self.map_page(hw, root, iova + off, pa + off, read, write)?;
+        }
+        Ok(())
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn map_page(
         &mut self,

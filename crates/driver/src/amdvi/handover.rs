@@ -1,7 +1,7 @@
-//! Crash-kernel boot of a live AMD-Vi unit (seeds 000 and 002, merged in Linux 6.18): reuse the crashed
+//! Crash-kernel boot of a live AMD-Vi unit (Kalra's SNP kdump series, merged in Linux 6.18): reuse the crashed
 //! kernel's command buffer, event log, completion-wait page and device table in place, never writing the
 //! base registers SNP may have locked; reserve the old domain IDs; defer attach. Resets write fresh bases,
-//! which a locked unit ignores: their first completion wait then times out, as the seeds report.
+//! which a locked unit ignores: their first completion wait then times out, as the series reports.
 //!
 //! The device table is used in place rather than copied (Linux copied it before 6.18): under SNP its base
 //! register cannot be changed, and one way for every kdump boot keeps the two paths from diverging. The

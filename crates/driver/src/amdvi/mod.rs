@@ -1,5 +1,5 @@
 //! AMD-Vi (AMD I/O Virtualization Technology) driver: normal boot, crash-kernel boot under a policy with
-//! the seeds' reuse of the crashed kernel's structures (SEV-SNP's locked registers never written), the
+//! the SNP kdump series' reuse of the crashed kernel's structures (SEV-SNP's locked registers never written), the
 //! device-table scan and the v1 page-table walk.
 
 mod cmdq;

@@ -245,7 +245,7 @@ fn check(dte: Dte, devid: u16, env: &BootEnv, max_levels: u32) -> Result<Option<
         return Err(DteProblem::ReservedBits { devid, raw: dte.0 });
     }
     if !dte.translation_valid() {
-        // V=1, TV=0: DMA is refused (the sheet's QEMU reading; Linux's SNP default).
+        // V=1, TV=0: DMA is refused (QEMU's reading; Linux's SNP default).
         return Ok(None);
     }
     match dte.mode() {

@@ -71,7 +71,7 @@ impl fmt::Display for SmmuError {
     }
 }
 
-/// Why the crash kernel will not adopt the stream table (seed 003's checks); it resets instead.
+/// Why the crash kernel will not adopt the stream table (the v6 kdump series' checks); it resets instead.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Refusal {
     /// CR0.SMMUEN clear: nothing to adopt.

@@ -1,4 +1,4 @@
-//! Crash-kernel boot of a live SMMUv3 (seed 003, the v6/v7 series): keep SMMUEN set, adopt the stream
+//! Crash-kernel boot of a live SMMUv3 (Nicolin Chen's v6 kdump series): keep SMMUEN set, adopt the stream
 //! table the crashed kernel left in STRTAB_BASE/STRTAB_BASE_CFG (those registers cannot be written while
 //! SMMUEN is set), validate it as untrusted, map level-2 tables only when a master behind them is inserted
 //! (re-checking its L1 descriptor then), defer attach, leave the event and PRI queues off, and fall back to

@@ -1,4 +1,4 @@
-//! ARM SMMUv3 driver: normal boot, crash-kernel boot under a policy with seed 003's adoption of the
+//! ARM SMMUv3 driver: normal boot, crash-kernel boot under a policy with the kdump series' adoption of the
 //! stream table (lazy L2, deferred attach, fallback to reset), the stream-table scan and the VMSAv8-64 walk.
 
 mod cmdq;

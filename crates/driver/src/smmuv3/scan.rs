@@ -1,4 +1,4 @@
-//! A read-only look at the stream table an SMMUv3 is using (what seed 003's adoption reads first),
+//! A read-only look at the stream table an SMMUv3 is using (what the v6 kdump adoption reads first),
 //! validating every descriptor as hostile input: linear and 2-level tables, STEs, and for stage-1 streams
 //! the context descriptor for substream 0.
 
@@ -46,7 +46,7 @@ pub enum SteProblem {
         index: u64,
         raw: u64,
     },
-    /// The L1 descriptor's span is not the SPLIT + 1 a 2-level table of this SPLIT has (seed 003's check).
+    /// The L1 descriptor's span is not the SPLIT + 1 a 2-level table of this SPLIT has (the kdump series' check).
     L1Span {
         index: u64,
         span: u8,

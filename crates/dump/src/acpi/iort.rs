@@ -179,6 +179,29 @@ impl Iort {
     }
 }
 
+impl Iort {
+    /// The PCI segment and requester ID whose traffic reaches the SMMUv3 at `smmu_base` as `stream_id`:
+    /// [`Iort::stream_of`] backwards, through the first root-complex mapping that covers it. `None` for a
+    /// stream of a named component or one no root complex maps.
+    pub fn requester_of(&self, smmu_base: u64, stream_id: u32) -> Option<(u32, u32)> {
+        for n in &self.nodes {
+            let NodeBody::RootComplex(rc) = &n.body else { continue };
+            for m in n.mappings.iter().filter(|m| m.flags & SINGLE_MAPPING == 0) {
+                let to_smmu = self
+                    .node_at(m.output_ref)
+                    .is_some_and(|o| matches!(&o.body, NodeBody::Smmuv3(s) if s.base == smmu_base));
+                let Some(delta) = stream_id.checked_sub(m.output_base) else { continue };
+                if to_smmu && delta <= m.id_count {
+                    if let Some(rid) = m.input_base.checked_add(delta) {
+                        return Some((rc.segment, rid));
+                    }
+                }
+            }
+        }
+        None
+    }
+}
+
 /// A node's ID mapping array, which must lie inside the node (`b` ends where the node ends).
 fn mappings(b: Bytes<'_>, off: usize) -> Result<Vec<IdMapping>, AcpiError> {
     let count = b.u32(off + 8, "Number of ID mappings")?;

@@ -288,6 +288,11 @@ fn iort_nodes_and_requester_id_to_stream_id() {
     assert_eq!(t.stream_of(0, 0xff).map(|s| s.stream_id), Some(0xff));
     assert_eq!(t.stream_of(0, 0x100), None);
     assert_eq!(t.stream_of(1, 0x18), None);
+    // And back: StreamID 0x18 of that SMMUv3 is 00:03.0's; 0x100 is not a root complex's (RIDs from
+    // 0x100 go to the ITS), nor is any stream of another SMMU.
+    assert_eq!(t.requester_of(0x0905_0000, 0x18), Some((0, 0x18)));
+    assert_eq!(t.requester_of(0x0905_0000, 0x100), None);
+    assert_eq!(t.requester_of(0x0906_0000, 0x18), None);
     let units = Firmware::Iort(t).units();
     assert_eq!(units.iter().map(|u| (u.kind, u.base)).collect::<Vec<_>>(), [(IommuKind::Smmuv3, 0x0905_0000)]);
 }

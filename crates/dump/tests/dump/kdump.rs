@@ -169,9 +169,9 @@ fn a_corrupt_compressed_page_is_an_error_naming_its_pfn_and_offset() {
 #[test]
 fn impossible_descriptors_are_errors_naming_the_pfn() {
     let built = sample(ZLIB).build();
-    let (d4, off4, ..) = built.layout[&4];
+    let (d4, ..) = built.layout[&4];
     type Corrupt<'a> = Box<dyn Fn(&mut Vec<u8>) + 'a>;
-    let cases: [(&str, Corrupt<'_>); 7] = [
+    let cases: [(&str, Corrupt); 7] = [
         ("data in the headers", Box::new(|f| put_u64(f, d4, 0))),
         ("data in the descriptor table", Box::new(move |f| put_u64(f, d4, (built.descs + 8) as u64))),
         ("data past the end", Box::new(|f| put_u64(f, d4, u64::MAX - 8))),
@@ -189,7 +189,6 @@ fn impossible_descriptors_are_errors_naming_the_pfn() {
             "{what}: {err}"
         );
     }
-    let _ = off4;
 }
 
 #[test]
@@ -368,4 +367,79 @@ fn mutated_files_never_panic() {
         }
         let _ = (d.ram_ranges(), d.notes(), d.machine(), d.damage());
     }
+}
+
+/// `makedumpfile -F -E`: an ELF core in the flattened format opens as an ELF core.
+#[test]
+fn a_flattened_elf_core_reads_like_the_core() {
+    use crate::builder::{core, put_at, Ph, ET_CORE};
+    let mut file = core(ET_CORE, &[Ph::load(0x1000, 0x20_0000, 0x2000, 0x2000)], 0x3000);
+    put_at(&mut file, 0x1000, &pattern(4, 0x2000));
+    let d = open(flatten(&file, 0x700));
+    assert_eq!(d.format(), Format::Elf { flattened: true });
+    assert_eq!(read(&d, 0x20_0000, 0x2000).unwrap(), pattern(4, 0x2000));
+    assert_eq!(read(&d, 0x20_2000, 1), Err(MemError { addr: 0x20_2000, kind: NC }));
+}
+
+#[test]
+fn a_file_of_no_known_format_is_refused_with_its_first_bytes() {
+    let err = refuse(b"MZ\x90\x00 not a dump".to_vec());
+    assert!(matches!(&err, DumpError::Unknown { magic } if magic.starts_with(b"MZ")), "{err}");
+    assert!(matches!(refuse(Vec::new()), DumpError::Unknown { .. }));
+}
+
+/// Headers before version 6 keep `max_mapnr` in the 32-bit field of the main header, and before
+/// version 4 have no notes: the fields a version does not have are not read.
+#[test]
+fn older_header_versions_read_the_fields_they_have() {
+    let k = Kdump { notes: note("CORE", 1, &[0; 336]), machine: "", ..sample(ZLIB) };
+    let mut f = k.build().file;
+    put_u64(&mut f, 4096 + 96, u64::MAX); // max_mapnr_64: not there before version 6
+    put_u32(&mut f, 8, 5);
+    let d = open(f.clone());
+    assert_eq!(kdump(&d).header().max_mapnr, 64);
+    check_pages(&d, &pages());
+    assert_eq!(d.machine(), 62, "notes from version 4");
+    put_u32(&mut f, 8, 3);
+    let d = open(f);
+    assert_eq!((d.notes().unwrap(), d.machine()), (vec![], 0), "no notes before version 4");
+}
+
+/// A flattened stream of `(offset, bytes)` records, then the end marker.
+fn records(recs: &[(i64, &[u8])]) -> Vec<u8> {
+    let mut out = vec![0u8; 4096];
+    out[..12].copy_from_slice(b"makedumpfile");
+    out[16..24].copy_from_slice(&1i64.to_be_bytes());
+    for (off, bytes) in recs {
+        out.extend_from_slice(&off.to_be_bytes());
+        out.extend_from_slice(&(bytes.len() as i64).to_be_bytes());
+        out.extend_from_slice(bytes);
+    }
+    out.extend_from_slice(&[0xff; 16]);
+    out
+}
+
+/// What `makedumpfile -R` would leave on disk: later records overwrite earlier ones, a record inside
+/// another cuts it in two, bytes no record wrote are zeros, and reading past the end fails.
+#[test]
+fn flattened_records_rearrange_as_on_disk() {
+    use iommu_dump::{FlatFile, ReadAt};
+    let f = FlatFile::new(records(&[(0, b"aaaaaaaaaa"), (3, b"bb"), (8, b"cccc"), (16, b"dd"), (1, b"e")])).unwrap();
+    assert_eq!((f.records(), f.len()), (5, 18));
+    let mut buf = [0u8; 18];
+    f.read_exact_at(0, &mut buf).unwrap();
+    assert_eq!(&buf, b"aeabbaaacccc\0\0\0\0dd");
+    assert!(f.read_exact_at(17, &mut [0; 2]).is_err(), "past the end");
+    assert!(f.read_exact_at(u64::MAX, &mut [0; 2]).is_err());
+    assert_eq!(f.extents(), 7, "a, e, a, b, a, c, d");
+}
+
+/// A hostile stream rewriting one range again and again: the index holds what is there now, not the
+/// history.
+#[test]
+fn rewriting_the_same_range_does_not_grow_the_index() {
+    use iommu_dump::FlatFile;
+    let recs: Vec<(i64, &[u8])> = (0..10_000).map(|i| (0, if i % 2 == 0 { &b"xy"[..] } else { &b"zw"[..] })).collect();
+    let f = FlatFile::new(records(&recs)).unwrap();
+    assert_eq!((f.records(), f.extents()), (10_000, 1));
 }

@@ -48,9 +48,6 @@ impl Default for Kdump {
 pub struct Built {
     pub file: Vec<u8>,
     pub bitmap: usize,
-    /// No test corrupts the bitmap's end yet.
-    #[allow(dead_code)]
-    pub bitmap_len: usize,
     pub descs: usize,
     /// pfn -> (descriptor offset, data offset, data size, flags)
     pub layout: BTreeMap<u64, (usize, usize, usize, u32)>,
@@ -158,7 +155,7 @@ impl Kdump {
             put_u32(&mut f, d + 12, flags);
             layout.insert(pfn, (d, off, size, flags));
         }
-        Built { file: f, bitmap, bitmap_len: 2 * half, descs, layout, compressed }
+        Built { file: f, bitmap, descs, layout, compressed }
     }
 }
 

@@ -9,10 +9,10 @@
 //! while it is stopped, as Linux's `amd_iommu_reset_cmd_buffer` does).
 //!
 //! With SNP enforcement on, COMPLETION_WAIT stores go to the Completion Store (CWWB) window that the locked
-//! Exclusion Base and Limit registers name (snp.md §7; Linux `iommu_set_cwwb_range` writes its `cmd_sem` page to
-//! both). The fact sheet leaves the hardware's check of a store address outside the window unconfirmed; the model
+//! Exclusion Base and Limit registers name (SNP series; Linux `iommu_set_cwwb_range` writes its `cmd_sem` page to
+//! both). Public sources leave the hardware's check of a store address outside the window unconfirmed; the model
 //! treats such a command as illegal (ILLEGAL_COMMAND_ERROR, processor stopped, nothing stored), so a crash kernel
-//! that waits on a fresh semaphore page times out as the seeds describe, and the event log says why.
+//! that waits on a fresh semaphore page times out as the SNP series describes, and the event log says why.
 
 use iommu_platform::PhysMem;
 use iommu_spec::amdvi::{

@@ -1,5 +1,5 @@
 //! An AMD-Vi (AMD IOMMU) unit, modelled after the AMD I/O Virtualization Technology spec (48882, rev 3.x;
-//! sections cited per rule), the fact sheets `shared/spec/amdvi.md` and `shared/spec/snp.md` §7, and where the
+//! sections cited per rule), the SNP kdump series (docs/handover.md#amdvi-snp-locked-registers), and where the
 //! spec leaves room, QEMU's `hw/i386/amd_iommu.c` and Linux's `drivers/iommu/amd/`.
 //!
 //! What the model does: the MMIO register file with its writable, read-only and write-1-to-clear bits
@@ -120,7 +120,7 @@ pub struct AmdviCounters {
 pub struct AmdviModel {
     cfg: AmdviConfig,
     regs: RegFile,
-    /// IOMMU SNP enforcement (AMD IOMMU spec 48882 rev 3.10 §2.12.2.1, per seed 000): the base registers ignore
+    /// IOMMU SNP enforcement (AMD IOMMU spec 48882 rev 3.10 §2.12.2.1, per Kalra): the base registers ignore
     /// writes and COMPLETION_WAIT stores must land in the Completion Store window.
     snp_locked: bool,
     /// The command processor runs: set when CmdBufEn goes 0 → 1, cleared when it goes 0 or a command fails.

@@ -66,7 +66,7 @@ impl Reg {
         REGS[self.index()].1
     }
 
-    /// One of the registers SNP enforcement locks (spec 48882 rev 3.10 §2.12.2.1 as seed 000 lists them; the
+    /// One of the registers SNP enforcement locks (spec 48882 rev 3.10 §2.12.2.1 as Kalra's series lists them; the
     /// layout crate's [`SNP_LOCKED`]).
     pub(super) fn snp_locked(self) -> bool {
         SNP_LOCKED.contains(&self.offset())

@@ -1,7 +1,7 @@
 //! DMA translation of untranslated requests without PASID (spec 2.2): the device table entry at
 //! `DevTableBase + 32 * DeviceID` (2.2.2), then the v1 host page table (2.2.3).
 //!
-//! The DTE's V / TV / Mode decide, as the fact sheet's table gives them (QEMU `amdvi_do_translate`):
+//! The DTE's V / TV / Mode decide, as docs/handover.md#amdvi-dte-valid-bits gives them (QEMU `amdvi_do_translate`):
 //! - V = 0: the entry is not valid and the request passes untranslated (Linux therefore sets V in every entry).
 //! - V = 1, TV = 0: no translation information; the request is refused without an event (Linux leaves TV = 0 for
 //!   unattached devices on SNP hosts, relying on exactly that).
@@ -24,7 +24,7 @@
 //! level's natural size (so a leaf may sit at any level), 7 a leaf whose size the address bits encode (it must be
 //! at least the level's natural size, below the next level's, and at most 2^52), 1..level-1 the level of the next
 //! table. A PDE whose NextLevel skips levels requires the IOVA bits those levels would have indexed to be zero, else
-//! IO_PAGE_FAULT (Linux never builds skips and refuses to walk them; the fact sheet leaves hardware unconfirmed).
+//! IO_PAGE_FAULT (Linux never builds skips and refuses to walk them; public sources leave hardware unconfirmed).
 //! NextLevel at or above the entry's own level is an invalid encoding: IO_PAGE_FAULT with RZ.
 //!
 //! IO_PAGE_FAULT events are suppressed by DTE.SA always and by DTE.SE after the first (see `cache`); other events

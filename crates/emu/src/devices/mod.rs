@@ -1,4 +1,4 @@
-//! DMA-capable devices: the traffic that is still in flight when a host crashes (DESIGN.md §1, issue 5).
+//! DMA-capable devices: the traffic that is still in flight when a host crashes (docs/handover.md#the-problem).
 //!
 //! Three models, each a small state machine advanced on the simulator's virtual clock:
 //!
@@ -9,14 +9,14 @@
 //! - [`Bulk`]: a copy engine (GPU-like) that loops over a list of (src, dst, len) descriptors forever.
 //!
 //! Every memory access of a device is a DMA through an [`Iommu`] with the device's requester ID (the
-//! `dma_read`/`dma_write` entry point, DESIGN.md §2): there is no back door, so what a device can reach
+//! `dma_read`/`dma_write` path, docs/handover.md#dma-entry-point): there is no back door, so what a device can reach
 //! is exactly what the IOMMU lets through. Each access is logged as a [`DmaEvent`] naming its purpose,
 //! so the simulator can classify (translated, faulted, redirected, untranslated) and attribute it.
 //!
 //! A device's registers are its methods (MMIO, not memory). Nothing stops a device when the host
 //! crashes: it keeps running on the old kernel's rings until a function-level reset ([`DmaDevice::flr`]).
 //! Everything a device reads from memory (descriptors, commands) may be garbage: fields are clamped,
-//! addresses are just addresses, and work per tick is bounded (DESIGN.md §5).
+//! addresses are just addresses, and work per tick is bounded (docs/handover.md#hostile-input).
 
 use std::fmt::Debug;
 

@@ -1,5 +1,5 @@
-//! An Arm SMMUv3 (IHI 0070), modelled after the spec (sections cited per rule), the fact sheet
-//! `shared/spec/smmuv3.md`, and where the spec leaves room, QEMU's `hw/arm/smmuv3.c`.
+//! An Arm SMMUv3 (IHI 0070), modelled after the spec (sections cited per rule), Linux's driver
+//! (`drivers/iommu/arm/arm-smmu-v3/`), and where the spec leaves room, QEMU's `hw/arm/smmuv3.c`.
 //!
 //! What the model does: the register file with per-register writable, read-only and guarded semantics
 //! (`regs`); GBPA abort/bypass while SMMUEN = 0; linear and 2-level stream tables, STE configs abort, bypass,
@@ -289,7 +289,7 @@ impl Smmuv3Model {
     }
 
     /// Whether the table walker is coherent with the CPUs (IDR0.COHACC; Linux `ARM_SMMU_FEAT_COHERENCY`), the
-    /// condition the seed series puts on adoption.
+    /// condition the kdump series puts on adoption.
     pub fn walker_coherent(&self) -> bool {
         self.cfg.coherent
     }

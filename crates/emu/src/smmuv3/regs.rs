@@ -203,7 +203,7 @@ impl Smmuv3Model {
             off::EVTQ_IRQ_CFG2 if self.cfg.msi => self.regs.evtq_irq_cfg2 = v32 & msi_cfg2_mask(),
             // STRTAB_BASE and STRTAB_BASE_CFG are guarded by SMMUEN (6.3.23, 6.3.24): a write while it is set is
             // CONSTRAINED UNPREDICTABLE, and the model takes the "ignored" choice. This is the rule that leaves a
-            // kdump kernel no way to install a new table without turning translation off (seed 003).
+            // kdump kernel no way to install a new table without turning translation off (kdump series v6 1/7).
             off::STRTAB_BASE | off::STRTAB_BASE_CFG if ack.smmuen() => self.counters.guarded_writes_ignored += 1,
             off::STRTAB_BASE => self.regs.strtab_base = v & STRTAB_BASE_MASK,
             off::STRTAB_BASE_CFG => {

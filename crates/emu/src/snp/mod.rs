@@ -4,7 +4,7 @@
 //! puts on the AMD-Vi base registers.
 //!
 //! Command IDs and status codes are the firmware ABI's (Linux `include/linux/psp-sev.h`,
-//! `include/uapi/linux/psp-sev.h`). The flush rules paraphrase the SNP ABI text quoted in seed 001.
+//! `include/uapi/linux/psp-sev.h`). The flush rules paraphrase SNP ABI (AMD 56860) §8.13 as Kalra quotes it.
 
 mod status;
 
@@ -105,7 +105,7 @@ impl SnpFirmware {
         self.initialised
     }
     /// Whether the IOMMU's device-table, command-buffer, event-log and completion-store base registers
-    /// ignore writes (AMD IOMMU spec 48882 rev 3.10 §2.12.2.1, per seed 000).
+    /// ignore writes (AMD IOMMU spec 48882 rev 3.10 §2.12.2.1, as the SNP kdump series cites it).
     pub fn iommu_locked(&self) -> bool {
         self.iommu_enforced
     }
@@ -208,7 +208,7 @@ impl SnpFirmware {
                     // Nothing to shut down; Linux only issues it when initialised.
                     return SevStatus::SUCCESS;
                 }
-                // Seed 000: SHUTDOWN_EX fails while an ASID is still in use by a guest or a DF_FLUSH is
+                // As the AMD SNP kdump series reports: SHUTDOWN_EX fails while an ASID is still in use by a guest or a DF_FLUSH is
                 // pending, with DFFLUSH_REQUIRED in both cases, and changes nothing.
                 if self.df_flush_pending || self.guests.values().any(|g| g.asid.is_some()) {
                     return SevStatus::DFFLUSH_REQUIRED;

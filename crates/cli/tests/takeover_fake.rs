@@ -1,0 +1,182 @@
+//! `handover takeover` on a fake kdump kernel: a directory holding proc/, sys/ and a plain file as dev/mem.
+//! Every refusal the command promises exits 2 with its cause, before anything is written; and when it does
+//! run, nothing outside the window and the unit's registers changes.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use iommu_driver::{MemError, MemErrorKind, PhysMem};
+use iommu_dump::write_core;
+
+/// The fake machine: the crashed kernel's RAM 0x10000-0x30000, the window 0x40000-0x50000 (reserved with
+/// memmap=), the kdump kernel's RAM 0x60000-0x80000, the VT-d unit's registers at 0x80000, dev/mem 1 MiB.
+const OLD: std::ops::Range<u64> = 0x1_0000..0x3_0000;
+const WINDOW: std::ops::Range<u64> = 0x4_0000..0x5_0000;
+const REGS: u64 = 0x8_0000;
+const DEVMEM: usize = 0x10_0000;
+
+struct Zeros;
+impl PhysMem for Zeros {
+    fn read(&self, pa: u64, buf: &mut [u8]) -> Result<(), MemError> {
+        if OLD.contains(&pa) {
+            buf.fill(0);
+            Ok(())
+        } else {
+            Err(MemError { addr: pa, kind: MemErrorKind::NotRam })
+        }
+    }
+    fn write(&mut self, pa: u64, _: &[u8]) -> Result<(), MemError> {
+        Err(MemError { addr: pa, kind: MemErrorKind::ReadOnly })
+    }
+}
+
+struct Fake {
+    root: PathBuf,
+}
+
+const IOMEM: &str = "\
+00000000-0000ffff : Reserved
+00040000-0004ffff : Reserved
+00060000-0007ffff : System RAM
+00080000-00080fff : reserved
+";
+
+impl Fake {
+    fn new(name: &str) -> Fake {
+        let root = std::env::temp_dir().join(format!("handover-takeover-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        for d in ["proc", "sys/class/iommu", "sys/bus/pci/devices/0000:00:04.0", "sys/firmware/acpi/tables", "dev"] {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+        }
+        let pages: BTreeSet<u64> = OLD.step_by(4096).collect();
+        let mut f = std::fs::File::create(root.join("proc/vmcore")).unwrap();
+        write_core(&Zeros, &pages, None, &mut f).unwrap();
+        std::fs::write(root.join("proc/iomem"), IOMEM).unwrap();
+        std::fs::write(root.join("proc/cmdline"), "console=ttyS0 memmap=64K$0x40000 elfcorehdr=0x7f000\n").unwrap();
+        std::fs::write(root.join("sys/bus/pci/devices/0000:00:04.0/reset"), "").unwrap();
+        // Registers: VER, CAP (a q35 intel-iommu's), ECAP with QI, GSTS with translation on, RTADDR in old RAM.
+        let mut mem = vec![0u8; DEVMEM];
+        let mut reg = |off: usize, v: u64| mem[REGS as usize + off..][..8].copy_from_slice(&v.to_le_bytes());
+        reg(0x0, 0x10);
+        reg(0x8, 0x00d2_0082_3e22_0462);
+        reg(0x10, 0x0000_0000_00f0_101e);
+        reg(0x18, 0xc700_0000u64 << 32);
+        reg(0x20, OLD.start);
+        std::fs::write(root.join("dev/mem"), &mem).unwrap();
+        Fake { root }
+    }
+
+    fn run(&self, extra: &[&str]) -> Output {
+        self.run_at("0x80000", extra)
+    }
+
+    fn run_at(&self, base: &str, extra: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_handover"))
+            .args(["takeover", "--policy", "adopt", "--iommu", "vtd", "--base", base, "--root"])
+            .arg(&self.root)
+            .args(extra)
+            .output()
+            .unwrap()
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.root.join(rel)
+    }
+}
+
+impl Drop for Fake {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+fn refused(out: &Output, cause: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr: {err}");
+    assert!(err.contains("refused") && err.contains(cause), "want {cause:?} in: {err}");
+}
+
+fn unchanged(fake: &Fake, before: &[u8]) {
+    assert_eq!(std::fs::read(fake.path("dev/mem")).unwrap(), before, "dev/mem was written");
+}
+
+#[test]
+fn outside_a_kdump_kernel_it_refuses_no_proc_vmcore() {
+    let f = Fake::new("novmcore");
+    std::fs::remove_file(f.path("proc/vmcore")).unwrap();
+    let before = std::fs::read(f.path("dev/mem")).unwrap();
+    refused(&f.run(&[]), "not a kdump kernel");
+    unchanged(&f, &before);
+}
+
+#[test]
+fn a_kernel_iommu_driver_owning_the_unit_is_a_refusal() {
+    let f = Fake::new("class");
+    std::fs::create_dir_all(f.path("sys/class/iommu/dmar0")).unwrap();
+    let before = std::fs::read(f.path("dev/mem")).unwrap();
+    refused(&f.run(&[]), "kernel IOMMU driver owns the unit");
+    unchanged(&f, &before);
+
+    let f = Fake::new("claimed");
+    std::fs::write(f.path("proc/iomem"), format!("{IOMEM}  00080000-00080fff : dmar0\n")).unwrap();
+    refused(&f.run(&[]), "\"dmar0\" claims 0x80000-0x80fff");
+}
+
+#[test]
+fn registers_dev_mem_cannot_reach_are_a_refusal() {
+    let f = Fake::new("regs");
+    let before = std::fs::read(f.path("dev/mem")).unwrap();
+    refused(&f.run_at("0x90000", &[]), "registers at 0x90000 read 0x0");
+    unchanged(&f, &before);
+    std::fs::remove_file(f.path("dev/mem")).unwrap();
+    refused(&f.run(&[]), "cannot map the unit's registers");
+}
+
+#[test]
+fn a_window_the_kdump_kernel_uses_or_did_not_reserve_is_a_refusal() {
+    let f = Fake::new("window");
+    let before = std::fs::read(f.path("dev/mem")).unwrap();
+    refused(&f.run(&["--window", "0x70000-0x78000"]), "overlaps the kdump kernel's own RAM");
+    refused(&f.run(&["--window", "0x50000-0x58000"]), "not inside one top-level Reserved");
+    refused(&f.run(&["--window", "0x20000-0x28000"]), "not inside one top-level Reserved");
+    std::fs::write(f.path("proc/iomem"), format!("{IOMEM}00010000-0002ffff : Reserved\n")).unwrap();
+    refused(&f.run(&["--window", "0x20000-0x28000"]), "overlaps the crashed kernel's RAM");
+    std::fs::write(f.path("proc/cmdline"), "console=ttyS0 elfcorehdr=0x48000\n").unwrap();
+    refused(&f.run(&[]), "no frame window");
+    refused(&f.run(&["--window", "0x40000-0x50000"]), "holds elfcorehdr=0x48000");
+    unchanged(&f, &before);
+}
+
+#[test]
+fn a_needed_device_with_a_driver_bound_is_a_refusal() {
+    let f = Fake::new("bound");
+    std::fs::create_dir_all(f.path("sys/bus/pci/devices/0000:00:04.0/driver")).unwrap();
+    let before = std::fs::read(f.path("dev/mem")).unwrap();
+    refused(&f.run(&["--needed", "00:04.0"]), "a driver is already bound");
+    refused(&f.run(&["--needed", "00:05.0"]), "no ");
+    refused(&f.run(&["--needed", "00:04"]), "not a PCI function");
+    unchanged(&f, &before);
+}
+
+/// The fake unit never acknowledges a command, so the crash boot stops at the first status wait; whatever
+/// it wrote by then is in the window or the registers.
+#[test]
+fn a_run_on_a_unit_that_never_acknowledges_writes_only_the_window_and_registers() {
+    let f = Fake::new("run");
+    let before = std::fs::read(f.path("dev/mem")).unwrap();
+    let out = f.run(&["--needed", "0000:00:04.0", "--json", "--log", f.path("log.txt").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ok"], false);
+    assert!(v["error"].as_str().unwrap().contains("QIES"), "{v}");
+    let after = std::fs::read(f.path("dev/mem")).unwrap();
+    let changed: Vec<u64> = (0..DEVMEM).filter(|&i| before[i] != after[i]).map(|i| i as u64).collect();
+    assert!(!changed.is_empty());
+    let allowed = |a: &u64| WINDOW.contains(a) || (REGS..REGS + 0x1000).contains(a);
+    let stray: Vec<&u64> = changed.iter().filter(|a| !allowed(a)).collect();
+    assert!(stray.is_empty(), "written outside the window and registers: {stray:#x?}");
+    let log = std::fs::read_to_string(f.path("log.txt")).unwrap();
+    assert!(log.lines().any(|l| l.starts_with("W32 reg+0x18 <- ")), "GCMD writes are logged");
+    assert!(Path::new(&f.path("sys/bus/pci/devices/0000:00:04.0/reset")).exists());
+}

@@ -1,0 +1,104 @@
+//! `/proc/iomem`: the kernel's physical resource tree, one resource a line,
+//! `<indent>START-END : NAME`, hex without `0x`, END inclusive, two spaces of indent per level
+//! (Linux `r_show` in kernel/resource.c).
+//!
+//! The kdump kernel's own RAM is its top-level `System RAM`; the frame window is a range taken out of it
+//! with `memmap=SIZE$START`, which e820 turns into a top-level `Reserved` resource (Linux
+//! `e820__reserve_resources`). [`check_window`] accepts a window only there.
+
+use std::ops::Range;
+
+/// At most this many lines are read: a real tree has a few hundred.
+pub const MAX_ENTRIES: usize = 65536;
+
+/// One resource.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// Exclusive end.
+    pub range: Range<u64>,
+    pub name: String,
+    /// 0 for a top-level resource.
+    pub depth: usize,
+}
+
+/// A line that is not a resource.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum IomemError {
+    #[error("/proc/iomem line {line}: {why}: {text:?}")]
+    Line { line: usize, why: &'static str, text: String },
+    #[error("/proc/iomem: more than {MAX_ENTRIES} lines")]
+    TooLong,
+    #[error("/proc/iomem shows every address as 0 (read it as root)")]
+    Hidden,
+}
+
+/// Parse the whole text.
+pub fn parse(text: &str) -> Result<Vec<Entry>, IomemError> {
+    let mut out = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        if raw.trim().is_empty() {
+            continue;
+        }
+        if out.len() >= MAX_ENTRIES {
+            return Err(IomemError::TooLong);
+        }
+        let bad = |why| IomemError::Line { line: i + 1, why, text: raw.chars().take(120).collect() };
+        let indent = raw.len() - raw.trim_start_matches(' ').len();
+        if indent % 2 != 0 {
+            return Err(bad("odd indent"));
+        }
+        let (span, name) = raw.trim_start_matches(' ').split_once(" : ").ok_or_else(|| bad("no ' : '"))?;
+        let (a, b) = span.split_once('-').ok_or_else(|| bad("no '-' in the range"))?;
+        let start = u64::from_str_radix(a, 16).map_err(|_| bad("start is not hex"))?;
+        let last = u64::from_str_radix(b, 16).map_err(|_| bad("end is not hex"))?;
+        if last < start {
+            return Err(bad("end below start"));
+        }
+        let end = last.checked_add(1).ok_or_else(|| bad("end overflows"))?;
+        out.push(Entry { range: start..end, name: name.to_string(), depth: indent / 2 });
+    }
+    if !out.is_empty() && out.iter().all(|e| e.range.start == 0 && e.range.end == 1) {
+        return Err(IomemError::Hidden);
+    }
+    Ok(out)
+}
+
+/// The top-level `System RAM` ranges: the running kernel's own RAM.
+pub fn system_ram(entries: &[Entry]) -> Vec<Range<u64>> {
+    entries.iter().filter(|e| e.depth == 0 && e.name == "System RAM").map(|e| e.range.clone()).collect()
+}
+
+/// Entries of any depth that overlap `r`.
+pub fn overlapping<'a>(entries: &'a [Entry], r: &'a Range<u64>) -> impl Iterator<Item = &'a Entry> + 'a {
+    entries.iter().filter(move |e| e.range.start < r.end && r.start < e.range.end)
+}
+
+/// Why a window cannot be used.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum WindowError {
+    #[error("window {:#x}-{:#x} overlaps the kdump kernel's own RAM {:#x}-{:#x} (System RAM in /proc/iomem)", .window.start, .window.end, .ram.start, .ram.end)]
+    OverlapsRam { window: Range<u64>, ram: Range<u64> },
+    #[error("window {:#x}-{:#x} is not inside one top-level Reserved resource in /proc/iomem (memmap=SIZE$START on the kdump command line makes one)", .window.start, .window.end)]
+    NotReserved { window: Range<u64> },
+    #[error("window {:#x}-{:#x} overlaps {name:?} at {:#x}-{:#x}", .window.start, .window.end, .at.start, .at.end)]
+    Claimed { window: Range<u64>, name: String, at: Range<u64> },
+}
+
+/// The window must lie wholly inside one top-level `Reserved` resource, overlap no `System RAM`, and have
+/// no resource under it (a driver or the kernel claimed part of it).
+pub fn check_window(entries: &[Entry], window: &Range<u64>) -> Result<(), WindowError> {
+    if let Some(ram) = overlapping(entries, window).find(|e| e.name == "System RAM") {
+        return Err(WindowError::OverlapsRam { window: window.clone(), ram: ram.range.clone() });
+    }
+    let parent = entries
+        .iter()
+        .position(|e| {
+            e.depth == 0 && e.name == "Reserved" && e.range.start <= window.start && window.end <= e.range.end
+        })
+        .ok_or_else(|| WindowError::NotReserved { window: window.clone() })?;
+    let mut children = entries[parent + 1..].iter().take_while(|e| e.depth > 0);
+    if let Some(c) = children.find(|c| c.range.start < window.end && window.start < c.range.end) {
+        return Err(WindowError::Claimed { window: window.clone(), name: c.name.clone(), at: c.range.clone() });
+    }
+    Ok(())
+}

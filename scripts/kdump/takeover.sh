@@ -1,0 +1,213 @@
+#!/bin/bash
+# takeover.sh vtd|amdvi|smmuv3 POLICY OUTDIR
+#
+# `handover takeover` inside a real Linux kdump kernel under QEMU (TCG), DMA in flight: boot a Debian kernel
+# with the emulated IOMMU on, e1000e (00:02.0) receiving and nvme 00:03.0 reading; a second nvme (00:04.0)
+# is the dump disk. Panic (sysrq-c); the kdump kernel (IOMMU driver off, frame window reserved with
+# memmap=) stops at HO-REF, where the host pauses the VM and saves memory as the reference; then it runs
+# `handover takeover --policy POLICY --needed 0000:00:04.0`, the host sends UDP packets to the NIC (whose
+# receive ring the crashed kernel left posted), and the kdump kernel loads nvme (bound to 00:04.0 only) and
+# writes /proc/vmcore to it. QEMU's trace events record every translation and fault of the unit.
+# Writes to OUTDIR:
+#   result.json      the issue's result (takeover_result.py): takeover ok/error, DMA after the takeover
+#                    (translated / faulted / untranslated), faults, the dump against the reference, old
+#                    memory pages changed
+#   takeover.json    what `handover takeover --json` printed in the kdump kernel (takeover.err its stderr)
+#   trace-counts.txt trace events per phase (before the reference, reference → takeover, after) and device
+#   console.txt      the console lines that matter (versions, markers, takeover, dmesg excerpt)
+#   console.log      both kernels' serial console;  summary.txt  what ran
+# The 3 GiB reference and the vmcore stay in the scratch directory and are deleted.
+# Needs what audit.sh needs (root, setup.sh's QEMU and kernel, kexec-tools, cargo). Env as audit.sh, and:
+#   WINDOW [vtd/amdvi: 0x76000000]: the frame window's start (8 MiB, inside the low crash-kernel region)
+#   UDP_PACKETS [60] packets sent to the NIC after the takeover; KDUMP_TIMEOUT [900]
+set -euo pipefail
+KDIR=$(cd "$(dirname "$(readlink -f "$0")")" && pwd)
+REPO=$(cd "$KDIR/../.." && pwd)
+HERE=$REPO/scripts/capture
+PROG=takeover.sh
+KIND=${1:-}; POLICY=${2:-}; OUT=${3:-}
+usage() { echo "usage: $0 vtd|amdvi|smmuv3 reset-abort|reset-bypass|adopt|adopt-scratch OUTDIR" >&2; exit 2; }
+case "$KIND" in vtd|amdvi) ;; smmuv3) echo "$0: smmuv3 (arm64 under TCG) is not wired yet" >&2; exit 2;; *) usage;; esac
+case "$POLICY" in reset-abort|reset-bypass|adopt|adopt-scratch) ;; *) usage;; esac
+[ -n "$OUT" ] && [ $# = 3 ] || usage
+source "$HERE/lib.sh"
+KDUMP_TIMEOUT=${KDUMP_TIMEOUT:-900}
+QEMU_TIMEOUT=${QEMU_TIMEOUT:-1800}
+
+W=${CAPTURE_WORK:-$HOME/.cache/handover-capture/work}
+KVER=${KVER:-6.12.95+deb12-amd64}
+KROOT=$W/kernels/$KVER
+KERNEL=$KROOT/boot/vmlinuz-$KVER
+NVME_IMG=$W/nvme.img
+QEMU=${QEMU:-qemu-system-x86_64}
+MEM=${MEM:-3G}
+CRASHKERNEL=${CRASHKERNEL:-256M,high}
+PANIC_DELAY=${PANIC_DELAY:-3}
+WINDOW=${WINDOW:-0x76000000}
+UDP_PACKETS=${UDP_PACKETS:-60}
+UDP_PORT=$(( 20000 + $$ % 20000 ))
+NEEDED=0000:00:04.0
+case "$KIND" in
+  vtd)   BASE=0xfed90000
+         IOMMU_DEV=(-machine q35,kernel-irqchip=split -device intel-iommu,intremap=on); IOPT="intel_iommu=on"
+         KDUMP_ARGS=${KDUMP_ARGS:-intel_iommu=off intremap=off reserve=$BASE,0x1000 iomem=relaxed}
+         EVENTS="vtd_dmar_translate vtd_dmar_fault vtd_fault_disabled vtd_dmar_enable vtd_switch_address_space vtd_reg_dmar_root vtd_inv_qi_enable";;
+  amdvi) BASE=0xfed80000
+         IOMMU_DEV=(-machine q35 -device amd-iommu,intremap=off,pt=off); IOPT=""
+         KDUMP_ARGS=${KDUMP_ARGS:-amd_iommu=off iomem=relaxed}
+         EVENTS="amdvi_translation_result amdvi_page_fault amdvi_dte_get_fail amdvi_iotlb_hit amdvi_mmio_write amdvi_control_status";;
+esac
+
+[ "$(id -u)" = 0 ] || die "must run as root"
+[ -f "$KERNEL" ] && [ -f "$NVME_IMG" ] || "$REPO/scripts/capture/setup.sh" "$KVER" || die "scripts/capture/setup.sh failed"
+command -v "$QEMU" >/dev/null || die "$QEMU not found (run scripts/capture/setup.sh)"
+for t in busybox cpio modprobe python3 ldd qemu-img; do command -v $t >/dev/null || die "$t not found (run scripts/capture/setup.sh)"; done
+KEXEC=$(command -v kexec || true)
+if [ -z "$KEXEC" ]; then
+  say "installing kexec-tools (apt-get)"
+  DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y --no-install-recommends kexec-tools >/dev/null \
+    || die "cannot install kexec-tools"
+  KEXEC=$(command -v kexec) || die "no kexec after installing kexec-tools"
+fi
+
+mkdir -p "$OUT"; OUT=$(cd "$OUT" && pwd)
+T0=$(date +%s)
+cap_setup
+rm -f "$OUT"/{result.json,takeover.json,takeover.err,trace-counts.txt,console.txt,summary.txt,trace.log}
+for e in $EVENTS e1000e_rx_desc_buff_write; do echo "$e"; done > "$RUN/events"
+
+# 1. the static handover
+if [ -n "${HANDOVER_STATIC:-}" ]; then
+  HSTATIC=$HANDOVER_STATIC
+else
+  say "building a static handover (cargo build --release, +crt-static)"
+  (cd "$REPO" && RUSTFLAGS="-C target-feature=+crt-static" timeout 1800 cargo build -q --release -p handover \
+     --target x86_64-unknown-linux-gnu) || die "static build of handover failed"
+  HSTATIC=${CARGO_TARGET_DIR:-$REPO/target}/x86_64-unknown-linux-gnu/release/handover
+fi
+[ -x "$HSTATIC" ] || die "no executable $HSTATIC"
+
+# 2. initrds. Both hold busybox, /init and the nvme modules; the kdump one `handover`, the crashing one
+#    e1000e, kexec and its libraries, the kdump kernel, its initrd and command line.
+modules() {  # modules ROOT NAME...: the modules and their dependencies, decompressed, with load.order
+  local st=$1; shift; mkdir -p "$st/lib/modules"; : > "$st/lib/modules/load.order"
+  for m in "$@"; do modprobe -d "$KROOT" -S "$KVER" --show-depends "$m" | awk '$1=="insmod"{print $2}'; done \
+    | awk '!seen[$0]++' | while read -r ko; do
+    b=$(basename "$ko"); b=${b%.xz}; b=${b%.zst}
+    case "$ko" in *.xz) xz -dc "$ko" > "$st/lib/modules/$b";; *.zst) zstd -dcq "$ko" > "$st/lib/modules/$b";; *) cp "$ko" "$st/lib/modules/$b";; esac
+    echo "$b" >> "$st/lib/modules/load.order"
+  done
+}
+ST=$RUN/kdump-root
+mkdir -p "$ST"/{bin,sbin,proc,sys,dev,tmp}
+cp "$(command -v busybox)" "$ST/bin/busybox"; install -m 755 "$KDIR/init.sh" "$ST/init"; install -m 755 "$HSTATIC" "$ST/bin/handover"
+modules "$ST" nvme
+(cd "$ST" && find . | cpio -o -H newc --quiet) > "$RUN/initrd-kdump.cpio"
+ST=$RUN/crash-root
+mkdir -p "$ST"/{bin,sbin,proc,sys,dev,tmp,boot}
+cp "$(command -v busybox)" "$ST/bin/busybox"; install -m 755 "$KDIR/init.sh" "$ST/init"
+modules "$ST" nvme e1000e
+cp "$KEXEC" "$ST/sbin/kexec"
+for lib in $(ldd "$KEXEC" | awk '/=>/{print $3} /ld-linux/{print $1}'); do mkdir -p "$ST/$(dirname "$lib")"; cp -L "$lib" "$ST/$lib"; done
+cp "$KERNEL" "$ST/boot/vmlinuz"; cp "$RUN/initrd-kdump.cpio" "$ST/boot/initrd-kdump.cpio"
+# ho.mode=takeover comes first: init.sh's `arg` takes the first ho.mode= word.
+KAPPEND="ho.mode=takeover console=ttyS0 nr_cpus=1 irqpoll reset_devices printk.devkmsg=on printk.time=0 panic=-1 ho.kind=$KIND ho.policy=$POLICY ho.needed=$NEEDED memmap=8M\$$WINDOW $KDUMP_ARGS"
+echo "$KAPPEND" > "$ST/boot/kdump.cmdline"; echo "$PANIC_DELAY" > "$ST/boot/ho.delay"
+(cd "$ST" && find . | cpio -o -H newc --quiet) > "$RUN/initrd-crash.cpio"
+qemu-img create -q -f raw "$RUN/dump.img" 4G
+
+# 3. boot; the crashing kernel panics by itself after PANIC_DELAY s of DMA
+APPEND="console=ttyS0${IOPT:+ $IOPT} iommu.strict=1 iommu.passthrough=0 crashkernel=$CRASHKERNEL panic=-1 ho.mode=crash"
+QARGS=("${IOMMU_DEV[@]}" -accel tcg -m "$MEM" -smp 2 -nodefaults -vga none -display none
+       -netdev "user,id=n0,restrict=on,hostfwd=udp:127.0.0.1:$UDP_PORT-10.0.2.15:9" -device e1000e,netdev=n0,addr=02.0
+       -drive "file=$NVME_IMG,if=none,id=d0,format=raw,snapshot=on" -device nvme,drive=d0,serial=kd0,addr=03.0
+       -drive "file=$RUN/dump.img,if=none,id=d1,format=raw" -device nvme,drive=d1,serial=kd1,addr=04.0
+       -kernel "$KERNEL" -initrd "$RUN/initrd-crash.cpio" -append "$APPEND"
+       -trace "events=$RUN/events,file=$OUT/trace.log"
+       -serial "file:$OUT/console.log" -qmp "unix:$QMP_SOCK,server=on,wait=off" -no-reboot)
+say "$KIND $POLICY: booting $KVER (TCG, -m $MEM, crashkernel=$CRASHKERNEL, window 8M at $WINDOW)"
+TB=$(date +%s)
+cap_start "$QEMU" "${QARGS[@]}"
+
+wait_for() {  # wait_for REGEX TIMEOUT: bounded; stops on HO-FAIL, an unexpected panic, a dead QEMU
+  local deadline=$(( $(date +%s) + $2 ))
+  while ! grep -a -q -E "$1" "$OUT/console.log" 2>/dev/null; do
+    if grep -a -q '^HO-FAIL' "$OUT/console.log" 2>/dev/null; then grep -a '^HO-FAIL' "$OUT/console.log" >&2; die "guest failed (see $OUT/console.log)"; fi
+    if grep -a 'Kernel panic - not syncing' "$OUT/console.log" 2>/dev/null | grep -q -v 'sysrq triggered'; then
+      grep -a 'Kernel panic - not syncing' "$OUT/console.log" | grep -v sysrq | head -2 >&2; die "unexpected kernel panic (see $OUT/console.log)"
+    fi
+    kill -0 "$QPID" 2>/dev/null || { tail -5 "$OUT/qemu.stderr" >&2 || true; die "QEMU exited while waiting for /$1/ (see $OUT/console.log)"; }
+    [ "$(date +%s)" -lt "$deadline" ] || die "timeout: no /$1/ after $2 s (see $OUT/console.log)"
+    sleep 0.3
+  done
+}
+tsize() { stat -c %s "$OUT/trace.log"; }
+wait_for '^HO-LOADED' "$BOOT_TIMEOUT"
+T_LOADED=$(( $(date +%s) - TB ))
+TR_PANIC=$(tsize)   # (approximate: the panic follows PANIC_DELAY s later; only used to label phases)
+wait_for '^HO-REF' "$BOOT_TIMEOUT"
+qmp --timeout 30 stop || die "QMP stop failed"
+[ "$(qmp --timeout 30 status)" = paused ] || die "VM not paused after stop"
+TR_REF=$(tsize)
+t=$(date +%s)
+qmp --timeout 600 dump "$RUN/reference.elf" || die "dump-guest-memory failed"
+say "reference saved in $(( $(date +%s) - t )) s ($(du -h "$RUN/reference.elf" | cut -f1)); trace at $TR_REF bytes"
+cap_cont
+wait_for '^HO-TAKEN' "$KDUMP_TIMEOUT"
+TR_TAKEN=$(tsize)
+say "takeover done: $(tr -d '\r' < "$OUT/console.log" | grep -a -m1 '^HO-TAKEN'); sending $UDP_PACKETS packets to the NIC"
+python3 - "$UDP_PORT" "$UDP_PACKETS" <<'PY'
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for i in range(int(sys.argv[2])):
+    s.sendto(b'handover-takeover %d ' % i + b'x' * 512, ('127.0.0.1', int(sys.argv[1])))
+    time.sleep(0.02)
+PY
+wait_for '^HO-KDUMP-DONE' "$KDUMP_TIMEOUT"
+T_DONE=$(( $(date +%s) - TB ))
+for _ in $(seq 60); do kill -0 "$QPID" 2>/dev/null || break; sleep 0.5; done
+kill -0 "$QPID" 2>/dev/null && cap_quit
+QPID=""
+[ -s "$OUT/qemu.stderr" ] || rm -f "$OUT/qemu.stderr"
+
+# 4. the files the kdump kernel printed, then the result
+tr -d '\r' < "$OUT/console.log" | { grep -a '^HO-F[+ ]' || true; } | python3 -c '
+import sys, os
+out = sys.argv[1]; files = {}
+for line in sys.stdin:
+    more = line.startswith("HO-F+ ")
+    name, _, text = line[6 if more else 5:].rstrip("\n").partition(": ")
+    if "/" in name or not name: continue
+    if more and files.get(name):
+        files[name][-1] += text
+    else:
+        files.setdefault(name, []).append(text)
+for name, lines in files.items():
+    open(os.path.join(out, name), "w").write("\n".join(lines) + "\n")
+' "$OUT"
+DONE_LINE=$(tr -d '\r' < "$OUT/console.log" | grep -a -m1 '^HO-KDUMP-DONE')
+BYTES=$(sed -n 's/.*bytes=\([0-9]*\).*/\1/p' <<< "$DONE_LINE")
+QV=$("$QEMU" --version | head -1)
+OWN=$(tr -d '\r' < "$OUT/console.log" | sed -n 's/^HO: iomem \([0-9a-f]*-[0-9a-f]*\) : System RAM$/\1/p' | tr '\n' , | sed 's/,$//')
+python3 "$KDIR/takeover_result.py" --kind "$KIND" --policy "$POLICY" --kernel "$KVER" --qemu "$QV" \
+  --trace "$OUT/trace.log" --trace-ref "$TR_REF" --trace-taken "$TR_TAKEN" --takeover "$OUT/takeover.json" \
+  --reference "$RUN/reference.elf" --disk "$RUN/dump.img" --dump-bytes "${BYTES:-0}" --done "$DONE_LINE" --own-ram "$OWN" \
+  --counts "$OUT/trace-counts.txt" > "$OUT/result.json" || die "takeover_result.py failed"
+{ echo "host: $QV; $PROG $KIND $POLICY"
+  tr -d '\r' < "$OUT/console.log" | grep -a -E '^HO(:|-[A-Z]+)|Linux version|Kernel panic|DMAR|nvme|AER' \
+      | grep -a -v '^HO-F[+ ]' | cut -c1-300; } > "$OUT/console.txt"
+T_ALL=$(( $(date +%s) - T0 ))
+{
+  echo "kind: $KIND (MMIO base $BASE); policy: $POLICY; needed: $NEEDED"
+  echo "kernel: $KVER (crashing kernel and kdump kernel)"
+  echo "qemu: $QV"
+  echo "qemu_args: ${QARGS[*]}"
+  echo "crash_cmdline: $APPEND"
+  echo "kdump_cmdline: $(tr -d '\r' < "$OUT/console.log" | grep -a '^HO: cmdline' | tail -1 | sed 's/^HO: cmdline //')"
+  echo "trace: events $(tr '\n' ' ' < "$RUN/events"); bytes at HO-LOADED $TR_PANIC, at the reference $TR_REF, at HO-TAKEN $TR_TAKEN"
+  echo "result: $DONE_LINE"
+  echo "times: kexec -p loaded at ${T_LOADED}s, kdump done at ${T_DONE}s after QEMU start; whole script ${T_ALL}s"
+} | cap_scrub > "$OUT/summary.txt"
+gzip -f "$OUT/trace.log"
+cat "$OUT/result.json"
+say "done in $T_ALL s: $OUT"
