@@ -46,8 +46,9 @@ pub struct VtdOptions {
 }
 
 impl Default for VtdOptions {
+    /// What Linux 6.x does: scalable mode where offered, first-level domains where ECAP.FLTS is.
     fn default() -> Self {
-        VtdOptions { scalable: true, first_level: false }
+        VtdOptions { scalable: true, first_level: true }
     }
 }
 
