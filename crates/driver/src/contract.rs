@@ -365,6 +365,53 @@ fn amd_options(opts: BootOptions) -> amdvi::AmdOptions {
     amdvi::AmdOptions { dev_table_entries: opts.dev_table_entries }
 }
 
+/// The contract methods every driver implements the same way, by calling its own inherent method of the same
+/// name with its own domain-handle type (`$dom`, a `DomainId(usize)`).
+macro_rules! delegate_common {
+    ($ty:ident, $dom:path) => {
+        fn translating(&self) -> bool {
+            $ty::translating(self)
+        }
+        fn reserve_iova_holes(&mut self, holes: &[core::ops::Range<u64>]) {
+            $ty::reserve_iova_holes(self, holes)
+        }
+        fn create_domain(
+            &mut self,
+            mut hw: &mut dyn crate::Platform,
+        ) -> Result<crate::contract::DomainHandle, crate::contract::DriverError> {
+            Ok(crate::contract::DomainHandle($ty::create_domain(self, &mut hw)?.0))
+        }
+        fn map(
+            &mut self,
+            mut hw: &mut dyn crate::Platform,
+            d: crate::contract::DomainHandle,
+            pa: u64,
+            size: u64,
+            perm: crate::contract::Perm,
+        ) -> Result<u64, crate::contract::DriverError> {
+            use $dom as Dom;
+            Ok($ty::map(self, &mut hw, Dom(d.0), pa, size, perm.read, perm.write)?)
+        }
+        fn unmap(
+            &mut self,
+            mut hw: &mut dyn crate::Platform,
+            d: crate::contract::DomainHandle,
+            iova: u64,
+            size: u64,
+        ) -> Result<(), crate::contract::DriverError> {
+            use $dom as Dom;
+            Ok($ty::unmap(self, &mut hw, Dom(d.0), iova, size)?)
+        }
+        fn scratch_region(&self) -> Option<core::ops::Range<u64>> {
+            $ty::scratch_region(self)
+        }
+        fn scratch_frames(&self) -> u64 {
+            $ty::scratch_frames(self)
+        }
+    };
+}
+pub(crate) use delegate_common;
+
 /// The 16-bit requester ID VT-d and AMD-Vi index by, or the typed error.
 pub(crate) fn rid16(kind: IommuKind, id: DeviceId) -> Result<u16, DriverError> {
     id.rid().ok_or(DriverError::BadDeviceId { kind, id })

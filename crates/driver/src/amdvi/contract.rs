@@ -1,11 +1,9 @@
 //! AMD-Vi behind the common driver contract.
 
-use core::ops::Range;
-
 use super::{AmdOutcome, AmdReport, Amdvi, Attachment, DeviceState, DomainId, DteProblem};
 use crate::contract::{
-    rid16, CrashOutcome, CrashReport, DeviceId, DomainHandle, DriverError, EntryRefusal, Found, IommuDriver, IommuKind,
-    Perm, Target, UnitRefusal,
+    rid16, CrashOutcome, CrashReport, DeviceId, DriverError, EntryRefusal, Found, IommuDriver, IommuKind, Target,
+    UnitRefusal,
 };
 use crate::{BootEnv, Platform};
 
@@ -44,46 +42,19 @@ fn target(to: Target) -> Attachment {
 }
 
 impl IommuDriver for Amdvi {
+    crate::contract::delegate_common!(Amdvi, super::DomainId);
     fn kind(&self) -> IommuKind {
         KIND
-    }
-    fn translating(&self) -> bool {
-        Amdvi::translating(self)
-    }
-    fn reserve_iova_holes(&mut self, holes: &[Range<u64>]) {
-        Amdvi::reserve_iova_holes(self, holes)
     }
     /// The device table is adopted in place at boot: the probe only reports what the boot adopted.
     fn device_found(&mut self, _: &mut dyn Platform, _: &BootEnv, id: DeviceId) -> Result<Found, EntryRefusal> {
         let adopted = id.rid().and_then(|devid| self.device(devid));
         Ok(if matches!(adopted, Some(DeviceState::Adopted { .. })) { Found::Adopted } else { Found::NotLive })
     }
-    fn create_domain(&mut self, mut hw: &mut dyn Platform) -> Result<DomainHandle, DriverError> {
-        Ok(DomainHandle(Amdvi::create_domain(self, &mut hw)?.0))
-    }
     fn attach(&mut self, mut hw: &mut dyn Platform, id: DeviceId, to: Target) -> Result<(), DriverError> {
         Ok(Amdvi::attach(self, &mut hw, rid16(KIND, id)?, target(to))?)
     }
     fn contain(&mut self, mut hw: &mut dyn Platform, id: DeviceId) -> Result<(), DriverError> {
         Ok(Amdvi::contain(self, &mut hw, rid16(KIND, id)?)?)
-    }
-    fn map(
-        &mut self,
-        mut hw: &mut dyn Platform,
-        d: DomainHandle,
-        pa: u64,
-        size: u64,
-        perm: Perm,
-    ) -> Result<u64, DriverError> {
-        Ok(Amdvi::map(self, &mut hw, DomainId(d.0), pa, size, perm.read, perm.write)?)
-    }
-    fn unmap(&mut self, mut hw: &mut dyn Platform, d: DomainHandle, iova: u64, size: u64) -> Result<(), DriverError> {
-        Ok(Amdvi::unmap(self, &mut hw, DomainId(d.0), iova, size)?)
-    }
-    fn scratch_region(&self) -> Option<Range<u64>> {
-        Amdvi::scratch_region(self)
-    }
-    fn scratch_frames(&self) -> u64 {
-        Amdvi::scratch_frames(self)
     }
 }

@@ -1,11 +1,8 @@
 //! SMMUv3 behind the common driver contract.
 
-use core::ops::Range;
-
 use super::{Attachment, DomainId, SmmuOutcome, SmmuReport, Smmuv3, SteProblem};
 use crate::contract::{
-    CrashOutcome, CrashReport, DeviceId, DomainHandle, DriverError, EntryRefusal, Found, IommuDriver, IommuKind, Perm,
-    Target, UnitRefusal,
+    CrashOutcome, CrashReport, DeviceId, DriverError, EntryRefusal, Found, IommuDriver, IommuKind, Target, UnitRefusal,
 };
 use crate::{BootEnv, Platform};
 
@@ -46,14 +43,9 @@ fn target(to: Target) -> Attachment {
 }
 
 impl IommuDriver for Smmuv3 {
+    crate::contract::delegate_common!(Smmuv3, super::DomainId);
     fn kind(&self) -> IommuKind {
         KIND
-    }
-    fn translating(&self) -> bool {
-        Smmuv3::translating(self)
-    }
-    fn reserve_iova_holes(&mut self, holes: &[Range<u64>]) {
-        Smmuv3::reserve_iova_holes(self, holes)
     }
     /// `insert_master`: the level-2 table is mapped on first use and its L1 descriptor re-checked.
     fn device_found(&mut self, mut hw: &mut dyn Platform, env: &BootEnv, id: DeviceId) -> Result<Found, EntryRefusal> {
@@ -62,33 +54,11 @@ impl IommuDriver for Smmuv3 {
             _ => Ok(Found::NotLive),
         }
     }
-    fn create_domain(&mut self, mut hw: &mut dyn Platform) -> Result<DomainHandle, DriverError> {
-        Ok(DomainHandle(Smmuv3::create_domain(self, &mut hw)?.0))
-    }
     fn attach(&mut self, mut hw: &mut dyn Platform, id: DeviceId, to: Target) -> Result<(), DriverError> {
         Ok(Smmuv3::attach(self, &mut hw, id.0, target(to))?)
     }
     fn contain(&mut self, mut hw: &mut dyn Platform, id: DeviceId) -> Result<(), DriverError> {
         Ok(Smmuv3::contain(self, &mut hw, id.0)?)
-    }
-    fn map(
-        &mut self,
-        mut hw: &mut dyn Platform,
-        d: DomainHandle,
-        pa: u64,
-        size: u64,
-        perm: Perm,
-    ) -> Result<u64, DriverError> {
-        Ok(Smmuv3::map(self, &mut hw, DomainId(d.0), pa, size, perm.read, perm.write)?)
-    }
-    fn unmap(&mut self, mut hw: &mut dyn Platform, d: DomainHandle, iova: u64, size: u64) -> Result<(), DriverError> {
-        Ok(Smmuv3::unmap(self, &mut hw, DomainId(d.0), iova, size)?)
-    }
-    fn scratch_region(&self) -> Option<Range<u64>> {
-        Smmuv3::scratch_region(self)
-    }
-    fn scratch_frames(&self) -> u64 {
-        Smmuv3::scratch_frames(self)
     }
     fn account(&self, report: &mut CrashReport) {
         report.frames_allocated = self.frames_allocated;
