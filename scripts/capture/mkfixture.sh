@@ -16,14 +16,43 @@
 #   read with --base). FIXTURE_DIR gets memory.elf, regs.txt and meta.txt; then vtd_check.py --expect-pt
 #   must still find e1000e (0x0010) and nvme (0x0018) pass-through in the trimmed core.
 #   Env: HANDOVER: a built `handover` binary instead of `cargo run -q -p handover --`.
+#
+# mkfixture.sh vtd CAPTURE_DIR FIXTURE_DIR
+#   A VT-d capture with an oracle (vtd.sh legacy|scalable|scalable-fl OUTDIR): trimmed the same way, to the
+#   pages `handover inspect --save-fixture` reads (root, context, PASID directory and table pages, and every
+#   page-table page its walks visit); FIXTURE_DIR also gets oracle.tsv, and vtd_check.py must then resolve
+#   every oracle entry from the trimmed core alone.
 # Env: CORE_TRIM: a built core_trim binary to use instead of `cargo run` (e.g. when the work tree does
 # not build); CARGO_TARGET_DIR as usual for cargo.
 set -euo pipefail
 HERE=$(cd "$(dirname "$(readlink -f "$0")")" && pwd)
 KIND=${1:-}; CAP=${2:-}; FIX=${3:-}
 die() { echo "mkfixture.sh: ERROR: $*" >&2; exit 1; }
-case "$KIND" in amdvi|smmuv3|vtd-pt) ;; *) echo "usage: $0 amdvi|smmuv3|vtd-pt CAPTURE_DIR FIXTURE_DIR" >&2; exit 2;; esac
-[ -n "$FIX" ] || { echo "usage: $0 amdvi|smmuv3|vtd-pt CAPTURE_DIR FIXTURE_DIR" >&2; exit 2; }
+case "$KIND" in amdvi|smmuv3|vtd-pt|vtd) ;; *) echo "usage: $0 amdvi|smmuv3|vtd-pt|vtd CAPTURE_DIR FIXTURE_DIR" >&2; exit 2;; esac
+[ -n "$FIX" ] || { echo "usage: $0 amdvi|smmuv3|vtd-pt|vtd CAPTURE_DIR FIXTURE_DIR" >&2; exit 2; }
+if [ "$KIND" = vtd ]; then
+  for f in memory.elf regs.txt oracle.tsv meta.txt; do [ -s "$CAP/$f" ] || die "missing $CAP/$f"; done
+  CAP=$(cd "$CAP" && pwd); mkdir -p "$FIX"; FIX=$(cd "$FIX" && pwd)
+  rm -f "$FIX/memory.elf"
+  H=(cargo run -q -p handover --); [ -z "${HANDOVER:-}" ] || H=("$HANDOVER")
+  (cd "$HERE/../.." && timeout 1800 "${H[@]}" inspect --dump "$CAP/memory.elf" --regs "$CAP/regs.txt" --iommu vtd \
+     --base 0xfed90000 --save-fixture "$FIX/memory.elf") > /dev/null || die "handover inspect --save-fixture failed"
+  [ -s "$FIX/memory.elf" ] || die "handover inspect wrote no $FIX/memory.elf"
+  cp "$CAP/regs.txt" "$CAP/oracle.tsv" "$FIX/"
+  SIZE=$(stat -c %s "$FIX/memory.elf")
+  [ "$SIZE" -lt 1048576 ] || die "trimmed core is $SIZE bytes (limit 1 MiB)"
+  python3 "$HERE/vtd_check.py" "$FIX" > "$FIX/check.tmp" 2>&1 \
+    || { cat "$FIX/check.tmp" >&2; rm -f "$FIX/check.tmp"; die "the trimmed fixture does not resolve the oracle"; }
+  grep -q ', 0 do not$' "$FIX/check.tmp" || { cat "$FIX/check.tmp" >&2; rm -f "$FIX/check.tmp"; die "some oracle entries do not resolve in the trimmed core"; }
+  {
+    cat "$CAP/meta.txt"
+    echo "fixture_memory: trimmed by \`handover inspect --iommu vtd --base 0xfed90000 --save-fixture\` to the pages it read ($SIZE bytes)"
+    echo "fixture_check: $(tail -1 "$FIX/check.tmp")"
+  } > "$FIX/meta.txt"
+  sed 's/^/  fixture: /' "$FIX/check.tmp"; rm -f "$FIX/check.tmp"
+  echo "mkfixture.sh: $FIX: memory.elf $SIZE bytes"
+  exit 0
+fi
 if [ "$KIND" = vtd-pt ]; then
   for f in memory.elf regs.txt meta.txt; do [ -s "$CAP/$f" ] || die "missing $CAP/$f"; done
   grep -q '^passthrough:' "$CAP/meta.txt" || die "$CAP is not a pass-through capture (no passthrough: line in meta.txt)"

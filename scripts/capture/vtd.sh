@@ -1,9 +1,10 @@
 #!/bin/bash
-# vtd.sh legacy|scalable OUTDIR
+# vtd.sh legacy|scalable|scalable-fl OUTDIR
 #
 # Capture a real Linux guest's Intel VT-d state for the handover project: boot a Debian kernel under
 # QEMU (q35, TCG) with an emulated Intel IOMMU (intel-iommu,intremap=on; scalable: x-scalable-mode=on
-# and the guest's intel_iommu=sm_on), an e1000e NIC and an NVMe disk that do DMA through it; wait until
+# and the guest's intel_iommu=sm_on; scalable-fl: also x-flts=on, so the unit offers first-level
+# translation (ECAP.FLTS) and Linux gives its DMA domains first-level tables, PGTT=001), an e1000e NIC and an NVMe disk that do DMA through it; wait until
 # the guest's drivers are up and DMA happened; pause the VM and write to OUTDIR:
 #   memory.elf   guest physical memory (dump-guest-memory ELF core, ~2 GiB; keep it out of the repo)
 #   regs.txt     VT-d registers at MMIO base 0xfed90000, one `xp` monitor line per register
@@ -24,8 +25,8 @@ set -euo pipefail
 HERE=$(cd "$(dirname "$(readlink -f "$0")")" && pwd)
 MODE=${1:-}; OUT=${2:-}
 die() { echo "vtd.sh: ERROR: $*" >&2; exit 1; }
-case "$MODE" in legacy|scalable) ;; *) echo "usage: $0 legacy|scalable OUTDIR" >&2; exit 2;; esac
-[ -n "$OUT" ] || { echo "usage: $0 legacy|scalable OUTDIR" >&2; exit 2; }
+case "$MODE" in legacy|scalable|scalable-fl) ;; *) echo "usage: $0 legacy|scalable|scalable-fl OUTDIR" >&2; exit 2;; esac
+[ -n "$OUT" ] || { echo "usage: $0 legacy|scalable|scalable-fl OUTDIR" >&2; exit 2; }
 
 W=${CAPTURE_WORK:-$HOME/.cache/handover-capture/work}
 KVER=${KVER:-6.12.95+deb12-amd64}
@@ -91,8 +92,9 @@ EV
 
 IOMMU_DEV=intel-iommu,intremap=on
 APPEND="console=ttyS0 intel_iommu=on iommu.strict=1 iommu.passthrough=0 panic=-1"
-if [ "$MODE" = scalable ]; then
+if [ "$MODE" != legacy ]; then
   IOMMU_DEV="$IOMMU_DEV,x-scalable-mode=on"
+  [ "$MODE" = scalable ] || IOMMU_DEV="$IOMMU_DEV,x-flts=on"
   APPEND="console=ttyS0 intel_iommu=on,sm_on iommu.strict=1 iommu.passthrough=0 panic=-1"
 fi
 [ -z "$GUEST_ARGS" ] || APPEND="$APPEND $GUEST_ARGS"    # later words win (iommu.passthrough=1)
@@ -147,7 +149,7 @@ RTADDR=$(awk -v a="$(printf '%016x' $((BASE + 0x20)))" '$1 == a":" {print $2}' "
 GSTS=$(awk -v a="$(printf '%016x' $((BASE + 0x1c)))" '$1 == a":" {print $2}' "$OUT/regs.txt")
 (( GSTS & (1 << 31) )) || die "GSTS=$GSTS: DMA remapping (TES) is not enabled in the guest"
 TTM=$(( (RTADDR >> 10) & 3 ))
-if [ "$MODE" = scalable ] && [ $TTM != 1 ]; then die "RTADDR=$RTADDR: guest did not enable scalable mode (TTM=$TTM)"; fi
+if [ "$MODE" != legacy ] && [ $TTM != 1 ]; then die "RTADDR=$RTADDR: guest did not enable scalable mode (TTM=$TTM)"; fi
 if [ "$MODE" = legacy ] && [ $TTM != 0 ]; then die "RTADDR=$RTADDR: unexpected TTM=$TTM in legacy mode"; fi
 
 t=$(date +%s.%N)

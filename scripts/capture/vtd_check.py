@@ -112,13 +112,25 @@ class Walker:
                                           % (c0, c1, rid_pasid, (c0 >> 9) & 7, pdir, pde, p0, p1, pgtt, aw, did, p0 & ADDR))
                             if pgtt == 4:
                                 r['pt'] = True
+                            elif pgtt == 1:
+                                # first level (x-flts=on): x86-64-format table at FLPTR, FLPM 0 = 4, 1 = 5 levels
+                                p2 = m.q(pe + 16)
+                                flpm = (p2 >> 2) & 3
+                                r['fl'] = True
+                                r['flpt'] = p2 & ADDR
+                                r['levels'] = {0: 4, 1: 5}.get(flpm)
+                                r['desc'] += ' q2=%#x FLPM=%d FLPTR=%#x' % (p2, flpm, p2 & ADDR)
+                                if r['levels'] is None:
+                                    r['unsupported'] = 'PGTT=1 with reserved FLPM=%d' % flpm
                             elif pgtt != 2:
-                                r['unsupported'] = 'PGTT=%d (only second-level, 2, is walked)' % pgtt
+                                r['unsupported'] = 'PGTT=%d (only first-level, 1, and second-level, 2, are walked)' % pgtt
         self.cache[sid] = r
         return r
 
     def translate(self, ctx, iova):
         """-> (phys_page, size, perm) or reason string."""
+        if ctx.get('fl'):
+            return self.translate_fl(ctx, iova)
         levels = ctx['aw'] + 2
         tbl = ctx['slpt']
         for lvl in range(levels, 0, -1):
@@ -129,6 +141,24 @@ class Walker:
             if lvl == 1 or (lvl <= 3 and e & 0x80):
                 size = 1 << (12 + 9 * (lvl - 1))
                 return (e & ADDR & ~(size - 1), size, ('r' if e & 1 else '') + ('w' if e & 2 else ''))
+            tbl = e & ADDR
+        return 'walk fell through'
+
+    def translate_fl(self, ctx, iova):
+        """First-level walk (VT-d 9.7, x86-64 format): P bit 0, R/W bit 1 ANDed over the levels, U/S bit 2
+        required (DMA without PASID is a user request), PS bit 7 at levels 2 and 3 (bit 12 is then PAT)."""
+        tbl, writable = ctx['flpt'], True
+        for lvl in range(ctx['levels'], 0, -1):
+            idx = (iova >> (12 + 9 * (lvl - 1))) & 0x1ff
+            e = self.mem.q(tbl + idx * 8)
+            if not e & 1:
+                return 'not present at level %d (entry %#x)' % (lvl, e)
+            if not e & 4:
+                return 'U/S clear at level %d (entry %#x)' % (lvl, e)
+            writable = writable and bool(e & 2)
+            if lvl == 1 or (lvl <= 3 and e & 0x80):
+                size = 1 << (12 + 9 * (lvl - 1))
+                return (e & ADDR & ~(size - 1), size, 'r' + ('w' if writable else ''))
             tbl = e & ADDR
         return 'walk fell through'
 

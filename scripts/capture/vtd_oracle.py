@@ -15,6 +15,10 @@ and drops a translation again on anything that removes it (or may remove it) fro
   vtd_inv_desc_iotlb_pages DID addr mask(am) / ..._pasid_pages           -> entries of DID overlapping
                                                                             [addr, addr + 4K << am)
   vtd_inv_desc_cc_device BB:DD.F / vtd_inv_desc_cc_devices sid fmask     -> that device's entries
+  vtd_inv_desc "type p-iotlb high QW1 low QW0" (QEMU 10 traces PASID-based IOTLB invalidations, which
+                         Linux uses for first-level domains, only as this raw descriptor):
+                         G = QW0 bits 5:4, DID = QW0 bits 31:16; G 2 -> that domain's entries,
+                         G 3 -> entries of DID overlapping [QW1 & ~0xfff, + 4K << (QW1 & 0x3f))
 (context-cache invalidations do not clear QEMU's IOTLB, but the VT-d spec has software follow them
 with an IOTLB flush anyway, so dropping is the safe side: the oracle may miss entries, never keep a
 stale one). For each (sid, iova page) only the last translation counts.
@@ -102,7 +106,21 @@ def main(argv):
             continue
         last = last_update_key
         last_update_key = None
-        if ev == 'vtd_iotlb_reset':
+        if ev == 'vtd_inv_desc':
+            mt = re.search(r'type p-iotlb high (0x[0-9a-fA-F]+) low (0x[0-9a-fA-F]+)', args)
+            if not mt:
+                continue
+            hi, lo = HEX(mt.group(1)), HEX(mt.group(2))
+            g, dom = (lo >> 4) & 3, (lo >> 16) & 0xffff
+            if g == 2:
+                drop(lambda e: e[5] == dom, 'p-iotlb(pasid)')
+            elif g == 3:
+                lo_a = (hi & ~0xfff) & ~((4096 << (hi & 0x3f)) - 1)
+                hi_a = lo_a + (4096 << (hi & 0x3f))
+                drop(lambda e: e[5] == dom and e[1] < hi_a and lo_a < e[1] + e[3], 'p-iotlb(pages)')
+            else:
+                drop(lambda e: True, 'p-iotlb(unknown granularity)')
+        elif ev == 'vtd_iotlb_reset':
             saved = live.get(last) if (last and 'size limit' in args) else None
             drop(lambda e: True, 'iotlb_reset')
             if saved:                            # QEMU inserts the traced entry after the reset

@@ -248,6 +248,10 @@ fn device_json(mode: Mode, d: &Device) -> Value {
         "id": bdf(mode, d.id).unwrap_or_else(|| format!("{:#x}", d.id)),
         "domain": d.domain,
         "kind": d.translation.word(),
+        "format": match d.translation {
+            iommu_driver::survey::Translation::Translated { format, .. } => Some(format.name()),
+            _ => None,
+        },
         "mappings": d.runs.iter().map(|r| json!({"iova": r.iova, "phys": r.phys, "size": r.size, "perm": r.perm()})).collect::<Vec<_>>(),
         "problems": d.problems.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
         "problems_dropped": d.problems_dropped,

@@ -29,7 +29,10 @@ pub enum Aborts {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Mode {
     Legacy,
+    /// Scalable mode with second-level tables.
     Scalable,
+    /// Scalable mode with first-level tables: the unit has ECAP.FLTS and both kernels use it (Linux 6.x).
+    ScalableFl,
 }
 
 #[derive(ClapArgs, Debug, Clone)]
@@ -111,7 +114,8 @@ pub fn run(a: &Args) -> Result<ExitCode, String> {
         let knobs = Knobs {
             aborts_fatal: a.aborts == Aborts::Fatal,
             iommu: kind,
-            scalable: a.mode == Mode::Scalable,
+            scalable: a.mode != Mode::Legacy,
+            vtd_first_level: a.mode == Mode::ScalableFl,
             snp_shutdown: snp,
             coherent_walker: !a.noncoherent_walker,
             early_ticks: a.early_ticks,
@@ -145,7 +149,12 @@ pub fn run(a: &Args) -> Result<ExitCode, String> {
             let knobs = results.iter().find(|r| r.0 == kind).map(|r| r.1).unwrap_or_default();
             let what = match kind {
                 IommuKind::Vtd => {
-                    format!("VT-d ({})", if knobs.scalable { "scalable mode" } else { "legacy mode" })
+                    let mode = match (knobs.scalable, knobs.vtd_first_level) {
+                        (false, _) => "legacy mode",
+                        (true, false) => "scalable mode, second-level tables",
+                        (true, true) => "scalable mode, first-level tables",
+                    };
+                    format!("VT-d ({mode})")
                 }
                 IommuKind::Amdvi => match knobs.snp_shutdown {
                     Some(true) => "AMD-Vi, SEV-SNP host, SNP_SHUTDOWN_EX succeeded at panic".to_string(),

@@ -13,11 +13,13 @@ use iommu_dump::{write_core_for, Arch, ElfCore, InspectInput};
 use serde_json::Value;
 
 /// (fixture, kind, base, RAM, a crash region inside RAM that no device reaches).
-const FIXTURES: [(&str, &str, &str, &str, &str); 4] = [
+const FIXTURES: [(&str, &str, &str, &str, &str); 5] = [
     ("vtd-legacy", "vtd", "0xfed90000", "0-0x80000000", "0x30000000-0x30100000"),
     ("vtd-scalable", "vtd", "0xfed90000", "0-0x80000000", "0x30000000-0x30100000"),
     ("amdvi", "amdvi", "0xfed80000", "0-0x80000000", "0x30000000-0x30100000"),
     ("smmuv3", "smmuv3", "0x09050000", "0x40000000-0xc0000000", "0x60000000-0x60100000"),
+    // Linux's first-level tables (QEMU x-flts=on).
+    ("vtd-scalable-fl", "vtd", "0xfed90000", "0-0x80000000", "0x30000000-0x30100000"),
 ];
 
 fn dir(name: &str) -> PathBuf {
@@ -510,4 +512,22 @@ fn an_smmuv3_disabled_aborts_everything_with_gbpa_abort_and_passes_everything_wi
         assert_eq!(v["verdict"], verdict);
         assert_eq!(v["units"][0]["translation_off"], code == 1);
     }
+}
+
+#[test]
+fn a_nested_pasid_entry_is_nested_and_the_verdict_incomplete_never_safe() {
+    // The nvme's RID_PASID entry in the first-level capture (PASID table at 0x7cb4e000, entry 0: qw0 0x49 =
+    // P, AW 2, PGTT 001), turned into PGTT 011 (nested): the device's reach can no longer be decoded.
+    let (name, iommu, base, ram, crash) = FIXTURES[4];
+    let core = with_u64(name, 0x7cb4_e000, 0xc9);
+    let (out, v) = audit(&core, &dir(name).join("regs.txt"), iommu, base, ram, crash);
+    std::fs::remove_file(&core).ok();
+    assert_eq!(v["verdict"], "incomplete", "{}", stderr(&out));
+    assert_ne!(out.status.code(), Some(0));
+    let nvme = devices(&v).iter().find(|x| x["sid"] == 0x18).unwrap();
+    assert!(flags(nvme).contains(&"nested".to_string()), "{nvme}");
+    assert!(nvme["reach"].as_array().unwrap().is_empty());
+    assert_ne!(nvme["verdict"], "safe");
+    let nic = devices(&v).iter().find(|x| x["sid"] == 0x10).unwrap();
+    assert_eq!(nic["verdict"], "safe", "the first-level NIC still decodes: {nic}");
 }

@@ -56,6 +56,11 @@ fn inspect(name: &str, iommu: &str, base: &str) -> Value {
 }
 
 fn check(name: &str, iommu: &str, base: &str, mode: &str, min_oracle: usize) {
+    check_format(name, iommu, base, mode, min_oracle, None)
+}
+
+/// `check`, and every oracle device's tables are of `format` when given.
+fn check_format(name: &str, iommu: &str, base: &str, mode: &str, min_oracle: usize, format: Option<&str>) {
     let v = inspect(name, iommu, base);
     assert_eq!(v["iommu"], iommu);
     assert_eq!(v["mode"], mode);
@@ -67,6 +72,9 @@ fn check(name: &str, iommu: &str, base: &str, mode: &str, min_oracle: usize) {
         let dev =
             devices.iter().find(|d| d["sid"].as_u64() == Some(o.sid)).unwrap_or_else(|| panic!("sid {:#x}", o.sid));
         assert_eq!(dev["kind"], "translated");
+        if let Some(f) = format {
+            assert_eq!(dev["format"], f, "sid {:#x}", o.sid);
+        }
         assert_eq!(dev["domain"].as_u64(), Some(o.domain), "sid {:#x}: DID", o.sid);
         assert!(!dev["id"].as_str().unwrap().is_empty());
         // The run holding the IOVA maps it to the oracle's physical page with the oracle's permission.
@@ -104,7 +112,14 @@ fn vtd_legacy_mode_tables_match_qemus_translations() {
 
 #[test]
 fn vtd_scalable_mode_tables_match_qemus_translations() {
-    check("vtd-scalable", "vtd", "0xfed90000", "scalable", 20);
+    check_format("vtd-scalable", "vtd", "0xfed90000", "scalable", 20, Some("vtd-second-level"));
+}
+
+/// QEMU's `x-flts=on` unit (first-level translation only): Linux gives its DMA domains first-level
+/// (x86-64-format) tables, PASID entries with PGTT = 001.
+#[test]
+fn vtd_first_level_tables_match_qemus_translations() {
+    check_format("vtd-scalable-fl", "vtd", "0xfed90000", "scalable", 20, Some("vtd-first-level"));
 }
 
 #[test]
@@ -173,4 +188,48 @@ fn save_fixture_never_overwrites_an_input_nor_an_existing_file_without_force() {
     assert!(save(&fresh, false).status.success());
     assert!(std::fs::metadata(&fresh).unwrap().len() > 0);
     let _ = std::fs::remove_dir_all(&tmp);
+}
+
+/// Overwrite the 8 bytes at physical `pa` in an ELF core's PT_LOAD data (ELF64 little-endian).
+fn patch_core(core: &mut [u8], pa: u64, value: u64) {
+    let u16_at = |b: &[u8], o: usize| u16::from_le_bytes(b[o..o + 2].try_into().unwrap()) as usize;
+    let u64_at = |b: &[u8], o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap());
+    let (phoff, phentsize, phnum) = (u64_at(core, 0x20) as usize, u16_at(core, 0x36), u16_at(core, 0x38));
+    for i in 0..phnum {
+        let ph = phoff + i * phentsize;
+        let (off, paddr, filesz) = (u64_at(core, ph + 8), u64_at(core, ph + 24), u64_at(core, ph + 32));
+        if u32::from_le_bytes(core[ph..ph + 4].try_into().unwrap()) == 1 && paddr <= pa && pa + 8 <= paddr + filesz {
+            let at = (off + pa - paddr) as usize;
+            core[at..at + 8].copy_from_slice(&value.to_le_bytes());
+            return;
+        }
+    }
+    panic!("{pa:#x} is not in the core");
+}
+
+#[test]
+fn a_nested_pasid_entry_is_shown_as_nested_not_as_a_device_without_mappings() {
+    // The nvme's RID_PASID entry of the first-level capture (qw0 0x49 at 0x7cb4e000) made nested (PGTT 011).
+    let d = fixture("vtd-scalable-fl");
+    let mut core = std::fs::read(d.join("memory.elf")).unwrap();
+    patch_core(&mut core, 0x7cb4_e000, 0xc9);
+    let tmp = std::env::temp_dir().join(format!("handover-inspect-nested-{}.elf", std::process::id()));
+    std::fs::write(&tmp, &core).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_handover"))
+        .args(["inspect", "--iommu", "vtd", "--base", "0xfed90000", "--json", "--dump"])
+        .arg(&tmp)
+        .arg("--regs")
+        .arg(d.join("regs.txt"))
+        .output()
+        .unwrap();
+    std::fs::remove_file(&tmp).ok();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let devices = v["devices"].as_array().unwrap();
+    let nvme = devices.iter().find(|x| x["sid"] == 0x18).unwrap();
+    assert_eq!(nvme["kind"], "nested", "{nvme}");
+    assert!(nvme["mappings"].as_array().unwrap().is_empty());
+    assert!(nvme["problems"][0].as_str().unwrap().contains("reach unknown"), "{nvme}");
+    let nic = devices.iter().find(|x| x["sid"] == 0x10).unwrap();
+    assert_eq!((&nic["kind"], &nic["format"]), (&Value::from("translated"), &Value::from("vtd-first-level")));
 }

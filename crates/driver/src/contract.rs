@@ -245,13 +245,20 @@ pub enum Found {
 pub struct BootOptions {
     /// VT-d: use scalable mode where ECAP allows it.
     pub scalable: bool,
+    /// VT-d scalable mode: give DMA domains first-level tables where ECAP.FLTS allows it (as Linux 6.x
+    /// does on such units).
+    pub vtd_first_level: bool,
     /// AMD-Vi: device-table entries (a power of two up to 65 536; Linux sizes it from IVRS).
     pub dev_table_entries: u32,
 }
 
 impl Default for BootOptions {
     fn default() -> Self {
-        BootOptions { scalable: false, dev_table_entries: amdvi::AmdOptions::default().dev_table_entries }
+        BootOptions {
+            scalable: false,
+            vtd_first_level: false,
+            dev_table_entries: amdvi::AmdOptions::default().dev_table_entries,
+        }
     }
 }
 
@@ -315,7 +322,10 @@ pub fn boot(
     opts: BootOptions,
 ) -> Result<Box<dyn IommuDriver>, DriverError> {
     Ok(match kind {
-        IommuKind::Vtd => Box::new(vtd::Vtd::init(&mut hw, vtd::VtdOptions { scalable: opts.scalable })?),
+        IommuKind::Vtd => Box::new(vtd::Vtd::init(
+            &mut hw,
+            vtd::VtdOptions { scalable: opts.scalable, first_level: opts.vtd_first_level },
+        )?),
         IommuKind::Amdvi => Box::new(amdvi::Amdvi::init(&mut hw, env, amd_options(opts))?),
         IommuKind::Smmuv3 => Box::new(smmuv3::Smmuv3::init(&mut hw)?),
     })
@@ -332,7 +342,12 @@ pub fn boot_crash(
 ) -> Result<(Box<dyn IommuDriver>, CrashReport), DriverError> {
     Ok(match kind {
         IommuKind::Vtd => {
-            let (d, r) = vtd::Vtd::init_crash(&mut hw, env, vtd::VtdOptions { scalable: opts.scalable }, policy)?;
+            let (d, r) = vtd::Vtd::init_crash(
+                &mut hw,
+                env,
+                vtd::VtdOptions { scalable: opts.scalable, first_level: opts.vtd_first_level },
+                policy,
+            )?;
             (Box::new(d), r.into())
         }
         IommuKind::Amdvi => {

@@ -229,6 +229,9 @@ impl Work {
 pub enum TableFormat {
     /// VT-d second-level tables (the unit's CAP says which page sizes it has).
     VtdSecondLevel(iommu_spec::vtd::Cap),
+    /// VT-d first-level (x86-64-format) tables of a PASID entry with PGTT = 001 (CAP.FL1GP says whether
+    /// 1 GiB pages exist).
+    VtdFirstLevel(iommu_spec::vtd::Cap),
     /// AMD-Vi v1 host page tables.
     AmdViV1,
     /// VMSAv8-64, 4 KiB granule: SMMUv3 stage 1 or 2.
@@ -239,6 +242,7 @@ impl TableFormat {
     pub fn name(&self) -> &'static str {
         match self {
             TableFormat::VtdSecondLevel(_) => "vtd-second-level",
+            TableFormat::VtdFirstLevel(_) => "vtd-first-level",
             TableFormat::AmdViV1 => "amdvi-v1",
             TableFormat::Vmsa(v) if v.stage == smmuv3::Stage::One => "vmsa-stage1",
             TableFormat::Vmsa(_) => "vmsa-stage2",
@@ -250,6 +254,7 @@ impl Format for TableFormat {
     fn decode(&self, raw: u64, level: u32, iova: u64) -> Entry {
         match self {
             TableFormat::VtdSecondLevel(cap) => vtd::SecondLevel(*cap).decode(raw, level, iova),
+            TableFormat::VtdFirstLevel(cap) => vtd::FirstLevel(*cap).decode(raw, level, iova),
             TableFormat::AmdViV1 => amdvi::V1.decode(raw, level, iova),
             TableFormat::Vmsa(v) => v.decode(raw, level, iova),
         }
@@ -257,6 +262,7 @@ impl Format for TableFormat {
     fn slot_size(&self, level: u32) -> u64 {
         match self {
             TableFormat::VtdSecondLevel(cap) => vtd::SecondLevel(*cap).slot_size(level),
+            TableFormat::VtdFirstLevel(cap) => vtd::FirstLevel(*cap).slot_size(level),
             TableFormat::AmdViV1 => amdvi::V1.slot_size(level),
             TableFormat::Vmsa(v) => v.slot_size(level),
         }
@@ -264,6 +270,7 @@ impl Format for TableFormat {
     fn index(&self, iova: u64, level: u32) -> usize {
         match self {
             TableFormat::VtdSecondLevel(cap) => vtd::SecondLevel(*cap).index(iova, level),
+            TableFormat::VtdFirstLevel(cap) => vtd::FirstLevel(*cap).index(iova, level),
             TableFormat::AmdViV1 => amdvi::V1.index(iova, level),
             TableFormat::Vmsa(v) => v.index(iova, level),
         }
@@ -279,7 +286,7 @@ pub enum Translation {
     PassThrough { read: bool, write: bool },
     /// A present entry that lets nothing through.
     Blocked,
-    /// Two stages (SMMUv3 nested): not walked.
+    /// Two stages (SMMUv3 nested, VT-d PASID entry PGTT = 011): not walked, reach unknown.
     Nested,
     /// The entry could not be decoded or trusted: see the device's problems.
     Undecodable,
@@ -576,6 +583,10 @@ pub fn scan_vtd(hw: &mut (impl Mmio + PhysMem), env: &BootEnv, work: &mut Work) 
             vtd::DeviceKind::Translated { root, levels } => {
                 (Translation::Translated { root, levels, format: fmt, read: true, write: true }, Some(d.did))
             }
+            vtd::DeviceKind::FirstLevel { root, levels, .. } => {
+                let format = TableFormat::VtdFirstLevel(cap);
+                (Translation::Translated { root, levels, format, read: true, write: true }, Some(d.did))
+            }
             vtd::DeviceKind::PassThrough => (Translation::PassThrough { read: true, write: true }, Some(d.did)),
             vtd::DeviceKind::Blocked => (Translation::Blocked, (d.did != 0).then_some(d.did)),
         };
@@ -583,7 +594,15 @@ pub fn scan_vtd(hw: &mut (impl Mmio + PhysMem), env: &BootEnv, work: &mut Work) 
     }
     for p in scan.problems {
         match p.sid() {
-            Some(sid) => devices.problem(u32::from(sid), Problem::Vtd(p), work),
+            Some(sid) => {
+                // A nested PASID entry is a kind of its own (two stages, not walked), not a malformed one.
+                if let vtd::EntryProblem::NestedTranslation { .. } = p {
+                    let id = u32::from(sid);
+                    let d = devices.by_id.entry(id).or_insert_with(|| Device::new(id, None, Translation::Nested));
+                    d.translation = Translation::Nested;
+                }
+                devices.problem(u32::from(sid), Problem::Vtd(p), work)
+            }
             None => unit.problem(Problem::Vtd(p), work),
         }
     }

@@ -195,7 +195,7 @@ fn vtd_run(fault: &str, policy: Policy, scalable: bool) {
     let mut old = Vec::new();
     {
         let mut hw = EmuPlatform::new(&mut unit, &mut mem, &mut primary);
-        let mut v = Vtd::init(&mut hw, VtdOptions { scalable }).unwrap();
+        let mut v = Vtd::init(&mut hw, VtdOptions { scalable, first_level: false }).unwrap();
         for (i, &dev) in DEVS.iter().enumerate() {
             let d = v.create_domain(&mut hw).unwrap();
             v.attach(&mut hw, dev, VtdAttach::Domain(d)).unwrap();
@@ -211,7 +211,7 @@ fn vtd_run(fault: &str, policy: Policy, scalable: bool) {
     let mut frames = FrameRegion::new(CRASH.start + 64 * MIB..CRASH.end);
     let mut hw = EmuPlatform::new(&mut unit, &mut mem, &mut frames);
     let e = BootEnv { ram: std::iter::once(0x10_0000..4 * GIB).collect(), ..env(true, false) };
-    let (mut v, _) = Vtd::init_crash(&mut hw, &e, VtdOptions { scalable }, policy).unwrap();
+    let (mut v, _) = Vtd::init_crash(&mut hw, &e, VtdOptions { scalable, first_level: false }, policy).unwrap();
     let mut contained = Vec::new();
     if policy == Policy::AdoptScratch {
         let adopted: Vec<u16> = v

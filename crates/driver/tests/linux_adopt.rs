@@ -28,7 +28,7 @@ fn adopt_linux(mode: &str) {
     let cap = Cap::from_bits(snap.read64(BASE + off::CAP as u64).unwrap());
     let ecap = Ecap::from_bits(snap.read64(BASE + off::ECAP as u64).unwrap());
     let rtaddr = RtAddr::from_bits(snap.read64(BASE + off::RTADDR as u64).unwrap());
-    assert_eq!(rtaddr.smt(), mode == "scalable");
+    assert_eq!(rtaddr.smt(), mode != "legacy");
 
     // Memory: what the fixture holds of the guest's RAM.
     let mut mem = fixture_memory(&d, RAM);
@@ -51,9 +51,11 @@ fn adopt_linux(mode: &str) {
         );
     }
 
-    let env = BootEnv { crash_kernel: true, ram: vec![RAM], crash_region: Some(CRASH), mem_encrypt: false, c_bit: 0 };
-    let mut frames = FrameRegion::new(CRASH.start + 0x100_0000..CRASH.end);
-    let opts = VtdOptions { scalable: mode == "scalable" };
+    let crash = CRASH;
+    let env =
+        BootEnv { crash_kernel: true, ram: vec![RAM], crash_region: Some(crash.clone()), mem_encrypt: false, c_bit: 0 };
+    let mut frames = FrameRegion::new(crash.start + 0x100_0000..crash.end);
+    let opts = VtdOptions { scalable: mode != "legacy", first_level: false };
     let (v, report) =
         Vtd::init_crash(&mut EmuPlatform::new(&mut unit, &mut mem, &mut frames), &env, opts, Policy::Adopt).unwrap();
     assert_eq!(report.outcome, HandoverOutcome::Adopted, "{mode}");
@@ -61,7 +63,7 @@ fn adopt_linux(mode: &str) {
     assert_eq!(report.adopted, vec![0x0000, 0x0010, 0x0018, 0x00f8, 0x00fa, 0x00fb]);
     assert_eq!(report.reserved_dids, vec![2, 3, 4, 5]);
     assert!(v.did_used(5));
-    assert!(CRASH.contains(&unit.active_root().table()), "the unit now reads the crash kernel's copies");
+    assert!(crash.contains(&unit.active_root().table()), "the unit now reads the crash kernel's copies");
     for &(sid, iova, phys, w) in &oracle {
         assert_eq!(
             dma_through(&mut unit, &mut mem, sid, iova, w),
@@ -69,6 +71,27 @@ fn adopt_linux(mode: &str) {
             "{mode}: {sid:#x} {iova:#x} after adoption"
         );
     }
+    // On the first-level unit every translating device was adopted as first level, and what the crash
+    // kernel builds itself is first level too (QEMU's x-flts unit has no second level).
+    let first_level = mode == "scalable-fl";
+    assert_eq!(ecap.flts() && !ecap.slts(), first_level);
+    assert_eq!(v.first_level(), first_level);
+    for sid in [0x0010u16, 0x0018] {
+        let kind = match v.device(sid) {
+            Some(iommu_driver::vtd::DeviceState::Adopted { kind, .. }) => kind,
+            other => panic!("{sid:#x}: {other:?}"),
+        };
+        assert_eq!(
+            matches!(kind, iommu_driver::vtd::DeviceKind::FirstLevel { levels: 4, pasid: 0, .. }),
+            first_level,
+            "{kind:?}"
+        );
+    }
+}
+
+#[test]
+fn adopts_linux_first_level_tables() {
+    adopt_linux("scalable-fl");
 }
 
 #[test]

@@ -9,12 +9,12 @@ use iommu_emu::Access;
 use iommu_spec::vtd::{off, FaultReason, Gsts, RtAddr, SlPte};
 
 fn legacy() -> VtdOptions {
-    VtdOptions { scalable: false }
+    VtdOptions { scalable: false, first_level: false }
 }
 
 #[test]
 fn normal_boot_translates_mapped_iovas_and_faults_the_rest() {
-    for opts in [legacy(), VtdOptions { scalable: true }] {
+    for opts in [legacy(), VtdOptions { scalable: true, first_level: false }] {
         let mut rig = Rig::new();
         let mut v = Vtd::init(&mut rig.primary(), opts).unwrap();
         assert_eq!(v.scalable(), opts.scalable);
@@ -52,7 +52,7 @@ fn normal_boot_translates_mapped_iovas_and_faults_the_rest() {
 
 #[test]
 fn pass_through_reaches_physical_addresses() {
-    for opts in [legacy(), VtdOptions { scalable: true }] {
+    for opts in [legacy(), VtdOptions { scalable: true, first_level: false }] {
         let mut rig = Rig::new();
         let mut v = Vtd::init(&mut rig.primary(), opts).unwrap();
         v.attach(&mut rig.primary(), 0x0020, Attachment::PassThrough).unwrap();

@@ -22,7 +22,7 @@ struct Old {
 }
 
 fn opts(scalable: bool) -> VtdOptions {
-    VtdOptions { scalable }
+    VtdOptions { scalable, first_level: false }
 }
 
 /// The primary kernel: NIC and disk in DMA domains (disk on two buses' worth: one on bus 1 too), the bulk

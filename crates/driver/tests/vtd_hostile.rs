@@ -18,7 +18,7 @@ const DISK: u16 = 0x0018;
 
 /// A scalable-mode primary kernel with NIC and disk in DMA domains; returns their (sid, iova, pa).
 fn primary_sm(rig: &mut Rig) -> Vec<(u16, u64, u64)> {
-    let mut v = Vtd::init(&mut rig.primary(), VtdOptions { scalable: true }).unwrap();
+    let mut v = Vtd::init(&mut rig.primary(), VtdOptions { scalable: true, first_level: false }).unwrap();
     let mut out = Vec::new();
     for (i, sid) in [NIC, DISK].into_iter().enumerate() {
         let d = v.create_domain(&mut rig.primary()).unwrap();
@@ -47,7 +47,7 @@ fn sm_pasid_entry_at(rig: &mut Rig, sid: u16) -> u64 {
 
 fn adopt_sm(rig: &mut Rig) -> iommu_driver::vtd::HandoverReport {
     let env = rig.crash_env();
-    Vtd::init_crash(&mut rig.crash(), &env, VtdOptions { scalable: true }, Policy::Adopt).unwrap().1
+    Vtd::init_crash(&mut rig.crash(), &env, VtdOptions { scalable: true, first_level: false }, Policy::Adopt).unwrap().1
 }
 
 #[test]
@@ -164,7 +164,7 @@ fn garbage_tables_never_panic_and_never_adopt_the_unvalidated() {
             rig.mem.write_u64(page + 8 * (rng.next() % 512), rng.next()).unwrap();
         }
         let env = rig.crash_env();
-        let opts = VtdOptions { scalable };
+        let opts = VtdOptions { scalable, first_level: false };
         let (v, report) = Vtd::init_crash(&mut rig.crash(), &env, opts, Policy::Adopt).unwrap();
         adopted += report.adopted.len();
         refused += report.problems.len();
@@ -191,7 +191,7 @@ fn garbage_tables_never_panic_and_never_adopt_the_unvalidated() {
 }
 
 fn primary_sm_or_legacy(rig: &mut Rig, scalable: bool) {
-    let mut v = Vtd::init(&mut rig.primary(), VtdOptions { scalable }).unwrap();
+    let mut v = Vtd::init(&mut rig.primary(), VtdOptions { scalable, first_level: false }).unwrap();
     for sid in [NIC, DISK, 0x0100] {
         let d = v.create_domain(&mut rig.primary()).unwrap();
         v.attach(&mut rig.primary(), sid, Attachment::Domain(d)).unwrap();
@@ -237,7 +237,9 @@ fn a_pasid_directory_at_the_top_of_the_address_space_is_refused_not_wrapped() {
     // A firmware map whose last range reaches the top of the address space.
     let mut env = rig.crash_env();
     env.ram.push(0xffff_ffff_fff0_0000..u64::MAX);
-    let (_, r) = Vtd::init_crash(&mut rig.crash(), &env, VtdOptions { scalable: true }, Policy::Adopt).unwrap();
+    let (_, r) =
+        Vtd::init_crash(&mut rig.crash(), &env, VtdOptions { scalable: true, first_level: false }, Policy::Adopt)
+            .unwrap();
     assert!(
         r.problems.contains(&EntryProblem::TableNotRam { sid: DISK, what: "PASID directory", addr: dir }),
         "{:?}",

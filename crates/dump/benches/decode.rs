@@ -29,7 +29,7 @@ fn machine(ram: u64, devices: u32) -> (PhysMemory, VtdModel) {
     let mut unit = VtdModel::new(VtdConfig::legacy_only());
     let mut frames = FrameRegion::new(16 * MIB..48 * MIB);
     let mut hw = EmuPlatform::new(&mut unit, &mut mem, &mut frames);
-    let mut v = Vtd::init(&mut hw, VtdOptions { scalable: false }).expect("boot");
+    let mut v = Vtd::init(&mut hw, VtdOptions { scalable: false, first_level: false }).expect("boot");
     for i in 0..devices {
         let d = v.create_domain(&mut hw).expect("domain");
         v.attach(&mut hw, (i * 8) as u16, Attachment::Domain(d)).expect("attach");

@@ -46,7 +46,7 @@ impl Clone for Box<dyn IommuModel> {
 /// A model of `kind` with its default configuration; `snp` puts an AMD-Vi unit on an SEV-SNP host and
 /// `coherent` is an SMMUv3's IDR0.COHACC (each ignored elsewhere).
 pub fn model(kind: IommuKind, snp: bool, coherent: bool) -> Box<dyn IommuModel> {
-    model_with(kind, ModelOptions { snp, coherent, no_iasup: false })
+    model_with(kind, ModelOptions { snp, coherent, no_iasup: false, vtd_first_level: false })
 }
 
 /// The platform choices a machine makes for its unit; each is ignored by the kinds it does not apply to.
@@ -58,12 +58,23 @@ pub struct ModelOptions {
     pub coherent: bool,
     /// AMD-Vi built without EFR.IASup (no INVALIDATE_IOMMU_ALL).
     pub no_iasup: bool,
+    /// VT-d: the unit also offers first-level translation (ECAP.FLTS, CAP.FL1GP), as current Intel
+    /// server parts do.
+    pub vtd_first_level: bool,
 }
 
 /// A model of `kind` with `opts`.
 pub fn model_with(kind: IommuKind, opts: ModelOptions) -> Box<dyn IommuModel> {
     match kind {
-        IommuKind::Vtd => Box::new(VtdModel::new(VtdConfig::default())),
+        IommuKind::Vtd => {
+            let d = VtdConfig::default();
+            let cfg = if opts.vtd_first_level {
+                VtdConfig { cap: d.cap.with_fl1gp(true), ecap: d.ecap.with_flts(true), ..d }
+            } else {
+                d
+            };
+            Box::new(VtdModel::new(cfg))
+        }
         IommuKind::Amdvi => {
             let cfg = if opts.snp { AmdviConfig::snp() } else { AmdviConfig::default() };
             let cfg = if opts.no_iasup { crate::inject::no_iasup(cfg) } else { cfg };

@@ -91,7 +91,7 @@ fn vtd(scalable: bool) -> (PhysMemory, VtdModel, Vec<(u16, u64, u64)>) {
     let mut out = Vec::new();
     {
         let mut hw = EmuPlatform::new(&mut unit, &mut mem, &mut frames);
-        let mut v = Vtd::init(&mut hw, VtdOptions { scalable }).unwrap();
+        let mut v = Vtd::init(&mut hw, VtdOptions { scalable, first_level: false }).unwrap();
         for (i, sid) in [NIC, DISK].into_iter().enumerate() {
             let d = v.create_domain(&mut hw).unwrap();
             v.attach(&mut hw, sid, VtdAttach::Domain(d)).unwrap();

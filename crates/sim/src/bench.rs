@@ -73,7 +73,7 @@ fn vtd_machine(devices: u32, pages: u32) -> (PhysMemory, VtdModel) {
     let mut unit = VtdModel::new(VtdConfig::legacy_only());
     let mut frames = FrameRegion::new(64 * MIB..2 * GIB);
     let mut hw = EmuPlatform::new(&mut unit, &mut mem, &mut frames);
-    let Ok(mut v) = Vtd::init(&mut hw, VtdOptions { scalable: false }) else { return (mem, unit) };
+    let Ok(mut v) = Vtd::init(&mut hw, VtdOptions { scalable: false, first_level: false }) else { return (mem, unit) };
     for i in 0..devices {
         // Bus i % 256, devfn spread so every bus is used before any doubles up.
         let sid = (((i % 256) << 8) | (((i / 256) * 8) % 256)) as u16;
@@ -119,7 +119,7 @@ pub fn adopt_vtd(devices: u32) -> AdoptFigure {
         Vtd::init_crash(
             &mut EmuPlatform::new(&mut unit, &mut mem, &mut frames),
             &env,
-            VtdOptions { scalable: false },
+            VtdOptions { scalable: false, first_level: false },
             Policy::Adopt,
         )
     });

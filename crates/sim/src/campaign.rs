@@ -111,6 +111,8 @@ pub fn draw(kind: IommuKind, policy: Policy, seed: u64, catalogue: Faults) -> Sc
         aborts_fatal,
         iommu: kind,
         scalable,
+        // Not drawn: a new draw would move every campaign's later choices (its seeds are pinned).
+        vtd_first_level: false,
         snp_shutdown,
         coherent_walker,
         early_ticks: rng.random_range(10..=120),

@@ -34,6 +34,9 @@ pub struct MachineConfig {
     pub iommu: IommuKind,
     /// Use VT-d scalable mode (both kernels).
     pub scalable: bool,
+    /// VT-d: the unit offers first-level translation and both kernels give their DMA domains first-level
+    /// tables (with `scalable`; Linux 6.x on such units).
+    pub vtd_first_level: bool,
     /// AMD-Vi: the host runs SEV-SNP (the unit's base registers lock at SNP init).
     pub snp: bool,
     /// SMMUv3: IDR0.COHACC.
@@ -57,6 +60,7 @@ impl MachineConfig {
             pci_hole: 3 * GIB..4 * GIB,
             iommu: IommuKind::Vtd,
             scalable: false,
+            vtd_first_level: false,
             snp: false,
             coherent_walker: true,
             nic_rate: Rate::per_tick(1),
@@ -103,7 +107,12 @@ impl Machine {
     pub fn new(cfg: MachineConfig) -> Self {
         let mem = PhysMemory::new(cfg.ram.clone());
         let snp = cfg.snp && cfg.iommu == IommuKind::Amdvi;
-        let opts = iommu_emu::ModelOptions { snp, coherent: cfg.coherent_walker, no_iasup: cfg.no_iasup };
+        let opts = iommu_emu::ModelOptions {
+            snp,
+            coherent: cfg.coherent_walker,
+            no_iasup: cfg.no_iasup,
+            vtd_first_level: cfg.vtd_first_level,
+        };
         let unit: Unit = iommu_emu::model_with(cfg.iommu, opts);
         let fw = snp.then(|| SnpFirmware::new(4, 4));
         let devices = vec![

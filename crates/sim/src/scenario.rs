@@ -26,6 +26,8 @@ pub struct Knobs {
     pub iommu: IommuKind,
     /// VT-d scalable mode.
     pub scalable: bool,
+    /// VT-d scalable mode with first-level tables: the unit has ECAP.FLTS and both kernels use it.
+    pub vtd_first_level: bool,
     /// AMD-Vi on an SEV-SNP host: `Some(shutdown succeeded at panic)`; `None` without SNP.
     pub snp_shutdown: Option<bool>,
     /// SMMUv3: the table walker snoops CPU caches (IDR0.COHACC); the SMMUv3 kdump series adopts only then.
@@ -46,6 +48,7 @@ impl Default for Knobs {
             aborts_fatal: true,
             iommu: IommuKind::Vtd,
             scalable: false,
+            vtd_first_level: false,
             snp_shutdown: None,
             coherent_walker: true,
             early_ticks: 40,
@@ -129,6 +132,7 @@ pub fn run_detailed(s: &Scenario) -> RunDetail {
     let mut cfg = MachineConfig::default_vtd();
     cfg.iommu = s.knobs.iommu;
     cfg.scalable = s.knobs.scalable;
+    cfg.vtd_first_level = s.knobs.vtd_first_level;
     cfg.snp = s.knobs.snp_shutdown.is_some() && s.knobs.iommu == IommuKind::Amdvi;
     cfg.coherent_walker = s.knobs.coherent_walker;
     cfg.nic_rate = iommu_emu::Rate::per_tick(s.knobs.nic_rate);
@@ -138,6 +142,7 @@ pub fn run_detailed(s: &Scenario) -> RunDetail {
 
 pub fn run_on(cfg: MachineConfig, s: &Scenario) -> RunDetail {
     let (kind, scalable, snp) = (cfg.iommu, cfg.scalable, cfg.snp);
+    let vtd_first_level = cfg.vtd_first_level;
     let holes = [cfg.pci_hole.clone()];
     let mut r = Run {
         m: Machine::new(cfg),
@@ -161,7 +166,7 @@ pub fn run_on(cfg: MachineConfig, s: &Scenario) -> RunDetail {
 
     // Primary kernel: IOMMU up, NIC and disk in DMA domains, the copy engine in pass-through.
     let penv = r.m.cfg.primary_env();
-    let opts = BootOptions { scalable, ..BootOptions::default() };
+    let opts = BootOptions { scalable, vtd_first_level, ..BootOptions::default() };
     let mut drv: Driver = match iommu_driver::boot(kind, &mut r.m.platform(Kernel::Primary), &penv, opts) {
         Ok(d) => d,
         Err(e) => {

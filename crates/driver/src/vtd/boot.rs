@@ -75,7 +75,10 @@ impl Vtd {
             return Err(VtdError::Unsupported("queued invalidation (ECAP.QI)"));
         }
         let levels = pick_levels(cap)?;
-        let scalable = opts.scalable && ecap.smts() && ecap.slts();
+        // Scalable mode needs a translation type the unit offers for it; first level where asked for and
+        // offered, or where it is all there is (a unit with FLTS but not SLTS, as QEMU's `x-flts=on`).
+        let scalable = opts.scalable && ecap.smts() && (ecap.slts() || ecap.flts());
+        let first_level = scalable && ecap.flts() && (opts.first_level || !ecap.slts());
         let mut dids = IdAllocator::new(cap.domain_count(), FIRST_PAGING_DID);
         dids.reserve(0);
         dids.reserve(FLPT_DEFAULT_DID as u32);
@@ -83,6 +86,7 @@ impl Vtd {
             cap,
             ecap,
             scalable,
+            first_level,
             levels,
             translating: false,
             root: 0,

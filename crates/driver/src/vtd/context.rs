@@ -2,8 +2,8 @@
 //! writing or clearing one device's entry with the invalidations each change needs.
 
 use iommu_spec::vtd::{
-    ContextCacheInv, ContextEntry, DescType, IotlbInv, PasidCacheInv, PasidDirEntry, PasidEntry, RootEntry,
-    ScalableContextEntry, ScalableRootEntry, SourceId, TranslationType,
+    ContextCacheInv, ContextEntry, DescType, IotlbInv, PasidCacheInv, PasidDirEntry, PasidEntry, PasidIotlbInv,
+    RootEntry, ScalableContextEntry, ScalableRootEntry, SourceId, TranslationType,
 };
 
 use super::{hw, Attachment, Vtd, VtdError, FLPT_DEFAULT_DID};
@@ -57,24 +57,28 @@ impl Vtd {
     }
 
     /// Write `sid`'s context entry for `to` into a slot that is not present (Linux
-    /// `domain_context_mapping_one`; scalable mode: `intel_pasid_setup_second_level` / `_pass_through`
-    /// under a context entry pointing at the device's PASID directory).
+    /// `domain_context_mapping_one`; scalable mode: `intel_pasid_setup_first_level` for first-level
+    /// domains, `intel_pasid_setup_second_level` / `_pass_through` otherwise, under a context entry
+    /// pointing at the device's PASID directory).
     pub(super) fn set_context(&mut self, hw: &mut impl Platform, sid: u16, to: Attachment) -> Result<(), VtdError> {
         let (key, off) = self.context_slot(sid);
         let table = self.context_table(hw, key)?;
-        let (did, root) = match to {
+        let (did, root, levels) = match to {
             Attachment::Domain(d) => {
                 let dom = self.domain(d).ok_or(VtdError::NoSuchDomain(d.0))?;
-                (dom.did, Some(dom.root))
+                (dom.did, Some(dom.root), dom.levels)
             }
-            Attachment::PassThrough => (FLPT_DEFAULT_DID, None),
+            Attachment::PassThrough => (FLPT_DEFAULT_DID, None, self.levels),
         };
         let aw = (self.levels - 2) as u8;
         if self.scalable {
             let dir = self.alloc_frame(hw)?;
             let ptab = self.alloc_frame(hw)?;
             let entry = match root {
-                Some(r) => PasidEntry::second_level(r, aw, did),
+                // Linux fills AW with the unit's AGAW also for first-level entries, and PWSNP from
+                // ECAP.SMPWCS.
+                Some(r) if self.first_level => PasidEntry::first_level(r, levels == 5, aw, did, self.ecap.smpwcs()),
+                Some(r) => PasidEntry::second_level(r, (levels - 2) as u8, did),
                 None => PasidEntry::pass_through(did),
             };
             for (i, q) in entry.0.iter().enumerate() {
@@ -107,8 +111,17 @@ impl Vtd {
 
     /// Clear `sid`'s context entry and flush what the unit may cache for it under `old_did` (Linux
     /// `domain_context_clear_one` and the copied-entry teardown): a device-selective context-cache flush and
-    /// a domain-selective IOTLB flush with the old DID; in scalable mode also the PASID cache.
-    pub(super) fn clear_context(&mut self, hw: &mut impl Platform, sid: u16, old_did: u16) -> Result<(), VtdError> {
+    /// a domain-selective IOTLB flush with the old DID; in scalable mode also the PASID cache, and for an
+    /// entry with first-level tables (`fl_pasid`: its RID_PASID) a PASID-based IOTLB flush of that PASID,
+    /// the only IOTLB invalidation that reaches first-level translations (Linux
+    /// `intel_pasid_tear_down_entry`: `qi_flush_piotlb` for PGTT first-level and pass-through).
+    pub(super) fn clear_context(
+        &mut self,
+        hw: &mut impl Platform,
+        sid: u16,
+        old_did: u16,
+        fl_pasid: Option<u32>,
+    ) -> Result<(), VtdError> {
         let (key, off) = self.context_slot(sid);
         let Some(&table) = self.ctx_tables.get(&key) else {
             return Ok(());
@@ -117,16 +130,15 @@ impl Vtd {
         if self.scalable {
             hw.write_u128(table + off + 16, 0)?;
         }
-        let mut descs = [0u128; 3];
-        descs[0] = ContextCacheInv::device(old_did, sid).into_bits();
-        descs[1] = if self.scalable {
+        let mut descs = alloc::vec![ContextCacheInv::device(old_did, sid).into_bits()];
+        if self.scalable {
             // PASID-cache: all PASIDs of the old DID (granularity 0 is "domain-selective" for this type).
-            PasidCacheInv::new().with_ty(DescType::PasidCache).with_g(0).with_did(old_did).into_bits()
-        } else {
-            IotlbInv::domain(old_did).into_bits()
-        };
-        descs[2] = IotlbInv::domain(old_did).into_bits();
-        let n = if self.scalable { 3 } else { 2 };
-        self.invalidate(hw, &descs[..n])
+            descs.push(PasidCacheInv::new().with_ty(DescType::PasidCache).with_g(0).with_did(old_did).into_bits());
+        }
+        descs.push(IotlbInv::domain(old_did).into_bits());
+        if let Some(pasid) = fl_pasid.filter(|_| self.scalable) {
+            descs.push(PasidIotlbInv::of_pasid(old_did, pasid).into_bits());
+        }
+        self.invalidate(hw, &descs)
     }
 }

@@ -146,8 +146,13 @@ pub enum EntryProblem {
     TableInCrashRegion { sid: u16, what: &'static str, addr: u64 },
     /// A PASID directory/table entry that cannot be read.
     TableUnreadable { sid: u16, what: &'static str, err: MemError },
-    /// The RID_PASID entry is absent or of a type this driver cannot keep (first-level, nested).
+    /// The RID_PASID entry is malformed: reserved bits or encodings, or a translation type the unit does
+    /// not offer (first level without ECAP.FLTS, second level without ECAP.SLTS, 5-level first level
+    /// without CAP.FL5LP).
     BadPasidEntry { sid: u16, pasid: u32, raw: u64 },
+    /// The RID_PASID entry is nested (PGTT = 011): its first-level table holds addresses the second level
+    /// translates again. This driver neither decodes nor adopts it; what the device reaches is unknown.
+    NestedTranslation { sid: u16, pasid: u32, raw: u64 },
     /// The tables map `iova` to `addr`, inside the crash kernel's region (found by the walk at adoption).
     PageInCrashRegion { sid: u16, iova: u64, addr: u64 },
     /// The walk at adoption hit its bound before seeing all of the device's tables.
@@ -172,6 +177,7 @@ impl EntryProblem {
             | EntryProblem::TableInCrashRegion { sid, .. }
             | EntryProblem::TableUnreadable { sid, .. }
             | EntryProblem::BadPasidEntry { sid, .. }
+            | EntryProblem::NestedTranslation { sid, .. }
             | EntryProblem::PageInCrashRegion { sid, .. }
             | EntryProblem::WalkBound { sid, .. }
             | EntryProblem::DomainIdAlias { sid, .. } => Some(*sid),
@@ -224,6 +230,13 @@ impl fmt::Display for EntryProblem {
             }
             EntryProblem::BadPasidEntry { sid, pasid, raw } => {
                 write!(f, "{}: PASID {pasid} entry not adoptable (qw0 {raw:#018x})", Bdf(*sid))
+            }
+            EntryProblem::NestedTranslation { sid, pasid, raw } => {
+                write!(
+                    f,
+                    "{}: PASID {pasid} entry is nested (PGTT 011, qw0 {raw:#018x}): not decoded, reach unknown",
+                    Bdf(*sid)
+                )
             }
             EntryProblem::PageInCrashRegion { sid, iova, addr } => {
                 write!(f, "{}: IOVA {iova:#x} maps {addr:#x}, inside the crash kernel's region", Bdf(*sid))

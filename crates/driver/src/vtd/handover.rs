@@ -15,8 +15,8 @@ use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 
 use iommu_spec::vtd::{
-    off, pasid_dir_index, pasid_table_index, Cap, ContextEntry, Ecap, Gsts, PasidDirEntry, PasidEntryQw0, Pgtt,
-    RootEntry, RtAddr, ScalableContextEntry, ScalableRootEntry, SourceId, TranslationType,
+    off, pasid_dir_index, pasid_table_index, Cap, ContextEntry, Ecap, Gsts, PasidDirEntry, PasidEntry, PasidEntryQw0,
+    Pgtt, RootEntry, RtAddr, ScalableContextEntry, ScalableRootEntry, SourceId, TranslationType,
 };
 
 use super::qi::InvQueue;
@@ -28,10 +28,34 @@ use crate::{BootEnv, Mmio, PhysMem, Platform, Policy};
 pub enum DeviceKind {
     /// Second-level tables at `root`, `levels` deep.
     Translated { root: u64, levels: u32 },
-    /// Untranslated: the device reaches all of memory.
+    /// First-level (x86-64-format) tables at `root`, `levels` (4 or 5) deep, from a scalable-mode PASID
+    /// entry with PGTT = 001 for RID_PASID `pasid` (Linux's DMA domains on units with ECAP.FLTS).
+    FirstLevel { root: u64, levels: u32, pasid: u32 },
+    /// Untranslated: the device reaches all of memory. In scalable mode a PASID entry with PGTT = 100, what
+    /// Linux writes for its identity (pass-through) domain (`intel_pasid_setup_pass_through`, DID 1).
     PassThrough,
     /// Present entry, but requests without PASID are blocked (RID_PASID entry absent).
     Blocked,
+}
+
+impl DeviceKind {
+    /// The RID_PASID to flush with PASID-based IOTLB invalidations when the entry goes, for a first-level
+    /// entry (plain IOTLB invalidations do not reach first-level translations).
+    pub fn first_level_pasid(&self) -> Option<u32> {
+        match self {
+            DeviceKind::FirstLevel { pasid, .. } => Some(*pasid),
+            _ => None,
+        }
+    }
+    /// Root and depth of the page table the device translates through, if any.
+    pub fn table(&self) -> Option<(u64, u32)> {
+        match *self {
+            DeviceKind::Translated { root, levels } | DeviceKind::FirstLevel { root, levels, .. } => {
+                Some((root, levels))
+            }
+            DeviceKind::PassThrough | DeviceKind::Blocked => None,
+        }
+    }
 }
 
 /// One present, valid device entry of the old tables.
@@ -161,7 +185,7 @@ pub fn scan(
                 let sid = SourceId::new(bus, 0, 0).0 | (first + i as u16);
                 let res = if rtaddr.smt() {
                     let hi = u128::from_le_bytes(ct[i * size + 16..i * size + 32].try_into().unwrap_or([0; 16]));
-                    scan_sm_entry(hw, env, cap, sid, raw, hi, &mut scan.pages_read)
+                    scan_sm_entry(hw, env, cap, ecap, sid, raw, hi, &mut scan.pages_read)
                 } else {
                     scan_legacy_entry(env, cap, ecap, sid, raw)
                 };
@@ -209,10 +233,17 @@ fn scan_legacy_entry(env: &BootEnv, cap: Cap, ecap: Ecap, sid: u16, raw: u128) -
 /// A scalable-mode entry: context → PASID directory → PASID-table entry for RID_PASID. The DID comes from
 /// that PASID entry. (Linux's copy reads "DID" from context bits 87:72, which in scalable mode overlap
 /// RID_PASID, so it never reserves the DIDs its PASID entries hold; we reserve the real one.)
+///
+/// PGTT decides what the device reaches (spec 9.6): 010 second level and 001 first level (only on a unit
+/// with the matching ECAP.SLTS / ECAP.FLTS, the table checked like any other), 100 pass-through (Linux's
+/// identity domain), 011 nested, which this driver cannot decode (the first-level table holds guest
+/// addresses translated again by the second level) and refuses by name.
+#[allow(clippy::too_many_arguments)]
 fn scan_sm_entry(
     hw: &mut impl PhysMem,
     env: &BootEnv,
     cap: Cap,
+    ecap: Ecap,
     sid: u16,
     raw: u128,
     hi: u128,
@@ -248,20 +279,44 @@ fn scan_sm_entry(
     }
     check_table(env, sid, "PASID table", de.table())?;
     let pe_at = de.table() + 64 * pasid_table_index(pasid) as u64;
-    let mut q = [0u64; 3];
-    for (i, w) in q.iter_mut().enumerate() {
+    let mut q = [0u64; 8];
+    for (i, w) in q.iter_mut().take(3).enumerate() {
         *w = hw.read_u64(pe_at + 8 * i as u64).map_err(|err| P::TableUnreadable { sid, what: "PASID table", err })?;
     }
     pages.push(pe_at & !0xfff);
+    let pe = PasidEntry(q);
     let q0 = PasidEntryQw0::from_bits(q[0]);
     if !q0.present() {
         return blocked;
     }
+    if q0.pgtt() == Pgtt::Nested {
+        return Err(P::NestedTranslation { sid, pasid, raw: q[0] });
+    }
     let did = q[1] as u16;
     check_did(cap, sid, did)?;
     let kind = match q0.pgtt() {
+        Pgtt::FirstLevel => {
+            let q2 = pe.qw2();
+            let levels = match pe.first_level_levels() {
+                Some(4) => 4,
+                Some(5) if cap.fl5lp() => 5,
+                _ => return Err(P::BadPasidEntry { sid, pasid, raw: q[0] }),
+            };
+            if !ecap.flts()
+                || q0.reserved() != 0
+                || q0.reserved_5() != 0
+                || q2.reserved() != 0
+                || (q2.sre() && !ecap.srs())
+                || (q2.eafe() && !ecap.eafs())
+            {
+                return Err(P::BadPasidEntry { sid, pasid, raw: q[0] });
+            }
+            let root = pe.first_level_table();
+            check_table(env, sid, "first-level page table", root)?;
+            DeviceKind::FirstLevel { root, levels, pasid }
+        }
         Pgtt::SecondLevel => {
-            if q0.reserved() != 0 || q0.reserved_5() != 0 {
+            if !ecap.slts() || q0.reserved() != 0 || q0.reserved_5() != 0 {
                 return Err(P::BadPasidEntry { sid, pasid, raw: q[0] });
             }
             if !cap.supports_agaw(q0.aw()) {
@@ -394,8 +449,9 @@ impl Vtd {
         // or pages lie in the crash kernel's region, or whose walk could not finish, is not copied: in our
         // tables its entry is not present, so its DMA faults.
         let mut budget = crate::walk::ADOPT_TABLE_BUDGET;
-        let mut walked: BTreeMap<(u64, u32), Option<crate::walk::Reach>> = BTreeMap::new();
-        let fmt = super::walk::SecondLevel(v.cap);
+        // Keyed by format too: the same page read as first- or second-level entries means different things.
+        let mut walked: BTreeMap<(u64, u32, bool), Option<crate::walk::Reach>> = BTreeMap::new();
+        let (second, first) = (super::VtdFormat::new(v.cap, false), super::VtdFormat::new(v.cap, true));
         // The IOTLB is tagged by DID: two devices on different tables under one DID would read each other's
         // translations. The first keeps it; a later one gets a fresh DID in its copied legacy entry, and in
         // scalable mode (the DID is in the old PASID entry, used in place) it is refused.
@@ -406,10 +462,12 @@ impl Vtd {
             }
             let (mut entry, mut did) = (d.entry, d.did);
             match d.kind {
-                DeviceKind::Translated { root, levels } => {
+                DeviceKind::Translated { root, levels } | DeviceKind::FirstLevel { root, levels, .. } => {
+                    let fl = matches!(d.kind, DeviceKind::FirstLevel { .. });
+                    let fmt = if fl { &first } else { &second };
                     let verdict = *walked
-                        .entry((root, levels))
-                        .or_insert_with(|| crate::walk::reach(hw, &fmt, env, root, levels, &mut budget));
+                        .entry((root, levels, fl))
+                        .or_insert_with(|| crate::walk::reach(hw, fmt, env, root, levels, &mut budget));
                     if let Some(r) = verdict {
                         let sid = d.sid;
                         report.problems.push(match r {
@@ -477,13 +535,30 @@ impl Vtd {
     /// the same next-level table, so containment costs `levels + 1` pages for all devices together.
     pub fn contain(&mut self, hw: &mut impl Platform, sid: u16) -> Result<(), VtdError> {
         // A refused device's IOVAs are unknown: its chain is as deep as the unit allows, so every IOVA it
-        // can send lands in the scratch region rather than faulting.
-        let widest = [5u32, 4, 3].into_iter().find(|&l| self.cap.supports_agaw(l as u8 - 2)).unwrap_or(self.levels);
-        let (old, levels) = match self.devices.get(&sid).copied() {
-            Some(DeviceState::Adopted { did, kind: DeviceKind::Translated { levels, .. } }) => (did, levels),
-            Some(DeviceState::Adopted { did, .. }) => (did, widest),
-            Some(DeviceState::Refused { did }) => (did, widest),
-            None if self.refused_buses.contains(&((sid >> 8) as u8)) => (0, widest),
+        // can send lands in the scratch region rather than faulting. The chain is in our own format: an
+        // adopted device's own depth is kept only where its format is ours (a first-level chain has 4 or 5
+        // levels, whatever the old second-level entry had).
+        let widest = if self.first_level {
+            if self.cap.fl5lp() {
+                5
+            } else {
+                4
+            }
+        } else {
+            [5u32, 4, 3].into_iter().find(|&l| self.cap.supports_agaw(l as u8 - 2)).unwrap_or(self.levels)
+        };
+        let (old, fl_pasid, levels) = match self.devices.get(&sid).copied() {
+            Some(DeviceState::Adopted { did, kind: DeviceKind::Translated { levels, .. } }) if !self.first_level => {
+                (did, None, levels)
+            }
+            Some(DeviceState::Adopted { did, kind: DeviceKind::FirstLevel { levels, pasid, .. } })
+                if self.first_level =>
+            {
+                (did, Some(pasid), levels)
+            }
+            Some(DeviceState::Adopted { did, kind }) => (did, kind.first_level_pasid(), widest),
+            Some(DeviceState::Refused { did }) => (did, None, widest),
+            None if self.refused_buses.contains(&((sid >> 8) as u8)) => (0, None, widest),
             _ => return Ok(()),
         };
         let mut s = match self.scratch {
@@ -500,7 +575,7 @@ impl Vtd {
         let top = match s.tops.get(levels as usize).copied().flatten() {
             Some(t) => t,
             None => {
-                let fmt = super::walk::SecondLevel(self.cap);
+                let fmt = self.format();
                 let t = crate::walk::build_scratch_chain(hw, &fmt, levels, s.page, &mut s.frames)?;
                 if let Some(slot) = s.tops.get_mut(levels as usize) {
                     *slot = Some(t);
@@ -509,7 +584,7 @@ impl Vtd {
             }
         };
         self.scratch = Some(s);
-        self.clear_context(hw, sid, old)?;
+        self.clear_context(hw, sid, old, fl_pasid)?;
         self.write_contained(hw, sid, top, levels, s.did)?;
         self.devices.insert(sid, DeviceState::Contained { did: s.did });
         Ok(())

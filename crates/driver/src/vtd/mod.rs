@@ -18,8 +18,8 @@ use alloc::vec::Vec;
 
 pub use error::{EntryProblem, Refusal, VtdError};
 pub use handover::{scan, DeviceKind, HandoverOutcome, HandoverReport, Scan, ScannedDevice};
-use iommu_spec::vtd::{Cap, Ecap, IotlbInv};
-pub use walk::{Leaf, Run, SecondLevel, Walk, WalkIssue, WalkLimits};
+use iommu_spec::vtd::{Cap, Ecap, IotlbInv, PasidIotlbInv};
+pub use walk::{FirstLevel, Leaf, Run, SecondLevel, VtdFormat, Walk, WalkIssue, WalkLimits};
 
 use crate::ids::IdAllocator;
 use crate::iova::IovaAllocator;
@@ -30,17 +30,25 @@ use qi::InvQueue;
 /// because CAP.CM hardware tags cached not-present entries with it. Paging domains start at 2.
 pub const FLPT_DEFAULT_DID: u16 = 1;
 pub const FIRST_PAGING_DID: u32 = 2;
+/// The RID_PASID our scalable-mode context entries name (Linux `IOMMU_NO_PASID`).
+pub(crate) const OUR_RID_PASID: u32 = 0;
 
 /// Choices a kernel makes for its own tables.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct VtdOptions {
-    /// Use scalable mode when ECAP.SMTS and ECAP.SLTS allow it (Linux does on capable units).
+    /// Use scalable mode when ECAP.SMTS and a translation ECAP offers (SLTS or FLTS) allow it (Linux does
+    /// on capable units).
     pub scalable: bool,
+    /// In scalable mode, give DMA domains first-level tables (PASID entries with PGTT = 001) when the unit
+    /// has ECAP.FLTS. Linux 6.x does so whenever FLTS is there (`first_level_by_default`); a unit with
+    /// FLTS but no SLTS gets first-level tables whatever this says, since it has nothing else.
+    pub first_level: bool,
 }
 
 impl Default for VtdOptions {
+    /// What Linux 6.x does: scalable mode where offered, first-level domains where ECAP.FLTS is.
     fn default() -> Self {
-        VtdOptions { scalable: true }
+        VtdOptions { scalable: true, first_level: true }
     }
 }
 
@@ -97,6 +105,8 @@ pub struct Vtd {
     pub cap: Cap,
     pub ecap: Ecap,
     scalable: bool,
+    /// Our domains use first-level tables (scalable mode, ECAP.FLTS).
+    first_level: bool,
     levels: u32,
     /// Translation is on and ours (false only under `reset-bypass`).
     translating: bool,
@@ -122,6 +132,33 @@ impl Vtd {
     }
     pub fn levels(&self) -> u32 {
         self.levels
+    }
+    /// Whether our domains use first-level tables.
+    pub fn first_level(&self) -> bool {
+        self.first_level
+    }
+    /// The page-table format of our domains.
+    pub fn format(&self) -> VtdFormat {
+        VtdFormat::new(self.cap, self.first_level)
+    }
+    /// Levels of our domains' tables: the AGAW's for second level; 4 for first level (Linux uses 5 only
+    /// on a 5-level-paging CPU with CAP.FL5LP).
+    pub fn domain_levels(&self) -> u32 {
+        if self.first_level {
+            4
+        } else {
+            self.levels
+        }
+    }
+    /// IOVA bits our domains translate: a first-level table translates a sign-extended space, of which
+    /// DMA uses the lower, canonical half.
+    fn iova_width(&self, levels: u32) -> u32 {
+        let w = iommu_spec::vtd::levels_width(levels);
+        if self.first_level {
+            w - 1
+        } else {
+            w
+        }
     }
     pub fn translating(&self) -> bool {
         self.translating
@@ -167,9 +204,10 @@ impl Vtd {
     pub fn create_domain(&mut self, hw: &mut impl Platform) -> Result<DomainId, VtdError> {
         let did = self.dids.alloc().ok_or(VtdError::OutOfDomainIds)? as u16;
         let root = self.alloc_frame(hw)?;
-        let limit = (1u64 << iommu_spec::vtd::levels_width(self.levels)).min(1 << 32);
+        let levels = self.domain_levels();
+        let limit = (1u64 << self.iova_width(levels)).min(1 << 32);
         let iova = IovaAllocator::with_holes(0x1000, limit, &self.iova_holes);
-        let dom = Domain { did, root, levels: self.levels, iova };
+        let dom = Domain { did, root, levels, iova };
         let id = DomainId(self.domains.len());
         self.domains.push(Some(dom));
         Ok(id)
@@ -212,7 +250,8 @@ impl Vtd {
     ) -> Result<(), VtdError> {
         let dom = self.domain_mut(d)?;
         let (root, levels) = (dom.root, dom.levels);
-        let width = iommu_spec::vtd::levels_width(levels);
+        let width = self.iova_width(levels);
+        let dom = self.domain_mut(d)?;
         if !iova.is_multiple_of(4096)
             || !pa.is_multiple_of(4096)
             || !size.is_multiple_of(4096)
@@ -222,7 +261,7 @@ impl Vtd {
             return Err(VtdError::BadRange { iova, size });
         }
         dom.iova.reserve(iova, iova + size);
-        let fmt = walk::SecondLevel(self.cap);
+        let fmt = self.format();
         for off in (0..size).step_by(4096) {
             crate::walk::map_page(
                 hw,
@@ -256,7 +295,7 @@ impl Vtd {
         let dom = self.domain_mut(d)?;
         let (root, levels, did) = (dom.root, dom.levels, dom.did);
         dom.iova.release(iova);
-        let fmt = walk::SecondLevel(self.cap);
+        let fmt = self.format();
         for off in (0..size).step_by(4096) {
             crate::walk::unmap_page(hw, &fmt, root, levels, iova + off)?;
         }
@@ -265,7 +304,9 @@ impl Vtd {
 
     /// IOTLB invalidation for `[iova, iova+size)` of `did` (Linux `iommu_flush_iotlb_psi`): one
     /// page-selective descriptor covering the range's aligned power-of-two block if CAP.PSI and CAP.MAMV
-    /// allow, else a domain-selective flush.
+    /// allow, else a domain-selective flush. First-level domains are flushed with PASID-based IOTLB
+    /// descriptors for their RID_PASID (Linux `qi_flush_piotlb`): a plain IOTLB invalidation does not
+    /// reach first-level translations (spec 6.5.2.3).
     fn flush_range(&mut self, hw: &mut impl Platform, did: u16, iova: u64, size: u64) -> Result<(), VtdError> {
         let pages = size.div_ceil(4096).max(1);
         let mut am = pages.next_power_of_two().trailing_zeros();
@@ -273,12 +314,15 @@ impl Vtd {
         while am < 52 && (iova >> 12 >> am) != ((iova + size - 1) >> 12 >> am) {
             am += 1;
         }
-        let desc = if self.cap.psi() && am <= self.cap.mamv() as u32 {
-            IotlbInv::pages(did, iova & !((4096u64 << am) - 1), am as u8)
-        } else {
-            IotlbInv::domain(did)
+        let base = iova & !((4096u64 << am) - 1);
+        let page_selective = self.cap.psi() && am <= self.cap.mamv() as u32;
+        let desc = match (self.first_level, page_selective) {
+            (false, true) => IotlbInv::pages(did, base, am as u8).into_bits(),
+            (false, false) => IotlbInv::domain(did).into_bits(),
+            (true, true) => PasidIotlbInv::pages(did, OUR_RID_PASID, base, am as u8, false).into_bits(),
+            (true, false) => PasidIotlbInv::of_pasid(did, OUR_RID_PASID).into_bits(),
         };
-        self.invalidate(hw, &[desc.into_bits()])
+        self.invalidate(hw, &[desc])
     }
 
     /// Attach `sid` to a domain or to pass-through. A device still on an adopted entry is torn down first
@@ -296,20 +340,28 @@ impl Vtd {
         }
         match self.devices.get(&sid).copied() {
             Some(DeviceState::Adopted { did, kind }) => {
-                if let (Attachment::Domain(d), DeviceKind::Translated { root, levels }) = (to, kind) {
-                    let w = walk::walk(hw, self.cap, root, levels, WalkLimits { max_tables: 4096, max_runs: 65536 });
+                let limits = WalkLimits { max_tables: 4096, max_runs: 65536 };
+                let old = match kind {
+                    DeviceKind::Translated { root, levels } => Some(walk::walk(hw, self.cap, root, levels, limits)),
+                    DeviceKind::FirstLevel { root, levels, .. } => {
+                        Some(walk::walk_first_level(hw, self.cap, root, levels, limits))
+                    }
+                    DeviceKind::PassThrough | DeviceKind::Blocked => None,
+                };
+                if let (Attachment::Domain(d), Some(w)) = (to, old) {
                     let dom = self.domain_mut(d)?;
                     for r in &w.runs {
                         dom.iova.reserve(r.iova, r.end());
                     }
                 }
-                self.clear_context(hw, sid, did)?;
+                self.clear_context(hw, sid, did, kind.first_level_pasid())?;
             }
             Some(DeviceState::Attached(_))
             | Some(DeviceState::Contained { .. })
             | Some(DeviceState::Refused { .. }) => {
                 let did = self.current_did(sid);
-                self.clear_context(hw, sid, did)?;
+                let fl = self.first_level.then_some(OUR_RID_PASID);
+                self.clear_context(hw, sid, did, fl)?;
             }
             None => {}
         }

@@ -6,10 +6,14 @@
 //! the flush keeps translating through the old entry, as on hardware. Faulting walks are not cached
 //! (the model behaves as CAP.CM = 0 even when configured otherwise, which CM permits).
 //!
-//! Second-level IOTLB entries are tagged with the domain ID alone, also in scalable mode: PGTT = 2
-//! translations of one DID share the DID's second-level table (spec 6.2.1), so a PASID-based IOTLB
-//! invalidation of that DID drops them too. That is a superset of what the spec requires of it, which
-//! hardware may always do.
+//! IOTLB entries are tagged with the domain ID alone, also in scalable mode: PGTT = 2 translations of one
+//! DID share the DID's second-level table (spec 6.2.1), so a PASID-based IOTLB invalidation of that DID
+//! drops them too, a superset of what the spec requires of it, which hardware may always do. First-level
+//! entries (PGTT = 1) are marked: in scalable mode an IOTLB invalidation that is not PASID-based (domain-
+//! or page-selective, descriptor type 2 or the IOTLB register) invalidates only second-level and
+//! pass-through mappings, so first-level ones survive it (spec 6.5.2.3, 6.5.2.4; Linux flushes first-level
+//! domains with `qi_flush_piotlb` for that reason). Only a global IOTLB invalidation or a PASID-based one
+//! removes them.
 
 use iommu_spec::vtd::level_size;
 
@@ -22,6 +26,8 @@ pub(super) enum Mode {
     PassThrough,
     /// Requests walk a second-level table.
     SecondLevel { root: u64, levels: u32 },
+    /// Requests walk a first-level (x86-64 format) table (PASID entry PGTT = 001).
+    FirstLevel { root: u64, levels: u32 },
 }
 
 /// A cached context entry, decoded.
@@ -50,6 +56,12 @@ pub(super) struct IotlbEntry {
     pub level: u32,
     pub r: bool,
     pub w: bool,
+    /// From a first-level walk (see the module comment on which invalidations remove it).
+    pub first_level: bool,
+    /// First level: the leaf's D flag was set when the entry was cached. A write through an entry without
+    /// it walks again so that D gets set (spec 3.6.2 / 9.7: D is set before the first write). Always true
+    /// for second-level entries, which have no D flag unless SSADE.
+    pub dirty: bool,
 }
 
 /// The three caches.
@@ -195,19 +207,39 @@ impl Caches {
         self.iotlb_len = 0;
     }
 
+    /// Every entry of `did`, first-level ones included (PASID-based invalidation).
     pub fn iotlb_domain(&mut self, did: u16) {
         if let Some(dom) = self.iotlb.remove(&did) {
             self.iotlb_len -= dom.len();
         }
     }
 
+    /// Domain-selective IOTLB invalidation that is not PASID-based: second-level entries of `did` only.
+    pub fn iotlb_domain_sl(&mut self, did: u16) {
+        let Some(dom) = self.iotlb.get_mut(&did) else {
+            return;
+        };
+        let before = dom.len();
+        dom.retain(|_, e| e.first_level);
+        self.iotlb_len -= before - dom.len();
+    }
+
     /// Page-selective (spec 6.5.2.3): every entry of `did` whose page overlaps the `2^am` pages at
     /// `addr` (aligned down to that size, as hardware ignores the low address bits). A mask too large
     /// to enumerate falls back to a scan of the domain.
     pub fn iotlb_pages(&mut self, did: u16, addr: u64, am: u8) {
+        self.iotlb_pages_where(did, addr, am, true)
+    }
+
+    /// Page-selective IOTLB invalidation that is not PASID-based: second-level entries only.
+    pub fn iotlb_pages_sl(&mut self, did: u16, addr: u64, am: u8) {
+        self.iotlb_pages_where(did, addr, am, false)
+    }
+
+    fn iotlb_pages_where(&mut self, did: u16, addr: u64, am: u8, first_level_too: bool) {
         if am > 51 {
             // The range covers the whole address space.
-            return self.iotlb_domain(did);
+            return if first_level_too { self.iotlb_domain(did) } else { self.iotlb_domain_sl(did) };
         }
         let Some(dom) = self.iotlb.get_mut(&did) else {
             return;
@@ -218,15 +250,17 @@ impl Caches {
         let before = dom.len();
         let targeted: u64 = (1..=3).map(|l| (last >> shift(l)) - (first >> shift(l)) + 1).sum();
         if targeted > dom.len() as u64 {
-            dom.retain(|(level, vpn), _| {
+            dom.retain(|(level, vpn), e| {
                 let lo = vpn << shift(*level);
                 let hi = lo | (level_size(*level) - 1);
-                hi < first || lo > last
+                hi < first || lo > last || (e.first_level && !first_level_too)
             });
         } else {
             for level in 1..=3 {
                 for vpn in (first >> shift(level))..=(last >> shift(level)) {
-                    dom.remove(&(level, vpn));
+                    if first_level_too || dom.get(&(level, vpn)).is_some_and(|e| !e.first_level) {
+                        dom.remove(&(level, vpn));
+                    }
                 }
             }
         }
@@ -239,7 +273,26 @@ mod tests {
     use super::*;
 
     fn e(phys: u64, level: u32) -> IotlbEntry {
-        IotlbEntry { phys, level, r: true, w: true }
+        IotlbEntry { phys, level, r: true, w: true, first_level: false, dirty: true }
+    }
+
+    #[test]
+    fn non_pasid_invalidations_keep_first_level_entries() {
+        let mut c = Caches::new(1 << 10);
+        let fl = IotlbEntry { first_level: true, ..e(0xa000, 1) };
+        c.iotlb_put(1, 0x1000, fl);
+        c.iotlb_put(1, 0x2000, e(0xb000, 1));
+        c.iotlb_pages_sl(1, 0, 2); // 0..0x4000: both pages
+        assert_eq!(c.iotlb_peek(1, 0x1000), Some(0xa000), "first-level entry survives a type-2 PSI");
+        assert_eq!(c.iotlb_peek(1, 0x2000), None);
+        c.iotlb_put(1, 0x2000, e(0xb000, 1));
+        c.iotlb_domain_sl(1);
+        assert_eq!((c.iotlb_peek(1, 0x1000), c.iotlb_peek(1, 0x2000)), (Some(0xa000), None));
+        c.iotlb_pages_sl(1, 0, 60);
+        assert_eq!(c.iotlb_peek(1, 0x1000), Some(0xa000));
+        c.iotlb_pages(1, 0x1000, 0);
+        assert_eq!(c.iotlb_peek(1, 0x1000), None, "a PASID-based PSI removes it");
+        assert_eq!(c.sizes().0, 0);
     }
 
     #[test]

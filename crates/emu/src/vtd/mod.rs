@@ -6,7 +6,10 @@
 //! cache and an IOTLB that only invalidations empty (`cache`), legacy and scalable-mode translation
 //! (`translate`) and primary fault recording (`fault`).
 //!
-//! What it does not: first-level and nested translation, requests with PASID, ATS/device-TLB contents,
+//! First-level translation (PGTT 001, ECAP.FLTS) is modelled for requests without PASID, with its A/D
+//! updates.
+//!
+//! What it does not: nested translation, requests with PASID, ATS/device-TLB contents,
 //! page requests, interrupt remapping itself (only IRTA latching, IRES and the IEC descriptor), advanced
 //! fault logging, protected memory regions, paging-structure caches, accessed/dirty bits.
 
@@ -73,6 +76,13 @@ impl Default for VtdConfig {
 }
 
 impl VtdConfig {
+    /// The default unit offering first-level translation only, as QEMU's `x-flts=on` does (ECAP.FLTS set,
+    /// SLTS clear; CAP.FL1GP for 1 GiB pages), so a kernel on it must build first-level tables.
+    pub fn first_level_only() -> Self {
+        let d = VtdConfig::default();
+        VtdConfig { cap: d.cap.with_fl1gp(true), ecap: d.ecap.with_slts(false).with_flts(true), ..d }
+    }
+
     /// The default unit without scalable mode (a VT-d 1.x/2.x-style part).
     pub fn legacy_only() -> Self {
         let d = VtdConfig::default();
@@ -86,6 +96,9 @@ impl VtdConfig {
         }
         if !(32..=52).contains(&self.haw) {
             return Err(ConfigError::Haw(self.haw));
+        }
+        if self.ecap.nest() {
+            return Err(ConfigError::Unmodelled("nested translation (ECAP.NEST)"));
         }
         let iotlb = off::iva(self.ecap.iro())..off::iva(self.ecap.iro()) + 16;
         let frcd = off::frcd(self.cap.fro(), 0)..off::frcd(self.cap.fro(), self.cap.fault_records());
@@ -110,6 +123,8 @@ pub enum ConfigError {
     MmioSize(usize),
     #[error("host address width {0} outside 32..=52")]
     Haw(u8),
+    #[error("{0} is not modelled; a unit claiming it would translate what the model cannot")]
+    Unmodelled(&'static str),
     #[error("{0} at {1:#x} overlap the architectural registers or leave the MMIO space")]
     Placement(&'static str, usize),
 }
@@ -127,8 +142,10 @@ pub struct VtdCounters {
     pub context_misses: u64,
     pub pasid_hits: u64,
     pub pasid_misses: u64,
-    /// Second-level page walks.
+    /// Page walks (second- and first-level).
     pub walks: u64,
+    /// First-level A/D flags the unit wrote back to a paging entry.
+    pub ad_updates: u64,
     /// Translations that faulted.
     pub faults: u64,
     /// Faults written to a fault recording register.

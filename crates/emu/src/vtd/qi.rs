@@ -132,16 +132,17 @@ impl VtdModel {
                 self.caches.iotlb_global();
                 granularity::GLOBAL
             }
+            // Not PASID-based: first-level translations survive (see `cache`).
             granularity::DOMAIN => {
-                self.caches.iotlb_domain(did);
+                self.caches.iotlb_domain_sl(did);
                 granularity::DOMAIN
             }
             granularity::DEVICE_OR_PAGE if !self.cfg.cap.psi() => {
-                self.caches.iotlb_domain(did);
+                self.caches.iotlb_domain_sl(did);
                 granularity::DOMAIN
             }
             granularity::DEVICE_OR_PAGE if am <= self.cfg.cap.mamv() => {
-                self.caches.iotlb_pages(did, addr, am);
+                self.caches.iotlb_pages_sl(did, addr, am);
                 granularity::DEVICE_OR_PAGE
             }
             _ => 0,
@@ -237,8 +238,8 @@ impl VtdModel {
             DescType::PasidIotlb if smts => {
                 check(d.lo, PIOTLB_FIELDS)?;
                 let p = PasidIotlbInv::from_bits(d.lo);
-                // Second-level entries are tagged by DID only (see `cache`): a PASID-selective
-                // request drops the domain's, a page-in-PASID request those pages of the domain.
+                // Entries are tagged by DID only (see `cache`): a PASID-selective request drops the
+                // domain's, first- and second-level, a page-in-PASID request those pages of the domain.
                 match p.g() {
                     2 => self.caches.iotlb_domain(p.did()),
                     3 if p.am() <= self.cfg.cap.mamv() => self.caches.iotlb_pages(p.did(), p.addr() << 12, p.am()),

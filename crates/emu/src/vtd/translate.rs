@@ -3,7 +3,9 @@
 //! Legacy mode (latched RTADDR.SMT = 0): root entry by bus (9.1), context entry by devfn (9.3), then
 //! pass-through or a second-level walk (9.8). Scalable mode (SMT = 1): root entry halves by devfn
 //! (9.2), 256-bit context entry (9.4), the PASID directory and table entry of the context's RID_PASID
-//! (9.5, 9.6), then pass-through (PGTT 4) or a second-level walk (PGTT 2).
+//! (9.5, 9.6), then pass-through (PGTT 4), a second-level walk (PGTT 2) or, on a unit with ECAP.FLTS, a
+//! first-level walk (PGTT 1: spec 3.6, 9.7). Nested translation (PGTT 3) is not modelled: the model never
+//! reports ECAP.NEST, and without it PGTT 3 is an invalid PASID entry (fault 0x5B), never a bypass.
 //!
 //! Fault reasons are the legacy codes in legacy mode and the scalable-mode codes in scalable mode (spec
 //! 7.1.3). Faults found before a context entry is read (root table, root entry) are always recorded;
@@ -14,7 +16,7 @@ use iommu_platform::PhysMem;
 use iommu_spec::mask64;
 use iommu_spec::vtd::{
     agaw_levels, from_qwords, level_index, level_size, levels_width, pasid_dir_index, pasid_table_index, ContextEntry,
-    FaultReason, PasidDirEntry, PasidEntry, Pgtt, RootEntry, ScalableContextEntry, ScalableRootEntry, SlPte,
+    FaultReason, FlPte, PasidDirEntry, PasidEntry, Pgtt, RootEntry, ScalableContextEntry, ScalableRootEntry, SlPte,
     TranslationType,
 };
 
@@ -50,28 +52,35 @@ fn pick(sm: bool, legacy: FaultReason, scalable: FaultReason) -> FaultReason {
 
 impl VtdModel {
     /// Translate one request while translation is enabled, reporting any fault.
-    pub(super) fn translate_dma(&mut self, mem: &PhysMemory, sid: u16, iova: u64, access: Access) -> Translation {
+    pub(super) fn translate_dma(&mut self, mem: &mut PhysMemory, sid: u16, iova: u64, access: Access) -> Translation {
         match self.resolve(mem, sid, iova, access) {
             Ok(phys) => Translation::Ok { phys },
             Err(f) => Translation::Fault(self.report_fault(sid, iova, f.reason, access, f.suppress)),
         }
     }
 
-    fn resolve(&mut self, mem: &PhysMemory, sid: u16, iova: u64, access: Access) -> Result<u64, Fault> {
+    fn resolve(&mut self, mem: &mut PhysMemory, sid: u16, iova: u64, access: Access) -> Result<u64, Fault> {
         let sm = self.root.smt();
         let (did, fpd, mode) = self.device_state(mem, sid)?;
-        let (root, levels) = match mode {
-            Mode::PassThrough => return Ok(iova),
-            Mode::SecondLevel { root, levels } => (root, levels),
-        };
-        let entry = match self.caches.iotlb_get(did, iova) {
+        if mode == Mode::PassThrough {
+            return Ok(iova);
+        }
+        // A cached first-level entry whose leaf was clean cannot serve a write: the walk that sets D
+        // must happen first.
+        let cached = self.caches.iotlb_get(did, iova).filter(|e| access != Access::Write || e.dirty);
+        let entry = match cached {
             Some(e) => {
                 self.counters.iotlb_hits += 1;
                 e
             }
             None => {
                 self.counters.iotlb_misses += 1;
-                let e = self.walk_second_level(mem, root, levels, iova, access, sm).map_err(|r| fault(r, fpd))?;
+                let e = match mode {
+                    Mode::SecondLevel { root, levels } => self.walk_second_level(mem, root, levels, iova, access, sm),
+                    Mode::FirstLevel { root, levels } => self.walk_first_level(mem, root, levels, iova, access),
+                    Mode::PassThrough => return Ok(iova),
+                }
+                .map_err(|r| fault(r, fpd))?;
                 self.caches.iotlb_put(did, iova, e);
                 e
             }
@@ -233,7 +242,7 @@ impl VtdModel {
             return Err(fault(FaultReason::SmPasidEntryNotPresent, fpd));
         }
         // Only the reserved fields the layout names are checked; the rest of qw1..qw7 carries
-        // first-level and memory-type fields this model ignores.
+        // memory-type fields this model ignores.
         if qw0.reserved_5() != 0 || qw0.reserved() != 0 {
             return Err(fault(FaultReason::SmPasidEntryReserved, fpd));
         }
@@ -250,7 +259,27 @@ impl VtdModel {
                 Mode::SecondLevel { root: pe.second_level_table(), levels: agaw_levels(qw0.aw()) }
             }
             Pgtt::PassThrough if ecap.pt() => Mode::PassThrough,
-            // First-level and nested translation are not modelled (ECAP.FLTS = NEST = 0).
+            // First level only on a unit that has it (spec 9.6: PGTT 001 with ECAP.FLTS clear is an
+            // invalid entry). FLPM 01 needs CAP.FL5LP, 1x is reserved; SRE needs ECAP.SRS and EAFE
+            // ECAP.EAFS, else those bits are reserved; FLPTR must lie below HAW.
+            Pgtt::FirstLevel if ecap.flts() => {
+                let qw2 = pe.qw2();
+                let levels = match pe.first_level_levels() {
+                    Some(5) if !self.cfg.cap.fl5lp() => return Err(invalid),
+                    Some(l) => l,
+                    None => return Err(fault(FaultReason::SmPasidEntryReserved, fpd)),
+                };
+                if qw2.reserved() != 0
+                    || (qw2.sre() && !ecap.srs())
+                    || (qw2.eafe() && !ecap.eafs())
+                    || self.beyond_haw(pe.first_level_table())
+                {
+                    return Err(fault(FaultReason::SmPasidEntryReserved, fpd));
+                }
+                Mode::FirstLevel { root: pe.first_level_table(), levels }
+            }
+            // Nested translation is not modelled and never offered (the model refuses a configuration
+            // with ECAP.NEST): PGTT 011 is an invalid entry here, as are the reserved encodings.
             _ => return Err(invalid),
         };
         Ok(PasidEntryState { did: pe.did(), fpd, mode })
@@ -294,12 +323,81 @@ impl VtdModel {
             w &= pte.w();
             if level == 1 || pte.ps() {
                 let size = level_size(level);
-                return Ok(IotlbEntry { phys: pte.phys() & !(size - 1), level, r, w });
+                return Ok(IotlbEntry { phys: pte.phys() & !(size - 1), level, r, w, first_level: false, dirty: true });
             }
             table = pte.phys();
         }
         // Only reachable with zero levels, which no supported AGAW gives.
         Err(pick(sm, FaultReason::NextLevelInvalid, FaultReason::SmSlAccess))
+    }
+
+    /// Walk a first-level (x86-64 format) table of `levels` levels for `iova`, a request without PASID and
+    /// so a user-mode, non-execute request (spec 3.6; QEMU `vtd_iova_to_flpte`):
+    /// - the input address must be canonical for the paging mode (48 or 57 bits, sign-extended);
+    /// - every entry must be present (P), have U/S set (a user request) and, for a write, R/W set;
+    ///   reads need nothing more, XD does not apply to non-execute requests;
+    /// - reserved bits fault: address bits at or above HAW, PS at level 4 or 5, PS at level 3 without
+    ///   CAP.FL1GP, address bits below a large page's size;
+    /// - the unit sets A in every entry it uses and, for a write, D in the leaf (spec 3.6.2), writing
+    ///   them back to memory; a failed update is fault 0x91.
+    fn walk_first_level(
+        &mut self,
+        mem: &mut PhysMemory,
+        root: u64,
+        levels: u32,
+        iova: u64,
+        access: Access,
+    ) -> Result<IotlbEntry, FaultReason> {
+        self.counters.walks += 1;
+        let width = levels_width(levels);
+        let upper = iova >> (width - 1);
+        if upper != 0 && upper != (u64::MAX >> (width - 1)) {
+            return Err(FaultReason::SmFlNonCanonical);
+        }
+        let mut w = true;
+        let mut table = root;
+        for level in (1..=levels).rev() {
+            let pa = table.wrapping_add(level_index(iova, level) as u64 * 8);
+            let unreadable = if level == levels { FaultReason::SmFlPointer } else { FaultReason::SmFlAccess };
+            let raw = mem.read_u64(pa).map_err(|_| unreadable)?;
+            let pte = FlPte::from_bits(raw);
+            if !pte.p() {
+                return Err(FaultReason::SmFlNotPresent);
+            }
+            let leaf = pte.is_leaf(level);
+            let no_1g = level == 3 && pte.ps() && !self.cfg.cap.fl1gp();
+            if pte.reserved_bits(level, self.cfg.haw as u32) != 0 || no_1g {
+                return Err(FaultReason::SmFlReserved);
+            }
+            if !pte.us() {
+                return Err(FaultReason::SmFlPrivilege);
+            }
+            w &= pte.rw();
+            if access == Access::Write && !pte.rw() {
+                return Err(FaultReason::SmNoWrite);
+            }
+            let mut updated = pte.with_a(true);
+            if leaf && access == Access::Write {
+                updated = updated.with_d(true);
+            }
+            if updated != pte {
+                mem.write_u64(pa, updated.into_bits()).map_err(|_| FaultReason::SmFlFlagUpdate)?;
+                self.counters.ad_updates += 1;
+            }
+            if leaf {
+                return Ok(IotlbEntry {
+                    phys: pte.leaf_phys(level),
+                    level,
+                    r: true,
+                    w,
+                    first_level: true,
+                    dirty: updated.d(),
+                });
+            }
+            table = pte.phys();
+        }
+        // Only reachable with zero levels, which no FLPM encoding gives.
+        Err(FaultReason::SmFlAccess)
     }
 
     /// Reserved bits of a second-level entry at `level` (spec 9.8; QEMU `vtd_slpte_nonzero_rsvd`):

@@ -73,6 +73,14 @@ pub enum FaultReason {
     SmPasidEntryNotPresent = 0x59,
     SmPasidEntryReserved = 0x5a,
     SmPasidEntryInvalid = 0x5b,
+    /// First-level paging entry could not be accessed (QEMU `VTD_FR_FS_PAGING_ENTRY_INV`).
+    SmFlAccess = 0x70,
+    /// First-level paging entry with P clear.
+    SmFlNotPresent = 0x71,
+    /// First-level paging entry with a reserved bit set.
+    SmFlReserved = 0x72,
+    /// FLPTPTR of the PASID entry does not point at readable memory.
+    SmFlPointer = 0x73,
     SmSlAccess = 0x78,
     SmSlPermission = 0x79,
     SmSlReserved = 0x7a,
@@ -81,6 +89,13 @@ pub enum FaultReason {
     SmSlAddressBeyond = 0x84,
     SmNoWrite = 0x85,
     SmNoRead = 0x86,
+    /// First-level input address not canonical for the paging mode (4-level: bits 63:48 must copy
+    /// bit 47; 5-level: bits 63:57 copy bit 56).
+    SmFlNonCanonical = 0x80,
+    /// First-level privilege check failed: a user request met an entry with U/S clear.
+    SmFlPrivilege = 0x81,
+    /// The atomic update of a first-level A or D flag failed.
+    SmFlFlagUpdate = 0x91,
 }
 
 crate::open_enum_bits!(FaultReason, u8, 8);

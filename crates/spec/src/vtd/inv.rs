@@ -163,6 +163,24 @@ impl WaitInv {
     }
 }
 
+/// Granularity of PASID-cache invalidate descriptors (G, bits 5:4).
+pub mod pasid_cache_granularity {
+    /// Every PASID entry cached with this DID.
+    pub const DOMAIN: u8 = 0;
+    /// The entry of one PASID with this DID.
+    pub const PASID: u8 = 1;
+    /// Every PASID entry.
+    pub const GLOBAL: u8 = 3;
+}
+
+/// Granularity of PASID-based IOTLB invalidate descriptors (G, bits 5:4; 0 and 1 are reserved).
+pub mod pasid_iotlb_granularity {
+    /// Every translation of one PASID with this DID (and the paging-structure caches of both).
+    pub const PASID: u8 = 2;
+    /// `2^AM` pages of one PASID with this DID.
+    pub const PAGES: u8 = 3;
+}
+
 /// PASID-cache invalidate descriptor (6.5.2.4).
 #[bitfield(u128)]
 #[derive(PartialEq, Eq)]
@@ -203,6 +221,47 @@ pub struct PasidIotlbInv {
     __: u8,
     #[bits(52)]
     pub addr: u64,
+}
+
+impl PasidCacheInv {
+    /// Every cached PASID entry (Linux `qi_flush_pasid_cache(iommu, 0, QI_PC_GLOBAL, 0)`).
+    pub const fn global() -> Self {
+        PasidCacheInv::new().with_ty(DescType::PasidCache).with_g(pasid_cache_granularity::GLOBAL)
+    }
+    /// Every PASID entry cached with `did`.
+    pub const fn domain(did: u16) -> Self {
+        PasidCacheInv::new().with_ty(DescType::PasidCache).with_g(pasid_cache_granularity::DOMAIN).with_did(did)
+    }
+    /// The entry of `pasid` cached with `did` (Linux `pasid_cache_invalidation_with_pasid`).
+    pub const fn of_pasid(did: u16, pasid: u32) -> Self {
+        PasidCacheInv::new()
+            .with_ty(DescType::PasidCache)
+            .with_g(pasid_cache_granularity::PASID)
+            .with_did(did)
+            .with_pasid(pasid)
+    }
+}
+
+impl PasidIotlbInv {
+    /// Every translation of `pasid` in `did` (Linux `qi_flush_piotlb` with `npages == -1`).
+    pub const fn of_pasid(did: u16, pasid: u32) -> Self {
+        PasidIotlbInv::new()
+            .with_ty(DescType::PasidIotlb)
+            .with_g(pasid_iotlb_granularity::PASID)
+            .with_did(did)
+            .with_pasid(pasid)
+    }
+    /// `2^am` pages from `addr` (aligned to that size) of `pasid` in `did`.
+    pub const fn pages(did: u16, pasid: u32, addr: u64, am: u8, ih: bool) -> Self {
+        PasidIotlbInv::new()
+            .with_ty(DescType::PasidIotlb)
+            .with_g(pasid_iotlb_granularity::PAGES)
+            .with_did(did)
+            .with_pasid(pasid)
+            .with_am(am)
+            .with_ih(ih)
+            .with_addr(addr >> 12)
+    }
 }
 
 impl ContextCacheInv {
@@ -268,6 +327,36 @@ mod tests {
         assert_eq!(q[0], 5 | 1 << 4 | 1 << 5 | 1 << 6 | 2 << 32);
         assert_eq!(q[1], 0xfee0_1004);
         assert_eq!(WaitInv::from_bits(w.into_bits()).status_addr(), 0xfee0_1004);
+    }
+
+    #[test]
+    fn pasid_descriptors_at_spec_bits() {
+        // PASID-based IOTLB (type 6): G bits 5:4, DID 31:16, PASID 51:32; qw1 AM 5:0, IH 6, ADDR 63:12.
+        let p = PasidIotlbInv::pages(0x1234, 0xabcde, 0x7654_3000, 3, true);
+        assert_eq!(
+            super::super::to_qwords(p.into_bits()),
+            [6 | 3 << 4 | 0x1234 << 16 | 0xabcde << 32, 0x7654_3000 | 1 << 6 | 3]
+        );
+        assert_eq!(PasidIotlbInv::of_pasid(7, 0).into_bits(), 6 | 2 << 4 | 7 << 16);
+        // PASID cache (type 7): G 0 domain, 1 PASID, 3 global.
+        assert_eq!(PasidCacheInv::of_pasid(9, 5).into_bits(), 7 | 1 << 4 | 9 << 16 | 5 << 32);
+        assert_eq!(PasidCacheInv::domain(9).into_bits(), 7 | 9 << 16);
+        assert_eq!(PasidCacheInv::global().into_bits(), 7 | 3 << 4);
+    }
+
+    #[test]
+    fn pasid_descriptors_round_trip() {
+        let p = PasidIotlbInv::pages(0xfffe, 0xf_ffff, 0xffff_ffff_f000, 0x3f, true);
+        let d = PasidIotlbInv::from_bits(p.into_bits());
+        assert_eq!(
+            (d.ty(), d.g(), d.did(), d.pasid(), d.am(), d.ih(), d.addr() << 12),
+            (DescType::PasidIotlb, 3, 0xfffe, 0xf_ffff, 0x3f, true, 0xffff_ffff_f000)
+        );
+        let rebuilt = PasidIotlbInv::pages(d.did(), d.pasid(), d.addr() << 12, d.am(), d.ih());
+        assert_eq!(rebuilt, p);
+        let c = PasidCacheInv::from_bits(PasidCacheInv::of_pasid(3, 0x8_0001).into_bits());
+        assert_eq!((c.ty(), c.g(), c.did(), c.pasid()), (DescType::PasidCache, 1, 3, 0x8_0001));
+        assert_eq!(desc_type(super::super::to_qwords(p.into_bits())[0]), DescType::PasidIotlb);
     }
 
     #[test]
