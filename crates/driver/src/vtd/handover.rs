@@ -1,7 +1,7 @@
 //! Crash-kernel boot: probe the unit the crashed kernel left translating, and reset it or adopt its tables
 //! under a [`Policy`].
 //!
-//! Adoption follows Linux (`copy_translation_tables`, since 4.2) with the validation seed 004 asks for:
+//! Adoption follows Linux (`copy_translation_tables`, since 4.2) with the validation the 2014 series asks for:
 //! the old root and context tables are *copied* into frames the crash kernel owns, while the old page
 //! tables and PASID tables are used in place. Copying rather than using the old context tables in place
 //! is deliberate: the crash kernel later rewrites entries (deferred attach, containment), and writing into

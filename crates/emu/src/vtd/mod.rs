@@ -1,5 +1,5 @@
 //! An Intel VT-d DMA-remapping unit, modelled after the spec (rev. 4.x; sections cited per rule), the
-//! fact sheet `shared/spec/vtd.md`, and where the spec leaves room, QEMU's `hw/i386/intel_iommu.c`.
+//! Linux's `drivers/iommu/intel/`, and where the spec leaves room, QEMU's `hw/i386/intel_iommu.c`.
 //!
 //! What the model does: the register file with its masks (`regs`), GCMD/GSTS with latched root and
 //! interrupt-table pointers, register-based and queued invalidation (`qi`), a context cache, a PASID
@@ -286,7 +286,7 @@ impl VtdModel {
         self.regs.set32(off::GSTS, g.into_bits());
     }
 
-    /// GCMD write (spec 10.4.4, fact sheet §1.3): software writes the full state. Persistent enables act
+    /// GCMD write (spec 10.4.4; Linux's gcmd shadow): software writes the full state. Persistent enables act
     /// when they differ from GSTS; one-shot commands act whenever written as 1 (SRTP re-latches even
     /// with RTPS already 1), like QEMU's `vtd_handle_gcmd_write`.
     fn write_gcmd(&mut self, mem: &mut PhysMemory, cmd: Gcmd) {
