@@ -43,15 +43,16 @@ impl fmt::Display for DeviceId {
     }
 }
 
-/// A handle to one of a driver's DMA domains (an index into its domain table, not a hardware tag).
+/// A handle to one of a driver's DMA domains (an index into its domain table, not a hardware tag: that is
+/// the domain's VT-d DID, AMD-Vi domain ID or SMMUv3 ASID).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct DomainHandle(pub usize);
+pub struct DomainId(pub usize);
 
 /// What a device is attached to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Target {
+pub enum Attachment {
     /// A DMA domain: translated through its page table.
-    Domain(DomainHandle),
+    Domain(DomainId),
     /// Identity: DMA reaches the physical address it names (VT-d pass-through, AMD-Vi `Mode` 0 with
     /// translation valid, SMMUv3 STE bypass). Linux's identity domain.
     Identity,
@@ -279,27 +280,20 @@ pub trait IommuDriver {
     fn device_found(&mut self, hw: &mut dyn Platform, env: &BootEnv, id: DeviceId) -> Result<Found, EntryRefusal>;
 
     /// A new, empty DMA domain.
-    fn create_domain(&mut self, hw: &mut dyn Platform) -> Result<DomainHandle, DriverError>;
+    fn create_domain(&mut self, hw: &mut dyn Platform) -> Result<DomainId, DriverError>;
 
     /// Attach `id` to a domain or to identity. A device still on an adopted entry is torn down first (the
     /// crash kernel's deferred attach), its old IOVAs kept out of the new domain.
-    fn attach(&mut self, hw: &mut dyn Platform, id: DeviceId, to: Target) -> Result<(), DriverError>;
+    fn attach(&mut self, hw: &mut dyn Platform, id: DeviceId, to: Attachment) -> Result<(), DriverError>;
 
     /// Point every old IOVA of an adopted device at the scratch region (`adopt-scratch`).
     fn contain(&mut self, hw: &mut dyn Platform, id: DeviceId) -> Result<(), DriverError>;
 
     /// Map `size` bytes at `pa` into domain `d` at a fresh IOVA (the DMA API's `dma_map_*`); the IOVA.
-    fn map(
-        &mut self,
-        hw: &mut dyn Platform,
-        d: DomainHandle,
-        pa: u64,
-        size: u64,
-        perm: Perm,
-    ) -> Result<u64, DriverError>;
+    fn map(&mut self, hw: &mut dyn Platform, d: DomainId, pa: u64, size: u64, perm: Perm) -> Result<u64, DriverError>;
 
     /// Unmap and invalidate at once (strict mode).
-    fn unmap(&mut self, hw: &mut dyn Platform, d: DomainHandle, iova: u64, size: u64) -> Result<(), DriverError>;
+    fn unmap(&mut self, hw: &mut dyn Platform, d: DomainId, iova: u64, size: u64) -> Result<(), DriverError>;
 
     /// The scratch region containment points at, once built.
     fn scratch_region(&self) -> Option<Range<u64>>;
@@ -365,10 +359,9 @@ fn amd_options(opts: BootOptions) -> amdvi::AmdOptions {
     amdvi::AmdOptions { dev_table_entries: opts.dev_table_entries }
 }
 
-/// The contract methods every driver implements the same way, by calling its own inherent method of the same
-/// name with its own domain-handle type (`$dom`, a `DomainId(usize)`).
+/// The contract methods every driver implements the same way: its own inherent method of the same name.
 macro_rules! delegate_common {
-    ($ty:ident, $dom:path) => {
+    ($ty:ident) => {
         fn translating(&self) -> bool {
             $ty::translating(self)
         }
@@ -378,29 +371,27 @@ macro_rules! delegate_common {
         fn create_domain(
             &mut self,
             mut hw: &mut dyn crate::Platform,
-        ) -> Result<crate::contract::DomainHandle, crate::contract::DriverError> {
-            Ok(crate::contract::DomainHandle($ty::create_domain(self, &mut hw)?.0))
+        ) -> Result<crate::contract::DomainId, crate::contract::DriverError> {
+            Ok($ty::create_domain(self, &mut hw)?)
         }
         fn map(
             &mut self,
             mut hw: &mut dyn crate::Platform,
-            d: crate::contract::DomainHandle,
+            d: crate::contract::DomainId,
             pa: u64,
             size: u64,
             perm: crate::contract::Perm,
         ) -> Result<u64, crate::contract::DriverError> {
-            use $dom as Dom;
-            Ok($ty::map(self, &mut hw, Dom(d.0), pa, size, perm.read, perm.write)?)
+            Ok($ty::map(self, &mut hw, d, pa, size, perm.read, perm.write)?)
         }
         fn unmap(
             &mut self,
             mut hw: &mut dyn crate::Platform,
-            d: crate::contract::DomainHandle,
+            d: crate::contract::DomainId,
             iova: u64,
             size: u64,
         ) -> Result<(), crate::contract::DriverError> {
-            use $dom as Dom;
-            Ok($ty::unmap(self, &mut hw, Dom(d.0), iova, size)?)
+            Ok($ty::unmap(self, &mut hw, d, iova, size)?)
         }
         fn scratch_region(&self) -> Option<core::ops::Range<u64>> {
             $ty::scratch_region(self)

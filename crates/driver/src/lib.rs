@@ -15,8 +15,8 @@ pub mod vtd;
 pub mod walk;
 
 pub use contract::{
-    boot, boot_crash, BootOptions, CrashOutcome, CrashReport, DeviceId, DomainHandle, DriverError, EntryRefusal, Found,
-    IommuDriver, IommuKind, Perm, Target, UnitRefusal,
+    boot, boot_crash, Attachment, BootOptions, CrashOutcome, CrashReport, DeviceId, DomainId, DriverError,
+    EntryRefusal, Found, IommuDriver, IommuKind, Perm, UnitRefusal,
 };
 /// The platform seams, re-exported so driver users need one dependency.
 pub use iommu_platform as platform;

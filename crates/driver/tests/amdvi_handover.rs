@@ -110,7 +110,7 @@ fn primary(rig: &mut Rig) -> (Vec<(u16, u64, u64)>, Vec<u16>) {
     // SNP hosts cannot use pass-through (Linux's `iommu_snp_enable` requires translation; the unit treats
     // TV=1 with Mode 0 as an illegal entry under SNP).
     if rig.snp == Snp::Off {
-        v.attach(&mut rig.primary(), BULK, Attachment::PassThrough).unwrap();
+        v.attach(&mut rig.primary(), BULK, Attachment::Identity).unwrap();
         dma.push((BULK, 0x3000_0000, 0x3000_0000));
     }
     for &(devid, iova, pa) in &dma {

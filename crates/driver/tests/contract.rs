@@ -4,8 +4,8 @@
 //! sends every old IOVA of a contained device to the scratch region.
 
 use iommu_driver::{
-    boot, boot_crash, BootEnv, BootOptions, CrashOutcome, DeviceId, DriverError, Found, IommuDriver, IommuKind, Perm,
-    Policy, Target,
+    boot, boot_crash, Attachment, BootEnv, BootOptions, CrashOutcome, DeviceId, DriverError, Found, IommuDriver,
+    IommuKind, Perm, Policy,
 };
 use iommu_emu::{model, Access, EmuPlatform, FrameRegion, Iommu, IommuModel, PhysMemory, Translation};
 
@@ -64,7 +64,7 @@ fn primary(rig: &mut Rig, kind: IommuKind) -> Vec<(DeviceId, u64, u64)> {
     let mut live = Vec::new();
     for (i, id) in [NIC, DISK].into_iter().enumerate() {
         let d = drv.create_domain(&mut rig.primary()).unwrap();
-        drv.attach(&mut rig.primary(), id, Target::Domain(d)).unwrap();
+        drv.attach(&mut rig.primary(), id, Attachment::Domain(d)).unwrap();
         for k in 0..4u64 {
             let pa = 0x2000_0000 + (i as u64 * 16 + k) * 0x1000;
             live.push((id, drv.map(&mut rig.primary(), d, pa, 0x1000, Perm::RW).unwrap(), pa));
@@ -104,7 +104,7 @@ fn adopt_keeps_old_dma_live_until_the_deferred_attach_on_every_iommu() {
         }
         // The disk's new driver: reset (not modelled here), fresh domain, its own buffer.
         let d = drv.create_domain(&mut rig.crash()).unwrap();
-        drv.attach(&mut rig.crash(), DISK, Target::Domain(d)).unwrap();
+        drv.attach(&mut rig.crash(), DISK, Attachment::Domain(d)).unwrap();
         let own = CRASH.start + 128 * MIB;
         let iova = drv.map(&mut rig.crash(), d, own, 0x1000, Perm::RW).unwrap();
         assert_eq!(rig.dma(DISK, iova), Some(own), "{kind}: the new mapping");
@@ -157,7 +157,7 @@ fn a_stream_id_wider_than_a_requester_id_is_a_typed_error_on_pci_only_iommus() {
         let mut drv = boot(kind, &mut rig.primary(), &env, BootOptions::default()).unwrap();
         let wide = DeviceId(0x1_0010);
         assert_eq!(
-            drv.attach(&mut rig.primary(), wide, Target::Identity),
+            drv.attach(&mut rig.primary(), wide, Attachment::Identity),
             Err(DriverError::BadDeviceId { kind, id: wide }),
             "{kind}"
         );

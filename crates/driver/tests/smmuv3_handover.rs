@@ -72,7 +72,7 @@ fn primary(rig: &mut Rig) -> (Vec<(u32, u64, u64)>, Vec<u16>) {
             dma.push((sid, v.map(&mut rig.primary(), d, pa, 0x1000, true, true).unwrap(), pa));
         }
     }
-    v.attach(&mut rig.primary(), BULK, Attachment::Bypass).unwrap();
+    v.attach(&mut rig.primary(), BULK, Attachment::Identity).unwrap();
     dma.push((BULK, 0x3000_0000, 0x3000_0000));
     for &(sid, iova, pa) in &dma {
         assert_eq!(rig.dma(sid, iova, Access::Write), Ok(pa), "primary DMA of {sid:#x}");

@@ -55,7 +55,7 @@ fn pass_through_reaches_physical_addresses() {
     for opts in [legacy(), VtdOptions { scalable: true, first_level: false }] {
         let mut rig = Rig::new();
         let mut v = Vtd::init(&mut rig.primary(), opts).unwrap();
-        v.attach(&mut rig.primary(), 0x0020, Attachment::PassThrough).unwrap();
+        v.attach(&mut rig.primary(), 0x0020, Attachment::Identity).unwrap();
         assert_eq!(rig.dma(0x0020, 0x1234_5678, Access::Write), Ok(0x1234_5678));
     }
 }

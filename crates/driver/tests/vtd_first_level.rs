@@ -52,7 +52,7 @@ fn primary(rig: &mut Rig) -> Old {
             old.dma.push((sid, iova, pa));
         }
     }
-    v.attach(&mut rig.primary(), BULK, Attachment::PassThrough).unwrap();
+    v.attach(&mut rig.primary(), BULK, Attachment::Identity).unwrap();
     for &(sid, iova, pa) in &old.dma {
         assert_eq!(rig.dma(sid, iova, Access::Read), Ok(pa), "primary kernel DMA");
     }

@@ -40,7 +40,7 @@ fn primary(rig: &mut Rig, scalable: bool) -> Old {
             old.dma.push((sid, iova, pa));
         }
     }
-    v.attach(&mut rig.primary(), BULK, Attachment::PassThrough).unwrap();
+    v.attach(&mut rig.primary(), BULK, Attachment::Identity).unwrap();
     old.dma.push((BULK, 0x3000_0000, 0x3000_0000));
     for &(sid, iova, pa) in &old.dma {
         assert_eq!(rig.dma(sid, iova, Access::Write), Ok(pa), "primary kernel DMA");

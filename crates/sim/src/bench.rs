@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use crate::scenario::{run, Knobs, Scenario};
 use crate::unit::{IommuKind, Unit};
-use iommu_driver::{BootOptions, DeviceId, Perm, Target};
+use iommu_driver::{BootOptions, DeviceId, Perm};
 
 const GIB: u64 = 1 << 30;
 const MIB: u64 = 1 << 20;
@@ -305,7 +305,7 @@ pub fn translate(kind: IommuKind, ops: u64) -> TranslateFigure {
         let penv = BootEnv { crash_kernel: false, ..env() };
         if let Ok(mut d) = iommu_driver::boot(kind, &mut hw, &penv, BootOptions::default()) {
             if let Ok(dom) = d.create_domain(&mut hw) {
-                let _ = d.attach(&mut hw, DeviceId(rid), Target::Domain(dom));
+                let _ = d.attach(&mut hw, DeviceId(rid), Attachment::Domain(dom));
                 for p in 0..4096u64 {
                     if let Ok(iova) = d.map(&mut hw, dom, 4 * GIB + p * 4096, 4096, Perm::RW) {
                         base = iova;

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use iommu_driver::{DeviceId, DomainHandle, Perm, PhysMem, Target};
+use iommu_driver::{Attachment, DeviceId, DomainId, Perm, PhysMem};
 use iommu_emu::devices::nic::{RxDesc, RX_DESC_SIZE};
 use iommu_emu::devices::nvme::{CqEntry, SqEntry, CQE_SIZE, SQE_SIZE};
 use iommu_emu::devices::BulkDesc;
@@ -44,7 +44,7 @@ pub struct Os<'a> {
 }
 
 impl Os<'_> {
-    fn map_new_page(&mut self, dom: DomainHandle) -> Result<Mapped, KernelError> {
+    fn map_new_page(&mut self, dom: DomainId) -> Result<Mapped, KernelError> {
         let pa = self.m.buffer_page(self.k).ok_or(KernelError::NoPages)?;
         self.device_pages.insert(pa);
         if self.k == Kernel::Crash {
@@ -54,13 +54,13 @@ impl Os<'_> {
         Ok(Mapped { pa, iova })
     }
 
-    fn unmap(&mut self, dom: DomainHandle, m: Mapped) -> Result<(), KernelError> {
+    fn unmap(&mut self, dom: DomainId, m: Mapped) -> Result<(), KernelError> {
         Ok(self.drv.unmap(&mut self.m.platform(self.k), dom, m.iova, 4096)?)
     }
 
-    fn domain_for(&mut self, rid: u16) -> Result<DomainHandle, KernelError> {
+    fn domain_for(&mut self, rid: u16) -> Result<DomainId, KernelError> {
         let dom = self.drv.create_domain(&mut self.m.platform(self.k))?;
-        self.drv.attach(&mut self.m.platform(self.k), DeviceId::from(rid), Target::Domain(dom))?;
+        self.drv.attach(&mut self.m.platform(self.k), DeviceId::from(rid), Attachment::Domain(dom))?;
         Ok(dom)
     }
 }
@@ -70,7 +70,7 @@ pub const NIC_RING: u32 = 64;
 
 /// The e1000e-like receive path: a ring of descriptors, each posting one mapped buffer.
 pub struct NicDriver {
-    dom: DomainHandle,
+    dom: DomainId,
     ring: Mapped,
     bufs: Vec<Option<Mapped>>,
     next_clean: u32,
@@ -133,7 +133,7 @@ pub const DISK_QUEUE: u32 = 64;
 
 /// The nvme-like driver: one queue pair, one 4 KiB block per command, data in mapped pages.
 pub struct DiskDriver {
-    dom: DomainHandle,
+    dom: DomainId,
     sq: Mapped,
     cq: Mapped,
     sq_tail: u32,
@@ -162,7 +162,7 @@ impl DiskDriver {
 
     /// The probe's first half: a domain for the disk and its queue pages mapped (the DMA API calls a driver
     /// makes before it programs the device).
-    pub fn map_queues(os: &mut Os) -> Result<(DomainHandle, Mapped, Mapped), KernelError> {
+    pub fn map_queues(os: &mut Os) -> Result<(DomainId, Mapped, Mapped), KernelError> {
         let dom = os.domain_for(DISK_RID)?;
         let sq = os.map_new_page(dom)?;
         let cq = os.map_new_page(dom)?;
@@ -170,7 +170,7 @@ impl DiskDriver {
     }
 
     /// The probe's second half: program the device's queues.
-    pub fn start(os: &mut Os, (dom, sq, cq): (DomainHandle, Mapped, Mapped)) -> Result<Self, KernelError> {
+    pub fn start(os: &mut Os, (dom, sq, cq): (DomainId, Mapped, Mapped)) -> Result<Self, KernelError> {
         let blk = os.m.device(DISK_RID).and_then(|x| x.as_blk_mut()).ok_or(KernelError::NoDevice(DISK_RID))?;
         blk.set_queues(sq.iova, cq.iova, DISK_QUEUE);
         Ok(DiskDriver {
@@ -251,7 +251,7 @@ impl DiskDriver {
 /// else (SEV-SNP hosts) in a DMA domain. It loops over a list of copies until reset.
 pub fn start_bulk(os: &mut Os, copies: usize, passthrough: bool) -> Result<(), KernelError> {
     let dom = if passthrough {
-        os.drv.attach(&mut os.m.platform(os.k), DeviceId::from(BULK_RID), Target::Identity)?;
+        os.drv.attach(&mut os.m.platform(os.k), DeviceId::from(BULK_RID), Attachment::Identity)?;
         None
     } else {
         Some(os.domain_for(BULK_RID)?)

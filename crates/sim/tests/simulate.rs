@@ -200,7 +200,7 @@ fn the_first_level_machine_offers_first_level_translation_and_its_kernel_uses_it
     let opts = iommu_driver::BootOptions { scalable: true, vtd_first_level: true, ..Default::default() };
     let mut drv = iommu_driver::boot(iommu_sim::IommuKind::Vtd, &mut m.platform(Kernel::Primary), &env, opts).unwrap();
     let d = drv.create_domain(&mut m.platform(Kernel::Primary)).unwrap();
-    drv.attach(&mut m.platform(Kernel::Primary), iommu_driver::DeviceId(0x0010), iommu_driver::Target::Domain(d))
+    drv.attach(&mut m.platform(Kernel::Primary), iommu_driver::DeviceId(0x0010), iommu_driver::Attachment::Domain(d))
         .unwrap();
     let s = iommu_driver::vtd::scan(&mut m.platform(Kernel::Primary), &env, None).unwrap();
     let nic = s.devices.iter().find(|x| x.sid == 0x0010).unwrap();

@@ -1,8 +1,8 @@
 //! AMD-Vi behind the common driver contract.
 
-use super::{AmdOutcome, AmdReport, Amdvi, Attachment, DeviceState, DomainId, DteProblem};
+use super::{AmdOutcome, AmdReport, Amdvi, DeviceState, DteProblem};
 use crate::contract::{
-    rid16, CrashOutcome, CrashReport, DeviceId, DriverError, EntryRefusal, Found, IommuDriver, IommuKind, Target,
+    rid16, Attachment, CrashOutcome, CrashReport, DeviceId, DriverError, EntryRefusal, Found, IommuDriver, IommuKind,
     UnitRefusal,
 };
 use crate::{BootEnv, Platform};
@@ -34,15 +34,8 @@ impl From<DteProblem> for EntryRefusal {
     }
 }
 
-fn target(to: Target) -> Attachment {
-    match to {
-        Target::Domain(d) => Attachment::Domain(DomainId(d.0)),
-        Target::Identity => Attachment::PassThrough,
-    }
-}
-
 impl IommuDriver for Amdvi {
-    crate::contract::delegate_common!(Amdvi, super::DomainId);
+    crate::contract::delegate_common!(Amdvi);
     fn kind(&self) -> IommuKind {
         KIND
     }
@@ -51,8 +44,8 @@ impl IommuDriver for Amdvi {
         let adopted = id.rid().and_then(|devid| self.device(devid));
         Ok(if matches!(adopted, Some(DeviceState::Adopted { .. })) { Found::Adopted } else { Found::NotLive })
     }
-    fn attach(&mut self, mut hw: &mut dyn Platform, id: DeviceId, to: Target) -> Result<(), DriverError> {
-        Ok(Amdvi::attach(self, &mut hw, rid16(KIND, id)?, target(to))?)
+    fn attach(&mut self, mut hw: &mut dyn Platform, id: DeviceId, to: Attachment) -> Result<(), DriverError> {
+        Ok(Amdvi::attach(self, &mut hw, rid16(KIND, id)?, to)?)
     }
     fn contain(&mut self, mut hw: &mut dyn Platform, id: DeviceId) -> Result<(), DriverError> {
         Ok(Amdvi::contain(self, &mut hw, rid16(KIND, id)?)?)

@@ -34,20 +34,13 @@ impl Default for AmdOptions {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct DomainId(pub usize);
+pub use crate::contract::{Attachment, DomainId};
 
 #[derive(Clone, Debug)]
 pub struct Domain {
     pub id: u16,
     pub root: u64,
     pub iova: IovaAllocator,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Attachment {
-    Domain(DomainId),
-    PassThrough,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -422,7 +415,7 @@ impl Amdvi {
                 let dom = self.domain(d).ok_or(AmdError::NoSuchDomain(d.0))?;
                 Dte::translated(dom.root, PagingMode::from_bits(LEVELS as u8), dom.id, true, true)
             }
-            Attachment::PassThrough => {
+            Attachment::Identity => {
                 let id = self.domain_ids.alloc().ok_or(AmdError::OutOfDomainIds)? as u16;
                 Dte::passthrough(id)
             }

@@ -1,8 +1,9 @@
 //! SMMUv3 behind the common driver contract.
 
-use super::{Attachment, DomainId, SmmuOutcome, SmmuReport, Smmuv3, SteProblem};
+use super::{SmmuOutcome, SmmuReport, Smmuv3, SteProblem};
 use crate::contract::{
-    CrashOutcome, CrashReport, DeviceId, DriverError, EntryRefusal, Found, IommuDriver, IommuKind, Target, UnitRefusal,
+    Attachment, CrashOutcome, CrashReport, DeviceId, DriverError, EntryRefusal, Found, IommuDriver, IommuKind,
+    UnitRefusal,
 };
 use crate::{BootEnv, Platform};
 
@@ -35,15 +36,8 @@ impl From<SteProblem> for EntryRefusal {
     }
 }
 
-fn target(to: Target) -> Attachment {
-    match to {
-        Target::Domain(d) => Attachment::Domain(DomainId(d.0)),
-        Target::Identity => Attachment::Bypass,
-    }
-}
-
 impl IommuDriver for Smmuv3 {
-    crate::contract::delegate_common!(Smmuv3, super::DomainId);
+    crate::contract::delegate_common!(Smmuv3);
     fn kind(&self) -> IommuKind {
         KIND
     }
@@ -54,8 +48,8 @@ impl IommuDriver for Smmuv3 {
             _ => Ok(Found::NotLive),
         }
     }
-    fn attach(&mut self, mut hw: &mut dyn Platform, id: DeviceId, to: Target) -> Result<(), DriverError> {
-        Ok(Smmuv3::attach(self, &mut hw, id.0, target(to))?)
+    fn attach(&mut self, mut hw: &mut dyn Platform, id: DeviceId, to: Attachment) -> Result<(), DriverError> {
+        Ok(Smmuv3::attach(self, &mut hw, id.0, to)?)
     }
     fn contain(&mut self, mut hw: &mut dyn Platform, id: DeviceId) -> Result<(), DriverError> {
         Ok(Smmuv3::contain(self, &mut hw, id.0)?)

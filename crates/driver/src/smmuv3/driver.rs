@@ -27,8 +27,7 @@ const CR_SPINS: u32 = 100_000;
 /// Our stage-1 walks: T0SZ 16, a 4-level walk from level 0.
 const S1_WALK: super::Vmsa = super::Vmsa { stage: super::Stage::One, start: 0, ia_bits: 48 };
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct DomainId(pub usize);
+pub use crate::contract::{Attachment, DomainId};
 
 #[derive(Clone, Debug)]
 pub struct Domain {
@@ -36,12 +35,6 @@ pub struct Domain {
     pub cd: u64,
     pub ttb0: u64,
     pub iova: IovaAllocator,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Attachment {
-    Domain(DomainId),
-    Bypass,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -438,7 +431,7 @@ impl Smmuv3 {
                 let dom = self.domain(d).ok_or(SmmuError::NoSuchDomain(d.0))?;
                 Ste::s1(dom.cd, S1Fmt::Linear, 0, S1Dss::Ssid0)
             }
-            Attachment::Bypass => Ste::bypass(),
+            Attachment::Identity => Ste::bypass(),
         };
         let slot = self.ste_slot(hw, sid)?;
         self.update_ste(hw, sid, slot, &ste)?;

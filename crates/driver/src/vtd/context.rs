@@ -68,7 +68,7 @@ impl Vtd {
                 let dom = self.domain(d).ok_or(VtdError::NoSuchDomain(d.0))?;
                 (dom.did, Some(dom.root), dom.levels)
             }
-            Attachment::PassThrough => (FLPT_DEFAULT_DID, None, self.levels),
+            Attachment::Identity => (FLPT_DEFAULT_DID, None, self.levels),
         };
         let aw = (self.levels - 2) as u8;
         if self.scalable {

@@ -1,8 +1,8 @@
 //! VT-d behind the common driver contract.
 
-use super::{Attachment, DeviceState, DomainId, EntryProblem, HandoverOutcome, HandoverReport, Vtd};
+use super::{DeviceState, EntryProblem, HandoverOutcome, HandoverReport, Vtd};
 use crate::contract::{
-    rid16, CrashOutcome, CrashReport, DeviceId, DriverError, EntryRefusal, Found, IommuDriver, IommuKind, Target,
+    rid16, Attachment, CrashOutcome, CrashReport, DeviceId, DriverError, EntryRefusal, Found, IommuDriver, IommuKind,
     UnitRefusal,
 };
 use crate::{BootEnv, Platform};
@@ -34,15 +34,8 @@ impl From<EntryProblem> for EntryRefusal {
     }
 }
 
-fn target(to: Target) -> Attachment {
-    match to {
-        Target::Domain(d) => Attachment::Domain(DomainId(d.0)),
-        Target::Identity => Attachment::PassThrough,
-    }
-}
-
 impl IommuDriver for Vtd {
-    crate::contract::delegate_common!(Vtd, super::DomainId);
+    crate::contract::delegate_common!(Vtd);
     fn kind(&self) -> IommuKind {
         KIND
     }
@@ -51,8 +44,8 @@ impl IommuDriver for Vtd {
         let adopted = id.rid().and_then(|sid| self.device(sid));
         Ok(if matches!(adopted, Some(DeviceState::Adopted { .. })) { Found::Adopted } else { Found::NotLive })
     }
-    fn attach(&mut self, mut hw: &mut dyn Platform, id: DeviceId, to: Target) -> Result<(), DriverError> {
-        Ok(Vtd::attach(self, &mut hw, rid16(KIND, id)?, target(to))?)
+    fn attach(&mut self, mut hw: &mut dyn Platform, id: DeviceId, to: Attachment) -> Result<(), DriverError> {
+        Ok(Vtd::attach(self, &mut hw, rid16(KIND, id)?, to)?)
     }
     fn contain(&mut self, mut hw: &mut dyn Platform, id: DeviceId) -> Result<(), DriverError> {
         Ok(Vtd::contain(self, &mut hw, rid16(KIND, id)?)?)

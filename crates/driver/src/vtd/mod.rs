@@ -52,9 +52,7 @@ impl Default for VtdOptions {
     }
 }
 
-/// A handle to one of this driver's domains.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct DomainId(pub usize);
+pub use crate::contract::{Attachment, DomainId};
 
 /// A DMA domain: a domain ID, a second-level page table and its IOVA space.
 #[derive(Clone, Debug)]
@@ -63,13 +61,6 @@ pub struct Domain {
     pub root: u64,
     pub levels: u32,
     pub iova: IovaAllocator,
-}
-
-/// What a device is attached to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Attachment {
-    Domain(DomainId),
-    PassThrough,
 }
 
 /// A device's state in this driver.
@@ -335,7 +326,7 @@ impl Vtd {
         if let Attachment::Domain(d) = to {
             self.domain_mut(d)?;
         }
-        if matches!(to, Attachment::PassThrough) && !self.ecap.pt() {
+        if matches!(to, Attachment::Identity) && !self.ecap.pt() {
             return Err(VtdError::Unsupported("pass-through (ECAP.PT)"));
         }
         match self.devices.get(&sid).copied() {
@@ -373,7 +364,7 @@ impl Vtd {
     fn current_did(&self, sid: u16) -> u16 {
         match self.devices.get(&sid) {
             Some(DeviceState::Attached(Attachment::Domain(d))) => self.domain(*d).map_or(0, |x| x.did),
-            Some(DeviceState::Attached(Attachment::PassThrough)) => FLPT_DEFAULT_DID,
+            Some(DeviceState::Attached(Attachment::Identity)) => FLPT_DEFAULT_DID,
             Some(DeviceState::Adopted { did, .. })
             | Some(DeviceState::Contained { did })
             | Some(DeviceState::Refused { did }) => *did,

@@ -47,7 +47,7 @@ impl PagingMode {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum IntCtl {
-    /// Target abort.
+    /// Attachment abort.
     Abort = 0,
     /// Forwarded unmapped.
     Pass = 1,
