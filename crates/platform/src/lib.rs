@@ -7,6 +7,7 @@
 //! driver to get them.
 #![no_std]
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 extern crate alloc;
 
@@ -16,9 +17,13 @@ use core::ops::Range;
 
 /// MMIO register access for one IOMMU unit, at byte offsets from its base (Linux `readl`/`readq`/...).
 pub trait Mmio {
+    /// A 32-bit register read at byte offset `off` (Linux `readl`).
     fn read32(&mut self, off: usize) -> u32;
+    /// A 64-bit register read (Linux `readq`): one access, never two halves.
     fn read64(&mut self, off: usize) -> u64;
+    /// A 32-bit register write (Linux `writel`).
     fn write32(&mut self, off: usize, val: u32);
+    /// A 64-bit register write (Linux `writeq`): one access, never two halves.
     fn write64(&mut self, off: usize, val: u64);
 }
 
@@ -36,7 +41,9 @@ pub enum MemErrorKind {
 /// A failed physical-memory access, naming the first address that failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MemError {
+    /// The first physical address that could not be accessed.
     pub addr: u64,
+    /// Why.
     pub kind: MemErrorKind,
 }
 
@@ -55,22 +62,29 @@ impl core::error::Error for MemError {}
 
 /// Physical memory as the CPU sees it (the kernel's `memremap` of RAM, write-back).
 pub trait PhysMem {
+    /// Fill `buf` from physical address `pa`, all or nothing.
     fn read(&self, pa: u64, buf: &mut [u8]) -> Result<(), MemError>;
+    /// Write `data` at physical address `pa`, all or nothing.
     fn write(&mut self, pa: u64, data: &[u8]) -> Result<(), MemError>;
 
+    /// A little-endian quadword (a 64-bit table entry).
     fn read_u64(&self, pa: u64) -> Result<u64, MemError> {
         let mut b = [0; 8];
         self.read(pa, &mut b)?;
         Ok(u64::from_le_bytes(b))
     }
+    /// Write a little-endian quadword. A platform whose hardware may fetch the entry concurrently makes
+    /// this one 64-bit store.
     fn write_u64(&mut self, pa: u64, v: u64) -> Result<(), MemError> {
         self.write(pa, &v.to_le_bytes())
     }
+    /// A little-endian doubleword.
     fn read_u32(&self, pa: u64) -> Result<u32, MemError> {
         let mut b = [0; 4];
         self.read(pa, &mut b)?;
         Ok(u32::from_le_bytes(b))
     }
+    /// Write a little-endian doubleword.
     fn write_u32(&mut self, pa: u64, v: u32) -> Result<(), MemError> {
         self.write(pa, &v.to_le_bytes())
     }
@@ -80,6 +94,8 @@ pub trait PhysMem {
         self.read(pa, &mut b)?;
         Ok(u128::from_le_bytes(b))
     }
+    /// Write a 128-bit entry. Where hardware may fetch it concurrently (an AMD-Vi DTE's lower half, a VT-d
+    /// context entry) this must be one 16-byte store, as Linux's `cmpxchg128` makes it.
     fn write_u128(&mut self, pa: u64, v: u128) -> Result<(), MemError> {
         self.write(pa, &v.to_le_bytes())
     }
@@ -89,6 +105,7 @@ pub trait PhysMem {
 pub trait FrameAlloc {
     /// A zeroed, 4 KiB-aligned page, or `None` when memory is exhausted.
     fn alloc_frame(&mut self) -> Option<u64>;
+    /// Give back a frame [`FrameAlloc::alloc_frame`] handed out.
     fn free_frame(&mut self, pa: u64);
 }
 
@@ -112,13 +129,18 @@ pub fn alloc_contiguous(hw: &mut impl FrameAlloc, pages: u64, count: &mut u64) -
 /// held at once. Wrap a platform's allocator in it to measure what a boot allocated.
 #[derive(Clone, Debug, Default)]
 pub struct CountingFrames<A> {
+    /// The allocator counted.
     pub inner: A,
+    /// Frames handed out.
     pub allocated: u64,
+    /// Frames given back.
     pub freed: u64,
+    /// The most frames held at once.
     pub peak: u64,
 }
 
 impl<A: FrameAlloc> CountingFrames<A> {
+    /// Count what passes through `inner`, from zero.
     pub fn new(inner: A) -> Self {
         CountingFrames { inner, allocated: 0, freed: 0, peak: 0 }
     }
