@@ -92,7 +92,7 @@ pub fn scenario_seed(seed: u64, index: u64) -> u64 {
 }
 
 /// The scenario drawn from `seed` on `kind`: crash instant (inside the run, from the seed), platform
-/// (aborts fatal or not, VT-d table mode, SMMUv3 walker coherency, the SNP host's shutdown at panic), load
+/// (aborts fatal or not, VT-d table mode and format, SMMUv3 walker coherency, the SNP host's shutdown at panic), load
 /// (NIC packet rate) and the crash kernel's timing.
 pub fn draw(kind: IommuKind, policy: Policy, seed: u64, catalogue: Faults) -> Scenario {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -111,7 +111,6 @@ pub fn draw(kind: IommuKind, policy: Policy, seed: u64, catalogue: Faults) -> Sc
         aborts_fatal,
         iommu: kind,
         scalable,
-        // Not drawn: a new draw would move every campaign's later choices (its seeds are pinned).
         vtd_first_level: false,
         snp_shutdown,
         coherent_walker,
@@ -120,7 +119,11 @@ pub fn draw(kind: IommuKind, policy: Policy, seed: u64, catalogue: Faults) -> Sc
         nic_rate: rng.random_range(1..=3),
         inject,
     };
-    Scenario { policy, seed: rng.random(), knobs }
+    let seed = rng.random();
+    // Drawn last, so the choices above stay what they were before first-level tables were drawn: half the
+    // scalable-mode runs put both kernels on first-level tables (a unit with ECAP.FLTS, as Linux 6.x uses it).
+    let knobs = Knobs { vtd_first_level: scalable && rng.random_bool(0.5), ..knobs };
+    Scenario { policy, seed, knobs }
 }
 
 /// A failure's class: what counts as "the same reason" across runs (no addresses or counts).
@@ -321,6 +324,16 @@ mod tests {
         assert!(lo.abs() < 1e-12 && (hi - 0.0713).abs() < 1e-3, "{lo} {hi}");
         let [lo, hi] = wilson95(50, 50);
         assert!((hi - 1.0).abs() < 1e-12 && (lo - 0.9287).abs() < 1e-3, "{lo} {hi}");
+    }
+
+    #[test]
+    fn vtd_runs_draw_every_table_format_and_first_level_only_in_scalable_mode() {
+        let draws: Vec<Knobs> =
+            (0..200).map(|i| draw(IommuKind::Vtd, Policy::Adopt, scenario_seed(3, i), Faults::NONE).knobs).collect();
+        assert!(draws.iter().all(|k| k.scalable || !k.vtd_first_level));
+        for (scalable, fl) in [(false, false), (true, false), (true, true)] {
+            assert!(draws.iter().any(|k| (k.scalable, k.vtd_first_level) == (scalable, fl)), "{scalable} {fl}");
+        }
     }
 
     #[test]
