@@ -441,16 +441,57 @@ pub fn reach(
     levels: u32,
     budget: &mut usize,
 ) -> Option<Reach> {
-    let w = walk(mem, fmt, root, levels, WalkLimits { max_tables: *budget, max_runs: ADOPT_MAX_RUNS });
-    *budget = budget.saturating_sub(w.tables);
-    if let Some(&addr) = w.table_pages.iter().find(|&&t| env.in_crash_region(t, 4096)) {
-        return Some(Reach::TableInCrashRegion { addr });
+    let mut v = ReachVisitor { env, budget: *budget, tables: 0, runs: 0, last: None, verdict: None };
+    walk_with(mem, fmt, root, levels, &mut v);
+    *budget = budget.saturating_sub(v.tables);
+    v.verdict
+}
+
+/// [`reach`]'s walk: nothing collected, the first table or page in the crash region (or the bound) ends it.
+/// Tables in the crash region are found when entered, before their leaves; runs are counted merged, as
+/// [`walk`] lists them, against [`ADOPT_MAX_RUNS`].
+struct ReachVisitor<'a> {
+    env: &'a crate::BootEnv,
+    budget: usize,
+    tables: usize,
+    runs: usize,
+    last: Option<Run>,
+    verdict: Option<Reach>,
+}
+
+impl Visitor for ReachVisitor<'_> {
+    fn enter(&mut self, table: u64, _level: u32) -> bool {
+        if self.tables >= self.budget {
+            self.verdict = Some(Reach::Bound { tables: self.tables as u32 });
+            return false;
+        }
+        self.tables += 1;
+        if self.env.in_crash_region(table, 4096) {
+            self.verdict = Some(Reach::TableInCrashRegion { addr: table });
+            return false;
+        }
+        true
     }
-    if let Some(r) = w.runs.iter().find(|r| env.in_crash_region(r.phys, r.size)) {
-        return Some(Reach::PageInCrashRegion { iova: r.iova, addr: r.phys });
+    fn unreadable(&mut self, _: u32, _: u64, _: MemError) {}
+    fn reserved(&mut self, _: u32, _: u64, _: u64) {}
+    fn revisit(&mut self, _: u64, _: u32, _: bool, _: bool, _: FirstVisit) {}
+    fn leaf(&mut self, run: Run) -> bool {
+        if self.env.in_crash_region(run.phys, run.size) {
+            self.verdict = Some(Reach::PageInCrashRegion { iova: run.iova, addr: run.phys });
+            return false;
+        }
+        let merged = match self.last.as_mut() {
+            Some(last) => merge_run(core::slice::from_mut(last), run),
+            None => false,
+        };
+        if !merged {
+            self.runs += 1;
+            self.last = Some(run);
+            if self.runs > ADOPT_MAX_RUNS {
+                self.verdict = Some(Reach::Bound { tables: self.tables as u32 });
+                return false;
+            }
+        }
+        true
     }
-    if w.issues.iter().any(|i| matches!(i, WalkIssue::TooManyTables | WalkIssue::TooManyRuns)) {
-        return Some(Reach::Bound { tables: w.tables as u32 });
-    }
-    None
 }
