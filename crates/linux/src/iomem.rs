@@ -6,10 +6,15 @@
 //! with `memmap=SIZE$START`, which e820 turns into a top-level `Reserved` resource (Linux
 //! `e820__reserve_resources`). [`check_window`] accepts a window only there.
 
+use std::io::Read;
 use std::ops::Range;
+use std::path::{Path, PathBuf};
 
 /// At most this many lines are read: a real tree has a few hundred.
 pub const MAX_ENTRIES: usize = 65536;
+
+/// At most this many bytes are read: [`MAX_ENTRIES`] lines of a long name each.
+pub const MAX_BYTES: u64 = 16 << 20;
 
 /// One resource.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,6 +35,22 @@ pub enum IomemError {
     TooLong,
     #[error("/proc/iomem shows every address as 0 (read it as root)")]
     Hidden,
+    #[error("{}: {why}", .path.display())]
+    Read { path: PathBuf, why: String },
+}
+
+/// Read and parse the resource tree at `path` (normally `/proc/iomem`), at most [`MAX_BYTES`] of it.
+pub fn read(path: &Path) -> Result<Vec<Entry>, IomemError> {
+    let fail = |why: String| IomemError::Read { path: path.into(), why };
+    let mut buf = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_BYTES + 1).read_to_end(&mut buf))
+        .map_err(|e| fail(e.to_string()))?;
+    if buf.len() as u64 > MAX_BYTES {
+        return Err(fail(format!("longer than {MAX_BYTES} bytes")));
+    }
+    let text = String::from_utf8(buf).map_err(|e| fail(format!("not text: {e}")))?;
+    parse(&text)
 }
 
 /// Parse the whole text.
