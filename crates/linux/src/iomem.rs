@@ -123,3 +123,26 @@ pub fn check_window(entries: &[Entry], window: &Range<u64>) -> Result<(), Window
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_names_the_file_and_refuses_what_is_not_a_bounded_text() {
+        let dir = std::env::temp_dir().join(format!("iomem-read-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("iomem");
+        std::fs::write(&p, "00001000-0009fbff : System RAM\n").unwrap();
+        assert_eq!(system_ram(&read(&p).unwrap()), vec![0x1000..0x9fc00]);
+        std::fs::write(&p, b"0-1 : \xff\n").unwrap();
+        let not_text = read(&p);
+        std::fs::File::create(&p).unwrap().set_len(MAX_BYTES + 1).unwrap();
+        let too_long = read(&p);
+        let absent = read(&dir.join("absent"));
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(matches!(&not_text, Err(IomemError::Read { why, .. }) if why.contains("not text")), "{not_text:?}");
+        assert!(matches!(&too_long, Err(IomemError::Read { why, .. }) if why.contains("longer")), "{too_long:?}");
+        assert!(matches!(&absent, Err(IomemError::Read { path, .. }) if path.ends_with("absent")), "{absent:?}");
+    }
+}
