@@ -14,8 +14,9 @@ use clap::Args as ClapArgs;
 use iommu_driver::audit::{self, Audit, DeviceAudit, FirmwareRange, Reach, Verdict};
 use iommu_driver::survey::{Mode, Problem, UnitScan};
 use iommu_driver::BootEnv;
-use iommu_dump::acpi::{Firmware, Iort};
+use iommu_dump::acpi::{self, Firmware, Iort};
 use iommu_dump::{devmem, required_registers, Dump, DumpHw, InspectInput, RecordingMem, SnapshotMmio, Unit};
+use iommu_linux::iomem;
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -32,8 +33,11 @@ pub struct Args {
     /// The dump, as an option (the positional argument's alias).
     #[arg(long, value_name = "DUMP", conflicts_with = "dump_path")]
     pub dump: Option<PathBuf>,
-    /// Register snapshot: QEMU monitor `xp` output, or Linux's VT-d `iommu_regset` debugfs file.
-    #[arg(long, required_unless_present = "regs_devmem")]
+    /// Register snapshot: QEMU monitor `xp` output, or Linux's VT-d `iommu_regset` debugfs file. Without it
+    /// or --regs-devmem, in a kdump kernel (ROOT/proc/vmcore exists) the defaults are taken from ROOT:
+    /// units from ROOT/sys/firmware/acpi/tables, registers from ROOT/dev/mem, the crash region from the
+    /// kdump kernel's own System RAM in ROOT/proc/iomem; each default taken is printed.
+    #[arg(long)]
     pub regs: Option<PathBuf>,
     /// Read the registers live from physical memory instead (default /dev/mem; inside a crash kernel
     /// booted with the IOMMU driver off), at the units --base/--iommu, --acpi or the dump's ACPI name.
@@ -44,8 +48,9 @@ pub struct Args {
     pub unit: UnitArgs,
     /// The crash kernel's region (repeatable): a `/proc/iomem` range, `START-END` in hex with or without
     /// 0x, END the last byte (`30000000-3fffffff`; an END ending in 000 is taken as exclusive), or
-    /// `SIZE@OFFSET` as on the kernel command line (`256M@0x30000000`). It must lie in RAM.
-    #[arg(long, required = true, value_parser = parse_crashkernel)]
+    /// `SIZE@OFFSET` as on the kernel command line (`256M@0x30000000`). It must lie in RAM. Needed with
+    /// --regs or --regs-devmem; otherwise the kdump kernel's own System RAM in ROOT/proc/iomem.
+    #[arg(long, value_parser = parse_crashkernel)]
     pub crashkernel: Vec<Range<u64>>,
     /// The machine's RAM (repeatable), in the --crashkernel range syntax; the dump's ranges when omitted.
     #[arg(long, value_parser = parse_region)]
@@ -61,6 +66,102 @@ pub struct Args {
     pub force: bool,
     #[command(flatten)]
     pub budget: BudgetArgs,
+    /// Where proc/, sys/ and dev/mem are found when the defaults of a kdump kernel are taken.
+    #[arg(long, default_value = "/")]
+    pub root: PathBuf,
+}
+
+/// A default the audit took, printed on stderr and in the JSON's `defaults`.
+#[derive(Debug, Clone)]
+struct Taken {
+    what: &'static str,
+    from: String,
+    regions: Option<Vec<Range<u64>>>,
+}
+
+/// `r` widened to whole 4 KiB pages (a `/proc/iomem` System RAM range may end inside a page, as x86's
+/// `00001000-0009fbff` does); `None` when the top page wraps.
+fn pages_around(r: &Range<u64>) -> Option<Range<u64>> {
+    Some(r.start & !0xfff..r.end.checked_next_multiple_of(0x1000)?)
+}
+
+/// Sorted, with overlapping and touching ranges merged.
+fn merged(mut rs: Vec<Range<u64>>) -> Vec<Range<u64>> {
+    rs.sort_by_key(|r| r.start);
+    let mut out: Vec<Range<u64>> = Vec::with_capacity(rs.len());
+    for r in rs {
+        match out.last_mut() {
+            Some(l) if r.start <= l.end => l.end = l.end.max(r.end),
+            _ => out.push(r),
+        }
+    }
+    out
+}
+
+/// The arguments with what was not given taken from the running kdump kernel under `--root`, when no
+/// registers were given: the units from its ACPI tables in sysfs, the registers from its `dev/mem` (as
+/// --regs-devmem reads them), the crash region from its own top-level System RAM in `proc/iomem` (the RAM
+/// the crash kernel runs in, which Linux `iomem_resource` shows the running kernel's way). A kdump kernel
+/// is recognised by `proc/vmcore`, which Linux `vmcore_init` (fs/proc/vmcore.c) creates only when
+/// `is_kdump_kernel()`. Every default that cannot be found is an error naming what and where.
+fn kdump_defaults(a: &Args) -> Result<(Args, Vec<Taken>), String> {
+    let mut e = a.clone();
+    let mut taken = Vec::new();
+    if a.regs.is_some() || a.regs_devmem.is_some() {
+        if a.crashkernel.is_empty() {
+            return Err("give --crashkernel: with --regs or --regs-devmem no default is taken from this machine".into());
+        }
+        return Ok((e, taken));
+    }
+    let root = &a.root;
+    let vmcore = root.join("proc/vmcore");
+    if !vmcore.exists() {
+        return Err(format!(
+            "no --regs or --regs-devmem, and no defaults to take: {} does not exist (not a kdump kernel)",
+            vmcore.display()
+        ));
+    }
+    if a.unit.base.is_none() && a.unit.acpi.is_none() && a.unit.rsdp.is_none() {
+        let dir = root.join(acpi::SYSFS_TABLES);
+        let kind = a.unit.query().kind;
+        let (_, path) = acpi::sysfs_table(&dir, kind).ok_or_else(|| {
+            let which = kind.map_or("DMAR, IVRS or IORT".to_string(), |k| acpi::table_of(k).to_string());
+            format!("default units: no {which} in {} (give --acpi, or --iommu and --base)", dir.display())
+        })?;
+        taken.push(Taken { what: "units", from: path.display().to_string(), regions: None });
+        e.unit.acpi = Some(path);
+    }
+    let devmem = root.join("dev/mem");
+    if !devmem.exists() {
+        return Err(format!("default registers: no {} (give --regs)", devmem.display()));
+    }
+    taken.push(Taken { what: "registers", from: devmem.display().to_string(), regions: None });
+    e.regs_devmem = Some(devmem);
+    if a.crashkernel.is_empty() {
+        let path = root.join("proc/iomem");
+        let tree = iomem::read(&path).map_err(|err| format!("default crash region from {}: {err}", path.display()))?;
+        let own = iomem::system_ram(&tree);
+        if own.is_empty() {
+            return Err(format!(
+                "default crash region: no top-level System RAM in {} (give --crashkernel)",
+                path.display()
+            ));
+        }
+        let pages: Option<Vec<Range<u64>>> = own.iter().map(pages_around).collect();
+        let pages = pages.ok_or_else(|| {
+            format!(
+                "default crash region: a System RAM range in {} ends at the top of the address space",
+                path.display()
+            )
+        })?;
+        e.crashkernel = merged(pages);
+        taken.push(Taken {
+            what: "crashkernel",
+            from: format!("System RAM in {}", path.display()),
+            regions: Some(e.crashkernel.clone()),
+        });
+    }
+    Ok((e, taken))
 }
 
 /// A hex number as `/proc/iomem` prints it, with or without 0x.
@@ -177,11 +278,15 @@ fn firmware(a: &Args, hw: &DumpHw) -> Result<Firmware, String> {
         .map_err(|e| format!("no ACPI table in the dump ({e}); give --acpi instead of --base"))
 }
 
-pub fn run(a: &Args) -> Result<ExitCode, String> {
-    let dump = dump_of(&a.dump_path, &a.dump)?;
+pub fn run(given: &Args) -> Result<ExitCode, String> {
+    let dump = dump_of(&given.dump_path, &given.dump)?;
+    let (effective, mut taken) = kdump_defaults(given)?;
+    let a = &effective;
     if let Some(svg) = &a.svg {
         let mut inputs = vec![dump.as_path()];
         inputs.extend(a.regs.as_deref());
+        inputs.extend(a.regs_devmem.as_deref());
+        inputs.extend(a.unit.acpi.as_deref());
         crate::inspect::check_output(svg, &inputs, a.force)?;
     }
     let mut hw = match (&a.regs, &a.regs_devmem) {
@@ -196,7 +301,28 @@ pub fn run(a: &Args) -> Result<ExitCode, String> {
         (None, None) => return Err("give --regs FILE or --regs-devmem".into()),
     };
     let units = hw.find_units_uncaptured(&a.unit.query()).map_err(|e| e.to_string())?;
-    let ram = if a.ram.is_empty() { hw.ram_ranges().map_err(|e| e.to_string())? } else { a.ram.clone() };
+    let ram = if !a.ram.is_empty() {
+        a.ram.clone()
+    } else if !taken.is_empty() {
+        // In a kdump kernel: its /proc/vmcore leaves its own memory out of the crashed kernel's RAM (Linux
+        // arch/x86/kernel/crash.c `elf_header_exclude_ranges` drops `crashk_res`), yet it was RAM.
+        let ram =
+            merged(hw.ram_ranges().map_err(|e| e.to_string())?.into_iter().chain(a.crashkernel.clone()).collect());
+        taken.push(Taken {
+            what: "ram",
+            from: "the dump's RAM and the crash region".into(),
+            regions: Some(ram.clone()),
+        });
+        ram
+    } else {
+        hw.ram_ranges().map_err(|e| e.to_string())?
+    };
+    for t in &taken {
+        match &t.regions {
+            Some(r) => eprintln!("handover: default {}: {} ({})", t.what, t.from, ranges(r)),
+            None => eprintln!("handover: default {}: {}", t.what, t.from),
+        }
+    }
     for c in &a.crashkernel {
         if !ram.iter().any(|r| r.start <= c.start && c.end <= r.end) {
             return Err(format!("--crashkernel {:#x}-{:#x} is not inside RAM ({})", c.start, c.end - 1, ranges(&ram)));
@@ -241,6 +367,7 @@ pub fn run(a: &Args) -> Result<ExitCode, String> {
         fw: &fw,
         fw_note: fw_note.as_deref(),
         names: Names { iort },
+        defaults: &taken,
     };
     if let Some(path) = &a.svg {
         std::fs::write(path, svg(&out)).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -264,6 +391,7 @@ struct Out<'a> {
     fw: &'a [FirmwareRange],
     fw_note: Option<&'a str>,
     names: Names<'a>,
+    defaults: &'a [Taken],
 }
 
 fn perm(r: bool, w: bool) -> &'static str {
@@ -387,6 +515,17 @@ impl Out<'_> {
                 .collect(),
             firmware_note: self.fw_note,
             work: work_json(self.work),
+            defaults: self
+                .defaults
+                .iter()
+                .map(|t| {
+                    let mut v = json!({"from": t.from});
+                    if let Some(r) = &t.regions {
+                        v["regions"] = r.iter().map(region).collect();
+                    }
+                    (t.what.to_string(), v)
+                })
+                .collect(),
             units: Lazy(move || self.audits.iter().map(|(u, s, a)| unit_json(self.names, u, s, a))),
         }
     }
@@ -492,6 +631,8 @@ struct Top<'a, U: Serialize> {
     firmware_ranges: Vec<Value>,
     firmware_note: Option<&'a str>,
     work: Value,
+    /// What was taken from the running kdump kernel because it was not given, by name.
+    defaults: serde_json::Map<String, Value>,
     units: U,
 }
 
@@ -657,6 +798,17 @@ mod tests {
         assert_eq!(parse_crashkernel("  30000000-3fffffff : Crash kernel"), Ok(0x3000_0000..0x4000_0000));
         // A page-aligned end is the exclusive end (the old syntax), the same region.
         assert_eq!(parse_crashkernel("0x30000000-0x40000000"), Ok(0x3000_0000..0x4000_0000));
+    }
+
+    #[test]
+    fn default_crash_regions_are_whole_pages_merged() {
+        assert_eq!(pages_around(&(0x1000..0x9fc00)), Some(0x1000..0xa0000));
+        assert_eq!(pages_around(&(0x1800..0x2000)), Some(0x1000..0x2000));
+        assert_eq!(pages_around(&(0xffff_ffff_ffff_f000..u64::MAX)), None);
+        assert_eq!(
+            merged(vec![0x5000..0x6000, 0x1000..0x3000, 0x3000..0x4000, 0x2000..0x2800]),
+            vec![0x1000..0x4000, 0x5000..0x6000]
+        );
     }
 
     #[test]

@@ -21,7 +21,7 @@ use std::process::ExitCode;
 
 use clap::Args as ClapArgs;
 use iommu_driver::{amdvi, smmuv3, vtd, BootEnv, Policy};
-use iommu_dump::{ElfCore, Firmware, IommuKind};
+use iommu_dump::{acpi, ElfCore, Firmware, IommuKind};
 use iommu_linux::iomem;
 use iommu_linux::{LinuxPlatform, MappedRegs, Mmio};
 use serde_json::{json, Value};
@@ -187,8 +187,7 @@ pub fn check(a: &Args) -> Result<Ready, Refusal> {
     if old_ram.is_empty() {
         return refuse(format!("{}: no PT_LOAD segments (no crashed kernel's RAM)", vmcore.display()));
     }
-    let tree =
-        iomem::parse(&read_text(&root.join("proc/iomem"), "the resource tree")?).or_else(|e| refuse(e.to_string()))?;
+    let tree = iomem::read(&root.join("proc/iomem")).or_else(|e| refuse(e.to_string()))?;
     let cmdline = read_text(&root.join("proc/cmdline"), "the kernel command line")?;
 
     // The unit: --base, or the ACPI table the firmware gave this kernel.
@@ -197,16 +196,9 @@ pub fn check(a: &Args) -> Result<Ready, Refusal> {
     let (kind, base, origin) = match (a.base, want) {
         (Some(b), Some(k)) => (k, b, "--base".to_string()),
         _ => {
-            let sigs: &[(&str, IommuKind)] =
-                &[("DMAR", IommuKind::Vtd), ("IVRS", IommuKind::Amdvi), ("IORT", IommuKind::Smmuv3)];
-            let Some((sig, _)) = sigs
-                .iter()
-                .filter(|(_, k)| want.is_none_or(|w| w == *k))
-                .find(|(s, _)| root.join("sys/firmware/acpi/tables").join(s).exists())
-            else {
+            let Some((_, p)) = acpi::sysfs_table(&root.join(acpi::SYSFS_TABLES), want) else {
                 return refuse("no IOMMU: no DMAR, IVRS or IORT in sys/firmware/acpi/tables (give --iommu and --base)");
             };
-            let p = root.join("sys/firmware/acpi/tables").join(sig);
             let bytes = std::fs::read(&p).or_else(|e| refuse(format!("{}: {e}", p.display())))?;
             let fw = Firmware::from_bytes(&bytes).or_else(|e| refuse(format!("{}: {e}", p.display())))?;
             let Some(u) = fw.units().into_iter().next() else {

@@ -6,10 +6,15 @@
 //! with `memmap=SIZE$START`, which e820 turns into a top-level `Reserved` resource (Linux
 //! `e820__reserve_resources`). [`check_window`] accepts a window only there.
 
+use std::io::Read;
 use std::ops::Range;
+use std::path::{Path, PathBuf};
 
 /// At most this many lines are read: a real tree has a few hundred.
 pub const MAX_ENTRIES: usize = 65536;
+
+/// At most this many bytes are read: [`MAX_ENTRIES`] lines of a long name each.
+pub const MAX_BYTES: u64 = 16 << 20;
 
 /// One resource.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,6 +35,22 @@ pub enum IomemError {
     TooLong,
     #[error("/proc/iomem shows every address as 0 (read it as root)")]
     Hidden,
+    #[error("{}: {why}", .path.display())]
+    Read { path: PathBuf, why: String },
+}
+
+/// Read and parse the resource tree at `path` (normally `/proc/iomem`), at most [`MAX_BYTES`] of it.
+pub fn read(path: &Path) -> Result<Vec<Entry>, IomemError> {
+    let fail = |why: String| IomemError::Read { path: path.into(), why };
+    let mut buf = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_BYTES + 1).read_to_end(&mut buf))
+        .map_err(|e| fail(e.to_string()))?;
+    if buf.len() as u64 > MAX_BYTES {
+        return Err(fail(format!("longer than {MAX_BYTES} bytes")));
+    }
+    let text = String::from_utf8(buf).map_err(|e| fail(format!("not text: {e}")))?;
+    parse(&text)
 }
 
 /// Parse the whole text.
@@ -101,4 +122,27 @@ pub fn check_window(entries: &[Entry], window: &Range<u64>) -> Result<(), Window
         return Err(WindowError::Claimed { window: window.clone(), name: c.name.clone(), at: c.range.clone() });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_names_the_file_and_refuses_what_is_not_a_bounded_text() {
+        let dir = std::env::temp_dir().join(format!("iomem-read-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("iomem");
+        std::fs::write(&p, "00001000-0009fbff : System RAM\n").unwrap();
+        assert_eq!(system_ram(&read(&p).unwrap()), vec![0x1000..0x9fc00]);
+        std::fs::write(&p, b"0-1 : \xff\n").unwrap();
+        let not_text = read(&p);
+        std::fs::File::create(&p).unwrap().set_len(MAX_BYTES + 1).unwrap();
+        let too_long = read(&p);
+        let absent = read(&dir.join("absent"));
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(matches!(&not_text, Err(IomemError::Read { why, .. }) if why.contains("not text")), "{not_text:?}");
+        assert!(matches!(&too_long, Err(IomemError::Read { why, .. }) if why.contains("longer")), "{too_long:?}");
+        assert!(matches!(&absent, Err(IomemError::Read { path, .. }) if path.ends_with("absent")), "{absent:?}");
+    }
 }

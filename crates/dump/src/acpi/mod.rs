@@ -22,7 +22,7 @@ pub use dmar::Dmar;
 pub use iort::Iort;
 pub use ivrs::Ivrs;
 pub use rsdp::{Acpi, Rsdp};
-pub use units::{table_of, Firmware, IommuKind, Unit};
+pub use units::{sysfs_table, table_of, Firmware, IommuKind, Unit, SYSFS_TABLES};
 
 /// The common header every system description table starts with (ACPI 6.5, 5.2.6).
 pub const HEADER_LEN: usize = 36;

@@ -1,5 +1,7 @@
 //! From a table to the IOMMU units it describes: which kind, at which MMIO base, for which segment.
 
+use std::path::{Path, PathBuf};
+
 use iommu_platform::PhysMem;
 
 use super::iort::NodeBody;
@@ -14,6 +16,21 @@ pub fn table_of(kind: IommuKind) -> Sig {
         IommuKind::Amdvi => Sig::IVRS,
         IommuKind::Smmuv3 => Sig::IORT,
     }
+}
+
+/// Where Linux shows the firmware's ACPI tables, relative to the filesystem root: one file per table,
+/// named by its signature (drivers/acpi/sysfs.c, `acpi_table_attr_init`).
+pub const SYSFS_TABLES: &str = "sys/firmware/acpi/tables";
+
+/// The file in `dir` (a [`SYSFS_TABLES`] directory) of the table naming the IOMMU units: the one for
+/// `kind`, or without a kind the first of DMAR, IVRS, IORT present. `None` when there is none.
+pub fn sysfs_table(dir: &Path, kind: Option<IommuKind>) -> Option<(IommuKind, PathBuf)> {
+    IommuKind::ALL
+        .iter()
+        .copied()
+        .filter(|k| kind.is_none_or(|w| w == *k))
+        .map(|k| (k, dir.join(table_of(k).to_string())))
+        .find(|(_, p)| p.exists())
 }
 
 /// One IOMMU unit as firmware describes it.
