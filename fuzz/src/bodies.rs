@@ -190,7 +190,9 @@ fn audit_kind(kind: IommuKind, data: &[u8]) {
         // Never "safe" while something was not read, walked or trusted.
         assert!(s.exhausted.is_none(), "safe with the budget exhausted: {s:?}");
         assert_eq!(a.incomplete().count(), 0, "safe with an incomplete device");
-        for d in &a.devices {
+        // A unit that aborts all DMA (SMMUv3 disabled, GBPA.ABORT) has no live entry: its devices' entries
+        // are judged, not trusted, and may be undecodable (`audit`, crates/driver/src/audit.rs).
+        for d in a.devices.iter().filter(|_| !scan.aborts) {
             assert_eq!(d.verdict, Verdict::Safe, "safe overall, device {:#x} is {:?}", d.id, d.verdict);
             for f in [Flag::Truncated, Flag::Incomplete, Flag::Loop, Flag::Nested, Flag::Invalid] {
                 assert!(!d.flags.contains(&f), "safe with device {:#x} flagged {f:?}", d.id);
