@@ -598,8 +598,10 @@ pub fn scan_vtd(hw: &mut (impl Mmio + PhysMem), env: &BootEnv, work: &mut Work) 
                 // A nested PASID entry is a kind of its own (two stages, not walked), not a malformed one.
                 if let vtd::EntryProblem::NestedTranslation { .. } = p {
                     let id = u32::from(sid);
-                    let d = devices.by_id.entry(id).or_insert_with(|| Device::new(id, None, Translation::Nested));
-                    d.translation = Translation::Nested;
+                    // Through the budget like every device: a nested entry is one more listed.
+                    if let Some(d) = devices.entry(id, work, || Device::new(id, None, Translation::Nested)) {
+                        d.translation = Translation::Nested;
+                    }
                 }
                 devices.problem(u32::from(sid), Problem::Vtd(p), work)
             }
@@ -747,8 +749,10 @@ pub fn scan_smmuv3(hw: &mut (impl Mmio + PhysMem), env: &BootEnv, work: &mut Wor
                 // A nested STE (Config 0b111) is a kind of its own: both stages, not walked here.
                 if let smmuv3::SteProblem::SteUnsupported { config, .. } = p {
                     if Config(config) == Config::Nested {
-                        let d = devices.by_id.entry(sid).or_insert_with(|| Device::new(sid, None, Translation::Nested));
-                        d.translation = Translation::Nested;
+                        // Through the budget like every device: a nested STE is one more listed.
+                        if let Some(d) = devices.entry(sid, work, || Device::new(sid, None, Translation::Nested)) {
+                            d.translation = Translation::Nested;
+                        }
                     }
                 }
                 devices.problem(sid, Problem::Smmuv3(p), work)
