@@ -84,11 +84,18 @@ impl<S: ReadAt> FlatFile<S> {
         }
         let mut head = [0u8; 32];
         inner.read_exact_at(0, &mut head).map_err(|source| FlatError::Read { at: 0, source })?;
+        // A big-endian 64-bit field of a fixed-size record (callers pass 8-byte slices).
+        let be = |b: &[u8]| {
+            let mut q = [0u8; 8];
+            if let Some(f) = b.get(..8) {
+                q.copy_from_slice(f);
+            }
+            i64::from_be_bytes(q)
+        };
         // The signature field is 16 bytes; makedumpfile compares it as a C string.
         if &head[..12] != FLAT_SIGNATURE || head[12..16] != [0; 4] {
             return Err(FlatError::NotFlat);
         }
-        let be = |b: &[u8]| i64::from_be_bytes(b.try_into().expect("8 bytes"));
         let found = be(&head[16..24]);
         if found != TYPE_FLAT_HEADER {
             return Err(FlatError::BadType { found });

@@ -241,11 +241,21 @@ impl fmt::Debug for KdumpCore {
     }
 }
 
+/// Little-endian fields of a fixed-size header buffer (every caller's offset is a constant inside it; a field
+/// past the buffer reads as 0 rather than panicking).
 fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+    let mut q = [0u8; 4];
+    if let Some(f) = at.checked_add(4).and_then(|end| b.get(at..end)) {
+        q.copy_from_slice(f);
+    }
+    u32::from_le_bytes(q)
 }
 fn u64_at(b: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+    let mut q = [0u8; 8];
+    if let Some(f) = at.checked_add(8).and_then(|end| b.get(at..end)) {
+        q.copy_from_slice(f);
+    }
+    u64::from_le_bytes(q)
 }
 
 impl KdumpCore {
@@ -261,7 +271,9 @@ impl KdumpCore {
         let mut dh = [0u8; DH_LEN];
         read("disk_dump_header", 0, &mut dh)?;
         if &dh[..8] != KDUMP_SIGNATURE {
-            return Err(KdumpError::NotKdump { found: dh[..8].try_into().expect("8 bytes") });
+            let mut found = [0u8; 8];
+            found.copy_from_slice(&dh[..8]);
+            return Err(KdumpError::NotKdump { found });
         }
         let version = u32_at(&dh, DH_VERSION) as i32;
         if !(1..=MAX_HEADER_VERSION).contains(&version) {
@@ -498,10 +510,10 @@ impl KdumpCore {
         let mut buf = vec![0u8; RANK_CHUNK as usize];
         // Extend the prefix counts up to this chunk; each chunk is read once over the core's life.
         while (lazy.rank.len() as u64) <= chunk {
-            let k = lazy.rank.len() as u64 - 1;
+            let k = (lazy.rank.len() as u64).saturating_sub(1);
             let n = self.chunk(pfn, k, &mut buf)?;
             let ones: u64 = buf[..n].iter().map(|b| u64::from(b.count_ones())).sum();
-            let last = *lazy.rank.last().expect("rank starts with one entry");
+            let last = lazy.rank.last().copied().unwrap_or(0);
             lazy.rank.push(last + ones);
         }
         let n = self.chunk(pfn, chunk, &mut buf)?;
