@@ -40,6 +40,8 @@ pub struct CellResult {
     pub iommu: &'static str,
     pub policy: &'static str,
     pub runs: u64,
+    /// Runs whose dump was written with no old memory changed outside device buffers (the IOMMU's own reused
+    /// structures aside): a corrupt dump is counted in `corrupt_runs`, not here.
     pub captured: u64,
     pub capture_rate: f64,
     /// 95 % Wilson score interval of the capture rate.
@@ -167,7 +169,8 @@ struct Tally {
 fn tally(cell: usize, o: &Outcome) -> Tally {
     Tally {
         cell,
-        captured: o.captured,
+        // A dump written over corrupted old memory is not a capture (`simulate` prints it CORRUPT).
+        captured: o.captured && o.changed_pages.other == 0,
         corrupt: o.changed_pages.other > 0,
         crashkernel_hit: o.crashkernel_pages_written > 0,
         failure: o.failure.as_ref().map(|f| f.typed().map_or_else(|| f.to_string(), failure_class)),
