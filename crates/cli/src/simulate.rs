@@ -199,7 +199,7 @@ fn print_table<'a>(w: &mut impl Write, rows: impl Iterator<Item = &'a Outcome>) 
     for o in rows {
         let why = match (&o.failure, o.changed_pages.other) {
             (Some(f), _) => f.to_string(),
-            (None, 0) => o.iommu_init.clone(),
+            (None, 0) => o.iommu_init.to_string(),
             (None, n) => format!("{}; {n} old-memory pages outside device buffers overwritten", o.iommu_init),
         };
         writeln!(

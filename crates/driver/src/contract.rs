@@ -205,23 +205,30 @@ impl CrashReport {
     }
 
     /// One line: what the boot did with the unit.
-    pub fn summary(&self) -> Summary<'_> {
-        Summary(self)
+    pub fn summary(&self) -> Summary {
+        Summary { kind: self.kind, policy: self.policy, outcome: self.outcome.clone(), adopted: self.adopted.len() }
     }
 }
 
-/// [`CrashReport::summary`]'s line.
-pub struct Summary<'a>(&'a CrashReport);
+/// [`CrashReport::summary`]: what the boot did with the unit, typed; its `Display` is the one line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Summary {
+    pub kind: IommuKind,
+    pub policy: Policy,
+    pub outcome: CrashOutcome,
+    /// Devices translating through adopted entries.
+    pub adopted: usize,
+}
 
-impl fmt::Display for Summary<'_> {
+impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let r = self.0;
+        let r = self;
         match &r.outcome {
             CrashOutcome::NotLive => f.write_str("not live"),
             CrashOutcome::Reset => write!(f, "reset ({})", r.policy),
             CrashOutcome::FellBack(why) => write!(f, "fell back to reset: {why}"),
             CrashOutcome::Adopted => {
-                let n = r.adopted.len();
+                let n = r.adopted;
                 match r.kind {
                     IommuKind::Vtd => write!(f, "adopted {n} devices"),
                     IommuKind::Amdvi => write!(f, "reused the old structures, adopted {n} devices"),

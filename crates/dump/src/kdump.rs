@@ -178,6 +178,15 @@ pub enum PageError {
     Decompress { pfn: u64, compression: Compression, offset: u64, size: u32, why: String },
 }
 
+impl PageError {
+    /// The page that could not be read.
+    pub fn pfn(&self) -> u64 {
+        match self {
+            PageError::Read { pfn, .. } | PageError::Descriptor { pfn, .. } | PageError::Decompress { pfn, .. } => *pfn,
+        }
+    }
+}
+
 /// The headers, decoded.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KdumpHeader {

@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use iommu_driver::contract::Summary;
 use iommu_driver::{DriverError, EntryRefusal};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -158,7 +159,7 @@ pub struct Outcome {
     /// Why it did not, or what went wrong on the way.
     pub failure: Option<Reason<Failure>>,
     /// How the crash kernel's IOMMU init went: adopted, reset, fell back (with the reason).
-    pub iommu_init: String,
+    pub iommu_init: Reason<Summary>,
     pub dma: DmaCounts,
     /// Old-memory pages that differ between the crash instant and the capture.
     pub changed_pages: ChangedPages,
@@ -206,7 +207,7 @@ impl Outcome {
             crash_tick: 0,
             captured: false,
             failure: None,
-            iommu_init: String::new(),
+            iommu_init: Reason::Text(String::new()),
             dma: DmaCounts::default(),
             changed_pages: ChangedPages::default(),
             old_memory_writes_after_init: 0,

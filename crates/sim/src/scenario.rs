@@ -252,7 +252,7 @@ pub fn run_on(cfg: MachineConfig, s: &Scenario) -> RunDetail {
     };
     kd.reserve_iova_holes(&holes);
     r.ledger.after_init = true;
-    out.iommu_init = report.summary().to_string();
+    out.iommu_init = report.summary().into();
     out.adopted_devices = report.adopted.len() as u64;
     out.refused_entries = report.refused.iter().cloned().map(Reason::Typed).collect();
     out.init_frames = report.frames_allocated;

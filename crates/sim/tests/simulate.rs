@@ -2,6 +2,8 @@
 //! nothing here is a table of expectations the simulator reads.
 
 use iommu_driver::amdvi::AmdError;
+use iommu_driver::contract::{CrashOutcome, UnitRefusal};
+use iommu_driver::smmuv3::Refusal as Smmuv3Refusal;
 use iommu_driver::{DriverError, Policy};
 use iommu_sim::{run, run_detailed, Failure, Knobs, Scenario};
 
@@ -157,7 +159,8 @@ fn a_noncoherent_smmu_walker_is_not_adopted() {
     let knobs =
         Knobs { iommu: iommu_sim::IommuKind::Smmuv3, coherent_walker: false, aborts_fatal: false, ..Knobs::default() };
     let o = run(&Scenario { policy: Policy::Adopt, seed: 1, knobs }).0;
-    assert!(o.iommu_init.contains("not coherent"), "{o:?}");
+    let init = o.iommu_init.typed().expect("a run made here");
+    assert_eq!(init.outcome, CrashOutcome::FellBack(UnitRefusal::Smmuv3(Smmuv3Refusal::NonCoherentWalker)), "{o:?}");
     assert!(o.dma.faulted > 0, "the fallback is a reset: old DMA aborts");
 }
 

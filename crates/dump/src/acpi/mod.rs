@@ -89,11 +89,34 @@ pub enum AcpiError {
     #[error("no RSDP found: no valid \"RSD PTR \" in the EBDA or 0xe0000-0xfffff{}{}", rejected_note(*.rejected), missing_note(*.missing_pages, *.searched_pages))]
     NoRsdp { rejected: Option<u64>, missing_pages: usize, searched_pages: usize },
     #[error("no {sig} table in the {root} at {root_addr:#x} (it lists: {present})")]
-    NoTable { sig: Sig, root: Sig, root_addr: u64, present: String },
+    NoTable { sig: Sig, root: Sig, root_addr: u64, present: Listed },
     #[error("no DMAR, IVRS or IORT table in the {root} at {root_addr:#x} (it lists: {present})")]
-    NoIommuTable { root: Sig, root_addr: u64, present: String },
+    NoIommuTable { root: Sig, root_addr: u64, present: Listed },
     #[error("{what} at physical address {addr:#x}: {source}")]
     Memory { what: String, addr: u64, source: MemError },
+}
+
+/// What a root table (RSDT/XSDT) lists: the signatures the dump holds, and how many listed tables it lacks.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Listed {
+    pub found: Vec<Sig>,
+    pub not_in_dump: usize,
+}
+
+impl core::fmt::Display for Listed {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        if self.found.is_empty() && self.not_in_dump == 0 {
+            return f.write_str("nothing");
+        }
+        for (i, s) in self.found.iter().enumerate() {
+            write!(f, "{}{s}", if i > 0 { " " } else { "" })?;
+        }
+        match (self.found.is_empty(), self.not_in_dump) {
+            (_, 0) => Ok(()),
+            (true, n) => write!(f, "{n} not in the dump"),
+            (false, n) => write!(f, " {n} not in the dump"),
+        }
+    }
 }
 
 fn rejected_note(rejected: Option<u64>) -> String {

@@ -11,7 +11,7 @@ use std::ops::Range;
 
 use iommu_platform::PhysMem;
 
-use super::{checksum, AcpiError, Bytes, RsdpProblem, Sig, Table, HEADER_LEN};
+use super::{checksum, AcpiError, Bytes, Listed, RsdpProblem, Sig, Table, HEADER_LEN};
 
 /// Where the BIOS area is scanned for the RSDP.
 pub const BIOS_AREA: Range<u64> = 0xe0000..0x100000;
@@ -207,12 +207,10 @@ impl Acpi {
         match present.iter().find(|(s, _)| *s == sig) {
             Some(&(_, addr)) => read_table(mem, addr),
             None => {
-                let mut names: Vec<String> = present.iter().map(|(s, _)| s.to_string()).collect();
-                let missing = self.entries.len() - present.len();
-                if missing > 0 {
-                    names.push(format!("{missing} not in the dump"));
-                }
-                let present = if names.is_empty() { "nothing".into() } else { names.join(" ") };
+                let present = Listed {
+                    found: present.iter().map(|&(s, _)| s).collect(),
+                    not_in_dump: self.entries.len().saturating_sub(present.len()),
+                };
                 Err(AcpiError::NoTable { sig, root: self.root, root_addr: self.root_addr, present })
             }
         }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use iommu_platform::PhysMem;
 
 use super::iort::NodeBody;
-use super::{Acpi, AcpiError, Dmar, Iort, Ivrs, Sig, Table};
+use super::{Acpi, AcpiError, Dmar, Iort, Ivrs, Listed, Sig, Table};
 
 pub use iommu_spec::IommuKind;
 
@@ -85,7 +85,7 @@ impl Firmware {
                 Err(e) => return Err(e),
             }
         }
-        let (root, root_addr, present) = absent.unwrap_or((acpi.root, acpi.root_addr, String::new()));
+        let (root, root_addr, present) = absent.unwrap_or((acpi.root, acpi.root_addr, Listed::default()));
         match kind {
             Some(k) => Err(AcpiError::NoTable { sig: table_of(k), root, root_addr, present }),
             None => Err(AcpiError::NoIommuTable { root, root_addr, present }),

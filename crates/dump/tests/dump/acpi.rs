@@ -113,14 +113,14 @@ fn dmar_refusals_name_table_offset_and_field() {
     assert_eq!((off, field), (64, "Device Scope Length"));
     sc[1] = 7;
     sc.push(0);
-    let e = parse_dmar(&dmar(0, 0, &[drhd(0, 0, 1, &[sc])])).unwrap_err();
-    assert!(e.to_string().contains("DMAR at offset 0x40, Device Scope Length: length 7"), "{e}");
+    let (sig, off, field, problem) = field_err(parse_dmar(&dmar(0, 0, &[drhd(0, 0, 1, &[sc])])).unwrap_err());
+    assert_eq!((sig, off, field), (Sig::DMAR, 0x40, "Device Scope Length"));
+    assert!(matches!(problem, Problem::BadLength { length: 7, .. }), "{problem:?}");
     // The header checks.
     let mut bad = real("q35-vtd-dmar.bin");
     bad[0x3a] ^= 0x01;
     let e = Table::parse(&bad).unwrap_err();
     assert!(matches!(e, AcpiError::Checksum { table: Sig::DMAR, length: 120, .. }), "{e}");
-    assert!(e.to_string().contains("bad checksum"), "{e}");
     let good = real("q35-vtd-dmar.bin");
     assert_eq!(
         Table::parse(&good[..100]).unwrap_err(),
@@ -130,7 +130,8 @@ fn dmar_refusals_name_table_offset_and_field() {
     let ivrs = Table::parse(&real("q35-amdvi-ivrs.bin")).unwrap();
     assert_eq!(Dmar::parse(&ivrs).unwrap_err(), AcpiError::WrongSignature { expected: Sig::DMAR, found: Sig::IVRS });
     let e = Firmware::from_bytes(&table(b"FAC\x01", 1, &[])).unwrap_err();
-    assert_eq!(e.to_string(), "FAC\\x01: not a DMAR, IVRS or IORT table");
+    assert_eq!(e, AcpiError::Unsupported { table: Sig(*b"FAC\x01") });
+    assert_eq!(Sig(*b"FAC\x01").to_string(), "FAC\\x01", "a signature prints its non-text bytes escaped");
 }
 
 #[test]

@@ -73,8 +73,7 @@ fn open_reads_from_disk_like_from_bytes() {
     assert_eq!(got, Err(MemError { addr: 0x1000, kind: NC }));
 
     let err = ElfCore::open(&path).unwrap_err();
-    assert!(matches!(err, ElfError::Open { .. }), "{err:?}");
-    assert!(err.to_string().contains("iommu-dump-test-"), "names the path: {err}");
+    assert!(matches!(&err, ElfError::Open { path: p, .. } if *p == path), "names the path: {err:?}");
 }
 
 #[test]
@@ -119,7 +118,6 @@ fn segments_that_disagree_about_the_same_memory_are_refused() {
     differs[0x42] ^= 1;
     let err = refuse(vmcore_shape(&differs, 0x100));
     assert!(matches!(err, ElfError::SegmentsDisagree { index: 1, other: 2, paddr: 0x2042 }), "{err:?}");
-    assert!(err.to_string().contains("0x2042"), "names the first differing address: {err}");
 
     // The inner segment leaves bytes out of the file: nothing to compare them with.
     let same = pattern(3, 0x200)[0x100..].to_vec();
@@ -175,7 +173,6 @@ fn hostile_segments_are_refused_by_index() {
     for (bad, is_expected) in cases {
         let err = refuse(core(ET_CORE, &[ok, bad], 0x200));
         assert!(is_expected(&err), "{bad:?}: {err:?}");
-        assert!(err.to_string().contains("segment 1"), "names the segment: {err}");
     }
 }
 

@@ -137,7 +137,7 @@ fn page_error(file: Vec<u8>, pfn: u64) -> PageError {
     assert_eq!(count, 1);
     let err = kdump(&d).page(pfn).unwrap_err();
     assert_eq!(damage[0], err);
-    assert!(err.to_string().contains(&format!("pfn {pfn:#x}")), "names the pfn: {err}");
+    assert_eq!(err.pfn(), pfn, "names the pfn: {err:?}");
     err
 }
 
@@ -157,7 +157,6 @@ fn a_corrupt_compressed_page_is_an_error_naming_its_pfn_and_offset() {
         }
         let err = page_error(f, 4);
         assert!(matches!(err, PageError::Decompress { pfn: 4, offset, .. } if offset == off as u64), "{c:#x}: {err}");
-        assert!(err.to_string().contains(&format!("{off:#x}")), "names the offset: {err}");
 
         // The same stream cut short by its descriptor's size.
         let mut f = built.file.clone();

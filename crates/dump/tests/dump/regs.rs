@@ -78,8 +78,6 @@ fn malformed_address_lines_name_their_line() {
     let (line, kind) = bad(&text);
     assert_eq!(line, 13, "1-based, counting ignored lines");
     assert_eq!(kind, LineError::BadValue { index: 0, text: "0x123".into() });
-    let err = RegSnapshot::parse(&text).unwrap_err().to_string();
-    assert!(err.starts_with("line 13:") && err.contains("0x123"), "{err}");
 
     assert_eq!(bad("fed90000: 0x00000010 0xzz000000").1, LineError::BadValue { index: 1, text: "0xzz000000".into() });
     assert_eq!(bad("fed90000: 00000010").1, LineError::BadValue { index: 0, text: "00000010".into() });
@@ -138,6 +136,5 @@ fn require_names_the_first_absent_register() {
     assert_eq!(m.require(&needed), Ok(()));
     let err = m.require(&[("CAP", off::CAP, 8), ("FSTS", off::FSTS, 4), ("AFLOG", off::AFLOG, 8)]).unwrap_err();
     assert_eq!(err, RegsError::MissingRegister { name: "FSTS".into(), off: 0x34, addr: 0xfed9_0034, size: 4 });
-    assert!(err.to_string().contains("FSTS") && err.to_string().contains("0xfed90034"), "{err}");
     assert!(m.require(&[("RTADDR+4", off::RTADDR + 4, 8)]).is_err(), "partly captured is absent");
 }

@@ -92,8 +92,6 @@ fn regset_refusals_name_the_line() {
     assert_eq!(bad(&format!("{head}CAP\t0x08\t0x1\textra\n")), (2, LineError::RowFields { count: 4 }));
     let top = "IOMMU: dmar0 Register Base Address: fffffffffffffff0\nCAP\t0x10\t\t0x1\n";
     assert_eq!(bad(top), (2, LineError::RowAddressOverflow { base: 0xffff_ffff_ffff_fff0, off: 0x10 }));
-    let e = RegSnapshot::parse(top).unwrap_err().to_string();
-    assert!(e.contains("line 2") && e.contains("iommu_regset"), "{e}");
 }
 
 #[test]
