@@ -327,7 +327,7 @@ mod tests {
             translation: Translation::Translated {
                 root: 0x1000,
                 levels: 6,
-                format: TableFormat::AmdViV1,
+                format: TableFormat::AmdViV1(Default::default()),
                 read: true,
                 write: true,
             },

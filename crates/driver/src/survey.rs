@@ -233,7 +233,7 @@ pub enum TableFormat {
     /// 1 GiB pages exist).
     VtdFirstLevel(iommu_spec::vtd::Cap),
     /// AMD-Vi v1 host page tables.
-    AmdViV1,
+    AmdViV1(amdvi::V1),
     /// VMSAv8-64, 4 KiB granule: SMMUv3 stage 1 or 2.
     Vmsa(smmuv3::Vmsa),
 }
@@ -243,7 +243,7 @@ impl TableFormat {
         match self {
             TableFormat::VtdSecondLevel(_) => "vtd-second-level",
             TableFormat::VtdFirstLevel(_) => "vtd-first-level",
-            TableFormat::AmdViV1 => "amdvi-v1",
+            TableFormat::AmdViV1(_) => "amdvi-v1",
             TableFormat::Vmsa(v) if v.stage == smmuv3::Stage::One => "vmsa-stage1",
             TableFormat::Vmsa(_) => "vmsa-stage2",
         }
@@ -255,7 +255,7 @@ impl Format for TableFormat {
         match self {
             TableFormat::VtdSecondLevel(cap) => vtd::SecondLevel(*cap).decode(raw, level, iova),
             TableFormat::VtdFirstLevel(cap) => vtd::FirstLevel(*cap).decode(raw, level, iova),
-            TableFormat::AmdViV1 => amdvi::V1.decode(raw, level, iova),
+            TableFormat::AmdViV1(v) => v.decode(raw, level, iova),
             TableFormat::Vmsa(v) => v.decode(raw, level, iova),
         }
     }
@@ -263,7 +263,7 @@ impl Format for TableFormat {
         match self {
             TableFormat::VtdSecondLevel(cap) => vtd::SecondLevel(*cap).slot_size(level),
             TableFormat::VtdFirstLevel(cap) => vtd::FirstLevel(*cap).slot_size(level),
-            TableFormat::AmdViV1 => amdvi::V1.slot_size(level),
+            TableFormat::AmdViV1(v) => v.slot_size(level),
             TableFormat::Vmsa(v) => v.slot_size(level),
         }
     }
@@ -271,7 +271,7 @@ impl Format for TableFormat {
         match self {
             TableFormat::VtdSecondLevel(cap) => vtd::SecondLevel(*cap).index(iova, level),
             TableFormat::VtdFirstLevel(cap) => vtd::FirstLevel(*cap).index(iova, level),
-            TableFormat::AmdViV1 => amdvi::V1.index(iova, level),
+            TableFormat::AmdViV1(v) => v.index(iova, level),
             TableFormat::Vmsa(v) => v.index(iova, level),
         }
     }
@@ -621,7 +621,7 @@ pub fn scan_amdvi(hw: &mut (impl Mmio + PhysMem), env: &BootEnv, work: &mut Work
     if let Some(p) = not_this_kind(&[("DEV_TABLE_BASE", off::DEV_TABLE_BASE, base.into_bits(), base.reserved_bits())]) {
         return UnitScan::unscanned(Mode::AmdViV1, p, work);
     }
-    let mut unit = UnitScan::scanned(Mode::AmdViV1, control.iommu_en(), base.table() & !env.c_bit);
+    let mut unit = UnitScan::scanned(Mode::AmdViV1, control.iommu_en(), env.old_pa(base.table()));
     unit.bypass = !control.iommu_en();
     unit.tables.push(unit.root_table..unit.root_table.saturating_add(base.bytes()));
     let scan = match amdvi::scan(hw, env, false) {
@@ -637,7 +637,7 @@ pub fn scan_amdvi(hw: &mut (impl Mmio + PhysMem), env: &BootEnv, work: &mut Work
             amdvi::DteKind::Translated { root, levels } => Translation::Translated {
                 root,
                 levels,
-                format: TableFormat::AmdViV1,
+                format: TableFormat::AmdViV1(amdvi::V1::of(env)),
                 read: d.dte.ir(),
                 write: d.dte.iw(),
             },
@@ -671,7 +671,7 @@ fn exclusion_range(
 ) {
     use iommu_spec::amdvi::{off, ExclusionBase, ExclusionLimit};
     let base = ExclusionBase::from_bits(hw.read64(off::EXCL_BASE));
-    let (first, last) = (base.address() & !env.c_bit, ExclusionLimit::from_bits(hw.read64(off::EXCL_LIMIT)).last());
+    let (first, last) = (env.old_pa(base.address()), ExclusionLimit::from_bits(hw.read64(off::EXCL_LIMIT)).last());
     if !base.ex_en() || last < first {
         return;
     }

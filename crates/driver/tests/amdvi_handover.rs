@@ -22,6 +22,9 @@ enum Snp {
     ShutdownFailed,
 }
 
+/// The SME encryption bit of the SNP hosts here (bit 51, as on EPYC 7003/9004).
+const C_BIT: u64 = 1 << 51;
+
 struct Rig {
     mem: PhysMemory,
     unit: AmdviModel,
@@ -33,7 +36,9 @@ struct Rig {
 
 impl Rig {
     fn new(snp: Snp) -> Self {
-        let cfg = if snp == Snp::Off { AmdviConfig::default() } else { AmdviConfig::snp() };
+        // An SNP host runs SME: every address the kernels give the unit carries the encryption bit.
+        let cfg =
+            if snp == Snp::Off { AmdviConfig::default() } else { AmdviConfig { c_bit: C_BIT, ..AmdviConfig::snp() } };
         Self::with(snp, cfg)
     }
     fn with(snp: Snp, cfg: AmdviConfig) -> Self {
@@ -52,7 +57,7 @@ impl Rig {
             ram: std::iter::once(0..4 * GIB).collect(),
             crash_region: Some(CRASH),
             mem_encrypt: self.snp != Snp::Off,
-            c_bit: 0,
+            c_bit: self.unit.config().c_bit,
         }
     }
     fn primary(&mut self) -> EmuPlatform<'_, AmdviModel> {
@@ -66,7 +71,8 @@ impl Rig {
         self.unit.counters().locked_writes_ignored
     }
     fn dte_at(&mut self, devid: u16) -> u64 {
-        DevTableBase::from_bits(self.primary().read64(off::DEV_TABLE_BASE)).table() + 32 * devid as u64
+        let spa = DevTableBase::from_bits(self.primary().read64(off::DEV_TABLE_BASE)).table();
+        (spa & !self.unit.config().c_bit) + 32 * devid as u64
     }
     fn dte(&mut self, devid: u16) -> Dte {
         let at = self.dte_at(devid);
@@ -320,21 +326,34 @@ fn containment_sends_every_iova_into_the_scratch_region() {
 }
 
 #[test]
-fn the_sme_c_bit_is_stripped_from_addresses_read_back() {
-    // An SME host's kernel may leave the C-bit in the addresses it programmed (Linux `iommu_memremap`
-    // strips `sme_me_mask` before mapping them). Set it in the device-table base and scan.
-    const C_BIT: u64 = 1 << 47;
-    let mut rig = Rig::new(Snp::Off);
-    primary(&mut rig);
-    let raw = rig.primary().read64(off::DEV_TABLE_BASE);
-    rig.primary().write64(off::DEV_TABLE_BASE, raw | C_BIT);
-    let with_bit = BootEnv { c_bit: 0, ..rig.env(true) };
-    let refused = iommu_driver::amdvi::scan(&mut rig.crash(), &with_bit, true);
-    assert!(refused.is_err(), "taken literally, the address is not RAM");
-    let stripped = BootEnv { c_bit: C_BIT, ..rig.env(true) };
-    let scan = iommu_driver::amdvi::scan(&mut rig.crash(), &stripped, true).unwrap();
-    assert!(scan.devices.iter().any(|d| d.devid == NIC));
+fn under_sme_every_address_carries_the_c_bit_and_adoption_reads_through_it() {
+    // An SME host's kernel gives the unit every address with `sme_me_mask` set (Linux `iommu_virt_to_phys`,
+    // `__sme_set` in `iommu_v1_map_pages`); the unit and the crash kernel strip it (`iommu_memremap`).
+    let mut rig = Rig::new(Snp::ShutdownFailed);
+    let (maps, _) = primary(&mut rig);
+    for reg in [off::DEV_TABLE_BASE, off::CMD_BUF_BASE, off::EVENT_LOG_BASE, off::EXCL_BASE] {
+        assert_eq!(rig.primary().read64(reg) & C_BIT, C_BIT, "register {reg:#x}");
+    }
+    let dte = rig.dte(DISK);
+    assert_eq!(dte.pt_root() & C_BIT, C_BIT, "the DTE's root");
+    let root = dte.pt_root() & !C_BIT;
+    let v1 = iommu_driver::amdvi::V1 { c_bit: C_BIT };
+    let w = iommu_driver::walk::walk(&rig.mem, &v1, root, 3, iommu_driver::walk::WalkLimits::default());
+    assert!(w.issues.is_empty() && !w.runs.is_empty(), "{:?}", w.issues);
+    let plain = iommu_driver::walk::walk(&rig.mem, &V1_PLAIN, root, 3, iommu_driver::walk::WalkLimits::default());
+    assert!(!plain.issues.is_empty(), "taken literally, the table pointers are not RAM");
+
+    let (_, r) = crash(&mut rig, Policy::Adopt).unwrap();
+    assert_eq!(r.outcome, AmdOutcome::Adopted);
+    assert!(r.adopted.contains(&DISK) && r.adopted.contains(&NIC), "{:?}", r.adopted);
+    for &(devid, iova, pa) in &maps {
+        assert_eq!(rig.dma(devid, iova, Access::Write), Ok(pa), "old DMA of {devid:#x} still lands on its page");
+    }
+    assert_eq!(rig.locked_writes(), 0);
 }
+
+/// The v1 format of a kernel without SME.
+const V1_PLAIN: iommu_driver::amdvi::V1 = iommu_driver::amdvi::V1 { c_bit: 0 };
 
 #[test]
 fn snp_follows_the_hardware_not_the_crash_kernels_mem_encrypt() {
@@ -356,7 +375,9 @@ fn snp_follows_the_hardware_not_the_crash_kernels_mem_encrypt() {
 fn the_completion_wait_sequence_continues_from_the_old_page() {
     let mut rig = Rig::new(Snp::ShutdownFailed);
     primary(&mut rig);
-    let page = ExclusionBase::from_bits(rig.primary().read64(off::EXCL_BASE)).address();
+    let spa = ExclusionBase::from_bits(rig.primary().read64(off::EXCL_BASE)).address();
+    assert_eq!(spa & C_BIT, C_BIT, "the kernel names the page with its SME bit (Linux `iommu_set_cwwb_range`)");
+    let page = spa & !C_BIT;
     // The crashed kernel had run a thousand waits.
     rig.mem.write_u64(page, 1000).unwrap();
     let (_, r) = crash(&mut rig, Policy::Adopt).unwrap();
@@ -385,10 +406,11 @@ fn disk_root_in_crash_region(rig: &mut Rig) -> u16 {
     let dte = rig.dte(DISK);
     let moved = CRASH.start + 0x20_0000;
     let mut page = [0u8; 4096];
-    rig.mem.read(dte.pt_root(), &mut page).unwrap();
+    let c_bit = rig.unit.config().c_bit;
+    rig.mem.read(dte.pt_root() & !c_bit, &mut page).unwrap();
     rig.mem.write(moved, &page).unwrap();
     let at = rig.dte_at(DISK);
-    let new = Dte::translated(moved, dte.mode(), dte.domain_id(), true, true);
+    let new = Dte::translated(moved | c_bit, dte.mode(), dte.domain_id(), true, true);
     rig.mem.write_u64(at, new.0[0]).unwrap();
     dte.domain_id()
 }
@@ -422,7 +444,7 @@ fn a_mapping_into_the_crash_region_refuses_the_device_and_pass_through_is_report
     let mut frames = 0;
     iommu_driver::walk::map_page(
         &mut rig.primary(),
-        &iommu_driver::amdvi::V1,
+        &iommu_driver::amdvi::V1::default(),
         dte.pt_root(),
         3,
         0x7000_0000,
@@ -503,7 +525,7 @@ fn without_iasup_adoption_flushes_every_domains_translations() {
     // holds the translation.
     let nic = old.iter().find(|o| o.0 == NIC).copied().unwrap();
     let root = rig.dte(NIC).pt_root();
-    iommu_driver::walk::unmap_page(&mut rig.primary(), &iommu_driver::amdvi::V1, root, 3, nic.1).unwrap();
+    iommu_driver::walk::unmap_page(&mut rig.primary(), &iommu_driver::amdvi::V1::default(), root, 3, nic.1).unwrap();
     assert_eq!(rig.dma(NIC, nic.1, Access::Write), Ok(nic.2), "stale, until flushed");
     let (_, r) = crash(&mut rig, Policy::Adopt).unwrap();
     assert_eq!(r.outcome, AmdOutcome::Adopted);
@@ -621,7 +643,7 @@ fn a_walk_at_its_bound_is_a_refusal_not_a_pass() {
     primary(&mut rig);
     let env = rig.env(true);
     let root = rig.dte(NIC).pt_root();
-    let v1 = &iommu_driver::amdvi::V1;
+    let v1 = &iommu_driver::amdvi::V1::default();
     // NIC's 3-level table is three tables deep on its one mapping.
     let mut budget = 100;
     assert_eq!(reach(&rig.mem, v1, &env, root, 3, &mut budget), None);

@@ -115,8 +115,9 @@ pub fn apply(name: &str, m: &mut Crashed) -> Result<Injected, UnknownFault> {
 enum Fmt {
     /// VT-d second level (R/W present bits 1:0, PS bit 7, address 51:12).
     VtdSl,
-    /// AMD-Vi v1 (PR bit 0, NextLevel 11:9, address 51:12).
-    AmdV1,
+    /// AMD-Vi v1 (PR bit 0, NextLevel 11:9, address 51:12, less the host's SME bit `c_bit`, which the
+    /// unit strips and rewrites keep).
+    AmdV1 { c_bit: u64 },
     /// VMSAv8-64 4 KiB granule (valid bit 0, table/page bit 1, address 47:12).
     Vmsa,
 }
@@ -126,17 +127,17 @@ const ADDR48: u64 = 0x0000_ffff_ffff_f000;
 
 impl Fmt {
     fn addr_mask(self) -> u64 {
-        if self == Fmt::Vmsa {
-            ADDR48
-        } else {
-            ADDR52
+        match self {
+            Fmt::Vmsa => ADDR48,
+            Fmt::AmdV1 { c_bit } => ADDR52 & !c_bit,
+            Fmt::VtdSl => ADDR52,
         }
     }
     /// `Some(true)` a table pointer, `Some(false)` a leaf, `None` not present, at walker level `level` (1 = last).
     fn kind(self, raw: u64, level: u32) -> Option<bool> {
         match self {
             Fmt::VtdSl => (raw & 3 != 0).then_some(level > 1 && raw & 1 << 7 == 0),
-            Fmt::AmdV1 => {
+            Fmt::AmdV1 { .. } => {
                 let next = (raw >> 9) & 7;
                 (raw & 1 != 0).then_some(next != 0 && next != 7)
             }
@@ -271,7 +272,7 @@ fn vtd_tables(mem: &PhysMemory, v: &VtdModel) -> Vec<Tables> {
 
 fn amd_dev_table(mem: &mut PhysMemory, v: &mut AmdviModel) -> (u64, u32) {
     let t = DevTableBase::from_bits(v.mmio_read(mem, amdvi::off::DEV_TABLE_BASE, 8));
-    (t.table(), t.entries())
+    (t.table() & !v.config().c_bit, t.entries())
 }
 
 fn amd_dte(mem: &PhysMemory, at: u64) -> Option<Dte> {
@@ -292,9 +293,9 @@ fn amd_tables(mem: &mut PhysMemory, v: &mut AmdviModel) -> Vec<Tables> {
         }
         out.push(Tables {
             dev: devid as u32,
-            top: d.pt_root(),
+            top: d.pt_root() & !v.config().c_bit,
             levels,
-            fmt: Fmt::AmdV1,
+            fmt: Fmt::AmdV1 { c_bit: v.config().c_bit },
             at,
             set_top: |raw, pa| {
                 let q0 = (raw as u64 & !ADDR52) | (pa & ADDR52);
@@ -527,7 +528,7 @@ pub fn cmdq_error_pending(m: &mut Crashed) -> Injected {
         Unit::Amdvi(v) => {
             let ring = amdvi::RingBase::from_bits(v.mmio_read(m.mem, amdvi::off::CMD_BUF_BASE, 8));
             let tail = v.mmio_read(m.mem, amdvi::off::CMD_TAIL, 8);
-            let at = ring.ring() + (tail & 0x7fff0);
+            let at = (ring.ring() & !v.config().c_bit) + (tail & 0x7fff0);
             // Opcode 0xf is reserved (AMD-Vi 2.4): ILLEGAL_COMMAND_ERROR stops the processor.
             if m.mem.write_u128(at, 0xf << 60).is_err() {
                 return Injected::na("command buffer not RAM");
@@ -651,7 +652,7 @@ pub fn wide_iova(m: &mut Crashed) -> Injected {
             flushed(m);
             return Injected::applied(format!("device {:#x}: IOVAs from 2^39 alias those from 0", t.dev));
         }
-        if t.fmt == Fmt::AmdV1 && t.levels == 3 {
+        if matches!(t.fmt, Fmt::AmdV1 { .. }) && t.levels == 3 {
             let top = t.top;
             // The new top level takes the first zero page above the old top (a bounded scan): memory the
             // crashed kernel held and had not written.

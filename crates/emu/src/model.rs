@@ -46,7 +46,7 @@ impl Clone for Box<dyn IommuModel> {
 /// A model of `kind` with its default configuration; `snp` puts an AMD-Vi unit on an SEV-SNP host and
 /// `coherent` is an SMMUv3's IDR0.COHACC (each ignored elsewhere).
 pub fn model(kind: IommuKind, snp: bool, coherent: bool) -> Box<dyn IommuModel> {
-    model_with(kind, ModelOptions { snp, coherent, no_iasup: false, vtd_first_level: false })
+    model_with(kind, ModelOptions { snp, coherent, no_iasup: false, vtd_first_level: false, c_bit: 0 })
 }
 
 /// The platform choices a machine makes for its unit; each is ignored by the kinds it does not apply to.
@@ -61,6 +61,9 @@ pub struct ModelOptions {
     /// VT-d: the unit also offers first-level translation (ECAP.FLTS, CAP.FL1GP), as current Intel
     /// server parts do.
     pub vtd_first_level: bool,
+    /// AMD-Vi: the host's SME encryption bit, which addresses in the unit's registers and tables carry
+    /// ([`AmdviConfig::c_bit`]); 0 without SME.
+    pub c_bit: u64,
 }
 
 /// A model of `kind` with `opts`.
@@ -78,6 +81,7 @@ pub fn model_with(kind: IommuKind, opts: ModelOptions) -> Box<dyn IommuModel> {
         IommuKind::Amdvi => {
             let cfg = if opts.snp { AmdviConfig::snp() } else { AmdviConfig::default() };
             let cfg = if opts.no_iasup { crate::inject::no_iasup(cfg) } else { cfg };
+            let cfg = AmdviConfig { c_bit: opts.c_bit, ..cfg };
             Box::new(AmdviModel::new(cfg))
         }
         IommuKind::Smmuv3 => {
@@ -139,12 +143,15 @@ impl IommuModel for AmdviModel {
         use iommu_spec::amdvi::{off, DevTableBase, ExclusionBase, RingBase};
         let mut pages = Vec::new();
         let dt = DevTableBase::from_bits(self.mmio_read(mem, off::DEV_TABLE_BASE, 8));
-        pages.extend((0..dt.bytes() / 4096).map(|i| dt.table() + i * 4096));
+        let table = self.mem_pa(dt.table());
+        pages.extend((0..dt.bytes() / 4096).map(|i| table + i * 4096));
         for reg in [off::CMD_BUF_BASE, off::EVENT_LOG_BASE] {
             let r = RingBase::from_bits(self.mmio_read(mem, reg, 8));
-            pages.extend((0..r.bytes().div_ceil(4096)).map(|i| r.ring() + i * 4096));
+            let ring = self.mem_pa(r.ring());
+            pages.extend((0..r.bytes().div_ceil(4096)).map(|i| ring + i * 4096));
         }
-        let sem = ExclusionBase::from_bits(self.mmio_read(mem, off::EXCL_BASE, 8)).address();
+        let base = ExclusionBase::from_bits(self.mmio_read(mem, off::EXCL_BASE, 8));
+        let sem = self.mem_pa(base.address());
         if sem != 0 {
             pages.push(sem);
         }

@@ -245,6 +245,17 @@ impl BootEnv {
         };
         self.ram.iter().any(|r| r.start <= pa && end <= r.end)
     }
+    /// A physical address from an address the crashed kernel (or this one) wrote into an IOMMU register or
+    /// table: the SME encryption bit it may carry is removed, here and nowhere else (Linux
+    /// `iommu_memremap` and `__sme_clr`).
+    pub fn old_pa(&self, raw: u64) -> u64 {
+        raw & !self.c_bit
+    }
+    /// The form of `pa` this kernel writes into an IOMMU register or table under SME: with the encryption bit
+    /// (Linux `iommu_virt_to_phys` and `__sme_set`), so the unit's accesses are decrypted like the CPU's.
+    pub fn sme_set(&self, pa: u64) -> u64 {
+        pa | self.c_bit
+    }
     /// Whether `[pa, pa + len)` overlaps the crash kernel's region.
     pub fn in_crash_region(&self, pa: u64, len: u64) -> bool {
         let end = pa.saturating_add(len);

@@ -73,8 +73,24 @@ impl MachineConfig {
             crash_kernel: false,
             ram: self.ram.clone(),
             crash_region: Some(self.crash_region.clone()),
-            mem_encrypt: self.snp && self.iommu == IommuKind::Amdvi,
-            c_bit: 0,
+            mem_encrypt: self.sme(),
+            c_bit: self.c_bit(),
+        }
+    }
+
+    /// The host encrypts its memory (SME, which an SEV-SNP host runs with): only the AMD-Vi machine.
+    pub fn sme(&self) -> bool {
+        self.snp && self.iommu == IommuKind::Amdvi
+    }
+
+    /// The SME encryption bit of the host, 0 without SME: bit 51, where EPYC 7003 and 9004 parts put it
+    /// (CPUID Fn8000_001F EBX[5:0]). The kernels write it into every address they give the IOMMU, the unit
+    /// strips it.
+    pub fn c_bit(&self) -> u64 {
+        if self.sme() {
+            1 << 51
+        } else {
+            0
         }
     }
 
@@ -112,6 +128,7 @@ impl Machine {
             coherent: cfg.coherent_walker,
             no_iasup: cfg.no_iasup,
             vtd_first_level: cfg.vtd_first_level,
+            c_bit: cfg.c_bit(),
         };
         let unit: Unit = iommu_emu::model_with(cfg.iommu, opts);
         let fw = snp.then(|| SnpFirmware::new(4, 4));

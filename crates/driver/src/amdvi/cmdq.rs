@@ -17,13 +17,15 @@ pub struct CmdRing {
     pub tail: u32,
     /// The 8-byte completion-wait store target (under SNP: inside the completion-store window).
     pub sem: u64,
+    /// The SME encryption bit the store address carries (Linux `build_completion_wait`), 0 without SME.
+    pub c_bit: u64,
     pub seq: u64,
     pub submitted: u64,
 }
 
 impl CmdRing {
-    pub fn new(base: u64, entries: u32, sem: u64) -> Self {
-        CmdRing { base, entries: entries.max(2), tail: 0, sem, seq: 0, submitted: 0 }
+    pub fn new(base: u64, entries: u32, sem: u64, c_bit: u64) -> Self {
+        CmdRing { base, entries: entries.max(2), tail: 0, sem, c_bit, seq: 0, submitted: 0 }
     }
 
     /// Write `cmds` and a COMPLETION_WAIT, bump the tail, wait for the store.
@@ -36,7 +38,7 @@ impl CmdRing {
             return Ok(());
         }
         self.seq = self.seq.wrapping_add(1);
-        let wait = CompletionWait::store(self.sem, self.seq).into_bits();
+        let wait = CompletionWait::store(self.sem | self.c_bit, self.seq).into_bits();
         for c in cmds.iter().copied().chain(core::iter::once(wait)) {
             hw.write_u128(self.base + self.tail as u64 * 16, c)?;
             self.tail = (self.tail + 1) % self.entries;

@@ -85,6 +85,8 @@ pub struct Amdvi {
     pub(super) scratch: Option<Scratch>,
     pub(super) iova_holes: Vec<core::ops::Range<u64>>,
     pub frames_allocated: u64,
+    /// The SME encryption bit every address this kernel gives the unit carries ([`crate::BootEnv::c_bit`]).
+    pub(super) c_bit: u64,
 }
 
 /// Contiguous frames, or out of memory.
@@ -116,6 +118,11 @@ impl Amdvi {
         self.iova_holes = holes.to_vec();
     }
 
+    /// The page-table format as this kernel writes it (with its SME bit).
+    pub(super) fn v1(&self) -> super::V1 {
+        super::V1 { c_bit: self.c_bit }
+    }
+
     pub(super) fn blank(hw: &mut impl Platform, env: &BootEnv) -> Self {
         let efr = Efr::from_bits(hw.read64(off::EXT_FEATURES));
         // Whether SNP may hold the unit: Linux's `amd_iommu_snp_en` needs EFR.SNPSup and a host running SNP.
@@ -140,6 +147,7 @@ impl Amdvi {
             scratch: None,
             iova_holes: Vec::new(),
             frames_allocated: 0,
+            c_bit: env.c_bit,
         }
     }
 
@@ -175,15 +183,17 @@ impl Amdvi {
         v.frames_allocated += n;
         v.dev_table = dt;
         v.dev_table_bytes = bytes;
-        hw.write64(off::DEV_TABLE_BASE, DevTableBase::from_table(dt, bytes).into_bits());
-        hw.write64(off::CMD_BUF_BASE, RingBase::from_ring(cmd, RING_LEN).into_bits());
-        hw.write64(off::EVENT_LOG_BASE, RingBase::from_ring(evt, RING_LEN).into_bits());
+        // Every address the unit is given carries the SME bit (Linux `iommu_virt_to_phys`).
+        let spa = |pa| env.sme_set(pa);
+        hw.write64(off::DEV_TABLE_BASE, DevTableBase::from_table(spa(dt), bytes).into_bits());
+        hw.write64(off::CMD_BUF_BASE, RingBase::from_ring(spa(cmd), RING_LEN).into_bits());
+        hw.write64(off::EVENT_LOG_BASE, RingBase::from_ring(spa(evt), RING_LEN).into_bits());
         if snp {
             // Completion-wait stores must land in the completion-store window (Linux `iommu_set_cwwb_range`).
-            hw.write64(off::EXCL_BASE, ExclusionBase::from_address(sem).into_bits());
-            hw.write64(off::EXCL_LIMIT, ExclusionLimit::from_address(sem).into_bits());
+            hw.write64(off::EXCL_BASE, ExclusionBase::from_address(spa(sem)).into_bits());
+            hw.write64(off::EXCL_LIMIT, ExclusionLimit::from_address(spa(sem)).into_bits());
         }
-        v.cmd = Some(CmdRing::new(cmd, 1 << RING_LEN, sem));
+        v.cmd = Some(CmdRing::new(cmd, 1 << RING_LEN, sem, env.c_bit));
         v.restart_rings(hw);
         Ok(v)
     }
@@ -313,7 +323,7 @@ impl Amdvi {
         r: bool,
         w: bool,
     ) -> Result<(), AmdError> {
-        crate::walk::map_page(hw, &super::V1, root, LEVELS, iova, pa, r, w, &mut self.frames_allocated).map_err(|e| {
+        crate::walk::map_page(hw, &self.v1(), root, LEVELS, iova, pa, r, w, &mut self.frames_allocated).map_err(|e| {
             match e {
                 crate::walk::MapError::Mem(m) => AmdError::Mem(m),
                 crate::walk::MapError::OutOfMemory => AmdError::OutOfMemory,
@@ -331,7 +341,7 @@ impl Amdvi {
         let (root, id) = (dom.root, dom.id);
         dom.iova.release(iova);
         for off in (0..size).step_by(4096) {
-            crate::walk::unmap_page(hw, &super::V1, root, LEVELS, iova + off)?;
+            crate::walk::unmap_page(hw, &self.v1(), root, LEVELS, iova + off)?;
         }
         self.submit(hw, &[InvalidateIommuPages::range(id, iova, size).into_bits()])
     }
@@ -394,7 +404,7 @@ impl Amdvi {
                 if let (Attachment::Domain(d), DteKind::Translated { root, levels }) = (to, kind) {
                     let w = crate::walk::walk(
                         hw,
-                        &super::V1,
+                        &self.v1(),
                         root,
                         levels,
                         crate::walk::WalkLimits { max_tables: 4096, max_runs: 65536 },
@@ -413,7 +423,7 @@ impl Amdvi {
         let dte = match to {
             Attachment::Domain(d) => {
                 let dom = self.domain(d).ok_or(AmdError::NoSuchDomain(d.0))?;
-                Dte::translated(dom.root, PagingMode::from_bits(LEVELS as u8), dom.id, true, true)
+                Dte::translated(dom.root | self.c_bit, PagingMode::from_bits(LEVELS as u8), dom.id, true, true)
             }
             Attachment::Identity => {
                 let id = self.domain_ids.alloc().ok_or(AmdError::OutOfDomainIds)? as u16;

@@ -119,7 +119,7 @@ impl Amdvi {
             if !r.length_valid() {
                 return Err(Refusal::BadLength { what, raw });
             }
-            let addr = r.ring() & !env.c_bit;
+            let addr = env.old_pa(r.ring());
             check(env, what, addr, r.bytes())?;
             Ok((addr, r.entries()))
         };
@@ -128,7 +128,7 @@ impl Amdvi {
         // Under SNP the completion-wait page is the one the (locked) completion-store window names; without
         // SNP any page of ours will do.
         let sem = if v.snp {
-            let addr = ExclusionBase::from_bits(hw.read64(off::EXCL_BASE)).address() & !env.c_bit;
+            let addr = env.old_pa(ExclusionBase::from_bits(hw.read64(off::EXCL_BASE)).address());
             check(env, "completion-wait page", addr, 4096)?;
             addr
         } else {
@@ -137,9 +137,9 @@ impl Amdvi {
             v.frames_allocated += n;
             p
         };
-        v.dev_table = scan.table.table() & !env.c_bit;
+        v.dev_table = env.old_pa(scan.table.table());
         v.dev_table_bytes = scan.table.bytes();
-        let mut cmd_ring = CmdRing::new(cmd, cmd_entries, sem);
+        let mut cmd_ring = CmdRing::new(cmd, cmd_entries, sem, env.c_bit);
         if v.snp {
             // The page holds the crashed kernel's last sequence number: a wait for a value already there would
             // "complete" before the unit ran anything, so the sequence continues from it.
@@ -269,7 +269,7 @@ impl Amdvi {
             None => {
                 let mut n = 0;
                 let t =
-                    crate::walk::build_scratch_chain(hw, &super::V1, levels, s.page, &mut n).map_err(|e| match e {
+                    crate::walk::build_scratch_chain(hw, &self.v1(), levels, s.page, &mut n).map_err(|e| match e {
                         crate::walk::MapError::Mem(m) => AmdError::Mem(m),
                         _ => AmdError::OutOfMemory,
                     })?;
@@ -280,7 +280,7 @@ impl Amdvi {
             }
         };
         self.scratch = Some(s);
-        let dte = Dte::translated(top, PagingMode::from_bits(levels as u8), s.id, true, true);
+        let dte = Dte::translated(top | self.c_bit, PagingMode::from_bits(levels as u8), s.id, true, true);
         self.write_dte(hw, devid, dte, (old != 0).then_some(old))?;
         self.devices.insert(devid, DeviceState::Contained { domain: s.id });
         Ok(())
@@ -312,7 +312,7 @@ fn reach(
     budget: &mut usize,
 ) -> Option<DteProblem> {
     use crate::walk::Reach;
-    Some(match crate::walk::reach(hw, &super::V1, env, root, levels, budget)? {
+    Some(match crate::walk::reach(hw, &super::V1::of(env), env, root, levels, budget)? {
         Reach::TableInCrashRegion { addr } => DteProblem::PageTableInCrashRegion { devid, addr },
         Reach::PageInCrashRegion { iova, addr } => DteProblem::PageInCrashRegion { devid, iova, addr },
         Reach::Bound { tables } => DteProblem::WalkBound { devid, tables },

@@ -186,7 +186,7 @@ pub fn scan(hw: &mut (impl Mmio + PhysMem), env: &BootEnv, strict: bool) -> Resu
     let control = Control::from_bits(hw.read64(off::CONTROL));
     let efr = Efr::from_bits(hw.read64(off::EXT_FEATURES));
     let table = DevTableBase::from_bits(hw.read64(off::DEV_TABLE_BASE));
-    let (base, bytes) = (table.table() & !env.c_bit, table.bytes());
+    let (base, bytes) = (env.old_pa(table.table()), table.bytes());
     if base == 0 {
         return Err(DevTableRefusal::Zero);
     }
@@ -261,7 +261,7 @@ fn check(dte: Dte, devid: u16, env: &BootEnv, max_levels: u32) -> Result<Option<
             if levels > max_levels {
                 return Err(DteProblem::TooManyLevels { devid, levels, max: max_levels });
             }
-            let root = dte.pt_root() & !env.c_bit;
+            let root = env.old_pa(dte.pt_root());
             if !env.in_ram(root, 4096) {
                 return Err(DteProblem::PageTableNotRam { devid, addr: root });
             }

@@ -84,7 +84,7 @@ impl Smmuv3 {
         if Gerror::active(hw.read32(off::GERROR), hw.read32(off::GERRORN)).sfm_err() {
             return Err(Refusal::ServiceFailure);
         }
-        let base = StrtabBase::from_bits(hw.read64(off::STRTAB_BASE)).table() & !env.c_bit;
+        let base = StrtabBase::from_bits(hw.read64(off::STRTAB_BASE)).table();
         let cfg = StrtabBaseCfg::from_bits(hw.read32(off::STRTAB_BASE_CFG));
         if base == 0 {
             return Err(Refusal::Table(super::StrtabRefusal::BaseZero));
@@ -142,7 +142,7 @@ impl Smmuv3 {
                     return Err(Refusal::L1Span { index, span: l1.span() });
                 }
                 let first = (index << SPLIT) as u32;
-                let l2 = l1.l2_table() & !env.c_bit;
+                let l2 = l1.l2_table();
                 let problem = if l1.reserved_bits() != 0 {
                     Some(SteProblem::L1Reserved { index, raw })
                 } else if l2 == 0 || !env.in_ram(l2, l1.l2_bytes()) {

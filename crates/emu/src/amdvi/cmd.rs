@@ -16,7 +16,7 @@
 
 use iommu_platform::PhysMem;
 use iommu_spec::amdvi::{
-    cmd_opcode, cmd_reserved_bits, in_completion_store, CmdOpcode, CompletionWait, Event, EventFlags, InvalidateDevice,
+    cmd_opcode, cmd_reserved_bits, CmdOpcode, CompletionWait, Event, EventFlags, InvalidateDevice,
     InvalidateIommuPages, RingPtr, CMD_SIZE,
 };
 
@@ -51,7 +51,7 @@ impl AmdviModel {
             if head == tail {
                 break;
             }
-            let pa = ring.ring().wrapping_add(head as u64 * CMD_SIZE);
+            let pa = self.mem_pa(ring.ring()).wrapping_add(head as u64 * CMD_SIZE);
             let result = match mem.read_u128(pa) {
                 Ok(raw) => self.execute(mem, raw),
                 Err(_) => Err(CmdError::Hardware(pa)),
@@ -118,8 +118,8 @@ impl AmdviModel {
     /// barrier (QEMU accepts it too). F (flush queue) has nothing to flush.
     fn completion_wait(&mut self, mem: &mut PhysMemory, c: CompletionWait) -> Result<(), CmdError> {
         if c.s() {
-            let addr = c.store_address();
-            if self.snp_locked && !in_completion_store(self.excl_base(), self.excl_limit(), addr) {
+            let addr = self.mem_pa(c.store_address());
+            if self.snp_locked && !self.in_completion_store(addr) {
                 return Err(CmdError::Illegal);
             }
             mem.write_u64(addr, c.store_data()).map_err(|_| CmdError::Hardware(addr))?;

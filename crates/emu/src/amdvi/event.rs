@@ -36,7 +36,7 @@ impl AmdviModel {
             self.counters.events_dropped += 1;
             return false;
         }
-        let pa = ring.ring().wrapping_add(tail as u64 * EVENT_SIZE);
+        let pa = self.mem_pa(ring.ring()).wrapping_add(tail as u64 * EVENT_SIZE);
         if mem.write_u128(pa, ev.encode()).is_err() {
             // The log is not in RAM: the write goes nowhere (a master abort on the fabric).
             self.counters.events_dropped += 1;

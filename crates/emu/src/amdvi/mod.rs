@@ -45,6 +45,11 @@ pub struct AmdviConfig {
     pub snp_capable: bool,
     /// IOTLB entries before the model evicts them all (hardware may drop entries at any time).
     pub iotlb_capacity: usize,
+    /// The host's SME encryption bit (`sme_me_mask`, from CPUID Fn8000_001F EBX[5:0]); 0 without SME. Every
+    /// system physical address the unit takes from a register or a table (device table, rings, completion
+    /// store, page tables and the pages they map) may carry it, and the memory controller reaches the same
+    /// page with or without it (AMD64 APM vol. 2, 7.10.1): the unit strips it before it touches memory.
+    pub c_bit: u64,
 }
 
 impl Default for AmdviConfig {
@@ -56,6 +61,7 @@ impl Default for AmdviConfig {
             efr2: Efr2::new(),
             snp_capable: false,
             iotlb_capacity: 1 << 20,
+            c_bit: 0,
         }
     }
 }
@@ -215,6 +221,21 @@ impl AmdviModel {
     /// Whether the DTE cache holds the entry of `device_id`.
     pub fn dte_cached(&self, device_id: u16) -> bool {
         self.caches.dte_peek(device_id)
+    }
+
+    /// The memory address of system physical address `spa` taken from a register or a table: without the
+    /// SME encryption bit ([`AmdviConfig::c_bit`]).
+    pub(crate) fn mem_pa(&self, spa: u64) -> u64 {
+        spa & !self.cfg.c_bit
+    }
+
+    /// Whether a completion store to memory address `addr` lands in the completion-store window (the
+    /// re-purposed exclusion registers, which name it by system physical address: C-bit stripped too).
+    fn in_completion_store(&self, addr: u64) -> bool {
+        let c = self.cfg.c_bit;
+        let base = ExclusionBase::from_bits(self.excl_base().into_bits() & !c);
+        let limit = ExclusionLimit::from_bits(self.excl_limit().into_bits() & !c);
+        iommu_spec::amdvi::in_completion_store(base, limit, addr)
     }
 
     fn dev_table(&self) -> DevTableBase {

@@ -137,7 +137,7 @@ impl AmdviModel {
         if devid as u32 >= dtb.entries() {
             return Err(Fault::IllegalDte { rz: false, why: "DeviceID beyond the device table" });
         }
-        let pa = dtb.table().wrapping_add(DeviceId(devid).dte_offset());
+        let pa = self.mem_pa(dtb.table()).wrapping_add(DeviceId(devid).dte_offset());
         let mut raw = [0u8; 32];
         mem.read(pa, &mut raw).map_err(|_| Fault::DteRead(pa))?;
         let s = self.decode_dte(Dte::from_le_bytes(&raw))?;
@@ -175,7 +175,7 @@ impl AmdviModel {
         Ok(DevState::Translate(DteInfo {
             domain_id: q1.domain_id(),
             mode,
-            root: dte.pt_root(),
+            root: self.mem_pa(dte.pt_root()),
             ir: q0.ir(),
             iw: q0.iw(),
             sa: q1.sa(),
@@ -224,13 +224,13 @@ impl AmdviModel {
                             why: "skipped levels' IOVA bits set",
                         });
                     }
-                    table = pte.phys();
+                    table = self.mem_pa(pte.phys());
                     level = next;
                     continue;
                 }
                 _ => return Err(invalid_entry("NextLevel not below the entry's level")),
             };
-            return Ok(IotlbEntry { phys: pte.page_base(1 << shift), shift, r, w });
+            return Ok(IotlbEntry { phys: self.mem_pa(pte.page_base(1 << shift)), shift, r, w });
         }
         // Unreachable: every step lowers the level and level 1 only holds leaves.
         Err(invalid_entry("page-table walk too deep"))
