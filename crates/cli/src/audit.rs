@@ -340,7 +340,8 @@ pub fn run(given: &Args) -> Result<ExitCode, String> {
         _ => None,
     };
     // The scan takes no crash region: the audit checks every table against every region itself.
-    let env = BootEnv { crash_kernel: true, ram: ram.clone(), crash_region: None, mem_encrypt: false, c_bit: 0 };
+    let c_bit = hw.sme_mask().map_err(|e| e.to_string())?;
+    let env = BootEnv { crash_kernel: true, ram: ram.clone(), crash_region: None, mem_encrypt: c_bit != 0, c_bit };
     let mut work = a.budget.work();
     let mut audits = Vec::with_capacity(units.len());
     for unit in units {

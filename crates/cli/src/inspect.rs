@@ -180,7 +180,7 @@ pub fn run(a: &Args) -> Result<ExitCode, String> {
         ram: hw.ram_ranges().map_err(|e| e.to_string())?,
         crash_region: a.crashkernel.clone(),
         mem_encrypt: false,
-        c_bit: 0,
+        c_bit: hw.sme_mask().map_err(|e| e.to_string())?,
     };
     let mut work = a.budget.work();
     let mut outs = Vec::with_capacity(units.len());

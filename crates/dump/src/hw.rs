@@ -33,6 +33,8 @@ pub enum InputError {
     AcpiRead { path: PathBuf, source: std::io::Error },
     #[error("{path}: {source}")]
     AcpiFile { path: PathBuf, source: AcpiError },
+    #[error("the dump's VMCOREINFO: {0}")]
+    VmcoreInfo(crate::VmcoreInfoError),
     #[error("finding the IOMMU units in the dump: {source}; give --acpi FILE (a raw DMAR, IVRS or IORT) or --base")]
     AcpiDump { source: AcpiError },
     #[error("the {table} table from {origin} lists no IOMMU unit")]
@@ -225,6 +227,17 @@ impl DumpHw {
     /// The physical ranges the dump records as RAM, as the RAM map (see [`Dump::ram_ranges`]).
     pub fn ram_ranges(&self) -> Result<Vec<Range<u64>>, InputError> {
         self.mem.inner().ram_ranges().map_err(|source| InputError::Dump { path: "the dump".into(), source })
+    }
+
+    /// The crashed kernel's SME encryption bit, from its `VMCOREINFO` (`NUMBER(sme_mask)`): the bit its
+    /// AMD-Vi addresses carry ([`iommu_platform::BootEnv::c_bit`]). 0 when the dump has no `VMCOREINFO` or
+    /// it does not say (a kernel without SME writes 0): then no address is taken to carry one.
+    pub fn sme_mask(&self) -> Result<u64, InputError> {
+        let notes = self.mem.inner().notes().map_err(|source| InputError::Dump { path: "the dump".into(), source })?;
+        match crate::VmcoreInfo::from_notes(&notes).and_then(|i| i.sme_mask()) {
+            Some(mask) => mask.map_err(InputError::VmcoreInfo),
+            None => Ok(0),
+        }
     }
 
     /// Write every page read so far as a small ELF core.

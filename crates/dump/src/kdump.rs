@@ -385,21 +385,11 @@ impl KdumpCore {
             _ => {}
         }
         let Ok(notes) = self.notes() else { return 0 };
-        let mut at = 0usize;
-        // Each note is at least 12 bytes, so this ends within notes.len() / 12 steps.
-        while let Some(h) = notes.get(at..at + 12) {
-            let (namesz, descsz, ty) = (u32_at(h, 0) as usize, u32_at(h, 4) as usize, u32_at(h, 8));
-            if ty == elf::NT_PRSTATUS.0 {
-                match descsz {
-                    336 => return elf::EM_X86_64.0,
-                    392 => return elf::EM_AARCH64.0,
-                    _ => {}
-                }
-            }
-            let next = namesz.checked_next_multiple_of(4).and_then(|n| Some(n + descsz.checked_next_multiple_of(4)?));
-            match next.and_then(|n| at.checked_add(12 + n)) {
-                Some(n) => at = n,
-                None => break,
+        for n in crate::notes::notes(&notes).filter(|n| n.ty == elf::NT_PRSTATUS.0) {
+            match n.desc.len() {
+                336 => return elf::EM_X86_64.0,
+                392 => return elf::EM_AARCH64.0,
+                _ => {}
             }
         }
         0

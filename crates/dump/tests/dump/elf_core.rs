@@ -197,3 +197,43 @@ fn extended_program_header_counts_are_capped() {
     let err = refuse(f);
     assert!(matches!(err, ElfError::TooManyProgramHeaders { count: 100_000, max: 65_535 }), "{err:?}");
 }
+
+/// A `VMCOREINFO` note as Linux `append_elf_note` lays it out.
+fn vmcoreinfo_note(text: &str) -> Vec<u8> {
+    let mut v = Vec::new();
+    for w in [11u32, text.len() as u32, 0] {
+        v.extend_from_slice(&w.to_le_bytes());
+    }
+    v.extend_from_slice(b"VMCOREINFO\0\0");
+    v.extend_from_slice(text.as_bytes());
+    v.resize(v.len().next_multiple_of(4), 0);
+    v
+}
+
+#[test]
+fn the_sme_mask_comes_from_the_crashed_kernels_vmcoreinfo() {
+    let hw = |text: Option<&str>| {
+        let note = text.map(vmcoreinfo_note).unwrap_or_default();
+        let mut phdrs = vec![Ph::load(0x1000, 0, 0x1000, 0x1000)];
+        if !note.is_empty() {
+            phdrs.push(Ph {
+                p_type: PT_NOTE,
+                offset: 0x200,
+                paddr: 0,
+                filesz: note.len() as u64,
+                memsz: note.len() as u64,
+            });
+        }
+        let mut f = core(ET_CORE, &phdrs, 0x2000);
+        put_at(&mut f, 0x200, &note);
+        let regs = iommu_dump::SnapshotMmio::new(iommu_dump::RegSnapshot::parse("").unwrap(), 0);
+        iommu_dump::DumpHw { regs, mem: iommu_dump::RecordingMem::new(iommu_dump::Dump::from_bytes(f).unwrap()) }
+    };
+    assert_eq!(hw(Some("OSRELEASE=6.12.0\nNUMBER(sme_mask)=2251799813685248\n")).sme_mask().unwrap(), 1 << 51);
+    assert_eq!(hw(Some("OSRELEASE=6.12.0\n")).sme_mask().unwrap(), 0, "a kernel that does not say");
+    assert_eq!(hw(None).sme_mask().unwrap(), 0, "no VMCOREINFO (a QEMU dump-guest-memory core)");
+    assert!(matches!(
+        hw(Some("NUMBER(sme_mask)=banana\n")).sme_mask(),
+        Err(iommu_dump::InputError::VmcoreInfo(iommu_dump::VmcoreInfoError::NotANumber { .. }))
+    ));
+}
