@@ -28,7 +28,7 @@ pub const SCHEMA_VERSION: u32 = 2;
 #[derive(ClapArgs, Debug, Clone)]
 pub struct Args {
     /// The dump: an ELF core (`/proc/vmcore`, QEMU `dump-guest-memory`).
-    #[arg(value_name = "DUMP", required_unless_present = "dump")]
+    #[arg(value_name = "DUMP", required_unless_present_any = ["dump", "live"])]
     pub dump_path: Option<PathBuf>,
     /// The dump, as an option (the positional argument's alias).
     #[arg(long, value_name = "DUMP", conflicts_with = "dump_path")]
@@ -66,9 +66,17 @@ pub struct Args {
     pub force: bool,
     #[command(flatten)]
     pub budget: BudgetArgs,
-    /// Where proc/, sys/ and dev/mem are found when the defaults of a kdump kernel are taken.
+    /// Where proc/, sys/ and dev/mem are found when the defaults of a kdump kernel (or of --live) are taken.
     #[arg(long, default_value = "/")]
     pub root: PathBuf,
+    /// Audit this running host instead of a dump: "if it panicked now, could its devices reach the crash
+    /// kernel?". Memory from ROOT/proc/kcore (its System RAM segments), the units from
+    /// ROOT/sys/firmware/acpi/tables, the registers from --regs, else Linux's VT-d debugfs
+    /// ROOT/sys/kernel/debug/iommu/intel/iommu_regset, else ROOT/dev/mem; the crash region from the
+    /// "Crash kernel" lines of ROOT/proc/iomem and the RAM from its System RAM. Run as root. The memory
+    /// moves while it is read: the verdict is of the tables as they were read.
+    #[arg(long, conflicts_with_all = ["dump_path", "dump"])]
+    pub live: bool,
 }
 
 /// A default the audit took, printed on stderr and in the JSON's `defaults`.
@@ -160,6 +168,72 @@ fn kdump_defaults(a: &Args) -> Result<(Args, Vec<Taken>), String> {
             from: format!("System RAM in {}", path.display()),
             regions: Some(e.crashkernel.clone()),
         });
+    }
+    Ok((e, taken))
+}
+
+/// The arguments of `--live`, with what was not given taken from the running host under `--root` (see
+/// [`Args::live`]). Every default that cannot be found is an error naming what and where.
+fn live_defaults(a: &Args) -> Result<(Args, Vec<Taken>), String> {
+    let mut e = a.clone();
+    let root = &a.root;
+    let kcore = root.join("proc/kcore");
+    let mut taken = vec![Taken {
+        what: "memory",
+        from: format!("{} (the running kernel, read while it runs)", kcore.display()),
+        regions: None,
+    }];
+    if a.unit.base.is_none() && a.unit.acpi.is_none() && a.unit.rsdp.is_none() {
+        let dir = root.join(acpi::SYSFS_TABLES);
+        let kind = a.unit.query().kind;
+        let (_, path) = acpi::sysfs_table(&dir, kind).ok_or_else(|| {
+            let which = kind.map_or("DMAR, IVRS or IORT".to_string(), |k| acpi::table_of(k).to_string());
+            format!("default units: no {which} in {} (give --acpi, or --iommu and --base)", dir.display())
+        })?;
+        taken.push(Taken { what: "units", from: path.display().to_string(), regions: None });
+        e.unit.acpi = Some(path);
+    }
+    if a.regs.is_none() && a.regs_devmem.is_none() {
+        let regset = root.join("sys/kernel/debug/iommu/intel/iommu_regset");
+        let devmem = root.join("dev/mem");
+        if regset.exists() {
+            taken.push(Taken { what: "registers", from: regset.display().to_string(), regions: None });
+            e.regs = Some(regset);
+        } else if devmem.exists() {
+            taken.push(Taken { what: "registers", from: devmem.display().to_string(), regions: None });
+            e.regs_devmem = Some(devmem);
+        } else {
+            return Err(format!(
+                "default registers: neither {} nor {} (give --regs)",
+                regset.display(),
+                devmem.display()
+            ));
+        }
+    }
+    if a.crashkernel.is_empty() || a.ram.is_empty() {
+        let path = root.join("proc/iomem");
+        let tree = iomem::read(&path).map_err(|err| format!("defaults from {}: {err}", path.display()))?;
+        let pages = |rs: Vec<Range<u64>>, what: &str| -> Result<Vec<Range<u64>>, String> {
+            let p: Option<Vec<Range<u64>>> = rs.iter().map(pages_around).collect();
+            p.map(merged).ok_or_else(|| format!("a {what} range in {} ends at the top of memory", path.display()))
+        };
+        if a.crashkernel.is_empty() {
+            let crash = iomem::crash_kernel(&tree);
+            if crash.is_empty() {
+                return Err(format!(
+                    "no \"Crash kernel\" in {}: this host reserves no crash kernel (crashkernel= on its command line)",
+                    path.display()
+                ));
+            }
+            e.crashkernel = pages(crash, "Crash kernel")?;
+            let from = format!("Crash kernel in {}", path.display());
+            taken.push(Taken { what: "crashkernel", from, regions: Some(e.crashkernel.clone()) });
+        }
+        if a.ram.is_empty() {
+            e.ram = pages(iomem::system_ram(&tree), "System RAM")?;
+            let from = format!("System RAM in {}", path.display());
+            taken.push(Taken { what: "ram", from, regions: Some(e.ram.clone()) });
+        }
     }
     Ok((e, taken))
 }
@@ -279,8 +353,19 @@ fn firmware(a: &Args, hw: &DumpHw) -> Result<Firmware, String> {
 }
 
 pub fn run(given: &Args) -> Result<ExitCode, String> {
-    let dump = dump_of(&given.dump_path, &given.dump)?;
-    let (effective, mut taken) = kdump_defaults(given)?;
+    let (dump, (effective, mut taken)) = if given.live {
+        (given.root.join("proc/kcore"), live_defaults(given)?)
+    } else {
+        (dump_of(&given.dump_path, &given.dump)?, kdump_defaults(given)?)
+    };
+    let open = |p: &std::path::Path| {
+        if given.live {
+            Dump::open_kcore(p)
+        } else {
+            Dump::open(p)
+        }
+        .map_err(|e| format!("{}: {e}", p.display()))
+    };
     let a = &effective;
     if let Some(svg) = &a.svg {
         let mut inputs = vec![dump.as_path()];
@@ -290,9 +375,9 @@ pub fn run(given: &Args) -> Result<ExitCode, String> {
         crate::inspect::check_output(svg, &inputs, a.force)?;
     }
     let mut hw = match (&a.regs, &a.regs_devmem) {
-        (Some(regs), _) => InspectInput::load(&dump, regs).map_err(|e| e.to_string())?.hw(),
+        (Some(regs), _) => InspectInput::with_core(open(&dump)?, regs).map_err(|e| e.to_string())?.hw(),
         (None, Some(devmem)) => {
-            let core = Dump::open(&dump).map_err(|e| format!("{}: {e}", dump.display()))?;
+            let core = open(&dump)?;
             let units = devmem::units(&a.unit.query(), &core).map_err(|e| e.to_string())?;
             let (snap, text) = devmem::snapshot(devmem, &units).map_err(|e| e.to_string())?;
             eprint!("{text}");

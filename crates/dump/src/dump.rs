@@ -71,6 +71,12 @@ impl Dump {
         Self::from_source(Box::new(FileSource::new(file).map_err(open_err)?))
     }
 
+    /// A running kernel's `/proc/kcore` as its physical memory ([`crate::Shape::Kcore`]): not a dump, a
+    /// view that changes while it is read.
+    pub fn open_kcore(path: impl AsRef<Path>) -> Result<Self, DumpError> {
+        Ok(Dump::Elf { core: ElfCore::open_kcore(path)?, flattened: false })
+    }
+
     /// A dump held in memory (fixtures, tests).
     pub fn from_bytes(data: Vec<u8>) -> Result<Self, DumpError> {
         Self::from_source(Box::new(data))

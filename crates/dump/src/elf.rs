@@ -61,6 +61,22 @@ impl Segment {
     }
 }
 
+/// What kind of ELF core a file is: how its program headers are read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shape {
+    /// A dump (`/proc/vmcore`, `dump-guest-memory`, makedumpfile's ELF output): a snapshot, so a segment
+    /// inside another must hold the same bytes.
+    Core,
+    /// A running kernel's `/proc/kcore` (Linux fs/proc/kcore.c `elf_kcore_store_hdr`): one `PT_LOAD` per
+    /// System RAM range with its physical address, the kernel text again inside one of them, and vmalloc,
+    /// vmemmap and module space with `p_paddr` = -1, which are not physical memory and are skipped. The
+    /// memory changes while it is read, so a segment inside another is dropped without comparing bytes.
+    Kcore,
+}
+
+/// `p_paddr` of a `/proc/kcore` segment that has no physical address (`(elf_addr_t)-1`).
+pub const KCORE_NO_PADDR: u64 = u64::MAX;
+
 /// Why a core file was refused. Each names the segment (program header index) and value at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum ElfError {
@@ -162,7 +178,7 @@ impl ElfCore {
     /// A core held in memory: small files such as test fixtures.
     pub fn from_bytes(data: Vec<u8>) -> Result<Self, ElfError> {
         let file_len = data.len() as u64;
-        let parsed = parse(data.as_slice(), file_len)?;
+        let parsed = parse(data.as_slice(), file_len, Shape::Core)?;
         let backing = Backing(Box::new(data));
         check_shadowed(&backing, &parsed)?;
         Ok(Self::new(backing, file_len, parsed))
@@ -170,14 +186,30 @@ impl ElfCore {
 
     /// A core read from any source (a file, the rearranged view of a flattened file).
     pub fn from_source(src: Box<dyn ReadAt>) -> Result<Self, ElfError> {
+        Self::from_source_as(src, Shape::Core)
+    }
+
+    /// A running kernel's `/proc/kcore`, read as its physical memory (see [`Shape::Kcore`]).
+    pub fn open_kcore(path: impl AsRef<Path>) -> Result<Self, ElfError> {
+        let path = path.as_ref();
+        let open_err = |source| ElfError::Open { path: path.to_owned(), source };
+        let file = File::open(path).map_err(open_err)?;
+        let src = FileSource::new(file).map_err(open_err)?;
+        Self::from_source_as(Box::new(src), Shape::Kcore)
+    }
+
+    /// A core of `shape` read from any source.
+    pub fn from_source_as(src: Box<dyn ReadAt>, shape: Shape) -> Result<Self, ElfError> {
         let file_len = src.len();
         // object reads the headers through a cache that only ever reads ranges inside the file, so a
         // hostile count cannot make it allocate more than the file holds.
         let cache = ReadCache::new(Cursor { src: &*src, pos: 0 });
-        let parsed = parse(&cache, file_len)?;
+        let parsed = parse(&cache, file_len, shape)?;
         drop(cache);
         let backing = Backing(src);
-        check_shadowed(&backing, &parsed)?;
+        if shape == Shape::Core {
+            check_shadowed(&backing, &parsed)?;
+        }
         Ok(Self::new(backing, file_len, parsed))
     }
 
@@ -279,7 +311,7 @@ impl PhysMem for ElfCore {
 }
 
 /// Parses and checks the file header and program headers. `data` is the whole file, `file_len` long.
-fn parse<'d, R: ReadRef<'d>>(data: R, file_len: u64) -> Result<Parsed, ElfError> {
+fn parse<'d, R: ReadRef<'d>>(data: R, file_len: u64, shape: Shape) -> Result<Parsed, ElfError> {
     if file_len < EHDR_SIZE {
         return Err(ElfError::Truncated { len: file_len });
     }
@@ -337,6 +369,9 @@ fn parse<'d, R: ReadRef<'d>>(data: R, file_len: u64) -> Result<Parsed, ElfError>
             continue;
         }
         let (paddr, size) = (ph.p_paddr(LE), ph.p_memsz(LE));
+        if shape == Shape::Kcore && paddr == KCORE_NO_PADDR {
+            continue;
+        }
         if filesz > size {
             return Err(ElfError::FileszExceedsMemsz { index, filesz, size });
         }

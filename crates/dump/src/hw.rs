@@ -117,6 +117,11 @@ impl InspectInput {
     /// with [`DumpHw::select`].
     pub fn load(dump: &Path, regs: &Path) -> Result<Self, InputError> {
         let core = Dump::open(dump).map_err(|source| InputError::Dump { path: dump.into(), source })?;
+        Self::with_core(core, regs)
+    }
+
+    /// An opened dump (or `/proc/kcore`, [`Dump::open_kcore`]) and the register snapshot at `regs`.
+    pub fn with_core(core: Dump, regs: &Path) -> Result<Self, InputError> {
         let text = read_regs(regs)?;
         let snap = RegSnapshot::parse(&text).map_err(|source| InputError::Regs { path: regs.into(), source })?;
         Ok(InspectInput { core, regs: SnapshotMmio::new(snap, 0) })

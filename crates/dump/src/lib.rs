@@ -38,7 +38,7 @@ pub mod trim;
 
 pub use acpi::{AcpiError, Firmware, IommuKind, Unit};
 pub use dump::{Dump, DumpError, Format};
-pub use elf::{ElfCore, ElfError, Segment};
+pub use elf::{ElfCore, ElfError, Segment, Shape};
 pub use flat::{FlatError, FlatFile};
 pub use hw::{required_registers, DumpHw, InputError, InspectInput, SaveError, UnitQuery};
 pub use kdump::{Compression, KdumpCore, KdumpError, PageError};

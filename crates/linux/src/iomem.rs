@@ -89,6 +89,12 @@ pub fn system_ram(entries: &[Entry]) -> Vec<Range<u64>> {
     entries.iter().filter(|e| e.depth == 0 && e.name == "System RAM").map(|e| e.range.clone()).collect()
 }
 
+/// The `Crash kernel` ranges at any depth (Linux `crashk_res` and `crashk_low_res`, both named so, inside
+/// System RAM): the regions a panic's crash kernel runs in.
+pub fn crash_kernel(entries: &[Entry]) -> Vec<Range<u64>> {
+    entries.iter().filter(|e| e.name == "Crash kernel").map(|e| e.range.clone()).collect()
+}
+
 /// Entries of any depth that overlap `r`.
 pub fn overlapping<'a>(entries: &'a [Entry], r: &'a Range<u64>) -> impl Iterator<Item = &'a Entry> + 'a {
     entries.iter().filter(move |e| e.range.start < r.end && r.start < e.range.end)
@@ -144,5 +150,16 @@ mod tests {
         assert!(matches!(&not_text, Err(IomemError::Read { why, .. }) if why.contains("not text")), "{not_text:?}");
         assert!(matches!(&too_long, Err(IomemError::Read { why, .. }) if why.contains("longer")), "{too_long:?}");
         assert!(matches!(&absent, Err(IomemError::Read { path, .. }) if path.ends_with("absent")), "{absent:?}");
+    }
+
+    #[test]
+    fn crash_kernel_regions_are_found_inside_system_ram_low_and_high() {
+        let tree = parse(
+            "00001000-0009fbff : System RAM\n00100000-7ffdffff : System RAM\n  01000000-01ffffff : Kernel code\n  \
+             6f000000-7effffff : Crash kernel\n100000000-17fffffff : System RAM\n  170000000-17fffffff : Crash kernel\n",
+        )
+        .unwrap();
+        assert_eq!(crash_kernel(&tree), [0x6f00_0000..0x7f00_0000, 0x1_7000_0000..0x1_8000_0000]);
+        assert_eq!(system_ram(&tree).len(), 3);
     }
 }

@@ -237,3 +237,20 @@ fn the_sme_mask_comes_from_the_crashed_kernels_vmcoreinfo() {
         Err(iommu_dump::InputError::VmcoreInfo(iommu_dump::VmcoreInfoError::NotANumber { .. }))
     ));
 }
+
+/// `/proc/kcore`'s shape: System RAM with its physical address, the kernel text again inside it (bytes that
+/// moved on while the file was read), vmalloc space with `p_paddr` = -1.
+#[test]
+fn kcore_is_read_as_its_ram_segments() {
+    let ram = Ph::load(0x1000, 0x10_0000, 0x2000, 0x2000);
+    let text = Ph::load(0x3000, 0x10_1000, 0x800, 0x800);
+    let vmalloc = Ph::load(0x3800, iommu_dump::elf::KCORE_NO_PADDR, 0x800, 0x800);
+    let mut f = core(ET_CORE, &[ram, text, vmalloc], 0x4000);
+    put_at(&mut f, 0x1000, &pattern(1, 0x2000));
+    put_at(&mut f, 0x3000, &pattern(2, 0x800));
+    assert!(matches!(refuse(f.clone()), ElfError::SegmentAddressOverflow { index: 2, .. }), "a dump has no -1");
+    let k = ElfCore::from_source_as(Box::new(f), iommu_dump::Shape::Kcore).unwrap();
+    assert_eq!(k.ram_ranges(), [0x10_0000..0x10_2000]);
+    assert_eq!(read(&k, 0x10_1000, 8).unwrap(), pattern(1, 0x2000)[0x1000..0x1008], "RAM, not the text copy");
+    assert_eq!(k.shadowed(), [1]);
+}
