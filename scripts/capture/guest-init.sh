@@ -9,6 +9,9 @@
 #   cap.nvflush=N      after the reads, N NVMe flush commands from each CPU (no data buffer, so the
 #                      driver maps and unmaps nothing: the queue-ring translations they cause stay valid)
 #   cap.traffic=flood  after CAP-READY, ping back to back (ping -A) instead of once a second
+#   cap.live=1         after CAP-READY, run `/bin/handover audit --live` on this running guest (live.sh adds
+#                      the binary in a second cpio) and print it: CAP-LIVE-JSON: / CAP-LIVE: lines, then
+#                      CAP-LIVE-RC: N and CAP-LIVE-DONE
 /bin/busybox mkdir -p /proc /sys /dev /tmp
 /bin/busybox --install -s /bin
 export PATH=/bin
@@ -20,9 +23,11 @@ say() { echo "CAP: $*"; }
 fail() { echo "CAP-FAIL: $*"; while true; do sleep 3600; done; }
 
 say "init kernel=$(uname -r) arch=$(uname -m) uptime=$(up)"
-NVFLUSH=0; TRAFFIC=ping
+NVFLUSH=0; TRAFFIC=ping; LIVE=0
 for w in $(cat /proc/cmdline); do
-  case "$w" in cap.nvflush=*) NVFLUSH=${w#cap.nvflush=};; cap.traffic=*) TRAFFIC=${w#cap.traffic=};; esac
+  case "$w" in
+    cap.nvflush=*) NVFLUSH=${w#cap.nvflush=};; cap.traffic=*) TRAFFIC=${w#cap.traffic=};; cap.live=*) LIVE=${w#cap.live=};;
+  esac
 done
 say "cmdline $(cat /proc/cmdline)"
 for m in $(cat /lib/modules/load.order); do
@@ -76,6 +81,19 @@ fi
 grep -E 'eth0|nvme' /proc/interrupts | while IFS= read -r l; do echo "CAP-IRQ: $l"; done
 say "devices ready uptime=$(up)"
 echo "CAP-READY"
+
+# the preflight audit of this running host, with the NIC still pinging in the background
+if [ "$LIVE" = 1 ]; then
+  [ -x /bin/handover ] || fail "cap.live=1 but no /bin/handover in the initramfs"
+  ( while true; do ping -c 1 -W 1 10.0.2.2 >/dev/null 2>&1; sleep 1; done ) &
+  /bin/handover audit --live --json > /tmp/live.json 2> /tmp/live.err; rc=$?
+  /bin/handover audit --live > /tmp/live.txt 2>/dev/null
+  while IFS= read -r l; do echo "CAP-LIVE-ERR: $l"; done < /tmp/live.err
+  while IFS= read -r l; do echo "CAP-LIVE: $l"; done < /tmp/live.txt
+  while IFS= read -r l; do echo "CAP-LIVE-JSON: $l"; done < /tmp/live.json
+  echo "CAP-LIVE-RC: $rc"
+  echo "CAP-LIVE-DONE"
+fi
 
 # keep the NIC busy while the host captures: one ping a second, or back to back (cap.traffic=flood)
 if [ "$TRAFFIC" = flood ]; then

@@ -359,12 +359,7 @@ pub fn run(given: &Args) -> Result<ExitCode, String> {
         (dump_of(&given.dump_path, &given.dump)?, kdump_defaults(given)?)
     };
     let open = |p: &std::path::Path| {
-        if given.live {
-            Dump::open_kcore(p)
-        } else {
-            Dump::open(p)
-        }
-        .map_err(|e| format!("{}: {e}", p.display()))
+        if given.live { Dump::open_kcore(p) } else { Dump::open(p) }.map_err(|e| format!("{}: {e}", p.display()))
     };
     let a = &effective;
     if let Some(svg) = &a.svg {

@@ -146,3 +146,22 @@ fn a_host_without_a_crash_kernel_or_registers_is_an_error_naming_what_is_missing
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 }
+
+/// The committed runs of `scripts/capture/live.sh`: each verdict agrees with its exit status, with the
+/// README's table, and was reached from the defaults of a real guest (its kcore and iomem).
+#[test]
+fn the_committed_live_guest_runs_agree_with_their_exit_status_and_the_readme() {
+    let readme = std::fs::read_to_string(fixtures().join("../README.md")).unwrap();
+    for (dir, verdict, code) in [("vtd", "safe", "0"), ("vtd-passthrough", "unsafe", "1"), ("amdvi", "safe", "0")] {
+        let d = fixtures().join("live").join(dir);
+        let v: Value = serde_json::from_str(&std::fs::read_to_string(d.join("live.json")).unwrap()).unwrap();
+        assert_eq!(v["verdict"], verdict, "{dir}");
+        assert_eq!(std::fs::read_to_string(d.join("live.rc")).unwrap().trim(), code, "{dir}");
+        assert_eq!(v["defaults"]["memory"]["from"], "/proc/kcore (the running kernel, read while it runs)");
+        assert!(v["defaults"]["crashkernel"]["from"].as_str().unwrap().contains("Crash kernel"), "{dir}");
+        let row = readme.lines().find(|l| l.contains(&format!("`fixtures/live/{dir}`"))).unwrap();
+        assert!(row.contains(&format!("`{verdict}` (exit {code})")), "{dir}: {row}");
+        let summary = std::fs::read_to_string(d.join("summary.txt")).unwrap();
+        assert!(summary.contains("Linux version 6.12") && summary.contains("QEMU emulator version"), "{dir}");
+    }
+}
