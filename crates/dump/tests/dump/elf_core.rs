@@ -250,7 +250,7 @@ fn kcore_is_read_as_its_ram_segments() {
     put_at(&mut f, 0x3000, &pattern(2, 0x800));
     assert!(matches!(refuse(f.clone()), ElfError::SegmentAddressOverflow { index: 2, .. }), "a dump has no -1");
     let k = ElfCore::from_source_as(Box::new(f), iommu_dump::Shape::Kcore).unwrap();
-    assert_eq!(k.ram_ranges(), [0x10_0000..0x10_2000]);
+    assert_eq!(k.ram_ranges(), vec![0x10_0000u64..0x10_2000]);
     assert_eq!(read(&k, 0x10_1000, 8).unwrap(), pattern(1, 0x2000)[0x1000..0x1008], "RAM, not the text copy");
     assert_eq!(k.shadowed(), [1]);
 }
