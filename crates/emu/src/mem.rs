@@ -187,6 +187,26 @@ impl PhysMemory {
             let off = (addr & PAGE_MASK) as usize;
             let n = (PAGE_SIZE - off).min(data.len() - done);
             let stats = &mut self.stats;
+            let src = &data[done..done + n];
+            if n == PAGE_SIZE {
+                // A whole page: made from the data in one copy (no zeroing first), or overwritten in place.
+                match self.pages.get_mut(&(addr >> PAGE_SHIFT)) {
+                    Some(slot) => match Arc::get_mut(slot) {
+                        Some(page) => page.copy_from_slice(src),
+                        None => {
+                            stats.cow_copies += 1;
+                            *slot = page_from(src);
+                        }
+                    },
+                    None => {
+                        stats.pages_materialised += 1;
+                        self.pages.insert(addr >> PAGE_SHIFT, page_from(src));
+                    }
+                }
+                done += n;
+                addr = addr.wrapping_add(n as u64);
+                continue;
+            }
             let slot = self.pages.entry(addr >> PAGE_SHIFT).or_insert_with(|| {
                 stats.pages_materialised += 1;
                 Arc::new([0; PAGE_SIZE])
@@ -200,6 +220,20 @@ impl PhysMemory {
         }
         self.stats.writes += 1;
         self.stats.bytes_written += data.len() as u64;
+    }
+}
+
+/// A shared page holding `src` (exactly one page), built with a single copy.
+fn page_from(src: &[u8]) -> Arc<Page> {
+    let shared: Arc<[u8]> = Arc::from(src);
+    match shared.try_into() {
+        Ok(page) => page,
+        // Unreachable (`src` is one page); a page of zeros with the bytes copied keeps this total.
+        Err(_) => {
+            let mut page = Arc::new([0; PAGE_SIZE]);
+            Arc::make_mut(&mut page).copy_from_slice(&src[..PAGE_SIZE.min(src.len())]);
+            page
+        }
     }
 }
 

@@ -320,6 +320,7 @@ pub fn run_on(cfg: MachineConfig, s: &Scenario) -> RunDetail {
     let mut dumped_at: BTreeMap<u64, u64> = BTreeMap::new();
     let mut changed_when_dumped = BTreeSet::new();
     let deadline = r.tick + 64 + 4 * queue.len() as u64;
+    let mut page = [0u8; 4096];
     while (!queue.is_empty() || disk.inflight() > 0) && r.ledger.fatal.is_none() {
         if r.tick > deadline {
             out.failure = Some(Failure::DumpStalled { pages_left: queue.len(), in_flight: disk.inflight() }.into());
@@ -330,8 +331,9 @@ pub fn run_on(cfg: MachineConfig, s: &Scenario) -> RunDetail {
         let mut err = disk.reap(&mut os).err();
         while err.is_none() && disk.inflight() < DUMP_WINDOW {
             let Some(&pfn) = queue.last() else { break };
-            let mut page = [0u8; 4096];
-            let _ = iommu_driver::PhysMem::read(&os.m.mem, pfn << 12, &mut page);
+            if iommu_driver::PhysMem::read(&os.m.mem, pfn << 12, &mut page).is_err() {
+                page.fill(0);
+            }
             if at_crash.page(pfn).map_or(page.iter().any(|&b| b != 0), |then| then[..] != page[..]) {
                 changed_when_dumped.insert(pfn << 12);
             }
@@ -359,6 +361,9 @@ pub fn run_on(cfg: MachineConfig, s: &Scenario) -> RunDetail {
     d
 }
 
+/// What a page never written holds.
+static ZERO_PAGE: [u8; 4096] = [0; 4096];
+
 fn finish(mut r: Run, mut out: Outcome, at_crash: &PhysMemory, dumped_at: &BTreeMap<u64, u64>) -> RunDetail {
     let region = r.m.cfg.crash_region.clone();
     for pfn in r.m.mem.changed_pages(at_crash) {
@@ -378,9 +383,8 @@ fn finish(mut r: Run, mut out: Outcome, at_crash: &PhysMemory, dumped_at: &BTree
     let mut dump_differs = BTreeSet::new();
     if let Some(blk) = r.m.device(DISK_RID).and_then(|d| d.as_blk_mut()) {
         for &page in dumped_at.keys() {
-            let zero = [0u8; 4096];
-            let stored = blk.block(page >> 12).unwrap_or(&zero);
-            let then = at_crash.page(page >> 12).map(|p| &p[..]).unwrap_or(&zero[..]);
+            let stored = blk.block(page >> 12).unwrap_or(&ZERO_PAGE);
+            let then = at_crash.page(page >> 12).map(|p| &p[..]).unwrap_or(&ZERO_PAGE[..]);
             if stored[..] != then[..] {
                 dump_differs.insert(page);
             }

@@ -195,22 +195,33 @@ impl Blk {
         if cmd.slba.checked_add(blocks as u64).is_none_or(|end| end > self.cfg.capacity_blocks) {
             return STATUS_DNR | status::LBA_OUT_OF_RANGE as u16;
         }
-        self.buf.clear();
+        // Every byte is written before it is used (by the DMA read, or block by block below): no clearing.
         self.buf.resize(blocks as usize * BLOCK, 0);
+        self.buf.truncate(blocks as usize * BLOCK);
         if cmd.opcode == OPC_WRITE {
             if !port.read(cmd.prp1, &mut self.buf, "data-out").is_done() {
                 self.stats.dma_errors += 1;
                 return status::DATA_TRANSFER_ERROR as u16;
             }
             for (lba, data) in (cmd.slba..).zip(self.buf.chunks_exact(BLOCK)) {
-                let block = self.store.entry(lba).or_insert_with(|| Box::new([0; BLOCK]));
-                block.copy_from_slice(data);
+                match self.store.get_mut(&lba) {
+                    Some(block) => block.copy_from_slice(data),
+                    None => {
+                        // One copy, no zeroing first (`data` is one block).
+                        let block: Box<[u8; BLOCK]> = match Box::<[u8]>::from(data).try_into() {
+                            Ok(b) => b,
+                            Err(_) => Box::new([0; BLOCK]),
+                        };
+                        self.store.insert(lba, block);
+                    }
+                }
             }
             self.stats.blocks_written += blocks as u64;
         } else {
             for (lba, data) in (cmd.slba..).zip(self.buf.chunks_exact_mut(BLOCK)) {
-                if let Some(block) = self.store.get(&lba) {
-                    data.copy_from_slice(&block[..]);
+                match self.store.get(&lba) {
+                    Some(block) => data.copy_from_slice(&block[..]),
+                    None => data.fill(0),
                 }
             }
             if !port.write(cmd.prp1, &self.buf, "data-in").is_done() {

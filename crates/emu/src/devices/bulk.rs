@@ -151,8 +151,9 @@ impl Bulk {
         if (len as u64) < d.len {
             self.stats.clamped += 1;
         }
-        self.buf.clear();
+        // The read fills every byte before the write uses any: no clearing.
         self.buf.resize(len, 0);
+        self.buf.truncate(len);
         if !port.read(d.src, &mut self.buf, "bulk-src").is_done() {
             return false;
         }
