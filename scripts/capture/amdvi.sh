@@ -19,6 +19,8 @@
 #   NVFLUSH [1100] NVMe flushes per guest CPU after the reads (see below)
 #   BOOT_TIMEOUT [300] s until the guest prints CAP-READY;  SETTLE [1] s of idling before the first pause
 #   PAUSE_TRIES [40] pauses until both devices have live translations;  QEMU_TIMEOUT [900] s for QEMU
+#   EXTRA_DUMPS [] the paused memory again in these dump-guest-memory formats (kdump-zlib, kdump-raw-lzo, ...)
+#     as OUTDIR/memory.FORMAT, for dumpfmt_check.sh
 #
 # Why the retries: QEMU 10.0's AMD-Vi model drops *all* IOTLB entries of a domain on every
 # INVALIDATE_IOMMU_PAGES, and Linux (strict mode; QEMU sets NpCache, so maps flush too) sends one on

@@ -6,6 +6,8 @@ usage: qmp.py SOCK [--timeout S] COMMAND...
   stop | cont       pause / resume the guest
   status            print the run state (e.g. "paused", "running")
   dump FILE         dump-guest-memory (ELF, no paging) to FILE; waits until written
+  dump-as FMT FILE  dump-guest-memory in format FMT (kdump-zlib, kdump-lzo, kdump-snappy: makedumpfile's
+                    flattened format; kdump-raw-zlib, kdump-raw-lzo, kdump-raw-snappy: kdump-compressed)
   quit              ask QEMU to exit
 Several commands may follow each other on one connection, e.g. `qmp.py S stop status`.
 Exit status 1 with a message on stderr on any QMP error, closed socket or timeout.
@@ -77,6 +79,10 @@ def main(argv):
             elif cmd == "dump":
                 q.execute("dump-guest-memory", paging=False, protocol="file:" + os.path.abspath(args[0]))
                 args = args[1:]
+            elif cmd == "dump-as":
+                q.execute("dump-guest-memory", paging=False, format=args[0],
+                          protocol="file:" + os.path.abspath(args[1]))
+                args = args[2:]
             elif cmd == "quit":
                 try:
                     q.execute("quit")

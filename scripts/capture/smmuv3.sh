@@ -17,6 +17,8 @@
 #   NVFLUSH [1100] NVMe flush commands per guest CPU after the reads (they fetch every queue-ring page again)
 #   BOOT_TIMEOUT [300] s until the guest prints CAP-READY;  SETTLE [1] s of idling before the pause
 #   QEMU_TIMEOUT [900] s hard limit for the whole QEMU process
+#   EXTRA_DUMPS [] the paused memory again in these dump-guest-memory formats (kdump-zlib, kdump-raw-lzo, ...)
+#     as OUTDIR/memory.FORMAT, for dumpfmt_check.sh
 set -euo pipefail
 HERE=$(cd "$(dirname "$(readlink -f "$0")")" && pwd)
 PROG=smmuv3.sh

@@ -17,6 +17,8 @@
 #   NVME_IMG [$CAPTURE_WORK/nvme.img]   QEMU [qemu-system-x86_64]   MEM [2G]
 #   BOOT_TIMEOUT [300] s until the guest prints CAP-READY;  SETTLE [1] s of idling before the pause
 #   QEMU_TIMEOUT [900] s hard limit for the whole QEMU process
+#   EXTRA_DUMPS [] the paused memory again in these dump-guest-memory formats (kdump-zlib, kdump-raw-lzo, ...)
+#     as OUTDIR/memory.FORMAT, for dumpfmt_check.sh
 #   GUEST_ARGS [] extra words appended to the guest command line. With `iommu.passthrough=1` or
 #     `iommu=pt` among them Linux puts the devices in identity (pass-through) domains: QEMU then does not
 #     translate their DMA, so there is no oracle (oracle.tsv has only its header) and the check is instead
@@ -156,6 +158,10 @@ t=$(date +%s.%N)
 qmp --timeout 300 dump "$OUT/memory.elf" || die "dump-guest-memory failed"
 DUMP_S=$(echo "$(date +%s.%N) - $t" | bc)
 [ "$(head -c 4 "$OUT/memory.elf" | od -An -c | tr -d ' ')" = '177ELF' ] || die "memory.elf is not an ELF file"
+for f in ${EXTRA_DUMPS:-}; do   # the same paused memory in other formats, for dumpfmt_check.sh
+  qmp --timeout 900 dump-as "$f" "$OUT/memory.$f" 2> "$OUT/memory.$f.err" || { echo "vtd.sh: no $f dump: $(cat "$OUT/memory.$f.err")"; continue; }
+  rm -f "$OUT/memory.$f.err"
+done
 QEMU_VER=$("$QEMU" --version | head -1)
 qmp --timeout 30 quit || true
 for _ in $(seq 60); do kill -0 "$QPID" 2>/dev/null || break; sleep 0.5; done
