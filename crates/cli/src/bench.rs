@@ -58,7 +58,17 @@ fn print(w: &mut impl Write, f: &Figures, md: bool) -> std::io::Result<()> {
         "{}Adoption at scale (eager: copy every context table whole first; floor: read each live entry once)",
         if md { "### " } else { "" }
     )?;
-    let head = ["iommu", "live devices", "adopt µs", "eager µs", "floor µs", "adopt/eager", "adopt KiB", "eager KiB"];
+    let head = [
+        "iommu",
+        "live devices",
+        "adopt µs",
+        "eager µs",
+        "floor µs",
+        "adopt/eager",
+        "new KiB",
+        "read KiB",
+        "eager KiB",
+    ];
     line(w, &head.map(String::from))?;
     rule(w, head.len())?;
     for x in &f.adopt {
@@ -71,7 +81,8 @@ fn print(w: &mut impl Write, f: &Figures, md: bool) -> std::io::Result<()> {
                 format!("{:.0}", x.eager_ns as f64 / 1e3),
                 format!("{:.0}", x.floor_ns as f64 / 1e3),
                 ratio(x.adopt_ns as f64, x.eager_ns as f64),
-                (x.adopt_bytes / 1024).to_string(),
+                (x.adopt_new_bytes / 1024).to_string(),
+                (x.adopt_read_bytes / 1024).to_string(),
                 (x.eager_bytes / 1024).to_string(),
             ],
         )?;

@@ -386,3 +386,38 @@ fn devices_sharing_a_did_on_different_tables_get_their_own_in_the_copy() {
     assert_eq!(rig.dma(NIC, nic.1, Access::Write), Ok(nic.2));
     assert_eq!(rig.dma(DISK, disk.1, Access::Write), Ok(disk.2), "DISK reads its own tables, not NIC's cached entry");
 }
+
+/// Lazy context tables: adoption points the new root table at the crashed kernel's context tables whose
+/// every entry it adopts as they are, and copies one only when an entry of it must change; the old pages
+/// themselves are never written (they are part of the dump).
+#[test]
+fn adoption_copies_a_context_table_only_when_one_of_its_entries_changes() {
+    for scalable in [false, true] {
+        let mut rig = Rig::new();
+        let old = primary(&mut rig, scalable);
+        let (mut v, report) = crash(&mut rig, scalable, Policy::Adopt);
+        assert_eq!(report.outcome, HandoverOutcome::Adopted);
+        let in_place: Vec<((u8, u8), u64)> = v.old_context_tables().collect();
+        assert_eq!(in_place.iter().map(|t| t.0).collect::<Vec<_>>(), [(0, 0), (1, 0)], "scalable={scalable}");
+        let before: Vec<Vec<u8>> = in_place
+            .iter()
+            .map(|&(_, t)| {
+                let mut page = vec![0u8; 4096];
+                rig.mem.read(t, &mut page).unwrap();
+                page
+            })
+            .collect();
+        // The disk (bus 0) is re-attached: its table is copied, bus 1's stays in place.
+        let d = v.create_domain(&mut rig.crash()).unwrap();
+        watched(&mut rig, &old.dma, |p| v.attach(p, DISK, Attachment::Domain(d))).unwrap();
+        assert_eq!(v.old_context_tables().map(|t| t.0).collect::<Vec<_>>(), [(1, 0)]);
+        for &(sid, iova, pa) in old.dma.iter().filter(|d| d.0 != DISK) {
+            assert_eq!(rig.dma(sid, iova, Access::Write), Ok(pa), "{sid:#x} still translates after the copy");
+        }
+        for (&(_, t), was) in in_place.iter().zip(&before) {
+            let mut now = vec![0u8; 4096];
+            rig.mem.read(t, &mut now).unwrap();
+            assert_eq!(&now, was, "old context table {t:#x} unwritten");
+        }
+    }
+}

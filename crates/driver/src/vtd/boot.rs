@@ -91,6 +91,7 @@ impl Vtd {
             translating: false,
             root: 0,
             ctx_tables: BTreeMap::new(),
+            old_ctx: BTreeMap::new(),
             qi: None,
             dids,
             domains: Vec::new(),

@@ -23,15 +23,33 @@ impl Vtd {
         }
     }
 
-    /// The context table for (bus, half), allocated and hooked into the root table on first use.
+    /// The context table for (bus, half) that this kernel may write: allocated and hooked into the root
+    /// table on first use, or, for a crashed kernel's table used in place since adoption, copied first
+    /// (the old page is never written: it is part of the dump). The copy holds the same entries, so the
+    /// unit may fetch from either while the root entry changes; the context cache is then flushed as the
+    /// spec asks after a root-entry change (VT-d 6.5.3.3: a global context-cache invalidation).
     pub(super) fn context_table(&mut self, hw: &mut impl Platform, key: (u8, u8)) -> Result<u64, VtdError> {
         if let Some(&t) = self.ctx_tables.get(&key) {
             return Ok(t);
         }
         let t = self.alloc_frame(hw)?;
+        let old = self.old_ctx.remove(&key);
+        if let Some(old) = old {
+            let mut page = [0u8; 4096];
+            hw.read(old, &mut page)?;
+            hw.write(t, &page)?;
+        }
         self.ctx_tables.insert(key, t);
         self.write_root_entry(hw, key.0)?;
+        if old.is_some() {
+            self.invalidate(hw, &[ContextCacheInv::global().into_bits()])?;
+        }
         Ok(t)
+    }
+
+    /// Context tables of the crashed kernel in use in place, by (bus, half).
+    pub fn old_context_tables(&self) -> impl Iterator<Item = ((u8, u8), u64)> + '_ {
+        self.old_ctx.iter().map(|(&k, &t)| (k, t))
     }
 
     /// Rewrite the root entry of `bus` from the context tables we hold for it.
@@ -39,15 +57,15 @@ impl Vtd {
         let at = self.root + bus as u64 * 16;
         let raw = if self.scalable {
             let mut e = ScalableRootEntry::new();
-            if let Some(&lo) = self.ctx_tables.get(&(bus, 0)) {
+            if let Some(&lo) = self.ctx_tables.get(&(bus, 0)).or(self.old_ctx.get(&(bus, 0))) {
                 e = e.with_lp(true).with_lctp(lo >> 12);
             }
-            if let Some(&up) = self.ctx_tables.get(&(bus, 1)) {
+            if let Some(&up) = self.ctx_tables.get(&(bus, 1)).or(self.old_ctx.get(&(bus, 1))) {
                 e = e.with_up(true).with_uctp(up >> 12);
             }
             e.into_bits()
         } else {
-            match self.ctx_tables.get(&(bus, 0)) {
+            match self.ctx_tables.get(&(bus, 0)).or(self.old_ctx.get(&(bus, 0))) {
                 Some(&t) => RootEntry::new().with_context_table(t).into_bits(),
                 None => 0,
             }
@@ -123,9 +141,10 @@ impl Vtd {
         fl_pasid: Option<u32>,
     ) -> Result<(), VtdError> {
         let (key, off) = self.context_slot(sid);
-        let Some(&table) = self.ctx_tables.get(&key) else {
+        if !self.ctx_tables.contains_key(&key) && !self.old_ctx.contains_key(&key) {
             return Ok(());
-        };
+        }
+        let table = self.context_table(hw, key)?;
         hw.write_u128(table + off, 0)?;
         if self.scalable {
             hw.write_u128(table + off + 16, 0)?;

@@ -11,7 +11,7 @@
 //! [`scan`] is the read-only half: it validates the old tables and lists what it found, and is what runs
 //! on a dump. Adoption is `scan` plus the copy and the switch.
 
-use alloc::collections::BTreeMap;
+use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::vec::Vec;
 
 use iommu_spec::vtd::{
@@ -77,6 +77,9 @@ pub struct Scan {
     pub problems: Vec<super::EntryProblem>,
     /// Root, context, PASID-directory and PASID-table pages read.
     pub pages_read: Vec<u64>,
+    /// Each context table read, by (bus, half) as [`Vtd`] keys its own (legacy: half 0; scalable mode: 0
+    /// for devfn < 0x80, 1 above).
+    pub context_tables: Vec<((u8, u8), u64)>,
 }
 
 impl Scan {
@@ -139,7 +142,14 @@ pub fn scan(
     }
     let mut rt = [0u8; 4096];
     hw.read(root, &mut rt).map_err(R::RootTableUnreadable)?;
-    let mut scan = Scan { rtaddr, gsts, devices: Vec::new(), problems: Vec::new(), pages_read: alloc::vec![root] };
+    let mut scan = Scan {
+        rtaddr,
+        gsts,
+        devices: Vec::new(),
+        problems: Vec::new(),
+        pages_read: alloc::vec![root],
+        context_tables: Vec::new(),
+    };
     let mut ct = [0u8; 4096];
     for bus in 0..=255u8 {
         let raw = u128::from_le_bytes(rt[bus as usize * 16..bus as usize * 16 + 16].try_into().unwrap_or([0; 16]));
@@ -179,6 +189,7 @@ pub fn scan(
                 continue;
             }
             scan.pages_read.push(table);
+            scan.context_tables.push(((bus, u8::from(first == 0x80)), table));
             let (n, size) = if rtaddr.smt() { (128, 32) } else { (256, 16) };
             for i in 0..n {
                 let raw = u128::from_le_bytes(ct[i * size..i * size + 16].try_into().unwrap_or([0; 16]));
@@ -456,6 +467,11 @@ impl Vtd {
         // translations. The first keeps it; a later one gets a fresh DID in its copied legacy entry, and in
         // scalable mode (the DID is in the old PASID entry, used in place) it is refused.
         let mut owner: BTreeMap<u16, (u64, u32)> = BTreeMap::new();
+        // Entries to adopt, by context table; a table with an entry refused or rewritten ("dirty") is copied,
+        // any other is used in place until one of its entries must change (lazy copy: new memory follows
+        // what changes, not what is present).
+        let mut writes: Vec<((u8, u8), u64, u128)> = Vec::new();
+        let mut dirty: BTreeSet<(u8, u8)> = BTreeSet::new();
         for d in &scan.devices {
             if d.did != 0 && v.dids.reserve(d.did as u32) {
                 reserved.insert(d.did, ());
@@ -480,6 +496,7 @@ impl Vtd {
                             crate::walk::Reach::Bound { tables } => P::WalkBound { sid, tables },
                         });
                         v.devices.insert(sid, DeviceState::Refused { did: d.did });
+                        dirty.insert(v.context_slot(sid).0);
                         continue;
                     }
                     match owner.get(&d.did) {
@@ -489,12 +506,14 @@ impl Vtd {
                         Some(&t) if t == (root, levels) => {}
                         Some(_) if scan.scalable() => {
                             report.problems.push(P::DomainIdAlias { sid: d.sid, did: d.did });
+                            dirty.insert(v.context_slot(d.sid).0);
                             continue;
                         }
                         Some(_) => {
                             did = v.dids.alloc().ok_or(VtdError::OutOfDomainIds)? as u16;
                             entry = ContextEntry::from_bits(entry).with_did(did).into_bits();
                             report.split_dids.push((d.sid, d.did, did));
+                            dirty.insert(v.context_slot(d.sid).0);
                         }
                     }
                 }
@@ -502,8 +521,7 @@ impl Vtd {
                 DeviceKind::Blocked => {}
             }
             let (key, off) = v.context_slot(d.sid);
-            let table = v.context_table(hw, key)?;
-            hw.write_u128(table + off, entry)?;
+            writes.push((key, off, entry));
             v.devices.insert(d.sid, DeviceState::Adopted { did, kind: d.kind });
             report.adopted.push(d.sid);
         }
@@ -519,9 +537,26 @@ impl Vtd {
                 _ => {
                     if let Some(sid) = p.sid() {
                         v.devices.entry(sid).or_insert(DeviceState::Refused { did: 0 });
+                        dirty.insert(v.context_slot(sid).0);
                     }
                 }
             }
+        }
+        let adopting: BTreeSet<(u8, u8)> = writes.iter().map(|w| w.0).collect();
+        for &(key, table) in &scan.context_tables {
+            if adopting.contains(&key) && !dirty.contains(&key) {
+                v.old_ctx.insert(key, table);
+            }
+        }
+        for (key, off, entry) in writes {
+            if !v.old_ctx.contains_key(&key) {
+                let table = v.context_table(hw, key)?;
+                hw.write_u128(table + off, entry)?;
+            }
+        }
+        let in_place: BTreeSet<u8> = v.old_ctx.keys().map(|k| k.0).collect();
+        for bus in in_place {
+            v.write_root_entry(hw, bus)?;
         }
         report.reserved_dids = reserved.keys().copied().collect();
         v.install_root(hw)?;

@@ -104,6 +104,10 @@ pub struct Vtd {
     root: u64,
     /// Context tables by (bus, half): legacy uses half 0; scalable mode 0 for devfn < 0x80, 1 above.
     ctx_tables: BTreeMap<(u8, u8), u64>,
+    /// The crashed kernel's context tables our root table points at in place, by (bus, half): after
+    /// adoption, a table whose every present entry was adopted as it is (none refused, none rewritten) is
+    /// not copied; it is copied the first time one of its entries must change ([`Vtd::context_table`]).
+    old_ctx: BTreeMap<(u8, u8), u64>,
     qi: Option<InvQueue>,
     dids: IdAllocator,
     domains: Vec<Option<Domain>>,
