@@ -182,7 +182,7 @@ pub enum ElfError {
     SegmentsOverlap {
         /// Program header index of the later-starting segment.
         index: usize,
-        /// Program header index of the segment it runs out of.
+        /// Program header index of the earlier segment it partly overlaps.
         other: usize,
         /// `p_paddr` of `index`.
         paddr: u64,

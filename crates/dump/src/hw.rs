@@ -23,7 +23,7 @@ pub enum InputError {
     Dump {
         /// The dump's path.
         path: PathBuf,
-        /// Why.
+        /// What the format's reader refused.
         source: DumpError,
     },
     /// The register snapshot file could not be read, or is not UTF-8.
@@ -58,7 +58,7 @@ pub enum InputError {
     Save {
         /// The fixture's path.
         path: PathBuf,
-        /// Why.
+        /// The write, or the re-read of a page, that failed.
         source: SaveError,
     },
     /// The raw ACPI table file ([`UnitQuery::acpi`]) could not be read.
@@ -175,7 +175,8 @@ pub enum SaveError {
     /// Creating, writing or flushing the file failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),
-    /// A page read earlier could not be read again, or the core could not be laid out.
+    /// The trimmed core could not be built: a page read earlier failed when read again, or the ELF
+    /// writer refused the layout.
     #[error("{0}")]
     Trim(#[from] TrimError),
 }

@@ -217,9 +217,9 @@ pub enum KdumpError {
         "one file of a split dump (pfns {start:#x}..{end:#x}); reassemble the parts with makedumpfile --reassemble"
     )]
     Split {
-        /// `start_pfn_64`: the slice's first pfn.
+        /// `start_pfn_64`: the slice's first pfn (a header version 6 field).
         start: u64,
-        /// `end_pfn_64`: the pfn after the slice's last (exclusive).
+        /// `end_pfn_64`: the pfn after the slice's last, exclusive (a header version 6 field).
         end: u64,
     },
     /// `offset_note` + `size_note` (header version 4 and later) run past the file, or the notes are
@@ -573,7 +573,7 @@ impl KdumpCore {
     }
 
     /// Pages that could not be read so far (decompression failed, impossible descriptor), the first
-    /// [`MAX_DAMAGE`] of them, and how many there were in all. Reads of those pages fail as
+    /// 64 (`MAX_DAMAGE`) of them, and how many there were in all. Reads of those pages fail as
     /// `NotCaptured`; this says why.
     pub fn damage(&self) -> (Vec<PageError>, u64) {
         let lazy = self.lazy.lock().unwrap_or_else(|e| e.into_inner());

@@ -17,8 +17,8 @@ const STRUCTURES: usize = 48;
 pub const INTR_REMAP: u8 = 1 << 0;
 /// DMAR `Flags` bit 1 `X2APIC_OPT_OUT` (8.1): firmware asks the OS not to enable x2APIC mode.
 pub const X2APIC_OPT_OUT: u8 = 1 << 1;
-/// DMAR `Flags` bit 2 `DMA_CTRL_PLATFORM_OPT_IN_FLAG` (8.1): firmware asks the OS to turn DMA
-/// remapping on (Linux's trigger for forcing the IOMMU on with Thunderbolt).
+/// DMAR `Flags` bit 2 `DMA_CTRL_PLATFORM_OPT_IN_FLAG` (8.1): firmware asks for DMA protection of
+/// external-facing ports (Linux then forces the IOMMU on when such a port is present).
 pub const DMA_CTRL_PLATFORM_OPT_IN: u8 = 1 << 2;
 /// DRHD flag: the unit covers every device of its segment not claimed by another unit (8.3).
 pub const INCLUDE_PCI_ALL: u8 = 1 << 0;
@@ -62,7 +62,7 @@ pub struct Dmar {
     pub host_address_width: u16,
     /// [`INTR_REMAP`], [`X2APIC_OPT_OUT`], [`DMA_CTRL_PLATFORM_OPT_IN`].
     pub flags: u8,
-    /// Every DRHD, in table order (Linux expects the INCLUDE_PCI_ALL one of a segment last).
+    /// Every DRHD, in table order (the spec puts a segment's INCLUDE_PCI_ALL unit last).
     pub drhds: Vec<Drhd>,
     /// Every RMRR, in table order.
     pub rmrrs: Vec<Rmrr>,
@@ -83,8 +83,8 @@ pub struct Drhd {
     pub segment: u16,
     /// The unit's register base address.
     pub base: u64,
-    /// The devices the unit remaps (with [`INCLUDE_PCI_ALL`], those it must not assume are its own:
-    /// IOAPICs and HPETs).
+    /// The devices the unit remaps (with [`INCLUDE_PCI_ALL`], only the IOAPICs, HPETs and ACPI
+    /// name-space devices, which the flag does not cover).
     pub scopes: Vec<DeviceScope>,
 }
 
@@ -125,7 +125,7 @@ pub struct DeviceScope {
     pub offset: usize,
     /// One of [`scope`]'s constants, or an unknown value kept as is.
     pub kind: u8,
-    /// Device Scope `Flags` (byte 2); reserved (0) in tables before VT-d 3.x, kept for reports only.
+    /// Device Scope `Flags` (byte 2); reserved in older spec revisions, kept for reports only.
     pub flags: u8,
     /// The IOAPIC ID, HPET number or ACPI device number, for those scope types.
     pub enumeration_id: u8,

@@ -54,7 +54,7 @@ pub struct IortNode {
     pub kind: u8,
     /// Node `Revision` (byte 3): which layout of the node type's body.
     pub revision: u8,
-    /// Node `Identifier` (bytes 4-7): unique among the table's nodes (reserved before IORT issue E).
+    /// Node `Identifier` (bytes 4-7): unique among the table's nodes (reserved in early issues of DEN0049).
     pub identifier: u32,
     /// The node's ID mapping array, from `Reference to ID Array`; always inside the node.
     pub mappings: Vec<IdMapping>,

@@ -42,7 +42,7 @@ pub mod dev {
     pub const ALIAS: u8 = 0x42;
     /// 8-byte `Alias Start of Range`: a range of device IDs, all aliased to one.
     pub const ALIAS_RANGE: u8 = 0x43;
-    /// 8-byte `Extended Select`: one device ID with 32 bits of `Extended Data` (ATS disable).
+    /// 8-byte `Extended Select`: one device ID with 32 bits of `Extended Data` (ATS disabled).
     pub const EXT_SELECT: u8 = 0x46;
     /// 8-byte `Extended Start of Range`: a range with `Extended Data`.
     pub const EXT_RANGE: u8 = 0x47;
@@ -151,7 +151,7 @@ pub enum DeviceEntry {
         devid: u16,
         /// `DTE Setting` (byte 3).
         dte: u8,
-        /// `Extended Data` (bytes 4-7); bit 31 is ATS disabled.
+        /// `Extended Data` (bytes 4-7): the ATS-disabled flag.
         ext: u32,
     },
     /// [`dev::EXT_RANGE`] joined to its [`dev::RANGE_END`].

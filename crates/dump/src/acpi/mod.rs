@@ -34,7 +34,7 @@ pub struct Sig(pub [u8; 4]);
 impl Sig {
     /// DMA Remapping table: Intel VT-d remapping units (Intel VT-d spec, chapter 8).
     pub const DMAR: Sig = Sig(*b"DMAR");
-    /// I/O Virtualization Reporting Structure: AMD-Vi units (AMD IOMMU spec, section 5).
+    /// I/O Virtualization Reporting Structure: AMD-Vi units (AMD IOMMU spec 48882, 5.2).
     pub const IVRS: Sig = Sig(*b"IVRS");
     /// I/O Remapping Table: Arm SMMUs and what is behind them (Arm DEN0049).
     pub const IORT: Sig = Sig(*b"IORT");
@@ -122,8 +122,8 @@ pub enum AcpiError {
         /// The header's `Checksum` byte, for the message.
         checksum: u8,
     },
-    /// A parser for one table was handed another (e.g. an IVRS file given to the DMAR parser, or a root
-    /// pointer that leads to neither an RSDT nor an XSDT).
+    /// A parser for one table was handed another (e.g. an IVRS file given to the DMAR parser, or an
+    /// RSDP's RSDT/XSDT address that leads to a table with another signature).
     #[error("expected a {expected} table, found {found}")]
     WrongSignature {
         /// The signature the parser needs.
@@ -138,7 +138,7 @@ pub enum AcpiError {
         table: Sig,
         /// Byte offset from the start of the table of the structure or field at fault.
         offset: usize,
-        /// The field's name as its spec spells it (`Device Scope Length`, `Mapping Offset`, ...).
+        /// The field's name as its spec spells it (`Device Scope Length`, `Reference to ID Array`, ...).
         field: &'static str,
         /// What was wrong with it.
         problem: Problem,
@@ -190,7 +190,7 @@ pub enum AcpiError {
         /// What the root table lists instead.
         present: Listed,
     },
-    /// A table header or body the root table points at could not be read from the dump.
+    /// A table (a root table, or one it lists) could not be read from the dump.
     #[error("{what} at physical address {addr:#x}: {source}")]
     Memory {
         /// What was being read ("table header", "96-byte DMAR table").
@@ -491,7 +491,7 @@ impl<'a> Bytes<'a> {
 /// say it was there.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Skipped {
-    /// The structure's `Type` field (a DMAR remapping-structure type, an IVRS IVHD/IVMD type).
+    /// The structure's `Type` field (a DMAR remapping-structure type, an IVRS block type).
     pub kind: u16,
     /// Byte offset of the structure from the start of the table.
     pub offset: usize,
