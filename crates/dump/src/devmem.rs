@@ -31,18 +31,58 @@ use crate::RegSnapshot;
 /// Why the registers could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum DevmemError {
+    /// The memory device (normally `/dev/mem`) could not be opened: not root, or no such device.
     #[error("{path}: {source}")]
-    Open { path: PathBuf, source: std::io::Error },
+    Open {
+        /// The device's path.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A register read failed; `EFAULT` and `EPERM` get a hint at the kernel limit behind them (see the
+    /// module docs).
     #[error("{path}: reading {kind} {name} ({size} bytes at {addr:#x}): {source}{}", hint(.source))]
-    Read { path: PathBuf, kind: IommuKind, name: &'static str, addr: u64, size: usize, source: std::io::Error },
+    Read {
+        /// The device's path.
+        path: PathBuf,
+        /// The unit's kind.
+        kind: IommuKind,
+        /// The register's spec name.
+        name: &'static str,
+        /// Physical address read: the unit's base plus the register's offset.
+        addr: u64,
+        /// Register width, bytes (4 or 8).
+        size: usize,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The raw ACPI table file ([`UnitQuery::acpi`]) could not be read.
     #[error("{path}: {source}")]
-    Acpi { path: PathBuf, source: std::io::Error },
+    Acpi {
+        /// The table file's path.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The table (from the file, or found through the RSDP in memory) gave no units.
     #[error("{origin}: {source}")]
-    Table { origin: String, source: AcpiError },
+    Table {
+        /// The table file's path, or "the dump" for the tables found in memory.
+        origin: String,
+        /// What the table parser or the search refused.
+        source: AcpiError,
+    },
+    /// A base was given without a kind: which registers to read depends on the kind.
     #[error("--base needs --iommu to know which registers to read")]
     NoKind,
+    /// A unit's base plus a register offset is past 2^64 - 1 (a hostile table's base).
     #[error("{kind} unit at {base:#x}: a register address overflows")]
-    Overflow { kind: IommuKind, base: u64 },
+    Overflow {
+        /// The unit's kind.
+        kind: IommuKind,
+        /// The unit's MMIO base.
+        base: u64,
+    },
 }
 
 fn hint(e: &std::io::Error) -> &'static str {

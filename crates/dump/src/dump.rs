@@ -23,16 +23,32 @@ use crate::{ElfCore, ElfError};
 /// Why a dump could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum DumpError {
+    /// The file could not be opened or its length taken.
     #[error("{path}: {source}", path = path.display())]
-    Open { path: PathBuf, source: io::Error },
+    Open {
+        /// The path given.
+        path: PathBuf,
+        /// The I/O error.
+        source: io::Error,
+    },
+    /// Reading the first 16 bytes (the magic) failed.
     #[error("reading the first bytes: {0}")]
     Read(io::Error),
+    /// The first bytes are none of the three formats' magics, or a flattened file wraps another
+    /// flattened file.
     #[error("not a dump: the file starts with {magic:02x?}, not an ELF core, a kdump-compressed or a flattened file")]
-    Unknown { magic: Vec<u8> },
+    Unknown {
+        /// Up to the first 16 bytes.
+        magic: Vec<u8>,
+    },
+    /// The file is an ELF file that [`ElfCore`] refused.
     #[error("ELF core: {0}")]
     Elf(#[from] ElfError),
+    /// The file starts `KDUMP   ` and [`KdumpCore`] refused it (or its notes or RAM bitmap could not
+    /// be read later).
     #[error("kdump-compressed: {0}")]
     Kdump(#[from] KdumpError),
+    /// The file starts `makedumpfile` and [`FlatFile`] refused its header or records.
     #[error("flattened: {0}")]
     Flat(#[from] FlatError),
 }
@@ -40,8 +56,16 @@ pub enum DumpError {
 /// The format a dump was opened as.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
-    Elf { flattened: bool },
-    Kdump { flattened: bool },
+    /// An ELF core.
+    Elf {
+        /// Whether it arrived inside makedumpfile's flattened format.
+        flattened: bool,
+    },
+    /// A kdump-compressed file.
+    Kdump {
+        /// Whether it arrived inside makedumpfile's flattened format.
+        flattened: bool,
+    },
 }
 
 impl fmt::Display for Format {
@@ -57,8 +81,20 @@ impl fmt::Display for Format {
 /// A dump of any supported format, as read-only physical memory.
 #[derive(Debug)]
 pub enum Dump {
-    Elf { core: ElfCore, flattened: bool },
-    Kdump { core: KdumpCore, flattened: bool },
+    /// An ELF core (or `/proc/kcore`).
+    Elf {
+        /// The reader.
+        core: ElfCore,
+        /// Whether it is read through a [`FlatFile`].
+        flattened: bool,
+    },
+    /// A kdump-compressed file.
+    Kdump {
+        /// The reader.
+        core: KdumpCore,
+        /// Whether it is read through a [`FlatFile`].
+        flattened: bool,
+    },
 }
 
 impl Dump {
@@ -98,6 +134,7 @@ impl Dump {
         }
     }
 
+    /// The format opened, for reports.
     pub fn format(&self) -> Format {
         match *self {
             Dump::Elf { flattened, .. } => Format::Elf { flattened },

@@ -80,44 +80,162 @@ pub const KCORE_NO_PADDR: u64 = u64::MAX;
 /// Why a core file was refused. Each names the segment (program header index) and value at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum ElfError {
+    /// The file could not be opened or its length taken.
     #[error("{path}: {source}", path = path.display())]
-    Open { path: PathBuf, source: io::Error },
+    Open {
+        /// The path given.
+        path: PathBuf,
+        /// The I/O error.
+        source: io::Error,
+    },
+    /// The file is shorter than the 64-byte `Elf64_Ehdr`.
     #[error("file is {len} bytes, shorter than the {EHDR_SIZE}-byte ELF64 header")]
-    Truncated { len: u64 },
+    Truncated {
+        /// File length, bytes.
+        len: u64,
+    },
+    /// `e_ident[EI_MAG0..=EI_MAG3]` is not `\x7fELF`.
     #[error("not an ELF file (magic {magic:02x?})")]
-    NotElf { magic: [u8; 4] },
+    NotElf {
+        /// The four bytes found.
+        magic: [u8; 4],
+    },
+    /// `e_ident[EI_CLASS]` is not `ELFCLASS64`: a 32-bit core, which this reader does not decode.
     #[error("ELF class {class} is not ELFCLASS64 (2)")]
-    NotElf64 { class: u8 },
+    NotElf64 {
+        /// The `EI_CLASS` byte.
+        class: u8,
+    },
+    /// `e_ident[EI_DATA]` is not `ELFDATA2LSB`: a big-endian core.
     #[error("ELF data encoding {data} is not little-endian (ELFDATA2LSB, 1)")]
-    NotLittleEndian { data: u8 },
+    NotLittleEndian {
+        /// The `EI_DATA` byte.
+        data: u8,
+    },
+    /// `e_type` is not `ET_CORE`: an executable or object file, not a memory dump.
     #[error("ELF type {e_type} is not ET_CORE (4)")]
-    NotCore { e_type: u16 },
+    NotCore {
+        /// The `e_type` found.
+        e_type: u16,
+    },
+    /// The `object` crate refused the file header or program header table (bad `e_phentsize`, a broken
+    /// extended `e_phnum`, ...).
     #[error("{what}: {source}")]
-    Object { what: &'static str, source: object::read::Error },
+    Object {
+        /// What was being parsed (`ELF header`, `e_phnum`, `program headers`).
+        what: &'static str,
+        /// `object`'s error.
+        source: object::read::Error,
+    },
+    /// The program header count (extended numbering included) is over [`MAX_PHNUM`].
     #[error("{count} program headers, more than the {max} accepted")]
-    TooManyProgramHeaders { count: u32, max: u32 },
+    TooManyProgramHeaders {
+        /// The count the file claims.
+        count: u32,
+        /// [`MAX_PHNUM`].
+        max: u32,
+    },
+    /// `e_phoff` + count × `e_phentsize` runs past the end of the file.
     #[error("{count} program headers at offset {phoff:#x} run past the end of the {file_len}-byte file")]
-    ProgramHeadersOutsideFile { phoff: u64, count: u32, file_len: u64 },
+    ProgramHeadersOutsideFile {
+        /// `e_phoff`, bytes.
+        phoff: u64,
+        /// The program header count.
+        count: u32,
+        /// File length, bytes.
+        file_len: u64,
+    },
+    /// A `PT_LOAD` or `PT_NOTE`'s `p_offset` + `p_filesz` runs past the end of the file (a truncated copy).
     #[error("segment {index}: offset {offset:#x} + filesz {filesz:#x} runs past the end of the {file_len}-byte file")]
-    SegmentOutsideFile { index: usize, offset: u64, filesz: u64, file_len: u64 },
+    SegmentOutsideFile {
+        /// Program header index.
+        index: usize,
+        /// `p_offset`, bytes.
+        offset: u64,
+        /// `p_filesz`, bytes.
+        filesz: u64,
+        /// File length, bytes.
+        file_len: u64,
+    },
+    /// A `PT_LOAD`'s `p_paddr` + `p_memsz` is past 2^64.
     #[error("segment {index}: p_paddr {paddr:#x} + p_memsz {size:#x} overflows 64 bits")]
-    SegmentAddressOverflow { index: usize, paddr: u64, size: u64 },
+    SegmentAddressOverflow {
+        /// Program header index.
+        index: usize,
+        /// `p_paddr`.
+        paddr: u64,
+        /// `p_memsz`, bytes.
+        size: u64,
+    },
+    /// A `PT_LOAD` holds more file bytes than the memory it maps.
     #[error("segment {index}: p_filesz {filesz:#x} is larger than p_memsz {size:#x}")]
-    FileszExceedsMemsz { index: usize, filesz: u64, size: u64 },
+    FileszExceedsMemsz {
+        /// Program header index.
+        index: usize,
+        /// `p_filesz`, bytes.
+        filesz: u64,
+        /// `p_memsz`, bytes.
+        size: u64,
+    },
+    /// Two `PT_LOAD`s share some physical memory without one containing the other.
     #[error("segment {index} at {paddr:#x} partly overlaps segment {other}")]
-    SegmentsOverlap { index: usize, other: usize, paddr: u64 },
+    SegmentsOverlap {
+        /// Program header index of the later-starting segment.
+        index: usize,
+        /// Program header index of the earlier segment it partly overlaps.
+        other: usize,
+        /// `p_paddr` of `index`.
+        paddr: u64,
+    },
+    /// A `PT_LOAD` wholly inside another holds different bytes for the same memory ([`Shape::Core`] only).
     #[error(
         "segment {index} maps physical memory segment {other} also maps, with different bytes (first at {paddr:#x})"
     )]
-    SegmentsDisagree { index: usize, other: usize, paddr: u64 },
+    SegmentsDisagree {
+        /// Program header index of the contained segment.
+        index: usize,
+        /// Program header index of its container.
+        other: usize,
+        /// Physical address of the first differing byte.
+        paddr: u64,
+    },
+    /// A `PT_LOAD` wholly inside another, where either lacks file bytes (`p_filesz` < `p_memsz`) for the
+    /// shared memory, so the two cannot be compared ([`Shape::Core`] only).
     #[error("segment {index} maps memory segment {other} also maps, without its bytes in the file (at {paddr:#x})")]
-    OverlapNotCaptured { index: usize, other: usize, paddr: u64 },
+    OverlapNotCaptured {
+        /// Program header index of the contained segment.
+        index: usize,
+        /// Program header index of its container.
+        other: usize,
+        /// Physical address of the first byte not in the file.
+        paddr: u64,
+    },
+    /// Contained segments add up to more than [`MAX_OVERLAP_CHECK`] bytes.
     #[error("segment {index}: segments mapping the same memory twice hold more than the {max} bytes checked")]
-    OverlapTooLarge { index: usize, max: u64 },
+    OverlapTooLarge {
+        /// Program header index of the segment that crossed the bound.
+        index: usize,
+        /// [`MAX_OVERLAP_CHECK`], bytes.
+        max: u64,
+    },
+    /// The `PT_NOTE` segments add up to more than [`MAX_NOTES`] bytes.
     #[error("PT_NOTE segments hold {size} bytes, more than the {max} accepted")]
-    NotesTooLarge { size: u64, max: u64 },
+    NotesTooLarge {
+        /// `p_filesz` of the notes so far, bytes.
+        size: u64,
+        /// [`MAX_NOTES`].
+        max: u64,
+    },
+    /// Reading segment bytes (notes, or a contained segment being compared) from the file failed.
     #[error("reading segment {index} at file offset {offset:#x}: {source}")]
-    Read { index: usize, offset: u64, source: io::Error },
+    Read {
+        /// Program header index.
+        index: usize,
+        /// File offset of the read, bytes.
+        offset: u64,
+        /// The I/O error.
+        source: io::Error,
+    },
 }
 
 /// Where the file's bytes live: an open file, a flattened file's rearranged view, or bytes in memory.

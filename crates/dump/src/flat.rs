@@ -37,24 +37,80 @@ const RECORD_HEADER: u64 = 16;
 /// Why a flattened file was refused. Record numbers count from 0; `at` is the record header's file offset.
 #[derive(Debug, thiserror::Error)]
 pub enum FlatError {
+    /// Reading the header or a record header from the underlying file failed.
     #[error("reading the flattened file at offset {at:#x}: {source}")]
-    Read { at: u64, source: io::Error },
+    Read {
+        /// File offset of the read, bytes.
+        at: u64,
+        /// The I/O error.
+        source: io::Error,
+    },
+    /// The file is shorter than the 4096-byte `makedumpfile_header` block.
     #[error("file is {len} bytes, shorter than the {FLAT_HEADER_SIZE}-byte flattened-format header")]
-    Truncated { len: u64 },
+    Truncated {
+        /// File length, bytes.
+        len: u64,
+    },
+    /// `makedumpfile_header.signature` is not [`FLAT_SIGNATURE`] followed by NULs.
     #[error("not a flattened dump (no \"makedumpfile\" signature)")]
     NotFlat,
+    /// `makedumpfile_header.type` is not [`TYPE_FLAT_HEADER`].
     #[error("flattened-format header type {found}, not {TYPE_FLAT_HEADER}")]
-    BadType { found: i64 },
+    BadType {
+        /// The big-endian `type` read.
+        found: i64,
+    },
+    /// A `makedumpfile_data_header` with a negative offset or a size below 1 that is not the
+    /// end marker.
     #[error("record {index} at {at:#x}: offset {offset} size {size} is neither data nor the end marker (-1, -1)")]
-    BadRecord { index: u64, at: u64, offset: i64, size: i64 },
+    BadRecord {
+        /// Record number, from 0.
+        index: u64,
+        /// File offset of the record header.
+        at: u64,
+        /// `offset` of the record: where its data goes in the rearranged file.
+        offset: i64,
+        /// `buf_size` of the record: its data bytes.
+        size: i64,
+    },
+    /// A record's data runs past the end of the flattened file (a file cut short).
     #[error("record {index} at {at:#x}: {size} data bytes run past the end of the {file_len}-byte file")]
-    RecordOutsideFile { index: u64, at: u64, size: u64, file_len: u64 },
+    RecordOutsideFile {
+        /// Record number, from 0.
+        index: u64,
+        /// File offset of the record header.
+        at: u64,
+        /// The record's data bytes.
+        size: u64,
+        /// Flattened file length, bytes.
+        file_len: u64,
+    },
+    /// A record's `offset` + size is past 2^63 - 1, the largest `off_t` of the rearranged file.
     #[error("record {index} at {at:#x}: offset {offset:#x} + size {size:#x} is past the largest file offset")]
-    Overflow { index: u64, at: u64, offset: u64, size: u64 },
+    Overflow {
+        /// Record number, from 0.
+        index: u64,
+        /// File offset of the record header.
+        at: u64,
+        /// The record's offset in the rearranged file.
+        offset: u64,
+        /// The record's data bytes.
+        size: u64,
+    },
+    /// The file ends (or has no room for another 16-byte record header) before the (-1, -1) end marker.
     #[error("no end marker: the file ends at {at:#x} after {index} records (a transfer cut short?)")]
-    NoEndMarker { index: u64, at: u64 },
+    NoEndMarker {
+        /// Data records read before the end.
+        index: u64,
+        /// File offset where the next record header would start.
+        at: u64,
+    },
+    /// The file holds more than [`MAX_FLAT_RECORDS`] data records.
     #[error("more than {max} records")]
-    TooManyRecords { max: u64 },
+    TooManyRecords {
+        /// [`MAX_FLAT_RECORDS`].
+        max: u64,
+    },
 }
 
 /// One piece of the rearranged file: logical `[start, end)` lives at file offset `src`.

@@ -17,34 +17,114 @@ use crate::{write_core_for, Arch, Dump, DumpError, RecordingMem, RegSnapshot, Re
 /// Why a dump could not be opened for inspection.
 #[derive(Debug, thiserror::Error)]
 pub enum InputError {
+    /// The dump could not be opened or read as any format [`Dump::open`] knows (or, with the path
+    /// "the dump", its RAM map or notes could not be read later).
     #[error("{path}: {source}")]
-    Dump { path: PathBuf, source: DumpError },
+    Dump {
+        /// The dump's path.
+        path: PathBuf,
+        /// What the format's reader refused.
+        source: DumpError,
+    },
+    /// The register snapshot file could not be read, or is not UTF-8.
     #[error("{path}: {source}")]
-    RegsRead { path: PathBuf, source: std::io::Error },
+    RegsRead {
+        /// The snapshot's path.
+        path: PathBuf,
+        /// The I/O error (`InvalidData` for text that is not UTF-8).
+        source: std::io::Error,
+    },
+    /// The register snapshot's text did not parse.
     #[error("{path}: {source}")]
-    Regs { path: PathBuf, source: RegsError },
+    Regs {
+        /// The snapshot's path.
+        path: PathBuf,
+        /// The line and what was wrong with it.
+        source: RegsError,
+    },
+    /// A register the decode of the selected unit reads ([`required_registers`]) is not in the snapshot.
     #[error("register snapshot: {0}")]
     Missing(RegsError),
+    /// The register snapshot file is over [`MAX_REGS_FILE`] bytes: refused before it is read whole.
     #[error("{path}: over {max} bytes, which no register snapshot is (a regset file is a few KiB)")]
-    RegsTooLarge { path: PathBuf, max: u64 },
+    RegsTooLarge {
+        /// The snapshot's path.
+        path: PathBuf,
+        /// [`MAX_REGS_FILE`], bytes.
+        max: u64,
+    },
+    /// [`DumpHw::save_touched`] could not write the fixture.
     #[error("{path}: {source}")]
-    Save { path: PathBuf, source: SaveError },
+    Save {
+        /// The fixture's path.
+        path: PathBuf,
+        /// The write, or the re-read of a page, that failed.
+        source: SaveError,
+    },
+    /// The raw ACPI table file ([`UnitQuery::acpi`]) could not be read.
     #[error("{path}: {source}")]
-    AcpiRead { path: PathBuf, source: std::io::Error },
+    AcpiRead {
+        /// The table file's path.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The raw ACPI table file is not a valid DMAR, IVRS or IORT.
     #[error("{path}: {source}")]
-    AcpiFile { path: PathBuf, source: AcpiError },
+    AcpiFile {
+        /// The table file's path.
+        path: PathBuf,
+        /// What the table parser refused.
+        source: AcpiError,
+    },
+    /// The dump's `VMCOREINFO` has an `NUMBER(sme_mask)` line that is not a number.
     #[error("the dump's VMCOREINFO: {0}")]
     VmcoreInfo(crate::VmcoreInfoError),
+    /// Neither a base, a table file nor an `iommu_regset` snapshot named the units, and the dump's own
+    /// ACPI tables could not be found or parsed.
     #[error("finding the IOMMU units in the dump: {source}; give --acpi FILE (a raw DMAR, IVRS or IORT) or --base")]
-    AcpiDump { source: AcpiError },
+    AcpiDump {
+        /// Why the dump's tables gave no units.
+        source: AcpiError,
+    },
+    /// The table found parses but describes no unit (a DMAR without DRHDs, an IORT without SMMUv3 nodes).
     #[error("the {table} table from {origin} lists no IOMMU unit")]
-    NoUnits { origin: String, table: Sig },
+    NoUnits {
+        /// Where the table came from: the file's path, "the dump", ...
+        origin: String,
+        /// The table's signature.
+        table: Sig,
+    },
+    /// `--iommu` asked for one kind and the table found describes another.
     #[error("{origin} holds the {table} table, which describes {found} units, not {wanted}")]
-    KindMismatch { origin: String, table: Sig, found: IommuKind, wanted: IommuKind },
+    KindMismatch {
+        /// Where the table came from.
+        origin: String,
+        /// The table's signature.
+        table: Sig,
+        /// The kind the table describes.
+        found: IommuKind,
+        /// The kind asked for.
+        wanted: IommuKind,
+    },
+    /// A base was given without a kind, and the snapshot does not name a unit there either.
     #[error("which IOMMU is at {base:#x}? Give --iommu, or leave out --base to find the units from ACPI")]
-    UnknownKind { base: u64 },
+    UnknownKind {
+        /// The MMIO base given.
+        base: u64,
+    },
+    /// A unit the firmware describes lacks a register its decode reads in the snapshot.
     #[error("{kind} unit at {base:#x} ({origin}) is not in the register snapshot: {source}; capture its registers, or pick one unit with --base")]
-    UnitNotCaptured { kind: IommuKind, base: u64, origin: String, source: RegsError },
+    UnitNotCaptured {
+        /// The unit's kind.
+        kind: IommuKind,
+        /// The unit's MMIO base.
+        base: u64,
+        /// Where the unit was described ([`Unit::origin`]).
+        origin: String,
+        /// The first register missing.
+        source: RegsError,
+    },
 }
 
 /// Where the units to decode come from, in this order of preference: a base given by hand, a raw
@@ -92,8 +172,11 @@ pub fn required_registers(kind: IommuKind) -> &'static [(&'static str, usize, us
 /// Why saving the pages read failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SaveError {
+    /// Creating, writing or flushing the file failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// The trimmed core could not be built: a page read earlier failed when read again, or the ELF
+    /// writer refused the layout.
     #[error("{0}")]
     Trim(#[from] TrimError),
 }
@@ -127,6 +210,8 @@ impl InspectInput {
         Ok(InspectInput { core, regs: SnapshotMmio::new(snap, 0) })
     }
 
+    /// The platform for the driver's decode: the snapshot's registers and the dump's memory, every
+    /// page read recorded.
     pub fn hw(self) -> DumpHw {
         DumpHw { regs: self.regs, mem: RecordingMem::new(self.core) }
     }
@@ -134,7 +219,9 @@ impl InspectInput {
 
 /// The platform over a dump: read-only registers and memory.
 pub struct DumpHw {
+    /// The snapshot, serving the registers of the selected unit ([`DumpHw::select`]).
     pub regs: SnapshotMmio,
+    /// The dump's physical memory, recording which pages were read (for [`DumpHw::save_touched`]).
     pub mem: RecordingMem<Dump>,
 }
 

@@ -102,10 +102,15 @@ const KH_LEN: usize = 104;
 /// A page's compression, from its descriptor's flags.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Compression {
+    /// Stored whole: compressing did not make the page smaller, or the dump was written uncompressed.
     None,
+    /// [`DUMP_DH_COMPRESSED_ZLIB`]: one zlib stream (RFC 1950) per page.
     Zlib,
+    /// [`DUMP_DH_COMPRESSED_LZO`]: one raw LZO1X block per page.
     Lzo,
+    /// [`DUMP_DH_COMPRESSED_SNAPPY`]: one raw (unframed) snappy block per page.
     Snappy,
+    /// [`DUMP_DH_COMPRESSED_ZSTD`]: one zstd frame per page.
     Zstd,
 }
 
@@ -137,32 +142,96 @@ impl fmt::Display for Compression {
 /// Why a kdump-compressed file was refused when opened.
 #[derive(Debug, thiserror::Error)]
 pub enum KdumpError {
+    /// The file (or the flattened file's reassembled view of it) failed a read of a header, the notes
+    /// or the RAM bitmap.
     #[error("reading the {what} at offset {offset:#x}: {source}")]
-    Read { what: &'static str, offset: u64, source: io::Error },
+    Read {
+        /// Which structure was being read (`disk_dump_header`, `RAM bitmap`, ...).
+        what: &'static str,
+        /// File offset of the read, bytes.
+        offset: u64,
+        /// The I/O error.
+        source: io::Error,
+    },
+    /// The file ends before the `disk_dump_header` or before the `kdump_sub_header` block after it.
     #[error("file is {len} bytes, too short for the kdump header blocks")]
-    Truncated { len: u64 },
+    Truncated {
+        /// File length, bytes.
+        len: u64,
+    },
+    /// The first eight bytes are not [`KDUMP_SIGNATURE`].
     #[error("not a kdump-compressed file (signature {found:?})")]
-    NotKdump { found: [u8; 8] },
+    NotKdump {
+        /// The eight bytes found.
+        found: [u8; 8],
+    },
+    /// `disk_dump_header.header_version` is outside 1..=[`MAX_HEADER_VERSION`].
     #[error("header_version {version} is not one of 1..={MAX_HEADER_VERSION} (a big-endian or damaged header?)")]
-    Version { version: i32 },
+    Version {
+        /// The `header_version` read (little-endian).
+        version: i32,
+    },
+    /// `disk_dump_header.block_size` is not a power of two from [`MIN_BLOCK_SIZE`] to [`MAX_BLOCK_SIZE`].
     #[error("block_size {block_size} is not a power of two in {MIN_BLOCK_SIZE}..={MAX_BLOCK_SIZE}")]
-    BlockSize { block_size: i32 },
+    BlockSize {
+        /// The `block_size` read, bytes.
+        block_size: i32,
+    },
+    /// `disk_dump_header.sub_hdr_size` is 0 or negative: there is no `kdump_sub_header`.
     #[error("sub_hdr_size {blocks} blocks is not a sub header")]
-    SubHeaderSize { blocks: i32 },
+    SubHeaderSize {
+        /// The `sub_hdr_size` read, blocks.
+        blocks: i32,
+    },
+    /// The two bitmaps (`bitmap_blocks` blocks after the sub header) end past the end of the file.
     #[error(
         "the bitmaps ({bitmap_blocks} blocks from offset {offset:#x}) run past the end of the {file_len}-byte file"
     )]
-    BitmapOutsideFile { offset: u64, bitmap_blocks: u32, file_len: u64 },
+    BitmapOutsideFile {
+        /// File offset of the first bitmap, bytes.
+        offset: u64,
+        /// `disk_dump_header.bitmap_blocks`: both bitmaps together, blocks.
+        bitmap_blocks: u32,
+        /// File length, bytes.
+        file_len: u64,
+    },
+    /// `max_mapnr` claims more pages than each bitmap (half of `bitmap_blocks`) has bits.
     #[error("max_mapnr {max_mapnr:#x} pages need more than the {bits} bits of each bitmap")]
-    BitmapTooSmall { max_mapnr: u64, bits: u64 },
+    BitmapTooSmall {
+        /// The header's page count (`max_mapnr_64` from version 6, `max_mapnr` before).
+        max_mapnr: u64,
+        /// Bits in one bitmap.
+        bits: u64,
+    },
+    /// `max_mapnr` pages of `block_size` bytes would end past 2^64: no physical address can hold them.
     #[error("max_mapnr {max_mapnr:#x} pages of {block_size} bytes reach past 64-bit physical addresses")]
-    MapnrTooLarge { max_mapnr: u64, block_size: u32 },
+    MapnrTooLarge {
+        /// The header's page count.
+        max_mapnr: u64,
+        /// `disk_dump_header.block_size`, bytes.
+        block_size: u32,
+    },
+    /// `kdump_sub_header.split` is set: this file holds one pfn slice of a dump written with
+    /// `makedumpfile --split`, and reading it alone would pass the other slices off as not captured.
     #[error(
         "one file of a split dump (pfns {start:#x}..{end:#x}); reassemble the parts with makedumpfile --reassemble"
     )]
-    Split { start: u64, end: u64 },
+    Split {
+        /// `start_pfn_64`: the slice's first pfn (a header version 6 field).
+        start: u64,
+        /// `end_pfn_64`: the pfn after the slice's last, exclusive (a header version 6 field).
+        end: u64,
+    },
+    /// `offset_note` + `size_note` (header version 4 and later) run past the file, or the notes are
+    /// larger than [`MAX_NOTES`].
     #[error("ELF notes at {offset:#x} + {size:#x} are outside the file or larger than {MAX_NOTES} bytes")]
-    Notes { offset: u64, size: u64 },
+    Notes {
+        /// `kdump_sub_header.offset_note`, file offset in bytes.
+        offset: u64,
+        /// `kdump_sub_header.size_note`, bytes.
+        size: u64,
+    },
+    /// [`KdumpCore::ram_ranges`] found more than [`MAX_RAM_RANGES`] runs of set bits in the first bitmap.
     #[error("the RAM bitmap has more than {MAX_RAM_RANGES} runs")]
     TooManyRamRanges,
 }
@@ -170,12 +239,46 @@ pub enum KdumpError {
 /// Why one page could not be read: the pfn, and where in the file.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PageError {
+    /// Reading the second bitmap, the page's descriptor or its data from the file failed.
     #[error("pfn {pfn:#x}: reading the {what} at offset {offset:#x}: {error}")]
-    Read { pfn: u64, what: &'static str, offset: u64, error: String },
+    Read {
+        /// The page asked for.
+        pfn: u64,
+        /// What was being read (`dump bitmap`, `page descriptor`, `page data`).
+        what: &'static str,
+        /// File offset of the read, bytes.
+        offset: u64,
+        /// The I/O error, as text (so the error can be cloned and compared).
+        error: String,
+    },
+    /// The page's `page_desc_t` is impossible: several compression flags, a size of 0, over a page, or
+    /// not a whole page when uncompressed, or data that starts before the descriptors end or runs
+    /// past the file.
     #[error("pfn {pfn:#x}: descriptor {index} at offset {offset:#x}: {why}")]
-    Descriptor { pfn: u64, index: u64, offset: u64, why: String },
+    Descriptor {
+        /// The page asked for.
+        pfn: u64,
+        /// The descriptor's index: how many dumped pages precede this one.
+        index: u64,
+        /// File offset of the descriptor, bytes.
+        offset: u64,
+        /// Which check failed.
+        why: String,
+    },
+    /// The page's data did not decompress to exactly one block.
     #[error("pfn {pfn:#x}: {compression} data at offset {offset:#x} ({size} bytes): {why}")]
-    Decompress { pfn: u64, compression: Compression, offset: u64, size: u32, why: String },
+    Decompress {
+        /// The page asked for.
+        pfn: u64,
+        /// The compression the descriptor's `flags` name.
+        compression: Compression,
+        /// `page_desc_t.offset`: file offset of the compressed data, bytes.
+        offset: u64,
+        /// `page_desc_t.size`: compressed bytes.
+        size: u32,
+        /// The decoder's complaint, or the size it produced.
+        why: String,
+    },
 }
 
 impl PageError {
@@ -190,16 +293,27 @@ impl PageError {
 /// The headers, decoded.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KdumpHeader {
+    /// `disk_dump_header.header_version`, 1 to [`MAX_HEADER_VERSION`]: which sub-header fields exist
+    /// (split from 2, notes from 4, `max_mapnr_64` from 6).
     pub header_version: i32,
     /// `utsname.machine` ("x86_64", "aarch64"), empty when the writer did not know it.
     pub machine: String,
+    /// `disk_dump_header.status`: the `DUMP_DH_COMPRESSED_*` flags.
     pub status: u32,
+    /// `disk_dump_header.block_size`: the page size in bytes, a power of two from [`MIN_BLOCK_SIZE`]
+    /// to [`MAX_BLOCK_SIZE`]; pfn × `block_size` is the physical address.
     pub block_size: u32,
+    /// `disk_dump_header.sub_hdr_size`: blocks of `kdump_sub_header` and notes after the first block.
     pub sub_hdr_size: u32,
+    /// `disk_dump_header.bitmap_blocks`: blocks of both bitmaps together.
     pub bitmap_blocks: u32,
     /// Pages covered by the bitmaps (`max_mapnr_64` from version 6, the 32-bit field before).
     pub max_mapnr: u64,
+    /// `kdump_sub_header.phys_base`: where the kernel image was relocated to (x86-64's `phys_base`),
+    /// for turning kernel virtual addresses into physical ones.
     pub phys_base: u64,
+    /// `kdump_sub_header.dump_level`: makedumpfile's `-d` mask of page classes filtered out (1 zero,
+    /// 2 cache, 4 private cache, 8 user, 16 free pages).
     pub dump_level: i32,
     /// The ELF notes (`offset_note`, `size_note`), if the header has them.
     pub notes: Option<(u64, u64)>,
@@ -367,6 +481,7 @@ impl KdumpCore {
         Ok(core)
     }
 
+    /// The decoded headers, as checked when opening.
     pub fn header(&self) -> &KdumpHeader {
         &self.header
     }
@@ -458,7 +573,7 @@ impl KdumpCore {
     }
 
     /// Pages that could not be read so far (decompression failed, impossible descriptor), the first
-    /// [`MAX_DAMAGE`] of them, and how many there were in all. Reads of those pages fail as
+    /// 64 (`MAX_DAMAGE`) of them, and how many there were in all. Reads of those pages fail as
     /// `NotCaptured`; this says why.
     pub fn damage(&self) -> (Vec<PageError>, u64) {
         let lazy = self.lazy.lock().unwrap_or_else(|e| e.into_inner());

@@ -22,6 +22,7 @@
 //! Every byte here comes from a crashed machine or a file someone handed us: hostile input. Errors are
 //! typed and name what and where; nothing panics and nothing is allocated by an unchecked count.
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 pub mod acpi;
 pub mod devmem;

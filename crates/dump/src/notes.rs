@@ -10,8 +10,11 @@ use thiserror::Error;
 /// One note: `n_type`, its name (without the NUL) and its descriptor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Note<'a> {
+    /// The owner's name, `n_namesz` bytes less a trailing NUL (`CORE`, `VMCOREINFO`, ...).
     pub name: &'a [u8],
+    /// `n_type`: what the descriptor holds, within the owner's namespace (`NT_PRSTATUS` = 1 for `CORE`).
     pub ty: u32,
+    /// The descriptor, `n_descsz` bytes (padding not included).
     pub desc: &'a [u8],
 }
 
@@ -46,8 +49,14 @@ pub struct VmcoreInfo {
 /// Why a `VMCOREINFO` value could not be used.
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
 pub enum VmcoreInfoError {
+    /// A `NUMBER(...)` line whose value does not parse as a signed decimal 64-bit number.
     #[error("VMCOREINFO {key}={value:?} is not a decimal number (Linux VMCOREINFO_NUMBER prints %ld)")]
-    NotANumber { key: String, value: String },
+    NotANumber {
+        /// The key, `NUMBER(name)`.
+        key: String,
+        /// The text after `=`.
+        value: String,
+    },
 }
 
 impl VmcoreInfo {

@@ -22,6 +22,7 @@ pub struct RecordingMem<M> {
 }
 
 impl<M: PhysMem> RecordingMem<M> {
+    /// Wraps `inner` with nothing recorded yet.
     pub fn new(inner: M) -> Self {
         Self { inner, touched: RefCell::new(BTreeSet::new()) }
     }
@@ -31,10 +32,13 @@ impl<M: PhysMem> RecordingMem<M> {
         self.touched.borrow().clone()
     }
 
+    /// The wrapped memory, for what [`PhysMem`] does not offer (notes, RAM ranges); reads through it are
+    /// not recorded.
     pub fn inner(&self) -> &M {
         &self.inner
     }
 
+    /// The wrapped memory back, dropping the record.
     pub fn into_inner(self) -> M {
         self.inner
     }

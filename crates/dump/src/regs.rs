@@ -34,37 +34,85 @@ use std::collections::BTreeMap;
 /// Why a register snapshot line was refused. `line` is 1-based, as an editor shows it.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RegsError {
+    /// A line that counts (an address line, an `iommu_regset` unit line or row) is malformed.
     #[error("line {line}: {kind}")]
-    BadLine { line: usize, kind: LineError },
+    BadLine {
+        /// 1-based line number.
+        line: usize,
+        /// What was wrong with it.
+        kind: LineError,
+    },
+    /// [`SnapshotMmio::require`]: a register an operation needs was not (wholly) captured.
     #[error("register {name} ({size} bytes at offset {off:#x}, address {addr:#x}) is not in the snapshot")]
-    MissingRegister { name: String, off: usize, addr: u64, size: usize },
+    MissingRegister {
+        /// The register's spec name (`RTADDR`, `DEV_TABLE_BASE`, `STRTAB_BASE`, ...).
+        name: String,
+        /// Byte offset from the unit's base.
+        off: usize,
+        /// Physical address: base + offset.
+        addr: u64,
+        /// Width, bytes.
+        size: usize,
+    },
 }
 
 /// What was wrong with an address line.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum LineError {
+    /// Monitor text: the address before the colon does not fit in 64 bits.
     #[error("address {0:?} is wider than 64 bits")]
     AddressTooWide(String),
+    /// Monitor text: a line starts with 8 or more hex digits but no `:` follows them.
     #[error("address is not followed by ':'")]
     MissingColon,
+    /// Monitor text: an address line with nothing after the colon.
     #[error("no values after the address")]
     NoValues,
+    /// Monitor text: a value is not `0x` and 2, 4, 8 or 16 hex digits, so its width is unknown.
     #[error("value {index} {text:?} is not 0x followed by 2, 4, 8 or 16 hex digits")]
-    BadValue { index: usize, text: String },
+    BadValue {
+        /// 0-based position of the value on the line.
+        index: usize,
+        /// The value as written.
+        text: String,
+    },
+    /// Monitor text: a value's last byte would be past address 2^64 - 1.
     #[error("value {index} would lie beyond the 64-bit address space")]
-    AddressOverflow { index: usize },
+    AddressOverflow {
+        /// 0-based position of the value on the line.
+        index: usize,
+    },
+    /// `iommu_regset`: the kernel printed `IOMMU: Invalid base address`, so no registers follow.
     #[error("iommu_regset: Linux printed \"IOMMU: Invalid base address\" and no registers")]
     InvalidBase,
+    /// `iommu_regset`: the unit line's `Register Base Address` is not hex of at most 16 digits.
     #[error("iommu_regset: register base address {0:?} is not a hex number of at most 16 digits")]
     BadBase(String),
+    /// `iommu_regset`: a register row with no unit line above it, so it has no base.
     #[error("iommu_regset: a register row before any \"IOMMU: ... Register Base Address\" line")]
     RowOutsideUnit,
+    /// `iommu_regset`: a register row without exactly name, offset and contents.
     #[error("iommu_regset: a register row has {count} fields, not 3 (name, offset, contents)")]
-    RowFields { count: usize },
+    RowFields {
+        /// Whitespace-separated fields on the row.
+        count: usize,
+    },
+    /// `iommu_regset`: a row's offset or contents is not `0x` and 1 to 16 hex digits.
     #[error("iommu_regset: {field} {text:?} is not 0x followed by 1 to 16 hex digits")]
-    RowField { field: &'static str, text: String },
+    RowField {
+        /// `offset` or `contents`.
+        field: &'static str,
+        /// The field as written.
+        text: String,
+    },
+    /// `iommu_regset`: base + offset (+ the register's width) is past address 2^64 - 1.
     #[error("iommu_regset: base {base:#x} + offset {off:#x} lies beyond the 64-bit address space")]
-    RowAddressOverflow { base: u64, off: u64 },
+    RowAddressOverflow {
+        /// The unit's register base.
+        base: u64,
+        /// The row's offset.
+        off: u64,
+    },
 }
 
 /// Captured register bytes by absolute physical address.

@@ -32,6 +32,7 @@ pub struct FileSource {
 }
 
 impl FileSource {
+    /// Takes the file's length from its metadata now; a file that grows later is read only up to it.
     pub fn new(file: File) -> io::Result<Self> {
         let len = file.metadata()?.len();
         Ok(FileSource { file, len })
@@ -78,9 +79,11 @@ pub struct ReadStats {
 }
 
 impl ReadStats {
+    /// `read_exact_at` calls served so far.
     pub fn reads(&self) -> u64 {
         self.reads.load(Ordering::Relaxed)
     }
+    /// Bytes those calls asked for, in all.
     pub fn bytes(&self) -> u64 {
         self.bytes.load(Ordering::Relaxed)
     }

@@ -20,8 +20,10 @@ use crate::PAGE_SIZE;
 /// The machine a core is for: `e_machine`, which tells readers how to decode the notes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Arch {
+    /// `EM_X86_64` (62).
     #[default]
     X86_64,
+    /// `EM_AARCH64` (183).
     Aarch64,
     /// Any other `e_machine`, to keep the source's when trimming (QEMU writes `EM_386` (3) for an x86
     /// guest not in long mode, e.g. one still in its BIOS).
@@ -38,6 +40,7 @@ impl Arch {
         }
     }
 
+    /// The `e_machine` value written.
     pub fn machine(self) -> u16 {
         match self {
             Arch::X86_64 => elf::EM_X86_64.0,
@@ -52,6 +55,7 @@ impl Arch {
 pub struct TrimSummary {
     /// `PT_LOAD` segments written (runs of contiguous pages).
     pub segments: usize,
+    /// 4 KiB pages whose bytes were written.
     pub pages_written: usize,
     /// Requested pages left out because `mem` could not read them whole (`NotCaptured` / `NotRam`):
     /// the trimmed core lacks them just as the source did.
@@ -61,16 +65,41 @@ pub struct TrimSummary {
 /// Why a core could not be written.
 #[derive(Debug, thiserror::Error)]
 pub enum TrimError {
+    /// A page address given is not a multiple of 4 KiB.
     #[error("page address {addr:#x} is not 4 KiB aligned")]
-    Unaligned { addr: u64 },
+    Unaligned {
+        /// The address given.
+        addr: u64,
+    },
+    /// The page is the last of the 64-bit address space: its `PT_LOAD` would end at 2^64, which
+    /// `p_paddr` + `p_memsz` cannot express.
     #[error("page {addr:#x} ends beyond the 64-bit address space")]
-    PageOutOfRange { addr: u64 },
+    PageOutOfRange {
+        /// The page's address.
+        addr: u64,
+    },
+    /// The runs of pages (plus the `PT_NOTE`) need more program headers than `e_phnum` holds without
+    /// extended numbering (`PN_XNUM` - 1).
     #[error("{count} program headers needed, more than the {max} an ELF header can count")]
-    TooManySegments { count: usize, max: usize },
+    TooManySegments {
+        /// Program headers needed.
+        count: usize,
+        /// The most `e_phnum` can count.
+        max: usize,
+    },
+    /// A page read failed for a reason other than not being captured (or not RAM), or a page readable in
+    /// the first pass failed in the second.
     #[error("reading page {addr:#x}: {err}")]
-    Read { addr: u64, err: MemError },
+    Read {
+        /// The page's address.
+        addr: u64,
+        /// The memory's error.
+        err: MemError,
+    },
+    /// Writing to the output failed.
     #[error("writing the core: {0}")]
     Io(#[from] io::Error),
+    /// `object`'s ELF writer refused the layout.
     #[error("ELF writer: {0}")]
     Object(#[from] object::write::Error),
 }

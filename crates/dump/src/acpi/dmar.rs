@@ -13,41 +13,58 @@ use super::{AcpiError, Bytes, Problem, SdtHeader, Sig, Skipped, Table};
 /// Offset of the first remapping structure.
 const STRUCTURES: usize = 48;
 
-/// DMAR flags (8.1).
+/// DMAR `Flags` bit 0 `INTR_REMAP` (8.1): the platform supports interrupt remapping.
 pub const INTR_REMAP: u8 = 1 << 0;
+/// DMAR `Flags` bit 1 `X2APIC_OPT_OUT` (8.1): firmware asks the OS not to enable x2APIC mode.
 pub const X2APIC_OPT_OUT: u8 = 1 << 1;
+/// DMAR `Flags` bit 2 `DMA_CTRL_PLATFORM_OPT_IN_FLAG` (8.1): firmware asks for DMA protection of
+/// external-facing ports (Linux then forces the IOMMU on when such a port is present).
 pub const DMA_CTRL_PLATFORM_OPT_IN: u8 = 1 << 2;
 /// DRHD flag: the unit covers every device of its segment not claimed by another unit (8.3).
 pub const INCLUDE_PCI_ALL: u8 = 1 << 0;
 
 /// Remapping structure types (8.2).
 pub mod kind {
+    /// DMA Remapping Hardware Unit Definition: one remapping unit, decoded as [`super::Drhd`].
     pub const DRHD: u16 = 0;
+    /// Reserved Memory Region Reporting, decoded as [`super::Rmrr`].
     pub const RMRR: u16 = 1;
+    /// Root Port ATS Capability Reporting: walked past.
     pub const ATSR: u16 = 2;
+    /// Remapping Hardware Static Affinity (a unit's NUMA proximity domain): walked past.
     pub const RHSA: u16 = 3;
+    /// ACPI Name-space Device Declaration: walked past.
     pub const ANDD: u16 = 4;
+    /// SoC Integrated Address Translation Cache: walked past.
     pub const SATC: u16 = 5;
 }
 
 /// Device scope types (8.3.1).
 pub mod scope {
+    /// One PCI endpoint device.
     pub const PCI_ENDPOINT: u8 = 1;
+    /// A PCI-PCI bridge and every device below it.
     pub const PCI_SUB_HIERARCHY: u8 = 2;
+    /// An I/O APIC; `Enumeration ID` is its APIC ID.
     pub const IOAPIC: u8 = 3;
+    /// An MSI-capable HPET; `Enumeration ID` is its HPET number.
     pub const HPET: u8 = 4;
+    /// An ACPI name-space device declared by an ANDD structure; `Enumeration ID` is its ANDD number.
     pub const ACPI_NAMESPACE: u8 = 5;
 }
 
 /// A parsed DMAR.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Dmar {
+    /// The table's common header.
     pub header: SdtHeader,
     /// The DMA physical address width in bits (the stored value plus one).
     pub host_address_width: u16,
     /// [`INTR_REMAP`], [`X2APIC_OPT_OUT`], [`DMA_CTRL_PLATFORM_OPT_IN`].
     pub flags: u8,
+    /// Every DRHD, in table order (the spec puts a segment's INCLUDE_PCI_ALL unit last).
     pub drhds: Vec<Drhd>,
+    /// Every RMRR, in table order.
     pub rmrrs: Vec<Rmrr>,
     /// Structures walked past: ATSR, RHSA, ANDD, SATC and types this parser does not know.
     pub skipped: Vec<Skipped>,
@@ -58,16 +75,21 @@ pub struct Dmar {
 pub struct Drhd {
     /// Offset of the structure in the table, for reports.
     pub offset: usize,
+    /// DRHD `Flags` (byte 4): [`INCLUDE_PCI_ALL`] in bit 0.
     pub flags: u8,
     /// Register set size as a power of two of 4 KiB pages (VT-d 3.x; 0 in older tables).
     pub size: u8,
+    /// `Segment Number` (bytes 6-7): the PCI segment whose devices this unit remaps.
     pub segment: u16,
     /// The unit's register base address.
     pub base: u64,
+    /// The devices the unit remaps (with [`INCLUDE_PCI_ALL`], only the IOAPICs, HPETs and ACPI
+    /// name-space devices, which the flag does not cover).
     pub scopes: Vec<DeviceScope>,
 }
 
 impl Drhd {
+    /// Whether [`INCLUDE_PCI_ALL`] is set: the unit takes every device of its segment no other DRHD lists.
     pub fn include_pci_all(&self) -> bool {
         self.flags & INCLUDE_PCI_ALL != 0
     }
@@ -76,11 +98,15 @@ impl Drhd {
 /// A reserved memory region (8.4): devices in `scopes` may DMA to `base..=limit` at any time.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rmrr {
+    /// Offset of the structure in the table, for reports.
     pub offset: usize,
+    /// `Segment Number` (bytes 6-7) of the devices in `scopes`.
     pub segment: u16,
+    /// `Reserved Memory Region Base Address` (bytes 8-15): first byte, 4 KiB aligned when sane.
     pub base: u64,
     /// The last byte of the region (inclusive, as the table stores it).
     pub limit: u64,
+    /// The devices that use the region (USB controllers, integrated graphics, ...).
     pub scopes: Vec<DeviceScope>,
 }
 
@@ -95,12 +121,15 @@ impl Rmrr {
 /// hops through bridges from there.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeviceScope {
+    /// Offset of the entry in the table, for reports.
     pub offset: usize,
     /// One of [`scope`]'s constants, or an unknown value kept as is.
     pub kind: u8,
+    /// Device Scope `Flags` (byte 2); reserved in older spec revisions, kept for reports only.
     pub flags: u8,
     /// The IOAPIC ID, HPET number or ACPI device number, for those scope types.
     pub enumeration_id: u8,
+    /// `Start Bus Number` (byte 5): the bus the first path hop is on.
     pub start_bus: u8,
     /// `(device, function)` per hop.
     pub path: Vec<(u8, u8)>,
@@ -120,6 +149,9 @@ impl DeviceScope {
 }
 
 impl Dmar {
+    /// Decodes a checked DMAR: the host address width and flags, then each remapping structure by its
+    /// `Type` and `Length`. A structure shorter than its fixed part or past the table's end, or a device
+    /// scope whose length is odd, short or past its structure, is refused.
     pub fn parse(table: &Table) -> Result<Dmar, AcpiError> {
         table.expect(Sig::DMAR)?;
         let b = table.reader();

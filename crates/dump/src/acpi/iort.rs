@@ -14,12 +14,19 @@ use super::{AcpiError, Bytes, Problem, SdtHeader, Sig, Table};
 
 /// Node types (DEN0049 table 3).
 pub mod node {
+    /// A group of GICv3 ITSs: where MSIs end up; walked past (header and mappings only).
     pub const ITS_GROUP: u8 = 0;
+    /// A non-PCI device named by its ACPI path, decoded as [`super::NodeBody::NamedComponent`].
     pub const NAMED_COMPONENT: u8 = 1;
+    /// A PCI root complex: its ID mappings take requester IDs to StreamIDs ([`super::RootComplex`]).
     pub const ROOT_COMPLEX: u8 = 2;
+    /// An SMMUv1 or SMMUv2: walked past (header and mappings only).
     pub const SMMU_V1_V2: u8 = 3;
+    /// An SMMUv3, decoded as [`super::Smmuv3`].
     pub const SMMU_V3: u8 = 4;
+    /// A performance monitor counter group: walked past.
     pub const PMCG: u8 = 5;
+    /// Reserved memory ranges that devices keep using, decoded as [`super::Rmr`].
     pub const RMR: u8 = 6;
 }
 
@@ -29,43 +36,62 @@ const NODE_HEADER: usize = 16;
 const MAPPING: usize = 20;
 const RMR_DESCRIPTOR: usize = 20;
 
+/// A parsed IORT.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Iort {
+    /// The table's common header.
     pub header: SdtHeader,
+    /// The `Number of IORT Nodes` nodes, in table order from `Offset to Array of IORT Nodes`.
     pub nodes: Vec<IortNode>,
 }
 
+/// One IORT node: its common header (3.1.1), ID mappings and the body of the types decoded.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IortNode {
     /// Offset from the table's start: what other nodes' `output_ref` name.
     pub offset: usize,
+    /// Node `Type` (byte 0), one of [`node`]'s constants or an unknown value.
     pub kind: u8,
+    /// Node `Revision` (byte 3): which layout of the node type's body.
     pub revision: u8,
+    /// Node `Identifier` (bytes 4-7): unique among the table's nodes (reserved in early issues of DEN0049).
     pub identifier: u32,
+    /// The node's ID mapping array, from `Reference to ID Array`; always inside the node.
     pub mappings: Vec<IdMapping>,
+    /// What follows the header, for the types this parser decodes.
     pub body: NodeBody,
 }
 
+/// The type-specific part of an IORT node.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NodeBody {
+    /// [`node::ROOT_COMPLEX`].
     RootComplex(RootComplex),
+    /// [`node::SMMU_V3`].
     Smmuv3(Smmuv3),
+    /// [`node::RMR`].
     Rmr(Rmr),
+    /// [`node::NAMED_COMPONENT`] (when the node is long enough to hold a name).
     NamedComponent {
+        /// `Device object name` (from byte 29): the ACPI path, e.g. `\_SB.ETH0`, up to its NUL.
         name: String,
     },
     /// ITS groups, SMMUv1/v2, PMCGs and unknown types: only the header and mappings are decoded.
     Other,
 }
 
+/// One ID mapping (3.4): a range of input IDs (requester IDs, StreamIDs) to output IDs of another node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct IdMapping {
+    /// `Input base`: the first input ID of the range.
     pub input_base: u32,
     /// The number of IDs in the range minus one, as stored.
     pub id_count: u32,
+    /// `Output base`: the output ID of `input_base`.
     pub output_base: u32,
     /// Offset of the output node from the table's start.
     pub output_ref: u32,
+    /// `Flags`: [`SINGLE_MAPPING`] in bit 0.
     pub flags: u32,
 }
 
@@ -83,8 +109,12 @@ impl IdMapping {
 /// A PCI root complex node (3.1.1.5).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RootComplex {
+    /// `Memory access properties` (bytes 16-23): cache coherency, allocation hints and memory access
+    /// flags of the root complex's DMA.
     pub memory_access: u64,
+    /// `ATS Attribute` (bytes 24-27): ATS supported (bit 0), and in later revisions PRI and PASID support.
     pub ats: u32,
+    /// `PCI Segment number` (bytes 28-31): the segment whose requester IDs the mappings take.
     pub segment: u32,
     /// Memory address size limit in bits (revision 1 and later), when the node is long enough.
     pub address_limit: Option<u8>,
@@ -93,16 +123,21 @@ pub struct RootComplex {
 /// An SMMUv3 node (3.1.1.4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Smmuv3 {
+    /// `Base Address` (bytes 16-23): the SMMU's register page 0, physical.
     pub base: u64,
     /// COHACC override (bit 0), HTTU override (bits 2:1), proximity domain valid (3), DeviceID
     /// mapping index valid (4).
     pub flags: u32,
+    /// `Model` (bytes 40-43), for nodes long enough to hold it: 0 generic, or an implementation whose
+    /// errata Linux works around (Cavium CN99xx, HiSilicon Hi161x).
     pub model: Option<u32>,
 }
 
 /// A reserved memory range node (3.1.1.7).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rmr {
+    /// RMR `Flags` (bytes 16-19): remapping permitted (bit 0), access privilege (bit 1), access
+    /// attributes (bits 9:2).
     pub flags: u32,
     /// `(base, length)` of each memory range descriptor.
     pub ranges: Vec<(u64, u64)>,
@@ -111,12 +146,18 @@ pub struct Rmr {
 /// Where a requester ID goes: the SMMUv3 and the StreamID it arrives with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StreamOf {
+    /// Table offset of the SMMUv3 node, as an `Output reference` names it.
     pub smmu_offset: usize,
+    /// That SMMUv3's register base.
     pub smmu_base: u64,
+    /// The StreamID the device's transactions carry into it.
     pub stream_id: u32,
 }
 
 impl Iort {
+    /// Decodes a checked IORT: `Number of IORT Nodes` nodes from `Offset to Array of IORT Nodes`. A node
+    /// shorter than its header or type's fixed part, past the table's end, or with an ID mapping or
+    /// memory range array outside it, is refused; a hostile count stops at the table's end.
     pub fn parse(table: &Table) -> Result<Iort, AcpiError> {
         table.expect(Sig::IORT)?;
         let b = table.reader();

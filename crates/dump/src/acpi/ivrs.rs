@@ -13,54 +13,83 @@
 use super::{AcpiError, Bytes, Problem, SdtHeader, Sig, Skipped, Table};
 
 const BLOCKS: usize = 48;
+/// IVHD block type 10h: the legacy 24-byte fixed part, `IOMMU Feature Reporting` and no EFR image.
 pub const IVHD_10: u8 = 0x10;
+/// IVHD block type 11h: the 40-byte fixed part with `IOMMU Attributes` and the EFR/EFR2 images.
 pub const IVHD_11: u8 = 0x11;
+/// IVHD block type 40h: as 11h, and its device entries may include ACPI HID entries (type F0h).
 pub const IVHD_40: u8 = 0x40;
+/// IVMD block type 20h: a memory range for every device.
 pub const IVMD_ALL: u8 = 0x20;
+/// IVMD block type 21h: a memory range for the one device in `DeviceID`.
 pub const IVMD_SELECT: u8 = 0x21;
+/// IVMD block type 22h: a memory range for the devices from `DeviceID` to `Auxiliary Data`.
 pub const IVMD_RANGE: u8 = 0x22;
 
 /// Device entry types (5.2.2.2, Linux `IVHD_DEV_*`).
 pub mod dev {
+    /// 4-byte padding; carries nothing.
     pub const PAD: u8 = 0x00;
+    /// 4-byte `All`: the DTE setting applies to every device ID the IOMMU sees.
     pub const ALL: u8 = 0x01;
+    /// 4-byte `Select`: one device ID.
     pub const SELECT: u8 = 0x02;
+    /// 4-byte `Start of Range`: the first device ID of a range closed by [`RANGE_END`].
     pub const RANGE_START: u8 = 0x03;
+    /// 4-byte `End of Range`: the last device ID (inclusive) of the open range.
     pub const RANGE_END: u8 = 0x04;
+    /// 8-byte `Alias Select`: one device ID whose requests carry another (bytes 5-6).
     pub const ALIAS: u8 = 0x42;
+    /// 8-byte `Alias Start of Range`: a range of device IDs, all aliased to one.
     pub const ALIAS_RANGE: u8 = 0x43;
+    /// 8-byte `Extended Select`: one device ID with 32 bits of `Extended Data` (ATS disabled).
     pub const EXT_SELECT: u8 = 0x46;
+    /// 8-byte `Extended Start of Range`: a range with `Extended Data`.
     pub const EXT_RANGE: u8 = 0x47;
+    /// 8-byte `Special Device`: an IOAPIC or HPET, its handle and the device ID it sends as.
     pub const SPECIAL: u8 = 0x48;
+    /// Variable-length `ACPI HID Device` (IVHD 40h): a non-PCI device named by its ACPI `_HID`/`_CID`/`_UID`.
     pub const ACPI_HID: u8 = 0xf0;
-    /// `Special` varieties.
+    /// `Variety` of a [`SPECIAL`] entry (byte 7): an IOAPIC.
     pub const SPECIAL_IOAPIC: u8 = 1;
+    /// `Variety` of a [`SPECIAL`] entry (byte 7): an HPET.
     pub const SPECIAL_HPET: u8 = 2;
 }
 
+/// A parsed IVRS: every IVHD and IVMD block in table order, and the blocks of other types walked past.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Ivrs {
+    /// The table's common header.
     pub header: SdtHeader,
     /// IVinfo: EFR support (bit 0), physical/virtual address sizes (bits 14:8, 21:15), ...
     pub iv_info: u32,
+    /// Every IVHD block, all types; [`Ivrs::effective_ivhds`] picks the ones a kernel would use.
     pub ivhds: Vec<Ivhd>,
+    /// Every IVMD block.
     pub ivmds: Vec<Ivmd>,
+    /// Blocks of any other type, kept by type, offset and length.
     pub skipped: Vec<Skipped>,
 }
 
 /// An I/O virtualization hardware definition: one IOMMU.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Ivhd {
+    /// Byte offset of the block from the start of the table.
     pub offset: usize,
     /// 10h, 11h or 40h.
     pub kind: u8,
+    /// IVHD `Flags` (byte 1): HtTunEn (bit 0), PassPW, ResPassPW, Isoc, IotlbSup, Coherent, PreFSup,
+    /// PPRSup (bit 7).
     pub flags: u8,
     /// The IOMMU's own PCI device ID (bus << 8 | devfn).
     pub device_id: u16,
+    /// `Capability Offset` (bytes 6-7): where the IOMMU's capability block sits in its PCI config space.
     pub cap_offset: u16,
     /// The MMIO register base.
     pub base: u64,
+    /// `PCI Segment Group` (bytes 16-17) of the IOMMU and every device ID in its entries.
     pub segment: u16,
+    /// `IOMMU Info` (bytes 18-19): MSI number (bits 4:0) and HyperTransport UnitID (bits 12:8).
     pub info: u16,
     /// IOMMU feature reporting (10h) or IOMMU attributes (11h, 40h).
     pub features: u32,
@@ -68,65 +97,104 @@ pub struct Ivhd {
     pub efr: Option<u64>,
     /// The EFR2 register image (11h, 40h).
     pub efr2: Option<u64>,
+    /// The device entries after the fixed part: which device IDs this IOMMU translates.
     pub entries: Vec<DeviceEntry>,
 }
 
 /// A device entry, with range starts joined to their range end.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DeviceEntry {
+    /// [`dev::ALL`]: every device ID behind the IOMMU.
     All {
+        /// `DTE Setting` (byte 3): INITPass, EIntPass, NMIPass, SysMgt, Lint0Pass, Lint1Pass bits.
         dte: u8,
     },
+    /// [`dev::SELECT`]: one device.
     Select {
+        /// The device ID (bus << 8 | devfn).
         devid: u16,
+        /// `DTE Setting` (byte 3).
         dte: u8,
     },
+    /// [`dev::RANGE_START`] joined to its [`dev::RANGE_END`].
     Range {
+        /// First device ID.
         start: u16,
+        /// Last device ID, inclusive (the `End of Range` entry's).
         end: u16,
+        /// `DTE Setting` of the start entry.
         dte: u8,
     },
     /// Requests from `devid` arrive carrying `alias` (e.g. behind a PCIe-to-PCI bridge).
     Alias {
+        /// The device ID described.
         devid: u16,
+        /// `DTE Setting` (byte 3).
         dte: u8,
+        /// The device ID its requests carry (bytes 5-6), whose DTE translates them.
         alias: u16,
     },
+    /// [`dev::ALIAS_RANGE`] joined to its [`dev::RANGE_END`]: every device ID in the range sends as `alias`.
     AliasRange {
+        /// First device ID.
         start: u16,
+        /// Last device ID, inclusive.
         end: u16,
+        /// `DTE Setting` of the start entry.
         dte: u8,
+        /// The device ID the range's requests carry.
         alias: u16,
     },
+    /// [`dev::EXT_SELECT`]: one device with extended settings.
     Extended {
+        /// The device ID.
         devid: u16,
+        /// `DTE Setting` (byte 3).
         dte: u8,
+        /// `Extended Data` (bytes 4-7): the ATS-disabled flag.
         ext: u32,
     },
+    /// [`dev::EXT_RANGE`] joined to its [`dev::RANGE_END`].
     ExtendedRange {
+        /// First device ID.
         start: u16,
+        /// Last device ID, inclusive.
         end: u16,
+        /// `DTE Setting` of the start entry.
         dte: u8,
+        /// `Extended Data` of the start entry.
         ext: u32,
     },
     /// An IOAPIC ([`dev::SPECIAL_IOAPIC`]) or HPET ([`dev::SPECIAL_HPET`]) with its handle (ID) and the
     /// device ID its interrupts carry.
     Special {
+        /// `Handle` (byte 4): the IOAPIC ID or HPET number.
         handle: u8,
+        /// The device ID its requests carry (bytes 5-6).
         devid: u16,
+        /// `DTE Setting` (byte 3).
         dte: u8,
+        /// `Variety` (byte 7): [`dev::SPECIAL_IOAPIC`] or [`dev::SPECIAL_HPET`].
         variety: u8,
     },
+    /// [`dev::ACPI_HID`]: a device known by ACPI names rather than a PCI function.
     AcpiHid {
+        /// The device ID its requests carry (bytes 1-2).
         devid: u16,
+        /// `DTE Setting` (byte 3).
         dte: u8,
+        /// `Hardware ID` (bytes 4-11), the ACPI `_HID`.
         hid: [u8; 8],
+        /// `Compatible ID` (bytes 12-19), the ACPI `_CID`.
         cid: [u8; 8],
+        /// `Unique ID` (from byte 22), `UID Length` (byte 21) bytes long.
         uid: Vec<u8>,
     },
     /// Padding (type 0) or a fixed-size type this parser does not know, walked past by its size.
     Other {
+        /// The entry's `Type` byte.
         kind: u8,
+        /// Byte offset of the entry from the start of the table.
         offset: usize,
     },
 }
@@ -134,6 +202,7 @@ pub enum DeviceEntry {
 /// An I/O virtualization memory definition (5.2.3).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Ivmd {
+    /// Byte offset of the block from the start of the table.
     pub offset: usize,
     /// 20h (all devices), 21h (one device), 22h (a device range).
     pub kind: u8,
@@ -143,11 +212,16 @@ pub struct Ivmd {
     pub device_id: u16,
     /// The last device of a 22h range.
     pub aux: u16,
+    /// `IVMD Start Address` (bytes 16-23): physical address of the range.
     pub start: u64,
+    /// `IVMD Memory Block Length` (bytes 24-31), bytes.
     pub length: u64,
 }
 
 impl Ivrs {
+    /// Decodes a checked IVRS: IVinfo, then every block by its `Type` and `Length`. A block shorter than
+    /// its fixed part, running past the table, or a device entry list with an unclosed or stray range
+    /// is refused.
     pub fn parse(table: &Table) -> Result<Ivrs, AcpiError> {
         table.expect(Sig::IVRS)?;
         let b = table.reader();

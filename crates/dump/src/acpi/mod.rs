@@ -32,10 +32,15 @@ pub const HEADER_LEN: usize = 36;
 pub struct Sig(pub [u8; 4]);
 
 impl Sig {
+    /// DMA Remapping table: Intel VT-d remapping units (Intel VT-d spec, chapter 8).
     pub const DMAR: Sig = Sig(*b"DMAR");
+    /// I/O Virtualization Reporting Structure: AMD-Vi units (AMD IOMMU spec 48882, 5.2).
     pub const IVRS: Sig = Sig(*b"IVRS");
+    /// I/O Remapping Table: Arm SMMUs and what is behind them (Arm DEN0049).
     pub const IORT: Sig = Sig(*b"IORT");
+    /// Root System Description Table: 32-bit table addresses (ACPI 6.5, 5.2.7).
     pub const RSDT: Sig = Sig(*b"RSDT");
+    /// Extended System Description Table: 64-bit table addresses (ACPI 6.5, 5.2.8).
     pub const XSDT: Sig = Sig(*b"XSDT");
     /// What errors name when not even four bytes were there.
     pub const UNKNOWN: Sig = Sig(*b"????");
@@ -68,38 +73,141 @@ impl fmt::Debug for Sig {
 /// Why a table (or the search for one) was refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum AcpiError {
+    /// The buffer cannot even hold the 36-byte common header.
     #[error("{table}: {have} bytes, shorter than the {HEADER_LEN}-byte table header")]
-    ShortHeader { table: Sig, have: usize },
+    ShortHeader {
+        /// The signature of the first four bytes ([`Sig::UNKNOWN`] if fewer).
+        table: Sig,
+        /// Bytes the buffer holds.
+        have: usize,
+    },
+    /// The header's `Length` claims less than the header itself, so the table has no room for a body.
     #[error("{table}: header length {length} is shorter than the {HEADER_LEN}-byte header itself")]
-    LengthBelowHeader { table: Sig, length: u32 },
+    LengthBelowHeader {
+        /// The table's signature.
+        table: Sig,
+        /// The header's `Length`, bytes.
+        length: u32,
+    },
+    /// The header's `Length` runs past the end of the buffer (a truncated file).
     #[error("{table}: header length {length} runs past the {have} bytes available")]
-    LengthPastBuffer { table: Sig, length: u32, have: usize },
+    LengthPastBuffer {
+        /// The table's signature.
+        table: Sig,
+        /// The header's `Length`, bytes.
+        length: u32,
+        /// Bytes the buffer holds.
+        have: usize,
+    },
+    /// A table in a dump claims more than [`rsdp::MAX_TABLE_LEN`]: refused before allocating for it.
     #[error("{table}: header length {length} is more than the {max} bytes accepted")]
-    TooLarge { table: Sig, length: u32, max: u32 },
+    TooLarge {
+        /// The table's signature.
+        table: Sig,
+        /// The header's `Length`, bytes.
+        length: u32,
+        /// The cap, [`rsdp::MAX_TABLE_LEN`].
+        max: u32,
+    },
+    /// The table's `Length` bytes do not sum to 0 modulo 256 (ACPI 6.5, 5.2.6 `Checksum`): corrupt or
+    /// not a table.
     #[error("{table}: bad checksum: the {length} bytes sum to {sum:#04x}, not 0 (checksum byte {checksum:#04x})")]
-    Checksum { table: Sig, length: u32, sum: u8, checksum: u8 },
+    Checksum {
+        /// The table's signature.
+        table: Sig,
+        /// The header's `Length`, bytes summed.
+        length: u32,
+        /// What they summed to.
+        sum: u8,
+        /// The header's `Checksum` byte, for the message.
+        checksum: u8,
+    },
+    /// A parser for one table was handed another (e.g. an IVRS file given to the DMAR parser, or an
+    /// RSDP's RSDT/XSDT address that leads to a table with another signature).
     #[error("expected a {expected} table, found {found}")]
-    WrongSignature { expected: Sig, found: Sig },
+    WrongSignature {
+        /// The signature the parser needs.
+        expected: Sig,
+        /// The signature the table has.
+        found: Sig,
+    },
+    /// A field inside a table's body failed a check: a length, an offset, a count or a type.
     #[error("{table} at offset {offset:#x}, {field}: {problem}")]
-    Field { table: Sig, offset: usize, field: &'static str, problem: Problem },
+    Field {
+        /// The table's signature.
+        table: Sig,
+        /// Byte offset from the start of the table of the structure or field at fault.
+        offset: usize,
+        /// The field's name as its spec spells it (`Device Scope Length`, `Reference to ID Array`, ...).
+        field: &'static str,
+        /// What was wrong with it.
+        problem: Problem,
+    },
+    /// [`Firmware::parse`] was given a table that names no IOMMU units.
     #[error("{table}: not a DMAR, IVRS or IORT table")]
-    Unsupported { table: Sig },
+    Unsupported {
+        /// The table's signature.
+        table: Sig,
+    },
+    /// The RSDP at a given or found address failed one of its own checks.
     #[error("RSDP at {addr:#x}: {problem}")]
-    Rsdp { addr: u64, problem: RsdpProblem },
+    Rsdp {
+        /// Physical address of the RSDP.
+        addr: u64,
+        /// The check that failed.
+        problem: RsdpProblem,
+    },
+    /// The scan of the EBDA and the BIOS area found no RSDP whose checksums hold (a UEFI machine, or a
+    /// dump without low memory: give the RSDP's address instead).
     #[error("no RSDP found: no valid \"RSD PTR \" in the EBDA or 0xe0000-0xfffff{}{}", rejected_note(*.rejected), missing_note(*.missing_pages, *.searched_pages))]
-    NoRsdp { rejected: Option<u64>, missing_pages: usize, searched_pages: usize },
+    NoRsdp {
+        /// Physical address of the first `RSD PTR ` signature whose RSDP failed its checks, if any.
+        rejected: Option<u64>,
+        /// Pages of the scanned areas the dump does not hold.
+        missing_pages: usize,
+        /// Pages scanned in all (at most 4 KiB each).
+        searched_pages: usize,
+    },
+    /// The root table lists no table with the wanted signature whose header the dump holds.
     #[error("no {sig} table in the {root} at {root_addr:#x} (it lists: {present})")]
-    NoTable { sig: Sig, root: Sig, root_addr: u64, present: Listed },
+    NoTable {
+        /// The signature looked for.
+        sig: Sig,
+        /// [`Sig::RSDT`] or [`Sig::XSDT`]: the root table searched.
+        root: Sig,
+        /// Physical address of the root table.
+        root_addr: u64,
+        /// What the root table lists instead.
+        present: Listed,
+    },
+    /// The root table lists none of DMAR, IVRS, IORT whose header the dump holds.
     #[error("no DMAR, IVRS or IORT table in the {root} at {root_addr:#x} (it lists: {present})")]
-    NoIommuTable { root: Sig, root_addr: u64, present: Listed },
+    NoIommuTable {
+        /// [`Sig::RSDT`] or [`Sig::XSDT`]: the root table searched.
+        root: Sig,
+        /// Physical address of the root table.
+        root_addr: u64,
+        /// What the root table lists instead.
+        present: Listed,
+    },
+    /// A table (a root table, or one it lists) could not be read from the dump.
     #[error("{what} at physical address {addr:#x}: {source}")]
-    Memory { what: String, addr: u64, source: MemError },
+    Memory {
+        /// What was being read ("table header", "96-byte DMAR table").
+        what: String,
+        /// Physical address of the read.
+        addr: u64,
+        /// Why the dump could not supply it.
+        source: MemError,
+    },
 }
 
 /// What a root table (RSDT/XSDT) lists: the signatures the dump holds, and how many listed tables it lacks.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Listed {
+    /// Signatures of the listed tables whose first four bytes the dump holds, in the root table's order.
     pub found: Vec<Sig>,
+    /// Listed (non-null) addresses whose signature the dump does not hold.
     pub not_in_dump: usize,
 }
 
@@ -134,14 +242,40 @@ fn missing_note(missing: usize, searched: usize) -> String {
 /// What was wrong with a field of a table.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Problem {
+    /// The field or structure would end past its enclosing structure or the table.
     #[error("{size} bytes here run past the end at {end:#x}")]
-    PastEnd { size: usize, end: usize },
+    PastEnd {
+        /// Bytes the field or structure needs.
+        size: usize,
+        /// Table offset (exclusive) it must end by: the enclosing structure's end or the table's.
+        end: usize,
+    },
+    /// A structure's own `Length` is below its fixed part (a 0 would make a walk loop forever).
     #[error("length {length} is shorter than the {min} bytes of its fixed part")]
-    TooShort { length: usize, min: usize },
+    TooShort {
+        /// The structure's `Length` field, bytes.
+        length: usize,
+        /// The fixed part's size, bytes.
+        min: usize,
+    },
+    /// A `Length` that must follow a formula does not (e.g. a DMAR Device Scope: 6 + 2 per path hop).
     #[error("length {length} is not {expected}")]
-    BadLength { length: usize, expected: &'static str },
+    BadLength {
+        /// The `Length` field, bytes.
+        length: usize,
+        /// The rule it breaks, for the message.
+        expected: &'static str,
+    },
+    /// An offset field (an IORT node or ID-mapping offset) points outside the table or its node.
     #[error("offset {value:#x} is outside the {len}-byte table")]
-    OffsetOutside { value: u64, len: usize },
+    OffsetOutside {
+        /// The offset field's value, bytes.
+        value: u64,
+        /// Bytes it had to stay inside.
+        len: usize,
+    },
+    /// Any other structural fault, described in words (an unknown entry type of unknown size, a range
+    /// end without a start, ...).
     #[error("{0}")]
     Malformed(&'static str),
 }
@@ -149,16 +283,33 @@ pub enum Problem {
 /// The RSDP's own checks (ACPI 6.5, 5.2.5.3).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RsdpProblem {
+    /// The first eight bytes are not `RSD PTR ` (or fewer than 20 bytes were given).
     #[error("signature is not \"RSD PTR \"")]
     Signature,
+    /// The ACPI 1.0 `Checksum` over the first 20 bytes fails.
     #[error("the first 20 bytes sum to {sum:#04x}, not 0")]
-    Checksum { sum: u8 },
+    Checksum {
+        /// What the 20 bytes summed to, modulo 256.
+        sum: u8,
+    },
+    /// A revision 2 RSDP whose `Length` is below its own 36 bytes or implausibly large (over 4 KiB).
     #[error("extended length {length} is not between 36 and 4096")]
-    Length { length: u32 },
+    Length {
+        /// The RSDP's `Length` field, bytes.
+        length: u32,
+    },
+    /// A revision 2 RSDP's `Extended Checksum` over `Length` bytes fails.
     #[error("the {length} bytes of the extended structure sum to {sum:#04x}, not 0")]
-    ExtendedChecksum { length: u32, sum: u8 },
+    ExtendedChecksum {
+        /// The RSDP's `Length` field, bytes.
+        length: u32,
+        /// What those bytes summed to, modulo 256.
+        sum: u8,
+    },
+    /// Both `RsdtAddress` and `XsdtAddress` are 0: there is no root table to follow.
     #[error("names neither an RSDT nor an XSDT (both addresses are 0)")]
     NoRoot,
+    /// The dump does not hold the RSDP's bytes at the given address.
     #[error("not readable: {0}")]
     Unreadable(MemError),
 }
@@ -166,21 +317,30 @@ pub enum RsdpProblem {
 /// The common header (ACPI 6.5, 5.2.6).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SdtHeader {
+    /// `Signature`, bytes 0-3.
     pub signature: Sig,
     /// The whole table's length in bytes, header included.
     pub length: u32,
+    /// `Revision`, byte 8: the table format's revision (IVRS and IORT layouts depend on it).
     pub revision: u8,
+    /// `Checksum`, byte 9: makes the whole table sum to 0; already checked by [`Table::parse`].
     pub checksum: u8,
+    /// `OEMID`, bytes 10-15: the firmware vendor, for reports.
     pub oem_id: [u8; 6],
+    /// `OEM Table ID`, bytes 16-23: the vendor's name for this table or platform.
     pub oem_table_id: [u8; 8],
+    /// `OEM Revision`, bytes 24-27.
     pub oem_revision: u32,
+    /// `Creator ID`, bytes 28-31: the vendor of the tool that built the table (e.g. QEMU's `BXPC`).
     pub creator_id: [u8; 4],
+    /// `Creator Revision`, bytes 32-35: that tool's revision.
     pub creator_revision: u32,
 }
 
 /// One checked table: its header was sane, its length fitted the buffer and its checksum summed to 0.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Table {
+    /// The decoded common header; `header.length` bytes were checksummed.
     pub header: SdtHeader,
     bytes: Vec<u8>,
 }
@@ -216,6 +376,7 @@ impl Table {
         Ok(Table { header, bytes: bytes.to_vec() })
     }
 
+    /// The header's `Signature`, which says which parser applies.
     pub fn signature(&self) -> Sig {
         self.header.signature
     }
@@ -330,7 +491,10 @@ impl<'a> Bytes<'a> {
 /// say it was there.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Skipped {
+    /// The structure's `Type` field (a DMAR remapping-structure type, an IVRS block type).
     pub kind: u16,
+    /// Byte offset of the structure from the start of the table.
     pub offset: usize,
+    /// The structure's `Length` field, bytes.
     pub length: usize,
 }

@@ -32,7 +32,9 @@ pub struct Rsdp {
     pub addr: u64,
     /// 0 for ACPI 1.0 (RSDT only), 2 for 2.0 and later.
     pub revision: u8,
+    /// `OEMID` (bytes 9-14): the firmware vendor.
     pub oem_id: [u8; 6],
+    /// `RsdtAddress` (bytes 16-19): the RSDT's physical address, 0 when there is none.
     pub rsdt: u32,
     /// The XSDT's address, for revision 2 and later when non-zero.
     pub xsdt: Option<u64>,
@@ -145,9 +147,11 @@ pub fn read_table(mem: &impl PhysMem, addr: u64) -> Result<Table, AcpiError> {
 /// The RSDP and the root table it leads to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Acpi {
+    /// The pointer the root table was found through.
     pub rsdp: Rsdp,
     /// `RSDT` or `XSDT`.
     pub root: Sig,
+    /// Physical address of the root table.
     pub root_addr: u64,
     /// The non-null table addresses the root lists, in order.
     pub entries: Vec<u64>,

@@ -36,9 +36,12 @@ pub fn sysfs_table(dir: &Path, kind: Option<IommuKind>) -> Option<(IommuKind, Pa
 /// One IOMMU unit as firmware describes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Unit {
+    /// Which IOMMU architecture, from the table it came from.
     pub kind: IommuKind,
     /// The MMIO register base.
     pub base: u64,
+    /// The PCI segment it translates: the DRHD's or IVHD's, or for an SMMUv3 the segment of the first
+    /// root complex whose ID mappings lead to it (0 when none does).
     pub segment: u32,
     /// Where it was found, for messages: "DMAR DRHD 0", "IVRS IVHD type 0x11 at 0x64", ...
     pub origin: String,
@@ -47,8 +50,11 @@ pub struct Unit {
 /// A parsed DMAR, IVRS or IORT.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Firmware {
+    /// Intel VT-d's table.
     Dmar(Dmar),
+    /// AMD-Vi's table.
     Ivrs(Ivrs),
+    /// Arm's table, for SMMUv3.
     Iort(Iort),
 }
 
@@ -92,6 +98,7 @@ impl Firmware {
         }
     }
 
+    /// The IOMMU architecture the table describes.
     pub fn kind(&self) -> IommuKind {
         match self {
             Firmware::Dmar(_) => IommuKind::Vtd,
@@ -100,6 +107,7 @@ impl Firmware {
         }
     }
 
+    /// The table's signature: DMAR, IVRS or IORT.
     pub fn signature(&self) -> Sig {
         table_of(self.kind())
     }

@@ -15,6 +15,7 @@ pub struct MmioWrite {
     pub off: usize,
     /// 4 or 8.
     pub size: usize,
+    /// The value the driver tried to write (a 4-byte write's in the low 32 bits).
     pub val: u64,
 }
 
@@ -35,14 +36,17 @@ pub struct SnapshotMmio {
 }
 
 impl SnapshotMmio {
+    /// Serves `snap`'s bytes at `base` + offset, with no reads missed and no writes recorded yet.
     pub fn new(snap: RegSnapshot, base: u64) -> Self {
         Self { snap, base, missing: None, writes: Vec::new(), write_count: 0 }
     }
 
+    /// The whole snapshot, every unit's bytes: for serving another unit ([`SnapshotMmio::new`]).
     pub fn snapshot(&self) -> &RegSnapshot {
         &self.snap
     }
 
+    /// The unit's MMIO register base: the physical address of offset 0.
     pub fn base(&self) -> u64 {
         self.base
     }

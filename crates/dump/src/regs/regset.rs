@@ -34,7 +34,9 @@ const REGS_32: [&str; 17] = [
 /// A unit an `iommu_regset` file names: Linux's name for it (`dmar0`) and its register base.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RegsetUnit {
+    /// The name after `IOMMU:`, Linux's name for the unit (`dmar0`, `dmar1`, ...).
     pub name: String,
+    /// The `Register Base Address` printed: the unit's DRHD register base.
     pub base: u64,
 }
 
