@@ -10,9 +10,9 @@ use iommu_sim::{run, IommuKind, Knobs, Scenario};
 fn adoption(c: &mut Criterion) {
     let mut g = c.benchmark_group("adoption with 100 live devices (adopt + eager + floor)");
     g.sample_size(10);
-    g.bench_function("vtd", |b| b.iter(|| adopt_vtd(100).adopt_bytes));
-    g.bench_function("amdvi", |b| b.iter(|| adopt_amdvi(100).adopt_bytes));
-    g.bench_function("smmuv3", |b| b.iter(|| adopt_smmuv3(100).adopt_bytes));
+    g.bench_function("vtd", |b| b.iter(|| adopt_vtd(100).adopt_new_bytes));
+    g.bench_function("amdvi", |b| b.iter(|| adopt_amdvi(100).adopt_new_bytes));
+    g.bench_function("smmuv3", |b| b.iter(|| adopt_smmuv3(100).adopt_new_bytes));
     g.finish();
 }
 
