@@ -31,6 +31,14 @@ pub trait IommuModel: MmioDevice + Iommu + Send {
         Vec::new()
     }
 
+    /// One MSI write by `rid` of `data` to the interrupt address `addr`, as the unit remaps it (VT-d, AMD-Vi).
+    /// `None`: the unit has no interrupt remapping (SMMUv3: an MSI is an ordinary DMA write through the stream
+    /// table to the ITS doorbell, to be sent through [`Iommu::translate`]).
+    fn interrupt(&mut self, mem: &mut PhysMemory, rid: u32, addr: u64, data: u32) -> Option<crate::Interrupt> {
+        let _ = (mem, rid, addr, data);
+        None
+    }
+
     fn clone_box(&self) -> Box<dyn IommuModel>;
 
     /// The model as the fault catalogue (`crate::inject`) takes it.
@@ -114,6 +122,9 @@ impl IommuModel for VtdModel {
     fn set_caching(&mut self, on: bool) {
         VtdModel::set_caching(self, on)
     }
+    fn interrupt(&mut self, mem: &mut PhysMemory, rid: u32, addr: u64, data: u32) -> Option<crate::Interrupt> {
+        Some(crate::InterruptRemap::interrupt(self, mem, rid, addr, data))
+    }
     fn clone_box(&self) -> Box<dyn IommuModel> {
         Box::new(self.clone())
     }
@@ -134,6 +145,9 @@ impl IommuModel for AmdviModel {
     }
     fn set_snp_lock(&mut self, locked: bool) {
         AmdviModel::set_snp_lock(self, locked)
+    }
+    fn interrupt(&mut self, mem: &mut PhysMemory, rid: u32, addr: u64, data: u32) -> Option<crate::Interrupt> {
+        Some(crate::InterruptRemap::interrupt(self, mem, rid, addr, data))
     }
     fn structure_pages(&mut self, mem: &mut PhysMemory) -> Vec<u64> {
         use iommu_spec::amdvi::{off, DevTableBase, ExclusionBase, RingBase};
