@@ -85,6 +85,8 @@ pub struct Amdvi {
     pub(super) scratch: Option<Scratch>,
     pub(super) iova_holes: Vec<core::ops::Range<u64>>,
     pub frames_allocated: u64,
+    /// Interrupt remapping (`irq`).
+    pub(super) irq: super::irq::IrqState,
 }
 
 /// Contiguous frames, or out of memory.
@@ -140,6 +142,7 @@ impl Amdvi {
             scratch: None,
             iova_holes: Vec::new(),
             frames_allocated: 0,
+            irq: super::irq::IrqState::new(false),
         }
     }
 
@@ -147,6 +150,7 @@ impl Amdvi {
     /// completion-wait page, everything invalidated, translation on.
     pub fn init(hw: &mut impl Platform, env: &BootEnv, opts: AmdOptions) -> Result<Self, AmdError> {
         let mut v = Self::fresh(hw, env, opts)?;
+        v.irq_fresh(hw);
         v.enable(hw, true)?;
         v.invalidate_all(hw)?;
         Ok(v)

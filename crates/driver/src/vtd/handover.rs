@@ -427,6 +427,8 @@ impl Vtd {
                 }
             }
         };
+        let mut v = v;
+        v.ir_crash(hw, env, policy)?;
         report.frames_allocated = v.stats.frames_allocated;
         Ok((v, report))
     }
