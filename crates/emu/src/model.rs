@@ -31,14 +31,6 @@ pub trait IommuModel: MmioDevice + Iommu + Send {
         Vec::new()
     }
 
-    /// One MSI write by `rid` of `data` to the interrupt address `addr`, as the unit remaps it (VT-d, AMD-Vi).
-    /// `None`: the unit has no interrupt remapping (SMMUv3: an MSI is an ordinary DMA write through the stream
-    /// table to the ITS doorbell, to be sent through [`Iommu::translate`]).
-    fn interrupt(&mut self, mem: &mut PhysMemory, rid: u32, addr: u64, data: u32) -> Option<crate::Interrupt> {
-        let _ = (mem, rid, addr, data);
-        None
-    }
-
     fn clone_box(&self) -> Box<dyn IommuModel>;
 
     /// The model as the fault catalogue (`crate::inject`) takes it.
@@ -54,7 +46,7 @@ impl Clone for Box<dyn IommuModel> {
 /// A model of `kind` with its default configuration; `snp` puts an AMD-Vi unit on an SEV-SNP host and
 /// `coherent` is an SMMUv3's IDR0.COHACC (each ignored elsewhere).
 pub fn model(kind: IommuKind, snp: bool, coherent: bool) -> Box<dyn IommuModel> {
-    model_with(kind, ModelOptions { snp, coherent, no_iasup: false, vtd_first_level: false })
+    model_with(kind, ModelOptions { snp, coherent, no_iasup: false, vtd_first_level: false, x2apic: false })
 }
 
 /// The platform choices a machine makes for its unit; each is ignored by the kinds it does not apply to.
@@ -69,6 +61,9 @@ pub struct ModelOptions {
     /// VT-d: the unit also offers first-level translation (ECAP.FLTS, CAP.FL1GP), as current Intel
     /// server parts do.
     pub vtd_first_level: bool,
+    /// The host has CPUs with APIC IDs above 255: an AMD-Vi unit offers x2APIC interrupt remapping (EFR.XTSup),
+    /// as the parts of such hosts do (a VT-d unit's ECAP.EIM is always offered).
+    pub x2apic: bool,
 }
 
 /// A model of `kind` with `opts`.
@@ -86,6 +81,7 @@ pub fn model_with(kind: IommuKind, opts: ModelOptions) -> Box<dyn IommuModel> {
         IommuKind::Amdvi => {
             let cfg = if opts.snp { AmdviConfig::snp() } else { AmdviConfig::default() };
             let cfg = if opts.no_iasup { crate::inject::no_iasup(cfg) } else { cfg };
+            let cfg = if opts.x2apic { AmdviConfig { efr: cfg.efr.with_xt_sup(true), ..cfg } } else { cfg };
             Box::new(AmdviModel::new(cfg))
         }
         IommuKind::Smmuv3 => {
@@ -107,6 +103,9 @@ impl Iommu for Box<dyn IommuModel> {
     fn translate(&mut self, mem: &mut PhysMemory, rid: u32, iova: u64, access: crate::Access) -> crate::Translation {
         (**self).translate(mem, rid, iova, access)
     }
+    fn interrupt(&mut self, mem: &mut PhysMemory, rid: u32, addr: u64, data: u32) -> Option<crate::Interrupt> {
+        (**self).interrupt(mem, rid, addr, data)
+    }
 }
 
 impl IommuModel for VtdModel {
@@ -121,9 +120,6 @@ impl IommuModel for VtdModel {
     }
     fn set_caching(&mut self, on: bool) {
         VtdModel::set_caching(self, on)
-    }
-    fn interrupt(&mut self, mem: &mut PhysMemory, rid: u32, addr: u64, data: u32) -> Option<crate::Interrupt> {
-        Some(crate::InterruptRemap::interrupt(self, mem, rid, addr, data))
     }
     fn clone_box(&self) -> Box<dyn IommuModel> {
         Box::new(self.clone())
@@ -146,14 +142,25 @@ impl IommuModel for AmdviModel {
     fn set_snp_lock(&mut self, locked: bool) {
         AmdviModel::set_snp_lock(self, locked)
     }
-    fn interrupt(&mut self, mem: &mut PhysMemory, rid: u32, addr: u64, data: u32) -> Option<crate::Interrupt> {
-        Some(crate::InterruptRemap::interrupt(self, mem, rid, addr, data))
-    }
     fn structure_pages(&mut self, mem: &mut PhysMemory) -> Vec<u64> {
         use iommu_spec::amdvi::{off, DevTableBase, ExclusionBase, RingBase};
         let mut pages = Vec::new();
         let dt = DevTableBase::from_bits(self.mmio_read(mem, off::DEV_TABLE_BASE, 8));
         pages.extend((0..dt.bytes() / 4096).map(|i| dt.table() + i * 4096));
+        // The interrupt tables the valid DTEs name (remapped IntCtl): reused in place with the device table.
+        // Only device-table pages that hold anything are read (memory is sparse).
+        for i in 0..dt.bytes() / 4096 {
+            let Some(page) = mem.page((dt.table() >> 12) + i) else { continue };
+            for raw in page.chunks_exact(32) {
+                let dte = iommu_spec::amdvi::Dte::from_le_bytes(raw.try_into().unwrap_or(&[0; 32]));
+                if dte.valid() && dte.iv() && dte.int_ctl() == iommu_spec::amdvi::IntCtl::Remap {
+                    // At most 2048 × 16 bytes: eight pages.
+                    let bytes = (dte.int_table_entries().min(2048) as u64) * 16;
+                    let first = dte.int_table() & !0xfff;
+                    pages.extend((0..(dte.int_table() + bytes - first).div_ceil(4096)).map(|p| first + p * 4096));
+                }
+            }
+        }
         for reg in [off::CMD_BUF_BASE, off::EVENT_LOG_BASE] {
             let r = RingBase::from_bits(self.mmio_read(mem, reg, 8));
             pages.extend((0..r.bytes().div_ceil(4096)).map(|i| r.ring() + i * 4096));

@@ -79,6 +79,14 @@ impl Amdvi {
                 Policy::ResetBypass => {
                     let mut v = Self::init(hw, env, opts)?;
                     v.enable(hw, false)?;
+                    v.irq.handover = crate::irq::IrqHandover::Off;
+                    v
+                }
+                // The driver disabled: IommuEn off (DMA and interrupts pass untranslated), no command issued.
+                Policy::Off => {
+                    let mut v = Self::blank(hw, env);
+                    v.enable(hw, false)?;
+                    v.irq.handover = crate::irq::IrqHandover::Off;
                     v
                 }
                 Policy::Adopt | Policy::AdoptScratch => match Self::reuse(hw, env, opts, &mut report) {

@@ -66,8 +66,10 @@ impl Amdvi {
     pub(super) fn irq_fresh(&mut self, hw: &mut impl Platform) {
         let ctrl = Control::from_bits(hw.read64(off::CONTROL));
         let ga = self.efr.ga_sup();
-        if ga != ctrl.ga_en() {
-            hw.write64(off::CONTROL, ctrl.with_ga_en(ga).into_bits());
+        // x2APIC destinations in IRTEs where the unit can take them (Linux `iommu_enable_xt`).
+        let xt = self.efr.xt_sup();
+        if ga != ctrl.ga_en() || xt != ctrl.xt_en() {
+            hw.write64(off::CONTROL, ctrl.with_ga_en(ga).with_xt_en(xt).into_bits());
         }
         self.irq = IrqState::new(ga);
     }
@@ -166,6 +168,11 @@ impl Amdvi {
         devid: u16,
         target: IrqTarget,
     ) -> Result<Option<MsiMessage>, AmdError> {
+        // Remapping needs IommuEn: with translation off (`reset-bypass`, `off`) messages pass as they are, so
+        // the caller composes a compatibility-format one.
+        if !self.translating {
+            return Ok(None);
+        }
         let size = self.irq.entry_size();
         if !self.irq.tables.contains_key(&devid) {
             let entries = 1u32 << LINUX_INT_TAB_LEN;

@@ -372,6 +372,9 @@ impl Iommu for AmdviModel {
         // A DeviceID is 16 bits (bus:devfn of one PCI segment).
         self.translate_dma(mem, rid as u16, iova, access)
     }
+    fn interrupt(&mut self, mem: &mut PhysMemory, rid: u32, addr: u64, data: u32) -> Option<crate::Interrupt> {
+        Some(crate::InterruptRemap::interrupt(self, mem, rid, addr, data))
+    }
 }
 
 impl crate::stale::FetchAnyTime for AmdviModel {

@@ -436,6 +436,9 @@ impl Iommu for VtdModel {
         }
         self.translate_dma(mem, sid, iova, access)
     }
+    fn interrupt(&mut self, mem: &mut PhysMemory, rid: u32, addr: u64, data: u32) -> Option<crate::Interrupt> {
+        Some(crate::InterruptRemap::interrupt(self, mem, rid, addr, data))
+    }
 }
 
 impl crate::stale::FetchAnyTime for VtdModel {
