@@ -156,3 +156,179 @@ mod tests {
         assert_eq!(IrteBitmap::new(u32::MAX).entries(), 65536);
     }
 }
+
+/// One interrupt-remapping entry as a decode of old tables shows it: every entry that is present or holds
+/// anything (an all-zero entry is unused and only counted).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IrqEntry {
+    /// VT-d: the source ID the entry validates (SVT ≠ 0); AMD-Vi: the device whose table it is.
+    pub source: Option<u16>,
+    pub index: u32,
+    /// VT-d P, AMD-Vi RemapEn.
+    pub present: bool,
+    pub vector: u8,
+    /// The APIC ID, in the unit's interrupt mode.
+    pub dest: u32,
+    /// Logical destination mode (DM = 1).
+    pub logical: bool,
+    /// The entry's raw words (the 32-bit AMD-Vi format in the low one).
+    pub raw: [u64; 2],
+    /// Why the unit would not deliver through it, when present: reserved bits, a posted or guest-mode entry.
+    pub problem: Option<&'static str>,
+}
+
+impl IrqEntry {
+    /// Whether the entry sends its interrupt to a CPU at all: present, sound, a vector a local APIC accepts
+    /// (vectors 0–15 are illegal for external interrupts, SDM 10.5.2), and a logical destination naming some
+    /// CPU.
+    pub fn targets_cpu(&self) -> bool {
+        self.present && self.problem.is_none() && self.vector >= 16 && !(self.logical && self.dest == 0)
+    }
+}
+
+/// The interrupt-remapping tables a unit was using, decoded read-only.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IrqTables {
+    /// Remapping on (VT-d GSTS.IRES; AMD-Vi Control.IommuEn with some DTE's IV set).
+    pub remapping: bool,
+    /// Each table read: (address, owning device for AMD-Vi, entries).
+    pub tables: Vec<(u64, Option<u16>, u32)>,
+    /// Entries that are present or not all zero, by table then index.
+    pub entries: Vec<IrqEntry>,
+    /// All-zero entries, counted.
+    pub unused: u64,
+    /// Table pages that could not be read (not in the dump): their entries are unknown.
+    pub unread: Vec<u64>,
+}
+
+/// VT-d: the table IRTA names while GSTS.IRES is set (VT-d spec 9.10), every page read once.
+pub fn decode_vtd(hw: &mut (impl crate::Mmio + crate::PhysMem)) -> IrqTables {
+    use iommu_spec::vtd::{off, Gsts, Irta, Irte};
+    let gsts = Gsts::from_bits(hw.read32(off::GSTS));
+    let irta = Irta::from_bits(hw.read64(off::IRTA));
+    let mut out = IrqTables { remapping: gsts.ires(), ..IrqTables::default() };
+    if !gsts.ires() {
+        return out;
+    }
+    let (base, entries) = (irta.table(), irta.entries());
+    out.tables.push((base, None, entries));
+    let mut page = [0u8; 4096];
+    for p in 0..(entries as u64 * 16).div_ceil(4096) {
+        let Some(addr) = base.checked_add(p * 4096) else { break };
+        if hw.read(addr, &mut page).is_err() {
+            out.unread.push(addr);
+            continue;
+        }
+        for (i, chunk) in page.chunks_exact(16).enumerate() {
+            let raw = u128::from_le_bytes(chunk.try_into().unwrap_or([0; 16]));
+            if raw == 0 {
+                out.unused += 1;
+                continue;
+            }
+            let e = Irte::from_bits(raw);
+            let problem = if e.im() {
+                Some("posted-format entry")
+            } else if e.reserved_bits(irta.eime()) != 0 {
+                Some("reserved bits set")
+            } else {
+                None
+            };
+            out.entries.push(IrqEntry {
+                source: (e.svt().0 != 0).then_some(e.sid()),
+                index: p as u32 * 256 + i as u32,
+                present: e.p(),
+                vector: e.v(),
+                dest: e.destination(irta.eime()),
+                logical: e.dm(),
+                raw: e.to_qwords(),
+                problem,
+            });
+        }
+    }
+    out
+}
+
+/// AMD-Vi: the interrupt table of every valid DTE with IV set and IntCtl remapped (spec 2.2.2, 2.2.5), each
+/// distinct table read once however many DTEs name it; 32-bit or 128-bit entries as Control.GAEn says.
+pub fn decode_amdvi(hw: &mut (impl crate::Mmio + crate::PhysMem)) -> IrqTables {
+    use alloc::collections::BTreeSet;
+    use iommu_spec::amdvi::{off, Control, DevTableBase, Dte, IntCtl, Irte32, IrteGa};
+    let ctrl = Control::from_bits(hw.read64(off::CONTROL));
+    let dt = DevTableBase::from_bits(hw.read64(off::DEV_TABLE_BASE));
+    let mut out = IrqTables::default();
+    let ga = ctrl.ga_en();
+    let size: u64 = if ga { 16 } else { 4 };
+    let mut seen = BTreeSet::new();
+    let mut page = [0u8; 4096];
+    for p in 0..dt.bytes() / 4096 {
+        let Some(addr) = dt.table().checked_add(p * 4096) else { break };
+        if hw.read(addr, &mut page).is_err() {
+            continue;
+        }
+        for (i, chunk) in page.chunks_exact(32).enumerate() {
+            let dte = Dte::from_le_bytes(chunk.try_into().unwrap_or(&[0; 32]));
+            let devid = (p * 128 + i as u64) as u16;
+            if !dte.valid() || !dte.iv() || dte.int_ctl() != IntCtl::Remap || dte.qw2().int_tab_len() > 11 {
+                continue;
+            }
+            let root = dte.int_table();
+            if !seen.insert(root) {
+                continue;
+            }
+            out.remapping = ctrl.iommu_en();
+            let entries = dte.int_table_entries();
+            out.tables.push((root, Some(devid), entries));
+            for index in 0..entries {
+                let at = root + index as u64 * size;
+                let words = if ga {
+                    match (hw.read_u64(at), hw.read_u64(at + 8)) {
+                        (Ok(a), Ok(b)) => [a, b],
+                        _ => {
+                            out.unread.push(at & !0xfff);
+                            continue;
+                        }
+                    }
+                } else {
+                    match hw.read_u32(at) {
+                        Ok(a) => [a as u64, 0],
+                        Err(_) => {
+                            out.unread.push(at & !0xfff);
+                            continue;
+                        }
+                    }
+                };
+                if words == [0, 0] {
+                    out.unused += 1;
+                    continue;
+                }
+                let e = if ga {
+                    let e = IrteGa(words);
+                    let problem = if e.lo().guest_mode() {
+                        Some("guest-mode (virtual APIC) entry")
+                    } else if e.reserved_bits()[1] != 0 {
+                        Some("reserved bits set")
+                    } else {
+                        None
+                    };
+                    (e.remap_en(), e.vector(), e.destination(), e.lo().dm(), problem)
+                } else {
+                    let e = Irte32::from_bits(words[0] as u32);
+                    let problem = (e.reserved_bits() != 0).then_some("reserved bits set");
+                    (e.remap_en(), e.vector(), e.destination() as u32, e.dm(), problem)
+                };
+                out.entries.push(IrqEntry {
+                    source: Some(devid),
+                    index,
+                    present: e.0,
+                    vector: e.1,
+                    dest: e.2,
+                    logical: e.3,
+                    raw: words,
+                    problem: e.4,
+                });
+            }
+        }
+    }
+    out.unread.dedup();
+    out
+}

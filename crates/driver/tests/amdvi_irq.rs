@@ -163,3 +163,21 @@ fn a_table_inside_the_crash_region_is_refused() {
     }
     assert!(matches!(rig.raise(NIC, nic), Interrupt::Blocked(_)));
 }
+
+#[test]
+fn the_decode_reads_each_devices_table_once() {
+    let mut rig = Rig::new(false);
+    primary(&mut rig);
+    // A second device naming the NIC's table: read once, not twice.
+    let nic_q2 = rig.dte(NIC).0[2];
+    let at = rig.dte_at(0x0028);
+    rig.mem.write_u64(at, Dte::blocked(false).0[0]).unwrap();
+    rig.mem.write_u64(at + 16, nic_q2).unwrap();
+    let t = iommu_driver::irq::decode_amdvi(&mut rig.primary());
+    assert!(t.remapping);
+    let owners: Vec<_> = t.tables.iter().map(|&(_, d, n)| (d, n)).collect();
+    assert_eq!(owners, [(Some(NIC), 512), (Some(DISK), 512)]);
+    let seen: Vec<_> = t.entries.iter().map(|e| (e.source, e.index, e.vector, e.dest, e.targets_cpu())).collect();
+    assert_eq!(seen, [(Some(NIC), 0, 0x30, 1, true), (Some(DISK), 0, 0x31, 1, true)]);
+    assert_eq!(t.unused, 2 * 511);
+}

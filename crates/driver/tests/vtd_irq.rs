@@ -121,3 +121,28 @@ fn a_hostile_entry_is_refused_and_not_left_live() {
     assert_eq!(blocked(raise(&mut rig, DISK, disk)), FaultReason::IrEntryNotPresent.0 as u16);
     assert!(matches!(raise(&mut rig, NIC, nic), Interrupt::Delivered { vector: 0x30, .. }));
 }
+
+#[test]
+fn the_decode_shows_who_raises_what_and_entries_that_reach_no_cpu() {
+    let mut rig = Rig::new();
+    primary(&mut rig);
+    let table = rig.unit.active_irta().table();
+    // A freed-but-not-zeroed entry, and a present one on an illegal vector (0–15).
+    rig.mem.write_u128(table + 7 * IRTE_SIZE, Irte::fixed(0x33, 1, true, NIC).with_p(false).into_bits()).unwrap();
+    rig.mem.write_u128(table + 8 * IRTE_SIZE, Irte::fixed(0x05, 1, true, NIC).into_bits()).unwrap();
+    let t = iommu_driver::irq::decode_vtd(&mut rig.primary());
+    assert!(t.remapping && t.unread.is_empty());
+    assert_eq!(t.tables, vec![(table, None, 65536)]);
+    let seen: Vec<_> = t.entries.iter().map(|e| (e.index, e.source, e.vector, e.dest, e.targets_cpu())).collect();
+    assert_eq!(
+        seen,
+        [
+            (0, Some(NIC), 0x30, 1, true),
+            (1, Some(DISK), 0x31, 2, true),
+            (7, Some(NIC), 0x33, 1, false),
+            (8, Some(NIC), 0x05, 1, false)
+        ]
+    );
+    assert!(!t.entries[2].present);
+    assert_eq!(t.unused, 65536 - 4);
+}
