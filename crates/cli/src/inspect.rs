@@ -247,7 +247,7 @@ fn irq_entry_json(mode: Mode, e: &IrqEntry) -> Value {
     })
 }
 
-fn irq_json(mode: Mode, t: &IrqTables) -> Value {
+pub fn irq_json(mode: Mode, t: &IrqTables) -> Value {
     json!({
         "remapping": t.remapping,
         "tables": t.tables.iter().map(|(a, d, n)| json!({"address": a, "device": d, "entries": n})).collect::<Vec<_>>(),

@@ -193,6 +193,8 @@ pub struct IrqTables {
     pub remapping: bool,
     /// Each table read: (address, owning device for AMD-Vi, entries).
     pub tables: Vec<(u64, Option<u16>, u32)>,
+    /// Bytes per entry: 16 (VT-d; AMD-Vi with Control.GAEn) or 4 (AMD-Vi 32-bit IRTEs).
+    pub entry_size: u64,
     /// Entries that are present or not all zero, by table then index.
     pub entries: Vec<IrqEntry>,
     /// All-zero entries, counted.
@@ -206,7 +208,7 @@ pub fn decode_vtd(hw: &mut (impl crate::Mmio + crate::PhysMem)) -> IrqTables {
     use iommu_spec::vtd::{off, Gsts, Irta, Irte};
     let gsts = Gsts::from_bits(hw.read32(off::GSTS));
     let irta = Irta::from_bits(hw.read64(off::IRTA));
-    let mut out = IrqTables { remapping: gsts.ires(), ..IrqTables::default() };
+    let mut out = IrqTables { remapping: gsts.ires(), entry_size: 16, ..IrqTables::default() };
     if !gsts.ires() {
         return out;
     }
@@ -255,9 +257,9 @@ pub fn decode_amdvi(hw: &mut (impl crate::Mmio + crate::PhysMem)) -> IrqTables {
     use iommu_spec::amdvi::{off, Control, DevTableBase, Dte, IntCtl, Irte32, IrteGa};
     let ctrl = Control::from_bits(hw.read64(off::CONTROL));
     let dt = DevTableBase::from_bits(hw.read64(off::DEV_TABLE_BASE));
-    let mut out = IrqTables::default();
     let ga = ctrl.ga_en();
     let size: u64 = if ga { 16 } else { 4 };
+    let mut out = IrqTables { entry_size: size, ..IrqTables::default() };
     let mut seen = BTreeSet::new();
     let mut page = [0u8; 4096];
     for p in 0..dt.bytes() / 4096 {
