@@ -17,9 +17,13 @@ pub enum Interrupt {
     Delivered { dest: u32, vector: u8, remapped: bool },
     /// The unit blocked the message.
     Blocked(FaultInfo),
+    /// A unit without interrupt remapping (SMMUv3) translated the message as the DWORD write it is, to `phys`:
+    /// the interrupt controller's doorbell (a GIC ITS's `GITS_TRANSLATER`) if the mapping is right, else
+    /// wherever the tables send it (memory, the scratch page).
+    Written { phys: u64 },
 }
 
-/// An IOMMU's handling of interrupt messages.
+/// An IOMMU's handling of interrupt messages (units with a remapping table: VT-d, AMD-Vi).
 pub trait InterruptRemap {
     /// One MSI write by requester `rid` of `data` to `addr` (an interrupt address). `mem` holds the tables;
     /// mutable because faults and events land in memory and registers.

@@ -81,10 +81,19 @@ impl Os<'_> {
 
     /// Program `rid`'s MSI to reach `apic_id` on `vector`: through an interrupt-remapping entry where the IOMMU
     /// driver remaps interrupts, else in compatibility format (Linux `msi_domain_activate` → `irq_msi_compose_msg`).
-    fn program_msi(&mut self, rid: u16, apic_id: u32, vector: u8) -> Result<(), KernelError> {
+    ///
+    /// On an Arm machine (SMMUv3, no remapping table) the message is a write to the ITS doorbell through the
+    /// device's own translation: the doorbell page is mapped write-only into `dom` (Linux `iommu_dma_prepare_msi`
+    /// → `iommu_dma_get_msi_page`) and the data is the EventID, here the vector.
+    fn program_msi(&mut self, rid: u16, dom: DomainId, apic_id: u32, vector: u8) -> Result<(), KernelError> {
         let target = iommu_driver::irq::IrqTarget { apic_id, vector };
         let msg = match self.drv.alloc_irq(&mut self.m.platform(self.k), DeviceId::from(rid), target)? {
             Some(m) => Msi { addr: m.addr, data: m.data },
+            None if self.m.cfg.iommu == crate::unit::IommuKind::Smmuv3 => {
+                let page = crate::machine::ITS_DOORBELL & !0xfff;
+                let iova = self.drv.map(&mut self.m.platform(self.k), dom, page, 4096, Perm::WO)?;
+                Msi { addr: iova + (crate::machine::ITS_DOORBELL & 0xfff), data: vector as u32 }
+            }
             None => {
                 let (addr, data) = iommu_emu::irq::compat_message(apic_id, vector);
                 Msi { addr, data }
@@ -154,7 +163,7 @@ impl NicDriver {
         nic.set_rx_ring(ring.iova, NIC_RING);
         nic.set_rx_tail(d.tail);
         let cpu = os.cpu(0);
-        os.program_msi(NIC_RID, cpu, NIC_VECTOR)?;
+        os.program_msi(NIC_RID, dom, cpu, NIC_VECTOR)?;
         Ok(d)
     }
 
@@ -243,7 +252,7 @@ impl DiskDriver {
         let blk = os.m.device(DISK_RID).and_then(|x| x.as_blk_mut()).ok_or(KernelError::NoDevice(DISK_RID))?;
         blk.set_queues(sq.iova, cq.iova, DISK_QUEUE);
         let cpu = os.cpu(1);
-        os.program_msi(DISK_RID, cpu, DISK_VECTOR)?;
+        os.program_msi(DISK_RID, dom, cpu, DISK_VECTOR)?;
         Ok(DiskDriver {
             dom,
             sq,

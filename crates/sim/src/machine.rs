@@ -21,6 +21,10 @@ pub const BULK_RID: u16 = 0x0020;
 pub const X2APIC_CRASH_CPU: u32 = 0x100;
 /// The APIC ID of the CPU that panics otherwise: not the boot CPU (APIC 0), where the primary kernel's timer goes.
 pub const CRASH_CPU: u32 = 3;
+/// The GIC ITS's `GITS_TRANSLATER` on an Arm machine (SMMUv3): where an MSI must land, through the device's
+/// stream table entry (ITS frame base + 0x10040, GICv3 architecture 12.19.x; QEMU `virt` has it at 0x08090040).
+/// The built-in machine puts the ITS frame in its PCI hole, outside RAM.
+pub const ITS_DOORBELL: u64 = 3 * GIB + 0x0809_0040;
 /// The IO-APIC's requester ID as the unit sees its interrupts (AMD-Vi: the IVRS special device; VT-d: the DMAR
 /// IOAPIC scope): 00:14.0, where AMD platforms put it.
 pub const IOAPIC_RID: u16 = 0x00a0;
