@@ -82,6 +82,8 @@ pub enum IrtRefusal {
     Unreadable { device: Option<u16>, addr: u64 },
     /// AMD-Vi: IntTabLen above 2048 entries (reserved), or IntCtl reserved, in a DTE.
     BadDte { device: u16, raw: u64 },
+    /// AMD-Vi: the device's table would take the reading past the adoption's bound on entries read.
+    Budget { device: u16 },
 }
 
 impl fmt::Display for IrtRefusal {
@@ -98,6 +100,9 @@ impl fmt::Display for IrtRefusal {
             }
             IrtRefusal::BadDte { device, raw } => {
                 write!(f, "DTE of {device:#06x} has reserved interrupt fields (qw2 {raw:#018x})")
+            }
+            IrtRefusal::Budget { device } => {
+                write!(f, "interrupt table of {device:#06x} past the bound on entries read at adoption")
             }
         }
     }
@@ -203,6 +208,9 @@ pub struct IrqTables {
     pub unread: Vec<u64>,
 }
 
+/// IRTEs an AMD-Vi decode reads at most, over all tables: 512 full 2048-entry tables.
+pub const DECODE_IRTE_BUDGET: u32 = 512 * 2048;
+
 /// VT-d: the table IRTA names while GSTS.IRES is set (VT-d spec 9.10), every page read once.
 pub fn decode_vtd(hw: &mut (impl crate::Mmio + crate::PhysMem)) -> IrqTables {
     use iommu_spec::vtd::{off, Gsts, Irta, Irte};
@@ -251,7 +259,8 @@ pub fn decode_vtd(hw: &mut (impl crate::Mmio + crate::PhysMem)) -> IrqTables {
 }
 
 /// AMD-Vi: the interrupt table of every valid DTE with IV set and IntCtl remapped (spec 2.2.2, 2.2.5), each
-/// distinct table read once however many DTEs name it; 32-bit or 128-bit entries as Control.GAEn says.
+/// distinct table read once however many DTEs name it, at most [`DECODE_IRTE_BUDGET`] entries in all (the tables
+/// past it are listed, unread); 32-bit or 128-bit entries as Control.GAEn says.
 pub fn decode_amdvi(hw: &mut (impl crate::Mmio + crate::PhysMem)) -> IrqTables {
     use alloc::collections::BTreeSet;
     use iommu_spec::amdvi::{off, Control, DevTableBase, Dte, IntCtl, Irte32, IrteGa};
@@ -261,6 +270,7 @@ pub fn decode_amdvi(hw: &mut (impl crate::Mmio + crate::PhysMem)) -> IrqTables {
     let size: u64 = if ga { 16 } else { 4 };
     let mut out = IrqTables { entry_size: size, ..IrqTables::default() };
     let mut seen = BTreeSet::new();
+    let mut budget = DECODE_IRTE_BUDGET;
     let mut page = [0u8; 4096];
     for p in 0..dt.bytes() / 4096 {
         let Some(addr) = dt.table().checked_add(p * 4096) else { break };
@@ -280,6 +290,11 @@ pub fn decode_amdvi(hw: &mut (impl crate::Mmio + crate::PhysMem)) -> IrqTables {
             out.remapping = ctrl.iommu_en();
             let entries = dte.int_table_entries();
             out.tables.push((root, Some(devid), entries));
+            if budget < entries {
+                out.unread.push(root & !0xfff);
+                continue;
+            }
+            budget -= entries;
             for index in 0..entries {
                 let at = root + index as u64 * size;
                 let words = if ga {

@@ -181,3 +181,42 @@ fn the_decode_reads_each_devices_table_once() {
     assert_eq!(seen, [(Some(NIC), 0, 0x30, 1, true), (Some(DISK), 0, 0x31, 1, true)]);
     assert_eq!(t.unused, 2 * 511);
 }
+
+#[test]
+fn a_table_named_by_many_dtes_is_read_once_and_distinct_tables_past_the_bound_are_refused() {
+    let mut rig = Rig::new(false);
+    let (nic, _) = primary(&mut rig);
+    // 200 devices name the NIC's table (aliases, or a hostile table repeating one pointer): read once.
+    let nic_q2 = rig.dte(NIC).0[2];
+    for devid in 0x100..0x100 + 200u16 {
+        let at = rig.dte_at(devid);
+        rig.mem.write_u64(at, Dte::blocked(false).0[0]).unwrap();
+        rig.mem.write_u64(at + 16, nic_q2).unwrap();
+    }
+    // 200 more name distinct 2048-entry tables: more than adoption reads.
+    for k in 0..200u64 {
+        let devid = 0x400 + k as u16;
+        let at = rig.dte_at(devid);
+        rig.mem.write_u64(at, Dte::blocked(false).0[0]).unwrap();
+        let q2 = Dte::default().with_int_remap(0x4000_0000 + k * 0x8000, 11).0[2];
+        rig.mem.write_u64(at + 16, q2).unwrap();
+    }
+    let v = crash(&mut rig, Policy::Adopt);
+    match v.irq_handover() {
+        IrqHandover::Kept { live: 2, refused, tables_refused } => {
+            assert!(refused.is_empty());
+            let over: Vec<_> = tables_refused.iter().filter(|r| matches!(r, IrtRefusal::Budget { .. })).collect();
+            // 128 tables of 2048 fit the bound; the NIC's and the disk's 512-entry ones took some of it.
+            assert!(
+                !over.is_empty() && over.len() < 200,
+                "{} {:?}",
+                over.len(),
+                &tables_refused[..tables_refused.len().min(3)]
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(rig.raise(NIC, nic), Interrupt::Delivered { dest: 1, vector: 0x30, remapped: true });
+    let alias = MsiMessage { addr: nic.addr, data: nic.data };
+    assert_eq!(rig.raise(0x100, alias), Interrupt::Delivered { dest: 1, vector: 0x30, remapped: true });
+}

@@ -169,13 +169,7 @@ impl Amdvi {
         v.invalidate_all(hw).map_err(Refusal::Hardware)?;
         v.translating = true;
         v.settle(hw, env, &scan.devices, report).map_err(Refusal::Hardware)?;
-        let kept: Vec<_> = scan
-            .devices
-            .iter()
-            .filter(|d| matches!(v.devices.get(&d.devid), Some(DeviceState::Adopted { .. })))
-            .cloned()
-            .collect();
-        v.irq_adopt(hw, env, &kept).map_err(Refusal::Hardware)?;
+        v.irq_adopt(hw, env).map_err(Refusal::Hardware)?;
         report.reserved_domain_ids.sort_unstable();
         report.reserved_domain_ids.dedup();
         Ok(v)

@@ -38,14 +38,35 @@ pub(super) struct IrTable {
 pub(super) struct IrqState {
     /// 128-bit IRTEs (Control.GAEn).
     ga: bool,
-    tables: BTreeMap<u16, IrTable>,
+    /// Each distinct table once, however many DTEs name it (Linux gives a device's DMA aliases one table).
+    tables: Vec<IrTable>,
+    by_root: BTreeMap<u64, usize>,
+    /// Per device: its table and the entries its own DTE lets it use (IntTabLen).
+    by_device: BTreeMap<u16, (usize, u32)>,
     pub handover: IrqHandover,
     pub frames: u64,
 }
 
+/// IRTEs adoption reads at most, over all tables: 128 full 2048-entry tables. A device table naming more
+/// distinct tables than that gets the rest refused, not read.
+const ADOPT_IRTE_BUDGET: u32 = 128 * 2048;
+
 impl IrqState {
     pub fn new(ga: bool) -> Self {
-        IrqState { ga, tables: BTreeMap::new(), handover: IrqHandover::Fresh, frames: 0 }
+        IrqState {
+            ga,
+            tables: Vec::new(),
+            by_root: BTreeMap::new(),
+            by_device: BTreeMap::new(),
+            handover: IrqHandover::Fresh,
+            frames: 0,
+        }
+    }
+    fn add(&mut self, devid: u16, t: IrTable, entries: u32) {
+        let i = self.tables.len();
+        self.by_root.insert(t.root, i);
+        self.tables.push(t);
+        self.by_device.insert(devid, (i, entries));
     }
     fn entry_size(&self) -> u64 {
         if self.ga {
@@ -54,6 +75,12 @@ impl IrqState {
             IRTE32_SIZE
         }
     }
+}
+
+/// A DTE with its DeviceID.
+struct Scanned {
+    devid: u16,
+    dte: Dte,
 }
 
 /// The interrupt half of a DTE whose interrupts are refused: IV set, fixed and arbitrated interrupts aborted.
@@ -74,22 +101,32 @@ impl Amdvi {
         self.irq = IrqState::new(ga);
     }
 
-    /// Adoption: check each device's interrupt half and table, keep what is sound, abort the rest.
-    pub(super) fn irq_adopt(
-        &mut self,
-        hw: &mut impl Platform,
-        env: &BootEnv,
-        devices: &[super::ScannedDte],
-    ) -> Result<(), AmdError> {
+    /// Adoption: check every valid DTE's interrupt half and table (whatever its DMA side: a DTE that blocks
+    /// DMA may still remap interrupts), keep what is sound, abort the rest. Entries `settle` refused already carry
+    /// an aborting half.
+    pub(super) fn irq_adopt(&mut self, hw: &mut impl Platform, env: &BootEnv) -> Result<(), AmdError> {
         let ga = Control::from_bits(hw.read64(off::CONTROL)).ga_en();
         self.irq = IrqState::new(ga);
         let size = self.irq.entry_size();
         let (mut live, mut refused, mut tables_refused) = (0u32, Vec::new(), Vec::new());
-        for d in devices {
-            let q2 = d.dte.qw2();
-            if !d.dte.valid() || !q2.iv() {
+        let mut budget = ADOPT_IRTE_BUDGET;
+        // The device table is in RAM outside the crash region (the scan checked it); at most 65536 entries.
+        let mut devices = Vec::new();
+        let mut page = [0u8; 4096];
+        for p in 0..(self.dev_table_bytes / 4096).min(512) {
+            if hw.read(self.dev_table + p * 4096, &mut page).is_err() {
                 continue;
             }
+            for (i, raw) in page.chunks_exact(32).enumerate() {
+                let dte = Dte::from_le_bytes(raw.try_into().unwrap_or(&[0; 32]));
+                if dte.valid() && dte.iv() {
+                    devices.push(((p * 128) as u16 + i as u16, dte));
+                }
+            }
+        }
+        for (devid, dte) in devices {
+            let d = Scanned { devid, dte };
+            let q2 = d.dte.qw2();
             let entries = 1u32 << q2.int_tab_len().min(15);
             let root = (q2.int_table_root() << 6) & !env.c_bit;
             let bad = if q2.int_tab_len() > MAX_INT_TAB_LEN || q2.int_ctl() == IntCtl::Reserved {
@@ -100,11 +137,21 @@ impl Amdvi {
             } else {
                 check_table(env, d.devid, root, entries as u64 * size)
             };
+            let bad = bad.or_else(|| {
+                let over = !self.irq.by_root.contains_key(&root) && budget < entries;
+                over.then_some(IrtRefusal::Budget { device: d.devid })
+            });
             if let Some(why) = bad {
                 self.irq_abort_device(hw, d.devid, d.dte)?;
                 tables_refused.push(why);
                 continue;
             }
+            // A table another DTE already named: read once, shared, each device bounded by its own length.
+            if let Some(&i) = self.irq.by_root.get(&root) {
+                self.irq.by_device.insert(d.devid, (i, entries));
+                continue;
+            }
+            budget -= entries;
             let mut used = IrteBitmap::new(entries);
             let mut cleared = false;
             for i in 0..entries {
@@ -139,7 +186,7 @@ impl Amdvi {
                 self.submit(hw, &[InvalidateDevice::interrupt_table(DeviceId(d.devid)).into_bits()])?;
             }
             live += used.count();
-            self.irq.tables.insert(d.devid, IrTable { root, used });
+            self.irq.add(d.devid, IrTable { root, used }, entries);
         }
         // One refused table does not make the others unsound: each device's table stands alone.
         self.irq.handover = IrqHandover::Kept { live, refused, tables_refused };
@@ -174,7 +221,7 @@ impl Amdvi {
             return Ok(None);
         }
         let size = self.irq.entry_size();
-        if !self.irq.tables.contains_key(&devid) {
+        if !self.irq.by_device.contains_key(&devid) {
             let entries = 1u32 << LINUX_INT_TAB_LEN;
             let pages = (entries as u64 * size).div_ceil(4096);
             let mut n = 0;
@@ -184,11 +231,12 @@ impl Amdvi {
             let q2 = Dte::default().with_int_remap(root, LINUX_INT_TAB_LEN).qw2();
             hw.write_u64(at + 16, q2.into_bits())?;
             self.submit(hw, &[InvalidateDevice::devtab_entry(DeviceId(devid)).into_bits()])?;
-            self.irq.tables.insert(devid, IrTable { root, used: IrteBitmap::new(entries) });
+            self.irq.add(devid, IrTable { root, used: IrteBitmap::new(entries) }, entries);
         }
         let ga = self.irq.ga;
-        let t = self.irq.tables.get_mut(&devid).ok_or(AmdError::OutOfMemory)?;
-        let index = t.used.alloc_from(0).ok_or(AmdError::OutOfIrtes)?;
+        let &(i, entries) = self.irq.by_device.get(&devid).ok_or(AmdError::OutOfMemory)?;
+        let t = self.irq.tables.get_mut(i).ok_or(AmdError::OutOfMemory)?;
+        let index = t.used.alloc_from(0).filter(|&x| x < entries).ok_or(AmdError::OutOfIrtes)?;
         let at = t.root + index as u64 * size;
         if ga {
             let e = IrteGa::fixed(target.vector, target.apic_id);
