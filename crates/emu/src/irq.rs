@@ -3,7 +3,7 @@
 //! local APIC. What reaches a CPU is an [`Interrupt::Delivered`]: which APIC ID and which vector; whether that
 //! is the interrupt the kernel waits for (or a misrouted one) is the receiver's to judge.
 
-use iommu_spec::vtd::{DeliveryMode, MsiAddrCompat, MsiData};
+use iommu_spec::vtd::{MsiAddrCompat, MsiData};
 
 use crate::dma::FaultInfo;
 use crate::mem::PhysMemory;
@@ -31,11 +31,11 @@ pub trait InterruptRemap {
 }
 
 /// A message as the APIC bus takes it untouched (compatibility format, SDM 11.11): the 8-bit destination of
-/// the address and the vector of the data. Used by units that pass an interrupt through unmapped.
+/// the address and the vector of the data (the delivery and destination modes are not modelled: every
+/// message is taken as fixed and physical). Used by units that pass an interrupt through unmapped.
 pub fn compat_delivery(addr: u64, data: u32) -> Interrupt {
     let a = MsiAddrCompat::from_bits(addr as u32);
     let d = MsiData::from_bits(data);
-    let _: DeliveryMode = d.dlm();
     Interrupt::Delivered { dest: a.dest() as u32, vector: d.vector(), remapped: false }
 }
 
