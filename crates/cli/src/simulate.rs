@@ -184,6 +184,7 @@ pub fn run(a: &Args) -> Result<ExitCode, String> {
         writeln!(w, "xlate..bypass: DMA since the panic, by what the IOMMU did (translated, faulted, aborted fatally, sent to scratch, untranslated)")?;
         writeln!(w, "buf-pg / other-pg: old-memory pages changed since the panic, in device buffers / elsewhere (corruption; the IOMMU's own reused structures excluded)")?;
         writeln!(w, "old-wr: DMA writes into old memory after the crash kernel's IOMMU init; ck-pg: crash-kernel pages hit by DMA")?;
+        writeln!(w, "irq d/b/m: device interrupts since the panic delivered where their kernel asked / blocked by the unit / misrouted")?;
         if a.trace {
             for (kind, _, o, t) in &results {
                 writeln!(w, "\n{} {} timeline:", kind.name(), o.policy)?;
@@ -200,8 +201,19 @@ pub fn run(a: &Args) -> Result<ExitCode, String> {
 fn print_table<'a>(w: &mut impl Write, rows: impl Iterator<Item = &'a Outcome>) -> std::io::Result<()> {
     writeln!(
         w,
-        "{:<14} {:<8} {:>6} {:>6} {:>6} {:>6} {:>6} {:>8} {:>8} {:>8} {:>6}  why / how",
-        "policy", "dump", "xlate", "fault", "abort", "scratc", "bypass", "buf-pg", "other-pg", "old-wr", "ck-pg"
+        "{:<14} {:<8} {:>6} {:>6} {:>6} {:>6} {:>6} {:>8} {:>8} {:>8} {:>6} {:>12}  why / how",
+        "policy",
+        "dump",
+        "xlate",
+        "fault",
+        "abort",
+        "scratc",
+        "bypass",
+        "buf-pg",
+        "other-pg",
+        "old-wr",
+        "ck-pg",
+        "irq d/b/m"
     )?;
     for o in rows {
         let why = match (&o.failure, o.changed_pages.other) {
@@ -211,7 +223,7 @@ fn print_table<'a>(w: &mut impl Write, rows: impl Iterator<Item = &'a Outcome>) 
         };
         writeln!(
             w,
-            "{:<14} {:<8} {:>6} {:>6} {:>6} {:>6} {:>6} {:>8} {:>8} {:>8} {:>6}  {}",
+            "{:<14} {:<8} {:>6} {:>6} {:>6} {:>6} {:>6} {:>8} {:>8} {:>8} {:>6} {:>12}  {}",
             o.policy,
             match (o.captured, o.changed_pages.other) {
                 (false, _) => "LOST",
@@ -227,6 +239,7 @@ fn print_table<'a>(w: &mut impl Write, rows: impl Iterator<Item = &'a Outcome>) 
             o.changed_pages.other,
             o.old_memory_writes_after_init,
             o.crashkernel_pages_written,
+            format!("{}/{}/{}", o.irq.delivered, o.irq.blocked, o.irq.misrouted),
             why
         )?;
     }

@@ -218,6 +218,7 @@ impl fmt::Display for Summary<'_> {
         let r = self.0;
         match &r.outcome {
             CrashOutcome::NotLive => f.write_str("not live"),
+            CrashOutcome::Reset if r.policy == Policy::Off => f.write_str("driver disabled (off): translation off"),
             CrashOutcome::Reset => write!(f, "reset ({})", r.policy),
             CrashOutcome::FellBack(why) => write!(f, "fell back to reset: {why}"),
             CrashOutcome::Adopted => {
