@@ -69,7 +69,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# trace events: IOTLB fills, everything that invalidates, root pointer / TE changes, faults
+# trace events: IOTLB fills, everything that invalidates, root pointer / TE changes, faults; interrupt
+# remapping: each IRTE QEMU read and what it remapped an MSI to (the oracle of vtd_ir_check.py)
 cat > "$RUN/events" <<'EV'
 vtd_iotlb_page_update
 vtd_iotlb_reset
@@ -90,6 +91,10 @@ vtd_dmar_enable
 vtd_reset_exit
 vtd_dmar_fault
 vtd_translate_pt
+vtd_ir_enable
+vtd_ir_irte_get
+vtd_ir_remap
+vtd_ir_remap_msi
 EV
 
 IOMMU_DEV=intel-iommu,intremap=on

@@ -424,6 +424,7 @@ pub fn run(given: &Args) -> Result<ExitCode, String> {
     let env = BootEnv { crash_kernel: true, ram: ram.clone(), crash_region: None, mem_encrypt: c_bit != 0, c_bit };
     let mut work = a.budget.work();
     let mut audits = Vec::with_capacity(units.len());
+    let mut irqs = Vec::with_capacity(units.len());
     for unit in units {
         hw.select(unit.base);
         let missing = required_registers(unit.kind).iter().find(|&&(_, off, size)| {
@@ -436,6 +437,7 @@ pub fn run(given: &Args) -> Result<ExitCode, String> {
             None => scan_unit(&mut hw, unit.kind, &env, &mut work),
         };
         let audit = audit::audit(&scan, &ram, &a.crashkernel, &fw);
+        irqs.push(if scan.scanned { crate::inspect::decode_irqs(&mut hw, unit.kind, &env) } else { None });
         audits.push((unit, scan, audit));
     }
     let verdict = audit::overall(audits.iter().map(|x| &x.2));
@@ -443,6 +445,7 @@ pub fn run(given: &Args) -> Result<ExitCode, String> {
         args: a,
         ram: &ram,
         audits: &audits,
+        irqs: &irqs,
         verdict,
         work: &work,
         fw: &fw,
@@ -467,6 +470,8 @@ struct Out<'a> {
     args: &'a Args,
     ram: &'a [Range<u64>],
     audits: &'a [(Unit, UnitScan, Audit)],
+    /// Each unit's interrupt-remapping tables (`None`: SMMUv3, or registers not read), by the index of `audits`.
+    irqs: &'a [Option<iommu_driver::irq::IrqTables>],
     verdict: Verdict,
     work: &'a iommu_driver::survey::Work,
     fw: &'a [FirmwareRange],
@@ -607,13 +612,18 @@ impl Out<'_> {
                     (t.what.to_string(), v)
                 })
                 .collect(),
-            units: Lazy(move || self.audits.iter().map(|(u, s, a)| unit_json(self.names, u, s, a))),
+            units: Lazy(move || {
+                self.audits.iter().enumerate().map(|(i, (u, s, a))| {
+                    let irq = self.irqs.get(i).and_then(Option::as_ref);
+                    unit_json(self.names, u, s, a, irq, &self.args.crashkernel)
+                })
+            }),
         }
     }
 
     fn print(&self, w: &mut impl Write) -> std::io::Result<()> {
         let mut used = std::collections::BTreeSet::new();
-        for (u, s, a) in self.audits {
+        for (i, (u, s, a)) in self.audits.iter().enumerate() {
             writeln!(
                 w,
                 "{} unit at {:#x} ({}): {} mode, translation {}, {}",
@@ -660,6 +670,23 @@ impl Out<'_> {
             }
             for p in &a.problems {
                 writeln!(w, "  ! {p}")?;
+            }
+            if let Some(t) = self.irqs.get(i).and_then(Option::as_ref) {
+                let live = t.entries.iter().filter(|e| e.targets_cpu()).count();
+                writeln!(
+                    w,
+                    "  interrupts: {} tables, {live} entries reach a CPU, {} in use but reach none{}",
+                    t.tables.len(),
+                    t.entries.len() - live,
+                    if t.unread.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", {} table pages not in the dump", t.unread.len())
+                    }
+                )?;
+                for n in irq_notes(t, &self.args.crashkernel) {
+                    writeln!(w, "  ! {n}")?;
+                }
             }
         }
         if let Some(n) = self.fw_note {
@@ -729,9 +756,36 @@ struct UnitJson<'a, D: Serialize> {
     dma_aborted: bool,
     devices: D,
     notes: Vec<String>,
+    /// The interrupt-remapping tables (`inspect`'s decode); null for SMMUv3, which has none.
+    interrupts: Value,
 }
 
-fn unit_json<'a>(names: Names<'a>, u: &'a Unit, s: &'a UnitScan, a: &'a Audit) -> impl Serialize + 'a {
+/// Interrupt tables the crash kernel would overwrite: a table page inside a crash region (informational; the
+/// DMA verdict does not depend on it).
+fn irq_notes(t: &iommu_driver::irq::IrqTables, crash: &[Range<u64>]) -> Vec<String> {
+    let mut v = Vec::new();
+    for &(addr, dev, n) in &t.tables {
+        let end = addr.saturating_add(n as u64 * t.entry_size);
+        if let Some(c) = crash.iter().find(|c| c.start < end && addr < c.end) {
+            let owner = dev.map(|d| format!(" of {d:#06x}")).unwrap_or_default();
+            v.push(format!(
+                "interrupt table{owner} at {addr:#x} lies in the crash region {:#x}-{:#x}: the crash kernel overwrites what old interrupts go through",
+                c.start,
+                c.end - 1
+            ));
+        }
+    }
+    v
+}
+
+fn unit_json<'a>(
+    names: Names<'a>,
+    u: &'a Unit,
+    s: &'a UnitScan,
+    a: &'a Audit,
+    irq: Option<&iommu_driver::irq::IrqTables>,
+    crash: &[Range<u64>],
+) -> impl Serialize + 'a {
     let mode = s.mode;
     let device = move |d: &DeviceAudit| {
         json!({
@@ -756,7 +810,13 @@ fn unit_json<'a>(names: Names<'a>, u: &'a Unit, s: &'a UnitScan, a: &'a Audit) -
         translation_off: a.bypass,
         dma_aborted: s.aborts,
         devices: Lazy(move || a.devices.iter().map(device)),
-        notes: a.problems.iter().map(|p| p.to_string()).collect(),
+        notes: a
+            .problems
+            .iter()
+            .map(|p| p.to_string())
+            .chain(irq.into_iter().flat_map(|t| irq_notes(t, crash)))
+            .collect(),
+        interrupts: irq.map_or(Value::Null, |t| crate::inspect::irq_json(mode, t)),
     }
 }
 

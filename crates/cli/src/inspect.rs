@@ -4,6 +4,7 @@
 //! `iommu_regset` snapshot names, or the DMAR/IVRS/IORT in the dump itself (RSDP scan). With one unit the
 //! JSON is that unit's object; with several, `{"units": [...]}` of such objects.
 
+use iommu_driver::irq::{IrqEntry, IrqTables};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -188,7 +189,8 @@ pub fn run(a: &Args) -> Result<ExitCode, String> {
         hw.select(unit.base);
         hw.require(unit.kind).map_err(|e| e.to_string())?;
         let scan = scan_unit(&mut hw, unit.kind, &env, &mut work);
-        outs.push((unit, scan));
+        let irq = decode_irqs(&mut hw, unit.kind, &env);
+        outs.push((unit, scan, irq));
     }
     if let Some(path) = &a.save_fixture {
         hw.save_touched(path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -198,16 +200,89 @@ pub fn run(a: &Args) -> Result<ExitCode, String> {
     }
     let mut w = std::io::stdout().lock();
     let res = if a.json {
-        let units: Vec<Value> = outs.iter().map(|(u, s)| unit_json(u, s)).collect();
+        let units: Vec<Value> = outs
+            .iter()
+            .map(|(u, s, irq)| {
+                let mut v = unit_json(u, s);
+                v["interrupts"] = irq.as_ref().map_or(Value::Null, |t| irq_json(s.mode, t));
+                v
+            })
+            .collect();
         let v = match <[Value; 1]>::try_from(units) {
             Ok([one]) => one,
             Err(all) => json!({ "units": all }),
         };
         serde_json::to_writer_pretty(&mut w, &v).map_err(std::io::Error::from).and_then(|_| writeln!(w))
     } else {
-        outs.iter().try_for_each(|(u, s)| print_human(&mut w, u, s))
+        outs.iter().try_for_each(|(u, s, irq)| {
+            print_human(&mut w, u, s)?;
+            irq.as_ref().map_or(Ok(()), |t| print_irqs(&mut w, s.mode, t))
+        })
     };
     crate::output_result(res)
+}
+
+/// The unit's interrupt-remapping tables, decoded read-only (`iommu_driver::irq`); `None` for SMMUv3, which has
+/// none (its MSIs are writes through the stream table).
+pub fn decode_irqs(hw: &mut DumpHw, kind: IommuKind, env: &BootEnv) -> Option<IrqTables> {
+    match kind {
+        IommuKind::Vtd => Some(iommu_driver::irq::decode_vtd(hw)),
+        IommuKind::Amdvi => Some(iommu_driver::irq::decode_amdvi(hw, env)),
+        IommuKind::Smmuv3 => None,
+    }
+}
+
+fn irq_entry_json(mode: Mode, e: &IrqEntry) -> Value {
+    json!({
+        "index": e.index,
+        "source": e.source,
+        "id": e.source.and_then(|s| bdf(mode, s as u32)),
+        "present": e.present,
+        "vector": e.vector,
+        "dest": e.dest,
+        "logical": e.logical,
+        "targets_cpu": e.targets_cpu(),
+        "problem": e.problem,
+        "raw": [format!("{:#018x}", e.raw[0]), format!("{:#018x}", e.raw[1])],
+    })
+}
+
+pub fn irq_json(mode: Mode, t: &IrqTables) -> Value {
+    json!({
+        "remapping": t.remapping,
+        "tables": t.tables.iter().map(|(a, d, n)| json!({"address": a, "device": d, "entries": n})).collect::<Vec<_>>(),
+        "entries": t.entries.iter().map(|e| irq_entry_json(mode, e)).collect::<Vec<_>>(),
+        "unused": t.unused,
+        "unread_pages": t.unread,
+    })
+}
+
+/// Which devices can raise which interrupts: every entry in use, and each that reaches no CPU, by why.
+fn print_irqs(w: &mut impl Write, mode: Mode, t: &IrqTables) -> std::io::Result<()> {
+    if t.tables.is_empty() {
+        return writeln!(w, "interrupt remapping: no table in use");
+    }
+    writeln!(
+        w,
+        "interrupt remapping {}: {} tables, {} entries in use, {} unused{}",
+        if t.remapping { "on" } else { "off" },
+        t.tables.len(),
+        t.entries.len(),
+        t.unused,
+        if t.unread.is_empty() { String::new() } else { format!(", {} table pages not in the dump", t.unread.len()) }
+    )?;
+    for e in &t.entries {
+        let who = e.source.map_or("any source".to_string(), |s| bdf(mode, s as u32).unwrap_or(format!("{s:#06x}")));
+        let to = if e.logical { "logical" } else { "APIC" };
+        write!(w, "  {who:<12} index {:>5}  vector {:#04x} -> {to} {:#x}", e.index, e.vector, e.dest)?;
+        match (e.present, e.problem, e.targets_cpu()) {
+            (false, _, _) => writeln!(w, "  ! not present")?,
+            (true, Some(p), _) => writeln!(w, "  ! {p}")?,
+            (true, None, false) => writeln!(w, "  ! targets no CPU")?,
+            (true, None, true) => writeln!(w)?,
+        }
+    }
+    Ok(())
 }
 
 /// The work done, for a message.

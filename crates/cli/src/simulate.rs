@@ -40,7 +40,8 @@ pub struct Args {
     /// IOMMU of the built-in machine: vtd, amdvi or smmuv3 (all three when omitted).
     #[arg(long)]
     pub iommu: Option<IommuKind>,
-    /// Policy to run (repeatable; all when omitted): reset-abort, reset-bypass, adopt, adopt-scratch.
+    /// Policy to run (repeatable; all four when omitted): reset-abort, reset-bypass, adopt, adopt-scratch, or off
+    /// (the crash kernel's IOMMU driver disabled).
     #[arg(long)]
     pub policy: Vec<Policy>,
     /// Seed of the run (crash instant, buffer placement).
@@ -52,6 +53,10 @@ pub struct Args {
     /// SMMUv3: the table walker is not coherent (IDR0.COHACC clear).
     #[arg(long)]
     pub noncoherent_walker: bool,
+    /// The host has CPUs above APIC ID 255 and the one that panics is among them: the crash kernel's interrupts
+    /// need remapping (a compatibility-format MSI names 8-bit destinations only).
+    #[arg(long)]
+    pub x2apic: bool,
     /// Ticks from the panic to the crash kernel's IOMMU init (at most 100 000).
     #[arg(long, default_value_t = 40, value_parser = clap::value_parser!(u64).range(0..=MAX_TICKS))]
     pub early_ticks: u64,
@@ -86,6 +91,7 @@ impl Default for Args {
             seed: 1,
             snp_shutdown: SnpShutdown::Failed,
             noncoherent_walker: false,
+            x2apic: false,
             early_ticks: 40,
             probe_ticks: 80,
             aborts: Aborts::Fatal,
@@ -122,6 +128,7 @@ pub fn run(a: &Args) -> Result<ExitCode, String> {
             probe_ticks: a.probe_ticks,
             nic_rate: 1,
             inject,
+            x2apic: a.x2apic,
         };
         for &policy in &policies {
             let (o, trace) = iommu_sim::run(&Scenario { policy, seed: a.seed, knobs });
@@ -177,6 +184,7 @@ pub fn run(a: &Args) -> Result<ExitCode, String> {
         writeln!(w, "xlate..bypass: DMA since the panic, by what the IOMMU did (translated, faulted, aborted fatally, sent to scratch, untranslated)")?;
         writeln!(w, "buf-pg / other-pg: old-memory pages changed since the panic, in device buffers / elsewhere (corruption; the IOMMU's own reused structures excluded)")?;
         writeln!(w, "old-wr: DMA writes into old memory after the crash kernel's IOMMU init; ck-pg: crash-kernel pages hit by DMA")?;
+        writeln!(w, "irq d/b/m: device interrupts since the panic delivered where their kernel asked / blocked by the unit / misrouted")?;
         if a.trace {
             for (kind, _, o, t) in &results {
                 writeln!(w, "\n{} {} timeline:", kind.name(), o.policy)?;
@@ -193,8 +201,19 @@ pub fn run(a: &Args) -> Result<ExitCode, String> {
 fn print_table<'a>(w: &mut impl Write, rows: impl Iterator<Item = &'a Outcome>) -> std::io::Result<()> {
     writeln!(
         w,
-        "{:<14} {:<8} {:>6} {:>6} {:>6} {:>6} {:>6} {:>8} {:>8} {:>8} {:>6}  why / how",
-        "policy", "dump", "xlate", "fault", "abort", "scratc", "bypass", "buf-pg", "other-pg", "old-wr", "ck-pg"
+        "{:<14} {:<8} {:>6} {:>6} {:>6} {:>6} {:>6} {:>8} {:>8} {:>8} {:>6} {:>12}  why / how",
+        "policy",
+        "dump",
+        "xlate",
+        "fault",
+        "abort",
+        "scratc",
+        "bypass",
+        "buf-pg",
+        "other-pg",
+        "old-wr",
+        "ck-pg",
+        "irq d/b/m"
     )?;
     for o in rows {
         let why = match (&o.failure, o.changed_pages.other) {
@@ -204,7 +223,7 @@ fn print_table<'a>(w: &mut impl Write, rows: impl Iterator<Item = &'a Outcome>) 
         };
         writeln!(
             w,
-            "{:<14} {:<8} {:>6} {:>6} {:>6} {:>6} {:>6} {:>8} {:>8} {:>8} {:>6}  {}",
+            "{:<14} {:<8} {:>6} {:>6} {:>6} {:>6} {:>6} {:>8} {:>8} {:>8} {:>6} {:>12}  {}",
             o.policy,
             match (o.captured, o.changed_pages.other) {
                 (false, _) => "LOST",
@@ -220,6 +239,7 @@ fn print_table<'a>(w: &mut impl Write, rows: impl Iterator<Item = &'a Outcome>) 
             o.changed_pages.other,
             o.old_memory_writes_after_init,
             o.crashkernel_pages_written,
+            format!("{}/{}/{}", o.irq.delivered, o.irq.blocked, o.irq.misrouted),
             why
         )?;
     }

@@ -531,3 +531,19 @@ fn a_nested_pasid_entry_is_nested_and_the_verdict_incomplete_never_safe() {
     let nic = devices(&v).iter().find(|x| x["sid"] == 0x10).unwrap();
     assert_eq!(nic["verdict"], "safe", "the first-level NIC still decodes: {nic}");
 }
+
+#[test]
+fn an_interrupt_table_in_the_crash_region_is_noted_without_changing_the_dma_verdict() {
+    let d = dir("vtd-legacy");
+    // Linux's table is at 0x1300000 (IRTA 0x130000f). A crash region over it alone: noted; one elsewhere: not.
+    let (o, v) =
+        audit(&d.join("memory.elf"), &d.join("regs.txt"), "vtd", "0xfed90000", "0-7fffffff", "1300000-13fffff");
+    let notes: Vec<&str> = v["units"][0]["notes"].as_array().unwrap().iter().filter_map(|n| n.as_str()).collect();
+    assert!(notes.iter().any(|n| n.starts_with("interrupt table at 0x1300000 lies in the crash region")), "{notes:?}");
+    assert_eq!(v["units"][0]["interrupts"]["tables"][0]["address"], 0x130_0000u64, "{}", stderr(&o));
+    let (_, away) =
+        audit(&d.join("memory.elf"), &d.join("regs.txt"), "vtd", "0xfed90000", "0-7fffffff", "30000000-3fffffff");
+    assert_eq!(away["verdict"], "safe");
+    let notes = away["units"][0]["notes"].as_array().unwrap();
+    assert!(!notes.iter().any(|n| n.as_str().is_some_and(|n| n.starts_with("interrupt table"))), "{notes:?}");
+}

@@ -233,3 +233,18 @@ fn a_nested_pasid_entry_is_shown_as_nested_not_as_a_device_without_mappings() {
     let nic = devices.iter().find(|x| x["sid"] == 0x10).unwrap();
     assert_eq!((&nic["kind"], &nic["format"]), (&Value::from("translated"), &Value::from("vtd-first-level")));
 }
+
+#[test]
+fn the_interrupt_table_linux_programmed_is_found_and_its_missing_pages_are_named() {
+    // Linux programmed IRTA = 0x130000f (IRES on, 65536 entries); the trimmed fixture holds none of its pages,
+    // so the decode names all 256 as not in the dump instead of showing an empty table.
+    let v = inspect("vtd-legacy", "vtd", "0xfed90000");
+    let irq = &v["interrupts"];
+    assert_eq!(irq["remapping"], true, "{irq}");
+    assert_eq!(irq["tables"][0]["address"], 0x130_0000u64);
+    assert_eq!(irq["tables"][0]["entries"], 65536);
+    assert_eq!(irq["unread_pages"].as_array().map(Vec::len), Some(256));
+    assert_eq!(irq["entries"].as_array().map(Vec::len), Some(0));
+    let smmu = inspect("smmuv3", "smmuv3", "0x09050000");
+    assert!(smmu["interrupts"].is_null(), "SMMUv3 has no remapping table");
+}

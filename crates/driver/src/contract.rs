@@ -225,6 +225,7 @@ impl fmt::Display for Summary {
         let r = self;
         match &r.outcome {
             CrashOutcome::NotLive => f.write_str("not live"),
+            CrashOutcome::Reset if r.policy == Policy::Off => f.write_str("driver disabled (off): translation off"),
             CrashOutcome::Reset => write!(f, "reset ({})", r.policy),
             CrashOutcome::FellBack(why) => write!(f, "fell back to reset: {why}"),
             CrashOutcome::Adopted => {
@@ -307,6 +308,26 @@ pub trait IommuDriver {
 
     /// Frames spent on scratch containment.
     fn scratch_frames(&self) -> u64;
+
+    /// An interrupt-remapping entry sending `id`'s interrupt to `target`, and the message the device must be
+    /// programmed with (Linux `irq_remapping_alloc` + `irq_msi_compose_msg`). `Ok(None)`: this driver does not
+    /// remap interrupts on the unit (SMMUv3 has no remapping table; a unit without remapping); the caller
+    /// composes a compatibility-format message. Never reuses an entry an adopted table still holds.
+    fn alloc_irq(
+        &mut self,
+        hw: &mut dyn Platform,
+        id: DeviceId,
+        target: crate::irq::IrqTarget,
+    ) -> Result<Option<crate::irq::MsiMessage>, DriverError> {
+        let _ = (hw, id, target);
+        Ok(None)
+    }
+
+    /// What the boot did with interrupt remapping, and the frames its table took (counted apart from
+    /// [`CrashReport::frames_allocated`]).
+    fn irq_handover(&self) -> (crate::irq::IrqHandover, u64) {
+        (crate::irq::IrqHandover::Off, 0)
+    }
 
     /// Bring a crash report's cost figures up to date after the bus probe (SMMUv3 reads level-2 stream
     /// tables only when a master is found).

@@ -27,4 +27,5 @@ pub mod audit;
 pub mod contract;
 pub mod ids;
 pub mod iova;
+pub mod irq;
 pub mod survey;

@@ -14,6 +14,11 @@ pub enum Policy {
     Adopt,
     /// Adopt, then point every old IOVA of devices the crash kernel does not need at one scratch page.
     AdoptScratch,
+    /// The crash kernel's IOMMU driver is disabled (`intel_iommu=off intremap=off`, `amd_iommu=off`): it turns
+    /// the unit's translation off, as Linux's `intel_iommu_init` does for a kexec'd kernel under
+    /// `intel_iommu=off` ("Make sure the IOMMUs are switched off"), and remaps no interrupts. Not in
+    /// [`Policy::ALL`]: it is the configuration the SNP kdump reports warn about, not a hand-over.
+    Off,
 }
 
 impl Policy {
@@ -25,6 +30,7 @@ impl Policy {
             Policy::ResetBypass => "reset-bypass",
             Policy::Adopt => "adopt",
             Policy::AdoptScratch => "adopt-scratch",
+            Policy::Off => "off",
         }
     }
 }
@@ -41,7 +47,7 @@ pub struct UnknownPolicy;
 
 impl fmt::Display for UnknownPolicy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("unknown policy (expected reset-abort, reset-bypass, adopt or adopt-scratch)")
+        f.write_str("unknown policy (expected reset-abort, reset-bypass, adopt, adopt-scratch or off)")
     }
 }
 
@@ -50,7 +56,7 @@ impl core::error::Error for UnknownPolicy {}
 impl FromStr for Policy {
     type Err = UnknownPolicy;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Policy::ALL.into_iter().find(|p| p.name() == s).ok_or(UnknownPolicy)
+        Policy::ALL.into_iter().chain([Policy::Off]).find(|p| p.name() == s).ok_or(UnknownPolicy)
     }
 }
 
@@ -64,5 +70,7 @@ mod tests {
             assert_eq!(p.name().parse::<Policy>(), Ok(p));
         }
         assert_eq!("adopt ".parse::<Policy>(), Err(UnknownPolicy));
+        assert_eq!("off".parse::<Policy>(), Ok(Policy::Off));
+        assert!(!Policy::ALL.contains(&Policy::Off), "off is asked for, never run by default");
     }
 }

@@ -43,6 +43,14 @@ pub trait Iommu {
     /// end of its 4 KiB page. `mem` is where the unit walks its tables; it is mutable because the
     /// walk's side effects (records, status writes) may go to memory.
     fn translate(&mut self, mem: &mut PhysMemory, rid: u32, iova: u64, access: Access) -> Translation;
+
+    /// One MSI: a DWORD write by `rid` of `data` to the interrupt address `addr`, as the unit remaps, passes or
+    /// blocks it (VT-d, AMD-Vi: [`crate::InterruptRemap`]). `None`: the unit has no interrupt remapping
+    /// (SMMUv3, where an MSI is a write through the stream table to the ITS doorbell).
+    fn interrupt(&mut self, mem: &mut PhysMemory, rid: u32, addr: u64, data: u32) -> Option<crate::Interrupt> {
+        let _ = (mem, rid, addr, data);
+        None
+    }
 }
 
 /// What happened to one DMA.

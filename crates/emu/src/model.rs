@@ -46,7 +46,7 @@ impl Clone for Box<dyn IommuModel> {
 /// A model of `kind` with its default configuration; `snp` puts an AMD-Vi unit on an SEV-SNP host and
 /// `coherent` is an SMMUv3's IDR0.COHACC (each ignored elsewhere).
 pub fn model(kind: IommuKind, snp: bool, coherent: bool) -> Box<dyn IommuModel> {
-    model_with(kind, ModelOptions { snp, coherent, no_iasup: false, vtd_first_level: false, c_bit: 0 })
+    model_with(kind, ModelOptions { snp, coherent, no_iasup: false, vtd_first_level: false, c_bit: 0, x2apic: false })
 }
 
 /// The platform choices a machine makes for its unit; each is ignored by the kinds it does not apply to.
@@ -64,6 +64,9 @@ pub struct ModelOptions {
     /// AMD-Vi: the host's SME encryption bit, which addresses in the unit's registers and tables carry
     /// ([`AmdviConfig::c_bit`]); 0 without SME.
     pub c_bit: u64,
+    /// The host has CPUs with APIC IDs above 255: an AMD-Vi unit offers x2APIC interrupt remapping (EFR.XTSup),
+    /// as the parts of such hosts do (a VT-d unit's ECAP.EIM is always offered).
+    pub x2apic: bool,
 }
 
 /// A model of `kind` with `opts`.
@@ -82,6 +85,7 @@ pub fn model_with(kind: IommuKind, opts: ModelOptions) -> Box<dyn IommuModel> {
             let cfg = if opts.snp { AmdviConfig::snp() } else { AmdviConfig::default() };
             let cfg = if opts.no_iasup { crate::inject::no_iasup(cfg) } else { cfg };
             let cfg = AmdviConfig { c_bit: opts.c_bit, ..cfg };
+            let cfg = if opts.x2apic { AmdviConfig { efr: cfg.efr.with_xt_sup(true), ..cfg } } else { cfg };
             Box::new(AmdviModel::new(cfg))
         }
         IommuKind::Smmuv3 => {
@@ -102,6 +106,9 @@ impl MmioDevice for Box<dyn IommuModel> {
 impl Iommu for Box<dyn IommuModel> {
     fn translate(&mut self, mem: &mut PhysMemory, rid: u32, iova: u64, access: crate::Access) -> crate::Translation {
         (**self).translate(mem, rid, iova, access)
+    }
+    fn interrupt(&mut self, mem: &mut PhysMemory, rid: u32, addr: u64, data: u32) -> Option<crate::Interrupt> {
+        (**self).interrupt(mem, rid, addr, data)
     }
 }
 
@@ -145,6 +152,21 @@ impl IommuModel for AmdviModel {
         let dt = DevTableBase::from_bits(self.mmio_read(mem, off::DEV_TABLE_BASE, 8));
         let table = self.mem_pa(dt.table());
         pages.extend((0..dt.bytes() / 4096).map(|i| table + i * 4096));
+        // The interrupt tables the valid DTEs name (remapped IntCtl): reused in place with the device table.
+        // Only device-table pages that hold anything are read (memory is sparse).
+        for i in 0..dt.bytes() / 4096 {
+            let Some(page) = mem.page((table >> 12) + i) else { continue };
+            for raw in page.chunks_exact(32) {
+                let dte = iommu_spec::amdvi::Dte::from_le_bytes(raw.try_into().unwrap_or(&[0; 32]));
+                if dte.valid() && dte.iv() && dte.int_ctl() == iommu_spec::amdvi::IntCtl::Remap {
+                    // At most 2048 × 16 bytes: eight pages.
+                    let bytes = (dte.int_table_entries().min(2048) as u64) * 16;
+                    let root = self.mem_pa(dte.int_table());
+                    let first = root & !0xfff;
+                    pages.extend((0..(root + bytes - first).div_ceil(4096)).map(|p| first + p * 4096));
+                }
+            }
+        }
         for reg in [off::CMD_BUF_BASE, off::EVENT_LOG_BASE] {
             let r = RingBase::from_bits(self.mmio_read(mem, reg, 8));
             let ring = self.mem_pa(r.ring());

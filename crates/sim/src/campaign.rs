@@ -120,6 +120,7 @@ pub fn draw(kind: IommuKind, policy: Policy, seed: u64, catalogue: Faults) -> Sc
         probe_ticks: rng.random_range(20..=200),
         nic_rate: rng.random_range(1..=3),
         inject,
+        x2apic: false,
     };
     let seed = rng.random();
     // Drawn last, so the choices above stay what they were before first-level tables were drawn: half the
@@ -142,6 +143,7 @@ pub fn failure_class(f: &Failure) -> String {
         Failure::FatalAbort { device, before_init: false, .. } => format!("fatal DMA abort ({device})"),
         Failure::FatalAbort { device, before_init: true, .. } => format!("fatal DMA abort before init ({device})"),
         Failure::CrashKernelWritten { .. } => "crash kernel's own memory written by DMA".into(),
+        Failure::TimerCheck { .. } => "timer doesn't work through Interrupt-remapped IO-APIC".into(),
     }
 }
 

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use iommu_driver::{Attachment, DeviceId, DomainId, Perm, PhysMem};
 use iommu_emu::devices::nic::{RxDesc, RX_DESC_SIZE};
 use iommu_emu::devices::nvme::{CqEntry, SqEntry, CQE_SIZE, SQE_SIZE};
-use iommu_emu::devices::BulkDesc;
+use iommu_emu::devices::{BulkDesc, DmaDevice, Msi};
 
 use crate::machine::{Kernel, Machine, BULK_RID, DISK_RID, NIC_RID};
 use crate::unit::Driver;
@@ -23,6 +23,9 @@ pub enum KernelError {
     NoDevice(u16),
     #[error("memory: {0}")]
     Mem(#[from] iommu_driver::MemError),
+    /// Commands in flight and no completion interrupt for this long (Linux's nvme_timeout, "I/O timeout").
+    #[error("I/O timeout: {inflight} commands in flight and no completion interrupt for {ticks} ticks")]
+    IrqTimeout { inflight: usize, ticks: u64 },
 }
 
 /// A DMA-mapped page: where the CPU sees it and where the device does.
@@ -41,7 +44,25 @@ pub struct Os<'a> {
     pub device_pages: &'a mut BTreeSet<u64>,
     /// The crash kernel's own pages handed to devices: DMA there is asked for, not a hit.
     pub crash_own: &'a mut BTreeSet<u64>,
+    /// Where each device's interrupts should arrive, and which did.
+    pub irq: &'a mut IrqWiring,
 }
+
+/// The interrupts the kernels asked for: per device, the CPU and vector its MSI should reach (set when a driver
+/// programs it), and how many reached it since its driver last looked.
+#[derive(Clone, Debug, Default)]
+pub struct IrqWiring {
+    pub expect: BTreeMap<u32, (u32, u8)>,
+    pub arrived: BTreeMap<u32, u64>,
+}
+
+/// Vectors the kernels' drivers use (Linux hands out vectors from 0x31 up; the values only need to differ).
+pub const NIC_VECTOR: u8 = 0x41;
+pub const DISK_VECTOR: u8 = 0x42;
+/// The timer's vector (Linux `ISA_IRQ_VECTOR(0)`), the same in both kernels.
+pub const TIMER_VECTOR: u8 = 0x30;
+/// A completion wait longer than this many ticks is an I/O timeout.
+pub const IRQ_TIMEOUT_TICKS: u64 = 32;
 
 impl Os<'_> {
     fn map_new_page(&mut self, dom: DomainId) -> Result<Mapped, KernelError> {
@@ -56,6 +77,59 @@ impl Os<'_> {
 
     fn unmap(&mut self, dom: DomainId, m: Mapped) -> Result<(), KernelError> {
         Ok(self.drv.unmap(&mut self.m.platform(self.k), dom, m.iova, 4096)?)
+    }
+
+    /// Program `rid`'s MSI to reach `apic_id` on `vector`: through an interrupt-remapping entry where the IOMMU
+    /// driver remaps interrupts, else in compatibility format (Linux `msi_domain_activate` → `irq_msi_compose_msg`).
+    ///
+    /// On an Arm machine (SMMUv3, no remapping table) the message is a write to the ITS doorbell through the
+    /// device's own translation: the doorbell page is mapped write-only into `dom` (Linux `iommu_dma_prepare_msi`
+    /// → `iommu_dma_get_msi_page`) and the data is the EventID, here the vector.
+    fn program_msi(&mut self, rid: u16, dom: DomainId, apic_id: u32, vector: u8) -> Result<(), KernelError> {
+        let target = iommu_driver::irq::IrqTarget { apic_id, vector };
+        let msg = match self.drv.alloc_irq(&mut self.m.platform(self.k), DeviceId::from(rid), target)? {
+            Some(m) => Msi { addr: m.addr, data: m.data },
+            None if self.m.cfg.iommu == crate::unit::IommuKind::Smmuv3 => {
+                let page = crate::machine::ITS_DOORBELL & !0xfff;
+                let iova = self.drv.map(&mut self.m.platform(self.k), dom, page, 4096, Perm::WO)?;
+                Msi { addr: iova + (crate::machine::ITS_DOORBELL & 0xfff), data: vector as u32 }
+            }
+            None => {
+                let (addr, data) = iommu_emu::irq::compat_message(apic_id, vector);
+                Msi { addr, data }
+            }
+        };
+        let dev = self.m.device(rid).ok_or(KernelError::NoDevice(rid))?;
+        DmaDevice::set_msi(dev, Some(msg));
+        self.irq.expect.insert(rid as u32, (apic_id, vector));
+        self.irq.arrived.remove(&(rid as u32));
+        Ok(())
+    }
+
+    /// The IO-APIC's timer pin routed to `apic_id` (Linux `setup_IO_APIC` → `mp_irqdomain_activate`): through an
+    /// interrupt-remapping entry where the IOMMU driver remaps, else in compatibility form. Returns the message
+    /// the IO-APIC now sends for the timer.
+    pub fn route_timer(&mut self, apic_id: u32) -> Result<Msi, KernelError> {
+        let target = iommu_driver::irq::IrqTarget { apic_id, vector: TIMER_VECTOR };
+        let rid = crate::machine::IOAPIC_RID;
+        let msg = match self.drv.alloc_irq(&mut self.m.platform(self.k), DeviceId::from(rid), target)? {
+            Some(m) => Msi { addr: m.addr, data: m.data },
+            None => {
+                let (addr, data) = iommu_emu::irq::compat_message(apic_id, TIMER_VECTOR);
+                Msi { addr, data }
+            }
+        };
+        self.irq.expect.insert(rid as u32, (apic_id, TIMER_VECTOR));
+        Ok(msg)
+    }
+
+    /// The local APIC this kernel's interrupts go to: the primary kernel spreads them (`cpu` + 1), the crash
+    /// kernel has one CPU.
+    fn cpu(&self, spread: u32) -> u32 {
+        match self.k {
+            Kernel::Primary => 1 + spread,
+            Kernel::Crash => self.m.crash_cpu(),
+        }
     }
 
     fn domain_for(&mut self, rid: u16) -> Result<DomainId, KernelError> {
@@ -88,6 +162,8 @@ impl NicDriver {
         let nic = os.m.device(NIC_RID).and_then(|x| x.as_nic_mut()).ok_or(KernelError::NoDevice(NIC_RID))?;
         nic.set_rx_ring(ring.iova, NIC_RING);
         nic.set_rx_tail(d.tail);
+        let cpu = os.cpu(0);
+        os.program_msi(NIC_RID, dom, cpu, NIC_VECTOR)?;
         Ok(d)
     }
 
@@ -143,6 +219,8 @@ pub struct DiskDriver {
     next_cid: u16,
     /// Completions with an error status.
     pub errors: u64,
+    /// Ticks waited with commands in flight and no completion interrupt.
+    waited: u64,
 }
 
 /// A block command.
@@ -173,6 +251,8 @@ impl DiskDriver {
     pub fn start(os: &mut Os, (dom, sq, cq): (DomainId, Mapped, Mapped)) -> Result<Self, KernelError> {
         let blk = os.m.device(DISK_RID).and_then(|x| x.as_blk_mut()).ok_or(KernelError::NoDevice(DISK_RID))?;
         blk.set_queues(sq.iova, cq.iova, DISK_QUEUE);
+        let cpu = os.cpu(1);
+        os.program_msi(DISK_RID, dom, cpu, DISK_VECTOR)?;
         Ok(DiskDriver {
             dom,
             sq,
@@ -183,6 +263,7 @@ impl DiskDriver {
             inflight: BTreeMap::new(),
             next_cid: 0,
             errors: 0,
+            waited: 0,
         })
     }
 
@@ -215,8 +296,22 @@ impl DiskDriver {
         Ok(true)
     }
 
-    /// Consume completions (phase tag), unmap and free their buffers, ring the CQ head doorbell.
+    /// The interrupt handler: once the disk's completion interrupt has arrived, consume completions (phase tag),
+    /// unmap and free their buffers, ring the CQ head doorbell. Without one the completions wait, and commands in
+    /// flight with no interrupt for [`IRQ_TIMEOUT_TICKS`] calls are an I/O timeout.
     pub fn reap(&mut self, os: &mut Os) -> Result<u32, KernelError> {
+        if os.irq.arrived.remove(&(DISK_RID as u32)).is_none() {
+            if self.inflight.is_empty() {
+                self.waited = 0;
+                return Ok(0);
+            }
+            self.waited += 1;
+            if self.waited > IRQ_TIMEOUT_TICKS {
+                return Err(KernelError::IrqTimeout { inflight: self.inflight.len(), ticks: self.waited - 1 });
+            }
+            return Ok(0);
+        }
+        self.waited = 0;
         let mut n = 0;
         for _ in 0..DISK_QUEUE {
             let mut b = [0u8; 16];

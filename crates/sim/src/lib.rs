@@ -19,6 +19,6 @@ pub mod snpcheck;
 pub mod unit;
 
 pub use machine::{Machine, MachineConfig};
-pub use outcome::{DmaCounts, Failure, Outcome, Reason};
+pub use outcome::{DmaCounts, Failure, IrqCounts, Outcome, Reason};
 pub use scenario::{run, run_detailed, run_on, Knobs, RunDetail, Scenario, TraceEvent};
 pub use unit::IommuKind;

@@ -17,6 +17,17 @@ pub const MIB: u64 = 1 << 20;
 pub const NIC_RID: u16 = 0x0010;
 pub const DISK_RID: u16 = 0x0018;
 pub const BULK_RID: u16 = 0x0020;
+/// The APIC ID of the CPU that panics on an x2APIC host (`--x2apic`): the first one past the 8-bit range.
+pub const X2APIC_CRASH_CPU: u32 = 0x100;
+/// The APIC ID of the CPU that panics otherwise: not the boot CPU (APIC 0), where the primary kernel's timer goes.
+pub const CRASH_CPU: u32 = 3;
+/// The GIC ITS's `GITS_TRANSLATER` on an Arm machine (SMMUv3): where an MSI must land, through the device's
+/// stream table entry (ITS frame base + 0x10040, GICv3 architecture 12.19.x; QEMU `virt` has it at 0x08090040).
+/// The built-in machine puts the ITS frame in its PCI hole, outside RAM.
+pub const ITS_DOORBELL: u64 = 3 * GIB + 0x0809_0040;
+/// The IO-APIC's requester ID as the unit sees its interrupts (AMD-Vi: the IVRS special device; VT-d: the DMAR
+/// IOAPIC scope): 00:14.0, where AMD platforms put it.
+pub const IOAPIC_RID: u16 = 0x00a0;
 
 /// Where things live in physical memory.
 #[derive(Clone, Debug)]
@@ -45,6 +56,9 @@ pub struct MachineConfig {
     pub nic_rate: Rate,
     /// AMD-Vi: the unit lacks EFR.IASup (an injected fault).
     pub no_iasup: bool,
+    /// The host has CPUs with APIC IDs above 255 (x2APIC): the crash kernel runs on one of them (kdump boots on
+    /// the CPU that panicked), which a compatibility-format MSI's 8-bit destination cannot name.
+    pub x2apic: bool,
 }
 
 impl MachineConfig {
@@ -65,6 +79,7 @@ impl MachineConfig {
             coherent_walker: true,
             nic_rate: Rate::per_tick(1),
             no_iasup: false,
+            x2apic: false,
         }
     }
 
@@ -129,6 +144,7 @@ impl Machine {
             no_iasup: cfg.no_iasup,
             vtd_first_level: cfg.vtd_first_level,
             c_bit: cfg.c_bit(),
+            x2apic: cfg.x2apic,
         };
         let unit: Unit = iommu_emu::model_with(cfg.iommu, opts);
         let fw = snp.then(|| SnpFirmware::new(4, 4));
@@ -179,6 +195,22 @@ impl Machine {
     pub fn run_devices(&mut self, now: u64, log: &mut Vec<DmaEvent>) {
         for d in &mut self.devices {
             d.tick(now, &mut self.unit, &mut self.mem, log);
+        }
+    }
+
+    /// The interrupt messages the devices sent since the last call.
+    pub fn take_irqs(&mut self) -> Vec<iommu_emu::devices::IrqEvent> {
+        self.devices.iter_mut().flat_map(DmaDevice::take_irqs).collect()
+    }
+
+    /// The local APIC the crash kernel's interrupts go to: the CPU that panicked, where kdump boots (above 255
+    /// on an x2APIC host). An Arm machine (SMMUv3) has no APIC: its GIC ITS reaches every CPU, so `x2apic` does
+    /// not apply to it.
+    pub fn crash_cpu(&self) -> u32 {
+        if self.cfg.x2apic && self.cfg.iommu != IommuKind::Smmuv3 {
+            X2APIC_CRASH_CPU
+        } else {
+            CRASH_CPU
         }
     }
 

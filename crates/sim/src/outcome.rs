@@ -90,6 +90,13 @@ pub enum Failure {
     CrashKernelWritten {
         pages: u64,
     },
+    /// With interrupt remapping on, the IO-APIC timer did not reach the crash kernel's CPU on its vector: Linux's
+    /// `check_timer` panics ("timer doesn't work through Interrupt-remapped IO-APIC"), a second panic. `after`:
+    /// the IOMMU init error Linux logged and went on from (the completion waits a locked unit never serves).
+    TimerCheck {
+        got: String,
+        after: Option<DriverError>,
+    },
 }
 
 impl fmt::Display for Failure {
@@ -115,6 +122,13 @@ impl fmt::Display for Failure {
             Failure::CrashKernelWritten { pages } => {
                 write!(f, "crash kernel's own memory written by DMA ({pages} pages)")
             }
+            Failure::TimerCheck { got, after } => {
+                write!(f, "timer doesn't work through Interrupt-remapped IO-APIC (the timer {got}; second panic)")?;
+                match after {
+                    Some(e) => write!(f, ", after the IOMMU init error: {e}"),
+                    None => Ok(()),
+                }
+            }
         }
     }
 }
@@ -132,6 +146,16 @@ pub struct DmaCounts {
     pub redirected: u64,
     /// Went through untranslated (translation off).
     pub untranslated: u64,
+}
+
+/// Interrupt messages the devices sent, counted from the crash on, by where they went: to the CPU and vector
+/// the kernel that programmed the device asked for, blocked by the unit (an interrupt-remapping fault), or
+/// somewhere else (another vector or CPU, a CPU that is not running: lost to whoever waits for it).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IrqCounts {
+    pub delivered: u64,
+    pub blocked: u64,
+    pub misrouted: u64,
 }
 
 /// Old-memory pages changed between the crash and the capture.
@@ -161,6 +185,9 @@ pub struct Outcome {
     /// How the crash kernel's IOMMU init went: adopted, reset, fell back (with the reason).
     pub iommu_init: Reason<Summary>,
     pub dma: DmaCounts,
+    /// Interrupt messages since the panic.
+    #[serde(default)]
+    pub irq: IrqCounts,
     /// Old-memory pages that differ between the crash instant and the capture.
     pub changed_pages: ChangedPages,
     /// DMA writes that landed in the crashed kernel's memory after the crash kernel's IOMMU init: what
@@ -209,6 +236,7 @@ impl Outcome {
             failure: None,
             iommu_init: Reason::Text(String::new()),
             dma: DmaCounts::default(),
+            irq: IrqCounts::default(),
             changed_pages: ChangedPages::default(),
             old_memory_writes_after_init: 0,
             crashkernel_pages_written: 0,

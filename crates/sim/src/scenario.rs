@@ -6,15 +6,15 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use iommu_driver::Policy;
 use iommu_emu::devices::{DmaDevice, DmaEvent};
-use iommu_emu::PhysMemory;
+use iommu_emu::{Interrupt, PhysMemory};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::inject::{Faults, Injected};
-use crate::kernel::{start_bulk, DiskDriver, Io, KernelError, NicDriver, Os};
+use crate::kernel::{start_bulk, DiskDriver, Io, IrqWiring, KernelError, NicDriver, Os};
 use crate::ledger::Ledger;
 use crate::machine::{Kernel, Machine, MachineConfig, DISK_RID};
-use crate::outcome::{Failure, Outcome, Reason};
+use crate::outcome::{Failure, IrqCounts, Outcome, Reason};
 use crate::unit::{Driver, IommuKind};
 use iommu_driver::{BootOptions, DeviceId};
 
@@ -40,6 +40,8 @@ pub struct Knobs {
     pub nic_rate: u32,
     /// Faults injected into the crashed machine or the crash kernel's configuration.
     pub inject: Faults,
+    /// The host has CPUs above APIC ID 255, the one that panics among them (see `MachineConfig::x2apic`).
+    pub x2apic: bool,
 }
 
 impl Default for Knobs {
@@ -55,6 +57,7 @@ impl Default for Knobs {
             probe_ticks: 80,
             nic_rate: 1,
             inject: Faults::NONE,
+            x2apic: false,
         }
     }
 }
@@ -99,6 +102,8 @@ struct Run {
     device_pages: BTreeSet<u64>,
     ledger: Ledger,
     log: Vec<DmaEvent>,
+    irq: IrqWiring,
+    irq_counts: IrqCounts,
 }
 
 impl Run {
@@ -114,11 +119,40 @@ impl Run {
         let region = self.m.cfg.crash_region.clone();
         let names: BTreeMap<u32, String> = self.m.devices.iter().map(|d| (d.rid(), d.name().to_string())).collect();
         self.ledger.account(&self.log, on, &region, |rid| names.get(&rid).cloned().unwrap_or_default());
+        for ev in self.m.take_irqs() {
+            let hit = match ev.result {
+                Interrupt::Delivered { dest, vector, .. } => self.irq.expect.get(&ev.rid) == Some(&(dest, vector)),
+                // Arm: the ITS (not modelled further) sends EventID `data` of this DeviceID where the kernel that
+                // programmed the device mapped it; a write that missed the doorbell is no interrupt.
+                Interrupt::Written { phys } => {
+                    phys == crate::machine::ITS_DOORBELL
+                        && self.irq.expect.get(&ev.rid).is_some_and(|&(_, v)| u32::from(v) == ev.msg.data)
+                }
+                Interrupt::Blocked(_) => false,
+            };
+            if hit {
+                *self.irq.arrived.entry(ev.rid).or_default() += 1;
+            }
+            if self.ledger.counting {
+                match ev.result {
+                    Interrupt::Blocked(_) => self.irq_counts.blocked += 1,
+                    _ if hit => self.irq_counts.delivered += 1,
+                    _ => self.irq_counts.misrouted += 1,
+                }
+            }
+        }
         self.tick += 1;
     }
 
     fn os<'a>(&'a mut self, drv: &'a mut Driver, k: Kernel) -> Os<'a> {
-        Os { m: &mut self.m, drv, k, device_pages: &mut self.device_pages, crash_own: &mut self.ledger.crash_own }
+        Os {
+            m: &mut self.m,
+            drv,
+            k,
+            device_pages: &mut self.device_pages,
+            crash_own: &mut self.ledger.crash_own,
+            irq: &mut self.irq,
+        }
     }
 }
 
@@ -137,6 +171,7 @@ pub fn run_detailed(s: &Scenario) -> RunDetail {
     cfg.coherent_walker = s.knobs.coherent_walker;
     cfg.nic_rate = iommu_emu::Rate::per_tick(s.knobs.nic_rate);
     cfg.no_iasup = s.knobs.inject.contains("no-iasup");
+    cfg.x2apic = s.knobs.x2apic;
     run_on(cfg, s)
 }
 
@@ -152,6 +187,8 @@ pub fn run_on(cfg: MachineConfig, s: &Scenario) -> RunDetail {
         device_pages: BTreeSet::new(),
         ledger: Ledger { aborts_fatal: s.knobs.aborts_fatal, ..Ledger::default() },
         log: Vec::new(),
+        irq: IrqWiring::default(),
+        irq_counts: IrqCounts::default(),
     };
     let mut rng = ChaCha8Rng::seed_from_u64(s.seed);
     let mut out = Outcome::new(kind.name(), s.policy, s.seed);
@@ -178,6 +215,10 @@ pub fn run_on(cfg: MachineConfig, s: &Scenario) -> RunDetail {
     r.m.snp_init();
     let setup = (|| -> Result<(NicDriver, DiskDriver), KernelError> {
         let mut os = r.os(&mut drv, Kernel::Primary);
+        // x86: the IO-APIC timer goes to the boot CPU (APIC 0) through the unit's remapping.
+        if kind != IommuKind::Smmuv3 {
+            os.route_timer(0)?;
+        }
         let nic = NicDriver::probe(&mut os)?;
         let disk = DiskDriver::probe(&mut os)?;
         start_bulk(&mut os, 4, !snp)?;
@@ -246,6 +287,17 @@ pub fn run_on(cfg: MachineConfig, s: &Scenario) -> RunDetail {
     let (mut kd, report) = match booted {
         Ok(x) => x,
         Err(e) => {
+            // Linux's AMD-Vi init logs "Completion-Wait loop timed out" and goes on with interrupt remapping
+            // enabled on the tables it wrote (a locked unit never sees them); the timer check comes next.
+            if let iommu_driver::DriverError::Amdvi(iommu_driver::amdvi::AmdError::CompletionWaitTimeout { .. }) = e {
+                let msg =
+                    iommu_emu::devices::Msi { addr: iommu_spec::vtd::MSI_ADDR_BASE, data: FRESH_TABLE_FIRST_INDEX };
+                let cpu = r.m.crash_cpu();
+                if let Err(f) = timer_check(&mut r, msg, cpu, Some(e.clone())) {
+                    out.failure = Some(f.into());
+                    return finish(r, out, &at_crash, &BTreeMap::new());
+                }
+            }
             out.failure = Some(Failure::CrashInit(e).into());
             return finish(r, out, &at_crash, &BTreeMap::new());
         }
@@ -259,6 +311,27 @@ pub fn run_on(cfg: MachineConfig, s: &Scenario) -> RunDetail {
     out.adopt_bytes = report.frames_allocated * 4096;
     out.init_bytes_read = report.bytes_read;
     r.log(format!("crash kernel IOMMU init: {}", out.iommu_init));
+    // The IO-APIC timer, routed by the crash kernel, then Linux's `check_timer` (x86 only). It panics only with
+    // interrupt remapping on; without it Linux falls back through the 8259A.
+    if kind != IommuKind::Smmuv3 {
+        let cpu = r.m.crash_cpu();
+        let routed = r.os(&mut kd, Kernel::Crash).route_timer(cpu);
+        let remapping = !matches!(kd.irq_handover().0, iommu_driver::irq::IrqHandover::Off);
+        match routed {
+            Ok(msg) if remapping => {
+                if let Err(f) = timer_check(&mut r, msg, cpu, None) {
+                    out.failure = Some(f.into());
+                    return finish(r, out, &at_crash, &BTreeMap::new());
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                let got = format!("could not be routed ({e})");
+                out.failure = Some(Failure::TimerCheck { got, after: None }.into());
+                return finish(r, out, &at_crash, &BTreeMap::new());
+            }
+        }
+    }
     if s.policy == Policy::AdoptScratch {
         // Every device found on the bus but the disk: adopted ones, and refused ones (blocked at boot), whose
         // DMA would otherwise fault.
@@ -363,6 +436,48 @@ pub fn run_on(cfg: MachineConfig, s: &Scenario) -> RunDetail {
 
 /// What a page never written holds.
 static ZERO_PAGE: [u8; 4096] = [0; 4096];
+/// The index the crash kernel's AMD-Vi driver gives the IO-APIC timer in the fresh table it built: the first
+/// (Linux allocates from 0 in a new table).
+const FRESH_TABLE_FIRST_INDEX: u32 = 0;
+
+/// Linux's `check_timer`: the IO-APIC sends the timer (`msg`) through the unit; it must reach `cpu` on the timer
+/// vector.
+fn timer_check(
+    r: &mut Run,
+    msg: iommu_emu::devices::Msi,
+    cpu: u32,
+    after: Option<iommu_driver::DriverError>,
+) -> Result<(), Failure> {
+    use iommu_emu::Iommu;
+    let rid = crate::machine::IOAPIC_RID as u32;
+    let Machine { unit, mem, .. } = &mut r.m;
+    let got = unit.interrupt(mem, rid, msg.addr, msg.data).unwrap_or(Interrupt::Delivered {
+        dest: cpu,
+        vector: crate::kernel::TIMER_VECTOR,
+        remapped: false,
+    });
+    match got {
+        Interrupt::Delivered { dest, vector, .. } if dest == cpu && vector == crate::kernel::TIMER_VECTOR => {
+            r.log(format!("check_timer: the IO-APIC timer reaches CPU {cpu:#x}"));
+            Ok(())
+        }
+        Interrupt::Delivered { dest, vector, .. } => {
+            let got = format!("went to APIC {dest:#x} vector {vector:#x}, not APIC {cpu:#x}");
+            r.log(format!("check_timer: the timer {got}"));
+            Err(Failure::TimerCheck { got, after })
+        }
+        Interrupt::Written { phys } => {
+            let got = format!("was written to {phys:#x}");
+            r.log(format!("check_timer: the timer {got}"));
+            Err(Failure::TimerCheck { got, after })
+        }
+        Interrupt::Blocked(f) => {
+            let got = format!("was blocked ({})", f.reason);
+            r.log(format!("check_timer: the timer {got}"));
+            Err(Failure::TimerCheck { got, after })
+        }
+    }
+}
 
 fn finish(mut r: Run, mut out: Outcome, at_crash: &PhysMemory, dumped_at: &BTreeMap<u64, u64>) -> RunDetail {
     let region = r.m.cfg.crash_region.clone();
@@ -402,6 +517,7 @@ fn finish(mut r: Run, mut out: Outcome, at_crash: &PhysMemory, dumped_at: &BTree
     out.crashkernel_pages_written_before_init = r.ledger.crash_hits_before_init.len() as u64;
     out.old_memory_writes_after_init = r.ledger.old_writes_after_init;
     out.dma = r.ledger.dma;
+    out.irq = r.irq_counts;
     out.failure = if let Some(f) = r.ledger.fatal.take() {
         Some(f.into())
     } else if out.crashkernel_pages_written > 0 {

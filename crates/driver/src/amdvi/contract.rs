@@ -36,6 +36,17 @@ impl From<DteProblem> for EntryRefusal {
 
 impl IommuDriver for Amdvi {
     crate::contract::delegate_common!(Amdvi);
+    fn alloc_irq(
+        &mut self,
+        mut hw: &mut dyn Platform,
+        id: DeviceId,
+        target: crate::irq::IrqTarget,
+    ) -> Result<Option<crate::irq::MsiMessage>, DriverError> {
+        Ok(Amdvi::alloc_irq(self, &mut hw, rid16(KIND, id)?, target)?)
+    }
+    fn irq_handover(&self) -> (crate::irq::IrqHandover, u64) {
+        (Amdvi::irq_handover(self).clone(), self.irq_frames())
+    }
     fn kind(&self) -> IommuKind {
         KIND
     }

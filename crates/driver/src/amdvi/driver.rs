@@ -87,6 +87,8 @@ pub struct Amdvi {
     pub frames_allocated: u64,
     /// The SME encryption bit every address this kernel gives the unit carries ([`crate::BootEnv::c_bit`]).
     pub(super) c_bit: u64,
+    /// Interrupt remapping (`irq`).
+    pub(super) irq: super::irq::IrqState,
 }
 
 /// Contiguous frames, or out of memory.
@@ -148,6 +150,7 @@ impl Amdvi {
             iova_holes: Vec::new(),
             frames_allocated: 0,
             c_bit: env.c_bit,
+            irq: super::irq::IrqState::new(false),
         }
     }
 
@@ -155,6 +158,7 @@ impl Amdvi {
     /// completion-wait page, everything invalidated, translation on.
     pub fn init(hw: &mut impl Platform, env: &BootEnv, opts: AmdOptions) -> Result<Self, AmdError> {
         let mut v = Self::fresh(hw, env, opts)?;
+        v.irq_fresh(hw);
         v.enable(hw, true)?;
         v.invalidate_all(hw)?;
         Ok(v)

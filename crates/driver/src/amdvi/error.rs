@@ -28,6 +28,8 @@ pub enum AmdError {
         size: u64,
     },
     Mem(MemError),
+    /// Every entry of a device's interrupt table is in use.
+    OutOfIrtes,
     /// Reusing the crashed kernel's structures failed with SNP on: nothing else can work (the registers are
     /// locked), so the crash kernel stops here with the reason (Linux's BUG_ON) rather than hanging.
     ReuseFailedWithSnp(alloc::boxed::Box<Refusal>),
@@ -52,6 +54,7 @@ impl fmt::Display for AmdError {
             AmdError::NoSuchDomain(d) => write!(f, "no domain {d}"),
             AmdError::BadRange { iova, size } => write!(f, "bad IOVA range {iova:#x}+{size:#x}"),
             AmdError::Mem(e) => write!(f, "{e}"),
+            AmdError::OutOfIrtes => f.write_str("every entry of the device's interrupt table is in use"),
             AmdError::ReuseFailedWithSnp(r) => write!(f, "SNP is on and the old IOMMU state cannot be reused: {r}"),
         }
     }

@@ -79,6 +79,14 @@ impl Amdvi {
                 Policy::ResetBypass => {
                     let mut v = Self::init(hw, env, opts)?;
                     v.enable(hw, false)?;
+                    v.irq.handover = crate::irq::IrqHandover::Off;
+                    v
+                }
+                // The driver disabled: IommuEn off (DMA and interrupts pass untranslated), no command issued.
+                Policy::Off => {
+                    let mut v = Self::blank(hw, env);
+                    v.enable(hw, false)?;
+                    v.irq.handover = crate::irq::IrqHandover::Off;
                     v
                 }
                 Policy::Adopt | Policy::AdoptScratch => match Self::reuse(hw, env, opts, &mut report) {
@@ -161,6 +169,7 @@ impl Amdvi {
         v.invalidate_all(hw).map_err(Refusal::Hardware)?;
         v.translating = true;
         v.settle(hw, env, &scan.devices, report).map_err(Refusal::Hardware)?;
+        v.irq_adopt(hw, env).map_err(Refusal::Hardware)?;
         report.reserved_domain_ids.sort_unstable();
         report.reserved_domain_ids.dedup();
         Ok(v)
@@ -231,7 +240,13 @@ impl Amdvi {
             if old != 0 && self.domain_ids.reserve(old as u32) {
                 report.reserved_domain_ids.push(old);
             }
-            self.replace_dte(hw, devid, Dte::blocked(self.snp), (old != 0).then_some(old))?;
+            // Its interrupt half is as untrusted as the rest: interrupts aborted, not forwarded unmapped (IV = 0).
+            let blocked = Dte::blocked(self.snp).with_qw2(super::irq::aborting_qw2());
+            self.replace_dte(hw, devid, blocked, (old != 0).then_some(old))?;
+            self.submit(
+                hw,
+                &[iommu_spec::amdvi::InvalidateDevice::interrupt_table(iommu_spec::amdvi::DeviceId(devid)).into_bits()],
+            )?;
             self.devices.insert(devid, DeviceState::Refused { domain: old });
             report.blocked.push(devid);
         }

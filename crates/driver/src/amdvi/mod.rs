@@ -7,6 +7,7 @@ mod contract;
 mod driver;
 mod error;
 mod handover;
+mod irq;
 pub mod scan;
 pub mod walk;
 

@@ -48,7 +48,7 @@ impl Smmuv3 {
                 // Linux today: GBPA abort, SMMUEN off, a full reset (in-flight DMA aborts).
                 Policy::ResetAbort => Self::init(hw)?,
                 // Translation off with GBPA bypass: old DMA lands on physical addresses equal to its IOVAs.
-                Policy::ResetBypass => {
+                Policy::ResetBypass | Policy::Off => {
                     let mut v = Self::blank(hw);
                     write_gbpa(hw, false)?;
                     write_cr0(hw, Cr0::new())?;

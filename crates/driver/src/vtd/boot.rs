@@ -32,6 +32,7 @@ impl Vtd {
         let mut v = Self::fresh(hw, opts)?;
         hw::set_translation(hw, true)?;
         v.translating = true;
+        v.ir_fresh(hw)?;
         Ok(v)
     }
 
@@ -100,6 +101,9 @@ impl Vtd {
             scratch: None,
             iova_holes: Vec::new(),
             stats: VtdStats::default(),
+            ir: None,
+            ir_handover: crate::irq::IrqHandover::Off,
+            ir_frames: 0,
         })
     }
 

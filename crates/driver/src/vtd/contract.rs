@@ -50,4 +50,15 @@ impl IommuDriver for Vtd {
     fn contain(&mut self, mut hw: &mut dyn Platform, id: DeviceId) -> Result<(), DriverError> {
         Ok(Vtd::contain(self, &mut hw, rid16(KIND, id)?)?)
     }
+    fn alloc_irq(
+        &mut self,
+        mut hw: &mut dyn Platform,
+        id: DeviceId,
+        target: crate::irq::IrqTarget,
+    ) -> Result<Option<crate::irq::MsiMessage>, DriverError> {
+        Ok(Vtd::alloc_irq(self, &mut hw, rid16(KIND, id)?, target)?)
+    }
+    fn irq_handover(&self) -> (crate::irq::IrqHandover, u64) {
+        (Vtd::irq_handover(self).clone(), self.ir_frames())
+    }
 }

@@ -31,6 +31,8 @@ pub enum VtdError {
     Mem(MemError),
     /// The operation writes, but the platform is a read-only dump.
     ReadOnly,
+    /// Every interrupt-remapping table entry is in use.
+    OutOfIrtes,
 }
 
 impl From<MemError> for VtdError {
@@ -72,6 +74,7 @@ impl fmt::Display for VtdError {
             VtdError::BadRange { iova, size } => write!(f, "bad IOVA range {iova:#x}+{size:#x}"),
             VtdError::Mem(e) => write!(f, "{e}"),
             VtdError::ReadOnly => f.write_str("the platform is read-only"),
+            VtdError::OutOfIrtes => f.write_str("every interrupt-remapping table entry is in use"),
         }
     }
 }

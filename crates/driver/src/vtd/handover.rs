@@ -423,6 +423,14 @@ impl Vtd {
                 hw::set_translation(hw, false)?;
                 Self::from_caps(hw, opts)?
             }
+            // The driver disabled: translation and interrupt remapping off, nothing else touched.
+            Policy::Off => {
+                InvQueue::disable(hw)?;
+                hw::set_translation(hw, false)?;
+                let cmd = hw::persistent(hw).with_ire(false);
+                hw::command(hw, cmd, "IRES", false, |s| !s.ires())?;
+                Self::from_caps(hw, opts)?
+            }
             Policy::Adopt | Policy::AdoptScratch => {
                 let want = Self::from_caps(hw, opts)?.scalable;
                 match scan(hw, env, Some(want)) {
@@ -438,6 +446,10 @@ impl Vtd {
                 }
             }
         };
+        let mut v = v;
+        if policy != Policy::Off {
+            v.ir_crash(hw, env, policy)?;
+        }
         report.frames_allocated = v.stats.frames_allocated;
         Ok((v, report))
     }

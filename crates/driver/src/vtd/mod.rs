@@ -10,6 +10,7 @@ mod contract;
 mod error;
 mod handover;
 mod hw;
+mod irq;
 mod qi;
 pub mod walk;
 
@@ -119,6 +120,10 @@ pub struct Vtd {
     /// be claimed by a peer device or the interrupt controller (Linux `iova_reserve_pci_windows`).
     iova_holes: Vec<core::ops::Range<u64>>,
     pub stats: VtdStats,
+    /// Interrupt remapping (`irq`).
+    ir: Option<irq::IrTable>,
+    ir_handover: crate::irq::IrqHandover,
+    ir_frames: u64,
 }
 
 impl Vtd {

@@ -98,6 +98,10 @@ impl Caches {
         }
     }
 
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
     pub fn set_enabled(&mut self, on: bool) {
         self.enabled = on;
         self.invalidate_all();

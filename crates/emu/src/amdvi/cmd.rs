@@ -85,7 +85,9 @@ impl AmdviModel {
         match cmd_opcode(raw) {
             CmdOpcode::CompletionWait => self.completion_wait(mem, CompletionWait::from_bits(raw))?,
             CmdOpcode::InvalidateDevTabEntry => {
-                self.caches.dte_invalidate(InvalidateDevice::from_bits(raw).device_id());
+                let devid = InvalidateDevice::from_bits(raw).device_id();
+                self.caches.dte_invalidate(devid);
+                self.irq.dte_invalidate(devid);
                 self.counters.dte_invalidations += 1;
             }
             CmdOpcode::InvalidateIommuPages => {
@@ -100,11 +102,14 @@ impl AmdviModel {
             }
             // No device IOTLB (ATS) is modelled: validated, nothing to drop.
             CmdOpcode::InvalidateIotlbPages => {}
-            // No interrupt remapping is modelled: validated, nothing to drop.
-            CmdOpcode::InvalidateInterruptTable => self.counters.irt_invalidations += 1,
+            CmdOpcode::InvalidateInterruptTable => {
+                self.irq.table_invalidate(InvalidateDevice::from_bits(raw).device_id());
+                self.counters.irt_invalidations += 1;
+            }
             CmdOpcode::CompletePprRequest if efr.ppr_sup() => {}
             CmdOpcode::InvalidateIommuAll if efr.ia_sup() => {
                 self.caches.invalidate_all();
+                self.irq.clear();
                 self.counters.all_invalidations += 1;
             }
             // PPR or INVALIDATE_IOMMU_ALL on a unit that does not advertise them.

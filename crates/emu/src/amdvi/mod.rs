@@ -6,11 +6,12 @@
 //! (`regs`); the SNP lock on the five base registers; the command buffer, processed from head to tail when the
 //! tail is written (`cmd`); the event log (`event`); a device-table-entry cache and an IOTLB that only the
 //! invalidation commands empty (`cache`); DMA translation through the DTE and the v1 host page table (`translate`);
-//! the exclusion range when SNP does not re-purpose it.
+//! the exclusion range when SNP does not re-purpose it; interrupt remapping of MSIs through the DTE and the
+//! interrupt table, with its own caches (`irq`).
 //!
 //! What it does not: guest (v2 / GCR3) translation, PASIDs, ATS and the device IOTLB (INVALIDATE_IOTLB_PAGES is
-//! validated, then a no-op), PPR and GA logs, interrupt remapping (INVALIDATE_INTERRUPT_TABLE is validated, then a
-//! no-op), MSI delivery (interrupts are counted), the hardware-error registers, performance counters,
+//! validated, then a no-op), PPR and GA logs, guest virtual APIC interrupts (GuestMode IRTEs), IO-APIC and HPET
+//! interrupts (only MSIs go through `irq`), the unit's own MSIs (interrupts are counted), the hardware-error registers, performance counters,
 //! accessed/dirty updates, PREFETCH_IOMMU_PAGES (not advertised, so an illegal command), the RMP checks of SNP.
 //!
 //! A refused DMA returns [`crate::FaultInfo`] whose `code` is the AMD-Vi event code of what the unit logged
@@ -20,6 +21,7 @@
 mod cache;
 mod cmd;
 mod event;
+mod irq;
 mod regs;
 mod translate;
 
@@ -114,6 +116,10 @@ pub struct AmdviCounters {
     pub dte_invalidations: u64,
     pub iotlb_invalidations: u64,
     pub irt_invalidations: u64,
+    /// Interrupt messages seen, remapped through an IRTE, and target-aborted.
+    pub interrupts: u64,
+    pub interrupts_remapped: u64,
+    pub interrupt_faults: u64,
     pub all_invalidations: u64,
     /// Writes to a base register ignored because of the SNP lock.
     pub locked_writes_ignored: u64,
@@ -134,6 +140,8 @@ pub struct AmdviModel {
     /// The event logger runs: set when EventLogEn goes 0 → 1, cleared when it goes 0 or the log overflows.
     evt_run: bool,
     caches: Caches,
+    /// DTE interrupt fields and IRTEs (see `irq`).
+    irq: irq::IrqCache,
     counters: AmdviCounters,
 }
 
@@ -147,6 +155,7 @@ impl AmdviModel {
             cmd_run: false,
             evt_run: false,
             caches: Caches::new(cfg.iotlb_capacity),
+            irq: Default::default(),
             counters: AmdviCounters::default(),
         }
     }
@@ -168,10 +177,12 @@ impl AmdviModel {
     /// Empty every cache, as a full invalidation would (caching stays as it was).
     pub fn drop_caches(&mut self) {
         self.caches.invalidate_all();
+        self.irq.clear();
     }
 
     pub fn set_caching(&mut self, enabled: bool) {
         self.caches.set_enabled(enabled);
+        self.irq.clear();
     }
 
     /// IOMMU SNP enforcement, as the SNP firmware turns it on (SNP_INIT) and off (a successful SNP_SHUTDOWN_EX
@@ -236,6 +247,10 @@ impl AmdviModel {
         let base = ExclusionBase::from_bits(self.excl_base().into_bits() & !c);
         let limit = ExclusionLimit::from_bits(self.excl_limit().into_bits() & !c);
         iommu_spec::amdvi::in_completion_store(base, limit, addr)
+    }
+
+    fn caches_enabled(&self) -> bool {
+        self.caches.enabled()
     }
 
     fn dev_table(&self) -> DevTableBase {
@@ -377,6 +392,9 @@ impl Iommu for AmdviModel {
         }
         // A DeviceID is 16 bits (bus:devfn of one PCI segment).
         self.translate_dma(mem, rid as u16, iova, access)
+    }
+    fn interrupt(&mut self, mem: &mut PhysMemory, rid: u32, addr: u64, data: u32) -> Option<crate::Interrupt> {
+        Some(crate::InterruptRemap::interrupt(self, mem, rid, addr, data))
     }
 }
 

@@ -85,6 +85,9 @@ pub struct Blk {
     store: BTreeMap<u64, Box<[u8; BLOCK]>>,
     stats: BlkStats,
     buf: Vec<u8>,
+    /// MSI capability: one message per tick in which completions were posted.
+    msi: Option<super::Msi>,
+    irqs: Vec<super::IrqEvent>,
 }
 
 impl Blk {
@@ -107,6 +110,8 @@ impl Blk {
             store: BTreeMap::new(),
             stats: BlkStats::default(),
             buf: Vec::new(),
+            msi: None,
+            irqs: Vec::new(),
         }
     }
 
@@ -250,6 +255,7 @@ impl DmaDevice for Blk {
         }
         let budget = (self.cfg.cmds_per_tick as u64).saturating_mul(to - from + 1).min(MAX_CMDS_PER_TICK);
         let mut port = Port { now, rid: self.rid, iommu, mem, log };
+        let mut posted = false;
         for _ in 0..budget {
             if self.sq_head == self.sq_tail {
                 break;
@@ -287,7 +293,19 @@ impl DmaDevice for Blk {
             if self.cq_tail == 0 {
                 self.phase = !self.phase;
             }
+            posted = true;
         }
+        if let (true, Some(msg)) = (posted, self.msi) {
+            super::msi::send(now, self.rid, msg, port.iommu, port.mem, &mut self.irqs);
+        }
+    }
+
+    fn set_msi(&mut self, msg: Option<super::Msi>) {
+        self.msi = msg;
+    }
+
+    fn take_irqs(&mut self) -> Vec<super::IrqEvent> {
+        std::mem::take(&mut self.irqs)
     }
 
     fn flr(&mut self) {
@@ -295,6 +313,7 @@ impl DmaDevice for Blk {
         (self.sq_base, self.cq_base, self.entries) = (0, 0, 0);
         (self.sq_head, self.sq_tail, self.cq_tail, self.cq_head) = (0, 0, 0, 0);
         self.phase = true;
+        self.msi = None;
         self.stats.flrs += 1;
     }
 

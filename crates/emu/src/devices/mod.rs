@@ -25,12 +25,14 @@ use crate::mem::PhysMemory;
 
 pub mod blk;
 pub mod bulk;
+pub mod msi;
 pub mod nic;
 pub mod nvme;
 mod port;
 
 pub use blk::{Blk, BlkConfig, BlkStats};
 pub use bulk::{Bulk, BulkConfig, BulkDesc, BulkStats};
+pub use msi::{IrqEvent, Msi};
 pub use nic::{Nic, NicConfig, NicStats, RxDesc};
 pub use nvme::{CqEntry, SqEntry};
 pub use port::Rate;
@@ -84,6 +86,14 @@ pub trait DmaDevice: Debug + Send {
     /// True when the device will issue no DMA until the driver writes one of its registers: not enabled,
     /// or enabled with nothing to do (an empty RX ring, no new submission, an empty copy list).
     fn is_quiescent(&self) -> bool;
+    /// Program (or, with `None`, disable) the MSI capability. Devices without interrupts ignore it.
+    fn set_msi(&mut self, msg: Option<Msi>) {
+        let _ = msg;
+    }
+    /// The interrupt messages sent since the last call, oldest first.
+    fn take_irqs(&mut self) -> Vec<IrqEvent> {
+        Vec::new()
+    }
 }
 
 /// The three device models as one type, for a machine that wants to reach a device's own registers
@@ -149,6 +159,12 @@ impl DmaDevice for AnyDevice {
     }
     fn is_quiescent(&self) -> bool {
         self.dev().is_quiescent()
+    }
+    fn set_msi(&mut self, msg: Option<Msi>) {
+        self.dev_mut().set_msi(msg)
+    }
+    fn take_irqs(&mut self) -> Vec<IrqEvent> {
+        self.dev_mut().take_irqs()
     }
 }
 

@@ -139,6 +139,9 @@ pub struct Nic {
     seq: u64,
     stats: NicStats,
     payload: Vec<u8>,
+    /// MSI capability: one message per tick in which packets were written back.
+    msi: Option<super::Msi>,
+    irqs: Vec<super::IrqEvent>,
 }
 
 impl Nic {
@@ -158,6 +161,8 @@ impl Nic {
             seq: 0,
             stats: NicStats::default(),
             payload: Vec::new(),
+            msi: None,
+            irqs: Vec::new(),
         }
     }
 
@@ -272,11 +277,23 @@ impl DmaDevice for Nic {
         self.stats.arrived = self.stats.arrived.saturating_add(due);
         self.stats.missed = self.stats.missed.saturating_add(due - handled);
         let mut port = Port { now, rid: self.rid, iommu, mem, log };
+        let before = self.stats.received;
         for _ in 0..handled {
             self.receive(&mut port);
         }
         // The missed packets were the latest arrivals: they keep their sequence numbers.
         self.seq = self.seq.wrapping_add(due - handled);
+        if let (true, Some(msg)) = (self.stats.received > before, self.msi) {
+            super::msi::send(now, self.rid, msg, port.iommu, port.mem, &mut self.irqs);
+        }
+    }
+
+    fn set_msi(&mut self, msg: Option<super::Msi>) {
+        self.msi = msg;
+    }
+
+    fn take_irqs(&mut self) -> Vec<super::IrqEvent> {
+        std::mem::take(&mut self.irqs)
     }
 
     fn flr(&mut self) {
@@ -285,6 +302,7 @@ impl DmaDevice for Nic {
         self.ring_len = 0;
         self.head = 0;
         self.tail = 0;
+        self.msi = None;
         self.stats.flrs += 1;
     }
 

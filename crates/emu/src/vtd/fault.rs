@@ -51,7 +51,7 @@ impl VtdModel {
     }
 
     /// Write `rec` into the next fault recording register (spec 7.3.1).
-    fn record(&mut self, rec: FaultRecord) -> bool {
+    pub(super) fn record(&mut self, rec: FaultRecord) -> bool {
         let pre = self.fsts();
         if pre.pfo() {
             // Overflow already latched: nothing is recorded until software clears PFO.
@@ -204,6 +204,13 @@ pub(crate) fn reason_name(r: FaultReason) -> &'static str {
         FaultReason::SmAddressBeyondHaw => "SM: address beyond hardware maximum",
         FaultReason::SmNoWrite => "SM: write not allowed",
         FaultReason::SmNoRead => "SM: read not allowed",
+        FaultReason::IrRequestReserved => "IR: reserved fields in interrupt request",
+        FaultReason::IrIndexOverflow => "IR: interrupt index beyond the table",
+        FaultReason::IrEntryNotPresent => "IR: interrupt entry not present",
+        FaultReason::IrTableAccess => "IR: interrupt table access error",
+        FaultReason::IrEntryReserved => "IR: reserved fields in interrupt entry",
+        FaultReason::IrCompatBlocked => "IR: compatibility-format interrupt blocked",
+        FaultReason::IrSourceInvalid => "IR: source-id verification failed",
         _ => "other",
     }
 }

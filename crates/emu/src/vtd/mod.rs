@@ -4,17 +4,19 @@
 //! What the model does: the register file with its masks (`regs`), GCMD/GSTS with latched root and
 //! interrupt-table pointers, register-based and queued invalidation (`qi`), a context cache, a PASID
 //! cache and an IOTLB that only invalidations empty (`cache`), legacy and scalable-mode translation
-//! (`translate`) and primary fault recording (`fault`).
+//! (`translate`), primary fault recording (`fault`) and interrupt remapping of MSIs through an
+//! interrupt-entry cache (`irq`).
 //!
 //! First-level translation (PGTT 001, ECAP.FLTS) is modelled for requests without PASID, with its A/D
 //! updates.
 //!
 //! What it does not: nested translation, requests with PASID, ATS/device-TLB contents,
-//! page requests, interrupt remapping itself (only IRTA latching, IRES and the IEC descriptor), advanced
-//! fault logging, protected memory regions, paging-structure caches, accessed/dirty bits.
+//! page requests, posted interrupts (CAP.PI is refused; a posted IRTE is a reserved entry), IO-APIC
+//! interrupts (only MSIs go through `irq`), advanced fault logging, protected memory regions, paging-structure caches, accessed/dirty bits.
 
 mod cache;
 mod fault;
+mod irq;
 mod qi;
 mod regs;
 mod translate;
@@ -46,7 +48,8 @@ pub struct VtdConfig {
 impl Default for VtdConfig {
     /// A modern unit: 3- and 4-level tables, 48-bit MGAW, 65536 domains, 8 fault records at 0x220
     /// after the IOTLB registers at 0xF0 (QEMU's layout), PSI with MAMV 9, 2 MiB and 1 GiB pages, no
-    /// caching mode and no ESRTPS (so a missing flush shows), coherent walks, QI, IR, pass-through,
+    /// caching mode and no ESRTPS (so a missing flush shows), coherent walks, QI, IR with x2APIC (EIM),
+    /// pass-through,
     /// scalable mode with second-level translation.
     fn default() -> Self {
         VtdConfig {
@@ -64,6 +67,7 @@ impl Default for VtdConfig {
                 .with_c(true)
                 .with_qi(true)
                 .with_ir(true)
+                .with_eim(true)
                 .with_pt(true)
                 .with_iro(0xf)
                 .with_smts(true)
@@ -96,6 +100,9 @@ impl VtdConfig {
         }
         if !(32..=52).contains(&self.haw) {
             return Err(ConfigError::Haw(self.haw));
+        }
+        if self.cap.pi() {
+            return Err(ConfigError::Unmodelled("posted interrupts (CAP.PI)"));
         }
         if self.ecap.nest() {
             return Err(ConfigError::Unmodelled("nested translation (ECAP.NEST)"));
@@ -165,6 +172,12 @@ pub struct VtdCounters {
     pub context_invalidations: u64,
     pub iotlb_invalidations: u64,
     pub pasid_invalidations: u64,
+    /// Interrupt messages seen, remapped through an IRTE, and blocked with an interrupt-remapping fault.
+    pub interrupts: u64,
+    pub interrupts_remapped: u64,
+    pub interrupt_faults: u64,
+    pub iec_hits: u64,
+    pub iec_invalidations: u64,
     /// Register accesses outside the MMIO space or not naturally aligned (ignored, read 0).
     pub bad_mmio: u64,
 }
@@ -189,6 +202,8 @@ pub struct VtdModel {
     /// Where the next fault record goes (spec 7.3.1: round-robin).
     next_frcd: usize,
     caches: Caches,
+    /// Interrupt-entry cache: IRTEs by index (see `irq`).
+    iec: std::collections::BTreeMap<u32, iommu_spec::vtd::Irte>,
     counters: VtdCounters,
 }
 
@@ -211,6 +226,7 @@ impl VtdModel {
             iq: None,
             next_frcd: 0,
             caches: Caches::new(cfg.iotlb_capacity),
+            iec: Default::default(),
             counters: VtdCounters::default(),
         })
     }
@@ -232,6 +248,7 @@ impl VtdModel {
     /// Empty every cache, as a full invalidation would (caching stays as it was).
     pub fn drop_caches(&mut self) {
         self.caches.invalidate_all();
+        self.iec.clear();
     }
 
     pub fn set_caching(&mut self, enabled: bool) {
@@ -418,6 +435,9 @@ impl Iommu for VtdModel {
             return Translation::Ok { phys: iova };
         }
         self.translate_dma(mem, sid, iova, access)
+    }
+    fn interrupt(&mut self, mem: &mut PhysMemory, rid: u32, addr: u64, data: u32) -> Option<crate::Interrupt> {
+        Some(crate::InterruptRemap::interrupt(self, mem, rid, addr, data))
     }
 }
 

@@ -228,9 +228,12 @@ impl VtdModel {
                 }
                 self.counters.iotlb_invalidations += 1;
             }
-            // No device-TLB or interrupt-entry cache is modelled: validated, then nothing to drop.
+            // No device-TLB is modelled: validated, then nothing to drop.
             DescType::DevTlb => check(d.lo, DEVTLB_FIELDS)?,
-            DescType::InterruptEntryCache => check(d.lo, IEC_FIELDS)?,
+            DescType::InterruptEntryCache => {
+                check(d.lo, IEC_FIELDS)?;
+                self.iec_invalidate(IecInv::from_bits(d.lo));
+            }
             DescType::Wait => {
                 check(d.lo, WAIT_FIELDS)?;
                 self.wait(mem, WaitInv::from_bits(d.lo))?;

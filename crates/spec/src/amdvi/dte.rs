@@ -325,6 +325,15 @@ impl Dte {
     pub const fn int_ctl(self) -> IntCtl {
         self.qw2().int_ctl()
     }
+    /// IV: the interrupt fields are valid; clear, interrupts are forwarded unmapped (2.2.2).
+    pub const fn iv(self) -> bool {
+        self.qw2().iv()
+    }
+    /// The DTE with its interrupt-remapping quadword (qw2) taken from `from`: what an attach that rewrites
+    /// translation must keep (Linux `set_dte_entry` carries `DTE_DATA2_INTR_MASK` over).
+    pub const fn with_interrupts_of(self, from: Dte) -> Self {
+        self.with_qw2(from.qw2())
+    }
     /// The reserved bits set, per quadword.
     pub const fn reserved_bits(self) -> [u64; 4] {
         [self.qw0().reserved_bits(), self.qw1().reserved_bits(), self.qw2().reserved_bits(), self.qw3().reserved_bits()]
@@ -481,6 +490,9 @@ mod tests {
         let r = Dte::blocked(false).with_int_remap(0x8_1280, 9);
         assert_eq!(r.0[2], 1 | 9 << 1 | 0x8_1280 | 2 << 60);
         assert_eq!((r.int_table(), r.int_table_entries(), r.int_ctl()), (0x8_1280, 512, IntCtl::Remap));
+        assert!(r.iv() && !Dte::blocked(false).iv());
+        let kept = Dte::translated(0x5000, PagingMode::Level3, 2, true, true).with_interrupts_of(r);
+        assert_eq!((kept.0[2], kept.pt_root()), (r.0[2], 0x5000));
     }
 
     #[test]

@@ -216,6 +216,15 @@ impl Event {
     }
 }
 
+impl Event {
+    /// The IO_PAGE_FAULT of a target-aborted interrupt request (2.5.3; I set, and RW: an MSI is a write) by
+    /// `device` at the MSI address `addr`.
+    pub const fn interrupt_fault(device: DeviceId, domain_id: u16, addr: u64) -> Self {
+        let flags = EventFlags::new().with_i(true).with_rw(true);
+        Event::IoPageFault { device, domain_or_pasid: domain_id as u32, address: addr, flags }
+    }
+}
+
 /// Event-log addresses of commands are 16-byte aligned (IOTLB_INV_TIMEOUT keeps 67:64 reserved).
 pub const COMMAND_ADDRESS_MASK: u64 = mask64(63, 4);
 

@@ -1,6 +1,6 @@
 //! AMD I/O Virtualization Technology (AMD-Vi, AMD IOMMU spec 48882 rev 3.x): MMIO registers (3.4; Control and the
 //! feature registers in `ctrl`), the device table entry (2.2.2), v1 host I/O page tables (2.2.3), command buffer
-//! entries (2.4) and event log entries (2.5).
+//! entries (2.4), event log entries (2.5) and interrupt remapping table entries (2.2.5).
 //!
 //! Names follow the spec and Linux's `drivers/iommu/amd/amd_iommu_types.h`. Where the spec text is unclear
 //! (docs/handover.md#model-choices) about a layout, the item says what was checked and where: Linux's header,
@@ -14,6 +14,7 @@ pub mod cmd;
 pub mod ctrl;
 pub mod dte;
 pub mod event;
+pub mod irte;
 pub mod pte;
 pub mod regs;
 
@@ -21,6 +22,7 @@ pub use cmd::*;
 pub use ctrl::*;
 pub use dte::*;
 pub use event::*;
+pub use irte::*;
 pub use pte::*;
 pub use regs::*;
 

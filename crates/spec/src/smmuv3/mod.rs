@@ -5,6 +5,12 @@
 //! Names follow the spec and Linux's `drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.h` (`ARM_SMMU_*`, `STRTAB_STE_*`,
 //! `CTXDESC_CD_*`, `CMDQ_*`, `EVTQ_*`). Structures in memory are little-endian 64-bit words ("dwN" = word N); every
 //! type here works on the words as integers, and the caller does the byte order.
+//!
+//! There is no interrupt-remapping table here, unlike VT-d's IRTEs and AMD-Vi's interrupt tables: an MSI on Arm is
+//! an ordinary write through the stream table to the GIC ITS doorbell (`GITS_TRANSLATER`), translated like any
+//! DMA, and the ITS does the mapping from (DeviceID, EventID) to an interrupt. Interrupts across a crash therefore
+//! survive exactly when the device's translation of the doorbell page does (Linux maps it per domain with
+//! `iommu_dma_prepare_msi`): adopting the stream table keeps it, a reset does not.
 
 pub mod cd;
 pub mod cmd;

@@ -35,6 +35,18 @@ impl FaultRecord {
     pub const fn address(self) -> u64 {
         self.fi() << 12
     }
+    /// For an interrupt-remapping fault (0x20–0x26): FI bits 63:48 hold the interrupt index and 47:12 are
+    /// clear (spec 11.4.14).
+    pub const fn interrupt_index(self) -> u16 {
+        (self.address() >> 48) as u16
+    }
+    pub const fn with_interrupt_index(self, index: u16) -> Self {
+        self.with_fi((index as u64) << 36)
+    }
+    /// Whether the reason is one of the interrupt-remapping faults.
+    pub const fn is_interrupt_fault(self) -> bool {
+        matches!(self.fr().0, 0x20..=0x27)
+    }
     /// Byte offset within the record of the dword holding F (software clears it with a 32-bit write).
     pub const F_DWORD: usize = 12;
     pub const F_BIT_IN_DWORD: u32 = 31;
@@ -58,6 +70,20 @@ pub enum FaultReason {
     ContextReserved = 0xb,
     PteReserved = 0xc,
     TranslationTypeBlocked = 0xd,
+    /// Interrupt request in remappable format with reserved fields set (QEMU `VTD_FR_IR_REQ_RSVD`).
+    IrRequestReserved = 0x20,
+    /// Interrupt index beyond the table size IRTA.S gives (`VTD_FR_IR_INDEX_OVER`).
+    IrIndexOverflow = 0x21,
+    /// IRTE with P clear (`VTD_FR_IR_ENTRY_P`).
+    IrEntryNotPresent = 0x22,
+    /// The IRTE could not be read through IRTA (`VTD_FR_IR_ROOT_INVAL`).
+    IrTableAccess = 0x23,
+    /// Present IRTE with reserved fields set (`VTD_FR_IR_IRTE_RSVD`).
+    IrEntryReserved = 0x24,
+    /// Compatibility-format interrupt while remapping is on and GSTS.CFIS is clear (`VTD_FR_IR_REQ_COMPAT`).
+    IrCompatBlocked = 0x25,
+    /// The requester failed the IRTE's source validation (`VTD_FR_IR_SID_ERR`).
+    IrSourceInvalid = 0x26,
     SmRootTableInvalid = 0x30,
     SmRootAccess = 0x38,
     SmRootNotPresent = 0x39,
@@ -120,5 +146,16 @@ mod tests {
         assert_eq!(FaultRecord::new().with_pp(true).with_pasid(0xabcde).into_bits(), 1u128 << 95 | 0xabcdeu128 << 104);
         assert_eq!(FaultRecord::from_bits(raw).address(), 0xdead_b000);
         assert_eq!(FaultRecord::from_bits(0x99u128 << 96).fr(), FaultReason(0x99));
+    }
+
+    #[test]
+    fn interrupt_faults_carry_the_index_in_fi_63_48() {
+        let r = FaultRecord::new().with_fr(FaultReason::IrEntryNotPresent).with_interrupt_index(0xbeef);
+        assert_eq!(r.into_bits() as u64, 0xbeef << 48, "bits 47:12 clear");
+        assert_eq!(r.interrupt_index(), 0xbeef);
+        assert!(r.is_interrupt_fault());
+        assert!(!r.with_fr(FaultReason::WriteNotAllowed).is_interrupt_fault());
+        assert_eq!(FaultReason::IrRequestReserved.0, 0x20);
+        assert_eq!(FaultReason::IrSourceInvalid.0, 0x26);
     }
 }

@@ -264,6 +264,27 @@ impl PasidIotlbInv {
     }
 }
 
+impl IecInv {
+    /// Every cached interrupt entry (Linux `qi_global_iec`).
+    pub const fn global() -> Self {
+        IecInv::new().with_ty(DescType::InterruptEntryCache)
+    }
+    /// The `2^im` entries from `index` (aligned to that count), as Linux's `qi_flush_iec` sends after an IRTE
+    /// changes.
+    pub const fn index(index: u16, im: u8) -> Self {
+        IecInv::new().with_ty(DescType::InterruptEntryCache).with_g(true).with_im(im).with_iidx(index)
+    }
+    /// Whether this descriptor invalidates the cached entry `idx`.
+    pub const fn covers(self, idx: u32) -> bool {
+        if !self.g() {
+            return true;
+        }
+        let span = 1u64 << (self.im() as u32);
+        let base = self.iidx() as u64 & !(span - 1);
+        (idx as u64) >= base && (idx as u64) < base + span
+    }
+}
+
 impl ContextCacheInv {
     pub const fn global() -> Self {
         ContextCacheInv::new().with_ty(DescType::ContextCache).with_g(granularity::GLOBAL)
@@ -376,6 +397,11 @@ mod tests {
         assert_eq!(p.into_bits(), 7 | 3 << 4 | 9 << 16 | 0xfffff << 32);
         let i = IecInv::new().with_ty(DescType::InterruptEntryCache).with_g(true).with_im(3).with_iidx(0x40);
         assert_eq!(i.into_bits(), 4 | 1 << 4 | 3 << 27 | 0x40 << 32);
+        assert_eq!(IecInv::index(0x40, 3), i);
+        assert_eq!(IecInv::global().into_bits(), 4);
+        assert!(IecInv::global().covers(0xffff));
+        assert!(i.covers(0x47) && !i.covers(0x48) && !i.covers(0x3f));
+        assert!(IecInv::index(0x43, 2).covers(0x40), "IIDX is aligned down to 2^IM");
         let pi = PasidIotlbInv::new()
             .with_ty(DescType::PasidIotlb)
             .with_g(2)

@@ -1,12 +1,13 @@
 //! Intel VT-d (Virtualization Technology for Directed I/O, spec rev. 4.x): registers (chapter 11), root,
-//! context and PASID structures (9.1–9.6), second-level paging entries (9.8), invalidation descriptors
-//! (6.5.2) and fault records (11.4.14).
+//! context and PASID structures (9.1–9.6), second-level paging entries (9.8), interrupt-remapping table
+//! entries and MSI formats (5.1, 9.10, 9.11), invalidation descriptors (6.5.2) and fault records (11.4.14).
 //!
 //! Names follow the spec and Linux's `drivers/iommu/intel/iommu.h`.
 
 pub mod context;
 pub mod fault;
 pub mod inv;
+pub mod irte;
 pub mod pasid;
 pub mod pte;
 pub mod regs;
@@ -15,6 +16,7 @@ pub mod root;
 pub use context::*;
 pub use fault::*;
 pub use inv::*;
+pub use irte::*;
 pub use pasid::*;
 pub use pte::*;
 pub use regs::*;

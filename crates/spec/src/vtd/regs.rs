@@ -483,6 +483,21 @@ pub struct Irta {
     pub irta: u64,
 }
 
+impl Irta {
+    /// The interrupt-remapping table's physical address (4 KiB aligned).
+    pub const fn table(self) -> u64 {
+        self.irta() << 12
+    }
+    /// Number of IRTEs: `2^(S+1)`.
+    pub const fn entries(self) -> u32 {
+        2 << self.s()
+    }
+    /// A table at `pa` of `2^(s+1)` entries (Linux `iommu_set_irq_remapping`: `virt_to_phys(table) | mode | S`).
+    pub const fn from_table(pa: u64, s: u8, eime: bool) -> Self {
+        Irta::new().with_irta(pa >> 12).with_s(s & 0xf).with_eime(eime)
+    }
+}
+
 /// PMEN (11.4.12).
 #[bitfield(u32)]
 #[derive(PartialEq, Eq)]
@@ -596,6 +611,9 @@ mod tests {
         let e = Iqer::new().with_iqei(iqei::INVALID_TAIL).with_itesid(0x10).with_icesid(0x20);
         assert_eq!(e.into_bits(), 1 | 0x10 << 32 | 0x20 << 48);
         assert_eq!(Irta::new().with_s(0xf).with_eime(true).with_irta(0x7).into_bits(), 0x7000 | 1 << 11 | 0xf);
+        let irta = Irta::from_table(0x7000, 0xf, true);
+        assert_eq!((irta.table(), irta.entries(), irta.eime()), (0x7000, 65536, true));
+        assert_eq!(Irta::from_table(0, 0, false).entries(), 2, "S = 0: two entries");
         assert_eq!(EventCtl::new().with_im(true).with_ip(true).into_bits(), 0xc000_0000);
         assert_eq!(Pmen::new().with_epm(true).with_prs(true).into_bits(), 0x8000_0001);
     }
