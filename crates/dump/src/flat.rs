@@ -51,7 +51,7 @@ pub enum FlatError {
         /// File length, bytes.
         len: u64,
     },
-    /// `makedumpfile_header.signature` is not [`FLAT_SIGNATURE`] followed by NULs.
+    /// `makedumpfile_header.signature` is not [`FLAT_SIGNATURE`] followed by a NUL.
     #[error("not a flattened dump (no \"makedumpfile\" signature)")]
     NotFlat,
     /// `makedumpfile_header.type` is not [`TYPE_FLAT_HEADER`].
@@ -148,8 +148,9 @@ impl<S: ReadAt> FlatFile<S> {
             }
             i64::from_be_bytes(q)
         };
-        // The signature field is 16 bytes; makedumpfile compares it as a C string.
-        if &head[..12] != FLAT_SIGNATURE || head[12..16] != [0; 4] {
+        // The signature field is 16 bytes; makedumpfile compares it as a C string, the 12 letters and the
+        // NUL after them (`strncmp` over `sizeof(MAKEDUMPFILE_SIGNATURE)`), and ignores the rest.
+        if &head[..12] != FLAT_SIGNATURE || head[12] != 0 {
             return Err(FlatError::NotFlat);
         }
         let found = be(&head[16..24]);

@@ -332,13 +332,16 @@ impl DumpHw {
         }
     }
 
-    /// Write every page read so far as a small ELF core.
+    /// Write every page read so far as a small ELF core, with the dump's notes (its `VMCOREINFO` keeps
+    /// [`DumpHw::sme_mask`] as the dump had it).
     pub fn save_touched(&self, path: &Path) -> Result<(), InputError> {
         let wrap = |source: SaveError| InputError::Save { path: path.into(), source };
+        let notes = self.mem.inner().notes().map_err(|source| InputError::Dump { path: "the dump".into(), source })?;
         let f = File::create(path).map_err(|e| wrap(e.into()))?;
         let mut w = BufWriter::new(f);
         let arch = Arch::from_machine(self.mem.inner().machine());
-        write_core_for(arch, self.mem.inner(), &self.mem.touched(), None, &mut w).map_err(|e| wrap(e.into()))?;
+        let notes = (!notes.is_empty()).then_some(&notes[..]);
+        write_core_for(arch, self.mem.inner(), &self.mem.touched(), notes, &mut w).map_err(|e| wrap(e.into()))?;
         std::io::Write::flush(&mut w).map_err(|e| wrap(e.into()))?;
         Ok(())
     }

@@ -92,6 +92,9 @@ const DH_LEN: usize = 464;
 const KH_PHYS_BASE: usize = 0;
 const KH_DUMP_LEVEL: usize = 8;
 const KH_SPLIT: usize = 12;
+/// `start_pfn` and `end_pfn` (versions 2 to 5; `unsigned long`, 64-bit on the machines read here).
+const KH_START_PFN: usize = 16;
+const KH_END_PFN: usize = 24;
 const KH_OFFSET_NOTE: usize = 48;
 const KH_SIZE_NOTE: usize = 56;
 const KH_START_PFN_64: usize = 80;
@@ -174,8 +177,8 @@ pub enum KdumpError {
     /// `disk_dump_header.block_size` is not a power of two from [`MIN_BLOCK_SIZE`] to [`MAX_BLOCK_SIZE`].
     #[error("block_size {block_size} is not a power of two in {MIN_BLOCK_SIZE}..={MAX_BLOCK_SIZE}")]
     BlockSize {
-        /// The `block_size` read, bytes.
-        block_size: i32,
+        /// The `block_size` read, bytes (its 32 bits unsigned: a negative `int` shows as a huge size).
+        block_size: u32,
     },
     /// `disk_dump_header.sub_hdr_size` is 0 or negative: there is no `kdump_sub_header`.
     #[error("sub_hdr_size {blocks} blocks is not a sub header")]
@@ -404,7 +407,7 @@ impl KdumpCore {
         }
         let block_size = u32_at(&dh, DH_BLOCK_SIZE);
         if !block_size.is_power_of_two() || !(MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(&block_size) {
-            return Err(KdumpError::BlockSize { block_size: block_size as i32 });
+            return Err(KdumpError::BlockSize { block_size });
         }
         let bs = u64::from(block_size);
         let sub_hdr_size = u32_at(&dh, DH_SUB_HDR_SIZE);
@@ -436,7 +439,12 @@ impl KdumpCore {
             return Err(KdumpError::MapnrTooLarge { max_mapnr, block_size });
         }
         if version >= 2 && u32_at(&kh, KH_SPLIT) != 0 {
-            let (start, end) = (u64_at(&kh, KH_START_PFN_64), u64_at(&kh, KH_END_PFN_64));
+            // The 64-bit fields exist from version 6; before, `start_pfn` and `end_pfn` say it.
+            let (start, end) = if version >= 6 {
+                (u64_at(&kh, KH_START_PFN_64), u64_at(&kh, KH_END_PFN_64))
+            } else {
+                (u64_at(&kh, KH_START_PFN), u64_at(&kh, KH_END_PFN))
+            };
             return Err(KdumpError::Split { start, end });
         }
         let notes = if version >= 4 {

@@ -229,7 +229,17 @@ fn the_sme_mask_comes_from_the_crashed_kernels_vmcoreinfo() {
         let regs = iommu_dump::SnapshotMmio::new(iommu_dump::RegSnapshot::parse("").unwrap(), 0);
         iommu_dump::DumpHw { regs, mem: iommu_dump::RecordingMem::new(iommu_dump::Dump::from_bytes(f).unwrap()) }
     };
-    assert_eq!(hw(Some("OSRELEASE=6.12.0\nNUMBER(sme_mask)=2251799813685248\n")).sme_mask().unwrap(), 1 << 51);
+    let sme = hw(Some("OSRELEASE=6.12.0\nNUMBER(sme_mask)=2251799813685248\n"));
+    assert_eq!(sme.sme_mask().unwrap(), 1 << 51);
+    // A fixture saved from it keeps the note, so the mask with it.
+    let _ = iommu_driver::PhysMem::read(&sme.mem, 0, &mut [0u8; 8]);
+    let path = std::env::temp_dir().join(format!("iommu-dump-sme-{}.core", std::process::id()));
+    sme.save_touched(&path).unwrap();
+    let saved = iommu_dump::Dump::open(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let regs = iommu_dump::SnapshotMmio::new(iommu_dump::RegSnapshot::parse("").unwrap(), 0);
+    let saved = iommu_dump::DumpHw { regs, mem: iommu_dump::RecordingMem::new(saved) };
+    assert_eq!(saved.sme_mask().unwrap(), 1 << 51, "the saved fixture keeps VMCOREINFO");
     assert_eq!(hw(Some("OSRELEASE=6.12.0\n")).sme_mask().unwrap(), 0, "a kernel that does not say");
     assert_eq!(hw(None).sme_mask().unwrap(), 0, "no VMCOREINFO (a QEMU dump-guest-memory core)");
     assert!(matches!(

@@ -442,3 +442,22 @@ fn rewriting_the_same_range_does_not_grow_the_index() {
     let f = FlatFile::new(records(&recs)).unwrap();
     assert_eq!((f.records(), f.extents()), (10_000, 1));
 }
+
+/// A split dump names its pfn range from the fields its header version has: `start_pfn_64`/`end_pfn_64`
+/// from version 6, `start_pfn`/`end_pfn` (sub-header offsets 16 and 24) before.
+#[test]
+fn a_split_dump_names_its_pfns_from_its_header_versions_fields() {
+    let good = sample(ZLIB).build().file;
+    for (version, start_at, end_at) in [(6u32, 4096 + 80, 4096 + 88), (5, 4096 + 16, 4096 + 24)] {
+        let mut f = good.clone();
+        put_u32(&mut f, 8, version);
+        put_u32(&mut f, 4096 + 12, 1);
+        put_u64(&mut f, start_at, 0x100);
+        put_u64(&mut f, end_at, 0x200);
+        let err = refuse(f);
+        assert!(
+            matches!(err, DumpError::Kdump(KdumpError::Split { start: 0x100, end: 0x200 })),
+            "version {version}: {err}"
+        );
+    }
+}
