@@ -348,8 +348,8 @@ fn mutation(spots: usize) -> impl Strategy<Value = Mutation> {
 }
 
 /// Mutated kdump and flattened files (header fields, bitmaps, descriptors, record headers set to edge
-/// values): opening, reading every page, the RAM map and the notes never panic, and a refused file is
-/// refused with an error that says why.
+/// values): opening, reading every page, the RAM map and the notes never panic, neither opening nor any
+/// read takes more than the file's length in bytes, and a refused file is refused with an error that says why.
 #[test]
 fn mutated_files_never_panic() {
     let base = Kdump { notes: note("CORE", 1, &[7; 336]), ..sample(ZLIB) }.build();
@@ -368,11 +368,17 @@ fn mutated_files_never_panic() {
             let bytes = if is_flat { m.value.to_be_bytes() } else { m.value.to_le_bytes() };
             f[at..end].copy_from_slice(&bytes[..end - at]);
         }
-        match Dump::from_bytes(f) {
+        let len = f.len() as u64;
+        let (src, stats) = Counting::new(f);
+        match Dump::from_source(Box::new(src)) {
             Ok(d) => {
+                prop_assert!(stats.bytes() <= len, "opening read {} bytes of {len}", stats.bytes());
                 let mut buf = vec![0u8; 4096];
                 for pfn in (0..70).chain([1 << 20, u64::MAX >> 12]) {
+                    let before = stats.bytes();
                     let _ = d.read(pfn << 12, &mut buf);
+                    let took = stats.bytes() - before;
+                    prop_assert!(took <= len, "reading pfn {pfn:#x} read {took} bytes of {len}");
                 }
                 let _ = (d.ram_ranges(), d.notes(), d.machine(), d.damage());
             }
