@@ -286,8 +286,12 @@ struct Step {
 }
 
 fn step() -> impl Strategy<Value = Step> {
-    let hot = select(vec![off::GCMD, off::IQT, off::IQA, off::CCMD, off::FSTS, off::RTADDR, IOTLB, FRCD0 + 8]);
-    // Hot values with bits 11:8 clear: IQA's descriptor width and the low control bits as software writes them.
+    // Qword-aligned: FSTS is written as the upper half of the qword at 0x30, the fault record's F bit as the
+    // upper half of its second qword.
+    let hot = select(vec![off::GCMD, off::IQT, off::IQA, off::CCMD, off::FSTS, off::RTADDR, IOTLB, FRCD0 + 12])
+        .prop_map(|o| o & !7);
+    // Half the values with bits 11:8 clear: IQA's DW and RTADDR's SMT and RTT zero (128-bit descriptors, a
+    // legacy root table).
     let hot_val = prop_oneof![any::<u64>(), any::<u64>().prop_map(|v| v & 0xffff_ffff_ffff_f0ff)];
     let write = prop_oneof![
         3 => (0..0x400usize, any::<u32>()).prop_map(|(i, val)| Write::Dword { off: 4 * i, val }),
