@@ -150,8 +150,8 @@ fn config(cases: u32) -> ProptestConfig {
     }
 }
 
-/// What a crashed kernel left: its tables (scalable or legacy) with root-table entries overwritten and
-/// qwords scribbled over the first 64 frames the primary kernel allocated tables from.
+/// What a crashed kernel left: its tables (scalable or legacy) with root-table qwords overwritten and
+/// qwords scribbled over the first 64 frames of the region its tables were allocated from (16 MiB up).
 #[derive(Clone, Debug)]
 struct Garbage {
     scalable: bool,
@@ -159,12 +159,13 @@ struct Garbage {
     root: Vec<(u64, u64)>,
     /// (frame, qword index, value) in the 64 frames from 16 MiB.
     pages: Vec<(u64, u64, u64)>,
-    /// Page-aligned IOVAs for a DMA from each requester after the hand-over.
+    /// Page-aligned IOVAs below 4 GiB, for a DMA from each requester after the hand-over.
     dma: Vec<u64>,
 }
 
 fn garbage() -> impl Strategy<Value = Garbage> {
-    // A third of the root qwords look like entries: present, an address below 64 GiB, low bits as set.
+    // A third of the root qwords masked to look like entries: an address below 64 GiB, bits 2:0 (the
+    // present bit among them) kept, the rest clear.
     let root_qword = prop_oneof![2 => any::<u64>(), 1 => any::<u64>().prop_map(|v| v & 0x0000_000f_ffff_f007)];
     (
         any::<bool>(),
