@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::cell::Cell;
+
 use common::{Rig, CRASH};
 use iommu_driver::vtd::{
     walk, Attachment, DeviceKind, EntryProblem, HandoverOutcome, Vtd, VtdOptions, WalkIssue, WalkLimits,
@@ -12,6 +14,8 @@ use iommu_emu::Access;
 use iommu_spec::vtd::{
     off, Cap, PasidDirEntry, PasidEntryQw0, Pgtt, RtAddr, ScalableContextEntry, ScalableRootEntry, SlPte,
 };
+use proptest::prelude::*;
+use proptest::test_runner::{FileFailurePersistence, RngAlgorithm};
 
 const NIC: u16 = 0x0010;
 const DISK: u16 = 0x0018;
@@ -135,59 +139,85 @@ fn page_table_loops_and_caps_are_reported_not_followed() {
     assert!(w.issues.contains(&WalkIssue::TooManyTables));
 }
 
-/// A deterministic generator for garbage.
-struct Lcg(u64);
-impl Lcg {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        self.0 ^ (self.0 >> 29)
+/// The properties' configuration: `cases` cases, a failing case's seed saved in
+/// `vtd_hostile.proptest-regressions` next to this file and replayed first on the next run.
+fn config(cases: u32) -> ProptestConfig {
+    ProptestConfig {
+        cases,
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("proptest-regressions"))),
+        // A third less generation time than the default ChaCha; the inputs need no cryptographic quality.
+        rng_algorithm: RngAlgorithm::XorShift,
+        max_shrink_iters: 512,
+        ..ProptestConfig::default()
     }
+}
+
+/// What a crashed kernel left: its tables (scalable or legacy) with root-table qwords overwritten and
+/// qwords scribbled over the first 64 frames of the region its tables were allocated from (16 MiB up).
+#[derive(Clone, Debug)]
+struct Garbage {
+    scalable: bool,
+    /// (entry index, value) over the root table's 512 qwords.
+    root: Vec<(u64, u64)>,
+    /// (frame, qword index, value) in the 64 frames from 16 MiB.
+    pages: Vec<(u64, u64, u64)>,
+    /// Page-aligned IOVAs below 4 GiB, for a DMA from each requester after the hand-over.
+    dma: Vec<u64>,
+}
+
+fn garbage() -> impl Strategy<Value = Garbage> {
+    // A third of the root qwords masked to look like entries: an address below 64 GiB, bits 2:0 (the
+    // present bit among them) kept, the rest clear.
+    let root_qword = prop_oneof![2 => any::<u64>(), 1 => any::<u64>().prop_map(|v| v & 0x0000_000f_ffff_f007)];
+    (
+        any::<bool>(),
+        prop::collection::vec((0..512u64, root_qword), 64),
+        prop::collection::vec((0..64u64, 0..512u64, any::<u64>()), 256),
+        prop::collection::vec(any::<u64>().prop_map(|v| v & 0xffff_f000), 5),
+    )
+        .prop_map(|(scalable, root, pages, dma)| Garbage { scalable, root, pages, dma })
 }
 
 #[test]
 fn garbage_tables_never_panic_and_never_adopt_the_unvalidated() {
-    let mut rng = Lcg(0x5eed);
-    let (mut adopted, mut refused, mut fell_back) = (0, 0, 0);
-    for round in 0..40 {
-        let scalable = round % 2 == 1;
+    let (adopted, refused, fell_back) = (Cell::new(0), Cell::new(0), Cell::new(0));
+    proptest!(config(40), |(g in garbage())| {
         let mut rig = Rig::new();
-        primary_sm_or_legacy(&mut rig, scalable);
+        primary_sm_or_legacy(&mut rig, g.scalable);
         let rt = RtAddr::from_bits(rig.primary().read64(off::RTADDR)).table();
         // Scribble over the root table and a few pages the tables point into.
-        for i in 0..64 {
-            let v = rng.next();
-            let v = if i % 3 == 0 { v & 0x0000_000f_ffff_f007 } else { v };
-            rig.mem.write_u64(rt + 8 * (rng.next() % 512), v).unwrap();
+        for (i, v) in g.root {
+            rig.mem.write_u64(rt + 8 * i, v).unwrap();
         }
-        for _ in 0..256 {
-            let page = 16 * common::MIB + (rng.next() % 64) * 0x1000;
-            rig.mem.write_u64(page + 8 * (rng.next() % 512), rng.next()).unwrap();
+        for (frame, i, v) in g.pages {
+            rig.mem.write_u64(16 * common::MIB + frame * 0x1000 + 8 * i, v).unwrap();
         }
         let env = rig.crash_env();
-        let opts = VtdOptions { scalable, first_level: false };
+        let opts = VtdOptions { scalable: g.scalable, first_level: false };
         let (v, report) = Vtd::init_crash(&mut rig.crash(), &env, opts, Policy::Adopt).unwrap();
-        adopted += report.adopted.len();
-        refused += report.problems.len();
-        fell_back += matches!(report.outcome, HandoverOutcome::FellBack(_)) as usize;
+        adopted.set(adopted.get() + report.adopted.len());
+        refused.set(refused.get() + report.problems.len());
+        fell_back.set(fell_back.get() + matches!(report.outcome, HandoverOutcome::FellBack(_)) as usize);
         // Whatever was adopted passed the checks: its tables are in RAM and outside the crash region.
         for (sid, st) in v.devices() {
             if let iommu_driver::vtd::DeviceState::Adopted { did, kind } = st {
-                assert!(report.adopted.contains(&sid));
-                assert!(did != 0 || kind == DeviceKind::Blocked);
+                prop_assert!(report.adopted.contains(&sid));
+                prop_assert!(did != 0 || kind == DeviceKind::Blocked);
                 if let DeviceKind::Translated { root, levels } = kind {
-                    assert!(env.in_ram(root, 4096) && !env.in_crash_region(root, 4096));
-                    assert!((3..=5).contains(&levels));
+                    prop_assert!(env.in_ram(root, 4096) && !env.in_crash_region(root, 4096));
+                    prop_assert!((3..=5).contains(&levels));
                 }
             }
         }
         // DMA from every requester still gets an answer.
-        for sid in [0u16, NIC, DISK, 0x0100, 0xffff] {
-            let _ = rig.dma(sid, rng.next() & 0xffff_f000, Access::Write);
+        for (sid, iova) in [0u16, NIC, DISK, 0x0100, 0xffff].into_iter().zip(g.dma) {
+            let _ = rig.dma(sid, iova, Access::Write);
         }
-    }
-    // The sweep exercised all three paths, or it proves nothing.
+    });
+    // The property exercised adoption and refusal, or it proves nothing.
+    let (adopted, refused, fell_back) = (adopted.get(), refused.get(), fell_back.get());
     assert!(adopted > 0 && refused > 0, "adopted {adopted}, refused {refused}, fell back {fell_back}");
-    eprintln!("garbage sweep: adopted {adopted}, refused {refused}, fell back {fell_back}");
+    eprintln!("garbage property: adopted {adopted}, refused {refused}, fell back {fell_back}");
 }
 
 fn primary_sm_or_legacy(rig: &mut Rig, scalable: bool) {

@@ -5,12 +5,16 @@
 #[path = "amdvi_rig.rs"]
 mod rig;
 
+use std::cell::Cell;
+
 use iommu_driver::PhysMem;
 use iommu_emu::{Access, AmdviConfig, DmaOutcome, Translation};
 use iommu_spec::amdvi::{
     leaf_layout, level_index, off, DevTableBase, DeviceId, Dte, DteQw0, DteQw1, Event, EventFlags, ExclusionBase,
     ExclusionLimit, InvalidateDevice, IoPte, PagingMode,
 };
+use proptest::prelude::*;
+use proptest::test_runner::{FileFailurePersistence, RngAlgorithm};
 use rig::{Rig, DEV_TABLE, RAM, RO, RW};
 
 const DEV: u16 = DeviceId::new(0, 3, 0).0;
@@ -314,84 +318,121 @@ fn caching_off_sees_every_change() {
     assert_eq!((c.walks, c.dte_misses, c.iotlb_hits), (2, 2, 0));
 }
 
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
+/// The properties' configuration: `cases` cases, a failing case's seed saved in
+/// `amdvi_translate.proptest-regressions` next to this file and replayed first on the next run.
+fn config(cases: u32) -> ProptestConfig {
+    ProptestConfig {
+        cases,
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("proptest-regressions"))),
+        // A third less generation time than the default ChaCha; the inputs need no cryptographic quality.
+        rng_algorithm: RngAlgorithm::XorShift,
+        max_shrink_iters: 512,
+        ..ProptestConfig::default()
     }
+}
+
+fn mostly() -> prop::bool::Weighted {
+    prop::bool::weighted(0.75)
+}
+
+/// A device table entry: raw words, or plausible (V = TV = 1, any Mode, a root in the first 64 KiB,
+/// sometimes one bit flipped).
+fn garbage_dte() -> impl Strategy<Value = Dte> {
+    let plausible =
+        ((any::<u8>(), 0..16u64, 0..4u16, mostly(), mostly()), prop::option::weighted(0.25, (0..4usize, 0..64u32)))
+            .prop_map(|((mode, page, domain, ir, iw), flip)| {
+                let mut dte = Dte::translated(page << 12, PagingMode::from_bits(mode), domain, ir, iw);
+                if let Some((word, bit)) = flip {
+                    dte.0[word] ^= 1 << bit;
+                }
+                dte
+            });
+    prop_oneof![any::<[u64; 4]>().prop_map(Dte), plausible]
+}
+
+/// A qword of the first 64 KiB: raw, a plausible directory entry (any NextLevel) or a plausible leaf
+/// (NextLevel 0 or 7, any permissions).
+fn garbage_pte() -> impl Strategy<Value = u64> {
+    prop_oneof![
+        any::<u64>(),
+        (0..16u64, 0..8u8).prop_map(|(page, next_level)| IoPte::pde(page << 12, next_level).into_bits()),
+        (0..0x1000u64, mostly(), mostly(), prop::bool::weighted(0.25)).prop_map(|(page, ir, iw, seven)| {
+            IoPte::leaf(page << 12, ir, iw).with_next_level(if seven { 7 } else { 0 }).into_bits()
+        }),
+    ]
+}
+
+/// A request: a device (16 with entries, 4 past them), an IOVA anywhere, below 512 GiB or in the first
+/// 4 MiB, read or write, sometimes followed by INVALIDATE_IOMMU_ALL.
+fn request() -> impl Strategy<Value = (u16, u64, bool, bool)> {
+    let iova = prop_oneof![any::<u64>(), 0..1u64 << 39, (0..0x400u64).prop_map(|page| page << 12)];
+    (0..20u16, iova, any::<bool>(), prop::bool::weighted(1.0 / 64.0))
+}
+
+/// A unit (SNP-capable or not, locked or not, caching or not) over garbage device and page tables.
+#[derive(Clone, Debug)]
+struct Garbage {
+    snp: bool,
+    snp_lock: bool,
+    caching: bool,
+    dtes: Vec<Dte>,
+    /// (qword index into the first 64 KiB, value).
+    ptes: Vec<(u64, u64)>,
+    requests: Vec<(u16, u64, bool, bool)>,
+}
+
+fn garbage() -> impl Strategy<Value = Garbage> {
+    (
+        (any::<bool>(), any::<bool>(), prop::bool::weighted(2.0 / 3.0)),
+        prop::collection::vec(garbage_dte(), 16),
+        prop::collection::vec((0..0x2000u64, garbage_pte()), 4096),
+        prop::collection::vec(request(), 2048),
+    )
+        .prop_map(|((snp, lock, caching), dtes, ptes, requests)| Garbage {
+            snp,
+            snp_lock: snp && lock,
+            caching,
+            dtes,
+            ptes,
+            requests,
+        })
 }
 
 #[test]
 fn garbage_device_tables_and_page_tables_never_panic() {
-    let mut x = XorShift(0x2545_f491_4f6c_dd1d);
-    let (mut total_ok, mut total_walks, mut total_hits, mut total_logged) = (0, 0, 0, 0);
-    for round in 0..64u64 {
-        let cfg = if round.is_multiple_of(2) { AmdviConfig::default() } else { AmdviConfig::snp() };
-        let mut rig = Rig::new(cfg);
-        rig.iommu.set_snp_lock(round % 4 == 1);
-        rig.iommu.set_caching(!round.is_multiple_of(3));
-        // Garbage DTEs for 16 devices, half of them plausible (V = TV = 1, any Mode, a root in the first 64 KiB,
-        // sometimes one bit flipped), and garbage tables in those 64 KiB: raw words, plausible directory entries
-        // (any NextLevel) and plausible leaves (NextLevel 0 or 7, any permissions).
-        for dev in 0..16u16 {
-            let mut dte = Dte([x.next(), x.next(), x.next(), x.next()]);
-            if x.next().is_multiple_of(2) {
-                let (mode, domain) = (PagingMode::from_bits(x.next() as u8), (x.next() % 4) as u16);
-                dte = Dte::translated(
-                    x.next() & 0xf000,
-                    mode,
-                    domain,
-                    !x.next().is_multiple_of(4),
-                    !x.next().is_multiple_of(4),
-                );
-                if x.next().is_multiple_of(4) {
-                    dte.0[(x.next() % 4) as usize] ^= 1 << (x.next() % 64);
-                }
-            }
-            rig.set_dte(dev, dte);
+    let totals = Cell::new((0, 0, 0, 0));
+    proptest!(config(32), |(g in garbage())| {
+        let mut rig = Rig::new(if g.snp { AmdviConfig::snp() } else { AmdviConfig::default() });
+        rig.iommu.set_snp_lock(g.snp_lock);
+        rig.iommu.set_caching(g.caching);
+        for (dev, dte) in g.dtes.into_iter().enumerate() {
+            rig.set_dte(dev as u16, dte);
         }
-        for _ in 0..4096 {
-            let slot = x.next() & 0xfff8;
-            let pte = match x.next() % 3 {
-                0 => x.next(),
-                1 => IoPte::pde(x.next() & 0xf000, x.next() as u8 & 7).into_bits(),
-                _ => {
-                    let leaf =
-                        IoPte::leaf(x.next() & 0xff_f000, !x.next().is_multiple_of(4), !x.next().is_multiple_of(4));
-                    leaf.with_next_level(if x.next().is_multiple_of(4) { 7 } else { 0 }).into_bits()
-                }
-            };
-            rig.mem.write_u64(slot, pte).unwrap();
+        for (q, pte) in g.ptes {
+            rig.mem.write_u64(8 * q, pte).unwrap();
         }
         let mut ok = 0u64;
-        for _ in 0..2048 {
-            let dev = (x.next() % 20) as u16;
-            let iova = match x.next() % 3 {
-                0 => x.next(),
-                1 => x.next() & 0x7f_ffff_ffff,
-                _ => x.next() & 0x3f_f000,
-            };
-            let access = if x.next().is_multiple_of(2) { Access::Read } else { Access::Write };
+        for &(dev, iova, write, invalidate) in &g.requests {
+            let access = if write { Access::Write } else { Access::Read };
             if matches!(rig.translate(dev, iova, access), Translation::Ok { .. }) {
                 ok += 1;
             }
-            if x.next().is_multiple_of(64) {
+            if invalidate {
                 rig.run(&[iommu_spec::amdvi::invalidate_iommu_all()]);
             }
         }
+        let n = g.requests.len() as u64;
         let c = *rig.iommu.counters();
-        assert_eq!(c.translations, 2048);
-        assert_eq!(ok + c.faults, 2048, "every request either translates or faults");
-        assert!(c.events_logged + c.events_dropped + c.events_suppressed <= c.faults + c.command_errors);
+        prop_assert_eq!(c.translations, n);
+        prop_assert_eq!(ok + c.faults, n, "every request either translates or faults");
+        prop_assert!(c.events_logged + c.events_dropped + c.events_suppressed <= c.faults + c.command_errors);
         rig.events();
-        (total_ok, total_walks, total_hits, total_logged) =
-            (total_ok + ok, total_walks + c.walks, total_hits + c.iotlb_hits, total_logged + c.events_logged);
-    }
-    eprintln!("sweep: ok {total_ok} walks {total_walks} iotlb hits {total_hits} events {total_logged}");
-    // The sweep reaches deep: some garbage translates, through walks and cached entries, and faults are logged.
-    assert!(total_ok > 0 && total_walks > 0 && total_hits > 0 && total_logged > 0);
+        let (t_ok, walks, hits, logged) = totals.get();
+        totals.set((t_ok + ok, walks + c.walks, hits + c.iotlb_hits, logged + c.events_logged));
+    });
+    let (ok, walks, hits, logged) = totals.get();
+    eprintln!("garbage property: ok {ok} walks {walks} iotlb hits {hits} events {logged}");
+    // The property reaches deep: some garbage translates, through walks and cached entries, and faults are
+    // logged.
+    assert!(ok > 0 && walks > 0 && hits > 0 && logged > 0);
 }

@@ -3,6 +3,9 @@
 
 mod common;
 
+use proptest::prelude::*;
+use proptest::test_runner::{FileFailurePersistence, RngAlgorithm};
+
 use common::{legacy_rig, Rig, RW};
 use iommu_driver::PhysMem;
 use iommu_emu::{Access, VtdConfig};
@@ -269,34 +272,51 @@ fn iqa_latches_at_enable_and_disable_resets_iqh() {
     assert!(!rig.gsts().qies());
 }
 
+/// The properties' configuration: `cases` cases, a failing case's seed saved in
+/// `vtd_qi.proptest-regressions` next to this file and replayed first on the next run.
+fn config(cases: u32) -> ProptestConfig {
+    ProptestConfig {
+        cases,
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("proptest-regressions"))),
+        // A third less generation time than the default ChaCha; the inputs need no cryptographic quality.
+        rng_algorithm: RngAlgorithm::XorShift,
+        max_shrink_iters: 256,
+        ..ProptestConfig::default()
+    }
+}
+
+/// A queue slot's low 128 bits: a valid wait, garbage with any type in the low 7 bits, or a valid global
+/// IOTLB invalidation.
+fn descriptor() -> impl Strategy<Value = u128> {
+    prop_oneof![
+        1 => any::<u32>().prop_map(wait),
+        1 => (any::<u64>(), 0..0x80u128).prop_map(|(hi, ty)| (hi as u128) << 64 | ty),
+        2 => Just(IotlbInv::global().into_bits()),
+    ]
+}
+
 #[test]
 fn garbage_queues_never_panic_and_work_is_bounded() {
-    let mut x: u64 = 0xfeed;
-    let mut next = move || {
-        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        x ^ (x >> 29)
-    };
-    for wide in [false, true] {
+    // The largest queue (QS = 7: 2^15 slots of 128 bits, 2^14 of 256), mostly garbage, with valid waits
+    // sprinkled in (4096 generated slots, repeated); then tail writes, each perhaps followed by Linux's
+    // recovery from an IQE.
+    let slots = prop::collection::vec(descriptor(), 4096);
+    let tails = prop::collection::vec((any::<u64>().prop_map(|t| t & 0x7_fff0), any::<bool>()), 200);
+    proptest!(config(8), |(wide in any::<bool>(), slots in slots, tails in tails)| {
         let mut rig = Rig::modern();
         let q = rig.page();
-        // The largest queue (QS = 7), mostly garbage, with valid waits sprinkled in.
         let iqa = Iqa::new().with_iqa(q >> 12).with_dw(wide).with_qs(7);
         rig.w64(off::IQA, iqa.into_bits());
         rig.gcmd(Gcmd::new().with_qie(true));
         let entries = iqa.entries() as u64;
         let size = iqa.descriptor_size() as u64;
-        for i in 0..entries {
-            let d = match next() % 4 {
-                0 => wait(i as u32),
-                1 => (next() as u128) << 64 | (next() & 0x7f) as u128,
-                _ => IotlbInv::global().into_bits(),
-            };
-            rig.mem.write_u128(q + i * size, d).unwrap();
+        for (i, d) in slots.iter().cycle().take(entries as usize).enumerate() {
+            rig.mem.write_u128(q + i as u64 * size, *d).unwrap();
         }
         let before = rig.vtd.counters().qi_descriptors;
-        for _ in 0..200 {
-            rig.w64(off::IQT, next() & 0x7_fff0);
-            if iqe(&mut rig).is_some() && next() % 2 == 0 {
+        for (tail, recover) in &tails {
+            rig.w64(off::IQT, *tail);
+            if iqe(&mut rig).is_some() && *recover {
                 // Linux's recovery: replace the offending descriptor, clear IQE.
                 let head = rig.iqh() as u64;
                 rig.mem.write_u128(q + head * size, wait(0)).unwrap();
@@ -304,7 +324,7 @@ fn garbage_queues_never_panic_and_work_is_bounded() {
             }
         }
         let done = rig.vtd.counters().qi_descriptors - before;
-        assert!(done <= 200 * entries, "at most one lap per IQT write");
-        assert!(done > 0);
-    }
+        prop_assert!(done <= tails.len() as u64 * entries, "at most one lap per IQT write: {done}");
+        prop_assert!(done > 0);
+    });
 }

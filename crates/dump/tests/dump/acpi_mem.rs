@@ -4,10 +4,13 @@
 use iommu_dump::acpi::rsdp::MAX_TABLE_LEN;
 use iommu_dump::acpi::{Acpi, AcpiError, Firmware, IommuKind, Listed, RsdpProblem, Sig};
 use iommu_dump::ElfCore;
+use proptest::prelude::*;
+use proptest::sample::{select, Index};
 
 use crate::acpi::{real, sample_iort};
 use crate::acpi_build::*;
 use crate::builder::{core, put_at, Ph, ET_CORE};
+use crate::fuzz::config;
 
 /// Where QEMU's SeaBIOS put the tables in the captures (fixtures/acpi/README.md).
 const RSDP: u64 = 0xf5240;
@@ -149,77 +152,106 @@ fn the_xsdt_is_preferred_and_the_rsdt_is_the_fallback() {
     );
 }
 
-/// Knuth's MMIX LCG.
-struct Lcg(u64);
-impl Lcg {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
-        self.0 >> 33
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
-#[test]
-fn random_and_truncated_tables_never_panic() {
-    let seeds = [
+/// The tables the properties start from: the real q35 ones, a sample IORT, and small built DMAR and IVRS.
+fn seed_tables() -> Vec<Vec<u8>> {
+    vec![
         real("q35-vtd-dmar.bin"),
         real("q35-amdvi-ivrs.bin"),
         sample_iort(),
         dmar(0x2f, 1, &[drhd(1, 0, 0xfed90000, &[scope(1, 0, 0, &[(1, 0), (2, 0)])]), rmrr(0, 0, 0xfff, &[])]),
         ivrs(0, &[ivhd(0x40, 0, 1, 0, 0, &[dev4(3, 1, 0), dev4(4, 9, 0), dev8(0x48, 0, 0, 1, 2, 1)].concat())]),
-    ];
-    let mut rng = Lcg(0x5eed);
-    for seed in &seeds {
+    ]
+}
+
+/// Parsing a table gives its units or a typed error that says something.
+fn parses_or_refuses(t: &[u8]) -> Result<(), TestCaseError> {
+    if let Err(e) = Firmware::from_bytes(t) {
+        prop_assert!(!e.to_string().is_empty(), "{e:?}");
+    }
+    Ok(())
+}
+
+#[test]
+fn truncated_tables_never_panic() {
+    for seed in &seed_tables() {
         for len in 0..=seed.len() {
-            let _ = Firmware::from_bytes(&seed[..len]);
+            parses_or_refuses(&seed[..len]).unwrap();
             // The same prefix with a header that agrees with it, so the body parsers see it.
             if len >= 36 {
                 let mut t = seed[..len].to_vec();
                 t[4..8].copy_from_slice(&(len as u32).to_le_bytes());
                 fix_checksum(&mut t);
-                let _ = Firmware::from_bytes(&t);
+                parses_or_refuses(&t).unwrap();
             }
-        }
-        for _ in 0..3000 {
-            let mut t = seed.clone();
-            for _ in 0..1 + rng.below(6) {
-                let at = 36 + rng.below(t.len() - 36);
-                t[at] = match rng.below(3) {
-                    0 => rng.next() as u8,
-                    1 => [0, 0xff, 1, 4, 8][rng.below(5)],
-                    _ => t[at] ^ (1 << rng.below(8)),
-                };
-            }
-            fix_checksum(&mut t);
-            let _ = Firmware::from_bytes(&t);
-        }
-    }
-    for sig in [b"DMAR", b"IVRS", b"IORT"] {
-        for _ in 0..500 {
-            let body: Vec<u8> = (0..rng.below(200)).map(|_| rng.next() as u8).collect();
-            let _ = Firmware::from_bytes(&table(sig, 1, &body));
         }
     }
 }
 
+/// A change to one body byte (after the 36-byte header): any value, an edge value, or one bit flipped.
+#[derive(Clone, Debug)]
+enum ByteEdit {
+    Set(u8),
+    Flip(u8),
+}
+
+fn byte_edit() -> impl Strategy<Value = ByteEdit> {
+    prop_oneof![
+        any::<u8>().prop_map(ByteEdit::Set),
+        select(vec![0, 0xff, 1, 4, 8]).prop_map(ByteEdit::Set),
+        (0..8u8).prop_map(ByteEdit::Flip),
+    ]
+}
+
+#[test]
+fn mutated_tables_with_a_good_checksum_never_panic() {
+    let seeds = seed_tables();
+    let edits = prop::collection::vec((any::<Index>(), byte_edit()), 1..=6);
+    proptest!(config(15_000), |(seed in 0..seeds.len(), edits in edits)| {
+        let mut t = seeds[seed].clone();
+        for (at, edit) in edits {
+            let at = 36 + at.index(t.len() - 36);
+            t[at] = match edit {
+                ByteEdit::Set(v) => v,
+                ByteEdit::Flip(bit) => t[at] ^ (1 << bit),
+            };
+        }
+        fix_checksum(&mut t);
+        parses_or_refuses(&t)?;
+    });
+}
+
+#[test]
+fn random_table_bodies_never_panic() {
+    let sig = select(vec![*b"DMAR", *b"IVRS", *b"IORT"]);
+    proptest!(config(1500), |(sig in sig, body in prop::collection::vec(any::<u8>(), 0..200))| {
+        parses_or_refuses(&table(&sig, 1, &body))?;
+    });
+}
+
 #[test]
 fn random_memory_never_panics_the_table_search() {
-    let mut rng = Lcg(0xacb1);
-    for _ in 0..150 {
-        let mut bios: Vec<u8> = (0..4096).map(|_| rng.next() as u8).collect();
-        let at = 16 * rng.below(256);
-        let rsdt_at = 0xf5000 + rng.below(4096) as u32;
-        let mut r = Le::new().bytes(b"RSD PTR ").u8(0).bytes(b"HNDOVR").u8(rng.below(4) as u8).u32(rsdt_at).0;
-        r.extend((0..16).map(|_| rng.next() as u8));
+    // A BIOS page of garbage with an RSDP of a good checksum at a 16-byte boundary, pointing anywhere
+    // into the page; its tail may run off the page.
+    let rsdp_fields = (0..256usize, 0..4096u32, 0..4u8, prop::array::uniform16(any::<u8>()));
+    proptest!(config(150), |(mut bios in prop::collection::vec(any::<u8>(), 4096), fields in rsdp_fields)| {
+        let (slot, rsdt_off, revision, tail) = fields;
+        let at = 16 * slot;
+        let mut r = Le::new().bytes(b"RSD PTR ").u8(0).bytes(b"HNDOVR").u8(revision).u32(0xf5000 + rsdt_off).0;
+        r.extend(tail);
         r[8] = 0u8.wrapping_sub(r[..20].iter().fold(0u8, |s, b| s.wrapping_add(*b)));
         let end = (at + r.len()).min(4096);
         bios[at..end].copy_from_slice(&r[..end - at]);
         let mem = core_of(&[(0xf5000, vec![(0xf5000, bios)])]);
-        if let Ok(acpi) = Acpi::load(&mem, None) {
-            let _ = acpi.find(&mem, Sig::DMAR);
+        match Acpi::load(&mem, None) {
+            Ok(acpi) => {
+                if let Err(e) = acpi.find(&mem, Sig::DMAR) {
+                    prop_assert!(!e.to_string().is_empty());
+                }
+            }
+            Err(e) => prop_assert!(!e.to_string().is_empty()),
         }
-        let _ = Firmware::find(&mem, None, None);
-    }
+        if let Err(e) = Firmware::find(&mem, None, None) {
+            prop_assert!(!e.to_string().is_empty());
+        }
+    });
 }

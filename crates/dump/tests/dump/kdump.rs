@@ -6,8 +6,11 @@ use std::collections::BTreeMap;
 use iommu_driver::{MemError, MemErrorKind, PhysMem};
 use iommu_dump::kdump::{Compression, KdumpError, PageError};
 use iommu_dump::{Counting, Dump, DumpError, FlatError, Format, KdumpCore};
+use proptest::prelude::*;
+use proptest::sample::Index;
 
 use crate::builder::pattern;
+use crate::fuzz::{config, edgy};
 use crate::kdump_build::{self as kb, flatten, note, put_u32, put_u64, Built, Kdump, LZO, SNAPPY, ZLIB, ZSTD};
 
 const NC: MemErrorKind = MemErrorKind::NotCaptured;
@@ -326,46 +329,62 @@ fn opening_a_large_sparse_dump_costs_its_headers_only() {
     assert_eq!(stats.bytes(), before, "a page just read is served from the page cache");
 }
 
-/// A deterministic sweep of mutated kdump and flattened files (header fields, bitmaps, descriptors,
-/// record headers set to edge values): opening, reading every page, the RAM map and the notes never
-/// panic, and no read takes more than the file.
+/// Where a mutation's eight bytes go in a kdump file: at a header field, bitmap or descriptor the reader
+/// trusts (`spot` plus up to 24 bytes), or anywhere (`anywhere`). In a flattened file: anywhere after the
+/// first 4 KiB, on an 8-byte boundary, over record headers and data alike.
+#[derive(Clone, Debug)]
+struct Mutation {
+    spot: Option<(usize, usize)>,
+    anywhere: Index,
+    value: u64,
+}
+
+fn mutation(spots: usize) -> impl Strategy<Value = Mutation> {
+    (prop::option::of((0..spots, 0..24usize)), any::<Index>(), edgy()).prop_map(|(spot, anywhere, value)| Mutation {
+        spot,
+        anywhere,
+        value,
+    })
+}
+
+/// Mutated kdump and flattened files (header fields, bitmaps, descriptors, record headers set to edge
+/// values): opening, reading every page, the RAM map and the notes never panic, neither opening nor any
+/// read takes more than the file's length in bytes, and a refused file is refused with an error that says why.
 #[test]
 fn mutated_files_never_panic() {
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = move || {
-        x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
-        x >> 33
-    };
     let base = Kdump { notes: note("CORE", 1, &[7; 336]), ..sample(ZLIB) }.build();
     let flat = flatten(&base.file, 3000);
     let spots = [8, 424, 428, 432, 436, 440, 4096, 4096 + 12, 4096 + 48, 4096 + 56, 4096 + 96, base.bitmap, base.descs];
-    for round in 0..600 {
-        let (mut f, is_flat) = if round % 3 == 0 { (flat.clone(), true) } else { (base.file.clone(), false) };
-        for _ in 0..1 + next() % 3 {
-            let at = if is_flat {
-                (4096 + (next() as usize % (f.len() - 4096))) & !7
-            } else if next() % 2 == 0 {
-                spots[next() as usize % spots.len()] + (next() as usize % 24)
-            } else {
-                next() as usize % f.len()
-            };
-            let v: u64 = match next() % 4 {
-                0 => [0, u64::MAX, 1 << 63, u32::MAX as u64][next() as usize % 4],
-                1 => 1 << (next() % 64),
-                2 => next() % 0x2000,
-                _ => next() << 31 ^ next(),
+    let mutations = prop::collection::vec(mutation(spots.len()), 1..=3);
+    proptest!(config(600), |(is_flat in prop::bool::weighted(1.0 / 3.0), mutations in mutations)| {
+        let mut f = if is_flat { flat.clone() } else { base.file.clone() };
+        for m in mutations {
+            let at = match (is_flat, m.spot) {
+                (true, _) => (4096 + m.anywhere.index(f.len() - 4096)) & !7,
+                (false, Some((spot, plus))) => spots[spot] + plus,
+                (false, None) => m.anywhere.index(f.len()),
             };
             let end = (at + 8).min(f.len());
-            let bytes = if is_flat { v.to_be_bytes() } else { v.to_le_bytes() };
+            let bytes = if is_flat { m.value.to_be_bytes() } else { m.value.to_le_bytes() };
             f[at..end].copy_from_slice(&bytes[..end - at]);
         }
-        let Ok(d) = Dump::from_bytes(f) else { continue };
-        let mut buf = vec![0u8; 4096];
-        for pfn in (0..70).chain([1 << 20, u64::MAX >> 12]) {
-            let _ = d.read(pfn << 12, &mut buf);
+        let len = f.len() as u64;
+        let (src, stats) = Counting::new(f);
+        match Dump::from_source(Box::new(src)) {
+            Ok(d) => {
+                prop_assert!(stats.bytes() <= len, "opening read {} bytes of {len}", stats.bytes());
+                let mut buf = vec![0u8; 4096];
+                for pfn in (0..70).chain([1 << 20, u64::MAX >> 12]) {
+                    let before = stats.bytes();
+                    let _ = d.read(pfn << 12, &mut buf);
+                    let took = stats.bytes() - before;
+                    prop_assert!(took <= len, "reading pfn {pfn:#x} read {took} bytes of {len}");
+                }
+                let _ = (d.ram_ranges(), d.notes(), d.machine(), d.damage());
+            }
+            Err(e) => prop_assert!(!e.to_string().is_empty(), "{e:?}"),
         }
-        let _ = (d.ram_ranges(), d.notes(), d.machine(), d.damage());
-    }
+    });
 }
 
 /// `makedumpfile -F -E`: an ELF core in the flattened format opens as an ELF core.

@@ -5,6 +5,10 @@
 use iommu_driver::Mmio;
 use iommu_dump::regs::{LineError, RegsetUnit};
 use iommu_dump::{required_registers, IommuKind, RegSnapshot, RegsError, SnapshotMmio};
+use proptest::prelude::*;
+use proptest::sample::{select, Index};
+
+use crate::fuzz::config;
 
 const BASE: u64 = 0xfed90000;
 
@@ -94,27 +98,30 @@ fn regset_refusals_name_the_line() {
     assert_eq!(bad(top), (2, LineError::RowAddressOverflow { base: 0xffff_ffff_ffff_fff0, off: 0x10 }));
 }
 
+/// The fixture with up to eight bytes replaced by ones the format gives meaning to, then cut short:
+/// parsing never panics, a refusal names a line of the text, and what parses can be read.
 #[test]
 fn mangled_regsets_never_panic() {
     let text = fixture("iommu_regset.txt");
-    let mut state = 0x1234_5678u64;
-    let mut next = move || {
-        state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
-        (state >> 33) as usize
-    };
-    let bytes = text.as_bytes();
-    for _ in 0..2000 {
-        let mut b = bytes.to_vec();
-        for _ in 0..1 + next() % 8 {
-            let at = next() % b.len();
-            let alphabet: &[u8] = b"0123456789abcdefx \t\n:IOMMU\xff";
-            b[at] = alphabet[next() % alphabet.len()];
+    let alphabet = select(b"0123456789abcdefx \t\n:IOMMU\xff".to_vec());
+    let edits = prop::collection::vec((any::<Index>(), alphabet), 1..=8);
+    proptest!(config(2000), |(edits in edits, keep in any::<Index>())| {
+        let mut b = text.as_bytes().to_vec();
+        for (at, letter) in edits {
+            let at = at.index(b.len());
+            b[at] = letter;
         }
-        b.truncate(next() % (b.len() + 1));
+        b.truncate(keep.index(b.len() + 1));
         let t = String::from_utf8_lossy(&b);
-        if let Ok(snap) = RegSnapshot::parse(&t) {
-            let mut m = SnapshotMmio::new(snap.clone(), snap.units().first().map_or(0, |u| u.base));
-            let _ = (m.read64(0x20), m.read32(0x1c));
+        match RegSnapshot::parse(&t) {
+            Ok(snap) => {
+                let mut m = SnapshotMmio::new(snap.clone(), snap.units().first().map_or(0, |u| u.base));
+                let _ = (m.read64(0x20), m.read32(0x1c));
+            }
+            Err(e) => prop_assert!(
+                matches!(e, RegsError::BadLine { line, .. } if (1..=t.lines().count()).contains(&line)),
+                "{e:?}"
+            ),
         }
-    }
+    });
 }
