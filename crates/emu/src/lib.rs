@@ -15,6 +15,7 @@ pub mod amdvi;
 pub mod devices;
 pub mod dma;
 pub mod frames;
+pub mod front;
 mod hash;
 pub mod inject;
 pub mod irq;

@@ -74,6 +74,9 @@ pub(super) struct Caches {
     iotlb: FastMap<u16, FastMap<(u32, u64), IotlbEntry>>,
     iotlb_len: usize,
     iotlb_capacity: usize,
+    /// Bumped by everything that may remove an entry or turn caching off: what the model's translation
+    /// front cache (`super::front`) checks before it answers.
+    gen: u64,
 }
 
 /// Page shift of a level-`level` page.
@@ -90,10 +93,27 @@ impl Caches {
             iotlb: FastMap::default(),
             iotlb_len: 0,
             iotlb_capacity: iotlb_capacity.max(1),
+            gen: 0,
         }
     }
 
+    /// The generation: it changes whenever any entry may have gone.
+    pub fn gen(&self) -> u64 {
+        self.gen
+    }
+
+    /// A change the caches do not see (a register write the unit acts on): what was answered before may not
+    /// be answered again without a look.
+    pub fn bump(&mut self) {
+        self.gen = self.gen.wrapping_add(1);
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
     pub fn set_enabled(&mut self, on: bool) {
+        self.bump();
         self.enabled = on;
         self.invalidate_all();
     }
@@ -103,6 +123,7 @@ impl Caches {
     }
 
     pub fn invalidate_all(&mut self) {
+        self.bump();
         self.context_global();
         self.pasid_global();
         self.iotlb_global();
@@ -125,12 +146,14 @@ impl Caches {
     }
 
     pub fn context_global(&mut self) {
+        self.bump();
         self.context.clear();
     }
 
     /// Domain-selective (spec 6.5.1.1): legacy entries of `did`. Scalable-mode context entries carry
     /// no DID, so they all go (a superset the spec allows).
     pub fn context_domain(&mut self, did: u16) {
+        self.bump();
         self.context.retain(|_, e| match e {
             CtxEntry::Legacy { did: d, .. } => *d != did,
             CtxEntry::Scalable { .. } => false,
@@ -141,6 +164,7 @@ impl Caches {
     /// or bits 2:0 (QEMU `vtd_context_device_invalidate`). The DID in the request is not compared:
     /// Linux passes the context's legacy DID bits even in scalable mode, where they mean nothing.
     pub fn context_device(&mut self, sid: u16, fm: u8) {
+        self.bump();
         let ignored: u16 = match fm & 3 {
             0 => 0,
             1 => 0b100,
@@ -163,16 +187,19 @@ impl Caches {
     }
 
     pub fn pasid_global(&mut self) {
+        self.bump();
         self.pasid.clear();
     }
 
     /// Every PASID entry cached for `sid` (a unit may drop any cached entry at any time).
     pub fn pasid_device(&mut self, sid: u16) {
+        self.bump();
         self.pasid.retain(|(s, _), _| *s != sid);
     }
 
     /// All PASIDs of `did`, or just `pasid` of it.
     pub fn pasid_domain(&mut self, did: u16, pasid: Option<u32>) {
+        self.bump();
         self.pasid.retain(|(_, p), e| !(e.did == did && pasid.is_none_or(|want| *p == want)));
     }
 
@@ -203,12 +230,14 @@ impl Caches {
     }
 
     pub fn iotlb_global(&mut self) {
+        self.bump();
         self.iotlb.clear();
         self.iotlb_len = 0;
     }
 
     /// Every entry of `did`, first-level ones included (PASID-based invalidation).
     pub fn iotlb_domain(&mut self, did: u16) {
+        self.bump();
         if let Some(dom) = self.iotlb.remove(&did) {
             self.iotlb_len -= dom.len();
         }
@@ -216,6 +245,7 @@ impl Caches {
 
     /// Domain-selective IOTLB invalidation that is not PASID-based: second-level entries of `did` only.
     pub fn iotlb_domain_sl(&mut self, did: u16) {
+        self.bump();
         let Some(dom) = self.iotlb.get_mut(&did) else {
             return;
         };
@@ -237,6 +267,7 @@ impl Caches {
     }
 
     fn iotlb_pages_where(&mut self, did: u16, addr: u64, am: u8, first_level_too: bool) {
+        self.bump();
         if am > 51 {
             // The range covers the whole address space.
             return if first_level_too { self.iotlb_domain(did) } else { self.iotlb_domain_sl(did) };

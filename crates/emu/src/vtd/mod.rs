@@ -202,6 +202,8 @@ pub struct VtdModel {
     /// Where the next fault record goes (spec 7.3.1: round-robin).
     next_frcd: usize,
     caches: Caches,
+    /// Recent translations in front of the caches (`crate::front`), valid for the caches' generation.
+    front: crate::front::Front,
     /// Interrupt-entry cache: IRTEs by index (see `irq`).
     iec: std::collections::BTreeMap<u32, iommu_spec::vtd::Irte>,
     counters: VtdCounters,
@@ -226,6 +228,7 @@ impl VtdModel {
             iq: None,
             next_frcd: 0,
             caches: Caches::new(cfg.iotlb_capacity),
+            front: Default::default(),
             iec: Default::default(),
             counters: VtdCounters::default(),
         })
@@ -384,6 +387,9 @@ impl MmioDevice for VtdModel {
     }
 
     fn mmio_write(&mut self, mem: &mut PhysMemory, off: usize, size: u8, val: u64) {
+        // Whatever the write does (a root-pointer latch, an enable, an invalidation), the front cache of
+        // translations answers nothing from before it.
+        self.caches.bump();
         let size = size as usize;
         if !(size == 4 || size == 8) || !off.is_multiple_of(size) || !self.regs.in_range(off, size) {
             self.counters.bad_mmio += 1;
@@ -423,6 +429,11 @@ impl MmioDevice for VtdModel {
     }
 }
 
+/// Which caches a front-cache hit stands for.
+const FRONT_CONTEXT: u8 = 1;
+const FRONT_PASID: u8 = 2;
+const FRONT_IOTLB: u8 = 4;
+
 impl Iommu for VtdModel {
     fn translate(&mut self, mem: &mut PhysMemory, rid: u32, iova: u64, access: Access) -> Translation {
         self.counters.translations += 1;
@@ -434,7 +445,29 @@ impl Iommu for VtdModel {
             self.counters.untranslated += 1;
             return Translation::Ok { phys: iova };
         }
-        self.translate_dma(mem, sid, iova, access)
+        if let Some((phys, hits)) = self.front.get(self.caches.gen(), rid, iova, access) {
+            // What the full path would count for this hit in the context (PASID) cache and IOTLB.
+            self.counters.context_hits += u64::from(hits & FRONT_CONTEXT != 0);
+            self.counters.pasid_hits += u64::from(hits & FRONT_PASID != 0);
+            self.counters.iotlb_hits += u64::from(hits & FRONT_IOTLB != 0);
+            return Translation::Ok { phys };
+        }
+        let c = self.counters;
+        let t = self.translate_dma(mem, sid, iova, access);
+        if let Translation::Ok { phys } = t {
+            if self.caches.enabled() {
+                let looked = |h: u64, m: u64, h0: u64, m0: u64| h + m > h0 + m0;
+                let n = &self.counters;
+                let hits = if looked(n.context_hits, n.context_misses, c.context_hits, c.context_misses) {
+                    FRONT_CONTEXT
+                } else {
+                    0
+                } | if looked(n.pasid_hits, n.pasid_misses, c.pasid_hits, c.pasid_misses) { FRONT_PASID } else { 0 }
+                    | if looked(n.iotlb_hits, n.iotlb_misses, c.iotlb_hits, c.iotlb_misses) { FRONT_IOTLB } else { 0 };
+                self.front.put(self.caches.gen(), rid, iova, access, phys, hits);
+            }
+        }
+        t
     }
     fn interrupt(&mut self, mem: &mut PhysMemory, rid: u32, addr: u64, data: u32) -> Option<crate::Interrupt> {
         Some(crate::InterruptRemap::interrupt(self, mem, rid, addr, data))
