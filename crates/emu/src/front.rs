@@ -62,14 +62,8 @@ impl Front {
             return;
         }
         let page = iova >> 12;
-        self.slots[index(rid, page)] = Slot {
-            tag: gen.wrapping_add(1),
-            rid,
-            write: access == Access::Write,
-            page,
-            phys_page: phys >> 12,
-            hits,
-        };
+        self.slots[index(rid, page)] =
+            Slot { tag: gen.wrapping_add(1), rid, write: access == Access::Write, page, phys_page: phys >> 12, hits };
     }
 }
 

@@ -84,6 +84,9 @@ pub(super) struct Caches {
     iotlb_capacity: usize,
     /// Devices with DTE.SE whose one IO_PAGE_FAULT event has been logged.
     se_fired: FastMap<u16, ()>,
+    /// Bumped by everything that may remove an entry or turn caching off: what the model's translation
+    /// front cache (`crate::front`) checks before it answers.
+    gen: u64,
 }
 
 impl Caches {
@@ -95,7 +98,19 @@ impl Caches {
             iotlb_len: 0,
             iotlb_capacity: iotlb_capacity.max(1),
             se_fired: FastMap::default(),
+            gen: 0,
         }
+    }
+
+    /// The generation: it changes whenever any entry may have gone.
+    pub fn gen(&self) -> u64 {
+        self.gen
+    }
+
+    /// A change the caches do not see (a register write, the SNP lock): what was answered before may not be
+    /// answered again without a look.
+    pub fn bump(&mut self) {
+        self.gen = self.gen.wrapping_add(1);
     }
 
     pub fn enabled(&self) -> bool {
@@ -103,6 +118,7 @@ impl Caches {
     }
 
     pub fn set_enabled(&mut self, on: bool) {
+        self.bump();
         self.enabled = on;
         self.invalidate_all();
     }
@@ -114,6 +130,7 @@ impl Caches {
 
     /// INVALIDATE_IOMMU_ALL (spec 2.4.7): every cached DTE, translation and interrupt-table entry.
     pub fn invalidate_all(&mut self) {
+        self.bump();
         self.dte.clear();
         self.se_fired.clear();
         self.iotlb.clear();
@@ -138,6 +155,7 @@ impl Caches {
 
     /// INVALIDATE_DEVTAB_ENTRY (spec 2.4.2). The IOTLB is tagged by domain, so its entries stay.
     pub fn dte_invalidate(&mut self, devid: u16) {
+        self.bump();
         self.dte.remove(&devid);
         self.se_fired.remove(&devid);
     }
@@ -173,6 +191,7 @@ impl Caches {
         }
         if self.iotlb_len >= self.iotlb_capacity {
             // Out of room: evict everything (spec 2.4.3 lets hardware drop cached translations at any time).
+            self.bump();
             self.iotlb.clear();
             self.iotlb_len = 0;
         }
@@ -186,6 +205,7 @@ impl Caches {
     /// INVALIDATE_IOMMU_PAGES (spec 2.4.3): every entry of `domain` whose page overlaps `[first, last]`. A range too
     /// large to enumerate page by page is done by a scan of the domain.
     pub fn iotlb_range(&mut self, domain: u16, first: u64, last: u64) {
+        self.bump();
         let Some(dom) = self.iotlb.get_mut(&domain) else {
             return;
         };

@@ -140,6 +140,8 @@ pub struct AmdviModel {
     /// The event logger runs: set when EventLogEn goes 0 → 1, cleared when it goes 0 or the log overflows.
     evt_run: bool,
     caches: Caches,
+    /// Recent translations in front of the caches (`crate::front`), valid for the caches' generation.
+    front: crate::front::Front,
     /// DTE interrupt fields and IRTEs (see `irq`).
     irq: irq::IrqCache,
     counters: AmdviCounters,
@@ -155,6 +157,7 @@ impl AmdviModel {
             cmd_run: false,
             evt_run: false,
             caches: Caches::new(cfg.iotlb_capacity),
+            front: Default::default(),
             irq: Default::default(),
             counters: AmdviCounters::default(),
         }
@@ -190,6 +193,7 @@ impl AmdviModel {
     /// whatever `snp_capable` says; a machine that locks a unit without SNPSup models what firmware would refuse.
     pub fn set_snp_lock(&mut self, locked: bool) {
         self.snp_locked = locked;
+        self.caches.bump();
     }
 
     pub fn snp_locked(&self) -> bool {
@@ -353,6 +357,9 @@ impl MmioDevice for AmdviModel {
     }
 
     fn mmio_write(&mut self, mem: &mut PhysMemory, off: usize, size: u8, val: u64) {
+        // Whatever the write does (an enable, a base, the exclusion range, commands), the front cache of
+        // translations answers nothing from before it.
+        self.caches.bump();
         let Some((Some(reg), shift, mask)) = self.decode_access(off, size) else {
             return;
         };
@@ -390,13 +397,38 @@ impl Iommu for AmdviModel {
             self.counters.untranslated += 1;
             return Translation::Ok { phys: iova };
         }
+        if let Some((phys, hits)) = self.front.get(self.caches.gen(), rid, iova, access) {
+            // What the full path would count for this hit.
+            self.counters.dte_hits += u64::from(hits & FRONT_DTE != 0);
+            self.counters.iotlb_hits += u64::from(hits & FRONT_IOTLB != 0);
+            self.counters.passthrough += u64::from(hits & FRONT_PASS != 0);
+            return Translation::Ok { phys };
+        }
+        let c = self.counters;
         // A DeviceID is 16 bits (bus:devfn of one PCI segment).
-        self.translate_dma(mem, rid as u16, iova, access)
+        let t = self.translate_dma(mem, rid as u16, iova, access);
+        if let Translation::Ok { phys } = t {
+            let n = &self.counters;
+            // Only what a second request would find cached: the DTE (and the IOTLB entry, if one) were looked
+            // up and are held now.
+            if self.caches.enabled() && self.caches.dte_peek(rid as u16) {
+                let hits = if n.dte_hits + n.dte_misses > c.dte_hits + c.dte_misses { FRONT_DTE } else { 0 }
+                    | if n.iotlb_hits + n.iotlb_misses > c.iotlb_hits + c.iotlb_misses { FRONT_IOTLB } else { 0 }
+                    | if n.passthrough > c.passthrough { FRONT_PASS } else { 0 };
+                self.front.put(self.caches.gen(), rid, iova, access, phys, hits);
+            }
+        }
+        t
     }
     fn interrupt(&mut self, mem: &mut PhysMemory, rid: u32, addr: u64, data: u32) -> Option<crate::Interrupt> {
         Some(crate::InterruptRemap::interrupt(self, mem, rid, addr, data))
     }
 }
+
+/// Which counters a front-cache hit stands for.
+const FRONT_DTE: u8 = 1;
+const FRONT_IOTLB: u8 = 2;
+const FRONT_PASS: u8 = 4;
 
 impl crate::stale::FetchAnyTime for AmdviModel {
     fn evict_config(&mut self, rid: u32) {

@@ -79,6 +79,9 @@ pub(super) struct Caches {
     tlb: FastMap<TlbTag, FastMap<(u32, u64), TlbEntry>>,
     tlb_len: usize,
     tlb_capacity: usize,
+    /// Bumped by everything that may remove an entry or turn caching off: what the model's translation
+    /// front cache (`crate::front`) checks before it answers.
+    gen: u64,
 }
 
 impl Caches {
@@ -91,10 +94,27 @@ impl Caches {
             tlb: FastMap::default(),
             tlb_len: 0,
             tlb_capacity: tlb_capacity.max(1),
+            gen: 0,
         }
     }
 
+    /// The generation: it changes whenever any entry may have gone.
+    pub fn gen(&self) -> u64 {
+        self.gen
+    }
+
+    /// A change the caches do not see (a register write, service failure mode): what was answered before
+    /// may not be answered again without a look.
+    pub fn bump(&mut self) {
+        self.gen = self.gen.wrapping_add(1);
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
     pub fn set_enabled(&mut self, on: bool) {
+        self.bump();
         self.enabled = on;
         self.cfg_all();
         self.tlb_select(|_| Scope::All);
@@ -144,6 +164,7 @@ impl Caches {
 
     /// CFGI_STE / CFGI_STE_RANGE (4.3.1, 4.3.2): the STEs of `count` StreamIDs from `first`, and their CDs.
     pub fn cfgi_ste_range(&mut self, first: u32, count: u64) {
+        self.bump();
         let hit = |sid: u32| (sid as u64).wrapping_sub(first as u64) < count;
         self.ste.retain(|&sid, _| !hit(sid));
         self.cd.retain(|&(sid, _), _| !hit(sid));
@@ -151,11 +172,13 @@ impl Caches {
 
     /// CFGI_CD (`Some(ssid)`) or CFGI_CD_ALL (`None`) of `sid` (4.3.3, 4.3.4).
     pub fn cfgi_cd(&mut self, sid: u32, ssid: Option<u32>) {
+        self.bump();
         self.cd.retain(|&(s, ss), _| !(s == sid && ssid.is_none_or(|want| want == ss)));
     }
 
     /// CFGI_ALL (4.3.5).
     pub fn cfg_all(&mut self) {
+        self.bump();
         self.ste.clear();
         self.cd.clear();
     }
@@ -187,6 +210,7 @@ impl Caches {
 
     /// Drop, per tag, the entries `scope(tag)` selects.
     pub fn tlb_select(&mut self, scope: impl Fn(&TlbTag) -> Scope) {
+        self.bump();
         let mut dropped = 0;
         self.tlb.retain(|tag, dom| {
             let s = scope(tag);
@@ -201,6 +225,7 @@ impl Caches {
     /// Drop, per tag, the entries `scope(tag)` selects that overlap `[first, last]` (input addresses). Small ranges
     /// are enumerated page by page; a range with more pages than the tag has entries is a scan instead.
     pub fn tlb_select_range(&mut self, scope: impl Fn(&TlbTag) -> Scope, first: u64, last: u64) {
+        self.bump();
         let (first, last) = (first.min(last), first.max(last));
         let targeted: u64 =
             SHIFTS.iter().map(|&s| ((last >> s) - (first >> s)).saturating_add(1)).fold(0, u64::saturating_add);

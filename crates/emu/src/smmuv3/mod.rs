@@ -241,6 +241,8 @@ pub struct Smmuv3Model {
     /// Service failure mode entered (12.3): only a new model leaves it.
     sfm: bool,
     caches: Caches,
+    /// Recent translations in front of the caches (`crate::front`), valid for the caches' generation.
+    front: crate::front::Front,
     counters: Smmuv3Counters,
 }
 
@@ -260,6 +262,7 @@ impl Smmuv3Model {
             regs: Regs::reset(),
             sfm: false,
             caches: Caches::new(cfg.tlb_capacity, cfg.cfg_cache_capacity),
+            front: Default::default(),
             counters: Smmuv3Counters::default(),
         })
     }
@@ -299,6 +302,7 @@ impl Smmuv3Model {
     /// GERROR interrupt is counted but no MSI is written (no memory at hand). The command queue keeps running.
     pub fn inject_sfm_err(&mut self) {
         self.sfm = true;
+        self.caches.bump();
         let sfm = Gerror::new().with_sfm_err(true).into_bits();
         if !self.gerror_active().sfm_err() {
             self.regs.gerror ^= sfm;
@@ -361,6 +365,9 @@ impl MmioDevice for Smmuv3Model {
     }
 
     fn mmio_write(&mut self, mem: &mut PhysMemory, off: usize, size: u8, val: u64) {
+        // Whatever the write does (SMMUEN, GBPA, the stream table base, commands), the front cache of
+        // translations answers nothing from before it.
+        self.caches.bump();
         let Some((base, upper)) = regs::decode_access(off, size) else {
             self.counters.bad_mmio += 1;
             return;
@@ -380,8 +387,34 @@ impl Iommu for Smmuv3Model {
     /// `rid` is the StreamID.
     fn translate(&mut self, mem: &mut PhysMemory, rid: u32, iova: u64, access: Access) -> Translation {
         self.counters.translations += 1;
+        if let Some((phys, hits)) = self.front.get(self.caches.gen(), rid, iova, access) {
+            // What the full path would count for this hit.
+            let n = &mut self.counters;
+            n.gbpa_bypassed += u64::from(hits & FRONT_GBPA != 0);
+            n.ste_hits += u64::from(hits & FRONT_STE != 0);
+            n.ste_bypassed += u64::from(hits & FRONT_STE_BYPASS != 0);
+            n.cd_hits += u64::from(hits & FRONT_CD != 0);
+            n.tlb_hits += u64::from(hits & FRONT_TLB != 0);
+            return Translation::Ok { phys };
+        }
+        let c = self.counters;
         match self.resolve(mem, rid, iova, access) {
-            Ok(phys) => Translation::Ok { phys },
+            Ok(phys) => {
+                let n = &self.counters;
+                let looked = |h: u64, m: u64, h0: u64, m0: u64| h + m > h0 + m0;
+                let ste = looked(n.ste_hits, n.ste_misses, c.ste_hits, c.ste_misses);
+                // Only what a second transaction would find: the STE held (when one was read) and caching on.
+                if self.caches.enabled() && (!ste || self.caches.ste_peek(rid)) {
+                    let flag = |on: bool, f: u8| if on { f } else { 0 };
+                    let hits = flag(n.gbpa_bypassed > c.gbpa_bypassed, FRONT_GBPA)
+                        | flag(ste, FRONT_STE)
+                        | flag(n.ste_bypassed > c.ste_bypassed, FRONT_STE_BYPASS)
+                        | flag(looked(n.cd_hits, n.cd_misses, c.cd_hits, c.cd_misses), FRONT_CD)
+                        | flag(looked(n.tlb_hits, n.tlb_misses, c.tlb_hits, c.tlb_misses), FRONT_TLB);
+                    self.front.put(self.caches.gen(), rid, iova, access, phys, hits);
+                }
+                Translation::Ok { phys }
+            }
             Err(Deny::Silent(a)) => {
                 let (code, reason) = match a {
                     evtq::Abort::Gbpa => {
@@ -403,6 +436,13 @@ impl Iommu for Smmuv3Model {
         }
     }
 }
+
+/// Which counters a front-cache hit stands for.
+const FRONT_GBPA: u8 = 1;
+const FRONT_STE: u8 = 2;
+const FRONT_STE_BYPASS: u8 = 4;
+const FRONT_CD: u8 = 8;
+const FRONT_TLB: u8 = 16;
 
 impl crate::stale::FetchAnyTime for Smmuv3Model {
     fn evict_config(&mut self, rid: u32) {

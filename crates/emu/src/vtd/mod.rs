@@ -462,8 +462,15 @@ impl Iommu for VtdModel {
                     FRONT_CONTEXT
                 } else {
                     0
-                } | if looked(n.pasid_hits, n.pasid_misses, c.pasid_hits, c.pasid_misses) { FRONT_PASID } else { 0 }
-                    | if looked(n.iotlb_hits, n.iotlb_misses, c.iotlb_hits, c.iotlb_misses) { FRONT_IOTLB } else { 0 };
+                } | if looked(n.pasid_hits, n.pasid_misses, c.pasid_hits, c.pasid_misses) {
+                    FRONT_PASID
+                } else {
+                    0
+                } | if looked(n.iotlb_hits, n.iotlb_misses, c.iotlb_hits, c.iotlb_misses) {
+                    FRONT_IOTLB
+                } else {
+                    0
+                };
                 self.front.put(self.caches.gen(), rid, iova, access, phys, hits);
             }
         }
