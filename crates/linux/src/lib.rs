@@ -36,7 +36,7 @@ use std::ops::Range;
 use std::os::unix::fs::FileExt;
 
 pub use iommu_platform::{FrameAlloc, MemError, MemErrorKind, Mmio, PhysMem};
-pub use mapped::MappedRegs;
+pub use mapped::{MappedPhys, MappedRegs};
 
 /// Page size of every frame the window hands out.
 pub const PAGE: u64 = 4096;
@@ -84,6 +84,40 @@ impl PhysFile for File {
     }
     fn write_at(&self, data: &[u8], pa: u64) -> io::Result<()> {
         self.write_all_at(data, pa)
+    }
+}
+
+/// How `/dev/mem` reaches memory: positioned `read`/`write` (x86, where `read()` reaches physical memory below
+/// the kernel's top of RAM that is not its own), or [`MappedPhys`] (arm64, where only `mmap` reaches memory
+/// that is not the kernel's own mapped RAM).
+#[derive(Debug)]
+pub enum DevMem {
+    Rw(File),
+    Mapped(MappedPhys),
+}
+
+impl DevMem {
+    /// `"pread"` or `"mmap"`, for reports.
+    pub fn how(&self) -> &'static str {
+        match self {
+            DevMem::Rw(_) => "pread",
+            DevMem::Mapped(_) => "mmap",
+        }
+    }
+}
+
+impl PhysFile for DevMem {
+    fn read_at(&self, buf: &mut [u8], pa: u64) -> io::Result<()> {
+        match self {
+            DevMem::Rw(f) => PhysFile::read_at(f, buf, pa),
+            DevMem::Mapped(m) => m.read_at(buf, pa),
+        }
+    }
+    fn write_at(&self, data: &[u8], pa: u64) -> io::Result<()> {
+        match self {
+            DevMem::Rw(f) => PhysFile::write_at(f, data, pa),
+            DevMem::Mapped(m) => m.write_at(data, pa),
+        }
     }
 }
 
