@@ -63,8 +63,7 @@ crash_mode() {
   say "crash kernel regions $CRASH; RAM $RAM"
   KAPP="$(cat /boot/kdump.cmdline) ho.mode=kdump ho.crash=$CRASH ho.ram=$RAM"
   t0=$(up)
-  # /boot/kexec.args: more options (arm64: --dtb=, the kdump kernel's device tree)
-  kexec -p /boot/vmlinuz --initrd=/boot/initrd-kdump.cpio --append="$KAPP" $(cat /boot/kexec.args 2>/dev/null) 2>&1 | pfx "HO: kexec: "
+  kexec -p /boot/vmlinuz --initrd=/boot/initrd-kdump.cpio --append="$KAPP" 2>&1 | pfx "HO: kexec: "
   [ "$(cat /sys/kernel/kexec_crash_loaded)" = 1 ] || fail "kexec -p did not load the kdump kernel"
   say "kdump kernel loaded (uptime $t0 -> $(up)); append: $KAPP"
   echo "HO-LOADED"

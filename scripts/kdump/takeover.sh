@@ -18,7 +18,9 @@
 #   console.log      both kernels' serial console;  summary.txt  what ran
 # The 3 GiB reference and the vmcore stay in the scratch directory and are deleted.
 # Needs what audit.sh needs (root, setup.sh's QEMU and kernel, kexec-tools, cargo). Env as audit.sh, and:
-#   WINDOW [vtd/amdvi: 0x76000000]: the frame window's start (8 MiB, inside the low crash-kernel region)
+#   WINDOW [vtd/amdvi: 0x76000000, inside the low crash-kernel region, reserved with memmap=; smmuv3:
+#          0x70000000, above the crash region, a no-map reserved-memory node]: the 8 MiB frame window's start
+#   TAKEOVER_ARGS: more `handover takeover` options, comma-separated
 #   UDP_PACKETS [60] packets sent to the NIC after the takeover; KDUMP_TIMEOUT [900]
 set -euo pipefail
 KDIR=$(cd "$(dirname "$(readlink -f "$0")")" && pwd)
@@ -39,7 +41,7 @@ if [ "$KIND" = smmuv3 ]; then ARCH=arm64; else ARCH=amd64; fi
 if [ $ARCH = arm64 ]; then
   KVER=${KVER:-6.12.95+deb12-arm64}; QEMU=${QEMU:-qemu-system-aarch64}; MEM=${MEM:-2G}
   # a fixed crash region: the frame window is reserved in the kdump kernel's device tree, at a known address
-  CRASHKERNEL=${CRASHKERNEL:-256M@0x60000000}; WINDOW=${WINDOW:-0x68000000}; CONSOLE=ttyAMA0
+  CRASHKERNEL=${CRASHKERNEL:-256M@0x60000000}; WINDOW=${WINDOW:-0x70000000}; CONSOLE=ttyAMA0
 else
   KVER=${KVER:-6.12.95+deb12-amd64}; QEMU=${QEMU:-qemu-system-x86_64}; MEM=${MEM:-3G}
   CRASHKERNEL=${CRASHKERNEL:-256M,high}; WINDOW=${WINDOW:-0x76000000}; CONSOLE=ttyS0
@@ -159,37 +161,38 @@ if [ $ARCH = arm64 ]; then
   cp "$A64/sbin/kexec" "$ST/sbin/kexec"; mkdir -p "$ST/lib/aarch64-linux-gnu"
   for lib in $(needs_of "$A64/sbin/kexec"); do cp -L "$lib" "$ST/lib/aarch64-linux-gnu/"; done
   cp -L "$ST/lib/aarch64-linux-gnu/ld-linux-aarch64.so.1" "$ST/lib/ld-linux-aarch64.so.1"
-  # The kdump kernel's device tree: the machine's own (QEMU dumpdtb, same machine, CPU, memory and CPUs)
-  # plus a no-map reserved-memory node for the frame window, so the kdump kernel keeps it out of its RAM
-  # (Linux lists it as "reserved" in /proc/iomem). kexec -p adds the crash-kernel properties to /chosen.
+  # The machine's device tree (QEMU dumpdtb: same machine, CPU, memory and CPUs) plus a no-map
+  # reserved-memory node for the frame window, just above the crash region: neither kernel uses it as RAM
+  # (kexec-tools copies the tree for the kdump kernel; /proc/vmcore leaves it out, not being System RAM).
   "$QEMU" "${IOMMU_DEV[@]}" -machine "dumpdtb=$RUN/virt.dtb" -accel tcg -m "$MEM" -smp 2 -nodefaults -display none \
     >/dev/null 2>&1 || die "$QEMU -machine dumpdtb failed"
   { dtc -q -I dtb -O dts "$RUN/virt.dtb"
     printf '/ { reserved-memory { #address-cells = <2>; #size-cells = <2>; ranges;\n'
     printf '  handover-window@%x { reg = <0x%x 0x%x 0x0 0x800000>; no-map; }; }; };\n' \
-      $((WINDOW)) $((WINDOW >> 32)) $((WINDOW & 0xffffffff)); } > "$RUN/kdump.dts"
-  dtc -q -I dts -O dtb -o "$ST/boot/kdump.dtb" "$RUN/kdump.dts" || die "dtc failed on $RUN/kdump.dts"
-  echo "--dtb=/boot/kdump.dtb" > "$ST/boot/kexec.args"
-  WINDOW_ARG="ho.takeover_args=--window,$(printf '%x-%x' $((WINDOW)) $((WINDOW + 0x800000 - 1)))"
+      $((WINDOW)) $((WINDOW >> 32)) $((WINDOW & 0xffffffff)); } > "$RUN/machine.dts"
+  dtc -q -I dts -O dtb -o "$RUN/machine.dtb" "$RUN/machine.dts" || die "dtc failed on $RUN/machine.dts"
+  DTB_ARGS=(-dtb "$RUN/machine.dtb")
+  WINDOW_ARG=""
 else
   cp "$KEXEC" "$ST/sbin/kexec"
   for lib in $(ldd "$KEXEC" | awk '/=>/{print $3} /ld-linux/{print $1}'); do mkdir -p "$ST/$(dirname "$lib")"; cp -L "$lib" "$ST/$lib"; done
-  WINDOW_ARG="memmap=8M\$$WINDOW"
+  WINDOW_ARG="memmap=8M\$$WINDOW"; DTB_ARGS=()
 fi
 cp "$KERNEL" "$ST/boot/vmlinuz"; cp "$RUN/initrd-kdump.cpio" "$ST/boot/initrd-kdump.cpio"
 # ho.mode=takeover comes first: init.sh's `arg` takes the first ho.mode= word.
-KAPPEND="ho.mode=takeover console=$CONSOLE nr_cpus=1 irqpoll reset_devices printk.devkmsg=on printk.time=0 panic=-1 ho.kind=$KIND ho.policy=$POLICY ho.needed=$NEEDED $WINDOW_ARG $KDUMP_ARGS"
+KAPPEND="ho.mode=takeover console=$CONSOLE nr_cpus=1 irqpoll reset_devices printk.devkmsg=on printk.time=0 panic=-1 ho.kind=$KIND ho.policy=$POLICY ho.needed=$NEEDED${WINDOW_ARG:+ $WINDOW_ARG}${TAKEOVER_ARGS:+ ho.takeover_args=$TAKEOVER_ARGS} $KDUMP_ARGS"
 echo "$KAPPEND" > "$ST/boot/kdump.cmdline"; echo "$PANIC_DELAY" > "$ST/boot/ho.delay"
 (cd "$ST" && find . | cpio -o -H newc --quiet) > "$RUN/initrd-crash.cpio"
 qemu-img create -q -f raw "$RUN/dump.img" 4G
 
 # 3. boot; the crashing kernel panics by itself after PANIC_DELAY s of DMA
 APPEND="console=$CONSOLE${IOPT:+ $IOPT} iommu.strict=1 iommu.passthrough=0 crashkernel=$CRASHKERNEL panic=-1 ho.mode=crash"
-QARGS=("${IOMMU_DEV[@]}" -accel tcg -m "$MEM" -smp 2 -nodefaults $([ $ARCH = amd64 ] && echo -vga none) -display none
+VGA=(); [ $ARCH = amd64 ] && VGA=(-vga none)
+QARGS=("${IOMMU_DEV[@]}" -accel tcg -m "$MEM" -smp 2 -nodefaults "${VGA[@]}" -display none
        -netdev "user,id=n0,restrict=on,hostfwd=udp:127.0.0.1:$UDP_PORT-10.0.2.15:9" -device e1000e,netdev=n0,addr=02.0
        -drive "file=$NVME_IMG,if=none,id=d0,format=raw,snapshot=on" -device nvme,drive=d0,serial=kd0,addr=03.0
        -drive "file=$RUN/dump.img,if=none,id=d1,format=raw" -device nvme,drive=d1,serial=kd1,addr=04.0
-       -kernel "$KERNEL" -initrd "$RUN/initrd-crash.cpio" -append "$APPEND"
+       -kernel "$KERNEL" -initrd "$RUN/initrd-crash.cpio" -append "$APPEND" "${DTB_ARGS[@]}"
        -trace "events=$RUN/events,file=$OUT/trace.log"
        -serial "file:$OUT/console.log" -qmp "unix:$QMP_SOCK,server=on,wait=off" -no-reboot)
 say "$KIND $POLICY: booting $KVER (TCG, -m $MEM, crashkernel=$CRASHKERNEL, window 8M at $WINDOW)"
