@@ -292,6 +292,24 @@ pub trait IommuDriver {
     /// Map `size` bytes at `pa` into domain `d` at a fresh IOVA (the DMA API's `dma_map_*`); the IOVA.
     fn map(&mut self, hw: &mut dyn Platform, d: DomainId, pa: u64, size: u64, perm: Perm) -> Result<u64, DriverError>;
 
+    /// Map `size` bytes at `pa` into domain `d` at the chosen `iova` (all 4 KiB multiples), keeping the range
+    /// out of the domain's IOVA allocator: a domain whose addresses the caller picks, such as the one-to-one
+    /// domain a kernel with a direct DMA API needs (a kdump kernel with its IOMMU driver off). Not-present to
+    /// present needs no invalidation on units that do not cache faults.
+    fn map_at(
+        &mut self,
+        hw: &mut dyn Platform,
+        d: DomainId,
+        iova: u64,
+        pa: u64,
+        size: u64,
+        perm: Perm,
+    ) -> Result<(), DriverError>;
+
+    /// The tag the hardware knows domain `d` by (VT-d domain ID, AMD-Vi domain ID, SMMUv3 ASID), while it
+    /// exists.
+    fn domain_tag(&self, d: DomainId) -> Option<u32>;
+
     /// Unmap and invalidate at once (strict mode).
     fn unmap(&mut self, hw: &mut dyn Platform, d: DomainId, iova: u64, size: u64) -> Result<(), DriverError>;
 
@@ -383,6 +401,17 @@ macro_rules! delegate_common {
             perm: crate::contract::Perm,
         ) -> Result<u64, crate::contract::DriverError> {
             Ok($ty::map(self, &mut hw, d, pa, size, perm.read, perm.write)?)
+        }
+        fn map_at(
+            &mut self,
+            mut hw: &mut dyn crate::Platform,
+            d: crate::contract::DomainId,
+            iova: u64,
+            pa: u64,
+            size: u64,
+            perm: crate::contract::Perm,
+        ) -> Result<(), crate::contract::DriverError> {
+            Ok($ty::map_at(self, &mut hw, d, iova, pa, size, perm.read, perm.write)?)
         }
         fn unmap(
             &mut self,
