@@ -25,6 +25,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod devtree;
 pub mod iomem;
 mod mapped;
 
