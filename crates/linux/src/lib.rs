@@ -284,6 +284,10 @@ impl<R: RegisterIo, F: PhysFile> LinuxPlatform<R, F> {
     pub fn window_used(&self) -> Range<u64> {
         self.window.start..self.next_frame
     }
+    /// The memory path (e.g. to name it in a report).
+    pub fn mem(&self) -> &F {
+        &self.mem
+    }
     pub fn into_parts(self) -> (R, F) {
         (self.regs, self.mem)
     }
