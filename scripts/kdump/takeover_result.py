@@ -99,7 +99,7 @@ HEX = re.compile(r'0x([0-9a-fA-F]+)')
 BDF = re.compile(r'\b([0-9a-f]{2}):([0-9a-f]{2})[.:]([0-9a-f]{1,2})\b')
 
 
-SID = re.compile(r'\b(?:sid|devid) 0x([0-9a-fA-F]+)')
+SID = re.compile(r'\b(?:sid|devid)[ =]0x([0-9a-fA-F]+)')
 
 
 def sid_of(text):
@@ -152,11 +152,14 @@ def main():
                 dmar_on = 'true' in rest or rest.strip().endswith('1')
             if ev == 'amdvi_control_status' and nums:
                 dmar_on = bool(nums[-1] & 1)   # CONTROL.IommuEn
-            if ev in ('vtd_dmar_translate', 'amdvi_translation_result') and phase != 'crash':
-                # the translated address is the last-but-one number (vtd: iova, gpa, mask)
+            if ev == 'smmuv3_write_mmio' and len(nums) >= 2 and nums[0] == 0x20:
+                dmar_on = bool(nums[1] & 1)    # CR0.SMMUEN (offset 0x20)
+            if ev in ('vtd_dmar_translate', 'amdvi_translation_result', 'smmuv3_translate_success') and phase != 'crash':
+                # the translated address is the last-but-one number (vtd: iova, gpa, mask; smmuv3: sid, iova,
+                # translated, perm)
                 gpa = None
                 if len(nums) >= 2:
-                    gpa = nums[-2] if ev == 'vtd_dmar_translate' else nums[-1]
+                    gpa = nums[-1] if ev == 'amdvi_translation_result' else nums[-2]
                     targets.add(gpa & ~(PAGE - 1))
                 if (ev == 'amdvi_translation_result' and phase == 'after' and sid not in needed
                         and len(nums) >= 2 and nums[-1] == nums[-2] & ~(PAGE - 1)):
@@ -168,10 +171,16 @@ def main():
                         to_scratch += 1
                         by_sid['%04x' % sid if sid is not None else '-']['to_scratch'] += 1
                     by_sid['%04x' % sid if sid is not None else '-']['translated'] += 1
-            elif ev in ('vtd_dmar_fault', 'amdvi_page_fault') and phase == 'after':
+            elif ev in ('smmuv3_translate_bypass', 'smmuv3_translate_disable') and phase == 'after':
+                # STE bypass or SMMUEN off: the device's address is used as physical (counted per device; the
+                # NIC's buffer writes below are `untranslated`)
+                by_sid['%04x' % sid if sid is not None else '-']['bypassed'] += 1
+                if len(nums) >= 2:
+                    targets.add(nums[1] & ~(PAGE - 1))
+            elif ev in ('vtd_dmar_fault', 'amdvi_page_fault', 'smmuv3_translate_abort') and phase == 'after':
                 faulted += 1
                 by_sid['%04x' % sid if sid is not None else '-']['faulted'] += 1
-                addr = re.search(r'addr 0x([0-9a-fA-F]+)', rest)
+                addr = re.search(r'(?:addr|iova:?) ?0x([0-9a-fA-F]+)', rest)
                 iova = int(addr.group(1), 16) if addr else (nums[-1] if nums else 0)
                 reason = re.search(r'fault (\d+)|reason (\w+)', rest)
                 faults[('%04x' % sid if sid is not None else '-', iova & ~(PAGE - 1), reason.group(0) if reason else rest[:60])] += 1
