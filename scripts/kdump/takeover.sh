@@ -2,7 +2,7 @@
 # takeover.sh vtd|amdvi|smmuv3 POLICY OUTDIR
 #
 # `handover takeover` inside a real Linux kdump kernel under QEMU (TCG), DMA in flight: boot a Debian kernel
-# with the emulated IOMMU on, e1000e (00:02.0) receiving and nvme 00:03.0 reading; a second nvme (00:04.0)
+# (amd64 on q35 for vtd/amdvi, arm64 on virt for smmuv3) with the emulated IOMMU on, e1000e (00:02.0) receiving and nvme 00:03.0 reading; a second nvme (00:04.0)
 # is the dump disk. Panic (sysrq-c); the kdump kernel (IOMMU driver off, frame window reserved with
 # memmap=) stops at HO-REF, where the host pauses the VM and saves memory as the reference; then it runs
 # `handover takeover --policy POLICY --needed 0000:00:04.0`, the host sends UDP packets to the NIC (whose
@@ -17,7 +17,8 @@
 #   console.txt      the console lines that matter (versions, markers, takeover, dmesg excerpt)
 #   console.log      both kernels' serial console;  summary.txt  what ran
 # The 3 GiB reference and the vmcore stay in the scratch directory and are deleted.
-# Needs what audit.sh needs (root, setup.sh's QEMU and kernel, kexec-tools, cargo). Env as audit.sh, and:
+# Needs what audit.sh needs (root, setup.sh's QEMU and kernel, kexec-tools, cargo); smmuv3 also dtc and Debian's
+# arm64 kexec-tools and qemu-user-static, downloaded on first use (README.md). Env as audit.sh, and:
 #   WINDOW [vtd/amdvi: 0x76000000, inside the low crash-kernel region, reserved with memmap=; smmuv3:
 #          0x70000000, above the crash region, a no-map reserved-memory node]: the 8 MiB frame window's start
 #   TAKEOVER_ARGS: more `handover takeover` options, comma-separated

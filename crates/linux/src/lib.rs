@@ -6,8 +6,9 @@
 //!   `/dev/mem`, one load or store of the register's width) or [`FileRegs`] (positioned reads and writes of
 //!   exactly that width, for the file-backed fake the tests use);
 //! - a window of physical memory the kdump kernel does not use as RAM (taken out of it with `memmap=` on its
-//!   command line and found again in `/proc/iomem`, see [`iomem`]): the frames of every structure the
-//!   driver builds ([`FrameAlloc`], a bump allocator) — read and written;
+//!   command line and found again in `/proc/iomem`, see [`iomem`], or a `no-map` reserved-memory node of the
+//!   device tree, see [`devtree`]): the frames of every structure the driver builds ([`FrameAlloc`], a bump
+//!   allocator) — read and written;
 //! - the crashed kernel's RAM ([`PhysMem`]): read anywhere in it, written only inside the ranges declared
 //!   with [`LinuxPlatform::allow_old_write`] (the structures a policy adopts in place, e.g. an AMD-Vi device
 //!   table). From the kdump kernel that memory is not its own RAM, so `/dev/mem` reaches it.
@@ -22,6 +23,9 @@
 //! drop accesses narrower than 4 bytes (their `MemoryRegionOps` `valid.min_access_size`). Reads are
 //! different (`copy_from_kernel_nofault` copies aligned words whole), which is why the audit's `pread`
 //! works. The real device path is therefore [`MappedRegs`].
+//!
+//! Memory goes through a [`DevMem`]: positioned `read`/`write` of `/dev/mem` on x86, or [`MappedPhys`] on
+//! arm64, whose `/dev/mem` `read()` serves only the kernel's own mapped RAM.
 
 #![deny(unsafe_code)]
 
