@@ -237,9 +237,9 @@ pub fn check(a: &Args) -> Result<Ready, Refusal> {
                 }
                 (IommuKind::Smmuv3, reg.start, format!("device tree {}", node.display()))
             }
-            None => {
-                return refuse("no IOMMU: no DMAR, IVRS or IORT in sys/firmware/acpi/tables, no device tree (give --iommu and --base)")
-            }
+            None => return refuse(
+                "no IOMMU: no DMAR, IVRS or IORT in sys/firmware/acpi/tables, no device tree (give --iommu and --base)",
+            ),
         },
     };
     let block =
@@ -268,7 +268,8 @@ pub fn check(a: &Args) -> Result<Ready, Refusal> {
 
     // The window: present, page aligned, reserved, not the kdump kernel's RAM, not the crashed kernel's RAM,
     // not the ELF headers the kdump kernel reads /proc/vmcore from.
-    let no_map = if dt.is_dir() { devtree::no_map_reserved(&dt).or_else(|e| refuse(e.to_string()))? } else { Vec::new() };
+    let no_map =
+        if dt.is_dir() { devtree::no_map_reserved(&dt).or_else(|e| refuse(e.to_string()))? } else { Vec::new() };
     let dt_window = || no_map.iter().find(|(n, _)| n.starts_with("handover-window")).map(|(_, r)| r.clone());
     let window = match a.window.clone().or_else(|| window_from_cmdline(&cmdline)).or_else(dt_window) {
         Some(w) => w,

@@ -81,7 +81,10 @@ fn hostile_trees_are_refused_naming_the_file() {
     let t = Tree::virt("badreg");
     t.prop("smmuv3@9050000", "reg", &cells(&[0, 0x0905_0000, 0]));
     let e = devtree::smmuv3_units(t.path()).unwrap_err();
-    assert!(matches!(&e, DtError::BadReg { len: 12, addr_cells: 2, size_cells: 2, path } if path.ends_with("reg")), "{e}");
+    assert!(
+        matches!(&e, DtError::BadReg { len: 12, addr_cells: 2, size_cells: 2, path } if path.ends_with("reg")),
+        "{e}"
+    );
 
     let t = Tree::virt("wrap");
     t.prop("smmuv3@9050000", "reg", &cells(&[0xffff_ffff, 0xffff_f000, 0, 0x2_0000]));
