@@ -49,7 +49,7 @@ pub struct Args {
     /// The IOMMU kind; with --base it names the unit, else it picks the ACPI table (first found otherwise).
     #[arg(long, value_parser = ["vtd", "amdvi", "smmuv3"])]
     pub iommu: Option<String>,
-    /// The unit's MMIO base, when no ACPI table names it (device-tree machines); needs --iommu.
+    /// The unit's MMIO base, overriding discovery (ACPI DMAR/IVRS/IORT, or an arm,smmu-v3 device-tree node); needs --iommu.
     #[arg(long, value_parser = parse_u64, requires = "iommu")]
     pub base: Option<u64>,
     /// The frame window START-END (`/proc/iomem` syntax); by default the `memmap=SIZE$START` on the kernel
