@@ -265,7 +265,7 @@ python3 "$KDIR/takeover_result.py" --kind "$KIND" --policy "$POLICY" --kernel "$
   --reference "$RUN/reference.elf" --disk "$RUN/dump.img" --dump-bytes "${BYTES:-0}" --done "$DONE_LINE" --own-ram "$OWN" \
   --counts "$OUT/trace-counts.txt" > "$OUT/result.json" || die "takeover_result.py failed"
 { echo "host: $QV; $PROG $KIND $POLICY"
-  tr -d '\r' < "$OUT/console.log" | grep -a -E '^HO(:|-[A-Z]+)|Linux version|Kernel panic|DMAR|nvme|AER' \
+  tr -d '\r' < "$OUT/console.log" | grep -a -E '^HO(:|-[A-Z]+)|Linux version|Kernel panic|DMAR|nvme|AER|arm-smmu|nobody cared|Disabling IRQ' \
       | grep -a -v '^HO-F[+ ]' | cut -c1-300; } > "$OUT/console.txt"
 T_ALL=$(( $(date +%s) - T0 ))
 {
