@@ -8,6 +8,8 @@ hand-over itself; no packets are sent then) and `after` (from HO-TAKEN: the NIC'
 dma_after_takeover: translated = successful translations of the unit in `after`; faulted = DMA faults in
 `after`; untranslated = the NIC's receive-buffer writes in `after` while the unit's translation was off (the
 only device-side trace that carries the DMA address; the dump disk's own untranslated DMA is not counted).
+SMMUv3: QEMU traces every access that bypasses translation (`smmuv3_translate_disable`, `_bypass`), so there
+`untranslated` counts those of every device but the needed one.
 AMD-Vi: QEMU's `amdvi_translation_result` is printed for every lookup, and for a device table entry with
 Mode 0 (Linux's blocked entry: V, TV, IR = IW = 0) it prints the input address as the result although the
 access is denied (QEMU `amdvi_page_walk`, `no_remap`: permissions from the entry), and logs no event. Such
@@ -171,12 +173,16 @@ def main():
                         to_scratch += 1
                         by_sid['%04x' % sid if sid is not None else '-']['to_scratch'] += 1
                     by_sid['%04x' % sid if sid is not None else '-']['translated'] += 1
-            elif ev in ('smmuv3_translate_bypass', 'smmuv3_translate_disable') and phase == 'after':
-                # STE bypass or SMMUEN off: the device's address is used as physical (counted per device; the
-                # NIC's buffer writes below are `untranslated`)
-                by_sid['%04x' % sid if sid is not None else '-']['bypassed'] += 1
+            elif ev in ('smmuv3_translate_bypass', 'smmuv3_translate_disable') and phase != 'crash':
+                # STE bypass or SMMUEN off: the device's address is used as physical. QEMU's smmuv3 traces
+                # every such access, so a device other than the needed one counts as `untranslated` here
+                # (VT-d and AMD-Vi trace nothing with translation off: there the NIC's buffer writes count).
                 if len(nums) >= 2:
                     targets.add(nums[1] & ~(PAGE - 1))
+                if phase == 'after':
+                    by_sid['%04x' % sid if sid is not None else '-']['bypassed'] += 1
+                    if sid not in needed:
+                        untranslated += 1
             elif ev in ('vtd_dmar_fault', 'amdvi_page_fault', 'smmuv3_translate_abort') and phase == 'after':
                 faulted += 1
                 by_sid['%04x' % sid if sid is not None else '-']['faulted'] += 1
@@ -187,7 +193,7 @@ def main():
             elif ev == 'e1000e_rx_desc_buff_write' and phase != 'crash' and not dmar_on:
                 if nums:
                     targets.add(nums[0] & ~(PAGE - 1))
-                if phase == 'after':
+                if phase == 'after' and a.kind != 'smmuv3':
                     untranslated += 1
                     by_sid['nic-buffer-writes']['untranslated'] += 1
 
