@@ -43,7 +43,9 @@ pub struct Args {
     pub policy: Policy,
     /// A PCI function the kdump kernel needs (`0000:00:04.0` or `00:04.0`; repeatable): reset, then given a
     /// domain that maps the kdump kernel's RAM one-to-one. Every other adopted device keeps its old
-    /// translations (adopt) or is contained (adopt-scratch).
+    /// translations (adopt) or is contained (adopt-scratch). Without it: every mass-storage function (PCI
+    /// base class 01) with no driver bound, since any of them may hold the dump target, which no driver has
+    /// named yet when `takeover` runs.
     #[arg(long)]
     pub needed: Vec<String>,
     /// The IOMMU kind; with --base it names the unit, else it picks the ACPI table (first found otherwise).
@@ -131,6 +133,8 @@ pub struct Ready {
     pub old_ram: Vec<Range<u64>>,
     pub own_ram: Vec<Range<u64>>,
     pub needed: Vec<Bdf>,
+    /// Where `needed` came from: `--needed`, or the default.
+    pub needed_from: &'static str,
     pub functions: Vec<Bdf>,
     /// AMD-Vi: device table entries as Linux sizes the table from IVRS (the crashed kernel's size, which
     /// adoption requires); `None` without an IVRS.
@@ -185,6 +189,14 @@ fn elfcorehdr(cmdline: &str) -> Option<u64> {
 
 fn read_text(p: &Path, what: &str) -> Result<String, Refusal> {
     std::fs::read_to_string(p).or_else(|e| refuse(format!("{what}: {}: {e}", p.display())))
+}
+
+/// The function's sysfs `class` (`0x010802`) names a mass-storage controller: PCI base class 01.
+fn mass_storage(dir: &Path) -> bool {
+    std::fs::read_to_string(dir.join("class"))
+        .ok()
+        .and_then(|c| u32::from_str_radix(c.trim().trim_start_matches("0x"), 16).ok())
+        .is_some_and(|c| c >> 16 == 0x01)
 }
 
 /// Every check that decides whether the unit may be touched, without touching it.
@@ -338,7 +350,18 @@ pub fn check(a: &Args) -> Result<Ready, Refusal> {
         }
         needed.push(b);
     }
-    Ok(Ready { kind, base, origin, window, old_ram, own_ram, needed, functions, amd_dev_table_entries })
+    if a.needed.is_empty() {
+        needed = functions
+            .iter()
+            .copied()
+            .filter(|b| {
+                let dir = pci.join(b.sysfs_name());
+                mass_storage(&dir) && !dir.join("driver").exists()
+            })
+            .collect();
+    }
+    let needed_from = if a.needed.is_empty() { "mass-storage functions (PCI class 01)" } else { "--needed" };
+    Ok(Ready { kind, base, origin, window, old_ram, own_ram, needed, needed_from, functions, amd_dev_table_entries })
 }
 
 type Hw = LinuxPlatform<MappedRegs, DevMem>;
@@ -553,6 +576,8 @@ pub fn run(a: &Args) -> Result<ExitCode, String> {
     let unit = json!({"kind": ready.kind.name(), "base": ready.base, "origin": ready.origin});
     let window = json!({"start": ready.window.start, "end": ready.window.end});
     let mem_access = hw.mem().how();
+    let needed: Vec<String> = ready.needed.iter().map(|b| b.sysfs_name()).collect();
+    let needed = json!(needed);
     let (out, ok) = match res {
         Ok(mut v) => {
             let ok = v["ok"].as_bool().unwrap_or(false);
@@ -560,12 +585,14 @@ pub fn run(a: &Args) -> Result<ExitCode, String> {
             v["policy"] = json!(a.policy.name());
             v["window"] = window;
             v["mem_access"] = json!(mem_access);
+            v["needed_from"] = json!(ready.needed_from);
+            v["needed"] = needed;
             v["ms"] = json!(ms);
             (v, ok)
         }
         Err(e) => (
             json!({"unit": unit, "policy": a.policy.name(), "window": window, "mem_access": mem_access, "ok": false,
-                   "error": e, "ms": ms}),
+                   "needed": needed, "needed_from": ready.needed_from, "error": e, "ms": ms}),
             false,
         ),
     };

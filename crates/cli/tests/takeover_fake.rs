@@ -245,3 +245,29 @@ fn on_a_device_tree_machine_the_smmu_and_the_window_come_from_the_tree() {
     prop("smmuv3@c0000", "reg", &cells(&[0, SMMU as u32, 0]));
     refused(&run(&[]), "not a whole number of");
 }
+
+/// Without --needed, every mass-storage function (PCI class 01) with no driver bound is needed: the dump target
+/// is on one of them; a NIC, or a disk whose driver already runs, is not.
+#[test]
+fn without_needed_every_unbound_mass_storage_function_is_needed() {
+    let f = Fake::new("needed");
+    let dev = |bdf: &str, class: &str, bound: bool| {
+        let d = f.path(&format!("sys/bus/pci/devices/{bdf}"));
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("class"), class).unwrap();
+        if bound {
+            std::fs::create_dir_all(d.join("driver")).unwrap();
+        }
+    };
+    dev("0000:00:02.0", "0x020000\n", false);
+    dev("0000:00:03.0", "0x010802\n", true);
+    dev("0000:00:04.0", "0x010802\n", false);
+    dev("0000:00:05.0", "0x010601\n", false);
+    dev("0000:00:06.0", "garbage\n", false);
+    let v: serde_json::Value = serde_json::from_slice(&f.run(&["--json"]).stdout).unwrap();
+    assert_eq!(v["needed"], serde_json::json!(["0000:00:04.0", "0000:00:05.0"]), "{v}");
+    assert_eq!(v["needed_from"], "mass-storage functions (PCI class 01)");
+    let v: serde_json::Value = serde_json::from_slice(&f.run(&["--json", "--needed", "00:02.0"]).stdout).unwrap();
+    assert_eq!(v["needed"], serde_json::json!(["0000:00:02.0"]), "an explicit --needed replaces the default");
+    assert_eq!(v["needed_from"], "--needed");
+}
