@@ -409,7 +409,7 @@ fn identity(ram: &[Range<u64>], mut map_at: impl FnMut(u64, u64) -> Result<(), S
         let (start, end) = (r.start.next_multiple_of(4096), r.end & !0xfff);
         if start < end {
             map_at(start, end - start)?;
-            bytes += end - start;
+            bytes = bytes.saturating_add(end - start);
         }
     }
     Ok(bytes)
