@@ -102,8 +102,8 @@ impl Bdf {
         let func = u8::from_str_radix(func, 16).ok().filter(|&f| f < 8)?;
         Some(Bdf { bus, dev, func })
     }
-    /// The requester ID: VT-d source ID, AMD-Vi device ID, and the SMMUv3 stream ID under an identity IORT
-    /// mapping (QEMU's).
+    /// The requester ID: VT-d source ID, AMD-Vi device ID; SMMUv3 stream IDs come from it through the host
+    /// bridge's `iommu-map` ([`Ready::device_id`]; with ACPI, an identity IORT mapping as QEMU's is assumed).
     pub fn rid(self) -> u16 {
         (self.bus as u16) << 8 | (self.dev as u16) << 3 | self.func as u16
     }
@@ -135,10 +135,24 @@ pub struct Ready {
     pub needed: Vec<Bdf>,
     /// Where `needed` came from: `--needed`, or the default.
     pub needed_from: &'static str,
+    /// Device-tree machines: the host bridges' `iommu-map` entries naming the unit (requester ID → stream
+    /// ID); `None` where the IDs are the requester IDs themselves (VT-d source IDs, AMD-Vi device IDs).
+    pub iommu_map: Option<Vec<(u32, devtree::IommuMapEntry)>>,
     pub functions: Vec<Bdf>,
     /// AMD-Vi: device table entries as Linux sizes the table from IVRS (the crashed kernel's size, which
     /// adoption requires); `None` without an IVRS.
     pub amd_dev_table_entries: Option<u32>,
+}
+
+impl Ready {
+    /// The ID the unit knows function `b` by, if it is behind the unit.
+    pub fn device_id(&self, b: Bdf) -> Option<DeviceId> {
+        let rid = u32::from(b.rid());
+        match &self.iommu_map {
+            Some(map) => devtree::stream_id(map, rid).map(DeviceId),
+            None => Some(DeviceId(rid)),
+        }
+    }
 }
 
 /// Linux `find_last_devid_from_ivhd` + `tbl_size`: the last device ID the unit's IVHD entries name (an
@@ -218,6 +232,7 @@ pub fn check(a: &Args) -> Result<Ready, Refusal> {
     let want = a.iommu.as_deref().and_then(|n| n.parse::<IommuKind>().ok());
     let mut amd_dev_table_entries = None;
     let dt = root.join("proc/device-tree");
+    let mut iommu_map = None;
     let (kind, base, origin) = match (a.base, want) {
         (Some(b), Some(k)) => (k, b, "--base".to_string()),
         _ => match acpi::sysfs_table(&root.join(acpi::SYSFS_TABLES), want) {
@@ -247,6 +262,11 @@ pub fn check(a: &Args) -> Result<Ready, Refusal> {
                         reg.end
                     ));
                 }
+                let map = devtree::iommu_map(&dt, &node).or_else(|e| refuse(e.to_string()))?;
+                if map.is_empty() {
+                    return refuse(format!("{}: no iommu-map names it: no PCI function is behind it", node.display()));
+                }
+                iommu_map = Some(map);
                 (IommuKind::Smmuv3, reg.start, format!("device tree {}", node.display()))
             }
             None => return refuse(
@@ -361,7 +381,26 @@ pub fn check(a: &Args) -> Result<Ready, Refusal> {
             .collect();
     }
     let needed_from = if a.needed.is_empty() { "mass-storage functions (PCI class 01)" } else { "--needed" };
-    Ok(Ready { kind, base, origin, window, old_ram, own_ram, needed, needed_from, functions, amd_dev_table_entries })
+    let ready = Ready {
+        kind,
+        base,
+        origin,
+        window,
+        old_ram,
+        own_ram,
+        needed,
+        needed_from,
+        iommu_map,
+        functions,
+        amd_dev_table_entries,
+    };
+    if let Some(b) = ready.needed.iter().find(|b| ready.device_id(**b).is_none()) {
+        return refuse(format!(
+            "needed {}: not behind the unit (no iommu-map entry holds its requester ID)",
+            b.sysfs_name()
+        ));
+    }
+    Ok(ready)
 }
 
 type Hw = LinuxPlatform<MappedRegs, DevMem>;
@@ -455,7 +494,8 @@ fn hand_over(
         mem_encrypt: false,
         c_bit: 0,
     };
-    let masters: Vec<DeviceId> = r.functions.iter().map(|b| DeviceId(u32::from(b.rid()))).collect();
+    // The bus probe's masters: every PCI function behind the unit.
+    let masters: Vec<DeviceId> = r.functions.iter().filter_map(|b| r.device_id(*b)).collect();
     let mut in_place = if matches!(policy, Policy::Adopt | Policy::AdoptScratch) {
         writes_in_place(r.kind, hw, &masters)
     } else {
@@ -475,7 +515,6 @@ fn hand_over(
         opts.dev_table_entries = n;
     }
     let (mut drv, mut report) = boot_crash(r.kind, hw, &env, opts, policy).map_err(|e| e.to_string())?;
-    // The bus probe: every PCI function is a master (stream ID = requester ID on the machines here).
     for &id in &masters {
         let found = drv.device_found(hw, &env, id);
         report.note_found(id, found);
@@ -483,7 +522,7 @@ fn hand_over(
     drv.account(&mut report);
     let as_asked = matches!(report.outcome, CrashOutcome::Reset | CrashOutcome::Adopted);
     let adopted: Vec<u32> = report.adopted.iter().map(|d| d.0).collect();
-    let needed: Vec<u32> = r.needed.iter().map(|b| u32::from(b.rid())).collect();
+    let needed: Vec<u32> = r.needed.iter().filter_map(|b| r.device_id(*b)).map(|d| d.0).collect();
     let mut devices = Vec::new();
     let mut failed = false;
     if policy == Policy::AdoptScratch && as_asked {
@@ -498,7 +537,8 @@ fn hand_over(
         }
     }
     for bdf in &r.needed {
-        let id = DeviceId(u32::from(bdf.rid()));
+        // `check` refused a needed function with no ID.
+        let Some(id) = r.device_id(*bdf) else { continue };
         // Reset first: after it the device has forgotten the crashed kernel's rings and buffers, so giving it
         // the new domain cannot let old DMA land in the kdump kernel's RAM.
         let res = reset(*bdf)

@@ -199,6 +199,10 @@ fn on_a_device_tree_machine_the_smmu_and_the_window_come_from_the_tree() {
     prop("", "#size-cells", &cells(&[2]));
     prop("smmuv3@c0000", "compatible", b"arm,smmu-v3\0");
     prop("smmuv3@c0000", "reg", &cells(&[0, SMMU as u32, 0, 0x2_0000]));
+    prop("smmuv3@c0000", "phandle", &cells(&[0x8005]));
+    prop("smmuv3@c0000", "#iommu-cells", &cells(&[1]));
+    // Bus 0 devices 0-3 only: 00:04.0 (requester ID 0x20) is not behind the SMMU.
+    prop("pcie@10000000", "iommu-map", &cells(&[0, 0x8005, 0x100, 0x20]));
     prop("reserved-memory", "#address-cells", &cells(&[2]));
     prop("reserved-memory", "#size-cells", &cells(&[2]));
     prop("reserved-memory/handover-window@40000", "reg", &cells(&[0, 0x4_0000, 0, 0x1_0000]));
@@ -232,6 +236,14 @@ fn on_a_device_tree_machine_the_smmu_and_the_window_come_from_the_tree() {
         .filter(|&i| !WINDOW.contains(&(i as u64)) && !(SMMU..SMMU + 0x2_0000).contains(&(i as u64)))
         .collect();
     assert!(stray.is_empty(), "written outside the window and the SMMU's registers: {stray:#x?}");
+
+    // A needed function the iommu-map does not send to the SMMU; no iommu-map at all.
+    refused(&run(&["--needed", "00:04.0"]), "not behind the unit");
+    prop("pcie@10000000", "iommu-map", &cells(&[0, 0x9999, 0, 0x1_0000]));
+    refused(&run(&[]), "no iommu-map names it");
+    prop("pcie@10000000", "iommu-map", &cells(&[0, 0x8005, 0x100, 0x28]));
+    let v: serde_json::Value = serde_json::from_slice(&run(&["--needed", "00:04.0"]).stdout).unwrap();
+    assert_eq!(v["needed"], serde_json::json!(["0000:00:04.0"]), "behind it once the map covers 0x20: {v}");
 
     // The ELF headers inside the window, a window in the kdump kernel's RAM, no SMMU node: refusals.
     prop("chosen", "linux,elfcorehdr", &cells(&[0, 0x4_8000, 0, 0x1000]));

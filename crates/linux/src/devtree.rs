@@ -95,9 +95,12 @@ pub fn regions(parent: &Path, node: &Path, name: &str) -> Result<Vec<Range<u64>>
         .collect()
 }
 
-/// Every node under `root` whose `compatible` lists `compat`, with its parent, in a bounded walk that
-/// follows no symlink.
-pub fn compatible(root: &Path, compat: &str) -> Result<Vec<(PathBuf, PathBuf)>, DtError> {
+/// Every node under `root` (with its parent) for which `keep` says yes, in a bounded walk that follows no
+/// symlink.
+fn nodes(
+    root: &Path,
+    mut keep: impl FnMut(&Path) -> Result<bool, DtError>,
+) -> Result<Vec<(PathBuf, PathBuf)>, DtError> {
     let mut out = Vec::new();
     let mut stack = vec![(root.to_path_buf(), 0usize)];
     let mut seen = 0usize;
@@ -117,15 +120,77 @@ pub fn compatible(root: &Path, compat: &str) -> Result<Vec<(PathBuf, PathBuf)>, 
         }
         children.sort();
         for c in children.into_iter().rev() {
-            if let Some(v) = prop(&c, "compatible")? {
-                if v.split(|&b| b == 0).any(|s| s == compat.as_bytes()) {
-                    out.push((c.clone(), dir.clone()));
-                }
+            if keep(&c)? {
+                out.push((c.clone(), dir.clone()));
             }
             stack.push((c, depth + 1));
         }
     }
     Ok(out)
+}
+
+/// Every node under `root` whose `compatible` lists `compat`, with its parent.
+pub fn compatible(root: &Path, compat: &str) -> Result<Vec<(PathBuf, PathBuf)>, DtError> {
+    nodes(root, |c| Ok(prop(c, "compatible")?.is_some_and(|v| v.split(|&b| b == 0).any(|s| s == compat.as_bytes()))))
+}
+
+/// One `iommu-map` entry (devicetree binding `pci-iommu.yaml`): requester IDs `rid_base..rid_base+len` reach
+/// the IOMMU as stream IDs from `sid_base` on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IommuMapEntry {
+    pub rid_base: u32,
+    pub sid_base: u32,
+    pub len: u32,
+}
+
+/// The `iommu-map` entries of every node that sends requester IDs to the IOMMU node `iommu` (matched by its
+/// `phandle`), with the node's `iommu-map-mask` (all ones without one). The IOMMU must have
+/// `#iommu-cells` = 1, as SMMUv3 has (one cell: the stream ID).
+pub fn iommu_map(root: &Path, iommu: &Path) -> Result<Vec<(u32, IommuMapEntry)>, DtError> {
+    let cell = |node: &Path, name: &str| -> Result<Option<u32>, DtError> {
+        let Some(v) = prop(node, name)? else { return Ok(None) };
+        let b: [u8; 4] = v.as_slice().try_into().map_err(|_| io(&node.join(name), "not one cell"))?;
+        Ok(Some(u32::from_be_bytes(b)))
+    };
+    let Some(phandle) = cell(iommu, "phandle")?.or(cell(iommu, "linux,phandle")?) else { return Ok(Vec::new()) };
+    match cell(iommu, "#iommu-cells")? {
+        Some(1) => {}
+        other => {
+            return Err(io(&iommu.join("#iommu-cells"), format!("{other:?}: one cell (a stream ID) expected")));
+        }
+    }
+    let mut out = Vec::new();
+    for (node, _) in nodes(root, |c| Ok(c.join("iommu-map").is_file()))? {
+        let p = node.join("iommu-map");
+        let v = prop(&node, "iommu-map")?.unwrap_or_default();
+        if v.is_empty() || !v.len().is_multiple_of(16) {
+            return Err(DtError::BadReg { path: p, len: v.len(), addr_cells: 1, size_cells: 3 });
+        }
+        let mask = cell(&node, "iommu-map-mask")?.unwrap_or(u32::MAX);
+        for e in v.chunks(16) {
+            let w = |i: usize| u32::from_be_bytes([e[4 * i], e[4 * i + 1], e[4 * i + 2], e[4 * i + 3]]);
+            if w(1) != phandle {
+                continue;
+            }
+            let entry = IommuMapEntry { rid_base: w(0), sid_base: w(2), len: w(3) };
+            if entry.len == 0 || entry.rid_base.checked_add(entry.len - 1).is_none() {
+                return Err(io(&p, format!("entry {entry:x?} is empty or wraps")));
+            }
+            out.push((mask, entry));
+        }
+    }
+    Ok(out)
+}
+
+/// The stream ID `rid` reaches the IOMMU with under `map` ([`iommu_map`]): Linux `of_map_id` — the first
+/// entry whose range holds `rid & mask`. `None` when no entry does (the device is not behind that IOMMU) or
+/// the stream ID would overflow.
+pub fn stream_id(map: &[(u32, IommuMapEntry)], rid: u32) -> Option<u32> {
+    map.iter().find_map(|&(mask, e)| {
+        let id = rid & mask;
+        let off = id.checked_sub(e.rid_base).filter(|&o| o < e.len)?;
+        e.sid_base.checked_add(off)
+    })
 }
 
 /// The register blocks of every SMMUv3 in the tree (its first `reg` entry each), in path order.

@@ -28,6 +28,9 @@ impl Tree {
         t.prop("smmuv3@9050000", "reg", &cells(&[0, 0x0905_0000, 0, 0x2_0000]));
         t.prop("pcie@10000000", "compatible", b"pci-host-ecam-generic\0");
         t.prop("pcie@10000000", "reg", &cells(&[0x40, 0x1000_0000, 0, 0x1000_0000]));
+        t.prop("pcie@10000000", "iommu-map", &cells(&[0, 0x8005, 0, 0x1_0000]));
+        t.prop("smmuv3@9050000", "phandle", &cells(&[0x8005]));
+        t.prop("smmuv3@9050000", "#iommu-cells", &cells(&[1]));
         t.prop("reserved-memory", "#address-cells", &cells(&[2])).prop("reserved-memory", "#size-cells", &cells(&[2]));
         t.prop("reserved-memory/handover-window@70000000", "reg", &cells(&[0, 0x7000_0000, 0, 0x80_0000]));
         t.prop("reserved-memory/handover-window@70000000", "no-map", b"");
@@ -114,4 +117,42 @@ fn a_symlink_loop_is_not_followed() {
     let t = Tree::virt("loop");
     std::os::unix::fs::symlink(t.path(), t.path().join("pcie@10000000/again")).unwrap();
     assert_eq!(devtree::smmuv3_units(t.path()).unwrap().len(), 1);
+}
+
+/// `virt`'s `iommu-map = <0 &smmu 0 0x10000>`: stream ID = requester ID; an offset map, a mask, a map naming
+/// another IOMMU, and malformed maps as Linux `of_map_id` reads them.
+#[test]
+fn stream_ids_follow_the_host_bridges_iommu_map() {
+    let t = Tree::virt("imap");
+    let smmu = t.path().join("smmuv3@9050000");
+    let map = devtree::iommu_map(t.path(), &smmu).unwrap();
+    assert_eq!(map.len(), 1);
+    assert_eq!(devtree::stream_id(&map, 0x20), Some(0x20));
+    assert_eq!(devtree::stream_id(&map, 0xffff), Some(0xffff));
+    assert_eq!(devtree::stream_id(&map, 0x1_0000), None, "past the entry");
+
+    // A second host bridge sending bus 0 to stream IDs from 0x4000 through another IOMMU's entry first.
+    t.prop("pcie@20000000", "iommu-map", &cells(&[0, 0x9999, 0, 0x100, 0x100, 0x8005, 0x4000, 0x100]));
+    t.prop("pcie@20000000", "iommu-map-mask", &cells(&[0xff00]));
+    let map = devtree::iommu_map(t.path(), &smmu).unwrap();
+    assert_eq!(map.len(), 2, "the entry naming phandle 0x9999 is not this SMMU's");
+    assert!(map.contains(&(0xff00, devtree::IommuMapEntry { rid_base: 0x100, sid_base: 0x4000, len: 0x100 })));
+
+    std::fs::remove_file(t.path().join("pcie@20000000/iommu-map-mask")).unwrap();
+    t.prop("pcie@20000000", "iommu-map", &cells(&[0, 0x8005, 0xffff_fff8, 0x10]));
+    let map = devtree::iommu_map(t.path(), &smmu).unwrap();
+    let only: Vec<_> = map.iter().copied().filter(|m| m.1.sid_base == 0xffff_fff8).collect();
+    assert_eq!(devtree::stream_id(&only, 0x7), Some(u32::MAX));
+    assert_eq!(devtree::stream_id(&only, 0x8), None, "stream ID overflows");
+
+    t.prop("pcie@20000000", "iommu-map", &cells(&[0, 0x8005, 0]));
+    assert!(matches!(devtree::iommu_map(t.path(), &smmu), Err(DtError::BadReg { .. })), "not 4-cell entries");
+    t.prop("pcie@20000000", "iommu-map", &cells(&[0xffff_fff0, 0x8005, 0, 0x20]));
+    assert!(matches!(devtree::iommu_map(t.path(), &smmu), Err(DtError::Io { .. })), "requester IDs wrap");
+    std::fs::remove_dir_all(t.path().join("pcie@20000000")).unwrap();
+
+    t.prop("smmuv3@9050000", "#iommu-cells", &cells(&[2]));
+    assert!(devtree::iommu_map(t.path(), &smmu).is_err(), "SMMUv3 specifiers are one cell");
+    std::fs::remove_file(smmu.join("phandle")).unwrap();
+    assert_eq!(devtree::iommu_map(t.path(), &smmu).unwrap(), vec![], "no phandle: nothing can name it");
 }
