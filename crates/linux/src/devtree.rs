@@ -1,9 +1,9 @@
 //! What `handover takeover` needs from the device tree Linux exposes at `/proc/device-tree` (one directory per
 //! node, one file per property, values big-endian): on machines without ACPI (QEMU's arm64 `virt`) the
 //! SMMUv3 is a node whose `compatible` lists `arm,smmu-v3` (Linux `arm_smmu_of_match`), its registers the
-//! node's `reg`; the frame window a `no-map` child of `/reserved-memory` (devicetree-specification,
-//! "Reserved Memory"), and the kdump kernel's ELF headers `/chosen/linux,elfcorehdr` (Linux
-//! `early_init_dt_check_for_elfcorehdr`).
+//! node's `reg`, and the stream ID of each PCI function the host bridge's `iommu-map` (Linux `of_map_id`);
+//! the frame window a `no-map` child of `/reserved-memory` (devicetree-specification, "Reserved Memory"), and
+//! the kdump kernel's ELF headers `/chosen/linux,elfcorehdr` (Linux `early_init_dt_check_for_elfcorehdr`).
 //!
 //! The tree is input the kernel copied from firmware and kexec-tools: every walk is bounded in depth and
 //! nodes, every value checked for length and cell counts, every address computed with checked arithmetic;
