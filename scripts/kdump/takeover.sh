@@ -2,7 +2,7 @@
 # takeover.sh vtd|amdvi|smmuv3 POLICY OUTDIR
 #
 # `handover takeover` inside a real Linux kdump kernel under QEMU (TCG), DMA in flight: boot a Debian kernel
-# with the emulated IOMMU on, e1000e (00:02.0) receiving and nvme 00:03.0 reading; a second nvme (00:04.0)
+# (amd64 on q35 for vtd/amdvi, arm64 on virt for smmuv3) with the emulated IOMMU on, e1000e (00:02.0) receiving and nvme 00:03.0 reading; a second nvme (00:04.0)
 # is the dump disk. Panic (sysrq-c); the kdump kernel (IOMMU driver off, frame window reserved with
 # memmap=) stops at HO-REF, where the host pauses the VM and saves memory as the reference; then it runs
 # `handover takeover --policy POLICY --needed 0000:00:04.0`, the host sends UDP packets to the NIC (whose
@@ -17,8 +17,11 @@
 #   console.txt      the console lines that matter (versions, markers, takeover, dmesg excerpt)
 #   console.log      both kernels' serial console;  summary.txt  what ran
 # The 3 GiB reference and the vmcore stay in the scratch directory and are deleted.
-# Needs what audit.sh needs (root, setup.sh's QEMU and kernel, kexec-tools, cargo). Env as audit.sh, and:
-#   WINDOW [vtd/amdvi: 0x76000000]: the frame window's start (8 MiB, inside the low crash-kernel region)
+# Needs what audit.sh needs (root, setup.sh's QEMU and kernel, kexec-tools, cargo); smmuv3 also dtc and Debian's
+# arm64 kexec-tools and qemu-user-static, downloaded on first use (README.md). Env as audit.sh, and:
+#   WINDOW [vtd/amdvi: 0x76000000, inside the low crash-kernel region, reserved with memmap=; smmuv3:
+#          0x70000000, above the crash region, a no-map reserved-memory node]: the 8 MiB frame window's start
+#   TAKEOVER_ARGS: more `handover takeover` options, comma-separated
 #   UDP_PACKETS [60] packets sent to the NIC after the takeover; KDUMP_TIMEOUT [900]
 set -euo pipefail
 KDIR=$(cd "$(dirname "$(readlink -f "$0")")" && pwd)
@@ -27,7 +30,7 @@ HERE=$REPO/scripts/capture
 PROG=takeover.sh
 KIND=${1:-}; POLICY=${2:-}; OUT=${3:-}
 usage() { echo "usage: $0 vtd|amdvi|smmuv3 reset-abort|reset-bypass|adopt|adopt-scratch OUTDIR" >&2; exit 2; }
-case "$KIND" in vtd|amdvi) ;; smmuv3) echo "$0: smmuv3 (arm64 under TCG) is not wired yet" >&2; exit 2;; *) usage;; esac
+case "$KIND" in vtd|amdvi|smmuv3) ;; *) usage;; esac
 case "$POLICY" in reset-abort|reset-bypass|adopt|adopt-scratch) ;; *) usage;; esac
 [ -n "$OUT" ] && [ $# = 3 ] || usage
 source "$HERE/lib.sh"
@@ -35,15 +38,19 @@ KDUMP_TIMEOUT=${KDUMP_TIMEOUT:-900}
 QEMU_TIMEOUT=${QEMU_TIMEOUT:-1800}
 
 W=${CAPTURE_WORK:-$HOME/.cache/handover-capture/work}
-KVER=${KVER:-6.12.95+deb12-amd64}
+if [ "$KIND" = smmuv3 ]; then ARCH=arm64; else ARCH=amd64; fi
+if [ $ARCH = arm64 ]; then
+  KVER=${KVER:-6.12.95+deb12-arm64}; QEMU=${QEMU:-qemu-system-aarch64}; MEM=${MEM:-2G}
+  # a fixed crash region: the frame window is reserved in the kdump kernel's device tree, at a known address
+  CRASHKERNEL=${CRASHKERNEL:-256M@0x60000000}; WINDOW=${WINDOW:-0x70000000}; CONSOLE=ttyAMA0
+else
+  KVER=${KVER:-6.12.95+deb12-amd64}; QEMU=${QEMU:-qemu-system-x86_64}; MEM=${MEM:-3G}
+  CRASHKERNEL=${CRASHKERNEL:-256M,high}; WINDOW=${WINDOW:-0x76000000}; CONSOLE=ttyS0
+fi
 KROOT=$W/kernels/$KVER
 KERNEL=$KROOT/boot/vmlinuz-$KVER
 NVME_IMG=$W/nvme.img
-QEMU=${QEMU:-qemu-system-x86_64}
-MEM=${MEM:-3G}
-CRASHKERNEL=${CRASHKERNEL:-256M,high}
 PANIC_DELAY=${PANIC_DELAY:-3}
-WINDOW=${WINDOW:-0x76000000}
 UDP_PACKETS=${UDP_PACKETS:-60}
 UDP_PORT=$(( 20000 + $$ % 20000 ))
 NEEDED=0000:00:04.0
@@ -56,18 +63,40 @@ case "$KIND" in
          IOMMU_DEV=(-machine q35 -device amd-iommu,intremap=off,pt=off); IOPT=""
          KDUMP_ARGS=${KDUMP_ARGS:-amd_iommu=off iomem=relaxed}
          EVENTS="amdvi_translation_result amdvi_page_fault amdvi_dte_get_fail amdvi_iotlb_hit amdvi_mmio_write amdvi_control_status";;
+  # arm64 virt: the SMMUv3 driver is built in; initcall_blacklist keeps it from probing, so the unit stays
+  # enabled with the crashed kernel's tables. An MSI is a DMA write to the GICv2m doorbell, which the needed
+  # device's one-to-one domain (RAM only) does not map: the kdump kernel uses INTx (pci=nomsi). The PCI host
+  # bridge names the SMMU in iommu-map; fw_devlink=permissive lets it probe without the SMMU's driver.
+  smmuv3) BASE=0x09050000
+         IOMMU_DEV=(-machine virt,iommu=smmuv3 -cpu cortex-a57); IOPT=""
+         KDUMP_ARGS=${KDUMP_ARGS:-initcall_blacklist=arm_smmu_driver_init pci=nomsi fw_devlink=permissive iomem=relaxed}
+         EVENTS="smmuv3_translate_success smmuv3_translate_abort smmuv3_translate_bypass smmuv3_translate_disable smmuv3_record_event smmuv3_cmdq_consume_error smmuv3_write_mmio";;
 esac
 
 [ "$(id -u)" = 0 ] || die "must run as root"
 [ -f "$KERNEL" ] && [ -f "$NVME_IMG" ] || "$REPO/scripts/capture/setup.sh" "$KVER" || die "scripts/capture/setup.sh failed"
 command -v "$QEMU" >/dev/null || die "$QEMU not found (run scripts/capture/setup.sh)"
-for t in busybox cpio modprobe python3 ldd qemu-img; do command -v $t >/dev/null || die "$t not found (run scripts/capture/setup.sh)"; done
+for t in busybox cpio modprobe python3 ldd qemu-img $([ $ARCH = arm64 ] && echo dtc); do command -v $t >/dev/null || die "$t not found (run scripts/capture/setup.sh)"; done
 KEXEC=$(command -v kexec || true)
-if [ -z "$KEXEC" ]; then
+if [ $ARCH = amd64 ] && [ -z "$KEXEC" ]; then
   say "installing kexec-tools (apt-get)"
   DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y --no-install-recommends kexec-tools >/dev/null \
     || die "cannot install kexec-tools"
   KEXEC=$(command -v kexec) || die "no kexec after installing kexec-tools"
+fi
+
+# arm64: kexec (dynamic, with its libraries) and qemu-x86_64-static (runs the static x86-64 `handover` in the
+# arm64 guest) from Debian's arm64 packages, downloaded through setup.sh's arm64 apt configuration
+A64=$W/arm64-sysroot
+if [ $ARCH = arm64 ] && { ! [ -x "$A64/sbin/kexec" ] || ! [ -x "$A64/usr/bin/qemu-x86_64-static" ]; }; then
+  [ -f "$W/apt/apt-arm64.conf" ] || "$REPO/scripts/capture/setup.sh" "$KVER" || die "scripts/capture/setup.sh failed"
+  say "downloading kexec-tools and qemu-user-static (arm64) into $A64"
+  mkdir -p "$W/debs/arm64-sysroot" "$A64"
+  (cd "$W/debs/arm64-sysroot" && APT_CONFIG=$W/apt/apt-arm64.conf timeout 600 apt-get -o APT::Sandbox::User=root download \
+     kexec-tools:arm64 libc6:arm64 zlib1g:arm64 libxenmisc4.17:arm64 libxencall1:arm64 libxendevicemodel1:arm64 \
+     libxenevtchn1:arm64 libxenforeignmemory1:arm64 libxengnttab1:arm64 libxentoollog1:arm64 libxentoolcore1:arm64 \
+     qemu-user-static:arm64 >/dev/null) || die "cannot download the arm64 packages"
+  for d in "$W/debs/arm64-sysroot"/*.deb; do dpkg-deb -x "$d" "$A64"; done
 fi
 
 mkdir -p "$OUT"; OUT=$(cd "$OUT" && pwd)
@@ -98,31 +127,73 @@ modules() {  # modules ROOT NAME...: the modules and their dependencies, decompr
     echo "$b" >> "$st/lib/modules/load.order"
   done
 }
+# needs_of ELF...: the shared libraries (and interpreter) an arm64 ELF needs, as paths under $A64, recursively
+needs_of() {
+  local todo=("$@") seen=" " f n p
+  while [ ${#todo[@]} -gt 0 ]; do
+    f=${todo[0]}; todo=("${todo[@]:1}")
+    for n in $(readelf -d "$f" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p'); do
+      case "$seen" in *" $n "*) continue;; esac; seen="$seen$n "
+      p=$(find "$A64/lib" "$A64/usr/lib" -name "$n" 2>/dev/null | head -1)
+      [ -n "$p" ] || die "arm64 library $n (needed by $(basename "$f")) not in $A64"
+      echo "$p"; todo+=("$p")
+    done
+  done
+}
+if [ $ARCH = arm64 ]; then BUSYBOX=$W/arm64root/bin/busybox; else BUSYBOX=$(command -v busybox); fi
+[ -x "$BUSYBOX" ] || die "no busybox for $ARCH ($BUSYBOX; run scripts/capture/setup.sh)"
 ST=$RUN/kdump-root
 mkdir -p "$ST"/{bin,sbin,proc,sys,dev,tmp}
-cp "$(command -v busybox)" "$ST/bin/busybox"; install -m 755 "$KDIR/init.sh" "$ST/init"; install -m 755 "$HSTATIC" "$ST/bin/handover"
+cp "$BUSYBOX" "$ST/bin/busybox"; install -m 755 "$KDIR/init.sh" "$ST/init"
+if [ $ARCH = arm64 ]; then
+  # the x86-64 static binary under user-mode emulation: /bin/handover runs it transparently
+  install -m 755 "$HSTATIC" "$ST/bin/handover.x86_64"; install -m 755 "$A64/usr/bin/qemu-x86_64-static" "$ST/bin/qemu-x86_64"
+  printf '#!/bin/sh\nexec /bin/qemu-x86_64 /bin/handover.x86_64 "$@"\n' > "$ST/bin/handover"; chmod 755 "$ST/bin/handover"
+else
+  install -m 755 "$HSTATIC" "$ST/bin/handover"
+fi
 modules "$ST" nvme
 (cd "$ST" && find . | cpio -o -H newc --quiet) > "$RUN/initrd-kdump.cpio"
 ST=$RUN/crash-root
 mkdir -p "$ST"/{bin,sbin,proc,sys,dev,tmp,boot}
-cp "$(command -v busybox)" "$ST/bin/busybox"; install -m 755 "$KDIR/init.sh" "$ST/init"
+cp "$BUSYBOX" "$ST/bin/busybox"; install -m 755 "$KDIR/init.sh" "$ST/init"
 modules "$ST" nvme e1000e
-cp "$KEXEC" "$ST/sbin/kexec"
-for lib in $(ldd "$KEXEC" | awk '/=>/{print $3} /ld-linux/{print $1}'); do mkdir -p "$ST/$(dirname "$lib")"; cp -L "$lib" "$ST/$lib"; done
+if [ $ARCH = arm64 ]; then
+  cp "$A64/sbin/kexec" "$ST/sbin/kexec"; mkdir -p "$ST/lib/aarch64-linux-gnu"
+  for lib in $(needs_of "$A64/sbin/kexec"); do cp -L "$lib" "$ST/lib/aarch64-linux-gnu/"; done
+  cp -L "$ST/lib/aarch64-linux-gnu/ld-linux-aarch64.so.1" "$ST/lib/ld-linux-aarch64.so.1"
+  # The machine's device tree (QEMU dumpdtb: same machine, CPU, memory and CPUs) plus a no-map
+  # reserved-memory node for the frame window, just above the crash region: neither kernel uses it as RAM
+  # (kexec-tools copies the tree for the kdump kernel; /proc/vmcore leaves it out, not being System RAM).
+  "$QEMU" "${IOMMU_DEV[@]}" -machine "dumpdtb=$RUN/virt.dtb" -accel tcg -m "$MEM" -smp 2 -nodefaults -display none \
+    >/dev/null 2>&1 || die "$QEMU -machine dumpdtb failed"
+  { dtc -q -I dtb -O dts "$RUN/virt.dtb"
+    printf '/ { reserved-memory { #address-cells = <2>; #size-cells = <2>; ranges;\n'
+    printf '  handover-window@%x { reg = <0x%x 0x%x 0x0 0x800000>; no-map; }; }; };\n' \
+      $((WINDOW)) $((WINDOW >> 32)) $((WINDOW & 0xffffffff)); } > "$RUN/machine.dts"
+  dtc -q -I dts -O dtb -o "$RUN/machine.dtb" "$RUN/machine.dts" || die "dtc failed on $RUN/machine.dts"
+  DTB_ARGS=(-dtb "$RUN/machine.dtb")
+  WINDOW_ARG=""
+else
+  cp "$KEXEC" "$ST/sbin/kexec"
+  for lib in $(ldd "$KEXEC" | awk '/=>/{print $3} /ld-linux/{print $1}'); do mkdir -p "$ST/$(dirname "$lib")"; cp -L "$lib" "$ST/$lib"; done
+  WINDOW_ARG="memmap=8M\$$WINDOW"; DTB_ARGS=()
+fi
 cp "$KERNEL" "$ST/boot/vmlinuz"; cp "$RUN/initrd-kdump.cpio" "$ST/boot/initrd-kdump.cpio"
 # ho.mode=takeover comes first: init.sh's `arg` takes the first ho.mode= word.
-KAPPEND="ho.mode=takeover console=ttyS0 nr_cpus=1 irqpoll reset_devices printk.devkmsg=on printk.time=0 panic=-1 ho.kind=$KIND ho.policy=$POLICY ho.needed=$NEEDED memmap=8M\$$WINDOW $KDUMP_ARGS"
+KAPPEND="ho.mode=takeover console=$CONSOLE nr_cpus=1 irqpoll reset_devices printk.devkmsg=on printk.time=0 panic=-1 ho.kind=$KIND ho.policy=$POLICY ho.needed=$NEEDED${WINDOW_ARG:+ $WINDOW_ARG}${TAKEOVER_ARGS:+ ho.takeover_args=$TAKEOVER_ARGS} $KDUMP_ARGS"
 echo "$KAPPEND" > "$ST/boot/kdump.cmdline"; echo "$PANIC_DELAY" > "$ST/boot/ho.delay"
 (cd "$ST" && find . | cpio -o -H newc --quiet) > "$RUN/initrd-crash.cpio"
 qemu-img create -q -f raw "$RUN/dump.img" 4G
 
 # 3. boot; the crashing kernel panics by itself after PANIC_DELAY s of DMA
-APPEND="console=ttyS0${IOPT:+ $IOPT} iommu.strict=1 iommu.passthrough=0 crashkernel=$CRASHKERNEL panic=-1 ho.mode=crash"
-QARGS=("${IOMMU_DEV[@]}" -accel tcg -m "$MEM" -smp 2 -nodefaults -vga none -display none
+APPEND="console=$CONSOLE${IOPT:+ $IOPT} iommu.strict=1 iommu.passthrough=0 crashkernel=$CRASHKERNEL panic=-1 ho.mode=crash"
+VGA=(); [ $ARCH = amd64 ] && VGA=(-vga none)
+QARGS=("${IOMMU_DEV[@]}" -accel tcg -m "$MEM" -smp 2 -nodefaults "${VGA[@]}" -display none
        -netdev "user,id=n0,restrict=on,hostfwd=udp:127.0.0.1:$UDP_PORT-10.0.2.15:9" -device e1000e,netdev=n0,addr=02.0
        -drive "file=$NVME_IMG,if=none,id=d0,format=raw,snapshot=on" -device nvme,drive=d0,serial=kd0,addr=03.0
        -drive "file=$RUN/dump.img,if=none,id=d1,format=raw" -device nvme,drive=d1,serial=kd1,addr=04.0
-       -kernel "$KERNEL" -initrd "$RUN/initrd-crash.cpio" -append "$APPEND"
+       -kernel "$KERNEL" -initrd "$RUN/initrd-crash.cpio" -append "$APPEND" "${DTB_ARGS[@]}"
        -trace "events=$RUN/events,file=$OUT/trace.log"
        -serial "file:$OUT/console.log" -qmp "unix:$QMP_SOCK,server=on,wait=off" -no-reboot)
 say "$KIND $POLICY: booting $KVER (TCG, -m $MEM, crashkernel=$CRASHKERNEL, window 8M at $WINDOW)"
@@ -194,7 +265,7 @@ python3 "$KDIR/takeover_result.py" --kind "$KIND" --policy "$POLICY" --kernel "$
   --reference "$RUN/reference.elf" --disk "$RUN/dump.img" --dump-bytes "${BYTES:-0}" --done "$DONE_LINE" --own-ram "$OWN" \
   --counts "$OUT/trace-counts.txt" > "$OUT/result.json" || die "takeover_result.py failed"
 { echo "host: $QV; $PROG $KIND $POLICY"
-  tr -d '\r' < "$OUT/console.log" | grep -a -E '^HO(:|-[A-Z]+)|Linux version|Kernel panic|DMAR|nvme|AER' \
+  tr -d '\r' < "$OUT/console.log" | grep -a -E '^HO(:|-[A-Z]+)|Linux version|Kernel panic|DMAR|nvme|AER|arm-smmu|nobody cared|Disabling IRQ' \
       | grep -a -v '^HO-F[+ ]' | cut -c1-300; } > "$OUT/console.txt"
 T_ALL=$(( $(date +%s) - T0 ))
 {

@@ -8,6 +8,8 @@ hand-over itself; no packets are sent then) and `after` (from HO-TAKEN: the NIC'
 dma_after_takeover: translated = successful translations of the unit in `after`; faulted = DMA faults in
 `after`; untranslated = the NIC's receive-buffer writes in `after` while the unit's translation was off (the
 only device-side trace that carries the DMA address; the dump disk's own untranslated DMA is not counted).
+SMMUv3: QEMU traces every access that bypasses translation (`smmuv3_translate_disable`, `_bypass`), so there
+`untranslated` counts those of every device but the needed one.
 AMD-Vi: QEMU's `amdvi_translation_result` is printed for every lookup, and for a device table entry with
 Mode 0 (Linux's blocked entry: V, TV, IR = IW = 0) it prints the input address as the result although the
 access is denied (QEMU `amdvi_page_walk`, `no_remap`: permissions from the entry), and logs no event. Such
@@ -99,7 +101,7 @@ HEX = re.compile(r'0x([0-9a-fA-F]+)')
 BDF = re.compile(r'\b([0-9a-f]{2}):([0-9a-f]{2})[.:]([0-9a-f]{1,2})\b')
 
 
-SID = re.compile(r'\b(?:sid|devid) 0x([0-9a-fA-F]+)')
+SID = re.compile(r'\b(?:sid|devid)[ =]0x([0-9a-fA-F]+)')
 
 
 def sid_of(text):
@@ -152,11 +154,14 @@ def main():
                 dmar_on = 'true' in rest or rest.strip().endswith('1')
             if ev == 'amdvi_control_status' and nums:
                 dmar_on = bool(nums[-1] & 1)   # CONTROL.IommuEn
-            if ev in ('vtd_dmar_translate', 'amdvi_translation_result') and phase != 'crash':
-                # the translated address is the last-but-one number (vtd: iova, gpa, mask)
+            if ev == 'smmuv3_write_mmio' and len(nums) >= 2 and nums[0] == 0x20:
+                dmar_on = bool(nums[1] & 1)    # CR0.SMMUEN (offset 0x20)
+            if ev in ('vtd_dmar_translate', 'amdvi_translation_result', 'smmuv3_translate_success') and phase != 'crash':
+                # the translated address is the last-but-one number (vtd: iova, gpa, mask; smmuv3: sid, iova,
+                # translated, perm)
                 gpa = None
                 if len(nums) >= 2:
-                    gpa = nums[-2] if ev == 'vtd_dmar_translate' else nums[-1]
+                    gpa = nums[-1] if ev == 'amdvi_translation_result' else nums[-2]
                     targets.add(gpa & ~(PAGE - 1))
                 if (ev == 'amdvi_translation_result' and phase == 'after' and sid not in needed
                         and len(nums) >= 2 and nums[-1] == nums[-2] & ~(PAGE - 1)):
@@ -168,17 +173,27 @@ def main():
                         to_scratch += 1
                         by_sid['%04x' % sid if sid is not None else '-']['to_scratch'] += 1
                     by_sid['%04x' % sid if sid is not None else '-']['translated'] += 1
-            elif ev in ('vtd_dmar_fault', 'amdvi_page_fault') and phase == 'after':
+            elif ev in ('smmuv3_translate_bypass', 'smmuv3_translate_disable') and phase != 'crash':
+                # STE bypass or SMMUEN off: the device's address is used as physical. QEMU's smmuv3 traces
+                # every such access, so a device other than the needed one counts as `untranslated` here
+                # (VT-d and AMD-Vi trace nothing with translation off: there the NIC's buffer writes count).
+                if len(nums) >= 2:
+                    targets.add(nums[1] & ~(PAGE - 1))
+                if phase == 'after':
+                    by_sid['%04x' % sid if sid is not None else '-']['bypassed'] += 1
+                    if sid not in needed:
+                        untranslated += 1
+            elif ev in ('vtd_dmar_fault', 'amdvi_page_fault', 'smmuv3_translate_abort') and phase == 'after':
                 faulted += 1
                 by_sid['%04x' % sid if sid is not None else '-']['faulted'] += 1
-                addr = re.search(r'addr 0x([0-9a-fA-F]+)', rest)
+                addr = re.search(r'(?:addr|iova:?) ?0x([0-9a-fA-F]+)', rest)
                 iova = int(addr.group(1), 16) if addr else (nums[-1] if nums else 0)
                 reason = re.search(r'fault (\d+)|reason (\w+)', rest)
                 faults[('%04x' % sid if sid is not None else '-', iova & ~(PAGE - 1), reason.group(0) if reason else rest[:60])] += 1
             elif ev == 'e1000e_rx_desc_buff_write' and phase != 'crash' and not dmar_on:
                 if nums:
                     targets.add(nums[0] & ~(PAGE - 1))
-                if phase == 'after':
+                if phase == 'after' and a.kind != 'smmuv3':
                     untranslated += 1
                     by_sid['nic-buffer-writes']['untranslated'] += 1
 

@@ -10,8 +10,12 @@
 //!
 //! What it reads, all under `--root` (default `/`, a fake tree in tests): `proc/vmcore` (the crashed
 //! kernel's RAM: its `PT_LOAD` ranges), `proc/iomem`, `proc/cmdline` (`memmap=SIZE$START`, the window;
-//! `elfcorehdr=`), `sys/firmware/acpi/tables/{DMAR,IVRS,IORT}`, `sys/class/iommu`, `sys/bus/pci/devices`,
-//! and `dev/mem`.
+//! `elfcorehdr=`), `sys/firmware/acpi/tables/{DMAR,IVRS,IORT}`, on device-tree machines `proc/device-tree`
+//! (the SMMUv3 node, the window as a `no-map` reserved-memory node, `linux,elfcorehdr`), `sys/class/iommu`,
+//! `sys/bus/pci/devices`, and `dev/mem`.
+//!
+//! Past discovery (the register block's size, which firmware table or tree node names the unit) nothing
+//! here depends on the IOMMU's kind: the hand-over goes through `iommu_driver::contract`.
 
 use std::fs::File;
 use std::io::Write as _;
@@ -20,10 +24,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Args as ClapArgs;
-use iommu_driver::{amdvi, smmuv3, vtd, BootEnv, Policy};
+use iommu_driver::contract::{
+    boot_crash, writes_in_place, Attachment, BootOptions, CrashOutcome, DeviceId, IommuDriver, Perm,
+};
+use iommu_driver::{BootEnv, Policy};
 use iommu_dump::{acpi, ElfCore, Firmware, IommuKind};
-use iommu_linux::iomem;
-use iommu_linux::{LinuxPlatform, MappedRegs, Mmio};
+use iommu_linux::{devtree, iomem};
+use iommu_linux::{DevMem, LinuxPlatform, MappedPhys, MappedRegs, Mmio};
 use serde_json::{json, Value};
 
 use crate::audit::parse_region;
@@ -36,18 +43,25 @@ pub struct Args {
     pub policy: Policy,
     /// A PCI function the kdump kernel needs (`0000:00:04.0` or `00:04.0`; repeatable): reset, then given a
     /// domain that maps the kdump kernel's RAM one-to-one. Every other adopted device keeps its old
-    /// translations (adopt) or is contained (adopt-scratch).
+    /// translations (adopt) or is contained (adopt-scratch). Without it: every mass-storage function (PCI
+    /// base class 01) with no driver bound, since any of them may hold the dump target, which no driver has
+    /// named yet when `takeover` runs.
     #[arg(long)]
     pub needed: Vec<String>,
     /// The IOMMU kind; with --base it names the unit, else it picks the ACPI table (first found otherwise).
     #[arg(long, value_parser = ["vtd", "amdvi", "smmuv3"])]
     pub iommu: Option<String>,
-    /// The unit's MMIO base, when no ACPI table names it (device-tree machines); needs --iommu.
+    /// The unit's MMIO base, overriding discovery (ACPI DMAR/IVRS/IORT, or an arm,smmu-v3 device-tree node); needs --iommu.
     #[arg(long, value_parser = parse_u64, requires = "iommu")]
     pub base: Option<u64>,
-    /// The frame window START-END (`/proc/iomem` syntax); by default the `memmap=SIZE$START` on the kernel command line.
+    /// The frame window START-END (`/proc/iomem` syntax); by default the `memmap=SIZE$START` on the kernel
+    /// command line, else the device tree's `no-map` reserved-memory node named `handover-window@...`.
     #[arg(long, value_parser = parse_region)]
     pub window: Option<Range<u64>>,
+    /// How memory is reached through dev/mem: `pread` (x86), `mmap` (arm64, where read() serves only the
+    /// kernel's own RAM), or `auto`: pread if it can read the window, else mmap.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "pread", "mmap"])]
+    pub mem_access: String,
     /// Where proc/, sys/ and dev/mem are found.
     #[arg(long, default_value = "/")]
     pub root: PathBuf,
@@ -88,8 +102,8 @@ impl Bdf {
         let func = u8::from_str_radix(func, 16).ok().filter(|&f| f < 8)?;
         Some(Bdf { bus, dev, func })
     }
-    /// The requester ID: VT-d source ID, AMD-Vi device ID, and the SMMUv3 stream ID under an identity IORT
-    /// mapping (QEMU's).
+    /// The requester ID: VT-d source ID, AMD-Vi device ID; SMMUv3 stream IDs come from it through the host
+    /// bridge's `iommu-map` ([`Ready::device_id`]; with ACPI, an identity IORT mapping as QEMU's is assumed).
     pub fn rid(self) -> u16 {
         (self.bus as u16) << 8 | (self.dev as u16) << 3 | self.func as u16
     }
@@ -119,10 +133,26 @@ pub struct Ready {
     pub old_ram: Vec<Range<u64>>,
     pub own_ram: Vec<Range<u64>>,
     pub needed: Vec<Bdf>,
+    /// Where `needed` came from: `--needed`, or the default.
+    pub needed_from: &'static str,
+    /// Device-tree machines: the host bridges' `iommu-map` entries naming the unit (requester ID → stream
+    /// ID); `None` where the IDs are the requester IDs themselves (VT-d source IDs, AMD-Vi device IDs).
+    pub iommu_map: Option<Vec<(u32, devtree::IommuMapEntry)>>,
     pub functions: Vec<Bdf>,
     /// AMD-Vi: device table entries as Linux sizes the table from IVRS (the crashed kernel's size, which
     /// adoption requires); `None` without an IVRS.
     pub amd_dev_table_entries: Option<u32>,
+}
+
+impl Ready {
+    /// The ID the unit knows function `b` by, if it is behind the unit.
+    pub fn device_id(&self, b: Bdf) -> Option<DeviceId> {
+        let rid = u32::from(b.rid());
+        match &self.iommu_map {
+            Some(map) => devtree::stream_id(map, rid).map(DeviceId),
+            None => Some(DeviceId(rid)),
+        }
+    }
 }
 
 /// Linux `find_last_devid_from_ivhd` + `tbl_size`: the last device ID the unit's IVHD entries name (an
@@ -175,6 +205,14 @@ fn read_text(p: &Path, what: &str) -> Result<String, Refusal> {
     std::fs::read_to_string(p).or_else(|e| refuse(format!("{what}: {}: {e}", p.display())))
 }
 
+/// The function's sysfs `class` (`0x010802`) names a mass-storage controller: PCI base class 01.
+fn mass_storage(dir: &Path) -> bool {
+    std::fs::read_to_string(dir.join("class"))
+        .ok()
+        .and_then(|c| u32::from_str_radix(c.trim().trim_start_matches("0x"), 16).ok())
+        .is_some_and(|c| c >> 16 == 0x01)
+}
+
 /// Every check that decides whether the unit may be touched, without touching it.
 pub fn check(a: &Args) -> Result<Ready, Refusal> {
     let root = &a.root;
@@ -193,22 +231,48 @@ pub fn check(a: &Args) -> Result<Ready, Refusal> {
     // The unit: --base, or the ACPI table the firmware gave this kernel.
     let want = a.iommu.as_deref().and_then(|n| n.parse::<IommuKind>().ok());
     let mut amd_dev_table_entries = None;
+    let dt = root.join("proc/device-tree");
+    let mut iommu_map = None;
     let (kind, base, origin) = match (a.base, want) {
         (Some(b), Some(k)) => (k, b, "--base".to_string()),
-        _ => {
-            let Some((_, p)) = acpi::sysfs_table(&root.join(acpi::SYSFS_TABLES), want) else {
-                return refuse("no IOMMU: no DMAR, IVRS or IORT in sys/firmware/acpi/tables (give --iommu and --base)");
-            };
-            let bytes = std::fs::read(&p).or_else(|e| refuse(format!("{}: {e}", p.display())))?;
-            let fw = Firmware::from_bytes(&bytes).or_else(|e| refuse(format!("{}: {e}", p.display())))?;
-            let Some(u) = fw.units().into_iter().next() else {
-                return refuse(format!("{}: names no unit", p.display()));
-            };
-            if let Firmware::Ivrs(ivrs) = &fw {
-                amd_dev_table_entries = ivrs.effective_ivhds().find(|h| h.base == u.base).map(amd_dev_table_entries_of);
+        _ => match acpi::sysfs_table(&root.join(acpi::SYSFS_TABLES), want) {
+            Some((_, p)) => {
+                let bytes = std::fs::read(&p).or_else(|e| refuse(format!("{}: {e}", p.display())))?;
+                let fw = Firmware::from_bytes(&bytes).or_else(|e| refuse(format!("{}: {e}", p.display())))?;
+                let Some(u) = fw.units().into_iter().next() else {
+                    return refuse(format!("{}: names no unit", p.display()));
+                };
+                if let Firmware::Ivrs(ivrs) = &fw {
+                    amd_dev_table_entries =
+                        ivrs.effective_ivhds().find(|h| h.base == u.base).map(amd_dev_table_entries_of);
+                }
+                (u.kind, u.base, u.origin)
             }
-            (u.kind, u.base, u.origin)
-        }
+            // No ACPI table: a device-tree machine (arm64 virt) names its SMMUv3 by `compatible`.
+            None if dt.is_dir() && want.is_none_or(|k| k == IommuKind::Smmuv3) => {
+                let units = devtree::smmuv3_units(&dt).or_else(|e| refuse(e.to_string()))?;
+                let Some((node, reg)) = units.into_iter().next() else {
+                    return refuse(format!("no IOMMU: no ACPI table, and no arm,smmu-v3 node in {}", dt.display()));
+                };
+                if reg.end - reg.start < block_len(IommuKind::Smmuv3) {
+                    return refuse(format!(
+                        "{}: reg {:#x}-{:#x} is smaller than the SMMUv3's two 64 KiB register pages",
+                        node.display(),
+                        reg.start,
+                        reg.end
+                    ));
+                }
+                let map = devtree::iommu_map(&dt, &node).or_else(|e| refuse(e.to_string()))?;
+                if map.is_empty() {
+                    return refuse(format!("{}: no iommu-map names it: no PCI function is behind it", node.display()));
+                }
+                iommu_map = Some(map);
+                (IommuKind::Smmuv3, reg.start, format!("device tree {}", node.display()))
+            }
+            None => return refuse(
+                "no IOMMU: no DMAR, IVRS or IORT in sys/firmware/acpi/tables, no device tree (give --iommu and --base)",
+            ),
+        },
     };
     let block =
         base..base.checked_add(block_len(kind)).ok_or_else(|| Refusal(format!("unit base {base:#x} overflows")))?;
@@ -236,14 +300,37 @@ pub fn check(a: &Args) -> Result<Ready, Refusal> {
 
     // The window: present, page aligned, reserved, not the kdump kernel's RAM, not the crashed kernel's RAM,
     // not the ELF headers the kdump kernel reads /proc/vmcore from.
-    let window = match a.window.clone().or_else(|| window_from_cmdline(&cmdline)) {
+    let no_map =
+        if dt.is_dir() { devtree::no_map_reserved(&dt).or_else(|e| refuse(e.to_string()))? } else { Vec::new() };
+    let dt_window = || no_map.iter().find(|(n, _)| n.starts_with("handover-window")).map(|(_, r)| r.clone());
+    let window = match a.window.clone().or_else(|| window_from_cmdline(&cmdline)).or_else(dt_window) {
         Some(w) => w,
-        None => return refuse("no frame window: no memmap=SIZE$START on the kernel command line and no --window"),
+        None => {
+            return refuse(
+                "no frame window: no memmap=SIZE$START on the kernel command line, no handover-window no-map \
+                 reserved-memory node in the device tree, and no --window",
+            )
+        }
     };
     if !window.start.is_multiple_of(4096) || !window.end.is_multiple_of(4096) || window.start >= window.end {
         return refuse(format!("window {:#x}-{:#x}: empty or not 4 KiB aligned", window.start, window.end));
     }
-    iomem::check_window(&tree, &window).or_else(|e| refuse(e.to_string()))?;
+    // Reserved for it: inside a `no-map` reserved-memory range of the device tree (which no kernel maps), or
+    // a top-level `Reserved` of /proc/iomem (`memmap=`); and in either case not the kdump kernel's RAM.
+    if no_map.iter().any(|(_, r)| r.start <= window.start && window.end <= r.end) {
+        if let Some(e) = iomem::overlapping(&tree, &window).find(|e| !e.name.eq_ignore_ascii_case("reserved")) {
+            return refuse(format!(
+                "window {:#x}-{:#x} overlaps {:?} {:#x}-{:#x} in /proc/iomem",
+                window.start,
+                window.end,
+                e.name,
+                e.range.start,
+                e.range.end - 1
+            ));
+        }
+    } else {
+        iomem::check_window(&tree, &window).or_else(|e| refuse(e.to_string()))?;
+    }
     if let Some(r) = old_ram.iter().find(|r| r.start < window.end && window.start < r.end) {
         return refuse(format!(
             "window {:#x}-{:#x} overlaps the crashed kernel's RAM {:#x}-{:#x} (a PT_LOAD of /proc/vmcore)",
@@ -252,6 +339,13 @@ pub fn check(a: &Args) -> Result<Ready, Refusal> {
     }
     if let Some(h) = elfcorehdr(&cmdline).filter(|h| window.contains(h)) {
         return refuse(format!("window {:#x}-{:#x} holds elfcorehdr={h:#x}", window.start, window.end));
+    }
+    let dt_hdr = if dt.is_dir() { devtree::elfcorehdr(&dt).or_else(|e| refuse(e.to_string()))? } else { None };
+    if let Some(h) = dt_hdr.filter(|h| h.start < window.end && window.start < h.end) {
+        return refuse(format!(
+            "window {:#x}-{:#x} holds the ELF headers at {:#x}-{:#x} (/chosen/linux,elfcorehdr)",
+            window.start, window.end, h.start, h.end
+        ));
     }
     if window.start < block.end && block.start < window.end {
         return refuse("the window overlaps the unit's registers");
@@ -276,25 +370,63 @@ pub fn check(a: &Args) -> Result<Ready, Refusal> {
         }
         needed.push(b);
     }
-    Ok(Ready { kind, base, origin, window, old_ram, own_ram, needed, functions, amd_dev_table_entries })
+    if a.needed.is_empty() {
+        needed = functions
+            .iter()
+            .copied()
+            .filter(|b| {
+                let dir = pci.join(b.sysfs_name());
+                mass_storage(&dir) && !dir.join("driver").exists()
+            })
+            .collect();
+    }
+    let needed_from = if a.needed.is_empty() { "mass-storage functions (PCI class 01)" } else { "--needed" };
+    let ready = Ready {
+        kind,
+        base,
+        origin,
+        window,
+        old_ram,
+        own_ram,
+        needed,
+        needed_from,
+        iommu_map,
+        functions,
+        amd_dev_table_entries,
+    };
+    if let Some(b) = ready.needed.iter().find(|b| ready.device_id(**b).is_none()) {
+        return refuse(format!(
+            "needed {}: not behind the unit (no iommu-map entry holds its requester ID)",
+            b.sysfs_name()
+        ));
+    }
+    Ok(ready)
 }
 
-type Hw = LinuxPlatform<MappedRegs, File>;
+type Hw = LinuxPlatform<MappedRegs, DevMem>;
 
 /// Open the unit's registers and the window through `dev/mem`; a refusal if either cannot be reached.
-pub fn open_platform(root: &Path, r: &Ready) -> Result<Hw, Refusal> {
+/// `mem_access`: `pread`, `mmap` or `auto` (pread if it reads the window, else mmap).
+pub fn open_platform(root: &Path, r: &Ready, mem_access: &str) -> Result<Hw, Refusal> {
+    use iommu_linux::PhysFile;
     let devmem = root.join("dev/mem");
     let regs = MappedRegs::open(&devmem, r.base, block_len(r.kind))
         .or_else(|e| refuse(format!("{}: cannot map the unit's registers at {:#x}: {e}", devmem.display(), r.base)))?;
-    let mem = File::options()
-        .read(true)
-        .write(true)
-        .open(&devmem)
-        .or_else(|e| refuse(format!("{}: {e}", devmem.display())))?;
-    let mut probe = [0u8; 8];
-    use std::os::unix::fs::FileExt;
-    mem.read_exact_at(&mut probe, r.window.start)
-        .or_else(|e| refuse(format!("{}: cannot read the window at {:#x}: {e}", devmem.display(), r.window.start)))?;
+    let open = |how: &str| -> Result<DevMem, String> {
+        let m = match how {
+            "pread" => File::options().read(true).write(true).open(&devmem).map(DevMem::Rw),
+            _ => MappedPhys::open(&devmem).map(DevMem::Mapped),
+        }
+        .map_err(|e| format!("{how}: {e}"))?;
+        let mut probe = [0u8; 8];
+        m.read_at(&mut probe, r.window.start).map_err(|e| format!("{how}: {e}"))?;
+        Ok(m)
+    };
+    let mem = match mem_access {
+        "auto" => open("pread").or_else(|e| open("mmap").map_err(|f| format!("{e}; {f}"))),
+        how => open(how),
+    }
+    .or_else(|e| refuse(format!("{}: cannot read the window at {:#x}: {e}", devmem.display(), r.window.start)))?;
     let mut hw =
         LinuxPlatform::new(regs, mem, r.window.clone(), r.old_ram.clone()).or_else(|e| refuse(e.to_string()))?;
     // A unit that reads as all ones (or all zeros) is not there: the mapping reaches nothing.
@@ -309,176 +441,6 @@ pub fn open_platform(root: &Path, r: &Ready) -> Result<Hw, Refusal> {
     Ok(hw)
 }
 
-/// The crashed kernel's structures an adopting AMD-Vi or SMMUv3 driver writes in place (device table, command
-/// buffer, event log, completion-wait semaphore; stream table): the only old memory a policy may write.
-fn in_place_structures(kind: IommuKind, hw: &mut Hw, policy: Policy) -> Vec<(Range<u64>, &'static str)> {
-    use iommu_spec::amdvi::{off as aoff, DevTableBase, ExclusionBase, RingBase};
-    use iommu_spec::smmuv3::{off as soff, StrtabBase, StrtabBaseCfg, StrtabFmt};
-    if !matches!(policy, Policy::Adopt | Policy::AdoptScratch) {
-        return Vec::new();
-    }
-    let mut out = Vec::new();
-    match kind {
-        IommuKind::Vtd => {}
-        IommuKind::Amdvi => {
-            let dt = DevTableBase::from_bits(hw.read64(aoff::DEV_TABLE_BASE));
-            out.push((dt.table()..dt.table().saturating_add(dt.bytes()), "device table"));
-            let cb = RingBase::from_bits(hw.read64(aoff::CMD_BUF_BASE));
-            out.push((cb.ring()..cb.ring().saturating_add(cb.bytes()), "command buffer"));
-            let el = RingBase::from_bits(hw.read64(aoff::EVENT_LOG_BASE));
-            out.push((el.ring()..el.ring().saturating_add(el.bytes()), "event log"));
-            let sem = ExclusionBase::from_bits(hw.read64(aoff::EXCL_BASE)).address();
-            if sem != 0 {
-                out.push((sem..sem.saturating_add(4096), "completion-wait page"));
-            }
-        }
-        IommuKind::Smmuv3 => {
-            let base = StrtabBase::from_bits(hw.read64(soff::STRTAB_BASE)).table();
-            let cfg = StrtabBaseCfg::from_bits(hw.read32(soff::STRTAB_BASE_CFG));
-            // The whole table the registers describe: linear (64-byte STEs) or the L1 descriptors; L2 tables are
-            // found through L1 by the driver and stay read-only here unless they lie inside.
-            let bytes = if cfg.fmt() == StrtabFmt::TwoLevel {
-                (1u64 << cfg.log2size().saturating_sub(cfg.split()).min(20)) * 8
-            } else {
-                (1u64 << cfg.log2size().min(20)) * 64
-            };
-            out.push((base..base.saturating_add(bytes.next_multiple_of(4096)), "stream table"));
-        }
-    }
-    out
-}
-
-/// The driver of whichever kind: one small function boots it and the methods below are all the hand-over
-/// uses, so it can be switched to the driver's common contract in one place.
-enum Drv {
-    Vtd(vtd::Vtd),
-    Amdvi(amdvi::Amdvi),
-    Smmuv3(smmuv3::Smmuv3),
-}
-
-/// What the crash boot did, in common terms.
-struct Booted {
-    drv: Drv,
-    outcome: String,
-    /// The policy was carried out (adopted, or reset as asked); false when adoption fell back to a reset.
-    as_asked: bool,
-    adopted: Vec<u32>,
-    problems: Vec<String>,
-}
-
-fn crash_boot(r: &Ready, hw: &mut Hw, env: &BootEnv, policy: Policy, masters: &[u32]) -> Result<Booted, String> {
-    let kind = r.kind;
-    let s = |e: &dyn std::fmt::Display| e.to_string();
-    match kind {
-        IommuKind::Vtd => {
-            let (v, r) = vtd::Vtd::init_crash(hw, env, vtd::VtdOptions::default(), policy).map_err(|e| s(&e))?;
-            let (outcome, as_asked) = match &r.outcome {
-                vtd::HandoverOutcome::NotLive => ("not live: translation was off; booted normally".into(), false),
-                vtd::HandoverOutcome::Reset => (format!("reset ({policy})"), true),
-                vtd::HandoverOutcome::Adopted => (format!("adopted {} devices", r.adopted.len()), true),
-                vtd::HandoverOutcome::FellBack(why) => (format!("fell back to reset-abort: {why}"), false),
-            };
-            let adopted = r.adopted.iter().map(|&x| x as u32).collect();
-            let problems = r.problems.iter().map(|p| p.to_string()).collect();
-            Ok(Booted { drv: Drv::Vtd(v), outcome, as_asked, adopted, problems })
-        }
-        IommuKind::Amdvi => {
-            let mut opts = amdvi::AmdOptions::default();
-            if let Some(n) = r.amd_dev_table_entries {
-                opts.dev_table_entries = n;
-            }
-            let (v, r) = amdvi::Amdvi::init_crash(hw, env, opts, policy).map_err(|e| s(&e))?;
-            let (outcome, as_asked) = match &r.outcome {
-                amdvi::AmdOutcome::NotLive => ("not live: translation was off; booted normally".into(), false),
-                amdvi::AmdOutcome::Reset => (format!("reset ({policy})"), true),
-                amdvi::AmdOutcome::Adopted => (format!("reused the old structures, adopted {}", r.adopted.len()), true),
-                amdvi::AmdOutcome::FellBack(why) => (format!("fell back to reset-abort: {why}"), false),
-            };
-            let adopted = r.adopted.iter().map(|&x| x as u32).collect();
-            let problems = r.problems.iter().map(|p| p.to_string()).collect();
-            Ok(Booted { drv: Drv::Amdvi(v), outcome, as_asked, adopted, problems })
-        }
-        IommuKind::Smmuv3 => {
-            let (mut v, r) = smmuv3::Smmuv3::init_crash(hw, env, policy).map_err(|e| s(&e))?;
-            let (mut adopted, mut problems) = (Vec::new(), Vec::new());
-            for &sid in masters {
-                match v.insert_master(hw, env, sid) {
-                    Ok(Some(_)) => adopted.push(sid),
-                    Ok(None) => {}
-                    Err(p) => problems.push(p.to_string()),
-                }
-            }
-            let (outcome, as_asked) = match &r.outcome {
-                smmuv3::SmmuOutcome::NotLive => ("not live: SMMUEN was off; booted normally".into(), false),
-                smmuv3::SmmuOutcome::Reset => (format!("reset ({policy})"), true),
-                smmuv3::SmmuOutcome::Adopted => {
-                    (format!("adopted the stream table, {} masters live", adopted.len()), true)
-                }
-                smmuv3::SmmuOutcome::FellBack(why) => (format!("fell back to reset-abort: {why}"), false),
-            };
-            Ok(Booted { drv: Drv::Smmuv3(v), outcome, as_asked, adopted, problems })
-        }
-    }
-}
-
-impl Drv {
-    fn contain(&mut self, hw: &mut Hw, sid: u32) -> Result<(), String> {
-        match self {
-            Drv::Vtd(v) => v.contain(hw, sid as u16).map_err(|e| e.to_string()),
-            Drv::Amdvi(v) => v.contain(hw, sid as u16).map_err(|e| e.to_string()),
-            Drv::Smmuv3(v) => v.contain(hw, sid).map_err(|e| e.to_string()),
-        }
-    }
-
-    fn scratch_region(&self) -> Option<Range<u64>> {
-        match self {
-            Drv::Vtd(v) => v.scratch_region(),
-            Drv::Amdvi(v) => v.scratch_region(),
-            Drv::Smmuv3(v) => v.scratch_region(),
-        }
-    }
-
-    /// A fresh domain mapping `ram` one-to-one (read and write), and `sid` attached to it. Returns what the
-    /// device can now reach, in words.
-    fn identity_domain(&mut self, hw: &mut Hw, sid: u32, ram: &[Range<u64>]) -> Result<String, String> {
-        match self {
-            Drv::Vtd(v) => {
-                if !v.translating() {
-                    return Ok("untranslated: translation is off (reset-bypass), the device reaches all memory".into());
-                }
-                let d = v.create_domain(hw).map_err(|e| e.to_string())?;
-                let bytes = identity(ram, |start, len| {
-                    v.map_at(hw, d, start, start, len, true, true).map_err(|e| e.to_string())
-                })?;
-                v.attach(hw, sid as u16, vtd::Attachment::Domain(d)).map_err(|e| e.to_string())?;
-                Ok(format!(
-                    "domain {} mapping the kdump kernel's RAM one-to-one ({} MiB)",
-                    v.domain(d).map_or(0, |x| x.did),
-                    bytes >> 20
-                ))
-            }
-            Drv::Amdvi(v) => {
-                if !v.translating() {
-                    return Ok("untranslated: translation is off (reset-bypass), the device reaches all memory".into());
-                }
-                let d = v.create_domain(hw).map_err(|e| e.to_string())?;
-                let bytes = identity(ram, |start, len| {
-                    v.map_at(hw, d, start, start, len, true, true).map_err(|e| e.to_string())
-                })?;
-                v.attach(hw, sid as u16, amdvi::Attachment::Domain(d)).map_err(|e| e.to_string())?;
-                Ok(format!(
-                    "domain {} mapping the kdump kernel's RAM one-to-one ({} MiB)",
-                    v.domain(d).map_or(0, |x| x.id),
-                    bytes >> 20
-                ))
-            }
-            // The SMMUv3 driver hands out IOVAs from an allocator only (no map at a chosen IOVA), so the
-            // kdump kernel's direct DMA cannot be given its one-to-one domain yet.
-            Drv::Smmuv3(_) => Err("the SMMUv3 driver has no map at a chosen IOVA: no one-to-one domain".into()),
-        }
-    }
-}
-
 /// Map each range of `ram`, shrunk to whole pages, one-to-one with `map_at(start, len)`; the bytes mapped.
 fn identity(ram: &[Range<u64>], mut map_at: impl FnMut(u64, u64) -> Result<(), String>) -> Result<u64, String> {
     let mut bytes = 0u64;
@@ -486,10 +448,33 @@ fn identity(ram: &[Range<u64>], mut map_at: impl FnMut(u64, u64) -> Result<(), S
         let (start, end) = (r.start.next_multiple_of(4096), r.end & !0xfff);
         if start < end {
             map_at(start, end - start)?;
-            bytes += end - start;
+            bytes = bytes.saturating_add(end - start);
         }
     }
     Ok(bytes)
+}
+
+/// A fresh domain mapping `ram` one-to-one (read and write), and `id` attached to it; what the device can
+/// now reach, in words.
+fn identity_domain(
+    drv: &mut dyn IommuDriver,
+    hw: &mut Hw,
+    id: DeviceId,
+    ram: &[Range<u64>],
+) -> Result<(String, Option<u32>), String> {
+    if !drv.translating() {
+        return Ok(("untranslated: translation is off (reset-bypass), the device reaches all memory".into(), None));
+    }
+    let d = drv.create_domain(hw).map_err(|e| e.to_string())?;
+    let bytes = identity(ram, |start, len| drv.map_at(hw, d, start, start, len, Perm::RW).map_err(|e| e.to_string()))?;
+    drv.attach(hw, id, Attachment::Domain(d)).map_err(|e| e.to_string())?;
+    let tag = drv.domain_tag(d);
+    let what = format!(
+        "domain {} mapping the kdump kernel's RAM one-to-one ({} MiB)",
+        tag.map_or_else(|| "?".to_string(), |t| t.to_string()),
+        bytes >> 20
+    );
+    Ok((what, tag))
 }
 
 /// The whole hand-over on an opened platform: boot, containment, needed devices. `reset` performs a
@@ -509,51 +494,79 @@ fn hand_over(
         mem_encrypt: false,
         c_bit: 0,
     };
-    let in_place = in_place_structures(r.kind, hw, policy);
-    for (range, why) in &in_place {
-        hw.allow_old_write(range.clone(), why)
-            .map_err(|e| format!("{why} at {:#x}-{:#x}: {e}", range.start, range.end))?;
+    // The bus probe's masters: every PCI function behind the unit.
+    let masters: Vec<DeviceId> = r.functions.iter().filter_map(|b| r.device_id(*b)).collect();
+    let mut in_place = if matches!(policy, Policy::Adopt | Policy::AdoptScratch) {
+        writes_in_place(r.kind, hw, &masters)
+    } else {
+        Vec::new()
+    };
+    // A structure outside the crashed kernel's RAM stays unwritable: the driver refuses it when it checks it.
+    let mut not_allowed = Vec::new();
+    in_place.retain(|(range, why)| match hw.allow_old_write(range.clone(), why) {
+        Ok(()) => true,
+        Err(e) => {
+            not_allowed.push(e.to_string());
+            false
+        }
+    });
+    let mut opts = BootOptions::default();
+    if let Some(n) = r.amd_dev_table_entries {
+        opts.dev_table_entries = n;
     }
-    let masters: Vec<u32> = r.functions.iter().map(|b| b.rid() as u32).collect();
-    let mut b = crash_boot(r, hw, &env, policy, &masters)?;
-    let needed: Vec<u32> = r.needed.iter().map(|b| b.rid() as u32).collect();
+    let (mut drv, mut report) = boot_crash(r.kind, hw, &env, opts, policy).map_err(|e| e.to_string())?;
+    for &id in &masters {
+        let found = drv.device_found(hw, &env, id);
+        report.note_found(id, found);
+    }
+    drv.account(&mut report);
+    let as_asked = matches!(report.outcome, CrashOutcome::Reset | CrashOutcome::Adopted);
+    let adopted: Vec<u32> = report.adopted.iter().map(|d| d.0).collect();
+    let needed: Vec<u32> = r.needed.iter().filter_map(|b| r.device_id(*b)).map(|d| d.0).collect();
     let mut devices = Vec::new();
     let mut failed = false;
-    if policy == Policy::AdoptScratch && b.as_asked {
-        for &sid in b.adopted.iter().filter(|s| !needed.contains(s)) {
-            let res = b.drv.contain(hw, sid);
+    if policy == Policy::AdoptScratch && as_asked {
+        for &sid in adopted.iter().filter(|s| !needed.contains(s)) {
+            let res = drv.contain(hw, DeviceId(sid)).map_err(|e| e.to_string());
             failed |= res.is_err();
             devices.push(json!({"sid": sid, "action": "contained", "error": res.err()}));
         }
     } else if matches!(policy, Policy::Adopt | Policy::AdoptScratch) {
-        for &sid in b.adopted.iter().filter(|s| !needed.contains(s)) {
+        for &sid in adopted.iter().filter(|s| !needed.contains(s)) {
             devices.push(json!({"sid": sid, "action": "adopted", "error": Value::Null}));
         }
     }
     for bdf in &r.needed {
-        let sid = bdf.rid() as u32;
+        // `check` refused a needed function with no ID.
+        let Some(id) = r.device_id(*bdf) else { continue };
         // Reset first: after it the device has forgotten the crashed kernel's rings and buffers, so giving it
         // the new domain cannot let old DMA land in the kdump kernel's RAM.
         let res = reset(*bdf)
             .map_err(|e| format!("function-level reset: {e}"))
-            .and_then(|()| b.drv.identity_domain(hw, sid, &r.own_ram));
+            .and_then(|()| identity_domain(drv.as_mut(), hw, id, &r.own_ram));
         failed |= res.is_err();
-        let (action, error) = match res {
-            Ok(a) => (a, None),
-            Err(e) => ("refused: left as the crash boot left it".to_string(), Some(e)),
+        let (action, tag, error) = match res {
+            Ok((a, tag)) => (a, tag, None),
+            Err(e) => ("refused: left as the crash boot left it".to_string(), None, Some(e)),
         };
-        devices.push(json!({"sid": sid, "bdf": bdf.sysfs_name(), "needed": true, "action": action, "error": error}));
+        devices.push(json!({"sid": id.0, "bdf": bdf.sysfs_name(), "needed": true, "action": action,
+                            "domain_tag": tag, "error": error}));
     }
     let c = hw.counts();
+    let outcome = match &report.outcome {
+        CrashOutcome::NotLive => "not live: translation was off; booted normally".to_string(),
+        _ => report.summary().to_string(),
+    };
     Ok(json!({
         "ok": !failed && hw.counts().errors == 0,
-        "outcome": b.outcome,
-        "as_asked": b.as_asked,
-        "adopted": b.adopted,
-        "problems": b.problems,
+        "outcome": outcome,
+        "as_asked": as_asked,
+        "adopted": adopted,
+        "problems": report.refused.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
         "devices": devices,
         "in_place": in_place.iter().map(|(r, why)| json!({"start": r.start, "end": r.end, "what": why})).collect::<Vec<_>>(),
-        "scratch": b.drv.scratch_region().map(|s| json!({"start": s.start, "end": s.end})),
+        "in_place_not_old_ram": not_allowed,
+        "scratch": drv.scratch_region().map(|s| json!({"start": s.start, "end": s.end})),
         "window_used": {"start": hw.window_used().start, "end": hw.window_used().end, "frames": c.frames},
         "accesses": {"reg_reads": c.reg_reads, "reg_writes": c.reg_writes, "window_reads": c.window_reads,
                      "window_writes": c.window_writes, "old_reads": c.old_reads, "old_writes": c.old_writes,
@@ -588,7 +601,7 @@ pub fn run(a: &Args) -> Result<ExitCode, String> {
         Ok(r) => r,
         Err(Refusal(why)) => return refused(why, a.json),
     };
-    let mut hw = match open_platform(&a.root, &ready) {
+    let mut hw = match open_platform(&a.root, &ready, &a.mem_access) {
         Ok(h) => h,
         Err(Refusal(why)) => return refused(why, a.json),
     };
@@ -602,17 +615,24 @@ pub fn run(a: &Args) -> Result<ExitCode, String> {
     let ms = started.elapsed().as_millis() as u64;
     let unit = json!({"kind": ready.kind.name(), "base": ready.base, "origin": ready.origin});
     let window = json!({"start": ready.window.start, "end": ready.window.end});
+    let mem_access = hw.mem().how();
+    let needed: Vec<String> = ready.needed.iter().map(|b| b.sysfs_name()).collect();
+    let needed = json!(needed);
     let (out, ok) = match res {
         Ok(mut v) => {
             let ok = v["ok"].as_bool().unwrap_or(false);
             v["unit"] = unit;
             v["policy"] = json!(a.policy.name());
             v["window"] = window;
+            v["mem_access"] = json!(mem_access);
+            v["needed_from"] = json!(ready.needed_from);
+            v["needed"] = needed;
             v["ms"] = json!(ms);
             (v, ok)
         }
         Err(e) => (
-            json!({"unit": unit, "policy": a.policy.name(), "window": window, "ok": false, "error": e, "ms": ms}),
+            json!({"unit": unit, "policy": a.policy.name(), "window": window, "mem_access": mem_access, "ok": false,
+                   "needed": needed, "needed_from": ready.needed_from, "error": e, "ms": ms}),
             false,
         ),
     };

@@ -180,3 +180,106 @@ fn a_run_on_a_unit_that_never_acknowledges_writes_only_the_window_and_registers(
     assert!(log.lines().any(|l| l.starts_with("W32 reg+0x18 <- ")), "GCMD writes are logged");
     assert!(Path::new(&f.path("sys/bus/pci/devices/0000:00:04.0/reset")).exists());
 }
+
+/// An arm64 kdump kernel as QEMU's `virt` gives it: no ACPI, the SMMUv3 a device-tree node, the window a
+/// `no-map` reserved-memory node (not in /proc/iomem at all), `linux,elfcorehdr` in /chosen, memory reached
+/// by mmap. The fake SMMU never acknowledges CR0, so the boot stops there; the unit and the window were found
+/// from the tree, and nothing outside the window and the SMMU's registers changed.
+#[test]
+fn on_a_device_tree_machine_the_smmu_and_the_window_come_from_the_tree() {
+    const SMMU: u64 = 0xc_0000;
+    let f = Fake::new("dt");
+    let cells = |v: &[u32]| v.iter().flat_map(|c| c.to_be_bytes()).collect::<Vec<u8>>();
+    let dt = f.path("proc/device-tree");
+    let prop = |node: &str, name: &str, v: &[u8]| {
+        std::fs::create_dir_all(dt.join(node)).unwrap();
+        std::fs::write(dt.join(node).join(name), v).unwrap();
+    };
+    prop("", "#address-cells", &cells(&[2]));
+    prop("", "#size-cells", &cells(&[2]));
+    prop("smmuv3@c0000", "compatible", b"arm,smmu-v3\0");
+    prop("smmuv3@c0000", "reg", &cells(&[0, SMMU as u32, 0, 0x2_0000]));
+    prop("smmuv3@c0000", "phandle", &cells(&[0x8005]));
+    prop("smmuv3@c0000", "#iommu-cells", &cells(&[1]));
+    // Bus 0 devices 0-3 only: 00:04.0 (requester ID 0x20) is not behind the SMMU.
+    prop("pcie@10000000", "iommu-map", &cells(&[0, 0x8005, 0x100, 0x20]));
+    prop("reserved-memory", "#address-cells", &cells(&[2]));
+    prop("reserved-memory", "#size-cells", &cells(&[2]));
+    prop("reserved-memory/handover-window@40000", "reg", &cells(&[0, 0x4_0000, 0, 0x1_0000]));
+    prop("reserved-memory/handover-window@40000", "no-map", b"");
+    prop("chosen", "linux,elfcorehdr", &cells(&[0, 0x7_f000, 0, 0x1000]));
+    std::fs::write(f.path("proc/cmdline"), "console=ttyAMA0\n").unwrap();
+    std::fs::write(f.path("proc/iomem"), "00060000-0007ffff : System RAM\n").unwrap();
+    let mut mem = std::fs::read(f.path("dev/mem")).unwrap();
+    mem[SMMU as usize..][..4].copy_from_slice(&0x0a00_0e1bu32.to_le_bytes()); // IDR0: 2-level, stage 1
+    mem[SMMU as usize + 4..][..4].copy_from_slice(&0x0000_0010u32.to_le_bytes()); // IDR1: SIDSIZE 16
+    std::fs::write(f.path("dev/mem"), &mem).unwrap();
+    let run = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_handover"))
+            .args(["takeover", "--policy", "adopt", "--json", "--root"])
+            .arg(&f.root)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["--mem-access", "mmap"]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["unit"]["kind"], "smmuv3", "{v}");
+    assert_eq!(v["unit"]["base"], SMMU);
+    assert!(v["unit"]["origin"].as_str().unwrap().contains("device tree"), "{v}");
+    assert_eq!((v["window"]["start"].as_u64(), v["window"]["end"].as_u64()), (Some(0x4_0000), Some(0x5_0000)));
+    assert_eq!(v["mem_access"], "mmap");
+    let after = std::fs::read(f.path("dev/mem")).unwrap();
+    let stray: Vec<usize> = (0..DEVMEM)
+        .filter(|&i| mem[i] != after[i])
+        .filter(|&i| !WINDOW.contains(&(i as u64)) && !(SMMU..SMMU + 0x2_0000).contains(&(i as u64)))
+        .collect();
+    assert!(stray.is_empty(), "written outside the window and the SMMU's registers: {stray:#x?}");
+
+    // A needed function the iommu-map does not send to the SMMU; no iommu-map at all.
+    refused(&run(&["--needed", "00:04.0"]), "not behind the unit");
+    prop("pcie@10000000", "iommu-map", &cells(&[0, 0x9999, 0, 0x1_0000]));
+    refused(&run(&[]), "no iommu-map names it");
+    prop("pcie@10000000", "iommu-map", &cells(&[0, 0x8005, 0x100, 0x28]));
+    let v: serde_json::Value = serde_json::from_slice(&run(&["--needed", "00:04.0"]).stdout).unwrap();
+    assert_eq!(v["needed"], serde_json::json!(["0000:00:04.0"]), "behind it once the map covers 0x20: {v}");
+
+    // The ELF headers inside the window, a window in the kdump kernel's RAM, no SMMU node: refusals.
+    prop("chosen", "linux,elfcorehdr", &cells(&[0, 0x4_8000, 0, 0x1000]));
+    refused(&run(&[]), "/chosen/linux,elfcorehdr");
+    prop("chosen", "linux,elfcorehdr", &cells(&[0, 0x7_f000, 0, 0x1000]));
+    prop("reserved-memory/handover-window@40000", "reg", &cells(&[0, 0x6_0000, 0, 0x1_0000]));
+    refused(&run(&[]), "overlaps \"System RAM\"");
+    std::fs::remove_dir_all(dt.join("smmuv3@c0000")).unwrap();
+    refused(&run(&[]), "no arm,smmu-v3 node");
+    prop("smmuv3@c0000", "compatible", b"arm,smmu-v3\0");
+    prop("smmuv3@c0000", "reg", &cells(&[0, SMMU as u32, 0]));
+    refused(&run(&[]), "not a whole number of");
+}
+
+/// Without --needed, every mass-storage function (PCI class 01) with no driver bound is needed: the dump target
+/// is on one of them; a NIC, or a disk whose driver already runs, is not.
+#[test]
+fn without_needed_every_unbound_mass_storage_function_is_needed() {
+    let f = Fake::new("needed");
+    let dev = |bdf: &str, class: &str, bound: bool| {
+        let d = f.path(&format!("sys/bus/pci/devices/{bdf}"));
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("class"), class).unwrap();
+        if bound {
+            std::fs::create_dir_all(d.join("driver")).unwrap();
+        }
+    };
+    dev("0000:00:02.0", "0x020000\n", false);
+    dev("0000:00:03.0", "0x010802\n", true);
+    dev("0000:00:04.0", "0x010802\n", false);
+    dev("0000:00:05.0", "0x010601\n", false);
+    dev("0000:00:06.0", "garbage\n", false);
+    let v: serde_json::Value = serde_json::from_slice(&f.run(&["--json"]).stdout).unwrap();
+    assert_eq!(v["needed"], serde_json::json!(["0000:00:04.0", "0000:00:05.0"]), "{v}");
+    assert_eq!(v["needed_from"], "mass-storage functions (PCI class 01)");
+    let v: serde_json::Value = serde_json::from_slice(&f.run(&["--json", "--needed", "00:02.0"]).stdout).unwrap();
+    assert_eq!(v["needed"], serde_json::json!(["0000:00:02.0"]), "an explicit --needed replaces the default");
+    assert_eq!(v["needed_from"], "--needed");
+}

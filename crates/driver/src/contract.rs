@@ -300,6 +300,24 @@ pub trait IommuDriver {
     /// Map `size` bytes at `pa` into domain `d` at a fresh IOVA (the DMA API's `dma_map_*`); the IOVA.
     fn map(&mut self, hw: &mut dyn Platform, d: DomainId, pa: u64, size: u64, perm: Perm) -> Result<u64, DriverError>;
 
+    /// Map `size` bytes at `pa` into domain `d` at the chosen `iova` (all 4 KiB multiples), keeping the range
+    /// out of the domain's IOVA allocator: a domain whose addresses the caller picks, such as the one-to-one
+    /// domain a kernel with a direct DMA API needs (a kdump kernel with its IOMMU driver off). Not-present to
+    /// present needs no invalidation on units that do not cache faults.
+    fn map_at(
+        &mut self,
+        hw: &mut dyn Platform,
+        d: DomainId,
+        iova: u64,
+        pa: u64,
+        size: u64,
+        perm: Perm,
+    ) -> Result<(), DriverError>;
+
+    /// The tag the hardware knows domain `d` by (VT-d domain ID, AMD-Vi domain ID, SMMUv3 ASID), while it
+    /// exists.
+    fn domain_tag(&self, d: DomainId) -> Option<u32>;
+
     /// Unmap and invalidate at once (strict mode).
     fn unmap(&mut self, hw: &mut dyn Platform, d: DomainId, iova: u64, size: u64) -> Result<(), DriverError>;
 
@@ -383,6 +401,66 @@ pub fn boot_crash(
     })
 }
 
+/// The crashed kernel's structures a crash boot of a unit of `kind` under `adopt` or `adopt-scratch` writes
+/// in place, read from the unit's registers before the boot: AMD-Vi's device table, command buffer, event log
+/// and completion-wait page (reused because SNP may lock their base registers), SMMUv3's stream table and
+/// the level-2 tables of `masters` (STEs are rewritten where they are); none on VT-d, whose adoption copies
+/// the root and context tables. A platform that refuses every other write to old memory needs this list
+/// first. It is only a list: every entry is still validated by the driver, which refuses what is not RAM.
+/// Sizes come from the registers and are capped (no entry names more than 64 MiB), one L2 table per master.
+pub fn writes_in_place(
+    kind: IommuKind,
+    hw: &mut dyn Platform,
+    masters: &[DeviceId],
+) -> Vec<(Range<u64>, &'static str)> {
+    use iommu_spec::amdvi::{off as aoff, DevTableBase, ExclusionBase, RingBase};
+    use iommu_spec::smmuv3::{off as soff, StrtabBase, StrtabBaseCfg, StrtabFmt};
+    let mut out = Vec::new();
+    match kind {
+        IommuKind::Vtd => {}
+        IommuKind::Amdvi => {
+            let dt = DevTableBase::from_bits(hw.read64(aoff::DEV_TABLE_BASE));
+            out.push((dt.table()..dt.table().saturating_add(dt.bytes()), "device table"));
+            let cb = RingBase::from_bits(hw.read64(aoff::CMD_BUF_BASE));
+            out.push((cb.ring()..cb.ring().saturating_add(cb.bytes()), "command buffer"));
+            let el = RingBase::from_bits(hw.read64(aoff::EVENT_LOG_BASE));
+            out.push((el.ring()..el.ring().saturating_add(el.bytes()), "event log"));
+            let sem = ExclusionBase::from_bits(hw.read64(aoff::EXCL_BASE)).address();
+            if sem != 0 {
+                out.push((sem..sem.saturating_add(4096), "completion-wait page"));
+            }
+        }
+        IommuKind::Smmuv3 => {
+            let base = StrtabBase::from_bits(hw.read64(soff::STRTAB_BASE)).table();
+            let cfg = StrtabBaseCfg::from_bits(hw.read32(soff::STRTAB_BASE_CFG));
+            // The whole table the registers describe: linear (64-byte STEs) or the L1 descriptors; L2 tables
+            // are found through L1 by the driver and stay read-only unless they lie inside.
+            let bytes = if cfg.fmt() == StrtabFmt::TwoLevel {
+                (1u64 << cfg.log2size().saturating_sub(cfg.split()).min(20)) * 8
+            } else {
+                (1u64 << cfg.log2size().min(20)) * 64
+            };
+            out.push((base..base.saturating_add(bytes.next_multiple_of(4096)), "stream table"));
+            if cfg.fmt() == StrtabFmt::TwoLevel {
+                for m in masters {
+                    let index = u64::from(iommu_spec::smmuv3::l1_index(m.0, u32::from(cfg.split())));
+                    let Some(at) = index.checked_mul(8).and_then(|o| base.checked_add(o)) else { continue };
+                    let Ok(raw) = hw.read_u64(at) else { continue };
+                    let l1 = iommu_spec::smmuv3::L1Desc::from_bits(raw);
+                    let l2 = l1.l2_table();
+                    if l1.valid() && l2 != 0 {
+                        let r = l2..l2.saturating_add(l1.l2_bytes());
+                        if !out.iter().any(|(x, _)| *x == r) {
+                            out.push((r, "level-2 stream table"));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
 fn amd_options(opts: BootOptions) -> amdvi::AmdOptions {
     amdvi::AmdOptions { dev_table_entries: opts.dev_table_entries }
 }
@@ -411,6 +489,17 @@ macro_rules! delegate_common {
             perm: crate::contract::Perm,
         ) -> Result<u64, crate::contract::DriverError> {
             Ok($ty::map(self, &mut hw, d, pa, size, perm.read, perm.write)?)
+        }
+        fn map_at(
+            &mut self,
+            mut hw: &mut dyn crate::Platform,
+            d: crate::contract::DomainId,
+            iova: u64,
+            pa: u64,
+            size: u64,
+            perm: crate::contract::Perm,
+        ) -> Result<(), crate::contract::DriverError> {
+            Ok($ty::map_at(self, &mut hw, d, iova, pa, size, perm.read, perm.write)?)
         }
         fn unmap(
             &mut self,

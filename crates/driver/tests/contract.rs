@@ -194,3 +194,66 @@ fn a_refused_device_is_contained_under_adopt_scratch_on_every_iommu() {
         }
     }
 }
+
+/// `takeover`'s needed device: after an adopting crash boot it is attached to a fresh domain mapping a
+/// range one-to-one at the IOVA the caller chose (a kdump kernel's direct DMA API), which reaches exactly
+/// that range, never an old IOVA of the device; the domain has a non-zero hardware tag, and a
+/// misaligned or out-of-range request is refused by name.
+#[test]
+fn map_at_gives_a_one_to_one_domain_at_the_chosen_iovas_on_every_iommu() {
+    for kind in IommuKind::ALL {
+        let mut rig = Rig::new(kind);
+        let live = primary(&mut rig, kind);
+        let (mut drv, report) = crash_boot(&mut rig, kind, Policy::Adopt);
+        assert_eq!(report.outcome, CrashOutcome::Adopted, "{kind}");
+        let d = drv.create_domain(&mut rig.crash()).unwrap();
+        let ram = CRASH.start + 64 * MIB..CRASH.start + 64 * MIB + 16 * 0x1000;
+        drv.map_at(&mut rig.crash(), d, ram.start, ram.start, ram.end - ram.start, Perm::RW).unwrap();
+        drv.attach(&mut rig.crash(), DISK, Attachment::Domain(d)).unwrap();
+        for pa in (ram.start..ram.end).step_by(0x1000) {
+            assert_eq!(rig.dma(DISK, pa + 0x10), Some(pa + 0x10), "{kind}: IOVA {pa:#x} is the physical address");
+        }
+        assert_eq!(rig.dma(DISK, ram.end), None, "{kind}: one page past the range faults");
+        assert_eq!(rig.dma(DISK, ram.start - 0x1000), None, "{kind}: one page before it faults");
+        for &(_, old, _) in live.iter().filter(|l| l.0 == DISK) {
+            assert_eq!(rig.dma(DISK, old), None, "{kind}: the old IOVA {old:#x} is gone");
+        }
+        let tag = drv.domain_tag(d).unwrap_or_else(|| panic!("{kind}: the new domain has a tag"));
+        assert_ne!(tag, 0, "{kind}: tag 0 is reserved (VT-d DID 0, AMD-Vi domain 0, SMMUv3's ASID 0)");
+        assert_eq!(drv.domain_tag(iommu_driver::DomainId(d.0 + 100)), None, "{kind}: no such domain");
+        // A mapping the allocator now avoids: fresh IOVAs never land in the one-to-one range.
+        let iova = drv.map(&mut rig.crash(), d, 0x3000_0000, 0x1000, Perm::RW).unwrap();
+        assert!(!(ram.start..ram.end).contains(&iova), "{kind}: {iova:#x} inside the range map_at took");
+        for (iova, size) in [(ram.start + 1, 0x1000), (ram.end + 0x1000, 0x800), (!0xfff, 0x2000)] {
+            let e = drv.map_at(&mut rig.crash(), d, iova, iova & !0xfff, size, Perm::RW);
+            assert!(e.is_err(), "{kind}: map_at {iova:#x}+{size:#x} must be refused");
+        }
+    }
+}
+
+/// `writes_in_place` is the whole list of old memory an adopting crash boot writes: on every IOMMU, every
+/// page of the crashed kernel's memory that the boot, the bus probe, a containment and a deferred attach
+/// changed lies inside one of the ranges it named from the registers beforehand (VT-d: none at all).
+#[test]
+fn writes_in_place_names_every_old_page_an_adopting_crash_boot_writes_on_every_iommu() {
+    for kind in IommuKind::ALL {
+        let mut rig = Rig::new(kind);
+        primary(&mut rig, kind);
+        let before = rig.mem.snapshot();
+        let listed = iommu_driver::contract::writes_in_place(kind, &mut rig.crash(), &[NIC, DISK, ABSENT]);
+        let (mut drv, report) = crash_boot(&mut rig, kind, Policy::AdoptScratch);
+        assert_eq!(report.outcome, CrashOutcome::Adopted, "{kind}");
+        drv.contain(&mut rig.crash(), NIC).unwrap();
+        let d = drv.create_domain(&mut rig.crash()).unwrap();
+        drv.attach(&mut rig.crash(), DISK, Attachment::Domain(d)).unwrap();
+        let old: Vec<u64> =
+            rig.mem.changed_pages(&before).into_iter().map(|pfn| pfn << 12).filter(|pa| !CRASH.contains(pa)).collect();
+        let outside: Vec<u64> =
+            old.iter().copied().filter(|pa| !listed.iter().any(|(r, _)| r.start <= *pa && *pa < r.end)).collect();
+        assert!(outside.is_empty(), "{kind}: old pages written outside {listed:x?}: {outside:#x?}");
+        match kind {
+            IommuKind::Vtd => assert!(listed.is_empty() && old.is_empty(), "{kind}: adoption copies, never writes"),
+            _ => assert!(!old.is_empty(), "{kind}: adoption rewrote entries in place"),
+        }
+    }
+}

@@ -6,8 +6,9 @@
 //!   `/dev/mem`, one load or store of the register's width) or [`FileRegs`] (positioned reads and writes of
 //!   exactly that width, for the file-backed fake the tests use);
 //! - a window of physical memory the kdump kernel does not use as RAM (taken out of it with `memmap=` on its
-//!   command line and found again in `/proc/iomem`, see [`iomem`]): the frames of every structure the
-//!   driver builds ([`FrameAlloc`], a bump allocator) — read and written;
+//!   command line and found again in `/proc/iomem`, see [`iomem`], or a `no-map` reserved-memory node of the
+//!   device tree, see [`devtree`]): the frames of every structure the driver builds ([`FrameAlloc`], a bump
+//!   allocator) — read and written;
 //! - the crashed kernel's RAM ([`PhysMem`]): read anywhere in it, written only inside the ranges declared
 //!   with [`LinuxPlatform::allow_old_write`] (the structures a policy adopts in place, e.g. an AMD-Vi device
 //!   table). From the kdump kernel that memory is not its own RAM, so `/dev/mem` reaches it.
@@ -22,9 +23,13 @@
 //! drop accesses narrower than 4 bytes (their `MemoryRegionOps` `valid.min_access_size`). Reads are
 //! different (`copy_from_kernel_nofault` copies aligned words whole), which is why the audit's `pread`
 //! works. The real device path is therefore [`MappedRegs`].
+//!
+//! Memory goes through a [`DevMem`]: positioned `read`/`write` of `/dev/mem` on x86, or [`MappedPhys`] on
+//! arm64, whose `/dev/mem` `read()` serves only the kernel's own mapped RAM.
 
 #![deny(unsafe_code)]
 
+pub mod devtree;
 pub mod iomem;
 mod mapped;
 
@@ -36,7 +41,7 @@ use std::ops::Range;
 use std::os::unix::fs::FileExt;
 
 pub use iommu_platform::{FrameAlloc, MemError, MemErrorKind, Mmio, PhysMem};
-pub use mapped::MappedRegs;
+pub use mapped::{MappedPhys, MappedRegs};
 
 /// Page size of every frame the window hands out.
 pub const PAGE: u64 = 4096;
@@ -84,6 +89,40 @@ impl PhysFile for File {
     }
     fn write_at(&self, data: &[u8], pa: u64) -> io::Result<()> {
         self.write_all_at(data, pa)
+    }
+}
+
+/// How `/dev/mem` reaches memory: positioned `read`/`write` (x86, where `read()` reaches physical memory below
+/// the kernel's top of RAM that is not its own), or [`MappedPhys`] (arm64, where only `mmap` reaches memory
+/// that is not the kernel's own mapped RAM).
+#[derive(Debug)]
+pub enum DevMem {
+    Rw(File),
+    Mapped(MappedPhys),
+}
+
+impl DevMem {
+    /// `"pread"` or `"mmap"`, for reports.
+    pub fn how(&self) -> &'static str {
+        match self {
+            DevMem::Rw(_) => "pread",
+            DevMem::Mapped(_) => "mmap",
+        }
+    }
+}
+
+impl PhysFile for DevMem {
+    fn read_at(&self, buf: &mut [u8], pa: u64) -> io::Result<()> {
+        match self {
+            DevMem::Rw(f) => PhysFile::read_at(f, buf, pa),
+            DevMem::Mapped(m) => m.read_at(buf, pa),
+        }
+    }
+    fn write_at(&self, data: &[u8], pa: u64) -> io::Result<()> {
+        match self {
+            DevMem::Rw(f) => PhysFile::write_at(f, data, pa),
+            DevMem::Mapped(m) => m.write_at(data, pa),
+        }
     }
 }
 
@@ -248,6 +287,10 @@ impl<R: RegisterIo, F: PhysFile> LinuxPlatform<R, F> {
     /// Frames handed out so far, from the start of the window.
     pub fn window_used(&self) -> Range<u64> {
         self.window.start..self.next_frame
+    }
+    /// The memory path (e.g. to name it in a report).
+    pub fn mem(&self) -> &F {
+        &self.mem
     }
     pub fn into_parts(self) -> (R, F) {
         (self.regs, self.mem)

@@ -288,3 +288,50 @@ fn a_window_must_be_reserved_unclaimed_and_outside_the_kdump_kernels_ram() {
         Err(WindowError::Claimed { name, .. }) if name == "pmem0"
     ));
 }
+
+/// Memory through `mmap` (arm64's only way to the crashed kernel's RAM): unaligned, chunk-crossing accesses
+/// land byte-exact, the window works as with `pread`, and no more than `SLOTS` mappings stay live however
+/// many places are touched.
+#[test]
+fn mapped_memory_reads_and_writes_byte_exact_across_chunks_with_a_bounded_number_of_mappings() {
+    use iommu_linux::{DevMem, MappedPhys, PhysFile};
+    let fake = Fake::new("mapped-phys");
+    let m = MappedPhys::with_chunk(&fake.path, 0x2000).unwrap();
+    let data: Vec<u8> = (0..0x3003u32).map(|i| (i * 13 + 5) as u8).collect();
+    m.write_at(&data, 0x1ffd).unwrap();
+    let mut back = vec![0u8; data.len()];
+    m.read_at(&mut back, 0x1ffd).unwrap();
+    assert_eq!(back, data);
+    let file = std::fs::read(&fake.path).unwrap();
+    assert_eq!(&file[0x1ffd..0x1ffd + data.len()], &data[..], "the file itself holds the bytes");
+    assert_eq!(file[0x1ffc], fake.before[0x1ffc]);
+    assert_eq!(file[0x1ffd + data.len()], fake.before[0x1ffd + data.len()]);
+    // Touch every chunk of the fake: 128 chunks, never more than SLOTS mapped at once.
+    for pa in (0..SIZE as u64).step_by(0x2000) {
+        let mut b = [0u8; 3];
+        m.read_at(&mut b, pa + 1).unwrap();
+        assert_eq!(b[..], file[pa as usize + 1..pa as usize + 4]);
+        assert!(m.mappings_live() <= MappedPhys::SLOTS);
+    }
+    assert!(m.mappings_made() >= (SIZE / 0x2000) as u64);
+    assert_eq!(m.mappings_live(), MappedPhys::SLOTS);
+    assert!(MappedPhys::with_chunk(&fake.path, 0x3000).is_err(), "a chunk is a power of two");
+
+    // The platform on mapped memory: frames zeroed in the window, old RAM read, nothing else written.
+    let open = || File::options().read(true).write(true).open(&fake.path).unwrap();
+    let regs = FileRegs { file: open(), base: REGS, len: REGS_LEN };
+    let mem = DevMem::Mapped(MappedPhys::open(&fake.path).unwrap());
+    assert_eq!(mem.how(), "mmap");
+    let before = std::fs::read(&fake.path).unwrap();
+    let mut p = LinuxPlatform::new(regs, mem, WINDOW, vec![OLD]).unwrap();
+    let f = p.alloc_frame().unwrap();
+    assert_eq!(f, WINDOW.start);
+    assert_eq!(p.read_u64(f + 8).unwrap(), 0);
+    p.write_u64(f + 16, 0x1122_3344_5566_7788).unwrap();
+    assert_eq!(p.read_u32(0x100).unwrap(), u32::from_le_bytes(before[0x100..0x104].try_into().unwrap()));
+    assert!(p.write_u32(0x100, 0).is_err(), "old RAM stays read-only");
+    let now = std::fs::read(&fake.path).unwrap();
+    let changed: Vec<usize> = (0..SIZE).filter(|&i| now[i] != before[i]).collect();
+    assert!(changed.iter().all(|&i| (WINDOW.start as usize..WINDOW.start as usize + 4096).contains(&i)));
+    assert_eq!(&now[f as usize + 16..f as usize + 24], &0x1122_3344_5566_7788u64.to_le_bytes());
+}

@@ -50,6 +50,9 @@ impl IommuDriver for Amdvi {
     fn kind(&self) -> IommuKind {
         KIND
     }
+    fn domain_tag(&self, d: crate::contract::DomainId) -> Option<u32> {
+        Amdvi::domain(self, d).map(|x| u32::from(x.id))
+    }
     /// The device table is adopted in place at boot: the probe only reports what the boot adopted.
     fn device_found(&mut self, _: &mut dyn Platform, _: &BootEnv, id: DeviceId) -> Result<Found, EntryRefusal> {
         let adopted = id.rid().and_then(|devid| self.device(devid));

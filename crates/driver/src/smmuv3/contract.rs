@@ -41,6 +41,9 @@ impl IommuDriver for Smmuv3 {
     fn kind(&self) -> IommuKind {
         KIND
     }
+    fn domain_tag(&self, d: crate::contract::DomainId) -> Option<u32> {
+        Smmuv3::domain(self, d).map(|x| u32::from(x.asid))
+    }
     /// `insert_master`: the level-2 table is mapped on first use and its L1 descriptor re-checked.
     fn device_found(&mut self, mut hw: &mut dyn Platform, env: &BootEnv, id: DeviceId) -> Result<Found, EntryRefusal> {
         match Smmuv3::insert_master(self, &mut hw, env, id.0)? {

@@ -385,6 +385,57 @@ impl Smmuv3 {
         Ok(iova)
     }
 
+    /// Map at a chosen IOVA (all 4 KiB multiples, inside the 48-bit stage-1 input range): what a one-to-one
+    /// domain for a kernel whose DMA API is direct needs. The range is reserved in the domain's allocator.
+    /// Not-present to present needs no TLB maintenance, as in Linux's `arm_smmu_map_pages` (io-pgtable-arm
+    /// writes the new entries and invalidates nothing). Without translation (bypass) DMA addresses are
+    /// physical already: nothing to do, as for [`Smmuv3::map`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn map_at(
+        &mut self,
+        hw: &mut impl Platform,
+        d: DomainId,
+        iova: u64,
+        pa: u64,
+        size: u64,
+        _read: bool,
+        write: bool,
+    ) -> Result<(), SmmuError> {
+        if !self.translating {
+            return Ok(());
+        }
+        if !iova.is_multiple_of(4096)
+            || !pa.is_multiple_of(4096)
+            || !size.is_multiple_of(4096)
+            || size == 0
+            || iova.checked_add(size).is_none_or(|e| e > 1u64 << S1_WALK.ia_bits)
+        {
+            return Err(SmmuError::BadRange { iova, size });
+        }
+        let dom = self.domain_mut(d)?;
+        dom.iova.reserve(iova, iova + size);
+        let ttb0 = dom.ttb0;
+        for off in (0..size).step_by(4096) {
+            crate::walk::map_page(
+                hw,
+                &S1_WALK,
+                ttb0,
+                S1_WALK.levels(),
+                iova + off,
+                pa + off,
+                true,
+                write,
+                &mut self.frames_allocated,
+            )
+            .map_err(|e| match e {
+                crate::walk::MapError::Mem(m) => SmmuError::Mem(m),
+                crate::walk::MapError::OutOfMemory => SmmuError::OutOfMemory,
+                crate::walk::MapError::Occupied { iova, .. } => SmmuError::BadRange { iova, size: 4096 },
+            })?;
+        }
+        Ok(())
+    }
+
     /// Unmap and invalidate at once (strict): TLBI_NH_VA per page, then CMD_SYNC.
     pub fn unmap(&mut self, hw: &mut impl Platform, d: DomainId, iova: u64, size: u64) -> Result<(), SmmuError> {
         if !self.translating {

@@ -39,6 +39,9 @@ impl IommuDriver for Vtd {
     fn kind(&self) -> IommuKind {
         KIND
     }
+    fn domain_tag(&self, d: crate::contract::DomainId) -> Option<u32> {
+        Vtd::domain(self, d).map(|x| u32::from(x.did))
+    }
     /// Context entries are copied at boot: the probe only reports what the boot adopted.
     fn device_found(&mut self, _: &mut dyn Platform, _: &BootEnv, id: DeviceId) -> Result<Found, EntryRefusal> {
         let adopted = id.rid().and_then(|sid| self.device(sid));
