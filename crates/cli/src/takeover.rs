@@ -142,6 +142,9 @@ pub struct Ready {
     /// AMD-Vi: device table entries as Linux sizes the table from IVRS (the crashed kernel's size, which
     /// adoption requires); `None` without an IVRS.
     pub amd_dev_table_entries: Option<u32>,
+    /// The crashed kernel's SME encryption bit, from `/proc/vmcore`'s VMCOREINFO (`NUMBER(sme_mask)`): the
+    /// bit its AMD-Vi addresses carry; 0 when it does not say.
+    pub sme_mask: u64,
 }
 
 impl Ready {
@@ -222,6 +225,12 @@ pub fn check(a: &Args) -> Result<Ready, Refusal> {
     }
     let core = ElfCore::open(&vmcore).or_else(|e| refuse(format!("{}: {e}", vmcore.display())))?;
     let old_ram = core.ram_ranges();
+    let notes = core.notes().or_else(|e| refuse(format!("{}: notes: {e}", vmcore.display())))?;
+    let sme_mask = match iommu_dump::VmcoreInfo::from_notes(&notes).and_then(|i| i.sme_mask()) {
+        Some(Ok(m)) => m,
+        Some(Err(e)) => return refuse(format!("{}: {e}", vmcore.display())),
+        None => 0,
+    };
     if old_ram.is_empty() {
         return refuse(format!("{}: no PT_LOAD segments (no crashed kernel's RAM)", vmcore.display()));
     }
@@ -393,6 +402,7 @@ pub fn check(a: &Args) -> Result<Ready, Refusal> {
         iommu_map,
         functions,
         amd_dev_table_entries,
+        sme_mask,
     };
     if let Some(b) = ready.needed.iter().find(|b| ready.device_id(**b).is_none()) {
         return refuse(format!(
@@ -491,8 +501,9 @@ fn hand_over(
         // The largest range of the kdump kernel's own RAM (BootEnv holds one); the rest is not in `ram`
         // either, so a table there is refused as not RAM.
         crash_region: r.own_ram.iter().max_by_key(|x| x.end - x.start).cloned(),
-        mem_encrypt: false,
-        c_bit: 0,
+        // SME stays on in a kdump kernel of an SME host; the crashed kernel's mask says whether it was.
+        mem_encrypt: r.sme_mask != 0,
+        c_bit: r.sme_mask,
     };
     // The bus probe's masters: every PCI function behind the unit.
     let masters: Vec<DeviceId> = r.functions.iter().filter_map(|b| r.device_id(*b)).collect();

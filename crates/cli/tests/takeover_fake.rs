@@ -101,6 +101,32 @@ fn unchanged(fake: &Fake, before: &[u8]) {
     assert_eq!(std::fs::read(fake.path("dev/mem")).unwrap(), before, "dev/mem was written");
 }
 
+/// A `VMCOREINFO` note as Linux `append_elf_note` lays it out.
+fn vmcoreinfo(text: &str) -> Vec<u8> {
+    let mut v = Vec::new();
+    for w in [11u32, text.len() as u32, 0] {
+        v.extend_from_slice(&w.to_le_bytes());
+    }
+    v.extend_from_slice(b"VMCOREINFO\0\0");
+    v.extend_from_slice(text.as_bytes());
+    v.resize(v.len().next_multiple_of(4), 0);
+    v
+}
+
+/// The crashed kernel's SME mask comes from /proc/vmcore's VMCOREINFO; one it cannot read is a refusal before
+/// anything is touched (the old addresses would be misread).
+#[test]
+fn an_unreadable_sme_mask_in_vmcoreinfo_is_a_refusal() {
+    let f = Fake::new("smemask");
+    let pages: BTreeSet<u64> = OLD.step_by(4096).collect();
+    let note = vmcoreinfo("OSRELEASE=6.12\nNUMBER(sme_mask)=0x8000000000000\n");
+    let mut file = std::fs::File::create(f.path("proc/vmcore")).unwrap();
+    write_core(&Zeros, &pages, Some(&note), &mut file).unwrap();
+    let before = std::fs::read(f.path("dev/mem")).unwrap();
+    refused(&f.run(&[]), "VMCOREINFO NUMBER(sme_mask)");
+    unchanged(&f, &before);
+}
+
 #[test]
 fn outside_a_kdump_kernel_it_refuses_no_proc_vmcore() {
     let f = Fake::new("novmcore");
