@@ -130,14 +130,7 @@ fn kdump_defaults(a: &Args) -> Result<(Args, Vec<Taken>), String> {
         ));
     }
     if a.unit.base.is_none() && a.unit.acpi.is_none() && a.unit.rsdp.is_none() {
-        let dir = root.join(acpi::SYSFS_TABLES);
-        let kind = a.unit.query().kind;
-        let (_, path) = acpi::sysfs_table(&dir, kind).ok_or_else(|| {
-            let which = kind.map_or("DMAR, IVRS or IORT".to_string(), |k| acpi::table_of(k).to_string());
-            format!("default units: no {which} in {} (give --acpi, or --iommu and --base)", dir.display())
-        })?;
-        taken.push(Taken { what: "units", from: path.display().to_string(), regions: None });
-        e.unit.acpi = Some(path);
+        default_units(a, &mut e, &mut taken)?;
     }
     let devmem = root.join("dev/mem");
     if !devmem.exists() {
@@ -184,14 +177,7 @@ fn live_defaults(a: &Args) -> Result<(Args, Vec<Taken>), String> {
         regions: None,
     }];
     if a.unit.base.is_none() && a.unit.acpi.is_none() && a.unit.rsdp.is_none() {
-        let dir = root.join(acpi::SYSFS_TABLES);
-        let kind = a.unit.query().kind;
-        let (_, path) = acpi::sysfs_table(&dir, kind).ok_or_else(|| {
-            let which = kind.map_or("DMAR, IVRS or IORT".to_string(), |k| acpi::table_of(k).to_string());
-            format!("default units: no {which} in {} (give --acpi, or --iommu and --base)", dir.display())
-        })?;
-        taken.push(Taken { what: "units", from: path.display().to_string(), regions: None });
-        e.unit.acpi = Some(path);
+        default_units(a, &mut e, &mut taken)?;
     }
     if a.regs.is_none() && a.regs_devmem.is_none() {
         let regset = root.join("sys/kernel/debug/iommu/intel/iommu_regset");
@@ -236,6 +222,52 @@ fn live_defaults(a: &Args) -> Result<(Args, Vec<Taken>), String> {
         }
     }
     Ok((e, taken))
+}
+
+/// The units when none was given: the ACPI table this kernel exposes under ROOT/sys/firmware/acpi/tables, or
+/// on a device-tree machine (arm64 without ACPI) the `arm,smmu-v3` node of ROOT/proc/device-tree (Linux
+/// `arm_smmu_of_match`). A tree with several SMMUv3 nodes names them and asks for `--base`: one audit, one unit.
+fn default_units(a: &Args, e: &mut Args, taken: &mut Vec<Taken>) -> Result<(), String> {
+    let root = &a.root;
+    let dir = root.join(acpi::SYSFS_TABLES);
+    let kind = a.unit.query().kind;
+    if let Some((_, path)) = acpi::sysfs_table(&dir, kind) {
+        taken.push(Taken { what: "units", from: path.display().to_string(), regions: None });
+        e.unit.acpi = Some(path);
+        return Ok(());
+    }
+    let dt = root.join("proc/device-tree");
+    if dt.is_dir() && kind.is_none_or(|k| k == iommu_dump::IommuKind::Smmuv3) {
+        let units = iommu_linux::devtree::smmuv3_units(&dt).map_err(|err| format!("default units: {err}"))?;
+        match units.as_slice() {
+            [(node, reg)] => {
+                taken.push(Taken {
+                    what: "units",
+                    from: format!("{} (arm,smmu-v3)", node.display()),
+                    regions: Some(vec![reg.clone()]),
+                });
+                e.unit.iommu = Some("smmuv3".into());
+                e.unit.base = Some(reg.start);
+                return Ok(());
+            }
+            [] => {}
+            many => {
+                let names: Vec<String> =
+                    many.iter().map(|(n, r)| format!("{} at {:#x}", n.display(), r.start)).collect();
+                return Err(format!(
+                    "default units: {} SMMUv3 nodes in the device tree ({}); give --iommu smmuv3 --base for one",
+                    many.len(),
+                    names.join(", ")
+                ));
+            }
+        }
+    }
+    let which = kind.map_or("DMAR, IVRS or IORT".to_string(), |k| acpi::table_of(k).to_string());
+    Err(format!(
+        "default units: no {which} in {} and no arm,smmu-v3 node in {} (give --acpi, or --iommu and --base)",
+        dir.display(),
+        dt.display()
+    ))
 }
 
 /// A hex number as `/proc/iomem` prints it, with or without 0x.

@@ -225,3 +225,57 @@ fn each_default_not_found_is_an_error_naming_it() {
     let regs = fixtures().join("vtd-legacy/regs.txt");
     missing(&run(&["--regs", regs.to_str().unwrap()]), &["--crashkernel"]);
 }
+
+/// An arm64 kdump kernel booted from a device tree has no ACPI tables: the unit is the tree's `arm,smmu-v3`
+/// node (its `reg`), and the verdict is the flagged audit's of the same capture.
+#[test]
+fn on_a_device_tree_machine_the_unit_is_the_smmuv3_node() {
+    let root = std::env::temp_dir().join(format!("handover-kdump-defaults-dt-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let cap = fixtures().join("smmuv3");
+    for d in ["proc/device-tree/smmuv3@9050000", "dev"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    let cells = |v: &[u32]| -> Vec<u8> { v.iter().flat_map(|c| c.to_be_bytes()).collect() };
+    let dt = root.join("proc/device-tree");
+    std::fs::write(dt.join("#address-cells"), cells(&[2])).unwrap();
+    std::fs::write(dt.join("#size-cells"), cells(&[2])).unwrap();
+    std::fs::write(dt.join("smmuv3@9050000/compatible"), b"arm,smmu-v3\0").unwrap();
+    std::fs::write(dt.join("smmuv3@9050000/reg"), cells(&[0, 0x0905_0000, 0, 0x2_0000])).unwrap();
+    std::fs::copy(cap.join("memory.elf"), root.join("proc/vmcore")).unwrap();
+    // The kdump kernel's own RAM: the README's crash region for this capture.
+    std::fs::write(root.join("proc/iomem"), "60000000-6fffffff : System RAM\n").unwrap();
+    let devmem = std::fs::File::create(root.join("dev/mem")).unwrap();
+    for line in std::fs::read_to_string(cap.join("regs.txt")).unwrap().lines() {
+        let (addr, val) = line.split_once(": 0x").unwrap();
+        let addr = u64::from_str_radix(addr, 16).unwrap();
+        let bytes = u64::from_str_radix(val.trim(), 16).unwrap().to_le_bytes();
+        devmem.write_all_at(&bytes[..val.trim().len() / 2], addr).unwrap();
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_handover"))
+        .arg("audit")
+        .arg(root.join("proc/vmcore"))
+        .arg("--root")
+        .arg(&root)
+        .arg("--json")
+        .output()
+        .unwrap();
+    let want = Command::new(env!("CARGO_BIN_EXE_handover"))
+        .arg("audit")
+        .arg(cap.join("memory.elf"))
+        .arg("--regs")
+        .arg(cap.join("regs.txt"))
+        .args(["--iommu", "smmuv3", "--base", "0x09050000", "--ram", "40000000-bfffffff"])
+        .args(["--crashkernel", "256M@0x60000000", "--json"])
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&root);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), want.status.code(), "{err}");
+    let (v, w): (Value, Value) =
+        (serde_json::from_slice(&out.stdout).unwrap(), serde_json::from_slice(&want.stdout).unwrap());
+    assert_eq!(v["verdict"], w["verdict"]);
+    assert_eq!(v["verdict"], "safe");
+    assert!(v["defaults"]["units"]["from"].as_str().unwrap().contains("smmuv3@9050000"), "{}", v["defaults"]);
+    assert!(err.contains("default units: ") && err.contains("arm,smmu-v3"), "{err}");
+}
