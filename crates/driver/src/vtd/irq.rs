@@ -55,7 +55,7 @@ impl Vtd {
         // Remapping needs queued invalidation for the IEC even where DMA remapping runs without it (`reset-bypass`
         // turned it off): Linux's IR init enables QI itself (`dmar_enable_qi` from `intel_setup_irq_remapping`).
         if self.qi.is_none() {
-            self.qi = Some(super::qi::InvQueue::enable(hw, self.scalable)?);
+            self.qi = Some(super::cmdq::InvQueue::enable(hw, self.scalable)?);
             self.ir_frames += if self.scalable { 3 } else { 2 };
         }
         let Some(t) = &self.ir else { return Ok(()) };

@@ -4,28 +4,30 @@
 //! tables) in frames from the platform's allocator, talks to the unit through [`Mmio`](crate::Mmio), and
 //! invalidates through its own queued-invalidation ring.
 
-mod boot;
+mod cmdq;
 mod context;
 mod contract;
+mod driver;
 mod error;
 mod handover;
 mod hw;
 mod irq;
-mod qi;
+pub mod scan;
 pub mod walk;
 
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 
 pub use error::{EntryProblem, Refusal, VtdError};
-pub use handover::{scan, DeviceKind, HandoverOutcome, HandoverReport, Scan, ScannedDevice};
+pub use handover::{HandoverOutcome, HandoverReport};
 use iommu_spec::vtd::{Cap, Ecap, IotlbInv, PasidIotlbInv};
+pub use scan::{scan, DeviceKind, Scan, ScannedDevice};
 pub use walk::{FirstLevel, Leaf, Run, SecondLevel, VtdFormat, Walk, WalkIssue, WalkLimits};
 
 use crate::ids::IdAllocator;
 use crate::iova::IovaAllocator;
 use crate::Platform;
-use qi::InvQueue;
+use cmdq::InvQueue;
 
 /// Domain ID Linux gives pass-through and first-level entries (`FLPT_DEFAULT_DID`); DID 0 is never used
 /// because CAP.CM hardware tags cached not-present entries with it. Paging domains start at 2.

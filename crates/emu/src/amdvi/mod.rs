@@ -19,7 +19,7 @@
 //! DTE with V = 1, TV = 0, which refuses silently; `recorded` says whether the event reached the log.
 
 mod cache;
-mod cmd;
+mod cmdq;
 mod event;
 mod irq;
 mod regs;

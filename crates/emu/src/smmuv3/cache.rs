@@ -18,7 +18,7 @@
 use iommu_spec::smmuv3::Perm;
 
 use super::strtab::SteState;
-use super::walk::{low_mask, S1Cfg};
+use super::translate::{low_mask, S1Cfg};
 use crate::hash::FastMap;
 
 /// Leaf sizes an entry may have: 4 KiB, 2 MiB, 1 GiB.

@@ -15,10 +15,10 @@
 
 mod cache;
 mod cmdq;
-mod evtq;
+mod event;
 mod regs;
 mod strtab;
-mod walk;
+mod translate;
 
 use iommu_spec::smmuv3::{pa_bits, Gerror, Idr0, Idr1, Idr3, Idr5, StLevel, StallModel, TtEndian, Ttf, QUEUE_MAX_LOG2};
 use thiserror::Error;
@@ -27,7 +27,7 @@ use crate::dma::{Access, FaultInfo, Iommu, Translation};
 use crate::mem::PhysMemory;
 use crate::platform::MmioDevice;
 use cache::Caches;
-use evtq::Deny;
+use event::Deny;
 use regs::Regs;
 
 /// [`FaultInfo::code`] of the terminations that write no event record. Event records use their 8-bit event ID
@@ -417,15 +417,15 @@ impl Iommu for Smmuv3Model {
             }
             Err(Deny::Silent(a)) => {
                 let (code, reason) = match a {
-                    evtq::Abort::Gbpa => {
+                    event::Abort::Gbpa => {
                         self.counters.gbpa_aborts += 1;
                         (abort_code::GBPA, "GBPA abort")
                     }
-                    evtq::Abort::Ste => {
+                    event::Abort::Ste => {
                         self.counters.ste_aborts += 1;
                         (abort_code::STE, "STE abort")
                     }
-                    evtq::Abort::Sfm => {
+                    event::Abort::Sfm => {
                         self.counters.sfm_aborts += 1;
                         (abort_code::SFM, "service failure mode")
                     }

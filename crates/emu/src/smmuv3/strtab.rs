@@ -14,8 +14,8 @@ use iommu_spec::smmuv3::{
     CD_SIZE, L1_DESC_SIZE, STE_SIZE, T0SZ_MAX, T0SZ_MIN,
 };
 
-use super::evtq::Fault;
-use super::walk::{S1Cfg, S2Cfg};
+use super::event::Fault;
+use super::translate::{S1Cfg, S2Cfg};
 use super::Smmuv3Model;
 use crate::mem::PhysMemory;
 

@@ -62,7 +62,7 @@ impl VtdModel {
             let rec = FaultRecord::new().with_sid(sid).with_fr(reason).with_interrupt_index(index as u16).with_f(true);
             self.record(rec)
         };
-        Interrupt::Blocked(FaultInfo { code: reason.0 as u16, reason: super::fault::reason_name(reason), recorded })
+        Interrupt::Blocked(FaultInfo { code: reason.0 as u16, reason: super::event::reason_name(reason), recorded })
     }
 }
 

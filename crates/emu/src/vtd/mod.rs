@@ -15,9 +15,9 @@
 //! interrupts (only MSIs go through `irq`), advanced fault logging, protected memory regions, paging-structure caches, accessed/dirty bits.
 
 mod cache;
-mod fault;
+mod cmdq;
+mod event;
 mod irq;
-mod qi;
 mod regs;
 mod translate;
 

@@ -6,7 +6,7 @@ use alloc::vec::Vec;
 
 use iommu_spec::vtd::{off, Cap, ContextCacheInv, DescType, Ecap, IotlbInv, PasidCacheInv, RtAddr};
 
-use super::qi::InvQueue;
+use super::cmdq::InvQueue;
 use super::{hw, Vtd, VtdError, VtdOptions, VtdStats, FIRST_PAGING_DID, FLPT_DEFAULT_DID};
 use crate::ids::IdAllocator;
 use crate::Platform;

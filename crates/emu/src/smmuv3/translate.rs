@@ -19,7 +19,7 @@ use iommu_spec::smmuv3::{
 };
 
 use super::cache::{TlbEntry, TlbTag};
-use super::evtq::{Abort, Deny, Fault};
+use super::event::{Abort, Deny, Fault};
 use super::strtab::{S1Src, SteState, TransCfg};
 use super::Smmuv3Model;
 use crate::dma::Access;
