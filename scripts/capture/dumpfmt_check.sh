@@ -38,5 +38,6 @@ rc=0
       echo "$f: $(stat -c %s "$f") bytes: inspect --json DIFFERS from memory.elf's"; rc=1
     fi
   done
-} | tee dumpfmt.txt
+} > dumpfmt.txt   # (not a pipe: rc must stay in this shell)
+cat dumpfmt.txt
 exit $rc

@@ -23,6 +23,9 @@
 #          0x70000000, above the crash region, a no-map reserved-memory node]: the 8 MiB frame window's start
 #   TAKEOVER_ARGS: more `handover takeover` options, comma-separated
 #   UDP_PACKETS [60] packets sent to the NIC after the takeover; KDUMP_TIMEOUT [900]
+#   KEEP_VMCORE [] a file to keep the written /proc/vmcore in (an ELF core with the crashed kernel's VMCOREINFO);
+#          the unit's registers at the reference pause (before the kdump kernel touched it) go to OUTDIR/regs.txt
+#          either way, so `handover inspect KEEP_VMCORE --regs OUTDIR/regs.txt` decodes what the crash left
 set -euo pipefail
 KDIR=$(cd "$(dirname "$(readlink -f "$0")")" && pwd)
 REPO=$(cd "$KDIR/../.." && pwd)
@@ -56,10 +59,12 @@ UDP_PORT=$(( 20000 + $$ % 20000 ))
 NEEDED=0000:00:04.0
 case "$KIND" in
   vtd)   BASE=0xfed90000
+         REGS=(0x0:w 0x8:g 0x10:g 0x18:w 0x1c:w 0x20:g 0x28:g 0x34:w 0x38:w 0x80:g 0x88:g 0x90:g 0x9c:w 0xb0:g 0xb8:g)
          IOMMU_DEV=(-machine q35,kernel-irqchip=split -device intel-iommu,intremap=on); IOPT="intel_iommu=on"
          KDUMP_ARGS=${KDUMP_ARGS:-intel_iommu=off intremap=off reserve=$BASE,0x1000 iomem=relaxed}
          EVENTS="vtd_dmar_translate vtd_dmar_fault vtd_fault_disabled vtd_dmar_enable vtd_switch_address_space vtd_reg_dmar_root vtd_inv_qi_enable";;
   amdvi) BASE=0xfed80000
+         REGS=(0x0:g 0x8:g 0x10:g 0x18:g 0x20:g 0x28:g 0x30:g 0x2000:g 0x2008:g 0x2010:g 0x2018:g 0x2020:g)
          IOMMU_DEV=(-machine q35 -device amd-iommu,intremap=off,pt=off); IOPT=""
          KDUMP_ARGS=${KDUMP_ARGS:-amd_iommu=off iomem=relaxed}
          EVENTS="amdvi_translation_result amdvi_page_fault amdvi_dte_get_fail amdvi_iotlb_hit amdvi_mmio_write amdvi_control_status";;
@@ -68,6 +73,8 @@ case "$KIND" in
   # device's one-to-one domain (RAM only) does not map: the kdump kernel uses INTx (pci=nomsi). The PCI host
   # bridge names the SMMU in iommu-map; fw_devlink=permissive lets it probe without the SMMU's driver.
   smmuv3) BASE=0x09050000
+         REGS=(0x0:w 0x4:w 0x8:w 0xc:w 0x10:w 0x14:w 0x20:w 0x24:w 0x28:w 0x2c:w 0x44:w 0x60:w 0x64:w
+               0x80:g 0x88:w 0x90:g 0x98:w 0x9c:w 0xa0:g 0x100a8:w 0x100ac:w)
          IOMMU_DEV=(-machine virt,iommu=smmuv3 -cpu cortex-a57); IOPT=""
          KDUMP_ARGS=${KDUMP_ARGS:-initcall_blacklist=arm_smmu_driver_init pci=nomsi fw_devlink=permissive iomem=relaxed}
          EVENTS="smmuv3_translate_success smmuv3_translate_abort smmuv3_translate_bypass smmuv3_translate_disable smmuv3_record_event smmuv3_cmdq_consume_error smmuv3_write_mmio";;
@@ -220,6 +227,7 @@ wait_for '^HO-REF' "$BOOT_TIMEOUT"
 qmp --timeout 30 stop || die "QMP stop failed"
 [ "$(qmp --timeout 30 status)" = paused ] || die "VM not paused after stop"
 TR_REF=$(tsize)
+cap_regs $BASE "${REGS[@]}"   # the unit as the crashed kernel left it: the kdump kernel has not touched it yet
 t=$(date +%s)
 qmp --timeout 600 dump "$RUN/reference.elf" || die "dump-guest-memory failed"
 say "reference saved in $(( $(date +%s) - t )) s ($(du -h "$RUN/reference.elf" | cut -f1)); trace at $TR_REF bytes"
@@ -259,6 +267,10 @@ for name, lines in files.items():
 DONE_LINE=$(tr -d '\r' < "$OUT/console.log" | grep -a -m1 '^HO-KDUMP-DONE')
 BYTES=$(sed -n 's/.*bytes=\([0-9]*\).*/\1/p' <<< "$DONE_LINE")
 QV=$("$QEMU" --version | head -1)
+if [ -n "${KEEP_VMCORE:-}" ] && [ -n "${BYTES:-}" ]; then
+  head -c "$BYTES" "$RUN/dump.img" > "$KEEP_VMCORE" || die "cannot keep the vmcore in $KEEP_VMCORE"
+  say "vmcore kept: $KEEP_VMCORE ($BYTES bytes)"
+fi
 OWN=$(tr -d '\r' < "$OUT/console.log" | sed -n 's/^HO: iomem \([0-9a-f]*-[0-9a-f]*\) : System RAM$/\1/p' | tr '\n' , | sed 's/,$//')
 python3 "$KDIR/takeover_result.py" --kind "$KIND" --policy "$POLICY" --kernel "$KVER" --qemu "$QV" \
   --trace "$OUT/trace.log" --trace-ref "$TR_REF" --trace-taken "$TR_TAKEN" --takeover "$OUT/takeover.json" \
