@@ -4,11 +4,12 @@
 //! The audit must take each default from that tree, say so, and reach the verdict the flagged audit of
 //! the same capture reaches; a default it cannot find is an exit-2 error naming what and where.
 
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use serde_json::Value;
+
+mod common;
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
@@ -37,14 +38,7 @@ impl Fake {
         std::fs::copy(cap.join("memory.elf"), root.join("proc/vmcore")).unwrap();
         std::fs::copy(fixtures().join("acpi/q35-vtd-dmar.bin"), root.join("sys/firmware/acpi/tables/DMAR")).unwrap();
         std::fs::write(root.join("proc/iomem"), IOMEM).unwrap();
-        // dev/mem: each register of the monitor text at its physical address, little-endian, in a sparse file.
-        let devmem = std::fs::File::create(root.join("dev/mem")).unwrap();
-        for line in std::fs::read_to_string(cap.join("regs.txt")).unwrap().lines() {
-            let (addr, val) = line.split_once(": 0x").unwrap();
-            let addr = u64::from_str_radix(addr, 16).unwrap();
-            let bytes = u64::from_str_radix(val.trim(), 16).unwrap().to_le_bytes();
-            devmem.write_all_at(&bytes[..val.trim().len() / 2], addr).unwrap();
-        }
+        common::devmem_from_monitor(&cap.join("regs.txt"), &root.join("dev/mem"));
         Fake { root }
     }
 
@@ -245,13 +239,7 @@ fn on_a_device_tree_machine_the_unit_is_the_smmuv3_node() {
     std::fs::copy(cap.join("memory.elf"), root.join("proc/vmcore")).unwrap();
     // The kdump kernel's own RAM: the README's crash region for this capture.
     std::fs::write(root.join("proc/iomem"), "60000000-6fffffff : System RAM\n").unwrap();
-    let devmem = std::fs::File::create(root.join("dev/mem")).unwrap();
-    for line in std::fs::read_to_string(cap.join("regs.txt")).unwrap().lines() {
-        let (addr, val) = line.split_once(": 0x").unwrap();
-        let addr = u64::from_str_radix(addr, 16).unwrap();
-        let bytes = u64::from_str_radix(val.trim(), 16).unwrap().to_le_bytes();
-        devmem.write_all_at(&bytes[..val.trim().len() / 2], addr).unwrap();
-    }
+    common::devmem_from_monitor(&cap.join("regs.txt"), &root.join("dev/mem"));
     let out = Command::new(env!("CARGO_BIN_EXE_handover"))
         .arg("audit")
         .arg(root.join("proc/vmcore"))

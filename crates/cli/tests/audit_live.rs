@@ -4,11 +4,12 @@
 //! debugfs `iommu_regset` or in a sparse dev/mem. The verdict must be the flagged audit's of the same capture
 //! with the same crash region; what the host cannot tell is an exit-2 error naming it.
 
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use serde_json::Value;
+
+mod common;
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
@@ -43,13 +44,7 @@ impl Host {
             std::fs::copy(cap.join("iommu_regset.txt"), root.join("sys/kernel/debug/iommu/intel/iommu_regset"))
                 .unwrap();
         } else {
-            let devmem = std::fs::File::create(root.join("dev/mem")).unwrap();
-            for line in std::fs::read_to_string(cap.join("regs.txt")).unwrap().lines() {
-                let (addr, val) = line.split_once(": 0x").unwrap();
-                let addr = u64::from_str_radix(addr, 16).unwrap();
-                let bytes = u64::from_str_radix(val.trim(), 16).unwrap().to_le_bytes();
-                devmem.write_all_at(&bytes[..val.trim().len() / 2], addr).unwrap();
-            }
+            common::devmem_from_monitor(&cap.join("regs.txt"), &root.join("dev/mem"));
         }
         Host { root }
     }

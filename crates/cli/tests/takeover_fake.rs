@@ -103,14 +103,7 @@ fn unchanged(fake: &Fake, before: &[u8]) {
 
 /// A `VMCOREINFO` note as Linux `append_elf_note` lays it out.
 fn vmcoreinfo(text: &str) -> Vec<u8> {
-    let mut v = Vec::new();
-    for w in [11u32, text.len() as u32, 0] {
-        v.extend_from_slice(&w.to_le_bytes());
-    }
-    v.extend_from_slice(b"VMCOREINFO\0\0");
-    v.extend_from_slice(text.as_bytes());
-    v.resize(v.len().next_multiple_of(4), 0);
-    v
+    iommu_dump::notes::note(b"VMCOREINFO", 0, text.as_bytes())
 }
 
 /// The crashed kernel's SME mask comes from /proc/vmcore's VMCOREINFO; one it cannot read is a refusal before

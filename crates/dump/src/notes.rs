@@ -40,6 +40,21 @@ pub fn notes(bytes: &[u8]) -> impl Iterator<Item = Note<'_>> {
     })
 }
 
+/// One note encoded as [`notes`] reads it (Linux `append_elf_note`): `n_namesz` (the name and its NUL),
+/// `n_descsz`, `n_type`, the name, the descriptor, each padded to 4 bytes. For writing cores and tests.
+pub fn note(name: &[u8], ty: u32, desc: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(12 + name.len() + desc.len() + 8);
+    for w in [name.len() as u32 + 1, desc.len() as u32, ty] {
+        v.extend_from_slice(&w.to_le_bytes());
+    }
+    v.extend_from_slice(name);
+    v.push(0);
+    v.resize(v.len().next_multiple_of(4), 0);
+    v.extend_from_slice(desc);
+    v.resize(v.len().next_multiple_of(4), 0);
+    v
+}
+
 /// The crashed kernel's `VMCOREINFO` note: `KEY=VALUE` lines.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct VmcoreInfo {
@@ -91,19 +106,6 @@ impl VmcoreInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn note(name: &[u8], ty: u32, desc: &[u8]) -> Vec<u8> {
-        let mut v = Vec::new();
-        v.extend_from_slice(&(name.len() as u32 + 1).to_le_bytes());
-        v.extend_from_slice(&(desc.len() as u32).to_le_bytes());
-        v.extend_from_slice(&ty.to_le_bytes());
-        v.extend_from_slice(name);
-        v.push(0);
-        v.resize(v.len().next_multiple_of(4), 0);
-        v.extend_from_slice(desc);
-        v.resize(v.len().next_multiple_of(4), 0);
-        v
-    }
 
     #[test]
     fn notes_are_walked_in_order_and_a_zero_tail_ends_them() {

@@ -200,14 +200,7 @@ fn extended_program_header_counts_are_capped() {
 
 /// A `VMCOREINFO` note as Linux `append_elf_note` lays it out.
 fn vmcoreinfo_note(text: &str) -> Vec<u8> {
-    let mut v = Vec::new();
-    for w in [11u32, text.len() as u32, 0] {
-        v.extend_from_slice(&w.to_le_bytes());
-    }
-    v.extend_from_slice(b"VMCOREINFO\0\0");
-    v.extend_from_slice(text.as_bytes());
-    v.resize(v.len().next_multiple_of(4), 0);
-    v
+    iommu_dump::notes::note(b"VMCOREINFO", 0, text.as_bytes())
 }
 
 #[test]
