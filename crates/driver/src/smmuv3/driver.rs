@@ -364,6 +364,20 @@ impl Smmuv3 {
         let dom = self.domain_mut(d)?;
         let iova = dom.iova.alloc(size).ok_or(SmmuError::OutOfIova { size })?;
         let ttb0 = dom.ttb0;
+        self.map_pages(hw, ttb0, iova, pa, size, write)?;
+        Ok(iova)
+    }
+
+    /// Write stage-1 leaves for `[iova, iova + size)` → `pa` (4 KiB pages, read always, write as asked) under `ttb0`.
+    fn map_pages(
+        &mut self,
+        hw: &mut impl Platform,
+        ttb0: u64,
+        iova: u64,
+        pa: u64,
+        size: u64,
+        write: bool,
+    ) -> Result<(), SmmuError> {
         for off in (0..size).step_by(4096) {
             crate::walk::map_page(
                 hw,
@@ -382,7 +396,7 @@ impl Smmuv3 {
                 crate::walk::MapError::Occupied { iova, .. } => SmmuError::BadRange { iova, size: 4096 },
             })?;
         }
-        Ok(iova)
+        Ok(())
     }
 
     /// Map at a chosen IOVA (all 4 KiB multiples, inside the 48-bit stage-1 input range): what a one-to-one
@@ -415,24 +429,7 @@ impl Smmuv3 {
         let dom = self.domain_mut(d)?;
         dom.iova.reserve(iova, iova + size);
         let ttb0 = dom.ttb0;
-        for off in (0..size).step_by(4096) {
-            crate::walk::map_page(
-                hw,
-                &S1_WALK,
-                ttb0,
-                S1_WALK.levels(),
-                iova + off,
-                pa + off,
-                true,
-                write,
-                &mut self.frames_allocated,
-            )
-            .map_err(|e| match e {
-                crate::walk::MapError::Mem(m) => SmmuError::Mem(m),
-                crate::walk::MapError::OutOfMemory => SmmuError::OutOfMemory,
-                crate::walk::MapError::Occupied { iova, .. } => SmmuError::BadRange { iova, size: 4096 },
-            })?;
-        }
+        self.map_pages(hw, ttb0, iova, pa, size, write)?;
         Ok(())
     }
 
