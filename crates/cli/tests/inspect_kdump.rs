@@ -35,3 +35,24 @@ fn arm64_smmuv3_kdump_file_inspects_like_the_elf_core() {
     let elf = inspect_json("smmuv3", "memory.elf", "smmuv3", "0x09050000");
     assert_eq!(inspect_json("smmuv3", "memory.kdump-zlib", "smmuv3", "0x09050000"), elf);
 }
+
+/// The records of the real-vmcore and QEMU-format checks (`fixtures/vmcore/*/makedumpfile.txt`,
+/// `fixtures/*/dumpfmt.txt`, written by `scripts/kdump/makedumpfile_check.sh` and
+/// `scripts/capture/dumpfmt_check.sh` on real runs): every format they tried decoded to the ELF core's JSON.
+#[test]
+fn the_committed_real_dump_format_checks_found_every_format_identical() {
+    let mut checked = 0;
+    let mut files =
+        vec![fixture("vtd-legacy/dumpfmt.txt"), fixture("amdvi/dumpfmt.txt"), fixture("smmuv3/dumpfmt.txt")];
+    for e in std::fs::read_dir(fixture("vmcore")).unwrap() {
+        files.push(e.unwrap().path().join("makedumpfile.txt"));
+    }
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        let lines: Vec<&str> = text.lines().filter(|l| l.contains("inspect --json")).collect();
+        assert!(lines.iter().any(|l| l.contains("identical")), "{}: {text}", f.display());
+        assert!(!text.contains("DIFFERS") && !text.contains("failed"), "{}: {text}", f.display());
+        checked += lines.iter().filter(|l| l.contains("identical")).count();
+    }
+    assert!(checked >= 8, "{checked} formats checked");
+}
