@@ -204,7 +204,7 @@ pub enum AccessError {
     /// A memory access not wholly inside the window or one range of the crashed kernel's RAM (refused).
     #[error("{op} of {len} bytes at {pa:#x}: outside the window and the crashed kernel's RAM")]
     Unreachable {
-        /// `"read"` or `"write"`.
+        /// `"write"`: a refused read goes back to the driver as its `MemError` and is not kept.
         op: &'static str,
         /// Physical address of the first byte.
         pa: u64,
@@ -225,7 +225,7 @@ pub enum AccessError {
     /// An allowed memory access that the [`PhysFile`] failed.
     #[error("{op} of {len} bytes at {pa:#x} ({region:?}): {source}")]
     Io {
-        /// `"read"` or `"write"`.
+        /// `"write"`: a failed read goes back to the driver as its `MemError` and is not kept.
         op: &'static str,
         /// Physical address of the first byte.
         pa: u64,
