@@ -22,18 +22,57 @@ pub const MAX_PROP: u64 = 4096;
 /// Why the device tree could not answer.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DtError {
+    /// A node or property could not be read, or a property has the wrong shape (not one cell, not a file,
+    /// an `iommu-map` entry that is empty or wraps, `#iommu-cells` other than 1).
     #[error("{path}: {what}")]
-    Io { path: PathBuf, what: String },
+    Io {
+        /// The file or directory under `/proc/device-tree`.
+        path: PathBuf,
+        /// What was wrong with it.
+        what: String,
+    },
+    /// A `reg`-style property (or `iommu-map`) whose length is not a multiple of its entry size.
     #[error("{path}: {len} bytes is not a whole number of ({addr_cells}+{size_cells})-cell entries")]
-    BadReg { path: PathBuf, len: usize, addr_cells: u32, size_cells: u32 },
+    BadReg {
+        /// The property file.
+        path: PathBuf,
+        /// Its length in bytes.
+        len: usize,
+        /// Address cells per entry (the parent's `#address-cells`).
+        addr_cells: u32,
+        /// Size cells per entry (the parent's `#size-cells`).
+        size_cells: u32,
+    },
+    /// `#address-cells` or `#size-cells` other than 1 or 2 (a 64-bit address never needs more).
     #[error("{path}: #address-cells/#size-cells {value} (1 or 2 supported)")]
-    BadCells { path: PathBuf, value: u32 },
+    BadCells {
+        /// The property file.
+        path: PathBuf,
+        /// The cell count it holds.
+        value: u32,
+    },
+    /// A `reg` entry of size 0, or whose end does not fit in 64 bits.
     #[error("{path}: region {start:#x}+{size:#x} overflows or is empty")]
-    BadRange { path: PathBuf, start: u64, size: u64 },
+    BadRange {
+        /// The property file.
+        path: PathBuf,
+        /// The entry's address.
+        start: u64,
+        /// The entry's size in bytes.
+        size: u64,
+    },
+    /// A property larger than [`MAX_PROP`], not read.
     #[error("{path}: property longer than {MAX_PROP} bytes")]
-    TooLong { path: PathBuf },
+    TooLong {
+        /// The property file.
+        path: PathBuf,
+    },
+    /// A walk that went past [`MAX_NODES`] directories or [`MAX_DEPTH`] levels.
     #[error("{root}: more than {MAX_NODES} nodes or deeper than {MAX_DEPTH}")]
-    TooBig { root: PathBuf },
+    TooBig {
+        /// Where the walk started.
+        root: PathBuf,
+    },
 }
 
 fn io(path: &Path, e: impl std::fmt::Display) -> DtError {
@@ -138,8 +177,11 @@ pub fn compatible(root: &Path, compat: &str) -> Result<Vec<(PathBuf, PathBuf)>, 
 /// the IOMMU as stream IDs from `sid_base` on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct IommuMapEntry {
+    /// First PCI requester ID (bus << 8 | devfn) of the range, after `iommu-map-mask`.
     pub rid_base: u32,
+    /// Stream ID that `rid_base` is given at the SMMU.
     pub sid_base: u32,
+    /// Number of consecutive requester IDs mapped (never 0).
     pub len: u32,
 }
 

@@ -21,6 +21,7 @@ pub const MAX_BYTES: u64 = 16 << 20;
 pub struct Entry {
     /// Exclusive end.
     pub range: Range<u64>,
+    /// The resource's name, e.g. `System RAM`, `Reserved`, `Crash kernel`, or a driver's claim.
     pub name: String,
     /// 0 for a top-level resource.
     pub depth: usize,
@@ -29,14 +30,31 @@ pub struct Entry {
 /// A line that is not a resource.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum IomemError {
+    /// A line that does not parse as `START-END : NAME` at an even indent.
     #[error("/proc/iomem line {line}: {why}: {text:?}")]
-    Line { line: usize, why: &'static str, text: String },
+    Line {
+        /// 1-based line number.
+        line: usize,
+        /// What was wrong with it.
+        why: &'static str,
+        /// The line, cut to 120 characters.
+        text: String,
+    },
+    /// More than [`MAX_ENTRIES`] resources.
     #[error("/proc/iomem: more than {MAX_ENTRIES} lines")]
     TooLong,
+    /// Every range reads `00000000-00000000`: Linux hides addresses from readers without
+    /// `CAP_SYS_ADMIN` (`r_show` in kernel/resource.c).
     #[error("/proc/iomem shows every address as 0 (read it as root)")]
     Hidden,
+    /// The file could not be opened or read, is longer than [`MAX_BYTES`], or is not UTF-8.
     #[error("{}: {why}", .path.display())]
-    Read { path: PathBuf, why: String },
+    Read {
+        /// The file read.
+        path: PathBuf,
+        /// Why it was refused.
+        why: String,
+    },
 }
 
 /// Read and parse the resource tree at `path` (normally `/proc/iomem`), at most [`MAX_BYTES`] of it.
@@ -103,12 +121,31 @@ pub fn overlapping<'a>(entries: &'a [Entry], r: &'a Range<u64>) -> impl Iterator
 /// Why a window cannot be used.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum WindowError {
+    /// The window overlaps `System RAM` at some depth: the kdump kernel's page allocator may hand those pages
+    /// out while the IOMMU walks them.
     #[error("window {:#x}-{:#x} overlaps the kdump kernel's own RAM {:#x}-{:#x} (System RAM in /proc/iomem)", .window.start, .window.end, .ram.start, .ram.end)]
-    OverlapsRam { window: Range<u64>, ram: Range<u64> },
+    OverlapsRam {
+        /// The window checked.
+        window: Range<u64>,
+        /// The `System RAM` resource it overlaps.
+        ram: Range<u64>,
+    },
+    /// No top-level `Reserved` resource holds the whole window.
     #[error("window {:#x}-{:#x} is not inside one top-level Reserved resource in /proc/iomem (memmap=SIZE$START on the kdump command line makes one)", .window.start, .window.end)]
-    NotReserved { window: Range<u64> },
+    NotReserved {
+        /// The window checked.
+        window: Range<u64>,
+    },
+    /// A child of the `Reserved` resource overlaps the window: something in the kdump kernel claimed it.
     #[error("window {:#x}-{:#x} overlaps {name:?} at {:#x}-{:#x}", .window.start, .window.end, .at.start, .at.end)]
-    Claimed { window: Range<u64>, name: String, at: Range<u64> },
+    Claimed {
+        /// The window checked.
+        window: Range<u64>,
+        /// The claiming resource's name.
+        name: String,
+        /// The claiming resource's range (exclusive end).
+        at: Range<u64>,
+    },
 }
 
 /// The window must lie wholly inside one top-level `Reserved` resource, overlap no `System RAM`, and have

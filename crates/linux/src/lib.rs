@@ -28,6 +28,7 @@
 //! arm64, whose `/dev/mem` `read()` serves only the kernel's own mapped RAM.
 
 #![deny(unsafe_code)]
+#![deny(missing_docs)]
 
 pub mod devtree;
 pub mod iomem;
@@ -53,11 +54,14 @@ pub const MAX_KEPT_ERRORS: usize = 32;
 /// A register access width.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Width {
+    /// A 32-bit access (`readl`/`writel`), e.g. VT-d `GCMD`/`GSTS`.
     W32,
+    /// A 64-bit access (`readq`/`writeq`), e.g. VT-d `RTADDR_REG` or an SMMUv3 queue base.
     W64,
 }
 
 impl Width {
+    /// Bytes moved by one access of this width (4 or 8).
     pub const fn bytes(self) -> u64 {
         match self {
             Width::W32 => 4,
@@ -70,16 +74,21 @@ impl Width {
 pub trait RegisterIo {
     /// Bytes of the block; every offset given is below it (the platform checks first).
     fn len(&self) -> u64;
+    /// A zero-length block, which no register access can fit in.
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// One access of width `w` at `off`; a 32-bit value comes back zero-extended.
     fn read(&mut self, off: u64, w: Width) -> io::Result<u64>;
+    /// One access of width `w` at `off`, storing the low `w` bytes of `val`.
     fn write(&mut self, off: u64, w: Width, val: u64) -> io::Result<()>;
 }
 
 /// Physical memory as a file: `/dev/mem`, or a plain file standing in for it in tests.
 pub trait PhysFile {
+    /// Fill all of `buf` from physical address `pa`; a short read is an error.
     fn read_at(&self, buf: &mut [u8], pa: u64) -> io::Result<()>;
+    /// Store all of `data` at physical address `pa`; a short write is an error.
     fn write_at(&self, data: &[u8], pa: u64) -> io::Result<()>;
 }
 
@@ -97,7 +106,10 @@ impl PhysFile for File {
 /// that is not the kernel's own mapped RAM).
 #[derive(Debug)]
 pub enum DevMem {
+    /// `/dev/mem` opened read-write, reached with `pread`/`pwrite` (`read_mem`/`write_mem` in
+    /// drivers/char/mem.c; x86).
     Rw(File),
+    /// `/dev/mem` reached through cached `mmap`s of aligned chunks (arm64).
     Mapped(MappedPhys),
 }
 
@@ -129,8 +141,11 @@ impl PhysFile for DevMem {
 /// Registers as positioned reads and writes of exactly their width at `base + off` of a file.
 #[derive(Debug)]
 pub struct FileRegs<F> {
+    /// The file holding the block: `/dev/mem` or a test's stand-in.
     pub file: F,
+    /// File offset of register 0 (the unit's physical base address for `/dev/mem`).
     pub base: u64,
+    /// Bytes of the block; accesses beyond it are refused before they reach the file.
     pub len: u64,
 }
 
@@ -153,40 +168,103 @@ impl<F: PhysFile> RegisterIo for FileRegs<F> {
 /// Which of the reachable regions an access fell in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Region {
+    /// The unit's MMIO register block.
     Registers,
+    /// The frame window the driver's own structures are allocated from.
     Window,
+    /// The crashed kernel's RAM, where the old tables live.
     OldRam,
 }
 
 /// An access the platform refused or that failed, naming what and where.
 #[derive(Debug, thiserror::Error)]
 pub enum AccessError {
+    /// A register access that does not fit inside the mapped block (refused, never issued).
     #[error("register {op} of {bytes} bytes at offset {off:#x}: outside the {len:#x}-byte register block")]
-    RegisterOutOfBlock { op: &'static str, off: usize, bytes: u64, len: u64 },
+    RegisterOutOfBlock {
+        /// `"read"` or `"write"`.
+        op: &'static str,
+        /// Byte offset from the unit's base.
+        off: usize,
+        /// Access width in bytes.
+        bytes: u64,
+        /// Bytes of the block.
+        len: u64,
+    },
+    /// A register access the [`RegisterIo`] issued and that failed.
     #[error("register {op} at offset {off:#x}: {source}")]
-    Register { op: &'static str, off: usize, source: io::Error },
+    Register {
+        /// `"read"` or `"write"`.
+        op: &'static str,
+        /// Byte offset from the unit's base.
+        off: usize,
+        /// What the register path reported.
+        source: io::Error,
+    },
+    /// A memory access not wholly inside the window or one range of the crashed kernel's RAM (refused).
     #[error("{op} of {len} bytes at {pa:#x}: outside the window and the crashed kernel's RAM")]
-    Unreachable { op: &'static str, pa: u64, len: u64 },
+    Unreachable {
+        /// `"write"`: a refused read goes back to the driver as its `MemError` and is not kept.
+        op: &'static str,
+        /// Physical address of the first byte.
+        pa: u64,
+        /// Bytes accessed.
+        len: u64,
+    },
+    /// A write to the crashed kernel's RAM outside every range of [`LinuxPlatform::allow_old_write`]
+    /// (refused: the old kernel's memory is evidence for the dump).
     #[error(
         "write of {len} bytes at {pa:#x}: the crashed kernel's memory, outside every structure the policy adopts in place"
     )]
-    WriteRefused { pa: u64, len: u64 },
+    WriteRefused {
+        /// Physical address of the first byte.
+        pa: u64,
+        /// Bytes the driver tried to write.
+        len: u64,
+    },
+    /// An allowed memory access that the [`PhysFile`] failed.
     #[error("{op} of {len} bytes at {pa:#x} ({region:?}): {source}")]
-    Io { op: &'static str, pa: u64, len: u64, region: Region, source: io::Error },
+    Io {
+        /// `"write"`: a failed read goes back to the driver as its `MemError` and is not kept.
+        op: &'static str,
+        /// Physical address of the first byte.
+        pa: u64,
+        /// Bytes accessed.
+        len: u64,
+        /// Which region the access was allowed in.
+        region: Region,
+        /// What the memory path reported.
+        source: io::Error,
+    },
+    /// Clearing a freshly allocated window frame failed, so the frame was not handed out.
     #[error("zeroing frame {pa:#x}: {source}")]
-    Zero { pa: u64, source: io::Error },
+    Zero {
+        /// Physical address of the frame.
+        pa: u64,
+        /// What the memory path reported.
+        source: io::Error,
+    },
 }
 
 /// How many accesses of each kind went through, and how many were refused or failed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counts {
+    /// Register reads that completed.
     pub reg_reads: u64,
+    /// Register writes that completed.
     pub reg_writes: u64,
+    /// Reads of the frame window that were allowed (whether or not the file then failed them).
     pub window_reads: u64,
+    /// Writes to the frame window that completed.
     pub window_writes: u64,
+    /// Reads of the crashed kernel's RAM that were allowed (whether or not the file then failed them).
     pub old_reads: u64,
+    /// Writes to adopted structures in the crashed kernel's RAM that completed.
     pub old_writes: u64,
+    /// 4 KiB frames handed out from the window.
     pub frames: u64,
+    /// Refused or failed register writes and reads, memory writes and frame zeroings; a failed memory read
+    /// goes back to the driver as its `MemError` and is not counted here.
     pub errors: u64,
 }
 
@@ -218,12 +296,33 @@ impl<R, F> fmt::Debug for LinuxPlatform<R, F> {
 /// Why a platform could not be set up.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SetupError {
+    /// The frame window is empty or its ends are not multiples of [`PAGE`].
     #[error("window {start:#x}-{end:#x}: empty or not 4 KiB aligned")]
-    BadWindow { start: u64, end: u64 },
+    BadWindow {
+        /// First byte of the window.
+        start: u64,
+        /// Exclusive end of the window.
+        end: u64,
+    },
+    /// The frame window overlaps the crashed kernel's RAM, so the driver's new structures would overwrite
+    /// what the dump must capture.
     #[error("window {window:?} overlaps the crashed kernel's RAM {ram:?}")]
-    WindowInOldRam { window: Range<u64>, ram: Range<u64> },
+    WindowInOldRam {
+        /// The window asked for.
+        window: Range<u64>,
+        /// The first old-RAM range it overlaps.
+        ram: Range<u64>,
+    },
+    /// A range given to [`LinuxPlatform::allow_old_write`] is empty or not inside one old-RAM range.
     #[error("range {start:#x}-{end:#x} allowed for writing ({why}) is not inside the crashed kernel's RAM")]
-    WritableNotOldRam { start: u64, end: u64, why: String },
+    WritableNotOldRam {
+        /// First byte of the range.
+        start: u64,
+        /// Exclusive end of the range.
+        end: u64,
+        /// The caller's reason (the structure adopted in place).
+        why: String,
+    },
 }
 
 fn overlaps(a: &Range<u64>, b: &Range<u64>) -> bool {
@@ -274,6 +373,7 @@ impl<R: RegisterIo, F: PhysFile> LinuxPlatform<R, F> {
         Ok(())
     }
 
+    /// Accesses so far by kind, including the reads counted through `&self`.
     pub fn counts(&self) -> Counts {
         Counts { window_reads: self.window_reads.get(), old_reads: self.old_reads.get(), ..self.counts }
     }
@@ -281,6 +381,7 @@ impl<R: RegisterIo, F: PhysFile> LinuxPlatform<R, F> {
     pub fn errors(&self) -> &[AccessError] {
         &self.errors
     }
+    /// The whole frame window given to [`LinuxPlatform::new`].
     pub fn window(&self) -> Range<u64> {
         self.window.clone()
     }
@@ -292,6 +393,7 @@ impl<R: RegisterIo, F: PhysFile> LinuxPlatform<R, F> {
     pub fn mem(&self) -> &F {
         &self.mem
     }
+    /// The register path and the memory path back, e.g. to unmap or close them once the hand-over is done.
     pub fn into_parts(self) -> (R, F) {
         (self.regs, self.mem)
     }

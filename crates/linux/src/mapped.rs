@@ -54,6 +54,7 @@ impl MappedRegs {
         Ok(MappedRegs { ptr, len, base, _file: file })
     }
 
+    /// Physical address of the block's first register (the `base` it was opened with).
     pub fn base(&self) -> u64 {
         self.base
     }

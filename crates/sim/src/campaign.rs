@@ -25,8 +25,11 @@ use crate::unit::IommuKind;
 pub struct CampaignSpec {
     /// Runs in all (spread evenly over the cells).
     pub runs: u64,
+    /// The campaign seed every scenario's seed is mixed from ([`scenario_seed`]).
     pub seed: u64,
+    /// The IOMMUs crossed with `policies` into cells.
     pub iommus: Vec<IommuKind>,
+    /// The crash-kernel policies crossed with `iommus` into cells.
     pub policies: Vec<Policy>,
     /// Worker threads (1 runs on the caller's thread).
     pub threads: usize,
@@ -37,12 +40,16 @@ pub struct CampaignSpec {
 /// One cell's tally.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct CellResult {
+    /// The cell's IOMMU name.
     pub iommu: &'static str,
+    /// The cell's policy name.
     pub policy: &'static str,
+    /// Runs made in this cell.
     pub runs: u64,
     /// Runs whose dump was written with no old memory changed outside device buffers (the IOMMU's own reused
     /// structures aside): a corrupt dump is counted in `corrupt_runs`, not here.
     pub captured: u64,
+    /// `captured / runs` (0 for a cell with no run).
     pub capture_rate: f64,
     /// 95 % Wilson score interval of the capture rate.
     pub ci95: [f64; 2],
@@ -59,16 +66,22 @@ pub struct CellResult {
 /// Runs with one fault injected, and how many captured.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct FaultTally {
+    /// Runs that injected the fault.
     pub runs: u64,
+    /// Of those, runs counted as captured (as [`CellResult::captured`]).
     pub captured: u64,
 }
 
 /// A whole campaign's figures.
 #[derive(Clone, Debug, Serialize)]
 pub struct CampaignResult {
+    /// Runs made in all.
     pub runs: u64,
+    /// The campaign seed, which with `runs` reproduces every result.
     pub seed: u64,
+    /// Wall-clock seconds the campaign took (measured; not reproducible).
     pub elapsed_s: f64,
+    /// One tally per IOMMU × policy cell, IOMMUs in the spec's order, policies within each.
     pub results: Vec<CellResult>,
 }
 

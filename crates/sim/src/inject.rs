@@ -22,6 +22,7 @@ fn index(name: &str) -> Option<usize> {
 }
 
 impl Faults {
+    /// No fault: the crashed kernel left its state as it was.
     pub const NONE: Faults = Faults { mask: 0, bitflips: 0 };
 
     /// Parse names as the command line gives them: `NAME`, `bitflips:N`, comma lists, `all` (every fault,
@@ -58,10 +59,12 @@ impl Faults {
         }
     }
 
+    /// No fault is injected.
     pub fn is_empty(&self) -> bool {
         self.mask == 0
     }
 
+    /// `name` (without a `bitflips` count) is in the set.
     pub fn contains(&self, name: &str) -> bool {
         index(name).is_some_and(|i| self.mask & (1 << i) != 0)
     }

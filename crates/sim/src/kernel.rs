@@ -15,32 +15,48 @@ use crate::unit::Driver;
 /// Why a kernel's device driver could not do its job.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum KernelError {
+    /// The IOMMU driver refused a domain, attach, map, unmap or interrupt entry.
     #[error("IOMMU: {0}")]
     Iommu(#[from] iommu_driver::DriverError),
+    /// The kernel's buffer pool (or the crash region) has no free page left.
     #[error("out of pages for device buffers")]
     NoPages,
+    /// No device at this requester ID on the machine.
     #[error("device {0:#06x} missing")]
     NoDevice(u16),
+    /// A CPU access to a ring, descriptor or buffer page failed.
     #[error("memory: {0}")]
     Mem(#[from] iommu_driver::MemError),
     /// Commands in flight and no completion interrupt for this long (Linux's nvme_timeout, "I/O timeout").
     #[error("I/O timeout: {inflight} commands in flight and no completion interrupt for {ticks} ticks")]
-    IrqTimeout { inflight: usize, ticks: u64 },
+    IrqTimeout {
+        /// Commands submitted and not completed.
+        inflight: usize,
+        /// Ticks waited with no completion interrupt.
+        ticks: u64,
+    },
 }
 
 /// A DMA-mapped page: where the CPU sees it and where the device does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Mapped {
+    /// Physical address of the 4 KiB page, where the CPU writes descriptors and data.
     pub pa: u64,
+    /// The address the device was given: the IOVA the IOMMU driver mapped, or `pa` in pass-through.
     pub iova: u64,
 }
 
 /// One kernel's view: the machine, its IOMMU driver, whose pages it allocates, and the set of pages it
 /// has handed to devices (their writes there are expected).
 pub struct Os<'a> {
+    /// The machine the kernel runs on.
     pub m: &'a mut Machine,
+    /// This kernel's IOMMU driver, after its normal or crash boot.
     pub drv: &'a mut Driver,
+    /// Which kernel this is: where its pages come from, which CPUs its interrupts target.
     pub k: Kernel,
+    /// Every page either kernel gave a device as a ring or buffer: changes there after the panic count as
+    /// [`ChangedPages::buffers`](crate::outcome::ChangedPages::buffers), not corruption.
     pub device_pages: &'a mut BTreeSet<u64>,
     /// The crash kernel's own pages handed to devices: DMA there is asked for, not a hit.
     pub crash_own: &'a mut BTreeSet<u64>,
@@ -52,12 +68,15 @@ pub struct Os<'a> {
 /// programs it), and how many reached it since its driver last looked.
 #[derive(Clone, Debug, Default)]
 pub struct IrqWiring {
+    /// Requester ID → (APIC ID, vector) the last kernel to program that source asked for.
     pub expect: BTreeMap<u32, (u32, u8)>,
+    /// Requester ID → interrupts that reached their expected target since the driver last looked.
     pub arrived: BTreeMap<u32, u64>,
 }
 
-/// Vectors the kernels' drivers use (Linux hands out vectors from 0x31 up; the values only need to differ).
+/// The NIC's MSI vector (Linux hands out vectors from 0x31 up; the values only need to differ).
 pub const NIC_VECTOR: u8 = 0x41;
+/// The disk's MSI vector, whose arrival lets [`DiskDriver::reap`] consume completions.
 pub const DISK_VECTOR: u8 = 0x42;
 /// The timer's vector (Linux `ISA_IRQ_VECTOR(0)`), the same in both kernels.
 pub const TIMER_VECTOR: u8 = 0x30;
@@ -152,6 +171,8 @@ pub struct NicDriver {
 }
 
 impl NicDriver {
+    /// Bring the NIC up in a fresh DMA domain: map its ring and post a buffer in every slot but one, point
+    /// the device at the ring, and program its MSI.
     pub fn probe(os: &mut Os) -> Result<Self, KernelError> {
         let dom = os.domain_for(NIC_RID)?;
         let ring = os.map_new_page(dom)?;
@@ -227,12 +248,22 @@ pub struct DiskDriver {
 #[derive(Clone, Copy, Debug)]
 pub enum Io<'a> {
     /// Read block `lba` into a fresh buffer (the device writes memory).
-    Read { lba: u64 },
+    Read {
+        /// Block number, in 4 KiB blocks.
+        lba: u64,
+    },
     /// Write `data` to block `lba` (the device reads memory).
-    Write { lba: u64, data: &'a [u8; 4096] },
+    Write {
+        /// Block number, in 4 KiB blocks (the dump uses the page frame number).
+        lba: u64,
+        /// The block's contents, copied into a freshly mapped buffer before submission.
+        data: &'a [u8; 4096],
+    },
 }
 
 impl DiskDriver {
+    /// Bring the disk up: [`DiskDriver::map_queues`] then [`DiskDriver::start`], the order Linux's probe
+    /// follows after the device reset.
     pub fn probe(os: &mut Os) -> Result<Self, KernelError> {
         let mapped = Self::map_queues(os)?;
         Self::start(os, mapped)
@@ -267,6 +298,7 @@ impl DiskDriver {
         })
     }
 
+    /// Commands submitted and not yet completed.
     pub fn inflight(&self) -> usize {
         self.inflight.len()
     }

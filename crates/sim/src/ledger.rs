@@ -15,10 +15,14 @@ pub struct Ledger {
     pub counting: bool,
     /// The crash kernel's IOMMU init has run.
     pub after_init: bool,
+    /// A blocked DMA ends the run ([`Knobs::aborts_fatal`](crate::Knobs::aborts_fatal)): counted as
+    /// `aborted` and recorded in [`Ledger::fatal`] instead of `faulted`.
     pub aborts_fatal: bool,
+    /// The DMA counted so far, by what the IOMMU did.
     pub dma: DmaCounts,
     /// Pages the crash kernel handed to devices itself (its disk queues and buffers, the scratch page).
     pub crash_own: BTreeSet<u64>,
+    /// The scratch pages of `adopt-scratch` containment: DMA landing there counts as redirected.
     pub scratch: Option<Range<u64>>,
     /// Crash-kernel pages written by DMA it did not ask for.
     pub crash_hits: BTreeSet<u64>,

@@ -6,6 +6,7 @@
 //! captures. Every DMA goes through the IOMMU model's translation; what happened is measured, not assumed.
 //! Runs are deterministic from their seed.
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 pub mod bench;
 pub mod campaign;

@@ -1,4 +1,4 @@
-//! The simulated machine: RAM with a PCI hole, the crash kernel's reserved region, one VT-d unit and its
+//! The simulated machine: RAM with a PCI hole, the crash kernel's reserved region, one IOMMU unit and its
 //! devices (a NIC, an NVMe-like disk, a bulk copy engine), all of whose DMA goes through the unit.
 
 use std::ops::Range;
@@ -10,12 +10,16 @@ use iommu_emu::{EmuPlatform, FrameRegion, PhysMemory};
 
 use crate::unit::{IommuKind, Unit};
 
+/// Bytes in a GiB, for the memory map.
 pub const GIB: u64 = 1 << 30;
+/// Bytes in a MiB, for the memory map.
 pub const MIB: u64 = 1 << 20;
 
-/// Requester IDs, as QEMU's q35 places e1000e and nvme (00:02.0, 00:03.0) and a third device at 00:04.0.
+/// Requester ID of the NIC: 00:02.0, where QEMU's q35 places an e1000e.
 pub const NIC_RID: u16 = 0x0010;
+/// Requester ID of the disk the dump is written to: 00:03.0, where q35 places an nvme.
 pub const DISK_RID: u16 = 0x0018;
+/// Requester ID of the bulk copy engine: 00:04.0.
 pub const BULK_RID: u16 = 0x0020;
 /// The APIC ID of the CPU that panics on an x2APIC host (`--x2apic`): the first one past the 8-bit range.
 pub const X2APIC_CRASH_CPU: u32 = 0x100;
@@ -32,6 +36,7 @@ pub const IOAPIC_RID: u16 = 0x00a0;
 /// Where things live in physical memory.
 #[derive(Clone, Debug)]
 pub struct MachineConfig {
+    /// System RAM ranges (physical addresses, exclusive ends); the PCI hole lies between them.
     pub ram: Vec<Range<u64>>,
     /// `crashkernel=`: the crash kernel runs here and allocates its IOMMU structures and buffers from it.
     pub crash_region: Range<u64>,
@@ -83,6 +88,8 @@ impl MachineConfig {
         }
     }
 
+    /// What the primary kernel boots with: not a crash kernel, the RAM map, the reserved crash region, and
+    /// SME if the host runs SNP.
     pub fn primary_env(&self) -> BootEnv {
         BootEnv {
             crash_kernel: false,
@@ -99,7 +106,7 @@ impl MachineConfig {
     }
 
     /// The SME encryption bit of the host, 0 without SME: bit 51, where EPYC 7003 and 9004 parts put it
-    /// (CPUID Fn8000_001F EBX[5:0]). The kernels write it into every address they give the IOMMU, the unit
+    /// (CPUID `Fn8000_001F EBX[5:0]`). The kernels write it into every address they give the IOMMU, the unit
     /// strips it.
     pub fn c_bit(&self) -> u64 {
         if self.sme() {
@@ -109,6 +116,7 @@ impl MachineConfig {
         }
     }
 
+    /// The primary kernel's environment with `crash_kernel` set, as `is_kdump_kernel()` sees it.
     pub fn crash_env(&self) -> BootEnv {
         BootEnv { crash_kernel: true, ..self.primary_env() }
     }
@@ -117,17 +125,24 @@ impl MachineConfig {
 /// Whose pages a driver allocates from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kernel {
+    /// The kernel that runs before the panic: IOMMU structures from `kernel_frames`, buffers from
+    /// `buffer_pool`.
     Primary,
+    /// The kdump kernel: everything from the `crashkernel=` region, past its 64 MiB image.
     Crash,
 }
 
 /// A machine with its hardware state.
 pub struct Machine {
+    /// The layout the machine was built from.
     pub cfg: MachineConfig,
+    /// Physical memory, shared by both kernels and every device.
     pub mem: PhysMemory,
+    /// The IOMMU model every DMA and MSI goes through.
     pub unit: Unit,
     /// The SEV-SNP firmware of an SNP host.
     pub fw: Option<SnpFirmware>,
+    /// The NIC, the disk and the copy engine, which keep running across the panic.
     pub devices: Vec<AnyDevice>,
     primary_frames: FrameRegion,
     buffers: FrameRegion,
@@ -135,6 +150,7 @@ pub struct Machine {
 }
 
 impl Machine {
+    /// Power on: empty memory, the unit in its reset state, the three devices idle.
     pub fn new(cfg: MachineConfig) -> Self {
         let mem = PhysMemory::new(cfg.ram.clone());
         let snp = cfg.snp && cfg.iommu == IommuKind::Amdvi;
@@ -234,6 +250,7 @@ impl Machine {
         }
     }
 
+    /// The device at requester ID `rid`, e.g. to reset it with an FLR.
     pub fn device(&mut self, rid: u16) -> Option<&mut AnyDevice> {
         self.devices.iter_mut().find(|d| d.rid() == rid as u32)
     }

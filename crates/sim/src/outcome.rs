@@ -12,7 +12,9 @@ use crate::kernel::KernelError;
 /// the text. Two reasons are equal when their texts are.
 #[derive(Clone, Debug)]
 pub enum Reason<T> {
+    /// The value itself, from a run made in this process.
     Typed(T),
+    /// Only its `Display` text, from a run read back from JSON.
     Text(String),
 }
 
@@ -64,16 +66,25 @@ impl<'de, T> Deserialize<'de> for Reason<T> {
 /// Why a run lost its dump, or what went wrong on the way.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Failure {
+    /// The primary kernel's normal IOMMU boot failed: no crash was staged (a broken machine, not a policy's
+    /// failure).
     PrimaryInit(DriverError),
+    /// The primary kernel could not bring up its NIC, disk or copy engine.
     PrimarySetup(KernelError),
+    /// The primary kernel's driver failed while servicing its devices before the panic.
     PrimaryWorkload(KernelError),
+    /// `boot_crash` returned an error: the crash kernel has no IOMMU and writes no dump.
     CrashInit(DriverError),
+    /// The crash kernel could not map or start the disk after resetting it.
     DiskProbe(KernelError),
     /// The dump did not finish in time.
     DumpStalled {
+        /// Pages of old memory not yet submitted to the disk.
         pages_left: usize,
+        /// Writes submitted and not yet completed.
         in_flight: usize,
     },
+    /// Submitting or reaping a dump write failed in the crash kernel's disk driver.
     DumpWrite(KernelError),
     /// The disk completed writes with an error status.
     DiskErrors(u64),
@@ -81,20 +92,27 @@ pub enum Failure {
     /// `before_init`: it came before the crash kernel's IOMMU init ran, while the crashed kernel's tables
     /// alone decided (no policy acts yet).
     FatalAbort {
+        /// The device whose DMA was blocked (`nic`, `disk`, `bulk`).
         device: String,
+        /// The DMA's purpose on the device (e.g. `rx-data`, `bulk-dst`).
         what: &'static str,
+        /// The faulting IOVA, or the physical address a translation gave that is not memory.
         iova: u64,
+        /// The abort came before the crash kernel's IOMMU init.
         before_init: bool,
     },
     /// DMA the crash kernel did not ask for wrote its own memory.
     CrashKernelWritten {
+        /// Distinct 4 KiB pages of the `crashkernel=` region hit.
         pages: u64,
     },
     /// With interrupt remapping on, the IO-APIC timer did not reach the crash kernel's CPU on its vector: Linux's
     /// `check_timer` panics ("timer doesn't work through Interrupt-remapped IO-APIC"), a second panic. `after`:
     /// the IOMMU init error Linux logged and went on from (the completion waits a locked unit never serves).
     TimerCheck {
+        /// Where the timer interrupt went instead (another APIC or vector, blocked, or written to memory).
         got: String,
+        /// The IOMMU init error logged before, if the init failed and Linux went on.
         after: Option<DriverError>,
     },
 }
@@ -153,8 +171,11 @@ pub struct DmaCounts {
 /// somewhere else (another vector or CPU, a CPU that is not running: lost to whoever waits for it).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IrqCounts {
+    /// Reached the CPU and vector the programming kernel expected.
     pub delivered: u64,
+    /// Blocked by the unit's interrupt remapping.
     pub blocked: u64,
+    /// Delivered to another CPU or vector, or a write that is not the expected doorbell and EventID: lost.
     pub misrouted: u64,
 }
 
@@ -173,22 +194,28 @@ pub struct ChangedPages {
 /// The result of one run.
 #[derive(Clone, Debug, Eq, Serialize, Deserialize)]
 pub struct Outcome {
+    /// The IOMMU kind's name (`vtd`, `amdvi`, `smmuv3`).
     pub iommu: String,
+    /// The crash kernel's policy, by its command-line name (`adopt`, `reset-abort`, ...).
     pub policy: String,
+    /// The seed of the run's randomness (the panic's tick among them).
     pub seed: u64,
     /// Tick of the panic.
     pub crash_tick: u64,
-    /// The crash kernel wrote a dump.
+    /// The crash kernel wrote a dump: no [`Failure`], including no DMA into its own region. A captured
+    /// dump may still be corrupt; see [`Outcome::vmcore_intact`].
     pub captured: bool,
     /// Why it did not, or what went wrong on the way.
     pub failure: Option<Reason<Failure>>,
     /// How the crash kernel's IOMMU init went: adopted, reset, fell back (with the reason).
     pub iommu_init: Reason<Summary>,
+    /// Every DMA from the panic on, by what the IOMMU did with it.
     pub dma: DmaCounts,
     /// Interrupt messages since the panic.
     #[serde(default)]
     pub irq: IrqCounts,
-    /// Old-memory pages that differ between the crash instant and the capture.
+    /// Old-memory pages (outside the crash region) that differ between the crash instant and the end of the
+    /// run.
     pub changed_pages: ChangedPages,
     /// DMA writes that landed in the crashed kernel's memory after the crash kernel's IOMMU init: what
     /// containment is for.
@@ -198,28 +225,33 @@ pub struct Outcome {
     /// Of those, pages written before the crash kernel's IOMMU init ran (between the panic and the init no
     /// policy acts: the crashed kernel's tables decide).
     pub crashkernel_pages_written_before_init: u64,
-    /// Devices adopted, and entries refused with their reasons.
+    /// Devices whose old translation the crash kernel kept live.
     pub adopted_devices: u64,
+    /// Old table entries the crash kernel refused to adopt (the device is blocked instead), each with why.
     pub refused_entries: Vec<Reason<EntryRefusal>>,
     /// Wall-clock time of the crash kernel's IOMMU init (not part of a run's identity: it is measured).
     pub adopt_ns: u64,
-    /// Memory the crash kernel's IOMMU init allocated, in bytes.
+    /// Memory the crash kernel's IOMMU init allocated, in bytes ([`Outcome::init_frames`] × 4 KiB).
     pub adopt_bytes: u64,
-    /// Frames the crash kernel's IOMMU init allocated, and bytes of old tables it read.
+    /// 4 KiB frames the crash kernel's IOMMU init (with the bus probe) allocated from its region.
     pub init_frames: u64,
+    /// Bytes of the crashed kernel's IOMMU structures the init read.
     pub init_bytes_read: u64,
     /// Pages spent on scratch containment.
     pub scratch_frames: u64,
     /// Devices the crash kernel brought up and used.
     pub usable_devices: Vec<String>,
-    /// Pages the dump holds, and how many of them differ from memory at the crash instant.
+    /// Pages of old memory written to the disk as the dump.
     pub dump_pages: u64,
+    /// Of those, pages whose copy on the disk differs from memory at the crash instant: a corrupt vmcore.
     pub dump_pages_differing: u64,
     /// The dump was written and matches memory at the crash instant, page for page.
     pub vmcore_intact: bool,
-    /// Faults injected (`--inject`), whether every one applied to this IOMMU, and why those that did not.
+    /// Faults injected (`--inject`), by name as [`crate::inject::Faults::names`] gives them.
     pub inject: Vec<String>,
+    /// Every injected fault applied to this IOMMU and configuration; when not, the run does not test it.
     pub inject_applied: bool,
+    /// Why the faults that did not apply did not, one clause each.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inject_reason: Option<String>,
 }

@@ -23,6 +23,7 @@ use iommu_driver::{BootOptions, DeviceId};
 pub struct Knobs {
     /// A blocked DMA raises a fatal error (PCIe completion timeout → AER → panic) instead of being dropped.
     pub aborts_fatal: bool,
+    /// The machine's IOMMU.
     pub iommu: IommuKind,
     /// VT-d scalable mode.
     pub scalable: bool,
@@ -62,25 +63,33 @@ impl Default for Knobs {
     }
 }
 
+/// One crash to simulate: everything a run depends on, so equal scenarios give equal outcomes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Scenario {
+    /// What the crash kernel does with the live IOMMU.
     pub policy: Policy,
+    /// Seeds the run's randomness (the tick of the panic).
     pub seed: u64,
+    /// The platform and the phase lengths.
     pub knobs: Knobs,
 }
 
 /// One line of a run's timeline.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct TraceEvent {
+    /// Tick of the virtual clock when it happened.
     pub tick: u64,
+    /// What happened, in words.
     pub what: String,
 }
 
 /// A run with the detail tests look into.
 pub struct RunDetail {
+    /// The run's result.
     pub outcome: Outcome,
+    /// The run's timeline, in tick order.
     pub trace: Vec<TraceEvent>,
-    /// Pages whose dumped copy differs from memory at the crash instant.
+    /// Pages (physical addresses) whose dumped copy differs from memory at the crash instant.
     pub dump_differs: BTreeSet<u64>,
     /// Pages DMA wrote after the panic and before the crash kernel copied them into the dump.
     pub written_before_dumped: BTreeSet<u64>,
@@ -162,6 +171,7 @@ pub fn run(s: &Scenario) -> (Outcome, Vec<TraceEvent>) {
     (d.outcome, d.trace)
 }
 
+/// [`run`], keeping the page sets and writers behind the outcome's counts.
 pub fn run_detailed(s: &Scenario) -> RunDetail {
     let mut cfg = MachineConfig::default_vtd();
     cfg.iommu = s.knobs.iommu;
@@ -175,6 +185,8 @@ pub fn run_detailed(s: &Scenario) -> RunDetail {
     run_on(cfg, s)
 }
 
+/// Run one scenario on a machine of the caller's layout. `cfg`'s IOMMU, mode and SNP settings are used as
+/// given; the knobs supply the policy's platform behaviour (aborts, phase lengths, faults, SNP shutdown).
 pub fn run_on(cfg: MachineConfig, s: &Scenario) -> RunDetail {
     let (kind, scalable, snp) = (cfg.iommu, cfg.scalable, cfg.snp);
     let vtd_first_level = cfg.vtd_first_level;

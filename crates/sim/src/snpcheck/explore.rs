@@ -49,7 +49,9 @@ struct State {
 /// What one step did, for traces.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Step {
+    /// The CPU that moved: 0 panics, the others were running guest vCPUs.
     pub cpu: u8,
+    /// The action and what the firmware answered, e.g. `SNP_DECOMMISSION → SUCCESS`.
     pub what: String,
 }
 
@@ -62,10 +64,16 @@ impl fmt::Display for Step {
 /// Counts over complete interleavings.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Tally {
+    /// Complete interleavings (saturating: the count grows combinatorially with the CPUs).
     pub interleavings: u128,
+    /// Those that end with the firmware shut down and the IOMMU unlocked: the crash kernel can take it over.
     pub shutdown_ok: u128,
+    /// Those that end with the firmware still initialised or the IOMMU still locked.
     pub shutdown_failed: u128,
+    /// Those in which a guest was decommissioned while a CPU was still in it or saving its state, or
+    /// `DF_FLUSH` ran while a core still needed `WBINVD`.
     pub safety_violations: u128,
+    /// Those in which the panicking CPU never reached kexec.
     pub no_kexec: u128,
 }
 
@@ -82,9 +90,13 @@ impl Tally {
 /// The result of exploring one protocol.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Exploration {
+    /// The protocol's name.
     pub protocol: &'static str,
+    /// CPUs modelled, the panicking one included.
     pub cpus: usize,
+    /// Distinct states reached (the memo's size), a measure of the search's cost.
     pub states: usize,
+    /// Outcomes over every complete interleaving.
     pub tally: Tally,
     /// The shortest interleaving with a safety violation, a failed shutdown or no kexec, if any.
     pub counterexample: Option<Vec<Step>>,

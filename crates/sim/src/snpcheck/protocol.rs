@@ -38,7 +38,9 @@ pub enum Action {
 /// A named panic-path design.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Protocol {
+    /// Short name the command line selects it by, e.g. `v2-sync`.
     pub name: &'static str,
+    /// One line on where the design comes from and what it does.
     pub about: &'static str,
     /// The panicking CPU's program, ending in kexec to the crash kernel.
     pub panic_cpu: Vec<Action>,
