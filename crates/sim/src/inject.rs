@@ -17,6 +17,9 @@ pub struct Faults {
     bitflips: u32,
 }
 
+// One bit of `mask` per name: the catalogue must fit.
+const _: () = assert!(NAMES.len() <= u32::BITS as usize, "Faults::mask has one bit per fault name");
+
 fn index(name: &str) -> Option<usize> {
     NAMES.iter().position(|&n| n == name)
 }
