@@ -4,33 +4,61 @@ use bitfield_struct::bitfield;
 
 /// Register offsets (spec 11.4, Linux `DMAR_*_REG`).
 pub mod off {
+    /// Version Register, 32-bit (`DMAR_VER_REG`), see [`super::Ver`].
     pub const VER: usize = 0x000;
+    /// Capability Register, 64-bit (`DMAR_CAP_REG`), see [`super::Cap`].
     pub const CAP: usize = 0x008;
+    /// Extended Capability Register, 64-bit (`DMAR_ECAP_REG`), see [`super::Ecap`].
     pub const ECAP: usize = 0x010;
+    /// Global Command Register, 32-bit (`DMAR_GCMD_REG`), see [`super::Gcmd`].
     pub const GCMD: usize = 0x018;
+    /// Global Status Register, 32-bit (`DMAR_GSTS_REG`), see [`super::Gsts`].
     pub const GSTS: usize = 0x01c;
+    /// Root Table Address Register, 64-bit (`DMAR_RTADDR_REG`), see [`super::RtAddr`].
     pub const RTADDR: usize = 0x020;
+    /// Context Command Register, 64-bit (`DMAR_CCMD_REG`), see [`super::Ccmd`].
     pub const CCMD: usize = 0x028;
+    /// Fault Status Register, 32-bit (`DMAR_FSTS_REG`), see [`super::Fsts`].
     pub const FSTS: usize = 0x034;
+    /// Fault Event Control Register, 32-bit (`DMAR_FECTL_REG`), see [`super::EventCtl`].
     pub const FECTL: usize = 0x038;
+    /// Fault Event Data Register: the fault interrupt's MSI data, 32-bit (`DMAR_FEDATA_REG`).
     pub const FEDATA: usize = 0x03c;
+    /// Fault Event Address Register: MSI address bits 31:2, 32-bit (`DMAR_FEADDR_REG`).
     pub const FEADDR: usize = 0x040;
+    /// Fault Event Upper Address Register: MSI address bits 63:32 (`DMAR_FEUADDR_REG`).
     pub const FEUADDR: usize = 0x044;
+    /// Advanced Fault Log Register, 64-bit (`DMAR_AFLOG_REG`); deprecated with ECAP.AFL.
     pub const AFLOG: usize = 0x058;
+    /// Protected Memory Enable Register, 32-bit (`DMAR_PMEN_REG`): EPM (bit 31), PRS (bit 0).
     pub const PMEN: usize = 0x064;
+    /// Protected Low-Memory Base Register, 32-bit (`DMAR_PLMBASE_REG`).
     pub const PLMBASE: usize = 0x068;
+    /// Protected Low-Memory Limit Register, 32-bit (`DMAR_PLMLIMIT_REG`).
     pub const PLMLIMIT: usize = 0x06c;
+    /// Protected High-Memory Base Register, 64-bit (`DMAR_PHMBASE_REG`).
     pub const PHMBASE: usize = 0x070;
+    /// Protected High-Memory Limit Register, 64-bit (`DMAR_PHMLIMIT_REG`).
     pub const PHMLIMIT: usize = 0x078;
+    /// Invalidation Queue Head Register, 64-bit (`DMAR_IQH_REG`), see [`super::IqPtr`].
     pub const IQH: usize = 0x080;
+    /// Invalidation Queue Tail Register, 64-bit (`DMAR_IQT_REG`), see [`super::IqPtr`].
     pub const IQT: usize = 0x088;
+    /// Invalidation Queue Address Register, 64-bit (`DMAR_IQA_REG`), see [`super::Iqa`].
     pub const IQA: usize = 0x090;
+    /// Invalidation Completion Status Register, 32-bit (`DMAR_ICS_REG`), see [`super::Ics`].
     pub const ICS: usize = 0x09c;
+    /// Invalidation Event Control Register, 32-bit (`DMAR_IECTL_REG`), see [`super::EventCtl`].
     pub const IECTL: usize = 0x0a0;
+    /// Invalidation Event Data Register: MSI data, 32-bit (`DMAR_IEDATA_REG`).
     pub const IEDATA: usize = 0x0a4;
+    /// Invalidation Event Address Register: MSI address bits 31:2 (`DMAR_IEADDR_REG`).
     pub const IEADDR: usize = 0x0a8;
+    /// Invalidation Event Upper Address Register: MSI address bits 63:32 (`DMAR_IEUADDR_REG`).
     pub const IEUADDR: usize = 0x0ac;
+    /// Invalidation Queue Error Record Register, 64-bit (`DMAR_IQER_REG`), see [`super::Iqer`].
     pub const IQER: usize = 0x0b0;
+    /// Interrupt Remapping Table Address Register, 64-bit (`DMAR_IRTA_REG`).
     pub const IRTA: usize = 0x0b8;
 
     /// IVA register: `ECAP.IRO * 16`.
@@ -261,9 +289,11 @@ pub struct RtAddr {
 }
 
 impl RtAddr {
+    /// Physical address of the root table (scalable-mode root table with SMT), 4 KiB aligned.
     pub const fn table(self) -> u64 {
         self.rta() << 12
     }
+    /// The register for a root table at `pa` (bits 11:0 dropped), TTM legacy or scalable (`smt`).
     pub const fn from_table(pa: u64, smt: bool) -> Self {
         RtAddr::new().with_rta(pa >> 12).with_smt(smt)
     }
@@ -391,6 +421,7 @@ impl IqPtr {
             self.qh()
         }
     }
+    /// The register for descriptor `index`, in 128-bit or `wide` (256-bit) descriptors.
     pub const fn from_index(index: u16, wide: bool) -> Self {
         IqPtr::new().with_qh(if wide { index << 1 } else { index })
     }
@@ -412,6 +443,7 @@ pub struct Iqa {
 }
 
 impl Iqa {
+    /// Physical address of the invalidation queue, 4 KiB aligned.
     pub const fn base(self) -> u64 {
         self.iqa() << 12
     }
@@ -420,6 +452,7 @@ impl Iqa {
         let bytes = 4096u32 << (self.qs() as u32);
         bytes / self.descriptor_size()
     }
+    /// Bytes per descriptor: 32 with DW = 1, else 16.
     pub const fn descriptor_size(self) -> u32 {
         if self.dw() {
             32
