@@ -12,9 +12,13 @@ pub const STE_SIZE: u64 = 64;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Config {
+    /// 0b000: abort every transaction, no event (`STRTAB_STE_0_CFG_ABORT`).
     Abort = 0b000,
+    /// 0b100: both stages bypassed (`STRTAB_STE_0_CFG_BYPASS`).
     Bypass = 0b100,
+    /// 0b101: stage 1 translates, stage 2 bypassed (`STRTAB_STE_0_CFG_S1_TRANS`).
     S1Translate = 0b101,
+    /// 0b110: stage 1 bypassed, stage 2 translates (`STRTAB_STE_0_CFG_S2_TRANS`).
     S2Translate = 0b110,
     /// Stage 1 then stage 2.
     Nested = 0b111,
@@ -26,12 +30,15 @@ impl Config {
     pub const fn is_abort(self) -> bool {
         self.0 & 0b100 == 0
     }
+    /// 0b100: traffic passes with no translation.
     pub const fn is_bypass(self) -> bool {
         self.0 & 0b111 == 0b100
     }
+    /// Stage 1 translates (bit 2 and bit 0 set).
     pub const fn s1_enabled(self) -> bool {
         !self.is_abort() && self.0 & 1 != 0
     }
+    /// Stage 2 translates (bit 2 and bit 1 set).
     pub const fn s2_enabled(self) -> bool {
         !self.is_abort() && self.0 & 2 != 0
     }
@@ -42,6 +49,7 @@ impl Config {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum S1Fmt {
+    /// A linear array of `2^S1CDMax` CDs (`STRTAB_STE_0_S1FMT_LINEAR`); 3 is reserved.
     Linear = 0,
     /// 2-level, 4 KiB (64-CD) leaf tables: IHI 0070 5.2; Linux never writes it.
     TwoLevel4K = 1,
@@ -55,7 +63,9 @@ crate::open_enum_bits!(S1Fmt, u8, 2);
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum S1Dss {
+    /// Abort non-substream traffic, with an event (C_BAD_SUBSTREAMID).
     Terminate = 0,
+    /// Non-substream traffic bypasses stage 1 (`STRTAB_STE_1_S1DSS_BYPASS`).
     Bypass = 1,
     /// Translate with CD 0.
     Ssid0 = 2,
@@ -67,7 +77,9 @@ crate::open_enum_bits!(S1Dss, u8, 2);
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Eats {
+    /// ATS translation requests are refused; translated transactions abort (`STRTAB_STE_1_EATS_ABT`).
     Abort = 0,
+    /// Full ATS: requests translated, translated traffic passes (`STRTAB_STE_1_EATS_TRANS`).
     Trans = 1,
     /// Split-stage: stage 1 by the device, stage 2 checked by the SMMU.
     S1Chk = 2,
@@ -79,7 +91,9 @@ crate::open_enum_bits!(Eats, u8, 2);
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Strw {
+    /// Non-secure EL1 (or secure EL1 for secure streams) (`STRTAB_STE_1_STRW_NSEL1`).
     NsEl1 = 0,
+    /// EL2, or EL2-E2H with CR2.E2H (`STRTAB_STE_1_STRW_EL2`); 1 and 3 are reserved.
     El2 = 2,
 }
 crate::open_enum_bits!(Strw, u8, 2);
@@ -233,24 +247,31 @@ pub struct SteDw3 {
 pub struct Ste(pub [u64; 8]);
 
 impl Ste {
+    /// Word 0 (bits 63:0): V, Config, S1Fmt, S1ContextPtr, S1CDMax.
     pub const fn dw0(&self) -> SteDw0 {
         SteDw0::from_bits(self.0[0])
     }
+    /// Word 1 (bits 127:64): CD fetch attributes, EATS, STRW and the attribute overrides.
     pub const fn dw1(&self) -> SteDw1 {
         SteDw1::from_bits(self.0[1])
     }
+    /// Word 2 (bits 191:128): S2VMID and the stage-2 walk configuration.
     pub const fn dw2(&self) -> SteDw2 {
         SteDw2::from_bits(self.0[2])
     }
+    /// Word 3 (bits 255:192): S2TTB.
     pub const fn dw3(&self) -> SteDw3 {
         SteDw3::from_bits(self.0[3])
     }
+    /// An STE from its first four words; words 4–7 zero.
     pub const fn from_words(dw0: SteDw0, dw1: SteDw1, dw2: SteDw2, dw3: SteDw3) -> Self {
         Ste([dw0.into_bits(), dw1.into_bits(), dw2.into_bits(), dw3.into_bits(), 0, 0, 0, 0])
     }
+    /// STE.V: valid; an invalid STE makes the stream's traffic abort with C_BAD_STE.
     pub const fn valid(&self) -> bool {
         self.dw0().v()
     }
+    /// STE.Config.
     pub const fn config(&self) -> Config {
         self.dw0().config()
     }
@@ -262,6 +283,7 @@ impl Ste {
     pub const fn cd_count(&self) -> u64 {
         1 << self.dw0().s1cdmax()
     }
+    /// STE.S2VMID, the VMID that tags stage-2 (and, with stage 1, the stream's) TLB entries.
     pub const fn s2vmid(&self) -> u16 {
         self.dw2().s2vmid()
     }
@@ -342,6 +364,7 @@ impl Ste {
             0,
         ]
     }
+    /// Words 0, 2 or 3 have a reserved bit set (an STE with reserved bits is C_BAD_STE).
     pub const fn has_reserved_bits(&self) -> bool {
         let r = self.reserved_bits();
         r[0] | r[2] | r[3] != 0
