@@ -8,14 +8,20 @@ use bitfield_struct::bitfield;
 /// Read and write permission a leaf grants.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct Perm {
+    /// Reads are allowed.
     pub read: bool,
+    /// Writes are allowed.
     pub write: bool,
 }
 
 impl Perm {
+    /// No access.
     pub const NONE: Perm = Perm { read: false, write: false };
+    /// Read-only.
     pub const RO: Perm = Perm { read: true, write: false };
+    /// Read and write.
     pub const RW: Perm = Perm { read: true, write: true };
+    /// Access both grant: the intersection, as a table limit meets a leaf.
     pub const fn and(self, o: Perm) -> Perm {
         Perm { read: self.read && o.read, write: self.write && o.write }
     }
@@ -31,13 +37,17 @@ pub mod mair_idx {
     pub const DEV: u8 = 2;
     /// Inner non-cacheable, outer write-back (0xf4).
     pub const INC_OCACHE: u8 = 3;
+    /// MAIR_ELx value io-pgtable programs into CD.MAIR: attributes 0x44, 0xff, 0x04, 0xf4 at indices 0–3.
     pub const LINUX_MAIR: u64 = 0xf404_ff44;
 }
 
 /// Stage-2 MemAttr values Linux writes (`ARM_LPAE_PTE_MEMATTR_*`).
 pub mod s2_memattr {
+    /// Device-nGnRE (`ARM_LPAE_PTE_MEMATTR_DEV`).
     pub const DEVICE: u8 = 0x1;
+    /// Normal non-cacheable (`ARM_LPAE_PTE_MEMATTR_NC`).
     pub const NC: u8 = 0x5;
+    /// Normal inner and outer write-back (`ARM_LPAE_PTE_MEMATTR_OIWB`).
     pub const OIWB: u8 = 0xf;
 }
 
@@ -116,9 +126,11 @@ impl S1Pte {
             .with_ng(true)
             .with_oa((pa & OA_MASK) >> 12)
     }
+    /// What the descriptor is at `level`: invalid, table, block, page or reserved.
     pub const fn kind(self, level: u32) -> DescKind {
         desc_kind(self.into_bits(), level)
     }
+    /// Output address of the leaf at `level`, aligned to its page or block size.
     pub const fn output(self, level: u32) -> u64 {
         leaf_output(self.into_bits(), level)
     }
@@ -164,9 +176,11 @@ pub struct TableDesc {
 }
 
 impl TableDesc {
+    /// A valid table descriptor pointing at the next-level table at `table` (bits 47:12 kept).
     pub const fn to(table: u64) -> Self {
         TableDesc::new().with_valid(true).with_table(true).with_next((table & OA_MASK) >> 12)
     }
+    /// Physical address of the next-level table.
     pub const fn next_table(self) -> u64 {
         self.next() << 12
     }
@@ -225,12 +239,15 @@ impl S2Pte {
             .with_af(true)
             .with_oa((pa & OA_MASK) >> 12)
     }
+    /// What the descriptor is at `level`: invalid, table, block, page or reserved.
     pub const fn kind(self, level: u32) -> DescKind {
         desc_kind(self.into_bits(), level)
     }
+    /// Output address of the leaf at `level`, aligned to its page or block size.
     pub const fn output(self, level: u32) -> u64 {
         leaf_output(self.into_bits(), level)
     }
+    /// S2AP (bits 7:6): bit 6 grants read, bit 7 write.
     pub const fn perm(self) -> Perm {
         Perm { read: self.s2ap() & 1 != 0, write: self.s2ap() & 2 != 0 }
     }
