@@ -8,13 +8,21 @@ use bitfield_struct::bitfield;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum DescType {
+    /// Context-cache invalidate (`QI_CC_TYPE`).
     ContextCache = 1,
+    /// IOTLB invalidate (`QI_IOTLB_TYPE`).
     Iotlb = 2,
+    /// Device-TLB invalidate, an ATS invalidation to the endpoint (`QI_DIOTLB_TYPE`).
     DevTlb = 3,
+    /// Interrupt entry cache invalidate (`QI_IEC_TYPE`).
     InterruptEntryCache = 4,
+    /// Invalidation wait: completes once earlier descriptors have (`QI_IWD_TYPE`).
     Wait = 5,
+    /// PASID-based IOTLB invalidate, scalable mode (`QI_EIOTLB_TYPE`).
     PasidIotlb = 6,
+    /// PASID-cache invalidate, scalable mode (`QI_PC_TYPE`).
     PasidCache = 7,
+    /// PASID-based device-TLB invalidate (`QI_DEIOTLB_TYPE`).
     PasidDevTlb = 8,
 }
 
@@ -27,7 +35,9 @@ pub const fn desc_type(qw0: u64) -> DescType {
 
 /// Invalidation granularity of context-cache and IOTLB descriptors.
 pub mod granularity {
+    /// Every entry (`QI_CC_GRAN(1)`, `QI_IOTLB_GRAN(1)`).
     pub const GLOBAL: u8 = 1;
+    /// Every entry of one domain ID.
     pub const DOMAIN: u8 = 2;
     /// Context cache: device-selective. IOTLB: page-selective within a domain.
     pub const DEVICE_OR_PAGE: u8 = 3;
@@ -149,6 +159,7 @@ pub struct WaitInv {
 }
 
 impl WaitInv {
+    /// Status Address, dword aligned: where SW = 1 writes the status data.
     pub const fn status_addr(self) -> u64 {
         self.status_addr_hi() << 2
     }
@@ -286,12 +297,15 @@ impl IecInv {
 }
 
 impl ContextCacheInv {
+    /// Global context-cache invalidation.
     pub const fn global() -> Self {
         ContextCacheInv::new().with_ty(DescType::ContextCache).with_g(granularity::GLOBAL)
     }
+    /// Domain-selective: every context entry cached under `did`.
     pub const fn domain(did: u16) -> Self {
         ContextCacheInv::new().with_ty(DescType::ContextCache).with_g(granularity::DOMAIN).with_did(did)
     }
+    /// Device-selective: the entry of source ID `sid` in domain `did` (FM = 0).
     pub const fn device(did: u16, sid: u16) -> Self {
         ContextCacheInv::new()
             .with_ty(DescType::ContextCache)
@@ -302,9 +316,11 @@ impl ContextCacheInv {
 }
 
 impl IotlbInv {
+    /// Global IOTLB invalidation, draining reads and writes (DR = DW = 1, as Linux sets them).
     pub const fn global() -> Self {
         IotlbInv::new().with_ty(DescType::Iotlb).with_g(granularity::GLOBAL).with_dr(true).with_dw(true)
     }
+    /// Domain-selective IOTLB invalidation of `did`, draining reads and writes.
     pub const fn domain(did: u16) -> Self {
         IotlbInv::new().with_ty(DescType::Iotlb).with_g(granularity::DOMAIN).with_did(did).with_dr(true).with_dw(true)
     }
