@@ -54,27 +54,27 @@ pub mod off {
     pub const STRTAB_BASE: usize = 0x80;
     /// SMMU_STRTAB_BASE_CFG (6.3.24), see [`super::StrtabBaseCfg`].
     pub const STRTAB_BASE_CFG: usize = 0x88;
-    /// SMMU_CMDQ_BASE (6.3.25), 64-bit, see [`super::super::queue`].
+    /// SMMU_CMDQ_BASE, 64-bit, see [`super::super::queue::QueueBase`].
     pub const CMDQ_BASE: usize = 0x90;
-    /// SMMU_CMDQ_PROD (6.3.26): producer index (software writes), see [`super::super::queue`].
+    /// SMMU_CMDQ_PROD: producer index (software writes), see [`super::super::queue::QueuePtr`].
     pub const CMDQ_PROD: usize = 0x98;
-    /// SMMU_CMDQ_CONS (6.3.27): consumer index and ERR (bits 30:24), written by the SMMU.
+    /// SMMU_CMDQ_CONS: consumer index and ERR (bits 30:24), written by the SMMU.
     pub const CMDQ_CONS: usize = 0x9c;
-    /// SMMU_EVTQ_BASE (6.3.28), 64-bit.
+    /// SMMU_EVTQ_BASE, 64-bit, see [`super::super::queue::QueueBase`].
     pub const EVTQ_BASE: usize = 0xa0;
-    /// SMMU_EVTQ_IRQ_CFG0 (6.3.31), 64-bit: MSI address.
+    /// SMMU_EVTQ_IRQ_CFG0, 64-bit: MSI address.
     pub const EVTQ_IRQ_CFG0: usize = 0xb0;
-    /// SMMU_EVTQ_IRQ_CFG1 (6.3.32): MSI data, 32 bits.
+    /// SMMU_EVTQ_IRQ_CFG1: MSI data, 32 bits.
     pub const EVTQ_IRQ_CFG1: usize = 0xb8;
-    /// SMMU_EVTQ_IRQ_CFG2 (6.3.33), see [`super::MsiCfg2`].
+    /// SMMU_EVTQ_IRQ_CFG2, see [`super::MsiCfg2`].
     pub const EVTQ_IRQ_CFG2: usize = 0xbc;
-    /// SMMU_PRIQ_BASE (6.3.34), 64-bit.
+    /// SMMU_PRIQ_BASE, 64-bit, see [`super::super::queue::QueueBase`].
     pub const PRIQ_BASE: usize = 0xc0;
-    /// SMMU_PRIQ_IRQ_CFG0 (6.3.37), 64-bit: MSI address.
+    /// SMMU_PRIQ_IRQ_CFG0, 64-bit: MSI address.
     pub const PRIQ_IRQ_CFG0: usize = 0xd0;
-    /// SMMU_PRIQ_IRQ_CFG1 (6.3.38): MSI data, 32 bits.
+    /// SMMU_PRIQ_IRQ_CFG1: MSI data, 32 bits.
     pub const PRIQ_IRQ_CFG1: usize = 0xd8;
-    /// SMMU_PRIQ_IRQ_CFG2 (6.3.39), see [`super::MsiCfg2`].
+    /// SMMU_PRIQ_IRQ_CFG2, see [`super::MsiCfg2`].
     pub const PRIQ_IRQ_CFG2: usize = 0xdc;
 
     /// Start of register page 1 (the SMMU frame is two 64 KiB pages).
@@ -83,11 +83,11 @@ pub mod off {
     pub const FRAME_SIZE: usize = 0x2_0000;
     /// EVTQ_PROD, in page 1 (Linux: `page1 + ARM_SMMU_EVTQ_PROD`).
     pub const EVTQ_PROD: usize = PAGE1 + 0xa8;
-    /// EVTQ_CONS, in page 1 (6.3.30): consumer index, software writes; OVACKFLG in bit 31.
+    /// EVTQ_CONS, in page 1: consumer index, software writes; OVACKFLG in bit 31.
     pub const EVTQ_CONS: usize = PAGE1 + 0xac;
     /// PRIQ_PROD, in page 1.
     pub const PRIQ_PROD: usize = PAGE1 + 0xc8;
-    /// PRIQ_CONS, in page 1 (6.3.36): consumer index, software writes; OVACKFLG in bit 31.
+    /// PRIQ_CONS, in page 1: consumer index, software writes; OVACKFLG in bit 31.
     pub const PRIQ_CONS: usize = PAGE1 + 0xcc;
 
     /// The page-0 alias of a page-1 offset: implementations with Linux's `ARM_SMMU_OPT_PAGE0_REGS_ONLY` decode
