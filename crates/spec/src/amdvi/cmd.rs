@@ -17,13 +17,19 @@ pub const INV_ALL_PAGES_ADDRESS: u64 = 0x7fff_ffff_ffff_f000;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum CmdOpcode {
+    /// COMPLETION_WAIT (`CMD_COMPL_WAIT`).
     CompletionWait = 0x1,
+    /// INVALIDATE_DEVTAB_ENTRY (`CMD_INV_DEV_ENTRY`).
     InvalidateDevTabEntry = 0x2,
+    /// INVALIDATE_IOMMU_PAGES (`CMD_INV_IOMMU_PAGES`).
     InvalidateIommuPages = 0x3,
+    /// INVALIDATE_IOTLB_PAGES, an ATS invalidation to the device (`CMD_INV_IOTLB_PAGES`).
     InvalidateIotlbPages = 0x4,
+    /// INVALIDATE_INTERRUPT_TABLE (`CMD_INV_IRT`).
     InvalidateInterruptTable = 0x5,
     /// PREFETCH_IOMMU_PAGES (QEMU decodes it as a no-op; Linux never sends it).
     PrefetchIommuPages = 0x6,
+    /// COMPLETE_PPR_REQUEST (`CMD_COMPLETE_PPR`).
     CompletePprRequest = 0x7,
     /// INVALIDATE_IOMMU_ALL: needs EFR.IASup.
     InvalidateIommuAll = 0x8,
@@ -60,6 +66,7 @@ impl CompletionWait {
     /// Reserved bits (59:52).
     pub const RESERVED: u128 = mask128(59, 52);
 
+    /// The store address, 8-byte aligned.
     pub const fn store_address(self) -> u64 {
         self.store_addr() << 3
     }
@@ -89,9 +96,11 @@ impl InvalidateDevice {
     /// Reserved bits (59:16, 127:64).
     pub const RESERVED: u128 = mask128(59, 16) | mask128(127, 64);
 
+    /// INVALIDATE_DEVTAB_ENTRY for `device` (Linux `build_inv_dte`).
     pub const fn devtab_entry(device: DeviceId) -> Self {
         InvalidateDevice::new().with_opcode(CmdOpcode::InvalidateDevTabEntry).with_device_id(device.0)
     }
+    /// INVALIDATE_INTERRUPT_TABLE for `device` (Linux `build_inv_irt`).
     pub const fn interrupt_table(device: DeviceId) -> Self {
         InvalidateDevice::new().with_opcode(CmdOpcode::InvalidateInterruptTable).with_device_id(device.0)
     }
@@ -203,9 +212,11 @@ impl InvalidateIotlbPages {
             .with_s(s)
             .with_address(addr >> 12)
     }
+    /// The 20-bit PASID assembled from its three pieces (meaningful with GN = 1).
     pub const fn pasid(self) -> u32 {
         (self.pasid_19_16() as u32) << 16 | (self.pasid_15_8() as u32) << 8 | self.pasid_7_0() as u32
     }
+    /// The inclusive address range `(first, last)` the command invalidates, see [`inv_range`].
     pub const fn covered(self) -> (u64, u64) {
         inv_range(self.address() << 12, self.s())
     }
