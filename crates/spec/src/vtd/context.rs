@@ -4,9 +4,11 @@ use bitfield_struct::bitfield;
 
 /// Legacy context table: 256 × 128-bit entries indexed by devfn.
 pub const CONTEXT_ENTRIES: usize = 256;
+/// Bytes per legacy context entry.
 pub const CONTEXT_ENTRY_SIZE: u64 = 16;
 /// A scalable-mode context table holds 128 × 256-bit entries (half a bus).
 pub const SM_CONTEXT_ENTRIES: usize = 128;
+/// Bytes per scalable-mode context entry.
 pub const SM_CONTEXT_ENTRY_SIZE: u64 = 32;
 
 /// Translation type of a legacy context entry (9.3).
@@ -55,9 +57,11 @@ pub struct ContextEntry {
 }
 
 impl ContextEntry {
+    /// Physical address of the second-level table (SLPTPTR, bits 63:12).
     pub const fn page_table(self) -> u64 {
         self.slptptr() << 12
     }
+    /// The entry with SLPTPTR set from `pa` (bits 11:0 dropped).
     pub const fn with_page_table(self, pa: u64) -> Self {
         self.with_slptptr(pa >> 12)
     }
@@ -95,6 +99,7 @@ pub struct ScalableContextEntry {
 }
 
 impl ScalableContextEntry {
+    /// Physical address of the PASID directory (PASIDDIRPTR, bits 63:12).
     pub const fn pasid_dir(self) -> u64 {
         self.pasiddirptr() << 12
     }

@@ -22,9 +22,11 @@ pub struct RootEntry {
 }
 
 impl RootEntry {
+    /// Physical address of the bus's context table (CTP, bits 63:12).
     pub const fn context_table(self) -> u64 {
         self.ctp() << 12
     }
+    /// The entry pointing at a context table at `pa` (bits 11:0 dropped), with P set.
     pub const fn with_context_table(self, pa: u64) -> Self {
         self.with_ctp(pa >> 12).with_present(true)
     }
@@ -53,12 +55,15 @@ pub struct ScalableRootEntry {
 }
 
 impl ScalableRootEntry {
+    /// Physical address of the lower context table (LCTP, bits 63:12): devfn 0x00–0x7f.
     pub const fn lower_table(self) -> u64 {
         self.lctp() << 12
     }
+    /// Physical address of the upper context table (UCTP, bits 127:76): devfn 0x80–0xff.
     pub const fn upper_table(self) -> u64 {
         self.uctp() << 12
     }
+    /// Reserved bits that a well-formed entry leaves zero (11:1, 75:65).
     pub const fn reserved_bits(self) -> u128 {
         self.into_bits() & (0xffe | 0xffe << 64)
     }
