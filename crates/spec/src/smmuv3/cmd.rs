@@ -8,32 +8,55 @@ use bitfield_struct::bitfield;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Opcode {
+    /// CMD_PREFETCH_CONFIG: hint to fetch a stream's STE (and CD) (`CMDQ_OP_PREFETCH_CFG`).
     PrefetchConfig = 0x01,
+    /// CMD_PREFETCH_ADDR: hint to fetch translations for an address range.
     PrefetchAddr = 0x02,
+    /// CMD_CFGI_STE: invalidate one StreamID's cached STE (`CMDQ_OP_CFGI_STE`).
     CfgiSte = 0x03,
     /// Also CMD_CFGI_ALL, with Range = 31 (Linux `CMDQ_OP_CFGI_ALL`).
     CfgiSteRange = 0x04,
+    /// CMD_CFGI_CD: invalidate one cached CD (`CMDQ_OP_CFGI_CD`).
     CfgiCd = 0x05,
+    /// CMD_CFGI_CD_ALL: invalidate every cached CD of a StreamID (`CMDQ_OP_CFGI_CD_ALL`).
     CfgiCdAll = 0x06,
     /// MPAM VMS invalidation (SMMUv3.2). QEMU's enum calls 0x07 "CFGI_ALL", which it is not.
     CfgiVmsPidm = 0x07,
+    /// CMD_TLBI_NH_ALL: every stage-1 entry of a VMID (`CMDQ_OP_TLBI_NH_ALL`).
     TlbiNhAll = 0x10,
+    /// CMD_TLBI_NH_ASID: non-global stage-1 entries of an ASID (`CMDQ_OP_TLBI_NH_ASID`).
     TlbiNhAsid = 0x11,
+    /// CMD_TLBI_NH_VA: stage-1 entries for a VA in an ASID (`CMDQ_OP_TLBI_NH_VA`).
     TlbiNhVa = 0x12,
+    /// CMD_TLBI_NH_VAA: stage-1 entries for a VA in every ASID (`CMDQ_OP_TLBI_NH_VAA`).
     TlbiNhVaa = 0x13,
+    /// CMD_TLBI_EL3_ALL: every EL3 entry (secure command queue only).
     TlbiEl3All = 0x18,
+    /// CMD_TLBI_EL3_VA: EL3 entries for a VA (secure command queue only).
     TlbiEl3Va = 0x1a,
+    /// CMD_TLBI_EL2_ALL: every EL2 and EL2-E2H entry (`CMDQ_OP_TLBI_EL2_ALL`).
     TlbiEl2All = 0x20,
+    /// CMD_TLBI_EL2_ASID: non-global EL2-E2H entries of an ASID (`CMDQ_OP_TLBI_EL2_ASID`).
     TlbiEl2Asid = 0x21,
+    /// CMD_TLBI_EL2_VA: EL2 entries for a VA (`CMDQ_OP_TLBI_EL2_VA`).
     TlbiEl2Va = 0x22,
+    /// CMD_TLBI_EL2_VAA: EL2-E2H entries for a VA in every ASID.
     TlbiEl2Vaa = 0x23,
+    /// CMD_TLBI_S12_VMALL: every stage-1 and stage-2 entry of a VMID (`CMDQ_OP_TLBI_S12_VMALL`).
     TlbiS12Vmall = 0x28,
+    /// CMD_TLBI_S2_IPA: stage-2 entries for an IPA (`CMDQ_OP_TLBI_S2_IPA`).
     TlbiS2Ipa = 0x2a,
+    /// CMD_TLBI_NSNH_ALL: every non-secure, non-hypervisor entry (`CMDQ_OP_TLBI_NSNH_ALL`).
     TlbiNsnhAll = 0x30,
+    /// CMD_ATC_INV: ATS invalidation of a device's ATC (`CMDQ_OP_ATC_INV`).
     AtcInv = 0x40,
+    /// CMD_PRI_RESP: response to a PRI page request group (`CMDQ_OP_PRI_RESP`).
     PriResp = 0x41,
+    /// CMD_RESUME: retry or terminate a stalled transaction (`CMDQ_OP_RESUME`).
     Resume = 0x44,
+    /// CMD_STALL_TERM: terminate every stalled transaction of a StreamID.
     StallTerm = 0x45,
+    /// CMD_SYNC: completes once every earlier command has (`CMDQ_OP_CMD_SYNC`).
     Sync = 0x46,
 }
 crate::open_enum_bits!(Opcode, u8, 8);
@@ -142,6 +165,7 @@ pub struct TlbiDw1 {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 #[repr(u8)]
 pub enum SyncCs {
+    /// SIG_NONE: no signal; software polls CMDQ_CONS.
     None = 0,
     /// Interrupt, i.e. an MSI write when MSIAddress ≠ 0.
     Irq = 1,

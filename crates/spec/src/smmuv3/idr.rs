@@ -7,6 +7,7 @@ use bitfield_struct::bitfield;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum StLevel {
+    /// Linear stream table only.
     LinearOnly = 0,
     /// Linear and 2-level (`IDR0_ST_LVL_2LVL`).
     TwoLevel = 1,
@@ -20,6 +21,7 @@ crate::open_enum_bits!(StLevel, u8, 2);
 pub enum StallModel {
     /// Stall and terminate both supported (`IDR0_STALL_MODEL_STALL`).
     Stall = 0,
+    /// Terminate only: stalling is not supported.
     TerminateOnly = 1,
     /// Stall forced on faults configured for stall (`IDR0_STALL_MODEL_FORCE`).
     Force = 2,
@@ -31,8 +33,11 @@ crate::open_enum_bits!(StallModel, u8, 2);
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum TtEndian {
+    /// Either endianness, selected per table (`IDR0_TTENDIAN_MIXED`).
     Mixed = 0,
+    /// Little-endian only (`IDR0_TTENDIAN_LE`).
     Little = 2,
+    /// Big-endian only (`IDR0_TTENDIAN_BE`); 1 is reserved.
     Big = 3,
 }
 crate::open_enum_bits!(TtEndian, u8, 2);
@@ -42,8 +47,11 @@ crate::open_enum_bits!(TtEndian, u8, 2);
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Ttf {
+    /// AArch32 (LPAE) tables only.
     AArch32 = 1,
+    /// AArch64 tables only (`IDR0_TTF_AARCH64`).
     AArch64 = 2,
+    /// Both AArch32 and AArch64 tables (`IDR0_TTF_AARCH32_64`); 0 is reserved.
     AArch32And64 = 3,
 }
 crate::open_enum_bits!(Ttf, u8, 2);
