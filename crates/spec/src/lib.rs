@@ -8,6 +8,7 @@
 //! are open enums: an unknown value is a value, never a panic.
 #![no_std]
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 /// A PCI requester ID (`bus << 8 | devfn`): VT-d's source ID, AMD-Vi's DeviceID (re-exported under those
 /// names), the PCI side of an SMMUv3 StreamID mapping.
