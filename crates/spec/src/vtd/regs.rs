@@ -79,8 +79,10 @@ pub mod off {
 #[bitfield(u32)]
 #[derive(PartialEq, Eq)]
 pub struct Ver {
+    /// MIN (bits 3:0): minor version.
     #[bits(4)]
     pub min: u8,
+    /// MAX (bits 7:4): major version.
     #[bits(4)]
     pub max: u8,
     #[bits(24)]
@@ -94,10 +96,13 @@ pub struct Cap {
     /// Number of domain IDs: `2^(4 + 2*ND)`.
     #[bits(3)]
     pub nd: u8,
+    /// AFL (bit 3): advanced fault logging.
     pub afl: bool,
     /// Required write-buffer flushing (GCMD.WBF).
     pub rwbf: bool,
+    /// PLMR (bit 5): protected low-memory region.
     pub plmr: bool,
+    /// PHMR (bit 6): protected high-memory region.
     pub phmr: bool,
     /// Caching mode: not-present entries may be cached (tagged with DID 0).
     pub cm: bool,
@@ -109,7 +114,9 @@ pub struct Cap {
     /// Maximum guest address width minus one.
     #[bits(6)]
     pub mgaw: u8,
+    /// ZLR (bit 22): zero-length DMA reads to write-only pages allowed.
     pub zlr: bool,
+    /// ISOCH (bit 23): isochronous remapping units (deprecated).
     pub isoch: bool,
     /// Fault-recording register offset, in 16-byte units.
     #[bits(10)]
@@ -126,14 +133,21 @@ pub struct Cap {
     /// Maximum address mask value for page-selective invalidation.
     #[bits(6)]
     pub mamv: u8,
+    /// DWD (bit 54): write draining on IOTLB invalidation.
     pub dwd: bool,
+    /// DRD (bit 55): read draining on IOTLB invalidation.
     pub drd: bool,
+    /// FL1GP (bit 56): first-level 1 GiB pages.
     pub fl1gp: bool,
     #[bits(2)]
     __: u8,
+    /// PI (bit 59): posted interrupts.
     pub pi: bool,
+    /// FL5LP (bit 60): first-level 5-level paging.
     pub fl5lp: bool,
+    /// ECMDS (bit 61): enhanced command interface (ECMD registers).
     pub ecmds: bool,
+    /// ESIRTPS (bit 62): SIRTP itself invalidates the interrupt entry cache.
     pub esirtps: bool,
     /// SRTP itself invalidates all translation caches.
     pub esrtps: bool,
@@ -167,6 +181,7 @@ pub struct Ecap {
     pub dt: bool,
     /// Interrupt remapping.
     pub ir: bool,
+    /// EIM (bit 4): extended interrupt mode, 32-bit x2APIC destination IDs.
     pub eim: bool,
     #[bits(1)]
     __: u8,
@@ -179,38 +194,57 @@ pub struct Ecap {
     pub iro: u16,
     #[bits(2)]
     __: u8,
+    /// MHMV (bits 23:20): largest handle mask for IEC invalidation.
     #[bits(4)]
     pub mhmv: u8,
     #[bits(1)]
     __: u8,
+    /// MTS (bit 25): memory-type support.
     pub mts: bool,
+    /// NEST (bit 26): nested translation.
     pub nest: bool,
+    /// Bit 27: deferred invalidation (deprecated; Linux `ecap_dis`).
     pub dis: bool,
     #[bits(1)]
     __: u8,
+    /// PRS (bit 29): page requests.
     pub prs: bool,
+    /// ERS (bit 30): execute requests.
     pub ers: bool,
+    /// SRS (bit 31): supervisor requests.
     pub srs: bool,
     #[bits(1)]
     __: u8,
+    /// NWFS (bit 33): no-write flag.
     pub nwfs: bool,
+    /// EAFS (bit 34): extended accessed flag.
     pub eafs: bool,
+    /// PSS (bits 39:35): PASID size supported, PASIDs of PSS + 1 bits.
     #[bits(5)]
     pub pss: u8,
+    /// PASID (bit 40): process address space IDs.
     pub pasid: bool,
+    /// DIT (bit 41): device-TLB invalidation throttling.
     pub dit: bool,
+    /// PDS (bit 42): page-request drain.
     pub pds: bool,
     /// Scalable-mode translation.
     pub smts: bool,
+    /// VCS (bit 44): virtual command registers.
     pub vcs: bool,
+    /// SLADS (bit 45): second-level accessed/dirty.
     pub slads: bool,
     /// Second-level translation (scalable mode).
     pub slts: bool,
+    /// FLTS (bit 47): first-level translation (scalable mode).
     pub flts: bool,
+    /// SMPWCS (bit 48): scalable-mode page walks may snoop (PASID entry PWSNP).
     pub smpwcs: bool,
+    /// RPS (bit 49): RID_PASID field in scalable-mode context entries.
     pub rps: bool,
     #[bits(1)]
     __: u8,
+    /// PMS (bit 51): performance monitoring.
     pub pms: bool,
     #[bits(12)]
     __: u16,
@@ -232,6 +266,7 @@ pub struct Gcmd {
     pub qie: bool,
     /// Write-buffer flush (one-shot).
     pub wbf: bool,
+    /// EAFL (bit 28): enable advanced fault logging.
     pub eafl: bool,
     /// Set fault log (one-shot).
     pub sfl: bool,
@@ -247,13 +282,19 @@ pub struct Gcmd {
 pub struct Gsts {
     #[bits(23)]
     __: u32,
+    /// CFIS (bit 23): compatibility-format interrupts pass.
     pub cfis: bool,
+    /// IRTPS (bit 24): interrupt remapping table pointer latched.
     pub irtps: bool,
+    /// IRES (bit 25): interrupt remapping enabled.
     pub ires: bool,
+    /// QIES (bit 26): queued invalidation enabled.
     pub qies: bool,
     /// Reads 1 while a write-buffer flush is in progress.
     pub wbfs: bool,
+    /// AFLS (bit 28): advanced fault logging enabled.
     pub afls: bool,
+    /// FLS (bit 29): fault log pointer latched.
     pub fls: bool,
     /// Root table pointer latched.
     pub rtps: bool,
@@ -303,8 +344,11 @@ impl RtAddr {
 #[bitfield(u64)]
 #[derive(PartialEq, Eq)]
 pub struct Ccmd {
+    /// DID (bits 15:0): domain for domain- and device-selective requests.
     pub did: u16,
+    /// SID (bits 31:16): source ID for device-selective requests.
     pub sid: u16,
+    /// FM (bits 33:32): function mask, low devfn bits ignored in SID.
     #[bits(2)]
     pub fm: u8,
     #[bits(25)]
@@ -325,8 +369,11 @@ pub struct Ccmd {
 pub struct IotlbReg {
     #[bits(32)]
     __: u32,
+    /// DID (bits 47:32): domain for domain- and page-selective requests.
     pub did: u16,
+    /// DW (bit 48): drain writes before completing.
     pub dw: bool,
+    /// DR (bit 49): drain reads before completing.
     pub dr: bool,
     #[bits(7)]
     __: u8,
@@ -348,11 +395,14 @@ pub struct IotlbReg {
 #[bitfield(u64)]
 #[derive(PartialEq, Eq)]
 pub struct Iva {
+    /// AM (bits 5:0): address mask, the request covers `2^AM` pages.
     #[bits(6)]
     pub am: u8,
+    /// IH (bit 6): invalidation hint, leaf entries only.
     pub ih: bool,
     #[bits(5)]
     __: u8,
+    /// ADDR (bits 63:12): page address, aligned to `2^AM` pages.
     #[bits(52)]
     pub addr: u64,
 }
@@ -406,6 +456,7 @@ pub struct EventCtl {
 pub struct IqPtr {
     #[bits(4)]
     __: u8,
+    /// QH/QT (bits 18:4): offset in 16-byte units.
     #[bits(15)]
     pub qh: u16,
     #[bits(45)]
@@ -438,6 +489,7 @@ pub struct Iqa {
     __: u8,
     /// Descriptor width: 1 = 256-bit.
     pub dw: bool,
+    /// IQA (bits 63:12): queue base address.
     #[bits(52)]
     pub iqa: u64,
 }
@@ -481,7 +533,9 @@ pub struct Iqer {
     pub iqei: u8,
     #[bits(28)]
     __: u32,
+    /// ITESID (bits 47:32): source ID of the device-TLB invalidation that timed out.
     pub itesid: u16,
+    /// ICESID (bits 63:48): source ID of the device-TLB invalidation that completed in error.
     pub icesid: u16,
 }
 
@@ -512,6 +566,7 @@ pub struct Irta {
     __: u8,
     /// Extended interrupt mode (x2APIC).
     pub eime: bool,
+    /// IRTA (bits 63:12): interrupt remapping table address.
     #[bits(52)]
     pub irta: u64,
 }
