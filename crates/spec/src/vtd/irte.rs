@@ -67,6 +67,7 @@ pub struct Irte {
     pub rh: bool,
     /// TM: trigger mode, 0 edge, 1 level.
     pub tm: bool,
+    /// DLM (bits 7:5): delivery mode.
     #[bits(3)]
     pub dlm: DeliveryMode,
     /// AVAIL: left to software.
@@ -87,6 +88,7 @@ pub struct Irte {
     /// SQ: source-ID qualifier, which low function bits of SID to ignore.
     #[bits(2)]
     pub sq: u8,
+    /// SVT (bits 83:82): source validation type.
     #[bits(2)]
     pub svt: SourceValidation,
     #[bits(44)]
@@ -97,10 +99,13 @@ pub struct Irte {
 #[bitfield(u128)]
 #[derive(PartialEq, Eq)]
 pub struct PostedIrte {
+    /// P (bit 0): the entry is present.
     pub p: bool,
+    /// FPD (bit 1): fault processing disable.
     pub fpd: bool,
     #[bits(6)]
     __: u8,
+    /// AVAIL (bits 11:8): left to software.
     #[bits(4)]
     pub avail: u8,
     #[bits(2)]
@@ -116,9 +121,12 @@ pub struct PostedIrte {
     /// PDA bits 31:6: the posted-interrupt descriptor's address, low part.
     #[bits(26)]
     pub pda_lo: u32,
+    /// SID (bits 79:64): the requester the entry is for.
     pub sid: u16,
+    /// SQ (bits 81:80): source-ID qualifier.
     #[bits(2)]
     pub sq: u8,
+    /// SVT (bits 83:82): source validation type.
     #[bits(2)]
     pub svt: SourceValidation,
     #[bits(12)]
@@ -291,7 +299,9 @@ pub struct MsiAddrCompat {
 #[bitfield(u32)]
 #[derive(PartialEq, Eq)]
 pub struct MsiData {
+    /// Vector (bits 7:0).
     pub vector: u8,
+    /// Delivery mode (bits 10:8).
     #[bits(3)]
     pub dlm: DeliveryMode,
     #[bits(3)]

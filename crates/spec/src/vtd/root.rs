@@ -11,7 +11,9 @@ pub const ROOT_ENTRY_SIZE: u64 = 16;
 #[bitfield(u128)]
 #[derive(PartialEq, Eq)]
 pub struct RootEntry {
+    /// P (bit 0): the context-table pointer is valid.
     pub present: bool,
+    /// Bits 11:1, reserved.
     #[bits(11)]
     pub reserved_lo: u16,
     /// Context table pointer, 4 KiB aligned.
@@ -42,14 +44,18 @@ impl RootEntry {
 pub struct ScalableRootEntry {
     /// Lower context table present.
     pub lp: bool,
+    /// Bits 11:1, reserved.
     #[bits(11)]
     pub reserved_lo: u16,
+    /// LCTP (bits 63:12): lower context table pointer.
     #[bits(52)]
     pub lctp: u64,
     /// Upper context table present.
     pub up: bool,
+    /// Bits 75:65, reserved.
     #[bits(11)]
     pub reserved_up: u16,
+    /// UCTP (bits 127:76): upper context table pointer.
     #[bits(52)]
     pub uctp: u64,
 }
