@@ -72,16 +72,19 @@ pub const fn block_low_bits(raw: u64, level: u32) -> u64 {
 #[bitfield(u64)]
 #[derive(PartialEq, Eq)]
 pub struct S1Pte {
+    /// Valid (bit 0).
     pub valid: bool,
     /// 1 for a page (level 3), 0 for a block (levels 1–2).
     pub page: bool,
     /// MAIR index (`ARM_LPAE_PTE_ATTRINDX`).
     #[bits(3)]
     pub attr_indx: u8,
+    /// NS (bit 5): non-secure output (secure translations only).
     pub ns: bool,
     /// `AP[2:1]`: bit 6 (`AP[1]`) unprivileged access, bit 7 (`AP[2]`) read-only.
     #[bits(2)]
     pub ap: u8,
+    /// SH (bits 9:8): shareability, [`super::sh`] values.
     #[bits(2)]
     pub sh: u8,
     /// Access flag: 0 ⇒ access fault unless hardware updates it (CD.HA) or CD.AFFD.
@@ -95,7 +98,9 @@ pub struct S1Pte {
     __: u8,
     /// Dirty-bit modifier (hardware dirty state with CD.HD).
     pub dbm: bool,
+    /// Contiguous hint (bit 52): one of 16 adjacent entries mapping a contiguous range.
     pub contiguous: bool,
+    /// PXN (bit 53): privileged execute-never.
     pub pxn: bool,
     /// UXN / XN.
     pub uxn: bool,
@@ -157,6 +162,7 @@ impl S1Pte {
 #[bitfield(u64)]
 #[derive(PartialEq, Eq)]
 pub struct TableDesc {
+    /// Valid (bit 0).
     pub valid: bool,
     /// Must be 1 for a table.
     pub table: bool,
@@ -167,11 +173,14 @@ pub struct TableDesc {
     pub next: u64,
     #[bits(11)]
     __: u16,
+    /// PXNTable (bit 59): privileged execute-never below.
     pub pxn_table: bool,
+    /// UXNTable / XNTable (bit 60): execute-never below.
     pub uxn_table: bool,
     /// APTable: bit 61 no unprivileged access below, bit 62 read-only below.
     #[bits(2)]
     pub ap_table: u8,
+    /// NSTable (bit 63): non-secure tables below (secure translations only).
     pub ns_table: bool,
 }
 
@@ -198,6 +207,7 @@ impl TableDesc {
 #[bitfield(u64)]
 #[derive(PartialEq, Eq)]
 pub struct S2Pte {
+    /// Valid (bit 0).
     pub valid: bool,
     /// 1 for a page (level 3), 0 for a block.
     pub page: bool,
@@ -207,20 +217,26 @@ pub struct S2Pte {
     /// S2AP: bit 6 read, bit 7 write.
     #[bits(2)]
     pub s2ap: u8,
+    /// SH (bits 9:8): shareability, [`super::sh`] values.
     #[bits(2)]
     pub sh: u8,
+    /// AF (bit 10): access flag; 0 faults unless STE.S2HA or S2AFFD.
     pub af: bool,
     #[bits(1)]
     __: u8,
+    /// Output address bits 47:12.
     #[bits(36)]
     pub oa: u64,
     #[bits(3)]
     __: u8,
+    /// DBM (bit 51): dirty-bit modifier (hardware dirty state with STE.S2HD).
     pub dbm: bool,
+    /// Contiguous hint (bit 52).
     pub contiguous: bool,
     /// `XN[1:0]`; bit 54 alone without FEAT_XNX. Linux sets both for no-exec.
     #[bits(2)]
     pub xn: u8,
+    /// Bits 58:55: reserved for software.
     #[bits(4)]
     pub sw: u8,
     #[bits(5)]

@@ -104,8 +104,10 @@ crate::open_enum_bits!(Strw, u8, 2);
 pub struct SteDw0 {
     /// Valid; 0 ⇒ C_BAD_STE.
     pub v: bool,
+    /// Config (bits 3:1).
     #[bits(3)]
     pub config: Config,
+    /// S1Fmt (bits 5:4): CD table format.
     #[bits(2)]
     pub s1fmt: S1Fmt,
     /// Context descriptor (table) address bits 51:6.
@@ -122,11 +124,13 @@ pub struct SteDw0 {
 #[bitfield(u64)]
 #[derive(PartialEq, Eq)]
 pub struct SteDw1 {
+    /// S1DSS (bits 1:0): default substream behaviour.
     #[bits(2)]
     pub s1dss: S1Dss,
     /// CD fetch inner cacheability, [`super::cache`].
     #[bits(2)]
     pub s1cir: u8,
+    /// S1COR (bits 5:4): CD fetch outer cacheability, [`super::cache`].
     #[bits(2)]
     pub s1cor: u8,
     /// CD fetch shareability, [`super::sh`].
@@ -151,16 +155,22 @@ pub struct SteDw1 {
     __: u8,
     /// Stage-2 forced write-back (`STRTAB_STE_1_S2FWB`).
     pub s2fwb: bool,
+    /// S1MPAM (bit 26): MPAM from the CD (with IDR3.MPAM).
     pub s1mpam: bool,
     /// Stage-1 stall disable (`STRTAB_STE_1_S1STALLD`).
     pub s1stalld: bool,
+    /// EATS (bits 29:28): ATS handling.
     #[bits(2)]
     pub eats: Eats,
+    /// STRW (bits 31:30): stage-1 translation regime.
     #[bits(2)]
     pub strw: Strw,
+    /// MemAttr (bits 35:32): memory type used with MTCFG = 1.
     #[bits(4)]
     pub memattr: u8,
+    /// MTCFG (bit 36): replace the incoming memory type with MemAttr.
     pub mtcfg: bool,
+    /// ALLOCCFG (bits 40:37): allocation-hint override (0b0xxx keeps incoming).
     #[bits(4)]
     pub alloccfg: u8,
     #[bits(3)]
@@ -168,10 +178,13 @@ pub struct SteDw1 {
     /// Shareability override: 1 = use incoming (`STRTAB_STE_1_SHCFG_INCOMING`).
     #[bits(2)]
     pub shcfg: u8,
+    /// NSCFG (bits 47:46): security override (secure streams only).
     #[bits(2)]
     pub nscfg: u8,
+    /// PRIVCFG (bits 49:48): 0 use incoming, 2 unprivileged, 3 privileged.
     #[bits(2)]
     pub privcfg: u8,
+    /// INSTCFG (bits 51:50): 0 use incoming, 2 data, 3 instruction.
     #[bits(2)]
     pub instcfg: u8,
     #[bits(12)]
@@ -187,6 +200,7 @@ impl SteDw1 {
 #[bitfield(u64)]
 #[derive(PartialEq, Eq)]
 pub struct SteDw2 {
+    /// S2VMID (bits 15:0): the stream's VMID.
     pub s2vmid: u16,
     #[bits(16)]
     __: u16,
@@ -196,10 +210,13 @@ pub struct SteDw2 {
     /// Starting level, see [`super::s2_start_level`].
     #[bits(2)]
     pub s2sl0: u8,
+    /// S2IR0 (bits 41:40): stage-2 walk inner cacheability, [`super::cache`].
     #[bits(2)]
     pub s2ir0: u8,
+    /// S2OR0 (bits 43:42): stage-2 walk outer cacheability, [`super::cache`].
     #[bits(2)]
     pub s2or0: u8,
+    /// S2SH0 (bits 45:44): stage-2 walk shareability, [`super::sh`].
     #[bits(2)]
     pub s2sh0: u8,
     /// Granule: 0 4 KiB, 1 64 KiB, 2 16 KiB.
@@ -216,7 +233,9 @@ pub struct SteDw2 {
     pub s2affd: bool,
     /// Protected table walk.
     pub s2ptw: bool,
+    /// S2HD (bit 55): hardware dirty-state update at stage 2.
     pub s2hd: bool,
+    /// S2HA (bit 56): hardware access-flag update at stage 2.
     pub s2ha: bool,
     /// Stall stage-2 faults.
     pub s2s: bool,
@@ -232,6 +251,7 @@ pub struct SteDw2 {
 pub struct SteDw3 {
     /// Secure STEs only.
     pub s2nsw: bool,
+    /// S2NSA (bit 1): stage-2 output non-secure (secure STEs only).
     pub s2nsa: bool,
     #[bits(2)]
     __: u8,
