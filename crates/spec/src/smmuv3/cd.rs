@@ -67,28 +67,35 @@ pub struct CdDw0 {
     /// TTB0 input size: `64 - T0SZ` bits.
     #[bits(6)]
     pub t0sz: u8,
+    /// TG0 (bits 7:6): TTB0 granule.
     #[bits(2)]
     pub tg0: Granule,
     /// TTB0 walk inner cacheability, [`super::cache`].
     #[bits(2)]
     pub ir0: u8,
+    /// OR0 (bits 11:10): TTB0 walk outer cacheability, [`super::cache`].
     #[bits(2)]
     pub or0: u8,
+    /// SH0 (bits 13:12): TTB0 walk shareability, [`super::sh`].
     #[bits(2)]
     pub sh0: u8,
     /// Disable TTB0 walks.
     pub epd0: bool,
     /// Big-endian walks.
     pub endi: bool,
+    /// T1SZ (bits 21:16): TTB1 input size, `64 - T1SZ` bits.
     #[bits(6)]
     pub t1sz: u8,
     /// TTB1 granule, in TCR.TG1's encoding: see [`CdDw0::tg1_granule`].
     #[bits(2)]
     pub tg1: u8,
+    /// IR1 (bits 25:24): TTB1 walk inner cacheability.
     #[bits(2)]
     pub ir1: u8,
+    /// OR1 (bits 27:26): TTB1 walk outer cacheability.
     #[bits(2)]
     pub or1: u8,
+    /// SH1 (bits 29:28): TTB1 walk shareability.
     #[bits(2)]
     pub sh1: u8,
     /// Disable TTB1 walks (Linux always sets it).
@@ -100,11 +107,14 @@ pub struct CdDw0 {
     pub ips: u8,
     /// Access-flag fault disable.
     pub affd: bool,
+    /// WXN (bit 36): writable implies execute-never.
     pub wxn: bool,
+    /// UWXN (bit 37): unprivileged-writable implies privileged execute-never (AArch32).
     pub uwxn: bool,
     /// Top-byte ignore: bit 38 for TTB0, bit 39 for TTB1.
     #[bits(2)]
     pub tbi: u8,
+    /// PAN (bit 40): privileged access never to unprivileged-accessible pages.
     pub pan: bool,
     /// AArch64 tables (must be 1 on SMMUs without AArch32).
     pub aa64: bool,
@@ -120,6 +130,7 @@ pub struct CdDw0 {
     pub a: bool,
     /// ASID set: 1 = not shared with CPU broadcast TLB maintenance.
     pub aset: bool,
+    /// ASID (bits 63:48).
     pub asid: u16,
 }
 

@@ -75,6 +75,7 @@ pub const fn opcode(cmd: [u64; 2]) -> Opcode {
 #[bitfield(u64)]
 #[derive(PartialEq, Eq)]
 pub struct StreamDw0 {
+    /// Opcode (bits 7:0).
     #[bits(8)]
     pub op: Opcode,
     #[bits(1)]
@@ -106,6 +107,7 @@ pub struct CfgiLeafDw1 {
 #[bitfield(u64)]
 #[derive(PartialEq, Eq)]
 pub struct CfgiRangeDw1 {
+    /// Range (bits 4:0): the span is `2^(Range+1)` StreamIDs; 31 is every StreamID.
     #[bits(5)]
     pub range: u8,
     #[bits(59)]
@@ -124,6 +126,7 @@ pub const fn cfgi_range_span(sid: u32, range: u8) -> (u32, u64) {
 #[bitfield(u64)]
 #[derive(PartialEq, Eq)]
 pub struct TlbiDw0 {
+    /// Opcode (bits 7:0).
     #[bits(8)]
     pub op: Opcode,
     #[bits(4)]
@@ -133,11 +136,14 @@ pub struct TlbiDw0 {
     pub num: u8,
     #[bits(3)]
     __: u8,
+    /// SCALE (bits 24:20): range multiplier exponent.
     #[bits(5)]
     pub scale: u8,
     #[bits(7)]
     __: u8,
+    /// VMID (bits 47:32).
     pub vmid: u16,
+    /// ASID (bits 63:48).
     pub asid: u16,
 }
 
@@ -178,10 +184,12 @@ crate::open_enum_bits!(SyncCs, u8, 2);
 #[bitfield(u64)]
 #[derive(PartialEq, Eq)]
 pub struct SyncDw0 {
+    /// Opcode (bits 7:0).
     #[bits(8)]
     pub op: Opcode,
     #[bits(4)]
     __: u8,
+    /// CS (bits 13:12): completion signal.
     #[bits(2)]
     pub cs: SyncCs,
     #[bits(8)]
@@ -204,6 +212,7 @@ pub struct SyncDw0 {
 pub struct SyncDw1 {
     #[bits(2)]
     __: u8,
+    /// MSIAddress bits 51:2 (4-byte aligned).
     #[bits(50)]
     pub msiaddr: u64,
     #[bits(12)]
@@ -219,6 +228,7 @@ pub struct AddrSizeDw1 {
     pub size: u8,
     #[bits(6)]
     __: u8,
+    /// Address bits 63:12.
     #[bits(52)]
     pub addr: u64,
 }
