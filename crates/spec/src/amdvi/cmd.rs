@@ -57,8 +57,10 @@ pub struct CompletionWait {
     pub store_addr: u64,
     #[bits(8)]
     __: u8,
+    /// Opcode (bits 63:60).
     #[bits(4)]
     pub opcode: CmdOpcode,
+    /// Store data (bits 127:64), written with S = 1.
     pub store_data: u64,
 }
 
@@ -84,9 +86,11 @@ impl CompletionWait {
 #[bitfield(u128)]
 #[derive(PartialEq, Eq)]
 pub struct InvalidateDevice {
+    /// DeviceID (bits 15:0).
     pub device_id: u16,
     #[bits(44)]
     __: u64,
+    /// Opcode (bits 63:60).
     #[bits(4)]
     pub opcode: CmdOpcode,
     __: u64,
@@ -115,9 +119,11 @@ pub struct InvalidateIommuPages {
     pub pasid: u32,
     #[bits(12)]
     __: u16,
+    /// DomainID (bits 47:32).
     pub domain_id: u16,
     #[bits(12)]
     __: u16,
+    /// Opcode (bits 63:60).
     #[bits(4)]
     pub opcode: CmdOpcode,
     /// S: the address encodes a range (see [`inv_range`]).
@@ -172,19 +178,27 @@ impl InvalidateIommuPages {
 #[bitfield(u128)]
 #[derive(PartialEq, Eq)]
 pub struct InvalidateIotlbPages {
+    /// DeviceID (bits 15:0) of the endpoint.
     pub device_id: u16,
+    /// PASID bits 15:8 (bits 23:16).
     pub pasid_15_8: u8,
     /// Maxpend: the device's invalidate queue depth (Linux passes the ATS queue depth).
     pub maxpend: u8,
+    /// QueueID (bits 47:32).
     pub queue_id: u16,
+    /// PASID bits 7:0 (bits 55:48).
     pub pasid_7_0: u8,
+    /// PASID bits 19:16 (bits 59:56; unconfirmed, see above).
     #[bits(4)]
     pub pasid_19_16: u8,
+    /// Opcode (bits 63:60).
     #[bits(4)]
     pub opcode: CmdOpcode,
+    /// S (bit 64): the address encodes a range (see [`inv_range`]).
     pub s: bool,
     #[bits(1)]
     __: u8,
+    /// GN (bit 66): guest (PASID) address space.
     pub gn: bool,
     #[bits(1)]
     __: u8,
@@ -193,6 +207,7 @@ pub struct InvalidateIotlbPages {
     pub ty: u8,
     #[bits(6)]
     __: u8,
+    /// Address bits 63:12 (bits 127:76).
     #[bits(52)]
     pub address: u64,
 }
@@ -226,23 +241,29 @@ impl InvalidateIotlbPages {
 #[bitfield(u128)]
 #[derive(PartialEq, Eq)]
 pub struct CompletePprRequest {
+    /// DeviceID (bits 15:0) of the requester.
     pub device_id: u16,
     __: u16,
+    /// PASID (bits 51:32), with GN = 1.
     #[bits(20)]
     pub pasid: u32,
     #[bits(8)]
     __: u8,
+    /// Opcode (bits 63:60).
     #[bits(4)]
     pub opcode: CmdOpcode,
     #[bits(2)]
     __: u8,
+    /// GN (bit 66): the request carried a PASID.
     pub gn: bool,
     #[bits(29)]
     __: u32,
+    /// Completion tag (bits 104:96), the PPR request's PRG index.
     #[bits(9)]
     pub tag: u16,
     #[bits(3)]
     __: u8,
+    /// Response status (bits 111:108): the PCIe PRG response code.
     #[bits(4)]
     pub status: u8,
     __: u16,

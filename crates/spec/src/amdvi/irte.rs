@@ -36,6 +36,7 @@ pub struct Irte32 {
     pub remap_en: bool,
     /// SupIOPF: suppress the IO_PAGE_FAULT of a target-aborted interrupt.
     pub sup_iopf: bool,
+    /// IntType (bits 4:2).
     #[bits(3)]
     pub int_type: IntType,
     /// RqEoi: request EOI.
