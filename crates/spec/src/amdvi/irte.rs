@@ -22,7 +22,7 @@ pub const LINUX_INT_TAB_LEN: u8 = 9;
 pub enum IntType {
     /// 000b: fixed delivery to the destination.
     Fixed = 0,
-    /// 001b: arbitrated (x86 lowest priority); other values pass NMI, SMI, INIT, ExtINT as the spec lists.
+    /// 001b: arbitrated (x86 lowest priority).
     Arbitrated = 1,
 }
 

@@ -22,9 +22,9 @@ pub mod off {
     pub const EXT_FEATURES: usize = 0x0030;
     /// PPR Log Base Address Register, see [`super::RingBase`].
     pub const PPR_LOG_BASE: usize = 0x0038;
-    /// IOMMU Hardware Event Upper Register: the high half of the 16-byte event.
+    /// IOMMU Hardware Event Upper Register: one half of the 128-bit hardware error event.
     pub const HW_EVENT_HI: usize = 0x0040;
-    /// IOMMU Hardware Event Lower Register: the low half, with the event code.
+    /// IOMMU Hardware Event Lower Register: the other half of the hardware error event.
     pub const HW_EVENT_LO: usize = 0x0048;
     /// IOMMU Hardware Event Status Register: HEV (bit 0) valid, HEO (bit 1) overflow.
     pub const HW_EVENT_STATUS: usize = 0x0050;

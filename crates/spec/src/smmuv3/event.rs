@@ -16,7 +16,7 @@ pub enum EventId {
     FSteFetch = 0x03,
     /// STE invalid or illegal (`EVT_ID_BAD_STE_CONFIG`).
     CBadSte = 0x04,
-    /// ATS translation request refused: STE.EATS, CR0.ATSCHK or the stream's configuration forbids it.
+    /// ATS translation request refused: the stream's STE (EATS, Config) does not allow ATS.
     FBadAtsTreq = 0x05,
     /// Non-substream traffic with S1DSS = terminate (`EVT_ID_STREAM_DISABLED_FAULT`).
     FStreamDisabled = 0x06,

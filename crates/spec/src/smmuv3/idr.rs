@@ -103,7 +103,7 @@ pub struct Idr0 {
     /// TTENDIAN (bits 22:21): translation-table endianness.
     #[bits(2)]
     pub ttendian: TtEndian,
-    /// ATSRECERR (bit 23): ATS errors can be recorded.
+    /// ATSRECERR (bit 23): configuration errors of ATS translation requests can be recorded (CR2.REC_CFG_ATS).
     pub atsrecerr: bool,
     /// STALL_MODEL (bits 25:24).
     #[bits(2)]

@@ -10,9 +10,9 @@ pub mod off {
     pub const IDR0: usize = 0x00;
     /// SMMU_IDR1 (6.3.2): queue size maxima, StreamID and SubstreamID widths, table presets.
     pub const IDR1: usize = 0x04;
-    /// SMMU_IDR2 (6.3.3): VATOS support.
+    /// SMMU_IDR2 (6.3.3): BA_VATOS, where the VATOS page is.
     pub const IDR2: usize = 0x08;
-    /// SMMU_IDR3 (6.3.4): SMMUv3.1+ features (range invalidation, HAD, BBML, DPT).
+    /// SMMU_IDR3 (6.3.4): further features (HAD, range invalidation, BBML, DPT), see [`super::super::idr::Idr3`].
     pub const IDR3: usize = 0x0c;
     /// SMMU_IDR4 (6.3.5): implementation defined.
     pub const IDR4: usize = 0x10;

@@ -63,7 +63,7 @@ crate::open_enum_bits!(S1Fmt, u8, 2);
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum S1Dss {
-    /// Abort non-substream traffic, with an event (C_BAD_SUBSTREAMID).
+    /// Abort non-substream traffic, recording F_STREAM_DISABLED.
     Terminate = 0,
     /// Non-substream traffic bypasses stage 1 (`STRTAB_STE_1_S1DSS_BYPASS`).
     Bypass = 1,

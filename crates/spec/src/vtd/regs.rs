@@ -28,7 +28,7 @@ pub mod off {
     pub const FEADDR: usize = 0x040;
     /// Fault Event Upper Address Register: MSI address bits 63:32 (`DMAR_FEUADDR_REG`).
     pub const FEUADDR: usize = 0x044;
-    /// Advanced Fault Log Register, 64-bit (`DMAR_AFLOG_REG`); deprecated with ECAP.AFL.
+    /// Advanced Fault Log Register, 64-bit (`DMAR_AFLOG_REG`); only with CAP.AFL (deprecated).
     pub const AFLOG: usize = 0x058;
     /// Protected Memory Enable Register, 32-bit (`DMAR_PMEN_REG`): EPM (bit 31), PRS (bit 0).
     pub const PMEN: usize = 0x064;
