@@ -35,7 +35,7 @@ pub const fn desc_type(qw0: u64) -> DescType {
 
 /// Invalidation granularity of context-cache and IOTLB descriptors.
 pub mod granularity {
-    /// Every entry (`QI_CC_GRAN(1)`, `QI_IOTLB_GRAN(1)`).
+    /// Every entry.
     pub const GLOBAL: u8 = 1;
     /// Every entry of one domain ID.
     pub const DOMAIN: u8 = 2;
