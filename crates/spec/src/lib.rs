@@ -8,6 +8,7 @@
 //! are open enums: an unknown value is a value, never a panic.
 #![no_std]
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 /// A PCI requester ID (`bus << 8 | devfn`): VT-d's source ID, AMD-Vi's DeviceID (re-exported under those
 /// names), the PCI side of an SMMUv3 StreamID mapping.
@@ -15,18 +16,23 @@
 pub struct Rid(pub u16);
 
 impl Rid {
+    /// The ID of PCI function `bus:dev.func`; `dev` is masked to 5 bits, `func` to 3.
     pub const fn new(bus: u8, dev: u8, func: u8) -> Self {
         Rid(((bus as u16) << 8) | (((dev & 0x1f) as u16) << 3) | (func & 7) as u16)
     }
+    /// Bus number, bits 15:8.
     pub const fn bus(self) -> u8 {
         (self.0 >> 8) as u8
     }
+    /// Device and function, bits 7:0 (`PCI_DEVFN`).
     pub const fn devfn(self) -> u8 {
         self.0 as u8
     }
+    /// Device number, bits 7:3.
     pub const fn dev(self) -> u8 {
         (self.0 >> 3) as u8 & 0x1f
     }
+    /// Function number, bits 2:0.
     pub const fn func(self) -> u8 {
         self.0 as u8 & 7
     }
@@ -47,6 +53,7 @@ impl core::fmt::Display for Rid {
 macro_rules! open_enum_bits {
     ($t:ty, $repr:ty, $bits:expr) => {
         impl $t {
+            /// The value of a raw field: bits above the field's width are dropped.
             pub const fn from_bits(v: $repr) -> Self {
                 Self(v & (((1u64 << $bits) - 1) as $repr))
             }
@@ -75,6 +82,7 @@ pub enum IommuKind {
 }
 
 impl IommuKind {
+    /// The three kinds, in declaration order.
     pub const ALL: [IommuKind; 3] = [IommuKind::Vtd, IommuKind::Amdvi, IommuKind::Smmuv3];
 
     /// `vtd`, `amdvi`, `smmuv3`: the names the command line and JSON use.

@@ -17,13 +17,19 @@ pub const INV_ALL_PAGES_ADDRESS: u64 = 0x7fff_ffff_ffff_f000;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum CmdOpcode {
+    /// COMPLETION_WAIT (`CMD_COMPL_WAIT`).
     CompletionWait = 0x1,
+    /// INVALIDATE_DEVTAB_ENTRY (`CMD_INV_DEV_ENTRY`).
     InvalidateDevTabEntry = 0x2,
+    /// INVALIDATE_IOMMU_PAGES (`CMD_INV_IOMMU_PAGES`).
     InvalidateIommuPages = 0x3,
+    /// INVALIDATE_IOTLB_PAGES, an ATS invalidation to the device (`CMD_INV_IOTLB_PAGES`).
     InvalidateIotlbPages = 0x4,
+    /// INVALIDATE_INTERRUPT_TABLE (`CMD_INV_IRT`).
     InvalidateInterruptTable = 0x5,
     /// PREFETCH_IOMMU_PAGES (QEMU decodes it as a no-op; Linux never sends it).
     PrefetchIommuPages = 0x6,
+    /// COMPLETE_PPR_REQUEST (`CMD_COMPLETE_PPR`).
     CompletePprRequest = 0x7,
     /// INVALIDATE_IOMMU_ALL: needs EFR.IASup.
     InvalidateIommuAll = 0x8,
@@ -51,8 +57,10 @@ pub struct CompletionWait {
     pub store_addr: u64,
     #[bits(8)]
     __: u8,
+    /// Opcode (bits 63:60).
     #[bits(4)]
     pub opcode: CmdOpcode,
+    /// Store data (bits 127:64), written with S = 1.
     pub store_data: u64,
 }
 
@@ -60,6 +68,7 @@ impl CompletionWait {
     /// Reserved bits (59:52).
     pub const RESERVED: u128 = mask128(59, 52);
 
+    /// The store address, 8-byte aligned.
     pub const fn store_address(self) -> u64 {
         self.store_addr() << 3
     }
@@ -77,9 +86,11 @@ impl CompletionWait {
 #[bitfield(u128)]
 #[derive(PartialEq, Eq)]
 pub struct InvalidateDevice {
+    /// DeviceID (bits 15:0).
     pub device_id: u16,
     #[bits(44)]
     __: u64,
+    /// Opcode (bits 63:60).
     #[bits(4)]
     pub opcode: CmdOpcode,
     __: u64,
@@ -89,9 +100,11 @@ impl InvalidateDevice {
     /// Reserved bits (59:16, 127:64).
     pub const RESERVED: u128 = mask128(59, 16) | mask128(127, 64);
 
+    /// INVALIDATE_DEVTAB_ENTRY for `device` (Linux `build_inv_dte`).
     pub const fn devtab_entry(device: DeviceId) -> Self {
         InvalidateDevice::new().with_opcode(CmdOpcode::InvalidateDevTabEntry).with_device_id(device.0)
     }
+    /// INVALIDATE_INTERRUPT_TABLE for `device` (Linux `build_inv_irt`).
     pub const fn interrupt_table(device: DeviceId) -> Self {
         InvalidateDevice::new().with_opcode(CmdOpcode::InvalidateInterruptTable).with_device_id(device.0)
     }
@@ -106,9 +119,11 @@ pub struct InvalidateIommuPages {
     pub pasid: u32,
     #[bits(12)]
     __: u16,
+    /// DomainID (bits 47:32).
     pub domain_id: u16,
     #[bits(12)]
     __: u16,
+    /// Opcode (bits 63:60).
     #[bits(4)]
     pub opcode: CmdOpcode,
     /// S: the address encodes a range (see [`inv_range`]).
@@ -163,19 +178,27 @@ impl InvalidateIommuPages {
 #[bitfield(u128)]
 #[derive(PartialEq, Eq)]
 pub struct InvalidateIotlbPages {
+    /// DeviceID (bits 15:0) of the endpoint.
     pub device_id: u16,
+    /// PASID bits 15:8 (bits 23:16).
     pub pasid_15_8: u8,
     /// Maxpend: the device's invalidate queue depth (Linux passes the ATS queue depth).
     pub maxpend: u8,
+    /// QueueID (bits 47:32).
     pub queue_id: u16,
+    /// PASID bits 7:0 (bits 55:48).
     pub pasid_7_0: u8,
+    /// PASID bits 19:16 (bits 59:56; unconfirmed, see above).
     #[bits(4)]
     pub pasid_19_16: u8,
+    /// Opcode (bits 63:60).
     #[bits(4)]
     pub opcode: CmdOpcode,
+    /// S (bit 64): the address encodes a range (see [`inv_range`]).
     pub s: bool,
     #[bits(1)]
     __: u8,
+    /// GN (bit 66): guest (PASID) address space.
     pub gn: bool,
     #[bits(1)]
     __: u8,
@@ -184,6 +207,7 @@ pub struct InvalidateIotlbPages {
     pub ty: u8,
     #[bits(6)]
     __: u8,
+    /// Address bits 63:12 (bits 127:76).
     #[bits(52)]
     pub address: u64,
 }
@@ -203,9 +227,11 @@ impl InvalidateIotlbPages {
             .with_s(s)
             .with_address(addr >> 12)
     }
+    /// The 20-bit PASID assembled from its three pieces (meaningful with GN = 1).
     pub const fn pasid(self) -> u32 {
         (self.pasid_19_16() as u32) << 16 | (self.pasid_15_8() as u32) << 8 | self.pasid_7_0() as u32
     }
+    /// The inclusive address range `(first, last)` the command invalidates, see [`inv_range`].
     pub const fn covered(self) -> (u64, u64) {
         inv_range(self.address() << 12, self.s())
     }
@@ -215,23 +241,29 @@ impl InvalidateIotlbPages {
 #[bitfield(u128)]
 #[derive(PartialEq, Eq)]
 pub struct CompletePprRequest {
+    /// DeviceID (bits 15:0) of the requester.
     pub device_id: u16,
     __: u16,
+    /// PASID (bits 51:32), with GN = 1.
     #[bits(20)]
     pub pasid: u32,
     #[bits(8)]
     __: u8,
+    /// Opcode (bits 63:60).
     #[bits(4)]
     pub opcode: CmdOpcode,
     #[bits(2)]
     __: u8,
+    /// GN (bit 66): the request carried a PASID.
     pub gn: bool,
     #[bits(29)]
     __: u32,
+    /// Completion tag (bits 104:96), the PPR request's PRG index.
     #[bits(9)]
     pub tag: u16,
     #[bits(3)]
     __: u8,
+    /// Response status (bits 111:108): the PCIe PRG response code.
     #[bits(4)]
     pub status: u8,
     __: u16,

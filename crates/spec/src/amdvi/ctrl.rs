@@ -5,12 +5,19 @@ use bitfield_struct::bitfield;
 
 /// Control.InvTimeOut values (Linux `CTRL_INV_TO_*`): the device-IOTLB invalidation timeout.
 pub mod inv_timeout {
+    /// 000b: no timeout.
     pub const NONE: u8 = 0;
+    /// 001b: 1 ms.
     pub const MS_1: u8 = 1;
+    /// 010b: 10 ms.
     pub const MS_10: u8 = 2;
+    /// 011b: 100 ms.
     pub const MS_100: u8 = 3;
+    /// 100b: 1 s (`CTRL_INV_TO_1S`).
     pub const S_1: u8 = 4;
+    /// 101b: 10 s.
     pub const S_10: u8 = 5;
+    /// 110b: 100 s; 111b is reserved.
     pub const S_100: u8 = 6;
 }
 

@@ -20,11 +20,17 @@ pub const MAX_DTE_ENTRIES: u32 = 65536;
 pub enum PagingMode {
     /// Mode 0: no translation; DMA passes untranslated with the DTE's IR/IW permissions.
     NoTranslation = 0,
+    /// One level: a single table of 4 KiB pages, a 21-bit IOVA (`PAGE_MODE_1_LEVEL`).
     Level1 = 1,
+    /// Two levels, a 30-bit IOVA (`PAGE_MODE_2_LEVEL`).
     Level2 = 2,
+    /// Three levels, a 39-bit IOVA (`PAGE_MODE_3_LEVEL`).
     Level3 = 3,
+    /// Four levels, a 48-bit IOVA (`PAGE_MODE_4_LEVEL`).
     Level4 = 4,
+    /// Five levels, a 57-bit IOVA (`PAGE_MODE_5_LEVEL`).
     Level5 = 5,
+    /// Six levels, the full 64-bit IOVA (`PAGE_MODE_6_LEVEL`).
     Level6 = 6,
     /// Mode 7 is reserved in a DTE.
     Reserved = 7,
@@ -53,13 +59,16 @@ pub enum IntCtl {
     Pass = 1,
     /// Remapped through the interrupt table (Linux `DTE_IRQ_REMAP_INTCTL`).
     Remap = 2,
+    /// 3 is reserved.
     Reserved = 3,
 }
 
 impl IntCtl {
+    /// The value of a raw 2-bit field (higher bits dropped).
     pub const fn from_bits(v: u8) -> Self {
         Self(v & 3)
     }
+    /// The 2-bit field value (higher bits dropped).
     pub const fn into_bits(self) -> u8 {
         self.0 & 3
     }
@@ -200,6 +209,7 @@ pub struct DteQw3 {
 impl DteQw0 {
     /// Reserved bits (6:2, 63).
     pub const RESERVED: u64 = mask64(6, 2) | 1 << 63;
+    /// Set bits of the quadword that [`Self::RESERVED`] names.
     pub const fn reserved_bits(self) -> u64 {
         self.into_bits() & Self::RESERVED
     }
@@ -208,6 +218,7 @@ impl DteQw0 {
 impl DteQw1 {
     /// No reserved bits in rev 3.x (QEMU `AMDVI_DTE_QUAD1_RESERVED` = 0; older parts reserved bit 42).
     pub const RESERVED: u64 = 0;
+    /// Set bits of the quadword that [`Self::RESERVED`] names.
     pub const fn reserved_bits(self) -> u64 {
         self.into_bits() & Self::RESERVED
     }
@@ -216,6 +227,7 @@ impl DteQw1 {
 impl DteQw2 {
     /// Reserved bits (53:52).
     pub const RESERVED: u64 = mask64(53, 52);
+    /// Set bits of the quadword that [`Self::RESERVED`] names.
     pub const fn reserved_bits(self) -> u64 {
         self.into_bits() & Self::RESERVED
     }
@@ -224,6 +236,7 @@ impl DteQw2 {
 impl DteQw3 {
     /// Reserved bits (14:0, 53:48).
     pub const RESERVED: u64 = mask64(14, 0) | mask64(53, 48);
+    /// Set bits of the quadword that [`Self::RESERVED`] names.
     pub const fn reserved_bits(self) -> u64 {
         self.into_bits() & Self::RESERVED
     }
@@ -234,30 +247,38 @@ impl DteQw3 {
 pub struct Dte(pub [u64; 4]);
 
 impl Dte {
+    /// Quadword 0 (bits 63:0).
     pub const fn qw0(self) -> DteQw0 {
         DteQw0::from_bits(self.0[0])
     }
+    /// Quadword 1 (bits 127:64).
     pub const fn qw1(self) -> DteQw1 {
         DteQw1::from_bits(self.0[1])
     }
+    /// Quadword 2 (bits 191:128).
     pub const fn qw2(self) -> DteQw2 {
         DteQw2::from_bits(self.0[2])
     }
+    /// Quadword 3 (bits 255:192).
     pub const fn qw3(self) -> DteQw3 {
         DteQw3::from_bits(self.0[3])
     }
+    /// The entry with quadword 0 replaced.
     pub const fn with_qw0(mut self, q: DteQw0) -> Self {
         self.0[0] = q.into_bits();
         self
     }
+    /// The entry with quadword 1 replaced.
     pub const fn with_qw1(mut self, q: DteQw1) -> Self {
         self.0[1] = q.into_bits();
         self
     }
+    /// The entry with quadword 2 replaced.
     pub const fn with_qw2(mut self, q: DteQw2) -> Self {
         self.0[2] = q.into_bits();
         self
     }
+    /// The entry with quadword 3 replaced.
     pub const fn with_qw3(mut self, q: DteQw3) -> Self {
         self.0[3] = q.into_bits();
         self
@@ -273,6 +294,7 @@ impl Dte {
         }
         Dte(q)
     }
+    /// The 32 bytes the entry occupies in memory (little-endian quadwords).
     pub fn to_le_bytes(self) -> [u8; 32] {
         let mut b = [0u8; 32];
         for (i, q) in self.0.iter().enumerate() {
@@ -281,12 +303,15 @@ impl Dte {
         b
     }
 
+    /// V (bit 0): the entry is valid; clear, DMA passes untranslated and interrupts unremapped.
     pub const fn valid(self) -> bool {
         self.qw0().v()
     }
+    /// TV (bit 1): Mode, the root pointer and the permissions are valid.
     pub const fn translation_valid(self) -> bool {
         self.qw0().tv()
     }
+    /// Mode (bits 11:9): host page-table levels.
     pub const fn mode(self) -> PagingMode {
         self.qw0().mode()
     }
@@ -294,12 +319,15 @@ impl Dte {
     pub const fn pt_root(self) -> u64 {
         self.qw0().pt_root() << 12
     }
+    /// DomainID (bits 79:64).
     pub const fn domain_id(self) -> u16 {
         self.qw1().domain_id()
     }
+    /// IR (bit 61): DMA reads allowed.
     pub const fn ir(self) -> bool {
         self.qw0().ir()
     }
+    /// IW (bit 62): DMA writes allowed.
     pub const fn iw(self) -> bool {
         self.qw0().iw()
     }
@@ -322,6 +350,7 @@ impl Dte {
     pub const fn int_table_entries(self) -> u32 {
         1 << self.qw2().int_tab_len()
     }
+    /// IntCtl (bits 189:188): fixed and arbitrated interrupts aborted, passed or remapped.
     pub const fn int_ctl(self) -> IntCtl {
         self.qw2().int_ctl()
     }
@@ -338,6 +367,7 @@ impl Dte {
     pub const fn reserved_bits(self) -> [u64; 4] {
         [self.qw0().reserved_bits(), self.qw1().reserved_bits(), self.qw2().reserved_bits(), self.qw3().reserved_bits()]
     }
+    /// Any quadword has a reserved bit set: the IOMMU reports ILLEGAL_DEV_TABLE_ENTRY for such an entry.
     pub const fn has_reserved_bits(self) -> bool {
         let r = self.reserved_bits();
         r[0] | r[1] | r[2] | r[3] != 0

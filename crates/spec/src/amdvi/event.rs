@@ -20,14 +20,23 @@ pub const EVENT_SIZE: u64 = 16;
 pub enum EventCode {
     /// 0 is not an event: Linux treats it as "entry not written yet" and retries.
     None = 0x0,
+    /// ILLEGAL_DEV_TABLE_ENTRY (`EVENT_TYPE_ILL_DEV`).
     IllegalDevTableEntry = 0x1,
+    /// IO_PAGE_FAULT (`EVENT_TYPE_IO_FAULT`).
     IoPageFault = 0x2,
+    /// DEV_TAB_HARDWARE_ERROR (`EVENT_TYPE_DEV_TAB_ERR`).
     DevTabHardwareError = 0x3,
+    /// PAGE_TAB_HARDWARE_ERROR (`EVENT_TYPE_PAGE_TAB_ERR`).
     PageTabHardwareError = 0x4,
+    /// ILLEGAL_COMMAND_ERROR (`EVENT_TYPE_ILL_CMD`).
     IllegalCommandError = 0x5,
+    /// COMMAND_HARDWARE_ERROR (`EVENT_TYPE_CMD_HARD_ERR`).
     CommandHardwareError = 0x6,
+    /// IOTLB_INV_TIMEOUT (`EVENT_TYPE_IOTLB_INV_TO`).
     IotlbInvTimeout = 0x7,
+    /// INVALID_DEVICE_REQUEST (`EVENT_TYPE_INV_DEV_REQ`).
     InvalidDeviceRequest = 0x8,
+    /// INVALID_PPR_REQUEST (`EVENT_TYPE_INV_PPR_REQ`).
     InvalidPprRequest = 0x9,
     /// RMP_PAGE_FAULT (SNP): the address is the GPA.
     RmpPageFault = 0xd,
@@ -70,6 +79,7 @@ pub struct EventFlags {
 #[bitfield(u128)]
 #[derive(PartialEq, Eq)]
 pub struct EventEntry {
+    /// DeviceID of the requester (dw0 15:0).
     pub device_id: u16,
     /// `PASID[19:16]` (page faults and other PASID-carrying events).
     #[bits(4)]
@@ -81,6 +91,7 @@ pub struct EventEntry {
     /// The flag bits, see [`EventFlags`].
     #[bits(12)]
     pub flags: u16,
+    /// EventCode (dw1 31:28).
     #[bits(4)]
     pub code: EventCode,
     /// The faulting IOVA, or the table entry or command address the event is about.
@@ -88,9 +99,11 @@ pub struct EventEntry {
 }
 
 impl EventEntry {
+    /// The flags field as [`EventFlags`].
     pub const fn event_flags(self) -> EventFlags {
         EventFlags::from_bits(self.flags())
     }
+    /// The entry with `f` as its flags (bits above the 12 kept ones dropped).
     pub const fn with_event_flags(self, f: EventFlags) -> Self {
         self.with_flags(f.into_bits() & 0xfff)
     }
@@ -98,6 +111,7 @@ impl EventEntry {
     pub const fn domain_or_pasid20(self) -> u32 {
         (self.pasid_19_16() as u32) << 16 | self.domain_or_pasid() as u32
     }
+    /// The entry with a 20-bit DomainID/PASID: bits 19:16 to dw0 19:16, bits 15:0 to dw1 15:0.
     pub const fn with_domain_or_pasid20(self, v: u32) -> Self {
         self.with_pasid_19_16(((v >> 16) & 0xf) as u8).with_domain_or_pasid(v as u16)
     }
@@ -112,26 +126,83 @@ impl EventEntry {
 pub enum Event {
     /// ILLEGAL_DEV_TABLE_ENTRY: the DTE had reserved bits or an invalid combination. The address is the
     /// request's (VirtualBox's reading of the spec); QEMU writes the DTE's address instead.
-    IllegalDevTableEntry { device: DeviceId, pasid: u32, address: u64, flags: EventFlags },
+    IllegalDevTableEntry {
+        /// DeviceID.
+        device: DeviceId,
+        /// PASID, 20 bits (with GN).
+        pasid: u32,
+        /// Address of the request.
+        address: u64,
+        /// Flag bits.
+        flags: EventFlags,
+    },
     /// IO_PAGE_FAULT: not present or permission denied; the address is the IOVA.
-    IoPageFault { device: DeviceId, domain_or_pasid: u32, address: u64, flags: EventFlags },
+    IoPageFault {
+        /// DeviceID.
+        device: DeviceId,
+        /// DomainID (GN = 0) or 20-bit PASID (GN = 1).
+        domain_or_pasid: u32,
+        /// The faulting IOVA (or guest address with GN).
+        address: u64,
+        /// Flag bits: PR, RW, PE, RZ, I, US, NX, TR.
+        flags: EventFlags,
+    },
     /// DEV_TAB_HARDWARE_ERROR: reading the DTE at `address` failed.
-    DevTabHardwareError { device: DeviceId, address: u64, flags: EventFlags },
+    DevTabHardwareError {
+        /// DeviceID.
+        device: DeviceId,
+        /// Physical address of the DTE read.
+        address: u64,
+        /// Flag bits; Type says master abort, target abort or data error.
+        flags: EventFlags,
+    },
     /// PAGE_TAB_HARDWARE_ERROR: reading the page-table entry at `address` failed.
-    PageTabHardwareError { device: DeviceId, domain_or_pasid: u32, address: u64, flags: EventFlags },
+    PageTabHardwareError {
+        /// DeviceID.
+        device: DeviceId,
+        /// DomainID (GN = 0) or 20-bit PASID (GN = 1).
+        domain_or_pasid: u32,
+        /// Physical address of the page-table entry read.
+        address: u64,
+        /// Flag bits; Type says master abort, target abort or data error.
+        flags: EventFlags,
+    },
     /// ILLEGAL_COMMAND_ERROR: the command at physical `address` was malformed.
-    IllegalCommandError { address: u64 },
+    IllegalCommandError {
+        /// Physical address of the command in the command buffer.
+        address: u64,
+    },
     /// COMMAND_HARDWARE_ERROR: an access made for a command (fetch, completion store) failed at `address`.
-    CommandHardwareError { address: u64, flags: EventFlags },
+    CommandHardwareError {
+        /// Physical address of the failed access.
+        address: u64,
+        /// Flag bits; Type says master abort, target abort or data error.
+        flags: EventFlags,
+    },
     /// IOTLB_INV_TIMEOUT: a device did not answer the INVALIDATE_IOTLB_PAGES at `address`.
-    IotlbInvTimeout { device: DeviceId, address: u64 },
+    IotlbInvTimeout {
+        /// DeviceID of the device that timed out.
+        device: DeviceId,
+        /// Physical address of the INVALIDATE_IOTLB_PAGES command.
+        address: u64,
+    },
     /// INVALID_DEVICE_REQUEST.
-    InvalidDeviceRequest { device: DeviceId, pasid: u32, address: u64, flags: EventFlags },
+    InvalidDeviceRequest {
+        /// DeviceID.
+        device: DeviceId,
+        /// PASID, 20 bits (with GN).
+        pasid: u32,
+        /// Address of the request.
+        address: u64,
+        /// Flag bits; Type says which request kind was refused.
+        flags: EventFlags,
+    },
     /// Any other code (PPR, RMP, unknown, or 0), kept raw.
     Other(EventEntry),
 }
 
 impl Event {
+    /// Decode an entry from its 128 bits (dw0 in bits 31:0).
     pub const fn decode(raw: u128) -> Event {
         let e = EventEntry::from_bits(raw);
         let device = DeviceId(e.device_id());
@@ -153,6 +224,7 @@ impl Event {
         }
     }
 
+    /// EventCode of the entry this event encodes to.
     pub const fn code(self) -> EventCode {
         match self {
             Event::IllegalDevTableEntry { .. } => EventCode::IllegalDevTableEntry,

@@ -20,7 +20,9 @@ pub const LINUX_INT_TAB_LEN: u8 = 9;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum IntType {
+    /// 000b: fixed delivery to the destination.
     Fixed = 0,
+    /// 001b: arbitrated (x86 lowest priority).
     Arbitrated = 1,
 }
 
@@ -34,6 +36,7 @@ pub struct Irte32 {
     pub remap_en: bool,
     /// SupIOPF: suppress the IO_PAGE_FAULT of a target-aborted interrupt.
     pub sup_iopf: bool,
+    /// IntType (bits 4:2).
     #[bits(3)]
     pub int_type: IntType,
     /// RqEoi: request EOI.
@@ -44,6 +47,7 @@ pub struct Irte32 {
     pub guest_mode: bool,
     /// Destination APIC ID (8 bits: no x2APIC destination in this format).
     pub destination: u8,
+    /// Vector (bits 23:16) delivered to the destination.
     pub vector: u8,
     #[bits(8)]
     __: u8,
@@ -52,6 +56,7 @@ pub struct Irte32 {
 impl Irte32 {
     /// Reserved bits (7 GuestMode, 31:24).
     pub const RESERVED: u32 = 1 << 7 | 0xff << 24;
+    /// Set bits of the entry in [`Self::RESERVED`].
     pub const fn reserved_bits(self) -> u32 {
         self.into_bits() & Self::RESERVED
     }
@@ -65,11 +70,16 @@ impl Irte32 {
 #[bitfield(u64)]
 #[derive(PartialEq, Eq)]
 pub struct IrteGaLo {
+    /// RemapEn (bit 0): the entry is valid.
     pub remap_en: bool,
+    /// SupIOPF (bit 1): suppress the IO_PAGE_FAULT of a target-aborted interrupt.
     pub sup_iopf: bool,
+    /// IntType (bits 4:2).
     #[bits(3)]
     pub int_type: IntType,
+    /// RqEoi (bit 5): request EOI.
     pub rq_eoi: bool,
+    /// DM (bit 6): destination mode, 0 physical, 1 logical.
     pub dm: bool,
     /// GuestMode: 1 = guest virtual APIC (posted to a vCPU), which this project does not model.
     pub guest_mode: bool,
@@ -84,6 +94,7 @@ pub struct IrteGaLo {
 #[bitfield(u64)]
 #[derive(PartialEq, Eq)]
 pub struct IrteGaHi {
+    /// Vector (bits 71:64 of the entry).
     pub vector: u8,
     #[bits(4)]
     __: u8,
@@ -103,12 +114,15 @@ pub struct IrteGa(pub [u64; 2]);
 impl IrteGa {
     /// Reserved bits of the high quadword in remapped mode (11:8, 55:52).
     pub const HI_RESERVED: u64 = 0xf << 8 | 0xf << 52;
+    /// Quadword 0 (bits 63:0).
     pub const fn lo(self) -> IrteGaLo {
         IrteGaLo::from_bits(self.0[0])
     }
+    /// Quadword 1 (bits 127:64).
     pub const fn hi(self) -> IrteGaHi {
         IrteGaHi::from_bits(self.0[1])
     }
+    /// The entry from its two quadwords.
     pub const fn from_parts(lo: IrteGaLo, hi: IrteGaHi) -> Self {
         IrteGa([lo.into_bits(), hi.into_bits()])
     }
@@ -116,9 +130,11 @@ impl IrteGa {
     pub const fn destination(self) -> u32 {
         self.lo().destination_lo() | (self.hi().destination_hi() as u32) << 24
     }
+    /// Vector (bits 71:64).
     pub const fn vector(self) -> u8 {
         self.hi().vector()
     }
+    /// RemapEn (bit 0): the entry is valid.
     pub const fn remap_en(self) -> bool {
         self.lo().remap_en()
     }
@@ -135,8 +151,9 @@ impl IrteGa {
     }
 }
 
-/// Bytes per entry of each format.
+/// Bytes per entry of the 32-bit format.
 pub const IRTE32_SIZE: u64 = 4;
+/// Bytes per entry of the 128-bit (GA) format.
 pub const IRTE_GA_SIZE: u64 = 16;
 
 #[cfg(test)]

@@ -57,6 +57,7 @@ pub struct IoPte {
 }
 
 impl IoPte {
+    /// PR (bit 0): the entry is present.
     pub const fn present(self) -> bool {
         self.pr()
     }

@@ -6,9 +6,13 @@ use crate::mask64;
 
 /// Register offsets (spec 3.4, Linux `MMIO_*_OFFSET`).
 pub mod off {
+    /// Device Table Base Address Register (3.4.1), see [`super::DevTableBase`].
     pub const DEV_TABLE_BASE: usize = 0x0000;
+    /// Command Buffer Base Address Register (3.4.2), see [`super::RingBase`].
     pub const CMD_BUF_BASE: usize = 0x0008;
+    /// Event Log Base Address Register (3.4.3), see [`super::RingBase`].
     pub const EVENT_LOG_BASE: usize = 0x0010;
+    /// IOMMU Control Register (3.4.4), see [`super::super::ctrl`].
     pub const CONTROL: usize = 0x0018;
     /// Exclusion Base; with SNP enforcement on, the Completion Store (CWWB) Base.
     pub const EXCL_BASE: usize = 0x0020;
@@ -16,32 +20,55 @@ pub mod off {
     pub const EXCL_LIMIT: usize = 0x0028;
     /// Extended Feature Register (EFR).
     pub const EXT_FEATURES: usize = 0x0030;
+    /// PPR Log Base Address Register, see [`super::RingBase`].
     pub const PPR_LOG_BASE: usize = 0x0038;
+    /// IOMMU Hardware Event Upper Register: one half of the 128-bit hardware error event.
     pub const HW_EVENT_HI: usize = 0x0040;
+    /// IOMMU Hardware Event Lower Register: the other half of the hardware error event.
     pub const HW_EVENT_LO: usize = 0x0048;
+    /// IOMMU Hardware Event Status Register: HEV (bit 0) valid, HEO (bit 1) overflow.
     pub const HW_EVENT_STATUS: usize = 0x0050;
+    /// Guest Virtual APIC Log Base Address Register, see [`super::GaLogBase`].
     pub const GA_LOG_BASE: usize = 0x00e0;
+    /// Guest Virtual APIC Log Tail Address Register: where the IOMMU writes the GA log tail.
     pub const GA_LOG_TAIL_ADDR: usize = 0x00e8;
+    /// PPR Log B Base Address Register (dual PPR log).
     pub const PPR_LOG_B_BASE: usize = 0x00f0;
+    /// Event Log B Base Address Register (dual event log).
     pub const EVENT_LOG_B_BASE: usize = 0x00f8;
+    /// MSI Address Low of the IOMMU's MSI capability mirror (Linux `MMIO_MSI_ADDR_LO_OFFSET`), 32-bit.
     pub const MSI_ADDR_LO: usize = 0x015c;
+    /// MSI Address High of the MSI capability mirror, 32-bit.
     pub const MSI_ADDR_HI: usize = 0x0160;
+    /// MSI Data of the MSI capability mirror, 32-bit.
     pub const MSI_DATA: usize = 0x0164;
     /// x2APIC interrupt capability for the event log (Linux `MMIO_INTCAPXT_EVT_OFFSET`).
     pub const INTCAPXT_EVT: usize = 0x0170;
+    /// x2APIC interrupt capability for the PPR log (Linux `MMIO_INTCAPXT_PPR_OFFSET`).
     pub const INTCAPXT_PPR: usize = 0x0178;
+    /// x2APIC interrupt capability for the GA log (Linux `MMIO_INTCAPXT_GALOG_OFFSET`).
     pub const INTCAPXT_GALOG: usize = 0x0180;
     /// Extended Feature 2 Register (EFR2).
     pub const EXT_FEATURES2: usize = 0x01a0;
+    /// Command Buffer Head Pointer Register: the IOMMU's read offset, see [`super::RingPtr`].
     pub const CMD_HEAD: usize = 0x2000;
+    /// Command Buffer Tail Pointer Register: software's write offset, see [`super::RingPtr`].
     pub const CMD_TAIL: usize = 0x2008;
+    /// Event Log Head Pointer Register: software's read offset, see [`super::RingPtr`].
     pub const EVENT_HEAD: usize = 0x2010;
+    /// Event Log Tail Pointer Register: the IOMMU's write offset, see [`super::RingPtr`].
     pub const EVENT_TAIL: usize = 0x2018;
+    /// IOMMU Status Register (3.4.13), see [`super::Status`].
     pub const STATUS: usize = 0x2020;
+    /// PPR Log Head Pointer Register, see [`super::RingPtr`].
     pub const PPR_HEAD: usize = 0x2030;
+    /// PPR Log Tail Pointer Register, see [`super::RingPtr`].
     pub const PPR_TAIL: usize = 0x2038;
+    /// Guest Virtual APIC Log Head Pointer Register (8-byte entries).
     pub const GA_HEAD: usize = 0x2040;
+    /// Guest Virtual APIC Log Tail Pointer Register (8-byte entries).
     pub const GA_TAIL: usize = 0x2048;
+    /// Performance counter configuration (Linux `MMIO_CNTR_CONF_OFFSET`), with PCSup.
     pub const CNTR_CONF: usize = 0x4000;
     /// Performance counter banks start here (PCSup).
     pub const CNTR_REG: usize = 0x40000;
@@ -74,6 +101,7 @@ pub struct DevTableBase {
 }
 
 impl DevTableBase {
+    /// Physical address of the device table, 4 KiB aligned.
     pub const fn table(self) -> u64 {
         self.base() << 12
     }
@@ -133,6 +161,7 @@ impl RingBase {
     /// Length code Linux uses for its command buffer and event log (512 entries, 8 KiB).
     pub const LINUX_LEN: u8 = 9;
 
+    /// Physical address of the ring, 4 KiB aligned.
     pub const fn ring(self) -> u64 {
         self.base() << 12
     }
@@ -169,6 +198,7 @@ pub struct ExclusionBase {
     pub allow: bool,
     #[bits(10)]
     __: u16,
+    /// ExclusionRangeBaseAddr (or Completion Store base) bits 51:12.
     #[bits(40)]
     pub base: u64,
     #[bits(12)]
@@ -179,9 +209,11 @@ pub struct ExclusionBase {
 pub type CompletionStoreBase = ExclusionBase;
 
 impl ExclusionBase {
+    /// First byte of the range, 4 KiB aligned.
     pub const fn address(self) -> u64 {
         self.base() << 12
     }
+    /// The register for a range starting at `pa` (bits outside 51:12 dropped), ExEn and Allow clear.
     pub const fn from_address(pa: u64) -> Self {
         ExclusionBase::new().with_base((pa >> 12) & mask64(39, 0))
     }
@@ -193,6 +225,7 @@ impl ExclusionBase {
 pub struct ExclusionLimit {
     #[bits(12)]
     __: u16,
+    /// ExclusionRangeLimit (or Completion Store limit) bits 51:12: the last page of the range.
     #[bits(40)]
     pub limit: u64,
     #[bits(12)]
@@ -207,6 +240,7 @@ impl ExclusionLimit {
     pub const fn last(self) -> u64 {
         self.limit() << 12 | 0xfff
     }
+    /// The register whose last page holds `pa` (bits outside 51:12 dropped).
     pub const fn from_address(pa: u64) -> Self {
         ExclusionLimit::new().with_limit((pa >> 12) & mask64(39, 0))
     }
@@ -232,6 +266,7 @@ pub struct RingPtr {
 }
 
 impl RingPtr {
+    /// The register for entry `index` (15 bits kept).
     pub const fn from_index(index: u32) -> Self {
         RingPtr::new().with_index((index & 0x7fff) as u16)
     }
@@ -239,6 +274,7 @@ impl RingPtr {
     pub const fn from_offset(off: u64) -> Self {
         RingPtr::from_bits(off & mask64(18, 4))
     }
+    /// Byte offset into the ring: `index * 16`.
     pub const fn offset(self) -> u64 {
         (self.index() as u64) << 4
     }

@@ -38,6 +38,7 @@ pub const fn cd_l2_index(ssid: u32, fmt: S1Fmt) -> u32 {
 #[bitfield(u64)]
 #[derive(PartialEq, Eq)]
 pub struct CdL1Desc {
+    /// V: the leaf table is valid; a SubstreamID through an invalid one is C_BAD_SUBSTREAMID.
     pub v: bool,
     #[bits(11)]
     __: u16,
@@ -49,9 +50,11 @@ pub struct CdL1Desc {
 }
 
 impl CdL1Desc {
+    /// A valid descriptor for a leaf table at `pa` (4 KiB aligned; bits outside 51:12 dropped).
     pub const fn new_table(pa: u64) -> Self {
         CdL1Desc::new().with_v(true).with_l2ptr((pa >> 12) & crate::mask64(39, 0))
     }
+    /// Physical address of the leaf CD table.
     pub const fn l2_table(self) -> u64 {
         self.l2ptr() << 12
     }
@@ -64,28 +67,35 @@ pub struct CdDw0 {
     /// TTB0 input size: `64 - T0SZ` bits.
     #[bits(6)]
     pub t0sz: u8,
+    /// TG0 (bits 7:6): TTB0 granule.
     #[bits(2)]
     pub tg0: Granule,
     /// TTB0 walk inner cacheability, [`super::cache`].
     #[bits(2)]
     pub ir0: u8,
+    /// OR0 (bits 11:10): TTB0 walk outer cacheability, [`super::cache`].
     #[bits(2)]
     pub or0: u8,
+    /// SH0 (bits 13:12): TTB0 walk shareability, [`super::sh`].
     #[bits(2)]
     pub sh0: u8,
     /// Disable TTB0 walks.
     pub epd0: bool,
     /// Big-endian walks.
     pub endi: bool,
+    /// T1SZ (bits 21:16): TTB1 input size, `64 - T1SZ` bits.
     #[bits(6)]
     pub t1sz: u8,
     /// TTB1 granule, in TCR.TG1's encoding: see [`CdDw0::tg1_granule`].
     #[bits(2)]
     pub tg1: u8,
+    /// IR1 (bits 25:24): TTB1 walk inner cacheability.
     #[bits(2)]
     pub ir1: u8,
+    /// OR1 (bits 27:26): TTB1 walk outer cacheability.
     #[bits(2)]
     pub or1: u8,
+    /// SH1 (bits 29:28): TTB1 walk shareability.
     #[bits(2)]
     pub sh1: u8,
     /// Disable TTB1 walks (Linux always sets it).
@@ -97,11 +107,14 @@ pub struct CdDw0 {
     pub ips: u8,
     /// Access-flag fault disable.
     pub affd: bool,
+    /// WXN (bit 36): writable implies execute-never.
     pub wxn: bool,
+    /// UWXN (bit 37): unprivileged-writable implies privileged execute-never (AArch32).
     pub uwxn: bool,
     /// Top-byte ignore: bit 38 for TTB0, bit 39 for TTB1.
     #[bits(2)]
     pub tbi: u8,
+    /// PAN (bit 40): privileged access never to unprivileged-accessible pages.
     pub pan: bool,
     /// AArch64 tables (must be 1 on SMMUs without AArch32).
     pub aa64: bool,
@@ -117,6 +130,7 @@ pub struct CdDw0 {
     pub a: bool,
     /// ASID set: 1 = not shared with CPU broadcast TLB maintenance.
     pub aset: bool,
+    /// ASID (bits 63:48).
     pub asid: u16,
 }
 
@@ -152,9 +166,11 @@ pub struct CdTtb {
 }
 
 impl CdTtb {
+    /// Physical address of the stage-1 translation table, 16-byte aligned.
     pub const fn table(self) -> u64 {
         self.ttb() << 4
     }
+    /// The word for a table at `pa` (bits outside 51:4 dropped), NSCFG, HAD and E0PD clear.
     pub const fn from_table(pa: u64) -> Self {
         CdTtb::new().with_ttb((pa >> 4) & crate::mask64(47, 0))
     }
@@ -166,30 +182,39 @@ impl CdTtb {
 pub struct Cd(pub [u64; 8]);
 
 impl Cd {
+    /// Word 0: the TCR-like configuration, V and the ASID.
     pub const fn dw0(&self) -> CdDw0 {
         CdDw0::from_bits(self.0[0])
     }
+    /// Word 1: TTB0 with its flags.
     pub const fn ttb0_word(&self) -> CdTtb {
         CdTtb::from_bits(self.0[1])
     }
+    /// Word 2: TTB1 with its flags.
     pub const fn ttb1_word(&self) -> CdTtb {
         CdTtb::from_bits(self.0[2])
     }
+    /// CD.V: valid; traffic through an invalid CD is C_BAD_CD.
     pub const fn valid(&self) -> bool {
         self.dw0().v()
     }
+    /// CD.ASID, the 16-bit ASID that tags the context's TLB entries.
     pub const fn asid(&self) -> u16 {
         self.dw0().asid()
     }
+    /// Physical address of the TTB0 table (the lower VA range; the one Linux uses).
     pub const fn ttb0(&self) -> u64 {
         self.ttb0_word().table()
     }
+    /// Physical address of the TTB1 table (the upper VA range).
     pub const fn ttb1(&self) -> u64 {
         self.ttb1_word().table()
     }
+    /// CD.MAIR, word 3: eight 8-bit memory attributes, indexed by a descriptor's AttrIndx.
     pub const fn mair(&self) -> u64 {
         self.0[3]
     }
+    /// CD.AMAIR, word 4: implementation-defined auxiliary attributes.
     pub const fn amair(&self) -> u64 {
         self.0[4]
     }

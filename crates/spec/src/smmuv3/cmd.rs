@@ -8,32 +8,55 @@ use bitfield_struct::bitfield;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Opcode {
+    /// CMD_PREFETCH_CONFIG: hint to fetch a stream's STE (and CD) (`CMDQ_OP_PREFETCH_CFG`).
     PrefetchConfig = 0x01,
+    /// CMD_PREFETCH_ADDR: hint to fetch translations for an address range.
     PrefetchAddr = 0x02,
+    /// CMD_CFGI_STE: invalidate one StreamID's cached STE (`CMDQ_OP_CFGI_STE`).
     CfgiSte = 0x03,
     /// Also CMD_CFGI_ALL, with Range = 31 (Linux `CMDQ_OP_CFGI_ALL`).
     CfgiSteRange = 0x04,
+    /// CMD_CFGI_CD: invalidate one cached CD (`CMDQ_OP_CFGI_CD`).
     CfgiCd = 0x05,
+    /// CMD_CFGI_CD_ALL: invalidate every cached CD of a StreamID (`CMDQ_OP_CFGI_CD_ALL`).
     CfgiCdAll = 0x06,
     /// MPAM VMS invalidation (SMMUv3.2). QEMU's enum calls 0x07 "CFGI_ALL", which it is not.
     CfgiVmsPidm = 0x07,
+    /// CMD_TLBI_NH_ALL: every stage-1 entry of a VMID (`CMDQ_OP_TLBI_NH_ALL`).
     TlbiNhAll = 0x10,
+    /// CMD_TLBI_NH_ASID: non-global stage-1 entries of an ASID (`CMDQ_OP_TLBI_NH_ASID`).
     TlbiNhAsid = 0x11,
+    /// CMD_TLBI_NH_VA: stage-1 entries for a VA in an ASID (`CMDQ_OP_TLBI_NH_VA`).
     TlbiNhVa = 0x12,
+    /// CMD_TLBI_NH_VAA: stage-1 entries for a VA in every ASID (`CMDQ_OP_TLBI_NH_VAA`).
     TlbiNhVaa = 0x13,
+    /// CMD_TLBI_EL3_ALL: every EL3 entry (secure command queue only).
     TlbiEl3All = 0x18,
+    /// CMD_TLBI_EL3_VA: EL3 entries for a VA (secure command queue only).
     TlbiEl3Va = 0x1a,
+    /// CMD_TLBI_EL2_ALL: every EL2 and EL2-E2H entry (`CMDQ_OP_TLBI_EL2_ALL`).
     TlbiEl2All = 0x20,
+    /// CMD_TLBI_EL2_ASID: non-global EL2-E2H entries of an ASID (`CMDQ_OP_TLBI_EL2_ASID`).
     TlbiEl2Asid = 0x21,
+    /// CMD_TLBI_EL2_VA: EL2 entries for a VA (`CMDQ_OP_TLBI_EL2_VA`).
     TlbiEl2Va = 0x22,
+    /// CMD_TLBI_EL2_VAA: EL2-E2H entries for a VA in every ASID.
     TlbiEl2Vaa = 0x23,
+    /// CMD_TLBI_S12_VMALL: every stage-1 and stage-2 entry of a VMID (`CMDQ_OP_TLBI_S12_VMALL`).
     TlbiS12Vmall = 0x28,
+    /// CMD_TLBI_S2_IPA: stage-2 entries for an IPA (`CMDQ_OP_TLBI_S2_IPA`).
     TlbiS2Ipa = 0x2a,
+    /// CMD_TLBI_NSNH_ALL: every non-secure, non-hypervisor entry (`CMDQ_OP_TLBI_NSNH_ALL`).
     TlbiNsnhAll = 0x30,
+    /// CMD_ATC_INV: ATS invalidation of a device's ATC (`CMDQ_OP_ATC_INV`).
     AtcInv = 0x40,
+    /// CMD_PRI_RESP: response to a PRI page request group (`CMDQ_OP_PRI_RESP`).
     PriResp = 0x41,
+    /// CMD_RESUME: retry or terminate a stalled transaction (`CMDQ_OP_RESUME`).
     Resume = 0x44,
+    /// CMD_STALL_TERM: terminate every stalled transaction of a StreamID.
     StallTerm = 0x45,
+    /// CMD_SYNC: completes once every earlier command has (`CMDQ_OP_CMD_SYNC`).
     Sync = 0x46,
 }
 crate::open_enum_bits!(Opcode, u8, 8);
@@ -52,6 +75,7 @@ pub const fn opcode(cmd: [u64; 2]) -> Opcode {
 #[bitfield(u64)]
 #[derive(PartialEq, Eq)]
 pub struct StreamDw0 {
+    /// Opcode (bits 7:0).
     #[bits(8)]
     pub op: Opcode,
     #[bits(1)]
@@ -83,6 +107,7 @@ pub struct CfgiLeafDw1 {
 #[bitfield(u64)]
 #[derive(PartialEq, Eq)]
 pub struct CfgiRangeDw1 {
+    /// Range (bits 4:0): the span is `2^(Range+1)` StreamIDs; 31 is every StreamID.
     #[bits(5)]
     pub range: u8,
     #[bits(59)]
@@ -101,6 +126,7 @@ pub const fn cfgi_range_span(sid: u32, range: u8) -> (u32, u64) {
 #[bitfield(u64)]
 #[derive(PartialEq, Eq)]
 pub struct TlbiDw0 {
+    /// Opcode (bits 7:0).
     #[bits(8)]
     pub op: Opcode,
     #[bits(4)]
@@ -110,11 +136,14 @@ pub struct TlbiDw0 {
     pub num: u8,
     #[bits(3)]
     __: u8,
+    /// SCALE (bits 24:20): range multiplier exponent.
     #[bits(5)]
     pub scale: u8,
     #[bits(7)]
     __: u8,
+    /// VMID (bits 47:32).
     pub vmid: u16,
+    /// ASID (bits 63:48).
     pub asid: u16,
 }
 
@@ -142,6 +171,7 @@ pub struct TlbiDw1 {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 #[repr(u8)]
 pub enum SyncCs {
+    /// SIG_NONE: no signal; software polls CMDQ_CONS.
     None = 0,
     /// Interrupt, i.e. an MSI write when MSIAddress ≠ 0.
     Irq = 1,
@@ -154,10 +184,12 @@ crate::open_enum_bits!(SyncCs, u8, 2);
 #[bitfield(u64)]
 #[derive(PartialEq, Eq)]
 pub struct SyncDw0 {
+    /// Opcode (bits 7:0).
     #[bits(8)]
     pub op: Opcode,
     #[bits(4)]
     __: u8,
+    /// CS (bits 13:12): completion signal.
     #[bits(2)]
     pub cs: SyncCs,
     #[bits(8)]
@@ -180,6 +212,7 @@ pub struct SyncDw0 {
 pub struct SyncDw1 {
     #[bits(2)]
     __: u8,
+    /// MSIAddress bits 51:2 (4-byte aligned).
     #[bits(50)]
     pub msiaddr: u64,
     #[bits(12)]
@@ -195,6 +228,7 @@ pub struct AddrSizeDw1 {
     pub size: u8,
     #[bits(6)]
     __: u8,
+    /// Address bits 63:12.
     #[bits(52)]
     pub addr: u64,
 }

@@ -6,21 +6,28 @@ use super::cmd::*;
 /// Scope fields shared by the address-based TLB invalidations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct TlbiScope {
+    /// Leaf: only last-level (leaf) entries are invalidated, not walk-cache entries (dw1 bit 0).
     pub leaf: bool,
-    /// Level hint, 0–3.
+    /// TTL, level hint, 0–3 (dw1 bits 9:8; 0 = any level).
     pub ttl: u8,
-    /// Range granule, 0 = single address.
+    /// TG, range granule (dw1 bits 11:10): 0 = single address, 1 = 4 KiB, 2 = 16 KiB, 3 = 64 KiB.
     pub tg: u8,
+    /// NUM (dw0 bits 16:12): with TG ≠ 0 the range is `(NUM+1) × 2^SCALE` granules. 5 bits.
     pub num: u8,
+    /// SCALE (dw0 bits 24:20), the range's power-of-two multiplier. 5 bits.
     pub scale: u8,
 }
 
 /// CMD_SYNC fields.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct SyncCmd {
+    /// CS, completion signal (dw0 bits 13:12): none, MSI write, or SEV.
     pub cs: SyncCs,
+    /// MSH, shareability of the MSI write (dw0 bits 23:22; [`super::sh`] values).
     pub msh: u8,
+    /// MSIAttr, memory type of the MSI write (dw0 bits 27:24; [`super::regs::memattr`] values).
     pub msiattr: u8,
+    /// MSIData, the 32-bit value written to `msiaddr` with CS = SIG_IRQ (dw0 bits 63:32).
     pub msidata: u32,
     /// MSI address (4-byte aligned; bits 51:2 kept).
     pub msiaddr: u64,
@@ -41,76 +48,123 @@ impl SyncCmd {
 /// A decoded command. Opcodes without a variant (and their operands) stay in [`Command::Other`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Command {
-    /// PREFETCH_CONFIG: SSID when SSV.
+    /// CMD_PREFETCH_CONFIG (4.2): a hint to fetch a stream's configuration; SSID when SSV.
     PrefetchConfig {
+        /// StreamID whose configuration to prefetch.
         sid: u32,
+        /// SubstreamID (20 bits), encoded with SSV = 1; `None` is SSV = 0.
         ssid: Option<u32>,
     },
+    /// CMD_CFGI_STE (4.3): invalidate the cached STE of one StreamID.
     CfgiSte {
+        /// StreamID.
         sid: u32,
+        /// Leaf: only the STE changed; clear to also drop a cached level-1 descriptor.
         leaf: bool,
     },
     /// CFGI_STE_RANGE with Range < 31.
     CfgiSteRange {
+        /// StreamID; the span is aligned down to its size (see [`super::cmd::cfgi_range_span`]).
         sid: u32,
+        /// Range: `2^(Range+1)` StreamIDs, 0–30.
         range: u8,
     },
     /// CFGI_STE_RANGE with Range = 31.
     CfgiAll,
+    /// CMD_CFGI_CD (4.3): invalidate the cached CD of one StreamID and SubstreamID.
     CfgiCd {
+        /// StreamID.
         sid: u32,
+        /// SubstreamID, 20 bits (0 for the only CD of a stream without substreams).
         ssid: u32,
+        /// Leaf: only the CD changed; clear to also drop cached L1 CD descriptors.
         leaf: bool,
     },
+    /// CMD_CFGI_CD_ALL (4.3): invalidate every cached CD of one StreamID.
     CfgiCdAll {
+        /// StreamID.
         sid: u32,
     },
+    /// CMD_TLBI_NH_ALL (4.4): all stage-1 (non-hypervisor) TLB entries of one VMID.
     TlbiNhAll {
+        /// VMID (0 when stage 2 is not in use).
         vmid: u16,
     },
+    /// CMD_TLBI_NH_ASID (4.4): the non-global stage-1 entries of one ASID in one VMID.
     TlbiNhAsid {
+        /// VMID.
         vmid: u16,
+        /// ASID.
         asid: u16,
     },
-    /// Page-aligned VA.
+    /// CMD_TLBI_NH_VA (4.4): stage-1 entries for one VA (or a range) in one ASID; page-aligned VA.
     TlbiNhVa {
+        /// VMID.
         vmid: u16,
+        /// ASID.
         asid: u16,
+        /// Virtual address; bits 11:0 are dropped on encode.
         addr: u64,
+        /// Leaf, level hint and range.
         scope: TlbiScope,
     },
+    /// CMD_TLBI_NH_VAA (4.4): stage-1 entries for one VA (or a range) in every ASID.
     TlbiNhVaa {
+        /// VMID.
         vmid: u16,
+        /// Virtual address; bits 11:0 are dropped on encode.
         addr: u64,
+        /// Leaf, level hint and range.
         scope: TlbiScope,
     },
+    /// CMD_TLBI_EL2_ALL (4.4): every EL2 (StreamWorld EL2/EL2-E2H) TLB entry.
     TlbiEl2All,
+    /// CMD_TLBI_EL2_ASID (4.4): the non-global EL2-E2H entries of one ASID.
     TlbiEl2Asid {
+        /// ASID.
         asid: u16,
     },
+    /// CMD_TLBI_EL2_VA (4.4): EL2 entries for one VA (or a range) in one ASID.
     TlbiEl2Va {
+        /// ASID (ignored for EL2 without E2H).
         asid: u16,
+        /// Virtual address; bits 11:0 are dropped on encode.
         addr: u64,
+        /// Leaf, level hint and range.
         scope: TlbiScope,
     },
+    /// CMD_TLBI_S12_VMALL (4.4): every stage-1 and stage-2 entry of one VMID.
     TlbiS12Vmall {
+        /// VMID.
         vmid: u16,
     },
-    /// Page-aligned IPA, bits 51:12.
+    /// CMD_TLBI_S2_IPA (4.4): stage-2 entries for one IPA (or a range); page-aligned IPA, bits 51:12.
     TlbiS2Ipa {
+        /// VMID.
         vmid: u16,
+        /// Intermediate physical address, bits 51:12 kept.
         ipa: u64,
+        /// Leaf, level hint and range.
         scope: TlbiScope,
     },
+    /// CMD_TLBI_NSNH_ALL (4.4): every non-secure, non-hypervisor TLB entry (all VMIDs and ASIDs).
     TlbiNsnhAll,
+    /// CMD_ATC_INV: an ATS Invalidate Request to the device's ATC.
     AtcInv {
+        /// StreamID of the endpoint.
         sid: u32,
+        /// PASID (SubstreamID) of the invalidation, SSV = 1; `None` invalidates the non-PASID entries.
         ssid: Option<u32>,
+        /// G: with a SubstreamID, also invalidate global entries (`CMDQ_ATC_0_GLOBAL`).
         global: bool,
+        /// Untranslated address, aligned down to `2^size` pages; bits 11:0 dropped.
         addr: u64,
+        /// Size: the span is `2^size` 4 KiB pages, 0–52 ([`super::cmd::ATC_INV_SIZE_ALL`] = everything).
         size: u8,
     },
+    /// CMD_SYNC (4.7): completes once every earlier command has; optionally signals (MSI write or SEV).
     Sync(SyncCmd),
+    /// Any other opcode, its two raw words kept as they were (encode returns them unchanged).
     Other([u64; 2]),
 }
 
@@ -248,12 +302,14 @@ impl Command {
         }
     }
 
+    /// Opcode of the encoded command (`CfgiAll` is CFGI_STE_RANGE, `Other` its raw byte 0).
     pub const fn opcode(&self) -> Opcode {
         opcode(self.encode())
     }
 }
 
 impl TlbiScope {
+    /// No leaf restriction, no level hint, not a range: what the non-address TLBIs carry.
     pub const ZERO: TlbiScope = TlbiScope { leaf: false, ttl: 0, tg: 0, num: 0, scale: 0 };
 }
 #[cfg(test)]

@@ -16,9 +16,11 @@ pub enum EventId {
     FSteFetch = 0x03,
     /// STE invalid or illegal (`EVT_ID_BAD_STE_CONFIG`).
     CBadSte = 0x04,
+    /// ATS translation request refused: the stream's STE (EATS, Config) does not allow ATS.
     FBadAtsTreq = 0x05,
     /// Non-substream traffic with S1DSS = terminate (`EVT_ID_STREAM_DISABLED_FAULT`).
     FStreamDisabled = 0x06,
+    /// An ATS-translated transaction on a stream whose configuration does not allow one.
     FTranslForbidden = 0x07,
     /// SubstreamID beyond S1CDMax (`EVT_ID_BAD_SUBSTREAMID_CONFIG`).
     CBadSubstreamid = 0x08,
@@ -36,8 +38,11 @@ pub enum EventId {
     FAccess = 0x12,
     /// Permission denied (`EVT_ID_PERMISSION_FAULT`).
     FPermission = 0x13,
+    /// Multiple TLB entries matched one address (overlapping mappings).
     FTlbConflict = 0x20,
+    /// Multiple configuration-cache entries matched one stream.
     FCfgConflict = 0x21,
+    /// E_PAGE_REQUEST: an informational page-request hint, not a fault.
     EPageRequest = 0x24,
     /// External abort fetching a VMS (`EVT_ID_VMS_FETCH_FAULT`).
     FVmsFetch = 0x25,
@@ -102,14 +107,17 @@ crate::open_enum_bits!(EventClass, u8, 2);
 #[bitfield(u64)]
 #[derive(PartialEq, Eq)]
 pub struct EvtDw0 {
+    /// Event ID (bits 7:0, `EVTQ_0_ID`).
     #[bits(8)]
     pub event_id: EventId,
     #[bits(3)]
     __: u8,
     /// SubstreamID valid.
     pub ssv: bool,
+    /// SubstreamID (bits 31:12, `EVTQ_0_SSID`), meaningful with SSV.
     #[bits(20)]
     pub ssid: u32,
+    /// StreamID (bits 63:32, `EVTQ_0_SID`).
     pub sid: u32,
 }
 
@@ -135,6 +143,7 @@ pub struct EvtDw1 {
     __: u8,
     /// The fault arose at stage 2.
     pub s2: bool,
+    /// CLASS (bits 41:40): CD fetch, table walk or input address.
     #[bits(2)]
     pub class: EventClass,
     #[bits(2)]
@@ -154,15 +163,19 @@ impl Event {
     pub const fn new(id: EventId, sid: u32) -> Self {
         Event([EvtDw0::new().with_event_id(id).with_sid(sid).into_bits(), 0, 0, 0])
     }
+    /// Word 0: event ID, SubstreamID and StreamID.
     pub const fn dw0(&self) -> EvtDw0 {
         EvtDw0::from_bits(self.0[0])
     }
+    /// Word 1: the transaction's attributes (stall tag, class, read/write, privilege).
     pub const fn dw1(&self) -> EvtDw1 {
         EvtDw1::from_bits(self.0[1])
     }
+    /// Event ID (dw0 bits 7:0, `EVTQ_0_ID`).
     pub const fn id(&self) -> EventId {
         self.dw0().event_id()
     }
+    /// StreamID (dw0 bits 63:32, `EVTQ_0_SID`).
     pub const fn sid(&self) -> u32 {
         self.dw0().sid()
     }
@@ -187,6 +200,7 @@ impl Event {
     pub const fn fetch_addr(&self) -> u64 {
         self.0[3] & crate::mask64(51, 3)
     }
+    /// The record with SSV and SubstreamID set from `ssid` (20 bits kept); `None` clears both.
     pub const fn with_ssid(self, ssid: Option<u32>) -> Self {
         let d = match ssid {
             Some(s) => self.dw0().with_ssv(true).with_ssid(s & 0xf_ffff),
@@ -194,15 +208,19 @@ impl Event {
         };
         Event([d.into_bits(), self.0[1], self.0[2], self.0[3]])
     }
+    /// The record with word 1 replaced.
     pub const fn with_dw1(self, dw1: EvtDw1) -> Self {
         Event([self.0[0], dw1.into_bits(), self.0[2], self.0[3]])
     }
+    /// The record with `addr` as its input address (word 2).
     pub const fn with_input_addr(self, addr: u64) -> Self {
         Event([self.0[0], self.0[1], addr, self.0[3]])
     }
+    /// The record with `ipa` in word 3 (bits 51:12 kept).
     pub const fn with_ipa(self, ipa: u64) -> Self {
         Event([self.0[0], self.0[1], self.0[2], ipa & crate::mask64(51, 12)])
     }
+    /// The record with `pa` as its fetch address in word 3 (bits 51:3 kept).
     pub const fn with_fetch_addr(self, pa: u64) -> Self {
         Event([self.0[0], self.0[1], self.0[2], pa & crate::mask64(51, 3)])
     }

@@ -7,6 +7,7 @@ use bitfield_struct::bitfield;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum StLevel {
+    /// Linear stream table only.
     LinearOnly = 0,
     /// Linear and 2-level (`IDR0_ST_LVL_2LVL`).
     TwoLevel = 1,
@@ -20,6 +21,7 @@ crate::open_enum_bits!(StLevel, u8, 2);
 pub enum StallModel {
     /// Stall and terminate both supported (`IDR0_STALL_MODEL_STALL`).
     Stall = 0,
+    /// Terminate only: stalling is not supported.
     TerminateOnly = 1,
     /// Stall forced on faults configured for stall (`IDR0_STALL_MODEL_FORCE`).
     Force = 2,
@@ -31,8 +33,11 @@ crate::open_enum_bits!(StallModel, u8, 2);
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum TtEndian {
+    /// Either endianness, selected per table (`IDR0_TTENDIAN_MIXED`).
     Mixed = 0,
+    /// Little-endian only (`IDR0_TTENDIAN_LE`).
     Little = 2,
+    /// Big-endian only (`IDR0_TTENDIAN_BE`); 1 is reserved.
     Big = 3,
 }
 crate::open_enum_bits!(TtEndian, u8, 2);
@@ -42,8 +47,11 @@ crate::open_enum_bits!(TtEndian, u8, 2);
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Ttf {
+    /// AArch32 (LPAE) tables only.
     AArch32 = 1,
+    /// AArch64 tables only (`IDR0_TTF_AARCH64`).
     AArch64 = 2,
+    /// Both AArch32 and AArch64 tables (`IDR0_TTF_AARCH32_64`); 0 is reserved.
     AArch32And64 = 3,
 }
 crate::open_enum_bits!(Ttf, u8, 2);
@@ -56,6 +64,7 @@ pub struct Idr0 {
     pub s2p: bool,
     /// Stage-1 translation supported.
     pub s1p: bool,
+    /// TTF (bits 3:2): translation-table formats.
     #[bits(2)]
     pub ttf: Ttf,
     /// Coherent access to tables, queues and MSIs (Linux `ARM_SMMU_FEAT_COHERENCY`).
@@ -65,10 +74,13 @@ pub struct Idr0 {
     /// Hardware translation-table update: 0 none, 1 Access flag, 2 Access and Dirty.
     #[bits(2)]
     pub httu: u8,
+    /// DORMHINT (bit 8): STATUSR.DORMANT is implemented.
     pub dormhint: bool,
     /// EL2 (hypervisor) stage-1 contexts.
     pub hyp: bool,
+    /// ATS (bit 10): PCIe ATS supported.
     pub ats: bool,
+    /// NS1ATS (bit 11): split-stage ATS (STE.EATS = 0b10) not supported when set.
     pub ns1ats: bool,
     /// 16-bit ASIDs (else 8).
     pub asid16: bool,
@@ -76,6 +88,7 @@ pub struct Idr0 {
     pub msi: bool,
     /// WFE wake-up event on queue changes.
     pub sev: bool,
+    /// ATOS (bit 15): address translation operations (SMMU_GATOS_*).
     pub atos: bool,
     /// PCIe page request interface (PRI queue).
     pub pri: bool,
@@ -85,19 +98,25 @@ pub struct Idr0 {
     pub vmid16: bool,
     /// 2-level context-descriptor tables.
     pub cd2l: bool,
+    /// VATOS (bit 20): virtual ATOS page.
     pub vatos: bool,
+    /// TTENDIAN (bits 22:21): translation-table endianness.
     #[bits(2)]
     pub ttendian: TtEndian,
+    /// ATSRECERR (bit 23): configuration errors of ATS translation requests can be recorded (CR2.REC_CFG_ATS).
     pub atsrecerr: bool,
+    /// STALL_MODEL (bits 25:24).
     #[bits(2)]
     pub stall_model: StallModel,
     /// Terminate model: 0 = CD.A chooses between abort and RAZ/WI for terminated transactions, 1 = they always
     /// abort (CD.A must be 1; QEMU `smmuv3_init_regs` sets 1 for "always aborted").
     pub term_model: bool,
+    /// ST_LEVEL (bits 28:27): stream table formats.
     #[bits(2)]
     pub st_level: StLevel,
     #[bits(1)]
     __: u8,
+    /// RME_IMPL (bit 30): Realm Management Extension programming interfaces.
     pub rme_impl: bool,
     #[bits(1)]
     __: u8,
@@ -122,7 +141,9 @@ pub struct Idr1 {
     /// Largest command queue: log2 entries.
     #[bits(5)]
     pub cmdqs: u8,
+    /// ATTR_PERMS_OVR (bit 26): STE.PRIVCFG and INSTCFG override incoming attributes.
     pub attr_perms_ovr: bool,
+    /// ATTR_TYPES_OVR (bit 27): STE.MTCFG, MEMATTR, ALLOCCFG, SHCFG override incoming attributes.
     pub attr_types_ovr: bool,
     /// Base addresses are relative to the SMMU (with the presets).
     pub rel: bool,
@@ -130,6 +151,7 @@ pub struct Idr1 {
     pub queues_preset: bool,
     /// STRTAB_BASE registers are fixed by the implementation.
     pub tables_preset: bool,
+    /// ECMDQ (bit 31): enhanced command queue interfaces.
     pub ecmdq: bool,
 }
 
@@ -141,21 +163,30 @@ pub struct Idr3 {
     __: u8,
     /// Hierarchical attribute disable (CD.HAD0/HAD1).
     pub had: bool,
+    /// PBHA (bit 3): page-based hardware attributes (CD.HWU, STE.S2HWU).
     pub pbha: bool,
+    /// XNX (bit 4): stage-2 execute-never distinguishes EL0 and EL1.
     pub xnx: bool,
+    /// PPS (bit 5): a PASID is always used on PRI auto-generated responses, STE.PPAR ignored.
     pub pps: bool,
     #[bits(1)]
     __: u8,
+    /// MPAM (bit 7): memory partitioning and monitoring.
     pub mpam: bool,
+    /// FWB (bit 8): stage-2 control of memory types (STE.S2FWB).
     pub fwb: bool,
     /// Small translation tables: T0SZ up to 48 with a 4 KiB granule.
     pub stt: bool,
     /// Range invalidation (TLBI NUM/SCALE).
     pub ril: bool,
+    /// BBML (bits 12:11): break-before-make behaviour level, 0–2.
     #[bits(2)]
     pub bbml: u8,
+    /// E0PD (bit 13): CD.E0PD0/E0PD1 implemented.
     pub e0pd: bool,
+    /// PTWNNC (bit 14): with STE.S2PTW = 0, stage-1 walks to Device memory are treated as Normal non-cacheable.
     pub ptwnnc: bool,
+    /// DPT (bit 15): device permission table and STE.EATS = 0b11.
     pub dpt: bool,
     #[bits(16)]
     __: u16,
@@ -170,8 +201,11 @@ pub struct Idr5 {
     pub oas: u8,
     #[bits(1)]
     __: u8,
+    /// GRAN4K (bit 4): 4 KiB translation granule.
     pub gran4k: bool,
+    /// GRAN16K (bit 5): 16 KiB translation granule.
     pub gran16k: bool,
+    /// GRAN64K (bit 6): 64 KiB translation granule.
     pub gran64k: bool,
     #[bits(3)]
     __: u8,
@@ -195,12 +229,16 @@ impl Idr5 {
 #[bitfield(u32)]
 #[derive(PartialEq, Eq)]
 pub struct Iidr {
+    /// Implementer (bits 11:0): JEP106 code of the designer.
     #[bits(12)]
     pub implementer: u16,
+    /// Revision (bits 15:12).
     #[bits(4)]
     pub revision: u8,
+    /// Variant (bits 19:16).
     #[bits(4)]
     pub variant: u8,
+    /// ProductID (bits 31:20).
     #[bits(12)]
     pub productid: u16,
 }
@@ -209,6 +247,7 @@ pub struct Iidr {
 #[bitfield(u32)]
 #[derive(PartialEq, Eq)]
 pub struct Aidr {
+    /// ArchMinorRev (bits 3:0): x in SMMUv3.x.
     #[bits(4)]
     pub arch_minor_rev: u8,
     /// 0 for SMMUv3.

@@ -19,8 +19,11 @@ pub const S2_MAX_CONCAT: u32 = 16;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Granule {
+    /// 0b00: 4 KiB.
     Size4K = 0,
+    /// 0b01: 64 KiB.
     Size64K = 1,
+    /// 0b10: 16 KiB; 0b11 is reserved.
     Size16K = 2,
 }
 crate::open_enum_bits!(Granule, u8, 2);

@@ -8,14 +8,20 @@ use bitfield_struct::bitfield;
 /// Read and write permission a leaf grants.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct Perm {
+    /// Reads are allowed.
     pub read: bool,
+    /// Writes are allowed.
     pub write: bool,
 }
 
 impl Perm {
+    /// No access.
     pub const NONE: Perm = Perm { read: false, write: false };
+    /// Read-only.
     pub const RO: Perm = Perm { read: true, write: false };
+    /// Read and write.
     pub const RW: Perm = Perm { read: true, write: true };
+    /// Access both grant: the intersection, as a table limit meets a leaf.
     pub const fn and(self, o: Perm) -> Perm {
         Perm { read: self.read && o.read, write: self.write && o.write }
     }
@@ -31,13 +37,17 @@ pub mod mair_idx {
     pub const DEV: u8 = 2;
     /// Inner non-cacheable, outer write-back (0xf4).
     pub const INC_OCACHE: u8 = 3;
+    /// MAIR_ELx value io-pgtable programs into CD.MAIR: attributes 0x44, 0xff, 0x04, 0xf4 at indices 0–3.
     pub const LINUX_MAIR: u64 = 0xf404_ff44;
 }
 
 /// Stage-2 MemAttr values Linux writes (`ARM_LPAE_PTE_MEMATTR_*`).
 pub mod s2_memattr {
+    /// Device-nGnRE (`ARM_LPAE_PTE_MEMATTR_DEV`).
     pub const DEVICE: u8 = 0x1;
+    /// Normal non-cacheable (`ARM_LPAE_PTE_MEMATTR_NC`).
     pub const NC: u8 = 0x5;
+    /// Normal inner and outer write-back (`ARM_LPAE_PTE_MEMATTR_OIWB`).
     pub const OIWB: u8 = 0xf;
 }
 
@@ -62,16 +72,19 @@ pub const fn block_low_bits(raw: u64, level: u32) -> u64 {
 #[bitfield(u64)]
 #[derive(PartialEq, Eq)]
 pub struct S1Pte {
+    /// Valid (bit 0).
     pub valid: bool,
     /// 1 for a page (level 3), 0 for a block (levels 1–2).
     pub page: bool,
     /// MAIR index (`ARM_LPAE_PTE_ATTRINDX`).
     #[bits(3)]
     pub attr_indx: u8,
+    /// NS (bit 5): non-secure output (secure translations only).
     pub ns: bool,
     /// `AP[2:1]`: bit 6 (`AP[1]`) unprivileged access, bit 7 (`AP[2]`) read-only.
     #[bits(2)]
     pub ap: u8,
+    /// SH (bits 9:8): shareability, [`super::sh`] values.
     #[bits(2)]
     pub sh: u8,
     /// Access flag: 0 ⇒ access fault unless hardware updates it (CD.HA) or CD.AFFD.
@@ -85,7 +98,9 @@ pub struct S1Pte {
     __: u8,
     /// Dirty-bit modifier (hardware dirty state with CD.HD).
     pub dbm: bool,
+    /// Contiguous hint (bit 52): one of 16 adjacent entries mapping a contiguous range.
     pub contiguous: bool,
+    /// PXN (bit 53): privileged execute-never.
     pub pxn: bool,
     /// UXN / XN.
     pub uxn: bool,
@@ -116,9 +131,11 @@ impl S1Pte {
             .with_ng(true)
             .with_oa((pa & OA_MASK) >> 12)
     }
+    /// What the descriptor is at `level`: invalid, table, block, page or reserved.
     pub const fn kind(self, level: u32) -> DescKind {
         desc_kind(self.into_bits(), level)
     }
+    /// Output address of the leaf at `level`, aligned to its page or block size.
     pub const fn output(self, level: u32) -> u64 {
         leaf_output(self.into_bits(), level)
     }
@@ -145,6 +162,7 @@ impl S1Pte {
 #[bitfield(u64)]
 #[derive(PartialEq, Eq)]
 pub struct TableDesc {
+    /// Valid (bit 0).
     pub valid: bool,
     /// Must be 1 for a table.
     pub table: bool,
@@ -155,18 +173,23 @@ pub struct TableDesc {
     pub next: u64,
     #[bits(11)]
     __: u16,
+    /// PXNTable (bit 59): privileged execute-never below.
     pub pxn_table: bool,
+    /// UXNTable / XNTable (bit 60): execute-never below.
     pub uxn_table: bool,
     /// APTable: bit 61 no unprivileged access below, bit 62 read-only below.
     #[bits(2)]
     pub ap_table: u8,
+    /// NSTable (bit 63): non-secure tables below (secure translations only).
     pub ns_table: bool,
 }
 
 impl TableDesc {
+    /// A valid table descriptor pointing at the next-level table at `table` (bits 47:12 kept).
     pub const fn to(table: u64) -> Self {
         TableDesc::new().with_valid(true).with_table(true).with_next((table & OA_MASK) >> 12)
     }
+    /// Physical address of the next-level table.
     pub const fn next_table(self) -> u64 {
         self.next() << 12
     }
@@ -184,6 +207,7 @@ impl TableDesc {
 #[bitfield(u64)]
 #[derive(PartialEq, Eq)]
 pub struct S2Pte {
+    /// Valid (bit 0).
     pub valid: bool,
     /// 1 for a page (level 3), 0 for a block.
     pub page: bool,
@@ -193,20 +217,26 @@ pub struct S2Pte {
     /// S2AP: bit 6 read, bit 7 write.
     #[bits(2)]
     pub s2ap: u8,
+    /// SH (bits 9:8): shareability, [`super::sh`] values.
     #[bits(2)]
     pub sh: u8,
+    /// AF (bit 10): access flag; 0 faults unless STE.S2HA or S2AFFD.
     pub af: bool,
     #[bits(1)]
     __: u8,
+    /// Output address bits 47:12.
     #[bits(36)]
     pub oa: u64,
     #[bits(3)]
     __: u8,
+    /// DBM (bit 51): dirty-bit modifier (hardware dirty state with STE.S2HD).
     pub dbm: bool,
+    /// Contiguous hint (bit 52).
     pub contiguous: bool,
     /// `XN[1:0]`; bit 54 alone without FEAT_XNX. Linux sets both for no-exec.
     #[bits(2)]
     pub xn: u8,
+    /// Bits 58:55: reserved for software.
     #[bits(4)]
     pub sw: u8,
     #[bits(5)]
@@ -225,12 +255,15 @@ impl S2Pte {
             .with_af(true)
             .with_oa((pa & OA_MASK) >> 12)
     }
+    /// What the descriptor is at `level`: invalid, table, block, page or reserved.
     pub const fn kind(self, level: u32) -> DescKind {
         desc_kind(self.into_bits(), level)
     }
+    /// Output address of the leaf at `level`, aligned to its page or block size.
     pub const fn output(self, level: u32) -> u64 {
         leaf_output(self.into_bits(), level)
     }
+    /// S2AP (bits 7:6): bit 6 grants read, bit 7 write.
     pub const fn perm(self) -> Perm {
         Perm { read: self.s2ap() & 1 != 0, write: self.s2ap() & 2 != 0 }
     }

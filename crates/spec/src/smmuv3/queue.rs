@@ -3,7 +3,7 @@
 
 use bitfield_struct::bitfield;
 
-/// CMDQ_BASE, EVTQ_BASE and PRIQ_BASE (6.3.25, 6.3.28, 6.3.31), 64-bit.
+/// CMDQ_BASE, EVTQ_BASE and PRIQ_BASE (6.3), 64-bit.
 #[bitfield(u64)]
 #[derive(PartialEq, Eq)]
 pub struct QueueBase {
@@ -22,12 +22,16 @@ pub struct QueueBase {
 }
 
 impl QueueBase {
+    /// Physical address of the queue, 32-byte aligned (the SMMU aligns it further to the queue size).
     pub const fn base(self) -> u64 {
         self.addr() << 5
     }
+    /// The register for a queue at `pa` of `2^log2size` entries with the RA/WA hint `rwa`; out-of-range
+    /// inputs are truncated to their fields.
     pub const fn from_base(pa: u64, log2size: u8, rwa: bool) -> Self {
         QueueBase::new().with_addr((pa >> 5) & crate::mask64(46, 0)).with_log2size(log2size & 0x1f).with_rwa(rwa)
     }
+    /// Entries in the queue: `2^LOG2SIZE`.
     pub const fn entries(self) -> u32 {
         1 << self.log2size()
     }
@@ -35,6 +39,7 @@ impl QueueBase {
     pub const fn bytes(self, entry_size: u64) -> u64 {
         (self.entries() as u64) * entry_size
     }
+    /// Set bits of the value in the reserved bits 61:52 and 63.
     pub const fn reserved_bits(self) -> u64 {
         self.into_bits() & (crate::mask64(61, 52) | 1 << 63)
     }
@@ -54,6 +59,7 @@ pub const QUEUE_MAX_LOG2: u32 = 19;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum CmdqError {
+    /// CERROR_NONE: no error.
     None = 0,
     /// Illegal command: unknown opcode, reserved field, unsupported for this SMMU.
     Ill = 1,
@@ -100,6 +106,7 @@ impl QueuePtr {
     pub const fn index_wrap(self, log2size: u32) -> u32 {
         self.0 & ((2 << Self::shift(log2size)) - 1)
     }
+    /// The overflow flag (EVTQ/PRIQ PROD: entries were lost) or its acknowledgement (CONS).
     pub const fn ovf(self) -> bool {
         self.0 & Self::OVF != 0
     }
@@ -107,6 +114,7 @@ impl QueuePtr {
     pub const fn err(self) -> CmdqError {
         CmdqError::from_bits((self.0 >> 24) as u8)
     }
+    /// The pointer with ERR (bits 30:24) set to `err`.
     pub const fn with_err(self, err: CmdqError) -> Self {
         QueuePtr(self.0 & !(0x7f << 24) | ((err.0 as u32) & 0x7f) << 24)
     }

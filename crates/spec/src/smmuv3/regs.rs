@@ -6,47 +6,75 @@ use bitfield_struct::bitfield;
 
 /// Register offsets (6.2, Linux `ARM_SMMU_*`).
 pub mod off {
+    /// SMMU_IDR0 (6.3.1): features: stage 1/2, table formats, ATS, PRI, MSI, coherency, stall model.
     pub const IDR0: usize = 0x00;
+    /// SMMU_IDR1 (6.3.2): queue size maxima, StreamID and SubstreamID widths, table presets.
     pub const IDR1: usize = 0x04;
+    /// SMMU_IDR2 (6.3.3): BA_VATOS, where the VATOS page is.
     pub const IDR2: usize = 0x08;
+    /// SMMU_IDR3 (6.3.4): further features (HAD, range invalidation, BBML, DPT), see [`super::super::idr::Idr3`].
     pub const IDR3: usize = 0x0c;
+    /// SMMU_IDR4 (6.3.5): implementation defined.
     pub const IDR4: usize = 0x10;
+    /// SMMU_IDR5 (6.3.6): output address size, translation granules, VA extension, stall limit.
     pub const IDR5: usize = 0x14;
+    /// SMMU_IIDR (6.3.7): implementer, revision, variant and product ID.
     pub const IIDR: usize = 0x18;
+    /// SMMU_AIDR (6.3.8): architecture revision (ArchMinorRev 0 = SMMUv3.0).
     pub const AIDR: usize = 0x1c;
+    /// SMMU_CR0 (6.3.9), see [`super::Cr0`].
     pub const CR0: usize = 0x20;
+    /// SMMU_CR0ACK (6.3.10): CR0's enables once they have taken effect.
     pub const CR0ACK: usize = 0x24;
+    /// SMMU_CR1 (6.3.11), see [`super::Cr1`].
     pub const CR1: usize = 0x28;
+    /// SMMU_CR2 (6.3.12), see [`super::Cr2`].
     pub const CR2: usize = 0x2c;
+    /// SMMU_STATUSR (6.3.13): DORMANT (bit 0).
     pub const STATUSR: usize = 0x40;
+    /// SMMU_GBPA (6.3.14), see [`super::Gbpa`].
     pub const GBPA: usize = 0x44;
+    /// SMMU_AGBPA (6.3.15): implementation-defined attribute override for bypassed traffic.
     pub const AGBPA: usize = 0x48;
+    /// SMMU_IRQ_CTRL (6.3.16), see [`super::IrqCtrl`].
     pub const IRQ_CTRL: usize = 0x50;
+    /// SMMU_IRQ_CTRLACK (6.3.17): IRQ_CTRL's enables once they have taken effect.
     pub const IRQ_CTRLACK: usize = 0x54;
+    /// SMMU_GERROR (6.3.18), see [`super::Gerror`]; read-only.
     pub const GERROR: usize = 0x60;
+    /// SMMU_GERRORN (6.3.19): software's acknowledgement of GERROR, same layout.
     pub const GERRORN: usize = 0x64;
-    /// 64-bit.
+    /// SMMU_GERROR_IRQ_CFG0 (6.3.20), 64-bit: MSI address, see [`super::MsiCfg0`].
     pub const GERROR_IRQ_CFG0: usize = 0x68;
+    /// SMMU_GERROR_IRQ_CFG1 (6.3.21): MSI data, 32 bits.
     pub const GERROR_IRQ_CFG1: usize = 0x70;
+    /// SMMU_GERROR_IRQ_CFG2 (6.3.22), see [`super::MsiCfg2`].
     pub const GERROR_IRQ_CFG2: usize = 0x74;
-    /// 64-bit.
+    /// SMMU_STRTAB_BASE (6.3.23), 64-bit, see [`super::StrtabBase`].
     pub const STRTAB_BASE: usize = 0x80;
+    /// SMMU_STRTAB_BASE_CFG (6.3.24), see [`super::StrtabBaseCfg`].
     pub const STRTAB_BASE_CFG: usize = 0x88;
-    /// 64-bit.
+    /// SMMU_CMDQ_BASE, 64-bit, see [`super::super::queue::QueueBase`].
     pub const CMDQ_BASE: usize = 0x90;
+    /// SMMU_CMDQ_PROD: producer index (software writes), see [`super::super::queue::QueuePtr`].
     pub const CMDQ_PROD: usize = 0x98;
+    /// SMMU_CMDQ_CONS: consumer index and ERR (bits 30:24), written by the SMMU.
     pub const CMDQ_CONS: usize = 0x9c;
-    /// 64-bit.
+    /// SMMU_EVTQ_BASE, 64-bit, see [`super::super::queue::QueueBase`].
     pub const EVTQ_BASE: usize = 0xa0;
-    /// 64-bit.
+    /// SMMU_EVTQ_IRQ_CFG0, 64-bit: MSI address.
     pub const EVTQ_IRQ_CFG0: usize = 0xb0;
+    /// SMMU_EVTQ_IRQ_CFG1: MSI data, 32 bits.
     pub const EVTQ_IRQ_CFG1: usize = 0xb8;
+    /// SMMU_EVTQ_IRQ_CFG2, see [`super::MsiCfg2`].
     pub const EVTQ_IRQ_CFG2: usize = 0xbc;
-    /// 64-bit.
+    /// SMMU_PRIQ_BASE, 64-bit, see [`super::super::queue::QueueBase`].
     pub const PRIQ_BASE: usize = 0xc0;
-    /// 64-bit.
+    /// SMMU_PRIQ_IRQ_CFG0, 64-bit: MSI address.
     pub const PRIQ_IRQ_CFG0: usize = 0xd0;
+    /// SMMU_PRIQ_IRQ_CFG1: MSI data, 32 bits.
     pub const PRIQ_IRQ_CFG1: usize = 0xd8;
+    /// SMMU_PRIQ_IRQ_CFG2, see [`super::MsiCfg2`].
     pub const PRIQ_IRQ_CFG2: usize = 0xdc;
 
     /// Start of register page 1 (the SMMU frame is two 64 KiB pages).
@@ -55,9 +83,11 @@ pub mod off {
     pub const FRAME_SIZE: usize = 0x2_0000;
     /// EVTQ_PROD, in page 1 (Linux: `page1 + ARM_SMMU_EVTQ_PROD`).
     pub const EVTQ_PROD: usize = PAGE1 + 0xa8;
+    /// EVTQ_CONS, in page 1: consumer index, software writes; OVACKFLG in bit 31.
     pub const EVTQ_CONS: usize = PAGE1 + 0xac;
     /// PRIQ_PROD, in page 1.
     pub const PRIQ_PROD: usize = PAGE1 + 0xc8;
+    /// PRIQ_CONS, in page 1: consumer index, software writes; OVACKFLG in bit 31.
     pub const PRIQ_CONS: usize = PAGE1 + 0xcc;
 
     /// The page-0 alias of a page-1 offset: implementations with Linux's `ARM_SMMU_OPT_PAGE0_REGS_ONLY` decode
@@ -72,8 +102,11 @@ pub mod off {
 pub struct Cr0 {
     /// Translation enable; with 0, GBPA decides between abort and bypass.
     pub smmuen: bool,
+    /// PRIQEN (bit 1): PRI queue enable.
     pub priqen: bool,
+    /// EVTQEN (bit 2): event queue enable.
     pub evtqen: bool,
+    /// CMDQEN (bit 3): command queue enable; the SMMU consumes commands only while set.
     pub cmdqen: bool,
     /// Translated ATS traffic checks the stream table (STE.EATS).
     pub atschk: bool,
@@ -91,6 +124,7 @@ pub struct Cr0 {
 impl Cr0 {
     /// Bits reserved in CR0 (QEMU's `SMMU_CR0_RESERVED`, 0xFFFFFC20).
     pub const RESERVED: u32 = 0xffff_fc20;
+    /// Set bits of the value that CR0 reserves (0 for a well-formed value).
     pub const fn reserved_bits(self) -> u32 {
         self.into_bits() & Self::RESERVED
     }
@@ -98,8 +132,11 @@ impl Cr0 {
 
 /// CR1 cacheability (`CR1_CACHE_*`): not the TCR encoding of [`super::cache`].
 pub mod cr1_cache {
+    /// Non-cacheable (`CR1_CACHE_NC`).
     pub const NC: u8 = 0;
+    /// Write-back cacheable (`CR1_CACHE_WB`).
     pub const WB: u8 = 1;
+    /// Write-through cacheable (`CR1_CACHE_WT`).
     pub const WT: u8 = 2;
 }
 
@@ -107,16 +144,22 @@ pub mod cr1_cache {
 #[bitfield(u32)]
 #[derive(PartialEq, Eq)]
 pub struct Cr1 {
+    /// QUEUE_IC (bits 1:0): inner cacheability of queue accesses ([`cr1_cache`]).
     #[bits(2)]
     pub queue_ic: u8,
+    /// QUEUE_OC (bits 3:2): outer cacheability of queue accesses ([`cr1_cache`]).
     #[bits(2)]
     pub queue_oc: u8,
+    /// QUEUE_SH (bits 5:4): shareability of queue accesses ([`super::sh`]; 1 reserved).
     #[bits(2)]
     pub queue_sh: u8,
+    /// TABLE_IC (bits 7:6): inner cacheability of stream/CD table walks ([`cr1_cache`]).
     #[bits(2)]
     pub table_ic: u8,
+    /// TABLE_OC (bits 9:8): outer cacheability of table walks ([`cr1_cache`]).
     #[bits(2)]
     pub table_oc: u8,
+    /// TABLE_SH (bits 11:10): shareability of table walks ([`super::sh`]; 1 reserved).
     #[bits(2)]
     pub table_sh: u8,
     #[bits(20)]
@@ -134,6 +177,7 @@ impl Cr1 {
             .with_table_oc(cr1_cache::WB)
             .with_table_sh(super::sh::ISH)
     }
+    /// Set bits of the value in CR1's reserved bits 31:12.
     pub const fn reserved_bits(self) -> u32 {
         self.into_bits() & 0xffff_f000
     }
@@ -166,6 +210,8 @@ pub struct Gbpa {
     pub mtcfg: bool,
     #[bits(3)]
     __: u8,
+    /// ALLOCCFG (bits 11:8): 0b0xxx keeps the incoming allocation hints; 0b1RWT replaces them with
+    /// Read-allocate, Write-allocate, Transient.
     #[bits(4)]
     pub alloccfg: u8,
     /// Shareability: 0 NSH, 1 use incoming, 2 OSH, 3 ISH.
@@ -173,8 +219,10 @@ pub struct Gbpa {
     pub shcfg: u8,
     #[bits(2)]
     __: u8,
+    /// PRIVCFG (bits 17:16): 0 use incoming, 2 unprivileged, 3 privileged (1 behaves as 0).
     #[bits(2)]
     pub privcfg: u8,
+    /// INSTCFG (bits 19:18): 0 use incoming, 2 data, 3 instruction (1 behaves as 0).
     #[bits(2)]
     pub instcfg: u8,
     /// 1: abort all incoming transactions (`GBPA_ABORT`); 0: bypass them.
@@ -188,6 +236,7 @@ pub struct Gbpa {
 impl Gbpa {
     /// SHCFG "use incoming" (QEMU resets GBPA to this alone: 0x1000).
     pub const SHCFG_INCOMING: u8 = 1;
+    /// Set bits of the value in GBPA's reserved bits (7:5, 15:14, 30:21).
     pub const fn reserved_bits(self) -> u32 {
         self.into_bits() & 0x7fe0_c0e0
     }
@@ -197,8 +246,11 @@ impl Gbpa {
 #[bitfield(u32)]
 #[derive(PartialEq, Eq)]
 pub struct IrqCtrl {
+    /// GERROR_IRQEN (bit 0): global error interrupt enable.
     pub gerror_irqen: bool,
+    /// PRIQ_IRQEN (bit 1): PRI queue interrupt enable.
     pub priq_irqen: bool,
+    /// EVTQ_IRQEN (bit 2): event queue interrupt enable.
     pub evtq_irqen: bool,
     #[bits(29)]
     __: u32,
@@ -213,11 +265,17 @@ pub struct Gerror {
     pub cmdq_err: bool,
     #[bits(1)]
     __: u8,
+    /// EVTQ_ABT_ERR (bit 2): an external abort on an event queue write; events may be lost.
     pub evtq_abt_err: bool,
+    /// PRIQ_ABT_ERR (bit 3): an external abort on a PRI queue write.
     pub priq_abt_err: bool,
+    /// MSI_CMDQ_ABT_ERR (bit 4): a CMD_SYNC MSI write aborted.
     pub msi_cmdq_abt_err: bool,
+    /// MSI_EVTQ_ABT_ERR (bit 5): an event queue MSI write aborted.
     pub msi_evtq_abt_err: bool,
+    /// MSI_PRIQ_ABT_ERR (bit 6): a PRI queue MSI write aborted.
     pub msi_priq_abt_err: bool,
+    /// MSI_GERROR_ABT_ERR (bit 7): a GERROR MSI write aborted.
     pub msi_gerror_abt_err: bool,
     /// Service failure mode: the SMMU stopped translating; only a reset recovers.
     pub sfm_err: bool,
@@ -232,6 +290,7 @@ impl Gerror {
     pub const fn active(gerror: u32, gerrorn: u32) -> Self {
         Gerror::from_bits((gerror ^ gerrorn) & Self::ERR_MASK)
     }
+    /// At least one defined error bit is set.
     pub const fn any(self) -> bool {
         self.into_bits() & Self::ERR_MASK != 0
     }
@@ -255,6 +314,7 @@ pub struct StrtabBase {
 }
 
 impl StrtabBase {
+    /// Physical address of the stream table (level 1 of a 2-level one), 64-byte aligned.
     pub const fn table(self) -> u64 {
         self.addr() << 6
     }
@@ -262,6 +322,7 @@ impl StrtabBase {
     pub const fn from_table(pa: u64, ra: bool) -> Self {
         StrtabBase::new().with_addr((pa >> 6) & crate::mask64(45, 0)).with_ra(ra)
     }
+    /// Set bits of the value in STRTAB_BASE's reserved bits (5:0, 61:52, 63).
     pub const fn reserved_bits(self) -> u64 {
         self.into_bits() & (0x3f | crate::mask64(61, 52) | 1 << 63)
     }
@@ -272,7 +333,9 @@ impl StrtabBase {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum StrtabFmt {
+    /// A linear array of `2^LOG2SIZE` STEs (`STRTAB_BASE_CFG_FMT_LINEAR`).
     Linear = 0,
+    /// Level-1 descriptors pointing at level-2 STE arrays (`STRTAB_BASE_CFG_FMT_2LVL`); 2 and 3 reserved.
     TwoLevel = 1,
 }
 crate::open_enum_bits!(StrtabFmt, u8, 2);
@@ -289,6 +352,7 @@ pub struct StrtabBaseCfg {
     pub split: u8,
     #[bits(5)]
     __: u8,
+    /// FMT (bits 17:16): linear or 2-level.
     #[bits(2)]
     pub fmt: StrtabFmt,
     #[bits(14)]
@@ -304,6 +368,7 @@ impl StrtabBaseCfg {
     pub const fn l1_entries(self) -> u64 {
         1 << self.log2size().saturating_sub(self.split())
     }
+    /// Set bits of the value in STRTAB_BASE_CFG's reserved bits (15:11, 31:18).
     pub const fn reserved_bits(self) -> u32 {
         self.into_bits() & 0xfffc_f800
     }
@@ -314,6 +379,7 @@ impl StrtabBaseCfg {
 pub struct MsiCfg0 {
     #[bits(2)]
     __: u8,
+    /// ADDR, MSI target address bits 51:2.
     #[bits(50)]
     pub addr: u64,
     #[bits(12)]
@@ -321,6 +387,7 @@ pub struct MsiCfg0 {
 }
 
 impl MsiCfg0 {
+    /// The MSI target address, 4-byte aligned.
     pub const fn address(self) -> u64 {
         self.addr() << 2
     }
@@ -333,6 +400,7 @@ pub struct MsiCfg2 {
     /// `MSI_CFG2_MEMATTR`: 0x1 Device-nGnRE, 0xF normal write-back.
     #[bits(4)]
     pub memattr: u8,
+    /// SH (bits 5:4): shareability of the MSI write ([`super::sh`]).
     #[bits(2)]
     pub sh: u8,
     #[bits(26)]
@@ -341,7 +409,9 @@ pub struct MsiCfg2 {
 
 /// MSI memory attributes (`ARM_SMMU_MEMATTR_*`).
 pub mod memattr {
+    /// Device-nGnRE (`ARM_SMMU_MEMATTR_DEVICE_nGnRE`).
     pub const DEVICE_NGNRE: u8 = 0x1;
+    /// Normal, inner and outer write-back cacheable (`ARM_SMMU_MEMATTR_OIWB`).
     pub const OIWB: u8 = 0xf;
 }
 #[cfg(test)]

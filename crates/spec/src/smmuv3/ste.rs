@@ -12,9 +12,13 @@ pub const STE_SIZE: u64 = 64;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Config {
+    /// 0b000: abort every transaction, no event (`STRTAB_STE_0_CFG_ABORT`).
     Abort = 0b000,
+    /// 0b100: both stages bypassed (`STRTAB_STE_0_CFG_BYPASS`).
     Bypass = 0b100,
+    /// 0b101: stage 1 translates, stage 2 bypassed (`STRTAB_STE_0_CFG_S1_TRANS`).
     S1Translate = 0b101,
+    /// 0b110: stage 1 bypassed, stage 2 translates (`STRTAB_STE_0_CFG_S2_TRANS`).
     S2Translate = 0b110,
     /// Stage 1 then stage 2.
     Nested = 0b111,
@@ -26,12 +30,15 @@ impl Config {
     pub const fn is_abort(self) -> bool {
         self.0 & 0b100 == 0
     }
+    /// 0b100: traffic passes with no translation.
     pub const fn is_bypass(self) -> bool {
         self.0 & 0b111 == 0b100
     }
+    /// Stage 1 translates (bit 2 and bit 0 set).
     pub const fn s1_enabled(self) -> bool {
         !self.is_abort() && self.0 & 1 != 0
     }
+    /// Stage 2 translates (bit 2 and bit 1 set).
     pub const fn s2_enabled(self) -> bool {
         !self.is_abort() && self.0 & 2 != 0
     }
@@ -42,6 +49,7 @@ impl Config {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum S1Fmt {
+    /// A linear array of `2^S1CDMax` CDs (`STRTAB_STE_0_S1FMT_LINEAR`); 3 is reserved.
     Linear = 0,
     /// 2-level, 4 KiB (64-CD) leaf tables: IHI 0070 5.2; Linux never writes it.
     TwoLevel4K = 1,
@@ -55,7 +63,9 @@ crate::open_enum_bits!(S1Fmt, u8, 2);
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum S1Dss {
+    /// Abort non-substream traffic, recording F_STREAM_DISABLED.
     Terminate = 0,
+    /// Non-substream traffic bypasses stage 1 (`STRTAB_STE_1_S1DSS_BYPASS`).
     Bypass = 1,
     /// Translate with CD 0.
     Ssid0 = 2,
@@ -67,7 +77,9 @@ crate::open_enum_bits!(S1Dss, u8, 2);
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Eats {
+    /// ATS translation requests are refused; translated transactions abort (`STRTAB_STE_1_EATS_ABT`).
     Abort = 0,
+    /// Full ATS: requests translated, translated traffic passes (`STRTAB_STE_1_EATS_TRANS`).
     Trans = 1,
     /// Split-stage: stage 1 by the device, stage 2 checked by the SMMU.
     S1Chk = 2,
@@ -79,7 +91,9 @@ crate::open_enum_bits!(Eats, u8, 2);
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Strw {
+    /// Non-secure EL1 (or secure EL1 for secure streams) (`STRTAB_STE_1_STRW_NSEL1`).
     NsEl1 = 0,
+    /// EL2, or EL2-E2H with CR2.E2H (`STRTAB_STE_1_STRW_EL2`); 1 and 3 are reserved.
     El2 = 2,
 }
 crate::open_enum_bits!(Strw, u8, 2);
@@ -90,8 +104,10 @@ crate::open_enum_bits!(Strw, u8, 2);
 pub struct SteDw0 {
     /// Valid; 0 ⇒ C_BAD_STE.
     pub v: bool,
+    /// Config (bits 3:1).
     #[bits(3)]
     pub config: Config,
+    /// S1Fmt (bits 5:4): CD table format.
     #[bits(2)]
     pub s1fmt: S1Fmt,
     /// Context descriptor (table) address bits 51:6.
@@ -108,11 +124,13 @@ pub struct SteDw0 {
 #[bitfield(u64)]
 #[derive(PartialEq, Eq)]
 pub struct SteDw1 {
+    /// S1DSS (bits 1:0): default substream behaviour.
     #[bits(2)]
     pub s1dss: S1Dss,
     /// CD fetch inner cacheability, [`super::cache`].
     #[bits(2)]
     pub s1cir: u8,
+    /// S1COR (bits 5:4): CD fetch outer cacheability, [`super::cache`].
     #[bits(2)]
     pub s1cor: u8,
     /// CD fetch shareability, [`super::sh`].
@@ -137,16 +155,22 @@ pub struct SteDw1 {
     __: u8,
     /// Stage-2 forced write-back (`STRTAB_STE_1_S2FWB`).
     pub s2fwb: bool,
+    /// S1MPAM (bit 26): MPAM from the CD (with IDR3.MPAM).
     pub s1mpam: bool,
     /// Stage-1 stall disable (`STRTAB_STE_1_S1STALLD`).
     pub s1stalld: bool,
+    /// EATS (bits 29:28): ATS handling.
     #[bits(2)]
     pub eats: Eats,
+    /// STRW (bits 31:30): stage-1 translation regime.
     #[bits(2)]
     pub strw: Strw,
+    /// MemAttr (bits 35:32): memory type used with MTCFG = 1.
     #[bits(4)]
     pub memattr: u8,
+    /// MTCFG (bit 36): replace the incoming memory type with MemAttr.
     pub mtcfg: bool,
+    /// ALLOCCFG (bits 40:37): allocation-hint override (0b0xxx keeps incoming).
     #[bits(4)]
     pub alloccfg: u8,
     #[bits(3)]
@@ -154,10 +178,13 @@ pub struct SteDw1 {
     /// Shareability override: 1 = use incoming (`STRTAB_STE_1_SHCFG_INCOMING`).
     #[bits(2)]
     pub shcfg: u8,
+    /// NSCFG (bits 47:46): security override (secure streams only).
     #[bits(2)]
     pub nscfg: u8,
+    /// PRIVCFG (bits 49:48): 0 use incoming, 2 unprivileged, 3 privileged.
     #[bits(2)]
     pub privcfg: u8,
+    /// INSTCFG (bits 51:50): 0 use incoming, 2 data, 3 instruction.
     #[bits(2)]
     pub instcfg: u8,
     #[bits(12)]
@@ -173,6 +200,7 @@ impl SteDw1 {
 #[bitfield(u64)]
 #[derive(PartialEq, Eq)]
 pub struct SteDw2 {
+    /// S2VMID (bits 15:0): the stream's VMID.
     pub s2vmid: u16,
     #[bits(16)]
     __: u16,
@@ -182,10 +210,13 @@ pub struct SteDw2 {
     /// Starting level, see [`super::s2_start_level`].
     #[bits(2)]
     pub s2sl0: u8,
+    /// S2IR0 (bits 41:40): stage-2 walk inner cacheability, [`super::cache`].
     #[bits(2)]
     pub s2ir0: u8,
+    /// S2OR0 (bits 43:42): stage-2 walk outer cacheability, [`super::cache`].
     #[bits(2)]
     pub s2or0: u8,
+    /// S2SH0 (bits 45:44): stage-2 walk shareability, [`super::sh`].
     #[bits(2)]
     pub s2sh0: u8,
     /// Granule: 0 4 KiB, 1 64 KiB, 2 16 KiB.
@@ -202,7 +233,9 @@ pub struct SteDw2 {
     pub s2affd: bool,
     /// Protected table walk.
     pub s2ptw: bool,
+    /// S2HD (bit 55): hardware dirty-state update at stage 2.
     pub s2hd: bool,
+    /// S2HA (bit 56): hardware access-flag update at stage 2.
     pub s2ha: bool,
     /// Stall stage-2 faults.
     pub s2s: bool,
@@ -218,6 +251,7 @@ pub struct SteDw2 {
 pub struct SteDw3 {
     /// Secure STEs only.
     pub s2nsw: bool,
+    /// S2NSA (bit 1): stage-2 output non-secure (secure STEs only).
     pub s2nsa: bool,
     #[bits(2)]
     __: u8,
@@ -233,24 +267,31 @@ pub struct SteDw3 {
 pub struct Ste(pub [u64; 8]);
 
 impl Ste {
+    /// Word 0 (bits 63:0): V, Config, S1Fmt, S1ContextPtr, S1CDMax.
     pub const fn dw0(&self) -> SteDw0 {
         SteDw0::from_bits(self.0[0])
     }
+    /// Word 1 (bits 127:64): CD fetch attributes, EATS, STRW and the attribute overrides.
     pub const fn dw1(&self) -> SteDw1 {
         SteDw1::from_bits(self.0[1])
     }
+    /// Word 2 (bits 191:128): S2VMID and the stage-2 walk configuration.
     pub const fn dw2(&self) -> SteDw2 {
         SteDw2::from_bits(self.0[2])
     }
+    /// Word 3 (bits 255:192): S2TTB.
     pub const fn dw3(&self) -> SteDw3 {
         SteDw3::from_bits(self.0[3])
     }
+    /// An STE from its first four words; words 4–7 zero.
     pub const fn from_words(dw0: SteDw0, dw1: SteDw1, dw2: SteDw2, dw3: SteDw3) -> Self {
         Ste([dw0.into_bits(), dw1.into_bits(), dw2.into_bits(), dw3.into_bits(), 0, 0, 0, 0])
     }
+    /// STE.V: valid; an invalid STE makes the stream's traffic abort with C_BAD_STE.
     pub const fn valid(&self) -> bool {
         self.dw0().v()
     }
+    /// STE.Config.
     pub const fn config(&self) -> Config {
         self.dw0().config()
     }
@@ -262,6 +303,7 @@ impl Ste {
     pub const fn cd_count(&self) -> u64 {
         1 << self.dw0().s1cdmax()
     }
+    /// STE.S2VMID, the VMID that tags stage-2 (and, with stage 1, the stream's) TLB entries.
     pub const fn s2vmid(&self) -> u16 {
         self.dw2().s2vmid()
     }
@@ -342,6 +384,7 @@ impl Ste {
             0,
         ]
     }
+    /// Words 0, 2 or 3 have a reserved bit set (an STE with reserved bits is C_BAD_STE).
     pub const fn has_reserved_bits(&self) -> bool {
         let r = self.reserved_bits();
         r[0] | r[2] | r[3] != 0

@@ -55,9 +55,11 @@ impl L1Desc {
     pub const fn new_table(pa: u64, span: u8) -> Self {
         L1Desc::new().with_l2ptr((pa >> 6) & crate::mask64(45, 0)).with_span(span & 0x1f)
     }
+    /// Physical address of the level-2 STE array, 64-byte aligned.
     pub const fn l2_table(self) -> u64 {
         self.l2ptr() << 6
     }
+    /// SPAN ≠ 0: the descriptor points at a level-2 table.
     pub const fn valid(self) -> bool {
         self.span() != 0
     }

@@ -4,9 +4,11 @@ use bitfield_struct::bitfield;
 
 /// Legacy context table: 256 × 128-bit entries indexed by devfn.
 pub const CONTEXT_ENTRIES: usize = 256;
+/// Bytes per legacy context entry.
 pub const CONTEXT_ENTRY_SIZE: u64 = 16;
 /// A scalable-mode context table holds 128 × 256-bit entries (half a bus).
 pub const SM_CONTEXT_ENTRIES: usize = 128;
+/// Bytes per scalable-mode context entry.
 pub const SM_CONTEXT_ENTRY_SIZE: u64 = 32;
 
 /// Translation type of a legacy context entry (9.3).
@@ -30,11 +32,14 @@ crate::open_enum_bits!(TranslationType, u8, 2);
 #[bitfield(u128)]
 #[derive(PartialEq, Eq)]
 pub struct ContextEntry {
+    /// P (bit 0): the entry is present.
     pub present: bool,
     /// Fault processing disable.
     pub fpd: bool,
+    /// TT (bits 3:2): translation type.
     #[bits(2)]
     pub tt: TranslationType,
+    /// Bits 11:4, reserved.
     #[bits(8)]
     pub reserved_lo: u8,
     /// Second-level page-table pointer (ignored for pass-through).
@@ -46,18 +51,22 @@ pub struct ContextEntry {
     /// Available to software (ignored by hardware).
     #[bits(4)]
     pub avail: u8,
+    /// Bit 71, reserved.
     #[bits(1)]
     pub reserved_7: u8,
     /// Domain identifier tagging this device's cached translations.
     pub did: u16,
+    /// Bits 127:88, reserved.
     #[bits(40)]
     pub reserved_hi: u64,
 }
 
 impl ContextEntry {
+    /// Physical address of the second-level table (SLPTPTR, bits 63:12).
     pub const fn page_table(self) -> u64 {
         self.slptptr() << 12
     }
+    /// The entry with SLPTPTR set from `pa` (bits 11:0 dropped).
     pub const fn with_page_table(self, pa: u64) -> Self {
         self.with_slptptr(pa >> 12)
     }
@@ -71,7 +80,9 @@ impl ContextEntry {
 #[bitfield(u128)]
 #[derive(PartialEq, Eq)]
 pub struct ScalableContextEntry {
+    /// P (bit 0): the entry is present.
     pub present: bool,
+    /// FPD (bit 1): fault processing disable.
     pub fpd: bool,
     /// Device-TLB enable.
     pub dte: bool,
@@ -79,22 +90,27 @@ pub struct ScalableContextEntry {
     pub paside: bool,
     /// Page request enable.
     pub pre: bool,
+    /// Bits 8:5, reserved.
     #[bits(4)]
     pub reserved_lo: u8,
     /// PASID directory size: `2^(PDTS+7)` entries.
     #[bits(3)]
     pub pdts: u8,
+    /// PASIDDIRPTR (bits 63:12): PASID directory pointer.
     #[bits(52)]
     pub pasiddirptr: u64,
     /// PASID used for requests without a PASID.
     #[bits(20)]
     pub rid_pasid: u32,
+    /// RID_PRIV (bit 84): requests without PASID are supervisor requests.
     pub rid_priv: bool,
+    /// Bits 127:85, reserved.
     #[bits(43)]
     pub reserved_hi: u64,
 }
 
 impl ScalableContextEntry {
+    /// Physical address of the PASID directory (PASIDDIRPTR, bits 63:12).
     pub const fn pasid_dir(self) -> u64 {
         self.pasiddirptr() << 12
     }

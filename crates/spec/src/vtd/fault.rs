@@ -32,6 +32,7 @@ pub struct FaultRecord {
 }
 
 impl FaultRecord {
+    /// FI as an address: the faulting page (bits 63:12), or for interrupt faults the index in 63:48.
     pub const fn address(self) -> u64 {
         self.fi() << 12
     }
@@ -40,6 +41,7 @@ impl FaultRecord {
     pub const fn interrupt_index(self) -> u16 {
         (self.address() >> 48) as u16
     }
+    /// The record with FI holding interrupt index `index` in bits 63:48 (bits 47:12 clear).
     pub const fn with_interrupt_index(self, index: u16) -> Self {
         self.with_fi((index as u64) << 36)
     }
@@ -49,6 +51,7 @@ impl FaultRecord {
     }
     /// Byte offset within the record of the dword holding F (software clears it with a 32-bit write).
     pub const F_DWORD: usize = 12;
+    /// Bit of F within that dword (record bit 127).
     pub const F_BIT_IN_DWORD: u32 = 31;
 }
 
@@ -57,18 +60,31 @@ impl FaultRecord {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum FaultReason {
+    /// 0x1: root entry with P clear.
     RootNotPresent = 0x1,
+    /// 0x2: context entry with P clear.
     ContextNotPresent = 0x2,
+    /// 0x3: context entry invalid (e.g. reserved TT or an unsupported AW).
     ContextInvalid = 0x3,
+    /// 0x4: input address beyond the width the context entry's AGAW (or CAP.MGAW) allows.
     AddressBeyondMgaw = 0x4,
+    /// 0x5: write through a leaf (or table) entry without W.
     WriteNotAllowed = 0x5,
+    /// 0x6: read through a leaf (or table) entry without R.
     ReadNotAllowed = 0x6,
+    /// 0x7: a next-level table pointer could not be accessed.
     NextLevelInvalid = 0x7,
+    /// 0x8: the root table address (RTADDR) could not be accessed.
     RootTableInvalid = 0x8,
+    /// 0x9: the root entry's context-table pointer could not be accessed.
     ContextTableInvalid = 0x9,
+    /// 0xa: root entry with a reserved bit set.
     RootReserved = 0xa,
+    /// 0xb: context entry with a reserved bit set.
     ContextReserved = 0xb,
+    /// 0xc: paging entry with a reserved bit set.
     PteReserved = 0xc,
+    /// 0xd: a translated or translation request the context entry's TT blocks.
     TranslationTypeBlocked = 0xd,
     /// Interrupt request in remappable format with reserved fields set (QEMU `VTD_FR_IR_REQ_RSVD`).
     IrRequestReserved = 0x20,
@@ -84,20 +100,35 @@ pub enum FaultReason {
     IrCompatBlocked = 0x25,
     /// The requester failed the IRTE's source validation (`VTD_FR_IR_SID_ERR`).
     IrSourceInvalid = 0x26,
+    /// 0x30: scalable mode, invalid root table address.
     SmRootTableInvalid = 0x30,
+    /// 0x38: scalable mode, the root entry could not be accessed.
     SmRootAccess = 0x38,
+    /// 0x39: scalable mode, root entry (LP/UP) with P clear.
     SmRootNotPresent = 0x39,
+    /// 0x3a: scalable mode, root entry with a reserved bit set.
     SmRootReserved = 0x3a,
+    /// 0x40: scalable mode, the context entry could not be accessed.
     SmContextAccess = 0x40,
+    /// 0x41: scalable-mode context entry with P clear.
     SmContextNotPresent = 0x41,
+    /// 0x42: scalable-mode context entry with a reserved bit set.
     SmContextReserved = 0x42,
+    /// 0x43: scalable-mode context entry invalid (e.g. an unsupported PDTS).
     SmContextInvalid = 0x43,
+    /// 0x50: the PASID directory entry could not be accessed.
     SmPasidDirAccess = 0x50,
+    /// 0x51: PASID directory entry with P clear.
     SmPasidDirNotPresent = 0x51,
+    /// 0x52: PASID directory entry with a reserved bit set.
     SmPasidDirReserved = 0x52,
+    /// 0x58: the PASID-table entry could not be accessed.
     SmPasidEntryAccess = 0x58,
+    /// 0x59: PASID-table entry with P clear.
     SmPasidEntryNotPresent = 0x59,
+    /// 0x5a: PASID-table entry with a reserved bit set.
     SmPasidEntryReserved = 0x5a,
+    /// 0x5b: PASID-table entry invalid (e.g. a reserved PGTT or unsupported AW).
     SmPasidEntryInvalid = 0x5b,
     /// First-level paging entry could not be accessed (QEMU `VTD_FR_FS_PAGING_ENTRY_INV`).
     SmFlAccess = 0x70,
@@ -107,13 +138,21 @@ pub enum FaultReason {
     SmFlReserved = 0x72,
     /// FLPTPTR of the PASID entry does not point at readable memory.
     SmFlPointer = 0x73,
+    /// 0x78: a second-level paging entry could not be accessed.
     SmSlAccess = 0x78,
+    /// 0x79: read or write permission denied by a second-level entry.
     SmSlPermission = 0x79,
+    /// 0x7a: second-level paging entry with a reserved bit set.
     SmSlReserved = 0x7a,
+    /// 0x7b: the PASID entry's second-level table pointer is invalid.
     SmSlPointer = 0x7b,
+    /// 0x83: output address beyond the host address width.
     SmAddressBeyondHaw = 0x83,
+    /// 0x84: second-level input address beyond the width AW allows.
     SmSlAddressBeyond = 0x84,
+    /// 0x85: no write permission for a write or AtomicOp request.
     SmNoWrite = 0x85,
+    /// 0x86: no read permission for a read or AtomicOp request.
     SmNoRead = 0x86,
     /// First-level input address not canonical for the paging mode (4-level: bits 63:48 must copy
     /// bit 47; 5-level: bits 63:57 copy bit 56).

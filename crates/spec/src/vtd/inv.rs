@@ -8,13 +8,21 @@ use bitfield_struct::bitfield;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum DescType {
+    /// Context-cache invalidate (`QI_CC_TYPE`).
     ContextCache = 1,
+    /// IOTLB invalidate (`QI_IOTLB_TYPE`).
     Iotlb = 2,
+    /// Device-TLB invalidate, an ATS invalidation to the endpoint (`QI_DIOTLB_TYPE`).
     DevTlb = 3,
+    /// Interrupt entry cache invalidate (`QI_IEC_TYPE`).
     InterruptEntryCache = 4,
+    /// Invalidation wait: completes once earlier descriptors have (`QI_IWD_TYPE`).
     Wait = 5,
+    /// PASID-based IOTLB invalidate, scalable mode (`QI_EIOTLB_TYPE`).
     PasidIotlb = 6,
+    /// PASID-cache invalidate, scalable mode (`QI_PC_TYPE`).
     PasidCache = 7,
+    /// PASID-based device-TLB invalidate (`QI_DEIOTLB_TYPE`).
     PasidDevTlb = 8,
 }
 
@@ -27,7 +35,9 @@ pub const fn desc_type(qw0: u64) -> DescType {
 
 /// Invalidation granularity of context-cache and IOTLB descriptors.
 pub mod granularity {
+    /// Every entry.
     pub const GLOBAL: u8 = 1;
+    /// Every entry of one domain ID.
     pub const DOMAIN: u8 = 2;
     /// Context cache: device-selective. IOTLB: page-selective within a domain.
     pub const DEVICE_OR_PAGE: u8 = 3;
@@ -37,13 +47,17 @@ pub mod granularity {
 #[bitfield(u128)]
 #[derive(PartialEq, Eq)]
 pub struct ContextCacheInv {
+    /// Type (bits 3:0).
     #[bits(4)]
     pub ty: DescType,
+    /// G (bits 5:4): granularity, see [`granularity`].
     #[bits(2)]
     pub g: u8,
     #[bits(10)]
     __: u16,
+    /// DID (bits 31:16): domain of a domain- or device-selective request.
     pub did: u16,
+    /// SID (bits 47:32): source ID of a device-selective request.
     pub sid: u16,
     /// Function mask: ignore the low FM bits of the devfn.
     #[bits(2)]
@@ -56,8 +70,10 @@ pub struct ContextCacheInv {
 #[bitfield(u128)]
 #[derive(PartialEq, Eq)]
 pub struct IotlbInv {
+    /// Type (bits 3:0).
     #[bits(4)]
     pub ty: DescType,
+    /// G (bits 5:4): granularity, see [`granularity`].
     #[bits(2)]
     pub g: u8,
     /// Drain writes.
@@ -66,6 +82,7 @@ pub struct IotlbInv {
     pub dr: bool,
     #[bits(8)]
     __: u8,
+    /// DID (bits 31:16): domain of a domain- or page-selective request.
     pub did: u16,
     #[bits(32)]
     __: u32,
@@ -76,6 +93,7 @@ pub struct IotlbInv {
     pub ih: bool,
     #[bits(5)]
     __: u8,
+    /// ADDR (bits 127:76): page address, aligned to `2^AM` pages.
     #[bits(52)]
     pub addr: u64,
 }
@@ -84,25 +102,31 @@ pub struct IotlbInv {
 #[bitfield(u128)]
 #[derive(PartialEq, Eq)]
 pub struct DevTlbInv {
+    /// Type (bits 3:0).
     #[bits(4)]
     pub ty: DescType,
     #[bits(8)]
     __: u8,
+    /// PFSID bits 3:0 (bits 15:12): the physical function's source ID, for SR-IOV VFs.
     #[bits(4)]
     pub pfsid_lo: u8,
+    /// MIP/QDEP (bits 20:16): the device's ATS invalidate queue depth.
     #[bits(5)]
     pub qdep: u8,
     #[bits(11)]
     __: u16,
+    /// SID (bits 47:32): source ID of the endpoint.
     pub sid: u16,
     #[bits(4)]
     __: u8,
+    /// PFSID bits 15:4 (bits 63:52).
     #[bits(12)]
     pub pfsid_hi: u16,
     /// Size: the range is encoded in the lowest clear address bit.
     pub s: bool,
     #[bits(11)]
     __: u16,
+    /// ADDR (bits 127:76): the untranslated address, bits 63:12.
     #[bits(52)]
     pub addr: u64,
 }
@@ -111,14 +135,17 @@ pub struct DevTlbInv {
 #[bitfield(u128)]
 #[derive(PartialEq, Eq)]
 pub struct IecInv {
+    /// Type (bits 3:0).
     #[bits(4)]
     pub ty: DescType,
     /// 0 global, 1 index-selective.
     pub g: bool,
     #[bits(22)]
     __: u32,
+    /// IM (bits 31:27): index mask, `2^IM` entries from IIDX.
     #[bits(5)]
     pub im: u8,
+    /// IIDX (bits 47:32): interrupt index of an index-selective request.
     pub iidx: u16,
     #[bits(80)]
     __: u128,
@@ -128,6 +155,7 @@ pub struct IecInv {
 #[bitfield(u128)]
 #[derive(PartialEq, Eq)]
 pub struct WaitInv {
+    /// Type (bits 3:0).
     #[bits(4)]
     pub ty: DescType,
     /// Interrupt flag: set ICS.IWC on completion.
@@ -140,6 +168,7 @@ pub struct WaitInv {
     pub pd: bool,
     #[bits(24)]
     __: u32,
+    /// Status Data (bits 63:32), written with SW = 1.
     pub status_data: u32,
     #[bits(2)]
     __: u8,
@@ -149,6 +178,7 @@ pub struct WaitInv {
 }
 
 impl WaitInv {
+    /// Status Address, dword aligned: where SW = 1 writes the status data.
     pub const fn status_addr(self) -> u64 {
         self.status_addr_hi() << 2
     }
@@ -185,6 +215,7 @@ pub mod pasid_iotlb_granularity {
 #[bitfield(u128)]
 #[derive(PartialEq, Eq)]
 pub struct PasidCacheInv {
+    /// Type (bits 3:0).
     #[bits(4)]
     pub ty: DescType,
     /// 0 all PASIDs of a DID, 1 one PASID, 3 global.
@@ -192,7 +223,9 @@ pub struct PasidCacheInv {
     pub g: u8,
     #[bits(10)]
     __: u16,
+    /// DID (bits 31:16).
     pub did: u16,
+    /// PASID (bits 51:32).
     #[bits(20)]
     pub pasid: u32,
     #[bits(76)]
@@ -203,22 +236,29 @@ pub struct PasidCacheInv {
 #[bitfield(u128)]
 #[derive(PartialEq, Eq)]
 pub struct PasidIotlbInv {
+    /// Type (bits 3:0).
     #[bits(4)]
     pub ty: DescType,
+    /// G (bits 5:4): see [`pasid_iotlb_granularity`].
     #[bits(2)]
     pub g: u8,
     #[bits(10)]
     __: u16,
+    /// DID (bits 31:16).
     pub did: u16,
+    /// PASID (bits 51:32).
     #[bits(20)]
     pub pasid: u32,
     #[bits(12)]
     __: u16,
+    /// AM (bits 69:64): address mask, `2^AM` pages.
     #[bits(6)]
     pub am: u8,
+    /// IH (bit 70): invalidation hint, leaf entries only.
     pub ih: bool,
     #[bits(5)]
     __: u8,
+    /// ADDR (bits 127:76): page address, aligned to `2^AM` pages.
     #[bits(52)]
     pub addr: u64,
 }
@@ -286,12 +326,15 @@ impl IecInv {
 }
 
 impl ContextCacheInv {
+    /// Global context-cache invalidation.
     pub const fn global() -> Self {
         ContextCacheInv::new().with_ty(DescType::ContextCache).with_g(granularity::GLOBAL)
     }
+    /// Domain-selective: every context entry cached under `did`.
     pub const fn domain(did: u16) -> Self {
         ContextCacheInv::new().with_ty(DescType::ContextCache).with_g(granularity::DOMAIN).with_did(did)
     }
+    /// Device-selective: the entry of source ID `sid` in domain `did` (FM = 0).
     pub const fn device(did: u16, sid: u16) -> Self {
         ContextCacheInv::new()
             .with_ty(DescType::ContextCache)
@@ -302,9 +345,11 @@ impl ContextCacheInv {
 }
 
 impl IotlbInv {
+    /// Global IOTLB invalidation, draining reads and writes (DR = DW = 1, as Linux sets them).
     pub const fn global() -> Self {
         IotlbInv::new().with_ty(DescType::Iotlb).with_g(granularity::GLOBAL).with_dr(true).with_dw(true)
     }
+    /// Domain-selective IOTLB invalidation of `did`, draining reads and writes.
     pub const fn domain(did: u16) -> Self {
         IotlbInv::new().with_ty(DescType::Iotlb).with_g(granularity::DOMAIN).with_did(did).with_dr(true).with_dw(true)
     }

@@ -20,11 +20,17 @@ pub const LINUX_IRTA_S: u8 = 0xf;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum DeliveryMode {
+    /// 000b: fixed, to every destination the address names.
     Fixed = 0,
+    /// 001b: lowest priority among the destinations.
     LowestPriority = 1,
+    /// 010b: SMI (vector ignored).
     Smi = 2,
+    /// 100b: NMI (vector ignored).
     Nmi = 4,
+    /// 101b: INIT (vector ignored).
     Init = 5,
+    /// 111b: ExtINT; 3 and 6 are reserved.
     ExtInt = 7,
 }
 
@@ -41,6 +47,7 @@ pub enum SourceValidation {
     Sid = 1,
     /// The requester's bus must lie in SID's bus range: start bus in 15:8, end bus in 7:0.
     BusRange = 2,
+    /// 11b is reserved.
     Reserved = 3,
 }
 
@@ -60,6 +67,7 @@ pub struct Irte {
     pub rh: bool,
     /// TM: trigger mode, 0 edge, 1 level.
     pub tm: bool,
+    /// DLM (bits 7:5): delivery mode.
     #[bits(3)]
     pub dlm: DeliveryMode,
     /// AVAIL: left to software.
@@ -80,6 +88,7 @@ pub struct Irte {
     /// SQ: source-ID qualifier, which low function bits of SID to ignore.
     #[bits(2)]
     pub sq: u8,
+    /// SVT (bits 83:82): source validation type.
     #[bits(2)]
     pub svt: SourceValidation,
     #[bits(44)]
@@ -90,10 +99,13 @@ pub struct Irte {
 #[bitfield(u128)]
 #[derive(PartialEq, Eq)]
 pub struct PostedIrte {
+    /// P (bit 0): the entry is present.
     pub p: bool,
+    /// FPD (bit 1): fault processing disable.
     pub fpd: bool,
     #[bits(6)]
     __: u8,
+    /// AVAIL (bits 11:8): left to software.
     #[bits(4)]
     pub avail: u8,
     #[bits(2)]
@@ -109,9 +121,12 @@ pub struct PostedIrte {
     /// PDA bits 31:6: the posted-interrupt descriptor's address, low part.
     #[bits(26)]
     pub pda_lo: u32,
+    /// SID (bits 79:64): the requester the entry is for.
     pub sid: u16,
+    /// SQ (bits 81:80): source-ID qualifier.
     #[bits(2)]
     pub sq: u8,
+    /// SVT (bits 83:82): source validation type.
     #[bits(2)]
     pub svt: SourceValidation,
     #[bits(12)]
@@ -163,6 +178,7 @@ impl Irte {
     pub const fn from_qwords(q: [u64; 2]) -> Self {
         Irte::from_bits(q[0] as u128 | (q[1] as u128) << 64)
     }
+    /// The two little-endian quadwords the entry occupies in memory (low first).
     pub const fn to_qwords(self) -> [u64; 2] {
         let v = self.into_bits();
         [v as u64, (v >> 64) as u64]
@@ -197,6 +213,7 @@ impl PostedIrte {
     pub const fn pda(self) -> u64 {
         (self.pda_hi() as u64) << 32 | (self.pda_lo() as u64) << 6
     }
+    /// The entry with the descriptor address `pa` (bits 63:6) split over PDA low and high.
     pub const fn with_pda(self, pa: u64) -> Self {
         self.with_pda_lo(((pa >> 6) & 0x3ff_ffff) as u32).with_pda_hi((pa >> 32) as u32)
     }
@@ -233,6 +250,7 @@ pub struct MsiAddrRemap {
 }
 
 impl MsiAddrRemap {
+    /// The 16-bit interrupt handle (bit 15 from address bit 2, bits 14:0 from 19:5).
     pub const fn handle(self) -> u16 {
         self.handle_lo() | (self.handle_15() as u16) << 15
     }
@@ -281,7 +299,9 @@ pub struct MsiAddrCompat {
 #[bitfield(u32)]
 #[derive(PartialEq, Eq)]
 pub struct MsiData {
+    /// Vector (bits 7:0).
     pub vector: u8,
+    /// Delivery mode (bits 10:8).
     #[bits(3)]
     pub dlm: DeliveryMode,
     #[bits(3)]

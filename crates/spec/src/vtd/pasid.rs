@@ -4,6 +4,7 @@ use bitfield_struct::bitfield;
 
 /// PASID-table entries per 4 KiB page (512-bit entries); a PASID's low 6 bits index the table.
 pub const PASID_TABLE_ENTRIES: usize = 64;
+/// Bytes per scalable-mode PASID-table entry (512 bits).
 pub const PASID_ENTRY_SIZE: u64 = 64;
 /// PASID directory entries per 4 KiB page; a PASID's bits 19:6 index the directory.
 pub const PASID_DIR_ENTRIES_PER_PAGE: usize = 512;
@@ -21,8 +22,11 @@ pub const fn pasid_table_index(pasid: u32) -> u32 {
 #[bitfield(u64)]
 #[derive(PartialEq, Eq)]
 pub struct PasidDirEntry {
+    /// P (bit 0): the PASID table pointer is valid.
     pub present: bool,
+    /// FPD (bit 1): fault processing disable for PASIDs through this entry.
     pub fpd: bool,
+    /// Bits 11:2, reserved (must be 0).
     #[bits(10)]
     pub reserved: u16,
     /// PASID table pointer.
@@ -31,6 +35,7 @@ pub struct PasidDirEntry {
 }
 
 impl PasidDirEntry {
+    /// Physical address of the PASID table, 4 KiB aligned.
     pub const fn table(self) -> u64 {
         self.ptp() << 12
     }
@@ -41,9 +46,13 @@ impl PasidDirEntry {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Pgtt {
+    /// 001b: first-level translation only (`PASID_ENTRY_PGTT_FL_ONLY`).
     FirstLevel = 1,
+    /// 010b: second-level translation only (`PASID_ENTRY_PGTT_SL_ONLY`).
     SecondLevel = 2,
+    /// 011b: nested, first level then second level (`PASID_ENTRY_PGTT_NESTED`).
     Nested = 3,
+    /// 100b: pass-through, no translation (`PASID_ENTRY_PGTT_PT`); 0 and 5–7 are reserved.
     PassThrough = 4,
 }
 
@@ -53,17 +62,22 @@ crate::open_enum_bits!(Pgtt, u8, 3);
 #[bitfield(u64)]
 #[derive(PartialEq, Eq)]
 pub struct PasidEntryQw0 {
+    /// P (bit 0): the entry is present.
     pub present: bool,
+    /// FPD (bit 1): fault processing disable, non-recoverable faults are not recorded.
     pub fpd: bool,
     /// Address width of the second-level table: AGAW.
     #[bits(3)]
     pub aw: u8,
+    /// Bit 5, reserved.
     #[bits(1)]
     pub reserved_5: u8,
+    /// PGTT (bits 8:6): which translation the PASID gets.
     #[bits(3)]
     pub pgtt: Pgtt,
     /// Second-level access/dirty enable.
     pub ssade: bool,
+    /// Bits 11:10, reserved.
     #[bits(2)]
     pub reserved: u8,
     /// Second-level page-table pointer.
@@ -108,6 +122,7 @@ pub struct PasidEntryQw2 {
     pub bits_134_133: u8,
     /// Extended access flag enable (bit 135, needs ECAP.EAFS).
     pub eafe: bool,
+    /// Bits 139:136, reserved.
     #[bits(4)]
     pub reserved: u8,
     /// First-level page-table pointer (bits 191:140).
@@ -120,27 +135,35 @@ pub struct PasidEntryQw2 {
 pub struct PasidEntry(pub [u64; 8]);
 
 impl PasidEntry {
+    /// Quadword 0 (bits 63:0): P, FPD, AW, PGTT, SSADE, the second-level table pointer.
     pub const fn qw0(&self) -> PasidEntryQw0 {
         PasidEntryQw0::from_bits(self.0[0])
     }
+    /// Quadword 1 (bits 127:64): DID, snoop and memory-type controls.
     pub const fn qw1(&self) -> PasidEntryQw1 {
         PasidEntryQw1::from_bits(self.0[1])
     }
+    /// Quadword 2 (bits 191:128): the first-level controls and table pointer.
     pub const fn qw2(&self) -> PasidEntryQw2 {
         PasidEntryQw2::from_bits(self.0[2])
     }
+    /// P: the entry is present.
     pub const fn present(&self) -> bool {
         self.qw0().present()
     }
+    /// Domain ID (bits 79:64).
     pub const fn did(&self) -> u16 {
         self.qw1().did()
     }
+    /// PGTT (bits 8:6).
     pub const fn pgtt(&self) -> Pgtt {
         self.qw0().pgtt()
     }
+    /// Physical address of the second-level table (SLPTPTR, bits 63:12).
     pub const fn second_level_table(&self) -> u64 {
         self.qw0().slptptr() << 12
     }
+    /// Physical address of the first-level table (FLPTR, bits 191:140).
     pub const fn first_level_table(&self) -> u64 {
         self.qw2().flptr() << 12
     }

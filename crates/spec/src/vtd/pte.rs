@@ -10,13 +10,16 @@ pub const PTES_PER_TABLE: usize = 512;
 #[bitfield(u64)]
 #[derive(PartialEq, Eq)]
 pub struct SlPte {
+    /// R (bit 0): reads allowed through this entry.
     pub r: bool,
+    /// W (bit 1): writes allowed through this entry.
     pub w: bool,
     /// Bits 6:2: EMT/IPAT on some parts; Linux leaves them zero.
     #[bits(5)]
     pub attr: u8,
     /// Page size: this level-2 (2 MiB) or level-3 (1 GiB) entry maps a page.
     pub ps: bool,
+    /// Bits 10:8: ignored by hardware.
     #[bits(3)]
     pub avail: u8,
     /// Snoop behaviour; reserved unless ECAP.SC.
@@ -24,20 +27,25 @@ pub struct SlPte {
     /// Next-level table or page frame, bits 51:12.
     #[bits(40)]
     pub addr: u64,
+    /// Bits 61:52: ignored by hardware.
     #[bits(10)]
     pub ignored: u16,
     /// Transient mapping (ECAP.DT only).
     pub tm: bool,
+    /// Bit 63: ignored by hardware.
     pub ignored_63: bool,
 }
 
 impl SlPte {
+    /// R or W set: the entry is present (9.8).
     pub const fn present(self) -> bool {
         self.r() || self.w()
     }
+    /// Next-level table or page frame address, 4 KiB aligned (for a large page, its base).
     pub const fn phys(self) -> u64 {
         self.addr() << 12
     }
+    /// The entry with ADDR set from `pa` (bits outside 51:12 dropped).
     pub const fn with_phys(self, pa: u64) -> Self {
         self.with_addr((pa >> 12) & ((1 << 40) - 1))
     }
@@ -100,6 +108,7 @@ impl FlPte {
     pub const fn phys(self) -> u64 {
         self.addr() << 12
     }
+    /// The entry with ADDR set from `pa` (bits outside 51:12 dropped).
     pub const fn with_phys(self, pa: u64) -> Self {
         self.with_addr((pa >> 12) & ((1 << 40) - 1))
     }

@@ -4,33 +4,61 @@ use bitfield_struct::bitfield;
 
 /// Register offsets (spec 11.4, Linux `DMAR_*_REG`).
 pub mod off {
+    /// Version Register, 32-bit (`DMAR_VER_REG`), see [`super::Ver`].
     pub const VER: usize = 0x000;
+    /// Capability Register, 64-bit (`DMAR_CAP_REG`), see [`super::Cap`].
     pub const CAP: usize = 0x008;
+    /// Extended Capability Register, 64-bit (`DMAR_ECAP_REG`), see [`super::Ecap`].
     pub const ECAP: usize = 0x010;
+    /// Global Command Register, 32-bit (`DMAR_GCMD_REG`), see [`super::Gcmd`].
     pub const GCMD: usize = 0x018;
+    /// Global Status Register, 32-bit (`DMAR_GSTS_REG`), see [`super::Gsts`].
     pub const GSTS: usize = 0x01c;
+    /// Root Table Address Register, 64-bit (`DMAR_RTADDR_REG`), see [`super::RtAddr`].
     pub const RTADDR: usize = 0x020;
+    /// Context Command Register, 64-bit (`DMAR_CCMD_REG`), see [`super::Ccmd`].
     pub const CCMD: usize = 0x028;
+    /// Fault Status Register, 32-bit (`DMAR_FSTS_REG`), see [`super::Fsts`].
     pub const FSTS: usize = 0x034;
+    /// Fault Event Control Register, 32-bit (`DMAR_FECTL_REG`), see [`super::EventCtl`].
     pub const FECTL: usize = 0x038;
+    /// Fault Event Data Register: the fault interrupt's MSI data, 32-bit (`DMAR_FEDATA_REG`).
     pub const FEDATA: usize = 0x03c;
+    /// Fault Event Address Register: MSI address bits 31:2, 32-bit (`DMAR_FEADDR_REG`).
     pub const FEADDR: usize = 0x040;
+    /// Fault Event Upper Address Register: MSI address bits 63:32 (`DMAR_FEUADDR_REG`).
     pub const FEUADDR: usize = 0x044;
+    /// Advanced Fault Log Register, 64-bit (`DMAR_AFLOG_REG`); only with CAP.AFL (deprecated).
     pub const AFLOG: usize = 0x058;
+    /// Protected Memory Enable Register, 32-bit (`DMAR_PMEN_REG`): EPM (bit 31), PRS (bit 0).
     pub const PMEN: usize = 0x064;
+    /// Protected Low-Memory Base Register, 32-bit (`DMAR_PLMBASE_REG`).
     pub const PLMBASE: usize = 0x068;
+    /// Protected Low-Memory Limit Register, 32-bit (`DMAR_PLMLIMIT_REG`).
     pub const PLMLIMIT: usize = 0x06c;
+    /// Protected High-Memory Base Register, 64-bit (`DMAR_PHMBASE_REG`).
     pub const PHMBASE: usize = 0x070;
+    /// Protected High-Memory Limit Register, 64-bit (`DMAR_PHMLIMIT_REG`).
     pub const PHMLIMIT: usize = 0x078;
+    /// Invalidation Queue Head Register, 64-bit (`DMAR_IQH_REG`), see [`super::IqPtr`].
     pub const IQH: usize = 0x080;
+    /// Invalidation Queue Tail Register, 64-bit (`DMAR_IQT_REG`), see [`super::IqPtr`].
     pub const IQT: usize = 0x088;
+    /// Invalidation Queue Address Register, 64-bit (`DMAR_IQA_REG`), see [`super::Iqa`].
     pub const IQA: usize = 0x090;
+    /// Invalidation Completion Status Register, 32-bit (`DMAR_ICS_REG`), see [`super::Ics`].
     pub const ICS: usize = 0x09c;
+    /// Invalidation Event Control Register, 32-bit (`DMAR_IECTL_REG`), see [`super::EventCtl`].
     pub const IECTL: usize = 0x0a0;
+    /// Invalidation Event Data Register: MSI data, 32-bit (`DMAR_IEDATA_REG`).
     pub const IEDATA: usize = 0x0a4;
+    /// Invalidation Event Address Register: MSI address bits 31:2 (`DMAR_IEADDR_REG`).
     pub const IEADDR: usize = 0x0a8;
+    /// Invalidation Event Upper Address Register: MSI address bits 63:32 (`DMAR_IEUADDR_REG`).
     pub const IEUADDR: usize = 0x0ac;
+    /// Invalidation Queue Error Record Register, 64-bit (`DMAR_IQER_REG`), see [`super::Iqer`].
     pub const IQER: usize = 0x0b0;
+    /// Interrupt Remapping Table Address Register, 64-bit (`DMAR_IRTA_REG`).
     pub const IRTA: usize = 0x0b8;
 
     /// IVA register: `ECAP.IRO * 16`.
@@ -51,8 +79,10 @@ pub mod off {
 #[bitfield(u32)]
 #[derive(PartialEq, Eq)]
 pub struct Ver {
+    /// MIN (bits 3:0): minor version.
     #[bits(4)]
     pub min: u8,
+    /// MAX (bits 7:4): major version.
     #[bits(4)]
     pub max: u8,
     #[bits(24)]
@@ -66,10 +96,13 @@ pub struct Cap {
     /// Number of domain IDs: `2^(4 + 2*ND)`.
     #[bits(3)]
     pub nd: u8,
+    /// AFL (bit 3): advanced fault logging.
     pub afl: bool,
     /// Required write-buffer flushing (GCMD.WBF).
     pub rwbf: bool,
+    /// PLMR (bit 5): protected low-memory region.
     pub plmr: bool,
+    /// PHMR (bit 6): protected high-memory region.
     pub phmr: bool,
     /// Caching mode: not-present entries may be cached (tagged with DID 0).
     pub cm: bool,
@@ -81,7 +114,9 @@ pub struct Cap {
     /// Maximum guest address width minus one.
     #[bits(6)]
     pub mgaw: u8,
+    /// ZLR (bit 22): zero-length DMA reads to write-only pages allowed.
     pub zlr: bool,
+    /// ISOCH (bit 23): isochronous remapping units (deprecated).
     pub isoch: bool,
     /// Fault-recording register offset, in 16-byte units.
     #[bits(10)]
@@ -98,14 +133,21 @@ pub struct Cap {
     /// Maximum address mask value for page-selective invalidation.
     #[bits(6)]
     pub mamv: u8,
+    /// DWD (bit 54): write draining on IOTLB invalidation.
     pub dwd: bool,
+    /// DRD (bit 55): read draining on IOTLB invalidation.
     pub drd: bool,
+    /// FL1GP (bit 56): first-level 1 GiB pages.
     pub fl1gp: bool,
     #[bits(2)]
     __: u8,
+    /// PI (bit 59): posted interrupts.
     pub pi: bool,
+    /// FL5LP (bit 60): first-level 5-level paging.
     pub fl5lp: bool,
+    /// ECMDS (bit 61): enhanced command interface (ECMD registers).
     pub ecmds: bool,
+    /// ESIRTPS (bit 62): SIRTP itself invalidates the interrupt entry cache.
     pub esirtps: bool,
     /// SRTP itself invalidates all translation caches.
     pub esrtps: bool,
@@ -139,6 +181,7 @@ pub struct Ecap {
     pub dt: bool,
     /// Interrupt remapping.
     pub ir: bool,
+    /// EIM (bit 4): extended interrupt mode, 32-bit x2APIC destination IDs.
     pub eim: bool,
     #[bits(1)]
     __: u8,
@@ -151,38 +194,57 @@ pub struct Ecap {
     pub iro: u16,
     #[bits(2)]
     __: u8,
+    /// MHMV (bits 23:20): largest handle mask for IEC invalidation.
     #[bits(4)]
     pub mhmv: u8,
     #[bits(1)]
     __: u8,
+    /// MTS (bit 25): memory-type support.
     pub mts: bool,
+    /// NEST (bit 26): nested translation.
     pub nest: bool,
+    /// Bit 27: deferred invalidation (deprecated; Linux `ecap_dis`).
     pub dis: bool,
     #[bits(1)]
     __: u8,
+    /// PRS (bit 29): page requests.
     pub prs: bool,
+    /// ERS (bit 30): execute requests.
     pub ers: bool,
+    /// SRS (bit 31): supervisor requests.
     pub srs: bool,
     #[bits(1)]
     __: u8,
+    /// NWFS (bit 33): no-write flag.
     pub nwfs: bool,
+    /// EAFS (bit 34): extended accessed flag.
     pub eafs: bool,
+    /// PSS (bits 39:35): PASID size supported, PASIDs of PSS + 1 bits.
     #[bits(5)]
     pub pss: u8,
+    /// PASID (bit 40): process address space IDs.
     pub pasid: bool,
+    /// DIT (bit 41): device-TLB invalidation throttling.
     pub dit: bool,
+    /// PDS (bit 42): page-request drain.
     pub pds: bool,
     /// Scalable-mode translation.
     pub smts: bool,
+    /// VCS (bit 44): virtual command registers.
     pub vcs: bool,
+    /// SLADS (bit 45): second-level accessed/dirty.
     pub slads: bool,
     /// Second-level translation (scalable mode).
     pub slts: bool,
+    /// FLTS (bit 47): first-level translation (scalable mode).
     pub flts: bool,
+    /// SMPWCS (bit 48): scalable-mode page walks may snoop (PASID entry PWSNP).
     pub smpwcs: bool,
+    /// RPS (bit 49): RID_PASID field in scalable-mode context entries.
     pub rps: bool,
     #[bits(1)]
     __: u8,
+    /// PMS (bit 51): performance monitoring.
     pub pms: bool,
     #[bits(12)]
     __: u16,
@@ -204,6 +266,7 @@ pub struct Gcmd {
     pub qie: bool,
     /// Write-buffer flush (one-shot).
     pub wbf: bool,
+    /// EAFL (bit 28): enable advanced fault logging.
     pub eafl: bool,
     /// Set fault log (one-shot).
     pub sfl: bool,
@@ -219,13 +282,19 @@ pub struct Gcmd {
 pub struct Gsts {
     #[bits(23)]
     __: u32,
+    /// CFIS (bit 23): compatibility-format interrupts pass.
     pub cfis: bool,
+    /// IRTPS (bit 24): interrupt remapping table pointer latched.
     pub irtps: bool,
+    /// IRES (bit 25): interrupt remapping enabled.
     pub ires: bool,
+    /// QIES (bit 26): queued invalidation enabled.
     pub qies: bool,
     /// Reads 1 while a write-buffer flush is in progress.
     pub wbfs: bool,
+    /// AFLS (bit 28): advanced fault logging enabled.
     pub afls: bool,
+    /// FLS (bit 29): fault log pointer latched.
     pub fls: bool,
     /// Root table pointer latched.
     pub rtps: bool,
@@ -261,9 +330,11 @@ pub struct RtAddr {
 }
 
 impl RtAddr {
+    /// Physical address of the root table (scalable-mode root table with SMT), 4 KiB aligned.
     pub const fn table(self) -> u64 {
         self.rta() << 12
     }
+    /// The register for a root table at `pa` (bits 11:0 dropped), TTM legacy or scalable (`smt`).
     pub const fn from_table(pa: u64, smt: bool) -> Self {
         RtAddr::new().with_rta(pa >> 12).with_smt(smt)
     }
@@ -273,8 +344,11 @@ impl RtAddr {
 #[bitfield(u64)]
 #[derive(PartialEq, Eq)]
 pub struct Ccmd {
+    /// DID (bits 15:0): domain for domain- and device-selective requests.
     pub did: u16,
+    /// SID (bits 31:16): source ID for device-selective requests.
     pub sid: u16,
+    /// FM (bits 33:32): function mask, low devfn bits ignored in SID.
     #[bits(2)]
     pub fm: u8,
     #[bits(25)]
@@ -295,8 +369,11 @@ pub struct Ccmd {
 pub struct IotlbReg {
     #[bits(32)]
     __: u32,
+    /// DID (bits 47:32): domain for domain- and page-selective requests.
     pub did: u16,
+    /// DW (bit 48): drain writes before completing.
     pub dw: bool,
+    /// DR (bit 49): drain reads before completing.
     pub dr: bool,
     #[bits(7)]
     __: u8,
@@ -318,11 +395,14 @@ pub struct IotlbReg {
 #[bitfield(u64)]
 #[derive(PartialEq, Eq)]
 pub struct Iva {
+    /// AM (bits 5:0): address mask, the request covers `2^AM` pages.
     #[bits(6)]
     pub am: u8,
+    /// IH (bit 6): invalidation hint, leaf entries only.
     pub ih: bool,
     #[bits(5)]
     __: u8,
+    /// ADDR (bits 63:12): page address, aligned to `2^AM` pages.
     #[bits(52)]
     pub addr: u64,
 }
@@ -376,6 +456,7 @@ pub struct EventCtl {
 pub struct IqPtr {
     #[bits(4)]
     __: u8,
+    /// QH/QT (bits 18:4): offset in 16-byte units.
     #[bits(15)]
     pub qh: u16,
     #[bits(45)]
@@ -391,6 +472,7 @@ impl IqPtr {
             self.qh()
         }
     }
+    /// The register for descriptor `index`, in 128-bit or `wide` (256-bit) descriptors.
     pub const fn from_index(index: u16, wide: bool) -> Self {
         IqPtr::new().with_qh(if wide { index << 1 } else { index })
     }
@@ -407,11 +489,13 @@ pub struct Iqa {
     __: u8,
     /// Descriptor width: 1 = 256-bit.
     pub dw: bool,
+    /// IQA (bits 63:12): queue base address.
     #[bits(52)]
     pub iqa: u64,
 }
 
 impl Iqa {
+    /// Physical address of the invalidation queue, 4 KiB aligned.
     pub const fn base(self) -> u64 {
         self.iqa() << 12
     }
@@ -420,6 +504,7 @@ impl Iqa {
         let bytes = 4096u32 << (self.qs() as u32);
         bytes / self.descriptor_size()
     }
+    /// Bytes per descriptor: 32 with DW = 1, else 16.
     pub const fn descriptor_size(self) -> u32 {
         if self.dw() {
             32
@@ -448,7 +533,9 @@ pub struct Iqer {
     pub iqei: u8,
     #[bits(28)]
     __: u32,
+    /// ITESID (bits 47:32): source ID of the device-TLB invalidation that timed out.
     pub itesid: u16,
+    /// ICESID (bits 63:48): source ID of the device-TLB invalidation that completed in error.
     pub icesid: u16,
 }
 
@@ -479,6 +566,7 @@ pub struct Irta {
     __: u8,
     /// Extended interrupt mode (x2APIC).
     pub eime: bool,
+    /// IRTA (bits 63:12): interrupt remapping table address.
     #[bits(52)]
     pub irta: u64,
 }

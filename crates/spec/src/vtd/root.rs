@@ -11,7 +11,9 @@ pub const ROOT_ENTRY_SIZE: u64 = 16;
 #[bitfield(u128)]
 #[derive(PartialEq, Eq)]
 pub struct RootEntry {
+    /// P (bit 0): the context-table pointer is valid.
     pub present: bool,
+    /// Bits 11:1, reserved.
     #[bits(11)]
     pub reserved_lo: u16,
     /// Context table pointer, 4 KiB aligned.
@@ -22,9 +24,11 @@ pub struct RootEntry {
 }
 
 impl RootEntry {
+    /// Physical address of the bus's context table (CTP, bits 63:12).
     pub const fn context_table(self) -> u64 {
         self.ctp() << 12
     }
+    /// The entry pointing at a context table at `pa` (bits 11:0 dropped), with P set.
     pub const fn with_context_table(self, pa: u64) -> Self {
         self.with_ctp(pa >> 12).with_present(true)
     }
@@ -40,25 +44,32 @@ impl RootEntry {
 pub struct ScalableRootEntry {
     /// Lower context table present.
     pub lp: bool,
+    /// Bits 11:1, reserved.
     #[bits(11)]
     pub reserved_lo: u16,
+    /// LCTP (bits 63:12): lower context table pointer.
     #[bits(52)]
     pub lctp: u64,
     /// Upper context table present.
     pub up: bool,
+    /// Bits 75:65, reserved.
     #[bits(11)]
     pub reserved_up: u16,
+    /// UCTP (bits 127:76): upper context table pointer.
     #[bits(52)]
     pub uctp: u64,
 }
 
 impl ScalableRootEntry {
+    /// Physical address of the lower context table (LCTP, bits 63:12): devfn 0x00–0x7f.
     pub const fn lower_table(self) -> u64 {
         self.lctp() << 12
     }
+    /// Physical address of the upper context table (UCTP, bits 127:76): devfn 0x80–0xff.
     pub const fn upper_table(self) -> u64 {
         self.uctp() << 12
     }
+    /// Reserved bits that a well-formed entry leaves zero (11:1, 75:65).
     pub const fn reserved_bits(self) -> u128 {
         self.into_bits() & (0xffe | 0xffe << 64)
     }
