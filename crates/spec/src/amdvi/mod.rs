@@ -18,13 +18,24 @@ pub mod irte;
 pub mod pte;
 pub mod regs;
 
-pub use cmd::*;
-pub use ctrl::*;
-pub use dte::*;
-pub use event::*;
-pub use irte::*;
-pub use pte::*;
-pub use regs::*;
+pub use cmd::{
+    cmd_opcode, cmd_reserved_bits, inv_address, inv_range, invalidate_iommu_all, CmdOpcode, CompletePprRequest,
+    CompletionWait, InvalidateDevice, InvalidateIommuPages, InvalidateIotlbPages, CMD_SIZE, INV_ALL_PAGES_ADDRESS,
+};
+pub use ctrl::{inv_timeout, Control, Efr, Efr2};
+pub use dte::{Dte, DteQw0, DteQw1, DteQw2, DteQw3, IntCtl, PagingMode, DTE_SIZE, MAX_DTE_ENTRIES};
+pub use event::{Event, EventCode, EventEntry, EventFlags, COMMAND_ADDRESS_MASK, EVENT_SIZE};
+pub use irte::{
+    IntType, Irte32, IrteGa, IrteGaHi, IrteGaLo, IRTE32_SIZE, IRTE_GA_SIZE, IRTE_INDEX_MASK, LINUX_INT_TAB_LEN,
+};
+pub use pte::{
+    leaf_layout, level_index, level_shift, level_size, mode_for_iova, mode_max_iova, skipped_iova_bits, skipped_levels,
+    IoPte, NEXT_LEVEL_LEAF, NEXT_LEVEL_SIZED, PAGE_SIZES_V1, PTES_PER_TABLE,
+};
+pub use regs::{
+    in_completion_store, off, CmdBufBase, CompletionStoreBase, CompletionStoreLimit, DevTableBase, EventLogBase,
+    ExclusionBase, ExclusionLimit, GaLogBase, PprLogBase, RingBase, RingPtr, Status, SNP_LOCKED,
+};
 
 /// A PCI requester ID, under the name the AMD-Vi spec uses.
 pub use crate::Rid as DeviceId;

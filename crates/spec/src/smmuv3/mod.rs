@@ -24,17 +24,33 @@ pub mod regs;
 pub mod ste;
 pub mod strtab;
 
-pub use cd::*;
-pub use cmd::*;
-pub use command::*;
-pub use event::*;
-pub use idr::*;
-pub use pgtable::*;
-pub use pte::*;
-pub use queue::*;
-pub use regs::*;
-pub use ste::*;
-pub use strtab::*;
+pub use cd::{
+    cd_l1_index, cd_l2_index, cd_split, Cd, CdDw0, CdL1Desc, CdTtb, CD_L2_ENTRIES_4K, CD_L2_ENTRIES_64K, CD_SIZE,
+};
+pub use cmd::{
+    cfgi_range_span, opcode, AddrSizeDw1, CfgiLeafDw1, CfgiRangeDw1, Opcode, StreamDw0, SyncCs, SyncDw0, SyncDw1,
+    TlbiDw0, TlbiDw1, ATC_INV_SIZE_ALL, CFGI_ALL_RANGE,
+};
+pub use command::{Command, SyncCmd, TlbiScope};
+pub use event::{Event, EventClass, EventId, EvtDw0, EvtDw1};
+pub use idr::{Aidr, Idr0, Idr1, Idr3, Idr5, Iidr, StLevel, StallModel, TtEndian, Ttf};
+pub use pgtable::{
+    block_size, desc_kind, ia_bits, level_index, level_shift, level_size, s1_start_level, s2_concat_tables,
+    s2_start_level, DescKind, Granule, PTES_PER_TABLE, S2_MAX_CONCAT, T0SZ_MAX, T0SZ_MAX_STT, T0SZ_MIN,
+};
+pub use pte::{block_low_bits, leaf_output, mair_idx, s2_memattr, Perm, S1Pte, S2Pte, TableDesc};
+pub use queue::{
+    queue_empty, queue_full, queue_space, queue_used, CmdqError, QueueBase, QueuePtr, CMDQ_ENT_SIZE, EVTQ_ENT_SIZE,
+    PRIQ_ENT_SIZE, QUEUE_MAX_LOG2,
+};
+pub use regs::{
+    cr1_cache, memattr, off, Cr0, Cr1, Cr2, Gbpa, Gerror, IrqCtrl, MsiCfg0, MsiCfg2, StrtabBase, StrtabBaseCfg,
+    StrtabFmt,
+};
+pub use ste::{Config, Eats, S1Dss, S1Fmt, Ste, SteDw0, SteDw1, SteDw2, SteDw3, Strw, STE_SIZE};
+pub use strtab::{
+    l1_index, l2_index, linear_ste_offset, span_for_split, L1Desc, L1_DESC_SIZE, LINUX_MAX_L1_ENTRIES, LINUX_SPLIT,
+};
 
 /// Physical-address size encodings shared by IDR5.OAS, CD.IPS and STE.S2PS (6.3.6): bits for `enc`, or `None`
 /// for the reserved value 7.

@@ -13,14 +13,29 @@ pub mod pte;
 pub mod regs;
 pub mod root;
 
-pub use context::*;
-pub use fault::*;
-pub use inv::*;
-pub use irte::*;
-pub use pasid::*;
-pub use pte::*;
-pub use regs::*;
-pub use root::*;
+pub use context::{
+    ContextEntry, ScalableContextEntry, TranslationType, CONTEXT_ENTRIES, CONTEXT_ENTRY_SIZE, SM_CONTEXT_ENTRIES,
+    SM_CONTEXT_ENTRY_SIZE,
+};
+pub use fault::{FaultReason, FaultRecord};
+pub use inv::{
+    desc_type, granularity, pasid_cache_granularity, pasid_iotlb_granularity, ContextCacheInv, DescType, DevTlbInv,
+    IecInv, IotlbInv, PasidCacheInv, PasidIotlbInv, WaitInv,
+};
+pub use irte::{
+    is_interrupt_address, DeliveryMode, Irte, MsiAddrCompat, MsiAddrRemap, MsiData, PostedIrte, SourceValidation,
+    IRTE_SIZE, LINUX_IRTA_S, MSI_ADDR_BASE, MSI_ADDR_MASK,
+};
+pub use pasid::{
+    pasid_dir_index, pasid_table_index, PasidDirEntry, PasidEntry, PasidEntryQw0, PasidEntryQw1, PasidEntryQw2, Pgtt,
+    PASID_DIR_ENTRIES_PER_PAGE, PASID_ENTRY_SIZE, PASID_TABLE_ENTRIES,
+};
+pub use pte::{agaw_levels, level_index, level_size, levels_width, FlPte, SlPte, PTES_PER_TABLE};
+pub use regs::{
+    iqei, off, Cap, Ccmd, Ecap, EventCtl, Fsts, Gcmd, Gsts, Ics, IotlbReg, IqPtr, Iqa, Iqer, Irta, Iva, Pmen, RtAddr,
+    Ver,
+};
+pub use root::{from_qwords, to_qwords, RootEntry, ScalableRootEntry, ROOT_ENTRIES, ROOT_ENTRY_SIZE};
 
 /// A PCI requester ID, under the name the VT-d spec uses.
 pub use crate::Rid as SourceId;
