@@ -89,9 +89,13 @@ pub struct AmdviCounters {
     pub untranslated: u64,
     /// Of which passed untranslated because of the DTE (V = 0, Mode 0) or the exclusion range.
     pub passthrough: u64,
+    /// Translations served from the IOTLB.
     pub iotlb_hits: u64,
+    /// IOTLB lookups that found nothing and went on to the DTE and page tables.
     pub iotlb_misses: u64,
+    /// Device-table-entry lookups served from the DTE cache.
     pub dte_hits: u64,
+    /// DTE lookups that read the device table in memory.
     pub dte_misses: u64,
     /// Page-table walks.
     pub walks: u64,
@@ -113,13 +117,19 @@ pub struct AmdviCounters {
     pub command_errors: u64,
     /// COMPLETION_WAIT stores written to memory.
     pub completion_stores: u64,
+    /// INVALIDATE_DEVTAB_ENTRY commands executed.
     pub dte_invalidations: u64,
+    /// INVALIDATE_IOMMU_PAGES commands executed.
     pub iotlb_invalidations: u64,
+    /// INVALIDATE_INTERRUPT_TABLE commands executed.
     pub irt_invalidations: u64,
-    /// Interrupt messages seen, remapped through an IRTE, and target-aborted.
+    /// Interrupt messages seen.
     pub interrupts: u64,
+    /// Of which remapped through an IRTE.
     pub interrupts_remapped: u64,
+    /// Of which target-aborted (interrupt-remapping fault).
     pub interrupt_faults: u64,
+    /// INVALIDATE_IOMMU_ALL commands executed (EFR.IASup).
     pub all_invalidations: u64,
     /// Writes to a base register ignored because of the SNP lock.
     pub locked_writes_ignored: u64,
@@ -163,26 +173,29 @@ impl AmdviModel {
         }
     }
 
+    /// The capabilities the unit was built with.
     pub fn config(&self) -> &AmdviConfig {
         &self.cfg
     }
 
+    /// Event counts since creation or the last [`Self::reset_counters`].
     pub fn counters(&self) -> &AmdviCounters {
         &self.counters
     }
 
+    /// Zero every event count (unit state is untouched).
     pub fn reset_counters(&mut self) {
         self.counters = AmdviCounters::default();
     }
 
-    /// Turn the DTE cache and the IOTLB on or off (off: every translation reads the DTE and walks, a benchmark
-    /// baseline no real unit offers). Either way both are emptied.
     /// Empty every cache, as a full invalidation would (caching stays as it was).
     pub fn drop_caches(&mut self) {
         self.caches.invalidate_all();
         self.irq.clear();
     }
 
+    /// Turn the DTE cache and the IOTLB on or off (off: every translation reads the DTE and walks, a benchmark
+    /// baseline no real unit offers). Either way both are emptied.
     pub fn set_caching(&mut self, enabled: bool) {
         self.caches.set_enabled(enabled);
         self.irq.clear();
@@ -196,6 +209,7 @@ impl AmdviModel {
         self.caches.bump();
     }
 
+    /// Whether SNP enforcement is on: base-register writes are ignored (see [`Self::set_snp_lock`]).
     pub fn snp_locked(&self) -> bool {
         self.snp_locked
     }

@@ -167,14 +167,19 @@ impl Smmuv3Config {
 /// A [`Smmuv3Config`] that cannot describe an SMMU.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Error)]
 pub enum Smmuv3ConfigError {
+    /// IDR1.SIDSIZE above 32 bits.
     #[error("SIDSIZE {0} beyond 32")]
     SidSize(u8),
+    /// IDR1.SSIDSIZE above 20 bits.
     #[error("SSIDSIZE {0} beyond 20")]
     SsidSize(u8),
+    /// Neither IDR0.S1P nor IDR0.S2P set.
     #[error("neither stage 1 nor stage 2 implemented")]
     NoStage,
+    /// IDR1.CMDQS or EVENTQS above the architected 2^19 entries.
     #[error("queue size 2^{0} beyond the architected 2^19")]
     QueueSize(u8),
+    /// IDR5.OAS encoding above 48 bits.
     #[error("OAS encoding {0} beyond 48 bits")]
     Oas(u8),
 }
@@ -194,11 +199,17 @@ pub struct Smmuv3Counters {
     pub ste_bypassed: u64,
     /// Aborted in service failure mode.
     pub sfm_aborts: u64,
+    /// STE lookups served from the configuration cache.
     pub ste_hits: u64,
+    /// STE lookups that fetched from the stream table.
     pub ste_misses: u64,
+    /// Context-descriptor lookups served from the configuration cache.
     pub cd_hits: u64,
+    /// CD lookups that fetched from the CD table.
     pub cd_misses: u64,
+    /// Translations served from the TLB.
     pub tlb_hits: u64,
+    /// TLB lookups that found nothing and went on to walk.
     pub tlb_misses: u64,
     /// Translation-table walks (a nested walk counts once).
     pub walks: u64,
@@ -214,8 +225,11 @@ pub struct Smmuv3Counters {
     pub evtq_overflows: u64,
     /// Commands executed.
     pub commands: u64,
+    /// CMD_CFGI_* (configuration-cache invalidation) commands executed.
     pub cfgi_commands: u64,
+    /// CMD_TLBI_* commands executed.
     pub tlbi_commands: u64,
+    /// CMD_SYNC commands executed.
     pub syncs: u64,
     /// CMD_SYNC completions signalled by an MSI write.
     pub sync_msis: u64,
@@ -223,9 +237,11 @@ pub struct Smmuv3Counters {
     pub cmdq_errors: u64,
     /// GERROR bits toggled active.
     pub gerrors: u64,
-    /// Interrupts signalled (wired or MSI).
+    /// GERROR interrupts signalled (wired or MSI).
     pub gerror_irqs: u64,
+    /// Event-queue interrupts signalled (wired or MSI).
     pub evtq_irqs: u64,
+    /// CMD_SYNC completions signalled by the wired interrupt (CS = SIG_IRQ without an MSI address).
     pub sync_irqs: u64,
     /// Writes ignored because the register is guarded by an enable that was set (6.3.11, 6.3.23–6.3.28).
     pub guarded_writes_ignored: u64,
@@ -255,6 +271,7 @@ impl Smmuv3Model {
         Self::try_new(cfg).expect("invalid Smmuv3Config")
     }
 
+    /// An SMMU after reset, or why `cfg` cannot describe one.
     pub fn try_new(cfg: Smmuv3Config) -> Result<Self, Smmuv3ConfigError> {
         cfg.validate()?;
         Ok(Smmuv3Model {
@@ -267,26 +284,29 @@ impl Smmuv3Model {
         })
     }
 
+    /// The ID registers' configuration the SMMU was built with.
     pub fn config(&self) -> &Smmuv3Config {
         &self.cfg
     }
 
+    /// Event counts since creation or the last [`Self::reset_counters`].
     pub fn counters(&self) -> &Smmuv3Counters {
         &self.counters
     }
 
+    /// Zero every event count (SMMU state is untouched).
     pub fn reset_counters(&mut self) {
         self.counters = Smmuv3Counters::default();
     }
 
-    /// Turn the configuration cache and the TLB on or off (off: every translation fetches and walks, a
-    /// benchmark baseline no real SMMU offers). Either way both are emptied.
     /// Empty every cache, as a full invalidation would (caching stays as it was).
     pub fn drop_caches(&mut self) {
         self.caches.cfg_all();
         self.caches.tlb_select(|_| cache::Scope::All);
     }
 
+    /// Turn the configuration cache and the TLB on or off (off: every translation fetches and walks, a
+    /// benchmark baseline no real SMMU offers). Either way both are emptied.
     pub fn set_caching(&mut self, enabled: bool) {
         self.caches.set_enabled(enabled);
     }

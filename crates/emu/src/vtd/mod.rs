@@ -35,7 +35,11 @@ use regs::RegFile;
 pub struct VtdConfig {
     /// VER register value.
     pub ver: u32,
+    /// CAP register value (spec 10.4.2): domains (ND), AGAWs (SAGAW), MGAW, fault-record placement (FRO, NFR),
+    /// PSI/MAMV, large pages (SLLPS, FL1GP); CAP.PI must be clear.
     pub cap: Cap,
+    /// ECAP register value (spec 10.4.3): coherency (C), QI, IR/EIM, PT, IOTLB offset (IRO), scalable mode
+    /// (SMTS) and its translation types (SLTS, FLTS); ECAP.NEST must be clear.
     pub ecap: Ecap,
     /// Bytes of MMIO space; registers beyond the architectural ones (IOTLB, fault records) must fit.
     pub mmio_size: usize,
@@ -126,12 +130,17 @@ impl VtdConfig {
 /// A [`VtdConfig`] that cannot describe a unit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Error)]
 pub enum ConfigError {
+    /// `mmio_size` is not a multiple of 16 in 0x100..=0x100000.
     #[error("MMIO size {0:#x} is not a multiple of 16 in 0x100..=0x100000")]
     MmioSize(usize),
+    /// `haw` is outside 32..=52 bits.
     #[error("host address width {0} outside 32..=52")]
     Haw(u8),
+    /// A capability the model does not implement (posted interrupts, nested translation) is advertised.
     #[error("{0} is not modelled; a unit claiming it would translate what the model cannot")]
     Unmodelled(&'static str),
+    /// The IOTLB registers (ECAP.IRO) or fault records (CAP.FRO, NFR) overlap the architectural registers,
+    /// each other, or run past `mmio_size`.
     #[error("{0} at {1:#x} overlap the architectural registers or leave the MMIO space")]
     Placement(&'static str, usize),
 }
@@ -143,11 +152,17 @@ pub struct VtdCounters {
     pub translations: u64,
     /// Of which passed through untranslated because GSTS.TES = 0.
     pub untranslated: u64,
+    /// Translations served from the IOTLB.
     pub iotlb_hits: u64,
+    /// IOTLB lookups that found nothing and went on to the context and paging structures.
     pub iotlb_misses: u64,
+    /// Context-entry lookups served from the context cache.
     pub context_hits: u64,
+    /// Context-entry lookups that read the root and context tables.
     pub context_misses: u64,
+    /// PASID-entry lookups (scalable mode) served from the PASID cache.
     pub pasid_hits: u64,
+    /// PASID-entry lookups that read the PASID directory and table.
     pub pasid_misses: u64,
     /// Page walks (second- and first-level).
     pub walks: u64,
@@ -169,14 +184,21 @@ pub struct VtdCounters {
     pub qi_descriptors: u64,
     /// Invalidation queue errors raised (FSTS.IQE).
     pub qi_errors: u64,
+    /// Context-cache invalidations done, by CCMD.ICC or a context-cache invalidate descriptor.
     pub context_invalidations: u64,
+    /// IOTLB invalidations done, by the IOTLB register's IVT or an IOTLB / PASID-based-IOTLB descriptor.
     pub iotlb_invalidations: u64,
+    /// PASID-cache invalidate descriptors executed (scalable mode).
     pub pasid_invalidations: u64,
-    /// Interrupt messages seen, remapped through an IRTE, and blocked with an interrupt-remapping fault.
+    /// Interrupt messages seen.
     pub interrupts: u64,
+    /// Of which remapped through an IRTE.
     pub interrupts_remapped: u64,
+    /// Of which blocked with an interrupt-remapping fault.
     pub interrupt_faults: u64,
+    /// IRTE lookups served from the interrupt-entry cache.
     pub iec_hits: u64,
+    /// Interrupt-entry-cache invalidate descriptors executed (spec 6.5.2.7).
     pub iec_invalidations: u64,
     /// Register accesses outside the MMIO space or not naturally aligned (ignored, read 0).
     pub bad_mmio: u64,
@@ -218,6 +240,7 @@ impl VtdModel {
         Self::try_new(cfg).expect("invalid VtdConfig")
     }
 
+    /// A unit after reset, or why `cfg` cannot describe one.
     pub fn try_new(cfg: VtdConfig) -> Result<Self, ConfigError> {
         cfg.validate()?;
         Ok(VtdModel {
@@ -234,26 +257,29 @@ impl VtdModel {
         })
     }
 
+    /// The capabilities the unit was built with.
     pub fn config(&self) -> &VtdConfig {
         &self.cfg
     }
 
+    /// Event counts since creation or the last [`Self::reset_counters`].
     pub fn counters(&self) -> &VtdCounters {
         &self.counters
     }
 
+    /// Zero every event count (unit state is untouched).
     pub fn reset_counters(&mut self) {
         self.counters = VtdCounters::default();
     }
 
-    /// Turn the context, PASID and IOTLB caches on or off (off: every translation walks the tables, a
-    /// benchmark baseline that no real unit offers). Either way the caches are emptied.
     /// Empty every cache, as a full invalidation would (caching stays as it was).
     pub fn drop_caches(&mut self) {
         self.caches.invalidate_all();
         self.iec.clear();
     }
 
+    /// Turn the context, PASID and IOTLB caches on or off (off: every translation walks the tables, a
+    /// benchmark baseline that no real unit offers). Either way the caches are emptied.
     pub fn set_caching(&mut self, enabled: bool) {
         self.caches.set_enabled(enabled);
     }
