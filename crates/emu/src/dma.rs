@@ -32,7 +32,10 @@ pub struct FaultInfo {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Translation {
     /// The request may proceed at this physical address.
-    Ok { phys: u64 },
+    Ok {
+        /// The system physical address the IOVA maps to.
+        phys: u64,
+    },
     /// The request is blocked.
     Fault(FaultInfo),
 }
@@ -59,13 +62,26 @@ pub enum DmaOutcome {
     /// Every byte was transferred.
     Done,
     /// The IOMMU blocked the page holding `iova`; `done` bytes before it were transferred.
-    Fault { iova: u64, done: usize, info: FaultInfo },
+    Fault {
+        /// The IOVA the transfer had reached when the IOMMU blocked it (in the blocked page).
+        iova: u64,
+        /// Bytes transferred before the fault.
+        done: usize,
+        /// The IOMMU's reason.
+        info: FaultInfo,
+    },
     /// The translated address `phys` is not memory (on PCIe: an unsupported request, the write is
     /// dropped / the read completes with an error); `done` bytes before it were transferred.
-    BadAddress { phys: u64, done: usize },
+    BadAddress {
+        /// The translated address that no memory backs.
+        phys: u64,
+        /// Bytes transferred before it.
+        done: usize,
+    },
 }
 
 impl DmaOutcome {
+    /// Whether every byte was transferred.
     pub fn is_done(&self) -> bool {
         matches!(self, DmaOutcome::Done)
     }

@@ -43,14 +43,19 @@ pub const NAMES: &[&str] = &[
 
 /// The unit of the crashed machine.
 pub enum Unit<'a> {
+    /// An Intel VT-d remapping unit.
     Vtd(&'a mut VtdModel),
+    /// An AMD-Vi IOMMU.
     Amdvi(&'a mut AmdviModel),
+    /// An Arm SMMUv3.
     Smmuv3(&'a mut Smmuv3Model),
 }
 
 /// The crashed machine as a fault finds it.
 pub struct Crashed<'a> {
+    /// The machine's memory as the panic left it: the old kernel's tables and queues.
     pub mem: &'a mut PhysMemory,
+    /// The IOMMU, with its registers as the panic left them.
     pub unit: Unit<'a>,
     /// The crash kernel's reserved region: where "in the crash region" faults point.
     pub crash_region: Range<u64>,
@@ -61,8 +66,16 @@ pub struct Crashed<'a> {
 /// What a fault did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Injected {
-    Applied { what: String },
-    NotApplicable { why: &'static str },
+    /// The fault was injected.
+    Applied {
+        /// What was changed, for reports.
+        what: String,
+    },
+    /// The fault does not apply to this machine (e.g. another vendor's, or nothing to corrupt).
+    NotApplicable {
+        /// Why not.
+        why: &'static str,
+    },
 }
 
 impl Injected {
@@ -72,6 +85,7 @@ impl Injected {
     fn na(why: &'static str) -> Self {
         Injected::NotApplicable { why }
     }
+    /// Whether the fault was injected.
     pub fn is_applied(&self) -> bool {
         matches!(self, Injected::Applied { .. })
     }

@@ -14,13 +14,23 @@ pub enum Interrupt {
     /// The message reached the local APIC `dest` (physical destination) with `vector`. `remapped`: a table
     /// entry decided it; otherwise the message's own address and data did (compatibility format or
     /// remapping off).
-    Delivered { dest: u32, vector: u8, remapped: bool },
+    Delivered {
+        /// The destination local APIC ID.
+        dest: u32,
+        /// The interrupt vector.
+        vector: u8,
+        /// Whether an interrupt-remapping table entry (IRTE) decided the destination and vector.
+        remapped: bool,
+    },
     /// The unit blocked the message.
     Blocked(FaultInfo),
     /// A unit without interrupt remapping (SMMUv3) translated the message as the DWORD write it is, to `phys`:
     /// the interrupt controller's doorbell (a GIC ITS's `GITS_TRANSLATER`) if the mapping is right, else
     /// wherever the tables send it (memory, the scratch page).
-    Written { phys: u64 },
+    Written {
+        /// The physical address the DWORD write landed at.
+        phys: u64,
+    },
 }
 
 /// An IOMMU's handling of interrupt messages (units with a remapping table: VT-d, AMD-Vi).

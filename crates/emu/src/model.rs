@@ -10,6 +10,7 @@ use crate::{AmdviConfig, AmdviModel, Smmuv3Config, Smmuv3Model, VtdConfig, VtdMo
 
 /// An IOMMU model: registers ([`MmioDevice`]), DMA translation ([`Iommu`]) and what a machine asks of it.
 pub trait IommuModel: MmioDevice + Iommu + Send {
+    /// Which architecture the unit models (VT-d, AMD-Vi, SMMUv3).
     fn kind(&self) -> IommuKind;
 
     /// DMA is translated (VT-d GSTS.TES, AMD-Vi CONTROL.IommuEn, SMMUv3 CR0ACK.SMMUEN).
@@ -31,6 +32,7 @@ pub trait IommuModel: MmioDevice + Iommu + Send {
         Vec::new()
     }
 
+    /// A copy of the unit with all its state, behind a new box (what `Clone for Box<dyn IommuModel>` uses).
     fn clone_box(&self) -> Box<dyn IommuModel>;
 
     /// The model as the fault catalogue (`crate::inject`) takes it.

@@ -21,12 +21,16 @@ pub trait MmioDevice {
 
 /// One kernel's view of one IOMMU unit: its registers, physical memory and the kernel's page allocator.
 pub struct EmuPlatform<'a, D: MmioDevice> {
+    /// The unit whose registers [`Mmio`] accesses reach.
     pub dev: &'a mut D,
+    /// The machine's physical memory, shared by the unit's table walks and the kernel's writes.
     pub mem: &'a mut PhysMemory,
+    /// The pages this kernel may allocate (for a crash kernel: its reserved region).
     pub frames: &'a mut FrameRegion,
 }
 
 impl<'a, D: MmioDevice> EmuPlatform<'a, D> {
+    /// A kernel's view over the given unit, memory and frame region.
     pub fn new(dev: &'a mut D, mem: &'a mut PhysMemory, frames: &'a mut FrameRegion) -> Self {
         EmuPlatform { dev, mem, frames }
     }

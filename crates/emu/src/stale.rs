@@ -37,8 +37,11 @@ pub trait FetchAnyTime: Iommu + MmioDevice {
 /// One requester watched through an update.
 #[derive(Clone, Debug)]
 pub struct Probe {
+    /// The requester ID (PCI bus/device/function or SMMU StreamID) that issues the request.
     pub rid: u32,
+    /// The address it requests.
     pub iova: u64,
+    /// Read or write.
     pub access: Access,
     /// Physical addresses the request may reach at any moment (old and new target).
     pub targets: Vec<u64>,
@@ -66,21 +69,28 @@ pub struct Violation {
     pub after_write: u64,
     /// Address of that write.
     pub addr: u64,
+    /// The probe's requester ID.
     pub rid: u32,
+    /// The probe's address.
     pub iova: u64,
+    /// What the fetch translated it to: a target not allowed, or an illegal-entry fault.
     pub got: Translation,
 }
 
 /// A model's platform whose unit fetches the watched requesters' entries after every memory write.
 pub struct StaleFetchPlatform<'a, D: FetchAnyTime> {
+    /// The platform the driver writes through.
     pub hw: EmuPlatform<'a, D>,
+    /// The requesters fetched after every write.
     pub probes: Vec<Probe>,
     /// Memory writes seen, each followed by one fetch per probe.
     pub writes: u64,
+    /// Every fetch that saw a forbidden translation or an illegal entry, in order.
     pub violations: Vec<Violation>,
 }
 
 impl<'a, D: FetchAnyTime> StaleFetchPlatform<'a, D> {
+    /// Watch `probes` through `hw`, with nothing seen yet.
     pub fn new(hw: EmuPlatform<'a, D>, probes: Vec<Probe>) -> Self {
         StaleFetchPlatform { hw, probes, writes: 0, violations: Vec::new() }
     }

@@ -14,13 +14,21 @@ pub use status::SevStatus;
 
 /// Firmware command IDs (Linux `enum sev_cmd`).
 pub mod cmd_id {
+    /// Initialise SNP on the platform (legacy form, without the extended buffer).
     pub const SNP_INIT: u32 = 0x081;
+    /// Shut SNP down (legacy form, without options).
     pub const SNP_SHUTDOWN: u32 = 0x082;
+    /// Flush the data fabric's write buffers after WBINVD on every marked core.
     pub const SNP_DF_FLUSH: u32 = 0x084;
+    /// Initialise SNP with an extended parameter buffer.
     pub const SNP_INIT_EX: u32 = 0x085;
+    /// Shut SNP down with options (IOMMU_SNP_SHUTDOWN among them).
     pub const SNP_SHUTDOWN_EX: u32 = 0x086;
+    /// Destroy a guest context and release its ASID.
     pub const SNP_DECOMMISSION: u32 = 0x090;
+    /// Bind an ASID to a guest context.
     pub const SNP_ACTIVATE: u32 = 0x091;
+    /// Create a guest context in a firmware page.
     pub const SNP_GCTX_CREATE: u32 = 0x093;
 }
 
@@ -30,18 +38,33 @@ pub enum SnpCommand {
     /// SNP_INIT_EX: enable SNP, initialise the RMP, turn on IOMMU SNP enforcement.
     InitEx,
     /// SNP_GCTX_CREATE: a guest context at this page.
-    GctxCreate { gctx: u64 },
+    GctxCreate {
+        /// System physical address of the guest-context page.
+        gctx: u64,
+    },
     /// SNP_ACTIVATE: bind `asid` to the guest context.
-    Activate { gctx: u64, asid: u32 },
+    Activate {
+        /// The guest context's page.
+        gctx: u64,
+        /// The ASID its vCPUs will run with.
+        asid: u32,
+    },
     /// SNP_DECOMMISSION: destroy the guest context, free its ASID, mark its cores for WBINVD.
-    Decommission { gctx: u64 },
+    Decommission {
+        /// The guest context's page.
+        gctx: u64,
+    },
     /// SNP_DF_FLUSH: data-fabric flush; requires every marked core to have executed WBINVD since marking.
     DfFlush,
     /// SNP_SHUTDOWN_EX; `iommu` is IOMMU_SNP_SHUTDOWN (dword 1 bit 0), which Linux always sets.
-    ShutdownEx { iommu: bool },
+    ShutdownEx {
+        /// IOMMU_SNP_SHUTDOWN: also turn IOMMU SNP enforcement off, unlocking the AMD-Vi base registers.
+        iommu: bool,
+    },
 }
 
 impl SnpCommand {
+    /// The command ID written to CMDRESP ([`cmd_id`]).
     pub const fn id(self) -> u32 {
         match self {
             SnpCommand::InitEx => cmd_id::SNP_INIT_EX,
@@ -52,6 +75,7 @@ impl SnpCommand {
             SnpCommand::ShutdownEx { .. } => cmd_id::SNP_SHUTDOWN_EX,
         }
     }
+    /// The ABI's name for the command.
     pub const fn name(self) -> &'static str {
         match self {
             SnpCommand::InitEx => "SNP_INIT_EX",
@@ -89,6 +113,8 @@ pub struct SnpFirmware {
 }
 
 impl SnpFirmware {
+    /// Firmware before SNP_INIT_EX on a machine of `cores` cores, `cores_per_ccx` to a last-level cache
+    /// (0 is taken as 1).
     pub fn new(cores: usize, cores_per_ccx: usize) -> Self {
         SnpFirmware {
             cores,
@@ -101,6 +127,7 @@ impl SnpFirmware {
         }
     }
 
+    /// Whether SNP is initialised (SNP_INIT_EX done, no SNP_SHUTDOWN_EX since).
     pub fn initialised(&self) -> bool {
         self.initialised
     }
@@ -109,9 +136,11 @@ impl SnpFirmware {
     pub fn iommu_locked(&self) -> bool {
         self.iommu_enforced
     }
+    /// Cores marked by SNP_DECOMMISSION that must execute WBINVD before SNP_DF_FLUSH succeeds.
     pub fn cores_needing_wbinvd(&self) -> impl Iterator<Item = usize> + '_ {
         self.needs_wbinvd.iter().copied()
     }
+    /// Whether an SNP_DECOMMISSION awaits a successful SNP_DF_FLUSH (SNP_SHUTDOWN_EX fails until then).
     pub fn df_flush_pending(&self) -> bool {
         self.df_flush_pending
     }
@@ -119,6 +148,7 @@ impl SnpFirmware {
     pub fn bound_asids(&self) -> impl Iterator<Item = u32> + '_ {
         self.guests.values().filter_map(|g| g.asid)
     }
+    /// The ASID SNP_ACTIVATE bound to the guest context at `gctx`, if any.
     pub fn asid_of(&self, gctx: u64) -> Option<u32> {
         self.guests.get(&gctx).and_then(|g| g.asid)
     }
