@@ -24,6 +24,7 @@ pub const MAX_CMDS_PER_TICK: u64 = 256;
 /// The largest maximum data transfer size the model accepts, in blocks (1 MiB).
 pub const MAX_MDTS_BLOCKS: u32 = 256;
 
+/// Controller throughput and namespace shape.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BlkConfig {
     /// Commands fetched and completed per tick (bounded by [`MAX_CMDS_PER_TICK`]).
@@ -54,10 +55,13 @@ pub struct BlkStats {
     pub dma_errors: u64,
     /// Commands whose completion could not be written.
     pub lost_completions: u64,
+    /// Blocks Write commands moved from host memory to the media.
     pub blocks_written: u64,
+    /// Blocks Read commands moved from the media to host memory.
     pub blocks_read: u64,
     /// Ticks the controller stopped early because the completion queue was full.
     pub cq_full: u64,
+    /// Function-level resets (FLR) taken.
     pub flrs: u64,
 }
 
@@ -91,6 +95,8 @@ pub struct Blk {
 }
 
 impl Blk {
+    /// A controller after reset (disabled, no queues, empty media), named `name` for reports and issuing DMA
+    /// as requester `rid`; `cfg.mdts_blocks` is clamped to `1..=MAX_MDTS_BLOCKS`.
     pub fn new(name: impl Into<String>, rid: u32, cfg: BlkConfig) -> Self {
         let cfg = BlkConfig { mdts_blocks: cfg.mdts_blocks.clamp(1, MAX_MDTS_BLOCKS), ..cfg };
         Blk {
@@ -140,10 +146,12 @@ impl Blk {
         }
     }
 
+    /// The SQ head: the next entry the controller fetches (reported in completion DW2).
     pub fn sq_head(&self) -> u32 {
         self.sq_head
     }
 
+    /// The CQ tail: the slot the next completion goes to.
     pub fn cq_tail(&self) -> u32 {
         self.cq_tail
     }
@@ -153,6 +161,7 @@ impl Blk {
         self.phase
     }
 
+    /// Whether the controller is enabled (CC.EN) with its I/O queue pair created.
     pub fn is_enabled(&self) -> bool {
         self.enabled
     }
@@ -174,10 +183,12 @@ impl Blk {
         }
     }
 
+    /// The configuration, after clamping.
     pub fn config(&self) -> &BlkConfig {
         &self.cfg
     }
 
+    /// The counters so far.
     pub fn stats(&self) -> BlkStats {
         self.stats
     }

@@ -23,12 +23,16 @@ pub const MAX_DESCS_PER_TICK: u64 = 64;
 /// One copy: `len` bytes from `src` to `dst`, both DMA addresses.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BulkDesc {
+    /// DMA address read from.
     pub src: u64,
+    /// DMA address written to.
     pub dst: u64,
+    /// Bytes to copy (clamped to the configured `max_len`).
     pub len: u64,
 }
 
 impl BulkDesc {
+    /// Decode the in-memory layout: three little-endian u64s, source, destination, length.
     pub fn from_bytes(b: &[u8; 24]) -> Self {
         let q = |i: usize| {
             let mut w = [0; 8];
@@ -38,6 +42,7 @@ impl BulkDesc {
         BulkDesc { src: q(0), dst: q(1), len: q(2) }
     }
 
+    /// Encode as [`Self::from_bytes`] reads it.
     pub fn to_bytes(&self) -> [u8; 24] {
         let mut b = [0; 24];
         b[..8].copy_from_slice(&self.src.to_le_bytes());
@@ -47,6 +52,7 @@ impl BulkDesc {
     }
 }
 
+/// Engine throughput and copy size limit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BulkConfig {
     /// Descriptors processed per tick (bounded by [`MAX_DESCS_PER_TICK`]).
@@ -66,6 +72,7 @@ impl Default for BulkConfig {
 pub struct BulkStats {
     /// Descriptors whose copy completed.
     pub copies: u64,
+    /// Bytes copied by completed descriptors.
     pub bytes: u64,
     /// Descriptors whose length was clamped to `max_len`.
     pub clamped: u64,
@@ -73,6 +80,7 @@ pub struct BulkStats {
     pub dma_errors: u64,
     /// Complete passes over the list.
     pub passes: u64,
+    /// Function-level resets (FLR) taken.
     pub flrs: u64,
 }
 
@@ -93,6 +101,8 @@ pub struct Bulk {
 }
 
 impl Bulk {
+    /// A stopped engine, named `name` for reports and issuing DMA as requester `rid`; `cfg.max_len` is
+    /// clamped to `1..=MAX_COPY`.
     pub fn new(name: impl Into<String>, rid: u32, cfg: BulkConfig) -> Self {
         let cfg = BulkConfig { max_len: cfg.max_len.clamp(1, MAX_COPY), ..cfg };
         Bulk {
@@ -122,6 +132,7 @@ impl Bulk {
         self.running = false;
     }
 
+    /// Whether the engine is looping over its list.
     pub fn is_running(&self) -> bool {
         self.running
     }
@@ -131,10 +142,12 @@ impl Bulk {
         self.next
     }
 
+    /// The configuration, after clamping.
     pub fn config(&self) -> &BulkConfig {
         &self.cfg
     }
 
+    /// The counters so far.
     pub fn stats(&self) -> BulkStats {
         self.stats
     }

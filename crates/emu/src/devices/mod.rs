@@ -48,7 +48,9 @@ pub struct DmaEvent {
     pub iova: u64,
     /// Bytes requested.
     pub len: usize,
+    /// Read from or write to memory.
     pub access: Access,
+    /// What the IOMMU and memory made of it: done, faulted, or an address that is not memory.
     pub outcome: DmaOutcome,
     /// The physical address of the first page's access, when the IOMMU translated it (even if memory
     /// then refused it: see [`DmaOutcome::BadAddress`]). `None` when the first page faulted.
@@ -100,8 +102,11 @@ pub trait DmaDevice: Debug + Send {
 /// (`set_rx_tail`, `ring_sq_tail`, ...) without downcasting.
 #[derive(Clone, Debug)]
 pub enum AnyDevice {
+    /// An e1000-class NIC's receive path.
     Nic(Nic),
+    /// An NVMe-like block controller.
     Blk(Blk),
+    /// A looping copy engine.
     Bulk(Bulk),
 }
 
@@ -122,6 +127,7 @@ impl AnyDevice {
         }
     }
 
+    /// The NIC, if this is one.
     pub fn as_nic_mut(&mut self) -> Option<&mut Nic> {
         match self {
             AnyDevice::Nic(d) => Some(d),
@@ -129,6 +135,7 @@ impl AnyDevice {
         }
     }
 
+    /// The block controller, if this is one.
     pub fn as_blk_mut(&mut self) -> Option<&mut Blk> {
         match self {
             AnyDevice::Blk(d) => Some(d),
@@ -136,6 +143,7 @@ impl AnyDevice {
         }
     }
 
+    /// The copy engine, if this is one.
     pub fn as_bulk_mut(&mut self) -> Option<&mut Bulk> {
         match self {
             AnyDevice::Bulk(d) => Some(d),

@@ -9,16 +9,22 @@ use crate::mem::PhysMemory;
 /// The programmed message, when enabled.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Msi {
+    /// Message Address (and Upper Address): where the DWORD write goes, `0xFEEx_xxxx` on x86.
     pub addr: u64,
+    /// Message Data: the DWORD written.
     pub data: u32,
 }
 
 /// One interrupt message a device sent, and what reached the CPUs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct IrqEvent {
+    /// The virtual-clock tick it was sent at.
     pub time: u64,
+    /// The requester ID the IOMMU saw.
     pub rid: u32,
+    /// The message as programmed.
     pub msg: Msi,
+    /// What the IOMMU made of it: delivered, blocked, or written somewhere.
     pub result: Interrupt,
 }
 

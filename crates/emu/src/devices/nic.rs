@@ -39,7 +39,9 @@ pub struct RxDesc {
     pub csum: u16,
     /// DD, EOP, ...
     pub status: u8,
+    /// Receive errors (CE, SE, ...; never set by the model: 0).
     pub errors: u8,
+    /// VLAN tag (not modelled: 0).
     pub special: u16,
 }
 
@@ -49,6 +51,7 @@ impl RxDesc {
         RxDesc { buffer_addr, ..Default::default() }
     }
 
+    /// Decode the 16-byte in-memory layout.
     pub fn from_bytes(b: [u8; 16]) -> Self {
         let u16_at = |i: usize| u16::from_le_bytes([b[i], b[i + 1]]);
         let mut addr = [0; 8];
@@ -63,6 +66,7 @@ impl RxDesc {
         }
     }
 
+    /// Encode as [`Self::from_bytes`] reads it.
     pub fn to_bytes(&self) -> [u8; 16] {
         let mut b = [0; 16];
         b[..8].copy_from_slice(&self.buffer_addr.to_le_bytes());
@@ -74,10 +78,12 @@ impl RxDesc {
         b
     }
 
+    /// Status.DD: the device is done with the descriptor (written back).
     pub fn dd(&self) -> bool {
         self.status & RXD_STAT_DD != 0
     }
 
+    /// Status.EOP: the descriptor holds the packet's last bytes.
     pub fn eop(&self) -> bool {
         self.status & RXD_STAT_EOP != 0
     }
@@ -108,6 +114,7 @@ pub struct NicStats {
     pub arrived: u64,
     /// Packets written to memory and handed to the driver (DD set).
     pub received: u64,
+    /// Packet bytes written to receive buffers of received packets.
     pub bytes: u64,
     /// Dropped for lack of a descriptor (RDH == RDT); no DMA.
     pub no_buffer: u64,
@@ -115,6 +122,7 @@ pub struct NicStats {
     pub missed: u64,
     /// Dropped because a DMA step failed (IOMMU fault or non-memory address).
     pub dma_errors: u64,
+    /// Function-level resets (FLR) taken.
     pub flrs: u64,
 }
 
@@ -145,6 +153,8 @@ pub struct Nic {
 }
 
 impl Nic {
+    /// A NIC after reset (receive disabled, no ring), named `name` for reports and issuing DMA as requester
+    /// `rid`; `cfg.buffer_size` and `cfg.packet_len` are clamped.
     pub fn new(name: impl Into<String>, rid: u32, cfg: NicConfig) -> Self {
         let buffer_size = cfg.buffer_size.clamp(1, MAX_BUFFER);
         let cfg = NicConfig { buffer_size, packet_len: cfg.packet_len.clamp(1, buffer_size), ..cfg };
@@ -200,10 +210,12 @@ impl Nic {
         self.enabled.then_some((self.ring_base, self.ring_len))
     }
 
+    /// The configuration, after clamping.
     pub fn config(&self) -> &NicConfig {
         &self.cfg
     }
 
+    /// The counters so far.
     pub fn stats(&self) -> NicStats {
         self.stats
     }

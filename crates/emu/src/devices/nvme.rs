@@ -14,17 +14,26 @@ pub const NSID: u32 = 1;
 /// The I/O submission queue's identifier reported in completions.
 pub const SQID: u16 = 1;
 
+/// NVM command set opcode: Flush.
 pub const OPC_FLUSH: u8 = 0x00;
+/// NVM command set opcode: Write (host memory to media).
 pub const OPC_WRITE: u8 = 0x01;
+/// NVM command set opcode: Read (media to host memory).
 pub const OPC_READ: u8 = 0x02;
 
 /// Generic command status codes (status code type 0, NVMe §4.6.1.2.1).
 pub mod status {
+    /// Successful Completion.
     pub const SUCCESS: u8 = 0x00;
+    /// Invalid Command Opcode.
     pub const INVALID_OPCODE: u8 = 0x01;
+    /// Invalid Field in Command (e.g. a transfer over MDTS).
     pub const INVALID_FIELD: u8 = 0x02;
+    /// Data Transfer Error: a DMA of the command's data failed.
     pub const DATA_TRANSFER_ERROR: u8 = 0x04;
+    /// Invalid Namespace or Format.
     pub const INVALID_NAMESPACE: u8 = 0x0b;
+    /// LBA Out of Range (NVM command set specific).
     pub const LBA_OUT_OF_RANGE: u8 = 0x80;
 }
 
@@ -81,6 +90,7 @@ impl SqEntry {
         self.nlb as u32 + 1
     }
 
+    /// Decode the fields the model uses from a 64-byte submission queue entry.
     pub fn from_bytes(b: &[u8; 64]) -> Self {
         SqEntry {
             opcode: b[0],
@@ -93,6 +103,7 @@ impl SqEntry {
         }
     }
 
+    /// Encode as [`Self::from_bytes`] reads it (other fields zero).
     pub fn to_bytes(&self) -> [u8; 64] {
         let mut b = [0; 64];
         b[0] = self.opcode;
@@ -124,6 +135,7 @@ pub struct CqEntry {
 }
 
 impl CqEntry {
+    /// Decode a 16-byte completion queue entry.
     pub fn from_bytes(b: &[u8; 16]) -> Self {
         let dw3 = le32(b, 12);
         CqEntry {
@@ -136,6 +148,7 @@ impl CqEntry {
         }
     }
 
+    /// Encode as [`Self::from_bytes`] reads it (DW1 reserved, zero).
     pub fn to_bytes(&self) -> [u8; 16] {
         let mut b = [0; 16];
         b[..4].copy_from_slice(&self.dw0.to_le_bytes());
@@ -156,6 +169,7 @@ impl CqEntry {
         (self.status >> 8 & 7) as u8
     }
 
+    /// Whether SCT and SC are both 0 (Successful Completion).
     pub fn is_success(&self) -> bool {
         self.status & 0x7ff == 0
     }

@@ -83,7 +83,9 @@ impl Iommu for FirstPage<'_> {
 /// `every`. Deterministic by construction; `count == 0` (or `every == 0`) means never.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Rate {
+    /// Events at each firing tick.
     pub count: u32,
+    /// The period in ticks.
     pub every: u64,
 }
 
