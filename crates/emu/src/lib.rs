@@ -1,6 +1,7 @@
 //! Hardware models for the hand-over simulator: a sparse physical memory, a page-frame allocator for a
 //! kernel's own memory, the platform glue that lets `iommu-driver` program a model, the DMA entry point
-//! every device goes through, and a spec-faithful Intel VT-d remapping unit.
+//! every device goes through, spec-faithful Intel VT-d, AMD-Vi and Arm SMMUv3 units, the DMA devices that
+//! drive them, the SEV-SNP firmware that locks AMD-Vi, and a catalogue of faults to inject into a crashed machine.
 //!
 //! The models behave like the hardware, not like a driver would wish: registers have their writable,
 //! read-only and write-1-to-clear bits; root pointers latch only on their command; queues live in
@@ -10,6 +11,7 @@
 //! All a model reads from memory or a register is hostile input (docs/handover.md#hostile-input): no panics, bounded
 //! loops, no allocation sized by a guest value.
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 pub mod amdvi;
 pub mod devices;
