@@ -1,6 +1,6 @@
 //! The DMA-reachability audit: for every device a unit's tables let through, which physical memory it can
 //! still read and write, and whether a crash kernel loaded in its reserved region is safe from it. The same
-//! code runs in a crash kernel and on a dump; it judges a [`UnitScan`](crate::survey::UnitScan) and reads
+//! code runs in a crash kernel and on a dump; it judges a [`UnitScan`] and reads
 //! nothing itself.
 //!
 //! Three verdicts, and "safe" only when it was earned:

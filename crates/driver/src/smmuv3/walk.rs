@@ -11,7 +11,7 @@ use crate::walk::{Entry, Format, Writer};
 /// Which stage's leaf permissions apply.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stage {
-    /// Stage 1: AP[2:1], unprivileged requests (PCIe DMA without a privileged PASID).
+    /// Stage 1: `AP[2:1]`, unprivileged requests (PCIe DMA without a privileged PASID).
     One,
     /// Stage 2: S2AP.
     Two,

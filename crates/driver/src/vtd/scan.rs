@@ -1,7 +1,7 @@
 //! Reading the tables the crashed kernel left (spec 9.1–9.6): root, context, PASID directory and PASID entries,
 //! each checked as hostile input (addresses in RAM and outside the crash kernel's region, reserved bits,
 //! address widths and domain IDs the unit supports). Read-only: it runs on a live unit before adoption and on a
-//! dump alike; adoption ([`super::handover`]) is this scan plus the switch to our root table.
+//! dump alike; adoption (`handover.rs`) is this scan plus the switch to our root table.
 
 use alloc::vec::Vec;
 
@@ -66,7 +66,7 @@ pub struct Scan {
     pub problems: Vec<super::EntryProblem>,
     /// Root, context, PASID-directory and PASID-table pages read.
     pub pages_read: Vec<u64>,
-    /// Each context table read, by (bus, half) as [`Vtd`] keys its own (legacy: half 0; scalable mode: 0
+    /// Each context table read, by (bus, half) as [`super::Vtd`] keys its own (legacy: half 0; scalable mode: 0
     /// for devfn < 0x80, 1 above).
     pub context_tables: Vec<((u8, u8), u64)>,
 }

@@ -47,7 +47,7 @@ pub struct AmdviConfig {
     pub snp_capable: bool,
     /// IOTLB entries before the model evicts them all (hardware may drop entries at any time).
     pub iotlb_capacity: usize,
-    /// The host's SME encryption bit (`sme_me_mask`, from CPUID Fn8000_001F EBX[5:0]); 0 without SME. Every
+    /// The host's SME encryption bit (`sme_me_mask`, from CPUID Fn8000_001F `EBX[5:0]`); 0 without SME. Every
     /// system physical address the unit takes from a register or a table (device table, rings, completion
     /// store, page tables and the pages they map) may carry it, and the memory controller reaches the same
     /// page with or without it (AMD64 APM vol. 2, 7.10.1): the unit strips it before it touches memory.
