@@ -49,6 +49,7 @@ pub enum Flag {
 }
 
 impl Flag {
+    /// Every flag, in the order legends and the JSON list them.
     pub const ALL: [Flag; 12] = [
         Flag::PassThrough,
         Flag::CrashKernel,
@@ -64,6 +65,7 @@ impl Flag {
         Flag::Incomplete,
     ];
 
+    /// The flag's stable word in text output and the audit's JSON.
     pub const fn word(self) -> &'static str {
         match self {
             Flag::PassThrough => "passthrough",
@@ -103,13 +105,18 @@ impl Flag {
 /// A physical range a device can reach.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Reach {
+    /// First physical byte.
     pub phys: u64,
+    /// Length in bytes.
     pub size: u64,
+    /// The device can read this memory (DMA towards the device).
     pub read: bool,
+    /// The device can write this memory: what can corrupt a crash kernel.
     pub write: bool,
 }
 
 impl Reach {
+    /// One past the last byte (saturating).
     pub fn end(&self) -> u64 {
         self.phys.saturating_add(self.size)
     }
@@ -128,6 +135,7 @@ pub struct FirmwareRange {
     pub source: &'static str,
     /// The requesters it names, as inclusive ranges (empty: every requester).
     pub ids: Vec<(u32, u32)>,
+    /// The physical range, end exclusive.
     pub range: Range<u64>,
 }
 
@@ -137,15 +145,42 @@ pub enum Reason {
     /// The unit passes all DMA through untranslated.
     TranslationOff,
     /// The device is untranslated; `overlap` is the part of the crash region it reaches.
-    PassThrough { id: u32, overlap: Reach },
+    PassThrough {
+        /// The requester or stream ID.
+        id: u32,
+        /// The part of the crash region it reaches.
+        overlap: Reach,
+    },
     /// A mapping of the device reaches the crash region.
-    Mapping { id: u32, overlap: Reach },
+    Mapping {
+        /// The requester or stream ID.
+        id: u32,
+        /// The part of the crash region the mapping reaches.
+        overlap: Reach,
+    },
     /// A table the hardware walks (root, context, device, stream or page table) lies inside the crash region.
-    TableInCrashRegion { id: Option<u32>, table: u64 },
+    TableInCrashRegion {
+        /// The device translated through it; `None` for a unit-wide table (root, device or stream table).
+        id: Option<u32>,
+        /// The table page's physical address.
+        table: u64,
+    },
     /// A problem the scan judged unsafe in itself.
-    Scan { id: Option<u32>, problem: Problem },
+    Scan {
+        /// The device it was met on; `None` for the unit.
+        id: Option<u32>,
+        /// The problem, as the scan typed it.
+        problem: Problem,
+    },
     /// Firmware reserves a range inside the crash region for these requesters.
-    Firmware { source: &'static str, ids: Vec<(u32, u32)>, overlap: Range<u64> },
+    Firmware {
+        /// The table it comes from: "RMRR", "IVMD" or "RMR".
+        source: &'static str,
+        /// The requesters it names, inclusive ranges (empty: every requester).
+        ids: Vec<(u32, u32)>,
+        /// The part of the crash region it covers.
+        overlap: Range<u64>,
+    },
 }
 
 impl Reason {
@@ -215,6 +250,8 @@ impl fmt::Display for Reason {
     }
 }
 
+/// Whether a crash kernel in the reserved region is safe from a device or unit; ordered by gravity, so the
+/// verdict over several is their maximum.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Verdict {
     /// Every device's reach was decoded completely and none reaches the crash region.
@@ -226,6 +263,7 @@ pub enum Verdict {
 }
 
 impl Verdict {
+    /// The verdict's word in text output and the audit's JSON.
     pub const fn word(self) -> &'static str {
         match self {
             Verdict::Safe => "safe",
@@ -243,35 +281,48 @@ impl Verdict {
     }
 }
 
+/// The audit of one requester the unit's tables name.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeviceAudit {
+    /// PCI requester ID on VT-d and AMD-Vi, StreamID on SMMUv3.
     pub id: u32,
+    /// The domain tag its entry carries (VT-d DID, AMD-Vi domain ID, SMMUv3 ASID or VMID).
     pub domain: Option<u32>,
+    /// How the unit handles its DMA, from the scan.
     pub translation: Translation,
+    /// What the audit found about it.
     pub flags: BTreeSet<Flag>,
     /// Physical reach, merged, ascending.
     pub reach: Vec<Reach>,
     /// What of the reach lies in the crash region.
     pub threats: Vec<Reach>,
+    /// The scan's problems for this device, as far as the budget kept them.
     pub problems: Vec<Problem>,
+    /// Its problems the budget counted but did not keep.
     pub problems_dropped: u64,
+    /// This device's verdict alone.
     pub verdict: Verdict,
 }
 
+/// The audit of one unit: every device's reach and the unit's verdict.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct Audit {
     /// The unit passes DMA through untranslated whatever its tables say.
     pub bypass: bool,
+    /// The devices the scan listed, in its order.
     pub devices: Vec<DeviceAudit>,
     /// Problems not tied to one device.
     pub problems: Vec<Problem>,
+    /// Unit problems the budget counted but did not keep.
     pub problems_dropped: u64,
     /// Why the verdict is unsafe (empty unless it is).
     pub reasons: Vec<Reason>,
+    /// The unit's verdict, the worst of its devices' and its own reasons'; `None` until [`audit`] judged it.
     pub verdict: Option<Verdict>,
 }
 
 impl Audit {
+    /// The unit's verdict ([`Verdict::Safe`] for an audit not yet judged, which has no devices).
     pub fn verdict(&self) -> Verdict {
         self.verdict.unwrap_or(Verdict::Safe)
     }

@@ -61,30 +61,43 @@ pub enum Attachment {
 /// The access a mapping grants.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Perm {
+    /// The device may read memory through the mapping (DMA to the device: VT-d/AMD-Vi `R`/`IR`, SMMUv3
+    /// read permission).
     pub read: bool,
+    /// The device may write memory through the mapping (DMA from the device); Linux's `IOMMU_WRITE`.
     pub write: bool,
 }
 
 impl Perm {
+    /// Both directions: Linux `DMA_BIDIRECTIONAL` (`IOMMU_READ | IOMMU_WRITE`).
     pub const RW: Perm = Perm { read: true, write: true };
+    /// The device only reads memory: Linux `DMA_TO_DEVICE`.
     pub const RO: Perm = Perm { read: true, write: false };
+    /// The device only writes memory: Linux `DMA_FROM_DEVICE`.
     pub const WO: Perm = Perm { read: false, write: true };
 }
 
 /// A driver-side failure, typed per architecture (each error names the register, command or address).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DriverError {
+    /// A VT-d unit refused or failed a register, command or table operation.
     Vtd(vtd::VtdError),
+    /// An AMD-Vi unit (or its SEV-SNP firmware state) refused or failed an operation.
     Amdvi(amdvi::AmdError),
+    /// An SMMUv3 unit refused or failed an operation (including a `CMD_SYNC` that did not complete).
     Smmuv3(smmuv3::SmmuError),
     /// The device ID does not fit the architecture's requester-ID width.
     BadDeviceId {
+        /// The architecture whose width it exceeds.
         kind: IommuKind,
+        /// The rejected ID, as the caller gave it.
         id: DeviceId,
     },
     /// The call has no meaning on this architecture.
     Unsupported {
+        /// The architecture that lacks it.
         kind: IommuKind,
+        /// The missing feature, for the message (`"{kind} has no {what}"`).
         what: &'static str,
     },
 }
@@ -122,8 +135,11 @@ impl core::error::Error for DriverError {}
 /// Why the crash kernel did not adopt a unit as a whole (it reset it instead, or stopped).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum UnitRefusal {
+    /// A VT-d unit's old configuration, as a whole, failed validation.
     Vtd(vtd::Refusal),
+    /// An AMD-Vi unit's old device table or rings could not be reused.
     Amdvi(amdvi::Refusal),
+    /// An SMMUv3 unit's old stream table could not be adopted.
     Smmuv3(smmuv3::Refusal),
 }
 
@@ -140,8 +156,11 @@ impl fmt::Display for UnitRefusal {
 /// Why one old entry (a bus, a device, a stream) was not adopted: its DMA is blocked or contained.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum EntryRefusal {
+    /// An old VT-d root, context or PASID entry, or the page table below it.
     Vtd(vtd::EntryProblem),
+    /// An old AMD-Vi device-table entry, or the page table below it.
     Amdvi(amdvi::DteProblem),
+    /// An old SMMUv3 stream-table entry (or L1 descriptor), or the context descriptor and tables below it.
     Smmuv3(smmuv3::SteProblem),
 }
 
@@ -182,15 +201,20 @@ pub enum CrashOutcome {
 /// What a crash boot did: for logs, `takeover`'s report and the simulator's outcome.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CrashReport {
+    /// The architecture of the unit booted.
     pub kind: IommuKind,
+    /// The hand-over policy the boot ran under.
     pub policy: Policy,
+    /// What became of the unit as a whole.
     pub outcome: CrashOutcome,
     /// Devices translating through adopted entries (found at boot, or at their bus probe on SMMUv3).
     pub adopted: Vec<DeviceId>,
     /// Old entries not adopted, with the reason.
     pub refused: Vec<EntryRefusal>,
-    /// Frames the boot allocated, and bytes of old structures it read.
+    /// Frames the boot allocated for its own tables (interrupt remapping is counted apart: see
+    /// [`IommuDriver::irq_handover`]).
     pub frames_allocated: u64,
+    /// Bytes of the crashed kernel's structures the boot read while validating them: the cost of adoption.
     pub bytes_read: u64,
 }
 
@@ -213,8 +237,11 @@ impl CrashReport {
 /// [`CrashReport::summary`]: what the boot did with the unit, typed; its `Display` is the one line.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Summary {
+    /// [`CrashReport::kind`].
     pub kind: IommuKind,
+    /// [`CrashReport::policy`]: the line says which reset a `Reset` outcome was.
     pub policy: Policy,
+    /// [`CrashReport::outcome`].
     pub outcome: CrashOutcome,
     /// Devices translating through adopted entries.
     pub adopted: usize,
@@ -273,6 +300,8 @@ impl Default for BootOptions {
 
 /// A driver for one IOMMU unit, after its boot.
 pub trait IommuDriver {
+    /// The architecture behind the trait object, for callers that must reach its own driver type or word
+    /// a message per architecture.
     fn kind(&self) -> IommuKind;
 
     /// Translation is on and this driver's (false under `reset-bypass`: DMA addresses are physical).

@@ -19,10 +19,12 @@ impl IdAllocator {
         IdAllocator { bits: vec![0; count.div_ceil(64) as usize], count, first }
     }
 
+    /// IDs the hardware field has, as clamped by [`IdAllocator::new`].
     pub fn count(&self) -> u32 {
         self.count
     }
 
+    /// Whether `id` is taken (allocated or reserved); out-of-range IDs are not.
     pub fn is_used(&self, id: u32) -> bool {
         id < self.count && self.bits[(id / 64) as usize] & (1 << (id % 64)) != 0
     }
@@ -37,6 +39,7 @@ impl IdAllocator {
         true
     }
 
+    /// The lowest free ID at or above `first`, now taken; `None` when every one is.
     pub fn alloc(&mut self) -> Option<u32> {
         let start = self.first / 64;
         for w in start as usize..self.bits.len() {
@@ -56,12 +59,14 @@ impl IdAllocator {
         None
     }
 
+    /// Give `id` back (a domain freed); reserved low IDs and out-of-range IDs are left alone.
     pub fn free(&mut self, id: u32) {
         if id < self.count && id >= self.first {
             self.bits[(id / 64) as usize] &= !(1 << (id % 64));
         }
     }
 
+    /// IDs taken, reserved ones included.
     pub fn used(&self) -> u32 {
         self.bits.iter().map(|w| w.count_ones()).sum()
     }

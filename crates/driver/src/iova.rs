@@ -88,6 +88,8 @@ impl IovaAllocator {
         self.used.remove(&start).is_some()
     }
 
+    /// Whether the byte at `iova` lies in an allocated or reserved range: an old IOVA a device may still use
+    /// must not be handed out again.
     pub fn is_used(&self, iova: u64) -> bool {
         !self.free(iova, iova + 1)
     }

@@ -15,14 +15,19 @@ use core::fmt;
 /// Where an interrupt should go: the local APIC ID of a CPU and the vector its handler is on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct IrqTarget {
+    /// The destination CPU's local APIC ID (x2APIC IDs are 32 bits).
     pub apic_id: u32,
+    /// The IDT vector the CPU's handler is installed at.
     pub vector: u8,
 }
 
 /// The MSI a device is programmed with: a DWORD write of `data` to `addr`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct MsiMessage {
+    /// The address the device writes, in the 0xFEEx_xxxx interrupt window (VT-d's remappable format
+    /// carries the entry's handle in it).
     pub addr: u64,
+    /// The data written with it (AMD-Vi: the entry's index; VT-d: 0, the handle being in the address).
     pub data: u32,
 }
 
@@ -35,7 +40,14 @@ pub enum IrqHandover {
     Fresh,
     /// The old entries stay live: `live` present entries kept; `refused` entries were not kept, nor were the
     /// tables in `tables_refused` (AMD-Vi: one table per device; those devices' interrupts are aborted).
-    Kept { live: u32, refused: Vec<IrteRefusal>, tables_refused: Vec<IrtRefusal> },
+    Kept {
+        /// Present old entries kept.
+        live: u32,
+        /// Old entries written non-present, each with the reason.
+        refused: Vec<IrteRefusal>,
+        /// Whole tables not kept (AMD-Vi: one per device), each with the reason.
+        tables_refused: Vec<IrtRefusal>,
+    },
     /// The old table could not be kept; a fresh one instead.
     Refused(IrtRefusal),
 }
@@ -65,7 +77,9 @@ impl fmt::Display for IrqHandover {
 pub struct IrteRefusal {
     /// The device whose table it is (AMD-Vi), or the source ID it validates (VT-d), when known.
     pub device: Option<u16>,
+    /// The entry's index in its table.
     pub index: u32,
+    /// What was wrong with it, for the log.
     pub why: &'static str,
 }
 
@@ -73,17 +87,43 @@ pub struct IrteRefusal {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum IrtRefusal {
     /// VT-d: IRTA.S is not the size Linux programs (`INTR_REMAP_TABLE_REG_SIZE`), which Linux refuses to copy.
-    Size { s: u8 },
+    Size {
+        /// IRTA.S as read: the table has 2^(S + 1) entries.
+        s: u8,
+    },
     /// A table page outside RAM.
-    NotRam { device: Option<u16>, addr: u64 },
+    NotRam {
+        /// AMD-Vi: the device whose table it is; `None` for VT-d's single table.
+        device: Option<u16>,
+        /// The page's physical address.
+        addr: u64,
+    },
     /// A table page inside the crash kernel's region, which this kernel overwrites.
-    InCrashRegion { device: Option<u16>, addr: u64 },
+    InCrashRegion {
+        /// AMD-Vi: the device whose table it is; `None` for VT-d's single table.
+        device: Option<u16>,
+        /// The page's physical address.
+        addr: u64,
+    },
     /// A table page that could not be read.
-    Unreadable { device: Option<u16>, addr: u64 },
+    Unreadable {
+        /// AMD-Vi: the device whose table it is; `None` for VT-d's single table.
+        device: Option<u16>,
+        /// The page's physical address.
+        addr: u64,
+    },
     /// AMD-Vi: IntTabLen above 2048 entries (reserved), or IntCtl reserved, in a DTE.
-    BadDte { device: u16, raw: u64 },
+    BadDte {
+        /// The DeviceID of the entry.
+        device: u16,
+        /// The DTE's interrupt quadword (bits 191:128) as read.
+        raw: u64,
+    },
     /// AMD-Vi: the device's table would take the reading past the adoption's bound on entries read.
-    Budget { device: u16 },
+    Budget {
+        /// The DeviceID whose table was not read.
+        device: u16,
+    },
 }
 
 impl fmt::Display for IrtRefusal {
@@ -117,21 +157,28 @@ pub struct IrteBitmap {
 }
 
 impl IrteBitmap {
+    /// A bitmap for a table of `entries` entries, all free; clamped to 65 536, the largest table either IOMMU
+    /// describes.
     pub fn new(entries: u32) -> Self {
         let entries = entries.min(1 << 16);
         IrteBitmap { words: vec![0; entries.div_ceil(64) as usize], entries }
     }
+    /// Entries the table has, after the clamp.
     pub fn entries(&self) -> u32 {
         self.entries
     }
+    /// Mark entry `i` in use (an entry the old table still holds, or one just allocated); out of range is
+    /// ignored.
     pub fn set(&mut self, i: u32) {
         if i < self.entries {
             self.words[(i / 64) as usize] |= 1 << (i % 64);
         }
     }
+    /// Whether entry `i` is in use; out of range is not.
     pub fn is_set(&self, i: u32) -> bool {
         i < self.entries && self.words[(i / 64) as usize] & (1 << (i % 64)) != 0
     }
+    /// Entries in use.
     pub fn count(&self) -> u32 {
         self.words.iter().map(|w| w.count_ones()).sum()
     }
@@ -168,9 +215,11 @@ mod tests {
 pub struct IrqEntry {
     /// VT-d: the source ID the entry validates (SVT ≠ 0); AMD-Vi: the device whose table it is.
     pub source: Option<u16>,
+    /// The entry's index in its table (the handle a device's message names).
     pub index: u32,
     /// VT-d P, AMD-Vi RemapEn.
     pub present: bool,
+    /// The vector it delivers.
     pub vector: u8,
     /// The APIC ID, in the unit's interrupt mode.
     pub dest: u32,

@@ -22,8 +22,10 @@ pub enum Policy {
 }
 
 impl Policy {
+    /// The four hand-over policies, every one but [`Policy::Off`]: what is run to compare them all.
     pub const ALL: [Policy; 4] = [Policy::ResetAbort, Policy::ResetBypass, Policy::Adopt, Policy::AdoptScratch];
 
+    /// The policy's name on the command line (`--policy`) and in reports; [`FromStr`] parses it back.
     pub const fn name(self) -> &'static str {
         match self {
             Policy::ResetAbort => "reset-abort",

@@ -34,23 +34,56 @@ pub enum Severity {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WalkProblem {
     /// A table page the walk needs is not in the dump (or not readable).
-    Unreadable { level: u32, table: u64, err: MemError },
+    Unreadable {
+        /// The level of the table (the root is the highest).
+        level: u32,
+        /// Its physical address.
+        table: u64,
+        /// Why the read failed.
+        err: MemError,
+    },
     /// An entry with reserved bits, a page size the unit lacks, or a pointer that does not go down.
-    Reserved { level: u32, iova: u64, raw: u64 },
+    Reserved {
+        /// The level of the table holding the entry.
+        level: u32,
+        /// The first IOVA the entry covers.
+        iova: u64,
+        /// The entry as read.
+        raw: u64,
+    },
     /// A table reached again at another level, or with wider permissions, than it was first read with:
     /// the hardware would decode it differently there (a cycle), and that reach was not followed.
-    Cycle { table: u64, level: u32, first_level: u32 },
+    Cycle {
+        /// The table's physical address.
+        table: u64,
+        /// The level it was reached at this time.
+        level: u32,
+        /// The level it was first read at.
+        first_level: u32,
+    },
     /// A table reached again at the level and permissions it was first read with: no new physical reach,
     /// but the IOVAs it maps there are not listed again.
-    Shared { table: u64, level: u32 },
+    Shared {
+        /// The table's physical address.
+        table: u64,
+        /// The level it was read at, both times.
+        level: u32,
+    },
     /// A page-table page inside the crash kernel's region: the crash kernel will overwrite a live table.
-    TableInCrashRegion { table: u64, level: u32 },
+    TableInCrashRegion {
+        /// The page's physical address.
+        table: u64,
+        /// The level the walk met it at.
+        level: u32,
+    },
 }
 
 /// Which part of one [`Budget`] ran out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Limit {
+    /// Page-table pages read ([`Budget::max_pages`]).
     Pages,
+    /// IOVA runs kept ([`Budget::max_runs`]): a table mapping scattered pages yields one run each.
     Runs,
     /// Devices listed, over every unit (a 2-level stream table whose level-1 descriptors all name one
     /// level-2 table lists 2^20 streams from 64 KiB).
@@ -62,21 +95,33 @@ pub enum Limit {
 pub enum Problem {
     /// A register the decode reads is not in the snapshot.
     RegisterMissing {
+        /// The register's name in its IOMMU's manual.
         name: &'static str,
+        /// Its offset from the unit's base.
         off: usize,
     },
     /// A register value this IOMMU kind cannot hold (reserved bits set): these are another unit's registers.
     NotThisKind {
+        /// The register's name in its IOMMU's manual.
         register: &'static str,
+        /// Its offset from the unit's base.
         off: usize,
+        /// The value read, with the reserved bits set.
         value: u64,
     },
+    /// The VT-d root table (RTADDR) cannot be walked at all; the same checks a crash boot refuses adoption on.
     VtdRefusal(vtd::Refusal),
+    /// A VT-d root, context or PASID entry that could not be decoded or trusted.
     Vtd(vtd::EntryProblem),
+    /// The AMD-Vi device table (DEV_TABLE_BASE) cannot be walked at all.
     AmdViRefusal(amdvi::DevTableRefusal),
+    /// An AMD-Vi device-table entry that could not be decoded or trusted.
     AmdVi(amdvi::DteProblem),
+    /// The SMMUv3 stream table (STRTAB_BASE, STRTAB_BASE_CFG) cannot be walked at all.
     Smmuv3Refusal(smmuv3::StrtabRefusal),
+    /// An SMMUv3 L1 descriptor, STE or context descriptor that could not be decoded or trusted.
     Smmuv3(smmuv3::SteProblem),
+    /// A page-table walk below a device's entry met a problem.
     Walk(WalkProblem),
     /// The work budget ran out: this device's tables were not (wholly) walked.
     Budget(Limit),
@@ -84,13 +129,18 @@ pub enum Problem {
     /// untranslated for every device (`allow`) or for those whose DTE sets EX, whatever their tables say.
     /// The covered devices' reach includes it.
     ExclusionRange {
+        /// First byte of the range (EXCL_BASE).
         first: u64,
+        /// Last byte of the range (EXCL_RANGE_LIMIT), inclusive.
         last: u64,
+        /// EXCL_BASE.Allow: the range applies to every device, not only those whose DTE sets EX.
         allow: bool,
     },
 }
 
 impl Problem {
+    /// How far this problem moves the verdict: a table inside the crash kernel's region is
+    /// [`Severity::Unsafe`], anything that hides part of the reach [`Severity::Incomplete`].
     pub fn severity(&self) -> Severity {
         use Severity::*;
         match self {
@@ -184,11 +234,15 @@ impl Default for Budget {
 /// What a budget has been spent on so far.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Spent {
+    /// Page-table pages read, against [`Budget::max_pages`].
     pub pages: u64,
+    /// IOVA runs kept, against [`Budget::max_runs`].
     pub runs: u64,
+    /// Problems kept, against [`Budget::max_problems`].
     pub problems: u64,
     /// Problems met but not kept.
     pub problems_dropped: u64,
+    /// Devices listed, against [`Budget::max_devices`].
     pub devices: u64,
     /// Devices the tables name but the budget did not list.
     pub devices_dropped: u64,
@@ -199,11 +253,14 @@ pub struct Spent {
 /// A [`Budget`] and what has been spent of it: shared by every unit scanned in one run.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Work {
+    /// The limits, fixed for the run.
     pub budget: Budget,
+    /// What the units scanned so far have used.
     pub spent: Spent,
 }
 
 impl Work {
+    /// Nothing spent yet of `budget`.
     pub fn new(budget: Budget) -> Self {
         Work { budget, spent: Spent::default() }
     }
@@ -239,6 +296,7 @@ pub enum TableFormat {
 }
 
 impl TableFormat {
+    /// The format's stable name in `inspect` output and the audit's JSON.
     pub fn name(&self) -> &'static str {
         match self {
             TableFormat::VtdSecondLevel(_) => "vtd-second-level",
@@ -281,9 +339,25 @@ impl Format for TableFormat {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Translation {
     /// Through page tables at `root`, `levels` deep; `read`/`write` bound every mapping (AMD-Vi DTE IR/IW).
-    Translated { root: u64, levels: u32, format: TableFormat, read: bool, write: bool },
+    Translated {
+        /// Physical address of the top-level table.
+        root: u64,
+        /// Levels from the root to the 4 KiB leaves (VT-d AW, AMD-Vi DTE Mode, VMSA start level).
+        levels: u32,
+        /// How its entries decode.
+        format: TableFormat,
+        /// Reads may be allowed by the tables (false: every read faults, whatever they map).
+        read: bool,
+        /// Writes may be allowed by the tables.
+        write: bool,
+    },
     /// Untranslated: the requester reaches all of memory with these permissions.
-    PassThrough { read: bool, write: bool },
+    PassThrough {
+        /// DMA reads of memory are allowed.
+        read: bool,
+        /// DMA writes to memory are allowed.
+        write: bool,
+    },
     /// A present entry that lets nothing through.
     Blocked,
     /// Two stages (SMMUv3 nested, VT-d PASID entry PGTT = 011): not walked, reach unknown.
@@ -293,6 +367,7 @@ pub enum Translation {
 }
 
 impl Translation {
+    /// The one word `inspect` and the audit's JSON print for it.
     pub fn word(&self) -> &'static str {
         match self {
             Translation::Translated { .. } => "translated",
@@ -311,11 +386,13 @@ pub struct Device {
     pub id: u32,
     /// The domain tag: VT-d DID, AMD-Vi domain ID, SMMUv3 ASID (stage 1) or VMID (stage 2).
     pub domain: Option<u32>,
+    /// How the unit handles its DMA, as its entry says.
     pub translation: Translation,
     /// IOVA → physical runs its page tables map, merged, in IOVA order.
     pub runs: Vec<Run>,
     /// Page-table pages its walk read.
     pub table_pages: Vec<u64>,
+    /// What was met while decoding its entry and walking its tables, as far as the budget kept.
     pub problems: Vec<Problem>,
     /// Problems met but not kept (the budget's).
     pub problems_dropped: u64,
@@ -341,14 +418,20 @@ impl Device {
 /// The table formats of the root structures a unit walks from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
+    /// VT-d root and context tables (RTADDR.TTM = 00).
     VtdLegacy,
+    /// VT-d scalable-mode root, context and PASID tables (RTADDR.TTM = 01).
     VtdScalable,
+    /// The AMD-Vi device table, with v1 host page tables.
     AmdViV1,
+    /// An SMMUv3 linear stream table (STRTAB_BASE_CFG.FMT = 0).
     Smmuv3Linear,
+    /// An SMMUv3 2-level stream table: level-1 descriptors naming level-2 STE tables (FMT = 1).
     Smmuv3TwoLevel,
 }
 
 impl Mode {
+    /// The mode's word in `inspect` output and the audit's JSON.
     pub fn word(&self) -> &'static str {
         match self {
             Mode::VtdLegacy => "legacy",
@@ -358,6 +441,7 @@ impl Mode {
             Mode::Smmuv3TwoLevel => "2-level",
         }
     }
+    /// The IOMMU kind's name, as `--iommu` takes it.
     pub fn iommu(&self) -> &'static str {
         match self {
             Mode::VtdLegacy | Mode::VtdScalable => "vtd",
@@ -370,6 +454,7 @@ impl Mode {
 /// One unit, scanned.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UnitScan {
+    /// The root-table format the registers select.
     pub mode: Mode,
     /// The registers were read and belong to this kind (false: see `problems`; nothing else is known).
     pub scanned: bool,
@@ -388,7 +473,9 @@ pub struct UnitScan {
     pub devices: Vec<Device>,
     /// Problems not tied to one device (a bus, a run of the device table, the registers).
     pub problems: Vec<Problem>,
+    /// Unit problems met but not kept (the budget's).
     pub problems_dropped: u64,
+    /// The worst severity met on the unit itself, kept or not (each device has its own).
     pub worst: Option<Severity>,
 }
 

@@ -13,14 +13,20 @@ use crate::{MemError, PhysMem};
 /// A run of IOVA space mapped contiguously to physical memory with one permission.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Run {
+    /// First IOVA of the run.
     pub iova: u64,
+    /// The physical address `iova` reaches; the rest follows contiguously.
     pub phys: u64,
+    /// Length in bytes (a multiple of 4 KiB).
     pub size: u64,
+    /// DMA reads are allowed: every level on the way and the leaf grant it.
     pub read: bool,
+    /// DMA writes are allowed, likewise.
     pub write: bool,
 }
 
 impl Run {
+    /// The permissions as `inspect` prints them: `rw`, `r`, `w` or `-`.
     pub fn perm(&self) -> &'static str {
         match (self.read, self.write) {
             (true, true) => "rw",
@@ -29,6 +35,7 @@ impl Run {
             (false, false) => "-",
         }
     }
+    /// One past the run's last IOVA (saturating at the top of the address space).
     pub fn end(&self) -> u64 {
         self.iova.saturating_add(self.size)
     }
@@ -38,11 +45,30 @@ impl Run {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WalkIssue {
     /// A table could not be read.
-    Unreadable { level: u32, table: u64, err: MemError },
+    Unreadable {
+        /// The level of the table (the root is the highest).
+        level: u32,
+        /// Its physical address.
+        table: u64,
+        /// Why the read failed.
+        err: MemError,
+    },
     /// An entry with reserved bits set, or a page size this unit does not have.
-    Reserved { level: u32, iova: u64, raw: u64 },
+    Reserved {
+        /// The level of the table holding the entry.
+        level: u32,
+        /// The first IOVA the entry covers.
+        iova: u64,
+        /// The entry as read.
+        raw: u64,
+    },
     /// A table reached a second time: a loop or two entries sharing one table.
-    Revisited { level: u32, table: u64 },
+    Revisited {
+        /// The level it was reached at the second time.
+        level: u32,
+        /// Its physical address.
+        table: u64,
+    },
     /// The cap on tables was reached; the rest was not walked.
     TooManyTables,
     /// The cap on runs was reached; the rest was not kept.
@@ -52,7 +78,9 @@ pub enum WalkIssue {
 /// Bounds on one walk.
 #[derive(Clone, Copy, Debug)]
 pub struct WalkLimits {
+    /// Tables read, the root included; past it the walk ends with [`WalkIssue::TooManyTables`].
     pub max_tables: usize,
+    /// Runs kept; past it the walk goes on but records [`WalkIssue::TooManyRuns`].
     pub max_runs: usize,
 }
 
@@ -62,9 +90,12 @@ impl Default for WalkLimits {
     }
 }
 
+/// What [`walk`] found in one page table.
 #[derive(Clone, Debug, Default)]
 pub struct Walk {
+    /// The mappings, merged, in IOVA order.
     pub runs: Vec<Run>,
+    /// What the walk could not follow, in the order met.
     pub issues: Vec<WalkIssue>,
     /// Tables read, the root included.
     pub tables: usize,
@@ -75,18 +106,26 @@ pub struct Walk {
 /// One decoded page-table entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Entry {
+    /// Not present: the slot's IOVAs fault.
     Absent,
     /// A pointer to the table of level `level` (usually one below; AMD-Vi may skip levels).
     Table {
+        /// Physical address of the next table.
         table: u64,
+        /// Its level.
         level: u32,
+        /// Reads may pass below (VMSA APTable, AMD-Vi IR; a walk ANDs these down the levels).
         read: bool,
+        /// Writes may pass below.
         write: bool,
     },
     /// A page: the physical address backing this entry's slot (`slot` bytes from the slot's IOVA).
     Leaf {
+        /// Physical address of the slot's first byte.
         phys: u64,
+        /// The leaf grants reads.
         read: bool,
+        /// The leaf grants writes.
         write: bool,
     },
     /// Malformed: reserved bits, a page size the unit does not support.
@@ -109,8 +148,11 @@ const ENTRIES: usize = 512;
 /// would decode the same page differently (a cycle), not repeat a reach already seen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FirstVisit {
+    /// The level the table was read at.
     pub level: u32,
+    /// Reads the path to it allowed.
     pub read: bool,
+    /// Writes the path to it allowed.
     pub write: bool,
 }
 
@@ -250,9 +292,13 @@ fn push_run(out: &mut Walk, limits: WalkLimits, run: Run) {
 /// What one IOVA translates to: the physical address for `iova`, its permissions and the slot size.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Leaf {
+    /// The physical address the IOVA reaches (offset within the page included).
     pub phys: u64,
+    /// Reads are allowed on the whole path.
     pub read: bool,
+    /// Writes are allowed on the whole path.
     pub write: bool,
+    /// Bytes the leaf entry maps (4 KiB, 2 MiB, 1 GiB...).
     pub size: u64,
 }
 
@@ -305,12 +351,15 @@ pub trait Writer: Format {
 /// Why writing a mapping failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MapError {
+    /// Reading or writing a table page failed.
     Mem(MemError),
     /// No page for a new table.
     OutOfMemory,
     /// A large page or a malformed entry sits where a table is needed.
     Occupied {
+        /// The level of the entry in the way.
         level: u32,
+        /// The IOVA being mapped.
         iova: u64,
     },
 }
@@ -424,11 +473,22 @@ pub const ADOPT_MAX_RUNS: usize = 1 << 16;
 pub enum Reach {
     /// A table page at `addr` lies in the crash kernel's region: the unit would walk memory the crash kernel
     /// is about to reuse.
-    TableInCrashRegion { addr: u64 },
+    TableInCrashRegion {
+        /// Physical address of the table page.
+        addr: u64,
+    },
     /// The tables map `iova` to `addr`, in the crash kernel's region: in-flight DMA would write it.
-    PageInCrashRegion { iova: u64, addr: u64 },
+    PageInCrashRegion {
+        /// The IOVA mapped there.
+        iova: u64,
+        /// The physical address it reaches.
+        addr: u64,
+    },
     /// The walk hit its bound after `tables` tables: what it did not see is not trusted.
-    Bound { tables: u32 },
+    Bound {
+        /// Tables read before the bound.
+        tables: u32,
+    },
 }
 
 /// Walk the `levels`-level table at `root` within `budget` tables (decremented by what was read) and say

@@ -36,27 +36,38 @@ impl Default for AmdOptions {
 
 pub use crate::contract::{Attachment, DomainId};
 
+/// A DMA domain: an AMD-Vi domain ID, a v1 host page table and its IOVA space.
 #[derive(Clone, Debug)]
 pub struct Domain {
+    /// The domain ID its DTEs carry and INVALIDATE_IOMMU_PAGES names.
     pub id: u16,
+    /// Physical address of its top-level page table (without the SME bit).
     pub root: u64,
+    /// The IOVAs handed out and reserved in it.
     pub iova: IovaAllocator,
 }
 
+/// A device's state in this driver.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DeviceState {
+    /// On this kernel's DTE: a domain of ours, or identity.
     Attached(Attachment),
     /// Still translating through the crashed kernel's DTE (used in place); attach deferred.
     Adopted {
+        /// The crashed kernel's domain ID, kept (and reserved) while the DTE is live.
         domain: u16,
+        /// How the adopted DTE translates.
         kind: DteKind,
     },
+    /// Contained: every old IOVA points at the scratch region.
     Contained {
+        /// The domain ID of the scratch page tables.
         domain: u16,
     },
     /// Its DTE failed validation (or its tables reach the crash kernel's region) and was rewritten to block
     /// DMA; `domain` is the old domain ID, kept reserved.
     Refused {
+        /// The crashed kernel's domain ID.
         domain: u16,
     },
 }
@@ -73,6 +84,7 @@ pub(super) struct Scratch {
 
 /// The driver for one AMD-Vi unit.
 pub struct Amdvi {
+    /// EFR as read at boot: host address translation size, SNP support, guest features.
     pub efr: Efr,
     pub(super) snp: bool,
     pub(super) dev_table: u64,
@@ -84,6 +96,7 @@ pub struct Amdvi {
     pub(super) translating: bool,
     pub(super) scratch: Option<Scratch>,
     pub(super) iova_holes: Vec<core::ops::Range<u64>>,
+    /// Frames taken from the platform for the device table, rings and page tables.
     pub frames_allocated: u64,
     /// The SME encryption bit every address this kernel gives the unit carries ([`crate::BootEnv::c_bit`]).
     pub(super) c_bit: u64,
@@ -97,21 +110,30 @@ pub(super) fn alloc_contiguous(hw: &mut impl FrameAlloc, pages: u64, count: &mut
 }
 
 impl Amdvi {
+    /// Translation is on (CONTROL.IommuEn) and through tables this kernel trusts (false under
+    /// `reset-bypass` and `off`).
     pub fn translating(&self) -> bool {
         self.translating
     }
+    /// SEV-SNP may hold the unit: EFR.SNPSup and either this host runs SNP or, on a crash kernel, a
+    /// completion-store window in EXCL_BASE says the crashed one did (Linux `amd_iommu_snp_en`). Then the
+    /// device table, rings and completion-wait page may be locked and must be reused in place.
     pub fn snp(&self) -> bool {
         self.snp
     }
+    /// Physical address of the device table the unit uses (DEV_TABLE_BASE).
     pub fn device_table(&self) -> u64 {
         self.dev_table
     }
+    /// What the driver knows of DeviceID `devid`, if anything.
     pub fn device(&self, devid: u16) -> Option<DeviceState> {
         self.devices.get(&devid).copied()
     }
+    /// The domain behind handle `d`, while it exists.
     pub fn domain(&self, d: DomainId) -> Option<&Domain> {
         self.domains.get(d.0).and_then(|x| x.as_ref())
     }
+    /// Whether domain ID `id` is taken, by this kernel or reserved from the crashed one.
     pub fn domain_id_used(&self, id: u16) -> bool {
         self.domain_ids.is_used(id as u32)
     }
@@ -245,6 +267,7 @@ impl Amdvi {
         self.submit(hw, &cmds)
     }
 
+    /// A new, empty DMA domain with a fresh domain ID and an empty top-level table.
     pub fn create_domain(&mut self, hw: &mut impl Platform) -> Result<DomainId, AmdError> {
         let id = self.domain_ids.alloc().ok_or(AmdError::OutOfDomainIds)? as u16;
         let root = hw.alloc_frame().ok_or(AmdError::OutOfMemory)?;

@@ -5,28 +5,41 @@ use core::fmt;
 use super::scan::DevTableRefusal;
 use crate::MemError;
 
+/// A hardware or resource failure: the driver cannot go on with this unit (or with this request).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AmdError {
     /// A COMPLETION_WAIT's store never arrived (Linux: "Completion-Wait loop timed out"): the unit is not
     /// processing the commands we wrote, e.g. because SNP locked its command-buffer base register.
     CompletionWaitTimeout {
+        /// CMD_HEAD when the wait gave up: how far the unit fetched.
         head: u64,
+        /// CMD_TAIL: how far the driver had queued.
         tail: u64,
     },
     /// The command processor stopped on an illegal command.
     CommandError {
+        /// The Status register (MMIO 0x2020) as read, with CmdBufRun clear.
         status: u64,
     },
+    /// No page for the driver's own structures (device table, rings, page tables, interrupt tables).
     OutOfMemory,
+    /// Every one of the 16-bit domain IDs is in use.
     OutOfDomainIds,
+    /// No IOVA range left of the requested size.
     OutOfIova {
+        /// The size asked for, in bytes.
         size: u64,
     },
+    /// A request named a domain this driver does not hold.
     NoSuchDomain(usize),
+    /// A map or unmap request not aligned to 4 KiB, beyond the domain's address width, or over a large page.
     BadRange {
+        /// The first IOVA of the request.
         iova: u64,
+        /// Its length in bytes.
         size: u64,
     },
+    /// A physical-memory access failed.
     Mem(MemError),
     /// Every entry of a device's interrupt table is in use.
     OutOfIrtes,
@@ -63,28 +76,42 @@ impl fmt::Display for AmdError {
 /// Why the crash kernel will not reuse the crashed kernel's structures.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Refusal {
+    /// The old device table itself cannot be trusted (DEV_TABLE_BASE zero, outside RAM or in the crash
+    /// region).
     DevTable(DevTableRefusal),
     /// The old device table's size is not the one this kernel uses (Linux compares against the size it
     /// computes from IVRS).
     DevTableSize {
+        /// Bytes DEV_TABLE_BASE.Size describes.
         found: u64,
+        /// Bytes this kernel's table has.
         want: u64,
     },
     /// A ring (command buffer, event log) or the completion-wait page: `what` at `addr`.
     BufferNotRam {
+        /// Which buffer.
         what: &'static str,
+        /// Its physical address, from its base register.
         addr: u64,
     },
+    /// A ring or the completion-wait page lies in the crash kernel's region, which the crash kernel is
+    /// already using: reusing it would let the unit write there.
     BufferInCrashRegion {
+        /// Which buffer.
         what: &'static str,
+        /// Its physical address, from its base register.
         addr: u64,
     },
+    /// A ring base register encodes a length the specification reserves (ComLen or EventLen below 8).
     BadLength {
+        /// Which ring.
         what: &'static str,
+        /// The base register as read.
         raw: u64,
     },
     /// A ring or the completion-wait page at physical address 0: a register nobody programmed.
     BaseZero {
+        /// Which buffer.
         what: &'static str,
     },
     /// Reuse ran but its first completion wait did not complete.

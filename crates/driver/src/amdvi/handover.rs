@@ -18,22 +18,37 @@ use super::scan::{scan, DteKind, DteProblem};
 use super::{AmdError, Refusal};
 use crate::{BootEnv, Platform, Policy};
 
+/// How a crash boot went for one AMD-Vi unit (the contract's [`CrashOutcome`](crate::contract::CrashOutcome)
+/// says the same for every IOMMU).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AmdOutcome {
+    /// CONTROL.IommuEn was clear at probe: nothing to hand over; a normal boot.
     NotLive,
+    /// Reset under `reset-abort`, `reset-bypass` or `off`, as asked.
     Reset,
+    /// The old device table, rings and completion-wait page are reused in place (Linux 6.18
+    /// `__reuse_device_table`), with every DTE validated.
     Adopted,
+    /// Reuse was refused for this reason; the unit was reset instead.
     FellBack(Refusal),
 }
 
+/// What a crash boot of one AMD-Vi unit did, for logs and the simulator.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AmdReport {
+    /// The policy the boot ran under.
     pub policy: Policy,
+    /// What became of the unit.
     pub outcome: AmdOutcome,
+    /// DeviceIDs translating through adopted DTEs.
     pub adopted: Vec<u16>,
+    /// DTEs not adopted, and why.
     pub problems: Vec<DteProblem>,
+    /// The crashed kernel's domain IDs, reserved so this kernel's domains never alias their cached translations.
     pub reserved_domain_ids: Vec<u16>,
+    /// Frames the boot allocated for its own structures.
     pub frames_allocated: u64,
+    /// Bytes of the old device table read while validating it.
     pub bytes_read: u64,
     /// Devices whose live DTE was refused and rewritten to block DMA (each with its reason in `problems`).
     pub blocked: Vec<u16>,
@@ -305,6 +320,7 @@ impl Amdvi {
     pub fn scratch_region(&self) -> Option<core::ops::Range<u64>> {
         self.scratch.map(|s| s.page..s.page + crate::walk::SCRATCH_PAGES * 4096)
     }
+    /// Frames spent on scratch containment (the scratch region and its shared table chains).
     pub fn scratch_frames(&self) -> u64 {
         self.scratch.map_or(0, |s| s.frames)
     }

@@ -12,9 +12,19 @@ use crate::{BootEnv, MemError, Mmio, PhysMem};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DteKind {
     /// v1 page tables at `root`, `levels` deep.
-    Translated { root: u64, levels: u32 },
+    Translated {
+        /// Physical address of the top-level table (DTE.PageTableRootPtr).
+        root: u64,
+        /// Levels the unit walks from it (DTE.Mode).
+        levels: u32,
+    },
     /// Mode 0 with IR/IW: untranslated with those permissions (IR=IW=1 is Linux's identity domain).
-    PassThrough { read: bool, write: bool },
+    PassThrough {
+        /// DTE.IR: the device may read memory.
+        read: bool,
+        /// DTE.IW: the device may write memory.
+        write: bool,
+    },
     /// V=0: the unit passes the device's DMA through untranslated, with full access.
     NotValid,
 }
@@ -22,9 +32,13 @@ pub enum DteKind {
 /// One device-table entry that lets DMA through.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ScannedDte {
+    /// The DeviceID (PCI requester ID) indexing the entry.
     pub devid: u16,
+    /// DTE.DomainID: the tag the IOTLB caches its translations under, which INVALIDATE_IOMMU_PAGES names.
     pub domain: u16,
+    /// How it translates.
     pub kind: DteKind,
+    /// The whole 256-bit entry as read, for adoption to rewrite in place.
     pub dte: Dte,
 }
 
@@ -33,46 +47,69 @@ pub struct ScannedDte {
 pub enum DteProblem {
     /// `count` device-table pages from `first` could not be read (or are not RAM).
     TablePagesUnreadable {
+        /// Physical address of the first page.
         first: u64,
+        /// Pages in the run.
         count: u32,
+        /// Why they could not be used.
         err: MemError,
     },
+    /// A valid entry with bits set that the AMD IOMMU specification reserves: another revision's or a
+    /// corrupted entry, whose meaning to this unit is unknown.
     ReservedBits {
+        /// The DeviceID of the entry.
         devid: u16,
+        /// The four quadwords as read.
         raw: [u64; 4],
     },
     /// Mode 7.
     ReservedMode {
+        /// The DeviceID of the entry.
         devid: u16,
     },
     /// More page-table levels than EFR.HATS allows.
     TooManyLevels {
+        /// The DeviceID of the entry.
         devid: u16,
+        /// Levels the entry's Mode asks for.
         levels: u32,
+        /// Levels the unit walks (EFR.HATS).
         max: u32,
     },
+    /// The page-table root (DTE.PageTableRootPtr) is not RAM.
     PageTableNotRam {
+        /// The DeviceID of the entry.
         devid: u16,
+        /// The root's physical address.
         addr: u64,
     },
+    /// The page-table root lies in the crash kernel's region, which the crash kernel is about to reuse.
     PageTableInCrashRegion {
+        /// The DeviceID of the entry.
         devid: u16,
+        /// The root's physical address.
         addr: u64,
     },
     /// The tables map a page of the crash kernel's region (found by the walk at adoption).
     PageInCrashRegion {
+        /// The DeviceID of the entry.
         devid: u16,
+        /// The IOVA mapped there.
         iova: u64,
+        /// The physical address it reaches, inside the region.
         addr: u64,
     },
     /// The walk at adoption hit its bound before seeing all of the tables.
     WalkBound {
+        /// The DeviceID of the entry.
         devid: u16,
+        /// Tables read before the bound.
         tables: u32,
     },
 }
 
 impl DteProblem {
+    /// The DeviceID the problem is about; `None` for a run of the table itself.
     pub fn devid(&self) -> Option<u16> {
         match self {
             DteProblem::TablePagesUnreadable { .. } => None,
@@ -141,14 +178,20 @@ impl fmt::Display for DteProblem {
 /// Why the device table as a whole cannot be used.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DevTableRefusal {
+    /// DEV_TABLE_BASE names physical address 0: no kernel programmed it.
     Zero,
     /// Not wholly RAM (checked page by page only when inspecting).
     NotRam {
+        /// The table's physical address.
         addr: u64,
+        /// Its size, from DEV_TABLE_BASE.Size.
         bytes: u64,
     },
+    /// The table overlaps the crash kernel's region: the unit would read a table the crash kernel overwrites.
     InCrashRegion {
+        /// The table's physical address.
         addr: u64,
+        /// Its size, from DEV_TABLE_BASE.Size.
         bytes: u64,
     },
 }
@@ -171,9 +214,13 @@ impl core::error::Error for DevTableRefusal {}
 /// What the scan found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DevTableScan {
+    /// The Control register as read: IommuEn and the enables of the rings.
     pub control: Control,
+    /// DEV_TABLE_BASE as read: the table's address and size.
     pub table: DevTableBase,
+    /// Every entry that lets DMA through and passed the checks, by DeviceID.
     pub devices: Vec<ScannedDte>,
+    /// The entries and table pages refused, with the reason: their DMA will not be adopted.
     pub problems: Vec<DteProblem>,
     /// Device-table pages read.
     pub pages_read: u32,

@@ -29,29 +29,43 @@ const S1_WALK: super::Vmsa = super::Vmsa { stage: super::Stage::One, start: 0, i
 
 pub use crate::contract::{Attachment, DomainId};
 
+/// A DMA domain: a stage-1 context descriptor with its own ASID, the page table it points at, and its IOVA
+/// space (Linux's `arm_smmu_domain` with a stage-1 `arm_smmu_ctx_desc`).
 #[derive(Clone, Debug)]
 pub struct Domain {
+    /// The ASID its CD carries and `CMD_TLBI_NH_ASID` names.
     pub asid: u16,
+    /// Physical address of its context descriptor, which its masters' STEs point at (S1ContextPtr).
     pub cd: u64,
+    /// Physical address of the stage-1 top-level table (CD.TTB0).
     pub ttb0: u64,
+    /// The IOVAs handed out and reserved in it.
     pub iova: IovaAllocator,
 }
 
+/// A master's (stream's) state in this driver.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MasterState {
+    /// On this kernel's STE: a domain of ours, or bypass (identity).
     Attached(Attachment),
     /// Translating through the crashed kernel's STE; attach deferred. `asid` of its CD, if stage 1.
     Adopted {
+        /// The ASID of its CD, if stage 1: TLB entries tagged with it are invalidated when the stream moves.
         asid: Option<u16>,
+        /// How the adopted STE translates.
         kind: super::SteKind,
     },
+    /// Contained: every old IOVA points at the scratch region.
     Contained,
     /// Its STE failed the checks at insertion and was rewritten to abort.
     Refused,
 }
 
+/// The driver for one SMMUv3.
 pub struct Smmuv3 {
+    /// IDR0 as read at boot: stream-table levels, ASID and VMID widths, coherency, stages.
     pub idr0: Idr0,
+    /// IDR1 as read at boot: SIDSIZE and the queue sizes.
     pub idr1: Idr1,
     pub(super) two_level: bool,
     pub(super) log2size: u8,
@@ -67,6 +81,7 @@ pub struct Smmuv3 {
     pub(super) translating: bool,
     pub(super) iova_holes: Vec<core::ops::Range<u64>>,
     pub(super) scratch: Option<(u64, u64, u16, u64)>,
+    /// Frames taken from the platform for the stream table, queues, context descriptors and page tables.
     pub frames_allocated: u64,
     /// Bytes of the crashed kernel's tables mapped by adoption (L1 table, L2 tables as masters arrive).
     pub adopted_bytes: u64,
@@ -104,18 +119,24 @@ pub(super) fn write_gbpa(hw: &mut impl Mmio, abort: bool) -> Result<(), SmmuErro
 }
 
 impl Smmuv3 {
+    /// Translation is on and through this kernel's or adopted STEs (false under `reset-bypass` and `off`:
+    /// CR0.SMMUEN clear with GBPA bypass).
     pub fn translating(&self) -> bool {
         self.translating
     }
+    /// What the driver knows of stream `sid`, if anything.
     pub fn master(&self, sid: u32) -> Option<MasterState> {
         self.masters.get(&sid).copied()
     }
+    /// The domain behind handle `d`, while it exists.
     pub fn domain(&self, d: DomainId) -> Option<&Domain> {
         self.domains.get(d.0).and_then(|x| x.as_ref())
     }
+    /// Whether ASID `asid` is taken, by this kernel or reserved from the crashed one.
     pub fn asid_used(&self, asid: u16) -> bool {
         self.asids.is_used(asid as u32)
     }
+    /// IOVA ranges every domain created from now on keeps unused (PCI windows, the MSI doorbell range).
     pub fn reserve_iova_holes(&mut self, holes: &[core::ops::Range<u64>]) {
         self.iova_holes = holes.to_vec();
     }
@@ -326,6 +347,7 @@ impl Smmuv3 {
         Ok(())
     }
 
+    /// A new, empty DMA domain: a fresh ASID, a CD and an empty stage-1 table.
     pub fn create_domain(&mut self, hw: &mut impl Platform) -> Result<DomainId, SmmuError> {
         let asid = self.asids.alloc().ok_or(SmmuError::OutOfAsids)? as u16;
         let mut n = 0;

@@ -5,32 +5,46 @@ use core::fmt;
 use super::scan::StrtabRefusal;
 use crate::MemError;
 
+/// A hardware or resource failure: the driver cannot go on with this SMMU (or with this request).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SmmuError {
     /// CR0ACK did not follow CR0 (Linux `arm_smmu_write_reg_sync`).
     Cr0AckTimeout {
+        /// The CR0 value written.
         want: u32,
+        /// CR0ACK as last read.
         got: u32,
     },
     /// GBPA.UPDATE never cleared.
     GbpaTimeout,
     /// CMD_SYNC never completed (CONS did not reach PROD).
     SyncTimeout {
+        /// CMDQ_PROD: how far the driver had queued.
         prod: u32,
+        /// CMDQ_CONS when the wait gave up: how far the SMMU consumed.
         cons: u32,
     },
     /// The command queue stopped on an error (GERROR.CMDQ_ERR, CMDQ_CONS.ERR).
     CmdqError {
+        /// CMDQ_CONS as read: its index names the failing command, its ERR field the cause.
         cons: u32,
     },
+    /// No page for the driver's own structures (stream table, queues, context descriptors, page tables).
     OutOfMemory,
+    /// Every ASID is in use (8 or 16 bits, as IDR0.ASID16 says).
     OutOfAsids,
+    /// No IOVA range left of the requested size.
     OutOfIova {
+        /// The size asked for, in bytes.
         size: u64,
     },
+    /// A request named a domain this driver does not hold.
     NoSuchDomain(usize),
+    /// A map or unmap request not aligned to 4 KiB, beyond the domain's input size, or over a block.
     BadRange {
+        /// The first IOVA of the request.
         iova: u64,
+        /// Its length in bytes.
         size: u64,
     },
     /// The stream ID is beyond the stream table.
@@ -38,9 +52,12 @@ pub enum SmmuError {
     /// The L1 descriptor covering the stream names a level-2 table that no longer passes adoption's checks;
     /// it is live for every stream in its span, so it is neither used nor replaced.
     L1Untrusted {
+        /// The L1 descriptor's index in the level-1 table.
         index: u64,
+        /// The descriptor as read.
         raw: u64,
     },
+    /// A physical-memory access failed.
     Mem(MemError),
 }
 
@@ -80,35 +97,50 @@ pub enum Refusal {
     NonCoherentWalker,
     /// GERROR.SFM_ERR active: the SMMU is in service failure mode.
     ServiceFailure,
+    /// The stream table itself cannot be trusted (STRTAB_BASE zero, a geometry beyond IDR1.SIDSIZE,
+    /// outside RAM or in the crash region).
     Table(StrtabRefusal),
     /// 2-level: SPLIT differs from this driver's.
     Split {
+        /// STRTAB_BASE_CFG.SPLIT as read.
         found: u8,
+        /// The SPLIT this driver builds with.
         want: u8,
     },
     /// 2-level: more L1 entries than this driver allows.
     TooManyL1 {
+        /// L1 entries the registers describe (2^(LOG2SIZE - SPLIT)).
         entries: u64,
+        /// The cap.
         max: u64,
     },
     /// 2-level: LOG2SIZE outside [SPLIT, SIDSIZE]; linear: beyond what this kernel would allocate.
     Log2Size {
+        /// STRTAB_BASE_CFG.LOG2SIZE as read.
         log2size: u8,
+        /// The smallest accepted.
         min: u8,
+        /// The largest accepted.
         max: u8,
     },
     /// A non-empty L1 descriptor whose span is not SPLIT + 1.
     L1Span {
+        /// The descriptor's index in the level-1 table.
         index: u64,
+        /// Its SPAN field.
         span: u8,
     },
+    /// A level-1 table descriptor could not be read while checking it.
     L1Unreadable(MemError),
     /// STRTAB_BASE_CFG.FMT reserved, 2-level on hardware without IDR0.ST_LEVEL, or linear on hardware with
     /// it (this kernel would have built a 2-level table, as the crashed one should have).
     Format {
+        /// STRTAB_BASE_CFG.FMT as read.
         fmt: u8,
+        /// IDR0.ST_LEVEL says the SMMU has 2-level stream tables.
         two_level_hw: bool,
     },
+    /// Adoption started but quiescing the old command queue or starting this kernel's failed.
     Hardware(SmmuError),
 }
 

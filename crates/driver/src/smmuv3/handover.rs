@@ -11,18 +11,30 @@ use super::scan::{read_ste, SteKind, SteProblem};
 use super::{Refusal, SmmuError};
 use crate::{BootEnv, Platform, Policy};
 
+/// How a crash boot went for one SMMUv3 (the contract's [`CrashOutcome`](crate::contract::CrashOutcome) says the same for
+/// every IOMMU).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SmmuOutcome {
+    /// CR0.SMMUEN was clear at probe: nothing to hand over; a normal boot.
     NotLive,
+    /// Reset under `reset-abort`, `reset-bypass` or `off`, as asked.
     Reset,
+    /// The old stream table is live: STRTAB_BASE was kept and the SMMU never stopped translating.
     Adopted,
+    /// Adoption was refused for this reason; the SMMU was reset instead.
     FellBack(Refusal),
 }
 
+/// What a crash boot of one SMMUv3 did, for logs and the simulator.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SmmuReport {
+    /// The policy the boot ran under.
     pub policy: Policy,
+    /// What became of the SMMU.
     pub outcome: SmmuOutcome,
+    /// Frames the boot allocated (its queues and, on a reset, its own stream table); what later master
+    /// insertions spend reaches the crash report through
+    /// [`IommuDriver::account`](crate::contract::IommuDriver::account).
     pub frames_allocated: u64,
     /// Bytes of the old stream table read at adoption (the L1 table, or the linear table's size).
     pub bytes_mapped: u64,
@@ -31,6 +43,8 @@ pub struct SmmuReport {
 }
 
 impl Smmuv3 {
+    /// Crash-kernel boot under `policy`: adopt the live stream table (keeping SMMUEN set), or reset as asked
+    /// or when adoption is refused. Level-2 stream tables are checked later, as masters are inserted.
     pub fn init_crash(hw: &mut impl Platform, env: &BootEnv, policy: Policy) -> Result<(Self, SmmuReport), SmmuError> {
         let mut report = SmmuReport {
             policy,
@@ -336,6 +350,7 @@ impl Smmuv3 {
     pub fn scratch_region(&self) -> Option<core::ops::Range<u64>> {
         self.scratch.map(|s| s.0..s.0 + crate::walk::SCRATCH_PAGES * 4096)
     }
+    /// Frames spent on scratch containment (the scratch region and its chain of shared tables).
     pub fn scratch_frames(&self) -> u64 {
         self.scratch.map_or(0, |s| s.3)
     }

@@ -25,77 +25,133 @@ pub enum SteKind {
     /// Config bypass: the stream reaches all of memory.
     Bypass,
     /// Stage 1 through the CD for substream 0: tables at `ttb0`.
-    Stage1 { ttb0: u64, walk: Vmsa, asid: u16 },
+    Stage1 {
+        /// CD.TTB0: physical address of the stage-1 top-level table.
+        ttb0: u64,
+        /// How to walk it: start level and input size from CD.T0SZ.
+        walk: Vmsa,
+        /// CD.ASID: the tag TLB entries are invalidated by (`CMD_TLBI_NH_ASID`).
+        asid: u16,
+    },
     /// Stage 2 only: tables at `s2ttb`.
-    Stage2 { s2ttb: u64, walk: Vmsa, vmid: u16 },
+    Stage2 {
+        /// STE.S2TTB: physical address of the stage-2 top-level table.
+        s2ttb: u64,
+        /// How to walk it: start level from STE.S2SL0, input size from S2T0SZ.
+        walk: Vmsa,
+        /// STE.S2VMID: the tag TLB entries are invalidated by (`CMD_TLBI_S12_VMALL`).
+        vmid: u16,
+    },
     /// Stage 1 with TTB0 walks disabled (CD.EPD0): every access faults.
-    Blocked { asid: u16 },
+    Blocked {
+        /// CD.ASID, still the tag any cached entries carry.
+        asid: u16,
+    },
 }
 
+/// A stream the stream table lets through: what adoption keeps live and the audit walks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ScannedSte {
+    /// The StreamID indexing the STE.
     pub sid: u32,
+    /// How it translates.
     pub kind: SteKind,
+    /// The STE as read, for adoption to keep or rewrite in place.
     pub ste: Ste,
 }
 
 /// A descriptor that cannot be trusted.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SteProblem {
+    /// A valid L1 descriptor with reserved bits set: its level-2 table is not used.
     L1Reserved {
+        /// The descriptor's index in the level-1 table.
         index: u64,
+        /// The descriptor as read.
         raw: u64,
     },
     /// The L1 descriptor's span is not the SPLIT + 1 a 2-level table of this SPLIT has (the kdump series' check).
     L1Span {
+        /// The descriptor's index in the level-1 table.
         index: u64,
+        /// Its SPAN field.
         span: u8,
+        /// SPLIT + 1.
         want: u8,
     },
+    /// A level-2 stream table, context-descriptor table, CD or page-table root outside RAM.
     TableNotRam {
+        /// The stream it was met for (the first stream of a level-2 table).
         sid: u32,
+        /// Which structure.
         what: &'static str,
+        /// Its physical address.
         addr: u64,
     },
+    /// Such a structure inside the crash kernel's region, which the crash kernel is about to reuse.
     TableInCrashRegion {
+        /// The stream it was met for (the first stream of a level-2 table).
         sid: u32,
+        /// Which structure.
         what: &'static str,
+        /// Its physical address.
         addr: u64,
     },
+    /// An STE, CD or CD L1 descriptor could not be read.
     Unreadable {
+        /// The stream it was met for.
         sid: u32,
+        /// Which structure.
         what: &'static str,
+        /// Why the read failed.
         err: MemError,
     },
+    /// A valid STE with reserved bits or reserved encodings set: its meaning to the SMMU is unknown.
     SteReserved {
+        /// The StreamID.
         sid: u32,
     },
     /// Config values this driver does not walk (nested), or stage-2 concatenated tables.
     SteUnsupported {
+        /// The StreamID.
         sid: u32,
+        /// STE.Config as read.
         config: u8,
     },
+    /// A stage-1 STE whose CD for substream 0 has V clear: the SMMU reports C_BAD_CD and translates
+    /// nothing, a state this driver does not adopt.
     CdInvalid {
+        /// The StreamID.
         sid: u32,
     },
+    /// The CD's T0SZ (stage 1) or the STE's S2SL0 (stage 2) gives no start level the 4 KiB granule walk
+    /// has.
     BadInputSize {
+        /// The StreamID.
         sid: u32,
+        /// The input-size field as read (T0SZ or S2T0SZ).
         t0sz: u8,
     },
     /// The tables map `iova` to `addr`, inside the crash kernel's region (found by the walk at insertion).
     PageInCrashRegion {
+        /// The StreamID.
         sid: u32,
+        /// The IOVA mapped there.
         iova: u64,
+        /// The physical address it reaches, inside the region.
         addr: u64,
     },
     /// The walk at insertion hit its bound before seeing all of the stream's tables.
     WalkBound {
+        /// The StreamID.
         sid: u32,
+        /// Tables read before the bound.
         tables: u32,
     },
 }
 
 impl SteProblem {
+    /// The StreamID the problem is about; `None` for an L1 descriptor (a span of streams).
     pub fn sid(&self) -> Option<u32> {
         match self {
             SteProblem::L1Reserved { .. } | SteProblem::L1Span { .. } => None,
@@ -143,24 +199,36 @@ impl fmt::Display for SteProblem {
 /// Why the stream table as a whole cannot be read.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StrtabRefusal {
+    /// STRTAB_BASE names physical address 0: no kernel programmed it.
     BaseZero,
     /// LOG2SIZE beyond IDR1.SIDSIZE, SPLIT beyond LOG2SIZE, or a table too large to scan.
     BadConfig {
+        /// STRTAB_BASE_CFG.LOG2SIZE as read.
         log2size: u8,
+        /// STRTAB_BASE_CFG.SPLIT as read.
         split: u8,
+        /// IDR1.SIDSIZE: the StreamID width the SMMU has.
         sidsize: u8,
     },
+    /// The table (the linear table, or the level-1 table) is not RAM.
     NotRam {
+        /// The table's physical address.
         addr: u64,
+        /// Its size, from STRTAB_BASE_CFG.
         bytes: u64,
     },
+    /// The table overlaps the crash kernel's region: the SMMU would read STEs the crash kernel overwrites.
     InCrashRegion {
+        /// The table's physical address.
         addr: u64,
+        /// Its size, from STRTAB_BASE_CFG.
         bytes: u64,
     },
+    /// An L1 descriptor of the table could not be read.
     Unreadable(MemError),
     /// STRTAB_BASE_CFG.FMT 2 or 3.
     ReservedFormat {
+        /// STRTAB_BASE_CFG.FMT as read.
         fmt: u8,
     },
 }
@@ -185,12 +253,19 @@ impl fmt::Display for StrtabRefusal {
 impl core::error::Error for SteProblem {}
 impl core::error::Error for StrtabRefusal {}
 
+/// What a read of the stream table found: the registers it followed, the streams let through, the
+/// descriptors refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StrtabScan {
+    /// CR0 as read: whether SMMUEN was set.
     pub cr0: Cr0,
+    /// STRTAB_BASE as read: the table's address.
     pub base: StrtabBase,
+    /// STRTAB_BASE_CFG as read: format, LOG2SIZE, SPLIT.
     pub cfg: StrtabBaseCfg,
+    /// Every stream that passed the checks and is neither abort nor invalid, by StreamID.
     pub streams: Vec<ScannedSte>,
+    /// The descriptors refused, with the reason.
     pub problems: Vec<SteProblem>,
 }
 

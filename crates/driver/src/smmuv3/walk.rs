@@ -20,8 +20,11 @@ pub enum Stage {
 /// A walk of `ia_bits` input bits from Arm level `start`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Vmsa {
+    /// Which stage's permission encoding the descriptors use (stage-1 AP or stage-2 S2AP).
     pub stage: Stage,
+    /// The Arm level the walk starts at (0 to 3), from T0SZ or S2SL0.
     pub start: u32,
+    /// Input address bits the table translates (64 - T0SZ, or 64 - S2T0SZ).
     pub ia_bits: u32,
 }
 

@@ -8,13 +8,31 @@ use crate::MemError;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum VtdError {
     /// A GSTS bit did not reach its expected value (Linux: "DMAR hardware is malfunctioning").
-    StatusTimeout { bit: &'static str, want: bool },
+    StatusTimeout {
+        /// The GSTS bit polled (TES, RTPS, QIES, IRES...).
+        bit: &'static str,
+        /// The value the command should have produced.
+        want: bool,
+    },
     /// The invalidation queue's wait descriptor never completed.
-    QueueTimeout { iqh: u64, iqt: u64 },
+    QueueTimeout {
+        /// IQH when the wait gave up: how far the unit fetched.
+        iqh: u64,
+        /// IQT: how far the driver had queued.
+        iqt: u64,
+    },
     /// The unit reported an invalidation queue error (FSTS.IQE/ITE/ICE) for our submission.
-    QueueError { fsts: u32, iqer: u64 },
+    QueueError {
+        /// FSTS as read, with the IQE, ITE or ICE bit that stopped the queue.
+        fsts: u32,
+        /// IQER, which says what was wrong with the descriptor.
+        iqer: u64,
+    },
     /// CAP.SAGAW offers none of the widths this driver walks (3, 4 or 5 levels).
-    NoSupportedAgaw { sagaw: u8 },
+    NoSupportedAgaw {
+        /// CAP.SAGAW as read.
+        sagaw: u8,
+    },
     /// ECAP lacks something this driver needs.
     Unsupported(&'static str),
     /// No page for the driver's own structures.
@@ -22,11 +40,19 @@ pub enum VtdError {
     /// Every domain ID is in use (CAP.ND).
     OutOfDomainIds,
     /// No IOVA range left of the requested size.
-    OutOfIova { size: u64 },
+    OutOfIova {
+        /// The size asked for, in bytes.
+        size: u64,
+    },
     /// A request named a domain this driver does not hold.
     NoSuchDomain(usize),
     /// A map or unmap request not aligned to 4 KiB, or beyond the domain's address width.
-    BadRange { iova: u64, size: u64 },
+    BadRange {
+        /// The first IOVA of the request.
+        iova: u64,
+        /// Its length in bytes.
+        size: u64,
+    },
     /// A physical-memory access failed.
     Mem(MemError),
     /// The operation writes, but the platform is a read-only dump.
@@ -86,11 +112,22 @@ pub enum Refusal {
     RootTableZero,
     /// The old root table's format (RTADDR.SMT) is not the one this kernel uses; SMT may only change while
     /// translation is off (Linux `iommu_context_addr` users refuse the copy with -EINVAL).
-    FormatMismatch { old_smt: bool, new_smt: bool },
+    FormatMismatch {
+        /// RTADDR.SMT as the crashed kernel left it.
+        old_smt: bool,
+        /// Whether this kernel runs scalable mode.
+        new_smt: bool,
+    },
     /// The root table is not in RAM.
-    RootTableNotRam { addr: u64 },
+    RootTableNotRam {
+        /// The root table's address (RTADDR).
+        addr: u64,
+    },
     /// The root table lies in the crash kernel's own region: the old kernel could not have built it there.
-    RootTableInCrashRegion { addr: u64 },
+    RootTableInCrashRegion {
+        /// The root table's address (RTADDR).
+        addr: u64,
+    },
     /// Reading the root table failed.
     RootTableUnreadable(MemError),
     /// The unit cannot do what adoption needs (queued invalidation, the old table's format).
@@ -128,40 +165,132 @@ impl fmt::Display for Refusal {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum EntryProblem {
     /// Root entry for `bus` has reserved bits set.
-    RootReserved { bus: u8, raw: u128 },
+    RootReserved {
+        /// The bus whose root entry it is.
+        bus: u8,
+        /// The 128-bit root entry as read.
+        raw: u128,
+    },
     /// A context table (legacy, or SM lower/upper) outside RAM.
-    ContextTableNotRam { bus: u8, addr: u64 },
+    ContextTableNotRam {
+        /// The bus whose context table it is.
+        bus: u8,
+        /// The context table's address, from the root entry.
+        addr: u64,
+    },
     /// A context table inside the crash kernel's region.
-    ContextTableInCrashRegion { bus: u8, addr: u64 },
+    ContextTableInCrashRegion {
+        /// The bus whose context table it is.
+        bus: u8,
+        /// The context table's address, from the root entry.
+        addr: u64,
+    },
     /// A context table that cannot be read.
-    ContextTableUnreadable { bus: u8, err: MemError },
+    ContextTableUnreadable {
+        /// The bus whose context table it is.
+        bus: u8,
+        /// Why the read failed.
+        err: MemError,
+    },
     /// Context entry reserved bits set.
-    ContextReserved { sid: u16, raw: u128 },
+    ContextReserved {
+        /// The device's source ID (bus, device, function).
+        sid: u16,
+        /// The 128-bit context entry as read.
+        raw: u128,
+    },
     /// Legacy context entry TT is reserved, or pass-through without ECAP.PT.
-    BadTranslationType { sid: u16, tt: u8 },
+    BadTranslationType {
+        /// The device's source ID (bus, device, function).
+        sid: u16,
+        /// The context entry's TT field.
+        tt: u8,
+    },
     /// Context/PASID AW not in CAP.SAGAW.
-    BadAddressWidth { sid: u16, aw: u8 },
+    BadAddressWidth {
+        /// The device's source ID (bus, device, function).
+        sid: u16,
+        /// The AW (AGAW) field: the table has AW + 2 levels.
+        aw: u8,
+    },
     /// DID 0 or beyond CAP.ND.
-    BadDomainId { sid: u16, did: u16 },
+    BadDomainId {
+        /// The device's source ID (bus, device, function).
+        sid: u16,
+        /// The DID the entry carries.
+        did: u16,
+    },
     /// A page table, PASID directory or PASID table outside RAM.
-    TableNotRam { sid: u16, what: &'static str, addr: u64 },
+    TableNotRam {
+        /// The device's source ID (bus, device, function).
+        sid: u16,
+        /// Which table: page table, PASID directory or PASID table.
+        what: &'static str,
+        /// The table's physical address.
+        addr: u64,
+    },
     /// A page table, PASID directory or PASID table inside the crash kernel's region.
-    TableInCrashRegion { sid: u16, what: &'static str, addr: u64 },
+    TableInCrashRegion {
+        /// The device's source ID (bus, device, function).
+        sid: u16,
+        /// Which table: page table, PASID directory or PASID table.
+        what: &'static str,
+        /// The table's physical address.
+        addr: u64,
+    },
     /// A PASID directory/table entry that cannot be read.
-    TableUnreadable { sid: u16, what: &'static str, err: MemError },
+    TableUnreadable {
+        /// The device's source ID (bus, device, function).
+        sid: u16,
+        /// Which table: page table, PASID directory or PASID table.
+        what: &'static str,
+        /// Why the read failed.
+        err: MemError,
+    },
     /// The RID_PASID entry is malformed: reserved bits or encodings, or a translation type the unit does
     /// not offer (first level without ECAP.FLTS, second level without ECAP.SLTS, 5-level first level
     /// without CAP.FL5LP).
-    BadPasidEntry { sid: u16, pasid: u32, raw: u64 },
+    BadPasidEntry {
+        /// The device's source ID (bus, device, function).
+        sid: u16,
+        /// The PASID whose entry it is (RID_PASID).
+        pasid: u32,
+        /// The PASID entry's first quadword as read.
+        raw: u64,
+    },
     /// The RID_PASID entry is nested (PGTT = 011): its first-level table holds addresses the second level
     /// translates again. This driver neither decodes nor adopts it; what the device reaches is unknown.
-    NestedTranslation { sid: u16, pasid: u32, raw: u64 },
+    NestedTranslation {
+        /// The device's source ID (bus, device, function).
+        sid: u16,
+        /// The PASID whose entry it is (RID_PASID).
+        pasid: u32,
+        /// The PASID entry's first quadword as read.
+        raw: u64,
+    },
     /// The tables map `iova` to `addr`, inside the crash kernel's region (found by the walk at adoption).
-    PageInCrashRegion { sid: u16, iova: u64, addr: u64 },
+    PageInCrashRegion {
+        /// The device's source ID (bus, device, function).
+        sid: u16,
+        /// The IOVA mapped there.
+        iova: u64,
+        /// The physical address it reaches, inside the region.
+        addr: u64,
+    },
     /// The walk at adoption hit its bound before seeing all of the device's tables.
-    WalkBound { sid: u16, tables: u32 },
+    WalkBound {
+        /// The device's source ID (bus, device, function).
+        sid: u16,
+        /// Tables read before the bound.
+        tables: u32,
+    },
     /// Scalable mode: the DID of another device on other tables (it cannot be changed in place).
-    DomainIdAlias { sid: u16, did: u16 },
+    DomainIdAlias {
+        /// The device's source ID (bus, device, function).
+        sid: u16,
+        /// The DID both entries carry.
+        did: u16,
+    },
 }
 
 impl EntryProblem {

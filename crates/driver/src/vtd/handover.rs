@@ -39,7 +39,9 @@ pub enum HandoverOutcome {
 /// What the crash kernel's boot did, for logs and the simulator.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HandoverReport {
+    /// The policy the boot ran under.
     pub policy: Policy,
+    /// What became of the unit.
     pub outcome: HandoverOutcome,
     /// Devices translating through adopted entries.
     pub adopted: Vec<u16>,
@@ -54,6 +56,7 @@ pub struct HandoverReport {
     pub split_dids: Vec<(u16, u16, u16)>,
     /// Bytes of old tables read (root, context, PASID) and frames allocated for the copies.
     pub bytes_read: u64,
+    /// Frames the boot allocated: this kernel's own tables, the copies of adopted ones included.
     pub frames_allocated: u64,
 }
 

@@ -32,6 +32,7 @@ use cmdq::InvQueue;
 /// Domain ID Linux gives pass-through and first-level entries (`FLPT_DEFAULT_DID`); DID 0 is never used
 /// because CAP.CM hardware tags cached not-present entries with it. Paging domains start at 2.
 pub const FLPT_DEFAULT_DID: u16 = 1;
+/// The first domain ID handed to a paging domain: DIDs 0 and 1 are never allocated.
 pub const FIRST_PAGING_DID: u32 = 2;
 /// The RID_PASID our scalable-mode context entries name (Linux `IOMMU_NO_PASID`).
 pub(crate) const OUR_RID_PASID: u32 = 0;
@@ -60,29 +61,38 @@ pub use crate::contract::{Attachment, DomainId};
 /// A DMA domain: a domain ID, a second-level page table and its IOVA space.
 #[derive(Clone, Debug)]
 pub struct Domain {
+    /// The domain ID its context or PASID entries carry and invalidations name.
     pub did: u16,
+    /// Physical address of its top-level page table.
     pub root: u64,
+    /// Levels of that table.
     pub levels: u32,
+    /// The IOVAs handed out and reserved in it.
     pub iova: IovaAllocator,
 }
 
 /// A device's state in this driver.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DeviceState {
+    /// On this kernel's tables: a domain of ours, or identity.
     Attached(Attachment),
     /// Still translating through the crashed kernel's entry, copied into our tables; attach is deferred
     /// until the device's new driver has reset it.
     Adopted {
+        /// The crashed kernel's domain ID, kept (and reserved) while the entry is live.
         did: u16,
+        /// How the adopted entry translates.
         kind: DeviceKind,
     },
     /// Contained: every old IOVA points at the scratch page.
     Contained {
+        /// The domain ID of the containment entry (the old one, kept).
         did: u16,
     },
     /// Its old entry failed validation (or its tables reach the crash kernel's region) and was not copied:
     /// its DMA is blocked until it is contained or attached. `did` is the old domain ID, kept reserved.
     Refused {
+        /// The crashed kernel's domain ID, reserved so a new domain cannot alias its cached translations.
         did: u16,
     },
 }
@@ -90,13 +100,17 @@ pub enum DeviceState {
 /// Counters a caller can read to see what the driver did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct VtdStats {
+    /// Frames taken from the platform for tables, queues and copies.
     pub frames_allocated: u64,
+    /// Invalidation descriptors submitted to the queue.
     pub invalidations: u64,
 }
 
 /// The driver for one VT-d unit.
 pub struct Vtd {
+    /// CAP as read at boot: widths, domain IDs, page sizes, caching mode.
     pub cap: Cap,
+    /// ECAP as read at boot: queued invalidation, pass-through, scalable mode and its translation types.
     pub ecap: Ecap,
     scalable: bool,
     /// Our domains use first-level tables (scalable mode, ECAP.FLTS).
@@ -121,6 +135,7 @@ pub struct Vtd {
     /// IOVA ranges no domain hands out: the platform's PCI windows and the MSI range, which DMA to would
     /// be claimed by a peer device or the interrupt controller (Linux `iova_reserve_pci_windows`).
     iova_holes: Vec<core::ops::Range<u64>>,
+    /// What the driver has spent and submitted so far.
     pub stats: VtdStats,
     /// Interrupt remapping (`irq`).
     ir: Option<irq::IrTable>,
@@ -129,9 +144,12 @@ pub struct Vtd {
 }
 
 impl Vtd {
+    /// This kernel's tables are in scalable mode (RTADDR.SMT).
     pub fn scalable(&self) -> bool {
         self.scalable
     }
+    /// Levels of second-level tables on this unit: the AGAW picked from CAP.SAGAW (4 when offered, as Linux
+    /// prefers, then 5, then 3).
     pub fn levels(&self) -> u32 {
         self.levels
     }
@@ -162,18 +180,23 @@ impl Vtd {
             w
         }
     }
+    /// Translation is on and through this kernel's tables (false under `reset-bypass` and `off`).
     pub fn translating(&self) -> bool {
         self.translating
     }
+    /// Physical address of this kernel's root table (what RTADDR holds).
     pub fn root_table(&self) -> u64 {
         self.root
     }
+    /// What the driver knows of the device with source ID `sid`, if anything.
     pub fn device(&self, sid: u16) -> Option<DeviceState> {
         self.devices.get(&sid).copied()
     }
+    /// Every device the driver knows, by source ID.
     pub fn devices(&self) -> impl Iterator<Item = (u16, DeviceState)> + '_ {
         self.devices.iter().map(|(&s, &d)| (s, d))
     }
+    /// The domain behind handle `d`, while it exists.
     pub fn domain(&self, d: DomainId) -> Option<&Domain> {
         self.domains.get(d.0).and_then(|x| x.as_ref())
     }

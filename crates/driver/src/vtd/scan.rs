@@ -16,10 +16,22 @@ use crate::{BootEnv, Mmio, PhysMem};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DeviceKind {
     /// Second-level tables at `root`, `levels` deep.
-    Translated { root: u64, levels: u32 },
+    Translated {
+        /// Physical address of the top-level second-level table, from the context or PASID entry.
+        root: u64,
+        /// Levels from the entry's AW: AW + 2.
+        levels: u32,
+    },
     /// First-level (x86-64-format) tables at `root`, `levels` (4 or 5) deep, from a scalable-mode PASID
     /// entry with PGTT = 001 for RID_PASID `pasid` (Linux's DMA domains on units with ECAP.FLTS).
-    FirstLevel { root: u64, levels: u32, pasid: u32 },
+    FirstLevel {
+        /// Physical address of the top-level first-level table, from the PASID entry (FLPTR).
+        root: u64,
+        /// 4, or 5 with the entry's FLPM set.
+        levels: u32,
+        /// The PASID of the entry (the context entry's RID_PASID).
+        pasid: u32,
+    },
     /// Untranslated: the device reaches all of memory. In scalable mode a PASID entry with PGTT = 100, what
     /// Linux writes for its identity (pass-through) domain (`intel_pasid_setup_pass_through`, DID 1).
     PassThrough,
@@ -50,8 +62,11 @@ impl DeviceKind {
 /// One present, valid device entry of the old tables.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ScannedDevice {
+    /// The source ID (bus, device, function) its entry is indexed by.
     pub sid: u16,
+    /// The domain ID its entry tags IOTLB and context-cache entries with, which invalidations name.
     pub did: u16,
+    /// How it translates.
     pub kind: DeviceKind,
     /// The raw context entry (scalable mode: its low 128 bits).
     pub entry: u128,
@@ -60,9 +75,13 @@ pub struct ScannedDevice {
 /// What a read-only walk of the old root and context tables found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Scan {
+    /// RTADDR as read: the root table and its format (SMT).
     pub rtaddr: RtAddr,
+    /// GSTS as read: whether translation (TES) and queued invalidation (QIES) were on.
     pub gsts: Gsts,
+    /// Every present entry that passed the checks, by source ID.
     pub devices: Vec<ScannedDevice>,
+    /// The buses and devices refused, with the reason: their DMA will fault once adopted.
     pub problems: Vec<super::EntryProblem>,
     /// Root, context, PASID-directory and PASID-table pages read.
     pub pages_read: Vec<u64>,
@@ -72,6 +91,8 @@ pub struct Scan {
 }
 
 impl Scan {
+    /// The old tables are in scalable mode (RTADDR.SMT): scalable-mode root, context and PASID
+    /// entries rather than legacy root and context entries.
     pub fn scalable(&self) -> bool {
         self.rtaddr.smt()
     }

@@ -103,11 +103,15 @@ impl Writer for FirstLevel {
 
 /// Either VT-d format, for code that handles devices of both kinds.
 pub enum VtdFormat {
+    /// Second-level tables: legacy-mode context entries and PASID entries with PGTT = 010.
     Second(SecondLevel),
+    /// First-level (x86-64-format) tables: PASID entries with PGTT = 001.
     First(FirstLevel),
 }
 
 impl VtdFormat {
+    /// The format a domain uses on this unit: first-level when `first_level` (scalable mode with ECAP.FLTS),
+    /// else second-level.
     pub fn new(cap: Cap, first_level: bool) -> Self {
         if first_level {
             VtdFormat::First(FirstLevel(cap))
