@@ -6,6 +6,7 @@
 //! the simulator and `iommu-dump` implements them read-only over a dump.
 #![no_std]
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 extern crate alloc;
 
