@@ -138,3 +138,17 @@ impl fmt::Display for Refusal {
 
 impl core::error::Error for AmdError {}
 impl core::error::Error for Refusal {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::string::ToString;
+
+    /// The symptom "[PATCH v3 4/4] iommu/amd: Fix host kdump support for SNP" reports, word for word (Linux's
+    /// `iommu_completion_wait` prints it): what an operator searches for.
+    #[test]
+    fn a_completion_wait_timeout_prints_linuxs_message() {
+        let e = AmdError::CompletionWaitTimeout { head: 0x20, tail: 0x40 };
+        assert!(e.to_string().starts_with("Completion-Wait loop timed out"));
+    }
+}
