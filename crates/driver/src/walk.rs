@@ -370,6 +370,17 @@ impl From<MemError> for MapError {
     }
 }
 
+/// Whether `[iova, iova + size)` → `pa` is a range a table of 4 KiB pages with `width` IOVA bits can map: every
+/// bound page-aligned, not empty, inside the IOVA space (what each driver's `map_at` checks first).
+pub fn mappable(iova: u64, pa: u64, size: u64, width: u32) -> bool {
+    let top = 1u64.checked_shl(width).unwrap_or(u64::MAX);
+    iova.is_multiple_of(4096)
+        && pa.is_multiple_of(4096)
+        && size.is_multiple_of(4096)
+        && size != 0
+        && iova.checked_add(size).is_some_and(|e| e <= top)
+}
+
 /// Map the 4 KiB page at `iova` to `pa` in the `levels`-level table at `root`, allocating missing tables
 /// (their count is added to `frames`).
 #[allow(clippy::too_many_arguments)]
@@ -553,5 +564,20 @@ impl Visitor for ReachVisitor<'_> {
             }
         }
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mappable;
+
+    #[test]
+    fn a_mappable_range_is_page_aligned_non_empty_and_inside_the_iova_space() {
+        assert!(mappable(0x1000, 0x2000, 0x3000, 39));
+        assert!(mappable((1 << 39) - 0x1000, 0, 0x1000, 39), "up to the top");
+        assert!(!mappable((1 << 39) - 0x1000, 0, 0x2000, 39), "past the top");
+        assert!(!mappable(0x1001, 0, 0x1000, 39) && !mappable(0, 0x10, 0x1000, 39) && !mappable(0, 0, 0x800, 39));
+        assert!(!mappable(0, 0, 0, 39), "empty");
+        assert!(!mappable(u64::MAX - 0xfff, 0, 0x1000, 64), "a range ending at 2^64 wraps");
     }
 }

@@ -323,12 +323,7 @@ impl Amdvi {
             return Ok(());
         }
         let width = 12 + 9 * LEVELS;
-        if !iova.is_multiple_of(4096)
-            || !pa.is_multiple_of(4096)
-            || !size.is_multiple_of(4096)
-            || size == 0
-            || iova.checked_add(size).is_none_or(|e| e > 1u64 << width)
-        {
+        if !crate::walk::mappable(iova, pa, size, width) {
             return Err(AmdError::BadRange { iova, size });
         }
         let dom = self.domain_mut(d)?;

@@ -440,12 +440,7 @@ impl Smmuv3 {
         if !self.translating {
             return Ok(());
         }
-        if !iova.is_multiple_of(4096)
-            || !pa.is_multiple_of(4096)
-            || !size.is_multiple_of(4096)
-            || size == 0
-            || iova.checked_add(size).is_none_or(|e| e > 1u64 << S1_WALK.ia_bits)
-        {
+        if !crate::walk::mappable(iova, pa, size, S1_WALK.ia_bits) {
             return Err(SmmuError::BadRange { iova, size });
         }
         let dom = self.domain_mut(d)?;

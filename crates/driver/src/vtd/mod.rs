@@ -277,12 +277,7 @@ impl Vtd {
         let (root, levels) = (dom.root, dom.levels);
         let width = self.iova_width(levels);
         let dom = self.domain_mut(d)?;
-        if !iova.is_multiple_of(4096)
-            || !pa.is_multiple_of(4096)
-            || !size.is_multiple_of(4096)
-            || size == 0
-            || iova.checked_add(size).is_none_or(|e| e > 1u64 << width)
-        {
+        if !crate::walk::mappable(iova, pa, size, width) {
             return Err(VtdError::BadRange { iova, size });
         }
         dom.iova.reserve(iova, iova + size);
