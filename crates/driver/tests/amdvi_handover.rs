@@ -230,7 +230,11 @@ fn resets_work_unless_snp_locked_the_registers() {
 /// Adopt with one piece of the old state broken; without SNP the crash kernel falls back to a reset
 /// with the reason, with SNP it stops with it (nothing else can work).
 fn refused(break_it: impl Fn(&mut Rig), want: impl Fn(&Refusal) -> bool) {
-    for snp in [Snp::Off, Snp::ShutdownFailed] {
+    refused_on(&[Snp::Off, Snp::ShutdownFailed], break_it, want)
+}
+
+fn refused_on(snps: &[Snp], break_it: impl Fn(&mut Rig), want: impl Fn(&Refusal) -> bool) {
+    for &snp in snps {
         let mut rig = Rig::new(snp);
         primary(&mut rig);
         // Break the state the crashed kernel left, with the registers unlocked for the moment.
@@ -270,18 +274,51 @@ fn each_reuse_check_broken_gives_its_reason() {
         },
         |r| matches!(r, Refusal::DevTable(_)),
     );
-    refused(
+    // The rings are reused only under SNP (their registers are locked); without it they are replaced.
+    let snp = &[Snp::ShutdownFailed];
+    refused_on(
+        snp,
         |rig| rig.primary().write64(off::CMD_BUF_BASE, RingBase::from_ring(0, 9).into_bits()),
         |r| matches!(r, Refusal::BaseZero { what: "command buffer" }),
     );
-    refused(
+    refused_on(
+        snp,
         |rig| rig.primary().write64(off::CMD_BUF_BASE, RingBase::from_ring(5 * GIB, 9).into_bits()),
         |r| matches!(r, Refusal::BufferNotRam { what: "command buffer", .. }),
     );
-    refused(
+    refused_on(
+        snp,
         |rig| rig.primary().write64(off::EVENT_LOG_BASE, RingBase::from_ring(CRASH.start + 0x1000, 9).into_bits()),
         |r| matches!(r, Refusal::BufferInCrashRegion { what: "event log", .. }),
     );
+}
+
+/// Without SNP the crashed kernel's ring registers are not trusted at all: adoption gives the unit fresh
+/// rings of its own (Linux's kdump kernel remaps the old ones only under SNP), so a ring base left at 0 or
+/// in the crash region costs nothing, and the old ring pages are never written.
+#[test]
+fn without_snp_adoption_replaces_the_rings_whatever_their_registers_say() {
+    for bad in [0, CRASH.start + 0x1000] {
+        let mut rig = Rig::new(Snp::Off);
+        let (old, _) = primary(&mut rig);
+        let cmd = RingBase::from_bits(rig.primary().read64(off::CMD_BUF_BASE)).ring();
+        let page = |rig: &Rig| {
+            let mut b = vec![0u8; 8192];
+            rig.mem.read(cmd, &mut b).unwrap();
+            b
+        };
+        let before = page(&rig);
+        rig.primary().write64(off::CMD_BUF_BASE, RingBase::from_ring(bad, 9).into_bits());
+        rig.primary().write64(off::EVENT_LOG_BASE, RingBase::from_ring(bad, 9).into_bits());
+        let (_, r) = crash(&mut rig, Policy::Adopt).unwrap();
+        assert_eq!(r.outcome, AmdOutcome::Adopted, "ring base {bad:#x}");
+        let now = RingBase::from_bits(rig.primary().read64(off::CMD_BUF_BASE)).ring();
+        assert!(now != bad && now != cmd && CRASH.contains(&now), "a fresh ring of the crash kernel's: {now:#x}");
+        assert_eq!(page(&rig), before, "the old ring is not written");
+        for &(devid, iova, pa) in &old {
+            assert_eq!(rig.dma(devid, iova, Access::Write), Ok(pa), "adopted translations stay live");
+        }
+    }
 }
 
 #[test]

@@ -177,6 +177,8 @@ fn a_refused_device_is_contained_under_adopt_scratch_on_every_iommu() {
             unit: rig.unit.fault_target(),
             crash_region: CRASH,
             seed: 1,
+            idle: &[],
+            late: None,
         };
         let injected = iommu_emu::inject::entry_rejected_live(&mut crashed);
         assert!(injected.is_applied(), "{kind}: {injected:?}");

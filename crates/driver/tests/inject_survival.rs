@@ -8,7 +8,7 @@ use iommu_driver::amdvi::{AmdError, AmdOptions, Amdvi, Attachment as AmdAttach};
 use iommu_driver::smmuv3::{Attachment as SmmuAttach, Smmuv3};
 use iommu_driver::vtd::{Attachment as VtdAttach, Vtd, VtdOptions};
 use iommu_driver::{BootEnv, Policy};
-use iommu_emu::inject::{self, Crashed, Unit};
+use iommu_emu::inject::{self, Crashed, LateDma, Unit};
 use iommu_emu::snp::{SnpCommand, SnpFirmware};
 use iommu_emu::{
     Access, AmdviConfig, AmdviModel, EmuPlatform, FrameRegion, Iommu, PhysMemory, Smmuv3Config, Smmuv3Model,
@@ -19,6 +19,12 @@ const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
 const CRASH: Range<u64> = (3 * GIB)..(3 * GIB + 256 * MIB);
 const DEVS: [u16; 3] = [0x10, 0x18, 0x20];
+/// No device runs DMA in these tests: every one is idle, and the first mapping is the late one.
+const IDLE: [u32; 3] = [0x10, 0x18, 0x20];
+
+fn late(old: &[(u16, u64, u64)]) -> Option<LateDma> {
+    old.first().map(|&(dev, iova, _)| LateDma { dev: dev as u32, iova })
+}
 
 const FAULTS: &[&str] = &[
     "pt-in-crash-region",
@@ -114,7 +120,14 @@ fn amd_run(fault: &str, policy: Policy, locked: bool) {
     }
     let applied = inject::apply(
         fault,
-        &mut Crashed { mem: &mut mem, unit: Unit::Amdvi(&mut unit), crash_region: CRASH, seed: 3 },
+        &mut Crashed {
+            mem: &mut mem,
+            unit: Unit::Amdvi(&mut unit),
+            crash_region: CRASH,
+            seed: 3,
+            idle: &IDLE,
+            late: late(&old),
+        },
     )
     .unwrap();
     let before = unit.counters().locked_writes_ignored;
@@ -164,7 +177,14 @@ fn smmu_run(fault: &str, policy: Policy) {
     }
     let _ = inject::apply(
         fault,
-        &mut Crashed { mem: &mut mem, unit: Unit::Smmuv3(&mut unit), crash_region: CRASH, seed: 3 },
+        &mut Crashed {
+            mem: &mut mem,
+            unit: Unit::Smmuv3(&mut unit),
+            crash_region: CRASH,
+            seed: 3,
+            idle: &IDLE,
+            late: late(&old),
+        },
     )
     .unwrap();
     let mut frames = FrameRegion::new(CRASH.start + 64 * MIB..CRASH.end);
@@ -205,9 +225,18 @@ fn vtd_run(fault: &str, policy: Policy, scalable: bool) {
             }
         }
     }
-    let _ =
-        inject::apply(fault, &mut Crashed { mem: &mut mem, unit: Unit::Vtd(&mut unit), crash_region: CRASH, seed: 3 })
-            .unwrap();
+    let _ = inject::apply(
+        fault,
+        &mut Crashed {
+            mem: &mut mem,
+            unit: Unit::Vtd(&mut unit),
+            crash_region: CRASH,
+            seed: 3,
+            idle: &IDLE,
+            late: late(&old),
+        },
+    )
+    .unwrap();
     let mut frames = FrameRegion::new(CRASH.start + 64 * MIB..CRASH.end);
     let mut hw = EmuPlatform::new(&mut unit, &mut mem, &mut frames);
     let e = BootEnv { ram: std::iter::once(0x10_0000..4 * GIB).collect(), ..env(true, false) };

@@ -8,6 +8,15 @@
 //! without EFR.IASup, [`snp_kernel_without_mem_encrypt`] a crash kernel booted without `mem_encrypt`, and
 //! `attach-before-reset` an order of the crash kernel's driver; the simulator applies those itself.
 //!
+//! Where a fault lands follows one rule: the hardware acts on what memory says at any moment (a walker may
+//! fetch an entry without waiting for an invalidation), so a fault in what a device walks while it does DMA
+//! acts before any crash-kernel code runs, and no policy can answer it. Each fault is therefore placed where
+//! the crash kernel gets to judge it first: on a device that does no DMA from the panic until the crash
+//! kernel resets it ([`Crashed::idle`]: a torn entry is an attach in progress, and Linux attaches a device
+//! while its driver probes it, before it is started), or on a page a device reaches only after the crash
+//! kernel's IOMMU init ([`Crashed::late`]). A fault with no such place answers
+//! [`Injected::NotApplicable`] with the reason.
+//!
 //! Everything is read from the crashed state as hostile input: bounded walks, checked arithmetic, and a typed
 //! [`Injected::NotApplicable`] with the reason when the state offers nothing to corrupt.
 
@@ -61,6 +70,21 @@ pub struct Crashed<'a> {
     pub crash_region: Range<u64>,
     /// Seed of the seeded faults (`bitflips`).
     pub seed: u64,
+    /// Requester IDs (stream IDs) of the devices that do no DMA from the panic until the crash kernel resets
+    /// them: where `torn-entry` and `bitflips` land.
+    pub idle: &'a [u32],
+    /// A page some device writes only after the crash kernel's IOMMU init: where `leaf-in-crash-region` lands.
+    pub late: Option<LateDma>,
+}
+
+/// A DMA the crashed machine's devices will issue only after the crash kernel's IOMMU init (e.g. the NIC's
+/// last posted receive buffer, filled once the packets before it have arrived).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LateDma {
+    /// Requester ID (stream ID) of the device.
+    pub dev: u32,
+    /// The IOVA it will write.
+    pub iova: u64,
 }
 
 /// What a fault did.
@@ -201,6 +225,9 @@ struct Tables {
     fmt: Fmt,
     at: u64,
     set_top: fn(u128, u64) -> u128,
+    /// The configuration entries behind this device's translation, as (address, bytes): the context or
+    /// PASID entry, the DTE, the STE and CD.
+    entries: [(u64, u64); 2],
 }
 
 /// Copy the 4 KiB page at `from` to `to`.
@@ -255,6 +282,7 @@ fn vtd_tables(mem: &PhysMemory, v: &VtdModel) -> Vec<Tables> {
                             let q0 = PasidEntryQw0::from_bits(raw as u64).with_slptptr(pa >> 12);
                             (raw & !(u64::MAX as u128)) | q0.into_bits() as u128
                         },
+                        entries: [(table + 32 * i, 32), (at, 64)],
                     });
                 }
             }
@@ -277,6 +305,7 @@ fn vtd_tables(mem: &PhysMemory, v: &VtdModel) -> Vec<Tables> {
                     fmt: Fmt::VtdSl,
                     at,
                     set_top: |raw, pa| ContextEntry::from_bits(raw).with_page_table(pa).into_bits(),
+                    entries: [(at, 16), (at, 0)],
                 });
             }
         }
@@ -315,6 +344,7 @@ fn amd_tables(mem: &mut PhysMemory, v: &mut AmdviModel) -> Vec<Tables> {
                 let q0 = (raw as u64 & !ADDR52) | (pa & ADDR52);
                 (raw & !(u64::MAX as u128)) | q0 as u128
             },
+            entries: [(at, 32), (at, 0)],
         });
     }
     out
@@ -377,7 +407,7 @@ fn smmu_s1(mem: &mut PhysMemory, v: &mut Smmuv3Model) -> Vec<(u32, u64, u64)> {
 fn smmu_tables(mem: &mut PhysMemory, v: &mut Smmuv3Model) -> Vec<Tables> {
     smmu_s1(mem, v)
         .into_iter()
-        .filter_map(|(sid, _, cd_at)| {
+        .filter_map(|(sid, ste_at, cd_at)| {
             let cd = read_cd(mem, cd_at)?;
             let start = smmuv3::s1_start_level(cd.dw0().t0sz())?;
             (cd.valid() && !cd.dw0().epd0()).then_some(Tables {
@@ -390,6 +420,7 @@ fn smmu_tables(mem: &mut PhysMemory, v: &mut Smmuv3Model) -> Vec<Tables> {
                     let w1 = smmuv3::CdTtb::from_bits((raw >> 64) as u64).with_ttb(smmuv3::CdTtb::from_table(pa).ttb());
                     (raw & u64::MAX as u128) | (w1.into_bits() as u128) << 64
                 },
+                entries: [(ste_at, 64), (cd_at, 64)],
             })
         })
         .collect()
@@ -435,30 +466,48 @@ pub fn pt_in_crash_region(m: &mut Crashed) -> Injected {
     Injected::na("no device translates through tables of two levels or more")
 }
 
-/// The first leaf of the first device retargeted at a page of the crash region (flags kept).
-pub fn leaf_in_crash_region(m: &mut Crashed) -> Injected {
-    for t in tables(m) {
-        let Some(path) = first_leaf(m.mem, t.fmt, t.top, t.levels) else { continue };
-        let Some(leaf) = path.last().copied() else { continue };
-        // A large page needs an aligned target: take the first aligned address 4 MiB into the region.
-        let size = 1u64 << (12 + 9 * (leaf.level - 1).min(4));
-        let Some(to) = m.crash_region.start.checked_add(0x40_0000).map(|a| a.next_multiple_of(size)) else {
-            continue;
-        };
-        if to.checked_add(size).is_none_or(|e| e > m.crash_region.end) {
-            continue;
+/// The leaf that maps `iova` in tables of `levels` levels from `top` (a large page ends the walk early).
+fn leaf_for(mem: &PhysMemory, fmt: Fmt, top: u64, levels: u32, iova: u64) -> Option<Step> {
+    let mut table = top;
+    for level in (1..=levels.min(6)).rev() {
+        let index = (iova >> (12 + 9 * (level - 1))) & 511;
+        let raw = mem.read_u64(table.checked_add(8 * index)?).ok()?;
+        match fmt.kind(raw, level)? {
+            true => table = raw & fmt.addr_mask(),
+            false => return Some(Step { table, index, raw, level }),
         }
-        let raw = (leaf.raw & !t.fmt.addr_mask()) | (to & t.fmt.addr_mask());
-        if m.mem.write_u64(leaf.table + 8 * leaf.index, raw).is_err() {
-            continue;
-        }
-        flushed(m);
-        return Injected::applied(format!(
-            "device {:#x}: leaf at {:#x}[{}] now maps {to:#x}",
-            t.dev, leaf.table, leaf.index
-        ));
     }
-    Injected::na("no device maps a page")
+    None
+}
+
+/// The leaf behind [`Crashed::late`] retargeted at a page of the crash region (flags kept): the device
+/// writes the crash kernel's memory through it unless the crash kernel's init refuses or contains it first.
+/// A leaf reached before the init would be written before any crash-kernel code runs: not this fault.
+pub fn leaf_in_crash_region(m: &mut Crashed) -> Injected {
+    let Some(late) = m.late else { return Injected::na("no device has a mapping it reaches only after the init") };
+    let Some(t) = tables(m).into_iter().find(|t| t.dev == late.dev) else {
+        return Injected::na("the late DMA's device does not translate");
+    };
+    let Some(leaf) = leaf_for(m.mem, t.fmt, t.top, t.levels, late.iova) else {
+        return Injected::na("the late DMA's IOVA is not mapped");
+    };
+    // A large page needs an aligned target: take the first aligned address 4 MiB into the region.
+    let size = 1u64 << (12 + 9 * (leaf.level - 1).min(4));
+    let Some(to) = m.crash_region.start.checked_add(0x40_0000).map(|a| a.next_multiple_of(size)) else {
+        return Injected::na("crash region too small");
+    };
+    if to.checked_add(size).is_none_or(|e| e > m.crash_region.end) {
+        return Injected::na("crash region too small");
+    }
+    let raw = (leaf.raw & !t.fmt.addr_mask()) | (to & t.fmt.addr_mask());
+    if m.mem.write_u64(leaf.table + 8 * leaf.index, raw).is_err() {
+        return Injected::na("page table not writable");
+    }
+    flushed(m);
+    Injected::applied(format!(
+        "device {:#x}: IOVA {:#x} (leaf {:#x}[{}]) now maps {to:#x}",
+        t.dev, late.iova, leaf.table, leaf.index
+    ))
 }
 
 /// The top table of the first device copied into the crash region and its configuration entry pointed at the
@@ -558,15 +607,23 @@ pub fn cmdq_error_pending(m: &mut Crashed) -> Injected {
     }
 }
 
-/// A configuration entry the crashed kernel was rewriting when it died, torn between two 64-bit writes:
-/// AMD-Vi a DTE with the second device's root under the first's domain ID; VT-d (legacy) a context entry with
-/// the second device's table under the first's DID; SMMUv3 a stage-1 STE whose word 0 was rewritten to stage 2
-/// while words 2-3 still hold no stage-2 configuration (an ILLEGAL STE the unit refuses).
+/// A configuration entry the crashed kernel was rewriting when it died, torn between two 64-bit writes. Linux
+/// rewrites a device's entry when it attaches the device to a domain, while the device's driver probes it and
+/// before it starts DMA, so the torn entry is an idle device's ([`Crashed::idle`]): AMD-Vi a DTE with another
+/// device's root under its own domain ID; VT-d a context (legacy) or PASID (scalable) entry with another
+/// device's table under its own DID; SMMUv3 a stage-1 STE whose word 0 was rewritten to stage 2 while words
+/// 2-3 still hold no stage-2 configuration (an ILLEGAL STE the unit refuses).
 pub fn torn_entry(m: &mut Crashed) -> Injected {
+    let idle = m.idle;
     match &mut m.unit {
         Unit::Amdvi(_) | Unit::Vtd(_) => {
             let t = tables(m);
-            let [a, b, ..] = t.as_slice() else { return Injected::na("fewer than two translating devices") };
+            let Some(a) = t.iter().find(|t| idle.contains(&t.dev)) else {
+                return Injected::na("no idle device translates");
+            };
+            let Some(b) = t.iter().find(|b| b.dev != a.dev) else {
+                return Injected::na("fewer than two translating devices");
+            };
             let (Ok(ra), Ok(rb)) = (m.mem.read_u128(a.at), m.mem.read_u128(b.at)) else {
                 return Injected::na("entries unreadable");
             };
@@ -575,12 +632,13 @@ pub fn torn_entry(m: &mut Crashed) -> Injected {
             if m.mem.write_u128(a.at, torn).is_err() {
                 return Injected::na("entry not writable");
             }
+            let (a, b) = (a.dev, b.dev);
             flushed(m);
-            Injected::applied(format!("device {:#x}: root of device {:#x}, its own domain ID", a.dev, b.dev))
+            Injected::applied(format!("device {a:#x}: root of device {b:#x}, its own domain ID"))
         }
         Unit::Smmuv3(v) => {
-            let Some((sid, at, _)) = smmu_s1(m.mem, v).into_iter().next() else {
-                return Injected::na("no stage-1 stream");
+            let Some((sid, at, _)) = smmu_s1(m.mem, v).into_iter().find(|(sid, ..)| idle.contains(sid)) else {
+                return Injected::na("no idle stage-1 stream");
             };
             let Some(ste) = read_ste(m.mem, at) else { return Injected::na("STE unreadable") };
             let dw0 = ste.dw0().with_config(smmuv3::Config::S2Translate).with_s1contextptr(0);
@@ -593,23 +651,30 @@ pub fn torn_entry(m: &mut Crashed) -> Injected {
     }
 }
 
-/// AMD-Vi: the command buffer's base register left at 0 (length kept). Under the SNP lock the register is
-/// written as the crashed kernel would have before SNP_INIT locked it.
+/// Why the register faults do not apply to a unit of an SNP host: SNP_INIT locks the base registers (the
+/// exclusion pair becomes the completion-store window) with the values the crashed kernel programmed and then
+/// ran with, and they stay so until the panic's SNP_SHUTDOWN_EX; no software can have changed them since.
+const SNP_REGISTERS: &str =
+    "on an SNP host the base and completion-store registers hold what the crashed kernel ran with since SNP_INIT";
+
+/// AMD-Vi without SNP: the command buffer's base register left at 0 (length kept), as a corrupted register
+/// would be. (A kernel that ran never placed its ring at 0: see [`SNP_REGISTERS`] for SNP hosts.)
 pub fn ring_at_zero(m: &mut Crashed) -> Injected {
     let Unit::Amdvi(v) = &mut m.unit else { return Injected::na("AMD-Vi only") };
-    let locked = v.snp_locked();
+    if v.config().snp_capable {
+        return Injected::na(SNP_REGISTERS);
+    }
     let ring = amdvi::RingBase::from_bits(v.mmio_read(m.mem, amdvi::off::CMD_BUF_BASE, 8));
-    v.set_snp_lock(false);
     v.mmio_write(m.mem, amdvi::off::CMD_BUF_BASE, 8, ring.with_base(0).into_bits());
-    v.set_snp_lock(locked);
     Injected::applied(format!("command buffer base {:#x} -> 0", ring.ring()))
 }
 
-/// AMD-Vi: an exclusion range over the first 16 MiB of the crash region, for every device (ExEn, Allow).
+/// AMD-Vi without SNP: an exclusion range over the first 16 MiB of the crash region, for every device (ExEn,
+/// Allow).
 pub fn exclusion_range(m: &mut Crashed) -> Injected {
     let Unit::Amdvi(v) = &mut m.unit else { return Injected::na("AMD-Vi only") };
-    if v.snp_locked() {
-        return Injected::na("under the SNP lock the exclusion registers are the completion-store window");
+    if v.config().snp_capable {
+        return Injected::na(SNP_REGISTERS);
     }
     let first = m.crash_region.start;
     let last = first + (16 << 20).min(m.crash_region.end - first) - 1;
@@ -695,49 +760,30 @@ fn zero_page(mem: &PhysMemory, pa: u64) -> bool {
     mem.read(pa, &mut page).is_ok() && page.iter().all(|&b| b == 0)
 }
 
-/// `n` single-bit flips, chosen from `seed`, in the non-zero 64-bit words of the unit's configuration
-/// structures (VT-d root and context tables, the AMD-Vi device table's live entries, SMMUv3 L1 descriptors
-/// and live STEs) and the top page table of each translating device.
+/// `n` single-bit flips, chosen from `seed`, in the non-zero 64-bit words of what only idle devices
+/// ([`Crashed::idle`]) translate through: their configuration entries (VT-d context and PASID entries, AMD-Vi
+/// DTEs, SMMUv3 STEs and CDs) and the page tables on their first path to a page, less any table another
+/// device's translation starts at. (A flip in what a busy device walks acts before any crash-kernel code runs.)
 pub fn bitflips(m: &mut Crashed, n: u32) -> Injected {
+    let all = tables(m);
+    let busy_tops: Vec<u64> = all.iter().filter(|t| !m.idle.contains(&t.dev)).map(|t| t.top).collect();
     let mut words: Vec<u64> = Vec::new();
-    let add_page = |mem: &PhysMemory, page: u64, words: &mut Vec<u64>| {
-        for i in 0..512u64 {
-            if mem.read_u64(page + 8 * i).is_ok_and(|w| w != 0) {
-                words.push(page + 8 * i);
-            }
+    let live = |mem: &PhysMemory, at: u64| mem.read_u64(at).is_ok_and(|w| w != 0);
+    for t in all.iter().filter(|t| m.idle.contains(&t.dev)) {
+        for &(at, bytes) in &t.entries {
+            words.extend((0..bytes / 8).map(|i| at + 8 * i).filter(|&a| live(m.mem, a)));
         }
-    };
-    match &mut m.unit {
-        Unit::Vtd(v) => {
-            let root = v.active_root().table();
-            add_page(m.mem, root, &mut words);
+        let path = first_leaf(m.mem, t.fmt, t.top, t.levels).unwrap_or_default();
+        let mut pages: Vec<u64> = path.iter().map(|s| s.table).collect();
+        pages.dedup();
+        for page in pages.into_iter().filter(|p| !busy_tops.contains(p)) {
+            words.extend((0..512u64).map(|i| page + 8 * i).filter(|&a| live(m.mem, a)));
         }
-        Unit::Amdvi(v) => {
-            let (table, entries) = amd_dev_table(m.mem, v);
-            for d in 0..entries.min(65536) as u64 {
-                for q in 0..4 {
-                    if m.mem.read_u64(table + 32 * d + 8 * q).is_ok_and(|w| w != 0) {
-                        words.push(table + 32 * d + 8 * q);
-                    }
-                }
-            }
-        }
-        Unit::Smmuv3(v) => {
-            for (_, at) in smmu_stes(m.mem, v) {
-                if read_ste(m.mem, at).is_some_and(|s| s.valid()) {
-                    words.extend((0..8).map(|i| at + 8 * i).filter(|&a| m.mem.read_u64(a).is_ok_and(|w| w != 0)));
-                }
-            }
-        }
-    }
-    for t in tables(m) {
-        add_page(m.mem, t.at & !0xfff, &mut words);
-        add_page(m.mem, t.top, &mut words);
     }
     words.sort_unstable();
     words.dedup();
     if words.is_empty() {
-        return Injected::na("no live structure word");
+        return Injected::na("no live structure word of an idle device");
     }
     let mut rng = m.seed;
     let mut flipped = Vec::new();

@@ -7,7 +7,7 @@ use iommu_driver::amdvi::{AmdOptions, Amdvi, Attachment as AmdAttach};
 use iommu_driver::smmuv3::{Attachment as SmmuAttach, Smmuv3};
 use iommu_driver::vtd::{Attachment as VtdAttach, Vtd, VtdOptions};
 use iommu_driver::{BootEnv, Mmio, PhysMem};
-use iommu_emu::inject::{self, Crashed, Injected, Unit};
+use iommu_emu::inject::{self, Crashed, Injected, LateDma, Unit};
 use iommu_emu::{
     Access, AmdviConfig, AmdviModel, EmuPlatform, FrameRegion, Iommu, PhysMemory, Smmuv3Config, Smmuv3Model,
     Translation, VtdConfig, VtdModel,
@@ -107,27 +107,41 @@ macro_rules! each_unit {
     ($name:expr, |$mem:ident, $unit:ident, $old:ident, $what:ident| $check:block) => {{
         {
             let (mut $mem, mut u, $old) = amd(false);
-            let $what = applied(inject::apply($name, &mut crashed(&mut $mem, Unit::Amdvi(&mut u))).unwrap());
+            let $what = applied(
+                inject::apply($name, &mut Crashed { late: late(&$old), ..crashed(&mut $mem, Unit::Amdvi(&mut u)) })
+                    .unwrap(),
+            );
             let $unit = &mut u;
             $check
         }
         {
             let (mut $mem, mut u, $old) = smmu();
-            let $what = applied(inject::apply($name, &mut crashed(&mut $mem, Unit::Smmuv3(&mut u))).unwrap());
+            let $what = applied(
+                inject::apply($name, &mut Crashed { late: late(&$old), ..crashed(&mut $mem, Unit::Smmuv3(&mut u)) })
+                    .unwrap(),
+            );
             let $unit = &mut u;
             $check
         }
         for scalable in [false, true] {
             let (mut $mem, mut u, $old) = vtd(scalable);
-            let $what = applied(inject::apply($name, &mut crashed(&mut $mem, Unit::Vtd(&mut u))).unwrap());
+            let $what = applied(
+                inject::apply($name, &mut Crashed { late: late(&$old), ..crashed(&mut $mem, Unit::Vtd(&mut u)) })
+                    .unwrap(),
+            );
             let $unit = &mut u;
             $check
         }
     }};
 }
 
+/// Neither device runs DMA in these tests: both are idle; the first mapping is the late one.
 fn crashed<'a>(mem: &'a mut PhysMemory, unit: Unit<'a>) -> Crashed<'a> {
-    Crashed { mem, unit, crash_region: CRASH, seed: 7 }
+    Crashed { mem, unit, crash_region: CRASH, seed: 7, idle: &[NIC as u32, DISK as u32], late: None }
+}
+
+fn late(old: &[(u16, u64, u64)]) -> Option<LateDma> {
+    old.first().map(|&(dev, iova, _)| LateDma { dev: dev as u32, iova })
 }
 
 fn in_crash(what: &str) -> bool {
@@ -224,16 +238,16 @@ fn insert_refused_and_l1_reserved_bits_corrupt_the_stream_table() {
 }
 
 #[test]
-fn amd_register_faults_apply_under_the_lock_or_say_why_not() {
-    for locked in [false, true] {
-        let (mut mem, mut u, _) = amd(locked);
-        applied(inject::ring_at_zero(&mut crashed(&mut mem, Unit::Amdvi(&mut u))));
-        let r = RingBase::from_bits(
-            EmuPlatform::new(&mut u, &mut mem, &mut FrameRegion::new(0..0)).read64(aoff::CMD_BUF_BASE),
-        );
-        assert_eq!(r.ring(), 0, "locked={locked}");
-        assert_eq!(u.snp_locked(), locked, "the lock is as it was");
-    }
+fn amd_register_faults_apply_without_snp_and_say_why_not_on_an_snp_host() {
+    let (mut mem, mut u, _) = amd(false);
+    applied(inject::ring_at_zero(&mut crashed(&mut mem, Unit::Amdvi(&mut u))));
+    let r =
+        RingBase::from_bits(EmuPlatform::new(&mut u, &mut mem, &mut FrameRegion::new(0..0)).read64(aoff::CMD_BUF_BASE));
+    assert_eq!(r.ring(), 0);
+    let (mut mem, mut u, _) = amd(true);
+    let na = inject::ring_at_zero(&mut crashed(&mut mem, Unit::Amdvi(&mut u)));
+    assert!(matches!(na, Injected::NotApplicable { why } if why.contains("SNP_INIT")), "{na:?}");
+    assert!(u.snp_locked(), "the lock is as it was");
     let (mut mem, mut u, old) = amd(false);
     applied(inject::exclusion_range(&mut crashed(&mut mem, Unit::Amdvi(&mut u))));
     assert_eq!(dma(&mut u, &mut mem, old[0].0, CRASH.start + 0x1000), Ok(CRASH.start + 0x1000), "untranslated");
@@ -282,4 +296,38 @@ fn the_catalogue_knows_its_names() {
     inject::snp_kernel_without_mem_encrypt(&mut e);
     assert!(!e.mem_encrypt);
     assert_eq!(inject::NAMES.len(), 15);
+}
+
+/// A fault in what a busy device walks would act before any crash-kernel code runs: `torn-entry` and
+/// `bitflips` touch only idle devices' structures, `leaf-in-crash-region` only the late DMA's leaf, and each
+/// says why not when the machine offers no such place.
+#[test]
+fn faults_leave_busy_devices_translations_alone_and_need_their_place() {
+    for (seed, fault) in (0..8).flat_map(|seed| [(seed, "bitflips:32"), (seed, "torn-entry")]) {
+        for kind in 0..3 {
+            let (mut mem, mut amd_u, old) = amd(false);
+            let (mut smem, mut smmu_u, sold) = smmu();
+            let (mut vmem, mut vtd_u, vold) = vtd(seed % 2 == 1);
+            let (m, unit, old): (&mut PhysMemory, Unit, _) = match kind {
+                0 => (&mut mem, Unit::Amdvi(&mut amd_u), old),
+                1 => (&mut smem, Unit::Smmuv3(&mut smmu_u), sold),
+                _ => (&mut vmem, Unit::Vtd(&mut vtd_u), vold),
+            };
+            let mut c = Crashed { idle: &[DISK as u32], seed, ..crashed(m, unit) };
+            applied(inject::apply(fault, &mut c).unwrap());
+            let (dev, iova, pa) = old[0];
+            assert_eq!(dev, NIC);
+            let got = match &mut c.unit {
+                Unit::Amdvi(u) => dma(*u, c.mem, dev, iova),
+                Unit::Smmuv3(u) => dma(*u, c.mem, dev, iova),
+                Unit::Vtd(u) => dma(*u, c.mem, dev, iova),
+            };
+            assert_eq!(got, Ok(pa), "{fault} on kind {kind} seed {seed}: the busy NIC still translates as before");
+        }
+    }
+    let (mut mem, mut u, _) = amd(false);
+    let mut c = Crashed { idle: &[], ..crashed(&mut mem, Unit::Amdvi(&mut u)) };
+    for name in ["torn-entry", "bitflips:4", "leaf-in-crash-region"] {
+        assert!(!inject::apply(name, &mut c).unwrap().is_applied(), "{name}: no place for it");
+    }
 }

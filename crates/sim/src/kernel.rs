@@ -161,8 +161,14 @@ impl Os<'_> {
 /// Descriptors in the NIC's receive ring.
 pub const NIC_RING: u32 = 64;
 
+/// Descriptors in the receive ring of the NIC port whose link is down.
+pub const IDLE_NIC_RING: u32 = 8;
+/// The idle NIC port's MSI vector.
+pub const IDLE_NIC_VECTOR: u8 = 0x43;
+
 /// The e1000e-like receive path: a ring of descriptors, each posting one mapped buffer.
 pub struct NicDriver {
+    rid: u16,
     dom: DomainId,
     ring: Mapped,
     bufs: Vec<Option<Mapped>>,
@@ -174,18 +180,33 @@ impl NicDriver {
     /// Bring the NIC up in a fresh DMA domain: map its ring and post a buffer in every slot but one, point
     /// the device at the ring, and program its MSI.
     pub fn probe(os: &mut Os) -> Result<Self, KernelError> {
-        let dom = os.domain_for(NIC_RID)?;
+        Self::probe_port(os, NIC_RID, NIC_RING, NIC_VECTOR)
+    }
+
+    /// [`Self::probe`] for the port at `rid`, with a ring of `ring_len` descriptors.
+    pub fn probe_port(os: &mut Os, rid: u16, ring_len: u32, vector: u8) -> Result<Self, KernelError> {
+        let dom = os.domain_for(rid)?;
         let ring = os.map_new_page(dom)?;
-        let mut d = NicDriver { dom, ring, bufs: vec![None; NIC_RING as usize], next_clean: 0, tail: 0 };
-        for _ in 0..NIC_RING - 1 {
+        let mut d = NicDriver { rid, dom, ring, bufs: vec![None; ring_len as usize], next_clean: 0, tail: 0 };
+        for _ in 0..ring_len - 1 {
             d.post(os)?;
         }
-        let nic = os.m.device(NIC_RID).and_then(|x| x.as_nic_mut()).ok_or(KernelError::NoDevice(NIC_RID))?;
-        nic.set_rx_ring(ring.iova, NIC_RING);
+        let nic = os.m.device(rid).and_then(|x| x.as_nic_mut()).ok_or(KernelError::NoDevice(rid))?;
+        nic.set_rx_ring(ring.iova, ring_len);
         nic.set_rx_tail(d.tail);
         let cpu = os.cpu(0);
-        os.program_msi(NIC_RID, dom, cpu, NIC_VECTOR)?;
+        os.program_msi(rid, dom, cpu, vector)?;
         Ok(d)
+    }
+
+    /// The buffer the NIC will fill last of those posted, and how many packets must arrive before it is:
+    /// (IOVA, packets). `None` when no buffer is posted.
+    pub fn last_posted(&self, m: &mut Machine) -> Option<(u64, u32)> {
+        let len = self.bufs.len() as u32;
+        let head = m.device(self.rid).and_then(|x| x.as_nic_mut())?.rx_head();
+        let posted = (self.tail + len - head % len) % len;
+        let last = (self.tail + len - 1) % len;
+        (posted > 0).then(|| self.bufs[last as usize].map(|b| (b.iova, posted))).flatten()
     }
 
     /// Post a fresh buffer at the tail slot.
@@ -193,7 +214,7 @@ impl NicDriver {
         let buf = os.map_new_page(self.dom)?;
         os.m.mem.write(self.ring.pa + self.tail as u64 * RX_DESC_SIZE, &RxDesc::posted(buf.iova).to_bytes())?;
         self.bufs[self.tail as usize] = Some(buf);
-        self.tail = (self.tail + 1) % NIC_RING;
+        self.tail = (self.tail + 1) % self.bufs.len() as u32;
         Ok(())
     }
 
@@ -201,7 +222,7 @@ impl NicDriver {
     /// and post a new one in its place.
     pub fn service(&mut self, os: &mut Os) -> Result<u32, KernelError> {
         let mut n = 0;
-        for _ in 0..NIC_RING {
+        for _ in 0..self.bufs.len() {
             let at = self.ring.pa + self.next_clean as u64 * RX_DESC_SIZE;
             let mut b = [0u8; 16];
             os.m.mem.read(at, &mut b)?;
@@ -211,13 +232,13 @@ impl NicDriver {
             if let Some(buf) = self.bufs[self.next_clean as usize].take() {
                 os.unmap(self.dom, buf)?;
             }
-            self.next_clean = (self.next_clean + 1) % NIC_RING;
+            self.next_clean = (self.next_clean + 1) % self.bufs.len() as u32;
             self.post(os)?;
             n += 1;
         }
         if n > 0 {
             let tail = self.tail;
-            if let Some(nic) = os.m.device(NIC_RID).and_then(|x| x.as_nic_mut()) {
+            if let Some(nic) = os.m.device(self.rid).and_then(|x| x.as_nic_mut()) {
                 nic.set_rx_tail(tail);
             }
         }

@@ -1,5 +1,6 @@
 //! The simulated machine: RAM with a PCI hole, the crash kernel's reserved region, one IOMMU unit and its
-//! devices (a NIC, an NVMe-like disk, a bulk copy engine), all of whose DMA goes through the unit.
+//! devices (a NIC, an NVMe-like disk, a bulk copy engine, a NIC port whose link is down), all of whose DMA goes
+//! through the unit.
 
 use std::ops::Range;
 
@@ -21,6 +22,10 @@ pub const NIC_RID: u16 = 0x0010;
 pub const DISK_RID: u16 = 0x0018;
 /// Requester ID of the bulk copy engine: 00:04.0.
 pub const BULK_RID: u16 = 0x0020;
+/// Requester ID of a second NIC port whose link is down: 00:05.0. The primary kernel probes it (a DMA
+/// domain, a ring, posted buffers) and it never receives: the device idle at the crash that every real
+/// machine has (an unplugged port, an idle USB controller).
+pub const IDLE_NIC_RID: u16 = 0x0028;
 /// The APIC ID of the CPU that panics on an x2APIC host (`--x2apic`): the first one past the 8-bit range.
 pub const X2APIC_CRASH_CPU: u32 = 0x100;
 /// The APIC ID of the CPU that panics otherwise: not the boot CPU (APIC 0), where the primary kernel's timer goes.
@@ -142,7 +147,7 @@ pub struct Machine {
     pub unit: Unit,
     /// The SEV-SNP firmware of an SNP host.
     pub fw: Option<SnpFirmware>,
-    /// The NIC, the disk and the copy engine, which keep running across the panic.
+    /// The NIC, the disk, the copy engine and the idle NIC port, which keep running across the panic.
     pub devices: Vec<AnyDevice>,
     primary_frames: FrameRegion,
     buffers: FrameRegion,
@@ -150,7 +155,7 @@ pub struct Machine {
 }
 
 impl Machine {
-    /// Power on: empty memory, the unit in its reset state, the three devices idle.
+    /// Power on: empty memory, the unit in its reset state, the four devices in reset.
     pub fn new(cfg: MachineConfig) -> Self {
         let mem = PhysMemory::new(cfg.ram.clone());
         let snp = cfg.snp && cfg.iommu == IommuKind::Amdvi;
@@ -172,6 +177,11 @@ impl Machine {
                 BlkConfig { cmds_per_tick: 16, capacity_blocks: 1 << 21, mdts_blocks: 1 },
             )),
             AnyDevice::from(Bulk::new("bulk", BULK_RID as u32, BulkConfig { descs_per_tick: 1, max_len: 4096 })),
+            AnyDevice::from(Nic::new(
+                "nic1",
+                IDLE_NIC_RID as u32,
+                NicConfig { rate: Rate::OFF, ..NicConfig::default() },
+            )),
         ];
         // The crash kernel's image and data take the start of its region; IOMMU structures and buffers
         // come from the rest.

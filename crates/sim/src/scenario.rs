@@ -11,9 +11,11 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::inject::{Faults, Injected};
-use crate::kernel::{start_bulk, DiskDriver, Io, IrqWiring, KernelError, NicDriver, Os};
+use crate::kernel::{
+    start_bulk, DiskDriver, Io, IrqWiring, KernelError, NicDriver, Os, IDLE_NIC_RING, IDLE_NIC_VECTOR,
+};
 use crate::ledger::Ledger;
-use crate::machine::{Kernel, Machine, MachineConfig, DISK_RID};
+use crate::machine::{Kernel, Machine, MachineConfig, DISK_RID, IDLE_NIC_RID, NIC_RID};
 use crate::outcome::{Failure, IrqCounts, Outcome, Reason};
 use crate::unit::{Driver, IommuKind};
 use iommu_driver::{BootOptions, DeviceId};
@@ -234,6 +236,7 @@ pub fn run_on(cfg: MachineConfig, s: &Scenario) -> RunDetail {
         let nic = NicDriver::probe(&mut os)?;
         let disk = DiskDriver::probe(&mut os)?;
         start_bulk(&mut os, 4, !snp)?;
+        NicDriver::probe_port(&mut os, IDLE_NIC_RID, IDLE_NIC_RING, IDLE_NIC_VECTOR)?;
         Ok((nic, disk))
     })();
     let (mut nic, mut disk) = match setup {
@@ -264,10 +267,20 @@ pub fn run_on(cfg: MachineConfig, s: &Scenario) -> RunDetail {
         }
     }
     // The panic: the primary kernel's drivers are gone; the devices are not.
+    // The NIC's last posted buffer is a DMA it makes only after the crash kernel's IOMMU init when the
+    // packets before it take longer than the early boot (with a tick of margin either side).
+    let late = nic.last_posted(&mut r.m).and_then(|(iova, packets)| {
+        let ticks = match s.knobs.nic_rate {
+            0 => u64::MAX,
+            rate => u64::from(packets).div_ceil(u64::from(rate)),
+        };
+        (ticks > s.knobs.early_ticks.saturating_add(2))
+            .then_some(iommu_emu::inject::LateDma { dev: NIC_RID as u32, iova })
+    });
     drop((nic, disk, drv));
     r.m.snp_panic(s.knobs.snp_shutdown.unwrap_or(true));
     // What the crashed kernel left behind: the injected faults are part of memory at the crash instant.
-    inject_faults(&mut r.m, s, kind, snp, &mut out);
+    inject_faults(&mut r.m, s, kind, snp, late, &mut out);
     let at_crash: PhysMemory = r.m.mem.clone();
     let Machine { unit, mem, .. } = &mut r.m;
     r.iommu_pages = unit.structure_pages(mem).into_iter().collect();
@@ -557,7 +570,14 @@ fn finish(mut r: Run, mut out: Outcome, at_crash: &PhysMemory, dumped_at: &BTree
 
 /// Apply the run's faults to the crashed machine (state faults) or note where they apply (configuration),
 /// recording in `out` what was injected and, for each fault that does not apply, why.
-fn inject_faults(m: &mut Machine, s: &Scenario, kind: IommuKind, snp: bool, out: &mut Outcome) {
+fn inject_faults(
+    m: &mut Machine,
+    s: &Scenario,
+    kind: IommuKind,
+    snp: bool,
+    late: Option<iommu_emu::inject::LateDma>,
+    out: &mut Outcome,
+) {
     let faults = s.knobs.inject;
     out.inject = faults.names();
     let mut reasons = Vec::new();
@@ -575,8 +595,16 @@ fn inject_faults(m: &mut Machine, s: &Scenario, kind: IommuKind, snp: bool, out:
             _ => {
                 let crash_region = m.cfg.crash_region.clone();
                 let Machine { mem, unit, .. } = m;
-                let mut crashed =
-                    iommu_emu::inject::Crashed { mem, unit: unit.fault_target(), crash_region, seed: s.seed };
+                // The idle NIC port does no DMA; the others are busy from the panic to the init.
+                let idle = [IDLE_NIC_RID as u32];
+                let mut crashed = iommu_emu::inject::Crashed {
+                    mem,
+                    unit: unit.fault_target(),
+                    crash_region,
+                    seed: s.seed,
+                    idle: &idle,
+                    late,
+                };
                 iommu_emu::inject::apply(&name, &mut crashed)
                     .unwrap_or(Injected::NotApplicable { why: "not in the fault catalogue" })
             }

@@ -13,7 +13,7 @@ use alloc::vec::Vec;
 use iommu_spec::amdvi::{off, Control, DevTableBase, Dte, ExclusionBase, ExclusionLimit, PagingMode, RingBase};
 
 use super::cmdq::CmdRing;
-use super::driver::{alloc_contiguous, AmdOptions, Amdvi, DeviceState, Scratch, LEVELS};
+use super::driver::{alloc_contiguous, AmdOptions, Amdvi, DeviceState, Scratch, LEVELS, RING_LEN};
 use super::scan::{scan, DteKind, DteProblem};
 use super::{AmdError, Refusal};
 use crate::{BootEnv, Platform, Policy};
@@ -26,8 +26,8 @@ pub enum AmdOutcome {
     NotLive,
     /// Reset under `reset-abort`, `reset-bypass` or `off`, as asked.
     Reset,
-    /// The old device table, rings and completion-wait page are reused in place (Linux 6.18
-    /// `__reuse_device_table`), with every DTE validated.
+    /// The old device table is reused in place (Linux 6.18 `__reuse_device_table`), with every DTE validated;
+    /// under SNP the old rings and completion-wait page too (their registers are locked), else fresh ones.
     Adopted,
     /// Reuse was refused for this reason; the unit was reset instead.
     FellBack(Refusal),
@@ -146,8 +146,24 @@ impl Amdvi {
             check(env, what, addr, r.bytes())?;
             Ok((addr, r.entries()))
         };
-        let (cmd, cmd_entries) = ring(hw, off::CMD_BUF_BASE, "command buffer")?;
-        ring(hw, off::EVENT_LOG_BASE, "event log")?;
+        let (cmd, cmd_entries) = if v.snp {
+            let c = ring(hw, off::CMD_BUF_BASE, "command buffer")?;
+            ring(hw, off::EVENT_LOG_BASE, "event log")?;
+            c
+        } else {
+            // Without SNP the base registers are writable: fresh rings, as Linux's kdump kernel allocates them
+            // (`alloc_command_buffer`, `alloc_event_buffer` remap the old ones only under SNP). The crashed
+            // kernel's rings, whatever their registers say, are neither trusted nor written.
+            let mut n = 0;
+            let cmd = alloc_contiguous(hw, 2, &mut n).map_err(Refusal::Hardware)?;
+            let evt = alloc_contiguous(hw, 2, &mut n).map_err(Refusal::Hardware)?;
+            v.frames_allocated += n;
+            let ctrl = Control::from_bits(hw.read64(off::CONTROL));
+            hw.write64(off::CONTROL, ctrl.with_cmd_buf_en(false).with_event_log_en(false).into_bits());
+            hw.write64(off::CMD_BUF_BASE, RingBase::from_ring(env.sme_set(cmd), RING_LEN).into_bits());
+            hw.write64(off::EVENT_LOG_BASE, RingBase::from_ring(env.sme_set(evt), RING_LEN).into_bits());
+            (cmd, 1u32 << RING_LEN)
+        };
         // Under SNP the completion-wait page is the one the (locked) completion-store window names; without
         // SNP any page of ours will do.
         let sem = if v.snp {
