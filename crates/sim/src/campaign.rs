@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use crate::inject::Faults;
 use crate::outcome::{Failure, Outcome};
-use crate::scenario::{run, Knobs, Scenario};
+use crate::scenario::{run_policies, Knobs, Scenario};
 use crate::unit::IommuKind;
 
 /// What to run.
@@ -199,25 +199,33 @@ pub fn run_campaign(spec: &CampaignSpec, progress: &(dyn Fn(u64) + Sync)) -> Cam
     let cells: Vec<(IommuKind, Policy)> =
         spec.iommus.iter().flat_map(|&k| spec.policies.iter().map(move |&p| (k, p))).collect();
     let done = std::sync::atomic::AtomicU64::new(0);
-    let one = |i: u64| -> Tally {
-        let cell = (i % cells.len() as u64) as usize;
-        let (kind, policy) = cells[cell];
-        let scenario = draw(kind, policy, scenario_seed(spec.seed, i / cells.len() as u64), spec.inject);
-        let t = tally(cell, &run(&scenario).0);
-        let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-        if n.is_multiple_of(256) || n == spec.runs {
-            progress(n);
+    // Runs come in groups: one scenario on one IOMMU under every policy (consecutive run indices). A group
+    // runs the part before the crash kernel's IOMMU init once (`run_policies`); its results are those of the
+    // runs one by one.
+    let per = spec.policies.len().max(1) as u64;
+    let one = |g: u64| -> Vec<Tally> {
+        let first = g * per;
+        let n = per.min(spec.runs.saturating_sub(first));
+        let cell = (first % cells.len() as u64) as usize;
+        let kind = cells[cell].0;
+        let policies: Vec<Policy> = (0..n).map(|k| cells[cell + k as usize].1).collect();
+        let scenario = draw(kind, policies[0], scenario_seed(spec.seed, first / cells.len() as u64), spec.inject);
+        let out = run_policies(&scenario, &policies);
+        let before = done.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        if (before + n) / 256 > before / 256 || before + n == spec.runs {
+            progress(before + n);
         }
-        t
+        out.iter().enumerate().map(|(k, o)| tally(cell + k, o)).collect()
     };
+    let groups = spec.runs.div_ceil(per);
     let tallies: Vec<Tally> = if cells.is_empty() {
         Vec::new()
     } else if spec.threads <= 1 {
-        (0..spec.runs).map(one).collect()
+        (0..groups).flat_map(one).collect()
     } else {
         match rayon::ThreadPoolBuilder::new().num_threads(spec.threads).build() {
-            Ok(pool) => pool.install(|| (0..spec.runs).into_par_iter().map(one).collect()),
-            Err(_) => (0..spec.runs).map(one).collect(),
+            Ok(pool) => pool.install(|| (0..groups).into_par_iter().flat_map_iter(one).collect()),
+            Err(_) => (0..groups).flat_map(one).collect(),
         }
     };
     let mut results: Vec<CellResult> =

@@ -9,7 +9,7 @@ use iommu_emu::{Access, DmaOutcome};
 use crate::outcome::{DmaCounts, Failure};
 
 /// What a run has seen of DMA since the panic.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct Ledger {
     /// Count from the panic on.
     pub counting: bool,

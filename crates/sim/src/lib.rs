@@ -21,5 +21,5 @@ pub mod unit;
 
 pub use machine::{Machine, MachineConfig};
 pub use outcome::{DmaCounts, Failure, IrqCounts, Outcome, Reason};
-pub use scenario::{run, run_detailed, run_on, Knobs, RunDetail, Scenario, TraceEvent};
+pub use scenario::{run, run_detailed, run_on, run_policies, Knobs, RunDetail, Scenario, TraceEvent};
 pub use unit::IommuKind;

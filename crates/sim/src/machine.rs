@@ -138,6 +138,7 @@ pub enum Kernel {
 }
 
 /// A machine with its hardware state.
+#[derive(Clone)]
 pub struct Machine {
     /// The layout the machine was built from.
     pub cfg: MachineConfig,

@@ -86,6 +86,7 @@ pub struct TraceEvent {
 }
 
 /// A run with the detail tests look into.
+#[derive(Clone)]
 pub struct RunDetail {
     /// The run's result.
     pub outcome: Outcome,
@@ -104,6 +105,7 @@ pub struct RunDetail {
 /// Copy commands in flight while writing the dump.
 const DUMP_WINDOW: usize = 32;
 
+#[derive(Clone)]
 struct Run {
     m: Machine,
     /// Pages of the unit's own structures in the crashed kernel's memory.
@@ -175,21 +177,70 @@ pub fn run(s: &Scenario) -> (Outcome, Vec<TraceEvent>) {
 
 /// [`run`], keeping the page sets and writers behind the outcome's counts.
 pub fn run_detailed(s: &Scenario) -> RunDetail {
+    run_on(machine_config(&s.knobs), s)
+}
+
+/// The scenario `s` under each of `policies`, outcomes in their order: equal to running
+/// `Scenario { policy, ..*s }` for each, but the part before the crash kernel's IOMMU init (the primary
+/// kernel, its workload, the panic, the faults and the early boot), which no policy changes, runs once.
+pub fn run_policies(s: &Scenario, policies: &[Policy]) -> Vec<Outcome> {
+    match before_init(machine_config(&s.knobs), s) {
+        Before::Done(d) => {
+            policies.iter().map(|&p| Outcome { policy: p.name().to_string(), ..d.outcome.clone() }).collect()
+        }
+        Before::Panicked(p) => {
+            let Some((&last, rest)) = policies.split_last() else { return Vec::new() };
+            let mut out: Vec<Outcome> =
+                rest.iter().map(|&policy| after_init((*p).clone(), &Scenario { policy, ..*s }).outcome).collect();
+            out.push(after_init(*p, &Scenario { policy: last, ..*s }).outcome);
+            out
+        }
+    }
+}
+
+/// The built-in machine for the knobs: their IOMMU, VT-d mode, SNP host, walker, NIC rate and unit faults.
+fn machine_config(k: &Knobs) -> MachineConfig {
     let mut cfg = MachineConfig::default_vtd();
-    cfg.iommu = s.knobs.iommu;
-    cfg.scalable = s.knobs.scalable;
-    cfg.vtd_first_level = s.knobs.vtd_first_level;
-    cfg.snp = s.knobs.snp_shutdown.is_some() && s.knobs.iommu == IommuKind::Amdvi;
-    cfg.coherent_walker = s.knobs.coherent_walker;
-    cfg.nic_rate = iommu_emu::Rate::per_tick(s.knobs.nic_rate);
-    cfg.no_iasup = s.knobs.inject.contains("no-iasup");
-    cfg.x2apic = s.knobs.x2apic;
-    run_on(cfg, s)
+    cfg.iommu = k.iommu;
+    cfg.scalable = k.scalable;
+    cfg.vtd_first_level = k.vtd_first_level;
+    cfg.snp = k.snp_shutdown.is_some() && k.iommu == IommuKind::Amdvi;
+    cfg.coherent_walker = k.coherent_walker;
+    cfg.nic_rate = iommu_emu::Rate::per_tick(k.nic_rate);
+    cfg.no_iasup = k.inject.contains("no-iasup");
+    cfg.x2apic = k.x2apic;
+    cfg
 }
 
 /// Run one scenario on a machine of the caller's layout. `cfg`'s IOMMU, mode and SNP settings are used as
 /// given; the knobs supply the policy's platform behaviour (aborts, phase lengths, faults, SNP shutdown).
 pub fn run_on(cfg: MachineConfig, s: &Scenario) -> RunDetail {
+    match before_init(cfg, s) {
+        Before::Done(d) => d,
+        Before::Panicked(p) => after_init(*p, s),
+    }
+}
+
+/// A run at the crash kernel's IOMMU init: everything before it is the same under every policy.
+#[derive(Clone)]
+struct Panicked {
+    r: Run,
+    out: Outcome,
+    at_crash: PhysMemory,
+    kind: IommuKind,
+    opts: BootOptions,
+    env: iommu_driver::BootEnv,
+    holes: [std::ops::Range<u64>; 1],
+}
+
+enum Before {
+    /// The run ended before the crash kernel's IOMMU init (the primary kernel failed).
+    Done(RunDetail),
+    /// The crash kernel is about to init its IOMMU.
+    Panicked(Box<Panicked>),
+}
+
+fn before_init(cfg: MachineConfig, s: &Scenario) -> Before {
     let (kind, scalable, snp) = (cfg.iommu, cfg.scalable, cfg.snp);
     let vtd_first_level = cfg.vtd_first_level;
     let holes = [cfg.pci_hole.clone()];
@@ -222,7 +273,7 @@ pub fn run_on(cfg: MachineConfig, s: &Scenario) -> RunDetail {
         Ok(d) => d,
         Err(e) => {
             out.failure = Some(Failure::PrimaryInit(e).into());
-            return detail(out, r, BTreeSet::new(), BTreeSet::new());
+            return Before::Done(detail(out, r, BTreeSet::new(), BTreeSet::new()));
         }
     };
     drv.reserve_iova_holes(&holes);
@@ -243,7 +294,7 @@ pub fn run_on(cfg: MachineConfig, s: &Scenario) -> RunDetail {
         Ok(x) => x,
         Err(e) => {
             out.failure = Some(Failure::PrimarySetup(e).into());
-            return detail(out, r, BTreeSet::new(), BTreeSet::new());
+            return Before::Done(detail(out, r, BTreeSet::new(), BTreeSet::new()));
         }
     };
     r.log("primary kernel up: nic and disk in DMA domains, bulk engine in pass-through");
@@ -263,7 +314,7 @@ pub fn run_on(cfg: MachineConfig, s: &Scenario) -> RunDetail {
         });
         if let Err(e) = work {
             out.failure = Some(Failure::PrimaryWorkload(e).into());
-            return detail(out, r, BTreeSet::new(), BTreeSet::new());
+            return Before::Done(detail(out, r, BTreeSet::new(), BTreeSet::new()));
         }
     }
     // The panic: the primary kernel's drivers are gone; the devices are not.
@@ -291,11 +342,19 @@ pub fn run_on(cfg: MachineConfig, s: &Scenario) -> RunDetail {
         r.step();
     }
 
-    // Crash kernel: IOMMU init under the policy.
+    // The crash kernel's boot environment; its IOMMU init is the first thing a policy decides.
     let mut env = r.m.cfg.crash_env();
     if s.knobs.inject.contains("snp-kernel-without-mem-encrypt") {
         iommu_emu::inject::snp_kernel_without_mem_encrypt(&mut env);
     }
+    Before::Panicked(Box::new(Panicked { r, out, at_crash, kind, opts, env, holes }))
+}
+
+/// From the crash kernel's IOMMU init under `s.policy` to the dump.
+fn after_init(p: Panicked, s: &Scenario) -> RunDetail {
+    let Panicked { mut r, mut out, at_crash, kind, opts, env, holes } = p;
+    out.policy = s.policy.name().to_string();
+    // Crash kernel: IOMMU init under the policy.
     let started = std::time::Instant::now();
     let masters: Vec<DeviceId> = r.m.devices.iter().map(|d| DeviceId(d.rid())).collect();
     let booted = iommu_driver::boot_crash(kind, &mut r.m.platform(Kernel::Crash), &env, opts, s.policy);

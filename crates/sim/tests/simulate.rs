@@ -216,3 +216,27 @@ fn the_first_level_machine_offers_first_level_translation_and_its_kernel_uses_it
     let nic = s.devices.iter().find(|x| x.sid == 0x0010).unwrap();
     assert!(matches!(nic.kind, DeviceKind::FirstLevel { levels: 4, .. }), "{:?}", nic.kind);
 }
+
+/// Campaigns run the part before the crash kernel's IOMMU init once per scenario and branch it per policy:
+/// each branch must be exactly the run made alone (a state the branches shared would show here).
+#[test]
+fn one_scenario_under_every_policy_at_once_equals_each_run_alone() {
+    let policies = [Policy::ResetAbort, Policy::ResetBypass, Policy::Adopt, Policy::AdoptScratch, Policy::Off];
+    for kind in iommu_driver::IommuKind::ALL {
+        for (seed, inject) in [(1, "none"), (5, "torn-entry"), (9, "leaf-in-crash-region")] {
+            let inject = if inject == "none" {
+                iommu_sim::inject::Faults::NONE
+            } else {
+                iommu_sim::inject::Faults::parse([inject]).unwrap()
+            };
+            let knobs = Knobs { iommu: kind, inject, snp_shutdown: Some(false), ..Knobs::default() };
+            let s = Scenario { policy: Policy::Adopt, seed, knobs };
+            let together = iommu_sim::run_policies(&s, &policies);
+            assert_eq!(together.len(), policies.len());
+            for (o, &policy) in together.iter().zip(&policies) {
+                let alone = run(&Scenario { policy, ..s }).0;
+                assert_eq!(*o, alone, "{kind} {policy} seed {seed}");
+            }
+        }
+    }
+}
