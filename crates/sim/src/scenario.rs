@@ -216,7 +216,7 @@ fn machine_config(k: &Knobs) -> MachineConfig {
 /// given; the knobs supply the policy's platform behaviour (aborts, phase lengths, faults, SNP shutdown).
 pub fn run_on(cfg: MachineConfig, s: &Scenario) -> RunDetail {
     match before_init(cfg, s) {
-        Before::Done(d) => d,
+        Before::Done(d) => *d,
         Before::Panicked(p) => after_init(*p, s),
     }
 }
@@ -235,7 +235,7 @@ struct Panicked {
 
 enum Before {
     /// The run ended before the crash kernel's IOMMU init (the primary kernel failed).
-    Done(RunDetail),
+    Done(Box<RunDetail>),
     /// The crash kernel is about to init its IOMMU.
     Panicked(Box<Panicked>),
 }
@@ -273,7 +273,7 @@ fn before_init(cfg: MachineConfig, s: &Scenario) -> Before {
         Ok(d) => d,
         Err(e) => {
             out.failure = Some(Failure::PrimaryInit(e).into());
-            return Before::Done(detail(out, r, BTreeSet::new(), BTreeSet::new()));
+            return Before::Done(Box::new(detail(out, r, BTreeSet::new(), BTreeSet::new())));
         }
     };
     drv.reserve_iova_holes(&holes);
@@ -294,7 +294,7 @@ fn before_init(cfg: MachineConfig, s: &Scenario) -> Before {
         Ok(x) => x,
         Err(e) => {
             out.failure = Some(Failure::PrimarySetup(e).into());
-            return Before::Done(detail(out, r, BTreeSet::new(), BTreeSet::new()));
+            return Before::Done(Box::new(detail(out, r, BTreeSet::new(), BTreeSet::new())));
         }
     };
     r.log("primary kernel up: nic and disk in DMA domains, bulk engine in pass-through");
@@ -314,7 +314,7 @@ fn before_init(cfg: MachineConfig, s: &Scenario) -> Before {
         });
         if let Err(e) = work {
             out.failure = Some(Failure::PrimaryWorkload(e).into());
-            return Before::Done(detail(out, r, BTreeSet::new(), BTreeSet::new()));
+            return Before::Done(Box::new(detail(out, r, BTreeSet::new(), BTreeSet::new())));
         }
     }
     // The panic: the primary kernel's drivers are gone; the devices are not.
