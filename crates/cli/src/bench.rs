@@ -55,7 +55,8 @@ fn print(w: &mut impl Write, f: &Figures, md: bool) -> std::io::Result<()> {
     };
     writeln!(
         w,
-        "{}Adoption at scale (eager: copy every context table whole first; floor: read each live entry once)",
+        "{}Adoption at scale (eager: copy every context table whole first; floor: read each live entry once; \
+         pages floor: read once every page the adoption read)",
         if md { "### " } else { "" }
     )?;
     let head = [
@@ -64,6 +65,8 @@ fn print(w: &mut impl Write, f: &Figures, md: bool) -> std::io::Result<()> {
         "adopt µs",
         "eager µs",
         "floor µs",
+        "pages floor µs",
+        "adopt/pages floor",
         "adopt/eager",
         "new KiB",
         "read KiB",
@@ -80,6 +83,8 @@ fn print(w: &mut impl Write, f: &Figures, md: bool) -> std::io::Result<()> {
                 format!("{:.0}", x.adopt_ns as f64 / 1e3),
                 format!("{:.0}", x.eager_ns as f64 / 1e3),
                 format!("{:.0}", x.floor_ns as f64 / 1e3),
+                format!("{:.0}", x.pages_floor_ns as f64 / 1e3),
+                ratio(x.adopt_ns as f64, x.pages_floor_ns as f64),
                 ratio(x.adopt_ns as f64, x.eager_ns as f64),
                 (x.adopt_new_bytes / 1024).to_string(),
                 (x.adopt_read_bytes / 1024).to_string(),

@@ -97,9 +97,12 @@ fn bench_json_has_the_issue_shape() {
                 "eager_ns",
                 "eager_bytes",
                 "floor_ns",
+                "pages_floor_ns",
+                "pages_read",
             ] {
                 assert!(r[k].is_u64(), "{iommu} {k}");
             }
+            assert!(r["pages_read"].as_u64() > Some(0), "{iommu}: adoption reads old memory");
         }
         // Old memory read grows with the live devices where adoption reads per device (VT-d's context tables,
         // SMMUv3's lazily mapped L2 tables); AMD-Vi validates the whole fixed-size device table. New memory

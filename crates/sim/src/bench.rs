@@ -42,8 +42,85 @@ pub struct AdoptFigure {
     /// Bytes the eager baseline moved: on VT-d and AMD-Vi 8 KiB per 4 KiB page copied (read, then written),
     /// on SMMUv3 the level-1 and level-2 stream-table bytes mapped.
     pub eager_bytes: u64,
-    /// Nanoseconds to read each live context entry, DTE or STE once (median of 5): no adoption is faster.
+    /// Nanoseconds to read each live context entry, DTE or STE once (median of 5).
     pub floor_ns: u64,
+    /// Nanoseconds to read once, 4 KiB at a time, every page the adoption read (its tables, entries and the
+    /// page tables its walks follow; median of 5): what an adoption that must look at all of it cannot beat.
+    pub pages_floor_ns: u64,
+    /// Distinct pages the adoption read.
+    pub pages_read: u64,
+}
+
+/// A platform that records every page a read touches: which old memory an adoption looked at.
+struct Recorder<'a, P> {
+    inner: &'a mut P,
+    pages: std::cell::RefCell<std::collections::BTreeSet<u64>>,
+}
+
+impl<P: iommu_driver::Platform> iommu_driver::Mmio for Recorder<'_, P> {
+    fn read32(&mut self, off: usize) -> u32 {
+        self.inner.read32(off)
+    }
+    fn read64(&mut self, off: usize) -> u64 {
+        self.inner.read64(off)
+    }
+    fn write32(&mut self, off: usize, val: u32) {
+        self.inner.write32(off, val)
+    }
+    fn write64(&mut self, off: usize, val: u64) {
+        self.inner.write64(off, val)
+    }
+}
+
+impl<P: iommu_driver::Platform> iommu_driver::PhysMem for Recorder<'_, P> {
+    fn read(&self, pa: u64, buf: &mut [u8]) -> Result<(), iommu_driver::MemError> {
+        if let Some(last) = pa.checked_add(buf.len().saturating_sub(1) as u64) {
+            self.pages.borrow_mut().extend((pa >> 12)..=(last >> 12));
+        }
+        self.inner.read(pa, buf)
+    }
+    fn write(&mut self, pa: u64, data: &[u8]) -> Result<(), iommu_driver::MemError> {
+        self.inner.write(pa, data)
+    }
+}
+
+impl<P: iommu_driver::Platform> iommu_driver::FrameAlloc for Recorder<'_, P> {
+    fn alloc_frame(&mut self) -> Option<u64> {
+        self.inner.alloc_frame()
+    }
+    fn free_frame(&mut self, pa: u64) {
+        self.inner.free_frame(pa)
+    }
+}
+
+/// The pages `adopt` reads on a copy of the machine (it runs once more, recorded, untimed), and the median of
+/// five reads of all of them once, 4 KiB at a time, less the pages the adoption allocated itself.
+fn pages_floor<M: Clone + iommu_emu::platform::MmioDevice>(
+    mem0: &PhysMemory,
+    unit0: &M,
+    adopt: impl Fn(&mut Recorder<'_, EmuPlatform<'_, M>>),
+) -> (u64, u64) {
+    let (mut mem, mut unit) = (mem0.clone(), unit0.clone());
+    let mut frames = FrameRegion::new(7 * GIB + 64 * MIB..8 * GIB);
+    let mut hw = EmuPlatform::new(&mut unit, &mut mem, &mut frames);
+    let mut rec = Recorder { inner: &mut hw, pages: Default::default() };
+    adopt(&mut rec);
+    let own = 7 * GIB + 64 * MIB..8 * GIB;
+    let pages: Vec<u64> = rec.pages.into_inner().into_iter().filter(|p| !own.contains(&(p << 12))).collect();
+    let (_, ns) = median(5, || {
+        let mem = mem0.clone();
+        let mut page = [0u8; 4096];
+        time(|| {
+            let mut sum = 0u64;
+            for &p in &pages {
+                if iommu_driver::PhysMem::read(&mem, p << 12, &mut page).is_ok() {
+                    sum = sum.wrapping_add(page[0] as u64);
+                }
+            }
+            std::hint::black_box(sum)
+        })
+    });
+    (ns, pages.len() as u64)
 }
 
 /// Translations per second through one model (`Iommu::translate`, reads of one device's 4096 mapped pages).
@@ -183,7 +260,12 @@ pub fn adopt_vtd(devices: u32) -> AdoptFigure {
             vtd::scan(&mut hw, &env, Some(false)).map(|s| s.devices.len()).unwrap_or(0)
         })
     });
+    let (pages_floor_ns, pages_read) = pages_floor(&mem0, &unit0, |hw| {
+        let _ = Vtd::init_crash(hw, &env, VtdOptions { scalable: false, first_level: false }, Policy::Adopt);
+    });
     AdoptFigure {
+        pages_floor_ns,
+        pages_read,
         iommu: "vtd",
         live_devices: devices,
         adopt_ns,
@@ -254,7 +336,12 @@ pub fn adopt_amdvi(devices: u32) -> AdoptFigure {
             amdvi::scan(&mut hw, &env, true).map(|s| s.devices.len()).unwrap_or(0)
         })
     });
+    let (pages_floor_ns, pages_read) = pages_floor(&mem0, &unit0, |hw| {
+        let _ = amdvi::Amdvi::init_crash(hw, &env, amdvi::AmdOptions::default(), Policy::Adopt);
+    });
     AdoptFigure {
+        pages_floor_ns,
+        pages_read,
         iommu: "amdvi",
         live_devices: devices,
         adopt_ns,
@@ -330,7 +417,16 @@ pub fn adopt_smmuv3(devices: u32) -> AdoptFigure {
             live
         })
     });
+    let (pages_floor_ns, pages_read) = pages_floor(&mem0, &unit0, |hw| {
+        if let Ok((mut v, _)) = smmuv3::Smmuv3::init_crash(hw, &env, Policy::Adopt) {
+            for &sid in &sids {
+                let _ = v.insert_master(hw, &env, sid);
+            }
+        }
+    });
     AdoptFigure {
+        pages_floor_ns,
+        pages_read,
         iommu: "smmuv3",
         live_devices: devices,
         adopt_ns,

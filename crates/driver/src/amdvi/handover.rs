@@ -263,6 +263,8 @@ impl Amdvi {
             self.devices.insert(d.devid, DeviceState::Adopted { domain, kind: d.kind });
             report.adopted.push(d.devid);
         }
+        // The walks' page-table pages are read too: part of what adoption costs.
+        report.bytes_read += (crate::walk::ADOPT_TABLE_BUDGET - budget) as u64 * 4096;
         refuse.sort_unstable();
         refuse.dedup();
         for devid in refuse {

@@ -220,6 +220,8 @@ impl Vtd {
             v.devices.insert(d.sid, DeviceState::Adopted { did, kind: d.kind });
             report.adopted.push(d.sid);
         }
+        // The walks' page-table pages are read too: part of what adoption costs.
+        report.bytes_read += (crate::walk::ADOPT_TABLE_BUDGET - budget) as u64 * 4096;
         // Devices (and whole buses) whose entries the scan refused: known, blocked, containable.
         for p in &scan.problems {
             match *p {
