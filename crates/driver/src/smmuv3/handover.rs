@@ -146,11 +146,10 @@ impl Smmuv3 {
         // once the unit is known to be adoptable.
         let mut untrusted = alloc::vec::Vec::new();
         if cfg.fmt() == StrtabFmt::TwoLevel {
-            for index in 0..bytes / 8 {
-                let raw = hw.read_u64(base + 8 * index).map_err(Refusal::L1Unreadable)?;
+            super::scan::each_l1(&*hw, base, bytes / 8, Refusal::L1Unreadable, |index, raw| {
                 let l1 = L1Desc::from_bits(raw);
                 if !l1.valid() {
-                    continue;
+                    return Ok(());
                 }
                 if l1.span() != SPLIT + 1 {
                     return Err(Refusal::L1Span { index, span: l1.span() });
@@ -170,7 +169,8 @@ impl Smmuv3 {
                     untrusted.push(index);
                     problems.push(p);
                 }
-            }
+                Ok(())
+            })?;
         }
         v.two_level = cfg.fmt() == StrtabFmt::TwoLevel;
         v.log2size = cfg.log2size();

@@ -279,10 +279,45 @@ fn check_table(env: &BootEnv, sid: u32, what: &'static str, addr: u64, bytes: u6
     Ok(())
 }
 
+/// Each non-zero L1 descriptor of the `entries` at `base`, with its index, read 512 at a time (a zero
+/// descriptor is invalid: there is nothing to check). `unreadable` turns a failed read into `f`'s error.
+pub(super) fn each_l1<E>(
+    hw: &impl PhysMem,
+    base: u64,
+    entries: u64,
+    unreadable: impl Fn(MemError) -> E,
+    mut f: impl FnMut(u64, u64) -> Result<(), E>,
+) -> Result<(), E> {
+    let mut chunk = [0u8; 4096];
+    let mut first = 0u64;
+    while first < entries {
+        let n = (entries - first).min(512);
+        let buf = &mut chunk[..8 * n as usize];
+        let at = base
+            .checked_add(8 * first)
+            .ok_or_else(|| unreadable(MemError { addr: base, kind: crate::MemErrorKind::NotRam }))?;
+        hw.read(at, buf).map_err(&unreadable)?;
+        for (k, q) in buf.chunks_exact(8).enumerate() {
+            let raw = u64::from_le_bytes([q[0], q[1], q[2], q[3], q[4], q[5], q[6], q[7]]);
+            if raw != 0 {
+                f(first + k as u64, raw)?;
+            }
+        }
+        first += n;
+    }
+    Ok(())
+}
+
+/// `N` little-endian words at `at`, in one read (an STE or CD is 64 bytes: one bounds check and one copy, not
+/// eight).
 fn read_words<const N: usize>(hw: &impl PhysMem, at: u64) -> Result<[u64; N], MemError> {
+    const { assert!(N <= 8, "at most 64 bytes") };
+    let mut bytes = [0u8; 64];
+    let buf = &mut bytes[..8 * N];
+    hw.read(at, buf)?;
     let mut w = [0u64; N];
-    for (i, x) in w.iter_mut().enumerate() {
-        *x = hw.read_u64(at + 8 * i as u64)?;
+    for (x, q) in w.iter_mut().zip(buf.chunks_exact(8)) {
+        *x = u64::from_le_bytes([q[0], q[1], q[2], q[3], q[4], q[5], q[6], q[7]]);
     }
     Ok(w)
 }
@@ -318,33 +353,33 @@ pub fn scan(hw: &mut (impl Mmio + PhysMem), env: &BootEnv) -> Result<StrtabScan,
         }
         let want_span = split + 1;
         let mut visited = 0u64;
-        for index in 0..l1_entries {
-            let raw = hw.read_u64(table + 8 * index).map_err(StrtabRefusal::Unreadable)?;
+        each_l1(&*hw, table, l1_entries, StrtabRefusal::Unreadable, |index, raw| {
             let l1 = L1Desc::from_bits(raw);
             if !l1.valid() {
-                continue;
+                return Ok(());
             }
             if l1.reserved_bits() != 0 {
                 out.problems.push(SteProblem::L1Reserved { index, raw });
-                continue;
+                return Ok(());
             }
             if l1.span() != want_span {
                 out.problems.push(SteProblem::L1Span { index, span: l1.span(), want: want_span });
-                continue;
+                return Ok(());
             }
             let first = (index << split) as u32;
             if let Err(p) = check_table(env, first, "L2 stream table", l1.l2_table(), l1.l2_bytes()) {
                 out.problems.push(p);
-                continue;
+                return Ok(());
             }
             for i in 0..l1.l2_entries() {
                 visited += 1;
                 if visited > MAX_STES {
-                    return Err(bad);
+                    return Err(bad.clone());
                 }
-                scan_ste(hw, env, first + i as u32, l1.l2_table() + 64 * i, &mut out);
+                scan_ste(&*hw, env, first + i as u32, l1.l2_table() + 64 * i, &mut out);
             }
-        }
+            Ok(())
+        })?;
     } else if cfg.fmt() == StrtabFmt::Linear {
         let entries = 1u64 << log2size;
         if entries > MAX_STES {
@@ -435,4 +470,53 @@ pub(super) fn read_ste(hw: &impl PhysMem, env: &BootEnv, sid: u32, at: u64) -> R
         c => return Err(SteProblem::SteUnsupported { sid, config: c.0 }),
     };
     Ok(Some(ScannedSte { sid, kind, ste }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::each_l1;
+    use crate::{MemError, MemErrorKind, PhysMem};
+
+    /// Memory of `words`, little-endian, from address 0; reads past them fail.
+    struct Words(alloc::vec::Vec<u64>);
+
+    impl PhysMem for Words {
+        fn read(&self, pa: u64, buf: &mut [u8]) -> Result<(), MemError> {
+            for (i, b) in buf.iter_mut().enumerate() {
+                let a = pa + i as u64;
+                let w = self.0.get((a / 8) as usize).ok_or(MemError { addr: a, kind: MemErrorKind::NotRam })?;
+                *b = w.to_le_bytes()[(a % 8) as usize];
+            }
+            Ok(())
+        }
+        fn write(&mut self, pa: u64, _: &[u8]) -> Result<(), MemError> {
+            Err(MemError { addr: pa, kind: MemErrorKind::ReadOnly })
+        }
+    }
+
+    #[test]
+    fn each_l1_sees_every_non_zero_descriptor_across_chunks_and_names_an_unreadable_one() {
+        let mut w = alloc::vec![0u64; 1100];
+        for i in [0usize, 511, 512, 1023, 1024, 1099] {
+            w[i] = 0x100 + i as u64;
+        }
+        let mem = Words(w);
+        let mut seen = alloc::vec::Vec::new();
+        each_l1(
+            &mem,
+            0,
+            1100,
+            |e| e,
+            |i, raw| {
+                seen.push((i, raw));
+                Ok(())
+            },
+        )
+        .unwrap();
+        let want: alloc::vec::Vec<(u64, u64)> =
+            [0u64, 511, 512, 1023, 1024, 1099].iter().map(|&i| (i, 0x100 + i)).collect();
+        assert_eq!(seen, want);
+        let err = each_l1(&mem, 0, 1200, |e| e, |_, _| Ok(())).unwrap_err();
+        assert_eq!(err.addr, 1100 * 8, "the first byte past the table");
+    }
 }
