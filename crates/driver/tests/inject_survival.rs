@@ -22,8 +22,10 @@ const DEVS: [u16; 3] = [0x10, 0x18, 0x20];
 /// No device runs DMA in these tests: every one is idle, and the first mapping is the late one.
 const IDLE: [u32; 3] = [0x10, 0x18, 0x20];
 
-fn late(old: &[(u16, u64, u64)]) -> Option<LateDma> {
-    old.first().map(|&(dev, iova, _)| LateDma { dev: dev as u32, iova })
+/// Apply `fault` to the crashed machine: every device idle, the first mapping the late one.
+fn inject(fault: &str, mem: &mut PhysMemory, unit: Unit, old: &[(u16, u64, u64)]) -> inject::Injected {
+    let late = old.first().map(|&(dev, iova, _)| LateDma { dev: dev as u32, iova });
+    inject::apply(fault, &mut Crashed { mem, unit, crash_region: CRASH, seed: 3, idle: &IDLE, late }).unwrap()
 }
 
 const FAULTS: &[&str] = &[
@@ -118,18 +120,7 @@ fn amd_run(fault: &str, policy: Policy, locked: bool) {
         assert!(fw.command(SnpCommand::InitEx).ok());
         unit.set_snp_lock(fw.iommu_locked());
     }
-    let applied = inject::apply(
-        fault,
-        &mut Crashed {
-            mem: &mut mem,
-            unit: Unit::Amdvi(&mut unit),
-            crash_region: CRASH,
-            seed: 3,
-            idle: &IDLE,
-            late: late(&old),
-        },
-    )
-    .unwrap();
+    let applied = inject(fault, &mut mem, Unit::Amdvi(&mut unit), &old);
     let before = unit.counters().locked_writes_ignored;
     let mut frames = FrameRegion::new(CRASH.start + 64 * MIB..CRASH.end);
     let mut hw = EmuPlatform::new(&mut unit, &mut mem, &mut frames);
@@ -175,18 +166,7 @@ fn smmu_run(fault: &str, policy: Policy) {
             }
         }
     }
-    let _ = inject::apply(
-        fault,
-        &mut Crashed {
-            mem: &mut mem,
-            unit: Unit::Smmuv3(&mut unit),
-            crash_region: CRASH,
-            seed: 3,
-            idle: &IDLE,
-            late: late(&old),
-        },
-    )
-    .unwrap();
+    let _ = inject(fault, &mut mem, Unit::Smmuv3(&mut unit), &old);
     let mut frames = FrameRegion::new(CRASH.start + 64 * MIB..CRASH.end);
     let mut hw = EmuPlatform::new(&mut unit, &mut mem, &mut frames);
     let e = env(true, false);
@@ -225,18 +205,7 @@ fn vtd_run(fault: &str, policy: Policy, scalable: bool) {
             }
         }
     }
-    let _ = inject::apply(
-        fault,
-        &mut Crashed {
-            mem: &mut mem,
-            unit: Unit::Vtd(&mut unit),
-            crash_region: CRASH,
-            seed: 3,
-            idle: &IDLE,
-            late: late(&old),
-        },
-    )
-    .unwrap();
+    let _ = inject(fault, &mut mem, Unit::Vtd(&mut unit), &old);
     let mut frames = FrameRegion::new(CRASH.start + 64 * MIB..CRASH.end);
     let mut hw = EmuPlatform::new(&mut unit, &mut mem, &mut frames);
     let e = BootEnv { ram: std::iter::once(0x10_0000..4 * GIB).collect(), ..env(true, false) };
