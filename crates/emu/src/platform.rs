@@ -49,6 +49,11 @@ impl<D: MmioDevice> Mmio for EmuPlatform<'_, D> {
     fn write64(&mut self, off: usize, val: u64) {
         self.dev.mmio_write(self.mem, off, 8, val)
     }
+    /// The models run a queued command when its doorbell (tail or producer register) is written, and a
+    /// status change when its command register is: after one poll, more polls read the same.
+    fn settled(&self) -> bool {
+        true
+    }
 }
 
 impl<D: MmioDevice> PhysMem for EmuPlatform<'_, D> {

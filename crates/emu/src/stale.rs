@@ -124,6 +124,9 @@ impl<D: FetchAnyTime> Mmio for StaleFetchPlatform<'_, D> {
     fn write64(&mut self, off: usize, val: u64) {
         self.hw.write64(off, val)
     }
+    fn settled(&self) -> bool {
+        self.hw.settled()
+    }
 }
 
 impl<D: FetchAnyTime> PhysMem for StaleFetchPlatform<'_, D> {

@@ -25,6 +25,13 @@ pub trait Mmio {
     fn write32(&mut self, off: usize, val: u32);
     /// A 64-bit register write (Linux `writeq`): one access, never two halves.
     fn write64(&mut self, off: usize, val: u64);
+    /// Whether the unit has already done everything it will ever do in answer to the accesses so far: true
+    /// for a model that runs each command when its doorbell is written. A driver polling for a completion may
+    /// then stop at its first miss, as polling longer cannot change what it reads; on hardware (the default)
+    /// it polls to its bound.
+    fn settled(&self) -> bool {
+        false
+    }
 }
 
 /// Why a physical-memory access failed.
@@ -177,6 +184,9 @@ impl<T: Mmio + ?Sized> Mmio for &mut T {
     }
     fn write64(&mut self, off: usize, val: u64) {
         (**self).write64(off, val)
+    }
+    fn settled(&self) -> bool {
+        (**self).settled()
     }
 }
 

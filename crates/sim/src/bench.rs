@@ -70,6 +70,9 @@ impl<P: iommu_driver::Platform> iommu_driver::Mmio for Recorder<'_, P> {
     fn write64(&mut self, off: usize, val: u64) {
         self.inner.write64(off, val)
     }
+    fn settled(&self) -> bool {
+        self.inner.settled()
+    }
 }
 
 impl<P: iommu_driver::Platform> iommu_driver::PhysMem for Recorder<'_, P> {

@@ -53,6 +53,9 @@ impl CmdRing {
             if !st.cmd_buf_run() {
                 return Err(AmdError::CommandError { status: st.into_bits() });
             }
+            if hw.settled() {
+                break;
+            }
         }
         Err(AmdError::CompletionWaitTimeout { head: hw.read64(off::CMD_HEAD), tail: hw.read64(off::CMD_TAIL) })
     }

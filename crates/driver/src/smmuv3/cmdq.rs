@@ -48,6 +48,9 @@ impl CmdQueue {
             if Gerror::active(hw.read32(off::GERROR), hw.read32(off::GERRORN)).cmdq_err() {
                 return Err(SmmuError::CmdqError { cons: cons.0 });
             }
+            if hw.settled() {
+                break;
+            }
         }
         Err(SmmuError::SyncTimeout { prod: self.prod.0, cons: hw.read32(off::CMDQ_CONS) })
     }

@@ -102,6 +102,9 @@ pub(super) fn write_cr0(hw: &mut impl Mmio, cr0: Cr0) -> Result<(), SmmuError> {
         if ack == cr0.into_bits() {
             return Ok(());
         }
+        if hw.settled() {
+            break;
+        }
     }
     Err(SmmuError::Cr0AckTimeout { want: cr0.into_bits(), got: hw.read32(off::CR0ACK) })
 }
@@ -113,6 +116,9 @@ pub(super) fn write_gbpa(hw: &mut impl Mmio, abort: bool) -> Result<(), SmmuErro
     for _ in 0..CR_SPINS {
         if !Gbpa::from_bits(hw.read32(off::GBPA)).update() {
             return Ok(());
+        }
+        if hw.settled() {
+            break;
         }
     }
     Err(SmmuError::GbpaTimeout)

@@ -48,7 +48,7 @@ impl InvQueue {
         }
         // Bounded wait for IQH to reach IQT; a wedged old queue is left to the status timeout below.
         for _ in 0..STATUS_SPINS {
-            if hw.read64(off::IQH) == hw.read64(off::IQT) {
+            if hw.read64(off::IQH) == hw.read64(off::IQT) || hw.settled() {
                 break;
             }
         }
@@ -96,6 +96,9 @@ impl InvQueue {
                 hw.write64(off::IQT, IqPtr::from_index(iqh as u16, self.wide).into_bits());
                 hw.write32(off::FSTS, Fsts::new().with_iqe(true).with_ite(true).with_ice(true).into_bits());
                 return Err(VtdError::QueueError { fsts: fsts.into_bits(), iqer: iqer.into_bits() });
+            }
+            if hw.settled() {
+                break;
             }
         }
         Err(VtdError::QueueTimeout { iqh: hw.read64(off::IQH), iqt: hw.read64(off::IQT) })

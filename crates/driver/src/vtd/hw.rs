@@ -28,6 +28,9 @@ pub fn command(
         if done(gsts(hw)) {
             return Ok(());
         }
+        if hw.settled() {
+            break;
+        }
     }
     Err(VtdError::StatusTimeout { bit, want })
 }
