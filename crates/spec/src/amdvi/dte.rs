@@ -295,10 +295,12 @@ impl Dte {
         Dte(q)
     }
     /// The 32 bytes the entry occupies in memory (little-endian quadwords).
-    pub fn to_le_bytes(self) -> [u8; 32] {
+    pub const fn to_le_bytes(self) -> [u8; 32] {
         let mut b = [0u8; 32];
-        for (i, q) in self.0.iter().enumerate() {
-            b[i * 8..i * 8 + 8].copy_from_slice(&q.to_le_bytes());
+        let mut i = 0;
+        while i < 32 {
+            b[i] = (self.0[i / 8] >> (8 * (i % 8))) as u8;
+            i += 1;
         }
         b
     }
