@@ -16,9 +16,12 @@
 #   nvme modules) print HO-REF and wait (the host pauses the VM and saves memory as the reference), keep
 #   every PCI function but the needed one (ho.needed=) from binding a driver, run `handover takeover
 #   --policy ho.policy --needed ho.needed --json`, print HO-TAKEN and wait (the host sends packets to the
-#   NIC), then load nvme, which binds only the needed disk, and write /proc/vmcore to it.
+#   NIC), then load nvme, which binds only the needed disk, and write /proc/vmcore to it. With
+#   /etc/ho.makedumpfile in the initrd (takeover.sh MAKEDUMPFILE=), then also stream `makedumpfile -F OPTS
+#   /proc/vmcore` (the flattened format, makedumpfile(8) -F) onto the disk's second namespace (nsid 2).
 # Markers: HO: progress; HO-FAIL: why (the host stops); HO-LOADED; HO-F NAME: LINE (a line of an output
-# file; HO-F+ NAME: the rest of a long one); HO-KDUMP-DONE rc=N.
+# file; HO-F+ NAME: the rest of a long one); HO-MDF-DONE rc=N bytes=N md5=SUM (makedumpfile's exit status, the
+# bytes of its stream on namespace 2 and their md5 read back from the disk); HO-KDUMP-DONE rc=N.
 /bin/busybox mkdir -p /proc /sys /dev /tmp
 /bin/busybox --install -s /bin
 export PATH=/bin:/sbin
@@ -122,6 +125,36 @@ kdump_mode() {
   poweroff -f
 }
 
+# nsdev N: the block device (nvme0nX) of namespace N of the one bound controller
+nsdev() { for b in /sys/block/nvme0n*; do [ "$(cat "$b/nsid" 2>/dev/null)" = "$1" ] && { echo "${b##*/}"; return; }; done; }
+# mdf_stream: /etc/ho.makedumpfile holds "TIMEOUT OPTS...". makedumpfile reads the crashed kernel's VMCOREINFO
+# from /proc/vmcore and writes the flattened format to stdout (makedumpfile(8): -F, "for transporting the dump
+# data by SSH"); tee puts the stream at the start of the dump disk's namespace 2, the host cuts it at the byte
+# count.
+mdf_stream() {  # mdf_stream DEV (nvme0nX: nsid 2)
+  read -r tmo opts < /etc/ho.makedumpfile
+  say "makedumpfile: $(makedumpfile -v 2>&1 | head -1); options -F $opts; timeout $tmo s"
+  if [ -z "$1" ] || ! [ -b "/dev/$1" ]; then say "makedumpfile: no namespace 2 on the dump disk"; echo "HO-MDF-DONE rc=nodisk bytes=0 md5=none"; return; fi
+  say "makedumpfile: streaming to /dev/$1 (nsid $(cat /sys/block/$1/nsid), $(cat /sys/block/$1/size) sectors), uptime $(up)"
+  echo none > /tmp/mdf.rc; echo none > /tmp/tee.rc
+  # tee writes the stream to the disk and counts it through wc (Debian's busybox dd prints no byte count)
+  { { timeout -s KILL "$tmo" makedumpfile -F $opts /proc/vmcore 2>/tmp/mdf.err; echo $? > /tmp/mdf.rc; } \
+      | tee "/dev/$1" 2>/tmp/mdf-tee.err; echo $? > /tmp/tee.rc; } | wc -c > /tmp/mdf.n
+  sync
+  mrc=$(cat /tmp/mdf.rc); trc=$(cat /tmp/tee.rc); n=$(tr -d ' ' < /tmp/mdf.n)
+  [ -n "$n" ] || n=0
+  [ -s /tmp/mdf-tee.err ] && tail -1 /tmp/mdf-tee.err | pfx "HO: makedumpfile tee (rc $trc): "
+  # the progress lines are \r-separated; keep the messages
+  tr '\r' '\n' < /tmp/mdf.err | grep -v -E '^ *$|\[ *[0-9.]+ ?%\]' | tail -30 > /tmp/makedumpfile.err
+  emit makedumpfile.err /tmp/makedumpfile.err
+  # read back from the disk, not the page cache
+  echo 3 > /proc/sys/vm/drop_caches
+  sum=$(head -c "$n" "/dev/$1" | md5sum | cut -d' ' -f1)
+  [ "$trc" = 0 ] || mrc="$mrc,tee$trc"
+  say "makedumpfile done, uptime $(up)"
+  echo "HO-MDF-DONE rc=$mrc bytes=$n md5=$sum"
+}
+
 takeover_mode() {
   KIND=$(arg ho.kind); POLICY=$(arg ho.policy); NEEDED=$(arg ho.needed)
   [ -r /proc/vmcore ] || fail "no /proc/vmcore"
@@ -145,19 +178,28 @@ takeover_mode() {
   dumped=0; dump_rc=skipped
   if [ $rc != 2 ]; then
     for m in $(cat /lib/modules/load.order); do insmod /lib/modules/$m 2>&1 | pfx "HO: insmod $m: "; done
-    i=0
-    while [ $i -lt 60 ] && ! [ -b /dev/nvme0n1 ]; do sleep 0.5; i=$((i+1)); done
-    if [ -b /dev/nvme0n1 ]; then
-      say "dump disk $(cat /sys/block/nvme0n1/device/address 2>/dev/null || readlink /sys/block/nvme0n1/device/device); writing /proc/vmcore, uptime $(up)"
-      dd if=/proc/vmcore of=/dev/nvme0n1 bs=1M oflag=direct 2>/tmp/dd.err; dump_rc=$?
+    i=0; D=nvme0n1
+    if [ -f /etc/ho.makedumpfile ]; then
+      # two namespaces: the kernel names them nvme0nX in the order its scan finds them, not by nsid (seen here:
+      # nvme0n1 was nsid 2), so the ELF dump goes to the one whose sysfs nsid is 1
+      while [ $i -lt 60 ]; do D=$(nsdev 1); [ -n "$D" ] && [ -n "$(nsdev 2)" ] && break; sleep 0.5; i=$((i+1)); done
+      [ -n "$D" ] || D="nvme0n1 (nsid 1)"
+    else
+      while [ $i -lt 60 ] && ! [ -b /dev/nvme0n1 ]; do sleep 0.5; i=$((i+1)); done
+    fi
+    if [ -b "/dev/$D" ]; then
+      say "dump disk $(cat /sys/block/$D/device/address 2>/dev/null || readlink /sys/block/$D/device/device); writing /proc/vmcore, uptime $(up)"
+      dd if=/proc/vmcore of=/dev/$D bs=1M oflag=direct 2>/tmp/dd.err; dump_rc=$?
       tail -1 /tmp/dd.err | pfx "HO: dd: "
       dumped=$(stat -c %s /proc/vmcore)
       sync
       say "dump written (rc $dump_rc), uptime $(up)"
+      [ -f /etc/ho.makedumpfile ] && mdf_stream "$(nsdev 2)"
     else
-      say "no /dev/nvme0n1 after 30 s: no dump"; dump_rc=nodisk
+      say "no /dev/$D after 30 s: no dump"; dump_rc=nodisk
     fi
   fi
+  [ -f /etc/ho.makedumpfile ] && [ "$dumped" = 0 ] && echo "HO-MDF-DONE rc=skipped bytes=0 md5=none"
   dmesg | grep -i -E 'DMAR|nvme|fault|AER|iommu' | tail -40 | pfx "HO: dmesg "
   echo "HO-KDUMP-DONE rc=$rc dump=$dump_rc bytes=$dumped"
   sleep 1
