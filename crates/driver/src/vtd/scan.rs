@@ -203,6 +203,10 @@ pub fn scan(
             let (n, size) = if rtaddr.smt() { (128, 32) } else { (256, 16) };
             for i in 0..n {
                 let raw = u128::from_le_bytes(ct[i * size..i * size + 16].try_into().unwrap_or([0; 16]));
+                // A zero low half has P clear in either mode: not present, nothing to decode (most of a table).
+                if raw == 0 {
+                    continue;
+                }
                 let sid = SourceId::new(bus, 0, 0).0 | (first + i as u16);
                 let res = if rtaddr.smt() {
                     let hi = u128::from_le_bytes(ct[i * size + 16..i * size + 32].try_into().unwrap_or([0; 16]));
