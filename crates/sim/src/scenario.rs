@@ -266,7 +266,7 @@ fn before_init(cfg: MachineConfig, s: &Scenario) -> Before {
         writers: r.ledger.writers,
     };
 
-    // Primary kernel: IOMMU up, NIC and disk in DMA domains, the copy engine in pass-through.
+    // Primary kernel: IOMMU up, NIC, disk and the idle NIC port in DMA domains, the copy engine in pass-through.
     let penv = r.m.cfg.primary_env();
     let opts = BootOptions { scalable, vtd_first_level, ..BootOptions::default() };
     let mut drv: Driver = match iommu_driver::boot(kind, &mut r.m.platform(Kernel::Primary), &penv, opts) {
@@ -297,7 +297,7 @@ fn before_init(cfg: MachineConfig, s: &Scenario) -> Before {
             return Before::Done(Box::new(detail(out, r, BTreeSet::new(), BTreeSet::new())));
         }
     };
-    r.log("primary kernel up: nic and disk in DMA domains, bulk engine in pass-through");
+    r.log("primary kernel up: nic, disk and the idle nic1 in DMA domains, bulk engine in pass-through");
 
     // The workload: packets received and refilled, disk reads, copies; until the panic.
     let crash_tick = 48 + rng.random_range(0..96u64);
