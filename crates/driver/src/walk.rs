@@ -8,6 +8,8 @@
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 
+use zerocopy::IntoBytes;
+
 use crate::{MemError, PhysMem};
 
 /// A run of IOVA space mapped contiguously to physical memory with one permission.
@@ -178,7 +180,8 @@ pub fn walk_with(mem: &impl PhysMem, fmt: &impl Format, root: u64, levels: u32, 
     // (table, level, iova base, read, write): depth at most `levels`, at most 512 entries a level.
     let mut stack: Vec<(u64, u32, u64, bool, bool)> = Vec::new();
     stack.push((root, levels, 0, true, true));
-    let mut buf = [0u8; 4096];
+    // Read as words (zerocopy's byte view of the array): the scan for non-zero entries runs over u64s.
+    let mut words = [0u64; ENTRIES];
     while let Some((table, level, base, r, w)) = stack.pop() {
         if let Some(first) = seen.get(&table) {
             v.revisit(table, level, r, w, *first);
@@ -188,20 +191,20 @@ pub fn walk_with(mem: &impl PhysMem, fmt: &impl Format, root: u64, levels: u32, 
         if !v.enter(table, level) {
             break;
         }
-        if let Err(err) = mem.read(table, &mut buf) {
+        if let Err(err) = mem.read(table, words.as_mut_bytes()) {
             v.unreadable(level, table, err);
             continue;
         }
         let slot = fmt.slot_size(level);
         // Children are pushed in reverse so the stack pops them in ascending IOVA order.
         let pushed = stack.len();
-        for (i, q) in buf.chunks_exact(8).enumerate().take(ENTRIES) {
-            let raw = u64::from_le_bytes([q[0], q[1], q[2], q[3], q[4], q[5], q[6], q[7]]);
-            // An all-zero entry is absent in every format (VT-d R/W clear, AMD-Vi PR clear, VMSA invalid):
-            // most of a sparse table, skipped without decoding.
-            if raw == 0 {
-                continue;
-            }
+        // An all-zero entry is absent in every format (VT-d R/W clear, AMD-Vi PR clear, VMSA invalid): most of a
+        // sparse table, skipped without decoding.
+        let mut next = 0;
+        while let Some(skip) = words.get(next..).and_then(|rest| rest.iter().position(|&q| q != 0)) {
+            let i = next + skip;
+            next = i + 1;
+            let raw = u64::from_le(words[i]);
             let iova = base.wrapping_add((i as u64).wrapping_mul(slot));
             match fmt.decode(raw, level, iova) {
                 Entry::Absent => {}
