@@ -771,13 +771,13 @@ pub fn bitflips(m: &mut Crashed, n: u32) -> Injected {
     let live = |mem: &PhysMemory, at: u64| mem.read_u64(at).is_ok_and(|w| w != 0);
     for t in all.iter().filter(|t| m.idle.contains(&t.dev)) {
         for &(at, bytes) in &t.entries {
-            words.extend((0..bytes / 8).map(|i| at + 8 * i).filter(|&a| live(m.mem, a)));
+            words.extend((0..bytes / 8).filter_map(|i| at.checked_add(8 * i)).filter(|&a| live(m.mem, a)));
         }
         let path = first_leaf(m.mem, t.fmt, t.top, t.levels).unwrap_or_default();
         let mut pages: Vec<u64> = path.iter().map(|s| s.table).collect();
         pages.dedup();
         for page in pages.into_iter().filter(|p| !busy_tops.contains(p)) {
-            words.extend((0..512u64).map(|i| page + 8 * i).filter(|&a| live(m.mem, a)));
+            words.extend((0..512u64).filter_map(|i| page.checked_add(8 * i)).filter(|&a| live(m.mem, a)));
         }
     }
     words.sort_unstable();
