@@ -259,7 +259,7 @@ impl fmt::Display for Summary {
                 let n = r.adopted;
                 match r.kind {
                     IommuKind::Vtd => write!(f, "adopted {n} devices"),
-                    IommuKind::Amdvi => write!(f, "reused the old structures, adopted {n} devices"),
+                    IommuKind::Amdvi => write!(f, "reused the old device table, adopted {n} devices"),
                     IommuKind::Smmuv3 => write!(f, "adopted the stream table, {n} masters live"),
                 }
             }
@@ -431,8 +431,10 @@ pub fn boot_crash(
 }
 
 /// The crashed kernel's structures a crash boot of a unit of `kind` under `adopt` or `adopt-scratch` writes
-/// in place, read from the unit's registers before the boot: AMD-Vi's device table, command buffer, event log
-/// and completion-wait page (reused because SNP may lock their base registers), SMMUv3's stream table and
+/// in place, read from the unit's registers before the boot: AMD-Vi's device table, and on a unit SNP may hold
+/// (EFR.SNPSup with a completion-store window in Exclusion Base, as the driver decides) its command buffer, event
+/// log and completion-wait page, reused because SNP may lock their base registers (without SNP the crash
+/// kernel gives the unit fresh rings and Exclusion Base names an exclusion range, no page of ours); SMMUv3's stream table and
 /// the level-2 tables of `masters` (STEs are rewritten where they are); none on VT-d, whose adoption copies
 /// the root and context tables. A platform that refuses every other write to old memory needs this list
 /// first. It is only a list: every entry is still validated by the driver, which refuses what is not RAM.
@@ -450,6 +452,11 @@ pub fn writes_in_place(
         IommuKind::Amdvi => {
             let dt = DevTableBase::from_bits(hw.read64(aoff::DEV_TABLE_BASE));
             out.push((dt.table()..dt.table().saturating_add(dt.bytes()), "device table"));
+            let efr = iommu_spec::amdvi::Efr::from_bits(hw.read64(aoff::EXT_FEATURES));
+            let window = ExclusionBase::from_bits(hw.read64(aoff::EXCL_BASE));
+            if !(efr.snp_sup() && window.address() != 0 && !window.ex_en()) {
+                return out;
+            }
             let cb = RingBase::from_bits(hw.read64(aoff::CMD_BUF_BASE));
             out.push((cb.ring()..cb.ring().saturating_add(cb.bytes()), "command buffer"));
             let el = RingBase::from_bits(hw.read64(aoff::EVENT_LOG_BASE));

@@ -114,6 +114,14 @@ pub enum Refusal {
         /// Which buffer.
         what: &'static str,
     },
+    /// A base register written with a fresh ring kept its old value: the unit ignores writes to it (an SNP
+    /// lock the driver did not expect), so the rings cannot be replaced.
+    BaseLocked {
+        /// Which register.
+        what: &'static str,
+        /// What it still reads.
+        raw: u64,
+    },
     /// Reuse ran but its first completion wait did not complete.
     Hardware(AmdError),
 }
@@ -131,6 +139,7 @@ impl fmt::Display for Refusal {
             }
             Refusal::BadLength { what, raw } => write!(f, "{what} register {raw:#x} has a reserved length"),
             Refusal::BaseZero { what } => write!(f, "{what} base is zero"),
+            Refusal::BaseLocked { what, raw } => write!(f, "{what} register ignored a write (still {raw:#x})"),
             Refusal::Hardware(e) => write!(f, "{e}"),
         }
     }

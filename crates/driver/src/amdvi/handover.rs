@@ -160,8 +160,15 @@ impl Amdvi {
             v.frames_allocated += n;
             let ctrl = Control::from_bits(hw.read64(off::CONTROL));
             hw.write64(off::CONTROL, ctrl.with_cmd_buf_en(false).with_event_log_en(false).into_bits());
-            hw.write64(off::CMD_BUF_BASE, RingBase::from_ring(env.sme_set(cmd), RING_LEN).into_bits());
-            hw.write64(off::EVENT_LOG_BASE, RingBase::from_ring(env.sme_set(evt), RING_LEN).into_bits());
+            for (reg, what, ring) in [(off::CMD_BUF_BASE, "command buffer", cmd), (off::EVENT_LOG_BASE, "event log", evt)] {
+                let want = RingBase::from_ring(env.sme_set(ring), RING_LEN).into_bits();
+                hw.write64(reg, want);
+                // A locked register keeps the old ring; commands in the new one would never run.
+                let raw = hw.read64(reg);
+                if raw != want {
+                    return Err(Refusal::BaseLocked { what, raw });
+                }
+            }
             (cmd, 1u32 << RING_LEN)
         };
         // Under SNP the completion-wait page is the one the (locked) completion-store window names; without
