@@ -1,5 +1,5 @@
 #!/bin/bash
-# makedumpfile_kdump_check.sh VMCORE OUTDIR vtd|amdvi BASE OUTFILE
+# makedumpfile_kdump_check.sh VMCORE OUTDIR vtd|amdvi|smmuv3 BASE OUTFILE
 #
 # A kdump-compressed vmcore written by makedumpfile inside the kdump kernel of the rig, as distributions send
 # dumps over ssh: `KEEP_VMCORE=VMCORE MAKEDUMPFILE="-c -d 31" takeover.sh KIND POLICY OUTDIR` keeps the ELF
@@ -8,19 +8,21 @@
 # flattened format of makedumpfile(8) -F, its length and md5 from the console's HO-MDF-DONE). `handover inspect
 # --json` must give the same bytes from (a) the flattened stream as it is and (b) the file `makedumpfile -R`
 # rebuilds from it on this host, as from (c) the ELF core of the same crash. Writes OUTFILE (makedumpfile's
-# version in the guest, options, sizes, identical or DIFFERS); exits 1 on a difference.
+# version in the guest, options, sizes, identical or DIFFERS); exits 1 on a difference. The host's makedumpfile
+# only rebuilds (-R: the flattened format is the same on every architecture), so an arm64 stream needs no arm64
+# makedumpfile here.
 # HANDOVER [target/release/handover]. makedumpfile_check.sh is the host-side counterpart (makedumpfile run on
 # this host on the ELF core).
 set -euo pipefail
 HERE=$(cd "$(dirname "$(readlink -f "$0")")" && pwd)
 PROG=makedumpfile_kdump_check.sh
 die() { echo "$PROG: ERROR: $*" >&2; exit 2; }
-[ $# = 5 ] || { echo "usage: $0 VMCORE OUTDIR vtd|amdvi BASE OUTFILE" >&2; exit 2; }
+[ $# = 5 ] || { echo "usage: $0 VMCORE OUTDIR vtd|amdvi|smmuv3 BASE OUTFILE" >&2; exit 2; }
 VMCORE=$1; OUTDIR=$2; KIND=$3; BASE=$4; OUTFILE=$5
 H=${HANDOVER:-$HERE/../../target/release/handover}
 command -v makedumpfile >/dev/null || die "apt-get install makedumpfile"
 [ -x "$H" ] || die "no $H (cargo build --release)"
-case "$KIND" in vtd|amdvi) ;; *) die "KIND $KIND: vtd or amdvi (makedumpfile refuses the arm64 vmcore)";; esac
+case "$KIND" in vtd|amdvi|smmuv3) ;; *) die "KIND $KIND: vtd, amdvi or smmuv3";; esac
 FLAT=$OUTDIR/makedumpfile.flat; REGS=$OUTDIR/regs.txt
 for f in "$VMCORE" "$FLAT" "$REGS" "$OUTDIR/console.log" "$OUTDIR/summary.txt"; do [ -s "$f" ] || die "no $f (takeover.sh with KEEP_VMCORE= and MAKEDUMPFILE=)"; done
 LINE=$(tr -d '\r' < "$OUTDIR/console.log" | grep -a -m1 '^HO-MDF-DONE') || die "no HO-MDF-DONE in $OUTDIR/console.log"

@@ -26,12 +26,14 @@
 #   KEEP_VMCORE [] a file to keep the written /proc/vmcore in (an ELF core with the crashed kernel's VMCOREINFO);
 #          the unit's registers at the reference pause (before the kdump kernel touched it) go to OUTDIR/regs.txt
 #          either way, so `handover inspect KEEP_VMCORE --regs OUTDIR/regs.txt` decodes what the crash left
-#   MAKEDUMPFILE [] (vtd/amdvi) makedumpfile options, e.g. "-c -d 31": the kdump initrd also gets Debian's
-#          makedumpfile and its libraries, the dump disk 00:04.0 a second namespace (nsid 2, MDF_DISK_SIZE [128M],
-#          its own raw image), and after the ELF dump the kdump kernel streams `makedumpfile -F OPTS /proc/vmcore`
-#          (flattened format) onto it (init.sh mdf_stream, MDF_TIMEOUT [600] s); its exit status, length and md5
-#          come back in HO-MDF-DONE, the stream is kept as OUTDIR/makedumpfile.flat (checked against that md5;
-#          makedumpfile_kdump_check.sh compares it with the ELF core) and its messages as OUTDIR/makedumpfile.err.
+#   MAKEDUMPFILE [] makedumpfile options, e.g. "-c -d 31": the kdump initrd also gets Debian's makedumpfile and
+#          its libraries (vtd/amdvi: the host's; smmuv3: Debian MDF_SUITE [sid]'s arm64 build, downloaded once,
+#          with its own arm64 libraries and loader; it refuses this kernel's vmcore, see below), the dump disk
+#          00:04.0 a second namespace (nsid 2, MDF_DISK_SIZE [128M], its own raw image), and after the ELF dump
+#          the kdump kernel streams `makedumpfile -F OPTS /proc/vmcore` (flattened format) onto it (init.sh
+#          mdf_stream, MDF_TIMEOUT [600] s); its exit status, length and md5 come back in HO-MDF-DONE, the
+#          stream is kept as OUTDIR/makedumpfile.flat (checked against that md5; makedumpfile_kdump_check.sh
+#          compares it with the ELF core) and its messages as OUTDIR/makedumpfile.err.
 #          A namespace, not a third PCI function: any function is behind the unit, and the takeover under test
 #          prepares only the needed one.
 set -euo pipefail
@@ -91,8 +93,6 @@ esac
 [ "$(id -u)" = 0 ] || die "must run as root"
 MDF_OPTS=${MAKEDUMPFILE:-}; MDF_TIMEOUT=${MDF_TIMEOUT:-600}; MDF_DISK_SIZE=${MDF_DISK_SIZE:-128M}
 if [ -n "$MDF_OPTS" ]; then
-  # makedumpfile cannot filter this arm64 kernel's vmcore (VA_BITS=52): fixtures/vmcore/smmuv3/makedumpfile-refused.txt
-  [ $ARCH = amd64 ] || die "MAKEDUMPFILE: vtd and amdvi only (makedumpfile refuses this arm64 kernel's vmcore)"
   case " $MDF_OPTS " in *" -F "*|*" -R "*) die "MAKEDUMPFILE: give the options without -F/-R (the stream is always flattened)";; esac
   [[ "$MDF_TIMEOUT" =~ ^[0-9]+$ ]] || die "MDF_TIMEOUT=$MDF_TIMEOUT: seconds expected"
 fi
@@ -108,7 +108,33 @@ if [ $ARCH = amd64 ] && [ -z "$KEXEC" ]; then
 fi
 
 MDF_BIN=""
-if [ -n "$MDF_OPTS" ]; then
+# arm64: Debian's arm64 makedumpfile of MDF_SUITE [sid] with its own arm64 libc, libraries and loader from the
+# same suite, downloaded once through a private apt configuration (own sources, lists and cache) into
+# $W/arm64-makedumpfile. Every build tried (1.7.2 bookworm, 1.7.6 trixie, 1.7.8 sid) refuses this kernel's
+# vmcore (VA_BITS=52 with 4 KiB pages: fixtures/vmcore/smmuv3/makedumpfile-refused.txt), so with smmuv3 the run
+# ends with "makedumpfile in the kdump kernel failed" (exit 1) after keeping the ELF vmcore and the messages.
+MDF_A64=$W/arm64-makedumpfile
+if [ -n "$MDF_OPTS" ] && [ $ARCH = arm64 ]; then
+  MDF_SUITE=${MDF_SUITE:-sid}; [[ "$MDF_SUITE" =~ ^[a-z-]+$ ]] || die "MDF_SUITE=$MDF_SUITE: a Debian suite name expected"
+  if ! [ -x "$MDF_A64/usr/bin/makedumpfile" ] || [ "$(cat "$MDF_A64/.suite" 2>/dev/null)" != "$MDF_SUITE" ]; then
+    uri=$(awk '/^URIs:/{print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null); uri=${uri:-http://deb.debian.org/debian}
+    D=$W/apt/mdf-$MDF_SUITE; rm -rf "$D" "$MDF_A64" "$W/debs/arm64-makedumpfile"
+    mkdir -p "$D/sources.list.d" "$D/lists/partial" "$D/cache/archives/partial" "$W/debs/arm64-makedumpfile" "$MDF_A64"
+    printf 'Types: deb\nURIs: %s\nSuites: %s\nComponents: main\nArchitectures: arm64\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+      "$uri" "$MDF_SUITE" > "$D/sources.list.d/mdf.sources"
+    printf 'Dir::Etc::SourceParts "%s/sources.list.d";\nDir::Etc::SourceList "/dev/null";\nDir::State::Lists "%s/lists";\nDir::Cache "%s/cache";\nAPT::Architectures { "amd64"; "arm64"; };\n' \
+      "$D" "$D" "$D" > "$D/apt.conf"
+    say "downloading makedumpfile:arm64 and its libraries from Debian $MDF_SUITE into $MDF_A64"
+    APT_CONFIG=$D/apt.conf timeout 600 apt-get -o APT::Sandbox::User=root update >/dev/null || die "apt-get update ($MDF_SUITE arm64 lists) failed"
+    (cd "$W/debs/arm64-makedumpfile" && APT_CONFIG=$D/apt.conf timeout 600 apt-get -o APT::Sandbox::User=root download \
+       makedumpfile:arm64 libc6:arm64 libgcc-s1:arm64 libdw1t64:arm64 libelf1t64:arm64 liblzo2-2:arm64 libzstd1:arm64 \
+       zlib1g:arm64 libbz2-1.0:arm64 liblzma5:arm64 >/dev/null) || die "cannot download makedumpfile:arm64 from $MDF_SUITE"
+    for d in "$W/debs/arm64-makedumpfile"/*.deb; do dpkg-deb -x "$d" "$MDF_A64"; done
+    [ -x "$MDF_A64/usr/bin/makedumpfile" ] || die "no usr/bin/makedumpfile in $MDF_SUITE's makedumpfile:arm64"
+    echo "$MDF_SUITE" > "$MDF_A64/.suite"
+  fi
+  MDF_BIN=$MDF_A64/usr/bin/makedumpfile
+elif [ -n "$MDF_OPTS" ]; then
   MDF_BIN=$(command -v makedumpfile || true)
   if [ -z "$MDF_BIN" ]; then
     say "installing makedumpfile (apt-get)"
@@ -160,15 +186,16 @@ modules() {  # modules ROOT NAME...: the modules and their dependencies, decompr
     echo "$b" >> "$st/lib/modules/load.order"
   done
 }
-# needs_of ELF...: the shared libraries (and interpreter) an arm64 ELF needs, as paths under $A64, recursively
+# needs_of ELF...: the shared libraries (and interpreter) an arm64 ELF needs, as paths under $A64 (or
+# $NEEDS_ROOT), recursively
 needs_of() {
-  local todo=("$@") seen=" " f n p
+  local todo=("$@") seen=" " f n p R=${NEEDS_ROOT:-$A64}
   while [ ${#todo[@]} -gt 0 ]; do
     f=${todo[0]}; todo=("${todo[@]:1}")
     for n in $(readelf -d "$f" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p'); do
       case "$seen" in *" $n "*) continue;; esac; seen="$seen$n "
-      p=$(find "$A64/lib" "$A64/usr/lib" -name "$n" 2>/dev/null | head -1)
-      [ -n "$p" ] || die "arm64 library $n (needed by $(basename "$f")) not in $A64"
+      p=$(find "$R/lib/" "$R/usr/lib/" -name "$n" 2>/dev/null | head -1)
+      [ -n "$p" ] || die "arm64 library $n (needed by $(basename "$f")) not in $R"
       echo "$p"; todo+=("$p")
     done
   done
@@ -186,7 +213,14 @@ else
   install -m 755 "$HSTATIC" "$ST/bin/handover"
 fi
 modules "$ST" nvme
-if [ -n "$MDF_OPTS" ]; then
+if [ -n "$MDF_OPTS" ] && [ $ARCH = arm64 ]; then
+  # sid's arm64 makedumpfile with the libraries and loader of the same download (the kdump initrd holds no
+  # other arm64 library): /lib/ld-linux-aarch64.so.1 (its interpreter), the rest in /lib/aarch64-linux-gnu
+  install -m 755 "$MDF_BIN" "$ST/bin/makedumpfile"; mkdir -p "$ST/lib/aarch64-linux-gnu"
+  for lib in $(NEEDS_ROOT=$MDF_A64 needs_of "$MDF_BIN"); do cp -L "$lib" "$ST/lib/aarch64-linux-gnu/"; done
+  mv "$ST/lib/aarch64-linux-gnu/ld-linux-aarch64.so.1" "$ST/lib/ld-linux-aarch64.so.1"
+  mkdir -p "$ST/etc"; echo "$MDF_TIMEOUT $MDF_OPTS" > "$ST/etc/ho.makedumpfile"
+elif [ -n "$MDF_OPTS" ]; then
   # Debian's dynamic makedumpfile, its libraries and the dynamic loader at the paths ldd names
   install -m 755 "$MDF_BIN" "$ST/bin/makedumpfile"
   for lib in $(ldd "$MDF_BIN" | awk '/=>/{print $3} /ld-linux/{print $1}'); do mkdir -p "$ST/$(dirname "$lib")"; cp -L "$lib" "$ST/$lib"; done
