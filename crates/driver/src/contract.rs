@@ -323,7 +323,9 @@ pub trait IommuDriver {
     /// crash kernel's deferred attach), its old IOVAs kept out of the new domain.
     fn attach(&mut self, hw: &mut dyn Platform, id: DeviceId, to: Attachment) -> Result<(), DriverError>;
 
-    /// Point every old IOVA of an adopted device at the scratch region (`adopt-scratch`).
+    /// Point every old IOVA of an adopted device at the scratch region (`adopt-scratch`); a device found on the
+    /// bus whose old entry was refused, or that has none (not present, blocking, or corrupted into either),
+    /// gets every IOVA the unit allows pointed there, as it may still send DMA. Attached devices are left alone.
     fn contain(&mut self, hw: &mut dyn Platform, id: DeviceId) -> Result<(), DriverError>;
 
     /// Map `size` bytes at `pa` into domain `d` at a fresh IOVA (the DMA API's `dma_map_*`); the IOVA.

@@ -684,17 +684,22 @@ pub fn exclusion_range(m: &mut Crashed) -> Injected {
     Injected::applied(format!("exclusion range {first:#x}..={last:#x} for all devices"))
 }
 
-/// The second translating device given the first's domain ID (different tables): AMD-Vi in its DTE, VT-d
-/// (legacy mode) in its context entry.
+/// An idle device ([`Crashed::idle`]) given a busy translating device's domain ID (different tables): AMD-Vi in
+/// its DTE, VT-d (legacy mode) in its context entry. The IOTLB is tagged by domain ID: once the idle device
+/// does DMA, each would read the other's cached translations. (Aliasing two busy devices would act before the
+/// crash kernel runs.)
 pub fn domain_id_alias(m: &mut Crashed) -> Injected {
+    let idle = m.idle;
     if let Unit::Vtd(v) = &mut m.unit {
         if v.active_root().smt() {
             return Injected::na("VT-d scalable mode keeps the DID in the PASID entry");
         }
         let t = vtd_tables(m.mem, v);
-        let Some(a) = t.first() else { return Injected::na("no translating device") };
-        let Some(b) = t.iter().find(|b| b.top != a.top) else {
-            return Injected::na("no two devices on different tables");
+        let Some(a) = t.iter().find(|a| !idle.contains(&a.dev)) else {
+            return Injected::na("no busy device translates");
+        };
+        let Some(b) = t.iter().find(|b| idle.contains(&b.dev) && b.top != a.top) else {
+            return Injected::na("no idle device on tables of its own");
         };
         let (Ok(ra), Ok(rb)) = (m.mem.read_u128(a.at), m.mem.read_u128(b.at)) else {
             return Injected::na("unreadable");
@@ -708,8 +713,10 @@ pub fn domain_id_alias(m: &mut Crashed) -> Injected {
     }
     let Unit::Amdvi(v) = &mut m.unit else { return Injected::na("AMD-Vi and VT-d only") };
     let t = amd_tables(m.mem, v);
-    let Some(a) = t.first() else { return Injected::na("no translating device") };
-    let Some(b) = t.iter().find(|b| b.top != a.top) else { return Injected::na("no two devices on different tables") };
+    let Some(a) = t.iter().find(|a| !idle.contains(&a.dev)) else { return Injected::na("no busy device translates") };
+    let Some(b) = t.iter().find(|b| idle.contains(&b.dev) && b.top != a.top) else {
+        return Injected::na("no idle device on tables of its own");
+    };
     let (Some(da), Some(db)) = (amd_dte(m.mem, a.at), amd_dte(m.mem, b.at)) else { return Injected::na("unreadable") };
     let q1 = amdvi::DteQw1::from_bits(db.0[1]).with_domain_id(da.domain_id());
     if m.mem.write_u64(b.at + 8, q1.into_bits()).is_err() {
@@ -766,7 +773,16 @@ fn zero_page(mem: &PhysMemory, pa: u64) -> bool {
 /// device's translation starts at. (A flip in what a busy device walks acts before any crash-kernel code runs.)
 pub fn bitflips(m: &mut Crashed, n: u32) -> Injected {
     let all = tables(m);
-    let busy_tops: Vec<u64> = all.iter().filter(|t| !m.idle.contains(&t.dev)).map(|t| t.top).collect();
+    // Every table on a busy device's first path: an idle device that shares one (after `torn-entry` gave it a
+    // busy device's root, say) keeps its page tables unflipped.
+    let busy_pages: Vec<u64> = all
+        .iter()
+        .filter(|t| !m.idle.contains(&t.dev))
+        .flat_map(|t| {
+            let path = first_leaf(m.mem, t.fmt, t.top, t.levels).unwrap_or_default();
+            core::iter::once(t.top).chain(path.into_iter().map(|s| s.table)).collect::<Vec<_>>()
+        })
+        .collect();
     let mut words: Vec<u64> = Vec::new();
     let live = |mem: &PhysMemory, at: u64| mem.read_u64(at).is_ok_and(|w| w != 0);
     for t in all.iter().filter(|t| m.idle.contains(&t.dev)) {
@@ -774,9 +790,12 @@ pub fn bitflips(m: &mut Crashed, n: u32) -> Injected {
             words.extend((0..bytes / 8).filter_map(|i| at.checked_add(8 * i)).filter(|&a| live(m.mem, a)));
         }
         let path = first_leaf(m.mem, t.fmt, t.top, t.levels).unwrap_or_default();
-        let mut pages: Vec<u64> = path.iter().map(|s| s.table).collect();
+        let mut pages: Vec<u64> = core::iter::once(t.top).chain(path.iter().map(|s| s.table)).collect();
         pages.dedup();
-        for page in pages.into_iter().filter(|p| !busy_tops.contains(p)) {
+        if pages.iter().any(|p| busy_pages.contains(p)) {
+            continue;
+        }
+        for page in pages {
             words.extend((0..512u64).filter_map(|i| page.checked_add(8 * i)).filter(|&a| live(m.mem, a)));
         }
     }

@@ -103,6 +103,9 @@ impl MmioDevice for Box<dyn IommuModel> {
     fn mmio_write(&mut self, mem: &mut PhysMemory, off: usize, size: u8, val: u64) {
         (**self).mmio_write(mem, off, size, val)
     }
+    fn settled(&self) -> bool {
+        (**self).settled()
+    }
 }
 
 impl Iommu for Box<dyn IommuModel> {

@@ -17,6 +17,12 @@ pub trait MmioDevice {
     fn mmio_read(&mut self, mem: &mut PhysMemory, off: usize, size: u8) -> u64;
     /// A `size`-byte (4 or 8) write of `val` at `off`.
     fn mmio_write(&mut self, mem: &mut PhysMemory, off: usize, size: u8, val: u64);
+    /// The device does all its work inside `mmio_write` (a queued command when its doorbell is written, a
+    /// status change when its command register is) and its reads have no effect: after one poll, more polls
+    /// read the same (see [`iommu_platform::Mmio::settled`]). `false` unless a device says so.
+    fn settled(&self) -> bool {
+        false
+    }
 }
 
 /// One kernel's view of one IOMMU unit: its registers, physical memory and the kernel's page allocator.
@@ -49,10 +55,8 @@ impl<D: MmioDevice> Mmio for EmuPlatform<'_, D> {
     fn write64(&mut self, off: usize, val: u64) {
         self.dev.mmio_write(self.mem, off, 8, val)
     }
-    /// The models run a queued command when its doorbell (tail or producer register) is written, and a
-    /// status change when its command register is: after one poll, more polls read the same.
     fn settled(&self) -> bool {
-        true
+        self.dev.settled()
     }
 }
 

@@ -59,7 +59,8 @@ pub struct CellResult {
     pub crashkernel_hit_runs: u64,
     /// The five most frequent failure classes, with their counts.
     pub failures: BTreeMap<String, u64>,
-    /// Per injected fault (`none` for runs without one): runs and captures.
+    /// Per injected fault (`none` for runs without one; `NAME (not applicable)` for runs where the fault found
+    /// nothing to act on, e.g. a register fault on an SNP host): runs and captures.
     pub by_fault: BTreeMap<String, FaultTally>,
 }
 
@@ -189,7 +190,12 @@ fn tally(cell: usize, o: &Outcome) -> Tally {
         corrupt: o.changed_pages.other > 0,
         crashkernel_hit: o.crashkernel_pages_written > 0,
         failure: o.failure.as_ref().map(|f| f.typed().map_or_else(|| f.to_string(), failure_class)),
-        fault: if o.inject.is_empty() { "none".into() } else { o.inject.join(",") },
+        // A fault that did not apply to the run's platform injected nothing: counted apart, not as the fault.
+        fault: match (o.inject.is_empty(), o.inject_applied) {
+            (true, _) => "none".into(),
+            (false, true) => o.inject.join(","),
+            (false, false) => format!("{} (not applicable)", o.inject.join(",")),
+        },
     }
 }
 

@@ -160,7 +160,9 @@ impl Amdvi {
             v.frames_allocated += n;
             let ctrl = Control::from_bits(hw.read64(off::CONTROL));
             hw.write64(off::CONTROL, ctrl.with_cmd_buf_en(false).with_event_log_en(false).into_bits());
-            for (reg, what, ring) in [(off::CMD_BUF_BASE, "command buffer", cmd), (off::EVENT_LOG_BASE, "event log", evt)] {
+            for (reg, what, ring) in
+                [(off::CMD_BUF_BASE, "command buffer", cmd), (off::EVENT_LOG_BASE, "event log", evt)]
+            {
                 let want = RingBase::from_ring(env.sme_set(ring), RING_LEN).into_bits();
                 hw.write64(reg, want);
                 // A locked register keeps the old ring; commands in the new one would never run.
@@ -305,6 +307,9 @@ impl Amdvi {
             Some(DeviceState::Adopted { domain, .. }) => (domain, widest),
             // Blocked at boot: its IOVAs are unknown, so the chain is as deep as the unit's.
             Some(DeviceState::Refused { domain }) => (domain, widest),
+            // Found with no DTE adopted or refused (Linux's blocking default, or corrupted into it): it may
+            // still send DMA, which would be refused: contained like a refused device.
+            None => (0, widest),
             _ => return Ok(()),
         };
         let levels = levels.clamp(LEVELS, 6);

@@ -303,6 +303,9 @@ impl Smmuv3 {
             Some(MasterState::Adopted { asid, .. }) => asid,
             // Its STE was rewritten to abort at insertion: contained, its DMA lands in scratch instead.
             Some(MasterState::Refused) => None,
+            // Found with no STE adopted or refused (invalid, abort, or corrupted into either): it may still
+            // send DMA, which would abort: contained like a refused master.
+            None => None,
             _ => return Ok(()),
         };
         let (cd, _asid) = match self.scratch {

@@ -290,7 +290,10 @@ impl Vtd {
             }
             Some(DeviceState::Adopted { did, kind }) => (did, kind.first_level_pasid(), widest),
             Some(DeviceState::Refused { did }) => (did, None, widest),
-            None if self.refused_buses.contains(&((sid >> 8) as u8)) => (0, None, widest),
+            // Found on the bus with no entry adopted or refused: not present in the crashed kernel's tables (or
+            // its present bit lost to corruption), on a refused bus or not. It may still send DMA, which would
+            // fault: contained like a refused device.
+            None => (0, None, widest),
             _ => return Ok(()),
         };
         let mut s = match self.scratch {

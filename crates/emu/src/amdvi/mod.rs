@@ -356,6 +356,10 @@ impl AmdviModel {
 pub const MMIO_SIZE: usize = off::CNTR_CONF;
 
 impl MmioDevice for AmdviModel {
+    /// Commands run when their doorbell is written and register reads change nothing.
+    fn settled(&self) -> bool {
+        true
+    }
     fn mmio_read(&mut self, _mem: &mut PhysMemory, off: usize, size: u8) -> u64 {
         let Some((reg, shift, mask)) = self.decode_access(off, size) else {
             return 0;

@@ -176,6 +176,11 @@ impl Nic {
         }
     }
 
+    /// Packets from the wire from now on arrive at `rate` (a link coming up or going down).
+    pub fn set_rate(&mut self, rate: Rate) {
+        self.cfg.rate = rate;
+    }
+
     /// Program the ring (RDBA, RDLEN in descriptors, RDH = RDT = 0) and enable receive (RCTL.EN). The
     /// ring starts empty: the driver posts buffers by moving the tail. `count` is clamped to
     /// `MAX_RING`; zero disables receive.

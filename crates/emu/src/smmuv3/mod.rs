@@ -371,6 +371,10 @@ impl Smmuv3Model {
 }
 
 impl MmioDevice for Smmuv3Model {
+    /// Commands run when their doorbell is written and register reads change nothing.
+    fn settled(&self) -> bool {
+        true
+    }
     fn mmio_read(&mut self, _mem: &mut PhysMemory, off: usize, size: u8) -> u64 {
         let Some((base, upper)) = regs::decode_access(off, size) else {
             self.counters.bad_mmio += 1;

@@ -403,6 +403,10 @@ fn touches(off: usize, size: usize, reg: usize, len: usize) -> bool {
 }
 
 impl MmioDevice for VtdModel {
+    /// Commands run when their doorbell is written and register reads change nothing.
+    fn settled(&self) -> bool {
+        true
+    }
     fn mmio_read(&mut self, _mem: &mut PhysMemory, off: usize, size: u8) -> u64 {
         let size = size as usize;
         if !(size == 4 || size == 8) || !off.is_multiple_of(size) || !self.regs.in_range(off, size) {
