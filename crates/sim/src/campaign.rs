@@ -96,7 +96,9 @@ pub fn wilson95(k: u64, n: u64) -> [f64; 2] {
     let denom = 1.0 + z * z / n;
     let centre = (p + z * z / (2.0 * n)) / denom;
     let half = z * (p * (1.0 - p) / n + z * z / (4.0 * n * n)).sqrt() / denom;
-    [(centre - half).max(0.0), (centre + half).min(1.0)]
+    // The interval holds the observed rate: rounding alone must not lift the bound of 0 of n above 0 (or drop
+    // that of n of n below 1).
+    [(centre - half).clamp(0.0, p), (centre + half).clamp(p, 1.0)]
 }
 
 /// SplitMix64's finaliser: the seed of scenario `index` of a campaign seeded `seed`.
@@ -356,6 +358,14 @@ mod tests {
         assert!(lo.abs() < 1e-12 && (hi - 0.0713).abs() < 1e-3, "{lo} {hi}");
         let [lo, hi] = wilson95(50, 50);
         assert!((hi - 1.0).abs() < 1e-12 && (lo - 0.9287).abs() < 1e-3, "{lo} {hi}");
+        // The interval always holds the observed rate, rounding or not (0 of 6 gave a bound of 2.8e-17).
+        for n in 1..200u64 {
+            for k in [0, n] {
+                let [lo, hi] = wilson95(k, n);
+                let p = k as f64 / n as f64;
+                assert!(lo <= p && p <= hi, "{k}/{n}: [{lo}, {hi}]");
+            }
+        }
     }
 
     #[test]
