@@ -117,3 +117,20 @@ fn a_fault_that_does_not_apply_to_an_iommu_is_named_with_its_reason() {
     let o = one(Knobs { iommu: IommuKind::Amdvi, ..Knobs::default() }, Policy::Adopt, "no-iasup", 1);
     assert!(o.inject_applied && o.inject_reason.is_none());
 }
+
+/// A reset does not inherit the crashed kernel's command-queue error: SMMUv3 `reset-abort` and the fallback of a
+/// non-coherent walker boot past a pending CMDQ_ERR (before, the first CMD_SYNC on the new queue read as failed).
+#[test]
+fn a_reset_boots_past_a_pending_command_queue_error() {
+    let smmu = Knobs { iommu: IommuKind::Smmuv3, ..Knobs::default() };
+    for (knobs, policy) in [
+        (smmu, Policy::ResetAbort),
+        (smmu, Policy::ResetBypass),
+        (Knobs { coherent_walker: false, ..smmu }, Policy::AdoptScratch),
+    ] {
+        let o = one(knobs, policy, "cmdq-error-pending", 1);
+        assert!(o.inject_applied, "{o:?}");
+        let init_failed = matches!(o.failure.as_ref().and_then(|f| f.typed()), Some(iommu_sim::Failure::CrashInit(_)));
+        assert!(!init_failed, "{policy}: {o:?}");
+    }
+}

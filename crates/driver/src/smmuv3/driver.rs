@@ -185,6 +185,11 @@ impl Smmuv3 {
         let mut v = Self::blank(hw);
         write_gbpa(hw, true)?;
         write_cr0(hw, Cr0::new())?;
+        // Errors the crashed kernel left active (a CMDQ_ERR at its queue's head) outlive the reset: acknowledged
+        // now, with every queue off (acknowledging CMDQ_ERR restarts the queue, SMMUv3 7.1), or the first
+        // CMD_SYNC on the new queue reads as failed.
+        let ge = hw.read32(off::GERROR);
+        hw.write32(off::GERRORN, ge);
         let mut n = 0;
         let (base, cfg) = if v.two_level {
             v.log2size = v.log2size.max(SPLIT);
