@@ -84,6 +84,33 @@ impl FrameRegion {
         None
     }
 
+    /// The lowest run of `n` free, contiguous frames (allocated), by its first frame's address; `None` when
+    /// no run that long is free or `n` is 0. The search is bounded by the region's size.
+    pub fn alloc_run(&mut self, n: usize) -> Option<u64> {
+        if n == 0 {
+            return None;
+        }
+        let frames = self.capacity();
+        let (mut start, mut len) = (self.hint * 64, 0);
+        let mut i = start;
+        while i < frames {
+            if self.bitmap[i / 64] & (1 << (i % 64)) != 0 {
+                (start, len) = (i + 1, 0);
+            } else {
+                len += 1;
+                if len == n {
+                    for f in start..start + n {
+                        self.bitmap[f / 64] |= 1 << (f % 64);
+                    }
+                    self.allocated += n;
+                    return Some(self.range.start + start as u64 * PAGE);
+                }
+            }
+            i += 1;
+        }
+        None
+    }
+
     /// Return the frame at `pa`. Returns false (and counts a bad free) if `pa` is not an allocated,
     /// page-aligned frame of this region.
     pub fn free(&mut self, pa: u64) -> bool {
@@ -144,5 +171,19 @@ mod tests {
         let mut e = FrameRegion::new(0x1001..0x1fff);
         assert_eq!(e.capacity(), 0);
         assert_eq!(e.alloc(), None);
+    }
+
+    #[test]
+    fn a_run_is_the_lowest_free_stretch_long_enough() {
+        let mut r = FrameRegion::new(0..(100 * 4096));
+        let a: Vec<u64> = (0..5).map(|_| r.alloc().unwrap()).collect();
+        assert!(r.free(a[1]) && r.free(a[2]));
+        assert_eq!(r.alloc_run(3), Some(5 * 4096), "the two-frame hole is too short");
+        assert_eq!(r.alloc_run(2), Some(4096), "the hole fits two");
+        assert_eq!(r.allocated(), 8);
+        assert_eq!(r.alloc(), Some(8 * 4096));
+        assert_eq!(r.alloc_run(91), Some(9 * 4096), "a run may end at the region's last frame");
+        assert_eq!(r.alloc_run(1), None);
+        assert_eq!(r.alloc_run(0), None);
     }
 }

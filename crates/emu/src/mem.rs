@@ -106,6 +106,35 @@ impl PhysMemory {
         self.pages.get(&pfn).map(|p| &**p)
     }
 
+    /// The page with frame number `pfn` as shared, or `None` if it was never written: a holder keeps the
+    /// bytes of this instant (a later write to memory copies the page first).
+    pub fn page_shared(&self, pfn: u64) -> Option<&Arc<Page>> {
+        self.pages.get(&pfn)
+    }
+
+    /// Whether page `pfn` holds the same bytes here and in `other` (a page never written is zeros). A page
+    /// still shared since a snapshot compares by pointer alone.
+    pub fn same_page(&self, other: &PhysMemory, pfn: u64) -> bool {
+        match (self.pages.get(&pfn), other.pages.get(&pfn)) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a[..] == b[..],
+            (Some(p), None) | (None, Some(p)) => p.iter().all(|&b| b == 0),
+            (None, None) => true,
+        }
+    }
+
+    /// Make the page holding `pa` hold `page`'s bytes, as a whole-page write of them would, by sharing it:
+    /// no copy until either holder writes it.
+    pub fn write_page_shared(&mut self, pa: u64, page: &Arc<Page>) -> Result<(), MemError> {
+        let base = pa & !PAGE_MASK;
+        self.check_ram(base, PAGE_SIZE)?;
+        if self.pages.insert(base >> PAGE_SHIFT, Arc::clone(page)).is_none() {
+            self.stats.pages_materialised += 1;
+        }
+        self.stats.writes += 1;
+        self.stats.bytes_written += PAGE_SIZE as u64;
+        Ok(())
+    }
+
     /// Every materialised page, in ascending frame-number order (deterministic).
     pub fn pages(&self) -> impl Iterator<Item = (u64, &Page)> + '_ {
         let mut pfns: Vec<u64> = self.pages.keys().copied().collect();
@@ -141,12 +170,8 @@ impl PhysMemory {
     /// snapshot compare by pointer alone.
     pub fn changed_pages(&self, other: &PhysMemory) -> Vec<u64> {
         let mut out = Vec::new();
-        for (pfn, page) in &self.pages {
-            let same = match other.pages.get(pfn) {
-                Some(o) => Arc::ptr_eq(page, o) || page[..] == o[..],
-                None => page.iter().all(|&b| b == 0),
-            };
-            if !same {
+        for pfn in self.pages.keys() {
+            if !self.same_page(other, *pfn) {
                 out.push(*pfn);
             }
         }
@@ -317,5 +342,20 @@ mod tests {
         assert_eq!(m.page_hash(3), m.page_hash(0x50), "zeros hash alike");
         let pfns: Vec<u64> = m.pages().map(|(p, _)| p).collect();
         assert_eq!(pfns, vec![2, 3]);
+    }
+
+    #[test]
+    fn a_shared_page_write_reads_back_and_copies_on_the_next_write() {
+        let mut m = mem();
+        m.write_u64(0x1008, 0xabcd).unwrap();
+        let page = Arc::clone(m.page_shared(1).unwrap());
+        m.write_page_shared(0x2000, &page).unwrap();
+        assert_eq!(m.read_u64(0x2008).unwrap(), 0xabcd);
+        assert!(m.same_page(&m.snapshot(), 2));
+        m.write_u64(0x2008, 1).unwrap();
+        assert_eq!(m.read_u64(0x1008).unwrap(), 0xabcd, "the source page is untouched");
+        assert_eq!(m.stats().cow_copies, 1);
+        assert_eq!(m.write_page_shared(0xa0_0000, &page).unwrap_err().kind, MemErrorKind::NotRam, "a hole");
+        assert_eq!(m.read_u64(0x1008).unwrap(), 0xabcd);
     }
 }

@@ -3,11 +3,13 @@
 //! panic nobody services them; the crash kernel resets the disk and writes the dump through it.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use iommu_driver::{Attachment, DeviceId, DomainId, Perm, PhysMem};
 use iommu_emu::devices::nic::{RxDesc, RX_DESC_SIZE};
 use iommu_emu::devices::nvme::{CqEntry, SqEntry, CQE_SIZE, SQE_SIZE};
 use iommu_emu::devices::{BulkDesc, DmaDevice, Msi};
+use iommu_emu::mem::Page;
 
 use crate::machine::{Kernel, Machine, BULK_RID, DISK_RID, NIC_RID};
 use crate::unit::Driver;
@@ -257,7 +259,8 @@ pub struct DiskDriver {
     sq_tail: u32,
     cq_head: u32,
     phase: bool,
-    inflight: BTreeMap<u16, Mapped>,
+    /// Command ID → its buffer and length in pages.
+    inflight: BTreeMap<u16, (Mapped, u64)>,
     next_cid: u16,
     /// Completions with an error status.
     pub errors: u64,
@@ -273,12 +276,14 @@ pub enum Io<'a> {
         /// Block number, in 4 KiB blocks.
         lba: u64,
     },
-    /// Write `data` to block `lba` (the device reads memory).
+    /// Write `pages` to the blocks from `lba` on (the device reads memory), in one command: at most the
+    /// disk's MDTS ([`crate::machine::DISK_MDTS_BLOCKS`]).
     Write {
-        /// Block number, in 4 KiB blocks (the dump uses the page frame number).
+        /// First block number, in 4 KiB blocks (the dump uses the page frame number).
         lba: u64,
-        /// The block's contents, copied into a freshly mapped buffer before submission.
-        data: &'a [u8; 4096],
+        /// Each block's contents (`None`: zeros), placed in one freshly mapped contiguous buffer before
+        /// submission, as the copy out of `/proc/vmcore` does: by sharing the page, not copying it.
+        pages: &'a [Option<Arc<Page>>],
     },
 }
 
@@ -329,18 +334,34 @@ impl DiskDriver {
         if self.inflight.len() as u32 >= DISK_QUEUE - 1 {
             return Ok(false);
         }
-        let buf = os.map_new_page(self.dom)?;
+        let blocks = match io {
+            Io::Read { .. } => 1,
+            Io::Write { pages, .. } => pages.len().max(1),
+        };
+        let pa = os.m.buffer_pages(os.k, blocks).ok_or(KernelError::NoPages)?;
+        for i in 0..blocks as u64 {
+            os.device_pages.insert(pa + i * 4096);
+            if os.k == Kernel::Crash {
+                os.crash_own.insert(pa + i * 4096);
+            }
+        }
+        let iova = os.drv.map(&mut os.m.platform(os.k), self.dom, pa, blocks as u64 * 4096, Perm::RW)?;
+        let buf = Mapped { pa, iova };
         let cid = self.next_cid;
         self.next_cid = self.next_cid.wrapping_add(1);
         let sqe = match io {
             Io::Read { lba } => SqEntry::read(cid, buf.iova, lba, 1),
-            Io::Write { lba, data } => {
-                os.m.mem.write(buf.pa, data)?;
-                SqEntry::write(cid, buf.iova, lba, 1)
+            Io::Write { lba, pages } => {
+                for (i, page) in pages.iter().enumerate() {
+                    if let Some(page) = page {
+                        os.m.mem.write_page_shared(buf.pa + i as u64 * 4096, page)?;
+                    }
+                }
+                SqEntry::write(cid, buf.iova, lba, blocks as u32)
             }
         };
         os.m.mem.write(self.sq.pa + self.sq_tail as u64 * SQE_SIZE, &sqe.to_bytes())?;
-        self.inflight.insert(cid, buf);
+        self.inflight.insert(cid, (buf, blocks as u64));
         self.sq_tail = (self.sq_tail + 1) % DISK_QUEUE;
         let tail = self.sq_tail;
         if let Some(blk) = os.m.device(DISK_RID).and_then(|x| x.as_blk_mut()) {
@@ -376,8 +397,8 @@ impl DiskDriver {
             if !cqe.is_success() {
                 self.errors += 1;
             }
-            if let Some(buf) = self.inflight.remove(&cqe.cid) {
-                os.unmap(self.dom, buf)?;
+            if let Some((buf, pages)) = self.inflight.remove(&cqe.cid) {
+                os.drv.unmap(&mut os.m.platform(os.k), self.dom, buf.iova, pages * 4096)?;
             }
             self.cq_head = (self.cq_head + 1) % DISK_QUEUE;
             if self.cq_head == 0 {

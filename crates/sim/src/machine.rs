@@ -20,6 +20,10 @@ pub const MIB: u64 = 1 << 20;
 pub const NIC_RID: u16 = 0x0010;
 /// Requester ID of the disk the dump is written to: 00:03.0, where q35 places an nvme.
 pub const DISK_RID: u16 = 0x0018;
+/// The disk's maximum data transfer size, in 4 KiB blocks (128 KiB): the crash kernel writes the dump in
+/// commands this large where the pages are contiguous (the block layer merges a contiguous read of
+/// `/proc/vmcore` into requests up to the controller's MDTS, Linux `nvme_set_queue_limits`).
+pub const DISK_MDTS_BLOCKS: u32 = 32;
 /// Requester ID of the bulk copy engine: 00:04.0.
 pub const BULK_RID: u16 = 0x0020;
 /// Requester ID of a second NIC port whose link is down: 00:05.0. The primary kernel probes it (a DMA
@@ -175,7 +179,7 @@ impl Machine {
             AnyDevice::from(Blk::new(
                 "disk",
                 DISK_RID as u32,
-                BlkConfig { cmds_per_tick: 16, capacity_blocks: 1 << 21, mdts_blocks: 1 },
+                BlkConfig { cmds_per_tick: 16, capacity_blocks: 1 << 21, mdts_blocks: DISK_MDTS_BLOCKS },
             )),
             AnyDevice::from(Bulk::new("bulk", BULK_RID as u32, BulkConfig { descs_per_tick: 1, max_len: 4096 })),
             AnyDevice::from(Nic::new(
@@ -215,6 +219,18 @@ impl Machine {
             Kernel::Crash => self.crash_frames.alloc()?,
         };
         self.mem.zero_page(pa).ok()?;
+        Some(pa)
+    }
+
+    /// `n` physically contiguous pages for one I/O buffer, by the first one's address, zeroed.
+    pub fn buffer_pages(&mut self, k: Kernel, n: usize) -> Option<u64> {
+        let pa = match k {
+            Kernel::Primary => self.buffers.alloc_run(n)?,
+            Kernel::Crash => self.crash_frames.alloc_run(n)?,
+        };
+        for i in 0..n as u64 {
+            self.mem.zero_page(pa + i * 4096).ok()?;
+        }
         Some(pa)
     }
 

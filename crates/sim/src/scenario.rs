@@ -3,9 +3,11 @@
 //! changed is measured.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use iommu_driver::Policy;
 use iommu_emu::devices::{DmaDevice, DmaEvent};
+use iommu_emu::mem::Page;
 use iommu_emu::{Interrupt, PhysMemory};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -15,7 +17,7 @@ use crate::kernel::{
     start_bulk, DiskDriver, Io, IrqWiring, KernelError, NicDriver, Os, IDLE_NIC_RING, IDLE_NIC_VECTOR,
 };
 use crate::ledger::Ledger;
-use crate::machine::{Kernel, Machine, MachineConfig, DISK_RID, IDLE_NIC_RID, NIC_RID};
+use crate::machine::{Kernel, Machine, MachineConfig, DISK_MDTS_BLOCKS, DISK_RID, IDLE_NIC_RID, NIC_RID};
 use crate::outcome::{Failure, IrqCounts, Outcome, Reason};
 use crate::unit::{Driver, IommuKind};
 use iommu_driver::{BootOptions, DeviceId};
@@ -130,8 +132,9 @@ impl Run {
         self.m.run_devices(self.tick, &mut self.log);
         let on = self.m.unit.translation_enabled();
         let region = self.m.cfg.crash_region.clone();
-        let names: BTreeMap<u32, String> = self.m.devices.iter().map(|d| (d.rid(), d.name().to_string())).collect();
-        self.ledger.account(&self.log, on, &region, |rid| names.get(&rid).cloned().unwrap_or_default());
+        let devices = &self.m.devices;
+        let name = |rid| devices.iter().find(|d| d.rid() == rid).map(|d| d.name().to_string()).unwrap_or_default();
+        self.ledger.account(&self.log, on, &region, name);
         for ev in self.m.take_irqs() {
             let hit = match ev.result {
                 Interrupt::Delivered { dest, vector, .. } => self.irq.expect.get(&ev.rid) == Some(&(dest, vector)),
@@ -485,7 +488,7 @@ fn after_init(p: Panicked, s: &Scenario) -> RunDetail {
     let mut dumped_at: BTreeMap<u64, u64> = BTreeMap::new();
     let mut changed_when_dumped = BTreeSet::new();
     let deadline = r.tick + 64 + 4 * queue.len() as u64;
-    let mut page = [0u8; 4096];
+    let mut run: Vec<Option<Arc<Page>>> = Vec::with_capacity(DISK_MDTS_BLOCKS as usize);
     while (!queue.is_empty() || disk.inflight() > 0) && r.ledger.fatal.is_none() {
         if r.tick > deadline {
             out.failure = Some(Failure::DumpStalled { pages_left: queue.len(), in_flight: disk.inflight() }.into());
@@ -495,17 +498,21 @@ fn after_init(p: Panicked, s: &Scenario) -> RunDetail {
         let mut os = r.os(&mut kd, Kernel::Crash);
         let mut err = disk.reap(&mut os).err();
         while err.is_none() && disk.inflight() < DUMP_WINDOW {
-            let Some(&pfn) = queue.last() else { break };
-            if iommu_driver::PhysMem::read(&os.m.mem, pfn << 12, &mut page).is_err() {
-                page.fill(0);
-            }
-            if at_crash.page(pfn).map_or(page.iter().any(|&b| b != 0), |then| then[..] != page[..]) {
-                changed_when_dumped.insert(pfn << 12);
-            }
-            match disk.submit(&mut os, Io::Write { lba: pfn, data: &page }) {
+            // The next run of contiguous frames, up to the disk's MDTS: one write command.
+            let Some(&first) = queue.last() else { break };
+            let n =
+                queue.iter().rev().zip(first..).take(DISK_MDTS_BLOCKS as usize).take_while(|(&p, q)| p == *q).count();
+            run.clear();
+            run.extend((first..first + n as u64).map(|pfn| os.m.mem.page_shared(pfn).cloned()));
+            match disk.submit(&mut os, Io::Write { lba: first, pages: &run }) {
                 Ok(true) => {
-                    queue.pop();
-                    dumped_at.insert(pfn << 12, t);
+                    for pfn in first..first + n as u64 {
+                        queue.pop();
+                        if !os.m.mem.same_page(&at_crash, pfn) {
+                            changed_when_dumped.insert(pfn << 12);
+                        }
+                        dumped_at.insert(pfn << 12, t);
+                    }
                 }
                 Ok(false) => break,
                 Err(e) => err = Some(e),
