@@ -249,7 +249,7 @@ impl PhysMemory {
 }
 
 /// A shared page holding `src` (exactly one page), built with a single copy.
-fn page_from(src: &[u8]) -> Arc<Page> {
+pub(crate) fn page_from(src: &[u8]) -> Arc<Page> {
     let shared: Arc<[u8]> = Arc::from(src);
     match shared.try_into() {
         Ok(page) => page,

@@ -241,3 +241,27 @@ fn the_media_survives_flr_and_work_is_paced_by_the_clock() {
     assert_eq!(read_vec(&h.mem, 0x40_0000, 6 * BLOCK), pattern(6 * BLOCK, 9));
     assert_eq!((h.cqe(0).cid, h.cqe(0).phase), (9, true), "phase restarts at 1");
 }
+
+#[test]
+fn a_written_block_keeps_the_bytes_of_its_dma_whether_aligned_or_not() {
+    let mut h = Host::identity(8);
+    let mut io = Identity::default();
+    let data = pattern(3 * BLOCK, 0x33);
+    h.mem.write(0x10_0000, &data).unwrap();
+    // Page-aligned (the media shares the pages), a never-written page (zeros), and an unaligned buffer.
+    h.submit(&[
+        SqEntry::write(1, 0x10_0000, 10, 2),
+        SqEntry::write(2, 0x40_0000, 12, 1),
+        SqEntry::write(3, 0x10_0800, 13, 1),
+    ]);
+    h.tick(&mut io);
+    assert!((0..3).all(|i| h.cqe(i).is_success()));
+    // Memory changes after the commands ran: the media does not.
+    h.mem.write(0x10_0000, &[0xee; 2 * BLOCK]).unwrap();
+    h.mem.write(0x40_0000, &[0xee; 8]).unwrap();
+    assert_eq!(&h.blk.block(10).unwrap()[..], &data[..BLOCK]);
+    assert_eq!(&h.blk.block(11).unwrap()[..], &data[BLOCK..2 * BLOCK]);
+    assert_eq!(&h.blk.block(12).unwrap()[..], &[0u8; BLOCK][..], "a block written from zeros reads zeros");
+    assert_eq!(&h.blk.block(13).unwrap()[..], &data[0x800..0x800 + BLOCK]);
+    assert_eq!(h.blk.blocks().map(|(lba, _)| lba).collect::<Vec<_>>(), [10, 11, 12, 13]);
+}

@@ -597,9 +597,12 @@ fn finish(mut r: Run, mut out: Outcome, at_crash: &PhysMemory, dumped_at: &BTree
     let mut dump_differs = BTreeSet::new();
     if let Some(blk) = r.m.device(DISK_RID).and_then(|d| d.as_blk_mut()) {
         for &page in dumped_at.keys() {
-            let stored = blk.block(page >> 12).unwrap_or(&ZERO_PAGE);
-            let then = at_crash.page(page >> 12).map(|p| &p[..]).unwrap_or(&ZERO_PAGE[..]);
-            if stored[..] != then[..] {
+            let same = match (blk.block_shared(page >> 12), at_crash.page_shared(page >> 12)) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a[..] == b[..],
+                (Some(p), None) | (None, Some(p)) => p[..] == ZERO_PAGE[..],
+                (None, None) => true,
+            };
+            if !same {
                 dump_differs.insert(page);
             }
         }

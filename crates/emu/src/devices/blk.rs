@@ -10,9 +10,10 @@
 //! host rings the completion-queue head doorbell.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use crate::dma::Iommu;
-use crate::mem::PhysMemory;
+use crate::mem::{page_from, Page, PhysMemory};
 
 use super::nvme::{status, CqEntry, SqEntry, BLOCK, CQE_SIZE, MAX_QUEUE, NSID, OPC_FLUSH, OPC_READ, OPC_WRITE};
 use super::nvme::{SQE_SIZE, SQID, STATUS_DNR};
@@ -85,10 +86,15 @@ pub struct Blk {
     /// The phase tag of the next completion.
     phase: bool,
     clock: Clock,
-    /// The media: LBA → block; unwritten blocks read as zeros. Survives FLR.
-    store: BTreeMap<u64, Box<[u8; BLOCK]>>,
+    /// The media: LBA → block; unwritten blocks read as zeros. Survives FLR. A block written from a whole
+    /// page of memory shares that page (copy-on-write), as the written bytes of that instant.
+    store: BTreeMap<u64, Arc<Page>>,
     stats: BlkStats,
     buf: Vec<u8>,
+    /// The pages of the write being executed.
+    pages: Vec<Option<Arc<Page>>>,
+    /// A block of zeros, shared by every block written with zeros.
+    zero: Arc<Page>,
     /// MSI capability: one message per tick in which completions were posted.
     msi: Option<super::Msi>,
     irqs: Vec<super::IrqEvent>,
@@ -116,6 +122,8 @@ impl Blk {
             store: BTreeMap::new(),
             stats: BlkStats::default(),
             buf: Vec::new(),
+            pages: Vec::new(),
+            zero: Arc::new([0; BLOCK]),
             msi: None,
             irqs: Vec::new(),
         }
@@ -171,6 +179,12 @@ impl Blk {
         self.store.get(&lba).map(|b| &**b)
     }
 
+    /// Block `lba` of the media as shared, or `None` if never written: a block written from a page still
+    /// unchanged in memory is that very page.
+    pub fn block_shared(&self, lba: u64) -> Option<&Arc<Page>> {
+        self.store.get(&lba)
+    }
+
     /// Every written block, by ascending LBA.
     pub fn blocks(&self) -> impl Iterator<Item = (u64, &[u8; BLOCK])> + '_ {
         self.store.iter().map(|(lba, b)| (*lba, &**b))
@@ -179,7 +193,7 @@ impl Blk {
     /// Put data on the media directly (a disk that arrives with contents); ignored beyond capacity.
     pub fn preload(&mut self, lba: u64, data: &[u8; BLOCK]) {
         if lba < self.cfg.capacity_blocks {
-            self.store.insert(lba, Box::new(*data));
+            self.store.insert(lba, Arc::new(*data));
         }
     }
 
@@ -211,6 +225,18 @@ impl Blk {
         if cmd.slba.checked_add(blocks as u64).is_none_or(|end| end > self.cfg.capacity_blocks) {
             return STATUS_DNR | status::LBA_OUT_OF_RANGE as u16;
         }
+        if cmd.opcode == OPC_WRITE && cmd.prp1.is_multiple_of(BLOCK as u64) {
+            // Whole pages: the media keeps the pages read, shared, not copied.
+            if !port.read_pages(cmd.prp1, blocks as usize, &mut self.pages, "data-out").is_done() {
+                self.stats.dma_errors += 1;
+                return status::DATA_TRANSFER_ERROR as u16;
+            }
+            for (lba, page) in (cmd.slba..).zip(self.pages.drain(..)) {
+                self.store.insert(lba, page.unwrap_or_else(|| Arc::clone(&self.zero)));
+            }
+            self.stats.blocks_written += blocks as u64;
+            return status::SUCCESS as u16;
+        }
         // Every byte is written before it is used (by the DMA read, or block by block below): no clearing.
         self.buf.resize(blocks as usize * BLOCK, 0);
         self.buf.truncate(blocks as usize * BLOCK);
@@ -220,17 +246,7 @@ impl Blk {
                 return status::DATA_TRANSFER_ERROR as u16;
             }
             for (lba, data) in (cmd.slba..).zip(self.buf.chunks_exact(BLOCK)) {
-                match self.store.get_mut(&lba) {
-                    Some(block) => block.copy_from_slice(data),
-                    None => {
-                        // One copy, no zeroing first (`data` is one block).
-                        let block: Box<[u8; BLOCK]> = match Box::<[u8]>::from(data).try_into() {
-                            Ok(b) => b,
-                            Err(_) => Box::new([0; BLOCK]),
-                        };
-                        self.store.insert(lba, block);
-                    }
-                }
+                self.store.insert(lba, page_from(data));
             }
             self.stats.blocks_written += blocks as u64;
         } else {

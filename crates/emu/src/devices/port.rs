@@ -2,7 +2,8 @@
 //! IOMMU and logs it) and its view of the virtual clock ([`Clock`], [`Rate`]).
 
 use crate::dma::{dma_read, dma_write, Access, DmaOutcome, Iommu, Translation};
-use crate::mem::PhysMemory;
+use crate::mem::{Page, PhysMemory, PAGE_SIZE};
+use std::sync::Arc;
 
 use super::DmaEvent;
 
@@ -39,6 +40,44 @@ impl Port<'_> {
         let outcome = dma_write(&mut rec, self.mem, self.rid, iova, data);
         let phys = rec.phys();
         self.push(iova, data.len(), Access::Write, outcome, phys, what);
+        outcome
+    }
+
+    /// A memory read request of whole pages at a page-aligned `iova`, as [`Port::read`] of `n` pages, that
+    /// hands back each page shared (`None`: never written, zeros) instead of copying it: what the device
+    /// reads is the memory of this instant either way (a later write copies the page first). `out` is
+    /// cleared first; on a failure it holds the pages read before it. Logged as one request.
+    pub fn read_pages(
+        &mut self,
+        iova: u64,
+        n: usize,
+        out: &mut Vec<Option<Arc<Page>>>,
+        what: &'static str,
+    ) -> DmaOutcome {
+        out.clear();
+        if n == 0 {
+            return DmaOutcome::Done;
+        }
+        let mut first = None;
+        let mut outcome = DmaOutcome::Done;
+        for i in 0..n {
+            let at = iova.wrapping_add(i as u64 * PAGE_SIZE as u64);
+            match self.iommu.translate(self.mem, self.rid, at, Access::Read) {
+                Translation::Ok { phys } => {
+                    first.get_or_insert(phys);
+                    if self.mem.check_ram(phys & !0xfff, PAGE_SIZE).is_err() {
+                        outcome = DmaOutcome::BadAddress { phys, done: i * PAGE_SIZE };
+                        break;
+                    }
+                    out.push(self.mem.page_shared(phys >> 12).cloned());
+                }
+                Translation::Fault(info) => {
+                    outcome = DmaOutcome::Fault { iova: at, done: i * PAGE_SIZE, info };
+                    break;
+                }
+            }
+        }
+        self.push(iova, n * PAGE_SIZE, Access::Read, outcome, first, what);
         outcome
     }
 
