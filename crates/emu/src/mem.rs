@@ -20,6 +20,9 @@ const PAGE_MASK: u64 = PAGE_SIZE as u64 - 1;
 /// One materialised page.
 pub type Page = [u8; PAGE_SIZE];
 
+/// What a page never written holds (compared as a slice: one vectorised comparison, not a byte loop).
+static ZERO_PAGE: Page = [0; PAGE_SIZE];
+
 /// Write statistics, for a simulator's accounting and for benchmarks.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MemStats {
@@ -117,7 +120,7 @@ impl PhysMemory {
     pub fn same_page(&self, other: &PhysMemory, pfn: u64) -> bool {
         match (self.pages.get(&pfn), other.pages.get(&pfn)) {
             (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a[..] == b[..],
-            (Some(p), None) | (None, Some(p)) => p.iter().all(|&b| b == 0),
+            (Some(p), None) | (None, Some(p)) => p[..] == ZERO_PAGE[..],
             (None, None) => true,
         }
     }
@@ -149,8 +152,7 @@ impl PhysMemory {
 
     /// A 64-bit FNV-1a hash of a page's contents; a never-written page hashes as a zero page.
     pub fn page_hash(&self, pfn: u64) -> u64 {
-        const ZERO: Page = [0; PAGE_SIZE];
-        let bytes = self.page(pfn).unwrap_or(&ZERO);
+        let bytes = self.page(pfn).unwrap_or(&ZERO_PAGE);
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
         for chunk in bytes.chunks_exact(8) {
             let mut w = [0u8; 8];
@@ -176,7 +178,7 @@ impl PhysMemory {
             }
         }
         for (pfn, page) in &other.pages {
-            if !self.pages.contains_key(pfn) && page.iter().any(|&b| b != 0) {
+            if !self.pages.contains_key(pfn) && page[..] != ZERO_PAGE[..] {
                 out.push(*pfn);
             }
         }

@@ -58,7 +58,8 @@ pub struct Os<'a> {
     /// Which kernel this is: where its pages come from, which CPUs its interrupts target.
     pub k: Kernel,
     /// Every page either kernel gave a device as a ring or buffer: changes there after the panic count as
-    /// [`ChangedPages::buffers`](crate::outcome::ChangedPages::buffers), not corruption.
+    /// [`ChangedPages::buffers`](crate::outcome::ChangedPages::buffers), not corruption. (The crash kernel's
+    /// dump buffers are left out: they lie in its own region, which is never old memory.)
     pub device_pages: &'a mut BTreeSet<u64>,
     /// The crash kernel's own pages handed to devices: DMA there is asked for, not a hit.
     pub crash_own: &'a mut BTreeSet<u64>,
@@ -340,10 +341,10 @@ impl DiskDriver {
         };
         let pa = os.m.buffer_pages(os.k, blocks).ok_or(KernelError::NoPages)?;
         for i in 0..blocks as u64 {
-            os.device_pages.insert(pa + i * 4096);
-            if os.k == Kernel::Crash {
-                os.crash_own.insert(pa + i * 4096);
-            }
+            match os.k {
+                Kernel::Crash => os.crash_own.insert(pa + i * 4096),
+                Kernel::Primary => os.device_pages.insert(pa + i * 4096),
+            };
         }
         let iova = os.drv.map(&mut os.m.platform(os.k), self.dom, pa, blocks as u64 * 4096, Perm::RW)?;
         let buf = Mapped { pa, iova };

@@ -20,7 +20,8 @@ pub struct Ledger {
     pub aborts_fatal: bool,
     /// The DMA counted so far, by what the IOMMU did.
     pub dma: DmaCounts,
-    /// Pages the crash kernel handed to devices itself (its disk queues and buffers, the scratch page).
+    /// Pages the crash kernel handed to devices itself (its disk queues and buffers; the scratch pages are
+    /// [`Ledger::scratch`]).
     pub crash_own: BTreeSet<u64>,
     /// The scratch pages of `adopt-scratch` containment: DMA landing there counts as redirected.
     pub scratch: Option<Range<u64>>,
@@ -66,7 +67,9 @@ impl Ledger {
                         continue;
                     }
                     if crash_region.contains(&phys) {
-                        if !self.crash_own.contains(&page) {
+                        let own =
+                            self.crash_own.contains(&page) || self.scratch.as_ref().is_some_and(|r| r.contains(&page));
+                        if !own {
                             self.crash_hits.insert(page);
                             if !self.after_init {
                                 self.crash_hits_before_init.insert(page);

@@ -436,9 +436,6 @@ fn after_init(p: Panicked, s: &Scenario) -> RunDetail {
             }
         }
         r.ledger.scratch = kd.scratch_region();
-        if let Some(region) = kd.scratch_region() {
-            r.ledger.crash_own.extend(region.step_by(4096));
-        }
         out.scratch_frames = kd.scratch_frames();
         r.log(format!("contained the devices the dump does not need: {} pages", out.scratch_frames));
     }
