@@ -62,7 +62,7 @@ pub struct Os<'a> {
     /// dump buffers are left out: they lie in its own region, which is never old memory.)
     pub device_pages: &'a mut BTreeSet<u64>,
     /// The crash kernel's own pages handed to devices: DMA there is asked for, not a hit.
-    pub crash_own: &'a mut BTreeSet<u64>,
+    pub crash_own: &'a mut crate::ledger::PageRanges,
     /// Where each device's interrupts should arrive, and which did.
     pub irq: &'a mut IrqWiring,
 }
@@ -91,7 +91,7 @@ impl Os<'_> {
         let pa = self.m.buffer_page(self.k).ok_or(KernelError::NoPages)?;
         self.device_pages.insert(pa);
         if self.k == Kernel::Crash {
-            self.crash_own.insert(pa);
+            self.crash_own.insert(pa, pa + 4096);
         }
         let iova = self.drv.map(&mut self.m.platform(self.k), dom, pa, 4096, Perm::RW)?;
         Ok(Mapped { pa, iova })
@@ -340,11 +340,9 @@ impl DiskDriver {
             Io::Write { pages, .. } => pages.len().max(1),
         };
         let pa = os.m.buffer_pages(os.k, blocks).ok_or(KernelError::NoPages)?;
-        for i in 0..blocks as u64 {
-            match os.k {
-                Kernel::Crash => os.crash_own.insert(pa + i * 4096),
-                Kernel::Primary => os.device_pages.insert(pa + i * 4096),
-            };
+        match os.k {
+            Kernel::Crash => os.crash_own.insert(pa, pa + blocks as u64 * 4096),
+            Kernel::Primary => os.device_pages.extend((0..blocks as u64).map(|i| pa + i * 4096)),
         }
         let iova = os.drv.map(&mut os.m.platform(os.k), self.dom, pa, blocks as u64 * 4096, Perm::RW)?;
         let buf = Mapped { pa, iova };

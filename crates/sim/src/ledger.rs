@@ -22,7 +22,7 @@ pub struct Ledger {
     pub dma: DmaCounts,
     /// Pages the crash kernel handed to devices itself (its disk queues and buffers; the scratch pages are
     /// [`Ledger::scratch`]).
-    pub crash_own: BTreeSet<u64>,
+    pub crash_own: PageRanges,
     /// The scratch pages of `adopt-scratch` containment: DMA landing there counts as redirected.
     pub scratch: Option<Range<u64>>,
     /// Crash-kernel pages written by DMA it did not ask for.
@@ -68,7 +68,7 @@ impl Ledger {
                     }
                     if crash_region.contains(&phys) {
                         let own =
-                            self.crash_own.contains(&page) || self.scratch.as_ref().is_some_and(|r| r.contains(&page));
+                            self.crash_own.contains(page) || self.scratch.as_ref().is_some_and(|r| r.contains(&page));
                         if !own {
                             self.crash_hits.insert(page);
                             if !self.after_init {
@@ -100,5 +100,57 @@ impl Ledger {
                 }
             }
         }
+    }
+}
+
+/// A set of pages kept as ranges: a buffer of many pages is one entry.
+#[derive(Clone, Debug, Default)]
+pub struct PageRanges {
+    /// First page address → end (exclusive) of each range; ranges neither overlap nor touch.
+    ranges: BTreeMap<u64, u64>,
+}
+
+impl PageRanges {
+    /// Add the pages of `start..end` (page-aligned addresses).
+    pub fn insert(&mut self, start: u64, end: u64) {
+        if start >= end {
+            return;
+        }
+        let (mut start, mut end) = (start, end);
+        // Merge with the range that ends at or after `start` and begins at or before `end`.
+        while let Some((&s, &e)) = self.ranges.range(..=end).next_back() {
+            if e < start {
+                break;
+            }
+            self.ranges.remove(&s);
+            (start, end) = (start.min(s), end.max(e));
+        }
+        self.ranges.insert(start, end);
+    }
+
+    /// Whether the page at `page` is in the set.
+    pub fn contains(&self, page: u64) -> bool {
+        self.ranges.range(..=page).next_back().is_some_and(|(_, &end)| page < end)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PageRanges;
+
+    #[test]
+    fn page_ranges_merge_touching_and_overlapping_buffers() {
+        let mut r = PageRanges::default();
+        r.insert(0x3000, 0x5000);
+        r.insert(0x1000, 0x2000);
+        r.insert(0x5000, 0x6000);
+        r.insert(0x2000, 0x3000);
+        r.insert(0x9000, 0x9000);
+        assert_eq!(r.ranges.len(), 1, "{:?}", r.ranges);
+        assert!(r.contains(0x1000) && r.contains(0x5000) && r.contains(0x5fff));
+        assert!(!r.contains(0x6000) && !r.contains(0x0) && !r.contains(0x9000));
+        r.insert(0x8000, 0xa000);
+        r.insert(0x0, 0x9000);
+        assert_eq!(r.ranges.iter().map(|(&s, &e)| (s, e)).collect::<Vec<_>>(), [(0x0, 0xa000)]);
     }
 }
