@@ -171,15 +171,22 @@ impl PhysMemory {
     /// side counts as zeros, so zeroing a page that was zero is no change. Pages still shared since a
     /// snapshot compare by pointer alone.
     pub fn changed_pages(&self, other: &PhysMemory) -> Vec<u64> {
+        self.changed_pages_outside(other, &(0..0))
+    }
+
+    /// [`PhysMemory::changed_pages`] of the frames outside the physical range `skip` (not compared at all:
+    /// a simulator leaves out the crash kernel's own region).
+    pub fn changed_pages_outside(&self, other: &PhysMemory, skip: &Range<u64>) -> Vec<u64> {
+        let skipped = |pfn: u64| pfn.checked_mul(PAGE_SIZE as u64).is_some_and(|pa| skip.contains(&pa));
         let mut out = Vec::new();
-        for pfn in self.pages.keys() {
-            if !self.same_page(other, *pfn) {
-                out.push(*pfn);
+        for &pfn in self.pages.keys() {
+            if !skipped(pfn) && !self.same_page(other, pfn) {
+                out.push(pfn);
             }
         }
-        for (pfn, page) in &other.pages {
-            if !self.pages.contains_key(pfn) && page[..] != ZERO_PAGE[..] {
-                out.push(*pfn);
+        for (&pfn, page) in other.pages.iter() {
+            if !skipped(pfn) && !self.pages.contains_key(&pfn) && page[..] != ZERO_PAGE[..] {
+                out.push(pfn);
             }
         }
         out.sort_unstable();
@@ -338,6 +345,7 @@ mod tests {
         m.zero_page(0x1000).unwrap(); // 1 -> 0: a change
         assert_eq!(m.stats().cow_copies, 1);
         assert_eq!(m.changed_pages(&snap), vec![1, 2]);
+        assert_eq!(m.changed_pages_outside(&snap, &(0x2000..0x3000)), vec![1], "page 2 is not compared");
         assert_eq!(snap.changed_pages(&m), vec![1, 2]);
         assert_eq!(snap.read_u64(0x2000).unwrap(), 2, "the snapshot kept its copy");
         assert_ne!(m.page_hash(2), snap.page_hash(2));

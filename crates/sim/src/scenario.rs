@@ -577,11 +577,8 @@ fn timer_check(
 
 fn finish(mut r: Run, mut out: Outcome, at_crash: &PhysMemory, dumped_at: &BTreeMap<u64, u64>) -> RunDetail {
     let region = r.m.cfg.crash_region.clone();
-    for pfn in r.m.mem.changed_pages(at_crash) {
+    for pfn in r.m.mem.changed_pages_outside(at_crash, &region) {
         let page = pfn << 12;
-        if region.contains(&page) {
-            continue;
-        }
         if r.device_pages.contains(&page) {
             out.changed_pages.buffers += 1;
         } else if r.iommu_pages.contains(&page) {
