@@ -252,7 +252,8 @@ impl NicDriver {
 /// Entries in the disk's queue pair.
 pub const DISK_QUEUE: u32 = 64;
 
-/// The nvme-like driver: one queue pair, one 4 KiB block per command, data in mapped pages.
+/// The nvme-like driver: one queue pair; a write carries up to the disk's MDTS of contiguous pages in one mapped
+/// buffer (one IOVA range, as `dma_map_sg` through an IOMMU gives), a read one 4 KiB block.
 pub struct DiskDriver {
     dom: DomainId,
     sq: Mapped,
