@@ -10,6 +10,8 @@ use iommu_spec::vtd::{
     Pgtt, RootEntry, RtAddr, ScalableContextEntry, ScalableRootEntry, SourceId, TranslationType,
 };
 
+use zerocopy::IntoBytes;
+
 use crate::{BootEnv, Mmio, PhysMem};
 
 /// How an adopted (or scanned) device translates.
@@ -160,7 +162,8 @@ pub fn scan(
         pages_read: alloc::vec![root],
         context_tables: Vec::new(),
     };
-    let mut ct = [0u8; 4096];
+    // Read as words (zerocopy's byte view of the array): the scan for present entries runs over u64s.
+    let mut ct = [0u64; 512];
     for bus in 0..=255u8 {
         let raw = u128::from_le_bytes(rt[bus as usize * 16..bus as usize * 16 + 16].try_into().unwrap_or([0; 16]));
         // (context table, first devfn, entries, entry size)
@@ -194,22 +197,28 @@ pub fn scan(
                 scan.problems.push(p);
                 continue;
             }
-            if let Err(err) = hw.read(table, &mut ct) {
+            if let Err(err) = hw.read(table, ct.as_mut_bytes()) {
                 scan.problems.push(P::ContextTableUnreadable { bus, err });
                 continue;
             }
             scan.pages_read.push(table);
             scan.context_tables.push(((bus, u8::from(first == 0x80)), table));
-            let (n, size) = if rtaddr.smt() { (128, 32) } else { (256, 16) };
-            for i in 0..n {
-                let raw = u128::from_le_bytes(ct[i * size..i * size + 16].try_into().unwrap_or([0; 16]));
+            // Words an entry spans: 2 (legacy, 128 bits) or 4 (scalable mode, 256 bits).
+            let words = if rtaddr.smt() { 4 } else { 2 };
+            let u128_at = |w: usize| {
+                let lo = ct.get(w).copied().map_or(0, u64::from_le);
+                let hi = ct.get(w + 1).copied().map_or(0, u64::from_le);
+                lo as u128 | (hi as u128) << 64
+            };
+            for (i, e) in ct.chunks_exact(words).enumerate() {
                 // A zero low half has P clear in either mode: not present, nothing to decode (most of a table).
-                if raw == 0 {
+                if e[0] | e[1] == 0 {
                     continue;
                 }
+                let raw = u128_at(i * words);
                 let sid = SourceId::new(bus, 0, 0).0 | (first + i as u16);
                 let res = if rtaddr.smt() {
-                    let hi = u128::from_le_bytes(ct[i * size + 16..i * size + 32].try_into().unwrap_or([0; 16]));
+                    let hi = u128_at(i * words + 2);
                     scan_sm_entry(hw, env, cap, ecap, sid, raw, hi, &mut scan.pages_read)
                 } else {
                     scan_legacy_entry(env, cap, ecap, sid, raw)
