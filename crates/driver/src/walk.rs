@@ -530,27 +530,43 @@ pub fn build_scratch_chain(
     Ok(next)
 }
 
-/// A value for each of a set of keys known before a loop fills them in (what adoption records per distinct table
-/// or domain ID): the keys sorted once and bisected, cheaper than a map built by as many inserts. Memory is
-/// one slot per distinct key, however often a key repeats.
-pub(crate) struct Slots<K, V> {
-    keys: Vec<K>,
+/// A value per distinct key of a list known before a loop fills them in (what adoption records per distinct
+/// table or domain ID): the list sorted once, each item given its key's slot, so the loop finds it by the
+/// item's index without a search. Memory is one slot per item, however often a key repeats.
+pub(crate) struct Slots<V> {
+    /// Per item, its key's slot (`u32::MAX`: the item has no key).
+    slot_of: Vec<u32>,
     vals: Vec<Option<V>>,
 }
 
-impl<K: Ord, V> Slots<K, V> {
-    /// A slot, empty, for every distinct key of `keys`.
-    pub(crate) fn new(keys: impl Iterator<Item = K>) -> Self {
-        let mut keys: Vec<K> = keys.collect();
-        keys.sort_unstable();
-        keys.dedup();
-        let vals = keys.iter().map(|_| None).collect();
-        Slots { keys, vals }
+impl<V> Slots<V> {
+    /// An empty slot for every distinct key of `keys`; `None` items have none.
+    pub(crate) fn new<K: Ord>(keys: impl Iterator<Item = Option<K>>) -> Self {
+        let mut slot_of = Vec::new();
+        let mut keyed: Vec<(K, u32)> = Vec::new();
+        for (i, k) in keys.enumerate() {
+            slot_of.push(u32::MAX);
+            if let Some(k) = k {
+                keyed.push((k, i as u32));
+            }
+        }
+        keyed.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let mut n = 0u32;
+        for (j, (k, i)) in keyed.iter().enumerate() {
+            if j > 0 && keyed.get(j - 1).is_some_and(|prev| prev.0 != *k) {
+                n += 1;
+            }
+            if let Some(s) = slot_of.get_mut(*i as usize) {
+                *s = n;
+            }
+        }
+        let distinct = if keyed.is_empty() { 0 } else { n as usize + 1 };
+        Slots { slot_of, vals: (0..distinct).map(|_| None).collect() }
     }
-    /// The slot of `key`; `None` for a key not given to [`Slots::new`].
-    pub(crate) fn get_mut(&mut self, key: &K) -> Option<&mut Option<V>> {
-        let i = self.keys.binary_search(key).ok()?;
-        self.vals.get_mut(i)
+    /// The slot of item `i`'s key; `None` for an item without a key.
+    pub(crate) fn get_mut(&mut self, i: usize) -> Option<&mut Option<V>> {
+        let s = *self.slot_of.get(i)?;
+        self.vals.get_mut(s as usize)
     }
 }
 
@@ -671,13 +687,16 @@ mod tests {
     }
 
     #[test]
-    fn slots_hold_one_value_per_distinct_key_and_none_for_a_key_not_given() {
-        let mut s = super::Slots::new([5u64, 3, 5, 9, 3].into_iter());
-        assert_eq!(s.keys, [3, 5, 9]);
-        *s.get_mut(&5).unwrap() = Some("five");
-        assert_eq!(s.get_mut(&5).map(|v| *v), Some(Some("five")));
-        assert_eq!(s.get_mut(&3).map(|v| *v), Some(None));
-        assert!(s.get_mut(&4).is_none());
+    fn slots_hold_one_value_per_distinct_key_and_none_for_an_item_without_one() {
+        let mut s = super::Slots::new([Some(5u64), Some(3), None, Some(5), Some(9), Some(3)].into_iter());
+        assert_eq!(s.vals.len(), 3, "3, 5 and 9");
+        *s.get_mut(0).unwrap() = Some("five");
+        assert_eq!(s.get_mut(3).map(|v| *v), Some(Some("five")), "the same key, the same slot");
+        assert_eq!(s.get_mut(1).map(|v| *v), Some(None));
+        assert_eq!(s.get_mut(5).map(|v| *v), Some(None));
+        assert!(s.get_mut(2).is_none() && s.get_mut(6).is_none());
+        *s.get_mut(4).unwrap() = Some("nine");
+        assert_eq!(s.get_mut(1).map(|v| *v), Some(None), "a slot of its own");
     }
 
     /// The walk keeps its first few tables in a small array, then a map: a table shared by 40 tables, reached

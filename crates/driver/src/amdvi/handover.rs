@@ -230,23 +230,23 @@ impl Amdvi {
         let mut refuse: Vec<u16> = report.problems.iter().filter_map(|p| p.devid()).collect();
         let mut budget = crate::walk::ADOPT_TABLE_BUDGET;
         let tables = || {
-            devices.iter().filter_map(|d| match d.kind {
+            devices.iter().map(|d| match d.kind {
                 DteKind::Translated { root, levels } => Some((d.domain, (root, levels))),
                 DteKind::PassThrough { .. } | DteKind::NotValid => None,
             })
         };
         // Per root walked: the problem it has, if any.
-        let mut walked: Slots<(u64, u32), Option<DteProblem>> = Slots::new(tables().map(|t| t.1));
+        let mut walked: Slots<Option<DteProblem>> = Slots::new(tables().map(|t| t.map(|t| t.1)));
         // Per domain ID: the tables the first device using it translates through.
-        let mut owner: Slots<u16, (u64, u32)> = Slots::new(tables().map(|t| t.0));
-        for d in devices {
+        let mut owner: Slots<(u64, u32)> = Slots::new(tables().map(|t| t.map(|t| t.0)));
+        for (i, d) in devices.iter().enumerate() {
             if d.domain != 0 && self.domain_ids.reserve(d.domain as u32) {
                 report.reserved_domain_ids.push(d.domain);
             }
             let mut domain = d.domain;
             match d.kind {
                 DteKind::Translated { root, levels } => {
-                    let verdict = match walked.get_mut(&(root, levels)) {
+                    let verdict = match walked.get_mut(i) {
                         Some(Some(v)) => v.clone(),
                         slot => {
                             let v = reach(hw, env, d.devid, root, levels, &mut budget);
@@ -262,7 +262,7 @@ impl Amdvi {
                         continue;
                     }
                     // The first device under a domain ID owns it (every translated ID has a slot).
-                    match owner.get_mut(&d.domain).map(|s| *s.get_or_insert((root, levels))) {
+                    match owner.get_mut(i).map(|s| *s.get_or_insert((root, levels))) {
                         None => {}
                         Some(t) if t == (root, levels) => {}
                         Some(_) => {

@@ -271,21 +271,27 @@ pub fn scan(hw: &mut (impl Mmio + PhysMem), env: &BootEnv, strict: bool) -> Resu
             continue;
         }
         out.pages_read += 1;
-        for (i, q) in page.chunks_exact(4).enumerate() {
-            let devid = (p as u32 * per_page + i as u32) as u16;
-            let dte = Dte([u64::from_le(q[0]), u64::from_le(q[1]), u64::from_le(q[2]), u64::from_le(q[3])]);
-            // Most of a device table is Linux's default entry (or zeros): `check` lets it through as nothing,
-            // so it is recognised without a decode (each of them is zero past its first quadword).
-            if dte.0[1] | dte.0[2] | dte.0[3] == 0 && QUIET_QW0.contains(&dte.0[0]) {
+        // Two entries a cache line: a line of two alike quiet entries (most of a table) is skipped whole.
+        for (l, line) in page.chunks_exact(8).enumerate() {
+            if <&[u64; 8]>::try_from(line).is_ok_and(|line| QUIET_LINES.contains(line)) {
                 continue;
             }
-            if dte.valid() && dte.iv() {
-                out.irq.push(devid);
-            }
-            match check(dte, devid, env, max_levels) {
-                Ok(Some(d)) => out.devices.push(d),
-                Ok(None) => {}
-                Err(e) => out.problems.push(e),
+            for (k, q) in line.chunks_exact(4).enumerate() {
+                let devid = (p as u32 * per_page + (2 * l + k) as u32) as u16;
+                let dte = Dte([u64::from_le(q[0]), u64::from_le(q[1]), u64::from_le(q[2]), u64::from_le(q[3])]);
+                // Most of a device table is Linux's default entry (or zeros): `check` lets it through as nothing,
+                // so it is recognised without a decode (each of them is zero past its first quadword).
+                if dte.0[1] | dte.0[2] | dte.0[3] == 0 && QUIET_QW0.contains(&dte.0[0]) {
+                    continue;
+                }
+                if dte.valid() && dte.iv() {
+                    out.irq.push(devid);
+                }
+                match check(dte, devid, env, max_levels) {
+                    Ok(Some(d)) => out.devices.push(d),
+                    Ok(None) => {}
+                    Err(e) => out.problems.push(e),
+                }
             }
         }
     }
@@ -298,6 +304,17 @@ pub fn scan(hw: &mut (impl Mmio + PhysMem), env: &BootEnv, strict: bool) -> Resu
 const QUIET: [[u8; 32]; 3] = [[0; 32], Dte::blocked(false).to_le_bytes(), Dte::blocked(true).to_le_bytes()];
 /// The same entries by their first quadword, which the scan compares with (the rest of each is zero).
 const QUIET_QW0: [u64; 3] = [0, Dte::blocked(false).0[0], Dte::blocked(true).0[0]];
+/// A cache line of two alike entries of [`QUIET_QW0`], as the table holds them (little-endian).
+const QUIET_LINES: [[u64; 8]; 3] = {
+    let mut lines = [[0u64; 8]; 3];
+    let mut i = 0;
+    while i < 3 {
+        lines[i][0] = QUIET_QW0[i].to_le();
+        lines[i][4] = QUIET_QW0[i].to_le();
+        i += 1;
+    }
+    lines
+};
 
 /// One entry: `None` when it lets no DMA through (V=1 with no translation and no permission, Linux's
 /// default for every device) or is all zeros (a table page nobody wrote).
@@ -343,8 +360,9 @@ fn check(dte: Dte, devid: u16, env: &BootEnv, max_levels: u32) -> Result<Option<
 
 #[cfg(test)]
 mod tests {
-    use super::{check, QUIET, QUIET_QW0};
+    use super::{check, QUIET, QUIET_LINES, QUIET_QW0};
     use iommu_spec::amdvi::Dte;
+    use zerocopy::IntoBytes;
 
     /// The scan skips these byte patterns undecoded: `check` must call each of them nothing, whatever the
     /// environment.
@@ -368,5 +386,8 @@ mod tests {
     #[test]
     fn the_quiet_entries_by_first_quadword_are_the_quiet_entries_as_bytes() {
         assert_eq!(QUIET.map(|raw| Dte::from_le_bytes(&raw)), QUIET_QW0.map(|q| Dte([q, 0, 0, 0])));
+        for (line, raw) in QUIET_LINES.iter().zip(QUIET) {
+            assert_eq!(line.as_bytes(), [raw, raw].concat(), "a line is two alike quiet entries");
+        }
     }
 }

@@ -178,24 +178,24 @@ impl Vtd {
         let mut budget = crate::walk::ADOPT_TABLE_BUDGET;
         // Keyed by format too: the same page read as first- or second-level entries means different things.
         let tables = || {
-            scan.devices.iter().filter_map(|d| match d.kind {
+            scan.devices.iter().map(|d| match d.kind {
                 DeviceKind::Translated { root, levels } => Some((d.did, (root, levels, false))),
                 DeviceKind::FirstLevel { root, levels, .. } => Some((d.did, (root, levels, true))),
                 DeviceKind::PassThrough | DeviceKind::Blocked => None,
             })
         };
-        let mut walked: Slots<(u64, u32, bool), Option<crate::walk::Reach>> = Slots::new(tables().map(|t| t.1));
+        let mut walked: Slots<Option<crate::walk::Reach>> = Slots::new(tables().map(|t| t.map(|t| t.1)));
         let (second, first) = (super::VtdFormat::new(v.cap, false), super::VtdFormat::new(v.cap, true));
         // The IOTLB is tagged by DID: two devices on different tables under one DID would read each other's
         // translations. The first keeps it; a later one gets a fresh DID in its copied legacy entry, and in
         // scalable mode (the DID is in the old PASID entry, used in place) it is refused.
-        let mut owner: Slots<u16, (u64, u32)> = Slots::new(tables().map(|t| t.0));
+        let mut owner: Slots<(u64, u32)> = Slots::new(tables().map(|t| t.map(|t| t.0)));
         // Entries to adopt, by context table; a table with an entry refused or rewritten ("dirty") is copied,
         // any other is used in place until one of its entries must change (lazy copy: new memory follows
         // what changes, not what is present).
         let mut writes: Vec<((u8, u8), u64, u128)> = Vec::new();
         let mut dirty = CtxSet::default();
-        for d in &scan.devices {
+        for (i, d) in scan.devices.iter().enumerate() {
             if d.did != 0 && v.dids.reserve(d.did as u32) {
                 reserved.push(d.did);
             }
@@ -204,7 +204,7 @@ impl Vtd {
                 DeviceKind::Translated { root, levels } | DeviceKind::FirstLevel { root, levels, .. } => {
                     let fl = matches!(d.kind, DeviceKind::FirstLevel { .. });
                     let fmt = if fl { &first } else { &second };
-                    let verdict = match walked.get_mut(&(root, levels, fl)) {
+                    let verdict = match walked.get_mut(i) {
                         Some(Some(v)) => *v,
                         slot => {
                             let v = crate::walk::reach(hw, fmt, env, root, levels, &mut budget);
@@ -230,7 +230,7 @@ impl Vtd {
                         continue;
                     }
                     // The first device under a DID owns it (every translated DID has a slot).
-                    match owner.get_mut(&d.did).map(|s| *s.get_or_insert((root, levels))) {
+                    match owner.get_mut(i).map(|s| *s.get_or_insert((root, levels))) {
                         None => {}
                         Some(t) if t == (root, levels) => {}
                         Some(_) if scan.scalable() => {
