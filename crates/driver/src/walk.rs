@@ -216,12 +216,24 @@ impl Seen {
 /// Walk the `levels`-level table at `root`, depth first in ascending IOVA order, telling `v` what it
 /// finds. Each table is read at most once; the stack holds at most 512 entries a level.
 pub fn walk_with(mem: &impl PhysMem, fmt: &impl Format, root: u64, levels: u32, v: &mut impl Visitor) {
+    walk_in(mem, fmt, root, levels, v, &mut [0; ENTRIES]);
+}
+
+/// [`walk_with`] reading each table into `words`, which a caller walking many tables lends so that each walk
+/// does not clear a page of its own first.
+fn walk_in(
+    mem: &impl PhysMem,
+    fmt: &impl Format,
+    root: u64,
+    levels: u32,
+    v: &mut impl Visitor,
+    words: &mut [u64; ENTRIES],
+) {
     let mut seen = Seen::new();
     // (table, level, iova base, read, write): depth at most `levels`, at most 512 entries a level.
     let mut stack: Vec<(u64, u32, u64, bool, bool)> = Vec::new();
     stack.push((root, levels, 0, true, true));
     // Read as words (zerocopy's byte view of the array): the scan for non-zero entries runs over u64s.
-    let mut words = [0u64; ENTRIES];
     while let Some((table, level, base, r, w)) = stack.pop() {
         if let Some(first) = seen.get(table) {
             v.revisit(table, level, r, w, first);
@@ -610,8 +622,25 @@ pub fn reach(
     levels: u32,
     budget: &mut usize,
 ) -> Option<Reach> {
+    reach_in(mem, fmt, env, root, levels, budget, &mut [0; ENTRIES])
+}
+
+/// A page-table page as words, lent to [`reach_in`] by a caller walking many tables.
+pub type TablePage = [u64; ENTRIES];
+
+/// [`reach`] reading each table into `words` (lent by a caller that walks many tables, so that each walk does
+/// not clear a page of its own first).
+pub fn reach_in(
+    mem: &impl PhysMem,
+    fmt: &impl Format,
+    env: &crate::BootEnv,
+    root: u64,
+    levels: u32,
+    budget: &mut usize,
+    words: &mut TablePage,
+) -> Option<Reach> {
     let mut v = ReachVisitor { env, budget: *budget, tables: 0, runs: 0, last: None, verdict: None };
-    walk_with(mem, fmt, root, levels, &mut v);
+    walk_in(mem, fmt, root, levels, &mut v, words);
     *budget = budget.saturating_sub(v.tables);
     v.verdict
 }
