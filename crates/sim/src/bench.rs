@@ -30,7 +30,7 @@ pub struct AdoptFigure {
     /// Devices (VT-d, AMD-Vi) or stream IDs (SMMUv3) the primary kernel left attached to a domain.
     pub live_devices: u32,
     /// Nanoseconds of the project's adoption: `init_crash` under `adopt`, and on SMMUv3 inserting every
-    /// master (median of 5 on AMD-Vi and SMMUv3, one run on VT-d).
+    /// master (median of 5).
     pub adopt_ns: u64,
     /// Bytes of new frames the adoption allocated (frames × 4 KiB).
     pub adopt_new_bytes: u64,
