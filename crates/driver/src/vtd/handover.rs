@@ -196,6 +196,8 @@ impl Vtd {
         // what changes, not what is present).
         let mut writes: Vec<((u8, u8), u64, u128)> = Vec::new();
         let mut dirty = CtxSet::default();
+        // Each device's state, in scan order (ascending source IDs): put into the map in one bulk build below.
+        let mut states: Vec<(u16, DeviceState)> = Vec::new();
         for (i, d) in scan.devices.iter().enumerate() {
             if d.did != 0 && v.dids.reserve(d.did as u32) {
                 reserved.push(d.did);
@@ -226,7 +228,7 @@ impl Vtd {
                             }
                             crate::walk::Reach::Bound { tables } => P::WalkBound { sid, tables },
                         });
-                        v.devices.insert(sid, DeviceState::Refused { did: d.did });
+                        states.push((sid, DeviceState::Refused { did: d.did }));
                         dirty.insert(v.context_slot(sid).0);
                         continue;
                     }
@@ -252,9 +254,12 @@ impl Vtd {
             }
             let (key, off) = v.context_slot(d.sid);
             writes.push((key, off, entry));
-            v.devices.insert(d.sid, DeviceState::Adopted { did, kind: d.kind });
+            states.push((d.sid, DeviceState::Adopted { did, kind: d.kind }));
             report.adopted.push(d.sid);
         }
+        // As many inserts in order would leave it: a later state for a source ID replaces an earlier one.
+        let mut built: alloc::collections::BTreeMap<u16, DeviceState> = states.into_iter().collect();
+        v.devices.append(&mut built);
         // The walks' page-table pages are read too: part of what adoption costs.
         report.bytes_read += (crate::walk::ADOPT_TABLE_BUDGET - budget) as u64 * 4096;
         // Devices (and whole buses) whose entries the scan refused: known, blocked, containable.
