@@ -4,7 +4,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Args as ClapArgs;
-use iommu_sim::bench::{all, Figures};
+use iommu_sim::bench::{adopt_only, all, Figures};
 
 #[derive(ClapArgs, Debug, Clone)]
 pub struct Args {
@@ -16,10 +16,13 @@ pub struct Args {
     /// Markdown tables, as BENCHMARKS.md holds them.
     #[arg(long)]
     pub markdown: bool,
+    /// Only the adoption figures (for profiling them); the other tables print empty.
+    #[arg(long, hide = true)]
+    pub adopt_only: bool,
 }
 
 pub fn run(a: &Args) -> Result<ExitCode, String> {
-    let f = all(a.quick);
+    let f = if a.adopt_only { adopt_only(a.quick) } else { all(a.quick) };
     let mut w = std::io::stdout().lock();
     let res = if a.json {
         serde_json::to_writer_pretty(&mut w, &f).map_err(std::io::Error::from).and_then(|_| writeln!(w))

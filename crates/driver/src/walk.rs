@@ -173,18 +173,70 @@ pub trait Visitor {
     fn leaf(&mut self, run: Run) -> bool;
 }
 
+/// The tables one walk has read, with how each was first reached. Most walks read a handful of tables
+/// (one per level for a device with a few mappings): those are kept in a fixed array searched linearly, with
+/// no allocation; past it, a map, so a walk of many tables stays `O(log n)` per lookup.
+struct Seen {
+    small: [(u64, FirstVisit); SEEN_SMALL],
+    len: usize,
+    big: BTreeMap<u64, FirstVisit>,
+}
+
+const SEEN_SMALL: usize = 16;
+
+impl Seen {
+    fn new() -> Self {
+        Seen {
+            small: [(0, FirstVisit { level: 0, read: false, write: false }); SEEN_SMALL],
+            len: 0,
+            big: BTreeMap::new(),
+        }
+    }
+    fn get(&self, table: u64) -> Option<FirstVisit> {
+        if self.big.is_empty() {
+            self.small.iter().take(self.len).find(|e| e.0 == table).map(|e| e.1)
+        } else {
+            self.big.get(&table).copied()
+        }
+    }
+    /// Record `table`, not yet seen.
+    fn insert(&mut self, table: u64, first: FirstVisit) {
+        if self.big.is_empty() {
+            if let Some(slot) = self.small.get_mut(self.len) {
+                *slot = (table, first);
+                self.len += 1;
+                return;
+            }
+            self.big.extend(self.small.iter().copied());
+        }
+        self.big.insert(table, first);
+    }
+}
+
 /// Walk the `levels`-level table at `root`, depth first in ascending IOVA order, telling `v` what it
 /// finds. Each table is read at most once; the stack holds at most 512 entries a level.
 pub fn walk_with(mem: &impl PhysMem, fmt: &impl Format, root: u64, levels: u32, v: &mut impl Visitor) {
-    let mut seen: BTreeMap<u64, FirstVisit> = BTreeMap::new();
+    walk_in(mem, fmt, root, levels, v, &mut [0; ENTRIES]);
+}
+
+/// [`walk_with`] reading each table into `words`, which a caller walking many tables lends so that each walk
+/// does not clear a page of its own first.
+fn walk_in(
+    mem: &impl PhysMem,
+    fmt: &impl Format,
+    root: u64,
+    levels: u32,
+    v: &mut impl Visitor,
+    words: &mut [u64; ENTRIES],
+) {
+    let mut seen = Seen::new();
     // (table, level, iova base, read, write): depth at most `levels`, at most 512 entries a level.
     let mut stack: Vec<(u64, u32, u64, bool, bool)> = Vec::new();
     stack.push((root, levels, 0, true, true));
     // Read as words (zerocopy's byte view of the array): the scan for non-zero entries runs over u64s.
-    let mut words = [0u64; ENTRIES];
     while let Some((table, level, base, r, w)) = stack.pop() {
-        if let Some(first) = seen.get(&table) {
-            v.revisit(table, level, r, w, *first);
+        if let Some(first) = seen.get(table) {
+            v.revisit(table, level, r, w, first);
             continue;
         }
         seen.insert(table, FirstVisit { level, read: r, write: w });
@@ -199,26 +251,38 @@ pub fn walk_with(mem: &impl PhysMem, fmt: &impl Format, root: u64, levels: u32, 
         // Children are pushed in reverse so the stack pops them in ascending IOVA order.
         let pushed = stack.len();
         // An all-zero entry is absent in every format (VT-d R/W clear, AMD-Vi PR clear, VMSA invalid): most of a
-        // sparse table, skipped without decoding.
-        let mut next = 0;
-        while let Some(skip) = words.get(next..).and_then(|rest| rest.iter().position(|&q| q != 0)) {
-            let i = next + skip;
-            next = i + 1;
-            let raw = u64::from_le(words[i]);
-            let iova = base.wrapping_add((i as u64).wrapping_mul(slot));
-            match fmt.decode(raw, level, iova) {
-                Entry::Absent => {}
-                Entry::Bad => v.reserved(level, iova, raw),
-                Entry::Leaf { phys, read, write } => {
-                    if !v.leaf(Run { iova, phys, size: slot, read: r && read, write: w && write }) {
-                        return;
-                    }
+        // sparse table, skipped without decoding. Eight cache lines at a time, then a line (the ORs vectorise),
+        // then the non-zero words of a line that has any.
+        for (b, block) in words.chunks_exact(64).enumerate() {
+            if block.iter().fold(0, |a, &q| a | q) == 0 {
+                continue;
+            }
+            for (c, line) in block.chunks_exact(8).enumerate() {
+                if line.iter().fold(0, |a, &q| a | q) == 0 {
+                    continue;
                 }
-                Entry::Table { table, level: next, read, write } => {
-                    if next == 0 || next >= level {
-                        v.reserved(level, iova, raw);
-                    } else {
-                        stack.push((table, next, iova, r && read, w && write));
+                for (j, &q) in line.iter().enumerate() {
+                    if q == 0 {
+                        continue;
+                    }
+                    let i = b * 64 + c * 8 + j;
+                    let raw = u64::from_le(q);
+                    let iova = base.wrapping_add((i as u64).wrapping_mul(slot));
+                    match fmt.decode(raw, level, iova) {
+                        Entry::Absent => {}
+                        Entry::Bad => v.reserved(level, iova, raw),
+                        Entry::Leaf { phys, read, write } => {
+                            if !v.leaf(Run { iova, phys, size: slot, read: r && read, write: w && write }) {
+                                return;
+                            }
+                        }
+                        Entry::Table { table, level: next, read, write } => {
+                            if next == 0 || next >= level {
+                                v.reserved(level, iova, raw);
+                            } else {
+                                stack.push((table, next, iova, r && read, w && write));
+                            }
+                        }
                     }
                 }
             }
@@ -478,6 +542,46 @@ pub fn build_scratch_chain(
     Ok(next)
 }
 
+/// A value per distinct key of a list known before a loop fills them in (what adoption records per distinct
+/// table or domain ID): the list sorted once, each item given its key's slot, so the loop finds it by the
+/// item's index without a search. Memory is one slot per item, however often a key repeats.
+pub(crate) struct Slots<V> {
+    /// Per item, its key's slot (`u32::MAX`: the item has no key).
+    slot_of: Vec<u32>,
+    vals: Vec<Option<V>>,
+}
+
+impl<V> Slots<V> {
+    /// An empty slot for every distinct key of `keys`; `None` items have none.
+    pub(crate) fn new<K: Ord>(keys: impl Iterator<Item = Option<K>>) -> Self {
+        let mut slot_of = Vec::new();
+        let mut keyed: Vec<(K, u32)> = Vec::new();
+        for (i, k) in keys.enumerate() {
+            slot_of.push(u32::MAX);
+            if let Some(k) = k {
+                keyed.push((k, i as u32));
+            }
+        }
+        keyed.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let mut n = 0u32;
+        for (j, (k, i)) in keyed.iter().enumerate() {
+            if j > 0 && keyed.get(j - 1).is_some_and(|prev| prev.0 != *k) {
+                n += 1;
+            }
+            if let Some(s) = slot_of.get_mut(*i as usize) {
+                *s = n;
+            }
+        }
+        let distinct = if keyed.is_empty() { 0 } else { n as usize + 1 };
+        Slots { slot_of, vals: (0..distinct).map(|_| None).collect() }
+    }
+    /// The slot of item `i`'s key; `None` for an item without a key.
+    pub(crate) fn get_mut(&mut self, i: usize) -> Option<&mut Option<V>> {
+        let s = *self.slot_of.get(i)?;
+        self.vals.get_mut(s as usize)
+    }
+}
+
 /// Page-table pages the walks of one adoption read together, at most (256 MiB of tables, a time bound: each
 /// walk's own state is freed before the next): past it, devices not yet walked are refused rather than adopted
 /// unchecked.
@@ -518,8 +622,25 @@ pub fn reach(
     levels: u32,
     budget: &mut usize,
 ) -> Option<Reach> {
+    reach_in(mem, fmt, env, root, levels, budget, &mut [0; ENTRIES])
+}
+
+/// A page-table page as words, lent to [`reach_in`] by a caller walking many tables.
+pub type TablePage = [u64; ENTRIES];
+
+/// [`reach`] reading each table into `words` (lent by a caller that walks many tables, so that each walk does
+/// not clear a page of its own first).
+pub fn reach_in(
+    mem: &impl PhysMem,
+    fmt: &impl Format,
+    env: &crate::BootEnv,
+    root: u64,
+    levels: u32,
+    budget: &mut usize,
+    words: &mut TablePage,
+) -> Option<Reach> {
     let mut v = ReachVisitor { env, budget: *budget, tables: 0, runs: 0, last: None, verdict: None };
-    walk_with(mem, fmt, root, levels, &mut v);
+    walk_in(mem, fmt, root, levels, &mut v, words);
     *budget = budget.saturating_sub(v.tables);
     v.verdict
 }
@@ -575,7 +696,59 @@ impl Visitor for ReachVisitor<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::{mappable, Entry, Format};
+    use super::{mappable, walk, Entry, Format, WalkIssue, WalkLimits};
+    use crate::{MemError, PhysMem};
+
+    /// Sparse memory: the words written, zeros elsewhere.
+    struct Sparse(alloc::collections::BTreeMap<u64, u64>);
+
+    impl PhysMem for Sparse {
+        fn read(&self, pa: u64, buf: &mut [u8]) -> Result<(), MemError> {
+            for (i, b) in buf.iter_mut().enumerate() {
+                let a = pa + i as u64;
+                *b = self.0.get(&(a & !7)).copied().unwrap_or(0).to_le_bytes()[(a % 8) as usize];
+            }
+            Ok(())
+        }
+        fn write(&mut self, pa: u64, _: &[u8]) -> Result<(), MemError> {
+            Err(MemError { addr: pa, kind: crate::MemErrorKind::ReadOnly })
+        }
+    }
+
+    #[test]
+    fn slots_hold_one_value_per_distinct_key_and_none_for_an_item_without_one() {
+        let mut s = super::Slots::new([Some(5u64), Some(3), None, Some(5), Some(9), Some(3)].into_iter());
+        assert_eq!(s.vals.len(), 3, "3, 5 and 9");
+        *s.get_mut(0).unwrap() = Some("five");
+        assert_eq!(s.get_mut(3).map(|v| *v), Some(Some("five")), "the same key, the same slot");
+        assert_eq!(s.get_mut(1).map(|v| *v), Some(None));
+        assert_eq!(s.get_mut(5).map(|v| *v), Some(None));
+        assert!(s.get_mut(2).is_none() && s.get_mut(6).is_none());
+        *s.get_mut(4).unwrap() = Some("nine");
+        assert_eq!(s.get_mut(1).map(|v| *v), Some(None), "a slot of its own");
+    }
+
+    /// The walk keeps its first few tables in a small array, then a map: a table shared by 40 tables, reached
+    /// before and after that switch, is read once and every later arrival reported.
+    #[test]
+    fn a_walk_of_more_tables_than_its_small_set_still_reads_each_table_once() {
+        use iommu_spec::vtd::SlPte;
+        let e = |t: u64| SlPte::entry(t, true, true).into_bits();
+        let (root, shared) = (0x10_0000u64, 0x20_0000u64);
+        let mut m = alloc::collections::BTreeMap::new();
+        for i in 0..40u64 {
+            let l2 = 0x30_0000 + i * 0x1000;
+            m.insert(root + 8 * i, e(l2));
+            m.insert(l2, e(shared));
+        }
+        m.insert(shared, e(0x4000_0000));
+        let fmt = crate::vtd::SecondLevel(iommu_spec::vtd::Cap::from_bits(0));
+        let w = walk(&Sparse(m), &fmt, root, 3, WalkLimits::default());
+        assert_eq!(w.tables, 42, "root, 40 level-2 tables, the shared one");
+        let revisits = w.issues.iter().filter(|i| **i == WalkIssue::Revisited { level: 1, table: shared }).count();
+        assert_eq!(revisits, 39, "{:?}", w.issues);
+        assert_eq!(w.runs.len(), 1, "the shared leaf table's page, listed once");
+    }
 
     /// `walk_with` skips all-zero entries without decoding them: every format must call them absent.
     #[test]

@@ -146,6 +146,19 @@ fn hostile_interrupt_halves_and_entries_are_made_inert() {
     assert!(matches!(rig.raise(DISK, disk), Interrupt::Blocked(_)), "the refused entry is not live");
 }
 
+/// The DTEs whose interrupts adoption checks come from the scan, which lists only entries that let DMA through:
+/// an entry that blocks DMA (Linux's default lower half) but remaps interrupts must still be found.
+#[test]
+fn a_dte_that_blocks_dma_still_has_its_interrupt_table_adopted() {
+    let mut rig = Rig::new(false);
+    let (nic, _) = primary(&mut rig);
+    let at = rig.dte_at(NIC);
+    rig.mem.write_u128(at, Dte::blocked(false).0[0] as u128).unwrap();
+    let v = crash(&mut rig, Policy::Adopt);
+    assert_eq!(*v.irq_handover(), IrqHandover::Kept { live: 2, refused: vec![], tables_refused: vec![] });
+    assert_eq!(rig.raise(NIC, nic), Interrupt::Delivered { dest: 1, vector: 0x30, remapped: true });
+}
+
 #[test]
 fn a_table_inside_the_crash_region_is_refused() {
     let mut rig = Rig::new(false);

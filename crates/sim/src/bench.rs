@@ -30,7 +30,7 @@ pub struct AdoptFigure {
     /// Devices (VT-d, AMD-Vi) or stream IDs (SMMUv3) the primary kernel left attached to a domain.
     pub live_devices: u32,
     /// Nanoseconds of the project's adoption: `init_crash` under `adopt`, and on SMMUv3 inserting every
-    /// master (median of 5 on AMD-Vi and SMMUv3, one run on VT-d).
+    /// master (median of 5).
     pub adopt_ns: u64,
     /// Bytes of new frames the adoption allocated (frames × 4 KiB).
     pub adopt_new_bytes: u64,
@@ -503,18 +503,27 @@ pub fn simulate(kind: IommuKind, scenarios: u64, threads: u32) -> SimulateFigure
     SimulateFigure { iommu: kind.name(), threads, scenarios_per_s: scenarios as f64 / t.elapsed().as_secs_f64() }
 }
 
+fn adopt_all(quick: bool) -> Vec<AdoptFigure> {
+    let sizes: &[u32] = if quick { &[100, 1000] } else { &[100, 1000, 4000] };
+    sizes
+        .iter()
+        .map(|&n| adopt_vtd(n))
+        .chain(sizes.iter().map(|&n| adopt_amdvi(n)))
+        .chain(sizes.iter().map(|&n| adopt_smmuv3(n.min(1000))))
+        .collect()
+}
+
+/// The adoption figures alone (for profiling them); the other lists are empty.
+pub fn adopt_only(quick: bool) -> Figures {
+    Figures { adopt: adopt_all(quick), translate: Vec::new(), simulate: Vec::new() }
+}
+
 /// Every figure; `quick` keeps it under a minute.
 pub fn all(quick: bool) -> Figures {
-    let sizes: &[u32] = if quick { &[100, 1000] } else { &[100, 1000, 4000] };
     let ops = if quick { 200_000 } else { 2_000_000 };
     let scenarios = if quick { 40 } else { 400 };
     Figures {
-        adopt: sizes
-            .iter()
-            .map(|&n| adopt_vtd(n))
-            .chain(sizes.iter().map(|&n| adopt_amdvi(n)))
-            .chain(sizes.iter().map(|&n| adopt_smmuv3(n.min(1000))))
-            .collect(),
+        adopt: adopt_all(quick),
         translate: IommuKind::ALL.iter().map(|&k| translate(k, ops)).collect(),
         simulate: IommuKind::ALL.iter().flat_map(|&k| [simulate(k, scenarios, 1), simulate(k, scenarios, 2)]).collect(),
     }

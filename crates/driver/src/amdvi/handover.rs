@@ -7,7 +7,6 @@
 //! register cannot be changed, and one way for every kdump boot keeps the two paths from diverging. The
 //! cost is that re-attached devices' DTEs are rewritten in the crashed kernel's memory.
 
-use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 
 use iommu_spec::amdvi::{off, Control, DevTableBase, Dte, ExclusionBase, ExclusionLimit, PagingMode, RingBase};
@@ -16,6 +15,7 @@ use super::cmdq::CmdRing;
 use super::driver::{alloc_contiguous, AmdOptions, Amdvi, DeviceState, Scratch, LEVELS, RING_LEN};
 use super::scan::{scan, DteKind, DteProblem};
 use super::{AmdError, Refusal};
+use crate::walk::Slots;
 use crate::{BootEnv, Platform, Policy};
 
 /// How a crash boot went for one AMD-Vi unit (the contract's [`CrashOutcome`](crate::contract::CrashOutcome)
@@ -209,7 +209,7 @@ impl Amdvi {
         v.invalidate_all(hw).map_err(Refusal::Hardware)?;
         v.translating = true;
         v.settle(hw, env, &scan.devices, report).map_err(Refusal::Hardware)?;
-        v.irq_adopt(hw, env).map_err(Refusal::Hardware)?;
+        v.irq_adopt(hw, env, &scan.irq).map_err(Refusal::Hardware)?;
         report.reserved_domain_ids.sort_unstable();
         report.reserved_domain_ids.dedup();
         Ok(v)
@@ -229,22 +229,31 @@ impl Amdvi {
     ) -> Result<(), AmdError> {
         let mut refuse: Vec<u16> = report.problems.iter().filter_map(|p| p.devid()).collect();
         let mut budget = crate::walk::ADOPT_TABLE_BUDGET;
+        let mut page: crate::walk::TablePage = [0; 512];
+        let tables = || {
+            devices.iter().map(|d| match d.kind {
+                DteKind::Translated { root, levels } => Some((d.domain, (root, levels))),
+                DteKind::PassThrough { .. } | DteKind::NotValid => None,
+            })
+        };
         // Per root walked: the problem it has, if any.
-        let mut walked: BTreeMap<(u64, u32), Option<DteProblem>> = BTreeMap::new();
+        let mut walked: Slots<Option<DteProblem>> = Slots::new(tables().map(|t| t.map(|t| t.1)));
         // Per domain ID: the tables the first device using it translates through.
-        let mut owner: BTreeMap<u16, (u64, u32)> = BTreeMap::new();
-        for d in devices {
+        let mut owner: Slots<(u64, u32)> = Slots::new(tables().map(|t| t.map(|t| t.0)));
+        for (i, d) in devices.iter().enumerate() {
             if d.domain != 0 && self.domain_ids.reserve(d.domain as u32) {
                 report.reserved_domain_ids.push(d.domain);
             }
             let mut domain = d.domain;
             match d.kind {
                 DteKind::Translated { root, levels } => {
-                    let verdict = match walked.get(&(root, levels)) {
-                        Some(v) => v.clone(),
-                        None => {
-                            let v = reach(hw, env, d.devid, root, levels, &mut budget);
-                            walked.insert((root, levels), v.clone());
+                    let verdict = match walked.get_mut(i) {
+                        Some(Some(v)) => v.clone(),
+                        slot => {
+                            let v = reach(hw, env, d.devid, root, levels, &mut budget, &mut page);
+                            if let Some(s) = slot {
+                                *s = Some(v.clone());
+                            }
                             v
                         }
                     };
@@ -253,11 +262,10 @@ impl Amdvi {
                         refuse.push(d.devid);
                         continue;
                     }
-                    match owner.get(&d.domain) {
-                        None => {
-                            owner.insert(d.domain, (root, levels));
-                        }
-                        Some(&t) if t == (root, levels) => {}
+                    // The first device under a domain ID owns it (every translated ID has a slot).
+                    match owner.get_mut(i).map(|s| *s.get_or_insert((root, levels))) {
+                        None => {}
+                        Some(t) if t == (root, levels) => {}
                         Some(_) => {
                             let id = self.domain_ids.alloc().ok_or(AmdError::OutOfDomainIds)? as u16;
                             let dte = Dte([d.dte.0[0], d.dte.qw1().with_domain_id(id).into_bits(), 0, 0]);
@@ -371,9 +379,10 @@ fn reach(
     root: u64,
     levels: u32,
     budget: &mut usize,
+    page: &mut crate::walk::TablePage,
 ) -> Option<DteProblem> {
     use crate::walk::Reach;
-    Some(match crate::walk::reach(hw, &super::V1::of(env), env, root, levels, budget)? {
+    Some(match crate::walk::reach_in(hw, &super::V1::of(env), env, root, levels, budget, page)? {
         Reach::TableInCrashRegion { addr } => DteProblem::PageTableInCrashRegion { devid, addr },
         Reach::PageInCrashRegion { iova, addr } => DteProblem::PageInCrashRegion { devid, iova, addr },
         Reach::Bound { tables } => DteProblem::WalkBound { devid, tables },

@@ -103,8 +103,15 @@ impl Amdvi {
 
     /// Adoption: check every valid DTE's interrupt half and table (whatever its DMA side: a DTE that blocks
     /// DMA may still remap interrupts), keep what is sound, abort the rest. Entries `settle` refused already carry
-    /// an aborting half.
-    pub(super) fn irq_adopt(&mut self, hw: &mut impl Platform, env: &BootEnv) -> Result<(), AmdError> {
+    /// an aborting half. `candidates`: the DeviceIDs whose entry the scan found with V and IV set, in order (the
+    /// rest cannot remap: `settle` writes only lower halves, or an aborting whole entry); each is read again
+    /// here, as `settle` left it.
+    pub(super) fn irq_adopt(
+        &mut self,
+        hw: &mut impl Platform,
+        env: &BootEnv,
+        candidates: &[u16],
+    ) -> Result<(), AmdError> {
         let ga = Control::from_bits(hw.read64(off::CONTROL)).ga_en();
         self.irq = IrqState::new(ga);
         let size = self.irq.entry_size();
@@ -112,16 +119,18 @@ impl Amdvi {
         let mut budget = ADOPT_IRTE_BUDGET;
         // The device table is in RAM outside the crash region (the scan checked it); at most 65536 entries.
         let mut devices = Vec::new();
-        let mut page = [0u8; 4096];
-        for p in 0..(self.dev_table_bytes / 4096).min(512) {
-            if hw.read(self.dev_table + p * 4096, &mut page).is_err() {
+        for &devid in candidates {
+            let at = self.dev_table + 32 * devid as u64;
+            if at.checked_add(32).is_none_or(|end| end > self.dev_table.saturating_add(self.dev_table_bytes)) {
                 continue;
             }
-            for (i, raw) in page.chunks_exact(32).enumerate() {
-                let dte = Dte::from_le_bytes(raw.try_into().unwrap_or(&[0; 32]));
-                if dte.valid() && dte.iv() {
-                    devices.push(((p * 128) as u16 + i as u16, dte));
-                }
+            let mut raw = [0u8; 32];
+            if hw.read(at, &mut raw).is_err() {
+                continue;
+            }
+            let dte = Dte::from_le_bytes(&raw);
+            if dte.valid() && dte.iv() {
+                devices.push((devid, dte));
             }
         }
         for (devid, dte) in devices {

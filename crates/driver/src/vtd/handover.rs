@@ -12,7 +12,6 @@
 //! [`scan`](super::scan::scan) is the read-only half: it validates the old tables and lists what it found, and is
 //! what runs on a dump.
 
-use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::vec::Vec;
 
 use iommu_spec::vtd::ContextEntry;
@@ -21,7 +20,29 @@ use super::cmdq::InvQueue;
 use super::scan::{scan, DeviceKind, Scan};
 use super::EntryProblem as P;
 use super::{hw, DeviceState, Vtd, VtdError, VtdOptions};
+use crate::walk::Slots;
 use crate::{BootEnv, Platform, Policy};
+
+/// A set of context tables by (bus, half): one bit each, 512 in all.
+#[derive(Default)]
+struct CtxSet([u64; 8]);
+
+impl CtxSet {
+    fn at(key: (u8, u8)) -> (usize, u64) {
+        let i = key.0 as usize * 2 + (key.1 & 1) as usize;
+        (i / 64, 1 << (i % 64))
+    }
+    fn insert(&mut self, key: (u8, u8)) {
+        let (w, bit) = Self::at(key);
+        if let Some(x) = self.0.get_mut(w) {
+            *x |= bit;
+        }
+    }
+    fn contains(&self, key: (u8, u8)) -> bool {
+        let (w, bit) = Self::at(key);
+        self.0.get(w).is_some_and(|x| x & bit != 0)
+    }
+}
 
 /// How the crash kernel's boot of this unit went.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -149,36 +170,53 @@ impl Vtd {
         let mut v = Self::prepare(hw, opts)?;
         report.bytes_read = scan.pages_read.len() as u64 * 4096;
         report.problems = scan.problems.clone();
-        let mut reserved = BTreeMap::new();
+        let mut reserved: Vec<u16> = Vec::new();
         // What each device's tables reach (the "iommu/vt-d: Fix crash dump failure caused by legacy DMA/IO"
         // series): walked once per distinct table, within one budget for the whole unit. A device whose tables
         // or pages lie in the crash kernel's region, or whose walk could not finish, is not copied: in our
         // tables its entry is not present, so its DMA faults.
         let mut budget = crate::walk::ADOPT_TABLE_BUDGET;
+        let mut page: crate::walk::TablePage = [0; 512];
         // Keyed by format too: the same page read as first- or second-level entries means different things.
-        let mut walked: BTreeMap<(u64, u32, bool), Option<crate::walk::Reach>> = BTreeMap::new();
+        let tables = || {
+            scan.devices.iter().map(|d| match d.kind {
+                DeviceKind::Translated { root, levels } => Some((d.did, (root, levels, false))),
+                DeviceKind::FirstLevel { root, levels, .. } => Some((d.did, (root, levels, true))),
+                DeviceKind::PassThrough | DeviceKind::Blocked => None,
+            })
+        };
+        let mut walked: Slots<Option<crate::walk::Reach>> = Slots::new(tables().map(|t| t.map(|t| t.1)));
         let (second, first) = (super::VtdFormat::new(v.cap, false), super::VtdFormat::new(v.cap, true));
         // The IOTLB is tagged by DID: two devices on different tables under one DID would read each other's
         // translations. The first keeps it; a later one gets a fresh DID in its copied legacy entry, and in
         // scalable mode (the DID is in the old PASID entry, used in place) it is refused.
-        let mut owner: BTreeMap<u16, (u64, u32)> = BTreeMap::new();
+        let mut owner: Slots<(u64, u32)> = Slots::new(tables().map(|t| t.map(|t| t.0)));
         // Entries to adopt, by context table; a table with an entry refused or rewritten ("dirty") is copied,
         // any other is used in place until one of its entries must change (lazy copy: new memory follows
         // what changes, not what is present).
         let mut writes: Vec<((u8, u8), u64, u128)> = Vec::new();
-        let mut dirty: BTreeSet<(u8, u8)> = BTreeSet::new();
-        for d in &scan.devices {
+        let mut dirty = CtxSet::default();
+        // Each device's state, in scan order (ascending source IDs): put into the map in one bulk build below.
+        let mut states: Vec<(u16, DeviceState)> = Vec::new();
+        for (i, d) in scan.devices.iter().enumerate() {
             if d.did != 0 && v.dids.reserve(d.did as u32) {
-                reserved.insert(d.did, ());
+                reserved.push(d.did);
             }
             let (mut entry, mut did) = (d.entry, d.did);
             match d.kind {
                 DeviceKind::Translated { root, levels } | DeviceKind::FirstLevel { root, levels, .. } => {
                     let fl = matches!(d.kind, DeviceKind::FirstLevel { .. });
                     let fmt = if fl { &first } else { &second };
-                    let verdict = *walked
-                        .entry((root, levels, fl))
-                        .or_insert_with(|| crate::walk::reach(hw, fmt, env, root, levels, &mut budget));
+                    let verdict = match walked.get_mut(i) {
+                        Some(Some(v)) => *v,
+                        slot => {
+                            let v = crate::walk::reach_in(hw, fmt, env, root, levels, &mut budget, &mut page);
+                            if let Some(s) = slot {
+                                *s = Some(v);
+                            }
+                            v
+                        }
+                    };
                     if let Some(r) = verdict {
                         let sid = d.sid;
                         report.problems.push(match r {
@@ -190,15 +228,14 @@ impl Vtd {
                             }
                             crate::walk::Reach::Bound { tables } => P::WalkBound { sid, tables },
                         });
-                        v.devices.insert(sid, DeviceState::Refused { did: d.did });
+                        states.push((sid, DeviceState::Refused { did: d.did }));
                         dirty.insert(v.context_slot(sid).0);
                         continue;
                     }
-                    match owner.get(&d.did) {
-                        None => {
-                            owner.insert(d.did, (root, levels));
-                        }
-                        Some(&t) if t == (root, levels) => {}
+                    // The first device under a DID owns it (every translated DID has a slot).
+                    match owner.get_mut(i).map(|s| *s.get_or_insert((root, levels))) {
+                        None => {}
+                        Some(t) if t == (root, levels) => {}
                         Some(_) if scan.scalable() => {
                             report.problems.push(P::DomainIdAlias { sid: d.sid, did: d.did });
                             dirty.insert(v.context_slot(d.sid).0);
@@ -217,9 +254,12 @@ impl Vtd {
             }
             let (key, off) = v.context_slot(d.sid);
             writes.push((key, off, entry));
-            v.devices.insert(d.sid, DeviceState::Adopted { did, kind: d.kind });
+            states.push((d.sid, DeviceState::Adopted { did, kind: d.kind }));
             report.adopted.push(d.sid);
         }
+        // As many inserts in order would leave it: a later state for a source ID replaces an earlier one.
+        let mut built: alloc::collections::BTreeMap<u16, DeviceState> = states.into_iter().collect();
+        v.devices.append(&mut built);
         // The walks' page-table pages are read too: part of what adoption costs.
         report.bytes_read += (crate::walk::ADOPT_TABLE_BUDGET - budget) as u64 * 4096;
         // Devices (and whole buses) whose entries the scan refused: known, blocked, containable.
@@ -239,23 +279,32 @@ impl Vtd {
                 }
             }
         }
-        let adopting: BTreeSet<(u8, u8)> = writes.iter().map(|w| w.0).collect();
+        let mut adopting = CtxSet::default();
+        for w in &writes {
+            adopting.insert(w.0);
+        }
+        // `old_ctx` is empty before this (a fresh `prepare`): the tables used in place are exactly these.
+        let mut in_place = CtxSet::default();
         for &(key, table) in &scan.context_tables {
-            if adopting.contains(&key) && !dirty.contains(&key) {
+            if adopting.contains(key) && !dirty.contains(key) {
                 v.old_ctx.insert(key, table);
+                in_place.insert(key);
             }
         }
         for (key, off, entry) in writes {
-            if !v.old_ctx.contains_key(&key) {
+            if !in_place.contains(key) {
                 let table = v.context_table(hw, key)?;
                 hw.write_u128(table + off, entry)?;
             }
         }
-        let in_place: BTreeSet<u8> = v.old_ctx.keys().map(|k| k.0).collect();
-        for bus in in_place {
-            v.write_root_entry(hw, bus)?;
+        for bus in 0..=255u8 {
+            if in_place.contains((bus, 0)) || in_place.contains((bus, 1)) {
+                v.write_root_entry(hw, bus)?;
+            }
         }
-        report.reserved_dids = reserved.keys().copied().collect();
+        reserved.sort_unstable();
+        reserved.dedup();
+        report.reserved_dids = reserved;
         v.install_root(hw)?;
         v.translating = true;
         Ok(v)
