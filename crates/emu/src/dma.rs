@@ -139,6 +139,32 @@ pub fn dma_read<I: Iommu + ?Sized>(
     DmaOutcome::Done
 }
 
+/// The per-page read path as it was before [`dma_read`] got its fast path: the benchmark's baseline
+/// (`handover bench`, measured in the same run) and the oracle [`dma_read`] is tested against.
+pub fn dma_read_reference<I: Iommu + ?Sized>(
+    iommu: &mut I,
+    mem: &mut PhysMemory,
+    rid: u32,
+    iova: u64,
+    buf: &mut [u8],
+) -> DmaOutcome {
+    let mut done = 0;
+    while done < buf.len() {
+        let at = iova.wrapping_add(done as u64);
+        let n = chunk(at, buf.len() - done);
+        match iommu.translate(mem, rid, at, Access::Read) {
+            Translation::Ok { phys } => {
+                if mem.read(phys, &mut buf[done..done + n]).is_err() {
+                    return DmaOutcome::BadAddress { phys, done };
+                }
+            }
+            Translation::Fault(info) => return DmaOutcome::Fault { iova: at, done, info },
+        }
+        done += n;
+    }
+    DmaOutcome::Done
+}
+
 /// Bytes from `at` to the end of its page, at most `left`.
 fn chunk(at: u64, left: usize) -> usize {
     let to_page_end = 4096 - (at & 0xfff) as usize;
