@@ -113,8 +113,10 @@ pub fn dma_write<I: Iommu + ?Sized>(
     DmaOutcome::Done
 }
 
-/// A device read into `buf` from `iova`, page by page like [`dma_write`]. Bytes past a failure are left
-/// as they were.
+/// A device read into `buf` from `iova`, page by page like [`dma_write`]: one translation per page, each
+/// page's bytes copied straight from the physical page ([`PhysMemory::read_in_page`]). Bytes past a failure
+/// are left as they were.
+#[inline]
 pub fn dma_read<I: Iommu + ?Sized>(
     iommu: &mut I,
     mem: &mut PhysMemory,
@@ -122,13 +124,23 @@ pub fn dma_read<I: Iommu + ?Sized>(
     iova: u64,
     buf: &mut [u8],
 ) -> DmaOutcome {
+    // Most requests (descriptors, completions) lie in one page: one translation, one copy.
+    if chunk(iova, buf.len()) == buf.len() && !buf.is_empty() {
+        return match iommu.translate(mem, rid, iova, Access::Read) {
+            Translation::Ok { phys } => match mem.read_in_page(phys, buf) {
+                Ok(()) => DmaOutcome::Done,
+                Err(_) => DmaOutcome::BadAddress { phys, done: 0 },
+            },
+            Translation::Fault(info) => DmaOutcome::Fault { iova, done: 0, info },
+        };
+    }
     let mut done = 0;
     while done < buf.len() {
         let at = iova.wrapping_add(done as u64);
         let n = chunk(at, buf.len() - done);
         match iommu.translate(mem, rid, at, Access::Read) {
             Translation::Ok { phys } => {
-                if mem.read(phys, &mut buf[done..done + n]).is_err() {
+                if mem.read_in_page(phys, &mut buf[done..done + n]).is_err() {
                     return DmaOutcome::BadAddress { phys, done };
                 }
             }
@@ -166,6 +178,7 @@ pub fn dma_read_reference<I: Iommu + ?Sized>(
 }
 
 /// Bytes from `at` to the end of its page, at most `left`.
+#[inline]
 fn chunk(at: u64, left: usize) -> usize {
     let to_page_end = 4096 - (at & 0xfff) as usize;
     to_page_end.min(left)

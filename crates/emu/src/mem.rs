@@ -38,8 +38,73 @@ pub struct MemStats {
 pub struct PhysMemory {
     /// Sorted, merged, page-granular RAM ranges.
     ram: Vec<Range<u64>>,
-    pages: FastMap<u64, Arc<Page>>,
+    pages: Pages,
+    /// Frames recently read by a DMA, direct-mapped by frame number: `(pfn, position in pages.frames)`. A hint
+    /// only, checked against the frame it names before use, so nothing ever needs to invalidate it; empty until
+    /// the first [`PhysMemory::read_in_page`].
+    hints: Vec<(u64, usize)>,
     stats: MemStats,
+}
+
+/// Slots in [`PhysMemory`]'s hints: a power of two.
+const HINTS: usize = 64;
+
+/// The materialised pages: a vector of frames and a map from frame number to position, so a position found
+/// once serves as an index afterwards (the hints) where the map would hash.
+#[derive(Clone, Debug, Default)]
+struct Pages {
+    index: FastMap<u64, usize>,
+    frames: Vec<(u64, Arc<Page>)>,
+}
+
+impl Pages {
+    fn get(&self, pfn: &u64) -> Option<&Arc<Page>> {
+        self.index.get(pfn).map(|&i| &self.frames[i].1)
+    }
+    fn get_mut(&mut self, pfn: &u64) -> Option<&mut Arc<Page>> {
+        self.index.get(pfn).map(|&i| &mut self.frames[i].1)
+    }
+    fn contains_key(&self, pfn: &u64) -> bool {
+        self.index.contains_key(pfn)
+    }
+    fn insert(&mut self, pfn: u64, page: Arc<Page>) {
+        match self.get_mut(&pfn) {
+            Some(p) => *p = page,
+            None => {
+                self.index.insert(pfn, self.frames.len());
+                self.frames.push((pfn, page));
+            }
+        }
+    }
+    fn get_or_insert_with(&mut self, pfn: u64, f: impl FnOnce() -> Arc<Page>) -> &mut Arc<Page> {
+        let i = match self.index.get(&pfn) {
+            Some(&i) => i,
+            None => {
+                self.index.insert(pfn, self.frames.len());
+                self.frames.push((pfn, f()));
+                self.frames.len() - 1
+            }
+        };
+        &mut self.frames[i].1
+    }
+    /// Remove `pfn`; the last frame moves into its position.
+    fn remove(&mut self, pfn: &u64) {
+        if let Some(i) = self.index.remove(pfn) {
+            self.frames.swap_remove(i);
+            if let Some(&(moved, _)) = self.frames.get(i) {
+                self.index.insert(moved, i);
+            }
+        }
+    }
+    fn len(&self) -> usize {
+        self.frames.len()
+    }
+    fn keys(&self) -> impl Iterator<Item = &u64> + '_ {
+        self.frames.iter().map(|(pfn, _)| pfn)
+    }
+    fn iter(&self) -> impl Iterator<Item = (&u64, &Arc<Page>)> + '_ {
+        self.frames.iter().map(|(pfn, page)| (pfn, page))
+    }
 }
 
 impl PhysMemory {
@@ -55,7 +120,7 @@ impl PhysMemory {
                 _ => merged.push(r),
             }
         }
-        PhysMemory { ram: merged, pages: FastMap::default(), stats: MemStats::default() }
+        PhysMemory { ram: merged, pages: Pages::default(), hints: Vec::new(), stats: MemStats::default() }
     }
 
     /// Memory whose RAM is the one range `ram`.
@@ -110,7 +175,7 @@ impl PhysMemory {
     pub fn pages(&self) -> impl Iterator<Item = (u64, &Page)> + '_ {
         let mut pfns: Vec<u64> = self.pages.keys().copied().collect();
         pfns.sort_unstable();
-        pfns.into_iter().map(move |pfn| (pfn, &*self.pages[&pfn]))
+        pfns.into_iter().filter_map(move |pfn| Some((pfn, &**self.pages.get(&pfn)?)))
     }
 
     /// Number of materialised pages.
@@ -141,7 +206,7 @@ impl PhysMemory {
     /// snapshot compare by pointer alone.
     pub fn changed_pages(&self, other: &PhysMemory) -> Vec<u64> {
         let mut out = Vec::new();
-        for (pfn, page) in &self.pages {
+        for (pfn, page) in self.pages.iter() {
             let same = match other.pages.get(pfn) {
                 Some(o) => Arc::ptr_eq(page, o) || page[..] == o[..],
                 None => page.iter().all(|&b| b == 0),
@@ -150,7 +215,7 @@ impl PhysMemory {
                 out.push(*pfn);
             }
         }
-        for (pfn, page) in &other.pages {
+        for (pfn, page) in other.pages.iter() {
             if !self.pages.contains_key(pfn) && page.iter().any(|&b| b != 0) {
                 out.push(*pfn);
             }
@@ -162,6 +227,52 @@ impl PhysMemory {
     /// Write statistics since creation (a snapshot carries its origin's counts).
     pub fn stats(&self) -> MemStats {
         self.stats
+    }
+
+    /// A read that lies in one page, the way a DMA's requests do (`crate::dma::dma_read`): a page read
+    /// recently is found through the hints (an index, no hashing, no RAM-map search: a hint is only kept for a
+    /// page that is RAM throughout, and the RAM map never changes) and copied from straight away; an 8-byte
+    /// read is a single load. `&mut` only to keep the hints.
+    #[inline]
+    pub fn read_in_page(&mut self, pa: u64, buf: &mut [u8]) -> Result<(), MemError> {
+        let pfn = pa >> PAGE_SHIFT;
+        let off = (pa & PAGE_MASK) as usize;
+        if let Some(&(p, i)) = self.hints.get(pfn as usize & (HINTS - 1)) {
+            if p == pfn && off + buf.len() <= PAGE_SIZE {
+                if let Some((f, page)) = self.pages.frames.get(i) {
+                    if *f == pfn {
+                        copy_small(buf, &page[off..off + buf.len()]);
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        self.read_in_page_miss(pa, buf)
+    }
+
+    /// [`Self::read_in_page`] without a hint: the RAM check and the map, then a hint for next time.
+    #[cold]
+    #[inline(never)]
+    fn read_in_page_miss(&mut self, pa: u64, buf: &mut [u8]) -> Result<(), MemError> {
+        let pfn = pa >> PAGE_SHIFT;
+        let off = (pa & PAGE_MASK) as usize;
+        if off + buf.len() > PAGE_SIZE {
+            return self.read(pa, buf);
+        }
+        self.check_ram(pa, buf.len())?;
+        let Some(&i) = self.pages.index.get(&pfn) else {
+            // Never written: zeros, and nothing to hint at.
+            buf.fill(0);
+            return Ok(());
+        };
+        if self.check_ram(pfn << PAGE_SHIFT, PAGE_SIZE).is_ok() {
+            if self.hints.is_empty() {
+                self.hints = vec![(u64::MAX, 0); HINTS];
+            }
+            self.hints[pfn as usize & (HINTS - 1)] = (pfn, i);
+        }
+        copy_small(buf, &self.pages.frames[i].1[off..off + buf.len()]);
+        Ok(())
     }
 
     fn read_unchecked(&self, pa: u64, buf: &mut [u8]) {
@@ -207,7 +318,7 @@ impl PhysMemory {
                 addr = addr.wrapping_add(n as u64);
                 continue;
             }
-            let slot = self.pages.entry(addr >> PAGE_SHIFT).or_insert_with(|| {
+            let slot = self.pages.get_or_insert_with(addr >> PAGE_SHIFT, || {
                 stats.pages_materialised += 1;
                 Arc::new([0; PAGE_SIZE])
             });
@@ -220,6 +331,15 @@ impl PhysMemory {
         }
         self.stats.writes += 1;
         self.stats.bytes_written += data.len() as u64;
+    }
+}
+
+/// `dst.copy_from_slice(src)`, with the 8-byte case a single load and store rather than a call to `memcpy`.
+#[inline]
+fn copy_small(dst: &mut [u8], src: &[u8]) {
+    match (<&mut [u8; 8]>::try_from(&mut *dst), <&[u8; 8]>::try_from(src)) {
+        (Ok(d), Ok(s)) => *d = *s,
+        _ => dst.copy_from_slice(src),
     }
 }
 

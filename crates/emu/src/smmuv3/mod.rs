@@ -409,18 +409,31 @@ impl MmioDevice for Smmuv3Model {
 
 impl Iommu for Smmuv3Model {
     /// `rid` is the StreamID.
+    /// The front-cache hit, kept to a few dozen instructions with no stack frame: everything else is in
+    /// [`Smmuv3Model::translate_miss`], out of line. The front is asked first whatever SMMUEN says: every
+    /// register write bumps the generation, so an entry only answers under the enables it was filled with.
     fn translate(&mut self, mem: &mut PhysMemory, rid: u32, iova: u64, access: Access) -> Translation {
-        self.counters.translations += 1;
         if let Some((phys, hits)) = self.front.get(self.caches.gen(), rid, iova, access) {
             // What the full path would count for this hit.
             let n = &mut self.counters;
-            n.gbpa_bypassed += u64::from(hits & FRONT_GBPA != 0);
-            n.ste_hits += u64::from(hits & FRONT_STE != 0);
-            n.ste_bypassed += u64::from(hits & FRONT_STE_BYPASS != 0);
-            n.cd_hits += u64::from(hits & FRONT_CD != 0);
-            n.tlb_hits += u64::from(hits & FRONT_TLB != 0);
+            n.translations += 1;
+            n.gbpa_bypassed += u64::from(hits & FRONT_GBPA);
+            n.ste_hits += u64::from((hits & FRONT_STE) >> 1);
+            n.ste_bypassed += u64::from((hits & FRONT_STE_BYPASS) >> 2);
+            n.cd_hits += u64::from((hits & FRONT_CD) >> 3);
+            n.tlb_hits += u64::from((hits & FRONT_TLB) >> 4);
             return Translation::Ok { phys };
         }
+        self.translate_miss(mem, rid, iova, access)
+    }
+}
+
+impl Smmuv3Model {
+    /// Everything but a front-cache hit: the full path through the caches and tables.
+    #[cold]
+    #[inline(never)]
+    fn translate_miss(&mut self, mem: &mut PhysMemory, rid: u32, iova: u64, access: Access) -> Translation {
+        self.counters.translations += 1;
         let c = self.counters;
         match self.resolve(mem, rid, iova, access) {
             Ok(phys) => {
