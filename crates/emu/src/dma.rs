@@ -222,4 +222,20 @@ mod tests {
         let out = dma_write(&mut Shift, &mut mem, 0, 0xf_f000, &[1; 8]);
         assert_eq!(out, DmaOutcome::BadAddress { phys: 0x10_f000, done: 0 });
     }
+
+    #[test]
+    fn dma_read_matches_the_reference_path() {
+        let mut mem = PhysMemory::new([0..0x8000, 0x1_0000..0x1_4800]);
+        let fill: Vec<u8> = (0..0x4800u32).map(|i| (i * 7 + i / 4096) as u8).collect();
+        mem.write(0x1_0000, &fill).unwrap();
+        for iova in [0, 0x8, 0xff8, 0x1ffc, 0x2000, 0x2ffa, 0x3ff8, 0x4000, 0x47f8, 0x4ffc, 0x7ff8] {
+            for len in [0, 1, 8, 16, 0x1000, 0x1800, 0x3000] {
+                let (mut a, mut b) = (vec![0xeeu8; len], vec![0xeeu8; len]);
+                let fast = dma_read(&mut Shift, &mut mem, 0, iova, &mut a);
+                let reference = dma_read_reference(&mut Shift, &mut mem, 0, iova, &mut b);
+                assert_eq!(fast, reference, "iova {iova:#x} len {len:#x}");
+                assert_eq!(a, b, "iova {iova:#x} len {len:#x}");
+            }
+        }
+    }
 }

@@ -438,4 +438,48 @@ mod tests {
         let pfns: Vec<u64> = m.pages().map(|(p, _)| p).collect();
         assert_eq!(pfns, vec![2, 3]);
     }
+
+    #[test]
+    fn read_in_page_follows_writes_removals_snapshots_and_holes() {
+        let mut m = mem();
+        let rd = |m: &mut PhysMemory, pa: u64| {
+            let mut b = [0u8; 8];
+            m.read_in_page(pa, &mut b).map(|_| u64::from_le_bytes(b))
+        };
+        for (pa, v) in [(0x1000, 1), (0x2000, 2), (0x3000, 3), (0x41000, 65)] {
+            m.write_u64(pa, v).unwrap();
+        }
+        assert_eq!(rd(&mut m, 0x1000), Ok(1));
+        assert_eq!(rd(&mut m, 0x41000), Ok(65), "pfn 0x41 shares pfn 1's hint slot");
+        assert_eq!(rd(&mut m, 0x1000), Ok(1));
+        m.write_u64(0x1000, 11).unwrap();
+        assert_eq!(rd(&mut m, 0x1000), Ok(11), "a write is seen");
+        assert_eq!(rd(&mut m, 0x3000), Ok(3));
+        // Removing pfn 1 moves the last frame into its place: neither hint may answer for the other page.
+        m.zero_page(0x1000).unwrap();
+        assert_eq!(rd(&mut m, 0x1000), Ok(0), "a zeroed page reads zeros");
+        assert_eq!(rd(&mut m, 0x3000), Ok(3));
+        assert_eq!(rd(&mut m, 0x41000), Ok(65));
+        let mut snap = m.snapshot();
+        m.write_u64(0x2000, 22).unwrap();
+        assert_eq!(rd(&mut snap, 0x2000), Ok(2), "the snapshot keeps its copy");
+        assert_eq!(rd(&mut m, 0x2000), Ok(22));
+        // Holes fail as `read` does; a read across pages is `read`'s.
+        assert_eq!(rd(&mut m, 0x9_eff8), Ok(0));
+        assert_eq!(rd(&mut m, 0x9_f000).unwrap_err().addr, 0x9_f000);
+        assert_eq!(rd(&mut m, 0x9_effc).unwrap_err().addr, 0x9_f000);
+        let mut a = [0u8; 16];
+        let mut b = [0u8; 16];
+        m.write(0x2ff8, &[7; 16]).unwrap();
+        m.read_in_page(0x2ff8, &mut a).unwrap();
+        m.read(0x2ff8, &mut b).unwrap();
+        assert_eq!(a, b);
+        // A page only partly RAM: the RAM part reads, the rest fails, however often it was read.
+        let mut p = PhysMemory::new([0..0x1800]);
+        p.write_u64(0x17f8, 5).unwrap();
+        for _ in 0..2 {
+            assert_eq!(rd(&mut p, 0x17f8), Ok(5));
+            assert_eq!(rd(&mut p, 0x1800).unwrap_err().addr, 0x1800);
+        }
+    }
 }

@@ -251,6 +251,13 @@ impl AmdviModel {
         self.caches.iotlb_peek(domain_id, iova)
     }
 
+    /// What the front cache (`crate::front`) holds for this request now, without translating: for tests that an
+    /// entry never outlives what could change the answer.
+    #[doc(hidden)]
+    pub fn front_answers(&self, rid: u32, iova: u64, access: Access) -> Option<u64> {
+        self.front.get(self.caches.gen(), rid, iova, access).map(|(phys, _)| phys)
+    }
+
     /// Whether the DTE cache holds the entry of `device_id`.
     pub fn dte_cached(&self, device_id: u16) -> bool {
         self.caches.dte_peek(device_id)

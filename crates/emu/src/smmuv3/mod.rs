@@ -305,6 +305,13 @@ impl Smmuv3Model {
         self.caches.tlb_select(|_| cache::Scope::All);
     }
 
+    /// What the front cache (`crate::front`) holds for this request now, without translating: for tests that an
+    /// entry never outlives what could change the answer.
+    #[doc(hidden)]
+    pub fn front_answers(&self, rid: u32, iova: u64, access: Access) -> Option<u64> {
+        self.front.get(self.caches.gen(), rid, iova, access).map(|(phys, _)| phys)
+    }
+
     /// Turn the configuration cache and the TLB on or off (off: every translation fetches and walks, a
     /// benchmark baseline no real SMMU offers). Either way both are emptied.
     pub fn set_caching(&mut self, enabled: bool) {

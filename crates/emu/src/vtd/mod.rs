@@ -322,6 +322,13 @@ impl VtdModel {
         self.caches.iotlb_peek(did, iova)
     }
 
+    /// What the front cache (`crate::front`) holds for this request now, without translating: for tests that an
+    /// entry never outlives what could change the answer.
+    #[doc(hidden)]
+    pub fn front_answers(&self, rid: u32, iova: u64, access: Access) -> Option<u64> {
+        self.front.get(self.caches.gen(), rid, iova, access).map(|(phys, _)| phys)
+    }
+
     /// Whether the context cache holds an entry for source `sid`.
     pub fn context_cached(&self, sid: u16) -> bool {
         self.caches.context_peek(sid)
