@@ -151,8 +151,9 @@ pub fn dma_read<I: Iommu + ?Sized>(
     DmaOutcome::Done
 }
 
-/// The per-page read path as it was before [`dma_read`] got its fast path: the benchmark's baseline
-/// (`handover bench`, measured in the same run) and the oracle [`dma_read`] is tested against.
+/// The per-page read path as it was before [`dma_read`] got its fast path (the translation is the model's own,
+/// the copy [`PhysMemory::read_reference`]): the benchmark's baseline (`handover bench`, measured in the same
+/// run) and the oracle [`dma_read`] is tested against.
 pub fn dma_read_reference<I: Iommu + ?Sized>(
     iommu: &mut I,
     mem: &mut PhysMemory,
@@ -166,7 +167,7 @@ pub fn dma_read_reference<I: Iommu + ?Sized>(
         let n = chunk(at, buf.len() - done);
         match iommu.translate(mem, rid, at, Access::Read) {
             Translation::Ok { phys } => {
-                if mem.read(phys, &mut buf[done..done + n]).is_err() {
+                if mem.read_reference(phys, &mut buf[done..done + n]).is_err() {
                     return DmaOutcome::BadAddress { phys, done };
                 }
             }
