@@ -13,33 +13,42 @@ use crate::dma::Access;
 /// Entries: a power of two.
 const SLOTS: usize = 1024;
 
-#[derive(Clone, Copy, Debug, Default)]
+/// One entry, 32 bytes: two to a cache line.
+#[derive(Clone, Copy, Debug)]
 struct Slot {
-    /// The generation plus one the entry was filled in (0: empty).
-    tag: u64,
-    rid: u32,
-    write: bool,
+    /// The generation the entry was filled in.
+    gen: u64,
+    /// `rid << 1 | write`; `EMPTY` in a slot never filled, which no requester and access give.
+    key: u64,
     page: u64,
-    phys_page: u64,
-    hits: u8,
+    /// The physical page's address with the flags in the low 12 bits.
+    phys: u64,
 }
+
+const EMPTY: u64 = u64::MAX;
 
 /// The front cache. `hits` is an opaque set of flags the model stores with an entry (which of its own
 /// counters a hit of the full path bumps).
 #[derive(Clone, Debug)]
 pub struct Front {
-    slots: Box<[Slot]>,
+    slots: Box<[Slot; SLOTS]>,
 }
 
 impl Default for Front {
     fn default() -> Self {
-        Front { slots: vec![Slot::default(); SLOTS].into_boxed_slice() }
+        Front { slots: Box::new([Slot { gen: 0, key: EMPTY, page: 0, phys: 0 }; SLOTS]) }
     }
 }
 
+#[inline]
 fn index(rid: u32, page: u64) -> usize {
     let h = (page ^ (u64::from(rid) << 36)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     (h >> (64 - SLOTS.trailing_zeros())) as usize
+}
+
+#[inline]
+fn key(rid: u32, access: Access) -> u64 {
+    u64::from(rid) << 1 | u64::from(access == Access::Write)
 }
 
 impl Front {
@@ -48,22 +57,18 @@ impl Front {
     #[inline]
     pub fn get(&self, gen: u64, rid: u32, iova: u64, access: Access) -> Option<(u64, u8)> {
         let page = iova >> 12;
+        // A fixed-size array and a shifted hash: the index needs no bounds check.
         let s = &self.slots[index(rid, page)];
-        let write = access == Access::Write;
-        // Tag 0 is an empty slot: the one generation whose tag would be 0 is never cached.
-        (gen != u64::MAX && s.tag == gen.wrapping_add(1) && s.rid == rid && s.page == page && s.write == write)
-            .then_some((s.phys_page << 12 | (iova & 0xfff), s.hits))
+        (s.gen == gen && s.key == key(rid, access) && s.page == page)
+            .then_some(((s.phys & !0xfff) | (iova & 0xfff), s.phys as u8))
     }
 
     /// Remember that `iova` of `rid` translated to `phys` for `access` in generation `gen`.
     #[inline]
     pub fn put(&mut self, gen: u64, rid: u32, iova: u64, access: Access, phys: u64, hits: u8) {
-        if gen == u64::MAX {
-            return;
-        }
         let page = iova >> 12;
         self.slots[index(rid, page)] =
-            Slot { tag: gen.wrapping_add(1), rid, write: access == Access::Write, page, phys_page: phys >> 12, hits };
+            Slot { gen, key: key(rid, access), page, phys: (phys & !0xfff) | u64::from(hits) };
     }
 }
 
@@ -80,6 +85,8 @@ mod tests {
         assert_eq!(f.get(7, 0x11, 0x1234_5678, Access::Read), None, "another requester");
         assert_eq!(f.get(7, 0x10, 0x1234_5678, Access::Write), None, "a write is not a read");
         assert_eq!(f.get(7, 0x10, 0x1234_6678, Access::Read), None, "another page");
-        assert_eq!(Front::default().get(u64::MAX, 0, 0, Access::Read), None, "empty slots never match");
+        for gen in [0, u64::MAX] {
+            assert_eq!(Front::default().get(gen, 0, 0, Access::Read), None, "empty slots never match");
+        }
     }
 }

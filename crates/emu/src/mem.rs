@@ -41,8 +41,73 @@ pub struct MemStats {
 pub struct PhysMemory {
     /// Sorted, merged, page-granular RAM ranges.
     ram: Vec<Range<u64>>,
-    pages: FastMap<u64, Arc<Page>>,
+    pages: Pages,
+    /// Frames recently read by a DMA, direct-mapped by frame number: `(pfn, position in pages.frames)`. A hint
+    /// only, checked against the frame it names before use, so nothing ever needs to invalidate it; empty until
+    /// the first [`PhysMemory::read_in_page`].
+    hints: Vec<(u64, usize)>,
     stats: MemStats,
+}
+
+/// Slots in [`PhysMemory`]'s hints: a power of two.
+const HINTS: usize = 64;
+
+/// The materialised pages: a vector of frames and a map from frame number to position, so a position found
+/// once serves as an index afterwards (the hints) where the map would hash.
+#[derive(Clone, Debug, Default)]
+struct Pages {
+    index: FastMap<u64, usize>,
+    frames: Vec<(u64, Arc<Page>)>,
+}
+
+impl Pages {
+    fn get(&self, pfn: &u64) -> Option<&Arc<Page>> {
+        self.index.get(pfn).map(|&i| &self.frames[i].1)
+    }
+    fn get_mut(&mut self, pfn: &u64) -> Option<&mut Arc<Page>> {
+        self.index.get(pfn).map(|&i| &mut self.frames[i].1)
+    }
+    fn contains_key(&self, pfn: &u64) -> bool {
+        self.index.contains_key(pfn)
+    }
+    fn insert(&mut self, pfn: u64, page: Arc<Page>) {
+        match self.get_mut(&pfn) {
+            Some(p) => *p = page,
+            None => {
+                self.index.insert(pfn, self.frames.len());
+                self.frames.push((pfn, page));
+            }
+        }
+    }
+    fn get_or_insert_with(&mut self, pfn: u64, f: impl FnOnce() -> Arc<Page>) -> &mut Arc<Page> {
+        let i = match self.index.get(&pfn) {
+            Some(&i) => i,
+            None => {
+                self.index.insert(pfn, self.frames.len());
+                self.frames.push((pfn, f()));
+                self.frames.len() - 1
+            }
+        };
+        &mut self.frames[i].1
+    }
+    /// Remove `pfn`; the last frame moves into its position.
+    fn remove(&mut self, pfn: &u64) {
+        if let Some(i) = self.index.remove(pfn) {
+            self.frames.swap_remove(i);
+            if let Some(&(moved, _)) = self.frames.get(i) {
+                self.index.insert(moved, i);
+            }
+        }
+    }
+    fn len(&self) -> usize {
+        self.frames.len()
+    }
+    fn keys(&self) -> impl Iterator<Item = &u64> + '_ {
+        self.frames.iter().map(|(pfn, _)| pfn)
+    }
+    fn iter(&self) -> impl Iterator<Item = (&u64, &Arc<Page>)> + '_ {
+        self.frames.iter().map(|(pfn, page)| (pfn, page))
+    }
 }
 
 impl PhysMemory {
@@ -58,7 +123,7 @@ impl PhysMemory {
                 _ => merged.push(r),
             }
         }
-        PhysMemory { ram: merged, pages: FastMap::default(), stats: MemStats::default() }
+        PhysMemory { ram: merged, pages: Pages::default(), hints: Vec::new(), stats: MemStats::default() }
     }
 
     /// Memory whose RAM is the one range `ram`.
@@ -130,9 +195,10 @@ impl PhysMemory {
     pub fn write_page_shared(&mut self, pa: u64, page: &Arc<Page>) -> Result<(), MemError> {
         let base = pa & !PAGE_MASK;
         self.check_ram(base, PAGE_SIZE)?;
-        if self.pages.insert(base >> PAGE_SHIFT, Arc::clone(page)).is_none() {
+        if !self.pages.contains_key(&(base >> PAGE_SHIFT)) {
             self.stats.pages_materialised += 1;
         }
+        self.pages.insert(base >> PAGE_SHIFT, Arc::clone(page));
         self.stats.writes += 1;
         self.stats.bytes_written += PAGE_SIZE as u64;
         Ok(())
@@ -142,7 +208,7 @@ impl PhysMemory {
     pub fn pages(&self) -> impl Iterator<Item = (u64, &Page)> + '_ {
         let mut pfns: Vec<u64> = self.pages.keys().copied().collect();
         pfns.sort_unstable();
-        pfns.into_iter().map(move |pfn| (pfn, &*self.pages[&pfn]))
+        pfns.into_iter().filter_map(move |pfn| Some((pfn, &**self.pages.get(&pfn)?)))
     }
 
     /// Number of materialised pages.
@@ -198,6 +264,52 @@ impl PhysMemory {
         self.stats
     }
 
+    /// A read that lies in one page, the way a DMA's requests do (`crate::dma::dma_read`): a page read
+    /// recently is found through the hints (an index, no hashing, no RAM-map search: a hint is only kept for a
+    /// page that is RAM throughout, and the RAM map never changes) and copied from straight away; an 8-byte
+    /// read is a single load. `&mut` only to keep the hints.
+    #[inline]
+    pub fn read_in_page(&mut self, pa: u64, buf: &mut [u8]) -> Result<(), MemError> {
+        let pfn = pa >> PAGE_SHIFT;
+        let off = (pa & PAGE_MASK) as usize;
+        if let Some(&(p, i)) = self.hints.get(pfn as usize & (HINTS - 1)) {
+            if p == pfn && off + buf.len() <= PAGE_SIZE {
+                if let Some((f, page)) = self.pages.frames.get(i) {
+                    if *f == pfn {
+                        copy_small(buf, &page[off..off + buf.len()]);
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        self.read_in_page_miss(pa, buf)
+    }
+
+    /// [`Self::read_in_page`] without a hint: the RAM check and the map, then a hint for next time.
+    #[cold]
+    #[inline(never)]
+    fn read_in_page_miss(&mut self, pa: u64, buf: &mut [u8]) -> Result<(), MemError> {
+        let pfn = pa >> PAGE_SHIFT;
+        let off = (pa & PAGE_MASK) as usize;
+        if off + buf.len() > PAGE_SIZE {
+            return self.read(pa, buf);
+        }
+        self.check_ram(pa, buf.len())?;
+        let Some(&i) = self.pages.index.get(&pfn) else {
+            // Never written: zeros, and nothing to hint at.
+            buf.fill(0);
+            return Ok(());
+        };
+        if self.check_ram(pfn << PAGE_SHIFT, PAGE_SIZE).is_ok() {
+            if self.hints.is_empty() {
+                self.hints = vec![(u64::MAX, 0); HINTS];
+            }
+            self.hints[pfn as usize & (HINTS - 1)] = (pfn, i);
+        }
+        copy_small(buf, &self.pages.frames[i].1[off..off + buf.len()]);
+        Ok(())
+    }
+
     fn read_unchecked(&self, pa: u64, buf: &mut [u8]) {
         let mut addr = pa;
         let mut done = 0;
@@ -241,7 +353,7 @@ impl PhysMemory {
                 addr = addr.wrapping_add(n as u64);
                 continue;
             }
-            let slot = self.pages.entry(addr >> PAGE_SHIFT).or_insert_with(|| {
+            let slot = self.pages.get_or_insert_with(addr >> PAGE_SHIFT, || {
                 stats.pages_materialised += 1;
                 Arc::new([0; PAGE_SIZE])
             });
@@ -254,6 +366,15 @@ impl PhysMemory {
         }
         self.stats.writes += 1;
         self.stats.bytes_written += data.len() as u64;
+    }
+}
+
+/// `dst.copy_from_slice(src)`, with the 8-byte case a single load and store rather than a call to `memcpy`.
+#[inline]
+fn copy_small(dst: &mut [u8], src: &[u8]) {
+    match (<&mut [u8; 8]>::try_from(&mut *dst), <&[u8; 8]>::try_from(src)) {
+        (Ok(d), Ok(s)) => *d = *s,
+        _ => dst.copy_from_slice(src),
     }
 }
 
@@ -271,8 +392,42 @@ pub(crate) fn page_from(src: &[u8]) -> Arc<Page> {
     }
 }
 
+impl PhysMemory {
+    /// The page holding all of `[pa, pa + len)` when that lies in one page of a one-range RAM map (the common
+    /// case: a table entry, a descriptor): `Some(None)` for a page never written. `None`: take the general path.
+    #[inline]
+    fn in_page(&self, pa: u64, len: usize) -> Option<Option<&Page>> {
+        let off = (pa & PAGE_MASK) as usize;
+        match self.ram.as_slice() {
+            [r] if off + len <= PAGE_SIZE && r.start <= pa && pa.checked_add(len as u64)? <= r.end => {
+                Some(self.pages.get(&(pa >> PAGE_SHIFT)).map(|p| &**p))
+            }
+            _ => None,
+        }
+    }
+}
+
+impl PhysMemory {
+    /// [`PhysMem::read`] as it was before its in-page fast path: `crate::dma::dma_read_reference`'s copy, so
+    /// the benchmark's baseline stays the old path.
+    #[doc(hidden)]
+    pub fn read_reference(&self, pa: u64, buf: &mut [u8]) -> Result<(), MemError> {
+        self.check_ram(pa, buf.len())?;
+        self.read_unchecked(pa, buf);
+        Ok(())
+    }
+}
+
 impl PhysMem for PhysMemory {
     fn read(&self, pa: u64, buf: &mut [u8]) -> Result<(), MemError> {
+        if let Some(page) = self.in_page(pa, buf.len()) {
+            let off = (pa & PAGE_MASK) as usize;
+            match page {
+                Some(p) => copy_small(buf, &p[off..off + buf.len()]),
+                None => buf.fill(0),
+            }
+            return Ok(());
+        }
         self.check_ram(pa, buf.len())?;
         self.read_unchecked(pa, buf);
         Ok(())
@@ -367,5 +522,49 @@ mod tests {
         assert_eq!(m.stats().cow_copies, 1);
         assert_eq!(m.write_page_shared(0xa0_0000, &page).unwrap_err().kind, MemErrorKind::NotRam, "a hole");
         assert_eq!(m.read_u64(0x1008).unwrap(), 0xabcd);
+    }
+
+    #[test]
+    fn read_in_page_follows_writes_removals_snapshots_and_holes() {
+        let mut m = mem();
+        let rd = |m: &mut PhysMemory, pa: u64| {
+            let mut b = [0u8; 8];
+            m.read_in_page(pa, &mut b).map(|_| u64::from_le_bytes(b))
+        };
+        for (pa, v) in [(0x1000, 1), (0x2000, 2), (0x3000, 3), (0x41000, 65)] {
+            m.write_u64(pa, v).unwrap();
+        }
+        assert_eq!(rd(&mut m, 0x1000), Ok(1));
+        assert_eq!(rd(&mut m, 0x41000), Ok(65), "pfn 0x41 shares pfn 1's hint slot");
+        assert_eq!(rd(&mut m, 0x1000), Ok(1));
+        m.write_u64(0x1000, 11).unwrap();
+        assert_eq!(rd(&mut m, 0x1000), Ok(11), "a write is seen");
+        assert_eq!(rd(&mut m, 0x3000), Ok(3));
+        // Removing pfn 1 moves the last frame into its place: neither hint may answer for the other page.
+        m.zero_page(0x1000).unwrap();
+        assert_eq!(rd(&mut m, 0x1000), Ok(0), "a zeroed page reads zeros");
+        assert_eq!(rd(&mut m, 0x3000), Ok(3));
+        assert_eq!(rd(&mut m, 0x41000), Ok(65));
+        let mut snap = m.snapshot();
+        m.write_u64(0x2000, 22).unwrap();
+        assert_eq!(rd(&mut snap, 0x2000), Ok(2), "the snapshot keeps its copy");
+        assert_eq!(rd(&mut m, 0x2000), Ok(22));
+        // Holes fail as `read` does; a read across pages is `read`'s.
+        assert_eq!(rd(&mut m, 0x9_eff8), Ok(0));
+        assert_eq!(rd(&mut m, 0x9_f000).unwrap_err().addr, 0x9_f000);
+        assert_eq!(rd(&mut m, 0x9_effc).unwrap_err().addr, 0x9_f000);
+        let mut a = [0u8; 16];
+        let mut b = [0u8; 16];
+        m.write(0x2ff8, &[7; 16]).unwrap();
+        m.read_in_page(0x2ff8, &mut a).unwrap();
+        m.read(0x2ff8, &mut b).unwrap();
+        assert_eq!(a, b);
+        // A page only partly RAM: the RAM part reads, the rest fails, however often it was read.
+        let mut p = PhysMemory::contiguous(0..0x1800);
+        p.write_u64(0x17f8, 5).unwrap();
+        for _ in 0..2 {
+            assert_eq!(rd(&mut p, 0x17f8), Ok(5));
+            assert_eq!(rd(&mut p, 0x1800).unwrap_err().addr, 0x1800);
+        }
     }
 }

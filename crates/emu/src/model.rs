@@ -109,6 +109,7 @@ impl MmioDevice for Box<dyn IommuModel> {
 }
 
 impl Iommu for Box<dyn IommuModel> {
+    #[inline]
     fn translate(&mut self, mem: &mut PhysMemory, rid: u32, iova: u64, access: crate::Access) -> crate::Translation {
         (**self).translate(mem, rid, iova, access)
     }

@@ -436,3 +436,35 @@ fn garbage_device_tables_and_page_tables_never_panic() {
     // logged.
     assert!(ok > 0 && walks > 0 && hits > 0 && logged > 0);
 }
+
+/// The front cache answers only while nothing could have changed the answer: INVALIDATE_IOMMU_ALL, a device
+/// table base write and IommuEn going off each end its entry, and with caching off it holds none. After the
+/// invalidation the full path sees a remapped page; with IommuEn off the request passes untranslated.
+#[test]
+fn front_entries_end_at_invalidations_base_writes_and_enable_changes() {
+    let mut rig = Rig::linux();
+    let root = rig.attach(DEV, DOM, 3);
+    rig.map(root, 3, 0x1000, 0x5000, 1, RW);
+    let front = |rig: &Rig| rig.iommu.front_answers(DEV as u32, 0x1008, Access::Read);
+    assert_eq!(front(&rig), None);
+    assert_eq!(rig.phys(DEV, 0x1008, Access::Read), Some(0x5008));
+    assert_eq!(front(&rig), Some(0x5008), "a translation fills the front");
+    // Remapped in memory without an invalidation: the IOTLB (and so the front) still answers the old page.
+    rig.map(root, 3, 0x1000, 0x6000, 1, RW);
+    assert_eq!(rig.phys(DEV, 0x1008, Access::Read), Some(0x5008));
+    rig.run(&[iommu_spec::amdvi::invalidate_iommu_all()]);
+    assert_eq!(front(&rig), None, "INVALIDATE_IOMMU_ALL");
+    assert_eq!(rig.phys(DEV, 0x1008, Access::Read), Some(0x6008));
+    rig.w64(off::DEV_TABLE_BASE, DevTableBase::from_table(DEV_TABLE, 2 << 20).into_bits());
+    assert_eq!(front(&rig), None, "a device table base write");
+    assert_eq!(rig.phys(DEV, 0x1008, Access::Read), Some(0x6008));
+    rig.disable(iommu_spec::amdvi::Control::new().with_iommu_en(true));
+    assert_eq!(front(&rig), None, "IommuEn off");
+    assert_eq!(rig.phys(DEV, 0x1008, Access::Read), Some(0x1008), "untranslated with IommuEn off");
+    rig.enable(iommu_spec::amdvi::Control::new().with_iommu_en(true));
+    assert_eq!(rig.phys(DEV, 0x1008, Access::Read), Some(0x6008));
+    rig.iommu.set_caching(false);
+    assert_eq!(front(&rig), None, "caching off");
+    assert_eq!(rig.phys(DEV, 0x1008, Access::Read), Some(0x6008));
+    assert_eq!(front(&rig), None, "nothing is kept with caching off");
+}

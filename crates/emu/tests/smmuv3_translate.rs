@@ -399,3 +399,39 @@ fn table_descriptor_limits_apply_below_them() {
     rig.fault(2, 2 << 39, Access::Read);
     assert!(rig.events()[0].dw1().pnu(), "PnU from PRIVCFG");
 }
+
+/// The front cache answers only while nothing could have changed the answer: a TLB invalidation, a stream table
+/// base write and SMMUEN going off each end its entry, and with caching off it holds none. After the invalidation
+/// the full path sees a remapped page; with SMMUEN off the request follows GBPA, not the old translation.
+#[test]
+fn front_entries_end_at_invalidations_base_writes_and_enable_changes() {
+    use iommu_spec::smmuv3::{Command, StrtabBase};
+    let mut rig = Rig::linear();
+    let t = rig.page();
+    let ste = rig.s1_ste(1, t);
+    rig.set_ste_linear(1, ste);
+    rig.map_s1(t, 0x1000, 0x300_0000, 3, true);
+    let front = |rig: &Rig| rig.smmu.front_answers(1, 0x1008, Access::Read);
+    assert_eq!(front(&rig), None);
+    assert_eq!(rig.phys(1, 0x1008, Access::Read), Some(0x300_0008));
+    assert_eq!(front(&rig), Some(0x300_0008), "a translation fills the front");
+    // Remapped in memory without an invalidation: the TLB (and so the front) still answers the old page.
+    rig.map_s1(t, 0x1000, 0x310_0000, 3, true);
+    assert_eq!(rig.phys(1, 0x1008, Access::Read), Some(0x300_0008));
+    rig.cmds_sync(&[Command::TlbiNsnhAll]);
+    assert_eq!(front(&rig), None, "TLBI_NSNH_ALL");
+    assert_eq!(rig.phys(1, 0x1008, Access::Read), Some(0x310_0008));
+    rig.w64(off::STRTAB_BASE, StrtabBase::from_table(rig::STRTAB, true).into_bits());
+    assert_eq!(front(&rig), None, "a stream table base write");
+    assert_eq!(rig.phys(1, 0x1008, Access::Read), Some(0x310_0008));
+    let c = rig.cr0_now();
+    rig.cr0(c.with_smmuen(false));
+    assert_eq!(front(&rig), None, "SMMUEN off");
+    assert_ne!(rig.phys(1, 0x1008, Access::Read), Some(0x310_0008), "GBPA decides with SMMUEN off");
+    rig.enable();
+    assert_eq!(rig.phys(1, 0x1008, Access::Read), Some(0x310_0008));
+    rig.smmu.set_caching(false);
+    assert_eq!(front(&rig), None, "caching off");
+    assert_eq!(rig.phys(1, 0x1008, Access::Read), Some(0x310_0008));
+    assert_eq!(front(&rig), None, "nothing is kept with caching off");
+}

@@ -12,8 +12,8 @@ use common::{legacy_rig, Rig, RO, RW};
 use iommu_driver::PhysMem;
 use iommu_emu::{Access, DmaOutcome, Translation, VtdConfig};
 use iommu_spec::vtd::{
-    off, ContextEntry, FaultReason, FaultRecord, IotlbInv, PasidEntry, Pgtt, RootEntry, SlPte, SourceId,
-    TranslationType,
+    off, ContextEntry, FaultReason, FaultRecord, Gcmd, IotlbInv, IotlbReg, PasidEntry, Pgtt, RootEntry, RtAddr, SlPte,
+    SourceId, TranslationType,
 };
 
 const SID: u16 = SourceId::new(0, 3, 0).0;
@@ -341,4 +341,43 @@ fn garbage_tables_never_panic_and_every_fault_has_a_reason() {
     });
     // Garbage must fault somewhere in both modes, or the property proves nothing.
     assert!(faults.iter().all(|f| f.get() > 0), "faults (legacy, scalable): {faults:?}");
+}
+
+/// The front cache answers only while nothing could have changed the answer: a cache flush (by the IOTLB
+/// register, or all caches at once), a root-pointer latch and TE going off each end its entry, and with caching
+/// off it holds none. After the flush the full path sees a remapped page; with TE off the request passes
+/// untranslated.
+#[test]
+fn front_entries_end_at_flushes_latches_and_enable_changes() {
+    let (mut rig, root, pt) = legacy_rig(4, SID, DID);
+    rig.map(pt, 4, 0x1000, 0x5000, 1, RW);
+    let front = |rig: &Rig| rig.vtd.front_answers(SID as u32, 0x1008, Access::Read);
+    assert_eq!(front(&rig), None);
+    assert_eq!(rig.phys(SID, 0x1008, Access::Read), Some(0x5008));
+    assert_eq!(front(&rig), Some(0x5008), "a translation fills the front");
+    // Remapped in memory without a flush: the IOTLB (and so the front) still answers the old page.
+    rig.map(pt, 4, 0x1000, 0x6000, 1, RW);
+    assert_eq!(rig.phys(SID, 0x1008, Access::Read), Some(0x5008));
+    let iotlb = off::iotlb(rig.vtd.config().ecap.iro());
+    rig.w64(iotlb, IotlbReg::new().with_ivt(true).with_iirg(1).into_bits());
+    assert_eq!(front(&rig), None, "a global IOTLB invalidation");
+    assert_eq!(rig.phys(SID, 0x1008, Access::Read), Some(0x6008));
+    assert_eq!(front(&rig), Some(0x6008));
+    rig.vtd.drop_caches();
+    assert_eq!(front(&rig), None, "all caches dropped");
+    assert_eq!(rig.phys(SID, 0x1008, Access::Read), Some(0x6008));
+    rig.w64(off::RTADDR, RtAddr::from_table(root, false).into_bits());
+    rig.gcmd(Gcmd::new().with_srtp(true));
+    assert_eq!(front(&rig), None, "a root-pointer latch");
+    assert_eq!(rig.phys(SID, 0x1008, Access::Read), Some(0x6008));
+    let te_off = rig.gsts().persistent_cmd().with_te(false);
+    rig.w32(off::GCMD, te_off.into_bits());
+    assert_eq!(front(&rig), None, "TE off");
+    assert_eq!(rig.phys(SID, 0x1008, Access::Read), Some(0x1008), "untranslated with TE off");
+    rig.gcmd(Gcmd::new().with_te(true));
+    assert_eq!(rig.phys(SID, 0x1008, Access::Read), Some(0x6008));
+    rig.vtd.set_caching(false);
+    assert_eq!(front(&rig), None, "caching off");
+    assert_eq!(rig.phys(SID, 0x1008, Access::Read), Some(0x6008));
+    assert_eq!(front(&rig), None, "nothing is kept with caching off");
 }

@@ -149,6 +149,9 @@ pub struct AmdviModel {
     cmd_run: bool,
     /// The event logger runs: set when EventLogEn goes 0 → 1, cleared when it goes 0 or the log overflows.
     evt_run: bool,
+    /// Control.IommuEn, as a plain field for the translation fast path (kept by `control_written`, the one
+    /// place Control changes).
+    iommu_en: bool,
     caches: Caches,
     /// Recent translations in front of the caches (`crate::front`), valid for the caches' generation.
     front: crate::front::Front,
@@ -166,6 +169,7 @@ impl AmdviModel {
             snp_locked: false,
             cmd_run: false,
             evt_run: false,
+            iommu_en: false,
             caches: Caches::new(cfg.iotlb_capacity),
             front: Default::default(),
             irq: Default::default(),
@@ -216,7 +220,7 @@ impl AmdviModel {
 
     /// Control.IommuEn.
     pub fn translation_enabled(&self) -> bool {
-        self.control().iommu_en()
+        self.iommu_en
     }
 
     /// The Control register.
@@ -245,6 +249,13 @@ impl AmdviModel {
     /// Whether the IOTLB holds a translation of `iova` for `domain_id`, and to which physical address.
     pub fn iotlb_lookup(&self, domain_id: u16, iova: u64) -> Option<u64> {
         self.caches.iotlb_peek(domain_id, iova)
+    }
+
+    /// What the front cache (`crate::front`) holds for this request now, without translating: for tests that an
+    /// entry never outlives what could change the answer.
+    #[doc(hidden)]
+    pub fn front_answers(&self, rid: u32, iova: u64, access: Access) -> Option<u64> {
+        self.front.get(self.caches.gen(), rid, iova, access).map(|(phys, _)| phys)
     }
 
     /// Whether the DTE cache holds the entry of `device_id`.
@@ -300,6 +311,7 @@ impl AmdviModel {
     /// logger (Linux restarts a stopped one by clearing and setting its enable, `amd_iommu_restart_event_logging`),
     /// and commands already posted run once the processor may run.
     fn control_written(&mut self, mem: &mut PhysMemory, old: Control, new: Control) {
+        self.iommu_en = new.iommu_en();
         if !new.cmd_buf_en() {
             self.cmd_run = false;
         } else if !old.cmd_buf_en() {
@@ -408,19 +420,37 @@ impl AmdviModel {
 }
 
 impl Iommu for AmdviModel {
+    /// The front-cache hit, kept to a few dozen instructions with no stack frame: everything else is in
+    /// [`AmdviModel::translate_miss`], out of line.
     fn translate(&mut self, mem: &mut PhysMemory, rid: u32, iova: u64, access: Access) -> Translation {
+        if self.iommu_en {
+            if let Some((phys, hits)) = self.front.get(self.caches.gen(), rid, iova, access) {
+                // What the full path would count for this hit.
+                let n = &mut self.counters;
+                n.translations += 1;
+                n.dte_hits += u64::from(hits & FRONT_DTE);
+                n.iotlb_hits += u64::from((hits & FRONT_IOTLB) >> 1);
+                n.passthrough += u64::from((hits & FRONT_PASS) >> 2);
+                return Translation::Ok { phys };
+            }
+        }
+        self.translate_miss(mem, rid, iova, access)
+    }
+    fn interrupt(&mut self, mem: &mut PhysMemory, rid: u32, addr: u64, data: u32) -> Option<crate::Interrupt> {
+        Some(crate::InterruptRemap::interrupt(self, mem, rid, addr, data))
+    }
+}
+
+impl AmdviModel {
+    /// Everything but a front-cache hit: translation off, or the full path through the caches and tables.
+    #[cold]
+    #[inline(never)]
+    fn translate_miss(&mut self, mem: &mut PhysMemory, rid: u32, iova: u64, access: Access) -> Translation {
         self.counters.translations += 1;
-        if !self.control().iommu_en() {
+        if !self.iommu_en {
             // IommuEn = 0: requests pass untranslated (spec 3.4.4), what makes "reset to bypass" dangerous in kdump.
             self.counters.untranslated += 1;
             return Translation::Ok { phys: iova };
-        }
-        if let Some((phys, hits)) = self.front.get(self.caches.gen(), rid, iova, access) {
-            // What the full path would count for this hit.
-            self.counters.dte_hits += u64::from(hits & FRONT_DTE != 0);
-            self.counters.iotlb_hits += u64::from(hits & FRONT_IOTLB != 0);
-            self.counters.passthrough += u64::from(hits & FRONT_PASS != 0);
-            return Translation::Ok { phys };
         }
         let c = self.counters;
         // A DeviceID is 16 bits (bus:devfn of one PCI segment).
@@ -437,9 +467,6 @@ impl Iommu for AmdviModel {
             }
         }
         t
-    }
-    fn interrupt(&mut self, mem: &mut PhysMemory, rid: u32, addr: u64, data: u32) -> Option<crate::Interrupt> {
-        Some(crate::InterruptRemap::interrupt(self, mem, rid, addr, data))
     }
 }
 

@@ -223,6 +223,8 @@ pub struct VtdModel {
     iq: Option<IqState>,
     /// Where the next fault record goes (spec 7.3.1: round-robin).
     next_frcd: usize,
+    /// GSTS.TES, as a plain field for the translation fast path (kept by `set_gsts`).
+    tes: bool,
     caches: Caches,
     /// Recent translations in front of the caches (`crate::front`), valid for the caches' generation.
     front: crate::front::Front,
@@ -250,6 +252,7 @@ impl VtdModel {
             irta: Irta::new(),
             iq: None,
             next_frcd: 0,
+            tes: false,
             caches: Caches::new(cfg.iotlb_capacity),
             front: Default::default(),
             iec: Default::default(),
@@ -286,7 +289,7 @@ impl VtdModel {
 
     /// GSTS.TES.
     pub fn translation_enabled(&self) -> bool {
-        self.gsts().tes()
+        self.tes
     }
 
     /// The latched root-table pointer (including SMT).
@@ -319,6 +322,13 @@ impl VtdModel {
         self.caches.iotlb_peek(did, iova)
     }
 
+    /// What the front cache (`crate::front`) holds for this request now, without translating: for tests that an
+    /// entry never outlives what could change the answer.
+    #[doc(hidden)]
+    pub fn front_answers(&self, rid: u32, iova: u64, access: Access) -> Option<u64> {
+        self.front.get(self.caches.gen(), rid, iova, access).map(|(phys, _)| phys)
+    }
+
     /// Whether the context cache holds an entry for source `sid`.
     pub fn context_cached(&self, sid: u16) -> bool {
         self.caches.context_peek(sid)
@@ -328,8 +338,10 @@ impl VtdModel {
         Gsts::from_bits(self.regs.get32(off::GSTS))
     }
 
+    /// The only writer of GSTS (software cannot write it): it keeps `tes` in step.
     fn set_gsts(&mut self, g: Gsts) {
         self.regs.set32(off::GSTS, g.into_bits());
+        self.tes = g.tes();
     }
 
     /// GCMD write (spec 10.4.4; Linux's gcmd shadow): software writes the full state. Persistent enables act
@@ -465,22 +477,40 @@ const FRONT_PASID: u8 = 2;
 const FRONT_IOTLB: u8 = 4;
 
 impl Iommu for VtdModel {
+    /// The front-cache hit, kept to a few dozen instructions with no stack frame: everything else is in
+    /// [`VtdModel::translate_miss`], out of line.
     fn translate(&mut self, mem: &mut PhysMemory, rid: u32, iova: u64, access: Access) -> Translation {
+        if self.tes {
+            if let Some((phys, hits)) = self.front.get(self.caches.gen(), rid, iova, access) {
+                // What the full path would count for this hit in the context (PASID) cache and IOTLB.
+                let n = &mut self.counters;
+                n.translations += 1;
+                n.context_hits += u64::from(hits & FRONT_CONTEXT);
+                n.pasid_hits += u64::from((hits & FRONT_PASID) >> 1);
+                n.iotlb_hits += u64::from((hits & FRONT_IOTLB) >> 2);
+                return Translation::Ok { phys };
+            }
+        }
+        self.translate_miss(mem, rid, iova, access)
+    }
+    fn interrupt(&mut self, mem: &mut PhysMemory, rid: u32, addr: u64, data: u32) -> Option<crate::Interrupt> {
+        Some(crate::InterruptRemap::interrupt(self, mem, rid, addr, data))
+    }
+}
+
+impl VtdModel {
+    /// Everything but a front-cache hit: translation off, or the full path through the caches and tables.
+    #[cold]
+    #[inline(never)]
+    fn translate_miss(&mut self, mem: &mut PhysMemory, rid: u32, iova: u64, access: Access) -> Translation {
         self.counters.translations += 1;
         // A VT-d source ID is 16 bits (bus:devfn); wider requester IDs belong to other IOMMUs.
         let sid = rid as u16;
-        if !self.gsts().tes() {
+        if !self.tes {
             // Translation off: requests pass untranslated, as on hardware (spec 3.x: DMA remapping
             // disabled), which is exactly what makes "reset to bypass" dangerous in kdump.
             self.counters.untranslated += 1;
             return Translation::Ok { phys: iova };
-        }
-        if let Some((phys, hits)) = self.front.get(self.caches.gen(), rid, iova, access) {
-            // What the full path would count for this hit in the context (PASID) cache and IOTLB.
-            self.counters.context_hits += u64::from(hits & FRONT_CONTEXT != 0);
-            self.counters.pasid_hits += u64::from(hits & FRONT_PASID != 0);
-            self.counters.iotlb_hits += u64::from(hits & FRONT_IOTLB != 0);
-            return Translation::Ok { phys };
         }
         let c = self.counters;
         let t = self.translate_dma(mem, sid, iova, access);
@@ -505,9 +535,6 @@ impl Iommu for VtdModel {
             }
         }
         t
-    }
-    fn interrupt(&mut self, mem: &mut PhysMemory, rid: u32, addr: u64, data: u32) -> Option<crate::Interrupt> {
-        Some(crate::InterruptRemap::interrupt(self, mem, rid, addr, data))
     }
 }
 

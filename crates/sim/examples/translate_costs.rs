@@ -1,0 +1,108 @@
+//! Nanoseconds per operation of the paths behind `handover bench`'s translation figures, on the same machine as
+//! the bench (one device, 4096 mapped pages, built by the real driver): a front-cache hit, the locality
+//! workload, 8-byte memory reads, 8-byte `dma_read` and `dma_read_reference`, a full walk with caches off. Each
+//! figure is the best of `REPS` (7) runs of `OPS` (1M) operations. `ONLY=vtd|amdvi|smmuv3` and `SEL=hit|loc|memrd|
+//! memrd_pages|dma|dmaref|walk` narrow it, so `valgrind --tool=cachegrind` can count instructions per operation
+//! (run with `OPS=0` and `OPS=100000`, subtract, divide; the walk runs a tenth of `OPS`).
+//!
+//! `cargo run --release -p iommu-sim --example translate_costs`
+
+use iommu_driver::vtd::Attachment;
+use iommu_driver::{BootEnv, BootOptions, DeviceId, Perm, PhysMem};
+use iommu_emu::{Access, EmuPlatform, FrameRegion, Iommu, PhysMemory};
+use iommu_sim::unit::{IommuKind, Unit};
+use std::time::Instant;
+const GIB: u64 = 1 << 30;
+const MIB: u64 = 1 << 20;
+fn best(ops: u64, mut op: impl FnMut(u64)) -> f64 {
+    let mut b = f64::MAX;
+    let reps: u64 = std::env::var("REPS").ok().and_then(|s| s.parse().ok()).unwrap_or(7);
+    for r in 0..reps {
+        let t = Instant::now();
+        for i in r * ops..(r + 1) * ops {
+            op(i)
+        }
+        b = b.min(t.elapsed().as_secs_f64() * 1e9 / ops as f64);
+    }
+    b
+}
+fn main() {
+    let ops: u64 = std::env::var("OPS").ok().and_then(|s| s.parse().ok()).unwrap_or(1_000_000);
+    let only = std::env::var("ONLY").unwrap_or_default();
+    for kind in IommuKind::ALL {
+        if !only.is_empty() && !kind.name().starts_with(&only[..]) {
+            continue;
+        }
+        let sel = std::env::var("SEL").unwrap_or_default();
+        let on = |n: &str| sel.is_empty() || sel == n;
+        let mut mem = PhysMemory::contiguous(0..8 * GIB);
+        let mut unit: Unit = iommu_emu::model(kind, false, true);
+        let mut frames = FrameRegion::new(64 * MIB..2 * GIB);
+        let rid = 0x10u32;
+        let mut base = 0;
+        {
+            let mut hw = EmuPlatform::new(&mut unit, &mut mem, &mut frames);
+            let penv = BootEnv {
+                crash_kernel: false,
+                ram: std::iter::once(0..8 * GIB).collect(),
+                crash_region: Some(7 * GIB..8 * GIB),
+                mem_encrypt: false,
+                c_bit: 0,
+            };
+            let mut d = iommu_driver::boot(kind, &mut hw, &penv, BootOptions::default()).ok().unwrap();
+            let dom = d.create_domain(&mut hw).ok().unwrap();
+            let _ = d.attach(&mut hw, DeviceId(rid), Attachment::Domain(dom));
+            for p in 0..4096u64 {
+                if let Ok(iova) = d.map(&mut hw, dom, 4 * GIB + p * 4096, 4096, Perm::RW) {
+                    base = iova;
+                }
+            }
+        }
+        for p in 0..4096u64 {
+            let _ = mem.write(4 * GIB + p * 4096, &[p as u8 | 1; 4096]);
+        }
+        let local = |i: u64| base + ((i / 512) % 4096) * 4096 + (i % 512) * 8;
+        let hit = best(if on("hit") { ops } else { 0 }, |_| {
+            std::hint::black_box(unit.translate(&mut mem, rid, std::hint::black_box(base), Access::Read));
+        });
+        let loc = best(if on("loc") { ops } else { 0 }, |i| {
+            std::hint::black_box(unit.translate(&mut mem, rid, local(i), Access::Read));
+        });
+        let mut sum = 0u64;
+        let phys = match unit.translate(&mut mem, rid, base, Access::Read) {
+            iommu_emu::Translation::Ok { phys } => phys,
+            _ => 0,
+        };
+        let memrd = best(if on("memrd") { ops } else { 0 }, |i| {
+            let mut b = [0u8; 8];
+            let _ = mem.read(phys + (i % 512) * 8, &mut b);
+            sum = sum.wrapping_add(u64::from_le_bytes(b));
+        });
+        let memrd_pages = best(if on("memrd_pages") { ops } else { 0 }, |i| {
+            let mut b = [0u8; 8];
+            let _ = mem.read(4 * GIB + ((i / 512) % 4096) * 4096 + (i % 512) * 8, &mut b);
+            sum = sum.wrapping_add(u64::from_le_bytes(b));
+        });
+        let dma = best(if on("dma") { ops } else { 0 }, |i| {
+            let mut b = [0u8; 8];
+            let _ = iommu_emu::dma_read(&mut unit, &mut mem, rid, local(i), &mut b);
+            sum = sum.wrapping_add(u64::from_le_bytes(b));
+        });
+        let dmaref = best(if on("dmaref") { ops } else { 0 }, |i| {
+            let mut b = [0u8; 8];
+            let _ = iommu_emu::dma::dma_read_reference(&mut unit, &mut mem, rid, local(i), &mut b);
+            sum = sum.wrapping_add(u64::from_le_bytes(b));
+        });
+        unit.set_caching(false);
+        let walk = best(if on("walk") { ops / 10 } else { 0 }, |i| {
+            let iova = base + (i.wrapping_mul(2654435761) % 4096) * 4096;
+            std::hint::black_box(unit.translate(&mut mem, rid, iova, Access::Read));
+        });
+        unit.set_caching(true);
+        let empty = best(ops, |i| {
+            sum = sum.wrapping_add(std::hint::black_box(i));
+        });
+        std::hint::black_box(sum);
+        println!("{:7} ns/op: hit {hit:.2} locality {loc:.2} memread8 {memrd:.2} memread8-pages {memrd_pages:.2} dma_read8 {dma:.2} ref {dmaref:.2} walk {walk:.2} empty {empty:.2}", kind.name());
+    }
+}
