@@ -134,21 +134,7 @@ pub fn dma_read<I: Iommu + ?Sized>(
             Translation::Fault(info) => DmaOutcome::Fault { iova, done: 0, info },
         };
     }
-    let mut done = 0;
-    while done < buf.len() {
-        let at = iova.wrapping_add(done as u64);
-        let n = chunk(at, buf.len() - done);
-        match iommu.translate(mem, rid, at, Access::Read) {
-            Translation::Ok { phys } => {
-                if mem.read_in_page(phys, &mut buf[done..done + n]).is_err() {
-                    return DmaOutcome::BadAddress { phys, done };
-                }
-            }
-            Translation::Fault(info) => return DmaOutcome::Fault { iova: at, done, info },
-        }
-        done += n;
-    }
-    DmaOutcome::Done
+    read_by_page(iommu, mem, rid, iova, buf, PhysMemory::read_in_page)
 }
 
 /// The per-page read path as it was before [`dma_read`] got its fast path (the translation is the model's own,
@@ -161,13 +147,26 @@ pub fn dma_read_reference<I: Iommu + ?Sized>(
     iova: u64,
     buf: &mut [u8],
 ) -> DmaOutcome {
+    read_by_page(iommu, mem, rid, iova, buf, |m, pa, b| m.read_reference(pa, b))
+}
+
+/// A read page by page: each page's part translated, then copied by `copy`; stops at the first failure.
+#[inline]
+fn read_by_page<I: Iommu + ?Sized>(
+    iommu: &mut I,
+    mem: &mut PhysMemory,
+    rid: u32,
+    iova: u64,
+    buf: &mut [u8],
+    copy: impl Fn(&mut PhysMemory, u64, &mut [u8]) -> Result<(), iommu_platform::MemError>,
+) -> DmaOutcome {
     let mut done = 0;
     while done < buf.len() {
         let at = iova.wrapping_add(done as u64);
         let n = chunk(at, buf.len() - done);
         match iommu.translate(mem, rid, at, Access::Read) {
             Translation::Ok { phys } => {
-                if mem.read_reference(phys, &mut buf[done..done + n]).is_err() {
+                if copy(mem, phys, &mut buf[done..done + n]).is_err() {
                     return DmaOutcome::BadAddress { phys, done };
                 }
             }
