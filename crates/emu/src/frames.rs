@@ -91,9 +91,18 @@ impl FrameRegion {
             return None;
         }
         let frames = self.capacity();
+        // No free frame lies below word `hint`; whole allocated words are passed over a word at a time.
+        while self.bitmap.get(self.hint).is_some_and(|&w| w == u64::MAX) {
+            self.hint += 1;
+        }
         let (mut start, mut len) = (self.hint * 64, 0);
         let mut i = start;
         while i < frames {
+            if i % 64 == 0 && self.bitmap[i / 64] == u64::MAX {
+                (start, len) = (i + 64, 0);
+                i += 64;
+                continue;
+            }
             if self.bitmap[i / 64] & (1 << (i % 64)) != 0 {
                 (start, len) = (i + 1, 0);
             } else {

@@ -416,6 +416,7 @@ impl MmioDevice for Smmuv3Model {
 
 impl Iommu for Smmuv3Model {
     /// `rid` is the StreamID.
+    ///
     /// The front-cache hit, kept to a few dozen instructions with no stack frame: everything else is in
     /// [`Smmuv3Model::translate_miss`], out of line. The front is asked first whatever SMMUEN says: every
     /// register write bumps the generation, so an entry only answers under the enables it was filled with.
