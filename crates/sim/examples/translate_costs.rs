@@ -7,13 +7,11 @@
 //!
 //! `cargo run --release -p iommu-sim --example translate_costs`
 
-use iommu_driver::vtd::Attachment;
-use iommu_driver::{BootEnv, BootOptions, DeviceId, Perm, PhysMem};
-use iommu_emu::{Access, EmuPlatform, FrameRegion, Iommu, PhysMemory};
-use iommu_sim::unit::{IommuKind, Unit};
+use iommu_driver::PhysMem;
+use iommu_emu::{Access, Iommu};
+use iommu_sim::unit::IommuKind;
 use std::time::Instant;
 const GIB: u64 = 1 << 30;
-const MIB: u64 = 1 << 20;
 fn best(ops: u64, mut op: impl FnMut(u64)) -> f64 {
     let mut b = f64::MAX;
     let reps: u64 = std::env::var("REPS").ok().and_then(|s| s.parse().ok()).unwrap_or(7);
@@ -35,32 +33,7 @@ fn main() {
         }
         let sel = std::env::var("SEL").unwrap_or_default();
         let on = |n: &str| sel.is_empty() || sel == n;
-        let mut mem = PhysMemory::contiguous(0..8 * GIB);
-        let mut unit: Unit = iommu_emu::model(kind, false, true);
-        let mut frames = FrameRegion::new(64 * MIB..2 * GIB);
-        let rid = 0x10u32;
-        let mut base = 0;
-        {
-            let mut hw = EmuPlatform::new(&mut unit, &mut mem, &mut frames);
-            let penv = BootEnv {
-                crash_kernel: false,
-                ram: std::iter::once(0..8 * GIB).collect(),
-                crash_region: Some(7 * GIB..8 * GIB),
-                mem_encrypt: false,
-                c_bit: 0,
-            };
-            let mut d = iommu_driver::boot(kind, &mut hw, &penv, BootOptions::default()).ok().unwrap();
-            let dom = d.create_domain(&mut hw).ok().unwrap();
-            let _ = d.attach(&mut hw, DeviceId(rid), Attachment::Domain(dom));
-            for p in 0..4096u64 {
-                if let Ok(iova) = d.map(&mut hw, dom, 4 * GIB + p * 4096, 4096, Perm::RW) {
-                    base = iova;
-                }
-            }
-        }
-        for p in 0..4096u64 {
-            let _ = mem.write(4 * GIB + p * 4096, &[p as u8 | 1; 4096]);
-        }
+        let (mut mem, mut unit, base, rid) = iommu_sim::bench::translate_rig(kind);
         let local = |i: u64| base + ((i / 512) % 4096) * 4096 + (i % 512) * 8;
         let hit = best(if on("hit") { ops } else { 0 }, |_| {
             std::hint::black_box(unit.translate(&mut mem, rid, std::hint::black_box(base), Access::Read));

@@ -446,9 +446,10 @@ pub fn adopt_smmuv3(devices: u32) -> AdoptFigure {
     }
 }
 
-/// Translations per second through `kind`'s model: one device's domain with 4096 mapped pages, built by the
-/// real driver.
-pub fn translate(kind: IommuKind, ops: u64) -> TranslateFigure {
+/// The translation figures' machine: `kind`'s model with one device (requester 0x10) in a domain of 4096 mapped
+/// pages, built by the real driver, each page holding distinct bytes. Returns memory, unit, the lowest IOVA mapped
+/// and the requester.
+pub fn translate_rig(kind: IommuKind) -> (PhysMemory, Unit, u64, u32) {
     let mut mem = PhysMemory::contiguous(0..8 * GIB);
     let mut unit: Unit = iommu_emu::model(kind, false, true);
     let mut frames = FrameRegion::new(64 * MIB..2 * GIB);
@@ -469,10 +470,17 @@ pub fn translate(kind: IommuKind, ops: u64) -> TranslateFigure {
         }
     }
     // IOVAs are handed out top-down: the last one mapped is the lowest of the 4096. Each page gets
-    // distinct contents, so the reads below copy real bytes rather than a never-written page's zeros.
+    // distinct contents, so the reads copy real bytes rather than a never-written page's zeros.
     for p in 0..4096u64 {
         let _ = iommu_driver::PhysMem::write(&mut mem, 4 * GIB + p * 4096, &[p as u8 | 1; 4096]);
     }
+    (mem, unit, base, rid)
+}
+
+/// Translations per second through `kind`'s model: one device's domain with 4096 mapped pages, built by the
+/// real driver ([`translate_rig`]).
+pub fn translate(kind: IommuKind, ops: u64) -> TranslateFigure {
+    let (mut mem, mut unit, base, rid) = translate_rig(kind);
     let hit = rate(ops, |_| {
         std::hint::black_box(unit.translate(&mut mem, rid, std::hint::black_box(base), Access::Read));
     });
