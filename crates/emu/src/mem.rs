@@ -32,7 +32,7 @@ pub struct MemStats {
     pub bytes_written: u64,
     /// Pages created by a first write.
     pub pages_materialised: u64,
-    /// Pages copied because a snapshot still shared them.
+    /// Pages copied because a snapshot, or another frame written with the same bytes, still shared them.
     pub cow_copies: u64,
 }
 
@@ -46,6 +46,10 @@ pub struct PhysMemory {
     /// only, checked against the frame it names before use, so nothing ever needs to invalidate it; empty until
     /// the first [`PhysMemory::read_in_page`].
     hints: Vec<(u64, usize)>,
+    /// The page the latest whole-page write left, so a run of whole-page writes of the same bytes (a device
+    /// table of default entries, zeroed buffers) shares one page instead of a copy each. Always equal to its
+    /// own contents (a partial write to it copies it first), so sharing it never changes what a frame reads.
+    last_whole: Option<Arc<Page>>,
     stats: MemStats,
 }
 
@@ -123,7 +127,7 @@ impl PhysMemory {
                 _ => merged.push(r),
             }
         }
-        PhysMemory { ram: merged, pages: Pages::default(), hints: Vec::new(), stats: MemStats::default() }
+        PhysMemory { ram: merged, pages: Pages::default(), hints: Vec::new(), last_whole: None, stats: MemStats::default() }
     }
 
     /// Memory whose RAM is the one range `ram`.
@@ -335,19 +339,37 @@ impl PhysMemory {
             let stats = &mut self.stats;
             let src = &data[done..done + n];
             if n == PAGE_SIZE {
-                // A whole page: made from the data in one copy (no zeroing first), or overwritten in place.
-                match self.pages.get_mut(&(addr >> PAGE_SHIFT)) {
-                    Some(slot) => match Arc::get_mut(slot) {
-                        Some(page) => page.copy_from_slice(src),
-                        None => {
-                            stats.cow_copies += 1;
-                            *slot = page_from(src);
-                        }
-                    },
-                    None => {
+                let pfn = addr >> PAGE_SHIFT;
+                // The same bytes as the latest whole page: share it (a memcmp that stops at the first
+                // difference, against an allocation and a 4 KiB copy).
+                if let Some(last) = self.last_whole.as_ref().filter(|last| last[..] == *src) {
+                    if self.pages.get(&pfn).is_none() {
                         stats.pages_materialised += 1;
-                        self.pages.insert(addr >> PAGE_SHIFT, page_from(src));
                     }
+                    self.pages.insert(pfn, Arc::clone(last));
+                } else {
+                    // Otherwise made from the data in one copy (no zeroing first), or overwritten in place (the
+                    // latest whole page is replaced below anyway: let it go first so it is not copied).
+                    self.last_whole = None;
+                    let page = match self.pages.get_mut(&pfn) {
+                        Some(slot) => {
+                            match Arc::get_mut(slot) {
+                                Some(page) => page.copy_from_slice(src),
+                                None => {
+                                    stats.cow_copies += 1;
+                                    *slot = page_from(src);
+                                }
+                            }
+                            Arc::clone(slot)
+                        }
+                        None => {
+                            stats.pages_materialised += 1;
+                            let page = page_from(src);
+                            self.pages.insert(pfn, Arc::clone(&page));
+                            page
+                        }
+                    };
+                    self.last_whole = Some(page);
                 }
                 done += n;
                 addr = addr.wrapping_add(n as u64);
@@ -357,6 +379,11 @@ impl PhysMemory {
                 stats.pages_materialised += 1;
                 Arc::new([0; PAGE_SIZE])
             });
+            // The latest whole page is about to change and no other frame shares it: let it go rather than
+            // copy the page for its own sake.
+            if Arc::strong_count(slot) == 2 && self.last_whole.as_ref().is_some_and(|last| Arc::ptr_eq(last, slot)) {
+                self.last_whole = None;
+            }
             if Arc::strong_count(slot) > 1 {
                 stats.cow_copies += 1;
             }
@@ -522,6 +549,40 @@ mod tests {
         assert_eq!(m.stats().cow_copies, 1);
         assert_eq!(m.write_page_shared(0xa0_0000, &page).unwrap_err().kind, MemErrorKind::NotRam, "a hole");
         assert_eq!(m.read_u64(0x1008).unwrap(), 0xabcd);
+    }
+
+    #[test]
+    fn whole_page_writes_of_the_same_bytes_share_one_page_and_each_frame_stays_its_own() {
+        let mut m = mem();
+        let table = [0x5au8; PAGE_SIZE];
+        for p in 0..4u64 {
+            m.write(0x10_0000 + p * 0x1000, &table).unwrap();
+        }
+        assert!((1..4).all(|p| Arc::ptr_eq(m.page_shared(0x100).unwrap(), m.page_shared(0x100 + p).unwrap())));
+        assert_eq!(m.stats().pages_materialised, 4);
+        // A partial write to one frame changes it alone.
+        m.write_u64(0x10_1008, 7).unwrap();
+        m.write_u64(0x10_3010, 9).unwrap();
+        assert_eq!(m.stats().cow_copies, 2, "both frames still shared the page with others");
+        assert_eq!(m.read_u64(0x10_1008).unwrap(), 7);
+        assert_eq!(m.read_u64(0x10_3010).unwrap(), 9);
+        for (pa, want) in [(0x10_0008, 0x5a5a_5a5a_5a5a_5a5a), (0x10_2008, 0x5a5a_5a5a_5a5a_5a5a), (0x10_3008, 0x5a5a_5a5a_5a5a_5a5a)] {
+            assert_eq!(m.read_u64(pa).unwrap(), want, "{pa:#x}");
+        }
+        // The next whole page of the old bytes still shares; one of other bytes does not, and a frame written
+        // whole twice keeps only its last bytes.
+        m.write(0x10_4000, &table).unwrap();
+        assert!(Arc::ptr_eq(m.page_shared(0x100).unwrap(), m.page_shared(0x104).unwrap()));
+        m.write(0x10_4000, &[1; PAGE_SIZE]).unwrap();
+        m.write(0x10_4000, &[2; PAGE_SIZE]).unwrap();
+        assert_eq!(m.read_u64(0x10_4000).unwrap(), 0x0202_0202_0202_0202);
+        assert_eq!(m.read_u64(0x10_0000).unwrap(), 0x5a5a_5a5a_5a5a_5a5a);
+        assert_eq!(m.stats().cow_copies, 3, "0x104 shared its page; its second write is in place");
+        // A frame alone with the latest whole page is written in place, not copied for the latest's sake.
+        m.write_u64(0x10_4008, 3).unwrap();
+        assert_eq!(m.stats().cow_copies, 3);
+        assert_eq!(m.read_u64(0x10_4008).unwrap(), 3);
+        assert!(!m.same_page(&mem(), 0x100), "never-written memory reads zeros");
     }
 
     #[test]
