@@ -420,19 +420,24 @@ pub(crate) fn page_from(src: &[u8]) -> Arc<Page> {
 }
 
 impl PhysMemory {
-    /// The page holding all of `[pa, pa + len)` when that lies in one page of a one-range RAM map (the common
-    /// case: a table entry, a descriptor): `Some(None)` for a page never written. `None`: take the general path.
+    /// The page holding all of `[pa, pa + len)` when that lies in one page of RAM and the RAM map is short (the
+    /// common case: a table entry, a descriptor, on a map of a few ranges around the PCI hole): `Some(None)` for
+    /// a page never written. `None`: take the general path (which also reports what is not RAM).
     #[inline]
     fn in_page(&self, pa: u64, len: usize) -> Option<Option<&Page>> {
         let off = (pa & PAGE_MASK) as usize;
-        match self.ram.as_slice() {
-            [r] if off + len <= PAGE_SIZE && r.start <= pa && pa.checked_add(len as u64)? <= r.end => {
-                Some(self.pages.get(&(pa >> PAGE_SHIFT)).map(|p| &**p))
-            }
-            _ => None,
+        if off + len > PAGE_SIZE || self.ram.len() > SHORT_RAM_MAP {
+            return None;
         }
+        let end = pa.checked_add(len as u64)?;
+        // Ranges are sorted and disjoint: the first one ending after `pa` is the only one that can hold it.
+        let r = self.ram.iter().find(|r| pa < r.end)?;
+        (r.start <= pa && end <= r.end).then(|| self.pages.get(&(pa >> PAGE_SHIFT)).map(|p| &**p))
     }
 }
+
+/// RAM maps of up to this many ranges are searched in order by the in-page fast path.
+const SHORT_RAM_MAP: usize = 4;
 
 impl PhysMemory {
     /// [`PhysMem::read`] as it was before its in-page fast path: `crate::dma::dma_read_reference`'s copy, so
