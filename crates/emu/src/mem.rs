@@ -127,7 +127,13 @@ impl PhysMemory {
                 _ => merged.push(r),
             }
         }
-        PhysMemory { ram: merged, pages: Pages::default(), hints: Vec::new(), last_whole: None, stats: MemStats::default() }
+        PhysMemory {
+            ram: merged,
+            pages: Pages::default(),
+            hints: Vec::new(),
+            last_whole: None,
+            stats: MemStats::default(),
+        }
     }
 
     /// Memory whose RAM is the one range `ram`.
@@ -571,7 +577,9 @@ mod tests {
         assert_eq!(m.stats().cow_copies, 2, "both frames still shared the page with others");
         assert_eq!(m.read_u64(0x10_1008).unwrap(), 7);
         assert_eq!(m.read_u64(0x10_3010).unwrap(), 9);
-        for (pa, want) in [(0x10_0008, 0x5a5a_5a5a_5a5a_5a5a), (0x10_2008, 0x5a5a_5a5a_5a5a_5a5a), (0x10_3008, 0x5a5a_5a5a_5a5a_5a5a)] {
+        for (pa, want) in
+            [(0x10_0008, 0x5a5a_5a5a_5a5a_5a5a), (0x10_2008, 0x5a5a_5a5a_5a5a_5a5a), (0x10_3008, 0x5a5a_5a5a_5a5a_5a5a)]
+        {
             assert_eq!(m.read_u64(pa).unwrap(), want, "{pa:#x}");
         }
         // The next whole page of the old bytes still shares; one of other bytes does not, and a frame written

@@ -300,9 +300,7 @@ impl Amdvi {
         let dom = self.domain_mut(d)?;
         let iova = dom.iova.alloc(size).ok_or(AmdError::OutOfIova { size })?;
         let root = dom.root;
-        for off in (0..size).step_by(4096) {
-            self.map_page(hw, root, iova + off, pa + off, read, write)?;
-        }
+        self.map_range(hw, root, iova, pa, size, read, write)?;
         Ok(iova)
     }
 
@@ -329,29 +327,30 @@ impl Amdvi {
         let dom = self.domain_mut(d)?;
         dom.iova.reserve(iova, iova + size);
         let root = dom.root;
-        for off in (0..size).step_by(4096) {
-            self.map_page(hw, root, iova + off, pa + off, read, write)?;
-        }
+        self.map_range(hw, root, iova, pa, size, read, write)?;
         Ok(())
     }
 
+    /// Leaves for `[iova, iova + size)` → `pa` (4 KiB multiples), one walk per last-level table.
     #[allow(clippy::too_many_arguments)]
-    fn map_page(
+    fn map_range(
         &mut self,
         hw: &mut impl Platform,
         root: u64,
         iova: u64,
         pa: u64,
+        size: u64,
         r: bool,
         w: bool,
     ) -> Result<(), AmdError> {
-        crate::walk::map_page(hw, &self.v1(), root, LEVELS, iova, pa, r, w, &mut self.frames_allocated).map_err(|e| {
-            match e {
+        let pages = size / 4096;
+        crate::walk::map_range(hw, &self.v1(), root, LEVELS, iova, pa, pages, r, w, &mut self.frames_allocated).map_err(
+            |e| match e {
                 crate::walk::MapError::Mem(m) => AmdError::Mem(m),
                 crate::walk::MapError::OutOfMemory => AmdError::OutOfMemory,
                 crate::walk::MapError::Occupied { iova, .. } => AmdError::BadRange { iova, size: 4096 },
-            }
-        })
+            },
+        )
     }
 
     /// Unmap and invalidate at once (strict): INVALIDATE_IOMMU_PAGES for the range, then a completion wait.
@@ -362,9 +361,7 @@ impl Amdvi {
         let dom = self.domain_mut(d)?;
         let (root, id) = (dom.root, dom.id);
         dom.iova.release(iova);
-        for off in (0..size).step_by(4096) {
-            crate::walk::unmap_page(hw, &self.v1(), root, LEVELS, iova + off)?;
-        }
+        crate::walk::unmap_range(hw, &self.v1(), root, LEVELS, iova, size / 4096)?;
         self.submit(hw, &[InvalidateIommuPages::range(id, iova, size).into_bits()])
     }
 

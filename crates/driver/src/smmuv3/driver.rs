@@ -411,25 +411,23 @@ impl Smmuv3 {
         size: u64,
         write: bool,
     ) -> Result<(), SmmuError> {
-        for off in (0..size).step_by(4096) {
-            crate::walk::map_page(
-                hw,
-                &S1_WALK,
-                ttb0,
-                S1_WALK.levels(),
-                iova + off,
-                pa + off,
-                true,
-                write,
-                &mut self.frames_allocated,
-            )
-            .map_err(|e| match e {
-                crate::walk::MapError::Mem(m) => SmmuError::Mem(m),
-                crate::walk::MapError::OutOfMemory => SmmuError::OutOfMemory,
-                crate::walk::MapError::Occupied { iova, .. } => SmmuError::BadRange { iova, size: 4096 },
-            })?;
-        }
-        Ok(())
+        crate::walk::map_range(
+            hw,
+            &S1_WALK,
+            ttb0,
+            S1_WALK.levels(),
+            iova,
+            pa,
+            size / 4096,
+            true,
+            write,
+            &mut self.frames_allocated,
+        )
+        .map_err(|e| match e {
+            crate::walk::MapError::Mem(m) => SmmuError::Mem(m),
+            crate::walk::MapError::OutOfMemory => SmmuError::OutOfMemory,
+            crate::walk::MapError::Occupied { iova, .. } => SmmuError::BadRange { iova, size: 4096 },
+        })
     }
 
     /// Map at a chosen IOVA (all 4 KiB multiples, inside the 48-bit stage-1 input range): what a one-to-one
@@ -469,11 +467,11 @@ impl Smmuv3 {
         let dom = self.domain_mut(d)?;
         let (ttb0, asid) = (dom.ttb0, dom.asid);
         dom.iova.release(iova);
-        let mut cmds = Vec::new();
-        for off in (0..size).step_by(4096) {
-            crate::walk::unmap_page(hw, &S1_WALK, ttb0, S1_WALK.levels(), iova + off)?;
-            cmds.push(Command::TlbiNhVa { vmid: 0, asid, addr: iova + off, scope: Default::default() });
-        }
+        crate::walk::unmap_range(hw, &S1_WALK, ttb0, S1_WALK.levels(), iova, size / 4096)?;
+        let cmds: Vec<Command> = (0..size)
+            .step_by(4096)
+            .map(|off| Command::TlbiNhVa { vmid: 0, asid, addr: iova + off, scope: Default::default() })
+            .collect();
         self.submit(hw, &cmds)
     }
 

@@ -282,20 +282,19 @@ impl Vtd {
         }
         dom.iova.reserve(iova, iova + size);
         let fmt = self.format();
-        for off in (0..size).step_by(4096) {
-            crate::walk::map_page(
-                hw,
-                &fmt,
-                root,
-                levels,
-                iova + off,
-                pa + off,
-                read,
-                write,
-                &mut self.stats.frames_allocated,
-            )
-            .map_err(VtdError::from)?;
-        }
+        crate::walk::map_range(
+            hw,
+            &fmt,
+            root,
+            levels,
+            iova,
+            pa,
+            size / 4096,
+            read,
+            write,
+            &mut self.stats.frames_allocated,
+        )
+        .map_err(VtdError::from)?;
         // Not-present → present needs no invalidation unless the unit caches not-present entries (CAP.CM),
         // where Linux flushes the range (`__mapping_notify_one`); otherwise only the write buffer.
         if self.cap.cm() {
@@ -316,9 +315,7 @@ impl Vtd {
         let (root, levels, did) = (dom.root, dom.levels, dom.did);
         dom.iova.release(iova);
         let fmt = self.format();
-        for off in (0..size).step_by(4096) {
-            crate::walk::unmap_page(hw, &fmt, root, levels, iova + off)?;
-        }
+        crate::walk::unmap_range(hw, &fmt, root, levels, iova, size / 4096)?;
         self.flush_range(hw, did, iova, size)
     }
 
