@@ -221,6 +221,11 @@ impl PhysMemory {
         pfns.into_iter().filter_map(move |pfn| Some((pfn, &**self.pages.get(&pfn)?)))
     }
 
+    /// The frame numbers of every materialised page, in no particular order (sort them for a deterministic one).
+    pub fn pfns(&self) -> impl Iterator<Item = u64> + '_ {
+        self.pages.keys().copied()
+    }
+
     /// Number of materialised pages.
     pub fn page_count(&self) -> usize {
         self.pages.len()

@@ -478,10 +478,11 @@ fn after_init(p: Panicked, s: &Scenario) -> RunDetail {
 
     // The dump: every page of old memory that holds anything, as /proc/vmcore reads it now.
     let region = r.m.cfg.crash_region.clone();
-    let mut pfns: BTreeSet<u64> =
-        r.m.mem.pages().map(|(pfn, _)| pfn).chain(at_crash.pages().map(|(pfn, _)| pfn)).collect();
-    pfns.retain(|pfn| !region.contains(&(pfn << 12)));
-    let mut queue: Vec<u64> = pfns.into_iter().rev().collect();
+    let mut queue: Vec<u64> =
+        r.m.mem.pfns().chain(at_crash.pfns()).filter(|pfn| !region.contains(&(pfn << 12))).collect();
+    // Highest first, so the lowest frame is popped first.
+    queue.sort_unstable_by(|a, b| b.cmp(a));
+    queue.dedup();
     let mut dumped_at: BTreeMap<u64, u64> = BTreeMap::new();
     let mut changed_when_dumped = BTreeSet::new();
     let deadline = r.tick + 64 + 4 * queue.len() as u64;

@@ -80,6 +80,10 @@ pub(super) struct Caches {
     enabled: bool,
     dte: FastMap<u16, DevState>,
     iotlb: FastMap<u16, Domain>,
+    /// The entry map of the domain emptied last, cleared, kept for the next domain to start filling: a driver
+    /// that maps, uses and unmaps a buffer at a time empties and refills one domain over and over, and would
+    /// otherwise grow a new map each time. One at most, so memory stays bounded by the entries cached.
+    spare: Option<FastMap<(u32, u64), IotlbEntry>>,
     iotlb_len: usize,
     iotlb_capacity: usize,
     /// Devices with DTE.SE whose one IO_PAGE_FAULT event has been logged.
@@ -95,6 +99,7 @@ impl Caches {
             enabled: true,
             dte: FastMap::default(),
             iotlb: FastMap::default(),
+            spare: None,
             iotlb_len: 0,
             iotlb_capacity: iotlb_capacity.max(1),
             se_fired: FastMap::default(),
@@ -195,7 +200,9 @@ impl Caches {
             self.iotlb.clear();
             self.iotlb_len = 0;
         }
-        let dom = self.iotlb.entry(domain).or_default();
+        let spare = &mut self.spare;
+        let dom =
+            self.iotlb.entry(domain).or_insert_with(|| Domain { shifts: 0, pages: spare.take().unwrap_or_default() });
         dom.shifts |= 1 << e.shift;
         if dom.pages.insert((e.shift, vpn(iova, e.shift)), e).is_none() {
             self.iotlb_len += 1;
@@ -235,7 +242,9 @@ impl Caches {
         }
         self.iotlb_len -= before - dom.pages.len();
         if dom.pages.is_empty() {
-            self.iotlb.remove(&domain);
+            if let Some(dom) = self.iotlb.remove(&domain) {
+                self.spare = Some(dom.pages);
+            }
         }
     }
 }
