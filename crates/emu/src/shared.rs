@@ -181,6 +181,11 @@ impl Lane<'_> {
         self.front.get(epoch, rid, iova, access).map(|(phys, _)| phys)
     }
 
+    /// Requests the lane answered alone since it last folded its hits into the model's counters.
+    pub fn pending(&self) -> u64 {
+        self.pending
+    }
+
     /// Fold the hits into the model's counters ([`SharedUnit::flush`]).
     pub fn flush(&mut self) {
         let unit = self.unit;
