@@ -71,7 +71,7 @@ impl SharedUnit {
         (inner.model, inner.mem)
     }
 
-    /// A new cache handle for one thread (vCPU, device), empty.
+    /// A new cache handle for one thread (vCPU, device), empty. It translates only through this unit.
     pub fn lane(&self) -> Lane<'_> {
         Lane { unit: self, front: Front::default(), hits: [0; 256], pending: 0 }
     }
@@ -80,21 +80,6 @@ impl SharedUnit {
     /// operation is one call into the model), so a poisoned lock is used as it is.
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Translate one request for the thread owning `lane`: from the lane without the lock when it holds the
-    /// request in the current epoch, else through the model's full [`crate::Iommu::translate`] under the lock
-    /// (which records a fault as ever), copying the model's front entry for the request into the lane.
-    #[inline]
-    pub fn translate(&self, lane: &mut Lane<'_>, rid: u32, iova: u64, access: Access) -> Translation {
-        debug_assert!(std::ptr::eq(lane.unit, self), "a lane is only used with the unit that made it");
-        let epoch = self.epoch.0.load(Ordering::Acquire);
-        if let Some((phys, hits)) = lane.front.get(epoch, rid, iova, access) {
-            lane.hits[usize::from(hits)] += 1;
-            lane.pending += 1;
-            return Translation::Ok { phys };
-        }
-        self.translate_miss(lane, rid, iova, access)
     }
 
     /// The lane could not answer: the model's full path, under the lock.
@@ -112,25 +97,14 @@ impl SharedUnit {
         t
     }
 
-    /// Fold `lane`'s hits into the model's counters, so they read as if every translation had gone through the
-    /// model. Dropping the lane does the same.
-    pub fn flush(&self, lane: &mut Lane<'_>) {
-        if lane.pending == 0 {
-            return;
-        }
-        let mut g = self.lock();
-        for (hits, n) in lane.hits.iter_mut().enumerate() {
-            if *n != 0 {
-                g.model.replay_front_hits(hits as u8, *n);
-                *n = 0;
-            }
-        }
-        lane.pending = 0;
-    }
-
-    /// A register read (one may have side effects, so the epoch is advanced).
+    /// A register read. Lanes stay valid unless the model's front generation changed (a read the model acts on
+    /// bumps it, as for its own front).
     pub fn mmio_read(&self, off: usize, size: u8) -> u64 {
-        self.with_model(|m, mem| m.mmio_read(mem, off, size))
+        let mut g = self.lock();
+        let inner = &mut *g;
+        let v = inner.model.mmio_read(&mut inner.mem, off, size);
+        inner.publish(&self.epoch.0, false);
+        v
     }
 
     /// A register write (an invalidation, an enable): no lane answers from before it once it returns.
@@ -141,6 +115,13 @@ impl SharedUnit {
     /// Turn the model's caches off or on ([`IommuModel::set_caching`]).
     pub fn set_caching(&self, on: bool) {
         self.with_model(|m, _| m.set_caching(on))
+    }
+
+    /// The memory alone, under the lock (a device's data after its translation, a CPU's store). Lanes stay
+    /// valid: like the model's own caches they keep a translation until an invalidation, whatever memory says
+    /// (VT-d 6.5, AMD-Vi 2.4, SMMUv3 3.21: software invalidates after changing a table).
+    pub fn with_memory<R>(&self, f: impl FnOnce(&mut PhysMemory) -> R) -> R {
+        f(&mut self.lock().mem)
     }
 
     /// Anything else on the model and its memory, under the lock (a driver over an
@@ -167,11 +148,19 @@ pub struct Lane<'a> {
 }
 
 impl Lane<'_> {
-    /// Translate one request ([`SharedUnit::translate`]).
+    /// Translate one request: from the lane without the lock when it holds the request in the unit's current
+    /// epoch, else through the model's full [`crate::Iommu::translate`] under the lock (which records a fault as
+    /// ever), copying the model's front entry for the request, if it now has one, into the lane.
     #[inline]
     pub fn translate(&mut self, rid: u32, iova: u64, access: Access) -> Translation {
+        let epoch = self.unit.epoch.0.load(Ordering::Acquire);
+        if let Some((phys, hits)) = self.front.get(epoch, rid, iova, access) {
+            self.hits[usize::from(hits)] += 1;
+            self.pending += 1;
+            return Translation::Ok { phys };
+        }
         let unit = self.unit;
-        unit.translate(self, rid, iova, access)
+        unit.translate_miss(self, rid, iova, access)
     }
 
     /// Whether the lane alone would answer this request now, and with which address: for tests that a lane
@@ -186,10 +175,20 @@ impl Lane<'_> {
         self.pending
     }
 
-    /// Fold the hits into the model's counters ([`SharedUnit::flush`]).
+    /// Fold the lane's hits into the model's counters, so they read as if every translation had gone through
+    /// the model. Dropping the lane does the same.
     pub fn flush(&mut self) {
-        let unit = self.unit;
-        unit.flush(self)
+        if self.pending == 0 {
+            return;
+        }
+        let mut g = self.unit.lock();
+        for (hits, n) in self.hits.iter_mut().enumerate() {
+            if *n != 0 {
+                g.model.replay_front_hits(hits as u8, *n);
+                *n = 0;
+            }
+        }
+        self.pending = 0;
     }
 }
 

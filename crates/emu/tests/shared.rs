@@ -240,3 +240,21 @@ fn a_lanes_hits_reach_the_models_counters_when_it_is_flushed() {
         assert_eq!(r.unit.with_model(|m, _| shown(m)), shown(&mut bare), "{kind:?}");
     }
 }
+
+#[test]
+fn a_register_read_or_a_memory_write_leaves_lanes_warm_and_a_register_write_does_not() {
+    for kind in IommuKind::ALL {
+        let r = rig(kind);
+        let mut lane = r.unit.lane();
+        let iova = r.iovas[2];
+        let pa = phys(lane.translate(RID, iova, Access::Read));
+        // Offset 0 (VT-d VER, AMD-Vi the device table base, SMMUv3 IDR0), read and written back unchanged.
+        let v = r.unit.mmio_read(0, 8);
+        assert_eq!(lane.answers(RID, iova, Access::Read), Some(pa), "{kind:?}: a read");
+        r.unit.with_memory(|mem| iommu_driver::PhysMem::write(mem, pa, &[0xa5; 64])).expect("write");
+        assert_eq!(lane.answers(RID, iova, Access::Read), Some(pa), "{kind:?}: a store to the data page");
+        r.unit.mmio_write(0, 8, v);
+        assert_eq!(lane.answers(RID, iova, Access::Read), None, "{kind:?}: a write");
+        assert_eq!(phys(lane.translate(RID, iova, Access::Read)), pa, "{kind:?}");
+    }
+}
