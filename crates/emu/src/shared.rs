@@ -119,7 +119,7 @@ impl SharedUnit {
 
     /// The memory alone, under the lock (a device's data after its translation, a CPU's store). Lanes stay
     /// valid: like the model's own caches they keep a translation until an invalidation, whatever memory says
-    /// (VT-d 6.5, AMD-Vi 2.4, SMMUv3 3.21: software invalidates after changing a table).
+    /// (VT-d 6.5, AMD-Vi 2.4.3, SMMUv3 3.21: software invalidates after changing a table).
     pub fn with_memory<R>(&self, f: impl FnOnce(&mut PhysMemory) -> R) -> R {
         f(&mut self.lock().mem)
     }
