@@ -98,10 +98,22 @@ fn print(w: &mut impl Write, f: &Figures, md: bool) -> std::io::Result<()> {
     writeln!(w)?;
     writeln!(
         w,
-        "{}Translation in the models (per second; baseline: the same model with its IOTLB off)",
+        "{}Translation in the models (per second; baseline: the same model with its IOTLB off; shared: the \
+         locality workload through one shared unit, a lane per thread, both threads' total)",
         if md { "### " } else { "" }
     )?;
-    let head = ["iommu", "IOTLB hit", "full walk", "locality", "no IOTLB", "hit/noTLB", "locality/noTLB"];
+    let head = [
+        "iommu",
+        "IOTLB hit",
+        "full walk",
+        "locality",
+        "no IOTLB",
+        "hit/noTLB",
+        "locality/noTLB",
+        "shared 1 thread",
+        "shared 2 threads",
+        "2 threads/1 thread",
+    ];
     line(w, &head.map(String::from))?;
     rule(w, head.len())?;
     for x in &f.translate {
@@ -115,6 +127,9 @@ fn print(w: &mut impl Write, f: &Figures, md: bool) -> std::io::Result<()> {
                 format!("{:.2e}", x.no_iotlb_per_s),
                 ratio(x.iotlb_hit_per_s, x.no_iotlb_per_s),
                 ratio(x.locality_per_s, x.no_iotlb_per_s),
+                format!("{:.2e}", x.shared_1_per_s),
+                format!("{:.2e}", x.shared_2_per_s),
+                ratio(x.shared_2_per_s, x.shared_1_per_s),
             ],
         )?;
     }

@@ -1,7 +1,8 @@
 //! Hardware models for the hand-over simulator: a sparse physical memory, a page-frame allocator for a
 //! kernel's own memory, the platform glue that lets `iommu-driver` program a model, the DMA entry point
 //! every device goes through, spec-faithful Intel VT-d, AMD-Vi and Arm SMMUv3 units, the DMA devices that
-//! drive them, the SEV-SNP firmware that locks AMD-Vi, and a catalogue of faults to inject into a crashed machine.
+//! drive them, the SEV-SNP firmware that locks AMD-Vi, a catalogue of faults to inject into a crashed machine, and a
+//! unit shared by threads that each keep their own cache of its answers ([`shared`]).
 //!
 //! The models behave like the hardware, not like a driver would wish: registers have their writable,
 //! read-only and write-1-to-clear bits; root pointers latch only on their command; queues live in
@@ -24,6 +25,7 @@ pub mod irq;
 pub mod mem;
 pub mod model;
 pub mod platform;
+pub mod shared;
 pub mod smmuv3;
 pub mod snp;
 pub mod stale;
@@ -37,5 +39,6 @@ pub use irq::{Interrupt, InterruptRemap};
 pub use mem::{MemStats, PhysMemory};
 pub use model::{model, model_with, IommuModel, ModelOptions};
 pub use platform::{EmuPlatform, MmioDevice};
+pub use shared::{Lane, SharedUnit};
 pub use smmuv3::{Smmuv3Config, Smmuv3ConfigError, Smmuv3Counters, Smmuv3Model};
 pub use vtd::{ConfigError, VtdConfig, VtdCounters, VtdModel};

@@ -37,6 +37,19 @@ pub trait IommuModel: MmioDevice + Iommu + Send {
 
     /// The model as the fault catalogue (`crate::inject`) takes it.
     fn fault_target(&mut self) -> crate::inject::Unit<'_>;
+
+    /// The generation of the model's front cache (`crate::front`) while the front answers requests, `None`
+    /// while it answers nothing (translation off on VT-d and AMD-Vi): what a [`crate::shared::Lane`]'s entries
+    /// are valid for.
+    fn front_gen(&self) -> Option<u64>;
+
+    /// What the model's front cache would answer for this request now, without translating: the address and
+    /// the entry's hit flags (which counters a hit stands for).
+    fn front_entry(&self, rid: u32, iova: u64, access: crate::Access) -> Option<(u64, u8)>;
+
+    /// Count `n` hits of a front entry with flags `hits`, exactly as the model's own front-cache hit path
+    /// counts one: how a [`crate::shared::Lane`]'s hits reach the model's statistics.
+    fn replay_front_hits(&mut self, hits: u8, n: u64);
 }
 
 impl Clone for Box<dyn IommuModel> {
@@ -119,6 +132,15 @@ impl Iommu for Box<dyn IommuModel> {
 }
 
 impl IommuModel for VtdModel {
+    fn front_gen(&self) -> Option<u64> {
+        VtdModel::front_gen(self)
+    }
+    fn front_entry(&self, rid: u32, iova: u64, access: crate::Access) -> Option<(u64, u8)> {
+        VtdModel::front_entry(self, rid, iova, access)
+    }
+    fn replay_front_hits(&mut self, hits: u8, n: u64) {
+        self.count_front_hits(hits, n)
+    }
     fn fault_target(&mut self) -> crate::inject::Unit<'_> {
         crate::inject::Unit::Vtd(self)
     }
@@ -137,6 +159,15 @@ impl IommuModel for VtdModel {
 }
 
 impl IommuModel for AmdviModel {
+    fn front_gen(&self) -> Option<u64> {
+        AmdviModel::front_gen(self)
+    }
+    fn front_entry(&self, rid: u32, iova: u64, access: crate::Access) -> Option<(u64, u8)> {
+        AmdviModel::front_entry(self, rid, iova, access)
+    }
+    fn replay_front_hits(&mut self, hits: u8, n: u64) {
+        self.count_front_hits(hits, n)
+    }
     fn fault_target(&mut self) -> crate::inject::Unit<'_> {
         crate::inject::Unit::Amdvi(self)
     }
@@ -191,6 +222,15 @@ impl IommuModel for AmdviModel {
 }
 
 impl IommuModel for Smmuv3Model {
+    fn front_gen(&self) -> Option<u64> {
+        Smmuv3Model::front_gen(self)
+    }
+    fn front_entry(&self, rid: u32, iova: u64, access: crate::Access) -> Option<(u64, u8)> {
+        Smmuv3Model::front_entry(self, rid, iova, access)
+    }
+    fn replay_front_hits(&mut self, hits: u8, n: u64) {
+        self.count_front_hits(hits, n)
+    }
     fn fault_target(&mut self) -> crate::inject::Unit<'_> {
         crate::inject::Unit::Smmuv3(self)
     }

@@ -425,12 +425,7 @@ impl Iommu for AmdviModel {
     fn translate(&mut self, mem: &mut PhysMemory, rid: u32, iova: u64, access: Access) -> Translation {
         if self.iommu_en {
             if let Some((phys, hits)) = self.front.get(self.caches.gen(), rid, iova, access) {
-                // What the full path would count for this hit.
-                let n = &mut self.counters;
-                n.translations += 1;
-                n.dte_hits += u64::from(hits & FRONT_DTE);
-                n.iotlb_hits += u64::from((hits & FRONT_IOTLB) >> 1);
-                n.passthrough += u64::from((hits & FRONT_PASS) >> 2);
+                self.count_front_hits(hits, 1);
                 return Translation::Ok { phys };
             }
         }
@@ -442,6 +437,26 @@ impl Iommu for AmdviModel {
 }
 
 impl AmdviModel {
+    /// Count `n` front-cache hits of an entry with flags `hits`: what the full path would count for each.
+    #[inline(always)]
+    pub(crate) fn count_front_hits(&mut self, hits: u8, n: u64) {
+        let c = &mut self.counters;
+        c.translations += n;
+        c.dte_hits += u64::from(hits & FRONT_DTE) * n;
+        c.iotlb_hits += u64::from((hits & FRONT_IOTLB) >> 1) * n;
+        c.passthrough += u64::from((hits & FRONT_PASS) >> 2) * n;
+    }
+
+    /// The front cache's generation while it answers (CONTROL.IommuEn set), for [`crate::shared`].
+    pub(crate) fn front_gen(&self) -> Option<u64> {
+        self.iommu_en.then(|| self.caches.gen())
+    }
+
+    /// The front cache's answer for this request and its hit flags, when the front answers.
+    pub(crate) fn front_entry(&self, rid: u32, iova: u64, access: Access) -> Option<(u64, u8)> {
+        self.front_gen().and_then(|gen| self.front.get(gen, rid, iova, access))
+    }
+
     /// Everything but a front-cache hit: translation off, or the full path through the caches and tables.
     #[cold]
     #[inline(never)]

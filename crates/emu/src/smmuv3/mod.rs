@@ -422,14 +422,7 @@ impl Iommu for Smmuv3Model {
     /// register write bumps the generation, so an entry only answers under the enables it was filled with.
     fn translate(&mut self, mem: &mut PhysMemory, rid: u32, iova: u64, access: Access) -> Translation {
         if let Some((phys, hits)) = self.front.get(self.caches.gen(), rid, iova, access) {
-            // What the full path would count for this hit.
-            let n = &mut self.counters;
-            n.translations += 1;
-            n.gbpa_bypassed += u64::from(hits & FRONT_GBPA);
-            n.ste_hits += u64::from((hits & FRONT_STE) >> 1);
-            n.ste_bypassed += u64::from((hits & FRONT_STE_BYPASS) >> 2);
-            n.cd_hits += u64::from((hits & FRONT_CD) >> 3);
-            n.tlb_hits += u64::from((hits & FRONT_TLB) >> 4);
+            self.count_front_hits(hits, 1);
             return Translation::Ok { phys };
         }
         self.translate_miss(mem, rid, iova, access)
@@ -437,6 +430,28 @@ impl Iommu for Smmuv3Model {
 }
 
 impl Smmuv3Model {
+    /// Count `n` front-cache hits of an entry with flags `hits`: what the full path would count for each.
+    #[inline(always)]
+    pub(crate) fn count_front_hits(&mut self, hits: u8, n: u64) {
+        let c = &mut self.counters;
+        c.translations += n;
+        c.gbpa_bypassed += u64::from(hits & FRONT_GBPA) * n;
+        c.ste_hits += u64::from((hits & FRONT_STE) >> 1) * n;
+        c.ste_bypassed += u64::from((hits & FRONT_STE_BYPASS) >> 2) * n;
+        c.cd_hits += u64::from((hits & FRONT_CD) >> 3) * n;
+        c.tlb_hits += u64::from((hits & FRONT_TLB) >> 4) * n;
+    }
+
+    /// The front cache's generation (asked whatever SMMUEN says), for [`crate::shared`].
+    pub(crate) fn front_gen(&self) -> Option<u64> {
+        Some(self.caches.gen())
+    }
+
+    /// The front cache's answer for this request and its hit flags.
+    pub(crate) fn front_entry(&self, rid: u32, iova: u64, access: Access) -> Option<(u64, u8)> {
+        self.front.get(self.caches.gen(), rid, iova, access)
+    }
+
     /// Everything but a front-cache hit: the full path through the caches and tables.
     #[cold]
     #[inline(never)]

@@ -482,12 +482,7 @@ impl Iommu for VtdModel {
     fn translate(&mut self, mem: &mut PhysMemory, rid: u32, iova: u64, access: Access) -> Translation {
         if self.tes {
             if let Some((phys, hits)) = self.front.get(self.caches.gen(), rid, iova, access) {
-                // What the full path would count for this hit in the context (PASID) cache and IOTLB.
-                let n = &mut self.counters;
-                n.translations += 1;
-                n.context_hits += u64::from(hits & FRONT_CONTEXT);
-                n.pasid_hits += u64::from((hits & FRONT_PASID) >> 1);
-                n.iotlb_hits += u64::from((hits & FRONT_IOTLB) >> 2);
+                self.count_front_hits(hits, 1);
                 return Translation::Ok { phys };
             }
         }
@@ -499,6 +494,27 @@ impl Iommu for VtdModel {
 }
 
 impl VtdModel {
+    /// Count `n` front-cache hits of an entry with flags `hits`: what the full path would count for each in the
+    /// context (PASID) cache and IOTLB.
+    #[inline(always)]
+    pub(crate) fn count_front_hits(&mut self, hits: u8, n: u64) {
+        let c = &mut self.counters;
+        c.translations += n;
+        c.context_hits += u64::from(hits & FRONT_CONTEXT) * n;
+        c.pasid_hits += u64::from((hits & FRONT_PASID) >> 1) * n;
+        c.iotlb_hits += u64::from((hits & FRONT_IOTLB) >> 2) * n;
+    }
+
+    /// The front cache's generation while it answers (GSTS.TES set), for [`crate::shared`].
+    pub(crate) fn front_gen(&self) -> Option<u64> {
+        self.tes.then(|| self.caches.gen())
+    }
+
+    /// The front cache's answer for this request and its hit flags, when the front answers.
+    pub(crate) fn front_entry(&self, rid: u32, iova: u64, access: Access) -> Option<(u64, u8)> {
+        self.front_gen().and_then(|gen| self.front.get(gen, rid, iova, access))
+    }
+
     /// Everything but a front-cache hit: translation off, or the full path through the caches and tables.
     #[cold]
     #[inline(never)]

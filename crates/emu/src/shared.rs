@@ -1,0 +1,211 @@
+//! One IOMMU model shared by several threads (a hypervisor's vCPUs or devices doing DMA through one unit).
+//!
+//! The model and the memory it walks sit behind one lock: a translation the caches cannot answer, a register
+//! access and a fault all take it, so the model sees one request at a time and records every fault exactly as
+//! when unshared. What makes sharing fast is each thread's [`Lane`]: a copy of the model's front cache
+//! ([`crate::front`]) that answers without the lock. A lane only ever holds an entry the model's own front held
+//! right after the full path answered the same request, tagged with the unit's *epoch*: an atomic mirror of the
+//! model's front generation, advanced under the lock after anything that may change it (a translation, a
+//! register write, any other change to the model). A lane entry of an older epoch is never used, so a lane
+//! answers exactly what the model's front (hence its IOTLB) would answer, and nothing after the operation that
+//! removed it (an invalidation, a disable) has returned. Faults are never in a front, so never in a lane.
+//!
+//! A lane counts its hits by the entry's hit flags and folds them into the model's counters
+//! ([`IommuModel::replay_front_hits`], the model's own hit path) when flushed or dropped, so the statistics
+//! are those of the same translations done on one thread.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use crate::dma::{Access, Translation};
+use crate::front::Front;
+use crate::mem::PhysMemory;
+use crate::model::IommuModel;
+
+/// What the lock guards.
+struct Inner {
+    model: Box<dyn IommuModel>,
+    mem: PhysMemory,
+    /// The model's front generation (`None`: its front answers nothing) the current epoch stands for.
+    seen: Option<u64>,
+    /// The current epoch (also in [`SharedUnit::epoch`]); only written under the lock.
+    epoch: u64,
+}
+
+impl Inner {
+    /// Advance the epoch if the model's front generation may have changed (`force`) or did, and publish it.
+    /// Called under the lock after every operation on the model, before the lock is released.
+    fn publish(&mut self, epoch: &AtomicU64, force: bool) {
+        let now = self.model.front_gen();
+        if force || now != self.seen {
+            self.seen = now;
+            self.epoch += 1;
+            // Release: a thread that loads this epoch sees every write of the operation that led to it.
+            epoch.store(self.epoch, Ordering::Release);
+        }
+    }
+}
+
+/// The epoch on a cache line of its own: the hit path of every lane reads it, and the lock next to it is
+/// written on every miss.
+#[repr(align(128))]
+struct Epoch(AtomicU64);
+
+/// An IOMMU model and its memory, shared by threads that each translate through a [`Lane`].
+pub struct SharedUnit {
+    epoch: Epoch,
+    inner: Mutex<Inner>,
+}
+
+impl SharedUnit {
+    /// Share `model`, which walks its tables in `mem`.
+    pub fn new(model: Box<dyn IommuModel>, mem: PhysMemory) -> Self {
+        let seen = model.front_gen();
+        // Epoch 1: no lane entry has it yet (an empty front slot never matches whatever its generation).
+        SharedUnit { epoch: Epoch(AtomicU64::new(1)), inner: Mutex::new(Inner { model, mem, seen, epoch: 1 }) }
+    }
+
+    /// The model and memory back (lanes flushed first: a lane borrows the unit, so none is left).
+    pub fn into_inner(self) -> (Box<dyn IommuModel>, PhysMemory) {
+        let inner = self.inner.into_inner().unwrap_or_else(|e| e.into_inner());
+        (inner.model, inner.mem)
+    }
+
+    /// A new cache handle for one thread (vCPU, device), empty. It translates only through this unit.
+    pub fn lane(&self) -> Lane<'_> {
+        Lane { unit: self, front: Front::default(), hits: [0; 256], pending: 0 }
+    }
+
+    /// The lock. A thread that panicked holding it left the model between two operations at worst (each
+    /// operation is one call into the model), so a poisoned lock is used as it is.
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The lane could not answer: the model's full path, under the lock.
+    #[cold]
+    #[inline(never)]
+    fn translate_miss(&self, lane: &mut Lane<'_>, rid: u32, iova: u64, access: Access) -> Translation {
+        let mut g = self.lock();
+        let inner = &mut *g;
+        let t = inner.model.translate(&mut inner.mem, rid, iova, access);
+        inner.publish(&self.epoch.0, false);
+        // Only what the model's own front now answers (a success it would answer again without a look).
+        if let Some((phys, hits)) = inner.model.front_entry(rid, iova, access) {
+            lane.front.put(inner.epoch, rid, iova, access, phys, hits);
+        }
+        t
+    }
+
+    /// A register read. Lanes stay valid unless the model's front generation changed (a read the model acts on
+    /// bumps it, as for its own front).
+    pub fn mmio_read(&self, off: usize, size: u8) -> u64 {
+        let mut g = self.lock();
+        let inner = &mut *g;
+        let v = inner.model.mmio_read(&mut inner.mem, off, size);
+        inner.publish(&self.epoch.0, false);
+        v
+    }
+
+    /// A register write (an invalidation, an enable): no lane answers from before it once it returns.
+    pub fn mmio_write(&self, off: usize, size: u8, val: u64) {
+        self.with_model(|m, mem| m.mmio_write(mem, off, size, val))
+    }
+
+    /// Turn the model's caches off or on ([`IommuModel::set_caching`]).
+    pub fn set_caching(&self, on: bool) {
+        self.with_model(|m, _| m.set_caching(on))
+    }
+
+    /// The memory alone, under the lock (a device's data after its translation, a CPU's store). Lanes stay
+    /// valid: like the model's own caches they keep a translation until an invalidation, whatever memory says
+    /// (VT-d 6.5, AMD-Vi 2.4.3, SMMUv3 3.21: software invalidates after changing a table).
+    pub fn with_memory<R>(&self, f: impl FnOnce(&mut PhysMemory) -> R) -> R {
+        f(&mut self.lock().mem)
+    }
+
+    /// Anything else on the model and its memory, under the lock (a driver over an
+    /// [`crate::EmuPlatform`], a fault injection, reading counters). Lanes answer nothing from before it once it
+    /// returns, whatever `f` did.
+    pub fn with_model<R>(&self, f: impl FnOnce(&mut Box<dyn IommuModel>, &mut PhysMemory) -> R) -> R {
+        let mut g = self.lock();
+        let inner = &mut *g;
+        let r = f(&mut inner.model, &mut inner.mem);
+        inner.publish(&self.epoch.0, true);
+        r
+    }
+}
+
+/// One thread's cache handle on a [`SharedUnit`]: its own front cache and hit counts. Not shared, so its hit
+/// path writes only memory of its own thread.
+pub struct Lane<'a> {
+    unit: &'a SharedUnit,
+    front: Front,
+    /// Hits not yet folded into the model's counters, by the entry's hit flags.
+    hits: [u64; 256],
+    /// Their sum.
+    pending: u64,
+}
+
+impl Lane<'_> {
+    /// Translate one request: from the lane without the lock when it holds the request in the unit's current
+    /// epoch, else through the model's full [`crate::Iommu::translate`] under the lock (which records a fault as
+    /// ever), copying the model's front entry for the request, if it now has one, into the lane.
+    #[inline]
+    pub fn translate(&mut self, rid: u32, iova: u64, access: Access) -> Translation {
+        let epoch = self.unit.epoch.0.load(Ordering::Acquire);
+        if let Some((phys, hits)) = self.front.get(epoch, rid, iova, access) {
+            self.hits[usize::from(hits)] += 1;
+            self.pending += 1;
+            return Translation::Ok { phys };
+        }
+        let unit = self.unit;
+        unit.translate_miss(self, rid, iova, access)
+    }
+
+    /// Whether the lane alone would answer this request now, and with which address: for tests that a lane
+    /// holds only what the model would answer.
+    pub fn answers(&self, rid: u32, iova: u64, access: Access) -> Option<u64> {
+        let epoch = self.unit.epoch.0.load(Ordering::Acquire);
+        self.front.get(epoch, rid, iova, access).map(|(phys, _)| phys)
+    }
+
+    /// Requests the lane answered alone since it last folded its hits into the model's counters.
+    pub fn pending(&self) -> u64 {
+        self.pending
+    }
+
+    /// Fold the lane's hits into the model's counters, so they read as if every translation had gone through
+    /// the model. Dropping the lane does the same.
+    pub fn flush(&mut self) {
+        if self.pending == 0 {
+            return;
+        }
+        let mut g = self.unit.lock();
+        for (hits, n) in self.hits.iter_mut().enumerate() {
+            if *n != 0 {
+                g.model.replay_front_hits(hits as u8, *n);
+                *n = 0;
+            }
+        }
+        self.pending = 0;
+    }
+}
+
+impl Drop for Lane<'_> {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+impl std::fmt::Debug for Lane<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lane").field("pending", &self.pending).finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for SharedUnit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedUnit").field("epoch", &self.epoch.0.load(Ordering::Relaxed)).finish_non_exhaustive()
+    }
+}

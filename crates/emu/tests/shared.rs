@@ -1,0 +1,260 @@
+//! A unit shared by threads (`iommu_emu::shared`): lanes answer only what the model's front would, nothing after an
+//! invalidation, never a fault; faults and counters are exactly those of the same requests on one thread.
+
+use iommu_driver::{Attachment, BootEnv, BootOptions, DeviceId, DomainId, IommuDriver, IommuKind, Perm};
+use iommu_emu::inject::Unit as Target;
+use iommu_emu::{Access, EmuPlatform, FrameRegion, Iommu, IommuModel, PhysMemory, SharedUnit, Translation};
+
+const MIB: u64 = 1 << 20;
+const GIB: u64 = 1 << 30;
+const RID: u32 = 0x10;
+/// Pages mapped for `RID`, at physical `DATA` on.
+const PAGES: u64 = 32;
+const DATA: u64 = 512 * MIB;
+
+struct Rig {
+    unit: SharedUnit,
+    driver: Box<dyn IommuDriver>,
+    dom: DomainId,
+    frames: FrameRegion,
+    /// The IOVA of mapped page `p` is `iovas[p]`, holding physical `DATA + p * 4096`.
+    iovas: Vec<u64>,
+}
+
+fn env() -> BootEnv {
+    BootEnv {
+        crash_kernel: false,
+        ram: std::iter::once(0..GIB).collect(),
+        crash_region: None,
+        mem_encrypt: false,
+        c_bit: 0,
+    }
+}
+
+/// A unit of `kind` booted by the real driver, `RID` in a domain with `PAGES` pages mapped read-write.
+fn rig(kind: IommuKind) -> Rig {
+    let mut mem = PhysMemory::contiguous(0..GIB);
+    let mut model = iommu_emu::model(kind, false, true);
+    let mut frames = FrameRegion::new(64 * MIB..DATA);
+    let (driver, dom, iovas) = {
+        let mut hw = EmuPlatform::new(&mut model, &mut mem, &mut frames);
+        let mut driver = iommu_driver::boot(kind, &mut hw, &env(), BootOptions::default()).expect("boot");
+        let dom = driver.create_domain(&mut hw).expect("domain");
+        driver.attach(&mut hw, DeviceId(RID), Attachment::Domain(dom)).expect("attach");
+        let iovas =
+            (0..PAGES).map(|p| driver.map(&mut hw, dom, DATA + p * 4096, 4096, Perm::RW).expect("map")).collect();
+        (driver, dom, iovas)
+    };
+    Rig { unit: SharedUnit::new(model, mem), driver, dom, frames, iovas }
+}
+
+/// An IOVA no page of the domain is mapped at.
+fn unmapped(r: &Rig) -> u64 {
+    let top = r.iovas.iter().max().copied().unwrap_or(0);
+    let iova = top + 64 * 4096;
+    assert!(!r.iovas.contains(&iova));
+    iova
+}
+
+/// The model's counters, printed (each model's own type), and its fault count.
+fn counters(m: &mut Box<dyn IommuModel>) -> (String, u64) {
+    match m.fault_target() {
+        Target::Vtd(v) => (format!("{:?}", v.counters()), v.fault_count()),
+        Target::Amdvi(a) => (format!("{:?}", a.counters()), a.fault_count()),
+        Target::Smmuv3(s) => (format!("{:?}", s.counters()), s.counters().faults),
+    }
+}
+
+fn phys(t: Translation) -> u64 {
+    match t {
+        Translation::Ok { phys } => phys,
+        Translation::Fault(f) => panic!("fault {f:?}"),
+    }
+}
+
+#[test]
+fn a_lane_hit_equals_the_models_own_answer() {
+    for kind in IommuKind::ALL {
+        let r = rig(kind);
+        let mut lane = r.unit.lane();
+        for (p, &iova) in r.iovas.iter().enumerate() {
+            let at = iova + 0x123;
+            let first = phys(lane.translate(RID, at, Access::Read));
+            assert_eq!(first, DATA + p as u64 * 4096 + 0x123, "{kind:?}");
+            assert_eq!(lane.answers(RID, at, Access::Read), Some(first), "{kind:?}: the lane holds the entry");
+            let model = r.unit.with_model(|m, _| m.front_entry(RID, at, Access::Read)).map(|(pa, _)| pa);
+            assert_eq!(model, Some(first), "{kind:?}: the model's front holds the same");
+            // `with_model` may have changed anything: the next request refills, then the lane answers alone.
+            assert_eq!(lane.answers(RID, at, Access::Read), None, "{kind:?}: nothing from before `with_model`");
+            assert_eq!(phys(lane.translate(RID, at, Access::Read)), first, "{kind:?}");
+            assert_eq!(lane.answers(RID, at, Access::Read), Some(first), "{kind:?}");
+            let pending = lane.pending();
+            assert_eq!(phys(lane.translate(RID, at, Access::Read)), first, "{kind:?}");
+            assert_eq!(lane.pending(), pending + 1, "{kind:?}: answered by the lane alone");
+        }
+    }
+}
+
+#[test]
+fn a_lane_never_answers_after_an_unmap_and_its_invalidation_complete() {
+    for kind in IommuKind::ALL {
+        let Rig { unit, mut driver, dom, mut frames, iovas } = rig(kind);
+        let iova = iovas[3];
+        let filled = std::sync::Barrier::new(2);
+        let unmapped = std::sync::Barrier::new(2);
+        std::thread::scope(|s| {
+            // A device's thread holds the entry in its lane, and translates again once the unmap returned.
+            s.spawn(|| {
+                let mut a = unit.lane();
+                phys(a.translate(RID, iova, Access::Write));
+                phys(a.translate(RID, iova, Access::Write));
+                assert!(a.answers(RID, iova, Access::Write).is_some(), "{kind:?}");
+                filled.wait();
+                unmapped.wait();
+                assert_eq!(a.answers(RID, iova, Access::Write), None, "{kind:?}: the lane dropped the entry");
+                let before = unit.with_model(|m, _| counters(m).1);
+                assert!(matches!(a.translate(RID, iova, Access::Write), Translation::Fault(_)), "{kind:?}");
+                assert_eq!(unit.with_model(|m, _| counters(m).1), before + 1, "{kind:?}: the fault is recorded");
+            });
+            // Meanwhile the driver unmaps the page (and invalidates the unit's caches) through the shared unit.
+            filled.wait();
+            unit.with_model(|m, mem| {
+                let mut hw = EmuPlatform::new(m, mem, &mut frames);
+                driver.unmap(&mut hw, dom, iova, 4096).expect("unmap");
+            });
+            unmapped.wait();
+        });
+    }
+}
+
+#[test]
+fn a_lane_never_holds_a_fault() {
+    for kind in IommuKind::ALL {
+        let r = rig(kind);
+        let bad = unmapped(&r);
+        let mut lane = r.unit.lane();
+        for n in 1..=3 {
+            assert!(matches!(lane.translate(RID, bad, Access::Read), Translation::Fault(_)), "{kind:?}");
+            assert_eq!(lane.answers(RID, bad, Access::Read), None, "{kind:?}");
+            assert_eq!(r.unit.with_model(|m, _| counters(m).1), n, "{kind:?}: every fault reaches the model");
+        }
+    }
+}
+
+#[test]
+fn a_lane_holds_nothing_the_model_would_not_cache() {
+    for kind in IommuKind::ALL {
+        let r = rig(kind);
+        r.unit.set_caching(false);
+        let mut lane = r.unit.lane();
+        let iova = r.iovas[1];
+        for _ in 0..3 {
+            phys(lane.translate(RID, iova, Access::Read));
+            assert_eq!(lane.answers(RID, iova, Access::Read), None, "{kind:?}: caching off, every request walks");
+        }
+        r.unit.set_caching(true);
+        phys(lane.translate(RID, iova, Access::Read));
+        assert!(lane.answers(RID, iova, Access::Read).is_some(), "{kind:?}: caching back on");
+    }
+}
+
+/// Run `per` requests from each of `threads` threads, each on its own lane, lanes dropped at the end.
+fn on_threads(unit: &SharedUnit, threads: usize, per: u64, req: impl Fn(u64) -> (u64, Access) + Sync) -> u64 {
+    std::thread::scope(|s| {
+        let hs: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut lane = unit.lane();
+                    (0..per)
+                        .filter(|&i| {
+                            let (iova, access) = req(i);
+                            matches!(lane.translate(RID, iova, access), Translation::Fault(_))
+                        })
+                        .count() as u64
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().expect("thread")).sum()
+    })
+}
+
+#[test]
+fn two_threads_faulting_n_times_each_record_exactly_2n_faults_as_one_thread_would() {
+    const N: u64 = 500;
+    for kind in IommuKind::ALL {
+        let r = rig(kind);
+        let bad = unmapped(&r);
+        let (m, mem) = r.unit.with_model(|m, mem| (m.clone(), mem.clone()));
+        let serial = SharedUnit::new(m, mem);
+        let faults = on_threads(&r.unit, 2, N, |_| (bad, Access::Write));
+        assert_eq!(faults, 2 * N, "{kind:?}: every request faulted");
+        let (shared, count) = r.unit.with_model(|m, _| counters(m));
+        assert_eq!(count, 2 * N, "{kind:?}: every fault counted");
+        assert_eq!(on_threads(&serial, 1, 2 * N, |_| (bad, Access::Write)), 2 * N);
+        assert_eq!(shared, serial.with_model(|m, _| counters(m).0), "{kind:?}: the same records as one thread");
+    }
+}
+
+#[test]
+fn two_threads_hitting_n_times_each_leave_the_counters_of_2n_translations_on_one_thread() {
+    const N: u64 = 20_000;
+    for kind in IommuKind::ALL {
+        let r = rig(kind);
+        let (mut bare, mut mem) = r.unit.with_model(|m, mem| (m.clone(), mem.clone()));
+        let iovas = r.iovas.clone();
+        // Each page many times in a row, reads and writes, over all mapped pages.
+        let req = |i: u64| {
+            let access = if i.is_multiple_of(3) { Access::Write } else { Access::Read };
+            (iovas[((i / 64) % PAGES) as usize] + (i % 64) * 8, access)
+        };
+        assert_eq!(on_threads(&r.unit, 2, N, req), 0, "{kind:?}");
+        // The same requests, each thread's in turn, through the model alone.
+        for i in (0..N).chain(0..N) {
+            let (iova, access) = req(i);
+            phys(bare.translate(&mut mem, RID, iova, access));
+        }
+        let (shared, _) = r.unit.with_model(|m, _| counters(m));
+        assert_eq!(shared, counters(&mut bare).0, "{kind:?}");
+        assert!(shared.contains(&format!("translations: {}", 2 * N)), "{kind:?}: {shared}");
+    }
+}
+
+#[test]
+fn a_lanes_hits_reach_the_models_counters_when_it_is_flushed() {
+    for kind in IommuKind::ALL {
+        let r = rig(kind);
+        let mut lane = r.unit.lane();
+        let iova = r.iovas[0];
+        for _ in 0..10 {
+            phys(lane.translate(RID, iova, Access::Read));
+        }
+        assert_eq!(lane.pending(), 9, "{kind:?}: one miss, nine hits");
+        let (mut bare, mut mem) = r.unit.with_model(|m, mem| (m.clone(), mem.clone()));
+        let shown = |m: &mut Box<dyn IommuModel>| counters(m).0;
+        assert!(shown(&mut bare).contains("translations: 1,"), "{kind:?}: {}", shown(&mut bare));
+        lane.flush();
+        assert_eq!(lane.pending(), 0);
+        for _ in 0..9 {
+            phys(bare.translate(&mut mem, RID, iova, Access::Read));
+        }
+        assert_eq!(r.unit.with_model(|m, _| shown(m)), shown(&mut bare), "{kind:?}");
+    }
+}
+
+#[test]
+fn a_register_read_or_a_memory_write_leaves_lanes_warm_and_a_register_write_does_not() {
+    for kind in IommuKind::ALL {
+        let r = rig(kind);
+        let mut lane = r.unit.lane();
+        let iova = r.iovas[2];
+        let pa = phys(lane.translate(RID, iova, Access::Read));
+        // Offset 0 (VT-d VER, AMD-Vi the device table base, SMMUv3 IDR0), read and written back unchanged.
+        let v = r.unit.mmio_read(0, 8);
+        assert_eq!(lane.answers(RID, iova, Access::Read), Some(pa), "{kind:?}: a read");
+        r.unit.with_memory(|mem| iommu_driver::PhysMem::write(mem, pa, &[0xa5; 64])).expect("write");
+        assert_eq!(lane.answers(RID, iova, Access::Read), Some(pa), "{kind:?}: a store to the data page");
+        r.unit.mmio_write(0, 8, v);
+        assert_eq!(lane.answers(RID, iova, Access::Read), None, "{kind:?}: a write");
+        assert_eq!(phys(lane.translate(RID, iova, Access::Read)), pa, "{kind:?}");
+    }
+}
