@@ -72,6 +72,24 @@ impl Front {
     }
 }
 
+/// Front-cache hits by the flags of the entry that answered: one increment per hit, so the hit path bumps one
+/// counter rather than each of the model's; the model folds the tally into its counters when they are read.
+#[derive(Clone, Debug, Default)]
+pub struct HitTally([u64; 32]);
+
+impl HitTally {
+    /// Count `n` hits of an entry with flags `hits` (the low five bits).
+    #[inline(always)]
+    pub fn add(&mut self, hits: u8, n: u64) {
+        self.0[usize::from(hits) & 31] += n;
+    }
+
+    /// `(flags, hits)` for every flag set that answered.
+    pub fn counts(&self) -> impl Iterator<Item = (u8, u64)> + '_ {
+        self.0.iter().enumerate().filter(|(_, &n)| n != 0).map(|(h, &n)| (h as u8, n))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -422,7 +422,7 @@ fn garbage_device_tables_and_page_tables_never_panic() {
             }
         }
         let n = g.requests.len() as u64;
-        let c = *rig.iommu.counters();
+        let c = rig.iommu.counters();
         prop_assert_eq!(c.translations, n);
         prop_assert_eq!(ok + c.faults, n, "every request either translates or faults");
         prop_assert!(c.events_logged + c.events_dropped + c.events_suppressed <= c.faults + c.command_errors);

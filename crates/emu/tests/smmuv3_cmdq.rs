@@ -24,7 +24,7 @@ fn commands_run_when_prod_is_written_and_sync_completes() {
     rig.queues();
     rig.cmds(&[Command::CfgiAll, Command::TlbiNsnhAll, Command::Sync(SyncCmd::poll())]);
     assert_eq!(rig.r32(off::CMDQ_CONS), 3, "CONS moved past the CMD_SYNC");
-    let c = *rig.smmu.counters();
+    let c = rig.smmu.counters();
     assert_eq!((c.commands, c.cfgi_commands, c.tlbi_commands, c.syncs), (3, 1, 1, 1));
     // MSI completion: MSIData lands at MSIAddress.
     rig.cmds(&[Command::Sync(SyncCmd::msi(MSI, 0xdead_beef))]);

@@ -228,7 +228,7 @@ fn mutated_structures_never_panic_and_reach_every_outcome() {
             rig.events();
         }
         // Every event written, suppressed or dropped is a fault's.
-        let c = *rig.smmu.counters();
+        let c = rig.smmu.counters();
         prop_assert!(c.events_recorded + c.events_suppressed + c.events_dropped <= c.faults, "{c:?}");
     });
     // Success, silent abort, C_BAD_STE, C_BAD_CD, F_WALK_EABT, F_TRANSLATION, F_ADDR_SIZE, F_ACCESS, F_PERMISSION

@@ -158,6 +158,8 @@ pub struct AmdviModel {
     /// DTE interrupt fields and IRTEs (see `irq`).
     irq: irq::IrqCache,
     counters: AmdviCounters,
+    /// Front-cache hits not yet folded into `counters` ([`Self::counters`] folds them).
+    tally: crate::front::HitTally,
 }
 
 impl AmdviModel {
@@ -174,6 +176,7 @@ impl AmdviModel {
             front: Default::default(),
             irq: Default::default(),
             counters: AmdviCounters::default(),
+            tally: Default::default(),
         }
     }
 
@@ -183,13 +186,18 @@ impl AmdviModel {
     }
 
     /// Event counts since creation or the last [`Self::reset_counters`].
-    pub fn counters(&self) -> &AmdviCounters {
-        &self.counters
+    pub fn counters(&self) -> AmdviCounters {
+        let mut c = self.counters;
+        for (hits, n) in self.tally.counts() {
+            fold_front_hits(&mut c, hits, n);
+        }
+        c
     }
 
     /// Zero every event count (unit state is untouched).
     pub fn reset_counters(&mut self) {
         self.counters = AmdviCounters::default();
+        self.tally = Default::default();
     }
 
     /// Empty every cache, as a full invalidation would (caching stays as it was).
@@ -440,11 +448,7 @@ impl AmdviModel {
     /// Count `n` front-cache hits of an entry with flags `hits`: what the full path would count for each.
     #[inline(always)]
     pub(crate) fn count_front_hits(&mut self, hits: u8, n: u64) {
-        let c = &mut self.counters;
-        c.translations += n;
-        c.dte_hits += u64::from(hits & FRONT_DTE) * n;
-        c.iotlb_hits += u64::from((hits & FRONT_IOTLB) >> 1) * n;
-        c.passthrough += u64::from((hits & FRONT_PASS) >> 2) * n;
+        self.tally.add(hits, n);
     }
 
     /// The front cache's generation while it answers (CONTROL.IommuEn set), for [`crate::shared`].
@@ -498,4 +502,12 @@ impl crate::stale::FetchAnyTime for AmdviModel {
     fn illegal(&self, _mem: &PhysMemory, _rid: u32, f: &crate::dma::FaultInfo) -> bool {
         f.code == 1
     }
+}
+
+/// What the full path would count for `n` front-cache hits of an entry with flags `hits`.
+fn fold_front_hits(c: &mut AmdviCounters, hits: u8, n: u64) {
+    c.translations += n;
+    c.dte_hits += u64::from(hits & FRONT_DTE) * n;
+    c.iotlb_hits += u64::from((hits & FRONT_IOTLB) >> 1) * n;
+    c.passthrough += u64::from((hits & FRONT_PASS) >> 2) * n;
 }

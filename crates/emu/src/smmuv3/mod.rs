@@ -260,6 +260,8 @@ pub struct Smmuv3Model {
     /// Recent translations in front of the caches (`crate::front`), valid for the caches' generation.
     front: crate::front::Front,
     counters: Smmuv3Counters,
+    /// Front-cache hits not yet folded into `counters` ([`Self::counters`] folds them).
+    tally: crate::front::HitTally,
 }
 
 impl Smmuv3Model {
@@ -281,6 +283,7 @@ impl Smmuv3Model {
             caches: Caches::new(cfg.tlb_capacity, cfg.cfg_cache_capacity),
             front: Default::default(),
             counters: Smmuv3Counters::default(),
+            tally: Default::default(),
         })
     }
 
@@ -290,13 +293,18 @@ impl Smmuv3Model {
     }
 
     /// Event counts since creation or the last [`Self::reset_counters`].
-    pub fn counters(&self) -> &Smmuv3Counters {
-        &self.counters
+    pub fn counters(&self) -> Smmuv3Counters {
+        let mut c = self.counters;
+        for (hits, n) in self.tally.counts() {
+            fold_front_hits(&mut c, hits, n);
+        }
+        c
     }
 
     /// Zero every event count (SMMU state is untouched).
     pub fn reset_counters(&mut self) {
         self.counters = Smmuv3Counters::default();
+        self.tally = Default::default();
     }
 
     /// Empty every cache, as a full invalidation would (caching stays as it was).
@@ -433,13 +441,7 @@ impl Smmuv3Model {
     /// Count `n` front-cache hits of an entry with flags `hits`: what the full path would count for each.
     #[inline(always)]
     pub(crate) fn count_front_hits(&mut self, hits: u8, n: u64) {
-        let c = &mut self.counters;
-        c.translations += n;
-        c.gbpa_bypassed += u64::from(hits & FRONT_GBPA) * n;
-        c.ste_hits += u64::from((hits & FRONT_STE) >> 1) * n;
-        c.ste_bypassed += u64::from((hits & FRONT_STE_BYPASS) >> 2) * n;
-        c.cd_hits += u64::from((hits & FRONT_CD) >> 3) * n;
-        c.tlb_hits += u64::from((hits & FRONT_TLB) >> 4) * n;
+        self.tally.add(hits, n);
     }
 
     /// The front cache's generation (asked whatever SMMUEN says), for [`crate::shared`].
@@ -515,4 +517,14 @@ impl crate::stale::FetchAnyTime for Smmuv3Model {
         let bad = f.code == EventId::CBadSte.0 as u16 || f.code == EventId::CBadCd.0 as u16;
         bad && self.fetch_ste(mem, rid).is_ok_and(|s| s.valid())
     }
+}
+
+/// What the full path would count for `n` front-cache hits of an entry with flags `hits`.
+fn fold_front_hits(c: &mut Smmuv3Counters, hits: u8, n: u64) {
+    c.translations += n;
+    c.gbpa_bypassed += u64::from(hits & FRONT_GBPA) * n;
+    c.ste_hits += u64::from((hits & FRONT_STE) >> 1) * n;
+    c.ste_bypassed += u64::from((hits & FRONT_STE_BYPASS) >> 2) * n;
+    c.cd_hits += u64::from((hits & FRONT_CD) >> 3) * n;
+    c.tlb_hits += u64::from((hits & FRONT_TLB) >> 4) * n;
 }

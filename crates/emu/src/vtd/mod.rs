@@ -231,6 +231,8 @@ pub struct VtdModel {
     /// Interrupt-entry cache: IRTEs by index (see `irq`).
     iec: std::collections::BTreeMap<u32, iommu_spec::vtd::Irte>,
     counters: VtdCounters,
+    /// Front-cache hits not yet folded into `counters` ([`Self::counters`] folds them).
+    tally: crate::front::HitTally,
 }
 
 impl VtdModel {
@@ -257,6 +259,7 @@ impl VtdModel {
             front: Default::default(),
             iec: Default::default(),
             counters: VtdCounters::default(),
+            tally: Default::default(),
         })
     }
 
@@ -266,13 +269,18 @@ impl VtdModel {
     }
 
     /// Event counts since creation or the last [`Self::reset_counters`].
-    pub fn counters(&self) -> &VtdCounters {
-        &self.counters
+    pub fn counters(&self) -> VtdCounters {
+        let mut c = self.counters;
+        for (hits, n) in self.tally.counts() {
+            fold_front_hits(&mut c, hits, n);
+        }
+        c
     }
 
     /// Zero every event count (unit state is untouched).
     pub fn reset_counters(&mut self) {
         self.counters = VtdCounters::default();
+        self.tally = Default::default();
     }
 
     /// Empty every cache, as a full invalidation would (caching stays as it was).
@@ -498,11 +506,7 @@ impl VtdModel {
     /// context (PASID) cache and IOTLB.
     #[inline(always)]
     pub(crate) fn count_front_hits(&mut self, hits: u8, n: u64) {
-        let c = &mut self.counters;
-        c.translations += n;
-        c.context_hits += u64::from(hits & FRONT_CONTEXT) * n;
-        c.pasid_hits += u64::from((hits & FRONT_PASID) >> 1) * n;
-        c.iotlb_hits += u64::from((hits & FRONT_IOTLB) >> 2) * n;
+        self.tally.add(hits, n);
     }
 
     /// The front cache's generation while it answers (GSTS.TES set), for [`crate::shared`].
@@ -576,4 +580,12 @@ impl crate::stale::FetchAnyTime for VtdModel {
         .iter()
         .any(|r| r.0 as u16 == f.code)
     }
+}
+
+/// What the full path would count for `n` front-cache hits of an entry with flags `hits`.
+fn fold_front_hits(c: &mut VtdCounters, hits: u8, n: u64) {
+    c.translations += n;
+    c.context_hits += u64::from(hits & FRONT_CONTEXT) * n;
+    c.pasid_hits += u64::from((hits & FRONT_PASID) >> 1) * n;
+    c.iotlb_hits += u64::from((hits & FRONT_IOTLB) >> 2) * n;
 }
