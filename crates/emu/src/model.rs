@@ -190,9 +190,15 @@ impl IommuModel for AmdviModel {
         let table = self.mem_pa(dt.table());
         pages.extend((0..dt.bytes() / 4096).map(|i| table + i * 4096));
         // The interrupt tables the valid DTEs name (remapped IntCtl): reused in place with the device table.
-        // Only device-table pages that hold anything are read (memory is sparse).
+        // Only device-table pages that hold anything are read (memory is sparse), and a page sharing the bytes
+        // of the one before (a run of default entries written whole) names the same tables: skipped.
+        let mut last: Option<&std::sync::Arc<crate::mem::Page>> = None;
         for i in 0..dt.bytes() / 4096 {
-            let Some(page) = mem.page((table >> 12) + i) else { continue };
+            let Some(page) = mem.page_shared((table >> 12) + i) else { continue };
+            if last.is_some_and(|l| std::sync::Arc::ptr_eq(l, page)) {
+                continue;
+            }
+            last = Some(page);
             for raw in page.chunks_exact(32) {
                 let dte = iommu_spec::amdvi::Dte::from_le_bytes(raw.try_into().unwrap_or(&[0; 32]));
                 if dte.valid() && dte.iv() && dte.int_ctl() == iommu_spec::amdvi::IntCtl::Remap {
