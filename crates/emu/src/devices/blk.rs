@@ -9,7 +9,6 @@
 //! without a head register. A full completion queue (tail + 1 == head) stalls the controller until the
 //! host rings the completion-queue head doorbell.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::dma::Iommu;
@@ -86,9 +85,10 @@ pub struct Blk {
     /// The phase tag of the next completion.
     phase: bool,
     clock: Clock,
-    /// The media: LBA → block; unwritten blocks read as zeros. Survives FLR. A block written from a whole
+    /// The media: LBA → block (hashed: a dump writes hundreds of blocks a run); unwritten blocks read as zeros.
+    /// Survives FLR. A block written from a whole
     /// page of memory shares that page (copy-on-write), as the written bytes of that instant.
-    store: BTreeMap<u64, Arc<Page>>,
+    store: crate::hash::FastMap<u64, Arc<Page>>,
     stats: BlkStats,
     buf: Vec<u8>,
     /// The pages of the write being executed.
@@ -119,7 +119,7 @@ impl Blk {
             cq_head: 0,
             phase: true,
             clock: Clock::default(),
-            store: BTreeMap::new(),
+            store: Default::default(),
             stats: BlkStats::default(),
             buf: Vec::new(),
             pages: Vec::new(),
@@ -187,7 +187,9 @@ impl Blk {
 
     /// Every written block, by ascending LBA.
     pub fn blocks(&self) -> impl Iterator<Item = (u64, &[u8; BLOCK])> + '_ {
-        self.store.iter().map(|(lba, b)| (*lba, &**b))
+        let mut lbas: Vec<u64> = self.store.keys().copied().collect();
+        lbas.sort_unstable();
+        lbas.into_iter().filter_map(|lba| Some((lba, &**self.store.get(&lba)?)))
     }
 
     /// Put data on the media directly (a disk that arrives with contents); ignored beyond capacity.
