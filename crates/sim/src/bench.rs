@@ -647,7 +647,7 @@ pub fn adopt_only(quick: bool) -> Figures {
 /// Every figure; `quick` keeps it under a minute.
 pub fn all(quick: bool) -> Figures {
     let ops = if quick { 2_000_000 } else { 20_000_000 };
-    let scenarios = if quick { 40 } else { 400 };
+    let scenarios = if quick { 200 } else { 2000 };
     Figures {
         adopt: adopt_all(quick),
         translate: IommuKind::ALL.iter().map(|&k| translate(k, ops)).collect(),
