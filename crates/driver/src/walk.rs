@@ -451,27 +451,11 @@ pub fn mappable(iova: u64, pa: u64, size: u64, width: u32) -> bool {
         && iova.checked_add(size).is_some_and(|e| e <= top)
 }
 
-/// Map the 4 KiB page at `iova` to `pa` in the `levels`-level table at `root`, allocating missing tables
-/// (their count is added to `frames`).
-#[allow(clippy::too_many_arguments)]
-pub fn map_page(
-    hw: &mut (impl PhysMem + crate::FrameAlloc),
-    fmt: &impl Writer,
-    root: u64,
-    levels: u32,
-    iova: u64,
-    pa: u64,
-    read: bool,
-    write: bool,
-    frames: &mut u64,
-) -> Result<(), MapError> {
-    map_range(hw, fmt, root, levels, iova, pa, 1, read, write, frames)
-}
-
-/// Map `pages` 4 KiB pages from `iova` to `pa` onwards, as [`map_page`] would one by one (same entries, same
-/// tables allocated in the same order, the same pages mapped when it fails part-way), walking from the root
-/// once per last-level table rather than once per page, as Linux's `__domain_mapping` (VT-d) and
-/// `__arm_lpae_map` (io-pgtable-arm) fill consecutive entries of one table.
+/// Map `pages` 4 KiB pages from `iova` to `pa` onwards in the `levels`-level table at `root`, allocating missing
+/// tables (their count is added to `frames`). The same entries, tables allocated in the same order and pages
+/// mapped when it fails part-way as mapping the pages one at a time, walking from the root once per last-level
+/// table rather than once per page, as Linux's `__domain_mapping` (VT-d) and `__arm_lpae_map` (io-pgtable-arm)
+/// fill consecutive entries of one table.
 #[allow(clippy::too_many_arguments)]
 pub fn map_range(
     hw: &mut (impl PhysMem + crate::FrameAlloc),
@@ -823,7 +807,7 @@ mod tests {
             let (mut one, mut range) = (fresh.clone(), fresh);
             let (mut n1, mut n2) = (0, 0);
             let by_page = (0..pages).try_for_each(|i| {
-                super::map_page(&mut one, &fmt, root, 4, iova + i * 4096, pa + i * 4096, true, true, &mut n1)
+                super::map_range(&mut one, &fmt, root, 4, iova + i * 4096, pa + i * 4096, 1, true, true, &mut n1)
             });
             let ranged = super::map_range(&mut range, &fmt, root, 4, iova, pa, pages, true, true, &mut n2);
             assert_eq!(ranged, by_page, "{frames} frames");

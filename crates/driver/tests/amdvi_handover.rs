@@ -479,13 +479,14 @@ fn a_mapping_into_the_crash_region_refuses_the_device_and_pass_through_is_report
     // primary built; add the leaf by hand).
     let dte = rig.dte(DISK);
     let mut frames = 0;
-    iommu_driver::walk::map_page(
+    iommu_driver::walk::map_range(
         &mut rig.primary(),
         &iommu_driver::amdvi::V1::default(),
         dte.pt_root(),
         3,
         0x7000_0000,
         CRASH.start + 0x5000,
+        1,
         true,
         true,
         &mut frames,
