@@ -47,8 +47,9 @@ pub struct PhysMemory {
     /// the first [`PhysMemory::read_in_page`].
     hints: Vec<(u64, usize)>,
     /// The page the latest whole-page write left, so a run of whole-page writes of the same bytes (a device
-    /// table of default entries, zeroed buffers) shares one page instead of a copy each. Always equal to its
-    /// own contents (a partial write to it copies it first), so sharing it never changes what a frame reads.
+    /// table of default entries, zeroed buffers) shares one page instead of a copy each. Its bytes never change
+    /// while it is held: a write to a frame sharing it copies the page first (or, when that frame is its only
+    /// other holder, lets it go), so sharing it never changes what any frame reads.
     last_whole: Option<Arc<Page>>,
     stats: MemStats,
 }
