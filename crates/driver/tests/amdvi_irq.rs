@@ -234,3 +234,35 @@ fn a_table_named_by_many_dtes_is_read_once_and_distinct_tables_past_the_bound_ar
     let alias = MsiMessage { addr: nic.addr, data: nic.data };
     assert_eq!(rig.raise(0x100, alias), Interrupt::Delivered { dest: 1, vector: 0x30, remapped: true });
 }
+
+/// A table longer than a page is read a page at a time: an entry past the first page is kept or refused by its
+/// own index, and a new interrupt never takes a slot a live entry there holds.
+#[test]
+fn entries_past_the_first_page_of_a_table_keep_their_own_indexes() {
+    let mut rig = Rig::new(false);
+    let (_, disk) = primary(&mut rig);
+    let dte = rig.dte(DISK);
+    let root = dte.int_table();
+    assert!(dte.int_table_entries() >= 512, "the disk's table spans pages: {} entries", dte.int_table_entries());
+    // The disk's live entry 0, copied to entry 300 (the second page); entry 400 gets reserved bits.
+    let e = IrteGa([rig.mem.read_u64(root).unwrap(), rig.mem.read_u64(root + 8).unwrap()]);
+    for (i, hi) in [(300u64, e.0[1]), (400, e.0[1] | 1 << 8)] {
+        rig.mem.write_u64(root + 16 * i, e.0[0]).unwrap();
+        rig.mem.write_u64(root + 16 * i + 8, hi).unwrap();
+    }
+    let mut v = crash(&mut rig, Policy::Adopt);
+    match v.irq_handover() {
+        IrqHandover::Kept { live: 3, refused, tables_refused } if tables_refused.is_empty() => {
+            assert_eq!(refused.iter().map(|r| (r.device, r.index)).collect::<Vec<_>>(), [(Some(DISK), 400)]);
+        }
+        other => panic!("{other:?}"),
+    }
+    let at_300 = MsiMessage { data: 300, ..disk };
+    assert_eq!(rig.raise(DISK, at_300), Interrupt::Delivered { dest: 1, vector: 0x31, remapped: true });
+    assert!(matches!(rig.raise(DISK, MsiMessage { data: 400, ..disk }), Interrupt::Blocked(_)), "cleared in place");
+    for vector in 0x40..0x50 {
+        let new = v.alloc_irq(&mut rig.crash(), DISK, IrqTarget { apic_id: 0, vector }).unwrap().unwrap();
+        assert!(new.data != 0 && new.data != 300, "a live slot handed out again: {new:?}");
+    }
+    assert_eq!(rig.raise(DISK, at_300), Interrupt::Delivered { dest: 1, vector: 0x31, remapped: true });
+}

@@ -163,33 +163,47 @@ impl Amdvi {
             budget -= entries;
             let mut used = IrteBitmap::new(entries);
             let mut cleared = false;
-            for i in 0..entries {
-                let at = root + i as u64 * size;
-                let (valid, why) = if ga {
-                    let e = IrteGa([hw.read_u64(at)?, hw.read_u64(at + 8)?]);
-                    let why = if e.reserved_bits()[1] != 0 {
-                        Some("reserved bits set")
-                    } else if e.lo().guest_mode() {
-                        Some("guest-mode (virtual APIC) entry")
+            // Read a page (or what is left of the table in it) at a time, then look at its entries: the root is
+            // 64-byte aligned, so a page boundary never splits an entry.
+            let mut chunk = [0u8; 4096];
+            let bytes = entries as u64 * size;
+            let mut done = 0u64;
+            while done < bytes {
+                let from = root + done;
+                let n = (4096 - (from & 0xfff)).min(bytes - done);
+                let buf = &mut chunk[..n as usize];
+                hw.read(from, buf)?;
+                let first = (done / size) as u32;
+                for (k, raw) in buf.chunks_exact(size as usize).enumerate() {
+                    let i = first + k as u32;
+                    let word = |w: usize| u64::from_le_bytes(raw[8 * w..8 * w + 8].try_into().unwrap_or([0; 8]));
+                    let (valid, why) = if ga {
+                        let e = IrteGa([word(0), word(1)]);
+                        let why = if e.reserved_bits()[1] != 0 {
+                            Some("reserved bits set")
+                        } else if e.lo().guest_mode() {
+                            Some("guest-mode (virtual APIC) entry")
+                        } else {
+                            None
+                        };
+                        (e.remap_en(), why)
                     } else {
-                        None
+                        let e = Irte32::from_bits(u32::from_le_bytes(raw[..4].try_into().unwrap_or([0; 4])));
+                        (e.remap_en(), (e.reserved_bits() != 0).then_some("reserved bits set"))
                     };
-                    (e.remap_en(), why)
-                } else {
-                    let e = Irte32::from_bits(hw.read_u32(at)?);
-                    (e.remap_en(), (e.reserved_bits() != 0).then_some("reserved bits set"))
-                };
-                if !valid {
-                    continue;
+                    if !valid {
+                        continue;
+                    }
+                    if let Some(why) = why {
+                        // Cleared in place: the table stays the device's, without this entry.
+                        hw.write_u64(root + i as u64 * size, 0)?;
+                        cleared = true;
+                        refused.push(IrteRefusal { device: Some(d.devid), index: i, why });
+                        continue;
+                    }
+                    used.set(i);
                 }
-                if let Some(why) = why {
-                    // Cleared in place: the table stays the device's, without this entry.
-                    hw.write_u64(at, 0)?;
-                    cleared = true;
-                    refused.push(IrteRefusal { device: Some(d.devid), index: i, why });
-                    continue;
-                }
-                used.set(i);
+                done += n;
             }
             if cleared {
                 self.submit(hw, &[InvalidateDevice::interrupt_table(DeviceId(d.devid)).into_bits()])?;
