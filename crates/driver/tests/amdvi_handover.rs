@@ -163,6 +163,22 @@ fn normal_boot_translates_and_unmap_invalidates() {
     assert!(rig.dma(NIC, iova + 0x1008, Access::Read).is_err(), "INVALIDATE_IOMMU_PAGES dropped the cached entry");
 }
 
+/// An unmap whose size ends inside a page clears that page too (the range's pages, rounded up), as the
+/// invalidation after it covers it: no leaf is left live behind a released IOVA.
+#[test]
+fn an_unmap_ending_inside_a_page_clears_that_page_too() {
+    let mut rig = Rig::new(Snp::Off);
+    let env = rig.env(false);
+    let mut v = Amdvi::init(&mut rig.primary(), &env, AmdOptions::default()).unwrap();
+    let d = v.create_domain(&mut rig.primary()).unwrap();
+    v.attach(&mut rig.primary(), NIC, Attachment::Domain(d)).unwrap();
+    let iova = v.map(&mut rig.primary(), d, 0x2000_0000, 0x2000, true, true).unwrap();
+    assert_eq!(rig.dma(NIC, iova + 0x1008, Access::Read), Ok(0x2000_1008));
+    v.unmap(&mut rig.primary(), d, iova, 0x1800).unwrap();
+    assert!(rig.dma(NIC, iova, Access::Read).is_err());
+    assert!(rig.dma(NIC, iova + 0x1008, Access::Read).is_err(), "the second page, half inside the size, is gone");
+}
+
 #[test]
 fn adopt_keeps_old_dma_translating_until_reattach_with_and_without_snp() {
     for snp in [Snp::Off, Snp::ShutdownOk, Snp::ShutdownFailed] {

@@ -246,7 +246,9 @@ impl PhysMemory {
 
     /// A copy of memory at this instant. Pages are shared until either side writes them.
     pub fn snapshot(&self) -> PhysMemory {
-        self.clone()
+        // Not the latest whole page: a snapshot holding it would make the next write to a frame sharing it copy
+        // the page for the snapshot's sake.
+        PhysMemory { last_whole: None, ..self.clone() }
     }
 
     /// Frame numbers whose contents differ between `self` and `other`, ascending. A page missing on one

@@ -130,9 +130,11 @@ impl SharedUnit {
     pub fn with_model<R>(&self, f: impl FnOnce(&mut Box<dyn IommuModel>, &mut PhysMemory) -> R) -> R {
         let mut g = self.lock();
         let inner = &mut *g;
-        let r = f(&mut inner.model, &mut inner.mem);
+        // Published even if `f` panics part-way (after an invalidation, say): lanes must not keep answering from
+        // before it while the lock is recovered as it is.
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut inner.model, &mut inner.mem)));
         inner.publish(&self.epoch.0, true);
-        r
+        r.unwrap_or_else(|p| std::panic::resume_unwind(p))
     }
 }
 

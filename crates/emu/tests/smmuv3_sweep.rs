@@ -17,7 +17,7 @@ use iommu_spec::smmuv3::{
 };
 use proptest::prelude::*;
 use proptest::sample::{select, Index};
-use proptest::test_runner::{FileFailurePersistence, RngAlgorithm};
+use proptest::test_runner::{FileFailurePersistence, RngAlgorithm, RngSeed};
 use rig::{Rig, CMDQ, S2_SL0, S2_T0SZ, STRTAB, T0SZ, TABLES};
 
 /// The properties' configuration: `cases` cases, a failing case's seed saved in
@@ -28,6 +28,9 @@ fn config(cases: u32) -> ProptestConfig {
         failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("proptest-regressions"))),
         // A third less generation time than the default ChaCha; the inputs need no cryptographic quality.
         rng_algorithm: RngAlgorithm::XorShift,
+        // A fixed seed: every run sweeps the same cases, so a coverage claim passes or fails the same way each time
+        // (new cases come from the fuzz targets).
+        rng_seed: RngSeed::Fixed(0x4841_4e44_4f56_4552),
         max_shrink_iters: 512,
         ..ProptestConfig::default()
     }

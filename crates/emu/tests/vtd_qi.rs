@@ -4,7 +4,7 @@
 mod common;
 
 use proptest::prelude::*;
-use proptest::test_runner::{FileFailurePersistence, RngAlgorithm};
+use proptest::test_runner::{FileFailurePersistence, RngAlgorithm, RngSeed};
 
 use common::{legacy_rig, Rig, RW};
 use iommu_driver::PhysMem;
@@ -280,6 +280,9 @@ fn config(cases: u32) -> ProptestConfig {
         failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("proptest-regressions"))),
         // A third less generation time than the default ChaCha; the inputs need no cryptographic quality.
         rng_algorithm: RngAlgorithm::XorShift,
+        // A fixed seed: every run sweeps the same cases, so a coverage claim passes or fails the same way each time
+        // (new cases come from the fuzz targets).
+        rng_seed: RngSeed::Fixed(0x4841_4e44_4f56_4552),
         max_shrink_iters: 256,
         ..ProptestConfig::default()
     }

@@ -361,7 +361,7 @@ impl Amdvi {
         let dom = self.domain_mut(d)?;
         let (root, id) = (dom.root, dom.id);
         dom.iova.release(iova);
-        crate::walk::unmap_range(hw, &self.v1(), root, LEVELS, iova, size / 4096)?;
+        crate::walk::unmap_range(hw, &self.v1(), root, LEVELS, iova, size.div_ceil(4096))?;
         self.submit(hw, &[InvalidateIommuPages::range(id, iova, size).into_bits()])
     }
 

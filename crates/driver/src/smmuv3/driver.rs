@@ -467,7 +467,7 @@ impl Smmuv3 {
         let dom = self.domain_mut(d)?;
         let (ttb0, asid) = (dom.ttb0, dom.asid);
         dom.iova.release(iova);
-        crate::walk::unmap_range(hw, &S1_WALK, ttb0, S1_WALK.levels(), iova, size / 4096)?;
+        crate::walk::unmap_range(hw, &S1_WALK, ttb0, S1_WALK.levels(), iova, size.div_ceil(4096))?;
         let cmds: Vec<Command> = (0..size)
             .step_by(4096)
             .map(|off| Command::TlbiNhVa { vmid: 0, asid, addr: iova + off, scope: Default::default() })

@@ -315,7 +315,7 @@ impl Vtd {
         let (root, levels, did) = (dom.root, dom.levels, dom.did);
         dom.iova.release(iova);
         let fmt = self.format();
-        crate::walk::unmap_range(hw, &fmt, root, levels, iova, size / 4096)?;
+        crate::walk::unmap_range(hw, &fmt, root, levels, iova, size.div_ceil(4096))?;
         self.flush_range(hw, did, iova, size)
     }
 

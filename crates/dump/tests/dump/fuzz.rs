@@ -7,7 +7,7 @@ use iommu_driver::{Mmio, PhysMem};
 use iommu_dump::{write_core, ElfCore, RegSnapshot, RegsError, SnapshotMmio};
 use proptest::prelude::*;
 use proptest::sample::{select, Index};
-use proptest::test_runner::{FileFailurePersistence, RngAlgorithm};
+use proptest::test_runner::{FileFailurePersistence, RngAlgorithm, RngSeed};
 
 use crate::builder::{core, pattern, put_at, Ph, ET_CORE, PT_NOTE};
 
@@ -19,6 +19,9 @@ pub fn config(cases: u32) -> ProptestConfig {
         failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("proptest-regressions"))),
         // A third less generation time than the default ChaCha; the inputs need no cryptographic quality.
         rng_algorithm: RngAlgorithm::XorShift,
+        // A fixed seed: every run sweeps the same cases, so a coverage claim passes or fails the same way each time
+        // (new cases come from the fuzz targets).
+        rng_seed: RngSeed::Fixed(0x4841_4e44_4f56_4552),
         max_shrink_iters: 4096,
         ..ProptestConfig::default()
     }
