@@ -495,23 +495,8 @@ pub fn map_range(
     Ok(())
 }
 
-/// Clear the leaf for `iova`; whether one was present. Tables are kept (freed with their domain).
-pub fn unmap_page(
-    hw: &mut impl PhysMem,
-    fmt: &impl Format,
-    root: u64,
-    levels: u32,
-    iova: u64,
-) -> Result<bool, MemError> {
-    let Some(table) = leaf_table(hw, fmt, root, levels, iova)? else { return Ok(false) };
-    let at = table + 8 * fmt.index(iova, 1) as u64;
-    let was = !matches!(fmt.decode(hw.read_u64(at)?, 1, iova), Entry::Absent);
-    hw.write_u64(at, 0)?;
-    Ok(was)
-}
-
-/// Clear the leaves of `pages` 4 KiB pages from `iova` onwards, as [`unmap_page`] would one by one, walking
-/// once per last-level table (Linux `dma_pte_clear_range`, `__arm_lpae_unmap`).
+/// Clear the leaves of `pages` 4 KiB pages from `iova` onwards, walking once per last-level table (Linux
+/// `dma_pte_clear_range`, `__arm_lpae_unmap`). Tables are kept (freed with their domain).
 pub fn unmap_range(
     hw: &mut impl PhysMem,
     fmt: &impl Format,
@@ -816,7 +801,7 @@ mod tests {
             if frames == 16 {
                 assert_eq!(n1, 5, "two tables above the last level and three last-level tables");
                 for i in 0..pages {
-                    super::unmap_page(&mut one, &fmt, root, 4, iova + i * 4096).unwrap();
+                    super::unmap_range(&mut one, &fmt, root, 4, iova + i * 4096, 1).unwrap();
                 }
                 super::unmap_range(&mut range, &fmt, root, 4, iova, pages).unwrap();
                 assert_eq!(range.words, one.words);

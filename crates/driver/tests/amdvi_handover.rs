@@ -579,7 +579,8 @@ fn without_iasup_adoption_flushes_every_domains_translations() {
     // holds the translation.
     let nic = old.iter().find(|o| o.0 == NIC).copied().unwrap();
     let root = rig.dte(NIC).pt_root();
-    iommu_driver::walk::unmap_page(&mut rig.primary(), &iommu_driver::amdvi::V1::default(), root, 3, nic.1).unwrap();
+    iommu_driver::walk::unmap_range(&mut rig.primary(), &iommu_driver::amdvi::V1::default(), root, 3, nic.1, 1)
+        .unwrap();
     assert_eq!(rig.dma(NIC, nic.1, Access::Write), Ok(nic.2), "stale, until flushed");
     let (_, r) = crash(&mut rig, Policy::Adopt).unwrap();
     assert_eq!(r.outcome, AmdOutcome::Adopted);

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use crate::dma::{Access, Translation};
-use crate::front::Front;
+use crate::front::{Front, HitTally};
 use crate::mem::PhysMemory;
 use crate::model::IommuModel;
 
@@ -73,7 +73,7 @@ impl SharedUnit {
 
     /// A new cache handle for one thread (vCPU, device), empty. It translates only through this unit.
     pub fn lane(&self) -> Lane<'_> {
-        Lane { unit: self, front: Front::default(), hits: [0; 256], pending: 0 }
+        Lane { unit: self, front: Front::default(), hits: HitTally::default(), pending: 0 }
     }
 
     /// The lock. A thread that panicked holding it left the model between two operations at worst (each
@@ -144,7 +144,7 @@ pub struct Lane<'a> {
     unit: &'a SharedUnit,
     front: Front,
     /// Hits not yet folded into the model's counters, by the entry's hit flags.
-    hits: [u64; 256],
+    hits: HitTally,
     /// Their sum.
     pending: u64,
 }
@@ -157,7 +157,7 @@ impl Lane<'_> {
     pub fn translate(&mut self, rid: u32, iova: u64, access: Access) -> Translation {
         let epoch = self.unit.epoch.0.load(Ordering::Acquire);
         if let Some((phys, hits)) = self.front.get(epoch, rid, iova, access) {
-            self.hits[usize::from(hits)] += 1;
+            self.hits.add(hits, 1);
             self.pending += 1;
             return Translation::Ok { phys };
         }
@@ -184,11 +184,8 @@ impl Lane<'_> {
             return;
         }
         let mut g = self.unit.lock();
-        for (hits, n) in self.hits.iter_mut().enumerate() {
-            if *n != 0 {
-                g.model.replay_front_hits(hits as u8, *n);
-                *n = 0;
-            }
+        for (hits, n) in std::mem::take(&mut self.hits).counts() {
+            g.model.replay_front_hits(hits, n);
         }
         self.pending = 0;
     }
