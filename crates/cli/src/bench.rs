@@ -136,8 +136,8 @@ fn print(w: &mut impl Write, f: &Figures, md: bool) -> std::io::Result<()> {
     writeln!(w)?;
     writeln!(
         w,
-        "{}8-byte DMA read through the unit (per second, the locality workload; baseline: the per-page path \
-         before the fast one, same run)",
+        "{}8-byte DMA read through the unit (per second, the locality workload; baseline, same run: the per-page \
+         path before the fast one, with the model's front cache off)",
         if md { "### " } else { "" }
     )?;
     let head = ["iommu", "dma_read", "reference", "new/reference"];

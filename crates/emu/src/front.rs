@@ -32,11 +32,16 @@ const EMPTY: u64 = u64::MAX;
 #[derive(Clone, Debug)]
 pub struct Front {
     slots: Box<[Slot; SLOTS]>,
+    /// Nothing is put while off (the benchmark's baseline: the model's own caches as they answered before the
+    /// front existed); the hit path does not look at it, an empty front just never hits.
+    off: bool,
 }
+
+const EMPTY_SLOT: Slot = Slot { gen: 0, key: EMPTY, page: 0, phys: 0 };
 
 impl Default for Front {
     fn default() -> Self {
-        Front { slots: Box::new([Slot { gen: 0, key: EMPTY, page: 0, phys: 0 }; SLOTS]) }
+        Front { slots: Box::new([EMPTY_SLOT; SLOTS]), off: false }
     }
 }
 
@@ -63,9 +68,20 @@ impl Front {
             .then_some(((s.phys & !0xfff) | (iova & 0xfff), s.phys as u8))
     }
 
+    /// Turn the front on or off; off empties it, so every request takes the model's full path.
+    pub fn set_enabled(&mut self, on: bool) {
+        self.off = !on;
+        if !on {
+            self.slots.fill(EMPTY_SLOT);
+        }
+    }
+
     /// Remember that `iova` of `rid` translated to `phys` for `access` in generation `gen`.
     #[inline]
     pub fn put(&mut self, gen: u64, rid: u32, iova: u64, access: Access, phys: u64, hits: u8) {
+        if self.off {
+            return;
+        }
         let page = iova >> 12;
         self.slots[index(rid, page)] =
             Slot { gen, key: key(rid, access), page, phys: (phys & !0xfff) | u64::from(hits) };

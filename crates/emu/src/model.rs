@@ -19,6 +19,10 @@ pub trait IommuModel: MmioDevice + Iommu + Send {
     /// Turn the IOTLB and configuration caches off (walk on every access) or back on.
     fn set_caching(&mut self, on: bool);
 
+    /// Turn the front cache (`crate::front`) off (every request asks the IOTLB and configuration caches, as
+    /// before the front existed: the benchmark's baseline) or back on.
+    fn set_front_cache(&mut self, on: bool);
+
     /// SEV-SNP's lock on the AMD-Vi base registers; other units have no such lock.
     fn set_snp_lock(&mut self, locked: bool) {
         let _ = locked;
@@ -126,6 +130,10 @@ impl Iommu for Box<dyn IommuModel> {
     fn translate(&mut self, mem: &mut PhysMemory, rid: u32, iova: u64, access: crate::Access) -> crate::Translation {
         (**self).translate(mem, rid, iova, access)
     }
+    #[inline]
+    fn translate_cached(&mut self, rid: u32, iova: u64, access: crate::Access) -> Option<u64> {
+        (**self).translate_cached(rid, iova, access)
+    }
     fn interrupt(&mut self, mem: &mut PhysMemory, rid: u32, addr: u64, data: u32) -> Option<crate::Interrupt> {
         (**self).interrupt(mem, rid, addr, data)
     }
@@ -153,6 +161,9 @@ impl IommuModel for VtdModel {
     fn set_caching(&mut self, on: bool) {
         VtdModel::set_caching(self, on)
     }
+    fn set_front_cache(&mut self, on: bool) {
+        self.front.set_enabled(on)
+    }
     fn clone_box(&self) -> Box<dyn IommuModel> {
         Box::new(self.clone())
     }
@@ -179,6 +190,9 @@ impl IommuModel for AmdviModel {
     }
     fn set_caching(&mut self, on: bool) {
         AmdviModel::set_caching(self, on)
+    }
+    fn set_front_cache(&mut self, on: bool) {
+        self.front.set_enabled(on)
     }
     fn set_snp_lock(&mut self, locked: bool) {
         AmdviModel::set_snp_lock(self, locked)
@@ -248,6 +262,9 @@ impl IommuModel for Smmuv3Model {
     }
     fn set_caching(&mut self, on: bool) {
         Smmuv3Model::set_caching(self, on)
+    }
+    fn set_front_cache(&mut self, on: bool) {
+        self.front.set_enabled(on)
     }
     /// The stream table: the L1 table and every level-2 table a valid descriptor points at, or the linear
     /// table (capped at 4096 L1 descriptors or STEs: what the simulator's kernels build); and the queues.

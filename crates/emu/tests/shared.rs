@@ -258,3 +258,31 @@ fn a_register_read_or_a_memory_write_leaves_lanes_warm_and_a_register_write_does
         assert_eq!(phys(lane.translate(RID, iova, Access::Read)), pa, "{kind:?}");
     }
 }
+
+#[test]
+fn translate_cached_answers_what_translate_would_counts_alike_and_nothing_with_the_front_off() {
+    for kind in IommuKind::ALL {
+        let r = rig(kind);
+        r.unit.with_model(|m, mem| {
+            let at = r.iovas[5] + 0x40;
+            assert_eq!(m.translate_cached(RID, at, Access::Read), None, "{kind:?}: nothing before the first request");
+            let full = phys(m.translate(mem, RID, at, Access::Read));
+            // A hit counts as the full path's hit: the same counters after one more of each.
+            let mut twin = m.clone();
+            let mut twin_mem = mem.clone();
+            assert_eq!(m.translate_cached(RID, at, Access::Read), Some(full), "{kind:?}");
+            assert_eq!(phys(twin.translate(&mut twin_mem, RID, at, Access::Read)), full, "{kind:?}");
+            assert_eq!(counters(m), counters(&mut twin), "{kind:?}");
+            assert_eq!(m.translate_cached(RID, at, Access::Write), None, "{kind:?}: a read's entry is not a write's");
+            assert_eq!(m.translate_cached(RID + 1, at, Access::Read), None, "{kind:?}: nor another requester's");
+            // Off: emptied, never filled, and the full path still answers the same.
+            m.set_front_cache(false);
+            assert_eq!(m.translate_cached(RID, at, Access::Read), None, "{kind:?}: the front is emptied");
+            assert_eq!(phys(m.translate(mem, RID, at, Access::Read)), full, "{kind:?}");
+            assert_eq!(m.translate_cached(RID, at, Access::Read), None, "{kind:?}: nothing put while off");
+            m.set_front_cache(true);
+            assert_eq!(phys(m.translate(mem, RID, at, Access::Read)), full, "{kind:?}");
+            assert_eq!(m.translate_cached(RID, at, Access::Read), Some(full), "{kind:?}: filled again once on");
+        });
+    }
+}

@@ -1,6 +1,6 @@
 //! Nanoseconds per operation of the paths behind `handover bench`'s translation figures, on the same machine as
 //! the bench (one device, 4096 mapped pages, built by the real driver): a front-cache hit, the locality
-//! workload, 8-byte memory reads, 8-byte `dma_read` and `dma_read_reference`, a full walk with caches off. Each
+//! workload, 8-byte memory reads, 8-byte `dma_read` and `dma_read_reference` (front cache off, as the bench's baseline), a full walk with caches off. Each
 //! figure is the best of `REPS` (7) runs of `OPS` (1M) operations. `ONLY=vtd|amdvi|smmuv3` and `SEL=hit|loc|memrd|
 //! memrd_pages|dma|dmaref|walk` narrow it, so `valgrind --tool=cachegrind` can count instructions per operation
 //! (run with `OPS=0` and `OPS=100000`, subtract, divide; the walk runs a tenth of `OPS`).
@@ -61,11 +61,13 @@ fn main() {
             let _ = iommu_emu::dma_read(&mut unit, &mut mem, rid, local(i), &mut b);
             sum = sum.wrapping_add(u64::from_le_bytes(b));
         });
+        unit.set_front_cache(false);
         let dmaref = best(if on("dmaref") { ops } else { 0 }, |i| {
             let mut b = [0u8; 8];
             let _ = iommu_emu::dma::dma_read_reference(&mut unit, &mut mem, rid, local(i), &mut b);
             sum = sum.wrapping_add(u64::from_le_bytes(b));
         });
+        unit.set_front_cache(true);
         unit.set_caching(false);
         let walk = best(if on("walk") { ops / 10 } else { 0 }, |i| {
             let iova = base + (i.wrapping_mul(2654435761) % 4096) * 4096;

@@ -258,7 +258,7 @@ pub struct Smmuv3Model {
     sfm: bool,
     caches: Caches,
     /// Recent translations in front of the caches (`crate::front`), valid for the caches' generation.
-    front: crate::front::Front,
+    pub(crate) front: crate::front::Front,
     counters: Smmuv3Counters,
     /// Front-cache hits not yet folded into `counters` ([`Self::counters`] folds them).
     tally: crate::front::HitTally,
@@ -429,11 +429,16 @@ impl Iommu for Smmuv3Model {
     /// [`Smmuv3Model::translate_miss`], out of line. The front is asked first whatever SMMUEN says: every
     /// register write bumps the generation, so an entry only answers under the enables it was filled with.
     fn translate(&mut self, mem: &mut PhysMemory, rid: u32, iova: u64, access: Access) -> Translation {
-        if let Some((phys, hits)) = self.front.get(self.caches.gen(), rid, iova, access) {
-            self.count_front_hits(hits, 1);
-            return Translation::Ok { phys };
+        match self.translate_cached(rid, iova, access) {
+            Some(phys) => Translation::Ok { phys },
+            None => self.translate_miss(mem, rid, iova, access),
         }
-        self.translate_miss(mem, rid, iova, access)
+    }
+    #[inline]
+    fn translate_cached(&mut self, rid: u32, iova: u64, access: Access) -> Option<u64> {
+        let (phys, hits) = self.front.get(self.caches.gen(), rid, iova, access)?;
+        self.count_front_hits(hits, 1);
+        Some(phys)
     }
 }
 

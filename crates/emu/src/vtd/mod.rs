@@ -227,7 +227,7 @@ pub struct VtdModel {
     tes: bool,
     caches: Caches,
     /// Recent translations in front of the caches (`crate::front`), valid for the caches' generation.
-    front: crate::front::Front,
+    pub(crate) front: crate::front::Front,
     /// Interrupt-entry cache: IRTEs by index (see `irq`).
     iec: std::collections::BTreeMap<u32, iommu_spec::vtd::Irte>,
     counters: VtdCounters,
@@ -488,13 +488,19 @@ impl Iommu for VtdModel {
     /// The front-cache hit, kept to a few dozen instructions with no stack frame: everything else is in
     /// [`VtdModel::translate_miss`], out of line.
     fn translate(&mut self, mem: &mut PhysMemory, rid: u32, iova: u64, access: Access) -> Translation {
-        if self.tes {
-            if let Some((phys, hits)) = self.front.get(self.caches.gen(), rid, iova, access) {
-                self.count_front_hits(hits, 1);
-                return Translation::Ok { phys };
-            }
+        match self.translate_cached(rid, iova, access) {
+            Some(phys) => Translation::Ok { phys },
+            None => self.translate_miss(mem, rid, iova, access),
         }
-        self.translate_miss(mem, rid, iova, access)
+    }
+    #[inline]
+    fn translate_cached(&mut self, rid: u32, iova: u64, access: Access) -> Option<u64> {
+        if !self.tes {
+            return None;
+        }
+        let (phys, hits) = self.front.get(self.caches.gen(), rid, iova, access)?;
+        self.count_front_hits(hits, 1);
+        Some(phys)
     }
     fn interrupt(&mut self, mem: &mut PhysMemory, rid: u32, addr: u64, data: u32) -> Option<crate::Interrupt> {
         Some(crate::InterruptRemap::interrupt(self, mem, rid, addr, data))
