@@ -524,7 +524,7 @@ pub fn translate(kind: IommuKind, ops: u64) -> TranslateFigure {
     unit.set_caching(true);
     // Five times the requests of a row above per thread and run: a run of a few milliseconds is at the mercy
     // of when each thread gets its core.
-    let (shared_1, shared_2) = shared_rates(SharedUnit::new(unit, mem), rid, 5 * ops, local);
+    let (shared_1, shared_2) = shared_rates(&SharedUnit::new(unit, mem), rid, 5 * ops, local);
     TranslateFigure {
         iommu: kind.name(),
         iotlb_hit_per_s: hit,
@@ -541,7 +541,7 @@ pub fn translate(kind: IommuKind, ops: u64) -> TranslateFigure {
 /// Translations per second through `unit` on one thread and on two (each its own lane, each `ops` requests
 /// `iova(i)` from `rid`, the second thread 256 requests behind the first, after a warm-up of a tenth of them): the median of five runs each, one and two threads
 /// in turn so both see the same machine.
-fn shared_rates(unit: SharedUnit, rid: u32, ops: u64, iova: impl Fn(u64) -> u64 + Sync) -> (f64, f64) {
+pub fn shared_rates(unit: &SharedUnit, rid: u32, ops: u64, iova: impl Fn(u64) -> u64 + Sync) -> (f64, f64) {
     let run = |threads: u64| {
         let ready = std::sync::Barrier::new(threads as usize + 1);
         std::thread::scope(|s| {
@@ -549,7 +549,7 @@ fn shared_rates(unit: SharedUnit, rid: u32, ops: u64, iova: impl Fn(u64) -> u64 
                 .map(|t| {
                     // Thread `t` runs half a page of requests behind thread `t - 1`: two devices' DMA is not in
                     // lockstep, so their once-a-page misses do not meet at the lock every time.
-                    let (unit, ready, iova) = (&unit, &ready, &iova);
+                    let (ready, iova) = (&ready, &iova);
                     let iova = move |i: u64| iova(i + t * 256);
                     s.spawn(move || {
                         let mut lane = unit.lane();

@@ -1,0 +1,26 @@
+//! The bench's shared-unit rows alone (`handover bench`'s "shared 1 thread / 2 threads"), `ROUNDS` times (3) for
+//! each IOMMU, with `OPS` (10M) requests per thread and run: a target for profiling the two-thread figure.
+//! `ONLY=vtd|amdvi|smmuv3`.
+//!
+//! `cargo run --release -p iommu-sim --example shared_rate`
+
+use iommu_emu::SharedUnit;
+use iommu_sim::unit::IommuKind;
+
+fn main() {
+    let ops: u64 = std::env::var("OPS").ok().and_then(|s| s.parse().ok()).unwrap_or(10_000_000);
+    let rounds: u64 = std::env::var("ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(3);
+    let only = std::env::var("ONLY").unwrap_or_default();
+    for kind in IommuKind::ALL {
+        if !only.is_empty() && !kind.name().starts_with(&only[..]) {
+            continue;
+        }
+        let (mem, unit, base, rid) = iommu_sim::bench::translate_rig(kind);
+        let shared = SharedUnit::new(unit, mem);
+        let local = |i: u64| base + ((i / 512) % 4096) * 4096 + (i % 512) * 8;
+        for _ in 0..rounds {
+            let (one, two) = iommu_sim::bench::shared_rates(&shared, rid, ops, local);
+            println!("{:>7} 1 thread {one:.3e}/s  2 threads {two:.3e}/s  {:.2}x", kind.name(), two / one);
+        }
+    }
+}
