@@ -88,6 +88,16 @@ impl SharedUnit {
     fn translate_miss(&self, lane: &mut Lane<'_>, rid: u32, iova: u64, access: Access) -> Translation {
         let mut g = self.lock();
         let inner = &mut *g;
+        // Another lane's miss may have just filled the model's front with this request (two devices streaming
+        // through the same buffers): take it without translating, so the model's lines (its tally, its front)
+        // are only read here and stay put in the cache of the core that wrote them. The hit is the model's own
+        // front hit, counted as the lane counts its hits; the epoch is current (every operation publishes).
+        if let Some((phys, hits)) = inner.model.front_entry(rid, iova, access) {
+            lane.front.put(inner.epoch, rid, iova, access, phys, hits);
+            lane.hits.add(hits, 1);
+            lane.pending += 1;
+            return Translation::Ok { phys };
+        }
         let t = inner.model.translate(&mut inner.mem, rid, iova, access);
         inner.publish(&self.epoch.0, false);
         // Only what the model's own front now answers (a success it would answer again without a look).
