@@ -5,11 +5,14 @@
 //!
 //! `cargo run --release -p iommu-sim --example adopt_ratio`
 
+/// One IOMMU's adoption row at a size.
+type Row = fn(u32) -> iommu_sim::bench::AdoptFigure;
+
 fn main() {
     let var = |k: &str, d: u32| std::env::var(k).ok().and_then(|s| s.parse().ok()).unwrap_or(d);
     let (n, reps) = (var("N", 1000), var("REPS", 5));
     let only = std::env::var("ONLY").unwrap_or_default();
-    let rows: [(&str, fn(u32) -> iommu_sim::bench::AdoptFigure); 3] = [
+    let rows: [(&str, Row); 3] = [
         ("vtd", iommu_sim::bench::adopt_vtd),
         ("amdvi", iommu_sim::bench::adopt_amdvi),
         ("smmuv3", iommu_sim::bench::adopt_smmuv3),
