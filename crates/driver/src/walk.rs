@@ -8,8 +8,6 @@
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 
-use zerocopy::IntoBytes;
-
 use crate::{MemError, PhysMem};
 
 /// A run of IOVA space mapped contiguously to physical memory with one permission.
@@ -200,6 +198,11 @@ impl Seen {
         }
     }
     /// Record `table`, not yet seen.
+    /// Forget every table (a new walk), keeping the map's allocation out of the small case.
+    fn clear(&mut self) {
+        self.len = 0;
+        self.big.clear();
+    }
     fn insert(&mut self, table: u64, first: FirstVisit) {
         if self.big.is_empty() {
             if let Some(slot) = self.small.get_mut(self.len) {
@@ -216,24 +219,44 @@ impl Seen {
 /// Walk the `levels`-level table at `root`, depth first in ascending IOVA order, telling `v` what it
 /// finds. Each table is read at most once; the stack holds at most 512 entries a level.
 pub fn walk_with(mem: &impl PhysMem, fmt: &impl Format, root: u64, levels: u32, v: &mut impl Visitor) {
-    walk_in(mem, fmt, root, levels, v, &mut [0; ENTRIES]);
+    walk_in(mem, fmt, root, levels, v, &mut WalkBuffers::default());
 }
 
-/// [`walk_with`] reading each table into `words`, which a caller walking many tables lends so that each walk
-/// does not clear a page of its own first.
+/// A walk's stack entry: (table, level, IOVA base, read, write).
+type Pending = (u64, u32, u64, bool, bool);
+
+/// What a caller walking many tables lends each walk, so that a walk neither allocates its stack nor sets up
+/// its visited set afresh: both are emptied when a walk starts, and hold only what one walk needs (at most
+/// 512 pending entries a level, one entry per table it read), however many walks share them. A page to copy
+/// a table into is allocated the first time memory cannot lend one in place ([`PhysMem::lend_page`]).
+pub struct WalkBuffers {
+    copy: Option<alloc::boxed::Box<[u8; PAGE]>>,
+    stack: Vec<Pending>,
+    seen: Seen,
+}
+
+impl Default for WalkBuffers {
+    fn default() -> Self {
+        WalkBuffers { copy: None, stack: Vec::new(), seen: Seen::new() }
+    }
+}
+
+/// Bytes of one table page.
+const PAGE: usize = ENTRIES * 8;
+
+/// [`walk_with`] with buffers lent by a caller that walks many tables.
 fn walk_in(
     mem: &impl PhysMem,
     fmt: &impl Format,
     root: u64,
     levels: u32,
     v: &mut impl Visitor,
-    words: &mut [u64; ENTRIES],
+    bufs: &mut WalkBuffers,
 ) {
-    let mut seen = Seen::new();
-    // (table, level, iova base, read, write): depth at most `levels`, at most 512 entries a level.
-    let mut stack: Vec<(u64, u32, u64, bool, bool)> = Vec::new();
+    let WalkBuffers { copy, stack, seen } = bufs;
+    seen.clear();
+    stack.clear();
     stack.push((root, levels, 0, true, true));
-    // Read as words (zerocopy's byte view of the array): the scan for non-zero entries runs over u64s.
     while let Some((table, level, base, r, w)) = stack.pop() {
         if let Some(first) = seen.get(table) {
             v.revisit(table, level, r, w, first);
@@ -243,30 +266,38 @@ fn walk_in(
         if !v.enter(table, level) {
             break;
         }
-        if let Err(err) = mem.read(table, words.as_mut_bytes()) {
-            v.unreadable(level, table, err);
-            continue;
-        }
+        // The table in place where memory lends it, else a copy: the same bytes either way.
+        let page: &[u8; PAGE] = match mem.lend_page(table) {
+            Some(p) => p,
+            None => {
+                let buf = copy.get_or_insert_with(|| alloc::boxed::Box::new([0; PAGE]));
+                if let Err(err) = mem.read(table, &mut buf[..]) {
+                    v.unreadable(level, table, err);
+                    continue;
+                }
+                buf
+            }
+        };
         let slot = fmt.slot_size(level);
         // Children are pushed in reverse so the stack pops them in ascending IOVA order.
         let pushed = stack.len();
         // An all-zero entry is absent in every format (VT-d R/W clear, AMD-Vi PR clear, VMSA invalid): most of a
         // sparse table, skipped without decoding. Eight cache lines at a time, then a line (the ORs vectorise),
-        // then the non-zero words of a line that has any.
-        for (b, block) in words.chunks_exact(64).enumerate() {
-            if block.iter().fold(0, |a, &q| a | q) == 0 {
+        // then the non-zero entries of a line that has any.
+        for (b, block) in page.chunks_exact(512).enumerate() {
+            if block.iter().fold(0, |a, &x| a | x) == 0 {
                 continue;
             }
-            for (c, line) in block.chunks_exact(8).enumerate() {
-                if line.iter().fold(0, |a, &q| a | q) == 0 {
+            for (c, line) in block.chunks_exact(64).enumerate() {
+                if line.iter().fold(0, |a, &x| a | x) == 0 {
                     continue;
                 }
-                for (j, &q) in line.iter().enumerate() {
-                    if q == 0 {
+                for (j, q) in line.chunks_exact(8).enumerate() {
+                    let raw = u64::from_le_bytes(q.try_into().unwrap_or([0; 8]));
+                    if raw == 0 {
                         continue;
                     }
                     let i = b * 64 + c * 8 + j;
-                    let raw = u64::from_le(q);
                     let iova = base.wrapping_add((i as u64).wrapping_mul(slot));
                     match fmt.decode(raw, level, iova) {
                         Entry::Absent => {}
@@ -287,7 +318,9 @@ fn walk_in(
                 }
             }
         }
-        stack[pushed..].reverse();
+        if let Some(children) = stack.get_mut(pushed..) {
+            children.reverse();
+        }
     }
 }
 
@@ -655,14 +688,10 @@ pub fn reach(
     levels: u32,
     budget: &mut usize,
 ) -> Option<Reach> {
-    reach_in(mem, fmt, env, root, levels, budget, &mut [0; ENTRIES])
+    reach_in(mem, fmt, env, root, levels, budget, &mut WalkBuffers::default())
 }
 
-/// A page-table page as words, lent to [`reach_in`] by a caller walking many tables.
-pub type TablePage = [u64; ENTRIES];
-
-/// [`reach`] reading each table into `words` (lent by a caller that walks many tables, so that each walk does
-/// not clear a page of its own first).
+/// [`reach`] with buffers lent by a caller that walks many tables ([`WalkBuffers`]).
 pub fn reach_in(
     mem: &impl PhysMem,
     fmt: &impl Format,
@@ -670,10 +699,10 @@ pub fn reach_in(
     root: u64,
     levels: u32,
     budget: &mut usize,
-    words: &mut TablePage,
+    bufs: &mut WalkBuffers,
 ) -> Option<Reach> {
     let mut v = ReachVisitor { env, budget: *budget, tables: 0, runs: 0, last: None, verdict: None };
-    walk_in(mem, fmt, root, levels, &mut v, words);
+    walk_in(mem, fmt, root, levels, &mut v, bufs);
     *budget = budget.saturating_sub(v.tables);
     v.verdict
 }
@@ -821,6 +850,73 @@ mod tests {
         assert!(s.get_mut(2).is_none() && s.get_mut(6).is_none());
         *s.get_mut(4).unwrap() = Some("nine");
         assert_eq!(s.get_mut(1).map(|v| *v), Some(None), "a slot of its own");
+    }
+
+    /// Whole pages, lent in place or not: the walk must find the same in either.
+    struct Pages {
+        pages: alloc::collections::BTreeMap<u64, [u8; 4096]>,
+        lend: bool,
+    }
+
+    impl PhysMem for Pages {
+        fn read(&self, pa: u64, buf: &mut [u8]) -> Result<(), MemError> {
+            let page =
+                self.pages.get(&(pa & !0xfff)).ok_or(MemError { addr: pa, kind: crate::MemErrorKind::NotRam })?;
+            let off = (pa & 0xfff) as usize;
+            buf.copy_from_slice(
+                page.get(off..off + buf.len()).ok_or(MemError { addr: pa, kind: crate::MemErrorKind::NotRam })?,
+            );
+            Ok(())
+        }
+        fn write(&mut self, pa: u64, _: &[u8]) -> Result<(), MemError> {
+            Err(MemError { addr: pa, kind: crate::MemErrorKind::ReadOnly })
+        }
+        fn lend_page(&self, pa: u64) -> Option<&[u8; 4096]> {
+            self.pages.get(&pa).filter(|_| self.lend)
+        }
+    }
+
+    /// Tables read in place ([`PhysMem::lend_page`]) are checked as copied ones are: a cycle back to the root, a
+    /// table shared by two entries and an unreadable table are each reported, every table is read once, and a
+    /// second walk with the same lent buffers starts from an empty visited set.
+    #[test]
+    fn a_walk_over_lent_pages_reports_cycles_shared_and_unreadable_tables_as_over_copies() {
+        use iommu_spec::vtd::SlPte;
+        let e = |t: u64| SlPte::entry(t, true, true).into_bits().to_le_bytes();
+        let (root, mid, shared) = (0x10_0000u64, 0x20_0000u64, 0x30_0000u64);
+        let mut pages = alloc::collections::BTreeMap::new();
+        let mut page = |at: u64, entries: &[(usize, u64)]| {
+            let mut p = [0u8; 4096];
+            for &(i, t) in entries {
+                p[8 * i..8 * i + 8].copy_from_slice(&e(t));
+            }
+            pages.insert(at, p);
+        };
+        // Root: two entries to `mid` tables sharing one leaf table, one to a missing table.
+        page(root, &[(0, mid), (1, mid + 0x1000), (2, 0x40_0000)]);
+        page(mid, &[(0, shared)]);
+        // The second mid-level table also points back at the root: a cycle.
+        page(mid + 0x1000, &[(0, shared), (1, root)]);
+        page(shared, &[(3, 0x8000_0000)]);
+        let fmt = crate::vtd::SecondLevel(iommu_spec::vtd::Cap::from_bits(0));
+        let run = |lend: bool| {
+            let mem = Pages { pages: pages.clone(), lend };
+            let mut bufs = super::WalkBuffers::default();
+            let mut c = super::Collect { out: super::Walk::default(), limits: WalkLimits::default() };
+            super::walk_in(&mem, &fmt, root, 3, &mut c, &mut bufs);
+            let first = c.out;
+            let mut c = super::Collect { out: super::Walk::default(), limits: WalkLimits::default() };
+            super::walk_in(&mem, &fmt, root, 3, &mut c, &mut bufs);
+            assert_eq!((c.out.issues, c.out.tables), (first.issues.clone(), first.tables), "the same again");
+            first
+        };
+        let (lent, copied) = (run(true), run(false));
+        assert_eq!(lent.issues, copied.issues);
+        assert_eq!((lent.runs, lent.tables), (copied.runs, copied.tables));
+        assert_eq!(lent.tables, 5, "root, two mid tables, the shared one, the missing one: each once");
+        assert!(lent.issues.contains(&WalkIssue::Revisited { level: 1, table: shared }), "{:?}", lent.issues);
+        assert!(lent.issues.contains(&WalkIssue::Revisited { level: 1, table: root }), "the cycle: {:?}", lent.issues);
+        assert!(lent.issues.iter().any(|i| matches!(i, WalkIssue::Unreadable { table: 0x40_0000, .. })));
     }
 
     /// The walk keeps its first few tables in a small array, then a map: a table shared by 40 tables, reached

@@ -484,6 +484,15 @@ impl PhysMem for PhysMemory {
         self.write_unchecked(pa, data);
         Ok(())
     }
+
+    /// The page itself (a page never written: the zero page), where [`PhysMem::read`] would take its in-page
+    /// path; otherwise `None` and the caller reads.
+    fn lend_page(&self, pa: u64) -> Option<&[u8; PAGE_SIZE]> {
+        if pa & PAGE_MASK != 0 {
+            return None;
+        }
+        Some(self.in_page(pa, PAGE_SIZE)?.unwrap_or(&ZERO_PAGE))
+    }
 }
 
 #[cfg(test)]
@@ -492,6 +501,23 @@ mod tests {
 
     fn mem() -> PhysMemory {
         PhysMemory::new(vec![0x10_0000..0x20_0000, 0..0x9_f000, 0x20_0000..0x30_0000])
+    }
+
+    /// A lent page holds what a read of it fills in: written bytes, zeros for a page never written; nothing is
+    /// lent off a page boundary or outside RAM, where the caller's read reports the error.
+    #[test]
+    fn a_lent_page_is_what_a_read_of_it_fills_in() {
+        let mut m = mem();
+        m.write(0x10_0ff8, &[7; 16]).unwrap();
+        for pa in [0x10_0000u64, 0x10_1000, 0x20_5000] {
+            let mut buf = [0xaa; PAGE_SIZE];
+            m.read(pa, &mut buf).unwrap();
+            assert_eq!(m.lend_page(pa), Some(&buf), "{pa:#x}");
+        }
+        assert_eq!(m.lend_page(0x20_5000), Some(&ZERO_PAGE));
+        assert_eq!(m.lend_page(0x10_0008), None, "not page-aligned");
+        assert_eq!(m.lend_page(0x9_f000), None, "not RAM");
+        assert!(m.read(0x9_f000, &mut [0; PAGE_SIZE]).is_err());
     }
 
     #[test]

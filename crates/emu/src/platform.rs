@@ -67,6 +67,9 @@ impl<D: MmioDevice> PhysMem for EmuPlatform<'_, D> {
     fn write(&mut self, pa: u64, data: &[u8]) -> Result<(), MemError> {
         self.mem.write(pa, data)
     }
+    fn lend_page(&self, pa: u64) -> Option<&[u8; 4096]> {
+        self.mem.lend_page(pa)
+    }
 }
 
 impl<D: MmioDevice> FrameAlloc for EmuPlatform<'_, D> {

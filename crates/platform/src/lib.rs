@@ -74,6 +74,16 @@ pub trait PhysMem {
     /// Write `data` at physical address `pa`, all or nothing.
     fn write(&mut self, pa: u64, data: &[u8]) -> Result<(), MemError>;
 
+    /// The 4 KiB page at `pa` (4 KiB-aligned) as it lies in memory, for a caller that only looks at it (a table
+    /// walk's scan for present entries), where this memory can lend it: the kernel reads old tables through
+    /// its `memremap` mapping in place rather than copying each page out first. `None` (the default, and
+    /// wherever [`PhysMem::read`] of the page would fail) makes the caller copy it with `read`. What it lends
+    /// must be exactly what `read` of the same page would fill in.
+    fn lend_page(&self, pa: u64) -> Option<&[u8; 4096]> {
+        let _ = pa;
+        None
+    }
+
     /// A little-endian quadword (a 64-bit table entry).
     fn read_u64(&self, pa: u64) -> Result<u64, MemError> {
         let mut b = [0; 8];
@@ -196,6 +206,9 @@ impl<T: PhysMem + ?Sized> PhysMem for &mut T {
     }
     fn write(&mut self, pa: u64, data: &[u8]) -> Result<(), MemError> {
         (**self).write(pa, data)
+    }
+    fn lend_page(&self, pa: u64) -> Option<&[u8; 4096]> {
+        (**self).lend_page(pa)
     }
     fn read_u64(&self, pa: u64) -> Result<u64, MemError> {
         (**self).read_u64(pa)

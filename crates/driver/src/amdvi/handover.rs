@@ -229,7 +229,7 @@ impl Amdvi {
     ) -> Result<(), AmdError> {
         let mut refuse: Vec<u16> = report.problems.iter().filter_map(|p| p.devid()).collect();
         let mut budget = crate::walk::ADOPT_TABLE_BUDGET;
-        let mut page: crate::walk::TablePage = [0; 512];
+        let mut bufs = crate::walk::WalkBuffers::default();
         let tables = || {
             devices.iter().map(|d| match d.kind {
                 DteKind::Translated { root, levels } => Some((d.domain, (root, levels))),
@@ -250,7 +250,7 @@ impl Amdvi {
                     let verdict = match walked.get_mut(i) {
                         Some(Some(v)) => v.clone(),
                         slot => {
-                            let v = reach(hw, env, d.devid, root, levels, &mut budget, &mut page);
+                            let v = reach(hw, env, d.devid, root, levels, &mut budget, &mut bufs);
                             if let Some(s) = slot {
                                 *s = Some(v.clone());
                             }
@@ -379,10 +379,10 @@ fn reach(
     root: u64,
     levels: u32,
     budget: &mut usize,
-    page: &mut crate::walk::TablePage,
+    bufs: &mut crate::walk::WalkBuffers,
 ) -> Option<DteProblem> {
     use crate::walk::Reach;
-    Some(match crate::walk::reach_in(hw, &super::V1::of(env), env, root, levels, budget, page)? {
+    Some(match crate::walk::reach_in(hw, &super::V1::of(env), env, root, levels, budget, bufs)? {
         Reach::TableInCrashRegion { addr } => DteProblem::PageTableInCrashRegion { devid, addr },
         Reach::PageInCrashRegion { iova, addr } => DteProblem::PageInCrashRegion { devid, iova, addr },
         Reach::Bound { tables } => DteProblem::WalkBound { devid, tables },

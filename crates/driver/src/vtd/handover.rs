@@ -176,7 +176,7 @@ impl Vtd {
         // or pages lie in the crash kernel's region, or whose walk could not finish, is not copied: in our
         // tables its entry is not present, so its DMA faults.
         let mut budget = crate::walk::ADOPT_TABLE_BUDGET;
-        let mut page: crate::walk::TablePage = [0; 512];
+        let mut bufs = crate::walk::WalkBuffers::default();
         // Keyed by format too: the same page read as first- or second-level entries means different things.
         let tables = || {
             scan.devices.iter().map(|d| match d.kind {
@@ -210,7 +210,7 @@ impl Vtd {
                     let verdict = match walked.get_mut(i) {
                         Some(Some(v)) => *v,
                         slot => {
-                            let v = crate::walk::reach_in(hw, fmt, env, root, levels, &mut budget, &mut page);
+                            let v = crate::walk::reach_in(hw, fmt, env, root, levels, &mut budget, &mut bufs);
                             if let Some(s) = slot {
                                 *s = Some(v);
                             }

@@ -13,8 +13,6 @@
 
 use iommu_spec::vtd::{off, Gcmd, IecInv, Irta, Irte, MsiAddrRemap, IRTE_SIZE, LINUX_IRTA_S};
 
-use zerocopy::IntoBytes;
-
 use super::{hw, Vtd, VtdError};
 use crate::irq::{IrqHandover, IrqTarget, IrtRefusal, IrteBitmap, IrteRefusal, MsiMessage};
 use crate::{BootEnv, Platform, Policy};
@@ -113,23 +111,30 @@ impl Vtd {
         let eime = old.eime();
         let mut used = IrteBitmap::new(old.entries());
         let mut refused = alloc::vec::Vec::new();
-        // Read as words (zerocopy's byte view of the arrays): most of a table is zeros, skipped eight cache lines
-        // (32 entries) at a time without a decode (P is bit 0: a zero entry is not present).
-        let mut page = [0u64; 512];
-        let mut out = [0u64; 512];
+        // Each page looked at in place where memory lends it, else copied here: most of a table is zeros,
+        // skipped eight cache lines (32 entries) at a time without a decode (P is bit 0: a zero entry is not
+        // present).
+        let mut copy = [0u8; 4096];
+        let mut out = [0u8; 4096];
         for p in 0..TABLE_PAGES {
             let addr = src + p * 4096;
-            hw.read(addr, page.as_mut_bytes())
-                .map_err(|_| Copy::Refused(IrtRefusal::Unreadable { device: None, addr }))?;
+            let page: &[u8; 4096] = match hw.lend_page(addr) {
+                Some(page) => page,
+                None => {
+                    hw.read(addr, &mut copy)
+                        .map_err(|_| Copy::Refused(IrtRefusal::Unreadable { device: None, addr }))?;
+                    &copy
+                }
+            };
             let mut any = false;
-            for (b, block) in page.chunks_exact(64).enumerate() {
-                if block.iter().fold(0, |a, &q| a | q) == 0 {
+            for (b, block) in page.chunks_exact(512).enumerate() {
+                if block.iter().fold(0, |a, &x| a | x) == 0 {
                     continue;
                 }
-                for (k, q) in block.chunks_exact(2).enumerate() {
+                for (k, q) in block.chunks_exact(16).enumerate() {
                     let i = b * 32 + k;
                     let index = (p * 256) as u32 + i as u32;
-                    let raw = u64::from_le(q[0]) as u128 | (u64::from_le(q[1]) as u128) << 64;
+                    let raw = u128::from_le_bytes(q.try_into().unwrap_or([0; 16]));
                     let e = Irte::from_bits(raw);
                     if !e.p() {
                         continue;
@@ -153,13 +158,13 @@ impl Vtd {
                         out.fill(0);
                         any = true;
                     }
-                    if let Some(o) = out.get_mut(2 * i..2 * i + 2) {
+                    if let Some(o) = out.get_mut(16 * i..16 * i + 16) {
                         o.copy_from_slice(q);
                     }
                 }
             }
             if any {
-                hw.write(base + p * 4096, out.as_bytes()).map_err(|e| Copy::Driver(e.into()))?;
+                hw.write(base + p * 4096, &out).map_err(|e| Copy::Driver(e.into()))?;
             }
         }
         let live = used.count();

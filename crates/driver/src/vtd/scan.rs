@@ -10,8 +10,6 @@ use iommu_spec::vtd::{
     Pgtt, RootEntry, RtAddr, ScalableContextEntry, ScalableRootEntry, SourceId, TranslationType,
 };
 
-use zerocopy::IntoBytes;
-
 use crate::{BootEnv, Mmio, PhysMem};
 
 /// How an adopted (or scanned) device translates.
@@ -162,8 +160,8 @@ pub fn scan(
         pages_read: alloc::vec![root],
         context_tables: Vec::new(),
     };
-    // Read as words (zerocopy's byte view of the array): the scan for present entries runs over u64s.
-    let mut ct = [0u64; 512];
+    // A context table is looked at in place where memory lends it, else copied here.
+    let mut copy = [0u8; 4096];
     for bus in 0..=255u8 {
         let raw = u128::from_le_bytes(rt[bus as usize * 16..bus as usize * 16 + 16].try_into().unwrap_or([0; 16]));
         // (context table, first devfn, entries, entry size)
@@ -190,35 +188,39 @@ pub fn scan(
                 scan.problems.push(p);
                 continue;
             }
-            if let Err(err) = hw.read(table, ct.as_mut_bytes()) {
-                scan.problems.push(P::ContextTableUnreadable { bus, err });
-                continue;
-            }
-            scan.pages_read.push(table);
-            scan.context_tables.push(((bus, u8::from(first == 0x80)), table));
-            // Words an entry spans: 2 (legacy, 128 bits) or 4 (scalable mode, 256 bits).
-            let words = if rtaddr.smt() { 4 } else { 2 };
-            let u128_at = |w: usize| {
-                let lo = ct.get(w).copied().map_or(0, u64::from_le);
-                let hi = ct.get(w + 1).copied().map_or(0, u64::from_le);
-                lo as u128 | (hi as u128) << 64
-            };
-            // Eight cache lines at a time: most of a table is zeros (the OR vectorises).
-            for (b, block) in ct.chunks_exact(64).enumerate() {
-                if block.iter().fold(0, |a, &q| a | q) == 0 {
-                    continue;
-                }
-                for (k, e) in block.chunks_exact(words).enumerate() {
-                    let i = b * (64 / words) + k;
-                    // A zero low half has P clear in either mode: not present, nothing to decode.
-                    if e[0] | e[1] == 0 {
+            let ct: &[u8; 4096] = match hw.lend_page(table) {
+                Some(page) => page,
+                None => {
+                    if let Err(err) = hw.read(table, &mut copy) {
+                        scan.problems.push(P::ContextTableUnreadable { bus, err });
                         continue;
                     }
-                    let raw = u128_at(i * words);
+                    &copy
+                }
+            };
+            scan.pages_read.push(table);
+            scan.context_tables.push(((bus, u8::from(first == 0x80)), table));
+            // Bytes an entry spans: 16 (legacy, 128 bits) or 32 (scalable mode, 256 bits).
+            let size = if rtaddr.smt() { 32 } else { 16 };
+            let u128_at = |e: &[u8], at: usize| {
+                u128::from_le_bytes(e.get(at..at + 16).and_then(|b| b.try_into().ok()).unwrap_or([0; 16]))
+            };
+            // Eight cache lines at a time: most of a table is zeros (the OR vectorises).
+            for (b, block) in ct.chunks_exact(512).enumerate() {
+                if block.iter().fold(0, |a, &x| a | x) == 0 {
+                    continue;
+                }
+                for (k, e) in block.chunks_exact(size).enumerate() {
+                    let i = b * (512 / size) + k;
+                    // A zero low half has P clear in either mode: not present, nothing to decode.
+                    let raw = u128_at(e, 0);
+                    if raw == 0 {
+                        continue;
+                    }
                     let sid = SourceId::new(bus, 0, 0).0 | (first + i as u16);
                     let res = if rtaddr.smt() {
-                        let hi = u128_at(i * words + 2);
-                        scan_sm_entry(hw, env, cap, ecap, sid, raw, hi, &mut scan.pages_read)
+                        let hi = u128_at(e, 16);
+                        scan_sm_entry(&*hw, env, cap, ecap, sid, raw, hi, &mut scan.pages_read)
                     } else {
                         scan_legacy_entry(env, cap, ecap, sid, raw)
                     };
@@ -274,7 +276,7 @@ fn scan_legacy_entry(env: &BootEnv, cap: Cap, ecap: Ecap, sid: u16, raw: u128) -
 /// addresses translated again by the second level) and refuses by name.
 #[allow(clippy::too_many_arguments)]
 fn scan_sm_entry(
-    hw: &mut impl PhysMem,
+    hw: &impl PhysMem,
     env: &BootEnv,
     cap: Cap,
     ecap: Ecap,
