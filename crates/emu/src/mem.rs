@@ -107,6 +107,11 @@ impl Pages {
     fn len(&self) -> usize {
         self.frames.len()
     }
+    /// Room for `n` more frames, so a run of first writes does not grow the map step by step.
+    fn reserve(&mut self, n: usize) {
+        self.index.reserve(n);
+        self.frames.reserve(n);
+    }
     fn keys(&self) -> impl Iterator<Item = &u64> + '_ {
         self.frames.iter().map(|(pfn, _)| pfn)
     }
@@ -230,6 +235,12 @@ impl PhysMemory {
     /// Number of materialised pages.
     pub fn page_count(&self) -> usize {
         self.pages.len()
+    }
+
+    /// Room for `n` more materialised pages (a dump about to fill that many buffers), so the page map does not
+    /// grow, rehashing, step by step. Changes nothing any access sees.
+    pub fn reserve_pages(&mut self, n: usize) {
+        self.pages.reserve(n);
     }
 
     /// A 64-bit FNV-1a hash of a page's contents; a never-written page hashes as a zero page.
@@ -484,6 +495,35 @@ impl PhysMem for PhysMemory {
         self.write_unchecked(pa, data);
         Ok(())
     }
+
+    /// Whole pages into RAM: the first is written as [`PhysMem::write`] writes it, which leaves it the latest
+    /// whole page; every later one holds the same bytes (`data` cannot change during the call), so it shares that
+    /// page as a write of it would after comparing. Anything else (a partial page, a range not all RAM, which
+    /// fails part way) is the plain writes.
+    fn write_repeated(&mut self, pa: u64, data: &[u8], count: u64) -> Result<(), MemError> {
+        let len = count.checked_mul(PAGE_SIZE as u64).and_then(|n| usize::try_from(n).ok());
+        let fits = len.is_some_and(|len| self.check_ram(pa, len).is_ok());
+        if count < 2 || data.len() != PAGE_SIZE || pa & PAGE_MASK != 0 || !fits {
+            return iommu_platform::write_each(self, pa, data, count);
+        }
+        self.write_unchecked(pa, data);
+        let Some(last) = self.last_whole.clone() else {
+            // Unreachable: a whole-page write always leaves the latest whole page.
+            let next = pa.checked_add(PAGE_SIZE as u64).ok_or(MemError { addr: pa, kind: MemErrorKind::NotRam })?;
+            return iommu_platform::write_each(self, next, data, count - 1);
+        };
+        self.pages.reserve((count - 1) as usize);
+        let first = pa >> PAGE_SHIFT;
+        for pfn in first + 1..first + count {
+            if !self.pages.contains_key(&pfn) {
+                self.stats.pages_materialised += 1;
+            }
+            self.pages.insert(pfn, Arc::clone(&last));
+            self.stats.writes += 1;
+            self.stats.bytes_written += PAGE_SIZE as u64;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -604,6 +644,45 @@ mod tests {
         assert_eq!(m.stats().cow_copies, 3);
         assert_eq!(m.read_u64(0x10_4008).unwrap(), 3);
         assert!(!m.same_page(&mem(), 0x100), "never-written memory reads zeros");
+    }
+
+    /// A repeated write must be indistinguishable from the plain writes it stands for: contents, sharing, stats,
+    /// the latest whole page, and how far it gets when the range runs into a hole.
+    #[test]
+    fn a_repeated_page_write_leaves_memory_as_that_many_writes_do() {
+        let mut table = [0u8; PAGE_SIZE];
+        table[..8].copy_from_slice(&0x1234u64.to_le_bytes());
+        // Over fresh frames, over a frame already holding other bytes, and running into the hole at 0x9_f000.
+        for (pa, count) in [(0x10_0000u64, 5u64), (0x9_b000, 3), (0x9_b000, 6), (0x10_0000, 1), (0x10_0000, 0)] {
+            let (mut a, mut b) = (mem(), mem());
+            for m in [&mut a, &mut b] {
+                m.write_u64(0x10_2010, 9).unwrap();
+                m.write_u64(0x9_c010, 9).unwrap();
+            }
+            let got = a.write_repeated(pa, &table, count);
+            let want = iommu_platform::write_each(&mut b, pa, &table, count);
+            assert_eq!(got, want, "{pa:#x} x{count}");
+            assert_eq!(a.stats(), b.stats(), "{pa:#x} x{count}");
+            let mut pfns: Vec<u64> = a.pfns().collect();
+            pfns.sort_unstable();
+            assert_eq!(pfns, b.pages().map(|(p, _)| p).collect::<Vec<_>>());
+            assert!(a.changed_pages(&b).is_empty(), "{pa:#x} x{count}");
+            // Sharing as the plain writes share: every frame written holds the latest whole page.
+            for i in 0..count {
+                let pfn = (pa >> PAGE_SHIFT) + i;
+                let shared = |m: &PhysMemory| {
+                    m.page_shared(pfn).zip(m.last_whole.as_ref()).is_some_and(|(p, l)| Arc::ptr_eq(p, l))
+                };
+                assert_eq!(shared(&a), shared(&b), "{pfn:#x}");
+            }
+            // A later partial write changes its frame alone.
+            if count > 1 && got.is_ok() {
+                a.write_u64(pa + 8, 7).unwrap();
+                assert_eq!(a.read_u64(pa + 8).unwrap(), 7);
+                assert_eq!(a.read_u64(pa + PAGE_SIZE as u64 + 8).unwrap(), 0);
+                assert_eq!(a.read_u64(pa + PAGE_SIZE as u64).unwrap(), 0x1234);
+            }
+        }
     }
 
     #[test]

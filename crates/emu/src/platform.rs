@@ -67,6 +67,9 @@ impl<D: MmioDevice> PhysMem for EmuPlatform<'_, D> {
     fn write(&mut self, pa: u64, data: &[u8]) -> Result<(), MemError> {
         self.mem.write(pa, data)
     }
+    fn write_repeated(&mut self, pa: u64, data: &[u8], count: u64) -> Result<(), MemError> {
+        self.mem.write_repeated(pa, data, count)
+    }
 }
 
 impl<D: MmioDevice> FrameAlloc for EmuPlatform<'_, D> {

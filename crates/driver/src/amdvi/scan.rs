@@ -271,12 +271,8 @@ pub fn scan(hw: &mut (impl Mmio + PhysMem), env: &BootEnv, strict: bool) -> Resu
             continue;
         }
         out.pages_read += 1;
-        // A page of one quiet entry repeated (most pages of a table): XOR with that entry and OR together, a
-        // loop without branches the compiler turns into vector instructions.
-        let first = page[0];
-        if QUIET_QW0.contains(&u64::from_le(first))
-            && page.chunks_exact(4).fold(0, |a, e| a | (e[0] ^ first) | e[1] | e[2] | e[3]) == 0
-        {
+        // A page of one quiet entry repeated (most pages of a table): XOR with that entry and OR together.
+        if QUIET_QW0.contains(&u64::from_le(page[0])) && quiet_page(&page) {
             continue;
         }
         // Two entries a cache line: a line of two alike quiet entries (most of a table) is skipped whole.
@@ -305,6 +301,21 @@ pub fn scan(hw: &mut (impl Mmio + PhysMem), env: &BootEnv, strict: bool) -> Resu
         }
     }
     Ok(out)
+}
+
+/// Whether every entry of `page` is its first entry, a quiet one of [`QUIET_QW0`] (each zero past its first
+/// quadword). Eight independent lanes, one per quadword of a cache line, XOR-ORed against two copies of the first
+/// entry: no chain of dependent ORs, so the compiler turns it into vector instructions.
+fn quiet_page(page: &[u64; 512]) -> bool {
+    let first = page[0];
+    let want = [first, 0, 0, 0, first, 0, 0, 0];
+    let mut acc = [0u64; 8];
+    for line in page.as_chunks::<8>().0 {
+        for ((a, x), w) in acc.iter_mut().zip(line).zip(want) {
+            *a |= x ^ w;
+        }
+    }
+    acc.iter().fold(0, |a, x| a | x) == 0
 }
 
 /// The entries `check` answers `None` for that fill most tables: all zeros and Linux's default (V=1, TV set
@@ -369,7 +380,7 @@ fn check(dte: Dte, devid: u16, env: &BootEnv, max_levels: u32) -> Result<Option<
 
 #[cfg(test)]
 mod tests {
-    use super::{check, QUIET, QUIET_LINES, QUIET_QW0};
+    use super::{check, quiet_page, QUIET, QUIET_LINES, QUIET_QW0};
     use iommu_spec::amdvi::Dte;
     use zerocopy::IntoBytes;
 
@@ -388,6 +399,26 @@ mod tests {
             assert!(matches!(check(Dte::from_le_bytes(&raw), 7, &env, 1), Ok(None)), "{raw:x?}");
         }
         assert_eq!(Dte::from_le_bytes(&Dte::blocked(true).to_le_bytes()), Dte::blocked(true), "round trip");
+    }
+
+    /// A page counts as quiet only when every entry equals the first, in every quadword: a difference anywhere
+    /// (any entry, any quadword, any bit) makes the scan decode the page entry by entry.
+    #[test]
+    fn a_page_is_quiet_only_if_every_quadword_of_every_entry_matches_the_first_entry() {
+        for qw0 in QUIET_QW0 {
+            let mut page = [0u64; 512];
+            for e in page.chunks_exact_mut(4) {
+                e[0] = qw0.to_le();
+            }
+            assert!(quiet_page(&page), "{qw0:#x}");
+            for i in [1, 2, 3, 4, 5, 7, 8, 255, 508, 509, 510, 511] {
+                for bit in [0, 17, 63] {
+                    let mut p = page;
+                    p[i] ^= 1 << bit;
+                    assert!(!quiet_page(&p), "{qw0:#x}: quadword {i} bit {bit}");
+                }
+            }
+        }
     }
 
     /// The scan compares first quadwords and checks the rest are zero: the entries that lets through are
