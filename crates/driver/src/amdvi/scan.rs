@@ -271,8 +271,8 @@ pub fn scan(hw: &mut (impl Mmio + PhysMem), env: &BootEnv, strict: bool) -> Resu
             continue;
         }
         out.pages_read += 1;
-        // A page of one quiet entry repeated (most pages of a table): XOR with that entry and OR together.
-        if QUIET_QW0.contains(&u64::from_le(page[0])) && quiet_page(&page) {
+        // A page of one quiet entry repeated (most pages of a table), compared whole.
+        if quiet_page(&page) {
             continue;
         }
         // Two entries a cache line: a line of two alike quiet entries (most of a table) is skipped whole.
@@ -303,20 +303,26 @@ pub fn scan(hw: &mut (impl Mmio + PhysMem), env: &BootEnv, strict: bool) -> Resu
     Ok(out)
 }
 
-/// Whether every entry of `page` is its first entry, a quiet one of [`QUIET_QW0`] (each zero past its first
-/// quadword). Eight independent lanes, one per quadword of a cache line, XOR-ORed against two copies of the first
-/// entry: no chain of dependent ORs, so the compiler turns it into vector instructions.
+/// Whether `page` is one entry of [`QUIET_QW0`] repeated (each zero past its first quadword): a comparison with
+/// that page as [`QUIET_PAGES`] holds it, which `memcmp` makes with the widest vector instructions the CPU has.
 fn quiet_page(page: &[u64; 512]) -> bool {
-    let first = page[0];
-    let want = [first, 0, 0, 0, first, 0, 0, 0];
-    let mut acc = [0u64; 8];
-    for line in page.as_chunks::<8>().0 {
-        for ((a, x), w) in acc.iter_mut().zip(line).zip(want) {
-            *a |= x ^ w;
-        }
-    }
-    acc.iter().fold(0, |a, x| a | x) == 0
+    QUIET_PAGES.iter().any(|q| q[0] == page[0] && q == page)
 }
+
+/// A device-table page of each entry of [`QUIET_QW0`] repeated, as memory holds it (little-endian).
+static QUIET_PAGES: [[u64; 512]; 3] = {
+    let mut pages = [[0u64; 512]; 3];
+    let mut i = 0;
+    while i < 3 {
+        let mut e = 0;
+        while e < 512 {
+            pages[i][e] = QUIET_QW0[i].to_le();
+            e += 4;
+        }
+        i += 1;
+    }
+    pages
+};
 
 /// The entries `check` answers `None` for that fill most tables: all zeros and Linux's default (V=1, TV set
 /// or, under SNP, clear), byte for byte.
@@ -411,6 +417,9 @@ mod tests {
                 e[0] = qw0.to_le();
             }
             assert!(quiet_page(&page), "{qw0:#x}");
+            let mut other = page;
+            other.chunks_exact_mut(4).for_each(|e| e[0] = (qw0 ^ 1 << 40).to_le());
+            assert!(!quiet_page(&other), "{qw0:#x}: a repeated entry that is not quiet");
             for i in [1, 2, 3, 4, 5, 7, 8, 255, 508, 509, 510, 511] {
                 for bit in [0, 17, 63] {
                     let mut p = page;
