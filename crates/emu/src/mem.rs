@@ -314,6 +314,15 @@ impl PhysMemory {
         self.read_in_page_miss(pa, buf)
     }
 
+    /// A little-endian quadword through [`Self::read_in_page`]: what a unit's table walk reads, an entry at a
+    /// time from the few table pages it keeps coming back to.
+    #[inline]
+    pub fn read_u64_in_page(&mut self, pa: u64) -> Result<u64, MemError> {
+        let mut b = [0u8; 8];
+        self.read_in_page(pa, &mut b)?;
+        Ok(u64::from_le_bytes(b))
+    }
+
     /// [`Self::read_in_page`] without a hint: the RAM check and the map, then a hint for next time.
     #[cold]
     #[inline(never)]
