@@ -115,9 +115,6 @@ impl Pages {
     fn keys(&self) -> impl Iterator<Item = &u64> + '_ {
         self.frames.iter().map(|(pfn, _)| pfn)
     }
-    fn iter(&self) -> impl Iterator<Item = (&u64, &Arc<Page>)> + '_ {
-        self.frames.iter().map(|(pfn, page)| (pfn, page))
-    }
 }
 
 impl PhysMemory {
@@ -274,14 +271,26 @@ impl PhysMemory {
     pub fn changed_pages_outside(&self, other: &PhysMemory, skip: &Range<u64>) -> Vec<u64> {
         let skipped = |pfn: u64| pfn.checked_mul(PAGE_SIZE as u64).is_some_and(|pa| skip.contains(&pa));
         let mut out = Vec::new();
-        for &pfn in self.pages.keys() {
-            if !skipped(pfn) && !self.same_page(other, pfn) {
-                out.push(pfn);
+        // Memory and its snapshot list their frames in the same order up to the first removal since (a copy keeps
+        // the order; writes append): a frame at the same position with the same number is that frame, found
+        // without hashing. Anywhere else the maps answer.
+        let (mine, theirs) = (&self.pages.frames, &other.pages.frames);
+        for (i, (pfn, page)) in mine.iter().enumerate() {
+            if skipped(*pfn) {
+                continue;
+            }
+            let same = match theirs.get(i) {
+                Some((q, p)) if q == pfn => Arc::ptr_eq(page, p) || page[..] == p[..],
+                _ => self.same_page(other, *pfn),
+            };
+            if !same {
+                out.push(*pfn);
             }
         }
-        for (&pfn, page) in other.pages.iter() {
-            if !skipped(pfn) && !self.pages.contains_key(&pfn) && page[..] != ZERO_PAGE[..] {
-                out.push(pfn);
+        for (i, (pfn, page)) in theirs.iter().enumerate() {
+            let here = mine.get(i).is_some_and(|(q, _)| q == pfn) || self.pages.contains_key(pfn);
+            if !skipped(*pfn) && !here && page[..] != ZERO_PAGE[..] {
+                out.push(*pfn);
             }
         }
         out.sort_unstable();
@@ -692,6 +701,33 @@ mod tests {
                 assert_eq!(a.read_u64(pa + PAGE_SIZE as u64).unwrap(), 0x1234);
             }
         }
+    }
+
+    /// The positional shortcut must agree with the maps whatever happened to the order: removals (which move the
+    /// last frame into the hole) on either side, frames added on either side, pages zeroed back to zeros.
+    #[test]
+    fn changed_pages_agree_with_a_page_by_page_comparison_after_removals_and_additions() {
+        let mut m = mem();
+        for p in 0..8u64 {
+            m.write_u64(0x10_0000 + p * 0x1000, p + 1).unwrap();
+        }
+        let mut snap = m.snapshot();
+        m.zero_page(0x10_2000).unwrap(); // the last frame moves into its position
+        m.write_u64(0x10_7008, 5).unwrap(); // the moved frame changes
+        m.write_u64(0x12_0000, 1).unwrap(); // a new frame here
+        m.write_u64(0x13_0000, 0).unwrap(); // a new frame of zeros: no change
+        snap.zero_page(0x10_5000).unwrap(); // a removal on the other side
+        snap.write_u64(0x14_0000, 3).unwrap(); // a frame only the other side has
+        let naive = |a: &PhysMemory, b: &PhysMemory| {
+            let mut pfns: Vec<u64> = a.pfns().chain(b.pfns()).collect();
+            pfns.sort_unstable();
+            pfns.dedup();
+            pfns.retain(|&pfn| a.page_hash(pfn) != b.page_hash(pfn));
+            pfns
+        };
+        assert_eq!(m.changed_pages(&snap), naive(&m, &snap));
+        assert_eq!(snap.changed_pages(&m), naive(&snap, &m));
+        assert_eq!(m.changed_pages(&snap), vec![0x102, 0x105, 0x107, 0x120, 0x140]);
     }
 
     #[test]
