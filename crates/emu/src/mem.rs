@@ -84,7 +84,8 @@ impl Pages {
             }
         }
     }
-    fn get_or_insert_with(&mut self, pfn: u64, f: impl FnOnce() -> Arc<Page>) -> &mut Arc<Page> {
+    /// The frame's position (for a hint) and page, made by `f` if it is new.
+    fn get_or_insert_with(&mut self, pfn: u64, f: impl FnOnce() -> Arc<Page>) -> (usize, &mut Arc<Page>) {
         let i = match self.index.get(&pfn) {
             Some(&i) => i,
             None => {
@@ -93,7 +94,7 @@ impl Pages {
                 self.frames.len() - 1
             }
         };
-        &mut self.frames[i].1
+        (i, &mut self.frames[i].1)
     }
     /// Remove `pfn`; the last frame moves into its position.
     fn remove(&mut self, pfn: &u64) {
@@ -376,6 +377,8 @@ impl PhysMemory {
     fn write_unchecked(&mut self, pa: u64, data: &[u8]) {
         let mut addr = pa;
         let mut done = 0;
+        // The frame of a write within one page, for a hint once the write is done.
+        let mut hinted = None;
         while done < data.len() {
             let off = (addr & PAGE_MASK) as usize;
             let n = (PAGE_SIZE - off).min(data.len() - done);
@@ -418,10 +421,11 @@ impl PhysMemory {
                 addr = addr.wrapping_add(n as u64);
                 continue;
             }
-            let slot = self.pages.get_or_insert_with(addr >> PAGE_SHIFT, || {
+            let (i, slot) = self.pages.get_or_insert_with(addr >> PAGE_SHIFT, || {
                 stats.pages_materialised += 1;
                 Arc::new([0; PAGE_SIZE])
             });
+            hinted = Some((addr >> PAGE_SHIFT, i));
             // The latest whole page is about to change and no other frame shares it: let it go rather than
             // copy the page for its own sake.
             if Arc::strong_count(slot) == 2 && self.last_whole.as_ref().is_some_and(|last| Arc::ptr_eq(last, slot)) {
@@ -436,6 +440,45 @@ impl PhysMemory {
         }
         self.stats.writes += 1;
         self.stats.bytes_written += data.len() as u64;
+        if let Some((pfn, i)) = hinted.filter(|_| data.len() < PAGE_SIZE) {
+            self.hint(pfn, i);
+        }
+    }
+
+    /// Remember frame `pfn` at position `i` in its hint slot, if the page is RAM throughout (a hint skips the RAM
+    /// check; the RAM map never changes).
+    fn hint(&mut self, pfn: u64, i: usize) {
+        if self.hints.get(pfn as usize & (HINTS - 1)) == Some(&(pfn, i)) {
+            return;
+        }
+        if pfn.checked_mul(PAGE_SIZE as u64).is_some_and(|pa| self.check_ram(pa, PAGE_SIZE).is_ok()) {
+            if self.hints.is_empty() {
+                self.hints = vec![(u64::MAX, 0); HINTS];
+            }
+            self.hints[pfn as usize & (HINTS - 1)] = (pfn, i);
+        }
+    }
+
+    /// A write within one page, short of a whole one, to a page written or read recently that nothing shares:
+    /// in place through the hints, without the RAM check or the map, exactly as the general path would do it (a
+    /// page no snapshot and no other frame holds is written in place there too). `false`: take that path.
+    #[inline]
+    fn write_hinted(&mut self, pa: u64, data: &[u8]) -> bool {
+        let pfn = pa >> PAGE_SHIFT;
+        let off = (pa & PAGE_MASK) as usize;
+        let Some(&(p, i)) = self.hints.get(pfn as usize & (HINTS - 1)) else { return false };
+        if p != pfn || data.len() >= PAGE_SIZE || off + data.len() > PAGE_SIZE {
+            return false;
+        }
+        let Some((f, page)) = self.pages.frames.get_mut(i) else { return false };
+        if *f != pfn {
+            return false;
+        }
+        let Some(page) = Arc::get_mut(page) else { return false };
+        copy_small(&mut page[off..off + data.len()], data);
+        self.stats.writes += 1;
+        self.stats.bytes_written += data.len() as u64;
+        true
     }
 }
 
@@ -509,6 +552,9 @@ impl PhysMem for PhysMemory {
     }
 
     fn write(&mut self, pa: u64, data: &[u8]) -> Result<(), MemError> {
+        if self.write_hinted(pa, data) {
+            return Ok(());
+        }
         self.check_ram(pa, data.len())?;
         self.write_unchecked(pa, data);
         Ok(())
@@ -728,6 +774,45 @@ mod tests {
         assert_eq!(m.changed_pages(&snap), naive(&m, &snap));
         assert_eq!(snap.changed_pages(&m), naive(&snap, &m));
         assert_eq!(m.changed_pages(&snap), vec![0x102, 0x105, 0x107, 0x120, 0x140]);
+    }
+
+    /// A write through a hint lands only in a page its frame alone holds: never in a snapshot's page, the latest
+    /// whole page another frame shares, a frame moved into the hinted position, or past the end of RAM.
+    #[test]
+    fn writes_through_hints_reach_only_their_own_unshared_frame() {
+        let mut m = mem();
+        m.write_u64(0x1000, 1).unwrap();
+        m.write_u64(0x1008, 2).unwrap(); // through the hint the first write left
+        let snap = m.snapshot();
+        m.write_u64(0x1000, 3).unwrap(); // shared with the snapshot: copied first
+        m.write_u64(0x1010, 4).unwrap();
+        assert_eq!((snap.read_u64(0x1000).unwrap(), snap.read_u64(0x1010).unwrap()), (1, 0), "the snapshot's page");
+        assert_eq!((m.read_u64(0x1000).unwrap(), m.read_u64(0x1010).unwrap()), (3, 4));
+        m.write_u64(0x41000, 65).unwrap(); // pfn 0x41 takes pfn 1's hint slot
+        m.write_u64(0x2000, 5).unwrap();
+        m.zero_page(0x1000).unwrap(); // the last frame moves into pfn 1's position
+        m.write_u64(0x41008, 66).unwrap();
+        m.write_u64(0x2008, 6).unwrap();
+        assert_eq!(m.read_u64(0x1000).unwrap(), 0);
+        assert_eq!((m.read_u64(0x2000).unwrap(), m.read_u64(0x2008).unwrap()), (5, 6));
+        assert_eq!((m.read_u64(0x41000).unwrap(), m.read_u64(0x41008).unwrap()), (65, 66));
+        // Two frames sharing the latest whole page: a small write to one copies it.
+        m.write(0x3000, &[7; PAGE_SIZE]).unwrap();
+        m.write(0x4000, &[7; PAGE_SIZE]).unwrap();
+        m.write_u64(0x3000, 8).unwrap();
+        m.write_u64(0x3008, 9).unwrap();
+        assert_eq!(m.read_u64(0x4000).unwrap(), 0x0707_0707_0707_0707);
+        assert_eq!((m.read_u64(0x3000).unwrap(), m.read_u64(0x3008).unwrap()), (8, 9));
+        assert_eq!(m.stats().writes, 12);
+        assert_eq!(m.stats().cow_copies, 2);
+        // A page only partly RAM: the RAM part is written, the rest fails, however often it was written.
+        let mut p = PhysMemory::contiguous(0..0x1800);
+        for _ in 0..2 {
+            p.write_u64(0x17f8, 5).unwrap();
+            assert_eq!(p.write_u64(0x1800, 1).unwrap_err().addr, 0x1800);
+            assert_eq!(p.write_u64(0x17fc, 1).unwrap_err().addr, 0x1800);
+        }
+        assert_eq!(p.read_u64(0x17f8).unwrap(), 5);
     }
 
     #[test]
