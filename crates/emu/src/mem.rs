@@ -5,6 +5,7 @@
 //! (`Arc` + `Arc::make_mut`), so [`PhysMemory::snapshot`] at the crash instant costs one reference count per
 //! page, and comparing two snapshots is a pointer comparison for every page nobody touched since.
 
+use std::collections::hash_map::Entry;
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -75,21 +76,26 @@ impl Pages {
     fn contains_key(&self, pfn: &u64) -> bool {
         self.index.contains_key(pfn)
     }
-    fn insert(&mut self, pfn: u64, page: Arc<Page>) {
-        match self.get_mut(&pfn) {
-            Some(p) => *p = page,
-            None => {
-                self.index.insert(pfn, self.frames.len());
+    /// Put `page` at `pfn`; `true` if the frame is new (one lookup either way).
+    fn insert(&mut self, pfn: u64, page: Arc<Page>) -> bool {
+        match self.index.entry(pfn) {
+            Entry::Occupied(e) => {
+                self.frames[*e.get()].1 = page;
+                false
+            }
+            Entry::Vacant(e) => {
+                e.insert(self.frames.len());
                 self.frames.push((pfn, page));
+                true
             }
         }
     }
     /// The frame's position (for a hint) and page, made by `f` if it is new.
     fn get_or_insert_with(&mut self, pfn: u64, f: impl FnOnce() -> Arc<Page>) -> (usize, &mut Arc<Page>) {
-        let i = match self.index.get(&pfn) {
-            Some(&i) => i,
-            None => {
-                self.index.insert(pfn, self.frames.len());
+        let i = match self.index.entry(pfn) {
+            Entry::Occupied(e) => *e.get(),
+            Entry::Vacant(e) => {
+                e.insert(self.frames.len());
                 self.frames.push((pfn, f()));
                 self.frames.len() - 1
             }
@@ -209,10 +215,9 @@ impl PhysMemory {
     pub fn write_page_shared(&mut self, pa: u64, page: &Arc<Page>) -> Result<(), MemError> {
         let base = pa & !PAGE_MASK;
         self.check_ram(base, PAGE_SIZE)?;
-        if !self.pages.contains_key(&(base >> PAGE_SHIFT)) {
+        if self.pages.insert(base >> PAGE_SHIFT, Arc::clone(page)) {
             self.stats.pages_materialised += 1;
         }
-        self.pages.insert(base >> PAGE_SHIFT, Arc::clone(page));
         self.stats.writes += 1;
         self.stats.bytes_written += PAGE_SIZE as u64;
         Ok(())
@@ -389,10 +394,9 @@ impl PhysMemory {
                 // The same bytes as the latest whole page: share it (a memcmp that stops at the first
                 // difference, against an allocation and a 4 KiB copy).
                 if let Some(last) = self.last_whole.as_ref().filter(|last| last[..] == *src) {
-                    if self.pages.get(&pfn).is_none() {
+                    if self.pages.insert(pfn, Arc::clone(last)) {
                         stats.pages_materialised += 1;
                     }
-                    self.pages.insert(pfn, Arc::clone(last));
                 } else {
                     // Otherwise made from the data in one copy (no zeroing first), or overwritten in place (the
                     // latest whole page is replaced below anyway: let it go first so it is not copied).
@@ -579,10 +583,9 @@ impl PhysMem for PhysMemory {
         self.pages.reserve((count - 1) as usize);
         let first = pa >> PAGE_SHIFT;
         for pfn in first + 1..first + count {
-            if !self.pages.contains_key(&pfn) {
+            if self.pages.insert(pfn, Arc::clone(&last)) {
                 self.stats.pages_materialised += 1;
             }
-            self.pages.insert(pfn, Arc::clone(&last));
             self.stats.writes += 1;
             self.stats.bytes_written += PAGE_SIZE as u64;
         }
