@@ -5,6 +5,7 @@
 //! (`Arc` + `Arc::make_mut`), so [`PhysMemory::snapshot`] at the crash instant costs one reference count per
 //! page, and comparing two snapshots is a pointer comparison for every page nobody touched since.
 
+use std::collections::hash_map::Entry;
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -75,25 +76,31 @@ impl Pages {
     fn contains_key(&self, pfn: &u64) -> bool {
         self.index.contains_key(pfn)
     }
-    fn insert(&mut self, pfn: u64, page: Arc<Page>) {
-        match self.get_mut(&pfn) {
-            Some(p) => *p = page,
-            None => {
-                self.index.insert(pfn, self.frames.len());
+    /// Put `page` at `pfn`; `true` if the frame is new (one lookup either way).
+    fn insert(&mut self, pfn: u64, page: Arc<Page>) -> bool {
+        match self.index.entry(pfn) {
+            Entry::Occupied(e) => {
+                self.frames[*e.get()].1 = page;
+                false
+            }
+            Entry::Vacant(e) => {
+                e.insert(self.frames.len());
                 self.frames.push((pfn, page));
+                true
             }
         }
     }
-    fn get_or_insert_with(&mut self, pfn: u64, f: impl FnOnce() -> Arc<Page>) -> &mut Arc<Page> {
-        let i = match self.index.get(&pfn) {
-            Some(&i) => i,
-            None => {
-                self.index.insert(pfn, self.frames.len());
+    /// The frame's position (for a hint) and page, made by `f` if it is new.
+    fn get_or_insert_with(&mut self, pfn: u64, f: impl FnOnce() -> Arc<Page>) -> (usize, &mut Arc<Page>) {
+        let i = match self.index.entry(pfn) {
+            Entry::Occupied(e) => *e.get(),
+            Entry::Vacant(e) => {
+                e.insert(self.frames.len());
                 self.frames.push((pfn, f()));
                 self.frames.len() - 1
             }
         };
-        &mut self.frames[i].1
+        (i, &mut self.frames[i].1)
     }
     /// Remove `pfn`; the last frame moves into its position.
     fn remove(&mut self, pfn: &u64) {
@@ -107,11 +114,13 @@ impl Pages {
     fn len(&self) -> usize {
         self.frames.len()
     }
+    /// Room for `n` more frames, so a run of first writes does not grow the map step by step.
+    fn reserve(&mut self, n: usize) {
+        self.index.reserve(n);
+        self.frames.reserve(n);
+    }
     fn keys(&self) -> impl Iterator<Item = &u64> + '_ {
         self.frames.iter().map(|(pfn, _)| pfn)
-    }
-    fn iter(&self) -> impl Iterator<Item = (&u64, &Arc<Page>)> + '_ {
-        self.frames.iter().map(|(pfn, page)| (pfn, page))
     }
 }
 
@@ -206,10 +215,9 @@ impl PhysMemory {
     pub fn write_page_shared(&mut self, pa: u64, page: &Arc<Page>) -> Result<(), MemError> {
         let base = pa & !PAGE_MASK;
         self.check_ram(base, PAGE_SIZE)?;
-        if !self.pages.contains_key(&(base >> PAGE_SHIFT)) {
+        if self.pages.insert(base >> PAGE_SHIFT, Arc::clone(page)) {
             self.stats.pages_materialised += 1;
         }
-        self.pages.insert(base >> PAGE_SHIFT, Arc::clone(page));
         self.stats.writes += 1;
         self.stats.bytes_written += PAGE_SIZE as u64;
         Ok(())
@@ -230,6 +238,12 @@ impl PhysMemory {
     /// Number of materialised pages.
     pub fn page_count(&self) -> usize {
         self.pages.len()
+    }
+
+    /// Room for `n` more materialised pages (a dump about to fill that many buffers), so the page map does not
+    /// grow, rehashing, step by step. Changes nothing any access sees.
+    pub fn reserve_pages(&mut self, n: usize) {
+        self.pages.reserve(n);
     }
 
     /// A 64-bit FNV-1a hash of a page's contents; a never-written page hashes as a zero page.
@@ -263,14 +277,26 @@ impl PhysMemory {
     pub fn changed_pages_outside(&self, other: &PhysMemory, skip: &Range<u64>) -> Vec<u64> {
         let skipped = |pfn: u64| pfn.checked_mul(PAGE_SIZE as u64).is_some_and(|pa| skip.contains(&pa));
         let mut out = Vec::new();
-        for &pfn in self.pages.keys() {
-            if !skipped(pfn) && !self.same_page(other, pfn) {
-                out.push(pfn);
+        // Memory and its snapshot list their frames in the same order up to the first removal since (a copy keeps
+        // the order; writes append): a frame at the same position with the same number is that frame, found
+        // without hashing. Anywhere else the maps answer.
+        let (mine, theirs) = (&self.pages.frames, &other.pages.frames);
+        for (i, (pfn, page)) in mine.iter().enumerate() {
+            if skipped(*pfn) {
+                continue;
+            }
+            let same = match theirs.get(i) {
+                Some((q, p)) if q == pfn => Arc::ptr_eq(page, p) || page[..] == p[..],
+                _ => self.same_page(other, *pfn),
+            };
+            if !same {
+                out.push(*pfn);
             }
         }
-        for (&pfn, page) in other.pages.iter() {
-            if !skipped(pfn) && !self.pages.contains_key(&pfn) && page[..] != ZERO_PAGE[..] {
-                out.push(pfn);
+        for (i, (pfn, page)) in theirs.iter().enumerate() {
+            let here = mine.get(i).is_some_and(|(q, _)| q == pfn) || self.pages.contains_key(pfn);
+            if !skipped(*pfn) && !here && page[..] != ZERO_PAGE[..] {
+                out.push(*pfn);
             }
         }
         out.sort_unstable();
@@ -301,6 +327,15 @@ impl PhysMemory {
             }
         }
         self.read_in_page_miss(pa, buf)
+    }
+
+    /// A little-endian quadword through [`Self::read_in_page`]: what a unit's table walk reads, an entry at a
+    /// time from the few table pages it keeps coming back to.
+    #[inline]
+    pub fn read_u64_in_page(&mut self, pa: u64) -> Result<u64, MemError> {
+        let mut b = [0u8; 8];
+        self.read_in_page(pa, &mut b)?;
+        Ok(u64::from_le_bytes(b))
     }
 
     /// [`Self::read_in_page`] without a hint: the RAM check and the map, then a hint for next time.
@@ -347,6 +382,8 @@ impl PhysMemory {
     fn write_unchecked(&mut self, pa: u64, data: &[u8]) {
         let mut addr = pa;
         let mut done = 0;
+        // The frame of a write within one page, for a hint once the write is done.
+        let mut hinted = None;
         while done < data.len() {
             let off = (addr & PAGE_MASK) as usize;
             let n = (PAGE_SIZE - off).min(data.len() - done);
@@ -357,10 +394,9 @@ impl PhysMemory {
                 // The same bytes as the latest whole page: share it (a memcmp that stops at the first
                 // difference, against an allocation and a 4 KiB copy).
                 if let Some(last) = self.last_whole.as_ref().filter(|last| last[..] == *src) {
-                    if self.pages.get(&pfn).is_none() {
+                    if self.pages.insert(pfn, Arc::clone(last)) {
                         stats.pages_materialised += 1;
                     }
-                    self.pages.insert(pfn, Arc::clone(last));
                 } else {
                     // Otherwise made from the data in one copy (no zeroing first), or overwritten in place (the
                     // latest whole page is replaced below anyway: let it go first so it is not copied).
@@ -389,10 +425,11 @@ impl PhysMemory {
                 addr = addr.wrapping_add(n as u64);
                 continue;
             }
-            let slot = self.pages.get_or_insert_with(addr >> PAGE_SHIFT, || {
+            let (i, slot) = self.pages.get_or_insert_with(addr >> PAGE_SHIFT, || {
                 stats.pages_materialised += 1;
                 Arc::new([0; PAGE_SIZE])
             });
+            hinted = Some((addr >> PAGE_SHIFT, i));
             // The latest whole page is about to change and no other frame shares it: let it go rather than
             // copy the page for its own sake.
             if Arc::strong_count(slot) == 2 && self.last_whole.as_ref().is_some_and(|last| Arc::ptr_eq(last, slot)) {
@@ -407,6 +444,45 @@ impl PhysMemory {
         }
         self.stats.writes += 1;
         self.stats.bytes_written += data.len() as u64;
+        if let Some((pfn, i)) = hinted.filter(|_| data.len() < PAGE_SIZE) {
+            self.hint(pfn, i);
+        }
+    }
+
+    /// Remember frame `pfn` at position `i` in its hint slot, if the page is RAM throughout (a hint skips the RAM
+    /// check; the RAM map never changes).
+    fn hint(&mut self, pfn: u64, i: usize) {
+        if self.hints.get(pfn as usize & (HINTS - 1)) == Some(&(pfn, i)) {
+            return;
+        }
+        if pfn.checked_mul(PAGE_SIZE as u64).is_some_and(|pa| self.check_ram(pa, PAGE_SIZE).is_ok()) {
+            if self.hints.is_empty() {
+                self.hints = vec![(u64::MAX, 0); HINTS];
+            }
+            self.hints[pfn as usize & (HINTS - 1)] = (pfn, i);
+        }
+    }
+
+    /// A write within one page, short of a whole one, to a page written or read recently that nothing shares:
+    /// in place through the hints, without the RAM check or the map, exactly as the general path would do it (a
+    /// page no snapshot and no other frame holds is written in place there too). `false`: take that path.
+    #[inline]
+    fn write_hinted(&mut self, pa: u64, data: &[u8]) -> bool {
+        let pfn = pa >> PAGE_SHIFT;
+        let off = (pa & PAGE_MASK) as usize;
+        let Some(&(p, i)) = self.hints.get(pfn as usize & (HINTS - 1)) else { return false };
+        if p != pfn || data.len() >= PAGE_SIZE || off + data.len() > PAGE_SIZE {
+            return false;
+        }
+        let Some((f, page)) = self.pages.frames.get_mut(i) else { return false };
+        if *f != pfn {
+            return false;
+        }
+        let Some(page) = Arc::get_mut(page) else { return false };
+        copy_small(&mut page[off..off + data.len()], data);
+        self.stats.writes += 1;
+        self.stats.bytes_written += data.len() as u64;
+        true
     }
 }
 
@@ -480,6 +556,9 @@ impl PhysMem for PhysMemory {
     }
 
     fn write(&mut self, pa: u64, data: &[u8]) -> Result<(), MemError> {
+        if self.write_hinted(pa, data) {
+            return Ok(());
+        }
         self.check_ram(pa, data.len())?;
         self.write_unchecked(pa, data);
         Ok(())
@@ -492,6 +571,34 @@ impl PhysMem for PhysMemory {
             return None;
         }
         Some(self.in_page(pa, PAGE_SIZE)?.unwrap_or(&ZERO_PAGE))
+    }
+
+    /// Whole pages into RAM: the first is written as [`PhysMem::write`] writes it, which leaves it the latest
+    /// whole page; every later one holds the same bytes (`data` cannot change during the call), so it shares that
+    /// page as a write of it would after comparing. Anything else (a partial page, a range not all RAM, which
+    /// fails part way) is the plain writes.
+    fn write_repeated(&mut self, pa: u64, data: &[u8], count: u64) -> Result<(), MemError> {
+        let len = count.checked_mul(PAGE_SIZE as u64).and_then(|n| usize::try_from(n).ok());
+        let fits = len.is_some_and(|len| self.check_ram(pa, len).is_ok());
+        if count < 2 || data.len() != PAGE_SIZE || pa & PAGE_MASK != 0 || !fits {
+            return iommu_platform::write_each(self, pa, data, count);
+        }
+        self.write_unchecked(pa, data);
+        let Some(last) = self.last_whole.clone() else {
+            // Unreachable: a whole-page write always leaves the latest whole page.
+            let next = pa.checked_add(PAGE_SIZE as u64).ok_or(MemError { addr: pa, kind: MemErrorKind::NotRam })?;
+            return iommu_platform::write_each(self, next, data, count - 1);
+        };
+        self.pages.reserve((count - 1) as usize);
+        let first = pa >> PAGE_SHIFT;
+        for pfn in first + 1..first + count {
+            if self.pages.insert(pfn, Arc::clone(&last)) {
+                self.stats.pages_materialised += 1;
+            }
+            self.stats.writes += 1;
+            self.stats.bytes_written += PAGE_SIZE as u64;
+        }
+        Ok(())
     }
 }
 
@@ -630,6 +737,111 @@ mod tests {
         assert_eq!(m.stats().cow_copies, 3);
         assert_eq!(m.read_u64(0x10_4008).unwrap(), 3);
         assert!(!m.same_page(&mem(), 0x100), "never-written memory reads zeros");
+    }
+
+    /// A repeated write must be indistinguishable from the plain writes it stands for: contents, sharing, stats,
+    /// the latest whole page, and how far it gets when the range runs into a hole.
+    #[test]
+    fn a_repeated_page_write_leaves_memory_as_that_many_writes_do() {
+        let mut table = [0u8; PAGE_SIZE];
+        table[..8].copy_from_slice(&0x1234u64.to_le_bytes());
+        // Over fresh frames, over a frame already holding other bytes, and running into the hole at 0x9_f000.
+        for (pa, count) in [(0x10_0000u64, 5u64), (0x9_b000, 3), (0x9_b000, 6), (0x10_0000, 1), (0x10_0000, 0)] {
+            let (mut a, mut b) = (mem(), mem());
+            for m in [&mut a, &mut b] {
+                m.write_u64(0x10_2010, 9).unwrap();
+                m.write_u64(0x9_c010, 9).unwrap();
+            }
+            let got = a.write_repeated(pa, &table, count);
+            let want = iommu_platform::write_each(&mut b, pa, &table, count);
+            assert_eq!(got, want, "{pa:#x} x{count}");
+            assert_eq!(a.stats(), b.stats(), "{pa:#x} x{count}");
+            let mut pfns: Vec<u64> = a.pfns().collect();
+            pfns.sort_unstable();
+            assert_eq!(pfns, b.pages().map(|(p, _)| p).collect::<Vec<_>>());
+            assert!(a.changed_pages(&b).is_empty(), "{pa:#x} x{count}");
+            // Sharing as the plain writes share: every frame written holds the latest whole page.
+            for i in 0..count {
+                let pfn = (pa >> PAGE_SHIFT) + i;
+                let shared = |m: &PhysMemory| {
+                    m.page_shared(pfn).zip(m.last_whole.as_ref()).is_some_and(|(p, l)| Arc::ptr_eq(p, l))
+                };
+                assert_eq!(shared(&a), shared(&b), "{pfn:#x}");
+            }
+            // A later partial write changes its frame alone.
+            if count > 1 && got.is_ok() {
+                a.write_u64(pa + 8, 7).unwrap();
+                assert_eq!(a.read_u64(pa + 8).unwrap(), 7);
+                assert_eq!(a.read_u64(pa + PAGE_SIZE as u64 + 8).unwrap(), 0);
+                assert_eq!(a.read_u64(pa + PAGE_SIZE as u64).unwrap(), 0x1234);
+            }
+        }
+    }
+
+    /// The positional shortcut must agree with the maps whatever happened to the order: removals (which move the
+    /// last frame into the hole) on either side, frames added on either side, pages zeroed back to zeros.
+    #[test]
+    fn changed_pages_agree_with_a_page_by_page_comparison_after_removals_and_additions() {
+        let mut m = mem();
+        for p in 0..8u64 {
+            m.write_u64(0x10_0000 + p * 0x1000, p + 1).unwrap();
+        }
+        let mut snap = m.snapshot();
+        m.zero_page(0x10_2000).unwrap(); // the last frame moves into its position
+        m.write_u64(0x10_7008, 5).unwrap(); // the moved frame changes
+        m.write_u64(0x12_0000, 1).unwrap(); // a new frame here
+        m.write_u64(0x13_0000, 0).unwrap(); // a new frame of zeros: no change
+        snap.zero_page(0x10_5000).unwrap(); // a removal on the other side
+        snap.write_u64(0x14_0000, 3).unwrap(); // a frame only the other side has
+        let naive = |a: &PhysMemory, b: &PhysMemory| {
+            let mut pfns: Vec<u64> = a.pfns().chain(b.pfns()).collect();
+            pfns.sort_unstable();
+            pfns.dedup();
+            pfns.retain(|&pfn| a.page_hash(pfn) != b.page_hash(pfn));
+            pfns
+        };
+        assert_eq!(m.changed_pages(&snap), naive(&m, &snap));
+        assert_eq!(snap.changed_pages(&m), naive(&snap, &m));
+        assert_eq!(m.changed_pages(&snap), vec![0x102, 0x105, 0x107, 0x120, 0x140]);
+    }
+
+    /// A write through a hint lands only in a page its frame alone holds: never in a snapshot's page, the latest
+    /// whole page another frame shares, a frame moved into the hinted position, or past the end of RAM.
+    #[test]
+    fn writes_through_hints_reach_only_their_own_unshared_frame() {
+        let mut m = mem();
+        m.write_u64(0x1000, 1).unwrap();
+        m.write_u64(0x1008, 2).unwrap(); // through the hint the first write left
+        let snap = m.snapshot();
+        m.write_u64(0x1000, 3).unwrap(); // shared with the snapshot: copied first
+        m.write_u64(0x1010, 4).unwrap();
+        assert_eq!((snap.read_u64(0x1000).unwrap(), snap.read_u64(0x1010).unwrap()), (1, 0), "the snapshot's page");
+        assert_eq!((m.read_u64(0x1000).unwrap(), m.read_u64(0x1010).unwrap()), (3, 4));
+        m.write_u64(0x41000, 65).unwrap(); // pfn 0x41 takes pfn 1's hint slot
+        m.write_u64(0x2000, 5).unwrap();
+        m.zero_page(0x1000).unwrap(); // the last frame moves into pfn 1's position
+        m.write_u64(0x41008, 66).unwrap();
+        m.write_u64(0x2008, 6).unwrap();
+        assert_eq!(m.read_u64(0x1000).unwrap(), 0);
+        assert_eq!((m.read_u64(0x2000).unwrap(), m.read_u64(0x2008).unwrap()), (5, 6));
+        assert_eq!((m.read_u64(0x41000).unwrap(), m.read_u64(0x41008).unwrap()), (65, 66));
+        // Two frames sharing the latest whole page: a small write to one copies it.
+        m.write(0x3000, &[7; PAGE_SIZE]).unwrap();
+        m.write(0x4000, &[7; PAGE_SIZE]).unwrap();
+        m.write_u64(0x3000, 8).unwrap();
+        m.write_u64(0x3008, 9).unwrap();
+        assert_eq!(m.read_u64(0x4000).unwrap(), 0x0707_0707_0707_0707);
+        assert_eq!((m.read_u64(0x3000).unwrap(), m.read_u64(0x3008).unwrap()), (8, 9));
+        assert_eq!(m.stats().writes, 12);
+        assert_eq!(m.stats().cow_copies, 2);
+        // A page only partly RAM: the RAM part is written, the rest fails, however often it was written.
+        let mut p = PhysMemory::contiguous(0..0x1800);
+        for _ in 0..2 {
+            p.write_u64(0x17f8, 5).unwrap();
+            assert_eq!(p.write_u64(0x1800, 1).unwrap_err().addr, 0x1800);
+            assert_eq!(p.write_u64(0x17fc, 1).unwrap_err().addr, 0x1800);
+        }
+        assert_eq!(p.read_u64(0x17f8).unwrap(), 5);
     }
 
     #[test]

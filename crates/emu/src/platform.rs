@@ -70,6 +70,9 @@ impl<D: MmioDevice> PhysMem for EmuPlatform<'_, D> {
     fn lend_page(&self, pa: u64) -> Option<&[u8; 4096]> {
         self.mem.lend_page(pa)
     }
+    fn write_repeated(&mut self, pa: u64, data: &[u8], count: u64) -> Result<(), MemError> {
+        self.mem.write_repeated(pa, data, count)
+    }
 }
 
 impl<D: MmioDevice> FrameAlloc for EmuPlatform<'_, D> {

@@ -108,6 +108,12 @@ pub trait PhysMem {
     fn write_u32(&mut self, pa: u64, v: u32) -> Result<(), MemError> {
         self.write(pa, &v.to_le_bytes())
     }
+    /// Write `data` `count` times back to back from `pa`, exactly as that many [`PhysMem::write`]s in
+    /// ascending order would (stopping at the first that fails): one call, so a memory that shares equal pages
+    /// can fill a table of identical pages (an AMD-Vi device table of default entries) without comparing each.
+    fn write_repeated(&mut self, pa: u64, data: &[u8], count: u64) -> Result<(), MemError> {
+        write_each(self, pa, data, count)
+    }
     /// A 128-bit table entry: two little-endian quadwords, low first.
     fn read_u128(&self, pa: u64) -> Result<u128, MemError> {
         let mut b = [0; 16];
@@ -119,6 +125,19 @@ pub trait PhysMem {
     fn write_u128(&mut self, pa: u64, v: u128) -> Result<(), MemError> {
         self.write(pa, &v.to_le_bytes())
     }
+}
+
+/// [`PhysMem::write_repeated`] as `count` plain writes, for an implementation's slow path. An address past the
+/// top of the address space fails as not RAM.
+pub fn write_each<M: PhysMem + ?Sized>(mem: &mut M, pa: u64, data: &[u8], count: u64) -> Result<(), MemError> {
+    let mut at = pa;
+    for i in 0..count {
+        if i > 0 {
+            at = at.checked_add(data.len() as u64).ok_or(MemError { addr: at, kind: MemErrorKind::NotRam })?;
+        }
+        mem.write(at, data)?;
+    }
+    Ok(())
 }
 
 /// Zeroed 4 KiB pages for the driver's own structures (root tables, page tables, queues).
@@ -230,6 +249,9 @@ impl<T: PhysMem + ?Sized> PhysMem for &mut T {
     }
     fn write_u128(&mut self, pa: u64, v: u128) -> Result<(), MemError> {
         (**self).write_u128(pa, v)
+    }
+    fn write_repeated(&mut self, pa: u64, data: &[u8], count: u64) -> Result<(), MemError> {
+        (**self).write_repeated(pa, data, count)
     }
 }
 

@@ -337,6 +337,10 @@ fn before_init(cfg: MachineConfig, s: &Scenario) -> Before {
     r.m.snp_panic(s.knobs.snp_shutdown.unwrap_or(true));
     // What the crashed kernel left behind: the injected faults are part of memory at the crash instant.
     inject_faults(&mut r.m, s, kind, snp, late, &mut out);
+    // Room for what every policy's run adds to memory (a buffer page per page dumped, the crash kernel's tables:
+    // AMD-Vi's device table is 512 pages), made here once so each policy's copy of memory starts with it rather
+    // than growing its own map. Proportionate, as every copy of memory copies the map's room too.
+    r.m.mem.reserve_pages(2 * r.m.mem.page_count() + 64);
     let at_crash: PhysMemory = r.m.mem.clone();
     let Machine { unit, mem, .. } = &mut r.m;
     r.iommu_pages = unit.structure_pages(mem).into_iter().collect();
@@ -384,11 +388,11 @@ fn after_init(p: Panicked, s: &Scenario) -> RunDetail {
                 let cpu = r.m.crash_cpu();
                 if let Err(f) = timer_check(&mut r, msg, cpu, Some(e.clone())) {
                     out.failure = Some(f.into());
-                    return finish(r, out, &at_crash, &BTreeMap::new());
+                    return finish(r, out, &at_crash, &[]);
                 }
             }
             out.failure = Some(Failure::CrashInit(e).into());
-            return finish(r, out, &at_crash, &BTreeMap::new());
+            return finish(r, out, &at_crash, &[]);
         }
     };
     kd.reserve_iova_holes(&holes);
@@ -416,14 +420,14 @@ fn after_init(p: Panicked, s: &Scenario) -> RunDetail {
             Ok(msg) if remapping => {
                 if let Err(f) = timer_check(&mut r, msg, cpu, None) {
                     out.failure = Some(f.into());
-                    return finish(r, out, &at_crash, &BTreeMap::new());
+                    return finish(r, out, &at_crash, &[]);
                 }
             }
             Ok(_) => {}
             Err(e) => {
                 let got = format!("could not be routed ({e})");
                 out.failure = Some(Failure::TimerCheck { got, after: None }.into());
-                return finish(r, out, &at_crash, &BTreeMap::new());
+                return finish(r, out, &at_crash, &[]);
             }
         }
     }
@@ -442,7 +446,7 @@ fn after_init(p: Panicked, s: &Scenario) -> RunDetail {
 
     for _ in 0..s.knobs.probe_ticks {
         if r.ledger.fatal.is_some() {
-            return finish(r, out, &at_crash, &BTreeMap::new());
+            return finish(r, out, &at_crash, &[]);
         }
         r.step();
     }
@@ -470,7 +474,7 @@ fn after_init(p: Panicked, s: &Scenario) -> RunDetail {
         Ok(d) => d,
         Err(e) => {
             out.failure = Some(Failure::DiskProbe(e).into());
-            return finish(r, out, &at_crash, &BTreeMap::new());
+            return finish(r, out, &at_crash, &[]);
         }
     };
     out.usable_devices.push("disk".into());
@@ -478,13 +482,26 @@ fn after_init(p: Panicked, s: &Scenario) -> RunDetail {
 
     // The dump: every page of old memory that holds anything, as /proc/vmcore reads it now.
     let region = r.m.cfg.crash_region.clone();
-    let mut queue: Vec<u64> =
-        r.m.mem.pfns().chain(at_crash.pfns()).filter(|pfn| !region.contains(&(pfn << 12))).collect();
+    // Each frame once: memory's, then those only the crash instant still had (zeroed since), so the sort below
+    // sorts each frame once rather than the many both hold twice.
+    let mem = &r.m.mem;
+    let mut queue: Vec<u64> = mem
+        .pfns()
+        .chain(at_crash.pfns().filter(|&pfn| mem.page(pfn).is_none()))
+        .filter(|pfn| !region.contains(&(pfn << 12)))
+        .collect();
     // Highest first, so the lowest frame is popped first.
     queue.sort_unstable_by(|a, b| b.cmp(a));
     queue.dedup();
-    let mut dumped_at: BTreeMap<u64, u64> = BTreeMap::new();
-    let mut changed_when_dumped = BTreeSet::new();
+    // Every page dumped is copied into a fresh buffer page and onto a block of the disk: room for them now.
+    r.m.mem.reserve_pages(queue.len());
+    if let Some(blk) = r.m.device(DISK_RID).and_then(|d| d.as_blk_mut()) {
+        blk.reserve_blocks(queue.len());
+    }
+    // (page, tick it was dumped), ascending by page: the queue hands out each frame once, lowest first.
+    let mut dumped_at: Vec<(u64, u64)> = Vec::with_capacity(queue.len());
+    // Ascending, as the pages are dumped: collected into a set at the end in one pass.
+    let mut changed_when_dumped = Vec::new();
     let deadline = r.tick + 64 + 4 * queue.len() as u64;
     let mut run: Vec<Option<Arc<Page>>> = Vec::with_capacity(DISK_MDTS_BLOCKS as usize);
     while (!queue.is_empty() || disk.inflight() > 0) && r.ledger.fatal.is_none() {
@@ -507,9 +524,9 @@ fn after_init(p: Panicked, s: &Scenario) -> RunDetail {
                     for pfn in first..first + n as u64 {
                         queue.pop();
                         if !os.m.mem.same_page(&at_crash, pfn) {
-                            changed_when_dumped.insert(pfn << 12);
+                            changed_when_dumped.push(pfn << 12);
                         }
-                        dumped_at.insert(pfn << 12, t);
+                        dumped_at.push((pfn << 12, t));
                     }
                 }
                 Ok(false) => break,
@@ -527,7 +544,7 @@ fn after_init(p: Panicked, s: &Scenario) -> RunDetail {
     }
     out.dump_pages = dumped_at.len() as u64;
     let mut d = finish(r, out, &at_crash, &dumped_at);
-    d.changed_when_dumped = changed_when_dumped;
+    d.changed_when_dumped = changed_when_dumped.into_iter().collect();
     d
 }
 
@@ -576,7 +593,9 @@ fn timer_check(
     }
 }
 
-fn finish(mut r: Run, mut out: Outcome, at_crash: &PhysMemory, dumped_at: &BTreeMap<u64, u64>) -> RunDetail {
+/// `dumped_at`: (page, tick it was dumped), ascending by page.
+fn finish(mut r: Run, mut out: Outcome, at_crash: &PhysMemory, dumped_at: &[(u64, u64)]) -> RunDetail {
+    debug_assert!(dumped_at.windows(2).all(|w| w[0].0 < w[1].0), "dumped pages ascending, each once");
     let region = r.m.cfg.crash_region.clone();
     for pfn in r.m.mem.changed_pages_outside(at_crash, &region) {
         let page = pfn << 12;
@@ -591,7 +610,7 @@ fn finish(mut r: Run, mut out: Outcome, at_crash: &PhysMemory, dumped_at: &BTree
     // The dump against the crash instant, page by page.
     let mut dump_differs = BTreeSet::new();
     if let Some(blk) = r.m.device(DISK_RID).and_then(|d| d.as_blk_mut()) {
-        for &page in dumped_at.keys() {
+        for &(page, _) in dumped_at {
             let same = match (blk.block_shared(page >> 12), at_crash.page_shared(page >> 12)) {
                 (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a[..] == b[..],
                 (Some(p), None) | (None, Some(p)) => p[..] == ZERO_PAGE[..],
@@ -606,7 +625,11 @@ fn finish(mut r: Run, mut out: Outcome, at_crash: &PhysMemory, dumped_at: &BTree
         .ledger
         .first_write
         .iter()
-        .filter(|(page, &t)| dumped_at.get(page).is_some_and(|&d| t < d))
+        .filter(|(&page, &t)| {
+            dumped_at
+                .binary_search_by_key(&page, |&(p, _)| p)
+                .is_ok_and(|i| dumped_at.get(i).is_some_and(|&(_, d)| t < d))
+        })
         .map(|(&p, _)| p)
         .collect();
     out.dump_pages_differing = dump_differs.len() as u64;

@@ -200,9 +200,7 @@ impl Amdvi {
         let snp = v.snp;
         let blocked = Dte::blocked(snp).to_le_bytes();
         let page: Vec<u8> = (0..128).flat_map(|_| blocked).collect();
-        for p in 0..bytes / 4096 {
-            hw.write(dt + p * 4096, &page)?;
-        }
+        hw.write_repeated(dt, &page, bytes / 4096)?;
         let cmd = alloc_contiguous(hw, 2, &mut n)?;
         let evt = alloc_contiguous(hw, 2, &mut n)?;
         let sem = alloc_contiguous(hw, 1, &mut n)?;

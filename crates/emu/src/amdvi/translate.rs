@@ -99,7 +99,7 @@ impl AmdviModel {
         }
     }
 
-    fn resolve(&mut self, mem: &PhysMemory, info: &DteInfo, iova: u64, access: Access) -> Result<u64, Fault> {
+    fn resolve(&mut self, mem: &mut PhysMemory, info: &DteInfo, iova: u64, access: Access) -> Result<u64, Fault> {
         if info.mode == 0 {
             if allowed(access, info.ir, info.iw) {
                 self.counters.passthrough += 1;
@@ -185,7 +185,7 @@ impl AmdviModel {
     }
 
     /// Walk the v1 table of `info` for `iova` (spec 2.2.3). Each step lowers the level, so at most six reads.
-    fn walk(&mut self, mem: &PhysMemory, info: &DteInfo, iova: u64) -> Result<IotlbEntry, Fault> {
+    fn walk(&mut self, mem: &mut PhysMemory, info: &DteInfo, iova: u64) -> Result<IotlbEntry, Fault> {
         self.counters.walks += 1;
         if iova > mode_max_iova(info.mode) {
             return Err(not_present("IOVA beyond the reach of the DTE Mode"));
@@ -195,7 +195,7 @@ impl AmdviModel {
         let mut level = info.mode;
         for _ in 0..6 {
             let pa = table.wrapping_add(level_index(iova, level) as u64 * 8);
-            let pte = IoPte::from_bits(mem.read_u64(pa).map_err(|_| Fault::PteRead(pa))?);
+            let pte = IoPte::from_bits(mem.read_u64_in_page(pa).map_err(|_| Fault::PteRead(pa))?);
             if !pte.present() {
                 return Err(not_present("page-table entry not present"));
             }

@@ -192,6 +192,12 @@ impl Blk {
         lbas.into_iter().filter_map(|lba| Some((lba, &**self.store.get(&lba)?)))
     }
 
+    /// Room on the media for `n` more blocks (a dump about to write that many), so its map does not grow,
+    /// rehashing, step by step. Nothing the device does changes.
+    pub fn reserve_blocks(&mut self, n: usize) {
+        self.store.reserve(n);
+    }
+
     /// Put data on the media directly (a disk that arrives with contents); ignored beyond capacity.
     pub fn preload(&mut self, lba: u64, data: &[u8; BLOCK]) {
         if lba < self.cfg.capacity_blocks {

@@ -7,8 +7,6 @@
 //! device owns: the packet is dropped with no DMA (RNBC, "receive no buffers count"). Packets beyond what
 //! the model handles in one tick overflow the receive FIFO and are missed (MPC).
 
-use std::fmt::Write as _;
-
 use crate::dma::Iommu;
 use crate::mem::PhysMemory;
 
@@ -228,17 +226,20 @@ impl Nic {
     /// The payload of packet number `seq` of NIC `name`: `"<name>#<seq as 16 hex digits>;"` repeated to
     /// `len` bytes, so a changed page names its writer and the packet.
     pub fn packet_payload(name: &str, seq: u64, len: usize, out: &mut Vec<u8>) {
-        let mut stamp = String::with_capacity(name.len() + 18);
-        let _ = write!(stamp, "{name}#{seq:016x};");
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        // The stamp is written in place (no formatting machinery, no allocation: this runs for every packet of
+        // every simulated run), then doubled by copies of what is there: whole stamps, then a head of them.
         out.clear();
-        out.reserve(len);
-        // Whole copies of the stamp, then its head: slice copies, not a byte-at-a-time iterator (this runs
-        // for every packet of every simulated run).
-        while out.len() + stamp.len() <= len {
-            out.extend_from_slice(stamp.as_bytes());
+        out.reserve(len.max(name.len() + 18));
+        out.extend_from_slice(name.as_bytes());
+        out.push(b'#');
+        out.extend((0..16).rev().map(|i| HEX[(seq >> (4 * i)) as usize & 0xf]));
+        out.push(b';');
+        out.truncate(len);
+        while out.len() < len {
+            let n = out.len().min(len - out.len());
+            out.extend_from_within(..n);
         }
-        let rest = len - out.len();
-        out.extend_from_slice(&stamp.as_bytes()[..rest]);
     }
 
     /// One packet from the wire.
@@ -340,6 +341,14 @@ mod tests {
             Nic::packet_payload("n", 42, len, &mut out);
             let want: Vec<u8> = stamp.iter().copied().cycle().take(len).collect();
             assert_eq!(out, want, "len {len}");
+        }
+        // Every hex digit, a longer name: the stamp as `format!` writes it.
+        for seq in [0, 0xdead_beef_0123_4567, u64::MAX] {
+            let stamp = format!("nic1#{seq:016x};");
+            let mut out = Vec::new();
+            Nic::packet_payload("nic1", seq, 100, &mut out);
+            let want: Vec<u8> = stamp.bytes().cycle().take(100).collect();
+            assert_eq!(out, want, "{seq:#x}");
         }
     }
 }

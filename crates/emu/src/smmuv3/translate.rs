@@ -95,7 +95,7 @@ fn beyond_oa(raw: u64, level: u32, oa_bits: u32) -> bool {
 
 impl Smmuv3Model {
     /// Translate one transaction of `sid` to a physical address.
-    pub(super) fn resolve(&mut self, mem: &PhysMemory, sid: u32, iova: u64, access: Access) -> Result<u64, Deny> {
+    pub(super) fn resolve(&mut self, mem: &mut PhysMemory, sid: u32, iova: u64, access: Access) -> Result<u64, Deny> {
         if self.sfm {
             return Err(Deny::Silent(Abort::Sfm));
         }
@@ -152,7 +152,7 @@ impl Smmuv3Model {
     /// Walk every stage `t` enables for `iova` and combine the result into one TLB entry.
     fn walk(
         &mut self,
-        mem: &PhysMemory,
+        mem: &mut PhysMemory,
         t: &TransCfg,
         s1: Option<&S1Cfg>,
         iova: u64,
@@ -183,7 +183,7 @@ impl Smmuv3Model {
     /// Stage-1 walk from TTB0 (Arm ARM D8.2). TTB1 is never walked: an address in the upper range faults like
     /// one outside both (Linux always sets EPD1). The result holds the permissions of both privilege levels, as a
     /// TLB entry does, since streams of different PRIVCFG may share an ASID.
-    fn walk_s1(&mut self, mem: &PhysMemory, c: &S1Cfg, s2: Option<&S2Cfg>, va: u64) -> Result<Leaf, Fault> {
+    fn walk_s1(&mut self, mem: &mut PhysMemory, c: &S1Cfg, s2: Option<&S2Cfg>, va: u64) -> Result<Leaf, Fault> {
         let fault = |id| Fault::stage1(id, c.record);
         let top = if c.tbi { va & mask64(55, 0) } else { va };
         if c.epd0 || top.checked_shr(c.ia_bits).unwrap_or(0) != 0 {
@@ -197,7 +197,7 @@ impl Smmuv3Model {
                 Some(s2) => self.s2_read(mem, s2, desc, EventClass::Tt)?,
                 None => desc,
             };
-            let raw = mem.read_u64(pa).map_err(|_| Fault::walk_eabt(pa, false, EventClass::Tt))?;
+            let raw = mem.read_u64_in_page(pa).map_err(|_| Fault::walk_eabt(pa, false, EventClass::Tt))?;
             match desc_kind(raw, level) {
                 DescKind::Table => {
                     if beyond_oa(raw, 3, c.oa_bits) {

@@ -290,7 +290,7 @@ impl VtdModel {
     /// present; PS at level 2 or 3 ends the walk.
     fn walk_second_level(
         &mut self,
-        mem: &PhysMemory,
+        mem: &mut PhysMemory,
         root: u64,
         levels: u32,
         iova: u64,
@@ -311,7 +311,9 @@ impl VtdModel {
         let mut table = root;
         for level in (1..=levels).rev() {
             let pa = table.wrapping_add(level_index(iova, level) as u64 * 8);
-            let pte = mem.read_u64(pa).map_err(|_| pick(sm, FaultReason::NextLevelInvalid, FaultReason::SmSlAccess))?;
+            let pte = mem
+                .read_u64_in_page(pa)
+                .map_err(|_| pick(sm, FaultReason::NextLevelInvalid, FaultReason::SmSlAccess))?;
             let pte = SlPte::from_bits(pte);
             if !pte.present() {
                 return Err(pick(sm, not_present, FaultReason::SmSlPermission));
@@ -359,7 +361,7 @@ impl VtdModel {
         for level in (1..=levels).rev() {
             let pa = table.wrapping_add(level_index(iova, level) as u64 * 8);
             let unreadable = if level == levels { FaultReason::SmFlPointer } else { FaultReason::SmFlAccess };
-            let raw = mem.read_u64(pa).map_err(|_| unreadable)?;
+            let raw = mem.read_u64_in_page(pa).map_err(|_| unreadable)?;
             let pte = FlPte::from_bits(raw);
             if !pte.p() {
                 return Err(FaultReason::SmFlNotPresent);
