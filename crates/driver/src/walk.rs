@@ -197,12 +197,12 @@ impl Seen {
             self.big.get(&table).copied()
         }
     }
-    /// Record `table`, not yet seen.
     /// Forget every table (a new walk), keeping the map's allocation out of the small case.
     fn clear(&mut self) {
         self.len = 0;
         self.big.clear();
     }
+    /// Record `table`, not yet seen.
     fn insert(&mut self, table: u64, first: FirstVisit) {
         if self.big.is_empty() {
             if let Some(slot) = self.small.get_mut(self.len) {
