@@ -56,6 +56,15 @@ fn print(w: &mut impl Write, f: &Figures, md: bool) -> std::io::Result<()> {
             Ok(())
         }
     };
+    match f.machine {
+        Some(m) => writeln!(
+            w,
+            "While it ran, the host gave {:.1} % of the CPUs' time to others (steal) and other processes here used \
+             {:.1} %: figures are comparable only when both are near 0.\n",
+            m.stolen_pct, m.others_pct
+        )?,
+        None => writeln!(w, "(What else used the CPUs while it ran is unknown: no /proc/stat.)\n")?,
+    }
     writeln!(
         w,
         "{}Adoption at scale (eager: copy every context table whole first; floor: read each live entry once; \

@@ -175,6 +175,8 @@ pub struct SimulateFigure {
 /// Every figure of one benchmark run, as `handover bench` prints them.
 #[derive(Clone, Debug, Serialize)]
 pub struct Figures {
+    /// What else used the machine's CPUs while the figures were taken (`None` where `/proc/stat` cannot be read).
+    pub machine: Option<MachineShare>,
     /// Adoption at each size, per IOMMU.
     pub adopt: Vec<AdoptFigure>,
     /// Translation speed, one per IOMMU.
@@ -649,14 +651,71 @@ fn adopt_all(quick: bool) -> Vec<AdoptFigure> {
 
 /// The adoption figures alone (for profiling them); the other lists are empty.
 pub fn adopt_only(quick: bool) -> Figures {
-    Figures { adopt: adopt_all(quick), translate: Vec::new(), simulate: Vec::new() }
+    let start = CpuTicks::now();
+    let adopt = adopt_all(quick);
+    Figures { machine: MachineShare::since(start), adopt, translate: Vec::new(), simulate: Vec::new() }
+}
+
+/// Shares of the machine's CPU time, over all its CPUs, while the bench ran: timings are only comparable when
+/// the bench had the CPUs to itself. On a virtual machine the host may run other guests on the same cores
+/// (steal time), which no process list here shows.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct MachineShare {
+    /// Percent of the CPUs' time the host gave to others (the `steal` column of `/proc/stat`).
+    pub stolen_pct: f64,
+    /// Percent of the CPUs' time other processes of this machine ran (busy time less this process's own).
+    pub others_pct: f64,
+}
+
+/// Clock ticks from `/proc/stat` (all CPUs) and `/proc/self/stat`.
+#[derive(Clone, Copy, Debug)]
+struct CpuTicks {
+    total: u64,
+    busy: u64,
+    steal: u64,
+    own: u64,
+}
+
+impl CpuTicks {
+    fn now() -> Option<CpuTicks> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let cpu: Vec<u64> =
+            stat.lines().next()?.strip_prefix("cpu ")?.split_whitespace().filter_map(|v| v.parse().ok()).collect();
+        // user nice system idle iowait irq softirq steal (guest time is counted in user already).
+        let col = |i: usize| cpu.get(i).copied().unwrap_or(0);
+        let own_stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        // Fields after the command name (which may hold spaces), from field 3 on: utime and stime are 14 and 15.
+        let rest: Vec<&str> = own_stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let own = rest.get(11)?.parse::<u64>().ok()? + rest.get(12)?.parse::<u64>().ok()?;
+        Some(CpuTicks {
+            total: (0..8).map(col).sum(),
+            busy: col(0) + col(1) + col(2) + col(5) + col(6),
+            steal: col(7),
+            own,
+        })
+    }
+}
+
+impl MachineShare {
+    fn since(start: Option<CpuTicks>) -> Option<MachineShare> {
+        let (a, b) = (start?, CpuTicks::now()?);
+        let total = b.total.checked_sub(a.total).filter(|&t| t > 0)? as f64;
+        let busy = b.busy.saturating_sub(a.busy);
+        let own = b.own.saturating_sub(a.own);
+        Some(MachineShare {
+            stolen_pct: 100.0 * b.steal.saturating_sub(a.steal) as f64 / total,
+            others_pct: 100.0 * busy.saturating_sub(own) as f64 / total,
+        })
+    }
 }
 
 /// Every figure; `quick` keeps it under a minute.
 pub fn all(quick: bool) -> Figures {
     let ops = if quick { 2_000_000 } else { 20_000_000 };
     let scenarios = if quick { 200 } else { 2000 };
-    Figures {
+    let start = CpuTicks::now();
+    let mut f = Figures {
+        machine: None,
         adopt: adopt_all(quick),
         translate: IommuKind::ALL.iter().map(|&k| translate(k, ops)).collect(),
         simulate: IommuKind::ALL
@@ -664,5 +723,28 @@ pub fn all(quick: bool) -> Figures {
             .flat_map(|&k| [false, true].map(move |sh| [simulate(k, scenarios, 1, sh), simulate(k, scenarios, 2, sh)]))
             .flatten()
             .collect(),
+    };
+    f.machine = MachineShare::since(start);
+    f
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn the_machine_share_is_read_and_counts_this_process_apart() {
+        let start = CpuTicks::now().expect("/proc/stat and /proc/self/stat");
+        // Busy for a while on this thread: whatever it used is this process's, not "others".
+        let t = Instant::now();
+        let mut x = 1u64;
+        while t.elapsed().as_millis() < 300 {
+            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+        }
+        let end = CpuTicks::now().expect("read again");
+        assert!(end.own > start.own, "this process's own ticks grew");
+        let m = MachineShare::since(Some(start)).expect("ticks passed");
+        assert!((0.0..=100.0).contains(&m.stolen_pct) && (0.0..=100.0).contains(&m.others_pct), "{m:?}");
     }
 }
