@@ -484,6 +484,14 @@ pub fn mappable(iova: u64, pa: u64, size: u64, width: u32) -> bool {
         && iova.checked_add(size).is_some_and(|e| e <= top)
 }
 
+/// Whether `[iova, iova + size)`, `size` rounded up to whole pages as an unmap takes it, is a range an unmap of a
+/// table with `width` IOVA bits can be given: `iova` page-aligned, not empty, inside the IOVA space. Its caller
+/// names the range; one past the space or wrapping at 2^64 is refused before any entry is cleared or any IOVA
+/// released, rather than walked page by page (or, on SMMUv3, turned into one invalidation command a page).
+pub fn unmappable(iova: u64, size: u64, width: u32) -> bool {
+    size.checked_next_multiple_of(4096).is_some_and(|size| mappable(iova, 0, size, width))
+}
+
 /// Map `pages` 4 KiB pages from `iova` to `pa` onwards in the `levels`-level table at `root`, allocating missing
 /// tables (their count is added to `frames`). The same entries, tables allocated in the same order and pages
 /// mapped when it fails part-way as mapping the pages one at a time, walking from the root once per last-level
@@ -964,5 +972,9 @@ mod tests {
         assert!(!mappable(0x1001, 0, 0x1000, 39) && !mappable(0, 0x10, 0x1000, 39) && !mappable(0, 0, 0x800, 39));
         assert!(!mappable(0, 0, 0, 39), "empty");
         assert!(!mappable(u64::MAX - 0xfff, 0, 0x1000, 64), "a range ending at 2^64 wraps");
+        assert!(unmappable(0x1000, 0x1800, 39), "an unmap's size is rounded up to pages");
+        assert!(unmappable((1 << 39) - 0x1000, 1, 39) && !unmappable((1 << 39) - 0x1000, 0x1001, 39), "the top");
+        assert!(!unmappable(0x1000, 0, 39) && !unmappable(0x1800, 0x1000, 39), "empty, unaligned");
+        assert!(!unmappable(0x1000, u64::MAX, 64), "a size that rounds up past 2^64");
     }
 }

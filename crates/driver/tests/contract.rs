@@ -233,6 +233,34 @@ fn map_at_gives_a_one_to_one_domain_at_the_chosen_iovas_on_every_iommu() {
     }
 }
 
+/// An unmap is told its range by its caller: one that wraps at 2^64, lies past the IOVA space, is empty or starts
+/// mid-page is refused before anything changes (no entry cleared, no IOVA released, no command queued per page of
+/// a huge size), on every IOMMU; a good one after it still unmaps.
+#[test]
+fn an_unmap_of_a_range_no_table_can_hold_is_refused_and_changes_nothing_on_every_iommu() {
+    for kind in IommuKind::ALL {
+        let mut rig = Rig::new(kind);
+        let env = rig.env(false);
+        let mut drv = boot(kind, &mut rig.primary(), &env, BootOptions::default()).unwrap();
+        let d = drv.create_domain(&mut rig.primary()).unwrap();
+        drv.attach(&mut rig.primary(), NIC, Attachment::Domain(d)).unwrap();
+        let pa = 0x2000_0000;
+        let iova = drv.map(&mut rig.primary(), d, pa, 0x1000, Perm::RW).unwrap();
+        for (at, size) in
+            [(iova, u64::MAX), (iova, 0), (iova + 0x800, 0x1000), (u64::MAX & !0xfff, 0x2000), (iova, 1 << 60)]
+        {
+            let e = drv.unmap(&mut rig.primary(), d, at, size);
+            assert!(e.is_err(), "{kind}: unmap {at:#x}+{size:#x} must be refused");
+            assert_eq!(rig.dma(NIC, iova), Some(pa), "{kind}: the mapping survives a refused unmap {at:#x}+{size:#x}");
+        }
+        // Not released by the refused unmaps: a new map does not get the same IOVA.
+        let other = drv.map(&mut rig.primary(), d, pa + 0x1000, 0x1000, Perm::RW).unwrap();
+        assert_ne!(other, iova, "{kind}");
+        drv.unmap(&mut rig.primary(), d, iova, 0x1000).unwrap();
+        assert_eq!(rig.dma(NIC, iova), None, "{kind}: a good unmap still unmaps");
+    }
+}
+
 /// `writes_in_place` is the whole list of old memory an adopting crash boot writes: on every IOMMU, every
 /// page of the crashed kernel's memory that the boot, the bus probe, a containment and a deferred attach
 /// changed lies inside one of the ranges it named from the registers beforehand (VT-d: none at all).

@@ -356,6 +356,9 @@ impl Amdvi {
         if !self.translating {
             return Ok(());
         }
+        if !crate::walk::unmappable(iova, size, 12 + 9 * LEVELS) {
+            return Err(AmdError::BadRange { iova, size });
+        }
         let dom = self.domain_mut(d)?;
         let (root, id) = (dom.root, dom.id);
         dom.iova.release(iova);

@@ -464,6 +464,9 @@ impl Smmuv3 {
         if !self.translating {
             return Ok(());
         }
+        if !crate::walk::unmappable(iova, size, S1_WALK.ia_bits) {
+            return Err(SmmuError::BadRange { iova, size });
+        }
         let dom = self.domain_mut(d)?;
         let (ttb0, asid) = (dom.ttb0, dom.asid);
         dom.iova.release(iova);

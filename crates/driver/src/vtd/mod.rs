@@ -313,6 +313,10 @@ impl Vtd {
         }
         let dom = self.domain_mut(d)?;
         let (root, levels, did) = (dom.root, dom.levels, dom.did);
+        if !crate::walk::unmappable(iova, size, self.iova_width(levels)) {
+            return Err(VtdError::BadRange { iova, size });
+        }
+        let dom = self.domain_mut(d)?;
         dom.iova.release(iova);
         let fmt = self.format();
         crate::walk::unmap_range(hw, &fmt, root, levels, iova, size.div_ceil(4096))?;
