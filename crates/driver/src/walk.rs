@@ -766,7 +766,7 @@ impl Visitor for ReachVisitor<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::{mappable, walk, Entry, Format, WalkIssue, WalkLimits};
+    use super::{mappable, unmappable, walk, Entry, Format, WalkIssue, WalkLimits};
     use crate::{MemError, PhysMem};
 
     /// Sparse memory: the words written, zeros elsewhere.
@@ -965,7 +965,7 @@ mod tests {
     }
 
     #[test]
-    fn a_mappable_range_is_page_aligned_non_empty_and_inside_the_iova_space() {
+    fn a_mappable_or_unmappable_range_is_page_aligned_non_empty_and_inside_the_iova_space() {
         assert!(mappable(0x1000, 0x2000, 0x3000, 39));
         assert!(mappable((1 << 39) - 0x1000, 0, 0x1000, 39), "up to the top");
         assert!(!mappable((1 << 39) - 0x1000, 0, 0x2000, 39), "past the top");
