@@ -108,7 +108,8 @@ fn print(w: &mut impl Write, f: &Figures, md: bool) -> std::io::Result<()> {
     writeln!(
         w,
         "{}Translation in the models (per second; baseline: the same model with its IOTLB off; shared: the \
-         locality workload through one shared unit, a lane per thread, both threads' total)",
+         locality workload through one shared unit, a lane per thread, both threads' total; arithmetic 2/1: two threads \
+         of register-only work against one just before, the most two threads could gain then)",
         if md { "### " } else { "" }
     )?;
     let head = [
@@ -122,6 +123,7 @@ fn print(w: &mut impl Write, f: &Figures, md: bool) -> std::io::Result<()> {
         "shared 1 thread",
         "shared 2 threads",
         "2 threads/1 thread",
+        "arithmetic 2/1",
     ];
     line(w, &head.map(String::from))?;
     rule(w, head.len())?;
@@ -139,6 +141,7 @@ fn print(w: &mut impl Write, f: &Figures, md: bool) -> std::io::Result<()> {
                 format!("{:.2e}", x.shared_1_per_s),
                 format!("{:.2e}", x.shared_2_per_s),
                 ratio(x.shared_2_per_s, x.shared_1_per_s),
+                format!("{:.2}x", x.arith_2_over_1),
             ],
         )?;
     }

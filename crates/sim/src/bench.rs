@@ -155,6 +155,10 @@ pub struct TranslateFigure {
     /// The same on two threads, each with its own lane and the same requests: translations per second of both
     /// together (each thread's fixed count, timed from the start of both to their join).
     pub shared_2_per_s: f64,
+    /// Two threads of pure arithmetic (no shared memory) against one, measured just before the shared rows: the
+    /// most two threads can gain on this machine at that moment. A host that runs both vCPUs on one core's
+    /// hyperthreads, which no guest counter shows, gives about 1x here.
+    pub arith_2_over_1: f64,
 }
 
 /// Whole crash scenarios (boot, workload, panic, crash boot, dump) run per second.
@@ -530,6 +534,7 @@ pub fn translate(kind: IommuKind, ops: u64) -> TranslateFigure {
     unit.set_caching(true);
     // Five times the requests of a row above per thread and run: a run of a few milliseconds is at the mercy
     // of when each thread gets its core.
+    let arith = arith_scaling();
     let (shared_1, shared_2) = shared_rates(&SharedUnit::new(unit, mem), rid, 5 * ops, local);
     TranslateFigure {
         iommu: kind.name(),
@@ -541,7 +546,38 @@ pub fn translate(kind: IommuKind, ops: u64) -> TranslateFigure {
         dma_read8_reference_per_s: dma_read8_reference,
         shared_1_per_s: shared_1,
         shared_2_per_s: shared_2,
+        arith_2_over_1: arith,
     }
+}
+
+/// Work done per second by two threads each running the same register-only loop, over one thread alone: the
+/// median of five turns each, one and two threads in turn.
+pub fn arith_scaling() -> f64 {
+    const STEPS: u64 = 20_000_000;
+    let spin = || {
+        let mut x = 1u64;
+        for i in 0..STEPS {
+            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(i));
+        }
+        x
+    };
+    let run = |threads: usize| {
+        let t = Instant::now();
+        std::thread::scope(|s| {
+            for _ in 0..threads {
+                s.spawn(spin);
+            }
+        });
+        (threads as u64 * STEPS) as f64 / t.elapsed().as_secs_f64()
+    };
+    let (mut one, mut two) = (Vec::new(), Vec::new());
+    for _ in 0..5 {
+        one.push(run(1));
+        two.push(run(2));
+    }
+    one.sort_by(f64::total_cmp);
+    two.sort_by(f64::total_cmp);
+    two[2] / one[2]
 }
 
 /// Translations per second through `unit` on one thread and on two (each its own lane, each `ops` requests
