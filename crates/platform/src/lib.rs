@@ -87,6 +87,18 @@ pub trait PhysMem {
         None
     }
 
+    /// The 4 KiB page at `pa`: lent in place where this memory can ([`PhysMem::lend_page`]), else read into
+    /// `copy`; the same bytes either way.
+    fn read_page<'a>(&'a self, pa: u64, copy: &'a mut [u8; 4096]) -> Result<&'a [u8; 4096], MemError> {
+        match self.lend_page(pa) {
+            Some(page) => Ok(page),
+            None => {
+                self.read(pa, copy)?;
+                Ok(copy)
+            }
+        }
+    }
+
     /// A little-endian quadword (a 64-bit table entry).
     fn read_u64(&self, pa: u64) -> Result<u64, MemError> {
         let mut b = [0; 8];

@@ -256,10 +256,8 @@ pub fn scan(hw: &mut (impl Mmio + PhysMem), env: &BootEnv, strict: bool) -> Resu
         let at = base + p * 4096;
         let read = if !env.in_ram(at, 4096) {
             Err(MemError { addr: at, kind: crate::MemErrorKind::NotRam })
-        } else if let Some(page) = hw.lend_page(at) {
-            Ok(page)
         } else {
-            hw.read(at, &mut copy).map(|()| &copy)
+            hw.read_page(at, &mut copy)
         };
         let page = match read {
             Ok(page) => page,

@@ -118,14 +118,9 @@ impl Vtd {
         let mut out = [0u8; 4096];
         for p in 0..TABLE_PAGES {
             let addr = src + p * 4096;
-            let page: &[u8; 4096] = match hw.lend_page(addr) {
-                Some(page) => page,
-                None => {
-                    hw.read(addr, &mut copy)
-                        .map_err(|_| Copy::Refused(IrtRefusal::Unreadable { device: None, addr }))?;
-                    &copy
-                }
-            };
+            let page = hw
+                .read_page(addr, &mut copy)
+                .map_err(|_| Copy::Refused(IrtRefusal::Unreadable { device: None, addr }))?;
             let mut any = false;
             for (b, block) in page.chunks_exact(512).enumerate() {
                 if block.iter().fold(0, |a, &x| a | x) == 0 {

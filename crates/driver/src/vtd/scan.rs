@@ -188,14 +188,11 @@ pub fn scan(
                 scan.problems.push(p);
                 continue;
             }
-            let ct: &[u8; 4096] = match hw.lend_page(table) {
-                Some(page) => page,
-                None => {
-                    if let Err(err) = hw.read(table, &mut copy) {
-                        scan.problems.push(P::ContextTableUnreadable { bus, err });
-                        continue;
-                    }
-                    &copy
+            let ct = match hw.read_page(table, &mut copy) {
+                Ok(page) => page,
+                Err(err) => {
+                    scan.problems.push(P::ContextTableUnreadable { bus, err });
+                    continue;
                 }
             };
             scan.pages_read.push(table);

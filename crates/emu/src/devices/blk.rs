@@ -187,9 +187,9 @@ impl Blk {
 
     /// Every written block, by ascending LBA.
     pub fn blocks(&self) -> impl Iterator<Item = (u64, &[u8; BLOCK])> + '_ {
-        let mut lbas: Vec<u64> = self.store.keys().copied().collect();
-        lbas.sort_unstable();
-        lbas.into_iter().filter_map(|lba| Some((lba, &**self.store.get(&lba)?)))
+        let mut blocks: Vec<(u64, &[u8; BLOCK])> = self.store.iter().map(|(lba, b)| (*lba, &**b)).collect();
+        blocks.sort_unstable_by_key(|&(lba, _)| lba);
+        blocks.into_iter()
     }
 
     /// Room on the media for `n` more blocks (a dump about to write that many), so its map does not grow,
