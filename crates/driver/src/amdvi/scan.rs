@@ -251,13 +251,23 @@ pub fn scan(hw: &mut (impl Mmio + PhysMem), env: &BootEnv, strict: bool) -> Resu
         DevTableScan { control, table, devices: Vec::new(), problems: Vec::new(), pages_read: 0, irq: Vec::new() };
     // A page is looked at in place where memory lends it, else copied here.
     let mut copy = [0u8; 4096];
+    // Where the last lent page that held nothing but quiet entries lies. Lent memory does not change while it is
+    // lent (`PhysMem::lend_page`), so a page lent from the same place holds the same bytes and is quiet too,
+    // whatever frame it stands for: an emulator or a dump lends one page for every frame of alike default entries
+    // (or zeros), and those frames are then skipped without a look. An address only, never read through.
+    let mut quiet_at: Option<*const u8> = None;
     let per_page = (4096 / DTE_SIZE) as u32;
     for p in 0..(bytes / 4096) {
         let at = base + p * 4096;
-        let read = if !env.in_ram(at, 4096) {
-            Err(MemError { addr: at, kind: crate::MemErrorKind::NotRam })
-        } else {
-            hw.read_page(at, &mut copy)
+        let lent = if env.in_ram(at, 4096) { hw.lend_page(at) } else { None };
+        if lent.is_some_and(|page| quiet_at == Some(page.as_ptr())) {
+            out.pages_read += 1;
+            continue;
+        }
+        let read = match lent {
+            Some(page) => Ok(page),
+            None if !env.in_ram(at, 4096) => Err(MemError { addr: at, kind: crate::MemErrorKind::NotRam }),
+            None => hw.read(at, &mut copy).map(|()| &copy),
         };
         let page = match read {
             Ok(page) => page,
@@ -274,6 +284,7 @@ pub fn scan(hw: &mut (impl Mmio + PhysMem), env: &BootEnv, strict: bool) -> Resu
             }
         };
         out.pages_read += 1;
+        let found = (out.devices.len(), out.problems.len(), out.irq.len());
         // Two entries a cache line: a line of two alike quiet entries (most of a table) is skipped whole, on its
         // first quadword and an OR of the six that must be zero, without a decode. (A test of the whole page first
         // saves nothing where live entries are spread over the table: it reads every line once more.)
@@ -302,6 +313,9 @@ pub fn scan(hw: &mut (impl Mmio + PhysMem), env: &BootEnv, strict: bool) -> Resu
                     Err(e) => out.problems.push(e),
                 }
             }
+        }
+        if lent.is_some() && found == (out.devices.len(), out.problems.len(), out.irq.len()) {
+            quiet_at = lent.map(|page| page.as_ptr());
         }
     }
     Ok(out)
@@ -381,6 +395,92 @@ mod tests {
             assert!(matches!(check(Dte::from_le_bytes(&raw), 7, &env, 1), Ok(None)), "{raw:x?}");
         }
         assert_eq!(Dte::from_le_bytes(&Dte::blocked(true).to_le_bytes()), Dte::blocked(true), "round trip");
+    }
+
+    /// A device table whose frames memory lends, several of them from one place (an emulator's shared default
+    /// page): the frames after a quiet page lent from the same place are skipped, yet a page lent from elsewhere
+    /// (a live entry, a reserved bit) and every page of a memory that only copies are looked at. Both scans
+    /// find the same entries and problems, and read every page.
+    #[test]
+    fn a_scan_over_pages_lent_from_one_place_finds_what_a_scan_over_copies_finds() {
+        use super::{scan, DteKind, DteProblem};
+        use crate::{MemError, MemErrorKind, Mmio, PhysMem};
+        use alloc::vec::Vec;
+        use iommu_spec::amdvi::{off, DevTableBase, PagingMode};
+
+        const TABLE: u64 = 0x10_0000;
+        const FRAMES: u64 = 8;
+        struct Hw {
+            /// Per frame of the table, which of `pool` it holds.
+            frames: Vec<usize>,
+            pool: Vec<[u8; 4096]>,
+            lend: bool,
+        }
+        impl Hw {
+            fn page(&self, pa: u64) -> Option<&[u8; 4096]> {
+                let i = usize::try_from(pa.checked_sub(TABLE)? >> 12).ok()?;
+                self.pool.get(*self.frames.get(i)?)
+            }
+        }
+        impl Mmio for Hw {
+            fn read32(&mut self, _: usize) -> u32 {
+                0
+            }
+            fn read64(&mut self, reg: usize) -> u64 {
+                match reg {
+                    off::DEV_TABLE_BASE => DevTableBase::from_table(TABLE, FRAMES * 4096).into_bits(),
+                    _ => 0,
+                }
+            }
+            fn write32(&mut self, _: usize, _: u32) {}
+            fn write64(&mut self, _: usize, _: u64) {}
+        }
+        impl PhysMem for Hw {
+            fn read(&self, pa: u64, buf: &mut [u8]) -> Result<(), MemError> {
+                let page = self.page(pa & !0xfff).ok_or(MemError { addr: pa, kind: MemErrorKind::NotRam })?;
+                let at = (pa & 0xfff) as usize;
+                let src = page.get(at..at + buf.len()).ok_or(MemError { addr: pa, kind: MemErrorKind::NotRam })?;
+                buf.copy_from_slice(src);
+                Ok(())
+            }
+            fn write(&mut self, pa: u64, _: &[u8]) -> Result<(), MemError> {
+                Err(MemError { addr: pa, kind: MemErrorKind::ReadOnly })
+            }
+            fn lend_page(&self, pa: u64) -> Option<&[u8; 4096]> {
+                self.page(pa).filter(|_| self.lend)
+            }
+        }
+        let mut quiet = [0u8; 4096];
+        for e in quiet.chunks_exact_mut(32) {
+            e.copy_from_slice(&Dte::blocked(false).to_le_bytes());
+        }
+        let with = |at: usize, dte: Dte| {
+            let mut p = quiet;
+            p[32 * at..32 * at + 32].copy_from_slice(&dte.to_le_bytes());
+            p
+        };
+        let live = Dte::translated(0x20_0000, PagingMode::Level3, 9, true, true);
+        let mut reserved = Dte::blocked(false);
+        reserved.0[3] = 1; // DTE bits 206:192 are reserved
+                           // Frames 0-2 and 4, 6, 7 lend the shared quiet page; 3 a live entry; 5 a reserved bit. Frame 4 follows a
+                           // page lent from elsewhere, so it is looked at again, then frames 6 and 7 are skipped.
+        let pool = Vec::from([quiet, with(5, live), with(9, reserved)]);
+        let frames = Vec::from([0, 0, 0, 1, 0, 2, 0, 0]);
+        let env = crate::BootEnv {
+            crash_kernel: true,
+            ram: core::iter::once(0..1 << 32).collect(),
+            crash_region: None,
+            mem_encrypt: false,
+            c_bit: 0,
+        };
+        let run = |lend: bool| scan(&mut Hw { frames: frames.clone(), pool: pool.clone(), lend }, &env, true).unwrap();
+        let (lent, copied) = (run(true), run(false));
+        assert_eq!(lent, copied);
+        assert_eq!(lent.pages_read, FRAMES as u32);
+        let devids: Vec<u16> = lent.devices.iter().map(|d| d.devid).collect();
+        assert_eq!(devids, [3 * 128 + 5]);
+        assert_eq!(lent.devices[0].kind, DteKind::Translated { root: 0x20_0000, levels: 3 });
+        assert!(matches!(lent.problems[..], [DteProblem::ReservedBits { devid, .. }] if devid == 5 * 128 + 9));
     }
 
     /// The scan compares first quadwords and checks the rest are zero: the entries that lets through are
