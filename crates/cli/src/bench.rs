@@ -109,8 +109,7 @@ fn print(w: &mut impl Write, f: &Figures, md: bool) -> std::io::Result<()> {
         w,
         "{}Translation in the models (per second; baseline: the same model with its IOTLB off; shared: the \
          locality workload through one shared unit, a lane per thread, both threads' total; arithmetic 2/1: two threads \
-         of register-only work against one just before, the most two threads could gain then; best: the fastest of five \
-         runs each, the scaling when the host gave each thread a core of its own)",
+         of register-only work against one just before, the most two threads could gain then)",
         if md { "### " } else { "" }
     )?;
     let head = [
@@ -125,8 +124,6 @@ fn print(w: &mut impl Write, f: &Figures, md: bool) -> std::io::Result<()> {
         "shared 2 threads",
         "2 threads/1 thread",
         "arithmetic 2/1",
-        "best 2/1",
-        "arithmetic best 2/1",
     ];
     line(w, &head.map(String::from))?;
     rule(w, head.len())?;
@@ -145,8 +142,6 @@ fn print(w: &mut impl Write, f: &Figures, md: bool) -> std::io::Result<()> {
                 format!("{:.2e}", x.shared_2_per_s),
                 ratio(x.shared_2_per_s, x.shared_1_per_s),
                 format!("{:.2}x", x.arith_2_over_1),
-                format!("{:.2}x", x.shared_best_2_over_1),
-                format!("{:.2}x", x.arith_best_2_over_1),
             ],
         )?;
     }

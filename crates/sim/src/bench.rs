@@ -159,12 +159,6 @@ pub struct TranslateFigure {
     /// most two threads can gain on this machine at that moment. A host that runs both vCPUs on one core's
     /// hyperthreads, which no guest counter shows, gives about 1x here.
     pub arith_2_over_1: f64,
-    /// The shared unit's fastest two-thread run over its fastest one-thread run (of five each): the scaling
-    /// when the host gave both threads a core of their own at least once, which the medians only show when it
-    /// did most of the time.
-    pub shared_best_2_over_1: f64,
-    /// The same for the arithmetic: what two free cores give this machine's register-only work.
-    pub arith_best_2_over_1: f64,
 }
 
 /// Whole crash scenarios (boot, workload, panic, crash boot, dump) run per second.
@@ -541,7 +535,7 @@ pub fn translate(kind: IommuKind, ops: u64) -> TranslateFigure {
     // Five times the requests of a row above per thread and run: a run of a few milliseconds is at the mercy
     // of when each thread gets its core.
     let arith = arith_scaling();
-    let shared = shared_rates(&SharedUnit::new(unit, mem), rid, 5 * ops, local);
+    let (shared_1, shared_2) = shared_rates(&SharedUnit::new(unit, mem), rid, 5 * ops, local);
     TranslateFigure {
         iommu: kind.name(),
         iotlb_hit_per_s: hit,
@@ -550,48 +544,15 @@ pub fn translate(kind: IommuKind, ops: u64) -> TranslateFigure {
         no_iotlb_per_s: no_iotlb,
         dma_read8_per_s: dma_read8,
         dma_read8_reference_per_s: dma_read8_reference,
-        shared_1_per_s: shared.one,
-        shared_2_per_s: shared.two,
-        arith_2_over_1: arith.median_2_over_1(),
-        shared_best_2_over_1: shared.best_2_over_1(),
-        arith_best_2_over_1: arith.best_2_over_1(),
+        shared_1_per_s: shared_1,
+        shared_2_per_s: shared_2,
+        arith_2_over_1: arith,
     }
 }
 
-/// One and two threads' rates over five turns each (one and two threads in turn, so both see the same machine).
-#[derive(Clone, Copy, Debug)]
-pub struct Scaling {
-    /// Median one-thread rate.
-    pub one: f64,
-    /// Median two-thread rate (both threads' total).
-    pub two: f64,
-    /// Fastest one-thread rate.
-    pub best_one: f64,
-    /// Fastest two-thread rate.
-    pub best_two: f64,
-}
-
-impl Scaling {
-    fn of(mut one: Vec<f64>, mut two: Vec<f64>) -> Self {
-        one.sort_by(f64::total_cmp);
-        two.sort_by(f64::total_cmp);
-        let mid = |v: &[f64]| v.get(v.len() / 2).copied().unwrap_or(0.0);
-        let top = |v: &[f64]| v.last().copied().unwrap_or(0.0);
-        Scaling { one: mid(&one), two: mid(&two), best_one: top(&one), best_two: top(&two) }
-    }
-    /// Median two-thread rate over median one-thread rate.
-    pub fn median_2_over_1(&self) -> f64 {
-        self.two / self.one
-    }
-    /// Fastest two-thread run over fastest one-thread run: the least disturbed of each.
-    pub fn best_2_over_1(&self) -> f64 {
-        self.best_two / self.best_one
-    }
-}
-
-/// Work done per second by two threads each running the same register-only loop, against one thread alone,
-/// five turns each.
-pub fn arith_scaling() -> Scaling {
+/// Work done per second by two threads each running the same register-only loop, over one thread alone: the
+/// median of five turns each, one and two threads in turn.
+pub fn arith_scaling() -> f64 {
     const STEPS: u64 = 20_000_000;
     let spin = || {
         let mut x = 1u64;
@@ -614,13 +575,15 @@ pub fn arith_scaling() -> Scaling {
         one.push(run(1));
         two.push(run(2));
     }
-    Scaling::of(one, two)
+    one.sort_by(f64::total_cmp);
+    two.sort_by(f64::total_cmp);
+    two[2] / one[2]
 }
 
 /// Translations per second through `unit` on one thread and on two (each its own lane, each `ops` requests
-/// `iova(i)` from `rid`, the second thread 256 requests behind the first, after a warm-up of a tenth of them),
-/// five runs each, one and two threads in turn so both see the same machine.
-pub fn shared_rates(unit: &SharedUnit, rid: u32, ops: u64, iova: impl Fn(u64) -> u64 + Sync) -> Scaling {
+/// `iova(i)` from `rid`, the second thread 256 requests behind the first, after a warm-up of a tenth of them): the median of five runs each, one and two threads
+/// in turn so both see the same machine.
+pub fn shared_rates(unit: &SharedUnit, rid: u32, ops: u64, iova: impl Fn(u64) -> u64 + Sync) -> (f64, f64) {
     let run = |threads: u64| {
         let ready = std::sync::Barrier::new(threads as usize + 1);
         std::thread::scope(|s| {
@@ -662,7 +625,9 @@ pub fn shared_rates(unit: &SharedUnit, rid: u32, ops: u64, iova: impl Fn(u64) ->
         one.push(run(1));
         two.push(run(2));
     }
-    Scaling::of(one, two)
+    one.sort_by(f64::total_cmp);
+    two.sort_by(f64::total_cmp);
+    (one[2], two[2])
 }
 
 /// Operations per second of `op(i)` for `i` in `0..ops`: the median of five batches of a fifth each, so a
