@@ -336,11 +336,12 @@ impl DiskDriver {
         if self.inflight.len() as u32 >= DISK_QUEUE - 1 {
             return Ok(false);
         }
-        let blocks = match io {
-            Io::Read { .. } => 1,
-            Io::Write { pages, .. } => pages.len().max(1),
+        // A write's buffer holds its pages from the start (the copy into it is not what is simulated).
+        let (blocks, data) = match io {
+            Io::Read { .. } => (1, &[][..]),
+            Io::Write { pages, .. } => (pages.len().max(1), pages),
         };
-        let pa = os.m.buffer_pages(os.k, blocks).ok_or(KernelError::NoPages)?;
+        let pa = os.m.buffer_pages_holding(os.k, blocks, data).ok_or(KernelError::NoPages)?;
         match os.k {
             Kernel::Crash => os.crash_own.insert(pa, pa + blocks as u64 * 4096),
             Kernel::Primary => os.device_pages.extend((0..blocks as u64).map(|i| pa + i * 4096)),
@@ -351,14 +352,7 @@ impl DiskDriver {
         self.next_cid = self.next_cid.wrapping_add(1);
         let sqe = match io {
             Io::Read { lba } => SqEntry::read(cid, buf.iova, lba, 1),
-            Io::Write { lba, pages } => {
-                for (i, page) in pages.iter().enumerate() {
-                    if let Some(page) = page {
-                        os.m.mem.write_page_shared(buf.pa + i as u64 * 4096, page)?;
-                    }
-                }
-                SqEntry::write(cid, buf.iova, lba, blocks as u32)
-            }
+            Io::Write { lba, .. } => SqEntry::write(cid, buf.iova, lba, blocks as u32),
         };
         os.m.mem.write(self.sq.pa + self.sq_tail as u64 * SQE_SIZE, &sqe.to_bytes())?;
         self.inflight.insert(cid, (buf, blocks as u64));

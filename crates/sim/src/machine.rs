@@ -3,9 +3,11 @@
 //! through the unit.
 
 use std::ops::Range;
+use std::sync::Arc;
 
 use iommu_driver::BootEnv;
 use iommu_emu::devices::{AnyDevice, Blk, BlkConfig, Bulk, BulkConfig, DmaDevice, DmaEvent, Nic, NicConfig, Rate};
+use iommu_emu::mem::Page;
 use iommu_emu::snp::{SnpCommand, SnpFirmware};
 use iommu_emu::{EmuPlatform, FrameRegion, PhysMemory};
 
@@ -224,12 +226,22 @@ impl Machine {
 
     /// `n` physically contiguous pages for one I/O buffer, by the first one's address, zeroed.
     pub fn buffer_pages(&mut self, k: Kernel, n: usize) -> Option<u64> {
+        self.buffer_pages_holding(k, n, &[])
+    }
+
+    /// [`Machine::buffer_pages`] with the first pages holding `pages` (`None`: zeros), as a copy of each into
+    /// the zeroed buffer would leave them: shared, not zeroed and then replaced.
+    pub fn buffer_pages_holding(&mut self, k: Kernel, n: usize, pages: &[Option<Arc<Page>>]) -> Option<u64> {
         let pa = match k {
             Kernel::Primary => self.buffers.alloc_run(n)?,
             Kernel::Crash => self.crash_frames.alloc_run(n)?,
         };
-        for i in 0..n as u64 {
-            self.mem.zero_page(pa + i * 4096).ok()?;
+        for i in 0..n {
+            let at = pa + i as u64 * 4096;
+            match pages.get(i) {
+                Some(Some(page)) => self.mem.write_page_shared(at, page).ok()?,
+                _ => self.mem.zero_page(at).ok()?,
+            }
         }
         Some(pa)
     }
