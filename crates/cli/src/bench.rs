@@ -109,7 +109,8 @@ fn print(w: &mut impl Write, f: &Figures, md: bool) -> std::io::Result<()> {
         w,
         "{}Translation in the models (per second; baseline: the same model with its IOTLB off; shared: the \
          locality workload through one shared unit, a lane per thread, both threads' total; arithmetic 2/1: two threads \
-         of register-only work against one just before, the most two threads could gain then)",
+         of register-only work against one, a turn right before each of the shared unit's, the most two threads could \
+         gain then)",
         if md { "### " } else { "" }
     )?;
     let head = [

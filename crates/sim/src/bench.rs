@@ -155,8 +155,8 @@ pub struct TranslateFigure {
     /// The same on two threads, each with its own lane and the same requests: translations per second of both
     /// together (each thread's fixed count, timed from the start of both to their join).
     pub shared_2_per_s: f64,
-    /// Two threads of pure arithmetic (no shared memory) against one, measured just before the shared rows: the
-    /// most two threads can gain on this machine at that moment. A host that runs both vCPUs on one core's
+    /// Two threads of pure arithmetic (no shared memory) against one, a turn right before each turn of the shared
+    /// rows: the most two threads can gain on this machine in those minutes. A host that runs both vCPUs on one core's
     /// hyperthreads, which no guest counter shows, gives about 1x here.
     pub arith_2_over_1: f64,
 }
@@ -534,8 +534,7 @@ pub fn translate(kind: IommuKind, ops: u64) -> TranslateFigure {
     unit.set_caching(true);
     // Five times the requests of a row above per thread and run: a run of a few milliseconds is at the mercy
     // of when each thread gets its core.
-    let arith = arith_scaling();
-    let (shared_1, shared_2) = shared_rates(&SharedUnit::new(unit, mem), rid, 5 * ops, local);
+    let shared = shared_rates(&SharedUnit::new(unit, mem), rid, 5 * ops, local);
     TranslateFigure {
         iommu: kind.name(),
         iotlb_hit_per_s: hit,
@@ -544,15 +543,15 @@ pub fn translate(kind: IommuKind, ops: u64) -> TranslateFigure {
         no_iotlb_per_s: no_iotlb,
         dma_read8_per_s: dma_read8,
         dma_read8_reference_per_s: dma_read8_reference,
-        shared_1_per_s: shared_1,
-        shared_2_per_s: shared_2,
-        arith_2_over_1: arith,
+        shared_1_per_s: shared.one,
+        shared_2_per_s: shared.two,
+        arith_2_over_1: shared.arith_2_over_1,
     }
 }
 
-/// Work done per second by two threads each running the same register-only loop, over one thread alone: the
-/// median of five turns each, one and two threads in turn.
-pub fn arith_scaling() -> f64 {
+/// Work done per second by one or two threads each running the same register-only loop (no memory shared):
+/// what the machine gives that many threads at that moment.
+fn arith_rate(threads: usize) -> f64 {
     const STEPS: u64 = 20_000_000;
     let spin = || {
         let mut x = 1u64;
@@ -561,29 +560,32 @@ pub fn arith_scaling() -> f64 {
         }
         x
     };
-    let run = |threads: usize| {
-        let t = Instant::now();
-        std::thread::scope(|s| {
-            for _ in 0..threads {
-                s.spawn(spin);
-            }
-        });
-        (threads as u64 * STEPS) as f64 / t.elapsed().as_secs_f64()
-    };
-    let (mut one, mut two) = (Vec::new(), Vec::new());
-    for _ in 0..5 {
-        one.push(run(1));
-        two.push(run(2));
-    }
-    one.sort_by(f64::total_cmp);
-    two.sort_by(f64::total_cmp);
-    two[2] / one[2]
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(spin);
+        }
+    });
+    (threads as u64 * STEPS) as f64 / t.elapsed().as_secs_f64()
+}
+
+/// The shared unit's rates with the machine's own ceiling measured in the same minutes.
+#[derive(Clone, Copy, Debug)]
+pub struct SharedRates {
+    /// Median translations per second on one thread.
+    pub one: f64,
+    /// Median on two threads, both together.
+    pub two: f64,
+    /// Two threads of register-only work over one, the median of the turns taken right before each of the
+    /// shared unit's: the most two threads could gain then.
+    pub arith_2_over_1: f64,
 }
 
 /// Translations per second through `unit` on one thread and on two (each its own lane, each `ops` requests
-/// `iova(i)` from `rid`, the second thread 256 requests behind the first, after a warm-up of a tenth of them): the median of five runs each, one and two threads
-/// in turn so both see the same machine.
-pub fn shared_rates(unit: &SharedUnit, rid: u32, ops: u64, iova: impl Fn(u64) -> u64 + Sync) -> (f64, f64) {
+/// `iova(i)` from `rid`, the second thread 256 requests behind the first, after a warm-up of a tenth of them): the
+/// median of five turns, each one thread then two, right after a turn of the arithmetic on one thread then two,
+/// so the shared unit and the ceiling it is compared with see the same machine.
+pub fn shared_rates(unit: &SharedUnit, rid: u32, ops: u64, iova: impl Fn(u64) -> u64 + Sync) -> SharedRates {
     let run = |threads: u64| {
         let ready = std::sync::Barrier::new(threads as usize + 1);
         std::thread::scope(|s| {
@@ -619,15 +621,18 @@ pub fn shared_rates(unit: &SharedUnit, rid: u32, ops: u64, iova: impl Fn(u64) ->
             rate
         })
     };
-    let mut one = Vec::new();
-    let mut two = Vec::new();
+    let (mut one, mut two, mut arith) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..5 {
+        let a1 = arith_rate(1);
+        arith.push(arith_rate(2) / a1);
         one.push(run(1));
         two.push(run(2));
     }
-    one.sort_by(f64::total_cmp);
-    two.sort_by(f64::total_cmp);
-    (one[2], two[2])
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    SharedRates { one: median(one), two: median(two), arith_2_over_1: median(arith) }
 }
 
 /// Operations per second of `op(i)` for `i` in `0..ops`: the median of five batches of a fifth each, so a
