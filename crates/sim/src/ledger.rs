@@ -31,9 +31,13 @@ pub struct Ledger {
     pub crash_hits_before_init: BTreeSet<u64>,
     /// DMA writes into the crashed kernel's memory after the crash kernel's IOMMU init.
     pub old_writes_after_init: u64,
-    /// First tick each old-memory page was written by DMA after the panic.
+    /// Keep [`Ledger::first_write`] and [`Ledger::writers`]: a page-by-page record no outcome count needs, kept
+    /// only for a caller that looks into the run (`scenario::run_detailed`).
+    pub pages: bool,
+    /// First tick each old-memory page was written by DMA after the panic (with [`Ledger::pages`]).
     pub first_write: BTreeMap<u64, u64>,
-    /// What wrote each old-memory page after the panic (the devices' purposes: `rx-data`, `bulk-dst`, ...).
+    /// What wrote each old-memory page after the panic (the devices' purposes: `rx-data`, `bulk-dst`, ...; with
+    /// [`Ledger::pages`]).
     pub writers: BTreeMap<u64, BTreeSet<&'static str>>,
     /// The first blocked DMA on a platform where that is fatal.
     pub fatal: Option<Failure>,
@@ -76,8 +80,10 @@ impl Ledger {
                             }
                         }
                     } else {
-                        self.first_write.entry(page).or_insert(e.time);
-                        self.writers.entry(page).or_default().insert(e.what);
+                        if self.pages {
+                            self.first_write.entry(page).or_insert(e.time);
+                            self.writers.entry(page).or_default().insert(e.what);
+                        }
                         if self.after_init {
                             self.old_writes_after_init += 1;
                         }

@@ -87,7 +87,9 @@ pub struct TraceEvent {
     pub what: String,
 }
 
-/// A run with the detail tests look into.
+/// A run with the detail tests look into. The page sets after `dump_differs` are filled by [`run_detailed`] and
+/// [`run_on`] only: the other entry points return outcomes, which none of them changes, and skip the page-by-page
+/// record.
 #[derive(Clone)]
 pub struct RunDetail {
     /// The run's result.
@@ -174,7 +176,7 @@ impl Run {
 
 /// Run one scenario on the built-in machine with the knobs' IOMMU.
 pub fn run(s: &Scenario) -> (Outcome, Vec<TraceEvent>) {
-    let d = run_detailed(s);
+    let d = run_with(machine_config(&s.knobs), s, false);
     (d.outcome, d.trace)
 }
 
@@ -187,7 +189,7 @@ pub fn run_detailed(s: &Scenario) -> RunDetail {
 /// `Scenario { policy, ..*s }` for each, but the part before the crash kernel's IOMMU init (the primary
 /// kernel, its workload, the panic, the faults and the early boot), which no policy changes, runs once.
 pub fn run_policies(s: &Scenario, policies: &[Policy]) -> Vec<Outcome> {
-    match before_init(machine_config(&s.knobs), s) {
+    match before_init(machine_config(&s.knobs), s, false) {
         Before::Done(d) => {
             policies.iter().map(|&p| Outcome { policy: p.name().to_string(), ..d.outcome.clone() }).collect()
         }
@@ -218,7 +220,12 @@ fn machine_config(k: &Knobs) -> MachineConfig {
 /// Run one scenario on a machine of the caller's layout. `cfg`'s IOMMU, mode and SNP settings are used as
 /// given; the knobs supply the policy's platform behaviour (aborts, phase lengths, faults, SNP shutdown).
 pub fn run_on(cfg: MachineConfig, s: &Scenario) -> RunDetail {
-    match before_init(cfg, s) {
+    run_with(cfg, s, true)
+}
+
+/// [`run_on`], with the page sets only if `pages`.
+fn run_with(cfg: MachineConfig, s: &Scenario, pages: bool) -> RunDetail {
+    match before_init(cfg, s, pages) {
         Before::Done(d) => *d,
         Before::Panicked(p) => after_init(*p, s),
     }
@@ -243,7 +250,7 @@ enum Before {
     Panicked(Box<Panicked>),
 }
 
-fn before_init(cfg: MachineConfig, s: &Scenario) -> Before {
+fn before_init(cfg: MachineConfig, s: &Scenario, pages: bool) -> Before {
     let (kind, scalable, snp) = (cfg.iommu, cfg.scalable, cfg.snp);
     let vtd_first_level = cfg.vtd_first_level;
     let holes = [cfg.pci_hole.clone()];
@@ -253,7 +260,7 @@ fn before_init(cfg: MachineConfig, s: &Scenario) -> Before {
         tick: 0,
         trace: Vec::new(),
         device_pages: BTreeSet::new(),
-        ledger: Ledger { aborts_fatal: s.knobs.aborts_fatal, ..Ledger::default() },
+        ledger: Ledger { aborts_fatal: s.knobs.aborts_fatal, pages, ..Ledger::default() },
         log: Vec::new(),
         irq: IrqWiring::default(),
         irq_counts: IrqCounts::default(),
@@ -500,8 +507,9 @@ fn after_init(p: Panicked, s: &Scenario) -> RunDetail {
     }
     // (page, tick it was dumped), ascending by page: the queue hands out each frame once, lowest first.
     let mut dumped_at: Vec<(u64, u64)> = Vec::with_capacity(queue.len());
-    // Ascending, as the pages are dumped: collected into a set at the end in one pass.
+    // Ascending, as the pages are dumped: collected into a set at the end in one pass (for a detailed run).
     let mut changed_when_dumped = Vec::new();
+    let pages = r.ledger.pages;
     let deadline = r.tick + 64 + 4 * queue.len() as u64;
     let mut run: Vec<Option<Arc<Page>>> = Vec::with_capacity(DISK_MDTS_BLOCKS as usize);
     while (!queue.is_empty() || disk.inflight() > 0) && r.ledger.fatal.is_none() {
@@ -523,7 +531,7 @@ fn after_init(p: Panicked, s: &Scenario) -> RunDetail {
                 Ok(true) => {
                     for pfn in first..first + n as u64 {
                         queue.pop();
-                        if !os.m.mem.same_page(&at_crash, pfn) {
+                        if pages && !os.m.mem.same_page(&at_crash, pfn) {
                             changed_when_dumped.push(pfn << 12);
                         }
                         dumped_at.push((pfn << 12, t));
