@@ -344,10 +344,8 @@ fn before_init(cfg: MachineConfig, s: &Scenario, pages: bool) -> Before {
     r.m.snp_panic(s.knobs.snp_shutdown.unwrap_or(true));
     // What the crashed kernel left behind: the injected faults are part of memory at the crash instant.
     inject_faults(&mut r.m, s, kind, snp, late, &mut out);
-    // Room for what every policy's run adds to memory (a buffer page per page dumped, the crash kernel's tables:
-    // AMD-Vi's device table is 512 pages), made here once so each policy's copy of memory starts with it rather
-    // than growing its own map. Proportionate, as every copy of memory copies the map's room too.
-    r.m.mem.reserve_pages(2 * r.m.mem.page_count() + 64);
+    // No room is made here for what the policies add: every copy of memory would copy it (cachegrind: 11 % more
+    // L1 data misses for AMD-Vi with twice the pages reserved); each policy reserves for its dump instead.
     let at_crash: PhysMemory = r.m.mem.clone();
     let Machine { unit, mem, .. } = &mut r.m;
     r.iommu_pages = unit.structure_pages(mem).into_iter().collect();
