@@ -236,7 +236,8 @@ fn run_with(cfg: MachineConfig, s: &Scenario, pages: bool) -> RunDetail {
 struct Panicked {
     r: Run,
     out: Outcome,
-    at_crash: PhysMemory,
+    /// Memory at the crash instant, only ever read: shared by the policies' runs rather than copied for each.
+    at_crash: Arc<PhysMemory>,
     kind: IommuKind,
     opts: BootOptions,
     env: iommu_driver::BootEnv,
@@ -346,7 +347,7 @@ fn before_init(cfg: MachineConfig, s: &Scenario, pages: bool) -> Before {
     inject_faults(&mut r.m, s, kind, snp, late, &mut out);
     // No room is made here for what the policies add: every copy of memory would copy it (cachegrind: 11 % more
     // L1 data misses for AMD-Vi with twice the pages reserved); each policy reserves for its dump instead.
-    let at_crash: PhysMemory = r.m.mem.clone();
+    let at_crash = Arc::new(r.m.mem.clone());
     let Machine { unit, mem, .. } = &mut r.m;
     r.iommu_pages = unit.structure_pages(mem).into_iter().collect();
     r.ledger.counting = true;
