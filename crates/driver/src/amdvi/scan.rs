@@ -253,8 +253,8 @@ pub fn scan(hw: &mut (impl Mmio + PhysMem), env: &BootEnv, strict: bool) -> Resu
     let mut copy = [0u8; 4096];
     // Where the last lent page that held nothing but quiet entries lies. Lent memory does not change while it is
     // lent (`PhysMem::lend_page`), so a page lent from the same place holds the same bytes and is quiet too,
-    // whatever frame it stands for: an emulator or a dump lends one page for every frame of alike default entries
-    // (or zeros), and those frames are then skipped without a look. An address only, never read through.
+    // whatever frame it stands for: the emulator lends one page for every frame of alike default entries (or
+    // zeros), and those frames are then skipped without a look. An address only, never read through.
     let mut quiet_at: Option<*const u8> = None;
     let per_page = (4096 / DTE_SIZE) as u32;
     for p in 0..(bytes / 4096) {
