@@ -224,7 +224,7 @@ mod tests {
         /// runs cover exactly the bytes the ranges do.
         #[test]
         fn runs_hand_out_what_the_plain_gap_walk_does(
-            ops in proptest::collection::vec((0u8..4, 1u64..6, 0u64..64), 1..200),
+            ops in proptest::collection::vec((0u8..5, 1u64..6, 0u64..66), 1..200),
         ) {
             let (base, limit) = (0x1000, 0x40_0000);
             let mut a = IovaAllocator::new(base, limit);
@@ -241,6 +241,13 @@ mod tests {
                         let i = (at as usize) % live.len();
                         proptest::prop_assert!(a.release(live.swap_remove(i)));
                     }
+                    // A piece of a reservation (or an allocation) released by its start.
+                    3 if !a.used.is_empty() => {
+                        let start = *a.used.keys().nth((at as usize) % a.used.len()).unwrap_or(&0);
+                        proptest::prop_assert!(a.release(start));
+                        live.retain(|&x| x != start);
+                    }
+                    // Up to past the limit.
                     _ => a.reserve(at * 0x10000, at * 0x10000 + pages * 0x3000),
                 }
                 // Runs: disjoint, not touching, and covering exactly the used bytes.

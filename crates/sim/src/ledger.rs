@@ -32,7 +32,7 @@ pub struct Ledger {
     /// DMA writes into the crashed kernel's memory after the crash kernel's IOMMU init.
     pub old_writes_after_init: u64,
     /// Keep [`Ledger::first_write`] and [`Ledger::writers`]: a page-by-page record no outcome count needs, kept
-    /// only for a caller that looks into the run (`scenario::run_detailed`).
+    /// only for a caller that looks into the run (`scenario::run_detailed`, `scenario::run_on`).
     pub pages: bool,
     /// First tick each old-memory page was written by DMA after the panic (with [`Ledger::pages`]).
     pub first_write: BTreeMap<u64, u64>,

@@ -345,9 +345,9 @@ fn before_init(cfg: MachineConfig, s: &Scenario, pages: bool) -> Before {
     r.m.snp_panic(s.knobs.snp_shutdown.unwrap_or(true));
     // What the crashed kernel left behind: the injected faults are part of memory at the crash instant.
     inject_faults(&mut r.m, s, kind, snp, late, &mut out);
-    // No room is made here for what the policies add: every copy of memory would copy it (cachegrind: 11 % more
-    // L1 data misses for AMD-Vi with twice the pages reserved); each policy reserves for its dump instead.
-    let at_crash = Arc::new(r.m.mem.clone());
+    // No room is made here for what the policies add: every copy of memory would copy it (more L1 data misses than
+    // the growth it saves, BENCHMARKS.md); each policy reserves for its dump instead.
+    let at_crash = Arc::new(r.m.mem.snapshot());
     let Machine { unit, mem, .. } = &mut r.m;
     r.iommu_pages = unit.structure_pages(mem).into_iter().collect();
     r.ledger.counting = true;

@@ -251,16 +251,17 @@ pub fn scan(hw: &mut (impl Mmio + PhysMem), env: &BootEnv, strict: bool) -> Resu
         DevTableScan { control, table, devices: Vec::new(), problems: Vec::new(), pages_read: 0, irq: Vec::new() };
     // A page is looked at in place where memory lends it, else copied here.
     let mut copy = [0u8; 4096];
-    // Where the last lent page that held nothing but quiet entries lies. Lent memory does not change while it is
-    // lent (`PhysMem::lend_page`), so a page lent from the same place holds the same bytes and is quiet too,
-    // whatever frame it stands for: the emulator lends one page for every frame of alike default entries (or
-    // zeros), and those frames are then skipped without a look. An address only, never read through.
-    let mut quiet_at: Option<*const u8> = None;
+    // The last lent page that held nothing but quiet entries. Lent memory does not change while it is lent
+    // (`PhysMem::lend_page`), and this borrow keeps it lent (the loop only reads `hw`): a page lent from the same
+    // place holds the same bytes and is quiet too, whatever frame it stands for. The emulator lends one page for a
+    // run of frames written as the same whole page (a table of default entries) and for every frame never written,
+    // and those frames are then skipped without a look.
+    let mut quiet: Option<&[u8; 4096]> = None;
     let per_page = (4096 / DTE_SIZE) as u32;
     for p in 0..(bytes / 4096) {
         let at = base + p * 4096;
         let lent = if env.in_ram(at, 4096) { hw.lend_page(at) } else { None };
-        if lent.is_some_and(|page| quiet_at == Some(page.as_ptr())) {
+        if lent.is_some_and(|page| quiet.is_some_and(|q| core::ptr::eq(q, page))) {
             out.pages_read += 1;
             continue;
         }
@@ -315,7 +316,7 @@ pub fn scan(hw: &mut (impl Mmio + PhysMem), env: &BootEnv, strict: bool) -> Resu
             }
         }
         if lent.is_some() && found == (out.devices.len(), out.problems.len(), out.irq.len()) {
-            quiet_at = lent.map(|page| page.as_ptr());
+            quiet = lent;
         }
     }
     Ok(out)
@@ -398,9 +399,8 @@ mod tests {
     }
 
     /// A device table whose frames memory lends, several of them from one place (an emulator's shared default
-    /// page): the frames after a quiet page lent from the same place are skipped, yet a page lent from elsewhere
-    /// (a live entry, a reserved bit) and every page of a memory that only copies are looked at. Both scans
-    /// find the same entries and problems, and read every page.
+    /// page), with pages of a live entry and of a reserved bit each lent twice in a row: the scan over lent pages
+    /// finds every entry and problem a scan over copies finds, on every frame, and counts every page read.
     #[test]
     fn a_scan_over_pages_lent_from_one_place_finds_what_a_scan_over_copies_finds() {
         use super::{scan, DteKind, DteProblem};
@@ -461,11 +461,12 @@ mod tests {
         };
         let live = Dte::translated(0x20_0000, PagingMode::Level3, 9, true, true);
         let mut reserved = Dte::blocked(false);
-        reserved.0[3] = 1; // DTE bits 206:192 are reserved
-                           // Frames 0-2 and 4, 6, 7 lend the shared quiet page; 3 a live entry; 5 a reserved bit. Frame 4 follows a
-                           // page lent from elsewhere, so it is looked at again, then frames 6 and 7 are skipped.
+        // DTE bits 206:192 are reserved.
+        reserved.0[3] = 1;
+        // Frames 0-2 and 5 lend the shared quiet page, 3-4 one page with a live entry, 6-7 one with a reserved bit: a
+        // page that found something is looked at again when it is lent again.
         let pool = Vec::from([quiet, with(5, live), with(9, reserved)]);
-        let frames = Vec::from([0, 0, 0, 1, 0, 2, 0, 0]);
+        let frames = Vec::from([0, 0, 0, 1, 1, 0, 2, 2]);
         let env = crate::BootEnv {
             crash_kernel: true,
             ram: core::iter::once(0..1 << 32).collect(),
@@ -478,9 +479,11 @@ mod tests {
         assert_eq!(lent, copied);
         assert_eq!(lent.pages_read, FRAMES as u32);
         let devids: Vec<u16> = lent.devices.iter().map(|d| d.devid).collect();
-        assert_eq!(devids, [3 * 128 + 5]);
+        assert_eq!(devids, [3 * 128 + 5, 4 * 128 + 5]);
         assert_eq!(lent.devices[0].kind, DteKind::Translated { root: 0x20_0000, levels: 3 });
-        assert!(matches!(lent.problems[..], [DteProblem::ReservedBits { devid, .. }] if devid == 5 * 128 + 9));
+        let refused: Vec<Option<u16>> = lent.problems.iter().map(|p| p.devid()).collect();
+        assert_eq!(refused, [Some(6 * 128 + 9), Some(7 * 128 + 9)]);
+        assert!(lent.problems.iter().all(|p| matches!(p, DteProblem::ReservedBits { .. })));
     }
 
     /// The scan compares first quadwords and checks the rest are zero: the entries that lets through are
