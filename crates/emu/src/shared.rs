@@ -14,7 +14,7 @@
 //! ([`IommuModel::replay_front_hits`], the model's own hit path) when flushed or dropped, so the statistics
 //! are those of the same translations done on one thread.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use crate::dma::{Access, Translation};
@@ -55,6 +55,41 @@ struct Epoch(AtomicU64);
 pub struct SharedUnit {
     epoch: Epoch,
     inner: Mutex<Inner>,
+    /// The thread holding the lock ([`this_thread`]), 0 when none: a thread that asks for the lock again (a lane
+    /// translating inside [`SharedUnit::with_model`]) is told so instead of waiting for itself forever.
+    holder: AtomicUsize,
+}
+
+/// A token of the calling thread, never 0: the address of a thread-local, distinct among live threads.
+fn this_thread() -> usize {
+    thread_local!(static TOKEN: u8 = const { 0 });
+    TOKEN.with(|t| t as *const u8 as usize)
+}
+
+/// The lock as held: it clears the holder before the lock is released.
+struct Held<'a> {
+    guard: MutexGuard<'a, Inner>,
+    holder: &'a AtomicUsize,
+}
+
+impl std::ops::Deref for Held<'_> {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.guard
+    }
+}
+
+impl std::ops::DerefMut for Held<'_> {
+    fn deref_mut(&mut self) -> &mut Inner {
+        &mut self.guard
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        // Runs before the guard field is dropped, so before the lock is released.
+        self.holder.store(0, Ordering::Relaxed);
+    }
 }
 
 impl SharedUnit {
@@ -62,7 +97,11 @@ impl SharedUnit {
     pub fn new(model: Box<dyn IommuModel>, mem: PhysMemory) -> Self {
         let seen = model.front_gen();
         // Epoch 1: no lane entry has it yet (an empty front slot never matches whatever its generation).
-        SharedUnit { epoch: Epoch(AtomicU64::new(1)), inner: Mutex::new(Inner { model, mem, seen, epoch: 1 }) }
+        SharedUnit {
+            epoch: Epoch(AtomicU64::new(1)),
+            inner: Mutex::new(Inner { model, mem, seen, epoch: 1 }),
+            holder: AtomicUsize::new(0),
+        }
     }
 
     /// The model and memory back (lanes flushed first: a lane borrows the unit, so none is left).
@@ -77,9 +116,19 @@ impl SharedUnit {
     }
 
     /// The lock. A thread that panicked holding it left the model between two operations at worst (each
-    /// operation is one call into the model), so a poisoned lock is used as it is.
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    /// operation is one call into the model), so a poisoned lock is used as it is. A thread that already holds
+    /// it (a [`Lane`] or this unit used from inside [`SharedUnit::with_model`] or [`SharedUnit::with_memory`])
+    /// panics saying so rather than deadlocking. Only this thread ever stores its own token, so a relaxed load
+    /// that sees it means this thread holds the lock.
+    fn lock(&self) -> Held<'_> {
+        let me = this_thread();
+        assert!(
+            self.holder.load(Ordering::Relaxed) != me,
+            "SharedUnit used from inside its own with_model or with_memory: this thread already holds the unit"
+        );
+        let guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        self.holder.store(me, Ordering::Relaxed);
+        Held { guard, holder: &self.holder }
     }
 
     /// The lane could not answer: the model's full path, under the lock.

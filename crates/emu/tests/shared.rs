@@ -286,3 +286,21 @@ fn translate_cached_answers_what_translate_would_counts_alike_and_nothing_with_t
         });
     }
 }
+
+/// A lane that translates inside `with_model` asks for the lock its own thread holds: it is told so (a panic that
+/// names the misuse) instead of waiting for itself forever, and the unit stays usable afterwards.
+#[test]
+fn a_lane_used_inside_with_model_panics_instead_of_deadlocking() {
+    let r = rig(IommuKind::Vtd);
+    let at = r.iovas[0];
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut lane = r.unit.lane();
+        r.unit.with_model(|_, _| lane.translate(RID, at, Access::Read))
+    }));
+    let msg = caught.err().and_then(|p| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
+    assert!(msg.contains("already holds the unit"), "{msg:?}");
+    let nested =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| r.unit.with_memory(|_| r.unit.mmio_read(0, 4))));
+    assert!(nested.is_err(), "the unit used inside with_memory");
+    assert_eq!(phys(r.unit.lane().translate(RID, at, Access::Read)), DATA, "usable afterwards");
+}
