@@ -304,3 +304,29 @@ fn a_lane_used_inside_with_model_panics_instead_of_deadlocking() {
     assert!(nested.is_err(), "the unit used inside with_memory");
     assert_eq!(phys(r.unit.lane().translate(RID, at, Access::Read)), DATA, "usable afterwards");
 }
+
+/// A page one lane translated is answered to a second lane from what the model's front holds (no translation of
+/// the model's, counted as a hit the lane folds in); after an unmap and its invalidation neither lane answers, and a
+/// request from either faults and is recorded.
+#[test]
+fn a_second_lane_takes_what_the_first_translated_and_nothing_after_an_unmap() {
+    for kind in IommuKind::ALL {
+        let Rig { unit, mut driver, dom, mut frames, iovas } = rig(kind);
+        let iova = iovas[5];
+        let (mut a, mut b) = (unit.lane(), unit.lane());
+        let first = phys(a.translate(RID, iova, Access::Write));
+        assert_eq!(phys(b.translate(RID, iova + 8, Access::Write)), first + 8, "{kind:?}");
+        assert_eq!(b.pending(), 1, "{kind:?}: the second lane's answer counts as a hit it folds in");
+        assert_eq!(b.answers(RID, iova, Access::Write), Some(first), "{kind:?}: and is held by it");
+        a.flush();
+        b.flush();
+        unit.with_model(|m, mem| {
+            let mut hw = EmuPlatform::new(m, mem, &mut frames);
+            driver.unmap(&mut hw, dom, iova, 4096).expect("unmap");
+        });
+        let faults = unit.with_model(|m, _| counters(m).1);
+        assert!(matches!(b.translate(RID, iova, Access::Write), Translation::Fault(_)), "{kind:?}");
+        assert!(matches!(a.translate(RID, iova, Access::Write), Translation::Fault(_)), "{kind:?}");
+        assert_eq!(unit.with_model(|m, _| counters(m).1), faults + 2, "{kind:?}: both faults recorded");
+    }
+}
