@@ -79,7 +79,7 @@ pub trait PhysMem {
     /// its `memremap` mapping in place rather than copying each page out first. `None` (the default, and
     /// wherever [`PhysMem::read`] of the page would fail) makes the caller copy it with `read`. What it lends
     /// must be exactly what `read` of the same page would fill in. Lend only memory nothing else changes while it is
-    /// lent (a shared borrow promises that): an emulator's, a dump's. A live machine's old tables, which the IOMMU
+    /// lent (a shared borrow promises that): an emulator's (the one that lends today), a dump's. A live machine's old tables, which the IOMMU
     /// may still write (accessed and dirty bits) and DMA may reach, are copied with `read`: a copy is one snapshot
     /// that the checks and the use of an entry both see.
     fn lend_page(&self, pa: u64) -> Option<&[u8; 4096]> {

@@ -295,33 +295,18 @@ pub(super) fn each_l1<E>(
         let at = base
             .checked_add(8 * first)
             .ok_or_else(|| unreadable(MemError { addr: base, kind: crate::MemErrorKind::NotRam }))?;
-        // A whole page in place where memory lends it, else a copy.
-        let buf: &[u8] = match hw.lend_page(at).filter(|_| n == 512) {
+        // A whole page in place where memory lends it, else a copy (zeros past the last descriptor: skipped).
+        let buf: &[u8; 4096] = match hw.lend_page(at).filter(|_| n == 512) {
             Some(page) => page,
             None => {
-                let buf = &mut chunk[..8 * n as usize];
-                hw.read(at, buf).map_err(&unreadable)?;
-                buf
+                let (descriptors, past) = chunk.split_at_mut(8 * n as usize);
+                hw.read(at, descriptors).map_err(&unreadable)?;
+                past.fill(0);
+                &chunk
             }
         };
-        // Most descriptors of a sparse table are zero: eight cache lines at a time, then a line, are skipped
-        // with one OR each (which vectorises) before any descriptor is looked at.
-        for (b, block) in buf.chunks(512).enumerate() {
-            if block.iter().fold(0, |a, &x| a | x) == 0 {
-                continue;
-            }
-            for (c, line) in block.chunks(64).enumerate() {
-                if line.iter().fold(0, |a, &x| a | x) == 0 {
-                    continue;
-                }
-                for (j, q) in line.chunks_exact(8).enumerate() {
-                    let raw = u64::from_le_bytes(q.try_into().unwrap_or([0; 8]));
-                    if raw != 0 {
-                        f(first + (b * 64 + c * 8 + j) as u64, raw)?;
-                    }
-                }
-            }
-        }
+        // Most descriptors of a sparse table are zero: skipped a run of cache lines at a time.
+        crate::walk::each_nonzero_qword(buf, |i, raw| f(first + i as u64, raw))?;
         first += n;
     }
     Ok(())
