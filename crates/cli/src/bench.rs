@@ -108,9 +108,10 @@ fn print(w: &mut impl Write, f: &Figures, md: bool) -> std::io::Result<()> {
     writeln!(
         w,
         "{}Translation in the models (per second; baseline: the same model with its IOTLB off; shared: the \
-         locality workload through one shared unit, a lane per thread, both threads' total; arithmetic 2/1: two threads \
-         of register-only work against one, a turn right before each of the shared unit's, the most two threads could \
-         gain then)",
+         locality workload through one shared unit, a lane per thread, both threads' total; 2 threads/1 thread: the \
+         median over five turns of each turn's ratio; 2 units/1 thread: the same two threads each on its own copy of \
+         the unit, sharing nothing, what two threads of this work could gain then; arithmetic 2/1: two threads of \
+         register-only work against one, whether two cores were free)",
         if md { "### " } else { "" }
     )?;
     let head = [
@@ -124,6 +125,7 @@ fn print(w: &mut impl Write, f: &Figures, md: bool) -> std::io::Result<()> {
         "shared 1 thread",
         "shared 2 threads",
         "2 threads/1 thread",
+        "2 units/1 thread",
         "arithmetic 2/1",
     ];
     line(w, &head.map(String::from))?;
@@ -141,7 +143,8 @@ fn print(w: &mut impl Write, f: &Figures, md: bool) -> std::io::Result<()> {
                 ratio(x.locality_per_s, x.no_iotlb_per_s),
                 format!("{:.2e}", x.shared_1_per_s),
                 format!("{:.2e}", x.shared_2_per_s),
-                ratio(x.shared_2_per_s, x.shared_1_per_s),
+                format!("{:.2}x", x.shared_2_over_1),
+                format!("{:.2}x", x.apart_2_over_1),
                 format!("{:.2}x", x.arith_2_over_1),
             ],
         )?;

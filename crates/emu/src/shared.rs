@@ -2,13 +2,15 @@
 //!
 //! The model and the memory it walks sit behind one lock: a translation the caches cannot answer, a register
 //! access and a fault all take it, so the model sees one request at a time and records every fault exactly as
-//! when unshared. What makes sharing fast is each thread's [`Lane`]: a copy of the model's front cache
-//! ([`crate::front`]) that answers without the lock. A lane only ever holds an entry the model's own front held
-//! right after the full path answered the same request, tagged with the unit's *epoch*: an atomic mirror of the
-//! model's front generation, advanced under the lock after anything that may change it (a translation, a
-//! register write, any other change to the model). A lane entry of an older epoch is never used, so a lane
-//! answers exactly what the model's front (hence its IOTLB) would answer, and nothing after the operation that
-//! removed it (an invalidation, a disable) has returned. Faults are never in a front, so never in a lane.
+//! when unshared. What makes sharing fast is each thread's [`Lane`]: a front cache of its own
+//! ([`crate::front`], eight times the model's, enough for a device's working set) that answers without the
+//! lock. A lane only ever holds an entry the model's own front held right after the full path answered the same
+//! request, tagged with the unit's *epoch*: an atomic mirror of the model's front generation, advanced under
+//! the lock after anything that may change it (a translation, a register write, any other change to the
+//! model). A lane entry of an older epoch is never used, so a lane answers only what the model's front answered
+//! in the current epoch (entries the model's smaller front has since evicted included, as an IOTLB may keep any
+//! translation until it is invalidated), and nothing after the operation that removed it (an invalidation, a
+//! disable) has returned. Faults are never in a front, so never in a lane.
 //!
 //! A lane counts its hits by the entry's hit flags and folds them into the model's counters
 //! ([`IommuModel::replay_front_hits`], the model's own hit path) when flushed or dropped, so the statistics
@@ -21,6 +23,11 @@ use crate::dma::{Access, Translation};
 use crate::front::{Front, HitTally};
 use crate::mem::PhysMemory;
 use crate::model::IommuModel;
+
+/// A lane's entries: 256 KiB, eight times a model's front. A lane is one thread's or one device's, so it can
+/// afford to hold a device's whole working set (4096 consecutive pages take distinct slots): every lane miss
+/// takes the unit's lock and reads lines another core wrote.
+pub const LANE_SLOTS: usize = 8192;
 
 /// What the lock guards.
 struct Inner {
@@ -201,7 +208,7 @@ impl SharedUnit {
 /// path writes only memory of its own thread.
 pub struct Lane<'a> {
     unit: &'a SharedUnit,
-    front: Front,
+    front: Front<LANE_SLOTS>,
     /// Hits not yet folded into the model's counters, by the entry's hit flags.
     hits: HitTally,
     /// Their sum.

@@ -16,16 +16,18 @@ fn main() {
             continue;
         }
         let (mem, unit, base, rid) = iommu_sim::bench::translate_rig(kind);
+        let twin = SharedUnit::new(unit.clone(), mem.snapshot());
         let shared = SharedUnit::new(unit, mem);
         let local = |i: u64| base + ((i / 512) % 4096) * 4096 + (i % 512) * 8;
         for _ in 0..rounds {
-            let r = iommu_sim::bench::shared_rates(&shared, rid, ops, local);
+            let r = iommu_sim::bench::shared_rates(&shared, &twin, rid, ops, local);
             println!(
-                "{:>7} 1 thread {:.3e}/s  2 threads {:.3e}/s  {:.2}x  (arithmetic {:.2}x)",
+                "{:>7} 1 thread {:.3e}/s  2 threads {:.3e}/s  {:.2}x  (2 units {:.2}x, arithmetic {:.2}x)",
                 kind.name(),
                 r.one,
                 r.two,
-                r.two / r.one,
+                r.two_over_one,
+                r.apart_over_one,
                 r.arith_2_over_1
             );
         }

@@ -155,6 +155,11 @@ pub struct TranslateFigure {
     /// The same on two threads, each with its own lane and the same requests: translations per second of both
     /// together (each thread's fixed count, timed from the start of both to their join).
     pub shared_2_per_s: f64,
+    /// Two threads on the unit over one, the median of turns' ratios ([`SharedRates::two_over_one`]).
+    pub shared_2_over_1: f64,
+    /// Two threads each on its own copy of the unit over one ([`SharedRates::apart_over_one`]): what sharing
+    /// nothing would gain.
+    pub apart_2_over_1: f64,
     /// Two threads of pure arithmetic (no shared memory) against one, a turn right before each turn of the shared
     /// rows: the most two threads can gain on this machine in those minutes. A host that runs both vCPUs on one core's
     /// hyperthreads, which no guest counter shows, gives about 1x here.
@@ -534,7 +539,8 @@ pub fn translate(kind: IommuKind, ops: u64) -> TranslateFigure {
     unit.set_caching(true);
     // Five times the requests of a row above per thread and run: a run of a few milliseconds is at the mercy
     // of when each thread gets its core.
-    let shared = shared_rates(&SharedUnit::new(unit, mem), rid, 5 * ops, local);
+    let twin = SharedUnit::new(unit.clone(), mem.snapshot());
+    let shared = shared_rates(&SharedUnit::new(unit, mem), &twin, rid, 5 * ops, local);
     TranslateFigure {
         iommu: kind.name(),
         iotlb_hit_per_s: hit,
@@ -545,20 +551,26 @@ pub fn translate(kind: IommuKind, ops: u64) -> TranslateFigure {
         dma_read8_reference_per_s: dma_read8_reference,
         shared_1_per_s: shared.one,
         shared_2_per_s: shared.two,
+        shared_2_over_1: shared.two_over_one,
+        apart_2_over_1: shared.apart_over_one,
         arith_2_over_1: shared.arith_2_over_1,
     }
 }
 
 /// Work done per second by one or two threads each running the same register-only loop (no memory shared):
-/// what the machine gives that many threads at that moment.
+/// 128 independent multiply chains (sixteen vectors' worth), so a thread keeps a core's multipliers busy every
+/// cycle: two threads on the two hyperthreads of one host core (which no guest counter shows) get about 1x, on
+/// two cores 2x.
 fn arith_rate(threads: usize) -> f64 {
-    const STEPS: u64 = 20_000_000;
+    const STEPS: u64 = 1_000_000;
     let spin = || {
-        let mut x = 1u64;
+        let mut x: [u64; 128] = std::array::from_fn(|i| i as u64);
         for i in 0..STEPS {
-            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(i));
+            for v in &mut x {
+                *v = v.wrapping_mul(6364136223846793005).wrapping_add(i);
+            }
         }
-        x
+        std::hint::black_box(x)
     };
     let t = Instant::now();
     std::thread::scope(|s| {
@@ -569,70 +581,98 @@ fn arith_rate(threads: usize) -> f64 {
     (threads as u64 * STEPS) as f64 / t.elapsed().as_secs_f64()
 }
 
-/// The shared unit's rates with the machine's own ceiling measured in the same minutes.
+/// The shared unit's rates with two ceilings measured in the same minutes.
 #[derive(Clone, Copy, Debug)]
 pub struct SharedRates {
-    /// Median translations per second on one thread.
+    /// Translations per second on one thread: the median over the turns of each turn's two one-thread runs'
+    /// mean.
     pub one: f64,
-    /// Median on two threads, both together.
+    /// Translations per second of two threads together on the unit, the median over the turns.
     pub two: f64,
-    /// Two threads of register-only work over one, the median of the turns taken right before each of the
-    /// shared unit's: the most two threads could gain then.
+    /// Two threads on the unit over one thread, the median of the turns' ratios (each turn's runs are adjacent,
+    /// so a turn sees one machine; a ratio of medians would set one turn's one thread against another's two).
+    pub two_over_one: f64,
+    /// Two threads each on a unit of its own (a copy: nothing written is shared) over one thread, the median of
+    /// the turns' ratios: what two threads of this very work gain on this machine then, sharing nothing.
+    pub apart_over_one: f64,
+    /// Two threads of register-only work over one, the median of the turns taken right before each of the shared
+    /// unit's: whether two cores were free then.
     pub arith_2_over_1: f64,
 }
 
-/// Translations per second through `unit` on one thread and on two (each its own lane, each `ops` requests
-/// `iova(i)` from `rid`, the second thread 256 requests behind the first, after a warm-up of a tenth of them): the
-/// median of five turns, each one thread then two, right after a turn of the arithmetic on one thread then two,
-/// so the shared unit and the ceiling it is compared with see the same machine.
-pub fn shared_rates(unit: &SharedUnit, rid: u32, ops: u64, iova: impl Fn(u64) -> u64 + Sync) -> SharedRates {
-    let run = |threads: u64| {
-        let ready = std::sync::Barrier::new(threads as usize + 1);
-        std::thread::scope(|s| {
-            let hs: Vec<_> = (0..threads)
-                .map(|t| {
-                    // Thread `t` runs half a page of requests behind thread `t - 1`: two devices' DMA is not in
-                    // lockstep, so their once-a-page misses do not meet at the lock every time.
-                    let (ready, iova) = (&ready, &iova);
-                    let iova = move |i: u64| iova(i + t * 256);
-                    s.spawn(move || {
-                        let mut lane = unit.lane();
-                        let mut ok = 0u64;
-                        let mut pass = |lane: &mut iommu_emu::Lane<'_>, n: u64| {
-                            for i in 0..n {
-                                ok +=
-                                    matches!(lane.translate(rid, iova(i), Access::Read), Translation::Ok { .. }) as u64;
-                            }
-                        };
-                        pass(&mut lane, ops / 10);
-                        ready.wait();
-                        pass(&mut lane, ops);
-                        std::hint::black_box(ok);
-                        // The lane's hits reach the model's counters after the clock stops.
-                        lane
-                    })
+/// Translations per second of `lanes.len()` threads, each with its own lane on its unit, each `ops` requests
+/// `iova(i)` from `rid` (thread `t` 256 requests behind thread `t - 1`), timed after a warm-up of a tenth of them.
+fn lanes_rate(units: &[&SharedUnit], rid: u32, ops: u64, iova: &(impl Fn(u64) -> u64 + Sync)) -> f64 {
+    let ready = std::sync::Barrier::new(units.len() + 1);
+    std::thread::scope(|s| {
+        let hs: Vec<_> = (0u64..)
+            .zip(units)
+            .map(|(t, &unit)| {
+                // Half a page of requests behind the thread before: two devices' DMA is not in lockstep, so their
+                // once-a-page misses do not meet at the lock every time.
+                let ready = &ready;
+                let iova = move |i: u64| iova(i + t * 256);
+                s.spawn(move || {
+                    let mut lane = unit.lane();
+                    let mut ok = 0u64;
+                    let mut pass = |lane: &mut iommu_emu::Lane<'_>, n: u64| {
+                        for i in 0..n {
+                            ok += matches!(lane.translate(rid, iova(i), Access::Read), Translation::Ok { .. }) as u64;
+                        }
+                    };
+                    pass(&mut lane, ops / 10);
+                    ready.wait();
+                    pass(&mut lane, ops);
+                    std::hint::black_box(ok);
+                    // The lane's hits reach the model's counters after the clock stops.
+                    lane
                 })
-                .collect();
-            ready.wait();
-            let t = Instant::now();
-            let lanes: Vec<_> = hs.into_iter().filter_map(|h| h.join().ok()).collect();
-            let rate = (threads * ops) as f64 / t.elapsed().as_secs_f64();
-            drop(lanes);
-            rate
-        })
-    };
-    let (mut one, mut two, mut arith) = (Vec::new(), Vec::new(), Vec::new());
+            })
+            .collect();
+        ready.wait();
+        let t = Instant::now();
+        let lanes: Vec<_> = hs.into_iter().filter_map(|h| h.join().ok()).collect();
+        let rate = (units.len() as u64 * ops) as f64 / t.elapsed().as_secs_f64();
+        drop(lanes);
+        rate
+    })
+}
+
+/// Translations per second through `unit` on one thread and on two (each its own lane, each `ops` requests
+/// `iova(i)` from `rid`), with `twin` (a copy of `unit` in a copy of its memory) for the two threads sharing
+/// nothing: five turns, each the arithmetic on one thread then two, then one thread, two on `unit`, one on each
+/// unit, one thread again, so each turn's ratios compare runs of the same minute.
+pub fn shared_rates(
+    unit: &SharedUnit,
+    twin: &SharedUnit,
+    rid: u32,
+    ops: u64,
+    iova: impl Fn(u64) -> u64 + Sync,
+) -> SharedRates {
+    let (mut one, mut two, mut ratio, mut apart, mut arith) = (vec![], vec![], vec![], vec![], vec![]);
     for _ in 0..5 {
         let a1 = arith_rate(1);
         arith.push(arith_rate(2) / a1);
-        one.push(run(1));
-        two.push(run(2));
+        let first = lanes_rate(&[unit], rid, ops, &iova);
+        let shared = lanes_rate(&[unit, unit], rid, ops, &iova);
+        let alone = lanes_rate(&[unit, twin], rid, ops, &iova);
+        let single = (first + lanes_rate(&[unit], rid, ops, &iova)) / 2.0;
+        one.push(single);
+        two.push(shared);
+        ratio.push(shared / single);
+        apart.push(alone / single);
     }
     let median = |mut v: Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
-    SharedRates { one: median(one), two: median(two), arith_2_over_1: median(arith) }
+    SharedRates {
+        one: median(one),
+        two: median(two),
+        two_over_one: median(ratio),
+        apart_over_one: median(apart),
+        arith_2_over_1: median(arith),
+    }
 }
 
 /// Operations per second of `op(i)` for `i` in `0..ops`: the median of five batches of a fifth each, so a
