@@ -5,6 +5,10 @@
 //!
 //! `cargo run --release -p iommu-sim --example adopt_ratio`
 
+/// The allocator `handover` runs with, so the profile is the bench's.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// One IOMMU's adoption row at a size.
 type Row = fn(u32) -> iommu_sim::bench::AdoptFigure;
 

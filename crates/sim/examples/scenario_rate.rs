@@ -6,6 +6,10 @@
 
 use iommu_sim::unit::IommuKind;
 
+/// The allocator `handover` runs with, so the profile is the bench's.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let n: u64 = std::env::var("N").ok().and_then(|s| s.parse().ok()).unwrap_or(400);
     let only = std::env::var("ONLY").unwrap_or_default();

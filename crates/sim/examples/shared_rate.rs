@@ -7,6 +7,10 @@
 use iommu_emu::SharedUnit;
 use iommu_sim::unit::IommuKind;
 
+/// The allocator `handover` runs with, so the profile is the bench's.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let ops: u64 = std::env::var("OPS").ok().and_then(|s| s.parse().ok()).unwrap_or(10_000_000);
     let rounds: u64 = std::env::var("ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(3);
