@@ -39,22 +39,19 @@ impl IovaAllocator {
         }
     }
 
-    /// Record `[start, end)` (free until now) as used, joining it to the runs it touches.
+    /// Record `[start, end)` (free until now) as used, joining it to the runs it touches. The run below it, if it
+    /// touches, grows in place (a buffer handed out right above the last: the common case).
     fn insert(&mut self, start: u64, end: u64) {
         self.used.insert(start, end);
-        let (mut s, mut e) = (start, end);
-        if let Some((&ps, &pe)) = self.spans.range(..=start).next_back() {
-            if pe >= start {
-                s = ps;
-                e = e.max(pe);
-                self.spans.remove(&ps);
+        // Free until now, so at most the run starting right at its end follows.
+        let above = self.spans.remove(&end);
+        let top = above.map_or(end, |ne| ne.max(end));
+        match self.spans.range_mut(..=start).next_back() {
+            Some((_, pe)) if *pe >= start => *pe = (*pe).max(top),
+            _ => {
+                self.spans.insert(start, top);
             }
         }
-        // Free until now, so at most the run starting right at its end follows.
-        if let Some(ne) = self.spans.remove(&end) {
-            e = e.max(ne);
-        }
-        self.spans.insert(s, e);
     }
 
     /// Mark `[start, end)` used. Only the gaps are inserted: ranges already allocated keep their exact
@@ -108,15 +105,16 @@ impl IovaAllocator {
     /// Release the range starting at `start` (exactly as allocated).
     pub fn release(&mut self, start: u64) -> bool {
         let Some(end) = self.used.remove(&start) else { return false };
-        // The run holding it splits around it.
-        if let Some((&rs, &re)) = self.spans.range(..=start).next_back() {
+        // The run holding it splits around it: the part below keeps the run's key and shrinks in place.
+        let Some((&rs, re)) = self.spans.range_mut(..=start).next_back() else { return true };
+        let run_end = *re;
+        if rs < start {
+            *re = start;
+        } else {
             self.spans.remove(&rs);
-            if rs < start {
-                self.spans.insert(rs, start);
-            }
-            if end < re {
-                self.spans.insert(end, re);
-            }
+        }
+        if end < run_end {
+            self.spans.insert(end, run_end);
         }
         true
     }
