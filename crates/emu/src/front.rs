@@ -96,18 +96,33 @@ impl<const N: usize> Front<N> {
 /// Front-cache hits by the flags of the entry that answered: one increment per hit, so the hit path bumps one
 /// counter rather than each of the model's; the model folds the tally into its counters when they are read.
 #[derive(Clone, Debug, Default)]
-pub struct HitTally([u64; 32]);
+pub struct HitTally {
+    counts: [u64; 32],
+    /// How often [`HitTally::reset`] ran: a model's counters were zeroed that often.
+    resets: u64,
+}
 
 impl HitTally {
     /// Count `n` hits of an entry with flags `hits` (the low five bits).
     #[inline(always)]
     pub fn add(&mut self, hits: u8, n: u64) {
-        self.0[usize::from(hits) & 31] += n;
+        self.counts[usize::from(hits) & 31] += n;
     }
 
     /// `(flags, hits)` for every flag set that answered.
     pub fn counts(&self) -> impl Iterator<Item = (u8, u64)> + '_ {
-        self.0.iter().enumerate().filter(|(_, &n)| n != 0).map(|(h, &n)| (h as u8, n))
+        self.counts.iter().enumerate().filter(|(_, &n)| n != 0).map(|(h, &n)| (h as u8, n))
+    }
+
+    /// Forget every hit, counting the reset (a model zeroing its counters).
+    pub fn reset(&mut self) {
+        self.counts = [0; 32];
+        self.resets += 1;
+    }
+
+    /// How often the tally was reset: a [`crate::shared::Lane`] drops hits counted before a reset it did not see.
+    pub fn resets(&self) -> u64 {
+        self.resets
     }
 }
 

@@ -54,6 +54,10 @@ pub trait IommuModel: MmioDevice + Iommu + Send {
     /// Count `n` hits of a front entry with flags `hits`, exactly as the model's own front-cache hit path
     /// counts one: how a [`crate::shared::Lane`]'s hits reach the model's statistics.
     fn replay_front_hits(&mut self, hits: u8, n: u64);
+
+    /// How often the model's counters were zeroed (`reset_counters`): a [`crate::shared::Lane`] that sees this
+    /// change drops the hits it has not folded yet, which all came before the reset.
+    fn counter_resets(&self) -> u64;
 }
 
 impl Clone for Box<dyn IommuModel> {
@@ -140,6 +144,9 @@ impl Iommu for Box<dyn IommuModel> {
 }
 
 impl IommuModel for VtdModel {
+    fn counter_resets(&self) -> u64 {
+        self.tally.resets()
+    }
     fn front_gen(&self) -> Option<u64> {
         VtdModel::front_gen(self)
     }
@@ -170,6 +177,9 @@ impl IommuModel for VtdModel {
 }
 
 impl IommuModel for AmdviModel {
+    fn counter_resets(&self) -> u64 {
+        self.tally.resets()
+    }
     fn front_gen(&self) -> Option<u64> {
         AmdviModel::front_gen(self)
     }
@@ -242,6 +252,9 @@ impl IommuModel for AmdviModel {
 }
 
 impl IommuModel for Smmuv3Model {
+    fn counter_resets(&self) -> u64 {
+        self.tally.resets()
+    }
     fn front_gen(&self) -> Option<u64> {
         Smmuv3Model::front_gen(self)
     }

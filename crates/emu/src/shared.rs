@@ -14,7 +14,8 @@
 //!
 //! A lane counts its hits by the entry's hit flags and folds them into the model's counters
 //! ([`IommuModel::replay_front_hits`], the model's own hit path) when flushed or dropped, so the statistics
-//! are those of the same translations done on one thread.
+//! are those of the same translations done on one thread; hits counted before the model's counters were zeroed
+//! are dropped, not folded in after.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -119,7 +120,7 @@ impl SharedUnit {
 
     /// A new cache handle for one thread (vCPU, device), empty. It translates only through this unit.
     pub fn lane(&self) -> Lane<'_> {
-        Lane { unit: self, front: Front::default(), hits: HitTally::default(), pending: 0 }
+        Lane { unit: self, front: Front::default(), hits: HitTally::default(), pending: 0, resets: None }
     }
 
     /// The lock. A thread that panicked holding it left the model between two operations at worst (each
@@ -144,6 +145,7 @@ impl SharedUnit {
     fn translate_miss(&self, lane: &mut Lane<'_>, rid: u32, iova: u64, access: Access) -> Translation {
         let mut g = self.lock();
         let inner = &mut *g;
+        lane.settle(&*inner.model);
         // Another lane's miss may have just filled the model's front with this request (two devices streaming
         // through the same buffers): take it without translating, so the model's lines (its tally, its front)
         // are only read here and stay put in the cache of the core that wrote them. The hit is the model's own
@@ -213,6 +215,8 @@ pub struct Lane<'a> {
     hits: HitTally,
     /// Their sum.
     pending: u64,
+    /// The model's count of counter resets when the lane last held the lock.
+    resets: Option<u64>,
 }
 
 impl Lane<'_> {
@@ -250,10 +254,24 @@ impl Lane<'_> {
             return;
         }
         let mut g = self.unit.lock();
+        self.settle(&*g.model);
         for (hits, n) in std::mem::take(&mut self.hits).counts() {
             g.model.replay_front_hits(hits, n);
         }
         self.pending = 0;
+    }
+
+    /// Under the unit's lock: drop the hits not yet folded if the model's counters were zeroed since the lane
+    /// last held the lock. They all came before that reset: it was made under the lock (through
+    /// [`SharedUnit::with_model`], which starts a new epoch), and from then until it takes the lock the lane holds
+    /// no entry of the new epoch, so it answers nothing.
+    fn settle(&mut self, model: &dyn IommuModel) {
+        let now = model.counter_resets();
+        if self.resets != Some(now) {
+            self.hits = HitTally::default();
+            self.pending = 0;
+            self.resets = Some(now);
+        }
     }
 }
 

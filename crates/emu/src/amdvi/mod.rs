@@ -159,7 +159,7 @@ pub struct AmdviModel {
     irq: irq::IrqCache,
     counters: AmdviCounters,
     /// Front-cache hits not yet folded into `counters` ([`Self::counters`] folds them).
-    tally: crate::front::HitTally,
+    pub(crate) tally: crate::front::HitTally,
 }
 
 impl AmdviModel {
@@ -197,7 +197,7 @@ impl AmdviModel {
     /// Zero every event count (unit state is untouched).
     pub fn reset_counters(&mut self) {
         self.counters = AmdviCounters::default();
-        self.tally = Default::default();
+        self.tally.reset();
     }
 
     /// Empty every cache, as a full invalidation would (caching stays as it was).

@@ -261,7 +261,7 @@ pub struct Smmuv3Model {
     pub(crate) front: crate::front::Front,
     counters: Smmuv3Counters,
     /// Front-cache hits not yet folded into `counters` ([`Self::counters`] folds them).
-    tally: crate::front::HitTally,
+    pub(crate) tally: crate::front::HitTally,
 }
 
 impl Smmuv3Model {
@@ -304,7 +304,7 @@ impl Smmuv3Model {
     /// Zero every event count (SMMU state is untouched).
     pub fn reset_counters(&mut self) {
         self.counters = Smmuv3Counters::default();
-        self.tally = Default::default();
+        self.tally.reset();
     }
 
     /// Empty every cache, as a full invalidation would (caching stays as it was).

@@ -232,7 +232,7 @@ pub struct VtdModel {
     iec: std::collections::BTreeMap<u32, iommu_spec::vtd::Irte>,
     counters: VtdCounters,
     /// Front-cache hits not yet folded into `counters` ([`Self::counters`] folds them).
-    tally: crate::front::HitTally,
+    pub(crate) tally: crate::front::HitTally,
 }
 
 impl VtdModel {
@@ -280,7 +280,7 @@ impl VtdModel {
     /// Zero every event count (unit state is untouched).
     pub fn reset_counters(&mut self) {
         self.counters = VtdCounters::default();
-        self.tally = Default::default();
+        self.tally.reset();
     }
 
     /// Empty every cache, as a full invalidation would (caching stays as it was).
