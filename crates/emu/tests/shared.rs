@@ -219,16 +219,22 @@ fn two_threads_hitting_n_times_each_leave_the_counters_of_2n_translations_on_one
     }
 }
 
+/// A new lane that translated `iova` ten times: one miss through the model, nine hits of its own not yet folded in.
+fn nine_hits(r: &Rig, iova: u64) -> iommu_emu::Lane<'_> {
+    let mut lane = r.unit.lane();
+    for _ in 0..10 {
+        phys(lane.translate(RID, iova, Access::Read));
+    }
+    assert_eq!(lane.pending(), 9, "one miss, nine hits");
+    lane
+}
+
 #[test]
 fn a_lanes_hits_reach_the_models_counters_when_it_is_flushed() {
     for kind in IommuKind::ALL {
         let r = rig(kind);
-        let mut lane = r.unit.lane();
         let iova = r.iovas[0];
-        for _ in 0..10 {
-            phys(lane.translate(RID, iova, Access::Read));
-        }
-        assert_eq!(lane.pending(), 9, "{kind:?}: one miss, nine hits");
+        let mut lane = nine_hits(&r, iova);
         let (mut bare, mut mem) = r.unit.with_model(|m, mem| (m.clone(), mem.clone()));
         let shown = |m: &mut Box<dyn IommuModel>| counters(m).0;
         assert!(shown(&mut bare).contains("translations: 1,"), "{kind:?}: {}", shown(&mut bare));
@@ -254,12 +260,8 @@ fn reset_counters(m: &mut Box<dyn IommuModel>) {
 fn hits_a_lane_counted_before_the_counters_were_zeroed_are_not_folded_in_after() {
     for kind in IommuKind::ALL {
         let r = rig(kind);
-        let mut lane = r.unit.lane();
         let iova = r.iovas[1];
-        for _ in 0..10 {
-            phys(lane.translate(RID, iova, Access::Read));
-        }
-        assert_eq!(lane.pending(), 9, "{kind:?}");
+        let mut lane = nine_hits(&r, iova);
         // A model zeroed and copied: what the shared one must show after the same requests from here.
         let (mut bare, mut mem) = r.unit.with_model(|m, mem| {
             reset_counters(m);
