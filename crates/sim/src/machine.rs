@@ -253,9 +253,11 @@ impl Machine {
         }
     }
 
-    /// The interrupt messages the devices sent since the last call.
-    pub fn take_irqs(&mut self) -> Vec<iommu_emu::devices::IrqEvent> {
-        self.devices.iter_mut().flat_map(DmaDevice::take_irqs).collect()
+    /// Move the interrupt messages the devices sent since the last call to the end of `out`.
+    pub fn drain_irqs(&mut self, out: &mut Vec<iommu_emu::devices::IrqEvent>) {
+        for d in &mut self.devices {
+            d.drain_irqs(out);
+        }
     }
 
     /// The local APIC the crash kernel's interrupts go to: the CPU that panicked, where kdump boots (above 255

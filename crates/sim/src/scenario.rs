@@ -119,6 +119,8 @@ struct Run {
     device_pages: BTreeSet<u64>,
     ledger: Ledger,
     log: Vec<DmaEvent>,
+    /// The interrupt messages of one tick (kept for its buffer).
+    irqs: Vec<iommu_emu::devices::IrqEvent>,
     irq: IrqWiring,
     irq_counts: IrqCounts,
 }
@@ -137,7 +139,9 @@ impl Run {
         let devices = &self.m.devices;
         let name = |rid| devices.iter().find(|d| d.rid() == rid).map(|d| d.name().to_string()).unwrap_or_default();
         self.ledger.account(&self.log, on, &region, name);
-        for ev in self.m.take_irqs() {
+        let mut irqs = std::mem::take(&mut self.irqs);
+        self.m.drain_irqs(&mut irqs);
+        for ev in irqs.drain(..) {
             let hit = match ev.result {
                 Interrupt::Delivered { dest, vector, .. } => self.irq.expect.get(&ev.rid) == Some(&(dest, vector)),
                 // Arm: the ITS (not modelled further) sends EventID `data` of this DeviceID where the kernel that
@@ -159,6 +163,7 @@ impl Run {
                 }
             }
         }
+        self.irqs = irqs;
         self.tick += 1;
     }
 
@@ -263,6 +268,7 @@ fn before_init(cfg: MachineConfig, s: &Scenario, pages: bool) -> Before {
         device_pages: BTreeSet::new(),
         ledger: Ledger { aborts_fatal: s.knobs.aborts_fatal, pages, ..Ledger::default() },
         log: Vec::new(),
+        irqs: Vec::new(),
         irq: IrqWiring::default(),
         irq_counts: IrqCounts::default(),
     };

@@ -92,9 +92,10 @@ pub trait DmaDevice: Debug + Send {
     fn set_msi(&mut self, msg: Option<Msi>) {
         let _ = msg;
     }
-    /// The interrupt messages sent since the last call, oldest first.
-    fn take_irqs(&mut self) -> Vec<IrqEvent> {
-        Vec::new()
+    /// Move the interrupt messages sent since the last call, oldest first, to the end of `out` (the device keeps
+    /// its buffer: no allocation per tick that sends one).
+    fn drain_irqs(&mut self, out: &mut Vec<IrqEvent>) {
+        let _ = out;
     }
 }
 
@@ -171,8 +172,8 @@ impl DmaDevice for AnyDevice {
     fn set_msi(&mut self, msg: Option<Msi>) {
         self.dev_mut().set_msi(msg)
     }
-    fn take_irqs(&mut self) -> Vec<IrqEvent> {
-        self.dev_mut().take_irqs()
+    fn drain_irqs(&mut self, out: &mut Vec<IrqEvent>) {
+        self.dev_mut().drain_irqs(out)
     }
 }
 

@@ -310,8 +310,8 @@ impl DmaDevice for Nic {
         self.msi = msg;
     }
 
-    fn take_irqs(&mut self) -> Vec<super::IrqEvent> {
-        std::mem::take(&mut self.irqs)
+    fn drain_irqs(&mut self, out: &mut Vec<super::IrqEvent>) {
+        out.append(&mut self.irqs);
     }
 
     fn flr(&mut self) {
