@@ -9,8 +9,9 @@
 //! the lock after anything that may change it (a translation, a register write, any other change to the
 //! model). A lane entry of an older epoch is never used, so a lane answers only what the model's front answered
 //! in the current epoch (entries the model's smaller front has since evicted included: the caches behind it
-//! still hold them, as anything that drops a cached entry starts a new generation), and nothing after the operation that removed it (an invalidation, a
-//! disable) has returned. Faults are never in a front, so never in a lane.
+//! still hold them, as anything that drops a cached entry starts a new generation), and nothing after the
+//! operation that removed it (an invalidation, a disable) has returned. Faults are never in a front, so never in
+//! a lane.
 //!
 //! A lane counts its hits by the entry's hit flags and folds them into the model's counters
 //! ([`IommuModel::replay_front_hits`], the model's own hit path) when flushed or dropped, so the statistics
