@@ -15,6 +15,7 @@ use std::time::Instant;
 /// The allocator `handover` runs with, so the profile is the bench's.
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const GIB: u64 = 1 << 30;
 fn best(ops: u64, mut op: impl FnMut(u64)) -> f64 {
     let mut b = f64::MAX;
