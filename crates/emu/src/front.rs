@@ -93,6 +93,12 @@ impl<const N: usize> Front<N> {
     }
 }
 
+/// A model's counters, into which front-cache hits fold as the full path would have counted them.
+pub trait FoldHits: Copy + Default {
+    /// Count `n` hits of a front entry with flags `hits` (which of the model's caches the full path would hit).
+    fn fold_hits(&mut self, hits: u8, n: u64);
+}
+
 /// Front-cache hits by the flags of the entry that answered: one increment per hit, so the hit path bumps one
 /// counter rather than each of the model's; the model folds the tally into its counters when they are read.
 #[derive(Clone, Debug, Default)]
@@ -114,13 +120,23 @@ impl HitTally {
         self.counts.iter().enumerate().filter(|(_, &n)| n != 0).map(|(h, &n)| (h as u8, n))
     }
 
-    /// Forget every hit, counting the reset (a model zeroing its counters).
-    pub fn reset(&mut self) {
+    /// `counters` with every hit of the tally folded in: what the model's counters read.
+    pub fn folded<C: FoldHits>(&self, mut counters: C) -> C {
+        for (hits, n) in self.counts() {
+            counters.fold_hits(hits, n);
+        }
+        counters
+    }
+
+    /// Zero a model's `counters` and forget every hit, counting the reset.
+    pub fn reset_with<C: FoldHits>(&mut self, counters: &mut C) {
+        *counters = C::default();
         self.counts = [0; 32];
         self.resets += 1;
     }
 
-    /// How often the tally was reset: a [`crate::shared::Lane`] drops hits counted before a reset it did not see.
+    /// How often the tally was reset ([`HitTally::reset_with`]): a [`crate::shared::Lane`] drops hits counted
+    /// before a reset it did not see.
     pub fn resets(&self) -> u64 {
         self.resets
     }

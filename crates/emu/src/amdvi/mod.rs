@@ -187,17 +187,12 @@ impl AmdviModel {
 
     /// Event counts since creation or the last [`Self::reset_counters`].
     pub fn counters(&self) -> AmdviCounters {
-        let mut c = self.counters;
-        for (hits, n) in self.tally.counts() {
-            fold_front_hits(&mut c, hits, n);
-        }
-        c
+        self.tally.folded(self.counters)
     }
 
     /// Zero every event count (unit state is untouched).
     pub fn reset_counters(&mut self) {
-        self.counters = AmdviCounters::default();
-        self.tally.reset();
+        self.tally.reset_with(&mut self.counters);
     }
 
     /// Empty every cache, as a full invalidation would (caching stays as it was).
@@ -510,10 +505,12 @@ impl crate::stale::FetchAnyTime for AmdviModel {
     }
 }
 
-/// What the full path would count for `n` front-cache hits of an entry with flags `hits`.
-fn fold_front_hits(c: &mut AmdviCounters, hits: u8, n: u64) {
-    c.translations += n;
-    c.dte_hits += u64::from(hits & FRONT_DTE) * n;
-    c.iotlb_hits += u64::from((hits & FRONT_IOTLB) >> 1) * n;
-    c.passthrough += u64::from((hits & FRONT_PASS) >> 2) * n;
+impl crate::front::FoldHits for AmdviCounters {
+    /// What the full path would count for `n` front-cache hits of an entry with flags `hits`.
+    fn fold_hits(&mut self, hits: u8, n: u64) {
+        self.translations += n;
+        self.dte_hits += u64::from(hits & FRONT_DTE) * n;
+        self.iotlb_hits += u64::from((hits & FRONT_IOTLB) >> 1) * n;
+        self.passthrough += u64::from((hits & FRONT_PASS) >> 2) * n;
+    }
 }

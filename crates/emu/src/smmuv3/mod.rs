@@ -294,17 +294,12 @@ impl Smmuv3Model {
 
     /// Event counts since creation or the last [`Self::reset_counters`].
     pub fn counters(&self) -> Smmuv3Counters {
-        let mut c = self.counters;
-        for (hits, n) in self.tally.counts() {
-            fold_front_hits(&mut c, hits, n);
-        }
-        c
+        self.tally.folded(self.counters)
     }
 
     /// Zero every event count (SMMU state is untouched).
     pub fn reset_counters(&mut self) {
-        self.counters = Smmuv3Counters::default();
-        self.tally.reset();
+        self.tally.reset_with(&mut self.counters);
     }
 
     /// Empty every cache, as a full invalidation would (caching stays as it was).
@@ -524,12 +519,14 @@ impl crate::stale::FetchAnyTime for Smmuv3Model {
     }
 }
 
-/// What the full path would count for `n` front-cache hits of an entry with flags `hits`.
-fn fold_front_hits(c: &mut Smmuv3Counters, hits: u8, n: u64) {
-    c.translations += n;
-    c.gbpa_bypassed += u64::from(hits & FRONT_GBPA) * n;
-    c.ste_hits += u64::from((hits & FRONT_STE) >> 1) * n;
-    c.ste_bypassed += u64::from((hits & FRONT_STE_BYPASS) >> 2) * n;
-    c.cd_hits += u64::from((hits & FRONT_CD) >> 3) * n;
-    c.tlb_hits += u64::from((hits & FRONT_TLB) >> 4) * n;
+impl crate::front::FoldHits for Smmuv3Counters {
+    /// What the full path would count for `n` front-cache hits of an entry with flags `hits`.
+    fn fold_hits(&mut self, hits: u8, n: u64) {
+        self.translations += n;
+        self.gbpa_bypassed += u64::from(hits & FRONT_GBPA) * n;
+        self.ste_hits += u64::from((hits & FRONT_STE) >> 1) * n;
+        self.ste_bypassed += u64::from((hits & FRONT_STE_BYPASS) >> 2) * n;
+        self.cd_hits += u64::from((hits & FRONT_CD) >> 3) * n;
+        self.tlb_hits += u64::from((hits & FRONT_TLB) >> 4) * n;
+    }
 }

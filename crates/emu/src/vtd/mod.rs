@@ -270,17 +270,12 @@ impl VtdModel {
 
     /// Event counts since creation or the last [`Self::reset_counters`].
     pub fn counters(&self) -> VtdCounters {
-        let mut c = self.counters;
-        for (hits, n) in self.tally.counts() {
-            fold_front_hits(&mut c, hits, n);
-        }
-        c
+        self.tally.folded(self.counters)
     }
 
     /// Zero every event count (unit state is untouched).
     pub fn reset_counters(&mut self) {
-        self.counters = VtdCounters::default();
-        self.tally.reset();
+        self.tally.reset_with(&mut self.counters);
     }
 
     /// Empty every cache, as a full invalidation would (caching stays as it was).
@@ -588,10 +583,12 @@ impl crate::stale::FetchAnyTime for VtdModel {
     }
 }
 
-/// What the full path would count for `n` front-cache hits of an entry with flags `hits`.
-fn fold_front_hits(c: &mut VtdCounters, hits: u8, n: u64) {
-    c.translations += n;
-    c.context_hits += u64::from(hits & FRONT_CONTEXT) * n;
-    c.pasid_hits += u64::from((hits & FRONT_PASID) >> 1) * n;
-    c.iotlb_hits += u64::from((hits & FRONT_IOTLB) >> 2) * n;
+impl crate::front::FoldHits for VtdCounters {
+    /// What the full path would count for `n` front-cache hits of an entry with flags `hits`.
+    fn fold_hits(&mut self, hits: u8, n: u64) {
+        self.translations += n;
+        self.context_hits += u64::from(hits & FRONT_CONTEXT) * n;
+        self.pasid_hits += u64::from((hits & FRONT_PASID) >> 1) * n;
+        self.iotlb_hits += u64::from((hits & FRONT_IOTLB) >> 2) * n;
+    }
 }
