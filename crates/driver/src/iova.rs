@@ -40,7 +40,8 @@ impl IovaAllocator {
     }
 
     /// Record `[start, end)` (free until now) as used, joining it to the runs it touches. The run below it, if it
-    /// touches, grows in place (a buffer handed out right above the last: the common case).
+    /// touches, grows in place (the common case: top-down, a ring's next buffer goes right above the run, into the
+    /// space its oldest buffer just left).
     fn insert(&mut self, start: u64, end: u64) {
         self.used.insert(start, end);
         // Free until now, so at most the run starting right at its end follows.

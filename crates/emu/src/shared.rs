@@ -243,7 +243,8 @@ impl Lane<'_> {
         self.front.get(epoch, rid, iova, access).map(|(phys, _)| phys)
     }
 
-    /// Requests the lane answered alone since it last folded its hits into the model's counters.
+    /// Requests the lane answered alone since it last folded its hits into the model's counters (hits it will drop
+    /// instead, if the model's counters were zeroed meanwhile, included until it next takes the unit's lock).
     pub fn pending(&self) -> u64 {
         self.pending
     }

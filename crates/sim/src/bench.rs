@@ -160,9 +160,9 @@ pub struct TranslateFigure {
     /// Two threads each on its own copy of the unit over one ([`SharedRates::apart_over_one`]): what sharing
     /// nothing would gain.
     pub apart_2_over_1: f64,
-    /// Two threads of pure arithmetic (no shared memory) against one, a turn right before each turn of the shared
-    /// rows: the most two threads can gain on this machine in those minutes. A host that runs both vCPUs on one core's
-    /// hyperthreads, which no guest counter shows, gives about 1x here.
+    /// Two threads of throughput-bound arithmetic (no shared memory) against one, a turn right before each turn of
+    /// the shared rows: whether two cores were free then. A host that runs both vCPUs on one core's hyperthreads,
+    /// which no guest counter shows, gives about 1x here.
     pub arith_2_over_1: f64,
 }
 
@@ -558,9 +558,9 @@ pub fn translate(kind: IommuKind, ops: u64) -> TranslateFigure {
 }
 
 /// Work done per second by one or two threads each running the same register-only loop (no memory shared):
-/// 128 independent multiply chains (sixteen vectors' worth), so a thread keeps a core's multipliers busy every
-/// cycle: two threads on the two hyperthreads of one host core (which no guest counter shows) get about 1x, on
-/// two cores 2x.
+/// 128 independent multiply chains (scalar or vector, as the target allows), so a thread keeps a core's
+/// multipliers busy every cycle: two threads on the two hyperthreads of one host core (which no guest counter
+/// shows) get about 1x, on two cores 2x.
 fn arith_rate(threads: usize) -> f64 {
     const STEPS: u64 = 1_000_000;
     let spin = || {
@@ -601,15 +601,16 @@ pub struct SharedRates {
 }
 
 /// Translations per second of `lanes.len()` threads, each with its own lane on its unit, each `ops` requests
-/// `iova(i)` from `rid` (thread `t` 256 requests behind thread `t - 1`), timed after a warm-up of a tenth of them.
+/// `iova(i)` from `rid` (thread `t` starting 256 requests further along than thread `t - 1`), timed after a
+/// warm-up of a tenth of them.
 fn lanes_rate(units: &[&SharedUnit], rid: u32, ops: u64, iova: &(impl Fn(u64) -> u64 + Sync)) -> f64 {
     let ready = std::sync::Barrier::new(units.len() + 1);
     std::thread::scope(|s| {
         let hs: Vec<_> = (0u64..)
             .zip(units)
             .map(|(t, &unit)| {
-                // Half a page of requests behind the thread before: two devices' DMA is not in lockstep, so their
-                // once-a-page misses do not meet at the lock every time.
+                // Half a page of requests further along than the thread before: two devices' DMA is not in lockstep,
+                // so their once-a-page misses do not meet at the lock every time.
                 let ready = &ready;
                 let iova = move |i: u64| iova(i + t * 256);
                 s.spawn(move || {
