@@ -11,7 +11,7 @@ use iommu_driver::PhysMem;
 use iommu_emu::{Access, AmdviConfig, DmaOutcome, Translation};
 use iommu_spec::amdvi::{
     leaf_layout, level_index, off, DevTableBase, DeviceId, Dte, DteQw0, DteQw1, Event, EventFlags, ExclusionBase,
-    ExclusionLimit, InvalidateDevice, IoPte, PagingMode,
+    ExclusionLimit, InvalidateDevice, InvalidateIommuPages, IoPte, PagingMode,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{FileFailurePersistence, RngAlgorithm, RngSeed};
@@ -316,6 +316,32 @@ fn caching_off_sees_every_change() {
     assert_eq!(rig.iommu.cache_sizes(), (0, 0));
     let c = rig.iommu.counters();
     assert_eq!((c.walks, c.dte_misses, c.iotlb_hits), (2, 2, 0));
+}
+
+#[test]
+fn directory_entries_stay_cached_until_an_invalidation_with_pde_set() {
+    let mut rig = Rig::linux();
+    let root = rig.attach(DEV, DOM, 3);
+    // Three 4 KiB pages behind one level-1 table (one 2 MiB region).
+    for (i, pa) in [0x5000u64, 0x6000, 0x7000].into_iter().enumerate() {
+        rig.map(root, 3, 0x20_0000 + i as u64 * 0x1000, pa, 1, RW);
+    }
+    assert_eq!(rig.phys(DEV, 0x20_0000, Access::Read), Some(0x5000));
+    // The level-2 entry of the region now names an empty table: a driver that freed the level-1 table and
+    // invalidated without PDE = 1.
+    let l2 = rig.table_for(root, 3, 0x20_0000, 2);
+    let empty = rig.page();
+    rig.mem.write_u64(l2 + level_index(0x20_0000, 2) as u64 * 8, IoPte::pde(empty, 1).into_bits()).unwrap();
+    let pde0 = InvalidateIommuPages::range(DOM, 0x20_0000, 0x20_0000).with_pde(false);
+    assert!(rig.run(&[pde0.into_bits()]));
+    // No IOTLB entry for the second page, yet its walk starts at the cached level-1 table (2.4.3: only PDE = 1
+    // removes directory entries).
+    assert_eq!(rig.phys(DEV, 0x20_1000, Access::Read), Some(0x6000));
+    assert_eq!(rig.iommu.counters().pde_hits, 1);
+    // PDE = 1, even for another range of the domain: the next walk reads the new table and finds nothing.
+    assert!(rig.run(&[InvalidateIommuPages::range(DOM, 0x4000_0000, 0x1000).into_bits()]));
+    assert_eq!(rig.fault(DEV, 0x20_2000, Access::Read).code, 2);
+    assert_eq!(rig.iommu.counters().pde_hits, 1);
 }
 
 /// The properties' configuration: `cases` cases, a failing case's seed saved in

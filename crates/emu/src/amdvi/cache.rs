@@ -1,4 +1,5 @@
-//! The unit's caches: device table entries by DeviceID and an IOTLB by DomainID (spec 2.4.2, 2.4.3).
+//! The unit's caches: device table entries by DeviceID, an IOTLB by DomainID and the page-directory entries of
+//! each domain's walks (spec 2.4.2, 2.4.3).
 //!
 //! Entries leave only through the invalidation commands (or capacity eviction of the IOTLB, which hardware may do
 //! at any time), never because memory changed: a driver that edits a DTE or a PTE and forgets INVALIDATE_DEVTAB_ENTRY
@@ -8,6 +9,14 @@
 //! IOTLB entries are tagged with the DomainID alone: every device whose DTE names a domain shares its entries, which
 //! is why the crash kernel must never hand out an old domain's ID again. They hold the permissions ANDed along the
 //! page-table path; the DTE's IR/IW are applied at use, from the (cached) DTE of the requesting device.
+//!
+//! The page-directory cache holds, per domain and 2 MiB of IOVA, where a walk that went down one level at a time
+//! found the level-1 table and the permissions of the directory entries above it: a walk that hits it reads only the
+//! leaf. Only INVALIDATE_IOMMU_PAGES with PDE = 1 (or INVALIDATE_IOMMU_ALL) removes entries, and it removes all of the
+//! domain's: each cached path depends on directory entries that cover far more than the 2 MiB it is filed under (a
+//! level-3 entry maps 1 GiB), and hardware may drop more than it is asked to. A driver that frees or edits a
+//! directory table with PDE = 0 keeps walking the old one, as on hardware (Linux's `build_inv_iommu_pages` always
+//! sets PDE for host domains).
 //!
 //! The SE (suppress I/O page fault events) bookkeeping lives here too: after one logged IO_PAGE_FAULT a device with
 //! DTE.SE stays quiet until its DTE is invalidated (our reading of SE next to SA, "suppress all"; VirtualBox's model
@@ -54,6 +63,21 @@ pub(super) struct IotlbEntry {
     pub w: bool,
 }
 
+/// A walk's directory part: the level-1 table it reached and the permissions ANDed over the entries above it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct PdeEntry {
+    /// 2 MiB of IOVA (`iova >> 21`) the level-1 table maps.
+    pub region: u64,
+    /// Physical address of the level-1 table.
+    pub table: u64,
+    pub r: bool,
+    pub w: bool,
+}
+
+/// Directory paths a domain keeps: a small list searched in turn (a device's buffers sit in a few 2 MiB regions);
+/// full, it starts over.
+const PDE_PER_DOMAIN: usize = 16;
+
 impl IotlbEntry {
     pub fn translate(&self, iova: u64) -> u64 {
         self.phys | (iova & page_mask(self.shift))
@@ -86,6 +110,8 @@ pub(super) struct Caches {
     spare: Option<FastMap<(u32, u64), IotlbEntry>>,
     iotlb_len: usize,
     iotlb_capacity: usize,
+    /// Directory paths by DomainID (emptied lists keep their room).
+    pde: FastMap<u16, Vec<PdeEntry>>,
     /// Devices with DTE.SE whose one IO_PAGE_FAULT event has been logged.
     se_fired: FastMap<u16, ()>,
     /// Bumped by everything that may remove an entry or turn caching off: what the model's translation
@@ -102,6 +128,7 @@ impl Caches {
             spare: None,
             iotlb_len: 0,
             iotlb_capacity: iotlb_capacity.max(1),
+            pde: FastMap::default(),
             se_fired: FastMap::default(),
             gen: 0,
         }
@@ -140,6 +167,7 @@ impl Caches {
         self.se_fired.clear();
         self.iotlb.clear();
         self.iotlb_len = 0;
+        self.pde.clear();
     }
 
     // ---- DTE cache ----
@@ -245,6 +273,35 @@ impl Caches {
             if let Some(dom) = self.iotlb.remove(&domain) {
                 self.spare = Some(dom.pages);
             }
+        }
+    }
+}
+
+impl Caches {
+    // ---- Page-directory cache ----
+
+    /// The cached directory path of `domain` for the 2 MiB holding `iova`.
+    pub fn pde_get(&self, domain: u16, iova: u64) -> Option<PdeEntry> {
+        let region = iova >> 21;
+        self.pde.get(&domain)?.iter().find(|e| e.region == region).copied()
+    }
+
+    /// Remember a directory path (caching on).
+    pub fn pde_put(&mut self, domain: u16, e: PdeEntry) {
+        if !self.enabled {
+            return;
+        }
+        let list = self.pde.entry(domain).or_default();
+        if list.len() >= PDE_PER_DOMAIN {
+            list.clear();
+        }
+        list.push(e);
+    }
+
+    /// INVALIDATE_IOMMU_PAGES with PDE = 1: every directory path of `domain` (see the module doc).
+    pub fn pde_invalidate(&mut self, domain: u16) {
+        if let Some(list) = self.pde.get_mut(&domain) {
+            list.clear();
         }
     }
 }

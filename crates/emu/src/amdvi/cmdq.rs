@@ -93,10 +93,13 @@ impl AmdviModel {
             CmdOpcode::InvalidateIommuPages => {
                 let c = InvalidateIommuPages::from_bits(raw);
                 // Guest (GN = 1) translations are not modelled: nothing of them is cached. PDE = 1 asks for cached
-                // directory entries too; the model caches none.
+                // directory entries too (the domain's, all of them: see `cache`).
                 if !c.gn() {
                     let (first, last) = c.covered();
                     self.caches.iotlb_range(c.domain_id(), first, last);
+                    if c.pde() {
+                        self.caches.pde_invalidate(c.domain_id());
+                    }
                 }
                 self.counters.iotlb_invalidations += 1;
             }

@@ -4,8 +4,8 @@
 //!
 //! What the model does: the MMIO register file with its writable, read-only and write-1-to-clear bits
 //! (`regs`); the SNP lock on the five base registers; the command buffer, processed from head to tail when the
-//! tail is written (`cmd`); the event log (`event`); a device-table-entry cache and an IOTLB that only the
-//! invalidation commands empty (`cache`); DMA translation through the DTE and the v1 host page table (`translate`);
+//! tail is written (`cmd`); the event log (`event`); a device-table-entry cache, an IOTLB and a page-directory
+//! cache that only the invalidation commands empty (`cache`; directory entries only with PDE = 1); DMA translation through the DTE and the v1 host page table (`translate`);
 //! the exclusion range when SNP does not re-purpose it; interrupt remapping of MSIs through the DTE and the
 //! interrupt table, with its own caches (`irq`).
 //!
@@ -99,6 +99,8 @@ pub struct AmdviCounters {
     pub dte_misses: u64,
     /// Page-table walks.
     pub walks: u64,
+    /// Of which started at the level-1 table from the page-directory cache.
+    pub pde_hits: u64,
     /// Translations that were refused (with or without an event).
     pub faults: u64,
     /// Events written to the event log.

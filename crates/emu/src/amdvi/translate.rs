@@ -37,7 +37,7 @@ use iommu_spec::amdvi::{
     NEXT_LEVEL_LEAF, NEXT_LEVEL_SIZED,
 };
 
-use super::cache::{DevState, DteInfo, IotlbEntry};
+use super::cache::{DevState, DteInfo, IotlbEntry, PdeEntry};
 use super::AmdviModel;
 use crate::dma::{Access, FaultInfo, Translation};
 use crate::mem::PhysMemory;
@@ -193,6 +193,15 @@ impl AmdviModel {
         let (mut r, mut w) = (true, true);
         let mut table = info.root;
         let mut level = info.mode;
+        // Whether every directory entry so far named the level right below its own (no skipped levels): only such a
+        // path is filed in the page-directory cache, by the 2 MiB its level-1 table maps.
+        let mut stepwise = true;
+        if level > 1 {
+            if let Some(p) = self.caches.pde_get(info.domain_id, iova) {
+                self.counters.pde_hits += 1;
+                (table, level, r, w) = (p.table, 1, p.r, p.w);
+            }
+        }
         for _ in 0..6 {
             let pa = table.wrapping_add(level_index(iova, level) as u64 * 8);
             let pte = IoPte::from_bits(mem.read_u64_in_page(pa).map_err(|_| Fault::PteRead(pa))?);
@@ -216,6 +225,7 @@ impl AmdviModel {
                 }
                 next if (next as u32) < level => {
                     let next = next as u32;
+                    stepwise &= next + 1 == level;
                     if iova & skipped_iova_bits(level, next) != 0 {
                         return Err(Fault::Page {
                             pr: true,
@@ -226,6 +236,10 @@ impl AmdviModel {
                     }
                     table = self.mem_pa(pte.phys());
                     level = next;
+                    if level == 1 && stepwise {
+                        let region = iova >> 21;
+                        self.caches.pde_put(info.domain_id, PdeEntry { region, table, r, w });
+                    }
                     continue;
                 }
                 _ => return Err(invalid_entry("NextLevel not below the entry's level")),
