@@ -44,11 +44,11 @@ impl IovaAllocator {
     /// space its oldest buffer just left).
     fn insert(&mut self, start: u64, end: u64) {
         self.used.insert(start, end);
-        // Free until now, so at most the run starting right at its end follows.
-        let above = self.spans.remove(&end);
-        let top = above.map_or(end, |ne| ne.max(end));
+        // Free until now: at most a run starting right at its end follows, and at most one ending right at its
+        // start precedes.
+        let top = self.spans.remove(&end).unwrap_or(end);
         match self.spans.range_mut(..=start).next_back() {
-            Some((_, pe)) if *pe >= start => *pe = (*pe).max(top),
+            Some((_, pe)) if *pe == start => *pe = top,
             _ => {
                 self.spans.insert(start, top);
             }
