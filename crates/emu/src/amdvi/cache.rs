@@ -92,11 +92,11 @@ fn page_mask(shift: u32) -> u64 {
     }
 }
 
-/// One domain's IOTLB entries: (shift, IOVA >> shift) -> entry, and which shifts occur.
+/// One domain's IOTLB entries by [`key`] (page size and page number), and which page sizes occur.
 #[derive(Clone, Debug, Default)]
 struct Domain {
     shifts: u64,
-    pages: FastMap<(u32, u64), IotlbEntry>,
+    pages: FastMap<u64, IotlbEntry>,
 }
 
 #[derive(Clone, Debug)]
@@ -107,7 +107,7 @@ pub(super) struct Caches {
     /// The entry map of the domain emptied last, cleared, kept for the next domain to start filling: a driver
     /// that maps, uses and unmaps a buffer at a time empties and refills one domain over and over, and would
     /// otherwise grow a new map each time. One at most, so memory stays bounded by the entries cached.
-    spare: Option<FastMap<(u32, u64), IotlbEntry>>,
+    spare: Option<FastMap<u64, IotlbEntry>>,
     iotlb_len: usize,
     iotlb_capacity: usize,
     /// Directory paths by DomainID (emptied lists keep their room).
@@ -207,7 +207,7 @@ impl Caches {
         while shifts != 0 {
             let shift = shifts.trailing_zeros();
             shifts &= shifts - 1;
-            if let Some(e) = dom.pages.get(&(shift, vpn(iova, shift))) {
+            if let Some(e) = dom.pages.get(&key(shift, iova)) {
                 return Some(*e);
             }
         }
@@ -232,7 +232,7 @@ impl Caches {
         let dom =
             self.iotlb.entry(domain).or_insert_with(|| Domain { shifts: 0, pages: spare.take().unwrap_or_default() });
         dom.shifts |= 1 << e.shift;
-        if dom.pages.insert((e.shift, vpn(iova, e.shift)), e).is_none() {
+        if dom.pages.insert(key(e.shift, iova), e).is_none() {
             self.iotlb_len += 1;
         }
     }
@@ -253,9 +253,10 @@ impl Caches {
             targeted = targeted.saturating_add(vpn(last, shift) - vpn(first, shift) + 1);
         }
         if targeted > before as u64 {
-            dom.pages.retain(|(shift, vpn), _| {
-                let lo = vpn << shift;
-                let hi = lo | page_mask(*shift);
+            dom.pages.retain(|&k, _| {
+                let shift = (k & KEY_SHIFT) as u32;
+                let lo = (k >> KEY_SHIFT_BITS) << shift;
+                let hi = lo | page_mask(shift);
                 hi < first || lo > last
             });
         } else {
@@ -264,7 +265,7 @@ impl Caches {
                 let shift = shifts.trailing_zeros();
                 shifts &= shifts - 1;
                 for v in vpn(first, shift)..=vpn(last, shift) {
-                    dom.pages.remove(&(shift, v));
+                    dom.pages.remove(&(v << KEY_SHIFT_BITS | u64::from(shift)));
                 }
             }
         }
@@ -310,12 +311,38 @@ fn vpn(iova: u64, shift: u32) -> u64 {
     iova.checked_shr(shift).unwrap_or(0)
 }
 
+/// Bits of an IOTLB key that hold the page's log2 size.
+const KEY_SHIFT_BITS: u32 = 6;
+const KEY_SHIFT: u64 = (1 << KEY_SHIFT_BITS) - 1;
+
+/// An IOTLB entry's key: the page number above the page's log2 size, one word (`shift` is 12..=63, so the page
+/// number has at most 52 bits and the two never overlap).
+fn key(shift: u32, iova: u64) -> u64 {
+    vpn(iova, shift) << KEY_SHIFT_BITS | u64::from(shift)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn e(phys: u64, shift: u32) -> IotlbEntry {
         IotlbEntry { phys, shift, r: true, w: true }
+    }
+
+    /// A key names one page of one size: the size and the page's base come back out of it, for every size the
+    /// IOTLB holds and at both ends of the address space.
+    #[test]
+    fn an_iotlb_key_holds_the_page_size_and_base_apart() {
+        let mut seen = std::collections::HashSet::new();
+        for shift in 12..64u32 {
+            for iova in [0, 1u64 << shift, u64::MAX] {
+                let k = key(shift, iova);
+                assert_eq!((k & KEY_SHIFT) as u32, shift);
+                assert_eq!((k >> KEY_SHIFT_BITS) << shift, iova & !page_mask(shift), "{shift} {iova:#x}");
+                seen.insert(k);
+            }
+        }
+        assert_eq!(seen.len(), 52 * 3 - 1, "only shift 63's page at 1 << 63 and at the top coincide");
     }
 
     #[test]
