@@ -265,7 +265,7 @@ impl Caches {
                 let shift = shifts.trailing_zeros();
                 shifts &= shifts - 1;
                 for v in vpn(first, shift)..=vpn(last, shift) {
-                    dom.pages.remove(&(v << KEY_SHIFT_BITS | u64::from(shift)));
+                    dom.pages.remove(&page_key(shift, v));
                 }
             }
         }
@@ -318,7 +318,12 @@ const KEY_SHIFT: u64 = (1 << KEY_SHIFT_BITS) - 1;
 /// An IOTLB entry's key: the page number above the page's log2 size, one word (`shift` is 12..=63, so the page
 /// number has at most 52 bits and the two never overlap).
 fn key(shift: u32, iova: u64) -> u64 {
-    vpn(iova, shift) << KEY_SHIFT_BITS | u64::from(shift)
+    page_key(shift, vpn(iova, shift))
+}
+
+/// [`key`] of page number `vpn` of pages of `2^shift` bytes.
+fn page_key(shift: u32, vpn: u64) -> u64 {
+    vpn << KEY_SHIFT_BITS | u64::from(shift)
 }
 
 #[cfg(test)]
