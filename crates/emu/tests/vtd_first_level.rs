@@ -240,6 +240,36 @@ fn only_pasid_based_invalidations_remove_first_level_translations() {
     assert_eq!(rig.phys(SID, 0x1000, Access::Read), Some(0x8000), "global invalidation removes everything");
 }
 
+/// First-level paths sit in the paging-structure caches too: an invalidation that is not PASID-based leaves them,
+/// as it leaves first-level IOTLB entries, and a PASID-based page-selective one leaves them when IH says only
+/// leaves changed (spec 6.5.2.4). A write through a cached path without R/W faults as the walk would.
+#[test]
+fn first_level_directory_entries_go_with_a_pasid_based_invalidation_without_ih() {
+    let (mut rig, _, pt) = fl_rig(VtdConfig::first_level_only(), 4);
+    rig.enable_qi(true);
+    for i in 0..5u64 {
+        fl_map(&mut rig, pt, 4, 0x20_0000 + (i << 12), 1, FlPte::leaf(0x10_0000 + (i << 12), true));
+    }
+    assert_eq!(rig.phys(SID, 0x20_0000, Access::Read), Some(0x10_0000));
+    // The region's level-2 entry now names an empty, read-only table.
+    let slot = fl_slot(&mut rig, pt, 4, 0x20_0000, 2);
+    let empty = rig.page();
+    rig.mem.write_u64(slot, FlPte::table(empty).with_rw(false).into_bits()).unwrap();
+    rig.submit(&[IotlbInv::domain(DID).into_bits(), IotlbInv::pages(DID, 0x20_0000, 0).into_bits()]);
+    assert_eq!(rig.phys(SID, 0x20_1000, Access::Write), Some(0x10_1000), "type 2 left the path");
+    rig.submit(&[PasidIotlbInv::pages(DID, 0, 0x20_1000, 0, true).into_bits()]);
+    assert_eq!(rig.phys(SID, 0x20_2000, Access::Read), Some(0x10_2000), "IH = 1 left the path");
+    assert_eq!(rig.vtd.counters().psc_hits, 2);
+    rig.submit(&[PasidIotlbInv::pages(DID, 0, 0x20_1000, 0, false).into_bits()]);
+    // Walks read the new path: a write faults at the level-2 entry; a read gets past it (caching the read-only
+    // path) and finds nothing in the empty table; a write through the cached path faults as the walk did.
+    assert_eq!(rig.fault_code(SID, 0x20_3000, Access::Write), code(FaultReason::SmNoWrite));
+    assert_eq!(rig.fault_code(SID, 0x20_3000, Access::Read), code(FaultReason::SmFlNotPresent));
+    assert_eq!(rig.vtd.counters().psc_hits, 2);
+    assert_eq!(rig.fault_code(SID, 0x20_4000, Access::Write), code(FaultReason::SmNoWrite));
+    assert_eq!(rig.vtd.counters().psc_hits, 3);
+}
+
 #[test]
 fn pasid_cache_invalidation_makes_a_new_first_level_pointer_visible() {
     let (mut rig, root, pt) = fl_rig(VtdConfig::first_level_only(), 4);

@@ -11,7 +11,7 @@ use iommu_driver::PhysMem;
 use iommu_emu::{Access, VtdConfig};
 use iommu_spec::vtd::{
     iqei, off, ContextCacheInv, DescType, EventCtl, Fsts, Gcmd, Ics, IotlbInv, IqPtr, Iqa, Iqer, PasidCacheInv,
-    PasidEntry, PasidIotlbInv, WaitInv,
+    PasidEntry, PasidIotlbInv, SlPte, WaitInv,
 };
 
 const STATUS: u64 = 0x7_0000;
@@ -96,6 +96,45 @@ fn context_invalidation_drops_exactly_the_right_entries() {
     rig.submit(&[ContextCacheInv::global().into_bits()]);
     assert_eq!(cached(&rig), [false, false, false]);
     assert_eq!(rig.vtd.counters().context_invalidations, 4);
+}
+
+/// The paging-structure caches keep the path to a region's level-1 table until an IOTLB invalidation of the
+/// domain that does not say only leaves changed (spec 6.5.2.3, IH).
+#[test]
+fn directory_entries_survive_only_a_page_selective_invalidation_with_ih_set() {
+    let (mut rig, _root, pt) = legacy_rig(4, 0x08, 4);
+    // Three 4 KiB pages behind one level-1 table (one 2 MiB region).
+    for i in 0..3u64 {
+        rig.map(pt, 4, 0x20_0000 + (i << 12), 0x10_0000 + (i << 12), 1, RW);
+    }
+    rig.enable_qi(false);
+    assert_eq!(rig.phys(0x08, 0x20_0000, Access::Read), Some(0x10_0000));
+    // The level-2 entry of the region now names an empty table: a driver that freed the level-1 table and
+    // invalidated as if only a leaf had changed.
+    let slot = rig.pte_slot(pt, 4, 0x20_0000, 2);
+    let old = rig.mem.read_u64(slot).unwrap();
+    let empty = rig.page();
+    rig.mem.write_u64(slot, SlPte::entry(empty, true, true).into_bits()).unwrap();
+    rig.submit(&[IotlbInv::pages(4, 0x20_0000, 0).with_ih(true).into_bits()]);
+    // No IOTLB entry for the second page, yet its walk starts at the cached level-1 table.
+    assert_eq!(rig.phys(0x08, 0x20_1000, Access::Read), Some(0x10_1000));
+    assert_eq!(rig.vtd.counters().psc_hits, 1);
+    // IH = 0, even for another page of the domain: the next walk reads the new table and finds nothing (and
+    // caches the path to it: the directory entries were valid).
+    rig.submit(&[IotlbInv::pages(4, 0x4000_0000, 0).into_bits()]);
+    assert_eq!(rig.phys(0x08, 0x20_2000, Access::Read), None);
+    assert_eq!(rig.vtd.counters().psc_hits, 1);
+    // Back to the old table without an invalidation: the cached path still names the empty one.
+    rig.mem.write_u64(slot, old).unwrap();
+    assert_eq!(rig.phys(0x08, 0x20_2000, Access::Read), None);
+    assert_eq!(rig.vtd.counters().psc_hits, 2);
+    // With one (IH = 0) the walk reads the old table again; a domain-selective invalidation drops paths as well.
+    rig.submit(&[IotlbInv::pages(4, 0x20_2000, 0).into_bits()]);
+    assert_eq!(rig.phys(0x08, 0x20_2000, Access::Read), Some(0x10_2000));
+    rig.mem.write_u64(slot, SlPte::entry(empty, true, true).into_bits()).unwrap();
+    rig.submit(&[IotlbInv::domain(4).into_bits()]);
+    assert_eq!(rig.phys(0x08, 0x20_1000, Access::Read), None);
+    assert_eq!(rig.vtd.counters().psc_hits, 2);
 }
 
 #[test]

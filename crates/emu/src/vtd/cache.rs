@@ -1,5 +1,5 @@
 //! The unit's translation caches (spec 6.1–6.5): a context cache by source ID, a PASID cache by
-//! (source ID, PASID) and an IOTLB by domain.
+//! (source ID, PASID), an IOTLB by domain and paging-structure caches by domain.
 //!
 //! Entries leave only through invalidations (or capacity eviction of the IOTLB, which the spec allows
 //! at any time), never because the tables in memory changed: a driver that edits a table and forgets
@@ -14,6 +14,15 @@
 //! pass-through mappings, so first-level ones survive it (spec 6.5.2.3, 6.5.2.4; Linux flushes first-level
 //! domains with `qi_flush_piotlb` for that reason). Only a global IOTLB invalidation or a PASID-based one
 //! removes them.
+//!
+//! The paging-structure caches (spec 6.2.4) hold, per DID and 2 MiB of input address, where a walk found the
+//! level-1 table and the permissions of the entries above it: a walk that hits them reads only the leaf. They go
+//! with every IOTLB invalidation of their domain except a page-selective one with IH = 1, the hint that software
+//! changed only leaf entries (spec 6.5.2.3: hardware may then keep its paging-structure caches; Linux sets IH when
+//! an unmap freed no page-table page, `intel_iommu_tlb_sync`). A page-selective invalidation with IH = 0 removes
+//! all of the domain's, not only those of the range: each cached path also depends on entries that map far more
+//! than the 2 MiB it is filed under, and hardware may always drop more than it is asked to. A driver that frees or
+//! edits a directory table and invalidates with IH = 1 keeps walking the old one, as on hardware.
 
 use iommu_spec::vtd::level_size;
 
@@ -64,7 +73,24 @@ pub(super) struct IotlbEntry {
     pub dirty: bool,
 }
 
-/// The three caches.
+/// A walk's directory part: the level-1 table it reached and the permissions ANDed over the entries above it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct PscEntry {
+    /// 2 MiB of input address (`iova >> 21`) the level-1 table maps.
+    pub region: u64,
+    /// Physical address of the level-1 table.
+    pub table: u64,
+    pub r: bool,
+    pub w: bool,
+    /// From a first-level walk (kept by invalidations that keep first-level IOTLB entries).
+    pub first_level: bool,
+}
+
+/// Directory paths a domain keeps: a small list searched in turn (a device's buffers sit in a few 2 MiB regions);
+/// full, it starts over.
+const PSC_PER_DOMAIN: usize = 16;
+
+/// The caches.
 #[derive(Clone, Debug)]
 pub(super) struct Caches {
     enabled: bool,
@@ -74,6 +100,8 @@ pub(super) struct Caches {
     iotlb: FastMap<u16, FastMap<(u32, u64), IotlbEntry>>,
     iotlb_len: usize,
     iotlb_capacity: usize,
+    /// Paging-structure entries by DID (emptied lists keep their room).
+    psc: FastMap<u16, Vec<PscEntry>>,
     /// Bumped by everything that may remove an entry or turn caching off: what the model's translation
     /// front cache (`super::front`) checks before it answers.
     gen: u64,
@@ -93,6 +121,7 @@ impl Caches {
             iotlb: FastMap::default(),
             iotlb_len: 0,
             iotlb_capacity: iotlb_capacity.max(1),
+            psc: FastMap::default(),
             gen: 0,
         }
     }
@@ -233,11 +262,13 @@ impl Caches {
         self.bump();
         self.iotlb.clear();
         self.iotlb_len = 0;
+        self.psc.clear();
     }
 
     /// Every entry of `did`, first-level ones included (PASID-based invalidation).
     pub fn iotlb_domain(&mut self, did: u16) {
         self.bump();
+        self.psc_domain(did, true);
         if let Some(dom) = self.iotlb.remove(&did) {
             self.iotlb_len -= dom.len();
         }
@@ -246,6 +277,7 @@ impl Caches {
     /// Domain-selective IOTLB invalidation that is not PASID-based: second-level entries of `did` only.
     pub fn iotlb_domain_sl(&mut self, did: u16) {
         self.bump();
+        self.psc_domain(did, false);
         let Some(dom) = self.iotlb.get_mut(&did) else {
             return;
         };
@@ -255,19 +287,23 @@ impl Caches {
     }
 
     /// Page-selective (spec 6.5.2.3): every entry of `did` whose page overlaps the `2^am` pages at
-    /// `addr` (aligned down to that size, as hardware ignores the low address bits). A mask too large
-    /// to enumerate falls back to a scan of the domain.
-    pub fn iotlb_pages(&mut self, did: u16, addr: u64, am: u8) {
-        self.iotlb_pages_where(did, addr, am, true)
+    /// `addr` (aligned down to that size, as hardware ignores the low address bits), and unless `ih` (only
+    /// leaves changed) the domain's paging-structure entries. A mask too large to enumerate falls back to a scan
+    /// of the domain.
+    pub fn iotlb_pages(&mut self, did: u16, addr: u64, am: u8, ih: bool) {
+        self.iotlb_pages_where(did, addr, am, ih, true)
     }
 
     /// Page-selective IOTLB invalidation that is not PASID-based: second-level entries only.
-    pub fn iotlb_pages_sl(&mut self, did: u16, addr: u64, am: u8) {
-        self.iotlb_pages_where(did, addr, am, false)
+    pub fn iotlb_pages_sl(&mut self, did: u16, addr: u64, am: u8, ih: bool) {
+        self.iotlb_pages_where(did, addr, am, ih, false)
     }
 
-    fn iotlb_pages_where(&mut self, did: u16, addr: u64, am: u8, first_level_too: bool) {
+    fn iotlb_pages_where(&mut self, did: u16, addr: u64, am: u8, ih: bool, first_level_too: bool) {
         self.bump();
+        if !ih {
+            self.psc_domain(did, first_level_too);
+        }
         if am > 51 {
             // The range covers the whole address space.
             return if first_level_too { self.iotlb_domain(did) } else { self.iotlb_domain_sl(did) };
@@ -297,6 +333,33 @@ impl Caches {
         }
         self.iotlb_len -= before - dom.len();
     }
+
+    // ---- Paging-structure caches ----
+
+    /// The cached directory path of `did` for the 2 MiB holding `iova`, from a walk of the same kind.
+    pub fn psc_get(&self, did: u16, iova: u64, first_level: bool) -> Option<PscEntry> {
+        let region = iova >> 21;
+        self.psc.get(&did)?.iter().find(|e| e.region == region && e.first_level == first_level).copied()
+    }
+
+    /// Remember a directory path (caching on).
+    pub fn psc_put(&mut self, did: u16, e: PscEntry) {
+        if !self.enabled {
+            return;
+        }
+        let list = self.psc.entry(did).or_default();
+        if list.len() >= PSC_PER_DOMAIN {
+            list.clear();
+        }
+        list.push(e);
+    }
+
+    /// The directory paths of `did`: all of them, or (`first_level_too` clear) the second-level ones.
+    fn psc_domain(&mut self, did: u16, first_level_too: bool) {
+        if let Some(list) = self.psc.get_mut(&did) {
+            list.retain(|e| e.first_level && !first_level_too);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -313,15 +376,15 @@ mod tests {
         let fl = IotlbEntry { first_level: true, ..e(0xa000, 1) };
         c.iotlb_put(1, 0x1000, fl);
         c.iotlb_put(1, 0x2000, e(0xb000, 1));
-        c.iotlb_pages_sl(1, 0, 2); // 0..0x4000: both pages
+        c.iotlb_pages_sl(1, 0, 2, false); // 0..0x4000: both pages
         assert_eq!(c.iotlb_peek(1, 0x1000), Some(0xa000), "first-level entry survives a type-2 PSI");
         assert_eq!(c.iotlb_peek(1, 0x2000), None);
         c.iotlb_put(1, 0x2000, e(0xb000, 1));
         c.iotlb_domain_sl(1);
         assert_eq!((c.iotlb_peek(1, 0x1000), c.iotlb_peek(1, 0x2000)), (Some(0xa000), None));
-        c.iotlb_pages_sl(1, 0, 60);
+        c.iotlb_pages_sl(1, 0, 60, false);
         assert_eq!(c.iotlb_peek(1, 0x1000), Some(0xa000));
-        c.iotlb_pages(1, 0x1000, 0);
+        c.iotlb_pages(1, 0x1000, 0, false);
         assert_eq!(c.iotlb_peek(1, 0x1000), None, "a PASID-based PSI removes it");
         assert_eq!(c.sizes().0, 0);
     }
@@ -334,16 +397,16 @@ mod tests {
         c.iotlb_put(1, 0x40_0000, e(0x8000_0000, 2));
         c.iotlb_put(2, 0x1000, e(0xc000, 1));
         assert_eq!(c.iotlb_peek(1, 0x40_1234), Some(0x8000_1234));
-        c.iotlb_pages(1, 0x1000, 0);
+        c.iotlb_pages(1, 0x1000, 0, false);
         assert_eq!(c.iotlb_peek(1, 0x1000), None);
         assert_eq!(c.iotlb_peek(1, 0x2000), Some(0xb000));
         assert_eq!(c.iotlb_peek(2, 0x1000), Some(0xc000), "other domain kept");
         // A 4 KiB PSI inside the 2 MiB page drops the whole large page.
-        c.iotlb_pages(1, 0x5f_f000, 0);
+        c.iotlb_pages(1, 0x5f_f000, 0, false);
         assert_eq!(c.iotlb_peek(1, 0x40_0000), None);
         assert_eq!(c.sizes().0, 2);
         // A huge mask scans instead of enumerating.
-        c.iotlb_pages(1, 0, 40);
+        c.iotlb_pages(1, 0, 40, false);
         assert_eq!(c.sizes().0, 1);
         c.iotlb_domain(2);
         assert_eq!(c.sizes().0, 0);

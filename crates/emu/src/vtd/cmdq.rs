@@ -117,7 +117,7 @@ impl VtdModel {
             return;
         }
         let iva = Iva::from_bits(self.regs.get64(off::iva(self.cfg.ecap.iro())));
-        let done = self.iotlb_invalidate(t.iirg(), t.did(), iva.addr() << 12, iva.am());
+        let done = self.iotlb_invalidate(t.iirg(), t.did(), iva.addr() << 12, iva.am(), iva.ih());
         if done != 0 {
             self.counters.iotlb_invalidations += 1;
         }
@@ -125,8 +125,9 @@ impl VtdModel {
     }
 
     /// IOTLB invalidation at granularity `g`; returns the granularity done, 0 if refused. Without
-    /// CAP.PSI a page request is done domain-wide (spec 6.5.1.2); a mask beyond CAP.MAMV is refused.
-    fn iotlb_invalidate(&mut self, g: u8, did: u16, addr: u64, am: u8) -> u8 {
+    /// CAP.PSI a page request is done domain-wide (spec 6.5.1.2); a mask beyond CAP.MAMV is refused. `ih`: the
+    /// invalidation hint of a page-selective request (only leaves changed).
+    fn iotlb_invalidate(&mut self, g: u8, did: u16, addr: u64, am: u8, ih: bool) -> u8 {
         match g {
             granularity::GLOBAL => {
                 self.caches.iotlb_global();
@@ -142,7 +143,7 @@ impl VtdModel {
                 granularity::DOMAIN
             }
             granularity::DEVICE_OR_PAGE if am <= self.cfg.cap.mamv() => {
-                self.caches.iotlb_pages_sl(did, addr, am);
+                self.caches.iotlb_pages_sl(did, addr, am, ih);
                 granularity::DEVICE_OR_PAGE
             }
             _ => 0,
@@ -223,7 +224,7 @@ impl VtdModel {
             DescType::Iotlb => {
                 check(d.lo, IOTLB_FIELDS)?;
                 let t = IotlbInv::from_bits(d.lo);
-                if self.iotlb_invalidate(t.g(), t.did(), t.addr() << 12, t.am()) == 0 {
+                if self.iotlb_invalidate(t.g(), t.did(), t.addr() << 12, t.am(), t.ih()) == 0 {
                     return Err(iqei::RESERVED_FIELD);
                 }
                 self.counters.iotlb_invalidations += 1;
@@ -245,7 +246,9 @@ impl VtdModel {
                 // domain's, first- and second-level, a page-in-PASID request those pages of the domain.
                 match p.g() {
                     2 => self.caches.iotlb_domain(p.did()),
-                    3 if p.am() <= self.cfg.cap.mamv() => self.caches.iotlb_pages(p.did(), p.addr() << 12, p.am()),
+                    3 if p.am() <= self.cfg.cap.mamv() => {
+                        self.caches.iotlb_pages(p.did(), p.addr() << 12, p.am(), p.ih())
+                    }
                     _ => return Err(iqei::RESERVED_FIELD),
                 }
                 self.counters.iotlb_invalidations += 1;

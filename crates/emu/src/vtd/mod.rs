@@ -166,6 +166,8 @@ pub struct VtdCounters {
     pub pasid_misses: u64,
     /// Page walks (second- and first-level).
     pub walks: u64,
+    /// Of which started at the level-1 table, from the paging-structure caches.
+    pub psc_hits: u64,
     /// First-level A/D flags the unit wrote back to a paging entry.
     pub ad_updates: u64,
     /// Translations that faulted.

@@ -20,7 +20,7 @@ use iommu_spec::vtd::{
     TranslationType,
 };
 
-use super::cache::{CtxEntry, IotlbEntry, Mode, PasidEntryState};
+use super::cache::{CtxEntry, IotlbEntry, Mode, PasidEntryState, PscEntry};
 use super::VtdModel;
 use crate::dma::{Access, Translation};
 use crate::mem::PhysMemory;
@@ -76,8 +76,10 @@ impl VtdModel {
             None => {
                 self.counters.iotlb_misses += 1;
                 let e = match mode {
-                    Mode::SecondLevel { root, levels } => self.walk_second_level(mem, root, levels, iova, access, sm),
-                    Mode::FirstLevel { root, levels } => self.walk_first_level(mem, root, levels, iova, access),
+                    Mode::SecondLevel { root, levels } => {
+                        self.walk_second_level(mem, did, root, levels, iova, access, sm)
+                    }
+                    Mode::FirstLevel { root, levels } => self.walk_first_level(mem, did, root, levels, iova, access),
                     Mode::PassThrough => return Ok(iova),
                 }
                 .map_err(|r| fault(r, fpd))?;
@@ -287,10 +289,13 @@ impl VtdModel {
 
     /// Walk a second-level table of `levels` levels for `iova` (spec 3.7, 9.8; QEMU
     /// `vtd_iova_to_slpte`). Permissions are ANDed across levels; an entry with neither R nor W is not
-    /// present; PS at level 2 or 3 ends the walk.
+    /// present; PS at level 2 or 3 ends the walk. The entries above the level-1 table come from the
+    /// paging-structure caches when `did` has them for this 2 MiB (see `cache`), and go into them otherwise.
+    #[allow(clippy::too_many_arguments)]
     fn walk_second_level(
         &mut self,
         mem: &mut PhysMemory,
+        did: u16,
         root: u64,
         levels: u32,
         iova: u64,
@@ -308,8 +313,12 @@ impl VtdModel {
             Access::Read => FaultReason::ReadNotAllowed,
         };
         let (mut r, mut w) = (true, true);
-        let mut table = root;
-        for level in (1..=levels).rev() {
+        let (mut table, mut top) = (root, levels);
+        if let Some(p) = self.caches.psc_get(did, iova, false) {
+            self.counters.psc_hits += 1;
+            (r, w, table, top) = (p.r, p.w, p.table, 1);
+        }
+        for level in (1..=top).rev() {
             let pa = table.wrapping_add(level_index(iova, level) as u64 * 8);
             let pte = mem
                 .read_u64_in_page(pa)
@@ -328,6 +337,9 @@ impl VtdModel {
                 return Ok(IotlbEntry { phys: pte.phys() & !(size - 1), level, r, w, first_level: false, dirty: true });
             }
             table = pte.phys();
+            if level == 2 {
+                self.caches.psc_put(did, PscEntry { region: iova >> 21, table, r, w, first_level: false });
+            }
         }
         // Only reachable with zero levels, which no supported AGAW gives.
         Err(pick(sm, FaultReason::NextLevelInvalid, FaultReason::SmSlAccess))
@@ -342,9 +354,13 @@ impl VtdModel {
     ///   CAP.FL1GP, address bits below a large page's size;
     /// - the unit sets A in every entry it uses and, for a write, D in the leaf (spec 3.6.2), writing
     ///   them back to memory; a failed update is fault 0x91.
+    ///
+    /// The entries above the level-1 table come from the paging-structure caches as for a second-level walk: they
+    /// passed every check above when they were cached and their A flags were set then.
     fn walk_first_level(
         &mut self,
         mem: &mut PhysMemory,
+        did: u16,
         root: u64,
         levels: u32,
         iova: u64,
@@ -357,8 +373,16 @@ impl VtdModel {
             return Err(FaultReason::SmFlNonCanonical);
         }
         let mut w = true;
-        let mut table = root;
-        for level in (1..=levels).rev() {
+        let (mut table, mut top) = (root, levels);
+        if let Some(p) = self.caches.psc_get(did, iova, true) {
+            self.counters.psc_hits += 1;
+            // The walk that cached the path stopped at the first entry without R/W for a write.
+            if access == Access::Write && !p.w {
+                return Err(FaultReason::SmNoWrite);
+            }
+            (w, table, top) = (p.w, p.table, 1);
+        }
+        for level in (1..=top).rev() {
             let pa = table.wrapping_add(level_index(iova, level) as u64 * 8);
             let unreadable = if level == levels { FaultReason::SmFlPointer } else { FaultReason::SmFlAccess };
             let raw = mem.read_u64_in_page(pa).map_err(|_| unreadable)?;
@@ -397,6 +421,9 @@ impl VtdModel {
                 });
             }
             table = pte.phys();
+            if level == 2 {
+                self.caches.psc_put(did, PscEntry { region: iova >> 21, table, r: true, w, first_level: true });
+            }
         }
         // Only reachable with zero levels, which no FLPM encoding gives.
         Err(FaultReason::SmFlAccess)
