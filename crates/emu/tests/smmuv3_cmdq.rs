@@ -9,8 +9,8 @@ use iommu_driver::PhysMem;
 use iommu_emu::smmuv3::abort_code;
 use iommu_emu::{Access, Smmuv3Config};
 use iommu_spec::smmuv3::{
-    mair_idx, off, CmdqError, Command, Cr0, Gerror, IrqCtrl, MsiCfg0, QueueBase, QueuePtr, S1Pte, S2Pte, Ste,
-    StreamDw0, SyncCmd, SyncCs, TlbiScope, CMDQ_ENT_SIZE,
+    level_index, mair_idx, off, CmdqError, Command, Cr0, Gerror, IrqCtrl, MsiCfg0, QueueBase, QueuePtr, S1Pte, S2Pte,
+    Ste, StreamDw0, SyncCmd, SyncCs, TableDesc, TlbiScope, CMDQ_ENT_SIZE,
 };
 use rig::{Rig, CMDQ, CMDQ_LOG2, MSI, S2_SL0, S2_T0SZ};
 
@@ -178,6 +178,58 @@ fn stale_translation_survives_a_pte_change_until_tlbi() {
     rig.map_s1(t1, 0x2000, 0x10_2000, 3, true);
     assert_eq!(rig.phys(1, 0x2000, Access::Write), Some(0x10_2000));
     assert_eq!(rig.smmu.cache_sizes(), (0, 0, 0));
+}
+
+/// The slot of the level-`level` descriptor of `va` in a 48-bit stage-1 table (the path must exist).
+fn s1_slot(rig: &mut Rig, ttb: u64, va: u64, level: u32) -> u64 {
+    let mut table = ttb;
+    for l in 0..level {
+        table = TableDesc::from_bits(rig.mem.read_u64(table + level_index(va, l, 0, 48) * 8).unwrap()).next_table();
+    }
+    table + level_index(va, level, 0, 48) * 8
+}
+
+/// The walk cache keeps the path to a region's level-3 table until a TLBI of the ASID that does not say only
+/// last-level entries changed (4.4.1, Leaf); another ASID's TLBI leaves it.
+#[test]
+fn a_walk_path_survives_only_a_tlbi_by_address_with_leaf_set() {
+    let (mut rig, t1, _) = s1_rig();
+    for i in 4..8u64 {
+        rig.map_s1(t1, i << 12, 0x10_0000 + (i << 12), 3, true);
+    }
+    assert_eq!(rig.phys(1, 0, Access::Read), Some(0x10_0000));
+    // The region's level-2 descriptor now names an empty table: a driver that freed the level-3 table and
+    // invalidated as if only a leaf had changed.
+    let slot = s1_slot(&mut rig, t1, 0, 2);
+    let old = rig.mem.read_u64(slot).unwrap();
+    let empty = rig.page();
+    rig.mem.write_u64(slot, TableDesc::to(empty).into_bits()).unwrap();
+    let va = |addr: u64, leaf: bool| Command::TlbiNhVa {
+        vmid: 0,
+        asid: 1,
+        addr,
+        scope: TlbiScope { leaf, ..TlbiScope::ZERO },
+    };
+    rig.cmds_sync(&[va(0, true)]);
+    // No TLB entry for page 1, yet its walk starts at the cached level-3 table.
+    assert_eq!(rig.phys(1, 0x1000, Access::Read), Some(0x10_1000));
+    assert_eq!(rig.smmu.counters().walk_cache_hits, 1);
+    // Leaf = 0, even for another page of the ASID: the next walk reads the new table and finds nothing.
+    rig.cmds_sync(&[va(0x3000, false)]);
+    assert_eq!(rig.fault(1, 0x2000, Access::Read).code, 0x10, "F_TRANSLATION");
+    assert_eq!(rig.smmu.counters().walk_cache_hits, 1);
+    // Back to the old table (and a Leaf = 0 TLBI): cached again by the next walk, kept through another ASID's
+    // TLBI, gone with this ASID's.
+    rig.mem.write_u64(slot, old).unwrap();
+    rig.cmds_sync(&[va(0x2000, false)]);
+    assert_eq!(rig.phys(1, 0x4000, Access::Read), Some(0x10_4000));
+    rig.mem.write_u64(slot, TableDesc::to(empty).into_bits()).unwrap();
+    rig.cmds_sync(&[Command::TlbiNhAsid { vmid: 0, asid: 2 }]);
+    assert_eq!(rig.phys(1, 0x5000, Access::Read), Some(0x10_5000));
+    assert_eq!(rig.smmu.counters().walk_cache_hits, 2);
+    rig.cmds_sync(&[Command::TlbiNhAsid { vmid: 0, asid: 1 }]);
+    assert_eq!(rig.fault(1, 0x6000, Access::Read).code, 0x10, "F_TRANSLATION");
+    assert_eq!(rig.smmu.counters().walk_cache_hits, 2);
 }
 
 #[test]

@@ -14,6 +14,16 @@
 //! is marked global, so TLBI_NH_ASID keeps it and TLBI_NH_VA of any ASID drops it, as 4.4 requires. A nested
 //! walk caches only the combined translation, which TLBI_S2_IPA does not have to drop (4.4.6: software follows
 //! it with a stage-1 invalidation).
+//!
+//! The walk cache holds, per tag and 2 MiB of input address, where a stage-1 walk without stage 2 found the level-3
+//! table and the APTable limits of the table descriptors above it: a walk that hits it reads only the last level.
+//! Every TLBI that covers the tag's stage-1 entries removes the tag's paths, except a TLBI by address with Leaf = 1,
+//! which says only last-level entries changed and need not touch walk caches (4.4.1; Linux sets Leaf on the unmap
+//! flush, `arm_smmu_iotlb_sync`, and clears it when a table was freed, `arm_smmu_tlb_inv_walk`). A TLBI by address
+//! with Leaf = 0 removes all of the tag's paths, not only those of the range: a cached path also depends on
+//! descriptors that map far more than its 2 MiB, and dropping more is always allowed. A driver that frees a table
+//! and invalidates with Leaf = 1 keeps walking the old one, as on hardware. Nested and stage-2 walks are not cached
+//! this way (each of their stage-1 descriptors is itself translated by stage 2).
 
 use iommu_spec::smmuv3::Perm;
 
@@ -50,6 +60,20 @@ pub(super) struct TlbEntry {
     pub global: bool,
 }
 
+/// A stage-1 walk's directory part: the level-3 table it reached and the APTable limits above it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct WalkEntry {
+    /// 2 MiB of input address (`va >> 21`) the level-3 table maps.
+    pub region: u64,
+    /// Physical address of the level-3 table.
+    pub table: u64,
+    /// The limits for unprivileged and privileged accesses.
+    pub limit: [Perm; 2],
+}
+
+/// Directory paths a tag keeps: a small list searched in turn; full, it starts over.
+const WALK_PER_TAG: usize = 16;
+
 /// Which entries of a tag an invalidation drops.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Scope {
@@ -79,6 +103,8 @@ pub(super) struct Caches {
     tlb: FastMap<TlbTag, FastMap<(u32, u64), TlbEntry>>,
     tlb_len: usize,
     tlb_capacity: usize,
+    /// Stage-1 directory paths by tag (emptied lists keep their room).
+    walk: FastMap<TlbTag, Vec<WalkEntry>>,
     /// Bumped by everything that may remove an entry or turn caching off: what the model's translation
     /// front cache (`crate::front`) checks before it answers.
     gen: u64,
@@ -94,6 +120,7 @@ impl Caches {
             tlb: FastMap::default(),
             tlb_len: 0,
             tlb_capacity: tlb_capacity.max(1),
+            walk: FastMap::default(),
             gen: 0,
         }
     }
@@ -118,6 +145,7 @@ impl Caches {
         self.enabled = on;
         self.cfg_all();
         self.tlb_select(|_| Scope::All);
+        self.walk_drop(|_| true);
     }
 
     pub fn sizes(&self) -> (usize, usize, usize) {
@@ -202,6 +230,7 @@ impl Caches {
         if self.tlb_len >= self.tlb_capacity {
             // Out of room: evict everything (16.2: entries may be dropped at any time).
             self.tlb_select(|_| Scope::All);
+            self.walk_drop(|_| true);
         }
         if self.tlb.entry(tag).or_default().insert((e.shift, va >> e.shift), e).is_none() {
             self.tlb_len += 1;
@@ -255,6 +284,35 @@ impl Caches {
         }
         self.tlb.retain(|_, dom| !dom.is_empty());
         self.tlb_len -= dropped;
+    }
+
+    // ---- Walk cache ----
+
+    /// The cached stage-1 directory path of `tag` for the 2 MiB holding `va`.
+    pub fn walk_get(&self, tag: TlbTag, va: u64) -> Option<WalkEntry> {
+        let region = va >> 21;
+        self.walk.get(&tag)?.iter().find(|e| e.region == region).copied()
+    }
+
+    /// Remember a directory path (caching on).
+    pub fn walk_put(&mut self, tag: TlbTag, e: WalkEntry) {
+        if !self.enabled {
+            return;
+        }
+        let list = self.walk.entry(tag).or_default();
+        if list.len() >= WALK_PER_TAG {
+            list.clear();
+        }
+        list.push(e);
+    }
+
+    /// Drop the directory paths of every tag `hit` selects.
+    pub fn walk_drop(&mut self, hit: impl Fn(&TlbTag) -> bool) {
+        for (tag, list) in self.walk.iter_mut() {
+            if hit(tag) {
+                list.clear();
+            }
+        }
     }
 }
 

@@ -116,16 +116,21 @@ impl Smmuv3Model {
         Ok(())
     }
 
-    /// Apply a legal TLB invalidation.
+    /// Apply a legal TLB invalidation: the TLB entries it covers, then the walk cache's paths (see `cache`).
     fn tlbi(&mut self, cmd: Command) {
         let ril = self.cfg.range_invalidation;
         let c = &mut self.caches;
         let nh = |vmid: u16| move |t: &TlbTag| !t.el2 && t.vmid == vmid && t.asid.is_some();
+        let el2 = |t: &TlbTag| t.el2;
         match cmd {
             // Stage-1 entries of a VMID (NH_ALL), or of one ASID in it (NH_ASID, global entries kept).
-            Command::TlbiNhAll { vmid } => c.tlb_select(|t| if nh(vmid)(t) { Scope::All } else { Scope::Keep }),
+            Command::TlbiNhAll { vmid } => {
+                c.tlb_select(|t| if nh(vmid)(t) { Scope::All } else { Scope::Keep });
+                c.walk_drop(nh(vmid));
+            }
             Command::TlbiNhAsid { vmid, asid } => {
-                c.tlb_select(|t| if nh(vmid)(t) && t.asid == Some(asid) { Scope::NonGlobal } else { Scope::Keep })
+                c.tlb_select(|t| if nh(vmid)(t) && t.asid == Some(asid) { Scope::NonGlobal } else { Scope::Keep });
+                c.walk_drop(|t| nh(vmid)(t) && t.asid == Some(asid));
             }
             // One VA (or range) of an ASID, plus global entries of any ASID in the VMID.
             Command::TlbiNhVa { vmid, asid, addr, scope } => {
@@ -139,14 +144,24 @@ impl Smmuv3Model {
                     first,
                     last,
                 );
+                if !scope.leaf {
+                    c.walk_drop(|t| nh(vmid)(t) && t.asid == Some(asid));
+                }
             }
             Command::TlbiNhVaa { vmid, addr, scope } => {
                 let (first, last) = tlbi_span(addr, scope, ril);
                 c.tlb_select_range(|t| if nh(vmid)(t) { Scope::All } else { Scope::Keep }, first, last);
+                if !scope.leaf {
+                    c.walk_drop(nh(vmid));
+                }
             }
-            Command::TlbiEl2All => c.tlb_select(|t| if t.el2 { Scope::All } else { Scope::Keep }),
+            Command::TlbiEl2All => {
+                c.tlb_select(|t| if t.el2 { Scope::All } else { Scope::Keep });
+                c.walk_drop(el2);
+            }
             Command::TlbiEl2Asid { asid } => {
-                c.tlb_select(|t| if t.el2 && t.asid == Some(asid) { Scope::NonGlobal } else { Scope::Keep })
+                c.tlb_select(|t| if t.el2 && t.asid == Some(asid) { Scope::NonGlobal } else { Scope::Keep });
+                c.walk_drop(|t| t.el2 && t.asid == Some(asid));
             }
             Command::TlbiEl2Va { asid, addr, scope } => {
                 let (first, last) = tlbi_span(addr, scope, ril);
@@ -159,26 +174,37 @@ impl Smmuv3Model {
                     first,
                     last,
                 );
+                if !scope.leaf {
+                    c.walk_drop(|t| t.el2 && t.asid == Some(asid));
+                }
             }
             Command::Other(r) if opcode(r) == Opcode::TlbiEl2Vaa => {
                 let d = Command::decode([(r[0] & !0xff) | Opcode::TlbiEl2Va.0 as u64, r[1]]);
                 if let Command::TlbiEl2Va { addr, scope, .. } = d {
                     let (first, last) = tlbi_span(addr, scope, ril);
                     c.tlb_select_range(|t| if t.el2 { Scope::All } else { Scope::Keep }, first, last);
+                    if !scope.leaf {
+                        c.walk_drop(el2);
+                    }
                 }
             }
             // Every entry of a VMID, stage 1, stage 2 and combined (4.4.5).
             Command::TlbiS12Vmall { vmid } => {
-                c.tlb_select(|t| if !t.el2 && t.vmid == vmid { Scope::All } else { Scope::Keep })
+                c.tlb_select(|t| if !t.el2 && t.vmid == vmid { Scope::All } else { Scope::Keep });
+                c.walk_drop(|t| !t.el2 && t.vmid == vmid);
             }
-            // Stage-2-only entries of an IPA (4.4.6); combined entries wait for a stage-1 invalidation.
+            // Stage-2-only entries of an IPA (4.4.6); combined entries wait for a stage-1 invalidation, and no
+            // stage-2 path is cached.
             Command::TlbiS2Ipa { vmid, ipa, scope } => {
                 let (first, last) = tlbi_span(ipa, scope, ril);
                 let s2 = move |t: &TlbTag| !t.el2 && t.vmid == vmid && t.asid.is_none();
                 c.tlb_select_range(|t| if s2(t) { Scope::All } else { Scope::Keep }, first, last);
             }
             // Every non-secure, non-EL2 entry (4.4.7).
-            Command::TlbiNsnhAll => c.tlb_select(|t| if t.el2 { Scope::Keep } else { Scope::All }),
+            Command::TlbiNsnhAll => {
+                c.tlb_select(|t| if t.el2 { Scope::Keep } else { Scope::All });
+                c.walk_drop(|t| !t.el2);
+            }
             _ => {}
         }
     }

@@ -213,6 +213,8 @@ pub struct Smmuv3Counters {
     pub tlb_misses: u64,
     /// Translation-table walks (a nested walk counts once).
     pub walks: u64,
+    /// Of which stage-1 walks that started at the level-3 table, from the walk cache.
+    pub walk_cache_hits: u64,
     /// Translations that faulted with an event-class fault (recorded or not).
     pub faults: u64,
     /// Event records written to the event queue.

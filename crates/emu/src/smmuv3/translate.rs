@@ -18,7 +18,7 @@ use iommu_spec::smmuv3::{
     desc_kind, level_index, level_shift, DescKind, EventClass, EventId, Perm, S1Pte, S2Pte, TableDesc,
 };
 
-use super::cache::{TlbEntry, TlbTag};
+use super::cache::{TlbEntry, TlbTag, WalkEntry};
 use super::event::{Abort, Deny, Fault};
 use super::strtab::{S1Src, SteState, TransCfg};
 use super::Smmuv3Model;
@@ -132,7 +132,7 @@ impl Smmuv3Model {
             }
             None => {
                 self.counters.tlb_misses += 1;
-                let e = self.walk(mem, &t, s1.as_ref(), iova, access).map_err(|f| f.with_pnu(t.privileged))?;
+                let e = self.walk(mem, tag, &t, s1.as_ref(), iova, access).map_err(|f| f.with_pnu(t.privileged))?;
                 self.caches.tlb_put(tag, iova, e);
                 e
             }
@@ -153,6 +153,7 @@ impl Smmuv3Model {
     fn walk(
         &mut self,
         mem: &mut PhysMemory,
+        tag: TlbTag,
         t: &TransCfg,
         s1: Option<&S1Cfg>,
         iova: u64,
@@ -161,7 +162,7 @@ impl Smmuv3Model {
         self.counters.walks += 1;
         let (ipa, shift1, perm1, global) = match s1 {
             Some(c) => {
-                let l = self.walk_s1(mem, c, t.s2.as_ref(), iova)?;
+                let l = self.walk_s1(mem, tag, c, t.s2.as_ref(), iova)?;
                 if !allows(l.perm[t.privileged as usize], access) {
                     return Err(Fault::stage1(EventId::FPermission, c.record));
                 }
@@ -182,8 +183,17 @@ impl Smmuv3Model {
 
     /// Stage-1 walk from TTB0 (Arm ARM D8.2). TTB1 is never walked: an address in the upper range faults like
     /// one outside both (Linux always sets EPD1). The result holds the permissions of both privilege levels, as a
-    /// TLB entry does, since streams of different PRIVCFG may share an ASID.
-    fn walk_s1(&mut self, mem: &mut PhysMemory, c: &S1Cfg, s2: Option<&S2Cfg>, va: u64) -> Result<Leaf, Fault> {
+    /// TLB entry does, since streams of different PRIVCFG may share an ASID. Without stage 2, the descriptors above
+    /// the level-3 table come from the walk cache when `tag` has them for this 2 MiB (see `cache`), and go into it
+    /// otherwise.
+    fn walk_s1(
+        &mut self,
+        mem: &mut PhysMemory,
+        tag: TlbTag,
+        c: &S1Cfg,
+        s2: Option<&S2Cfg>,
+        va: u64,
+    ) -> Result<Leaf, Fault> {
         let fault = |id| Fault::stage1(id, c.record);
         let top = if c.tbi { va & mask64(55, 0) } else { va };
         if c.epd0 || top.checked_shr(c.ia_bits).unwrap_or(0) != 0 {
@@ -191,7 +201,13 @@ impl Smmuv3Model {
         }
         let mut table = c.ttb;
         let mut limit = [Perm::RW; 2];
-        for level in c.start..=3 {
+        let mut first = c.start;
+        let cached = s2.is_none() && c.start < 3;
+        if let Some(w) = self.caches.walk_get(tag, top).filter(|_| cached) {
+            self.counters.walk_cache_hits += 1;
+            (table, limit, first) = (w.table, w.limit, 3);
+        }
+        for level in first..=3 {
             let desc = table.wrapping_add(level_index(va, level, c.start, c.ia_bits) * 8);
             let pa = match s2 {
                 Some(s2) => self.s2_read(mem, s2, desc, EventClass::Tt)?,
@@ -206,6 +222,9 @@ impl Smmuv3Model {
                     let td = TableDesc::from_bits(raw);
                     limit = [limit[0].and(td.limit(false)), limit[1].and(td.limit(true))];
                     table = td.next_table();
+                    if level == 2 && cached {
+                        self.caches.walk_put(tag, WalkEntry { region: top >> 21, table, limit });
+                    }
                 }
                 DescKind::Block | DescKind::Page => {
                     let pte = S1Pte::from_bits(raw);
