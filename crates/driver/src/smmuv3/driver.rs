@@ -6,7 +6,7 @@ use alloc::vec::Vec;
 
 use iommu_spec::smmuv3::{
     l1_index, l2_index, mair_idx, off, span_for_split, Cd, Command, Cr0, Gbpa, Idr0, Idr1, L1Desc, QueueBase, S1Dss,
-    S1Fmt, StLevel, Ste, StrtabBase, StrtabBaseCfg, StrtabFmt,
+    S1Fmt, StLevel, Ste, StrtabBase, StrtabBaseCfg, StrtabFmt, TlbiScope,
 };
 
 use super::cmdq::CmdQueue;
@@ -459,7 +459,9 @@ impl Smmuv3 {
         Ok(())
     }
 
-    /// Unmap and invalidate at once (strict): TLBI_NH_VA per page, then CMD_SYNC.
+    /// Unmap and invalidate at once (strict): TLBI_NH_VA per page, then CMD_SYNC. Leaf = 1: the unmap clears
+    /// last-level descriptors and frees no table, so walk caches may stay (4.4.1; Linux `arm_smmu_iotlb_sync`
+    /// sets Leaf, `arm_smmu_tlb_inv_walk` clears it when io-pgtable frees a table).
     pub fn unmap(&mut self, hw: &mut impl Platform, d: DomainId, iova: u64, size: u64) -> Result<(), SmmuError> {
         if !self.translating {
             return Ok(());
@@ -473,7 +475,12 @@ impl Smmuv3 {
         crate::walk::unmap_range(hw, &S1_WALK, ttb0, S1_WALK.levels(), iova, size.div_ceil(4096))?;
         let cmds: Vec<Command> = (0..size)
             .step_by(4096)
-            .map(|off| Command::TlbiNhVa { vmid: 0, asid, addr: iova + off, scope: Default::default() })
+            .map(|off| Command::TlbiNhVa {
+                vmid: 0,
+                asid,
+                addr: iova + off,
+                scope: TlbiScope { leaf: true, ..TlbiScope::ZERO },
+            })
             .collect();
         self.submit(hw, &cmds)
     }

@@ -299,7 +299,8 @@ impl Vtd {
         // where Linux flushes the range (`__mapping_notify_one`); otherwise only the write buffer.
         if self.cap.cm() {
             let did = self.domain_mut(d)?.did;
-            self.flush_range(hw, did, iova, size)?;
+            // Tables may have gone from not present to present: not a leaf-only change.
+            self.flush_range(hw, did, iova, size, false)?;
         } else {
             hw::flush_write_buffer(hw, self.cap)?;
         }
@@ -320,15 +321,25 @@ impl Vtd {
         dom.iova.release(iova);
         let fmt = self.format();
         crate::walk::unmap_range(hw, &fmt, root, levels, iova, size.div_ceil(4096))?;
-        self.flush_range(hw, did, iova, size)
+        // Only leaves were cleared and no table freed: IH = 1, as Linux's `intel_iommu_tlb_sync` sets it when the
+        // unmap's freelist is empty, so the unit may keep its paging-structure caches.
+        self.flush_range(hw, did, iova, size, true)
     }
 
     /// IOTLB invalidation for `[iova, iova+size)` of `did` (Linux `iommu_flush_iotlb_psi`): one
     /// page-selective descriptor covering the range's aligned power-of-two block if CAP.PSI and CAP.MAMV
     /// allow, else a domain-selective flush. First-level domains are flushed with PASID-based IOTLB
     /// descriptors for their RID_PASID (Linux `qi_flush_piotlb`): a plain IOTLB invalidation does not
-    /// reach first-level translations (spec 6.5.2.3).
-    fn flush_range(&mut self, hw: &mut impl Platform, did: u16, iova: u64, size: u64) -> Result<(), VtdError> {
+    /// reach first-level translations (spec 6.5.2.3). `leaf_only`: the invalidation hint (IH), set when no
+    /// paging-structure entry above the leaves changed.
+    fn flush_range(
+        &mut self,
+        hw: &mut impl Platform,
+        did: u16,
+        iova: u64,
+        size: u64,
+        leaf_only: bool,
+    ) -> Result<(), VtdError> {
         let pages = size.div_ceil(4096).max(1);
         let mut am = pages.next_power_of_two().trailing_zeros();
         // Grow the mask until the aligned block covers the whole range.
@@ -338,9 +349,9 @@ impl Vtd {
         let base = iova & !((4096u64 << am) - 1);
         let page_selective = self.cap.psi() && am <= self.cap.mamv() as u32;
         let desc = match (self.first_level, page_selective) {
-            (false, true) => IotlbInv::pages(did, base, am as u8).into_bits(),
+            (false, true) => IotlbInv::pages(did, base, am as u8).with_ih(leaf_only).into_bits(),
             (false, false) => IotlbInv::domain(did).into_bits(),
-            (true, true) => PasidIotlbInv::pages(did, OUR_RID_PASID, base, am as u8, false).into_bits(),
+            (true, true) => PasidIotlbInv::pages(did, OUR_RID_PASID, base, am as u8, leaf_only).into_bits(),
             (true, false) => PasidIotlbInv::of_pasid(did, OUR_RID_PASID).into_bits(),
         };
         self.invalidate(hw, &[desc])
