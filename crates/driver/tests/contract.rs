@@ -260,8 +260,9 @@ fn an_unmap_of_a_range_no_table_can_hold_is_refused_and_changes_nothing_on_every
 }
 
 /// An unmap clears leaves and frees no table, which is what its invalidation tells the unit (VT-d IH = 1, SMMUv3
-/// Leaf = 1; AMD-Vi always sets PDE): through the paging-structure or walk caches the unit keeps across it, every
-/// new mapping in the same 2 MiB still reaches its page, round after round, on every IOMMU.
+/// Leaf = 1; AMD-Vi always sets PDE). The models keep their paging-structure and walk caches across such an unmap,
+/// so a table freed behind that hint would show as a stale walk; instead every new mapping in the same 2 MiB
+/// reaches its page and every unmapped IOVA faults, round after round, on every IOMMU.
 #[test]
 fn mappings_after_an_unmap_with_the_leaf_only_hint_reach_their_new_pages_on_every_iommu() {
     for kind in IommuKind::ALL {

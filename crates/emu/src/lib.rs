@@ -24,6 +24,7 @@ pub mod inject;
 pub mod irq;
 pub mod mem;
 pub mod model;
+mod paths;
 pub mod platform;
 pub mod shared;
 pub mod smmuv3;

@@ -189,8 +189,8 @@ fn s1_slot(rig: &mut Rig, ttb: u64, va: u64, level: u32) -> u64 {
     table + level_index(va, level, 0, 48) * 8
 }
 
-/// The walk cache keeps the path to a region's level-3 table until a TLBI of the ASID that does not say only
-/// last-level entries changed (4.4.1, Leaf); another ASID's TLBI leaves it.
+/// The walk cache keeps the path to a region's level-3 table until a TLBI of the ASID that covers the region and does
+/// not say only last-level entries changed (4.4.1, Leaf), or one of the whole ASID; another ASID's TLBI leaves it.
 #[test]
 fn a_walk_path_survives_only_a_tlbi_by_address_with_leaf_set() {
     let (mut rig, t1, _) = s1_rig();
@@ -214,10 +214,14 @@ fn a_walk_path_survives_only_a_tlbi_by_address_with_leaf_set() {
     // No TLB entry for page 1, yet its walk starts at the cached level-3 table.
     assert_eq!(rig.phys(1, 0x1000, Access::Read), Some(0x10_1000));
     assert_eq!(rig.smmu.counters().walk_cache_hits, 1);
-    // Leaf = 0, even for another page of the ASID: the next walk reads the new table and finds nothing.
+    // Leaf = 0 for another 2 MiB of the ASID leaves the path too.
+    rig.cmds_sync(&[va(0x4000_0000, false)]);
+    assert_eq!(rig.phys(1, 0x7000, Access::Read), Some(0x10_7000));
+    assert_eq!(rig.smmu.counters().walk_cache_hits, 2);
+    // Leaf = 0 for a page of this one: the next walk reads the new table and finds nothing.
     rig.cmds_sync(&[va(0x3000, false)]);
     assert_eq!(rig.fault(1, 0x2000, Access::Read).code, 0x10, "F_TRANSLATION");
-    assert_eq!(rig.smmu.counters().walk_cache_hits, 1);
+    assert_eq!(rig.smmu.counters().walk_cache_hits, 2);
     // Back to the old table (and a Leaf = 0 TLBI): cached again by the next walk, kept through another ASID's
     // TLBI, gone with this ASID's.
     rig.mem.write_u64(slot, old).unwrap();
@@ -226,10 +230,18 @@ fn a_walk_path_survives_only_a_tlbi_by_address_with_leaf_set() {
     rig.mem.write_u64(slot, TableDesc::to(empty).into_bits()).unwrap();
     rig.cmds_sync(&[Command::TlbiNhAsid { vmid: 0, asid: 2 }]);
     assert_eq!(rig.phys(1, 0x5000, Access::Read), Some(0x10_5000));
-    assert_eq!(rig.smmu.counters().walk_cache_hits, 2);
+    assert_eq!(rig.smmu.counters().walk_cache_hits, 3);
     rig.cmds_sync(&[Command::TlbiNhAsid { vmid: 0, asid: 1 }]);
     assert_eq!(rig.fault(1, 0x6000, Access::Read).code, 0x10, "F_TRANSLATION");
-    assert_eq!(rig.smmu.counters().walk_cache_hits, 2);
+    assert_eq!(rig.smmu.counters().walk_cache_hits, 3);
+    // `drop_caches` empties the walk cache too (injected faults that rewrite tables rely on it).
+    rig.mem.write_u64(slot, old).unwrap();
+    rig.cmds_sync(&[Command::TlbiNhAsid { vmid: 0, asid: 1 }]);
+    assert_eq!(rig.phys(1, 0x6000, Access::Read), Some(0x10_6000));
+    rig.mem.write_u64(slot, TableDesc::to(empty).into_bits()).unwrap();
+    rig.smmu.drop_caches();
+    assert_eq!(rig.fault(1, 0x7000, Access::Read).code, 0x10, "F_TRANSLATION");
+    assert_eq!(rig.smmu.counters().walk_cache_hits, 3);
 }
 
 #[test]

@@ -99,12 +99,12 @@ fn context_invalidation_drops_exactly_the_right_entries() {
 }
 
 /// The paging-structure caches keep the path to a region's level-1 table until an IOTLB invalidation of the
-/// domain that does not say only leaves changed (spec 6.5.2.3, IH).
+/// domain that covers the region and does not say only leaves changed (spec 6.5.2.3, IH), or a domain-selective one.
 #[test]
 fn directory_entries_survive_only_a_page_selective_invalidation_with_ih_set() {
     let (mut rig, _root, pt) = legacy_rig(4, 0x08, 4);
-    // Three 4 KiB pages behind one level-1 table (one 2 MiB region).
-    for i in 0..3u64 {
+    // Seven 4 KiB pages behind one level-1 table (one 2 MiB region).
+    for i in 0..7u64 {
         rig.map(pt, 4, 0x20_0000 + (i << 12), 0x10_0000 + (i << 12), 1, RW);
     }
     rig.enable_qi(false);
@@ -119,22 +119,26 @@ fn directory_entries_survive_only_a_page_selective_invalidation_with_ih_set() {
     // No IOTLB entry for the second page, yet its walk starts at the cached level-1 table.
     assert_eq!(rig.phys(0x08, 0x20_1000, Access::Read), Some(0x10_1000));
     assert_eq!(rig.vtd.counters().psc_hits, 1);
-    // IH = 0, even for another page of the domain: the next walk reads the new table and finds nothing (and
-    // caches the path to it: the directory entries were valid).
+    // IH = 0 for another 2 MiB of the domain leaves the path too.
     rig.submit(&[IotlbInv::pages(4, 0x4000_0000, 0).into_bits()]);
-    assert_eq!(rig.phys(0x08, 0x20_2000, Access::Read), None);
-    assert_eq!(rig.vtd.counters().psc_hits, 1);
+    assert_eq!(rig.phys(0x08, 0x20_2000, Access::Read), Some(0x10_2000));
+    assert_eq!(rig.vtd.counters().psc_hits, 2);
+    // IH = 0 for a page of this one: the next walk reads the new table and finds nothing (and caches the path to
+    // it: the directory entries were valid).
+    rig.submit(&[IotlbInv::pages(4, 0x20_6000, 0).into_bits()]);
+    assert_eq!(rig.phys(0x08, 0x20_3000, Access::Read), None);
+    assert_eq!(rig.vtd.counters().psc_hits, 2);
     // Back to the old table without an invalidation: the cached path still names the empty one.
     rig.mem.write_u64(slot, old).unwrap();
-    assert_eq!(rig.phys(0x08, 0x20_2000, Access::Read), None);
-    assert_eq!(rig.vtd.counters().psc_hits, 2);
+    assert_eq!(rig.phys(0x08, 0x20_3000, Access::Read), None);
+    assert_eq!(rig.vtd.counters().psc_hits, 3);
     // With one (IH = 0) the walk reads the old table again; a domain-selective invalidation drops paths as well.
-    rig.submit(&[IotlbInv::pages(4, 0x20_2000, 0).into_bits()]);
-    assert_eq!(rig.phys(0x08, 0x20_2000, Access::Read), Some(0x10_2000));
+    rig.submit(&[IotlbInv::pages(4, 0x20_3000, 0).into_bits()]);
+    assert_eq!(rig.phys(0x08, 0x20_3000, Access::Read), Some(0x10_3000));
     rig.mem.write_u64(slot, SlPte::entry(empty, true, true).into_bits()).unwrap();
     rig.submit(&[IotlbInv::domain(4).into_bits()]);
-    assert_eq!(rig.phys(0x08, 0x20_1000, Access::Read), None);
-    assert_eq!(rig.vtd.counters().psc_hits, 2);
+    assert_eq!(rig.phys(0x08, 0x20_4000, Access::Read), None);
+    assert_eq!(rig.vtd.counters().psc_hits, 3);
 }
 
 #[test]

@@ -12,17 +12,17 @@
 //!
 //! The page-directory cache holds, per domain and 2 MiB of IOVA, where a walk that went down one level at a time
 //! found the level-1 table and the permissions of the directory entries above it: a walk that hits it reads only the
-//! leaf. Only INVALIDATE_IOMMU_PAGES with PDE = 1 (or INVALIDATE_IOMMU_ALL) removes entries, and it removes all of the
-//! domain's: each cached path depends on directory entries that cover far more than the 2 MiB it is filed under (a
-//! level-3 entry maps 1 GiB), and hardware may drop more than it is asked to. A driver that frees or edits a
-//! directory table with PDE = 0 keeps walking the old one, as on hardware (Linux's `build_inv_iommu_pages` always
-//! sets PDE for host domains).
+//! leaf (`crate::paths`). Only INVALIDATE_IOMMU_PAGES with PDE = 1 removes paths, those of the domain whose 2 MiB
+//! meets its range, or INVALIDATE_IOMMU_ALL all of them. A driver that frees or edits a directory table with PDE = 0,
+//! or invalidates less than the table mapped, keeps walking the old one, as on hardware (Linux's
+//! `build_inv_iommu_pages` always sets PDE for host domains).
 //!
 //! The SE (suppress I/O page fault events) bookkeeping lives here too: after one logged IO_PAGE_FAULT a device with
 //! DTE.SE stays quiet until its DTE is invalidated (our reading of SE next to SA, "suppress all"; VirtualBox's model
 //! calls SE device-specific suppression and leaves it unimplemented).
 
 use crate::hash::FastMap;
+use crate::paths::PathCache;
 
 /// What a device's DTE says, decoded once it has been validated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,17 +66,11 @@ pub(super) struct IotlbEntry {
 /// A walk's directory part: the level-1 table it reached and the permissions ANDed over the entries above it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct PdeEntry {
-    /// 2 MiB of IOVA (`iova >> 21`) the level-1 table maps.
-    pub region: u64,
     /// Physical address of the level-1 table.
     pub table: u64,
     pub r: bool,
     pub w: bool,
 }
-
-/// Directory paths a domain keeps: a small list searched in turn (a device's buffers sit in a few 2 MiB regions);
-/// full, it starts over.
-const PDE_PER_DOMAIN: usize = 16;
 
 impl IotlbEntry {
     pub fn translate(&self, iova: u64) -> u64 {
@@ -110,8 +104,8 @@ pub(super) struct Caches {
     spare: Option<FastMap<u64, IotlbEntry>>,
     iotlb_len: usize,
     iotlb_capacity: usize,
-    /// Directory paths by DomainID (emptied lists keep their room).
-    pde: FastMap<u16, Vec<PdeEntry>>,
+    /// Directory paths by DomainID.
+    pde: PathCache<u16, PdeEntry>,
     /// Devices with DTE.SE whose one IO_PAGE_FAULT event has been logged.
     se_fired: FastMap<u16, ()>,
     /// Bumped by everything that may remove an entry or turn caching off: what the model's translation
@@ -128,7 +122,7 @@ impl Caches {
             spare: None,
             iotlb_len: 0,
             iotlb_capacity: iotlb_capacity.max(1),
-            pde: FastMap::default(),
+            pde: PathCache::default(),
             se_fired: FastMap::default(),
             gen: 0,
         }
@@ -283,27 +277,19 @@ impl Caches {
 
     /// The cached directory path of `domain` for the 2 MiB holding `iova`.
     pub fn pde_get(&self, domain: u16, iova: u64) -> Option<PdeEntry> {
-        let region = iova >> 21;
-        self.pde.get(&domain)?.iter().find(|e| e.region == region).copied()
+        self.pde.get(domain, iova, |_| true)
     }
 
-    /// Remember a directory path (caching on).
-    pub fn pde_put(&mut self, domain: u16, e: PdeEntry) {
-        if !self.enabled {
-            return;
+    /// Remember the directory path of the 2 MiB holding `iova` (caching on).
+    pub fn pde_put(&mut self, domain: u16, iova: u64, e: PdeEntry) {
+        if self.enabled {
+            self.pde.put(domain, iova, e);
         }
-        let list = self.pde.entry(domain).or_default();
-        if list.len() >= PDE_PER_DOMAIN {
-            list.clear();
-        }
-        list.push(e);
     }
 
-    /// INVALIDATE_IOMMU_PAGES with PDE = 1: every directory path of `domain` (see the module doc).
-    pub fn pde_invalidate(&mut self, domain: u16) {
-        if let Some(list) = self.pde.get_mut(&domain) {
-            list.clear();
-        }
+    /// INVALIDATE_IOMMU_PAGES with PDE = 1: the directory paths of `domain` whose 2 MiB meets `[first, last]`.
+    pub fn pde_invalidate(&mut self, domain: u16, first: u64, last: u64) {
+        self.pde.drop_range(|&d| d == domain, first, last, |_| true);
     }
 }
 

@@ -93,12 +93,12 @@ impl AmdviModel {
             CmdOpcode::InvalidateIommuPages => {
                 let c = InvalidateIommuPages::from_bits(raw);
                 // Guest (GN = 1) translations are not modelled: nothing of them is cached. PDE = 1 asks for cached
-                // directory entries too (the domain's, all of them: see `cache`).
+                // directory entries of the range too (see `cache`).
                 if !c.gn() {
                     let (first, last) = c.covered();
                     self.caches.iotlb_range(c.domain_id(), first, last);
                     if c.pde() {
-                        self.caches.pde_invalidate(c.domain_id());
+                        self.caches.pde_invalidate(c.domain_id(), first, last);
                     }
                 }
                 self.counters.iotlb_invalidations += 1;

@@ -237,8 +237,7 @@ impl AmdviModel {
                     table = self.mem_pa(pte.phys());
                     level = next;
                     if level == 1 && stepwise {
-                        let region = iova >> 21;
-                        self.caches.pde_put(info.domain_id, PdeEntry { region, table, r, w });
+                        self.caches.pde_put(info.domain_id, iova, PdeEntry { table, r, w });
                     }
                     continue;
                 }

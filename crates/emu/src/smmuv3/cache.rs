@@ -16,20 +16,20 @@
 //! it with a stage-1 invalidation).
 //!
 //! The walk cache holds, per tag and 2 MiB of input address, where a stage-1 walk without stage 2 found the level-3
-//! table and the APTable limits of the table descriptors above it: a walk that hits it reads only the last level.
-//! Every TLBI that covers the tag's stage-1 entries removes the tag's paths, except a TLBI by address with Leaf = 1,
-//! which says only last-level entries changed and need not touch walk caches (4.4.1; Linux sets Leaf on the unmap
-//! flush, `arm_smmu_iotlb_sync`, and clears it when a table was freed, `arm_smmu_tlb_inv_walk`). A TLBI by address
-//! with Leaf = 0 removes all of the tag's paths, not only those of the range: a cached path also depends on
-//! descriptors that map far more than its 2 MiB, and dropping more is always allowed. A driver that frees a table
-//! and invalidates with Leaf = 1 keeps walking the old one, as on hardware. Nested and stage-2 walks are not cached
-//! this way (each of their stage-1 descriptors is itself translated by stage 2).
+//! table and the APTable limits of the table descriptors above it: a walk that hits it reads only the last level
+//! (`crate::paths`). A TLBI by address removes the paths of the tags it covers whose 2 MiB meets its range, unless
+//! Leaf = 1, which says only last-level entries changed and need not touch walk caches (4.4.1; Linux sets Leaf on the
+//! unmap flush, `arm_smmu_iotlb_sync`, and clears it when a table was freed, `arm_smmu_tlb_inv_walk`); every other
+//! TLBI that covers a tag's stage-1 entries removes all of its paths. A driver that frees a table and invalidates
+//! with Leaf = 1, or too small a range, keeps walking the old one, as on hardware. Nested and stage-2 walks are not
+//! cached this way (each of their stage-1 descriptors is itself translated by stage 2).
 
 use iommu_spec::smmuv3::Perm;
 
 use super::strtab::SteState;
 use super::translate::{low_mask, S1Cfg};
 use crate::hash::FastMap;
+use crate::paths::PathCache;
 
 /// Leaf sizes an entry may have: 4 KiB, 2 MiB, 1 GiB.
 const SHIFTS: [u32; 3] = [12, 21, 30];
@@ -63,16 +63,11 @@ pub(super) struct TlbEntry {
 /// A stage-1 walk's directory part: the level-3 table it reached and the APTable limits above it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct WalkEntry {
-    /// 2 MiB of input address (`va >> 21`) the level-3 table maps.
-    pub region: u64,
     /// Physical address of the level-3 table.
     pub table: u64,
     /// The limits for unprivileged and privileged accesses.
     pub limit: [Perm; 2],
 }
-
-/// Directory paths a tag keeps: a small list searched in turn; full, it starts over.
-const WALK_PER_TAG: usize = 16;
 
 /// Which entries of a tag an invalidation drops.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -103,8 +98,8 @@ pub(super) struct Caches {
     tlb: FastMap<TlbTag, FastMap<(u32, u64), TlbEntry>>,
     tlb_len: usize,
     tlb_capacity: usize,
-    /// Stage-1 directory paths by tag (emptied lists keep their room).
-    walk: FastMap<TlbTag, Vec<WalkEntry>>,
+    /// Stage-1 directory paths by tag.
+    walk: PathCache<TlbTag, WalkEntry>,
     /// Bumped by everything that may remove an entry or turn caching off: what the model's translation
     /// front cache (`crate::front`) checks before it answers.
     gen: u64,
@@ -120,7 +115,7 @@ impl Caches {
             tlb: FastMap::default(),
             tlb_len: 0,
             tlb_capacity: tlb_capacity.max(1),
-            walk: FastMap::default(),
+            walk: PathCache::default(),
             gen: 0,
         }
     }
@@ -145,7 +140,7 @@ impl Caches {
         self.enabled = on;
         self.cfg_all();
         self.tlb_select(|_| Scope::All);
-        self.walk_drop(|_| true);
+        self.walk.clear();
     }
 
     pub fn sizes(&self) -> (usize, usize, usize) {
@@ -230,7 +225,7 @@ impl Caches {
         if self.tlb_len >= self.tlb_capacity {
             // Out of room: evict everything (16.2: entries may be dropped at any time).
             self.tlb_select(|_| Scope::All);
-            self.walk_drop(|_| true);
+            self.walk.clear();
         }
         if self.tlb.entry(tag).or_default().insert((e.shift, va >> e.shift), e).is_none() {
             self.tlb_len += 1;
@@ -290,29 +285,24 @@ impl Caches {
 
     /// The cached stage-1 directory path of `tag` for the 2 MiB holding `va`.
     pub fn walk_get(&self, tag: TlbTag, va: u64) -> Option<WalkEntry> {
-        let region = va >> 21;
-        self.walk.get(&tag)?.iter().find(|e| e.region == region).copied()
+        self.walk.get(tag, va, |_| true)
     }
 
-    /// Remember a directory path (caching on).
-    pub fn walk_put(&mut self, tag: TlbTag, e: WalkEntry) {
-        if !self.enabled {
-            return;
+    /// Remember the directory path of the 2 MiB holding `va` (caching on).
+    pub fn walk_put(&mut self, tag: TlbTag, va: u64, e: WalkEntry) {
+        if self.enabled {
+            self.walk.put(tag, va, e);
         }
-        let list = self.walk.entry(tag).or_default();
-        if list.len() >= WALK_PER_TAG {
-            list.clear();
-        }
-        list.push(e);
     }
 
     /// Drop the directory paths of every tag `hit` selects.
     pub fn walk_drop(&mut self, hit: impl Fn(&TlbTag) -> bool) {
-        for (tag, list) in self.walk.iter_mut() {
-            if hit(tag) {
-                list.clear();
-            }
-        }
+        self.walk.drop_tags(hit, |_| true);
+    }
+
+    /// Drop the directory paths of every tag `hit` selects whose 2 MiB meets `[first, last]`.
+    pub fn walk_drop_range(&mut self, hit: impl Fn(&TlbTag) -> bool, first: u64, last: u64) {
+        self.walk.drop_range(hit, first, last, |_| true);
     }
 }
 

@@ -145,14 +145,14 @@ impl Smmuv3Model {
                     last,
                 );
                 if !scope.leaf {
-                    c.walk_drop(|t| nh(vmid)(t) && t.asid == Some(asid));
+                    c.walk_drop_range(|t| nh(vmid)(t) && t.asid == Some(asid), first, last);
                 }
             }
             Command::TlbiNhVaa { vmid, addr, scope } => {
                 let (first, last) = tlbi_span(addr, scope, ril);
                 c.tlb_select_range(|t| if nh(vmid)(t) { Scope::All } else { Scope::Keep }, first, last);
                 if !scope.leaf {
-                    c.walk_drop(nh(vmid));
+                    c.walk_drop_range(nh(vmid), first, last);
                 }
             }
             Command::TlbiEl2All => {
@@ -175,7 +175,7 @@ impl Smmuv3Model {
                     last,
                 );
                 if !scope.leaf {
-                    c.walk_drop(|t| t.el2 && t.asid == Some(asid));
+                    c.walk_drop_range(|t| t.el2 && t.asid == Some(asid), first, last);
                 }
             }
             Command::Other(r) if opcode(r) == Opcode::TlbiEl2Vaa => {
@@ -184,7 +184,7 @@ impl Smmuv3Model {
                     let (first, last) = tlbi_span(addr, scope, ril);
                     c.tlb_select_range(|t| if t.el2 { Scope::All } else { Scope::Keep }, first, last);
                     if !scope.leaf {
-                        c.walk_drop(el2);
+                        c.walk_drop_range(el2, first, last);
                     }
                 }
             }

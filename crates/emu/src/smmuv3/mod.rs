@@ -308,6 +308,7 @@ impl Smmuv3Model {
     pub fn drop_caches(&mut self) {
         self.caches.cfg_all();
         self.caches.tlb_select(|_| cache::Scope::All);
+        self.caches.walk_drop(|_| true);
     }
 
     /// What the front cache (`crate::front`) holds for this request now, without translating: for tests that an
@@ -317,8 +318,8 @@ impl Smmuv3Model {
         self.front.get(self.caches.gen(), rid, iova, access).map(|(phys, _)| phys)
     }
 
-    /// Turn the configuration cache and the TLB on or off (off: every translation fetches and walks, a
-    /// benchmark baseline no real SMMU offers). Either way both are emptied.
+    /// Turn the configuration cache, the TLB and the walk cache on or off (off: every translation fetches and walks,
+    /// a benchmark baseline no real SMMU offers). Either way they are emptied.
     pub fn set_caching(&mut self, enabled: bool) {
         self.caches.set_enabled(enabled);
     }

@@ -223,7 +223,7 @@ impl Smmuv3Model {
                     limit = [limit[0].and(td.limit(false)), limit[1].and(td.limit(true))];
                     table = td.next_table();
                     if level == 2 && cached {
-                        self.caches.walk_put(tag, WalkEntry { region: top >> 21, table, limit });
+                        self.caches.walk_put(tag, top, WalkEntry { table, limit });
                     }
                 }
                 DescKind::Block | DescKind::Page => {

@@ -3,8 +3,9 @@
 //!
 //! Entries leave only through invalidations (or capacity eviction of the IOTLB, which the spec allows
 //! at any time), never because the tables in memory changed: a driver that edits a table and forgets
-//! the flush keeps translating through the old entry, as on hardware. Faulting walks are not cached
-//! (the model behaves as CAP.CM = 0 even when configured otherwise, which CM permits).
+//! the flush keeps translating through the old entry, as on hardware. A translation that faults is not
+//! cached (the model behaves as CAP.CM = 0 even when configured otherwise, which CM permits), though the
+//! directory part of a walk that faults at the leaf is: those entries were present and valid.
 //!
 //! IOTLB entries are tagged with the domain ID alone, also in scalable mode: PGTT = 2 translations of one
 //! DID share the DID's second-level table (spec 6.2.1), so a PASID-based IOTLB invalidation of that DID
@@ -15,18 +16,20 @@
 //! domains with `qi_flush_piotlb` for that reason). Only a global IOTLB invalidation or a PASID-based one
 //! removes them.
 //!
-//! The paging-structure caches (spec 6.2.4) hold, per DID and 2 MiB of input address, where a walk found the
-//! level-1 table and the permissions of the entries above it: a walk that hits them reads only the leaf. They go
-//! with every IOTLB invalidation of their domain except a page-selective one with IH = 1, the hint that software
-//! changed only leaf entries (spec 6.5.2.3: hardware may then keep its paging-structure caches; Linux sets IH when
-//! an unmap freed no page-table page, `intel_iommu_tlb_sync`). A page-selective invalidation with IH = 0 removes
-//! all of the domain's, not only those of the range: each cached path also depends on entries that map far more
-//! than the 2 MiB it is filed under, and hardware may always drop more than it is asked to. A driver that frees or
-//! edits a directory table and invalidates with IH = 1 keeps walking the old one, as on hardware.
+//! The paging-structure caches (spec 6.2.5) hold, per DID and 2 MiB of input address, where a walk found the
+//! level-1 table and the permissions of the entries above it: a walk that hits them reads only the leaf
+//! (`crate::paths`). A page-selective invalidation removes the domain's paths whose 2 MiB meets its range, unless
+//! IH = 1, the hint that software changed only leaf entries (spec 6.5.2.3: hardware may then keep its
+//! paging-structure caches; Linux sets IH when an unmap freed no page-table page, `intel_iommu_tlb_sync`); domain-
+//! selective and global ones remove all of them, with the same first-level rule as the IOTLB's. First-level paths
+//! are tagged by DID alone like the IOTLB's entries: requests without PASID use the context's RID_PASID only. A
+//! driver that frees or edits a directory table and invalidates with IH = 1, or too small a range, keeps walking
+//! the old one, as on hardware.
 
 use iommu_spec::vtd::level_size;
 
 use crate::hash::FastMap;
+use crate::paths::PathCache;
 
 /// How a device's untranslated requests are handled once its context (and PASID entry) is known.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,8 +79,6 @@ pub(super) struct IotlbEntry {
 /// A walk's directory part: the level-1 table it reached and the permissions ANDed over the entries above it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct PscEntry {
-    /// 2 MiB of input address (`iova >> 21`) the level-1 table maps.
-    pub region: u64,
     /// Physical address of the level-1 table.
     pub table: u64,
     pub r: bool,
@@ -85,10 +86,6 @@ pub(super) struct PscEntry {
     /// From a first-level walk (kept by invalidations that keep first-level IOTLB entries).
     pub first_level: bool,
 }
-
-/// Directory paths a domain keeps: a small list searched in turn (a device's buffers sit in a few 2 MiB regions);
-/// full, it starts over.
-const PSC_PER_DOMAIN: usize = 16;
 
 /// The caches.
 #[derive(Clone, Debug)]
@@ -100,8 +97,8 @@ pub(super) struct Caches {
     iotlb: FastMap<u16, FastMap<(u32, u64), IotlbEntry>>,
     iotlb_len: usize,
     iotlb_capacity: usize,
-    /// Paging-structure entries by DID (emptied lists keep their room).
-    psc: FastMap<u16, Vec<PscEntry>>,
+    /// Paging-structure entries by DID.
+    psc: PathCache<u16, PscEntry>,
     /// Bumped by everything that may remove an entry or turn caching off: what the model's translation
     /// front cache (`super::front`) checks before it answers.
     gen: u64,
@@ -121,7 +118,7 @@ impl Caches {
             iotlb: FastMap::default(),
             iotlb_len: 0,
             iotlb_capacity: iotlb_capacity.max(1),
-            psc: FastMap::default(),
+            psc: PathCache::default(),
             gen: 0,
         }
     }
@@ -288,8 +285,8 @@ impl Caches {
 
     /// Page-selective (spec 6.5.2.3): every entry of `did` whose page overlaps the `2^am` pages at
     /// `addr` (aligned down to that size, as hardware ignores the low address bits), and unless `ih` (only
-    /// leaves changed) the domain's paging-structure entries. A mask too large to enumerate falls back to a scan
-    /// of the domain.
+    /// leaves changed) the paging-structure entries of that range. A mask too large to enumerate falls back to a
+    /// scan of the domain; one that covers the whole address space is a domain-selective invalidation, IH or not.
     pub fn iotlb_pages(&mut self, did: u16, addr: u64, am: u8, ih: bool) {
         self.iotlb_pages_where(did, addr, am, ih, true)
     }
@@ -301,9 +298,6 @@ impl Caches {
 
     fn iotlb_pages_where(&mut self, did: u16, addr: u64, am: u8, ih: bool, first_level_too: bool) {
         self.bump();
-        if !ih {
-            self.psc_domain(did, first_level_too);
-        }
         if am > 51 {
             // The range covers the whole address space.
             return if first_level_too { self.iotlb_domain(did) } else { self.iotlb_domain_sl(did) };
@@ -314,6 +308,9 @@ impl Caches {
         let span_shift = 12 + am as u32;
         let first = (addr >> span_shift) << span_shift;
         let last = first | ((1u64 << span_shift) - 1);
+        if !ih {
+            self.psc.drop_range(|&d| d == did, first, last, |e| first_level_too || !e.first_level);
+        }
         let before = dom.len();
         let targeted: u64 = (1..=3).map(|l| (last >> shift(l)) - (first >> shift(l)) + 1).sum();
         if targeted > dom.len() as u64 {
@@ -338,27 +335,19 @@ impl Caches {
 
     /// The cached directory path of `did` for the 2 MiB holding `iova`, from a walk of the same kind.
     pub fn psc_get(&self, did: u16, iova: u64, first_level: bool) -> Option<PscEntry> {
-        let region = iova >> 21;
-        self.psc.get(&did)?.iter().find(|e| e.region == region && e.first_level == first_level).copied()
+        self.psc.get(did, iova, |e| e.first_level == first_level)
     }
 
-    /// Remember a directory path (caching on).
-    pub fn psc_put(&mut self, did: u16, e: PscEntry) {
-        if !self.enabled {
-            return;
+    /// Remember the directory path of the 2 MiB holding `iova` (caching on).
+    pub fn psc_put(&mut self, did: u16, iova: u64, e: PscEntry) {
+        if self.enabled {
+            self.psc.put(did, iova, e);
         }
-        let list = self.psc.entry(did).or_default();
-        if list.len() >= PSC_PER_DOMAIN {
-            list.clear();
-        }
-        list.push(e);
     }
 
     /// The directory paths of `did`: all of them, or (`first_level_too` clear) the second-level ones.
     fn psc_domain(&mut self, did: u16, first_level_too: bool) {
-        if let Some(list) = self.psc.get_mut(&did) {
-            list.retain(|e| e.first_level && !first_level_too);
-        }
+        self.psc.drop_tags(|&d| d == did, |e| first_level_too || !e.first_level);
     }
 }
 

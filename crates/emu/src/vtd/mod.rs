@@ -286,8 +286,8 @@ impl VtdModel {
         self.iec.clear();
     }
 
-    /// Turn the context, PASID and IOTLB caches on or off (off: every translation walks the tables, a
-    /// benchmark baseline that no real unit offers). Either way the caches are emptied.
+    /// Turn the context, PASID, IOTLB and paging-structure caches on or off (off: every translation walks the
+    /// tables, a benchmark baseline that no real unit offers). Either way the caches are emptied.
     pub fn set_caching(&mut self, enabled: bool) {
         self.caches.set_enabled(enabled);
     }

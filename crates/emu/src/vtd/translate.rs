@@ -338,7 +338,7 @@ impl VtdModel {
             }
             table = pte.phys();
             if level == 2 {
-                self.caches.psc_put(did, PscEntry { region: iova >> 21, table, r, w, first_level: false });
+                self.caches.psc_put(did, iova, PscEntry { table, r, w, first_level: false });
             }
         }
         // Only reachable with zero levels, which no supported AGAW gives.
@@ -422,7 +422,7 @@ impl VtdModel {
             }
             table = pte.phys();
             if level == 2 {
-                self.caches.psc_put(did, PscEntry { region: iova >> 21, table, r: true, w, first_level: true });
+                self.caches.psc_put(did, iova, PscEntry { table, r: true, w, first_level: true });
             }
         }
         // Only reachable with zero levels, which no FLPM encoding gives.
