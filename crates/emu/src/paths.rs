@@ -55,25 +55,30 @@ impl<K: Copy + Eq + Hash, P: Copy> PathCache<K, P> {
         list.push((va >> REGION_SHIFT, path));
     }
 
-    /// Drop the paths `which` selects of every tag `hit` selects.
+    /// Drop the paths `which` selects of every tag `hit` selects. Emptied lists keep their room for the tag's next
+    /// walk (the tags are bounded).
     pub fn drop_tags(&mut self, hit: impl Fn(&K) -> bool, which: impl Fn(&P) -> bool) {
-        self.tags.retain(|tag, list| {
+        for (tag, list) in self.tags.iter_mut() {
             if hit(tag) {
                 list.retain(|(_, p)| !which(p));
             }
-            !list.is_empty()
-        });
+        }
     }
 
     /// [`PathCache::drop_tags`] of the paths whose 2 MiB meets `[first, last]`.
     pub fn drop_range(&mut self, hit: impl Fn(&K) -> bool, first: u64, last: u64, which: impl Fn(&P) -> bool) {
-        let (lo, hi) = (first.min(last) >> REGION_SHIFT, first.max(last) >> REGION_SHIFT);
         for (tag, list) in self.tags.iter_mut() {
             if hit(tag) {
-                list.retain(|(r, p)| !((lo..=hi).contains(r) && which(p)));
+                drop_in(list, first, last, &which);
             }
         }
-        self.tags.retain(|_, list| !list.is_empty());
+    }
+
+    /// [`PathCache::drop_range`] of one tag (found, not searched for).
+    pub fn drop_range_of(&mut self, tag: K, first: u64, last: u64, which: impl Fn(&P) -> bool) {
+        if let Some(list) = self.tags.get_mut(&tag) {
+            drop_in(list, first, last, &which);
+        }
     }
 
     /// Drop every path.
@@ -88,11 +93,17 @@ impl<K: Copy + Eq + Hash, P: Copy> PathCache<K, P> {
     }
 }
 
+/// Drop from `list` the paths `which` selects whose 2 MiB meets `[first, last]` (either order).
+fn drop_in<P>(list: &mut Vec<(u64, P)>, first: u64, last: u64, which: impl Fn(&P) -> bool) {
+    let (lo, hi) = (first.min(last) >> REGION_SHIFT, first.max(last) >> REGION_SHIFT);
+    list.retain(|(r, p)| !((lo..=hi).contains(r) && which(p)));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// A range drops exactly the paths whose 2 MiB it meets, of the tags it names; emptied tags go.
+    /// A range drops exactly the paths whose 2 MiB it meets, of the tags it names.
     #[test]
     fn a_range_drops_the_paths_whose_two_mib_it_meets() {
         let mut c: PathCache<u16, u64> = PathCache::default();
@@ -105,7 +116,10 @@ mod tests {
         assert_eq!((c.get(1, 0x20_0000, |_| true), c.get(1, 0x40_0000, |_| true)), (None, None));
         assert_eq!(c.get(2, 0x20_0000, |_| true), Some(0x20_0002), "another tag");
         c.drop_tags(|&t| t == 2, |_| true);
-        assert_eq!(c.tags.len(), 1, "an emptied tag is removed");
+        assert_eq!((c.len(), c.get(2, 0x20_0000, |_| true)), (1, None));
+        c.drop_range_of(1, 0, 0, |_| true);
+        assert_eq!(c.len(), 0, "one tag's range");
+        c.put(1, 0, 1);
         c.put(2, 0x20_0000, 7);
         c.drop_range(|_| true, u64::MAX, 0, |&p| p == 1);
         assert_eq!(

@@ -289,7 +289,7 @@ impl Caches {
 
     /// INVALIDATE_IOMMU_PAGES with PDE = 1: the directory paths of `domain` whose 2 MiB meets `[first, last]`.
     pub fn pde_invalidate(&mut self, domain: u16, first: u64, last: u64) {
-        self.pde.drop_range(|&d| d == domain, first, last, |_| true);
+        self.pde.drop_range_of(domain, first, last, |_| true);
     }
 }
 

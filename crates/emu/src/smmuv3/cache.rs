@@ -304,6 +304,11 @@ impl Caches {
     pub fn walk_drop_range(&mut self, hit: impl Fn(&TlbTag) -> bool, first: u64, last: u64) {
         self.walk.drop_range(hit, first, last, |_| true);
     }
+
+    /// [`Caches::walk_drop_range`] of one tag.
+    pub fn walk_drop_range_of(&mut self, tag: TlbTag, first: u64, last: u64) {
+        self.walk.drop_range_of(tag, first, last, |_| true);
+    }
 }
 
 #[cfg(test)]

@@ -145,7 +145,7 @@ impl Smmuv3Model {
                     last,
                 );
                 if !scope.leaf {
-                    c.walk_drop_range(|t| nh(vmid)(t) && t.asid == Some(asid), first, last);
+                    c.walk_drop_range_of(TlbTag { el2: false, vmid, asid: Some(asid) }, first, last);
                 }
             }
             Command::TlbiNhVaa { vmid, addr, scope } => {

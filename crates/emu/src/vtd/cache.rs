@@ -309,7 +309,7 @@ impl Caches {
         let first = (addr >> span_shift) << span_shift;
         let last = first | ((1u64 << span_shift) - 1);
         if !ih {
-            self.psc.drop_range(|&d| d == did, first, last, |e| first_level_too || !e.first_level);
+            self.psc.drop_range_of(did, first, last, |e| first_level_too || !e.first_level);
         }
         let before = dom.len();
         let targeted: u64 = (1..=3).map(|l| (last >> shift(l)) - (first >> shift(l)) + 1).sum();
