@@ -233,17 +233,23 @@ fn map_at_gives_a_one_to_one_domain_at_the_chosen_iovas_on_every_iommu() {
     }
 }
 
+/// A normal boot with the NIC attached to a new, empty domain.
+fn nic_in_a_domain(kind: IommuKind) -> (Rig, Box<dyn IommuDriver>, iommu_driver::DomainId) {
+    let mut rig = Rig::new(kind);
+    let env = rig.env(false);
+    let mut drv = boot(kind, &mut rig.primary(), &env, BootOptions::default()).unwrap();
+    let d = drv.create_domain(&mut rig.primary()).unwrap();
+    drv.attach(&mut rig.primary(), NIC, Attachment::Domain(d)).unwrap();
+    (rig, drv, d)
+}
+
 /// An unmap is told its range by its caller: one that wraps at 2^64, lies past the IOVA space, is empty or starts
 /// mid-page is refused before anything changes (no entry cleared, no IOVA released, no command queued per page of
 /// a huge size), on every IOMMU; a good one after it still unmaps.
 #[test]
 fn an_unmap_of_a_range_no_table_can_hold_is_refused_and_changes_nothing_on_every_iommu() {
     for kind in IommuKind::ALL {
-        let mut rig = Rig::new(kind);
-        let env = rig.env(false);
-        let mut drv = boot(kind, &mut rig.primary(), &env, BootOptions::default()).unwrap();
-        let d = drv.create_domain(&mut rig.primary()).unwrap();
-        drv.attach(&mut rig.primary(), NIC, Attachment::Domain(d)).unwrap();
+        let (mut rig, mut drv, d) = nic_in_a_domain(kind);
         let pa = 0x2000_0000;
         let iova = drv.map(&mut rig.primary(), d, pa, 0x1000, Perm::RW).unwrap();
         for (at, size) in [(iova, u64::MAX), (iova, 0), (iova + 0x800, 0x1000), (!0xfff, 0x2000), (iova, 1 << 60)] {
@@ -266,11 +272,7 @@ fn an_unmap_of_a_range_no_table_can_hold_is_refused_and_changes_nothing_on_every
 #[test]
 fn mappings_after_an_unmap_with_the_leaf_only_hint_reach_their_new_pages_on_every_iommu() {
     for kind in IommuKind::ALL {
-        let mut rig = Rig::new(kind);
-        let env = rig.env(false);
-        let mut drv = boot(kind, &mut rig.primary(), &env, BootOptions::default()).unwrap();
-        let d = drv.create_domain(&mut rig.primary()).unwrap();
-        drv.attach(&mut rig.primary(), NIC, Attachment::Domain(d)).unwrap();
+        let (mut rig, mut drv, d) = nic_in_a_domain(kind);
         for round in 0..4u64 {
             let pa = 0x2000_0000 + round * MIB;
             let iovas: Vec<u64> =
