@@ -65,6 +65,14 @@ fn print(w: &mut impl Write, f: &Figures, md: bool) -> std::io::Result<()> {
         )?,
         None => writeln!(w, "(What else used the CPUs while it ran is unknown: no /proc/stat.)\n")?,
     }
+    if let Some(p) = f.pace {
+        writeln!(
+            w,
+            "The host's pace: one thread of register-only arithmetic ran {:.3e} steps/s at the start and {:.3e} at \
+             the end (runs compare only at a like pace).\n",
+            p.start, p.end
+        )?;
+    }
     writeln!(
         w,
         "{}Adoption at scale (eager: copy every context table whole first; floor: read each live entry once; \

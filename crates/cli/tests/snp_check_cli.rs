@@ -84,6 +84,9 @@ fn bench_json_has_the_issue_shape() {
     let out = Command::new(env!("CARGO_BIN_EXE_handover")).args(["bench", "--quick", "--json"]).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    for at in ["start", "end"] {
+        assert!(v["pace"][at].as_f64().is_some_and(|p| p > 0.0), "the host's pace at the {at}: {}", v["pace"]);
+    }
     let adopt = v["adopt"].as_array().unwrap();
     for iommu in ["vtd", "amdvi", "smmuv3"] {
         let rows: Vec<&Value> = adopt.iter().filter(|r| r["iommu"] == iommu).collect();

@@ -186,6 +186,8 @@ pub struct SimulateFigure {
 pub struct Figures {
     /// What else used the machine's CPUs while the figures were taken (`None` where `/proc/stat` cannot be read).
     pub machine: Option<MachineShare>,
+    /// How fast the host ran this process at the start and the end of the run (`None` when not measured).
+    pub pace: Option<Pace>,
     /// Adoption at each size, per IOMMU.
     pub adopt: Vec<AdoptFigure>,
     /// Translation speed, one per IOMMU.
@@ -735,7 +737,19 @@ fn adopt_all(quick: bool) -> Vec<AdoptFigure> {
 pub fn adopt_only(quick: bool) -> Figures {
     let start = CpuTicks::now();
     let adopt = adopt_all(quick);
-    Figures { machine: MachineShare::since(start), adopt, translate: Vec::new(), simulate: Vec::new() }
+    Figures { machine: MachineShare::since(start), pace: None, adopt, translate: Vec::new(), simulate: Vec::new() }
+}
+
+/// One thread of register-only arithmetic (the loop of the translation table's arithmetic column), in steps per
+/// second, at the start and at the end of a run: the host's pace in those minutes, which moves every figure with
+/// it (a vCPU on a host core shared with other guests runs slower without any steal time showing). Runs compare
+/// only at a like pace.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Pace {
+    /// Before the first figure.
+    pub start: f64,
+    /// After the last.
+    pub end: f64,
 }
 
 /// Shares of the machine's CPU time, over all its CPUs, while the bench ran: timings are only comparable when
@@ -796,8 +810,10 @@ pub fn all(quick: bool) -> Figures {
     let ops = if quick { 2_000_000 } else { 20_000_000 };
     let scenarios = if quick { 200 } else { 2000 };
     let start = CpuTicks::now();
+    let pace_start = arith_rate(1);
     let mut f = Figures {
         machine: None,
+        pace: None,
         adopt: adopt_all(quick),
         translate: IommuKind::ALL.iter().map(|&k| translate(k, ops)).collect(),
         simulate: IommuKind::ALL
@@ -806,6 +822,7 @@ pub fn all(quick: bool) -> Figures {
             .flatten()
             .collect(),
     };
+    f.pace = Some(Pace { start: pace_start, end: arith_rate(1) });
     f.machine = MachineShare::since(start);
     f
 }
