@@ -244,6 +244,37 @@ fn a_walk_path_survives_only_a_tlbi_by_address_with_leaf_set() {
     assert_eq!(rig.smmu.counters().walk_cache_hits, 3);
 }
 
+/// The TLBIs that cover a tag's stage-1 entries as a whole drop its walk paths (NH_ALL of its VMID, S12_VMALL,
+/// NSNH_ALL), as does NH_VAA (every ASID) by an address in the path's 2 MiB without Leaf; another VMID's, another
+/// 2 MiB's or a Leaf = 1 one leaves them.
+#[test]
+fn whole_tag_tlbis_drop_walk_paths_and_others_leave_them() {
+    let (mut rig, t1, _) = s1_rig();
+    let slot = s1_slot(&mut rig, t1, 0, 2);
+    let old = rig.mem.read_u64(slot).unwrap();
+    let empty = rig.page();
+    let vaa =
+        |addr: u64, leaf: bool| Command::TlbiNhVaa { vmid: 0, addr, scope: TlbiScope { leaf, ..TlbiScope::ZERO } };
+    for (cmd, drops) in [
+        (vaa(0x3000, true), false),
+        (vaa(0x4000_0000, false), false),
+        (vaa(0x3000, false), true),
+        (Command::TlbiNhAll { vmid: 1 }, false),
+        (Command::TlbiNhAll { vmid: 0 }, true),
+        (Command::TlbiS12Vmall { vmid: 0 }, true),
+        (Command::TlbiNsnhAll, true),
+    ] {
+        // The path to the real table cached by a walk, then the level-2 descriptor pointed at an empty table
+        // behind the unit's back.
+        rig.mem.write_u64(slot, old).unwrap();
+        rig.cmds_sync(&[Command::TlbiNsnhAll]);
+        assert_eq!(rig.phys(1, 0x1000, Access::Read), Some(0x10_1000));
+        rig.mem.write_u64(slot, TableDesc::to(empty).into_bits()).unwrap();
+        rig.cmds_sync(&[cmd]);
+        assert_eq!(rig.phys(1, 0x2000, Access::Read).is_none(), drops, "{cmd:?}");
+    }
+}
+
 #[test]
 fn tlbi_commands_drop_exactly_their_entries() {
     let (mut rig, _, _) = s1_rig();

@@ -11,7 +11,7 @@ use common::{legacy_rig, Rig, RW};
 use iommu_driver::PhysMem;
 use iommu_emu::{Access, Translation, VtdConfig};
 use iommu_spec::vtd::{
-    off, Ccmd, EventCtl, FaultReason, FaultRecord, Fsts, Gcmd, IotlbReg, Iva, RtAddr, TranslationType,
+    off, Ccmd, EventCtl, FaultReason, FaultRecord, Fsts, Gcmd, IotlbReg, Iva, RtAddr, SlPte, TranslationType,
 };
 
 const FRCD0: usize = 0x220;
@@ -211,6 +211,27 @@ fn fault_records_w1c_ppf_fri_and_overflow() {
     assert_eq!(rig.r32(off::FSTS) & 0xff, 0);
     assert!(rig.vtd.recorded_faults().is_empty());
     assert_eq!(rig.vtd.fault_count(), 12);
+}
+
+/// The IOTLB register's page-selective invalidation honours IVA.IH as a queued one does: with IH set the
+/// paging-structure caches keep the region's path, without it the path goes.
+#[test]
+fn register_based_invalidation_keeps_directory_paths_only_with_ih_set() {
+    let (mut rig, _, pt) = legacy_rig(4, 0x10, 3);
+    for i in 0..4u64 {
+        rig.map(pt, 4, 0x20_0000 + (i << 12), 0x8000 + (i << 12), 1, RW);
+    }
+    assert_eq!(rig.phys(0x10, 0x20_0000, Access::Read), Some(0x8000));
+    let slot = rig.pte_slot(pt, 4, 0x20_0000, 2);
+    let empty = rig.page();
+    rig.mem.write_u64(slot, SlPte::entry(empty, true, true).into_bits()).unwrap();
+    let psi = IotlbReg::new().with_ivt(true).with_iirg(3).with_did(3).into_bits();
+    rig.w64(IVA, Iva::new().with_addr(0x200).with_ih(true).into_bits());
+    rig.w64(IOTLB, psi);
+    assert_eq!(rig.phys(0x10, 0x20_1000, Access::Read), Some(0x9000), "the cached path to the old table");
+    rig.w64(IVA, Iva::new().with_addr(0x200).into_bits());
+    rig.w64(IOTLB, psi);
+    assert_eq!(rig.phys(0x10, 0x20_2000, Access::Read), None, "the new, empty table");
 }
 
 #[test]
