@@ -141,6 +141,23 @@ fn directory_entries_survive_only_a_page_selective_invalidation_with_ih_set() {
     assert_eq!(rig.vtd.counters().psc_hits, 3);
 }
 
+/// A domain may hold a cached path and no translation at all (its only walk faulted at the leaf): a page-selective
+/// invalidation without IH still drops the path.
+#[test]
+fn a_page_selective_invalidation_drops_a_path_of_a_domain_that_caches_no_translation() {
+    let (mut rig, _root, pt) = legacy_rig(4, 0x08, 4);
+    rig.map(pt, 4, 0x20_0000, 0x10_0000, 1, RW);
+    rig.enable_qi(false);
+    assert_eq!(rig.phys(0x08, 0x20_1000, Access::Read), None, "no leaf: the walk faults, its path is cached");
+    // A new level-1 table for the region, with the page mapped, installed with an invalidation of that page.
+    let slot = rig.pte_slot(pt, 4, 0x20_0000, 2);
+    let table = rig.page();
+    rig.mem.write_u64(table + 8, SlPte::entry(0x30_0000, true, true).into_bits()).unwrap();
+    rig.mem.write_u64(slot, SlPte::entry(table, true, true).into_bits()).unwrap();
+    rig.submit(&[IotlbInv::pages(4, 0x20_1000, 0).into_bits()]);
+    assert_eq!(rig.phys(0x08, 0x20_1000, Access::Read), Some(0x30_0000));
+}
+
 #[test]
 fn iotlb_invalidation_drops_exactly_the_right_entries() {
     let (mut rig, root, pt) = legacy_rig(4, 0x08, 4);

@@ -302,15 +302,16 @@ impl Caches {
             // The range covers the whole address space.
             return if first_level_too { self.iotlb_domain(did) } else { self.iotlb_domain_sl(did) };
         }
-        let Some(dom) = self.iotlb.get_mut(&did) else {
-            return;
-        };
         let span_shift = 12 + am as u32;
         let first = (addr >> span_shift) << span_shift;
         let last = first | ((1u64 << span_shift) - 1);
+        // Paths first: a domain may hold paths and no translation (a walk that faulted at the leaf).
         if !ih {
             self.psc.drop_range_of(did, first, last, |e| first_level_too || !e.first_level);
         }
+        let Some(dom) = self.iotlb.get_mut(&did) else {
+            return;
+        };
         let before = dom.len();
         let targeted: u64 = (1..=3).map(|l| (last >> shift(l)) - (first >> shift(l)) + 1).sum();
         if targeted > dom.len() as u64 {
