@@ -299,6 +299,7 @@ fn vpn(iova: u64, shift: u32) -> u64 {
 
 /// Bits of an IOTLB key that hold the page's log2 size.
 const KEY_SHIFT_BITS: u32 = 6;
+/// Those bits of a key.
 const KEY_SHIFT: u64 = (1 << KEY_SHIFT_BITS) - 1;
 
 /// An IOTLB entry's key: the page number above the page's log2 size, one word (`shift` is 12..=63, so the page
