@@ -203,7 +203,7 @@ impl Smmuv3Model {
         let mut limit = [Perm::RW; 2];
         let mut first = c.start;
         let cached = s2.is_none() && c.start < 3;
-        if let Some(w) = self.caches.walk_get(tag, top).filter(|_| cached) {
+        if let Some(w) = cached.then(|| self.caches.walk_get(tag, top)).flatten() {
             self.counters.walk_cache_hits += 1;
             (table, limit, first) = (w.table, w.limit, 3);
         }
