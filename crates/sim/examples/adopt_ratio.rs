@@ -30,9 +30,11 @@ fn main() {
             let f = row(n);
             let ratio = f.adopt_ns as f64 / f.pages_floor_ns.max(1) as f64;
             println!(
-                "{name:>7} {n} adopt {:>8} µs floor {:>8} µs {ratio:.2}x",
+                "{name:>7} {n} adopt {:>8} µs floor {:>8} µs {ratio:.2}x new {} KiB read {} KiB",
                 f.adopt_ns / 1000,
-                f.pages_floor_ns / 1000
+                f.pages_floor_ns / 1000,
+                f.adopt_new_bytes / 1024,
+                f.adopt_read_bytes / 1024
             );
             ratios.push(ratio);
         }
