@@ -28,7 +28,7 @@ fn main() {
         let mut ratios = Vec::new();
         for _ in 0..reps {
             let f = row(n);
-            let ratio = f.adopt_ns as f64 / f.pages_floor_ns.max(1) as f64;
+            let ratio = f.adopt_over_pages_floor;
             println!(
                 "{name:>7} {n} adopt {:>8} µs floor {:>8} µs {ratio:.2}x new {} KiB read {} KiB",
                 f.adopt_ns / 1000,

@@ -17,7 +17,11 @@ use std::time::Instant;
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const GIB: u64 = 1 << 30;
+/// The best nanoseconds per operation over `REPS` runs of `ops` operations; NaN (printed `-`) when `ops` is 0.
 fn best(ops: u64, mut op: impl FnMut(u64)) -> f64 {
+    if ops == 0 {
+        return f64::NAN;
+    }
     let mut b = f64::MAX;
     let reps: u64 = std::env::var("REPS").ok().and_then(|s| s.parse().ok()).unwrap_or(7);
     for r in 0..reps {
@@ -83,6 +87,18 @@ fn main() {
             sum = sum.wrapping_add(std::hint::black_box(i));
         });
         std::hint::black_box(sum);
-        println!("{:7} ns/op: hit {hit:.2} locality {loc:.2} memread8 {memrd:.2} memread8-pages {memrd_pages:.2} dma_read8 {dma:.2} ref {dmaref:.2} walk {walk:.2} empty {empty:.2}", kind.name());
+        let f = |x: f64| if x.is_nan() { "-".to_string() } else { format!("{x:.2}") };
+        println!(
+            "{:7} ns/op: hit {} locality {} memread8 {} memread8-pages {} dma_read8 {} ref {} walk {} empty {}",
+            kind.name(),
+            f(hit),
+            f(loc),
+            f(memrd),
+            f(memrd_pages),
+            f(dma),
+            f(dmaref),
+            f(walk),
+            f(empty)
+        );
     }
 }

@@ -46,10 +46,14 @@ pub struct AdoptFigure {
     /// Nanoseconds to read each live context entry, DTE or STE once (median of 5).
     pub floor_ns: u64,
     /// Nanoseconds to read once, 4 KiB at a time, every page the adoption read (its tables, entries and the
-    /// page tables its walks follow; median of 5): what an adoption that must look at all of it cannot beat.
+    /// page tables its walks follow; median of 5, each right after an adoption): what an adoption that must look
+    /// at all of it cannot beat.
     pub pages_floor_ns: u64,
     /// Distinct pages the adoption read.
     pub pages_read: u64,
+    /// Adoption time over its pages floor: the median of five turns' ratios, each turn an adoption and right
+    /// after it the floor.
+    pub adopt_over_pages_floor: f64,
 }
 
 /// A platform that records every page a read touches: which old memory an adoption looked at.
@@ -97,38 +101,71 @@ impl<P: iommu_driver::Platform> iommu_driver::FrameAlloc for Recorder<'_, P> {
     }
 }
 
-/// The pages `adopt` reads on a copy of the machine (it runs once more, recorded, untimed), and the median of
-/// five reads of all of them once, 4 KiB at a time, less the pages the adoption allocated itself. A page memory
-/// lends ([`iommu_driver::PhysMem::lend_page`], as the adoption's scans and walks take it) is read in place, every
-/// quadword of it once; any other is copied out with `read`, as the adoption must.
-fn pages_floor<M: Clone + iommu_emu::platform::MmioDevice>(
+/// The pages `adopt` reads on a copy of the machine (it runs once, recorded, untimed), less the pages the
+/// adoption allocated itself.
+fn recorded_pages<M: Clone + iommu_emu::platform::MmioDevice>(
     mem0: &PhysMemory,
     unit0: &M,
     adopt: impl Fn(&mut Recorder<'_, EmuPlatform<'_, M>>),
-) -> (u64, u64) {
+) -> Vec<u64> {
     let (mut mem, mut unit) = (mem0.clone(), unit0.clone());
     let mut frames = FrameRegion::new(7 * GIB + 64 * MIB..8 * GIB);
     let mut hw = EmuPlatform::new(&mut unit, &mut mem, &mut frames);
     let mut rec = Recorder { inner: &mut hw, pages: Default::default() };
     adopt(&mut rec);
     let own = 7 * GIB + 64 * MIB..8 * GIB;
-    let pages: Vec<u64> = rec.pages.into_inner().into_iter().filter(|p| !own.contains(&(p << 12))).collect();
-    let (_, ns) = median(5, || {
-        let mem = mem0.clone();
-        let mut page = [0u8; 4096];
-        time(|| {
-            let mut sum = 0u64;
-            for &p in &pages {
-                if let Some(lent) = iommu_driver::PhysMem::lend_page(&mem, p << 12) {
-                    sum ^= lent.chunks_exact(8).fold(0, |a, w| a ^ u64::from_le_bytes(w.try_into().unwrap_or([0; 8])));
-                } else if iommu_driver::PhysMem::read(&mem, p << 12, &mut page).is_ok() {
-                    sum = sum.wrapping_add(page[0] as u64);
-                }
+    rec.pages.into_inner().into_iter().filter(|p| !own.contains(&(p << 12))).collect()
+}
+
+/// Nanoseconds to read once, 4 KiB at a time, every page of `pages` on a fresh copy of memory: the pages floor.
+/// A page memory lends ([`iommu_driver::PhysMem::lend_page`], as the adoption's scans and walks take it) is read
+/// in place, every quadword of it once; any other is copied out with `read`, as the adoption must.
+fn read_once(mem0: &PhysMemory, pages: &[u64]) -> u64 {
+    let mem = mem0.clone();
+    let mut page = [0u8; 4096];
+    time(|| {
+        let mut sum = 0u64;
+        for &p in pages {
+            if let Some(lent) = iommu_driver::PhysMem::lend_page(&mem, p << 12) {
+                sum ^= lent.chunks_exact(8).fold(0, |a, w| a ^ u64::from_le_bytes(w.try_into().unwrap_or([0; 8])));
+            } else if iommu_driver::PhysMem::read(&mem, p << 12, &mut page).is_ok() {
+                sum = sum.wrapping_add(page[0] as u64);
             }
-            std::hint::black_box(sum)
-        })
-    });
-    (ns, pages.len() as u64)
+        }
+        std::hint::black_box(sum)
+    })
+    .1
+}
+
+/// An adoption timed in turns with its pages floor.
+struct Paired<T> {
+    /// The last adoption's result.
+    last: T,
+    /// The median adoption time.
+    ns: u64,
+    /// The median floor time.
+    floor_ns: u64,
+    /// The median of each turn's adoption time over its floor time.
+    ratio: f64,
+}
+
+/// Five turns of an adoption (`adopt`, timed on fresh copies of the machine) and right after it the pages
+/// floor (`floor`). The ratio is taken turn by turn: the host's pace, which can halve within seconds, moves the
+/// two halves of a turn alike, where medians of two separate phases may each come from a different minute.
+fn paired<T>(mut adopt: impl FnMut() -> (T, u64), mut floor: impl FnMut() -> u64) -> Paired<T> {
+    let (mut times, mut floors, mut ratios, mut last) = (Vec::new(), Vec::new(), Vec::new(), None);
+    for _ in 0..5 {
+        let (r, t) = adopt();
+        let f = floor();
+        ratios.push(t as f64 / f.max(1) as f64);
+        times.push(t);
+        floors.push(f);
+        last = Some(r);
+    }
+    times.sort_unstable();
+    floors.sort_unstable();
+    ratios.sort_by(f64::total_cmp);
+    Paired { last: last.expect("five turns"), ns: times[2], floor_ns: floors[2], ratio: ratios[2] }
 }
 
 /// Translations per second through one model (`Iommu::translate`, reads of one device's 4096 mapped pages).
@@ -253,21 +290,28 @@ fn median<T>(n: usize, mut f: impl FnMut() -> (T, u64)) -> (T, u64) {
 pub fn adopt_vtd(devices: u32) -> AdoptFigure {
     let (mem0, unit0) = vtd_machine(devices, 4);
     let env = env();
+    let pages = recorded_pages(&mem0, &unit0, |hw| {
+        let _ = Vtd::init_crash(hw, &env, VtdOptions { scalable: false, first_level: false }, Policy::Adopt);
+    });
     // The project's adoption: validate the present entries and walk what they reach, copy a context table only
     // where an entry must change, install; the median of five, like the baselines.
-    let ((adopt_new_bytes, adopt_read_bytes), adopt_ns) = median(5, || {
-        let (mut mem, mut unit) = (mem0.clone(), unit0.clone());
-        let mut frames = FrameRegion::new(7 * GIB + 64 * MIB..8 * GIB);
-        let (r, t) = time(|| {
-            Vtd::init_crash(
-                &mut EmuPlatform::new(&mut unit, &mut mem, &mut frames),
-                &env,
-                VtdOptions { scalable: false, first_level: false },
-                Policy::Adopt,
-            )
-        });
-        (r.map(|(_, rep)| (rep.frames_allocated * 4096, rep.bytes_read)).unwrap_or((0, 0)), t)
-    });
+    let adopt = paired(
+        || {
+            let (mut mem, mut unit) = (mem0.clone(), unit0.clone());
+            let mut frames = FrameRegion::new(7 * GIB + 64 * MIB..8 * GIB);
+            let (r, t) = time(|| {
+                Vtd::init_crash(
+                    &mut EmuPlatform::new(&mut unit, &mut mem, &mut frames),
+                    &env,
+                    VtdOptions { scalable: false, first_level: false },
+                    Policy::Adopt,
+                )
+            });
+            (r.map(|(_, rep)| (rep.frames_allocated * 4096, rep.bytes_read)).unwrap_or((0, 0)), t)
+        },
+        || read_once(&mem0, &pages),
+    );
+    let (adopt_new_bytes, adopt_read_bytes) = adopt.last;
     // The eager baseline: Linux's `copy_translation_tables` copies every context table of every present
     // root entry whole (4 KiB each) before validating anything, then the same install.
     let (eager_bytes, eager_ns) = median(5, || {
@@ -297,15 +341,13 @@ pub fn adopt_vtd(devices: u32) -> AdoptFigure {
             vtd::scan(&mut hw, &env, Some(false)).map(|s| s.devices.len()).unwrap_or(0)
         })
     });
-    let (pages_floor_ns, pages_read) = pages_floor(&mem0, &unit0, |hw| {
-        let _ = Vtd::init_crash(hw, &env, VtdOptions { scalable: false, first_level: false }, Policy::Adopt);
-    });
     AdoptFigure {
-        pages_floor_ns,
-        pages_read,
+        pages_floor_ns: adopt.floor_ns,
+        pages_read: pages.len() as u64,
+        adopt_over_pages_floor: adopt.ratio,
         iommu: "vtd",
         live_devices: live_devices as u32,
-        adopt_ns,
+        adopt_ns: adopt.ns,
         adopt_new_bytes,
         adopt_read_bytes,
         eager_ns,
@@ -341,17 +383,28 @@ fn amdvi_machine(devices: u32) -> (PhysMemory, AmdviModel) {
 pub fn adopt_amdvi(devices: u32) -> AdoptFigure {
     let (mem0, unit0) = amdvi_machine(devices);
     let env = env();
-    let (r, adopt_ns) = median(5, || {
-        let (mut mem, mut unit) = (mem0.clone(), unit0.clone());
-        let mut frames = FrameRegion::new(7 * GIB + 64 * MIB..8 * GIB);
-        let opts = amdvi::AmdOptions::default();
-        time(|| {
-            amdvi::Amdvi::init_crash(&mut EmuPlatform::new(&mut unit, &mut mem, &mut frames), &env, opts, Policy::Adopt)
-                .map(|x| x.1)
-        })
+    let pages = recorded_pages(&mem0, &unit0, |hw| {
+        let _ = amdvi::Amdvi::init_crash(hw, &env, amdvi::AmdOptions::default(), Policy::Adopt);
     });
+    let adopt = paired(
+        || {
+            let (mut mem, mut unit) = (mem0.clone(), unit0.clone());
+            let mut frames = FrameRegion::new(7 * GIB + 64 * MIB..8 * GIB);
+            let opts = amdvi::AmdOptions::default();
+            time(|| {
+                amdvi::Amdvi::init_crash(
+                    &mut EmuPlatform::new(&mut unit, &mut mem, &mut frames),
+                    &env,
+                    opts,
+                    Policy::Adopt,
+                )
+                .map(|x| x.1)
+            })
+        },
+        || read_once(&mem0, &pages),
+    );
     let (adopt_new_bytes, adopt_read_bytes) =
-        r.map(|rep| (rep.frames_allocated * 4096, rep.bytes_read)).unwrap_or((0, 0));
+        adopt.last.map(|rep| (rep.frames_allocated * 4096, rep.bytes_read)).unwrap_or((0, 0));
     let (eager_bytes, eager_ns) = median(5, || {
         let (mut mem, mut unit) = (mem0.clone(), unit0.clone());
         let mut frames = FrameRegion::new(7 * GIB + 64 * MIB..8 * GIB);
@@ -380,15 +433,13 @@ pub fn adopt_amdvi(devices: u32) -> AdoptFigure {
             amdvi::scan(&mut hw, &env, true).map(|s| s.devices.len()).unwrap_or(0)
         })
     });
-    let (pages_floor_ns, pages_read) = pages_floor(&mem0, &unit0, |hw| {
-        let _ = amdvi::Amdvi::init_crash(hw, &env, amdvi::AmdOptions::default(), Policy::Adopt);
-    });
     AdoptFigure {
-        pages_floor_ns,
-        pages_read,
+        pages_floor_ns: adopt.floor_ns,
+        pages_read: pages.len() as u64,
+        adopt_over_pages_floor: adopt.ratio,
         iommu: "amdvi",
         live_devices: live_devices as u32,
-        adopt_ns,
+        adopt_ns: adopt.ns,
         adopt_new_bytes,
         adopt_read_bytes,
         eager_ns,
@@ -424,18 +475,29 @@ fn smmuv3_machine(devices: u32) -> (PhysMemory, Smmuv3Model, Vec<u32>) {
 pub fn adopt_smmuv3(devices: u32) -> AdoptFigure {
     let (mem0, unit0, sids) = smmuv3_machine(devices);
     let env = env();
-    let ((adopt_new_bytes, adopt_read_bytes), adopt_ns) = median(5, || {
-        let (mut mem, mut unit) = (mem0.clone(), unit0.clone());
-        let mut frames = FrameRegion::new(7 * GIB + 64 * MIB..8 * GIB);
-        time(|| {
-            let mut hw = EmuPlatform::new(&mut unit, &mut mem, &mut frames);
-            let Ok((mut v, _)) = smmuv3::Smmuv3::init_crash(&mut hw, &env, Policy::Adopt) else { return (0, 0) };
+    let pages = recorded_pages(&mem0, &unit0, |hw| {
+        if let Ok((mut v, _)) = smmuv3::Smmuv3::init_crash(hw, &env, Policy::Adopt) {
             for &sid in &sids {
-                let _ = v.insert_master(&mut hw, &env, sid);
+                let _ = v.insert_master(hw, &env, sid);
             }
-            (v.frames_allocated * 4096, v.adopted_bytes)
-        })
+        }
     });
+    let adopt = paired(
+        || {
+            let (mut mem, mut unit) = (mem0.clone(), unit0.clone());
+            let mut frames = FrameRegion::new(7 * GIB + 64 * MIB..8 * GIB);
+            time(|| {
+                let mut hw = EmuPlatform::new(&mut unit, &mut mem, &mut frames);
+                let Ok((mut v, _)) = smmuv3::Smmuv3::init_crash(&mut hw, &env, Policy::Adopt) else { return (0, 0) };
+                for &sid in &sids {
+                    let _ = v.insert_master(&mut hw, &env, sid);
+                }
+                (v.frames_allocated * 4096, v.adopted_bytes)
+            })
+        },
+        || read_once(&mem0, &pages),
+    );
+    let (adopt_new_bytes, adopt_read_bytes) = adopt.last;
     let (eager_bytes, eager_ns) = median(5, || {
         let (mut mem, mut unit) = (mem0.clone(), unit0.clone());
         let mut frames = FrameRegion::new(0..0);
@@ -473,19 +535,13 @@ pub fn adopt_smmuv3(devices: u32) -> AdoptFigure {
             live
         })
     });
-    let (pages_floor_ns, pages_read) = pages_floor(&mem0, &unit0, |hw| {
-        if let Ok((mut v, _)) = smmuv3::Smmuv3::init_crash(hw, &env, Policy::Adopt) {
-            for &sid in &sids {
-                let _ = v.insert_master(hw, &env, sid);
-            }
-        }
-    });
     AdoptFigure {
-        pages_floor_ns,
-        pages_read,
+        pages_floor_ns: adopt.floor_ns,
+        pages_read: pages.len() as u64,
+        adopt_over_pages_floor: adopt.ratio,
         iommu: "smmuv3",
         live_devices: live_devices as u32,
-        adopt_ns,
+        adopt_ns: adopt.ns,
         adopt_new_bytes,
         adopt_read_bytes,
         eager_ns,
@@ -885,5 +941,17 @@ mod tests {
         let scan = smmuv3::scan(&mut EmuPlatform::new(&mut unit, &mut mem, &mut none), &env);
         let live: Vec<u32> = scan.map(|s| s.streams.iter().filter(|x| x.ste.valid()).map(|x| x.sid).collect()).unwrap();
         assert_eq!(live, sids, "SMMUv3");
+    }
+
+    /// The adoption's ratio to its floor is taken within each turn: a turn where the host ran slow moves both of
+    /// its halves, and must not pair a slow adoption with a fast floor from another turn.
+    #[test]
+    fn the_adoption_ratio_is_the_median_of_each_turns_ratio_not_a_ratio_of_medians() {
+        let adopt = [100, 10, 10, 10, 100];
+        let floor = [50, 5, 50, 50, 5];
+        let (mut a, mut f) = (adopt.iter(), floor.iter());
+        let p = paired(|| ((), *a.next().unwrap()), || *f.next().unwrap());
+        // Turns' ratios 2, 2, 0.2, 0.2, 20: median 2. Medians apart would give 10 / 50.
+        assert_eq!((p.ns, p.floor_ns, p.ratio), (10, 50, 2.0));
     }
 }
