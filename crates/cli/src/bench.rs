@@ -83,6 +83,7 @@ fn print(w: &mut impl Write, f: &Figures, md: bool) -> std::io::Result<()> {
     let head = [
         "iommu",
         "live devices",
+        "adopted",
         "adopt µs",
         "eager µs",
         "floor µs",
@@ -101,6 +102,7 @@ fn print(w: &mut impl Write, f: &Figures, md: bool) -> std::io::Result<()> {
             &[
                 x.iommu.to_string(),
                 x.live_devices.to_string(),
+                x.adopted.to_string(),
                 format!("{:.0}", x.adopt_ns as f64 / 1e3),
                 format!("{:.0}", x.eager_ns as f64 / 1e3),
                 format!("{:.0}", x.floor_ns as f64 / 1e3),

@@ -30,6 +30,10 @@ pub struct AdoptFigure {
     /// Devices (VT-d, AMD-Vi) or stream IDs (SMMUv3) the primary kernel left attached to a domain, as the
     /// floor's read of the old tables found them live (not the number the machine was asked for).
     pub live_devices: u32,
+    /// Of those, the devices the adoption kept translating through their old entries (VT-d and AMD-Vi: the report's
+    /// adopted devices; SMMUv3: masters inserted with a live adopted STE). Below `live_devices`, the times are
+    /// those of an adoption that refused some.
+    pub adopted: u32,
     /// Nanoseconds of the project's adoption: `init_crash` under `adopt`, and on SMMUv3 inserting every
     /// master (median of 5).
     pub adopt_ns: u64,
@@ -308,11 +312,12 @@ pub fn adopt_vtd(devices: u32) -> AdoptFigure {
                     Policy::Adopt,
                 )
             });
-            (r.map(|(_, rep)| (rep.frames_allocated * 4096, rep.bytes_read)).unwrap_or((0, 0)), t)
+            let figures = r.map(|(_, rep)| (rep.frames_allocated * 4096, rep.bytes_read, rep.adopted.len()));
+            (figures.unwrap_or((0, 0, 0)), t)
         },
         || read_once(&mem0, &pages),
     );
-    let (adopt_new_bytes, adopt_read_bytes) = adopt.last;
+    let (adopt_new_bytes, adopt_read_bytes, adopted) = adopt.last;
     // The eager baseline: Linux's `copy_translation_tables` copies every context table of every present
     // root entry whole (4 KiB each) before validating anything, then the same install.
     let (eager_bytes, eager_ns) = median(5, || {
@@ -348,6 +353,7 @@ pub fn adopt_vtd(devices: u32) -> AdoptFigure {
         adopt_over_pages_floor: adopt.ratio,
         iommu: "vtd",
         live_devices: live_devices as u32,
+        adopted: adopted as u32,
         adopt_ns: adopt.ns,
         adopt_new_bytes,
         adopt_read_bytes,
@@ -404,8 +410,8 @@ pub fn adopt_amdvi(devices: u32) -> AdoptFigure {
         },
         || read_once(&mem0, &pages),
     );
-    let (adopt_new_bytes, adopt_read_bytes) =
-        adopt.last.map(|rep| (rep.frames_allocated * 4096, rep.bytes_read)).unwrap_or((0, 0));
+    let (adopt_new_bytes, adopt_read_bytes, adopted) =
+        adopt.last.map(|rep| (rep.frames_allocated * 4096, rep.bytes_read, rep.adopted.len())).unwrap_or((0, 0, 0));
     let (eager_bytes, eager_ns) = median(5, || {
         let (mut mem, mut unit) = (mem0.clone(), unit0.clone());
         let mut frames = FrameRegion::new(7 * GIB + 64 * MIB..8 * GIB);
@@ -440,6 +446,7 @@ pub fn adopt_amdvi(devices: u32) -> AdoptFigure {
         adopt_over_pages_floor: adopt.ratio,
         iommu: "amdvi",
         live_devices: live_devices as u32,
+        adopted: adopted as u32,
         adopt_ns: adopt.ns,
         adopt_new_bytes,
         adopt_read_bytes,
@@ -489,16 +496,19 @@ pub fn adopt_smmuv3(devices: u32) -> AdoptFigure {
             let mut frames = FrameRegion::new(7 * GIB + 64 * MIB..8 * GIB);
             time(|| {
                 let mut hw = EmuPlatform::new(&mut unit, &mut mem, &mut frames);
-                let Ok((mut v, _)) = smmuv3::Smmuv3::init_crash(&mut hw, &env, Policy::Adopt) else { return (0, 0) };
+                let Ok((mut v, _)) = smmuv3::Smmuv3::init_crash(&mut hw, &env, Policy::Adopt) else {
+                    return (0, 0, 0);
+                };
+                let mut adopted = 0;
                 for &sid in &sids {
-                    let _ = v.insert_master(&mut hw, &env, sid);
+                    adopted += matches!(v.insert_master(&mut hw, &env, sid), Ok(Some(_))) as usize;
                 }
-                (v.frames_allocated * 4096, v.adopted_bytes)
+                (v.frames_allocated * 4096, v.adopted_bytes, adopted)
             })
         },
         || read_once(&mem0, &pages),
     );
-    let (adopt_new_bytes, adopt_read_bytes) = adopt.last;
+    let (adopt_new_bytes, adopt_read_bytes, adopted) = adopt.last;
     let (eager_bytes, eager_ns) = median(5, || {
         let (mut mem, mut unit) = (mem0.clone(), unit0.clone());
         let mut frames = FrameRegion::new(0..0);
@@ -542,6 +552,7 @@ pub fn adopt_smmuv3(devices: u32) -> AdoptFigure {
         adopt_over_pages_floor: adopt.ratio,
         iommu: "smmuv3",
         live_devices: live_devices as u32,
+        adopted: adopted as u32,
         adopt_ns: adopt.ns,
         adopt_new_bytes,
         adopt_read_bytes,
@@ -958,5 +969,33 @@ mod tests {
         let p = paired(|| ((), *a.next().unwrap()), || *f.next().unwrap());
         // Turns' ratios 2, 2, 0.2, 0.2, 20: median 2. Medians apart would give 10 / 50.
         assert_eq!((p.ns, p.floor_ns, p.ratio), (10, 50, 2.0));
+    }
+
+    /// An adoption row times the adoption of every live device: one that refused some would be faster for it.
+    #[test]
+    fn every_adoption_row_adopts_every_live_device() {
+        for f in [adopt_vtd(1000), adopt_amdvi(1000), adopt_smmuv3(1000)] {
+            assert_eq!((f.live_devices, f.adopted), (1000, 1000), "{}", f.iommu);
+        }
+    }
+
+    /// The translation figures' domain maps 4096 pages at consecutive IOVAs from the rig's lowest one, each to
+    /// its own frame: a map that failed would leave the workloads timing faults.
+    #[test]
+    fn the_translation_rig_maps_4096_consecutive_pages_each_to_its_own_frame() {
+        for kind in IommuKind::ALL {
+            let (mut mem, mut unit, base, rid) = translate_rig(kind);
+            let mut frames = std::collections::BTreeSet::new();
+            for p in 0..4096u64 {
+                match unit.translate(&mut mem, rid, base + p * 4096, Access::Read) {
+                    iommu_emu::Translation::Ok { phys } => {
+                        assert!((4 * GIB..4 * GIB + 4096 * 4096).contains(&phys), "{kind:?} page {p}: {phys:#x}");
+                        frames.insert(phys);
+                    }
+                    other => panic!("{kind:?} page {p}: {other:?}"),
+                }
+            }
+            assert_eq!(frames.len(), 4096, "{kind:?}");
+        }
     }
 }
