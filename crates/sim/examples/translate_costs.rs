@@ -9,6 +9,7 @@
 
 use iommu_driver::PhysMem;
 use iommu_emu::{Access, Iommu};
+use iommu_sim::bench::used;
 use iommu_sim::unit::IommuKind;
 use std::time::Instant;
 
@@ -44,17 +45,14 @@ fn main() {
         let on = |n: &str| sel.is_empty() || sel == n;
         let (mut mem, mut unit, base, rid) = iommu_sim::bench::translate_rig(kind);
         let local = |i: u64| base + ((i / 512) % 4096) * 4096 + (i % 512) * 8;
+        let mut sum = 0u64;
         let hit = best(if on("hit") { ops } else { 0 }, |_| {
-            std::hint::black_box(unit.translate(&mut mem, rid, std::hint::black_box(base), Access::Read));
+            sum = sum.wrapping_add(used(unit.translate(&mut mem, rid, std::hint::black_box(base), Access::Read)));
         });
         let loc = best(if on("loc") { ops } else { 0 }, |i| {
-            std::hint::black_box(unit.translate(&mut mem, rid, local(i), Access::Read));
+            sum = sum.wrapping_add(used(unit.translate(&mut mem, rid, local(i), Access::Read)));
         });
-        let mut sum = 0u64;
-        let phys = match unit.translate(&mut mem, rid, base, Access::Read) {
-            iommu_emu::Translation::Ok { phys } => phys,
-            _ => 0,
-        };
+        let phys = used(unit.translate(&mut mem, rid, base, Access::Read));
         let memrd = best(if on("memrd") { ops } else { 0 }, |i| {
             let mut b = [0u8; 8];
             let _ = mem.read(phys + (i % 512) * 8, &mut b);
@@ -80,7 +78,7 @@ fn main() {
         unit.set_caching(false);
         let walk = best(if on("walk") { ops / 10 } else { 0 }, |i| {
             let iova = base + (i.wrapping_mul(2654435761) % 4096) * 4096;
-            std::hint::black_box(unit.translate(&mut mem, rid, iova, Access::Read));
+            sum = sum.wrapping_add(used(unit.translate(&mut mem, rid, iova, Access::Read)));
         });
         unit.set_caching(true);
         let empty = best(ops, |i| {
