@@ -539,7 +539,8 @@ pub fn adopt_smmuv3(devices: u32) -> AdoptFigure {
                 let l1 = L1Desc::from_bits(hw.read_u64(base + 8 * (sid >> split) as u64).unwrap_or(0));
                 let at = l1.l2_table() + 64 * (sid as u64 & ((1 << split) - 1));
                 if l1.l2_table() != 0 && hw.read(at, &mut ste).is_ok() {
-                    let words = std::array::from_fn(|i| u64::from_le_bytes(ste[8 * i..8 * i + 8].try_into().unwrap()));
+                    let words =
+                        std::array::from_fn(|i| u64::from_le_bytes(ste[8 * i..8 * i + 8].try_into().unwrap_or([0; 8])));
                     live += Ste(words).valid() as usize;
                 }
             }
