@@ -76,8 +76,8 @@ fn print(w: &mut impl Write, f: &Figures, md: bool) -> std::io::Result<()> {
     writeln!(
         w,
         "{}Adoption at scale (eager: copy every context table whole first; floor: read each live entry once; \
-         pages floor: read once every page the adoption read, timed in turns with the adoption; adopt/pages floor: \
-         the median of the turns' ratios)",
+         pages floor: read once what the adoption read, its lines and the pages it looked at in place, timed in turns \
+         with the adoption; adopt/pages floor: the median of the turns' ratios)",
         if md { "### " } else { "" }
     )?;
     let head = [

@@ -49,21 +49,24 @@ pub struct AdoptFigure {
     pub eager_bytes: u64,
     /// Nanoseconds to read each live context entry, DTE or STE once (median of 5).
     pub floor_ns: u64,
-    /// Nanoseconds to read once, 4 KiB at a time, every page the adoption read (its tables, entries and the
-    /// page tables its walks follow; median of 5, each right after an adoption): what an adoption that must look
-    /// at all of it cannot beat.
+    /// Nanoseconds to read once what the adoption read of old memory (median of 5, each right after an adoption):
+    /// the 64-byte lines it read, and whole each page it looked at in place (its tables and the page tables its walks
+    /// follow), once however many frames memory lends that page for. What an adoption that must look at all of it
+    /// cannot beat.
     pub pages_floor_ns: u64,
-    /// Distinct pages the adoption read.
+    /// Distinct pages the adoption read, in whole or in part.
     pub pages_read: u64,
     /// Adoption time over its pages floor: the median of five turns' ratios, each turn an adoption and right
     /// after it the floor.
     pub adopt_over_pages_floor: f64,
 }
 
-/// A platform that records every page a read touches: which old memory an adoption looked at.
+/// A platform that records what an adoption reads of old memory: the 64-byte lines a `read` touches, and the whole
+/// of a page memory lends (the adoption may look at any of it in place).
 struct Recorder<'a, P> {
     inner: &'a mut P,
-    pages: std::cell::RefCell<std::collections::BTreeSet<u64>>,
+    /// Page number -> lines read, one bit a line (all ones: the whole page).
+    lines: std::cell::RefCell<std::collections::BTreeMap<u64, u64>>,
 }
 
 impl<P: iommu_driver::Platform> iommu_driver::Mmio for Recorder<'_, P> {
@@ -86,10 +89,18 @@ impl<P: iommu_driver::Platform> iommu_driver::Mmio for Recorder<'_, P> {
 
 impl<P: iommu_driver::Platform> iommu_driver::PhysMem for Recorder<'_, P> {
     fn read(&self, pa: u64, buf: &mut [u8]) -> Result<(), iommu_driver::MemError> {
-        if let Some(last) = pa.checked_add(buf.len().saturating_sub(1) as u64) {
-            self.pages.borrow_mut().extend((pa >> 12)..=(last >> 12));
+        if let (false, Some(last)) = (buf.is_empty(), pa.checked_add(buf.len() as u64 - 1)) {
+            let mut lines = self.lines.borrow_mut();
+            for line in (pa >> 6)..=(last >> 6) {
+                *lines.entry(line >> 6).or_default() |= 1 << (line & 63);
+            }
         }
         self.inner.read(pa, buf)
+    }
+    fn lend_page(&self, pa: u64) -> Option<&[u8; 4096]> {
+        let page = self.inner.lend_page(pa)?;
+        self.lines.borrow_mut().insert(pa >> 12, u64::MAX);
+        Some(page)
     }
     fn write(&mut self, pa: u64, data: &[u8]) -> Result<(), iommu_driver::MemError> {
         self.inner.write(pa, data)
@@ -105,35 +116,54 @@ impl<P: iommu_driver::Platform> iommu_driver::FrameAlloc for Recorder<'_, P> {
     }
 }
 
-/// The pages `adopt` reads on a copy of the machine (it runs once, recorded, untimed), less the pages the
-/// adoption allocated itself.
+/// What `adopt` reads of old memory on a copy of the machine (it runs once, recorded, untimed): each page with the
+/// lines read of it, less the pages the adoption allocated itself.
 fn recorded_pages<M: Clone + iommu_emu::platform::MmioDevice>(
     mem0: &PhysMemory,
     unit0: &M,
     adopt: impl Fn(&mut Recorder<'_, EmuPlatform<'_, M>>),
-) -> Vec<u64> {
+) -> Vec<(u64, u64)> {
     let (mut mem, mut unit) = (mem0.clone(), unit0.clone());
     let mut frames = FrameRegion::new(7 * GIB + 64 * MIB..8 * GIB);
     let mut hw = EmuPlatform::new(&mut unit, &mut mem, &mut frames);
-    let mut rec = Recorder { inner: &mut hw, pages: Default::default() };
+    let mut rec = Recorder { inner: &mut hw, lines: Default::default() };
     adopt(&mut rec);
     let own = 7 * GIB + 64 * MIB..8 * GIB;
-    rec.pages.into_inner().into_iter().filter(|p| !own.contains(&(p << 12))).collect()
+    rec.lines.into_inner().into_iter().filter(|(p, _)| !own.contains(&(p << 12))).collect()
 }
 
-/// Nanoseconds to read once, 4 KiB at a time, every page of `pages` on a fresh copy of memory: the pages floor.
-/// A page memory lends ([`iommu_driver::PhysMem::lend_page`], as the adoption's scans and walks take it) is read
-/// in place, every quadword of it once; any other is copied out with `read`, as the adoption must.
-fn read_once(mem0: &PhysMemory, pages: &[u64]) -> u64 {
+/// Nanoseconds to read once what the adoption read (`pages`, from [`recorded_pages`]) on a fresh copy of memory:
+/// the pages floor. A page memory lends is read in place, every quadword of it, and once however many frames it is
+/// lent for (memory that holds one page for a run of frames written alike, or never written, has that page's bytes
+/// to read, and an adoption may recognise it); a page the adoption read only lines of is read only those lines.
+fn read_once(mem0: &PhysMemory, pages: &[(u64, u64)]) -> u64 {
     let mem = mem0.clone();
-    let mut page = [0u8; 4096];
+    let mut line = [0u8; 64];
+    let fold =
+        |bytes: &[u8]| bytes.chunks_exact(8).fold(0, |a, w| a ^ u64::from_le_bytes(w.try_into().unwrap_or([0; 8])));
     time(|| {
+        let mut seen = std::collections::HashSet::new();
         let mut sum = 0u64;
-        for &p in pages {
-            if let Some(lent) = iommu_driver::PhysMem::lend_page(&mem, p << 12) {
-                sum ^= lent.chunks_exact(8).fold(0, |a, w| a ^ u64::from_le_bytes(w.try_into().unwrap_or([0; 8])));
-            } else if iommu_driver::PhysMem::read(&mem, p << 12, &mut page).is_ok() {
-                sum = sum.wrapping_add(page[0] as u64);
+        for &(p, lines) in pages {
+            let lent = iommu_driver::PhysMem::lend_page(&mem, p << 12);
+            match lent {
+                Some(page) if lines == u64::MAX => {
+                    if seen.insert(page.as_ptr() as usize) {
+                        sum ^= fold(page);
+                    }
+                }
+                Some(page) => {
+                    for l in (0..64).filter(|l| lines >> l & 1 == 1) {
+                        sum ^= fold(&page[64 * l..64 * l + 64]);
+                    }
+                }
+                None => {
+                    for l in (0..64u64).filter(|l| lines >> l & 1 == 1) {
+                        if iommu_driver::PhysMem::read(&mem, (p << 12) + 64 * l, &mut line).is_ok() {
+                            sum ^= fold(&line);
+                        }
+                    }
+                }
             }
         }
         std::hint::black_box(sum)
@@ -1010,5 +1040,23 @@ mod tests {
             }
             assert_eq!(frames.len(), 4096, "{kind:?}");
         }
+    }
+
+    /// The pages floor reads what the adoption read: the lines of a `read`, a lent page whole.
+    #[test]
+    fn the_recorder_notes_the_lines_a_read_touches_and_a_lent_page_whole() {
+        use iommu_driver::PhysMem;
+        let mut mem = PhysMemory::contiguous(0..GIB);
+        let _ = mem.write(0x3000, &[1; 4096]);
+        let mut unit = VtdModel::new(VtdConfig::legacy_only());
+        let mut frames = FrameRegion::new(0..0);
+        let mut hw = EmuPlatform::new(&mut unit, &mut mem, &mut frames);
+        let rec = Recorder { inner: &mut hw, lines: Default::default() };
+        let mut b = [0u8; 16];
+        rec.read(0x1040, &mut b[..8]).unwrap();
+        rec.read(0x1ff8, &mut b).unwrap();
+        assert!(rec.lend_page(0x3000).is_some());
+        let lines: Vec<(u64, u64)> = rec.lines.into_inner().into_iter().collect();
+        assert_eq!(lines, [(1, 1 << 1 | 1 << 63), (2, 1), (3, u64::MAX)]);
     }
 }

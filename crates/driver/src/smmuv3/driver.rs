@@ -87,6 +87,8 @@ pub struct Smmuv3 {
     pub adopted_bytes: u64,
     /// Page-table pages the walks at insertion may still read (see [`crate::walk::ADOPT_TABLE_BUDGET`]).
     pub(super) walk_budget: usize,
+    /// The walks' scratch, kept from one insertion to the next rather than allocated for each master.
+    pub(super) walk_bufs: crate::walk::WalkBuffers,
 }
 
 /// Contiguous frames, or out of memory.
@@ -170,6 +172,7 @@ impl Smmuv3 {
             frames_allocated: 0,
             adopted_bytes: 0,
             walk_budget: crate::walk::ADOPT_TABLE_BUDGET,
+            walk_bufs: crate::walk::WalkBuffers::default(),
         }
     }
 

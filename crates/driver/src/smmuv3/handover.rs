@@ -245,11 +245,15 @@ impl Smmuv3 {
             self.strtab + 64 * sid as u64
         };
         // What the stream's tables reach (the check the "iommu/vt-d: Fix crash dump failure caused by legacy DMA/IO" series asks for), within what is left of this unit's walk budget.
-        let reached = |hw: &mut _, budget: &mut usize, st: super::ScannedSte| -> Result<_, SteProblem> {
-            use crate::walk::Reach;
+        let reached = |hw: &mut _,
+                       budget: &mut usize,
+                       bufs: &mut crate::walk::WalkBuffers,
+                       st: super::ScannedSte|
+         -> Result<_, SteProblem> {
+            use crate::walk::{reach_in, Reach};
             let r = match st.kind {
-                SteKind::Stage1 { ttb0, walk, .. } => crate::walk::reach(hw, &walk, env, ttb0, walk.levels(), budget),
-                SteKind::Stage2 { s2ttb, walk, .. } => crate::walk::reach(hw, &walk, env, s2ttb, walk.levels(), budget),
+                SteKind::Stage1 { ttb0, walk, .. } => reach_in(hw, &walk, env, ttb0, walk.levels(), budget, bufs),
+                SteKind::Stage2 { s2ttb, walk, .. } => reach_in(hw, &walk, env, s2ttb, walk.levels(), budget, bufs),
                 _ => None,
             };
             match r {
@@ -262,7 +266,7 @@ impl Smmuv3 {
             }
         };
         let read = read_ste(hw, env, sid, at).and_then(|s| match s {
-            Some(s) => reached(hw, &mut self.walk_budget, s).map(Some),
+            Some(s) => reached(hw, &mut self.walk_budget, &mut self.walk_bufs, s).map(Some),
             None => Ok(None),
         });
         let st = match read {
