@@ -298,6 +298,8 @@ fn adoption_memory_follows_live_l2_tables_not_the_stream_id_space() {
         }
         let l2 = (1u64 << SPLIT) * 64;
         assert_eq!(c.adopted_bytes, l1_bytes + live as u64 * l2, "the L1 table plus one L2 table per live master");
+        // Each master's walk read its domain's root table (nothing mapped below it), a page each.
+        assert_eq!(c.walked_bytes, live as u64 * 4096, "one page-table page walked per live master");
         sizes.push(c.adopted_bytes);
     }
     // 2^32 stream IDs would need 256 GiB of STEs; adoption reads the L1 table and 14 more L2 tables for 14 more.

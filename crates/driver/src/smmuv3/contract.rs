@@ -59,6 +59,6 @@ impl IommuDriver for Smmuv3 {
     }
     fn account(&self, report: &mut CrashReport) {
         report.frames_allocated = self.frames_allocated;
-        report.bytes_read = self.adopted_bytes;
+        report.bytes_read = self.adopted_bytes + self.walked_bytes;
     }
 }

@@ -85,6 +85,8 @@ pub struct Smmuv3 {
     pub frames_allocated: u64,
     /// Bytes of the crashed kernel's tables mapped by adoption (L1 table, L2 tables as masters arrive).
     pub adopted_bytes: u64,
+    /// Bytes of the crashed kernel's page tables the walks at insertion read (a page a table).
+    pub walked_bytes: u64,
     /// Page-table pages the walks at insertion may still read (see [`crate::walk::ADOPT_TABLE_BUDGET`]).
     pub(super) walk_budget: usize,
     /// The walks' scratch, kept from one insertion to the next rather than allocated for each master.
@@ -171,6 +173,7 @@ impl Smmuv3 {
             scratch: None,
             frames_allocated: 0,
             adopted_bytes: 0,
+            walked_bytes: 0,
             walk_budget: crate::walk::ADOPT_TABLE_BUDGET,
             walk_bufs: crate::walk::WalkBuffers::default(),
         }

@@ -265,10 +265,12 @@ impl Smmuv3 {
                 Some(Reach::Bound { tables }) => Err(SteProblem::WalkBound { sid, tables }),
             }
         };
+        let budget = self.walk_budget;
         let read = read_ste(hw, env, sid, at).and_then(|s| match s {
             Some(s) => reached(hw, &mut self.walk_budget, &mut self.walk_bufs, s).map(Some),
             None => Ok(None),
         });
+        self.walked_bytes += budget.saturating_sub(self.walk_budget) as u64 * 4096;
         let st = match read {
             Ok(Some(st)) => st,
             Ok(None) => return Ok(None),
