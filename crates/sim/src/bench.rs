@@ -52,7 +52,10 @@ pub struct AdoptFigure {
     /// on SMMUv3 the level-1 table and 16 KiB (one level-2 table) per live stream, counted, not read: the
     /// machines here put each live stream in a level-2 table of its own.
     pub eager_bytes: u64,
-    /// Nanoseconds to read each live context entry, DTE or STE once (median of 5).
+    /// Nanoseconds to read each live context entry, DTE or STE once (median of 5): on VT-d and AMD-Vi our scan
+    /// of the root and context tables or the device table (it checks each entry it reads); on SMMUv3 the STE of
+    /// each master through its L1 descriptor, the StreamIDs known (no scan of the L1 table). Not comparable across
+    /// IOMMUs; the pages floor is the like-for-like one.
     pub floor_ns: u64,
     /// Nanoseconds to read once what the adoption read of old memory (median of 5, each right after an adoption):
     /// the 64-byte lines it read, and whole each page it looked at in place (its tables and the page tables its walks
