@@ -41,7 +41,7 @@ pub struct AdoptFigure {
     pub adopt_new_bytes: u64,
     /// Bytes of the crashed kernel's structures the adoption read.
     pub adopt_read_bytes: u64,
-    /// Nanoseconds of the eager baseline (median of 5, timed apart from the adoption): on VT-d our scan (which
+    /// Nanoseconds of the eager baseline (median of 5, each in a turn with an adoption): on VT-d our scan (which
     /// validates) and then a copy of every page it read, as Linux's `copy_translation_tables` copies every
     /// context table, with no install; on AMD-Vi a copy of the whole device table (`copy_device_table`); on
     /// SMMUv3 our scan of every STE of every valid level-2 table (which validates each live one), standing for
@@ -67,6 +67,8 @@ pub struct AdoptFigure {
     /// Adoption time over its pages floor: the median of five turns' ratios, each turn an adoption and right
     /// after it the floor.
     pub adopt_over_pages_floor: f64,
+    /// Adoption time over the eager baseline's: the median of the same five turns' ratios.
+    pub adopt_over_eager: f64,
 }
 
 /// A platform that records what an adoption reads of old memory: the 64-byte lines a `read` touches, and the whole
@@ -179,7 +181,7 @@ fn read_once(mem0: &PhysMemory, pages: &[(u64, u64)]) -> u64 {
     .1
 }
 
-/// An adoption timed in turns with its pages floor.
+/// An adoption timed in turns with its pages floor and its eager baseline.
 struct Paired<T> {
     /// The last adoption's result.
     last: T,
@@ -189,25 +191,52 @@ struct Paired<T> {
     floor_ns: u64,
     /// The median of each turn's adoption time over its floor time.
     ratio: f64,
+    /// Bytes the last eager baseline moved.
+    eager_bytes: u64,
+    /// The median eager time.
+    eager_ns: u64,
+    /// The median of each turn's adoption time over its eager time.
+    eager_ratio: f64,
 }
 
-/// Five turns of an adoption (`adopt`, timed on fresh copies of the machine) and right after it the pages
-/// floor (`floor`). The ratio is taken turn by turn: the host's pace, which can halve within seconds, moves the
-/// two halves of a turn alike, where medians of two separate phases may each come from a different minute.
-fn paired<T>(mut adopt: impl FnMut() -> (T, u64), mut floor: impl FnMut() -> u64) -> Paired<T> {
-    let (mut times, mut floors, mut ratios, mut last) = (Vec::new(), Vec::new(), Vec::new(), None);
+/// Five turns of an adoption (`adopt`, timed on fresh copies of the machine), right after it the pages floor
+/// (`floor`), then the eager baseline (`eager`: bytes moved and time). Ratios are taken turn by turn: the host's
+/// pace, which can halve within seconds, moves a turn's parts alike, where medians of separate phases may each
+/// come from a different minute.
+fn paired<T>(
+    mut adopt: impl FnMut() -> (T, u64),
+    mut floor: impl FnMut() -> u64,
+    mut eager: impl FnMut() -> (u64, u64),
+) -> Paired<T> {
+    let (mut times, mut floors, mut eagers, mut ratios, mut eager_ratios) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut last, mut eager_bytes) = (None, 0);
     for _ in 0..5 {
         let (r, t) = adopt();
         let f = floor();
+        let (bytes, e) = eager();
         ratios.push(t as f64 / f.max(1) as f64);
+        eager_ratios.push(t as f64 / e.max(1) as f64);
         times.push(t);
         floors.push(f);
+        eagers.push(e);
         last = Some(r);
+        eager_bytes = bytes;
     }
     times.sort_unstable();
     floors.sort_unstable();
+    eagers.sort_unstable();
     ratios.sort_by(f64::total_cmp);
-    Paired { last: last.expect("five turns"), ns: times[2], floor_ns: floors[2], ratio: ratios[2] }
+    eager_ratios.sort_by(f64::total_cmp);
+    Paired {
+        last: last.expect("five turns"),
+        ns: times[2],
+        floor_ns: floors[2],
+        ratio: ratios[2],
+        eager_bytes,
+        eager_ns: eagers[2],
+        eager_ratio: eager_ratios[2],
+    }
 }
 
 /// Translations per second through one model (`Iommu::translate`, reads of one device's 4096 mapped pages).
@@ -351,30 +380,10 @@ pub fn adopt_vtd(devices: u32) -> AdoptFigure {
     let pages = recorded_pages(&mem0, &unit0, |hw| {
         let _ = Vtd::init_crash(hw, &env, VtdOptions { scalable: false, first_level: false }, Policy::Adopt);
     });
-    // The project's adoption: validate the present entries and walk what they reach, copy a context table only
-    // where an entry must change, install; the median of five, like the baselines.
-    let adopt = paired(
-        || {
-            let (mut mem, mut unit) = (mem0.clone(), unit0.clone());
-            let mut frames = FrameRegion::new(7 * GIB + 64 * MIB..8 * GIB);
-            let (r, t) = time(|| {
-                Vtd::init_crash(
-                    &mut EmuPlatform::new(&mut unit, &mut mem, &mut frames),
-                    &env,
-                    VtdOptions { scalable: false, first_level: false },
-                    Policy::Adopt,
-                )
-            });
-            let figures = r.map(|(_, rep)| (rep.frames_allocated * 4096, rep.bytes_read, rep.adopted.len()));
-            (figures.unwrap_or((0, 0, 0)), t)
-        },
-        || read_once(&mem0, &pages),
-    );
-    let (adopt_new_bytes, adopt_read_bytes, adopted) = adopt.last;
     // The eager baseline: Linux's `copy_translation_tables` copies every context table of every present
     // root entry whole (4 KiB each) before validating anything; here our (validating) scan finds them, and no
     // install follows.
-    let (eager_bytes, eager_ns) = median(5, || {
+    let eager = || {
         let (mut mem, mut unit) = (mem0.clone(), unit0.clone());
         let mut frames = FrameRegion::new(7 * GIB + 64 * MIB..8 * GIB);
         time(|| {
@@ -391,7 +400,29 @@ pub fn adopt_vtd(devices: u32) -> AdoptFigure {
             }
             bytes
         })
-    });
+    };
+    // The project's adoption: validate the present entries and walk what they reach, copy a context table only
+    // where an entry must change, install; in turns with its floor and the eager baseline.
+    let adopt = paired(
+        || {
+            let (mut mem, mut unit) = (mem0.clone(), unit0.clone());
+            let mut frames = FrameRegion::new(7 * GIB + 64 * MIB..8 * GIB);
+            let (r, t) = time(|| {
+                Vtd::init_crash(
+                    &mut EmuPlatform::new(&mut unit, &mut mem, &mut frames),
+                    &env,
+                    VtdOptions { scalable: false, first_level: false },
+                    Policy::Adopt,
+                )
+            });
+            let figures = r.map(|(_, rep)| (rep.frames_allocated * 4096, rep.bytes_read, rep.adopted.len()));
+            (figures.unwrap_or((0, 0, 0)), t)
+        },
+        || read_once(&mem0, &pages),
+        eager,
+    );
+    let (eager_bytes, eager_ns) = (adopt.eager_bytes, adopt.eager_ns);
+    let (adopt_new_bytes, adopt_read_bytes, adopted) = adopt.last;
     // The floor: read each live context entry once, nothing else.
     let (live_devices, floor_ns) = median(5, || {
         let (mut mem, mut unit) = (mem0.clone(), unit0.clone());
@@ -405,6 +436,7 @@ pub fn adopt_vtd(devices: u32) -> AdoptFigure {
         pages_floor_ns: adopt.floor_ns,
         pages_read: pages.len() as u64,
         adopt_over_pages_floor: adopt.ratio,
+        adopt_over_eager: adopt.eager_ratio,
         iommu: "vtd",
         live_devices: live_devices as u32,
         adopted: adopted as u32,
@@ -447,26 +479,7 @@ pub fn adopt_amdvi(devices: u32) -> AdoptFigure {
     let pages = recorded_pages(&mem0, &unit0, |hw| {
         let _ = amdvi::Amdvi::init_crash(hw, &env, amdvi::AmdOptions::default(), Policy::Adopt);
     });
-    let adopt = paired(
-        || {
-            let (mut mem, mut unit) = (mem0.clone(), unit0.clone());
-            let mut frames = FrameRegion::new(7 * GIB + 64 * MIB..8 * GIB);
-            let opts = amdvi::AmdOptions::default();
-            time(|| {
-                amdvi::Amdvi::init_crash(
-                    &mut EmuPlatform::new(&mut unit, &mut mem, &mut frames),
-                    &env,
-                    opts,
-                    Policy::Adopt,
-                )
-                .map(|x| x.1)
-            })
-        },
-        || read_once(&mem0, &pages),
-    );
-    let (adopt_new_bytes, adopt_read_bytes, adopted) =
-        adopt.last.map(|rep| (rep.frames_allocated * 4096, rep.bytes_read, rep.adopted.len())).unwrap_or((0, 0, 0));
-    let (eager_bytes, eager_ns) = median(5, || {
+    let eager = || {
         let (mut mem, mut unit) = (mem0.clone(), unit0.clone());
         let mut frames = FrameRegion::new(7 * GIB + 64 * MIB..8 * GIB);
         time(|| {
@@ -485,7 +498,28 @@ pub fn adopt_amdvi(devices: u32) -> AdoptFigure {
             }
             bytes
         })
-    });
+    };
+    let adopt = paired(
+        || {
+            let (mut mem, mut unit) = (mem0.clone(), unit0.clone());
+            let mut frames = FrameRegion::new(7 * GIB + 64 * MIB..8 * GIB);
+            let opts = amdvi::AmdOptions::default();
+            time(|| {
+                amdvi::Amdvi::init_crash(
+                    &mut EmuPlatform::new(&mut unit, &mut mem, &mut frames),
+                    &env,
+                    opts,
+                    Policy::Adopt,
+                )
+                .map(|x| x.1)
+            })
+        },
+        || read_once(&mem0, &pages),
+        eager,
+    );
+    let (eager_bytes, eager_ns) = (adopt.eager_bytes, adopt.eager_ns);
+    let (adopt_new_bytes, adopt_read_bytes, adopted) =
+        adopt.last.map(|rep| (rep.frames_allocated * 4096, rep.bytes_read, rep.adopted.len())).unwrap_or((0, 0, 0));
     let (live_devices, floor_ns) = median(5, || {
         let (mut mem, mut unit) = (mem0.clone(), unit0.clone());
         let mut frames = FrameRegion::new(0..0);
@@ -498,6 +532,7 @@ pub fn adopt_amdvi(devices: u32) -> AdoptFigure {
         pages_floor_ns: adopt.floor_ns,
         pages_read: pages.len() as u64,
         adopt_over_pages_floor: adopt.ratio,
+        adopt_over_eager: adopt.eager_ratio,
         iommu: "amdvi",
         live_devices: live_devices as u32,
         adopted: adopted as u32,
@@ -545,6 +580,21 @@ pub fn adopt_smmuv3(devices: u32) -> AdoptFigure {
             }
         }
     });
+    let eager = || {
+        let (mut mem, mut unit) = (mem0.clone(), unit0.clone());
+        let mut frames = FrameRegion::new(0..0);
+        time(|| {
+            let mut hw = EmuPlatform::new(&mut unit, &mut mem, &mut frames);
+            let Ok(scan) = smmuv3::scan(&mut hw, &env) else { return 0 };
+            // Every valid L2 table mapped (read whole) before any master is looked at.
+            let cfg = iommu_spec::smmuv3::StrtabBaseCfg::from_bits(iommu_driver::Mmio::read32(
+                &mut hw,
+                iommu_spec::smmuv3::off::STRTAB_BASE_CFG,
+            ));
+            let l1 = (1u64 << (cfg.log2size() - cfg.split())) * 8;
+            l1 + scan.streams.len() as u64 * (1 << cfg.split()) * 64
+        })
+    };
     let adopt = paired(
         || {
             let (mut mem, mut unit) = (mem0.clone(), unit0.clone());
@@ -562,23 +612,10 @@ pub fn adopt_smmuv3(devices: u32) -> AdoptFigure {
             })
         },
         || read_once(&mem0, &pages),
+        eager,
     );
+    let (eager_bytes, eager_ns) = (adopt.eager_bytes, adopt.eager_ns);
     let (adopt_new_bytes, adopt_read_bytes, adopted) = adopt.last;
-    let (eager_bytes, eager_ns) = median(5, || {
-        let (mut mem, mut unit) = (mem0.clone(), unit0.clone());
-        let mut frames = FrameRegion::new(0..0);
-        time(|| {
-            let mut hw = EmuPlatform::new(&mut unit, &mut mem, &mut frames);
-            let Ok(scan) = smmuv3::scan(&mut hw, &env) else { return 0 };
-            // Every valid L2 table mapped (read whole) before any master is looked at.
-            let cfg = iommu_spec::smmuv3::StrtabBaseCfg::from_bits(iommu_driver::Mmio::read32(
-                &mut hw,
-                iommu_spec::smmuv3::off::STRTAB_BASE_CFG,
-            ));
-            let l1 = (1u64 << (cfg.log2size() - cfg.split())) * 8;
-            l1 + scan.streams.len() as u64 * (1 << cfg.split()) * 64
-        })
-    });
     let (live_devices, floor_ns) = median(5, || {
         use iommu_driver::{Mmio, PhysMem};
         use iommu_spec::smmuv3::{off, L1Desc, Ste, StrtabBase, StrtabBaseCfg};
@@ -606,6 +643,7 @@ pub fn adopt_smmuv3(devices: u32) -> AdoptFigure {
         pages_floor_ns: adopt.floor_ns,
         pages_read: pages.len() as u64,
         adopt_over_pages_floor: adopt.ratio,
+        adopt_over_eager: adopt.eager_ratio,
         iommu: "smmuv3",
         live_devices: live_devices as u32,
         adopted: adopted as u32,
@@ -1047,10 +1085,13 @@ mod tests {
     fn the_adoption_ratio_is_the_median_of_each_turns_ratio_not_a_ratio_of_medians() {
         let adopt = [100, 10, 10, 10, 100];
         let floor = [50, 5, 50, 50, 5];
-        let (mut a, mut f) = (adopt.iter(), floor.iter());
-        let p = paired(|| ((), *a.next().unwrap()), || *f.next().unwrap());
+        let eager = [200, 5, 50, 50, 5];
+        let (mut a, mut f, mut e) = (adopt.iter(), floor.iter(), eager.iter());
+        let p = paired(|| ((), *a.next().unwrap()), || *f.next().unwrap(), || (7, *e.next().unwrap()));
         // Turns' ratios 2, 2, 0.2, 0.2, 20: median 2. Medians apart would give 10 / 50.
         assert_eq!((p.ns, p.floor_ns, p.ratio), (10, 50, 2.0));
+        // Against eager: 0.5, 2, 0.2, 0.2, 20: median 0.5. Medians apart would give 10 / 50.
+        assert_eq!((p.eager_ns, p.eager_ratio, p.eager_bytes), (50, 0.5, 7));
     }
 
     /// An adoption row times the adoption of every live device: one that refused some would be faster for it.
