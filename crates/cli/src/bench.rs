@@ -78,7 +78,7 @@ fn print(w: &mut impl Write, f: &Figures, md: bool) -> std::io::Result<()> {
         "{}Adoption at scale (eager: copy every context table whole first; floor: read each live entry once; \
          pages floor: read once what the adoption read, its lines and the pages it looked at in place; five turns of the \
          adoption, its pages floor and the eager baseline: adopt/pages floor and adopt/eager are medians of the turns' \
-         ratios)",
+         ratios; every live device has pages mapped, VT-d 4, AMD-Vi and SMMUv3 1)",
         if md { "### " } else { "" }
     )?;
     let head = [

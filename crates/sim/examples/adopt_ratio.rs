@@ -1,7 +1,7 @@
 //! `handover bench`'s adoption rows for one IOMMU at one size, repeated: adoption against its pages floor, run
 //! after run in the same process (each row is already a median of five), for comparing builds and as a target
 //! for `perf record` and `valgrind --tool=cachegrind`. `ONLY=vtd|amdvi|smmuv3` (all three when unset), `N`
-//! live devices (1000), `REPS` rows each (5).
+//! live devices (1000), `REPS` rows each (5), `PAGES` mapped for each SMMUv3 master (1, as `handover bench`).
 //!
 //! `cargo run --release -p iommu-sim --example adopt_ratio`
 
@@ -9,18 +9,14 @@
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// One IOMMU's adoption row at a size.
-type Row = fn(u32) -> iommu_sim::bench::AdoptFigure;
-
 fn main() {
     let var = |k: &str, d: u32| std::env::var(k).ok().and_then(|s| s.parse().ok()).unwrap_or(d);
     let (n, reps) = (var("N", 1000), var("REPS", 5));
     let only = std::env::var("ONLY").unwrap_or_default();
-    let rows: [(&str, Row); 3] = [
-        ("vtd", iommu_sim::bench::adopt_vtd),
-        ("amdvi", iommu_sim::bench::adopt_amdvi),
-        ("smmuv3", iommu_sim::bench::adopt_smmuv3),
-    ];
+    let pages = var("PAGES", 1);
+    let smmuv3 = move |n| iommu_sim::bench::adopt_smmuv3_mapping(n, pages);
+    let rows: [(&str, &dyn Fn(u32) -> iommu_sim::bench::AdoptFigure); 3] =
+        [("vtd", &iommu_sim::bench::adopt_vtd), ("amdvi", &iommu_sim::bench::adopt_amdvi), ("smmuv3", &smmuv3)];
     for (name, row) in rows {
         if !only.is_empty() && !name.starts_with(&only[..]) {
             continue;

@@ -71,7 +71,7 @@ pub struct Smmuv3 {
     pub(super) log2size: u8,
     pub(super) strtab: u64,
     /// Level-2 tables by L1 index (ours, or the crashed kernel's once a master in them was inserted).
-    pub(super) l2: BTreeMap<u64, u64>,
+    pub(super) l2: L2Tables,
     pub(super) cmdq: Option<CmdQueue>,
     pub(super) asids: IdAllocator,
     pub(super) domains: Vec<Option<Domain>>,
@@ -91,6 +91,41 @@ pub struct Smmuv3 {
     pub(super) walk_budget: usize,
     /// The walks' scratch, kept from one insertion to the next rather than allocated for each master.
     pub(super) walk_bufs: crate::walk::WalkBuffers,
+}
+
+/// The level-2 table behind each L1 index in use. Linux keeps an array of `num_l1_ents` pointers
+/// (`arm_smmu_init_strtab_2lvl`), 1 MiB for the 2^17 descriptors a crash kernel may adopt; here the array comes in
+/// chunks of 512 made as their first index is used, so memory follows the level-2 tables in use (a 4 KiB chunk
+/// at most for each) and finding a table is two indexed loads, not a search. A slot holds the L1 descriptor this
+/// driver trusts for the index (never zero: its SPAN is not), zero where none is known.
+#[derive(Default)]
+pub(super) struct L2Tables {
+    chunks: Vec<Option<alloc::boxed::Box<[u64; L2_CHUNK]>>>,
+}
+
+const L2_CHUNK: usize = 512;
+
+impl L2Tables {
+    /// The level-2 table recorded for L1 index `index`.
+    pub(super) fn get(&self, index: u64) -> Option<u64> {
+        let chunk = self.chunks.get(usize::try_from(index / L2_CHUNK as u64).ok()?)?.as_ref()?;
+        let desc = *chunk.get(index as usize % L2_CHUNK)?;
+        (desc != 0).then(|| L1Desc::from_bits(desc).l2_table())
+    }
+
+    /// Record `table` behind L1 index `index` (below [`MAX_L1_ENTRIES`]); whether none was recorded before.
+    pub(super) fn insert(&mut self, index: u64, table: u64) -> bool {
+        let Ok(hi) = usize::try_from(index / L2_CHUNK as u64) else { return false };
+        if self.chunks.len() <= hi {
+            self.chunks.resize_with(hi + 1, || None);
+        }
+        let Some(chunk) = self.chunks.get_mut(hi) else { return false };
+        let chunk = chunk.get_or_insert_with(|| alloc::boxed::Box::new([0; L2_CHUNK]));
+        let Some(slot) = chunk.get_mut(index as usize % L2_CHUNK) else { return false };
+        let new = *slot == 0;
+        *slot = L1Desc::new_table(table, span_for_split(SPLIT as u32)).into_bits();
+        new
+    }
 }
 
 /// Contiguous frames, or out of memory.
@@ -162,7 +197,7 @@ impl Smmuv3 {
             two_level: idr0.st_level() == StLevel::TwoLevel,
             log2size: idr1.sidsize().min(32),
             strtab: 0,
-            l2: BTreeMap::new(),
+            l2: L2Tables::default(),
             cmdq: None,
             asids,
             domains: Vec::new(),
@@ -269,8 +304,8 @@ impl Smmuv3 {
             return Ok(self.strtab + 64 * sid as u64);
         }
         let l1 = l1_index(sid, SPLIT as u32) as u64;
-        let l2 = match self.l2.get(&l1) {
-            Some(&t) => t,
+        let l2 = match self.l2.get(l1) {
+            Some(t) => t,
             None => {
                 let at = self.strtab + 8 * l1;
                 let old = L1Desc::from_bits(hw.read_u64(at)?);

@@ -208,7 +208,10 @@ impl Smmuv3 {
         env: &BootEnv,
         sid: u32,
     ) -> Result<Option<MasterState>, SteProblem> {
-        if !self.translating || self.masters.contains_key(&sid) || (sid as u64) >> self.log2size != 0 {
+        // A bus probe finds masters in ascending StreamID order: one past the last known is new without a search.
+        let known =
+            self.masters.last_key_value().is_some_and(|(&last, _)| sid <= last) && self.masters.contains_key(&sid);
+        if !self.translating || known || (sid as u64) >> self.log2size != 0 {
             return Ok(self.masters.get(&sid).copied());
         }
         if self.two_level && self.cleared_l1.contains(&(l1_index(sid, SPLIT as u32) as u64)) {
@@ -237,7 +240,7 @@ impl Smmuv3 {
             if env.in_crash_region(l2, l1.l2_bytes()) {
                 return Err(SteProblem::TableInCrashRegion { sid, what: "L2 stream table", addr: l2 });
             }
-            if self.l2.insert(index, l2).is_none() {
+            if self.l2.insert(index, l2) {
                 self.adopted_bytes += l1.l2_bytes();
             }
             l2 + 64 * (sid as u64 & ((1 << SPLIT) - 1))

@@ -290,13 +290,23 @@ pub(super) fn each_l1<E>(
 ) -> Result<(), E> {
     let mut chunk = [0u8; 4096];
     let mut first = 0u64;
+    // The last lent page found all zeros. Lent memory does not change while it is lent (`PhysMem::lend_page`) and
+    // `hw` stays borrowed for the whole scan, so a page lent from the same place is all zeros too, whatever part
+    // of the table it stands for: a sparse L1 table (up to 2^17 descriptors, mostly zero) where memory lends one
+    // page for the frames it holds alike (the emulator; a dump's excluded zero pages) is read once, not per page.
+    let mut zeros: Option<&[u8; 4096]> = None;
     while first < entries {
         let n = (entries - first).min(512);
         let at = base
             .checked_add(8 * first)
             .ok_or_else(|| unreadable(MemError { addr: base, kind: crate::MemErrorKind::NotRam }))?;
         // A whole page in place where memory lends it, else a copy (zeros past the last descriptor: skipped).
-        let buf: &[u8; 4096] = match hw.lend_page(at).filter(|_| n == 512) {
+        let lent = hw.lend_page(at).filter(|_| n == 512);
+        if lent.is_some_and(|page| zeros.is_some_and(|z| core::ptr::eq(z, page))) {
+            first += n;
+            continue;
+        }
+        let buf: &[u8; 4096] = match lent {
             Some(page) => page,
             None => {
                 let (descriptors, past) = chunk.split_at_mut(8 * n as usize);
@@ -306,7 +316,14 @@ pub(super) fn each_l1<E>(
             }
         };
         // Most descriptors of a sparse table are zero: skipped a run of cache lines at a time.
-        crate::walk::each_nonzero_qword(buf, |i, raw| f(first + i as u64, raw))?;
+        let mut any = false;
+        crate::walk::each_nonzero_qword(buf, |i, raw| {
+            any = true;
+            f(first + i as u64, raw)
+        })?;
+        if !any && lent.is_some() {
+            zeros = lent;
+        }
         first += n;
     }
     Ok(())
@@ -522,5 +539,57 @@ mod tests {
         assert_eq!(seen, want);
         let err = each_l1(&mem, 0, 1200, |e| e, |_, _| Ok(())).unwrap_err();
         assert_eq!(err.addr, 1100 * 8, "the first byte past the table");
+    }
+
+    /// Memory that lends frame `f` as page `lent[f]` of `pool` (frames lent alike share one page), each lend
+    /// counted; reads answer from the lent page.
+    struct Lent {
+        pool: alloc::vec::Vec<[u8; 4096]>,
+        lent: alloc::vec::Vec<usize>,
+        reads: core::cell::Cell<usize>,
+    }
+
+    impl PhysMem for Lent {
+        fn read(&self, pa: u64, buf: &mut [u8]) -> Result<(), MemError> {
+            self.reads.set(self.reads.get() + 1);
+            let page = self.lend_page(pa).ok_or(MemError { addr: pa, kind: MemErrorKind::NotRam })?;
+            let at = (pa % 4096) as usize;
+            buf.copy_from_slice(page.get(at..at + buf.len()).ok_or(MemError { addr: pa, kind: MemErrorKind::NotRam })?);
+            Ok(())
+        }
+        fn lend_page(&self, pa: u64) -> Option<&[u8; 4096]> {
+            self.pool.get(*self.lent.get((pa / 4096) as usize)?)
+        }
+        fn write(&mut self, pa: u64, _: &[u8]) -> Result<(), MemError> {
+            Err(MemError { addr: pa, kind: MemErrorKind::ReadOnly })
+        }
+    }
+
+    /// A page lent where an all-zero page was lent before is skipped, but a page lent alike with descriptors is
+    /// read each time it stands for a part of the table: every descriptor is seen, at its own index.
+    #[test]
+    fn each_l1_skips_only_repeats_of_a_lent_page_it_found_all_zero() {
+        let mut live = [0u8; 4096];
+        live[8 * 7..8 * 8].copy_from_slice(&0x1234u64.to_le_bytes());
+        // Frames: zero, live, zero, live, a second (distinct) zero page, zero.
+        let mem = Lent {
+            pool: alloc::vec![[0; 4096], live, [0; 4096]],
+            lent: alloc::vec![0, 1, 0, 1, 2, 0],
+            reads: core::cell::Cell::new(0),
+        };
+        let mut seen = alloc::vec::Vec::new();
+        each_l1(
+            &mem,
+            0,
+            6 * 512,
+            |e| e,
+            |i, raw| {
+                seen.push((i, raw));
+                Ok(())
+            },
+        )
+        .unwrap();
+        assert_eq!(seen, alloc::vec![(512 + 7, 0x1234), (3 * 512 + 7, 0x1234)]);
+        assert_eq!(mem.reads.get(), 0, "lent pages are read in place");
     }
 }
