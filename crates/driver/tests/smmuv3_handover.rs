@@ -121,6 +121,29 @@ fn normal_boot_translates_and_unmap_invalidates() {
     assert!(rig.dma(NIC, iova + 0x1008, Access::Read).is_err(), "TLBI dropped the cached entry");
 }
 
+/// Every stream of a new stream table aborts until attached (Linux `arm_smmu_init_initial_stes`): in a level-2
+/// table made for one master every other STE is the abort STE, and in a linear table every STE is; their DMA
+/// is refused.
+#[test]
+fn streams_of_a_new_table_abort_until_attached() {
+    for two_level in [true, false] {
+        let mut rig = Rig::with(Smmuv3Config { two_level_strtab: two_level, ..Smmuv3Config::default() });
+        let mut v = Smmuv3::init(&mut rig.primary()).unwrap();
+        let d = v.create_domain(&mut rig.primary()).unwrap();
+        v.attach(&mut rig.primary(), NIC, Attachment::Domain(d)).unwrap();
+        let iova = v.map(&mut rig.primary(), d, 0x2000_0000, 0x1000, true, true).unwrap();
+        let at = |rig: &mut Rig, sid: u32| if two_level { ste_at(rig, sid) } else { strtab(rig) + 64 * sid as u64 };
+        let span = if two_level { 1u32 << SPLIT } else { 1 << 12 };
+        for sid in (0..span).filter(|&s| s != NIC) {
+            let ste = at(&mut rig, sid);
+            let words: Vec<u64> = (0..8).map(|i| rig.mem.read_u64(ste + 8 * i).unwrap()).collect();
+            assert_eq!(words, Ste::abort().0, "STE {sid:#x} (2-level: {two_level})");
+        }
+        assert_eq!(rig.dma(NIC, iova, Access::Read), Ok(0x2000_0000));
+        assert!(rig.dma(NIC + 1, iova, Access::Read).is_err(), "2-level: {two_level}");
+    }
+}
+
 #[test]
 fn adopt_keeps_old_dma_translating_until_reattach() {
     let mut rig = Rig::new();

@@ -243,9 +243,8 @@ impl Smmuv3 {
             v.log2size = v.log2size.min(12);
             let pages = ((1u64 << v.log2size) * 64).div_ceil(4096);
             let t = alloc_contiguous(hw, pages, &mut n)?;
-            for sid in 0..(1u64 << v.log2size) {
-                write_ste(hw, t + 64 * sid, &Ste::abort())?;
-            }
+            // Not walked until STRTAB_BASE names it and SMMUEN is set.
+            write_abort_stes(hw, t, 1u64 << v.log2size)?;
             (t, StrtabBaseCfg::new().with_fmt(StrtabFmt::Linear).with_log2size(v.log2size))
         };
         v.strtab = base;
@@ -321,9 +320,8 @@ impl Smmuv3 {
                 let pages = ((1u64 << SPLIT) * 64).div_ceil(4096);
                 let t = alloc_contiguous(hw, pages, &mut n)?;
                 self.frames_allocated += n;
-                for i in 0..(1u64 << SPLIT) {
-                    write_ste(hw, t + 64 * i, &Ste::abort())?;
-                }
+                // Not reachable until the L1 descriptor below names it.
+                write_abort_stes(hw, t, 1u64 << SPLIT)?;
                 hw.write_u64(at, L1Desc::new_table(t, span_for_split(SPLIT as u32)).into_bits())?;
                 self.submit(hw, &[Command::CfgiSte { sid, leaf: false }])?;
                 self.l2.insert(l1, t);
@@ -585,9 +583,19 @@ fn ste_used(ste: &Ste) -> u8 {
 }
 
 /// Write an STE nobody is using yet (a fresh table): words 1..7 first, then word 0 holding V and Config.
-pub(super) fn write_ste(hw: &mut impl crate::PhysMem, at: u64, ste: &Ste) -> Result<(), SmmuError> {
-    for i in (1..8).chain(0..1) {
-        hw.write_u64(at + 8 * i as u64, ste.0[i])?;
+/// `count` abort STEs from `at`, the state of every stream until it is attached (Linux
+/// `arm_smmu_init_initial_stes`), in one fill: only for a table the SMMU cannot reach yet, as a live STE's
+/// order (its valid word last, `update_ste`) is not kept. Whole pages of them where the table is made of pages,
+/// so a memory that shares equal pages holds one for every level-2 table.
+fn write_abort_stes(hw: &mut impl crate::PhysMem, at: u64, count: u64) -> Result<(), SmmuError> {
+    let mut page = [0u8; 4096];
+    for (b, w) in page.chunks_exact_mut(8).zip(Ste::abort().0.into_iter().cycle()) {
+        b.copy_from_slice(&w.to_le_bytes());
     }
-    Ok(())
+    let bytes = count.checked_mul(64).ok_or(crate::MemError { addr: at, kind: crate::MemErrorKind::NotRam })?;
+    if at.is_multiple_of(4096) && bytes.is_multiple_of(4096) {
+        Ok(hw.write_repeated(at, &page, bytes / 4096)?)
+    } else {
+        Ok(hw.write_repeated(at, &page[..64], count)?)
+    }
 }
