@@ -561,7 +561,7 @@ pub fn adopt_amdvi(devices: u32) -> AdoptFigure {
 }
 
 /// An SMMUv3 machine (SIDSIZE 32, 2-level stream table) whose primary kernel attached `devices` masters, each
-/// alone in a level-2 table and in its own domain; with their StreamIDs and the count of the driver's calls that
+/// alone in a level-2 table and in its own domain with `pages` mapped; with their StreamIDs and the count of the driver's calls that
 /// failed building it.
 fn smmuv3_machine(devices: u32, pages: u32) -> (PhysMemory, Smmuv3Model, Vec<u32>, u32) {
     let mut mem = PhysMemory::contiguous(0..8 * GIB);

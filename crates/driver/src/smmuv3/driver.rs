@@ -582,7 +582,6 @@ fn ste_used(ste: &Ste) -> u8 {
     }
 }
 
-/// Write an STE nobody is using yet (a fresh table): words 1..7 first, then word 0 holding V and Config.
 /// `count` abort STEs from `at`, the state of every stream until it is attached (Linux
 /// `arm_smmu_init_initial_stes`), in one fill: only for a table the SMMU cannot reach yet, as a live STE's
 /// order (its valid word last, `update_ste`) is not kept. Whole pages of them where the table is made of pages,

@@ -541,8 +541,8 @@ mod tests {
         assert_eq!(err.addr, 1100 * 8, "the first byte past the table");
     }
 
-    /// Memory that lends frame `f` as page `lent[f]` of `pool` (frames lent alike share one page), each lend
-    /// counted; reads answer from the lent page.
+    /// Memory that lends frame `f` as page `lent[f]` of `pool` (frames lent alike share one page); reads answer
+    /// from the lent page, each counted.
     struct Lent {
         pool: alloc::vec::Vec<[u8; 4096]>,
         lent: alloc::vec::Vec<usize>,
