@@ -301,6 +301,9 @@ pub struct SimulateFigure {
     /// Scenarios completed per wall-clock second, the four policies in turn: the median of five batches of
     /// consecutive seeds, each timed.
     pub scenarios_per_s: f64,
+    /// Over one thread: 1 for the one-thread figure; for two, the median of turns' ratios, each turn the same seeds
+    /// on one thread then on two ([`simulate_pair`]).
+    pub vs_one_thread: f64,
     /// Each seed's run up to the crash kernel's IOMMU init (the primary kernel, its workload, the panic)
     /// made once and shared by its four policies, as a campaign runs them (`run_policies`); otherwise every
     /// scenario runs from power-on.
@@ -919,45 +922,89 @@ fn rate(ops: u64, mut op: impl FnMut(u64)) -> f64 {
 }
 
 /// Crash scenarios per second on the default machine with `kind`, on `threads` threads (independent seeds);
-/// with `shared_crash`, each seed's four policies share the run up to the crash kernel's IOMMU init.
+/// with `shared_crash`, each seed's four policies share the run up to the crash kernel's IOMMU init. The median of
+/// five timed batches of consecutive seeds, so a second in which the host ran this process slow does not set it.
 pub fn simulate(kind: IommuKind, scenarios: u64, threads: u32, shared_crash: bool) -> SimulateFigure {
-    let knobs = Knobs { iommu: kind, ..Knobs::default() };
-    let per_seed = if shared_crash { Policy::ALL.len() as u64 } else { 1 };
-    // Five batches of consecutive seeds, each timed: the median batch sets the figure, as in `rate`, so a second
-    // in which the host ran this process slow does not.
-    let batch = scenarios.div_ceil(per_seed).div_ceil(5).max(1);
-    let short = std::sync::atomic::AtomicU64::new(0);
-    let short = &short;
-    let mut rates: Vec<f64> = (0..5u64)
-        .map(|b| {
-            let first = b * batch;
-            let t = Instant::now();
-            std::thread::scope(|s| {
-                for th in 0..threads as u64 {
-                    s.spawn(move || {
-                        for seed in (first + th..first + batch).step_by(threads as usize) {
-                            let n = if shared_crash {
-                                let s = Scenario { policy: Policy::ALL[0], seed, knobs };
-                                run_policies(&s, &Policy::ALL).iter().filter(|o| ended_before_crash(o)).count()
-                            } else {
-                                let s = Scenario { policy: Policy::ALL[(seed % 4) as usize], seed, knobs };
-                                ended_before_crash(&run(&s).0) as usize
-                            };
-                            short.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
-                        }
-                    });
-                }
-            });
-            (batch * per_seed) as f64 / t.elapsed().as_secs_f64()
-        })
-        .collect();
+    let batches = Batches::new(kind, scenarios, shared_crash);
+    let mut rates: Vec<f64> = (0..5).map(|b| batches.rate(b, threads)).collect();
     rates.sort_by(f64::total_cmp);
-    SimulateFigure {
-        iommu: kind.name(),
-        threads,
-        scenarios_per_s: rates[2],
-        shared_crash,
-        ended_before_crash: short.load(std::sync::atomic::Ordering::Relaxed),
+    batches.figure(threads, rates[2], 1.0)
+}
+
+/// [`simulate`] on one thread and on two, in turns: each turn times a batch of seeds on one thread, then the same
+/// seeds on two, and the two-thread figure's `vs_one_thread` is the median of the turns' ratios (two figures
+/// timed apart would set a slow minute of one against a fast minute of the other).
+pub fn simulate_pair(kind: IommuKind, scenarios: u64, shared_crash: bool) -> [SimulateFigure; 2] {
+    let batches = Batches::new(kind, scenarios, shared_crash);
+    let turns: Vec<(f64, f64)> = (0..5).map(|b| (batches.rate(b, 1), batches.rate(b, 2))).collect();
+    let (one, two, ratio) = paired_rates(&turns);
+    [batches.figure(1, one, 1.0), batches.figure(2, two, ratio)]
+}
+
+/// From turns of (one-thread rate, two-thread rate): the median of each, and the median of the turns' ratios.
+fn paired_rates(turns: &[(f64, f64)]) -> (f64, f64, f64) {
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(0.0)
+    };
+    (
+        median(turns.iter().map(|t| t.0).collect()),
+        median(turns.iter().map(|t| t.1).collect()),
+        median(turns.iter().map(|t| t.1 / t.0).collect()),
+    )
+}
+
+/// Five batches of consecutive seeds for the scenario figures, and the count of runs that ended before the crash.
+struct Batches {
+    kind: IommuKind,
+    knobs: Knobs,
+    shared_crash: bool,
+    per_seed: u64,
+    batch: u64,
+    short: std::sync::atomic::AtomicU64,
+}
+
+impl Batches {
+    fn new(kind: IommuKind, scenarios: u64, shared_crash: bool) -> Self {
+        let per_seed = if shared_crash { Policy::ALL.len() as u64 } else { 1 };
+        let batch = scenarios.div_ceil(per_seed).div_ceil(5).max(1);
+        let knobs = Knobs { iommu: kind, ..Knobs::default() };
+        Batches { kind, knobs, shared_crash, per_seed, batch, short: std::sync::atomic::AtomicU64::new(0) }
+    }
+
+    /// Scenarios per second over batch `b`'s seeds spread over `threads` threads.
+    fn rate(&self, b: u64, threads: u32) -> f64 {
+        let first = b * self.batch;
+        let (knobs, shared, batch, short) = (self.knobs, self.shared_crash, self.batch, &self.short);
+        let t = Instant::now();
+        std::thread::scope(|s| {
+            for th in 0..threads as u64 {
+                s.spawn(move || {
+                    for seed in (first + th..first + batch).step_by(threads as usize) {
+                        let n = if shared {
+                            let s = Scenario { policy: Policy::ALL[0], seed, knobs };
+                            run_policies(&s, &Policy::ALL).iter().filter(|o| ended_before_crash(o)).count()
+                        } else {
+                            let s = Scenario { policy: Policy::ALL[(seed % 4) as usize], seed, knobs };
+                            ended_before_crash(&run(&s).0) as usize
+                        };
+                        short.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+                    }
+                });
+            }
+        });
+        (batch * self.per_seed) as f64 / t.elapsed().as_secs_f64()
+    }
+
+    fn figure(&self, threads: u32, scenarios_per_s: f64, vs_one_thread: f64) -> SimulateFigure {
+        SimulateFigure {
+            iommu: self.kind.name(),
+            threads,
+            scenarios_per_s,
+            vs_one_thread,
+            shared_crash: self.shared_crash,
+            ended_before_crash: self.short.load(std::sync::atomic::Ordering::Relaxed),
+        }
     }
 }
 
@@ -1056,7 +1103,7 @@ pub fn all(quick: bool) -> Figures {
         translate: IommuKind::ALL.iter().map(|&k| translate(k, ops)).collect(),
         simulate: IommuKind::ALL
             .iter()
-            .flat_map(|&k| [false, true].map(move |sh| [simulate(k, scenarios, 1, sh), simulate(k, scenarios, 2, sh)]))
+            .flat_map(|&k| [false, true].map(move |sh| simulate_pair(k, scenarios, sh)))
             .flatten()
             .collect(),
     };
@@ -1131,6 +1178,16 @@ mod tests {
         for f in [adopt_vtd(1000), adopt_amdvi(1000), adopt_smmuv3(1000)] {
             assert_eq!((f.live_devices, f.adopted), (1000, 1000), "{}", f.iommu);
         }
+    }
+
+    /// The two-thread scenario figure's ratio is taken within each turn (the same seeds on one thread, then on
+    /// two), not between medians from separate turns.
+    #[test]
+    fn the_two_thread_scenario_ratio_is_the_median_of_each_turns_ratio() {
+        // Two minutes of a slow host and two of a fast one, and a turn whose two-thread half caught the fast one:
+        // turns' ratios 1.9, 1.9, 2, 2, 8, median 2; the medians apart, 800 / 100, would say 8.
+        let turns = [(100.0, 190.0), (100.0, 190.0), (400.0, 800.0), (400.0, 800.0), (100.0, 800.0)];
+        assert_eq!(paired_rates(&turns), (100.0, 800.0, 2.0));
     }
 
     /// Each SMMUv3 master of the adoption rows has a page mapped, as a device doing DMA does: its insertion walks
