@@ -954,14 +954,15 @@ fn paired_rates(turns: &[(f64, f64)]) -> (f64, f64, f64) {
     )
 }
 
-/// Five batches of consecutive seeds for the scenario figures, and the count of runs that ended before the crash.
+/// Five batches of consecutive seeds for the scenario figures, and the count of runs that ended before the crash,
+/// apart for one thread and for more (each figure counts the runs it timed).
 struct Batches {
     kind: IommuKind,
     knobs: Knobs,
     shared_crash: bool,
     per_seed: u64,
     batch: u64,
-    short: std::sync::atomic::AtomicU64,
+    short: [std::sync::atomic::AtomicU64; 2],
 }
 
 impl Batches {
@@ -969,13 +970,15 @@ impl Batches {
         let per_seed = if shared_crash { Policy::ALL.len() as u64 } else { 1 };
         let batch = scenarios.div_ceil(per_seed).div_ceil(5).max(1);
         let knobs = Knobs { iommu: kind, ..Knobs::default() };
-        Batches { kind, knobs, shared_crash, per_seed, batch, short: std::sync::atomic::AtomicU64::new(0) }
+        let short = [std::sync::atomic::AtomicU64::new(0), std::sync::atomic::AtomicU64::new(0)];
+        Batches { kind, knobs, shared_crash, per_seed, batch, short }
     }
 
     /// Scenarios per second over batch `b`'s seeds spread over `threads` threads.
     fn rate(&self, b: u64, threads: u32) -> f64 {
         let first = b * self.batch;
-        let (knobs, shared, batch, short) = (self.knobs, self.shared_crash, self.batch, &self.short);
+        let (knobs, shared, batch) = (self.knobs, self.shared_crash, self.batch);
+        let short = &self.short[usize::from(threads > 1)];
         let t = Instant::now();
         std::thread::scope(|s| {
             for th in 0..threads as u64 {
@@ -1003,7 +1006,7 @@ impl Batches {
             scenarios_per_s,
             vs_one_thread,
             shared_crash: self.shared_crash,
-            ended_before_crash: self.short.load(std::sync::atomic::Ordering::Relaxed),
+            ended_before_crash: self.short[usize::from(threads > 1)].load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 }
