@@ -10,6 +10,29 @@ use alloc::vec::Vec;
 
 use crate::{MemError, PhysMem};
 
+/// The last page memory lent that a table scan found holding nothing it looks for. Lent memory does not change
+/// while it is lent (`PhysMem::lend_page`), and a scan that keeps memory borrowed keeps it lent: a page lent from
+/// the same place again holds the same bytes, whatever frame it stands for, and is passed over without a look. The
+/// emulator lends one page for a run of frames written alike and for every frame never written (a device table of
+/// default entries, the empty part of a stream table).
+pub(crate) struct LentRepeat<'a>(Option<&'a [u8; PAGE]>);
+
+impl<'a> LentRepeat<'a> {
+    pub(crate) fn new() -> Self {
+        LentRepeat(None)
+    }
+    /// Whether memory lent `lent` from where it lent the page remembered.
+    pub(crate) fn repeats(&self, lent: Option<&[u8; PAGE]>) -> bool {
+        matches!((self.0, lent), (Some(q), Some(p)) if core::ptr::eq(q, p))
+    }
+    /// Remember `lent`, if memory lent the page, as holding nothing the scan looks for.
+    pub(crate) fn remember(&mut self, lent: Option<&'a [u8; PAGE]>) {
+        if lent.is_some() {
+            self.0 = lent;
+        }
+    }
+}
+
 /// Each non-zero little-endian quadword of a table page with its index, in order, until `f` says stop: what a
 /// table's scan for present entries needs, as most of a sparse table is zeros. Eight cache lines at a time, then a
 /// line, are skipped with one OR each (fixed sizes, so the ORs vectorise) before any quadword is looked at.

@@ -241,16 +241,14 @@ fn paired<T>(
     times.sort_unstable();
     floors.sort_unstable();
     eagers.sort_unstable();
-    ratios.sort_by(f64::total_cmp);
-    eager_ratios.sort_by(f64::total_cmp);
     Paired {
         last: last.expect("five turns"),
         ns: times[2],
         floor_ns: floors[2],
-        ratio: ratios[2],
+        ratio: middle(ratios),
         eager_bytes,
         eager_ns: eagers[2],
-        eager_ratio: eager_ratios[2],
+        eager_ratio: middle(eager_ratios),
     }
 }
 
@@ -891,16 +889,12 @@ pub fn shared_rates(
         ratio.push(shared / single);
         apart.push(alone / single);
     }
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
     SharedRates {
-        one: median(one),
-        two: median(two),
-        two_over_one: median(ratio),
-        apart_over_one: median(apart),
-        arith_2_over_1: median(arith),
+        one: middle(one),
+        two: middle(two),
+        two_over_one: middle(ratio),
+        apart_over_one: middle(apart),
+        arith_2_over_1: middle(arith),
     }
 }
 
@@ -908,17 +902,17 @@ pub fn shared_rates(
 /// batch slowed by another job on the machine does not set the figure.
 fn rate(ops: u64, mut op: impl FnMut(u64)) -> f64 {
     let batch = (ops / 5).max(1);
-    let mut rates: Vec<f64> = (0..5)
-        .map(|b| {
-            let t = Instant::now();
-            for i in b * batch..(b + 1) * batch {
-                op(i);
-            }
-            batch as f64 / t.elapsed().as_secs_f64()
-        })
-        .collect();
-    rates.sort_by(f64::total_cmp);
-    rates[2]
+    middle(
+        (0..5)
+            .map(|b| {
+                let t = Instant::now();
+                for i in b * batch..(b + 1) * batch {
+                    op(i);
+                }
+                batch as f64 / t.elapsed().as_secs_f64()
+            })
+            .collect(),
+    )
 }
 
 /// Crash scenarios per second on the default machine with `kind`, on `threads` threads (independent seeds);
@@ -926,9 +920,8 @@ fn rate(ops: u64, mut op: impl FnMut(u64)) -> f64 {
 /// five timed batches of consecutive seeds, so a second in which the host ran this process slow does not set it.
 pub fn simulate(kind: IommuKind, scenarios: u64, threads: u32, shared_crash: bool) -> SimulateFigure {
     let batches = Batches::new(kind, scenarios, shared_crash);
-    let mut rates: Vec<f64> = (0..5).map(|b| batches.rate(b, threads)).collect();
-    rates.sort_by(f64::total_cmp);
-    batches.figure(threads, rates[2], 1.0)
+    let rate = middle((0..5).map(|b| batches.rate(b, threads)).collect());
+    batches.figure(threads, rate, 1.0)
 }
 
 /// [`simulate`] on one thread and on two, in turns: each turn times a batch of seeds on one thread, then the same
@@ -943,15 +936,17 @@ pub fn simulate_pair(kind: IommuKind, scenarios: u64, shared_crash: bool) -> [Si
 
 /// From turns of (one-thread rate, two-thread rate): the median of each, and the median of the turns' ratios.
 fn paired_rates(turns: &[(f64, f64)]) -> (f64, f64, f64) {
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v.get(v.len() / 2).copied().unwrap_or(0.0)
-    };
     (
-        median(turns.iter().map(|t| t.0).collect()),
-        median(turns.iter().map(|t| t.1).collect()),
-        median(turns.iter().map(|t| t.1 / t.0).collect()),
+        middle(turns.iter().map(|t| t.0).collect()),
+        middle(turns.iter().map(|t| t.1).collect()),
+        middle(turns.iter().map(|t| t.1 / t.0).collect()),
     )
+}
+
+/// The median of figures (the upper one of an even count; 0 for none).
+fn middle(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
 /// Five batches of consecutive seeds for the scenario figures, and the count of runs that ended before the crash,

@@ -251,17 +251,13 @@ pub fn scan(hw: &mut (impl Mmio + PhysMem), env: &BootEnv, strict: bool) -> Resu
         DevTableScan { control, table, devices: Vec::new(), problems: Vec::new(), pages_read: 0, irq: Vec::new() };
     // A page is looked at in place where memory lends it, else copied here.
     let mut copy = [0u8; 4096];
-    // The last lent page that held nothing but quiet entries. Lent memory does not change while it is lent
-    // (`PhysMem::lend_page`), and this borrow keeps it lent (the loop only reads `hw`): a page lent from the same
-    // place holds the same bytes and is quiet too, whatever frame it stands for. The emulator lends one page for a
-    // run of frames written as the same whole page (a table of default entries) and for every frame never written,
-    // and those frames are then skipped without a look.
-    let mut quiet: Option<&[u8; 4096]> = None;
+    // The last lent page that held nothing but quiet entries (the loop only reads `hw`, which keeps it lent).
+    let mut quiet = crate::walk::LentRepeat::new();
     let per_page = (4096 / DTE_SIZE) as u32;
     for p in 0..(bytes / 4096) {
         let at = base + p * 4096;
         let lent = if env.in_ram(at, 4096) { hw.lend_page(at) } else { None };
-        if lent.is_some_and(|page| quiet.is_some_and(|q| core::ptr::eq(q, page))) {
+        if quiet.repeats(lent) {
             out.pages_read += 1;
             continue;
         }
@@ -315,8 +311,8 @@ pub fn scan(hw: &mut (impl Mmio + PhysMem), env: &BootEnv, strict: bool) -> Resu
                 }
             }
         }
-        if lent.is_some() && found == (out.devices.len(), out.problems.len(), out.irq.len()) {
-            quiet = lent;
+        if found == (out.devices.len(), out.problems.len(), out.irq.len()) {
+            quiet.remember(lent);
         }
     }
     Ok(out)

@@ -290,11 +290,8 @@ pub(super) fn each_l1<E>(
 ) -> Result<(), E> {
     let mut chunk = [0u8; 4096];
     let mut first = 0u64;
-    // The last lent page found all zeros. Lent memory does not change while it is lent (`PhysMem::lend_page`) and
-    // `hw` stays borrowed for the whole scan, so a page lent from the same place is all zeros too, whatever part
-    // of the table it stands for: a sparse L1 table (up to 2^17 descriptors, mostly zero) where memory lends one
-    // page for the frames it holds alike (the emulator; a dump's excluded zero pages) is read once, not per page.
-    let mut zeros: Option<&[u8; 4096]> = None;
+    // A sparse L1 table (up to 2^17 descriptors, mostly zero) lent as one page for its zero frames is read once.
+    let mut zeros = crate::walk::LentRepeat::new();
     while first < entries {
         let n = (entries - first).min(512);
         let at = base
@@ -302,7 +299,7 @@ pub(super) fn each_l1<E>(
             .ok_or_else(|| unreadable(MemError { addr: base, kind: crate::MemErrorKind::NotRam }))?;
         // A whole page in place where memory lends it, else a copy (zeros past the last descriptor: skipped).
         let lent = hw.lend_page(at).filter(|_| n == 512);
-        if lent.is_some_and(|page| zeros.is_some_and(|z| core::ptr::eq(z, page))) {
+        if zeros.repeats(lent) {
             first += n;
             continue;
         }
@@ -321,8 +318,8 @@ pub(super) fn each_l1<E>(
             any = true;
             f(first + i as u64, raw)
         })?;
-        if !any && lent.is_some() {
-            zeros = lent;
+        if !any {
+            zeros.remember(lent);
         }
         first += n;
     }
